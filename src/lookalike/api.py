@@ -1,0 +1,181 @@
+"""The Python API: open or create an index, bring it up to date with a folder, query it.
+
+The CLI and the HTTP server are thin shells over :class:`Index`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from platformdirs import user_data_dir
+
+from lookalike import search as _search
+from lookalike.images import DEFAULT_MAX_PIXELS, decode, read_file
+from lookalike.indexer import IndexReport, content_hash, update
+from lookalike.models.embedder import Embedder
+from lookalike.models.registry import ModelSpec, resolve
+from lookalike.store import DB_NAME, Store, StoreError
+
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+
+
+def default_index_path() -> Path:
+    """``$LOOKALIKE_INDEX``, else an index in the user's data directory."""
+    return Path(os.environ.get("LOOKALIKE_INDEX") or Path(user_data_dir("lookalike")) / "index")
+
+
+@dataclass(frozen=True)
+class Match:
+    """One result: rank (1-based), image id in the index, path and distance to the query."""
+
+    rank: int
+    id: int
+    path: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The answer to one query image; :meth:`to_dict` is the ``query --json`` shape."""
+
+    query: str
+    mode: str
+    metric: str
+    results: list[Match]
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "mode": self.mode, "metric": self.metric,
+                "results": [{"rank": m.rank, "path": m.path, "distance": round(m.distance, 6)}
+                            for m in self.results]}
+
+
+class Index:
+    """An on-disk image index bound to one model. Use :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, store: Store, spec: ModelSpec, threads: int | None = None, device: str = "cpu") -> None:
+        self.store = store
+        self.spec = spec
+        self._threads = threads
+        self._device = device
+        self._embedder: Embedder | None = None
+        self._vectors: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
+             create: bool = False, rebuild: bool = False, threads: int | None = None,
+             device: str = "cpu") -> "Index":
+        """Open the index at ``path`` (default :func:`default_index_path`).
+
+        With ``create``, a missing index is created for ``model``; an existing one must have been
+        built with the same model (else :class:`StoreError`) unless ``rebuild`` wipes it first.
+        Without ``create``, the index must exist and its own model is used.
+        """
+        path = Path(path).expanduser() if path is not None else default_index_path()
+        if not create:
+            store = Store.open(path)
+            ref = store.model_ref
+            return cls(store, resolve(ref, layer or store.model.get("layer")), threads, device)
+        spec = resolve(model, layer)
+        if rebuild:
+            wipe(path)
+        if spec.family == "onnx" and not spec.dim:
+            spec = Embedder(spec, threads, device).spec
+        store = Store.create(path, spec.identity(), ref=model_ref(model, spec))
+        return cls(store, spec, threads, device)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The ONNX Runtime session, created on first use."""
+        if self._embedder is None:
+            self._embedder = Embedder(self.spec, self._threads, self._device)
+        return self._embedder
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def add(self, folder: str | os.PathLike, batch_size: int = 32, workers: int = 2,
+            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None) -> IndexReport:
+        """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`)."""
+        if not os.path.isdir(folder):
+            raise StoreError(f"not a directory: {folder}")
+        report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress)
+        self._vectors = None
+        return report
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, vectors) of the index, loaded once per generation."""
+        generation = self.store.generation
+        if self._vectors is None or self._vectors[0] != generation:
+            self._vectors = (generation, *self.store.vectors())
+        return self._vectors[1], self._vectors[2]
+
+    def embed(self, image: ImageInput) -> tuple[np.ndarray, list[int]]:
+        """The query vector of an image, and the ids of indexed files with identical bytes.
+
+        A file whose bytes are already in the index reuses the stored vector (no model run).
+        """
+        if isinstance(image, (str, os.PathLike, bytes)):
+            data = image if isinstance(image, bytes) else read_file(image)
+            same, vector = self.store.by_hash(content_hash(data))
+            if vector is not None:
+                return vector, same
+            image = data
+        rgb = decode(image, self.spec.preprocessing.size)
+        return self.embedder.embed_images([rgb])[0], []
+
+    def query(self, image: ImageInput, k: int = 10, mode: str = "nearest", metric: str = "cosine",
+              seed: int | None = None, exclude_self: bool = False, label: str | None = None) -> QueryResult:
+        """The ``k`` nearest, farthest or random images for ``image`` (path, bytes, PIL image or array).
+
+        ``exclude_self`` drops indexed files whose bytes equal the query's.
+        """
+        _search.check_options(metric, mode, k)
+        vector, same = self.embed(image)
+        return self.query_vector(vector, k, mode, metric, seed, same if exclude_self else (),
+                                 label or _label(image))
+
+    def query_vector(self, vector: np.ndarray, k: int = 10, mode: str = "nearest", metric: str = "cosine",
+                     seed: int | None = None, exclude: tuple[int, ...] | list[int] = (),
+                     label: str = "<vector>") -> QueryResult:
+        """Search with a feature vector; ids in ``exclude`` never appear in the results."""
+        ids, vectors = self.vectors()
+        excluded = set(int(i) for i in exclude)
+        distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed)
+        hits = [(int(i), float(d)) for i, d in zip(ids[positions[0]], distances[0]) if int(i) not in excluded][:k]
+        paths = self.store.paths([i for i, _ in hits])
+        matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(hits, paths), start=1)]
+        return QueryResult(label, mode, metric, matches)
+
+
+def model_ref(model: str | None, spec: ModelSpec) -> str:
+    """How an index names its model so it can be reopened: a registry name or an absolute path."""
+    return str(Path(model).expanduser().resolve()) if spec.family == "onnx" else spec.name
+
+
+def wipe(path: Path) -> None:
+    """Delete an index directory (refusing anything that does not look like one)."""
+    if not path.exists():
+        return
+    if not (path / DB_NAME).exists():
+        raise StoreError(f"refusing to --rebuild {path}: it is not a lookalike index")
+    shutil.rmtree(path)
+
+
+def _label(image: ImageInput) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    return "<upload>" if isinstance(image, bytes) else "<image>"

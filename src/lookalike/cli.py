@@ -1,0 +1,177 @@
+"""The ``lookalike`` command line: a thin Typer shell over :mod:`lookalike.api`.
+
+Exit codes: 0 success (skipped files are not failures), 1 user error with a one-line message,
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lookalike.api import Index
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
+from lookalike.models.registry import ModelError
+from lookalike.store import StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Content-based image similarity search: nearest, random and farthest images.")
+err = Console(stderr=True)
+USER_ERRORS = (ImageError, ModelError, StoreError, ValueError, OSError)
+
+
+class Mode(str, Enum):
+    nearest = "nearest"
+    farthest = "farthest"
+    random = "random"
+
+
+class Metric(str, Enum):
+    cosine = "cosine"
+    l2 = "l2"
+
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", envvar="LOOKALIKE_INDEX", show_default=False,
+                                                   help="Index directory [default: per-user data dir]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
+LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all cores]")]
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 1."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=quiet)
+
+
+@app.command()
+def index(
+    folder: Annotated[Path, typer.Argument(help="Folder of images to index (recursively).")],
+    index_path: IndexOpt = None,
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run.")] = 32,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads.")] = 2,
+    threads: ThreadsOpt = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Make the index match FOLDER: embed new and changed images, drop deleted ones."""
+    if not folder.is_dir():
+        fail(f"not a directory: {folder}")
+    with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads) as idx:
+        with _progress(quiet or as_json) as bar:
+            task = bar.add_task("embed", total=None, rate="")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                t = bar.tasks[0]
+                bar.update(task, rate=f"{t.completed / t.elapsed:.1f} img/s" if t.elapsed else "")
+
+            report = idx.add(folder, batch, workers, max_pixels,
+                             on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
+          f"skipped {len(report.skipped)}; {report.total} images in {idx.store.root} "
+          f"({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+
+
+@app.command()
+def query(
+    images: Annotated[list[Path], typer.Argument(help="Query image file(s).")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
+    mode: Annotated[Mode, typer.Option("--mode")] = Mode.nearest,
+    metric: Annotated[Metric, typer.Option("--metric")] = Metric.cosine,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --mode random.")] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed copies of the query.")] = False,
+    montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
+    index_path: IndexOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the K nearest, farthest or random indexed images for each query image."""
+    from lookalike import present
+
+    with Index.open(index_path, threads=threads) as idx:
+        results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self) for img in images]
+    if montage is not None:
+        present.montage(str(images[0]), results[:1], montage)
+    if as_json:
+        dicts = [r.to_dict() for r in results]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, ensure_ascii=False))
+    else:
+        present.print_tables(results)
+
+
+@app.command()
+def show(
+    image: Annotated[Path, typer.Argument(help="Query image file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("lookalike.png"),
+    n: Annotated[int, typer.Option("-n", min=1, help="Images per row.")] = 5,
+    metric: Annotated[Metric, typer.Option("--metric")] = Metric.cosine,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row.")] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self")] = False,
+    index_path: IndexOpt = None,
+) -> None:
+    """Write one figure: the query, then N nearest, N random and N farthest images."""
+    from lookalike import present
+
+    with Index.open(index_path) as idx:
+        vector, same = idx.embed(str(image))
+        exclude = same if exclude_self else ()
+        rows = [idx.query_vector(vector, n, mode, metric.value, seed, exclude, str(image))
+                for mode in ("nearest", "random", "farthest")]
+    present.montage(str(image), rows, out)
+    print(out)
+
+
+@app.command()
+def models(as_json: JsonOpt = False) -> None:
+    """List the models lookalike knows, their feature dims and where their weights come from."""
+    from rich.table import Table
+
+    from lookalike.models.registry import REGISTRY
+
+    rows = [{"name": s.name, "dim": s.dim, "input_size": s.preprocessing.size, "layers": s.layers,
+             "weights_present": s.weights_present(), "source": s.source} for s in REGISTRY.values()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    t = Table("model", "dim", "input", "layers", "weights", "source")
+    for r in rows:
+        t.add_row(r["name"], str(r["dim"]), f"{r['input_size']}px", ", ".join(f"{k}={v}" for k, v in r["layers"].items()),
+                  "yes" if r["weights_present"] else "missing", r["source"])
+    Console().print(t)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 1."""
+    try:
+        app()
+    except USER_ERRORS as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted; what was committed is kept")
+        sys.exit(130)
+
+

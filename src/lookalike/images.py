@@ -1,0 +1,168 @@
+"""Listing image files and decoding them to RGB, with a reason for every file that cannot be read.
+
+Index, query, server and training all decode through :func:`decode`, so a picture gives the same
+pixels whichever way it enters lookalike.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".sgi", ".pcx", ".im"}
+)
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+
+# Pillow's own bomb check must not fire before ours: ours gives the reason in a skip list.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageError(Exception):
+    """A file that is not a decodable image; ``str(err)`` is the one-line reason."""
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True when the file name has an image extension (the content is checked at decode time)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(root: str | os.PathLike) -> Iterator[str]:
+    """Yield absolute paths of image files under ``root``, sorted, following symlinks without looping.
+
+    Directories are identified by (device, inode), so a symlink back up the tree is visited once.
+    Hidden directories (``.name``) are skipped: that is where indexes and caches live.
+    """
+    root = os.path.abspath(os.fspath(root))
+    if os.path.isfile(root):
+        if is_image_path(root):
+            yield root
+        return
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            st = os.stat(directory)
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    if not entry.name.startswith("."):
+                        subdirs.append(entry.path)
+                elif entry.is_file() and is_image_path(entry.name):
+                    yield entry.path
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))
+
+
+def open_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open a path, encoded bytes, PIL image or HxW[xC] uint8 array without decoding pixels yet.
+
+    Raises :class:`ImageError` for unreadable, non-image or over-sized input.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        img = _from_array(source)
+    else:
+        try:
+            stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        except OSError as e:
+            raise ImageError(f"cannot read file: {e.strerror or e}") from None
+        try:
+            img = Image.open(stream)
+        except UnidentifiedImageError:
+            stream.close()
+            raise ImageError("not an image (empty or unknown format)") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            stream.close()
+            raise ImageError(f"cannot open image: {e}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(f"too large: {width}x{height} pixels exceeds the limit of {max_pixels}")
+    if width == 0 or height == 0:
+        raise ImageError("image has zero size")
+    return img
+
+
+def decode(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: int | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` to an upright RGB image, transparent areas composited on white.
+
+    With ``size``, JPEGs are decoded at the smallest DCT scale that is still at least
+    ``size`` pixels on each side (``Image.draft``), which is several times faster for large photos.
+    Only the first frame of an animation is used. Raises :class:`ImageError` with a reason.
+    """
+    img = open_image(source, max_pixels)
+    try:
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as e:  # Pillow raises many types for corrupt data (OSError, SyntaxError, ...)
+        raise ImageError(f"cannot decode image: {e}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: alpha over white, 16/32-bit and float scaled to 8 bits."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    """Wrap an HxW, HxWx3 or HxWx4 array (uint8, or float in [0, 1]) as a PIL image."""
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        else:
+            raise ImageError(f"unsupported array dtype {arr.dtype}; use uint8 or float in [0, 1]")
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)):
+        return Image.fromarray(np.ascontiguousarray(arr))
+    raise ImageError(f"unsupported array shape {arr.shape}; use HxW, HxWx3 or HxWx4")
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """Read a whole file; :class:`ImageError` with the OS reason when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read file: {e.strerror or e}") from None

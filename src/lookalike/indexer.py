@@ -1,0 +1,158 @@
+"""The scan -> decode -> embed -> store pipeline that makes an index match a folder.
+
+Files are read, hashed, decoded and preprocessed in a thread pool (Pillow and NumPy release the
+GIL) while ONNX Runtime embeds the previous batch; each batch is committed on its own, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode, list_images, read_file
+from lookalike.models.embedder import Embedder
+from lookalike.store import Entry, Store
+
+
+@dataclass
+class IndexReport:
+    """What one ``index`` run did; :meth:`to_dict` is the ``index --json`` shape."""
+
+    indexed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    total: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"indexed": self.indexed, "removed": self.removed, "unchanged": self.unchanged,
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "total": self.total,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2)}
+
+
+@dataclass
+class _Decoded:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None = None
+    width: int = 0
+    height: int = 0
+    pixels: np.ndarray | None = None
+    error: str | None = None
+
+
+def content_hash(data: bytes) -> str:
+    """The content hash stored for every file (BLAKE2b, 128 bits, hex)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int) -> _Decoded:
+    item = _Decoded(path, size, mtime_ns)
+    try:
+        data = read_file(path)
+        item.hash = content_hash(data)
+        img = decode(data, preprocess.size, max_pixels)
+        item.width, item.height = img.size
+        item.pixels = preprocess(img)
+    except ImageError as e:
+        item.error = str(e)
+    return item
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
+    """``pool.map`` that keeps at most ``window`` tasks in flight, yielding results in order."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, *item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = 32, workers: int = 2,
+           max_pixels: int = DEFAULT_MAX_PIXELS, on_plan: Callable[[int], None] | None = None,
+           on_progress: Callable[[int], None] | None = None) -> IndexReport:
+    """Make the part of ``store`` under ``root`` match the image files there.
+
+    New and changed files are embedded, files gone from disk are removed, unchanged ones are left
+    alone. ``on_plan(n)`` is told how many files need decoding, ``on_progress(n)`` how many were done.
+    """
+    started = time.perf_counter()
+    root = os.path.abspath(os.fspath(root))
+    report = IndexReport()
+    known = store.records(under=root)
+    todo: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
+    for path in list_images(root):
+        seen.add(path)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            report.skipped.append((path, f"cannot read file: {e.strerror or e}"))
+            continue
+        record = known.get(path)
+        if record is not None and record.size == st.st_size and record.mtime_ns == st.st_mtime_ns:
+            if record.status == "ok":
+                report.unchanged += 1
+            else:
+                report.skipped.append((path, record.error or "unreadable"))
+            continue
+        todo.append((path, st.st_size, st.st_mtime_ns))
+    gone = [p for p in known if p not in seen]
+    if gone:
+        report.removed = store.remove(gone)
+    if on_plan:
+        on_plan(len(todo))
+
+    entries: list[Entry] = []
+    pending: list[_Decoded] = []
+    errors: list[tuple[str, int, int, str]] = []
+
+    def flush() -> None:
+        if pending:
+            vectors = embedder.embed(np.stack([d.pixels for d in pending]))
+            entries.extend(Entry(d.path, d.size, d.mtime_ns, d.hash, d.width, d.height, v)
+                           for d, v in zip(pending, vectors))
+        if entries or errors:
+            store.put(entries, errors)
+        report.indexed += len(entries)
+        report.skipped.extend((path, reason) for path, _, _, reason in errors)
+        if on_progress:
+            on_progress(len(entries) + len(errors))
+        pending.clear(), entries.clear(), errors.clear()
+
+    preprocess = embedder.preprocess
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        jobs = ((path, size, mtime, preprocess, max_pixels) for path, size, mtime in todo)
+        for item in _bounded_map(pool, _load, jobs, window=2 * batch_size):
+            record = known.get(item.path)
+            if item.error is not None:
+                errors.append((item.path, item.size, item.mtime_ns, item.error))
+            elif record is not None and record.status == "ok" and record.hash == item.hash:
+                store.touch(item.path, item.size, item.mtime_ns)
+                report.unchanged += 1
+                if on_progress:
+                    on_progress(1)
+            else:
+                pending.append(item)
+            if len(pending) >= batch_size or len(errors) >= batch_size:
+                flush()
+        flush()
+    report.total = store.count()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,1 @@
+"""Model registry, preprocessing, ONNX export (torch, export time only) and the ONNX Runtime embedder."""

@@ -1,0 +1,59 @@
+"""Exporting a registry model to ONNX once and caching the file (imports torch, only when needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+from lookalike.models.registry import ModelSpec
+
+
+def cache_dir() -> Path:
+    """Where exported models live: ``$LOOKALIKE_CACHE`` or the user's cache directory."""
+    return Path(os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike")) / "onnx"
+
+
+def onnx_file(spec: ModelSpec) -> Path:
+    """Path of the ONNX file for ``spec``, exporting it first when it is not cached yet."""
+    if spec.onnx_path is not None:
+        return spec.onnx_path
+    path = cache_dir() / f"{spec.name}-{spec.layer}-{spec.preprocessing.size}.onnx"
+    if not path.exists():
+        export(spec, path)
+    return path
+
+
+def build_torch(spec: ModelSpec):
+    """The torch module of a registry model: (N, 3, S, S) inputs to (N, D) features."""
+    if spec.family == "efficientnet-lite":
+        from lookalike.models import efficientnet_lite
+
+        return efficientnet_lite.build(spec)
+    if spec.family == "inception-fid":
+        from lookalike.models import inception_fid
+
+        return inception_fid.build(layer=spec.layer, weights=inception_fid.resolve_weights(spec.weights_path))
+    raise ValueError(f"no torch builder for family {spec.family!r}")
+
+
+def export(spec: ModelSpec, path: Path, module=None) -> None:
+    """Write ``module`` (default: the registry network of ``spec``) to ``path`` atomically."""
+    import torch
+
+    module = build_torch(spec) if module is None else module
+    size = spec.preprocessing.size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), torch.zeros(2, 3, size, size), tmp, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["features"],
+                              dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,51 @@
+"""Turning a decoded RGB image into a model input array (NumPy only: no torch on the query path)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become a model input: square resize, then ``(x / 255 - mean) / std``, CHW layout.
+
+    ``resize`` is ``"bilinear"`` (Pillow's antialiased bilinear on 8-bit pixels) or ``"fid"``
+    (torch's ``F.interpolate(bilinear, align_corners=False)`` on [0, 1] floats, as pytorch-fid does).
+    """
+
+    size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("bilinear", "fid"):
+            raise ValueError(f"unknown resize {self.resize!r}; use 'bilinear' or 'fid'")
+
+    def __call__(self, rgb: Image.Image) -> np.ndarray:
+        """Return the (3, size, size) float32 input for one RGB image."""
+        if self.resize == "fid":
+            from lookalike.models.fid_preprocess import fid_preprocess
+
+            return fid_preprocess(np.asarray(rgb))
+        if rgb.size != (self.size, self.size):
+            rgb = rgb.resize((self.size, self.size), Image.BILINEAR, reducing_gap=3.0)
+        x = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)
+        scale = np.asarray([1.0 / (255.0 * s) for s in self.std], np.float32)[:, None, None]
+        shift = np.asarray([m / s for m, s in zip(self.mean, self.std)], np.float32)[:, None, None]
+        return x * scale - shift
+
+    def to_dict(self) -> dict:
+        """JSON-able description, stored in indexes and model sidecars."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        """Inverse of :meth:`to_dict`."""
+        return cls(size=int(d["size"]), mean=tuple(map(float, d.get("mean", (0.5,) * 3))),
+                   std=tuple(map(float, d.get("std", (0.5,) * 3))), resize=d.get("resize", "bilinear"))

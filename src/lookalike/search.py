@@ -1,0 +1,76 @@
+"""Exact search over all vectors: nearest (ascending), farthest (descending) and random samples.
+
+Vectors are scanned in chunks, so memory stays bounded by the chunk size however large the index
+(a memory-mapped array is read chunk by chunk). The selected results' distances are recomputed in
+float64, so an image found by itself is at distance 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("cosine", "l2")
+MODES = ("nearest", "farthest", "random")
+CHUNK_ROWS = 32768
+
+
+def check_options(metric: str, mode: str, k: int) -> None:
+    """ValueError with a one-line message for an unknown metric or mode, or k < 1."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+
+
+def pairwise(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
+    """(Q, N) distances: ``1 - cosine similarity`` or Euclidean, in the dtype of the inputs."""
+    if metric == "cosine":
+        qn = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        vn = np.linalg.norm(vectors, axis=1)
+        return np.clip(1.0 - (qn @ vectors.T) / np.maximum(vn, 1e-12), 0.0, 2.0)
+    sq = (np.einsum("ij,ij->i", queries, queries)[:, None] - 2.0 * (queries @ vectors.T)
+          + np.einsum("ij,ij->i", vectors, vectors)[None, :])
+    return np.sqrt(np.maximum(sq, 0.0))
+
+
+def search(queries: np.ndarray, vectors: np.ndarray, k: int, metric: str = "cosine", mode: str = "nearest",
+           seed: int | None = None, chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Return (distances, positions), each (Q, min(k, N)), positions indexing rows of ``vectors``.
+
+    ``nearest`` sorts ascending, ``farthest`` descending; ``random`` draws a uniform sample without
+    replacement per query from ``np.random.default_rng(seed)``, in drawing order.
+    """
+    check_options(metric, mode, k)
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    n = len(vectors)
+    k = min(k, n)
+    if k == 0:
+        return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
+    if mode == "random":
+        rng = np.random.default_rng(seed)
+        positions = np.stack([rng.choice(n, size=k, replace=False) for _ in queries])
+    else:
+        sign = 1.0 if mode == "nearest" else -1.0
+        best_d = np.full((len(queries), 0), np.inf, np.float32)
+        best_i = np.zeros((len(queries), 0), np.int64)
+        for start in range(0, n, chunk_rows):
+            chunk = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32)
+            d = sign * pairwise(queries, chunk, metric)
+            take = min(k, d.shape[1])
+            part = np.argpartition(d, take - 1, axis=1)[:, :take]
+            best_d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], axis=1)
+            best_i = np.concatenate([best_i, part + start], axis=1)
+            if best_d.shape[1] > k:
+                keep = np.argpartition(best_d, k - 1, axis=1)[:, :k]
+                best_d = np.take_along_axis(best_d, keep, 1)
+                best_i = np.take_along_axis(best_i, keep, 1)
+        positions = best_i
+    exact = np.stack([pairwise(q[None].astype(np.float64), np.asarray(vectors[p], np.float64), metric)[0]
+                      for q, p in zip(queries, positions)])
+    if mode != "random":
+        order = np.lexsort((positions, exact if mode == "nearest" else -exact), axis=1)
+        exact = np.take_along_axis(exact, order, 1)
+        positions = np.take_along_axis(positions, order, 1)
+    return exact, positions

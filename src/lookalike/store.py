@@ -1,0 +1,294 @@
+"""The embedded index: one directory with a SQLite catalog (the source of truth) and a vector cache.
+
+SQLite (WAL mode) holds every file's path, size, mtime, content hash, status and feature vector, so
+a batch of new vectors commits atomically: a process killed at any moment leaves an index that opens
+and resumes. ``vectors.npy`` + ``ids.npy`` are a derived cache for fast loading, stamped with the
+catalog's generation and rebuilt whenever it is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DB_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+
+# MIGRATIONS[i] upgrades a catalog from user_version i to i + 1.
+MIGRATIONS = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE images (
+        id       INTEGER PRIMARY KEY,
+        path     TEXT NOT NULL UNIQUE,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        hash     TEXT,
+        width    INTEGER,
+        height   INTEGER,
+        status   TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+        error    TEXT,
+        vector   BLOB
+    );
+    CREATE INDEX images_hash ON images (hash);
+    """,
+]
+
+
+class StoreError(Exception):
+    """An index that is missing, unreadable, or built with another model; one line for the user."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the catalog knows about one file."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A decoded and embedded file, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    width: int
+    height: int
+    vector: np.ndarray
+
+
+class Store:
+    """An index directory. Open with :meth:`open` (existing) or :meth:`create`."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+        self.root = root
+        self.conn = conn
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "Store":
+        """Open an existing index; :class:`StoreError` when there is none at ``root``."""
+        root = Path(root).expanduser().absolute()
+        if not (root / DB_NAME).is_file():
+            raise StoreError(f"no index at {root} (create one with: lookalike index DIR --index {root})")
+        return cls(root, _connect(root / DB_NAME))
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, model: dict, ref: str) -> "Store":
+        """Open the index at ``root``, creating it for ``model`` (an identity dict) if absent.
+
+        ``ref`` is how the model is found again (a registry name or a path).
+
+        :class:`StoreError` when it exists and was built with another model.
+        """
+        root = Path(root).expanduser().absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        store = cls(root, _connect(root / DB_NAME))
+        existing = store.model
+        if existing is None:
+            with store.conn:
+                store.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                       [("model", json.dumps(model)), ("model_ref", ref)])
+        elif existing != model:
+            store.close()
+            raise StoreError(f"index {root} was built with model {_describe(existing)}, not {_describe(model)}; "
+                             "use another --index or --rebuild")
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- metadata ----------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @property
+    def model(self) -> dict | None:
+        """The identity of the model this index was built with."""
+        value = self._meta("model")
+        return None if value is None else json.loads(value)
+
+    @property
+    def model_ref(self) -> str:
+        """The registry name or path the model is loaded from."""
+        return self._meta("model_ref") or (self.model or {}).get("name", "")
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every committed change to the set of vectors."""
+        return int(self._meta("generation") or 0)
+
+    def _bump(self) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation + 1),))
+
+    # -- catalog -----------------------------------------------------------------------------
+    def records(self, under: str | None = None) -> dict[str, FileRecord]:
+        """Every file the catalog knows, by path; only those below directory ``under`` if given."""
+        sql = "SELECT id, path, size, mtime_ns, hash, status, error FROM images"
+        rows = self.conn.execute(sql).fetchall()
+        if under is not None:
+            prefix = under.rstrip(os.sep) + os.sep
+            rows = [r for r in rows if r[1] == under or r[1].startswith(prefix)]
+        return {r[1]: FileRecord(*r) for r in rows}
+
+    def count(self) -> int:
+        """Number of embedded images."""
+        return self.conn.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
+
+    def put(self, entries: Iterable[Entry], errors: Iterable[tuple[str, int, int, str]] = ()) -> None:
+        """Insert or replace embedded files and failed files (path, size, mtime_ns, reason) in one commit."""
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO images (path, size, mtime_ns, hash, width, height, status, error, vector) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'ok', NULL, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, hash = excluded.hash, width = excluded.width, "
+                "height = excluded.height, status = 'ok', error = NULL, vector = excluded.vector",
+                [(e.path, e.size, e.mtime_ns, e.hash, e.width, e.height,
+                  np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for e in entries])
+            self.conn.executemany(
+                "INSERT INTO images (path, size, mtime_ns, status, error) VALUES (?, ?, ?, 'error', ?) "
+                "ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "hash = NULL, status = 'error', error = excluded.error, vector = NULL",
+                list(errors))
+            self._bump()
+
+    def touch(self, path: str, size: int, mtime_ns: int) -> None:
+        """Record a new mtime for a file whose content hash did not change."""
+        with self.conn:
+            self.conn.execute("UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+
+    def remove(self, paths: Iterable[str]) -> int:
+        """Forget files; returns how many embedded images were removed."""
+        paths = list(paths)
+        with self.conn:
+            removed = 0
+            for i in range(0, len(paths), 500):
+                chunk = paths[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                removed += self.conn.execute(
+                    f"SELECT COUNT(*) FROM images WHERE status = 'ok' AND path IN ({marks})", chunk).fetchone()[0]
+                self.conn.execute(f"DELETE FROM images WHERE path IN ({marks})", chunk)
+            self._bump()
+        return removed
+
+    def paths(self, ids: Iterable[int]) -> list[str]:
+        """Paths of image ids, in the given order."""
+        ids = [int(i) for i in ids]
+        found: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk).fetchall())
+        return [found[i] for i in ids]
+
+    def by_hash(self, content_hash: str) -> tuple[list[int], np.ndarray | None]:
+        """Ids of embedded files with this content hash, and their (shared) vector."""
+        rows = self.conn.execute("SELECT id, vector FROM images WHERE hash = ? AND status = 'ok' ORDER BY id",
+                                 (content_hash,)).fetchall()
+        if not rows:
+            return [], None
+        return [r[0] for r in rows], np.frombuffer(rows[0][1], dtype=np.float32)
+
+    def info(self, image_id: int) -> dict | None:
+        """Catalog row of an embedded image as a dict (path, size, hash, width, height), or None."""
+        row = self.conn.execute("SELECT path, size, mtime_ns, hash, width, height FROM images "
+                                "WHERE id = ? AND status = 'ok'", (int(image_id),)).fetchone()
+        keys = ("path", "size", "mtime_ns", "hash", "width", "height")
+        return None if row is None else dict(zip(keys, row))
+
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, vectors) chunks of every embedded image, in id order."""
+        cursor = self.conn.execute("SELECT id, vector FROM images WHERE status = 'ok' ORDER BY id")
+        while rows := cursor.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+
+    # -- vector cache ------------------------------------------------------------------------
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, vectors) as arrays memory-mapped from the cache, rebuilt first when stale.
+
+        Cache files carry the generation in their names and the stamp ``vectors.json`` is replaced
+        last, so a reader never pairs ids and vectors of different generations.
+        """
+        generation = self.generation
+        try:
+            cached = json.loads((self.root / "vectors.json").read_text()).get("generation")
+        except (OSError, ValueError):
+            cached = None
+        if cached != generation or not (self.root / f"vectors-{generation}.npy").exists():
+            self._write_cache(generation)
+        ids = np.load(self.root / f"ids-{generation}.npy", mmap_mode="r")
+        if len(ids) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return ids, np.load(self.root / f"vectors-{generation}.npy", mmap_mode="r")
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension of the index's model."""
+        return int((self.model or {}).get("dim") or 0)
+
+    def _write_cache(self, generation: int) -> None:
+        n, dim = self.count(), self.dim
+        names = {"ids": f"ids-{generation}.npy", "vectors": f"vectors-{generation}.npy"}
+        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+            ids = np.lib.format.open_memmap(Path(tmp, names["ids"]), "w+", np.int64, (n,))
+            vectors = np.lib.format.open_memmap(Path(tmp, names["vectors"]), "w+", np.float32, (n, max(dim, 1)))
+            at = 0
+            for chunk_ids, chunk in self.iter_vectors():
+                ids[at:at + len(chunk_ids)] = chunk_ids
+                vectors[at:at + len(chunk_ids)] = chunk
+                at += len(chunk_ids)
+            ids.flush()
+            vectors.flush()
+            del ids, vectors
+            for name in names.values():
+                os.replace(Path(tmp, name), self.root / name)
+            Path(tmp, "vectors.json").write_text(json.dumps({"generation": generation}))
+            os.replace(Path(tmp, "vectors.json"), self.root / "vectors.json")
+        keep = set(names.values())
+        for old in [*self.root.glob("ids-*.npy"), *self.root.glob("vectors-*.npy")]:
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot open index {path}: {e}") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"index {path} has schema v{version}, newer than this lookalike (v{SCHEMA_VERSION}); upgrade")
+    for v in range(version, SCHEMA_VERSION):
+        with conn:
+            conn.executescript(MIGRATIONS[v])
+            conn.execute(f"PRAGMA user_version = {v + 1}")
+    return conn
+
+
+def _describe(model: dict) -> str:
+    return f"{model.get('name')} (layer {model.get('layer')}, {model.get('dim')}-d)"
