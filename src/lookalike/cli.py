@@ -21,7 +21,7 @@ from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
 from lookalike.models.registry import ModelError
 from lookalike.store import StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Content-based image similarity search: nearest, random and farthest images.")
 err = Console(stderr=True)
 USER_ERRORS = (ImageError, ModelError, StoreError, ValueError, OSError)
@@ -161,6 +161,29 @@ def models(as_json: JsonOpt = False) -> None:
         t.add_row(r["name"], str(r["dim"]), f"{r['input_size']}px", ", ".join(f"{k}={v}" for k, v in r["layers"].items()),
                   "yes" if r["weights_present"] else "missing", r["source"])
     Console().print(t)
+
+
+@app.command()
+def serve(
+    index_path: IndexOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest accepted upload.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest accepted upload in pixels (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Serve the web page and HTTP API (docs at /docs) for an index."""
+    import uvicorn
+
+    from lookalike.server import create_app
+
+    with Index.open(index_path, threads=threads) as idx:
+        web = create_app(idx, int(max_upload_mb * 1024 * 1024), max_pixels)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine can search "
+                      "and view the indexed images", highlight=False)
+        err.print(f"serving {len(idx)} images from {idx.store.root} at http://{host}:{port}/", highlight=False)
+        uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

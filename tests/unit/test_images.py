@@ -1,0 +1,102 @@
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import sample_photo
+from lookalike.images import ImageError, decode, is_image_path, list_images
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_rgba_alpha_is_composited_on_white():
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    out = decode(_bytes(img, "PNG"))
+    assert out.mode == "RGB"
+    assert out.getpixel((5, 5)) == (255, 255, 255)
+    assert out.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_palette_with_transparency_and_grey_and_cmyk():
+    p = Image.new("P", (4, 4), 1)
+    p.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    p.info["transparency"] = 0
+    assert decode(_bytes(p, "PNG", transparency=0)).getpixel((0, 0)) == (10, 200, 30)
+    assert decode(_bytes(Image.new("L", (4, 4), 77), "PNG")).getpixel((1, 1)) == (77, 77, 77)
+    cmyk = decode(_bytes(Image.new("CMYK", (4, 4), (0, 0, 0, 0)), "JPEG"))
+    assert cmyk.mode == "RGB" and min(cmyk.getpixel((1, 1))) > 240
+
+
+def test_16_bit_grey_is_scaled_to_8_bits():
+    arr = np.full((4, 4), 65535, np.uint16)
+    arr[0, 0] = 0
+    out = decode(_bytes(Image.fromarray(arr), "PNG"))
+    assert out.getpixel((1, 1)) == (255, 255, 255) and out.getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 255, 0))]
+    data = _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    r, g, b = decode(data).getpixel((2, 2))
+    assert r > 200 and g < 50
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    assert decode(_bytes(img, "JPEG", exif=exif)).size == (20, 40)
+
+
+def test_draft_decodes_large_jpeg_at_reduced_scale_but_not_below_size():
+    big = sample_photo("astronaut").resize((2048, 2048))
+    out = decode(_bytes(big, "JPEG"), size=224)
+    assert 224 <= min(out.size) < 2048
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "not an image"),
+    (b"this is text, not a picture", "not an image"),
+])
+def test_non_images_raise_with_reason(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode(data)
+
+
+def test_truncated_jpeg_raises():
+    data = _bytes(sample_photo("coffee"), "JPEG")
+    with pytest.raises(ImageError, match="decode"):
+        decode(data[: len(data) // 3])
+
+
+def test_bomb_limit():
+    with pytest.raises(ImageError, match="too large"):
+        decode(_bytes(Image.new("RGB", (300, 300)), "PNG"), max_pixels=300 * 299)
+
+
+def test_array_and_pil_inputs():
+    arr = np.zeros((5, 7, 3), np.uint8)
+    assert decode(arr).size == (7, 5)
+    assert decode(np.ones((5, 7), np.float32)).getpixel((0, 0)) == (255, 255, 255)
+    with pytest.raises(ImageError):
+        decode(np.zeros((5, 7, 2), np.uint8))
+
+
+def test_listing_ignores_other_extensions_survives_symlink_loops_and_odd_names(tmp_path):
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "sub" / "ünï côdé.JPG")
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / ".hidden" / "h.png")
+    os.symlink(tmp_path, tmp_path / "sub" / "loop")
+    found = list(list_images(tmp_path))
+    assert [os.path.relpath(p, tmp_path) for p in found] == ["a.png", os.path.join("sub", "ünï côdé.JPG")]
+    assert is_image_path("x.JPEG") and not is_image_path("x.txt")
