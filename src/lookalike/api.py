@@ -63,7 +63,7 @@ class Index:
         self._threads = threads
         self._device = device
         self._embedder: Embedder | None = None
-        self._vectors: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._vectors: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
@@ -118,10 +118,15 @@ class Index:
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All (ids, vectors) of the index, loaded once per generation."""
+        return self._loaded()[1:3]
+
+    def _loaded(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """(generation, ids, vectors, squared norms), refreshed when the index changed."""
         generation = self.store.generation
         if self._vectors is None or self._vectors[0] != generation:
-            self._vectors = (generation, *self.store.vectors())
-        return self._vectors[1], self._vectors[2]
+            ids, vectors = self.store.vectors()
+            self._vectors = (generation, ids, vectors, _search.squared_norms(vectors))
+        return self._vectors
 
     def embed(self, image: ImageInput) -> tuple[np.ndarray, list[int]]:
         """The query vector of an image, and the ids of indexed files with identical bytes.
@@ -152,9 +157,10 @@ class Index:
                      seed: int | None = None, exclude: tuple[int, ...] | list[int] = (),
                      label: str = "<vector>") -> QueryResult:
         """Search with a feature vector; ids in ``exclude`` never appear in the results."""
-        ids, vectors = self.vectors()
+        _, ids, vectors, sq_norms = self._loaded()
         excluded = set(int(i) for i in exclude)
-        distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed)
+        distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed,
+                                              sq_norms=sq_norms)
         hits = [(int(i), float(d)) for i, d in zip(ids[positions[0]], distances[0]) if int(i) not in excluded][:k]
         paths = self.store.paths([i for i, _ in hits])
         matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(hits, paths), start=1)]

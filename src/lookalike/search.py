@@ -24,20 +24,35 @@ def check_options(metric: str, mode: str, k: int) -> None:
         raise ValueError(f"k must be at least 1, not {k}")
 
 
-def pairwise(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
-    """(Q, N) distances: ``1 - cosine similarity`` or Euclidean, in the dtype of the inputs."""
+def squared_norms(vectors: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """Squared L2 norm of every row, computed chunk by chunk (works on memory-mapped arrays)."""
+    out = np.empty(len(vectors), np.float32)
+    for start in range(0, len(vectors), chunk_rows):
+        chunk = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32)
+        out[start:start + len(chunk)] = np.einsum("ij,ij->i", chunk, chunk)
+    return out
+
+
+def pairwise(queries: np.ndarray, vectors: np.ndarray, metric: str, sq_norms: np.ndarray | None = None) -> np.ndarray:
+    """(Q, N) distances: ``1 - cosine similarity`` or Euclidean, in the dtype of the inputs.
+
+    ``sq_norms`` are the rows' squared norms when already known (see :func:`squared_norms`).
+    """
+    if sq_norms is None:
+        sq_norms = np.einsum("ij,ij->i", vectors, vectors)
     if metric == "cosine":
         qn = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        vn = np.linalg.norm(vectors, axis=1)
-        return np.clip(1.0 - (qn @ vectors.T) / np.maximum(vn, 1e-12), 0.0, 2.0)
-    sq = (np.einsum("ij,ij->i", queries, queries)[:, None] - 2.0 * (queries @ vectors.T)
-          + np.einsum("ij,ij->i", vectors, vectors)[None, :])
+        return np.clip(1.0 - (qn @ vectors.T) / np.maximum(np.sqrt(sq_norms), 1e-12), 0.0, 2.0)
+    sq = np.einsum("ij,ij->i", queries, queries)[:, None] - 2.0 * (queries @ vectors.T) + sq_norms[None, :]
     return np.sqrt(np.maximum(sq, 0.0))
 
 
 def search(queries: np.ndarray, vectors: np.ndarray, k: int, metric: str = "cosine", mode: str = "nearest",
-           seed: int | None = None, chunk_rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+           seed: int | None = None, chunk_rows: int = CHUNK_ROWS,
+           sq_norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return (distances, positions), each (Q, min(k, N)), positions indexing rows of ``vectors``.
+
+    Pass ``sq_norms`` (from :func:`squared_norms`) to avoid recomputing them for every query.
 
     ``nearest`` sorts ascending, ``farthest`` descending; ``random`` draws a uniform sample without
     replacement per query from ``np.random.default_rng(seed)``, in drawing order.
@@ -57,7 +72,8 @@ def search(queries: np.ndarray, vectors: np.ndarray, k: int, metric: str = "cosi
         best_i = np.zeros((len(queries), 0), np.int64)
         for start in range(0, n, chunk_rows):
             chunk = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32)
-            d = sign * pairwise(queries, chunk, metric)
+            norms = None if sq_norms is None else sq_norms[start:start + chunk_rows]
+            d = sign * pairwise(queries, chunk, metric, norms)
             take = min(k, d.shape[1])
             part = np.argpartition(d, take - 1, axis=1)[:, :take]
             best_d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], axis=1)
