@@ -1,0 +1,470 @@
+"""Retrieval-quality metrics: hand-computed cases, tie rule, chunking, comparative sets, re-ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.metrics import (
+    RetrievalEvaluation,
+    cmc_curve,
+    evaluate,
+    evaluate_neighbors,
+    rerank,
+    sample_comparative_sets,
+)
+
+SUMMARY_KEYS = {
+    "n_images", "n_classes", "n_queries", "metric", "recall@1", "recall@5", "recall@10",
+    "map", "map@r", "median_rank", "comparative",
+}
+
+# ---------------------------------------------------------------- hand-computed example
+
+# Six points on a line (metric l2, D = 1), classes A = 0, B = 1, C = 2.
+#   id:    0    1    2    3    4    5
+#   x:     0    1    2    4    7   20
+#   class: A    B    A    A    B    C
+LINE_X = np.array([[0], [1], [2], [4], [7], [20]], np.float32)
+LINE_LABELS = np.array([0, 1, 0, 0, 1, 2])
+# Rankings of the five others ("+" positive, "-" negative, "=" equal distances), P positives:
+#   q0 (A): 1- (1), 2+ (2), 3+ (4), 4- (7), 5- (20)      P=2  hits at ranks 2, 3
+#           AP = (1/2 + 2/3)/2 = 7/12;  R=2: top-2 has the hit at 2 -> AP@R = (1/2)/2 = 1/4;  first 2
+#   q1 (B): 0- = 2- (1), 3- (3), 4+ (6), 5- (19)          P=1  hit at rank 4
+#           AP = 1/4;  AP@R = 0 (top-1 is a miss);  first 4
+#   q2 (A): 1- (1), 0+ = 3+ (2), 4- (5), 5- (18)          P=2  hits at ranks 2, 3 (a positive-positive tie)
+#           AP = 7/12;  AP@R = 1/4;  first 2
+#   q3 (A): 2+ (2), 1- = 4- (3), 0+ (4), 5- (16)          P=2  hits at ranks 1, 4
+#           AP = (1/1 + 2/4)/2 = 3/4;  AP@R = (1/1)/2 = 1/2;  first 1
+#   q4 (B): 3- (3), 2- (5), 1+ (6), 0- (7), 5- (13)       P=1  hit at rank 3
+#           AP = 1/3;  AP@R = 0;  first 3
+#   q5 (C): only image of its class -> no positive, excluded: n_queries = 5.
+# mAP = (7/12 + 3/12 + 7/12 + 9/12 + 4/12)/5 = (30/12)/5 = 1/2;  MAP@R = (1/4 + 0 + 1/4 + 1/2 + 0)/5 = 1/5
+# first ranks [2, 4, 2, 1, 3]: median 2, recall@1 = 1/5, recall@5 = 1 (all <= 5),
+# recall@10 = 1 (k = 10 > N - 1 = 5 just means the whole ranking).
+LINE_AP = [7 / 12, 1 / 4, 7 / 12, 3 / 4, 1 / 3]
+LINE_AP_R = [1 / 4, 0, 1 / 4, 1 / 2, 0]
+LINE_FIRST = [2, 4, 2, 1, 3]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1, 2, 5])
+def test_hand_computed_line_example(chunk_rows):
+    ev = evaluate(LINE_X, LINE_LABELS, metric="l2", chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(ev.query_ids, [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(ev.average_precision, LINE_AP)
+    np.testing.assert_allclose(ev.average_precision_at_r, LINE_AP_R)
+    np.testing.assert_array_equal(ev.first_positive_rank, LINE_FIRST)
+    s = ev.summary()
+    assert set(s) == SUMMARY_KEYS
+    assert (s["n_images"], s["n_classes"], s["n_queries"], s["metric"]) == (6, 3, 5, "l2")
+    assert s["map"] == pytest.approx(0.5)
+    assert s["map@r"] == pytest.approx(0.2)
+    assert s["median_rank"] == 2
+    assert s["recall@1"] == pytest.approx(0.2)
+    assert s["recall@5"] == 1.0
+    assert s["recall@10"] == 1.0
+    assert set(s["comparative"]) == {"median_rank", "recall@1", "recall@5", "recall@10"}
+
+
+def test_hand_computed_cosine_example():
+    # Query 0 = (1, 0).  Cosine distances 1 - cos: id 1 (2, 0) same direction -> 0 (scale is ignored),
+    # id 2 (1, 1) -> 1 - 1/sqrt(2) = 0.29, id 3 (0, 1) -> 1, id 4 (-1, 0) -> 2.
+    # Classes A A B A B: the ranking of query 0 is +, -, +, -: hits at ranks 1 and 3, P = 2,
+    # AP = (1/1 + 2/3)/2 = 5/6, AP@R (R = 2) = (1/1)/2 = 1/2, first positive rank 1.
+    X = np.array([[1, 0], [2, 0], [1, 1], [0, 1], [-1, 0]], np.float32)
+    ev = evaluate(X, ["A", "A", "B", "A", "B"], metric="cosine")
+    assert ev.query_ids[0] == 0
+    assert ev.average_precision[0] == pytest.approx(5 / 6)
+    assert ev.average_precision_at_r[0] == pytest.approx(1 / 2)
+    assert ev.first_positive_rank[0] == 1
+    assert ev.n_classes == 2
+
+
+def test_recall_at_k_beyond_the_ranking_and_cmc():
+    ev = evaluate(LINE_X, LINE_LABELS, metric="l2", ks=(1, 2, 3, 100))
+    s = ev.summary()
+    assert [s["recall@1"], s["recall@2"], s["recall@3"], s["recall@100"]] == pytest.approx([0.2, 0.6, 0.8, 1.0])
+    # first ranks [2, 4, 2, 1, 3]: fraction <= k for k = 1..6
+    np.testing.assert_allclose(cmc_curve(ev.first_positive_rank, 6), [0.2, 0.6, 0.8, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(cmc_curve([1, np.inf, 3, 7], 4), [0.25, 0.25, 0.5, 0.5])
+    assert np.isnan(cmc_curve([], 3)).all()
+
+
+# ---------------------------------------------------------------- ties
+
+
+def test_tie_rule_is_pessimistic_and_ignores_index_order():
+    # Query at 0 (A) with a negative at +1 (B) and a positive at -1 (A): both at distance 1.
+    # Negatives rank before positives at equal distance, so the positive is rank 2 (AP 1/2,
+    # not a hit at 1), whichever of the two has the lower index.
+    for X, labels, query in [
+        (np.array([[0], [1], [-1]], np.float32), [0, 1, 0], 0),
+        (np.array([[0], [-1], [1]], np.float32), [0, 0, 1], 0),
+        (np.array([[1], [-1], [0]], np.float32), [1, 0, 0], 2),
+    ]:
+        ev = evaluate(X, labels, metric="l2")
+        row = list(ev.query_ids).index(query)
+        assert ev.first_positive_rank[row] == 2
+        assert ev.average_precision[row] == pytest.approx(1 / 2)
+        assert ev.average_precision_at_r[row] == 0
+        assert ev.comparative_rank[row] == 2  # same rule within the comparative set
+
+
+def test_identical_embeddings_score_worst_case():
+    # Every distance ties, so each positive ranks after all negatives.  Classes sizes 3, 2, 1:
+    # a query of class 0 has 2 positives behind 3 negatives -> ranks 4, 5: AP = (1/4 + 2/5)/2;
+    # a query of class 1 has 1 positive behind 4 negatives -> rank 5: AP = 1/5.
+    X = np.ones((6, 4), np.float32)
+    labels = [0, 1, 0, 1, 0, 2]
+    for metric in ("cosine", "l2"):
+        ev = evaluate(X, labels, metric=metric)
+        np.testing.assert_array_equal(ev.query_ids, [0, 1, 2, 3, 4])
+        np.testing.assert_array_equal(ev.first_positive_rank, [4, 5, 4, 5, 4])
+        np.testing.assert_allclose(ev.average_precision, [0.325, 0.2, 0.325, 0.2, 0.325])
+        np.testing.assert_allclose(ev.average_precision_at_r, 0)
+
+
+def test_zero_vectors_are_at_cosine_distance_one():
+    # A zero vector has no direction: distance 1 from everything, so it ties with orthogonal images.
+    X = np.array([[1, 0], [0, 0], [0, 1], [1, 0.1]], np.float32)
+    ev = evaluate(X, [0, 0, 1, 1], metric="cosine")
+    # Query 1 (zero): others all at distance 1; its positive 0 ties with the 2 negatives -> rank 3.
+    assert ev.first_positive_rank[list(ev.query_ids).index(1)] == 3
+
+
+# ---------------------------------------------------------------- exclusions and edge cases
+
+
+def test_singleton_classes_are_excluded():
+    X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    ev = evaluate(X, [0, 1, 2, 3])
+    s = ev.summary()
+    assert (s["n_queries"], s["n_classes"], s["n_images"]) == (0, 4, 4)
+    assert np.isnan(s["map"]) and np.isnan(s["recall@1"]) and np.isnan(s["comparative"]["median_rank"])
+
+    # Two-image class {0, 1} on a line: x = 0, 3 with intruders at 1 (class 7) and 10 (class 9).
+    # q0: 2- (1), 1+ (3), 3- (10) -> rank 2.  q1: 2- (2), 0+ (3), 3- (7) -> rank 2.  2 and 3: excluded.
+    X = np.array([[0], [3], [1], [10]], np.float32)
+    ev = evaluate(X, [5, 5, 7, 9], metric="l2")
+    np.testing.assert_array_equal(ev.query_ids, [0, 1])
+    np.testing.assert_array_equal(ev.first_positive_rank, [2, 2])
+    np.testing.assert_allclose(ev.average_precision, [0.5, 0.5])
+    assert ev.summary()["n_queries"] == 2
+
+
+def test_input_validation():
+    X = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError):
+        evaluate(X, [0, 0, 1], metric="dot")
+    with pytest.raises(ValueError):
+        evaluate(X, [0, 0])
+    with pytest.raises(ValueError):
+        evaluate(np.array([[np.nan, 0], [0, 0], [1, 1]], np.float32), [0, 0, 1])
+    with pytest.raises(ValueError):
+        evaluate(X, [0, 0, 1], ks=(0,))
+    with pytest.raises(ValueError):
+        evaluate(X, [0, 0, 1], chunk_rows=0)
+
+
+# ---------------------------------------------------------------- chunked path vs brute force
+
+
+def brute_force(X: np.ndarray, labels: np.ndarray, metric: str):
+    """Per-query Python loop in float64: (query ids, AP, AP@R, first-positive rank)."""
+    X = X.astype(np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        Xn = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+        D = 1.0 - Xn @ Xn.T
+    else:
+        D = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    ids, aps, aprs, firsts = [], [], [], []
+    for q in range(len(X)):
+        others = np.arange(len(X)) != q
+        positive = labels[others] == labels[q]
+        if not positive.any():
+            continue
+        order = np.lexsort((positive, D[q, others]))  # by distance, then negatives (False) first
+        ranks = np.flatnonzero(positive[order]) + 1.0
+        precision = np.arange(1, ranks.size + 1) / ranks
+        ids.append(q)
+        aps.append(precision.mean())
+        aprs.append(precision[ranks <= ranks.size].sum() / ranks.size)
+        firsts.append(ranks[0])
+    return np.array(ids), np.array(aps), np.array(aprs), np.array(firsts)
+
+
+def random_labels(rng, n, n_classes, n_singletons):
+    labels = rng.integers(0, n_classes, n)
+    labels[rng.choice(n, n_singletons, replace=False)] = np.arange(n_classes, n_classes + n_singletons)
+    return labels
+
+
+@pytest.mark.parametrize("metric,values", [("cosine", "sign"), ("l2", "sign"), ("l2", "small_int")])
+def test_chunked_equals_brute_force(metric, values):
+    # Random entries in {-1, 1} (all norms 4) or, for l2, in {-2..2}: distances are exact in
+    # float32 and float64 alike, so both sides see the same ties (there are many) and must agree
+    # exactly.  (Cosines of integer vectors with unequal norms are not exact, hence no such case.)
+    rng = np.random.default_rng(1)
+    n, d = 300, 16
+    X = (rng.choice([-1, 1], (n, d)) if values == "sign" else rng.integers(-2, 3, (n, d))).astype(np.float32)
+    labels = random_labels(rng, n, 12, 5)
+    ref_ids, ref_ap, ref_apr, ref_first = brute_force(X, labels, metric)
+    for chunk_rows in (7, None):
+        ev = evaluate(X, labels, metric=metric, chunk_rows=chunk_rows)
+        np.testing.assert_array_equal(ev.query_ids, ref_ids)
+        np.testing.assert_allclose(ev.average_precision, ref_ap, rtol=1e-12)
+        np.testing.assert_allclose(ev.average_precision_at_r, ref_apr, rtol=1e-12)
+        np.testing.assert_array_equal(ev.first_positive_rank, ref_first)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_chunked_equals_dense_on_gaussian_data(metric):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    labels = random_labels(rng, 300, 10, 3)
+    dense = evaluate(X, labels, metric=metric, chunk_rows=300)
+    chunked = evaluate(X, labels, metric=metric, chunk_rows=7)
+    for name in ("query_ids", "average_precision", "average_precision_at_r", "first_positive_rank",
+                 "comparative_rank"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(dense, name), rtol=1e-6, err_msg=name)
+    ref = brute_force(X, labels, metric)
+    np.testing.assert_allclose(dense.average_precision, ref[1], atol=1e-3)  # float32 vs float64 near-ties
+
+
+# ---------------------------------------------------------------- comparative sets
+
+
+def test_comparative_sets_are_valid_and_seeded():
+    labels = np.concatenate([np.repeat(np.arange(30), 5), [100, 101], np.repeat([200], 3)])
+    queries, pos, neg = sample_comparative_sets(labels, n_negatives=99, seed=7)
+    assert queries.size == labels.size - 2 and 150 not in queries and 151 not in queries
+    for q, p, row in zip(queries, pos, neg):
+        assert p != q and labels[p] == labels[q]
+        n_avail = int((labels != labels[q]).sum())
+        chosen = row[row >= 0]
+        assert chosen.size == min(99, n_avail) and (row[chosen.size:] == -1).all()
+        assert np.unique(chosen).size == chosen.size
+        assert (labels[chosen] != labels[q]).all()
+    again = sample_comparative_sets(labels, n_negatives=99, seed=7)
+    other = sample_comparative_sets(labels, n_negatives=99, seed=8)
+    for a, b in zip((queries, pos, neg), again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(neg, other[2])
+
+
+def test_comparative_sets_small_population_takes_all_negatives():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    queries, pos, neg = sample_comparative_sets(labels, n_negatives=99, seed=0)
+    for q, row in zip(queries, neg):
+        np.testing.assert_array_equal(np.sort(row[row >= 0]), np.flatnonzero(labels != labels[q]))
+
+
+def test_comparative_sampling_is_uniform_enough():
+    # Class 0 = {0, 1, 2}: the positive of query 0 is 1 or 2, about half the time each;
+    # 4 of the 8 negatives: each negative is picked about half the time.
+    labels = np.array([0, 0, 0] + [1] * 8)
+    hits_pos = np.zeros(3)
+    hits_neg = np.zeros(11)
+    for seed in range(400):
+        _, pos, neg = sample_comparative_sets(labels, n_negatives=4, seed=seed)
+        hits_pos[pos[0]] += 1
+        hits_neg[neg[0]] += 1
+    assert hits_pos[0] == 0 and 160 < hits_pos[1] < 240
+    assert (hits_neg[:3] == 0).all() and ((hits_neg[3:] > 150) & (hits_neg[3:] < 250)).all()
+
+
+def test_comparative_protocol_on_separated_clusters():
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((20, 32)) * 10
+    labels = np.repeat(np.arange(20), 8)
+    X = (centres[labels] + 0.01 * rng.standard_normal((160, 32))).astype(np.float32)
+    for metric in ("cosine", "l2"):
+        s = evaluate(X, labels, metric=metric, comparative_seed=11).summary()
+        assert s["comparative"] == {"median_rank": 1.0, "recall@1": 1.0, "recall@5": 1.0, "recall@10": 1.0}
+        assert s["map"] == 1.0 and s["map@r"] == 1.0 and s["recall@1"] == 1.0 and s["median_rank"] == 1
+
+
+def test_comparative_protocol_reproducible_and_plausible_on_noise():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((400, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, 400)
+    a = evaluate(X, labels, comparative_seed=3, chunk_rows=13)
+    b = evaluate(X, labels, comparative_seed=3)
+    c = evaluate(X, labels, comparative_seed=4)
+    np.testing.assert_array_equal(a.comparative_rank, b.comparative_rank)
+    assert not np.array_equal(a.comparative_rank, c.comparative_rank)
+    # Random embeddings: the positive is uniform among 100 -> median about 50, recall@1 about 1/100.
+    s = a.summary()["comparative"]
+    assert 35 < s["median_rank"] < 65 and s["recall@1"] < 0.05 and 0.05 < s["recall@10"] < 0.2
+
+
+def test_comparative_rank_equals_first_rank_when_sets_are_forced():
+    # Every class has two images and there are fewer than 99 negatives: the comparative set of a
+    # query is its one positive plus all negatives, i.e. the full leave-one-out ranking.
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(20), 2)
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    ev = evaluate(X, labels, metric="l2", comparative_seed=9)
+    np.testing.assert_array_equal(ev.comparative_rank, ev.first_positive_rank)
+
+
+# ---------------------------------------------------------------- neighbour lists
+
+
+def full_rankings_with_self_first(X, labels, metric):
+    """Every image's ranking of all images (itself first, as FAISS returns it), pessimistic ties."""
+    X64 = X.astype(np.float64)
+    if metric == "l2":
+        D = np.sqrt(((X64[:, None] - X64[None]) ** 2).sum(-1))
+    else:
+        Xn = X64 / np.linalg.norm(X64, axis=1, keepdims=True)
+        D = 1.0 - Xn @ Xn.T
+    rows = []
+    for q in range(len(X)):
+        others = np.flatnonzero(np.arange(len(X)) != q)
+        order = np.lexsort((labels[others] == labels[q], D[q, others]))
+        rows.append(np.concatenate([[q], others[order]]))
+    return np.array(rows)
+
+
+def test_evaluate_neighbors_on_full_lists_matches_evaluate():
+    rng = np.random.default_rng(7)
+    X = rng.choice([-1.0, 1.0], (120, 16)).astype(np.float32)  # norms 4: exact cosines
+    labels = random_labels(rng, 120, 6, 4)
+    for metric in ("l2", "cosine"):
+        full = evaluate(X, labels, metric=metric)
+        listed = evaluate_neighbors(full_rankings_with_self_first(X, labels, metric), labels, metric=metric)
+        for name in ("query_ids", "average_precision", "average_precision_at_r", "first_positive_rank"):
+            np.testing.assert_allclose(getattr(listed, name), getattr(full, name), rtol=1e-12, err_msg=name)
+        assert listed.comparative_rank is None and listed.summary()["comparative"] is None
+
+
+def test_evaluate_neighbors_counts_positives_outside_the_list_as_missed():
+    # Line example, top-2 lists (self and -1 padding skipped).  q0's list [1-, 2+] holds 1 of 2
+    # positives: AP = (1/2)/2 = 1/4, AP@R = 1/4, first rank 2.  q1's list [0-, 2-]: no positive:
+    # AP 0, first rank inf.  q3's list [2+, 1-]: AP = (1/1)/2 = 1/2.
+    lists = np.array([[0, 1, 2], [-1, 0, 2], [1, 0, 3], [2, 1, 3], [3, 2, 1], [4, 3, -1]])
+    ev = evaluate_neighbors(lists, LINE_LABELS, metric="l2")
+    np.testing.assert_allclose(ev.average_precision, [1 / 4, 0, 7 / 12, 1 / 2, 1 / 3])
+    np.testing.assert_allclose(ev.average_precision_at_r, [1 / 4, 0, 1 / 4, 1 / 2, 0])
+    np.testing.assert_array_equal(ev.first_positive_rank, [2, np.inf, 2, 1, 3])
+    s = ev.summary()
+    assert s["recall@10"] == pytest.approx(0.8) and s["median_rank"] == 2
+    with pytest.raises(ValueError):
+        evaluate_neighbors(np.array([[1, 1], [0, 2], [0, 1]]), [0, 0, 1])
+    with pytest.raises(ValueError):
+        evaluate_neighbors(np.array([[1], [0]]), [0, 0, 1])
+
+
+# ---------------------------------------------------------------- re-ranking
+
+
+def test_rerank_fixes_a_hand_built_ordering():
+    # Points on a line (l2), class A = {a0, a1, a2}, class B = {b1, b2, b3}:
+    #   a2 = -1.2, a1 = -1.0, a0 = 0, b1 = 0.9, b2 = 1.05, b3 = 1.25   (no tied distances)
+    # The nearest neighbour of a0 is b1 (0.9 < 1.0): a wrong-class top-1.  With k1 = 2 (top-3
+    # lists, oneself included) and k2 = 1 (no query expansion):
+    #   top-3(a0) = {a0, b1, a1};  top-3(b1) = {b1, b2, b3} lacks a0, so b1 is not k-reciprocal
+    #   to a0;  top-3(a1) = {a1, a2, a0} contains a0, so R(a0) = {a0, a1}.
+    #   Expansion (k1/2 = 1): R(a1, 1) = {a1, a2} has only 1 of its 2 members in R(a0), not more
+    #   than 2/3, so nothing is added; R(a0, 1) = {a0} adds nothing new.
+    #   R(b1) = {b1, b2, b3} (top-3 of b2 and of b3 both hold b1), so V_b1 lives on class B only,
+    #   disjoint from V_a0 on {a0, a1}: Jaccard(a0, b1) = 1.
+    #   R(a1) = {a1, a2, a0} (a2's and a0's top-3 hold a1): V_a1 overlaps V_a0 on {a0, a1}.
+    # Scale s = 2.45 (largest retrieved distance, a2 to b3); weights exp(-d / s), rows sum to 1:
+    #   V_a0 = [a0: 1, a1: e^(-1/s)] / sum = [0.6006, 0.3994]
+    #   V_a1 = [a1: 1, a2: e^(-0.2/s), a0: e^(-1/s)] / sum = [0.3866, 0.3563, 0.2571]
+    #   sum of minima = 0.2571 (a0) + 0.3866 (a1) = 0.6437 -> Jaccard(a0, a1) = 1 - 0.6437/1.3563 = 0.5254
+    # final = 0.7 * Jaccard + 0.3 * d / s:
+    #   a1: 0.7 * 0.5254 + 0.3 * 1.0/2.45 = 0.4902    b1: 0.7 * 1 + 0.3 * 0.9/2.45 = 0.8102
+    # so a1 moves ahead of b1 and a0's top-1 becomes correct (a2 comes second, at 0.67).
+    x = np.array([0.0, -1.0, -1.2, 0.9, 1.05, 1.25], np.float32)[:, None]  # a0 a1 a2 b1 b2 b3
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    before = evaluate(x, labels, metric="l2")
+    assert before.first_positive_rank[0] == 2  # b1 first
+    idx, dist = rerank(x, k=5, k1=2, k2=1, lambda_=0.3, metric="l2")
+    assert idx.shape == dist.shape == (6, 5)
+    np.testing.assert_array_equal(idx[0], [1, 2, 3, 4, 5])
+    assert dist[0, 0] == pytest.approx(0.4902, abs=1e-4)
+    assert dist[0, 2] == pytest.approx(0.8102, abs=1e-4)
+    after = evaluate_neighbors(idx, labels, metric="l2+rerank")
+    assert after.summary()["recall@1"] == 1.0 > before.summary()["recall@1"]
+
+
+def dense_rerank(X, k, k1, k2, lam, metric):
+    """Zhong et al.'s reference algorithm on a full N x N matrix, with this module's conventions
+    (metric distance divided by its global maximum; self first, ties by index)."""
+    X64 = X.astype(np.float64)
+    n = len(X)
+    if metric == "l2":
+        D = np.sqrt(((X64[:, None] - X64[None]) ** 2).sum(-1))
+    else:
+        Xn = X64 / np.linalg.norm(X64, axis=1, keepdims=True)
+        D = 1.0 - Xn @ Xn.T
+    np.fill_diagonal(D, 0.0)
+    D = D / D.max()
+    initial_rank = np.argsort(D, axis=1, kind="stable")
+    half = int(np.around(k1 / 2))
+    V = np.zeros((n, n))
+    for i in range(n):
+        fwd = initial_rank[i, : k1 + 1]
+        bwd = initial_rank[fwd, : k1 + 1]
+        recip = fwd[np.where(bwd == i)[0]]
+        expanded = recip
+        for c in recip:
+            c_fwd = initial_rank[c, : half + 1]
+            c_bwd = initial_rank[c_fwd, : half + 1]
+            c_recip = c_fwd[np.where(c_bwd == c)[0]]
+            if len(np.intersect1d(c_recip, recip)) > 2 / 3 * len(c_recip):
+                expanded = np.append(expanded, c_recip)
+        expanded = np.unique(expanded)
+        weight = np.exp(-D[i, expanded])
+        V[i, expanded] = weight / weight.sum()
+    if k2 != 1:
+        V = np.stack([V[initial_rank[i, :k2]].mean(axis=0) for i in range(n)])
+    jaccard = np.empty((n, n))
+    for i in range(n):
+        overlap = np.minimum(V[i], V).sum(axis=1)
+        jaccard[i] = 1 - overlap / (2 - overlap)
+    final = (1 - lam) * jaccard + lam * D
+    cand = initial_rank[:, 1 : k + 1]
+    vals = np.take_along_axis(final, cand, axis=1)
+    order = np.argsort(vals, axis=1, kind="stable")
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("k1,k2,lam", [(6, 3, 0.3), (20, 6, 0.3), (4, 1, 0.1)])
+def test_rerank_matches_dense_reference(metric, k1, k2, lam):
+    rng = np.random.default_rng(8)
+    centres = rng.standard_normal((8, 6)) * 2
+    labels = np.repeat(np.arange(8), 10)
+    X = (centres[labels] + rng.standard_normal((80, 6))).astype(np.float32)
+    idx, dist = rerank(X, k=79, k1=k1, k2=k2, lambda_=lam, metric=metric)
+    ref_idx, ref_dist = dense_rerank(X, 79, k1, k2, lam, metric)
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_rerank_reorders_only_the_original_candidates():
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((200, 10)).astype(np.float32)
+    idx, dist = rerank(X, k=15)
+    assert idx.shape == (200, 15) and dist.dtype == np.float32
+    assert (idx != np.arange(200)[:, None]).all()
+    assert (np.diff(dist, axis=1) >= 0).all()
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = Xn @ Xn.T
+    np.fill_diagonal(S, -np.inf)
+    top = np.argsort(-S, axis=1)[:, :15]
+    np.testing.assert_array_equal(np.sort(idx, axis=1), np.sort(top, axis=1))
+    # k beyond N - 1 is clipped; l2 re-ranking ignores a global scale of the embeddings.
+    idx_l2, _ = rerank(X[:10], k=50, k1=20, metric="l2")
+    idx_l2_scaled, _ = rerank(X[:10] * 8, k=50, k1=20, metric="l2")
+    assert idx_l2.shape == (10, 9)
+    np.testing.assert_array_equal(idx_l2, idx_l2_scaled)
+
+
+def test_result_type():
+    assert isinstance(evaluate(LINE_X, LINE_LABELS), RetrievalEvaluation)
