@@ -56,6 +56,8 @@ class Embedder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 inputs -> (N, D) float32 features (N, C, H, W outputs are pooled)."""
+        if self.spec.preprocessing.layout == "NHWC":
+            batch = batch.transpose(0, 2, 3, 1)
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         if out.ndim == 4:
             out = out.mean(axis=(2, 3))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -49,7 +50,8 @@ def export(spec: ModelSpec, path: Path, module=None) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and folding notices
             torch.onnx.export(module.eval(), torch.zeros(2, 3, size, size), tmp, dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["features"],
                               dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})

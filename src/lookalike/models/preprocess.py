@@ -14,16 +14,21 @@ class Preprocessing:
 
     ``resize`` is ``"bilinear"`` (Pillow's antialiased bilinear on 8-bit pixels) or ``"fid"``
     (torch's ``F.interpolate(bilinear, align_corners=False)`` on [0, 1] floats, as pytorch-fid does).
+    ``layout`` is the model input's layout; images are always produced CHW and the embedder
+    transposes batches for ``"NHWC"`` models.
     """
 
     size: int
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     resize: str = "bilinear"
+    layout: str = "NCHW"
 
     def __post_init__(self) -> None:
         if self.resize not in ("bilinear", "fid"):
             raise ValueError(f"unknown resize {self.resize!r}; use 'bilinear' or 'fid'")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"unknown layout {self.layout!r}; use 'NCHW' or 'NHWC'")
 
     def __call__(self, rgb: Image.Image) -> np.ndarray:
         """Return the (3, size, size) float32 input for one RGB image."""
@@ -48,4 +53,5 @@ class Preprocessing:
     def from_dict(cls, d: dict) -> "Preprocessing":
         """Inverse of :meth:`to_dict`."""
         return cls(size=int(d["size"]), mean=tuple(map(float, d.get("mean", (0.5,) * 3))),
-                   std=tuple(map(float, d.get("std", (0.5,) * 3))), resize=d.get("resize", "bilinear"))
+                   std=tuple(map(float, d.get("std", (0.5,) * 3))), resize=d.get("resize", "bilinear"),
+                   layout=d.get("layout", "NCHW"))

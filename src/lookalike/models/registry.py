@@ -112,13 +112,13 @@ def from_onnx(path: Path) -> ModelSpec:
                          'preprocessing, e.g. {"input_size": 224, "mean": [0.5,0.5,0.5], "std": [0.5,0.5,0.5]}')
     try:
         meta = json.loads(sidecar.read_text())
-        pre = Preprocessing(size=int(meta.get("input_size") or meta["preprocessing"]["size"]),
-                            mean=tuple(meta.get("mean") or meta["preprocessing"]["mean"]),
-                            std=tuple(meta.get("std") or meta["preprocessing"]["std"]),
-                            resize=meta.get("resize", "bilinear"))
-        dim = int(meta["dim"]) if "dim" in meta else 0
+        pre = meta.get("preprocessing") or meta
+        pre = Preprocessing(size=int(pre.get("input_size") or pre["size"]), mean=tuple(map(float, pre["mean"])),
+                            std=tuple(map(float, pre["std"])), resize=pre.get("resize", "bilinear"),
+                            layout=pre.get("layout", "NCHW"))
+        dim = int(meta.get("dim") or 0)
     except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"bad model sidecar {sidecar}: {e}") from None
+        raise ModelError(f"bad model sidecar {sidecar}: needs input_size, mean and std ({type(e).__name__}: {e})") from None
     return ModelSpec(name=meta.get("name", path.stem), family="onnx", preprocessing=pre,
                      layers={"output": dim}, layer="output", source=str(path), onnx_path=path.resolve(),
                      extra=meta)
