@@ -181,8 +181,9 @@ def serve(
         web = create_app(idx, int(max_upload_mb * 1024 * 1024), max_pixels)
         if host not in ("127.0.0.1", "localhost", "::1"):
             err.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine can search "
-                      "and view the indexed images", highlight=False)
-        err.print(f"serving {len(idx)} images from {idx.store.root} at http://{host}:{port}/", highlight=False)
+                      "and view the indexed images", highlight=False, soft_wrap=True)
+        err.print(f"serving {len(idx)} images from {idx.store.root} at http://{host}:{port}/ (Ctrl+C stops)",
+                  highlight=False, soft_wrap=True)
         uvicorn.run(web, host=host, port=port, log_level="warning")
 
 

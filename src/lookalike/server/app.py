@@ -1,0 +1,288 @@
+"""The HTTP API and web page: search an index by uploaded image or by an indexed image's id.
+
+One :class:`Index` (one model session) serves every request. Its SQLite connection is not safe to
+use from several threads at once and FastAPI runs handlers in a thread pool, so catalog and search
+calls hold :attr:`Searcher.lock`; decoding and the model run happen outside it. The client never
+names a file: images are addressed by their id in the index, and responses carry ids and base
+names, never paths.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import threading
+from collections import OrderedDict
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.api import Index
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode
+from lookalike.indexer import content_hash
+
+STATIC = Path(__file__).with_name("static")
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
+THUMB_SIZE = 256
+MAX_K = 1000
+
+
+class Mode(str, Enum):
+    nearest = "nearest"
+    farthest = "farthest"
+    random = "random"
+
+
+class Metric(str, Enum):
+    cosine = "cosine"
+    l2 = "l2"
+
+
+K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
+ModeQ = Annotated[Mode, Query(description="nearest first, farthest first, or a random sample.")]
+MetricQ = Annotated[Metric, Query(description="cosine (1 - cosine similarity) or l2 (Euclidean).")]
+SeedQ = Annotated[int | None, Query(description="Seed for mode=random.")]
+ExcludeQ = Annotated[bool, Query(description="Leave out indexed files with the query's exact bytes.")]
+
+
+class QueryInfo(BaseModel):
+    """The query image: its id when it is in the index (an uploaded copy of an indexed file too)."""
+
+    id: int | None
+    name: str
+
+
+class Result(BaseModel):
+    rank: int
+    id: int
+    name: str
+    distance: float
+
+
+class SearchResponse(BaseModel):
+    query: QueryInfo
+    mode: Mode
+    metric: Metric
+    results: list[Result]
+
+
+class Stats(BaseModel):
+    count: int
+    model: str
+    layer: str | None
+    dims: int
+    index_type: str
+    max_upload_bytes: int
+
+
+class Searcher:
+    """The shared state of one server: the index, its lock, and an LRU cache of thumbnails."""
+
+    def __init__(self, index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 thumb_cache: int = 1024) -> None:
+        self.index = index
+        self.max_upload = max_upload
+        self.max_pixels = max_pixels
+        self.lock = threading.Lock()
+        self._thumbs: OrderedDict[tuple[int, str], bytes] = OrderedDict()
+        self._thumb_cache = thumb_cache
+        with self.lock:
+            self.embedder = index.embedder  # the model is loaded once, before the first request
+
+    def info(self, image_id: int) -> dict:
+        """Catalog row of an indexed image; 404 when there is none."""
+        with self.lock:
+            row = self.index.store.info(image_id)
+        if row is None:
+            raise HTTPException(404, f"no image with id {image_id} in the index")
+        return row
+
+    def stats(self) -> Stats:
+        with self.lock:
+            store = self.index.store
+            model = store.model or {}
+            return Stats(count=store.count(), model=model.get("name", ""), layer=model.get("layer"),
+                         dims=store.dim, index_type="exact", max_upload_bytes=self.max_upload)
+
+    def search_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
+                      exclude_self: bool) -> SearchResponse:
+        """Search with uploaded image bytes; identical bytes already indexed reuse their stored vector."""
+        with self.lock:
+            same, vector = self.index.store.by_hash(content_hash(data))
+        if vector is None:
+            try:
+                rgb = decode(data, self.index.spec.preprocessing.size, self.max_pixels)
+            except ImageError as e:
+                raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
+            vector = self.embedder.embed_images([rgb])[0]
+        query = QueryInfo(id=same[0] if same else None, name=name)
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
+                  exclude_self: bool) -> SearchResponse:
+        """Search with the stored vector of an indexed image."""
+        row = self.info(image_id)
+        with self.lock:
+            same, vector = self.index.store.by_hash(row["hash"])
+        query = QueryInfo(id=image_id, name=os.path.basename(row["path"]))
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def _search(self, query: QueryInfo, vector, k: int, mode: str, metric: str, seed: int | None,
+                exclude) -> SearchResponse:
+        with self.lock:
+            found = self.index.query_vector(vector, k, mode, metric, seed, exclude, query.name)
+        results = [Result(rank=m.rank, id=m.id, name=os.path.basename(m.path), distance=round(m.distance, 6))
+                   for m in found.results]
+        return SearchResponse(query=query, mode=mode, metric=metric, results=results)
+
+    def thumbnail(self, image_id: int) -> bytes:
+        """A JPEG at most :data:`THUMB_SIZE` pixels on a side, cached by (id, content hash)."""
+        row = self.info(image_id)
+        key = (image_id, row["hash"])
+        with self.lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        try:
+            img = decode(row["path"], THUMB_SIZE, self.max_pixels)
+        except ImageError as e:
+            raise HTTPException(404, f"image {image_id} cannot be read: {e}") from None
+        img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=85)
+        data = out.getvalue()
+        with self.lock:
+            self._thumbs[key] = data
+            while len(self._thumbs) > self._thumb_cache:
+                self._thumbs.popitem(last=False)
+        return data
+
+
+class UploadTooLarge(HTTPException):
+    """413 for an upload over the limit; raised while the body is received too, where FastAPI passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"upload too large: the limit is {limit} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: JSON 413 for a request body over an upload of ``limit`` bytes plus multipart framing,
+    whether its Content-Length says so or it streams past the limit (chunked)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        most = self.limit + MULTIPART_SLACK
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > most:
+            error = UploadTooLarge(self.limit)
+            return await JSONResponse({"detail": error.detail}, error.status_code)(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > most:
+                raise UploadTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
+    """The web app over an open ``index``: uploads up to ``max_upload`` bytes and ``max_pixels`` pixels."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    searcher = Searcher(index, max_upload, max_pixels)
+    app = FastAPI(title="lookalike", version=_version(), docs_url=None, redoc_url=None,
+                  description="Content-based image similarity search: nearest, random and farthest images.")
+    app.state.searcher = searcher
+    app.add_middleware(BodyLimit, limit=max_upload)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="lookalike API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict:
+        """Liveness: the server answers."""
+        return {"status": "ok"}
+
+    @app.get("/api/stats", tags=["meta"])
+    def stats() -> Stats:
+        """Number of indexed images, the model, its feature dimension and the search method."""
+        return searcher.stats()
+
+    @app.post("/api/search", tags=["search"],
+              responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
+    async def search_upload(file: Annotated[UploadFile, File(description="The query image.")],
+                            k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = Metric.cosine,
+                            seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
+        """Search with an uploaded image (multipart field ``file``)."""
+        data = await file.read(max_upload + 1)
+        if len(data) > max_upload:
+            raise UploadTooLarge(max_upload)
+        if not data:
+            raise HTTPException(400, "empty upload: not an image")
+        name = os.path.basename(file.filename or "") or "upload"
+        return await run_in_threadpool(searcher.search_upload, data, name, k, mode.value, metric.value,
+                                       seed, exclude_self)
+
+    @app.get("/api/search", tags=["search"], responses={404: {"description": "Unknown id"}})
+    def search_id(id: Annotated[int, Query(description="Id of an indexed image.")],
+                  k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = Metric.cosine,
+                  seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
+        """Search with an image already in the index (it finds itself at distance 0 unless excluded)."""
+        return searcher.search_id(id, k, mode.value, metric.value, seed, exclude_self)
+
+    @app.get("/api/images/{image_id}", tags=["images"], response_class=FileResponse,
+             responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})
+    def image(image_id: int) -> FileResponse:
+        """The original file of an indexed image."""
+        path = searcher.info(image_id)["path"]
+        if not os.path.isfile(path):
+            raise HTTPException(404, f"the file of image {image_id} is gone")
+        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/api/thumbs/{image_id}", tags=["images"], response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Unknown id or unreadable"}})
+    def thumb(image_id: int) -> Response:
+        """A JPEG thumbnail (at most 256 px on a side) of an indexed image."""
+        return Response(searcher.thumbnail(image_id), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=300"})
+
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lookalike")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,65 @@
+"""``lookalike serve`` as a user starts it: a subprocess answering on loopback."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from lookalike.api import Index
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-c", "from lookalike.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def index_dir(photo_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve-cli") / "index"
+    with Index.open(path, create=True) as idx:
+        idx.add(photo_dir)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_on_loopback_by_default(index_dir, tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        server = subprocess.Popen([*CLI, "serve", "--index", str(index_dir), "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no answer in 120 s"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["count"] == 18
+        if shutil.which("ss"):  # bound to loopback only
+            listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+            assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{port}"]
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert f"at http://127.0.0.1:{port}/" in log.read_text()
+    assert "warning" not in log.read_text()
+
+
+def test_serve_without_an_index_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([*CLI, "serve", "--index", str(tmp_path / "none")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: no index at") and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,259 @@
+"""The HTTP API through FastAPI's test client, over a real index of the sample photos."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import sample_photo, variants
+from lookalike.api import Index
+from lookalike.server import create_app
+
+
+@pytest.fixture(scope="module")
+def index(photo_dir, tmp_path_factory):
+    idx = Index.open(tmp_path_factory.mktemp("server-index"), create=True)
+    idx.add(photo_dir)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture(scope="module")
+def client(index):
+    with TestClient(create_app(index)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ids(client, index):
+    """Image id by file name."""
+    found = client.get("/api/search", params={"id": 1, "k": 1000}).json()["results"]
+    assert len(found) == len(index) == 18
+    return {r["name"]: r["id"] for r in found}
+
+
+def jpeg(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def upload(client, data: bytes, name: str = "query.jpg", **params):
+    return client.post("/api/search", params=params, files={"file": (name, data, "image/jpeg")})
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels but carries almost no data (a bomb's shape)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
+def test_health_and_stats(client, index):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    stats = client.get("/api/stats").json()
+    assert stats == {"count": 18, "model": index.spec.name, "layer": index.spec.layer,
+                     "dims": index.spec.dim, "index_type": "exact",
+                     "max_upload_bytes": 20 * 1024 * 1024}
+
+
+def test_upload_of_an_indexed_file_finds_it_first(client, photo_dir, ids):
+    r = upload(client, (photo_dir / "chelsea.jpg").read_bytes(), "chelsea.jpg", k=5)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["query"] == {"id": ids["chelsea.jpg"], "name": "chelsea.jpg"}
+    assert (body["mode"], body["metric"]) == ("nearest", "cosine")
+    first = body["results"][0]
+    assert first == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg", "distance": 0.0}
+    assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
+    assert str(photo_dir) not in r.text and "path" not in r.text
+
+
+def test_upload_of_a_new_photo_finds_its_relatives(client):
+    edited = variants(sample_photo("coffee"))["bright"]
+    r = upload(client, jpeg(edited), "../../etc/coffee bright.jpg", k=3)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["query"] == {"id": None, "name": "coffee bright.jpg"}
+    assert {x["name"] for x in body["results"]} <= {"coffee.jpg", "coffee_flip.jpg", "coffee_crop.png"}
+    assert 0 < body["results"][0]["distance"] < 0.2
+
+
+def test_search_by_id_finds_itself_unless_excluded(client, ids):
+    body = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4}).json()
+    assert body["query"] == {"id": ids["horse.jpg"], "name": "horse.jpg"}
+    assert body["results"][0] == {"rank": 1, "id": ids["horse.jpg"], "name": "horse.jpg", "distance": 0.0}
+    excluded = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4, "exclude_self": True}).json()
+    assert ids["horse.jpg"] not in [x["id"] for x in excluded["results"]]
+    assert [x["id"] for x in excluded["results"]][:3] == [x["id"] for x in body["results"]][1:4]
+
+
+def test_modes_order_results(client, ids):
+    query = {"id": ids["astronaut.jpg"], "k": 18}
+    nearest = client.get("/api/search", params=query).json()["results"]
+    farthest = client.get("/api/search", params={**query, "mode": "farthest"}).json()["results"]
+    d_near = [x["distance"] for x in nearest]
+    d_far = [x["distance"] for x in farthest]
+    assert d_near == sorted(d_near) and d_far == sorted(d_far, reverse=True)
+    assert [x["id"] for x in farthest] == [x["id"] for x in nearest][::-1]
+    assert farthest[0]["distance"] > 0.3
+
+    rand = lambda seed: client.get("/api/search", params={**query, "k": 6, "mode": "random", "seed": seed}).json()
+    assert rand(1)["mode"] == "random"
+    assert rand(1)["results"] == rand(1)["results"]
+    assert [x["id"] for x in rand(1)["results"]] != [x["id"] for x in rand(2)["results"]]
+
+
+def test_metric_changes_distances(client, ids):
+    query = {"id": ids["rocket.jpg"], "k": 3}
+    cosine = client.get("/api/search", params=query).json()
+    l2 = client.get("/api/search", params={**query, "metric": "l2"}).json()
+    assert l2["metric"] == "l2" and l2["results"][0]["distance"] == 0.0
+    assert l2["results"][1]["distance"] > 2 * cosine["results"][1]["distance"]
+
+
+@pytest.mark.parametrize("data, status, words", [
+    (b"this is not an image", 400, "not an image"),
+    (b"", 400, "empty upload"),
+    (jpeg(Image.new("RGB", (64, 64), "red"))[:300], 400, "bad.jpg: cannot"),
+    (png_header_only(20_000, 20_000), 413, "too large: 20000x20000 pixels"),
+])
+def test_bad_uploads_get_a_json_reason(client, data, status, words):
+    r = upload(client, data, "bad.jpg")
+    assert r.status_code == status
+    assert words in r.json()["detail"]
+
+
+def test_upload_needs_a_file_and_valid_options(client, photo_dir):
+    assert client.post("/api/search").status_code == 422
+    data = (photo_dir / "moon.jpg").read_bytes()
+    for params in ({"mode": "sideways"}, {"metric": "manhattan"}, {"k": 0}, {"k": 1001}, {"seed": "x"}):
+        r = upload(client, data, **params)
+        assert r.status_code == 422, params
+        assert r.json()["detail"][0]["loc"][-1] == next(iter(params))
+
+
+def test_oversized_uploads_are_refused(index, photo_dir):
+    data = (photo_dir / "coins.jpg").read_bytes()
+    with TestClient(create_app(index, max_upload=len(data) - 1)) as small:
+        r = upload(small, data)
+        assert r.status_code == 413 and r.json()["detail"] == f"upload too large: the limit is {len(data) - 1} bytes"
+        r = upload(small, b"\xff" * (len(data) + 200_000))  # refused on its Content-Length
+        assert r.status_code == 413 and r.json()["detail"] == f"upload too large: the limit is {len(data) - 1} bytes"
+        head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
+        chunks = (head if i == 0 else b"x" * 65536 for i in range(9))  # no Content-Length: counted as it streams
+        r = small.post("/api/search", content=chunks, headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413 and r.json()["detail"] == f"upload too large: the limit is {len(data) - 1} bytes"
+    with TestClient(create_app(index, max_upload=len(data))) as exact:
+        assert upload(exact, data).status_code == 200
+
+
+def test_pixel_limit_is_configurable(index):
+    img = Image.new("RGB", (300, 300), "teal")
+    with TestClient(create_app(index, max_pixels=300 * 299)) as strict:
+        r = upload(strict, jpeg(img))
+        assert r.status_code == 413 and "pixels" in r.json()["detail"]
+
+
+def test_images_and_thumbnails_are_served_by_id(client, photo_dir, ids):
+    r = client.get(f"/api/images/{ids['coffee_crop.png']}")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == (photo_dir / "coffee_crop.png").read_bytes()
+    t = client.get(f"/api/thumbs/{ids['astronaut.jpg']}")
+    assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg"
+    thumb = Image.open(io.BytesIO(t.content))
+    assert max(thumb.size) == 256 and thumb.size == (256, 256)  # astronaut is square
+    assert client.get(f"/api/thumbs/{ids['astronaut.jpg']}").content == t.content
+    wide = Image.open(io.BytesIO(client.get(f"/api/thumbs/{ids['chelsea.jpg']}").content))
+    assert wide.width == 256 and wide.height < 256
+
+
+@pytest.mark.parametrize("url", ["/api/search?id=99999", "/api/images/99999", "/api/thumbs/99999",
+                                 "/api/images/0", "/api/thumbs/-1"])
+def test_unknown_ids_are_404(client, url):
+    r = client.get(url)
+    assert r.status_code == 404
+    assert "no image with id" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("url", [
+    "/api/images/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/api/images/%2Fetc%2Fpasswd",
+    "/api/thumbs/..%2Fchelsea.jpg",
+    "/api/images/1/../../../etc/passwd",
+    "/static/..%2F..%2Fapp.py",
+    "/static/../app.py",
+    "/static/%2e%2e/app.py",
+    "/docs-assets/..%2F__init__.py",
+    "/api/search?id=..%2Fetc%2Fpasswd",
+])
+def test_no_path_traversal(client, url):
+    r = client.get(url)
+    assert r.status_code in (404, 422), r.status_code
+    assert b"root:" not in r.content and b"create_app" not in r.content and b"swagger_ui_path" not in r.content
+
+
+def test_a_query_parameter_cannot_name_a_file(client, photo_dir, ids):
+    r = client.get(f"/api/images/{ids['moon.jpg']}", params={"path": "/etc/passwd", "file": "/etc/passwd"})
+    assert r.content == (photo_dir / "moon.jpg").read_bytes()
+
+
+def test_missing_file_is_404(photo_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("moon.jpg", "text.jpg"):
+        (folder / name).write_bytes((photo_dir / name).read_bytes())
+    with Index.open(tmp_path / "index", create=True) as idx:
+        idx.add(folder)
+        (folder / "moon.jpg").unlink()
+        with TestClient(create_app(idx)) as c:
+            moon = c.get("/api/search", params={"id": 1, "k": 2}).json()
+            gone = next(r["id"] for r in moon["results"] if r["name"] == "moon.jpg")
+            assert c.get(f"/api/images/{gone}").status_code == 404
+            assert "cannot be read" in c.get(f"/api/thumbs/{gone}").json()["detail"]
+            assert c.get("/api/search", params={"id": gone}).status_code == 200  # its vector is still indexed
+
+
+def test_concurrent_searches_agree(client, photo_dir, ids):
+    new_photo = jpeg(variants(sample_photo("rocket"))["crop"])
+
+    def by_upload(_):
+        return [x["id"] for x in upload(client, new_photo, k=5).json()["results"]]
+
+    def by_id(_):
+        return [x["id"] for x in client.get("/api/search", params={"id": ids["coins.jpg"], "k": 5}).json()["results"]]
+
+    with ThreadPoolExecutor(6) as pool:
+        uploads = list(pool.map(by_upload, range(6)))
+        searches = list(pool.map(by_id, range(6)))
+    assert all(u == uploads[0] for u in uploads) and uploads[0][0] == ids["rocket.jpg"]
+    assert all(s == searches[0] for s in searches) and searches[0][0] == ids["coins.jpg"]
+
+
+def test_openapi_and_offline_docs(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/api/search", "/api/images/{image_id}", "/api/thumbs/{image_id}", "/api/stats", "/healthz"} <= set(schema["paths"])
+    assert {"get", "post"} == set(schema["paths"]["/api/search"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+
+
+def test_page_and_its_assets_are_local(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        r = client.get(asset)
+        assert r.status_code == 200
+        assert "http://" not in r.text and "https://" not in r.text
+    assert "http://" not in page.text and "https://" not in page.text
