@@ -1,0 +1,321 @@
+"""The InceptionV3 used for FID (pytorch-fid's ``fid_inception_v3()``), in plain torch.
+
+The network is torchvision's ``Inception3(num_classes=1008, aux_logits=False)`` with the FID
+patches: the average pools of Mixed_5b..5d, Mixed_6b..6e and Mixed_7b exclude padding
+(``count_include_pad=False``, as TensorFlow does) and Mixed_7c pools with max instead of average.
+Module names match torchvision's, so the state dict has exactly the keys of pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth`` and loads with ``strict=True``.
+
+Inputs are (N, 3, 299, 299) images in [-1, 1]; see :func:`lookalike.models.fid_preprocess.fid_preprocess`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import platformdirs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILENAME}"
+WEIGHTS_SHA256_PREFIX = "6726825d"
+WEIGHTS_ENV = "LOOKALIKE_INCEPTION_WEIGHTS"
+
+LAYERS: dict[str, int] = {"pool3": 2048, "mixed6e": 768, "pool2": 192, "pool1": 64}
+"""Selectable feature layers and their dims: final average pool (the FID features), output of
+Mixed_6e (the pre-auxiliary-classifier features), second and first max pool."""
+
+DEFAULT_LAYER = "pool3"
+
+# The modules run to reach each layer, in order (pytorch-fid's blocks 0..3).
+_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pool1", ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1")),
+    ("pool2", ("Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2")),
+    ("mixed6e", ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e")),
+    ("pool3", ("Mixed_7a", "Mixed_7b", "Mixed_7c")),
+)
+
+
+def layer_name(layer: str | int) -> str:
+    """Canonical name of a layer given by name or by dim (``768`` or ``"768"`` -> ``"mixed6e"``)."""
+    for name, dim in LAYERS.items():
+        if str(layer) in (name, str(dim)):
+            return name
+    raise ValueError(f"unknown Inception layer {layer!r}; choose from: {', '.join(LAYERS)}")
+
+
+class BasicConv2d(nn.Module):
+    """Convolution without bias, batch norm (eps 0.001), ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _avg_pool_3x3(x: Tensor) -> Tensor:
+    """3x3 stride-1 average pool that ignores the zero padding (TensorFlow's behaviour)."""
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class FIDInceptionA(nn.Module):
+    """Mixed_5b..5d: 1x1, 5x5, double 3x3 and pooled 1x1 branches (35x35 grid)."""
+
+    def __init__(self, in_channels: int, pool_features: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(in_channels, 64, kernel_size=1)
+        self.branch5x5_1 = BasicConv2d(in_channels, 48, kernel_size=1)
+        self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
+        self.branch_pool = BasicConv2d(in_channels, pool_features, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([
+            self.branch1x1(x),
+            self.branch5x5_2(self.branch5x5_1(x)),
+            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+            self.branch_pool(_avg_pool_3x3(x)),
+        ], 1)
+
+
+class InceptionB(nn.Module):
+    """Mixed_6a: grid reduction 35x35 -> 17x17."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.branch3x3 = BasicConv2d(in_channels, 384, kernel_size=3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([
+            self.branch3x3(x),
+            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+            F.max_pool2d(x, kernel_size=3, stride=2),
+        ], 1)
+
+
+class FIDInceptionC(nn.Module):
+    """Mixed_6b..6e: factorized 7x7 branches (17x17 grid)."""
+
+    def __init__(self, in_channels: int, channels_7x7: int) -> None:
+        super().__init__()
+        c7 = channels_7x7
+        self.branch1x1 = BasicConv2d(in_channels, 192, kernel_size=1)
+        self.branch7x7_1 = BasicConv2d(in_channels, c7, kernel_size=1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(in_channels, c7, kernel_size=1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        b7dbl = self.branch7x7dbl_1(x)
+        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            b7dbl = conv(b7dbl)
+        return torch.cat([self.branch1x1(x), b7, b7dbl, self.branch_pool(_avg_pool_3x3(x))], 1)
+
+
+class InceptionD(nn.Module):
+    """Mixed_7a: grid reduction 17x17 -> 8x8."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
+        self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b7x3 = self.branch7x7x3_1(x)
+        for conv in (self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4):
+            b7x3 = conv(b7x3)
+        return torch.cat([
+            self.branch3x3_2(self.branch3x3_1(x)),
+            b7x3,
+            F.max_pool2d(x, kernel_size=3, stride=2),
+        ], 1)
+
+
+class FIDInceptionE(nn.Module):
+    """Mixed_7b (``pool="avg"``, padding excluded) and Mixed_7c (``pool="max"``): expanded
+    filter-bank branches (8x8 grid)."""
+
+    def __init__(self, in_channels: int, pool: str) -> None:
+        super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max', not {pool!r}")
+        self.pool = pool
+        self.branch1x1 = BasicConv2d(in_channels, 320, kernel_size=1)
+        self.branch3x3_1 = BasicConv2d(in_channels, 384, kernel_size=1)
+        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(in_channels, 448, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b3 = self.branch3x3_1(x)
+        b3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        if self.pool == "avg":
+            pooled = _avg_pool_3x3(x)
+        else:
+            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        return torch.cat([
+            self.branch1x1(x),
+            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+            self.branch3x3dbl_3a(b3dbl), self.branch3x3dbl_3b(b3dbl),
+            self.branch_pool(pooled),
+        ], 1)
+
+
+class FIDInceptionV3(nn.Module):
+    """pytorch-fid's FID Inception: ``forward`` gives the 1008 TensorFlow-Inception logits,
+    :meth:`forward_features` the globally average-pooled features of one of :data:`LAYERS`.
+    Weights start random (He-initialised convolutions) until a state dict is loaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
+        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
+        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.Mixed_5b = FIDInceptionA(192, pool_features=32)
+        self.Mixed_5c = FIDInceptionA(256, pool_features=64)
+        self.Mixed_5d = FIDInceptionA(288, pool_features=64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+        self.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+        self.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+        self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = FIDInceptionE(1280, pool="avg")
+        self.Mixed_7c = FIDInceptionE(2048, pool="max")
+        self.fc = nn.Linear(2048, 1008)
+        # He init keeps random features well scaled; torch's default shrinks them to ~1e-8.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward_features(self, x: Tensor, layer: str = DEFAULT_LAYER) -> Tensor:
+        """(N, 3, 299, 299) in [-1, 1] -> (N, D) features of ``layer``, averaged over space."""
+        last = [stage for stage, _ in _STAGES].index(layer_name(layer))
+        for _, names in _STAGES[: last + 1]:
+            for name in names:
+                x = getattr(self, name)(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, 299, 299) in [-1, 1] -> (N, 1008) logits of the TensorFlow Inception classifier."""
+        return self.fc(self.forward_features(x, "pool3"))
+
+
+class InceptionFeatures(nn.Module):
+    """(N, 3, 299, 299) in [-1, 1] -> (N, D) float32 features of one layer of an FIDInceptionV3."""
+
+    def __init__(self, net: FIDInceptionV3, layer: str = DEFAULT_LAYER) -> None:
+        super().__init__()
+        self.net = net
+        self.layer = layer_name(layer)
+        self.dim = LAYERS[self.layer]
+        self.train(net.training)  # a new module defaults to training mode; keep the net's
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.forward_features(x, self.layer)
+
+
+def build(layer: str = DEFAULT_LAYER, weights: str | Path | None = None) -> InceptionFeatures:
+    """Eval-mode feature extractor for ``layer``; ``weights`` is a ``.pth`` state dict in the
+    official layout, loaded strictly (``None`` keeps the random initialisation)."""
+    net = FIDInceptionV3()
+    if weights is not None:
+        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    return InceptionFeatures(net, layer).eval().requires_grad_(False)
+
+
+class MissingWeightsError(Exception):
+    """The FID Inception weights file was not found; the message is one line for the user."""
+
+
+def default_weights_path() -> Path:
+    """Where the weights are cached: ``<user cache dir>/weights/pt_inception-...pth``."""
+    return Path(platformdirs.user_cache_dir("lookalike")) / "weights" / WEIGHTS_FILENAME
+
+
+def _how_to_get() -> str:
+    return (f"download {WEIGHTS_URL} and pass --weights PATH, set {WEIGHTS_ENV}=PATH, "
+            f"or save it as {default_weights_path()}")
+
+
+def resolve_weights(explicit: str | Path | None = None, *, download: bool = False) -> Path:
+    """Path of the FID Inception weights: ``explicit``, else ``$LOOKALIKE_INCEPTION_WEIGHTS``, else
+    the cache file (downloaded there first when ``download`` is true).
+
+    An explicit path or env var naming a missing file is an error, not a fall-through.
+    Raises :class:`MissingWeightsError` when no file is available.
+    """
+    for given, origin in ((explicit, "--weights"), (os.environ.get(WEIGHTS_ENV) or None, WEIGHTS_ENV)):
+        if given is not None:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise MissingWeightsError(f"Inception weights file {path} (from {origin}) does not exist; "
+                                          + _how_to_get())
+            return path
+    path = default_weights_path()
+    if path.is_file():
+        return path
+    if not download:
+        raise MissingWeightsError("FID Inception weights not found; " + _how_to_get())
+    try:
+        _download(WEIGHTS_URL, path, WEIGHTS_SHA256_PREFIX)
+    except OSError as e:  # includes urllib's URLError
+        raise MissingWeightsError(f"could not download the FID Inception weights ({e}); " + _how_to_get()) from e
+    return path
+
+
+def _download(url: str, dest: Path, sha256_prefix: str) -> None:
+    """Fetch ``url`` to ``dest`` with progress on stderr, keeping it only if its SHA-256 hex digest
+    starts with ``sha256_prefix`` (the torch hub file-name convention); ``OSError`` otherwise."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                shown = f"{100 * done // total}%" if total else f"{done / 1e6:.1f} MB"
+                print(f"\rdownloading {dest.name}: {shown}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        if not digest.hexdigest().startswith(sha256_prefix):
+            raise OSError(f"{url} has SHA-256 {digest.hexdigest()[:16]}..., expected {sha256_prefix}...")
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
