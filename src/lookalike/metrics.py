@@ -344,7 +344,7 @@ def rerank(
 
 
 class _Distances:
-    """Float32 distances of one embedding matrix to itself: whole rows or given pairs."""
+    """Distances within one embedding matrix: whole rows (float32) or given pairs (float64)."""
 
     def __init__(self, X: np.ndarray, metric: str):
         self.X = X
