@@ -17,7 +17,7 @@ from platformdirs import user_data_dir
 from lookalike import search as _search
 from lookalike.images import DEFAULT_MAX_PIXELS, decode, read_file
 from lookalike.indexer import IndexReport, content_hash, update
-from lookalike.models.embedder import Embedder
+from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.store import DB_NAME, Store, StoreError
 
@@ -68,19 +68,23 @@ class Index:
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
              create: bool = False, rebuild: bool = False, threads: int | None = None,
-             device: str = "cpu") -> "Index":
+             device: str = "cpu", weights: str | os.PathLike | None = None) -> "Index":
         """Open the index at ``path`` (default :func:`default_index_path`).
 
         With ``create``, a missing index is created for ``model``; an existing one must have been
         built with the same model (else :class:`StoreError`) unless ``rebuild`` wipes it first.
         Without ``create``, the index must exist and its own model is used.
+        ``weights`` is the weights file of a model that takes one (``inception-v3-fid``);
+        ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
         """
+        providers(device)  # an unavailable device fails before anything is created
         path = Path(path).expanduser() if path is not None else default_index_path()
         if not create:
             store = Store.open(path)
-            ref = store.model_ref
-            return cls(store, resolve(ref, layer or store.model.get("layer")), threads, device)
-        spec = resolve(model, layer)
+            ident = store.model or {}
+            spec = resolve(store.model_ref, layer or ident.get("layer"), weights, ident.get("weights_sha256"))
+            return cls(store, spec, threads, device)
+        spec = resolve(model, layer, weights)
         if rebuild:
             wipe(path)
         if spec.family == "onnx" and not spec.dim:
@@ -139,7 +143,7 @@ class Index:
             if vector is not None:
                 return vector, same
             image = data
-        rgb = decode(image, self.spec.preprocessing.size)
+        rgb = decode(image, self.spec.preprocessing.decode_size)
         return self.embedder.embed_images([rgb])[0], []
 
     def query(self, image: ImageInput, k: int = 10, mode: str = "nearest", metric: str = "cosine",

@@ -44,6 +44,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
 LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all cores]")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights file of a model that takes one "
+                                                    "(inception-v3-fid) [default: $LOOKALIKE_INCEPTION_WEIGHTS or the cache]")]
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: ONNX Runtime's CUDA provider when onnxruntime-gpu "
+                                           "and a GPU are present, else CPU.")]
 
 
 def fail(message: str) -> None:
@@ -66,6 +78,8 @@ def index(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run.")] = 32,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads.")] = 2,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
     as_json: JsonOpt = False,
@@ -74,7 +88,8 @@ def index(
     """Make the index match FOLDER: embed new and changed images, drop deleted ones."""
     if not folder.is_dir():
         fail(f"not a directory: {folder}")
-    with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads) as idx:
+    with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
+                    weights=weights) as idx:
         with _progress(quiet or as_json) as bar:
             task = bar.add_task("embed", total=None, rate="")
 
@@ -106,12 +121,14 @@ def query(
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
     index_path: IndexOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the K nearest, farthest or random indexed images for each query image."""
     from lookalike import present
 
-    with Index.open(index_path, threads=threads) as idx:
+    with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
         results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self) for img in images]
     if montage is not None:
         present.montage(str(images[0]), results[:1], montage)
@@ -131,11 +148,14 @@ def show(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row.")] = None,
     exclude_self: Annotated[bool, typer.Option("--exclude-self")] = False,
     index_path: IndexOpt = None,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
 ) -> None:
     """Write one figure: the query, then N nearest, N random and N farthest images."""
     from lookalike import present
 
-    with Index.open(index_path) as idx:
+    with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
         vector, same = idx.embed(str(image))
         exclude = same if exclude_self else ()
         rows = [idx.query_vector(vector, n, mode, metric.value, seed, exclude, str(image))
@@ -145,22 +165,25 @@ def show(
 
 
 @app.command()
-def models(as_json: JsonOpt = False) -> None:
-    """List the models lookalike knows, their feature dims and where their weights come from."""
-    from rich.table import Table
+def models(
+    download: Annotated[Optional[str], typer.Option("--download", metavar="MODEL", help="Download the weights of "
+                                                    "MODEL (inception-v3-fid) into the cache first; needs internet.")] = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the models lookalike knows: feature dims, input size, layers, and where their weights come from."""
+    from lookalike.models import registry
 
-    from lookalike.models.registry import REGISTRY
-
-    rows = [{"name": s.name, "dim": s.dim, "input_size": s.preprocessing.size, "layers": s.layers,
-             "weights_present": s.weights_present(), "source": s.source} for s in REGISTRY.values()]
+    if download is not None:
+        err.print(f"{download} weights: {registry.download_weights(download)}", highlight=False, soft_wrap=True)
+    rows = registry.catalog(weights)
     if as_json:
         print(json.dumps(rows))
         return
-    t = Table("model", "dim", "input", "layers", "weights", "source")
     for r in rows:
-        t.add_row(r["name"], str(r["dim"]), f"{r['input_size']}px", ", ".join(f"{k}={v}" for k, v in r["layers"].items()),
-                  "yes" if r["weights_present"] else "missing", r["source"])
-    Console().print(t)
+        layers = ", ".join(f"{k} ({v}-d)" + (" default" if k == r["layer"] else "") for k, v in r["layers"].items())
+        print(f"{r['name']}: {r['dim']}-d, {r['input_size']}px input; layers {layers}\n"
+              f"    weights: {r['weights'] or 'missing'}\n    source: {r['source']}")
 
 
 @app.command()

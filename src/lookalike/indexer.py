@@ -65,7 +65,7 @@ def _load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int) -> _
     try:
         data = read_file(path)
         item.hash = content_hash(data)
-        img = decode(data, preprocess.size, max_pixels)
+        img = decode(data, preprocess.decode_size, max_pixels)
         item.width, item.height = img.size
         item.pixels = preprocess(img)
     except ImageError as e:

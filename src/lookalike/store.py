@@ -291,4 +291,5 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _describe(model: dict) -> str:
-    return f"{model.get('name')} (layer {model.get('layer')}, {model.get('dim')}-d)"
+    weights = f", weights {model['weights_sha256'][:8]}" if model.get("weights_sha256") else ""
+    return f"{model.get('name')} (layer {model.get('layer')}, {model.get('dim')}-d{weights})"

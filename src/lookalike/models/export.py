@@ -21,10 +21,17 @@ def onnx_file(spec: ModelSpec) -> Path:
     """Path of the ONNX file for ``spec``, exporting it first when it is not cached yet."""
     if spec.onnx_path is not None:
         return spec.onnx_path
-    path = cache_dir() / f"{spec.name}-{spec.layer}-{spec.preprocessing.size}.onnx"
+    path = cache_dir() / cache_name(spec)
     if not path.exists():
         export(spec, path)
     return path
+
+
+def cache_name(spec: ModelSpec) -> str:
+    """File name of the cached export: model, layer, input size and, for run-time weights, the
+    first 8 hex digits of their SHA-256 (so another weights file exports again)."""
+    weights = f"-{spec.weights_sha256[:8]}" if spec.weights_sha256 else ""
+    return f"{spec.name}-{spec.layer}-{spec.preprocessing.size}{weights}.onnx"
 
 
 def build_torch(spec: ModelSpec):
@@ -35,8 +42,12 @@ def build_torch(spec: ModelSpec):
         return efficientnet_lite.build(spec)
     if spec.family == "inception-fid":
         from lookalike.models import inception_fid
+        from lookalike.models.registry import check_weights, file_sha256
 
-        return inception_fid.build(layer=spec.layer, weights=inception_fid.resolve_weights(spec.weights_path))
+        path = inception_fid.resolve_weights(spec.weights_path)
+        if spec.weights_path is None:  # an index's weights found again: make sure they are the same
+            check_weights(spec.name, path, file_sha256(path), spec.weights_sha256)
+        return inception_fid.build(layer=spec.layer, weights=path)
     raise ValueError(f"no torch builder for family {spec.family!r}")
 
 

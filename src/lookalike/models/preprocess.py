@@ -32,16 +32,24 @@ class Preprocessing:
 
     def __call__(self, rgb: Image.Image) -> np.ndarray:
         """Return the (3, size, size) float32 input for one RGB image."""
-        if self.resize == "fid":
-            from lookalike.models.fid_preprocess import fid_preprocess
+        if self.resize == "fid":  # float64 like fid_preprocess: bit-identical to it for mean = std = 0.5
+            from lookalike.models.fid_preprocess import resize_bilinear
 
-            return fid_preprocess(np.asarray(rgb))
+            x = resize_bilinear(np.asarray(rgb) / 255.0, self.size, self.size)
+            x = (x - np.asarray(self.mean)) / np.asarray(self.std)
+            return x.transpose(2, 0, 1).astype(np.float32)
         if rgb.size != (self.size, self.size):
             rgb = rgb.resize((self.size, self.size), Image.BILINEAR, reducing_gap=3.0)
         x = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)
         scale = np.asarray([1.0 / (255.0 * s) for s in self.std], np.float32)[:, None, None]
         shift = np.asarray([m / s for m, s in zip(self.mean, self.std)], np.float32)[:, None, None]
         return x * scale - shift
+
+    @property
+    def decode_size(self) -> int | None:
+        """The ``size`` to decode images at: JPEG DCT downscaling suits the antialiased resize, but
+        ``"fid"`` inputs must come from the full-resolution pixels, as in pytorch-fid."""
+        return None if self.resize == "fid" else self.size
 
     def to_dict(self) -> dict:
         """JSON-able description, stored in indexes and model sidecars."""

@@ -120,7 +120,7 @@ class Searcher:
             same, vector = self.index.store.by_hash(content_hash(data))
         if vector is None:
             try:
-                rgb = decode(data, self.index.spec.preprocessing.size, self.max_pixels)
+                rgb = decode(data, self.index.spec.preprocessing.decode_size, self.max_pixels)
             except ImageError as e:
                 raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
             vector = self.embedder.embed_images([rgb])[0]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
+from lookalike.models import fid_weights
 from lookalike.models import inception_fid as inc
 from lookalike.models.fid_preprocess import fid_preprocess, resize_bilinear
 
@@ -232,6 +233,7 @@ def test_onnx_graph_has_the_fid_pooling(exported):
 def no_weights(monkeypatch, tmp_path):
     """No env var and an empty cache directory."""
     monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv("LOOKALIKE_CACHE", raising=False)
     monkeypatch.setattr(platformdirs, "user_cache_dir", lambda appname: str(tmp_path / "cache" / appname))
     return tmp_path
 
@@ -263,11 +265,11 @@ def test_download_keeps_only_a_file_with_the_expected_hash(no_weights, monkeypat
     """Uses file:// URLs: nothing is fetched from the network."""
     source = no_weights / "served.pth"
     source.write_bytes(b"not the inception weights")
-    monkeypatch.setattr(inc, "WEIGHTS_URL", source.as_uri())
+    monkeypatch.setattr(fid_weights, "WEIGHTS_URL", source.as_uri())
     with pytest.raises(inc.MissingWeightsError, match="SHA-256"):
         inc.resolve_weights(None, download=True)
     assert not any(inc.default_weights_path().parent.iterdir())
 
     dest = no_weights / "fetched" / "w-abc.pth"
-    inc._download(source.as_uri(), dest, hashlib.sha256(source.read_bytes()).hexdigest()[:8])
+    fid_weights._download(source.as_uri(), dest, hashlib.sha256(source.read_bytes()).hexdigest()[:8])
     assert dest.read_bytes() == source.read_bytes()
