@@ -119,6 +119,8 @@ def query(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --mode random.")] = None,
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed copies of the query.")] = False,
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
+    duplicates: Annotated[bool, typer.Option("--duplicates", help="Instead: every indexed image within the 'near' "
+                                             "dedup preset (is this image already indexed?).")] = False,
     index_path: IndexOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
@@ -129,7 +131,17 @@ def query(
     from lookalike import present
 
     with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
-        results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self) for img in images]
+        if duplicates:
+            from lookalike import dedup
+
+            limit, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.store.model)
+            results = [dedup.duplicates_of(idx, str(img), limit) for img in images]
+            for r in results:
+                if not r.results:
+                    err.print(f"no duplicate of {r.query} in the index (none within cosine distance {limit})",
+                              highlight=False, soft_wrap=True)
+        else:
+            results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self) for img in images]
     if montage is not None:
         present.montage(str(images[0]), results[:1], montage)
     if as_json:
@@ -208,6 +220,54 @@ def serve(
         err.print(f"serving {len(idx)} images from {idx.store.root} at http://{host}:{port}/ (Ctrl+C stops)",
                   highlight=False, soft_wrap=True)
         uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def dedup(
+    folder: Annotated[Optional[Path], typer.Argument(help="Index (or update) this folder first and look only in it; "
+                                                     "without it, the whole index.", show_default=False)] = None,
+    index_path: IndexOpt = None,
+    threshold: Annotated[str, typer.Option("--threshold", "-t", help="Cosine distance to the kept file, or a preset: "
+                                           "exact, near, similar.")] = "near",
+    montage: Annotated[Optional[Path], typer.Option("--montage", help="Write one PNG per group into this folder.")] = None,
+    to_remove: Annotated[Optional[Path], typer.Option("--to-remove", help="Write every grouped file but the kept "
+                                                      "one to this file, one path per line.")] = None,
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Group exact (same bytes) and near-duplicate images; keeps the largest, never deletes anything."""
+    from lookalike import dedup as dd
+    from lookalike import present
+
+    if folder is not None and not folder.is_dir():
+        fail(f"not a directory: {folder}")
+    with Index.open(index_path, model, layer, create=folder is not None, threads=threads) as idx:
+        limit, preset = dd.resolve_threshold(threshold, idx.store.model)
+        indexed = None
+        if folder is not None:
+            with _progress(quiet or as_json) as bar:
+                task = bar.add_task("embed", total=None, rate="")
+                indexed = idx.add(folder, on_plan=lambda n: bar.update(task, total=n),
+                                  on_progress=lambda n: bar.advance(task, n))
+        report = dd.find_duplicates(idx, limit, preset, under=str(folder) if folder is not None else None)
+    if indexed is not None:
+        report.skipped = sorted(dict(report.skipped + indexed.skipped).items())
+    if to_remove is not None:
+        to_remove.write_text("".join(f"{p}\n" for p in report.to_remove()), encoding="utf-8")
+    if montage is not None:
+        present.dedup_montages(report, montage)
+    if as_json:
+        out = report.to_dict()
+        if indexed is not None:
+            out["index"] = indexed.to_dict()
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    present.print_dedup(report)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from lookalike.api import QueryResult
+from lookalike.api import Match, QueryResult
 from lookalike.images import ImageError, decode
 
 THUMB = 192
@@ -43,9 +43,9 @@ def _thumb(source) -> Image.Image:
     return img
 
 
-def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike) -> None:
-    """Write one PNG: the query image at the left, then one labelled row per result, each
-    thumbnail captioned with its distance and file name."""
+def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike, query_title: str = "query") -> None:
+    """Write one PNG: the query image at the left (titled ``query_title``), then one labelled row
+    per result, each thumbnail captioned with its distance and file name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +56,7 @@ def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike) -> None:
     grid = fig.add_gridspec(len(rows), n + 1, width_ratios=[1.3] + [1] * n, wspace=0.08, hspace=0.45)
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(_thumb(query))
-    ax.set_title("query", fontsize=11, fontweight="bold")
+    ax.set_title(query_title, fontsize=11, fontweight="bold")
     ax.set_xlabel(_short(rows[0].query if rows else ""), fontsize=7)
     _bare(ax)
     for r, result in enumerate(rows):
@@ -70,6 +70,45 @@ def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike) -> None:
                              fontsize=10, fontweight="bold")
     fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
+
+
+def print_dedup(report, console: Console | None = None) -> None:
+    """Print a :class:`lookalike.dedup.DedupReport`: each group's kept file, then its duplicates."""
+    console = console or Console()
+    where = (f"preset {report.preset}: " if report.preset else "") + f"cosine distance <= {report.threshold}"
+    if not report.groups:
+        console.print(f"no duplicates among {report.n_images} images ({where})", highlight=False)
+        return
+    t = Table(title=f"duplicate groups ({where})", title_justify="left")
+    t.add_column("group", justify="right")
+    t.add_column("kind")
+    t.add_column("distance", justify="right")
+    t.add_column("path", overflow="fold")
+    for n, g in enumerate(report.groups, start=1):
+        t.add_row(str(n), g.kind, "keep", g.keep, end_section=False)
+        for i, d in enumerate(g.duplicates):
+            t.add_row("", "", f"{d.distance:.4f}", d.path, end_section=i == len(g.duplicates) - 1)
+    console.print(t)
+    kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near")}
+    console.print(", ".join(f"{len(gs)} {k} groups ({sum(len(g.duplicates) + 1 for g in gs)} files)"
+                            for k, gs in kinds.items())
+                  + f" among {report.n_images} images; {len(report.to_remove())} files could go (--to-remove)",
+                  highlight=False)
+
+
+def dedup_montages(report, folder: str | os.PathLike, per_row: int = 8) -> list[str]:
+    """One PNG per group of a :class:`lookalike.dedup.DedupReport` in ``folder``: the kept file at
+    the left, its duplicates in rows of ``per_row``. Returns the paths written."""
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for n, g in enumerate(report.groups, start=1):
+        matches = [Match(i, 0, d.path, d.distance) for i, d in enumerate(g.duplicates, start=1)]
+        rows = [QueryResult(g.keep, f"{g.kind} duplicates", "cosine", matches[i:i + per_row])
+                for i in range(0, len(matches), per_row)]
+        out = os.path.join(folder, f"group-{n:04d}-{g.kind}.png")
+        montage(g.keep, rows, out, query_title="keep")
+        written.append(out)
+    return written
 
 
 def _bare(ax) -> None:

@@ -1,0 +1,419 @@
+"""Calibrate and measure ``lookalike dedup`` on generated duplicates of real photos.
+
+Collection: distinct *bases* are one random crop (70-100 % of each side, random position) of every
+flower photo in ../shared/data/flowers51 (2,040 photos of 51 species: many look alike, a fair test
+of precision) plus crops from disjoint grid cells of the larger scikit-image sample photos (one
+crop per cell, so no two bases share pixels). Without flowers51, a finer grid of scikit-image
+cells makes the bases (fewer, smaller; said in the output). For some bases, every transform of
+:data:`TRANSFORMS` is written as a variant (byte copy, PNG, JPEG re-encodes, resizes, crops, flip,
+rotation, brightness); a base and its variants form one known group.
+
+Calibration prints, per transform, the p50/p95/p99/max cosine distance of a variant to its base,
+and for distinct photos the p0.1/p1/p5 of all base-base distances and of each base's distance to
+its nearest other base. Suggested thresholds follow from those figures by the rules in
+:func:`suggest`; :data:`lookalike.dedup.PRESETS` holds the values chosen from them.
+
+Then, for each preset (and a sweep of thresholds): pairwise precision and recall over known
+duplicate pairs, recall per transform, and the wall time of :func:`lookalike.dedup.find_duplicates`.
+``--scale N`` finally times ``lookalike dedup DIR`` end to end (indexing included) on N images.
+
+    python benchmarks/dedup.py --out dedup.json              # calibration + presets (~5k images)
+    python benchmarks/dedup.py --variant-bases 0 --scale 10000  # only the end-to-end timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+from lookalike import dedup
+from lookalike.api import Index
+
+FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers51"
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "camera", "coins", "moon", "clock", "cell")
+
+
+def _jpeg(q):
+    return lambda img, rng: (img, "jpg", {"quality": q})
+
+
+def _resize(f):
+    return lambda img, rng: (img.resize((round(img.width * f), round(img.height * f)), Image.LANCZOS), "jpg",
+                             {"quality": 90})
+
+
+def _crop(f):
+    def crop(img, rng):
+        w, h = round(img.width * f), round(img.height * f)
+        x, y = rng.integers(0, img.width - w + 1), rng.integers(0, img.height - h + 1)
+        return img.crop((x, y, x + w, y + h)), "jpg", {"quality": 90}
+    return crop
+
+
+def _enhance(f):
+    return lambda img, rng: (ImageEnhance.Brightness(img).enhance(f), "jpg", {"quality": 90})
+
+
+#: name -> (PIL image of the base, rng) -> (image, extension, save options); "copy" copies the bytes.
+TRANSFORMS = {
+    "copy": None,
+    "png": lambda img, rng: (img, "png", {}),
+    "jpeg90": _jpeg(90), "jpeg70": _jpeg(70), "jpeg50": _jpeg(50), "jpeg30": _jpeg(30),
+    "resize75": _resize(0.75), "resize50": _resize(0.5),
+    "crop90": _crop(0.9), "crop80": _crop(0.8),
+    "flip": lambda img, rng: (ImageOps.mirror(img), "jpg", {"quality": 90}),
+    "rot90": lambda img, rng: (img.transpose(Image.Transpose.ROTATE_90), "jpg", {"quality": 90}),
+    "bright125": _enhance(1.25), "dark80": _enhance(0.8),
+}
+
+
+# -- collection ----------------------------------------------------------------------------------
+def _skimage(name: str) -> Image.Image:
+    import skimage.data
+
+    arr = getattr(skimage.data, name)()
+    if arr.dtype != np.uint8:
+        arr = (arr * 255).astype(np.uint8) if arr.max() <= 1 else arr.astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def _random_crop(img: Image.Image, rng, lo: float = 0.7) -> Image.Image:
+    w, h = (round(s * rng.uniform(lo, 1.0)) for s in img.size)
+    x, y = rng.integers(0, img.width - w + 1), rng.integers(0, img.height - h + 1)
+    return img.crop((x, y, x + w, y + h))
+
+
+def base_sources(rng) -> tuple[list, str]:
+    """Callables making one distinct base photo each, and a note on where they come from."""
+    sources = []
+    flowers = sorted(FLOWERS.glob("*/*.jpg")) if FLOWERS.is_dir() else []
+    grid = 2 if flowers else 4
+    for path in flowers:
+        sources.append(lambda path=path: _random_crop(Image.open(path).convert("RGB"), rng))
+    for name in SKIMAGE_PHOTOS:
+        img = _skimage(name)
+        cw, ch = img.width // grid, img.height // grid
+        for gx in range(grid):
+            for gy in range(grid):
+                cell = img.crop((gx * cw, gy * ch, (gx + 1) * cw, (gy + 1) * ch))
+                sources.append(lambda cell=cell: _random_crop(cell, rng))
+    note = (f"{len(flowers)} flowers51 photos + {len(sources) - len(flowers)} scikit-image {grid}x{grid} grid cells"
+            if flowers else f"flowers51 absent ({FLOWERS}): {len(sources)} scikit-image {grid}x{grid} grid cells only")
+    return sources, note
+
+
+def make_collection(root: Path, n_images: int | None, variant_bases: int, seed: int,
+                    max_bases: int | None = None) -> tuple[dict, dict]:
+    """Write bases and variants under ``root``; return ({path: (group, transform)}, description).
+
+    With ``variant_bases`` V, the first V bases get every transform. With ``n_images``, transforms
+    (chosen at random) are then added to random bases until there are ``n_images`` files.
+    """
+    saved = root / "truth.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        return {p: tuple(v) for p, v in data["truth"].items()}, data["description"]
+    rng = np.random.default_rng(seed)
+    sources, note = base_sources(rng)
+    order = rng.permutation(len(sources))[:max_bases]
+    truth: dict[str, tuple[int, str]] = {}
+    bases: list[tuple[Path, Image.Image]] = []
+    (root / "bases").mkdir(parents=True)
+    (root / "variants").mkdir()
+    for group, i in enumerate(order):
+        img = sources[i]()
+        path = root / "bases" / f"b{group:05d}.jpg"
+        img.save(path, quality=92)
+        truth[str(path)] = (group, "base")
+        bases.append((path, img))
+
+    def variant(group: int, name: str, tag: str = "") -> None:
+        path, img = bases[group]
+        if TRANSFORMS[name] is None:
+            out = root / "variants" / f"b{group:05d}_{name}{tag}.jpg"
+            shutil.copyfile(path, out)
+        else:
+            vimg, ext, options = TRANSFORMS[name](Image.open(path).convert("RGB"), rng)
+            out = root / "variants" / f"b{group:05d}_{name}{tag}.{ext}"
+            vimg.save(out, **options)
+        truth[str(out)] = (group, name)
+
+    for group in range(min(variant_bases, len(bases))):
+        for name in TRANSFORMS:
+            variant(group, name)
+    names = list(TRANSFORMS)
+    extra = 0
+    while n_images is not None and len(truth) < n_images:
+        variant(int(rng.integers(len(bases))), names[int(rng.integers(len(names)))], f"_{extra}")
+        extra += 1
+    counts = Counter(t for _, t in truth.values())
+    description = {"images": len(truth), "bases": len(bases), "base_sources": note,
+                   "variants_per_transform": {k: v for k, v in counts.items() if k != "base"}}
+    saved.write_text(json.dumps({"truth": truth, "description": description}))
+    return truth, description
+
+
+# -- ground truth: duplicates already present among the sources ---------------------------------
+VERIFY_BELOW = 0.2  # only base pairs closer than this (model distance) can be predicted; verify those
+MIN_INLIERS = 15
+
+
+def _orb(path: str):
+    from skimage.feature import ORB
+
+    orb = ORB(n_keypoints=400, fast_threshold=0.05)
+    try:
+        orb.detect_and_extract(np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255.0)
+    except RuntimeError:  # no corners (flat picture)
+        return None
+    return (orb.keypoints[:, ::-1], orb.descriptors) if len(orb.descriptors) >= MIN_INLIERS else None
+
+
+def same_scene(a, b) -> int:
+    """Inliers of a RANSAC similarity transform between ORB matches of two pictures (0 when none).
+
+    A model-free check: two photos of the same scene share many geometrically consistent corners,
+    distinct photos share almost none.
+    """
+    from skimage.feature import match_descriptors
+    from skimage.measure import ransac
+    from skimage.transform import SimilarityTransform
+
+    if a is None or b is None:
+        return 0
+    m = match_descriptors(a[1], b[1], cross_check=True, max_ratio=0.8)
+    if len(m) < MIN_INLIERS:
+        return 0
+    _, inliers = ransac((a[0][m[:, 0]], b[0][m[:, 1]]), SimilarityTransform, min_samples=3,
+                        residual_threshold=3, max_trials=300, rng=0)
+    return 0 if inliers is None else int(inliers.sum())
+
+
+def merge_source_duplicates(truth: dict, unit: dict[str, np.ndarray], root: Path) -> tuple[dict, dict]:
+    """Scene of every known group: groups whose bases are the same scene are merged (flowers51 holds some re-shot and re-cropped
+    photos), checked by :func:`same_scene` on every base pair closer than :data:`VERIFY_BELOW`.
+
+    Returns {group: scene} and a description with controls: the check on variants of a
+    base (should pass) and on random pairs of bases (should fail). Saved under ``root`` for reruns.
+    """
+    saved = root / "scenes.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        return {int(g): s for g, s in data["scene"].items()}, data["description"]
+    started = time.perf_counter()
+    bases = sorted(p for p, (_, t) in truth.items() if t == "base")
+    b = np.stack([unit[p] for p in bases])
+    close = np.argwhere(np.triu(1.0 - b @ b.T <= VERIFY_BELOW, 1))
+    cache: dict[str, object] = {}
+
+    def check(p: str, q: str) -> bool:
+        for x in (p, q):
+            if x not in cache:
+                cache[x] = _orb(x)
+        return same_scene(cache[p], cache[q]) >= MIN_INLIERS
+
+    parent = {truth[p][0]: truth[p][0] for p in bases}
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    merged = []
+    for i, j in close:
+        if check(bases[i], bases[j]):
+            merged.append((os.path.basename(bases[i]), os.path.basename(bases[j])))
+            parent[find(truth[bases[i]][0])] = find(truth[bases[j]][0])
+    rng = np.random.default_rng(1)
+    by_group = {g: p for p, (g, t) in truth.items() if t == "base"}
+    variants = [(by_group[g], p, t) for p, (g, t) in truth.items() if t in ("crop80", "resize50", "jpeg30")]
+    picks = [variants[k] for k in rng.choice(len(variants), min(60, len(variants)), replace=False)]
+    randoms = [tuple(rng.choice(bases, 2, replace=False)) for _ in range(60)]
+    controls = {"variants_of_a_base_verified": round(float(np.mean([check(p, q) for p, q, _ in picks])), 3),
+                "random_base_pairs_verified": round(float(np.mean([check(p, q) for p, q in randoms])), 3)}
+    scene = {int(g): int(find(g)) for g in parent}
+    description = {"base_pairs_checked": int(len(close)), "same_scene_pairs": len(merged), "examples": merged[:10],
+                   "controls": controls, "seconds": round(time.perf_counter() - started, 1)}
+    saved.write_text(json.dumps({"scene": scene, "description": description}))
+    return scene, description
+
+
+# -- calibration ---------------------------------------------------------------------------------
+def _q(x, ps) -> dict:
+    x = np.asarray(x, np.float64)
+    return {f"p{p:g}": round(float(np.percentile(x, p)), 4) for p in ps} | {
+        "min": round(float(x.min()), 4), "max": round(float(x.max()), 4), "n": int(len(x))}
+
+
+def calibrate(truth: dict, scene: dict, unit: dict[str, np.ndarray]) -> dict:
+    """Distance distributions: each transform's variant-to-base, and between bases of distinct scenes."""
+    base_of = {g: p for p, (g, t) in truth.items() if t == "base" and p in unit}
+    per = defaultdict(list)
+    for p, (g, t) in truth.items():
+        if t != "base" and p in unit and g in base_of:
+            per[t].append(1.0 - float(unit[p] @ unit[base_of[g]]))  # to its own base
+    all_bases = [p for p, (_, t) in truth.items() if t == "base" and p in unit]
+    b = np.stack([unit[p] for p in all_bases])
+    group = np.array([scene[truth[p][0]] for p in all_bases])
+    d = 1.0 - b @ b.T
+    d[group[:, None] == group[None, :]] = np.inf  # the same scene (itself, or a verified source duplicate)
+    nearest = d.min(axis=1)
+    iu = np.triu_indices(len(b), 1)
+    iu = tuple(x[np.isfinite(d[iu])] for x in iu)
+    return {"variant_to_base": {t: _q(per[t], (50, 95, 99)) for t in TRANSFORMS if per[t]},
+            "distinct_all_pairs": _q(d[iu], (0.1, 1, 5, 50)),
+            "distinct_nearest": _q(nearest, (0.1, 1, 5, 50))}
+
+
+def suggest(cal: dict, sweep: list[dict]) -> dict:
+    """Thresholds from the measured figures (deleting a distinct photo costs more than keeping a copy).
+
+    * exact: half the distinct-nearest p0.1: twice as close as all but 0.1 % of photos' nearest
+      distinct photo, so only visually identical re-saves fall under it.
+    * near (the default): the distinct-nearest p1: at most 1 % of photos have a distinct photo
+      that close, so groups are safe to act on.
+    * similar: the threshold of best pairwise F1 in the sweep: more recall for review, less precision.
+    """
+    nearest = cal["distinct_nearest"]
+    best = max(sweep, key=lambda s: 2 * s["precision"] * s["recall"] / max(s["precision"] + s["recall"], 1e-9))
+    return {"exact": round(nearest["p0.1"] / 2, 3), "near": round(nearest["p1"], 3), "similar": best["threshold"]}
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def evaluate(report: dedup.DedupReport, truth: dict, scene: dict) -> dict:
+    """Pairwise precision/recall of the groups against the known scenes, and recall per transform
+    (the share of variants grouped with their own base)."""
+    keeper = {p: p for p in truth}
+    for g in sorted(report.groups, key=lambda g: g.kind != "exact"):  # exact keepers may be near duplicates
+        for d in g.duplicates:
+            keeper[d.path] = g.keep
+    for p in keeper:  # follow exact -> near chains to the final kept file
+        while keeper[keeper[p]] != keeper[p]:
+            keeper[p] = keeper[keeper[p]]
+    predicted = Counter(keeper[p] for p in truth)
+    both = Counter((keeper[p], scene[g]) for p, (g, _) in truth.items())
+    known = Counter(scene[g] for g, _ in truth.values())
+    pairs = lambda c: sum(n * (n - 1) // 2 for n in c.values())  # noqa: E731
+    tp, pp, tt = pairs(both), pairs(predicted), pairs(known)
+    base_of = {g: p for p, (g, t) in truth.items() if t == "base"}
+    hit = defaultdict(list)
+    for p, (g, t) in truth.items():
+        if t != "base":
+            hit[t].append(keeper[p] == keeper[base_of[g]])
+    return {"precision": round(tp / pp, 4) if pp else 1.0, "recall": round(tp / tt, 4) if tt else 1.0,
+            "true_pairs": tp, "predicted_pairs": pp, "known_pairs": tt,
+            "groups": len(report.groups), "exact_groups": sum(g.kind == "exact" for g in report.groups),
+            "recall_per_transform": {t: round(float(np.mean(h)), 4) for t, h in hit.items()}}
+
+
+def run_scale(n: int, seed: int, workdir: Path) -> dict:
+    """Time ``lookalike dedup DIR`` end to end (indexing + grouping) on ``n`` generated images."""
+    root = workdir / f"scale{n}"
+    truth, description = make_collection(root, n, 0, seed + 1)
+    load = os.getloadavg()
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lookalike", "dedup", str(root), "--index", str(workdir / f"ix{n}"),
+                           "--json"], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    out = json.loads(proc.stdout)
+    groups = [dedup.Group(g["kind"], g["keep"], [dedup.Duplicate(d["path"], d["distance"]) for d in g["duplicates"]])
+              for g in out["groups"]]
+    scene = {g: g for g, _ in truth.values()}  # source duplicates not verified here: precision is a lower bound
+    quality = evaluate(dedup.DedupReport(out["threshold"], out["preset"], out["n_images"], groups), truth, scene)
+    return {"collection": description, "wall_seconds": round(wall, 1),
+            "index_seconds": out["index"]["seconds"], "images_per_second": out["index"]["images_per_second"],
+            "dedup_seconds": out["seconds"], "groups": len(out["groups"]),
+            "precision_unverified_labels": quality["precision"], "recall": quality["recall"],
+            "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant-bases", type=int, default=200, help="bases that get every transform (0: skip calibration)")
+    ap.add_argument("--scale", type=int, default=0, help="also time `lookalike dedup DIR` on this many images")
+    ap.add_argument("--max-bases", type=int, help="use at most this many distinct bases (quick runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir, removed)")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    args = ap.parse_args()
+
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="lookalike-dedup-"))).absolute()
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "loadavg_start": [round(x, 2) for x in os.getloadavg()]}}
+    try:
+        if args.variant_bases:
+            truth, result["collection"] = make_collection(workdir / "calib", None, args.variant_bases, args.seed,
+                                                                args.max_bases)
+            print(f"collection: {json.dumps(result['collection'])}", file=sys.stderr)
+            with Index.open(workdir / "ix", create=True) as idx:
+                report = idx.add(workdir / "calib")
+                result["embedding"] = {"images": report.indexed, "seconds": round(report.seconds, 1),
+                                       "images_per_second": round(report.images_per_second, 1)}
+                ids, vecs = idx.vectors()
+                paths = idx.store.paths(ids)
+                unit = {p: v / np.linalg.norm(v) for p, v in zip(paths, np.asarray(vecs, np.float64))}
+                scene, result["source_duplicates"] = merge_source_duplicates(truth, unit, workdir / "calib")
+                print(f"source duplicates: {json.dumps(result['source_duplicates'])}", file=sys.stderr)
+                cal = calibrate(truth, scene, unit)
+                result["calibration"] = cal
+                result["sweep"] = []
+                for t in np.round(np.arange(0.01, 0.251, 0.01), 3):
+                    e = evaluate(dedup.find_duplicates(idx, float(t)), truth, scene)
+                    result["sweep"].append({"threshold": float(t), "precision": e["precision"], "recall": e["recall"]})
+                result["suggested"] = suggest(cal, result["sweep"])
+                _print_calibration(cal, result["suggested"])
+                result["presets"] = {}
+                for name, t in dedup.presets(idx.store.model).items():
+                    rep = dedup.find_duplicates(idx, t, name)
+                    result["presets"][name] = {"threshold": t, "seconds": round(rep.seconds, 3), **evaluate(rep, truth, scene)}
+            _print_presets(result)
+        if args.scale:
+            result["scale"] = run_scale(args.scale, args.seed, workdir)
+            print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+def _print_calibration(cal: dict, suggested: dict) -> None:
+    err = sys.stderr
+    print(f"{'variant -> base':<16}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}", file=err)
+    for t, q in cal["variant_to_base"].items():
+        print(f"{t:<16}{q['p50']:>8.4f}{q['p95']:>8.4f}{q['p99']:>8.4f}{q['max']:>8.4f}", file=err)
+    for key in ("distinct_all_pairs", "distinct_nearest"):
+        q = cal[key]
+        print(f"{key:<20} min {q['min']:.4f}  p0.1 {q['p0.1']:.4f}  p1 {q['p1']:.4f}  p5 {q['p5']:.4f}  "
+              f"p50 {q['p50']:.4f}", file=err)
+    print(f"suggested thresholds: {suggested}", file=err)
+
+
+def _print_presets(result: dict) -> None:
+    err = sys.stderr
+    for name, r in result["presets"].items():
+        print(f"preset {name:<8} t={r['threshold']:<6} precision {r['precision']:.4f} recall {r['recall']:.4f} "
+              f"({r['seconds']:.2f} s)  per transform: {r['recall_per_transform']}", file=err)
+    for s in result["sweep"]:
+        print(f"  t={s['threshold']:<6} precision {s['precision']:.4f} recall {s['recall']:.4f}", file=err)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Near-duplicate groups: exact copies by content hash, near copies by feature distance.
+
+How groups are formed (see :func:`find_duplicates`):
+
+1. Files with the same content hash are *exact* duplicates; each such set is one group.
+2. One file per distinct content is kept for the near search. Its neighbours within the
+   threshold (cosine distance) come from a FAISS range search over L2-normalised vectors, run in
+   chunks of queries, so memory grows with the number of close pairs, never with all pairs.
+3. Near groups are formed around the file that will be kept, not by connected components:
+   files are visited best first (largest width * height, then largest file, then oldest, then
+   path) and each file not yet in a group claims every neighbour not yet in a group. Every listed
+   duplicate is therefore within the threshold of the kept file itself, which is what makes the
+   to-remove list safe to act on, and a chain of small steps (A~B, B~C, ...) cannot merge distinct
+   photos: two members of one group are at most about twice the threshold apart.
+
+The presets are thresholds measured for one model by ``benchmarks/dedup.py`` (generated variants
+of real photos against distinct photos); its printed figures justify the values below.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.api import Index, ImageInput, Match, QueryResult
+from lookalike.search import pairwise
+
+METRIC = "cosine"
+DEFAULT_PRESET = "near"
+PRESET_NAMES = ("exact", "near", "similar")
+
+#: Cosine-distance presets per model (name, layer), set by the rules of benchmarks/dedup.py from its
+#: figures (2,088 distinct photos, 200 of them with 14 edits each; pairwise precision / recall):
+#:   exact    0.025  P 1.000  R 0.26  byte copies, format changes, JPEG q90 re-saves (100 %)
+#:   near     0.08   P 0.996  R 0.69  also JPEG q50-70, 75 % resize, 90 % crop, flip, brightness (89-100 %)
+#:   similar  0.13   P 0.959  R 0.85  also JPEG q30, 50 % resize, 80 % crop (81-89 %), rotation by 90 (56 %)
+PRESETS: dict[tuple[str, str], dict[str, float]] = {
+    ("efficientnet-lite0", "pool"): {"exact": 0.025, "near": 0.08, "similar": 0.13},
+}
+
+_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A file that duplicates its group's kept file, at ``distance`` (cosine) from it."""
+
+    path: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """The file to keep and its duplicates; ``kind`` is ``"exact"`` (same bytes) or ``"near"``."""
+
+    kind: str
+    keep: str
+    duplicates: list[Duplicate]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "keep": self.keep,
+                "duplicates": [{"path": d.path, "distance": round(d.distance, 6)} for d in self.duplicates]}
+
+
+@dataclass
+class DedupReport:
+    """Result of :func:`find_duplicates`; :meth:`to_dict` is the ``dedup --json`` shape."""
+
+    threshold: float
+    preset: str | None
+    n_images: int
+    groups: list[Group] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_remove(self) -> list[str]:
+        """Every grouped file except the one kept per group (lookalike never deletes anything)."""
+        return [d.path for g in self.groups for d in g.duplicates]
+
+    def to_dict(self) -> dict:
+        return {"metric": METRIC, "threshold": self.threshold, "preset": self.preset, "n_images": self.n_images,
+                "groups": [g.to_dict() for g in self.groups],
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "seconds": round(self.seconds, 3)}
+
+
+def presets(model: dict) -> dict[str, float]:
+    """The presets calibrated for an index's model identity (empty when it was never calibrated)."""
+    return PRESETS.get((model.get("name"), model.get("layer")), {})
+
+
+def resolve_threshold(value: str | float | None, model: dict) -> tuple[float, str | None]:
+    """(threshold, preset name or None) for a preset name or a number; default preset ``near``.
+
+    ValueError for a number outside [0, 2], an unknown preset, or a preset on an uncalibrated model.
+    """
+    value = DEFAULT_PRESET if value is None else value
+    try:
+        threshold = float(value)
+    except ValueError:
+        pass
+    else:
+        if not 0.0 <= threshold <= 2.0:
+            raise ValueError(f"threshold must be a cosine distance in [0, 2], not {threshold}")
+        return threshold, None
+    table = presets(model)
+    if value not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {value!r}; choose from: {', '.join(PRESET_NAMES)} or a cosine distance")
+    if not table:
+        raise ValueError(f"presets are calibrated for {', '.join(f'{n} ({l})' for n, l in PRESETS)}, not "
+                         f"{model.get('name')} ({model.get('layer')}); give --threshold as a cosine distance")
+    return table[value], str(value)
+
+
+def keep_order(width: np.ndarray, height: np.ndarray, size: np.ndarray, mtime_ns: np.ndarray,
+               paths: list[str]) -> np.ndarray:
+    """Positions sorted best-to-keep first: largest width*height, largest file, oldest, then path."""
+    pixels = width.astype(np.int64) * height.astype(np.int64)
+    rank_path = np.argsort(np.argsort(np.asarray(paths, dtype=object), kind="stable"), kind="stable")
+    return np.lexsort((rank_path, mtime_ns, -size.astype(np.int64), -pixels))
+
+
+def unit_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``vectors[rows]`` L2-normalised as one float32 array, copied chunk by chunk (memory-map friendly)."""
+    out = np.empty((len(rows), vectors.shape[1]), np.float32)
+    for start in range(0, len(rows), chunk):
+        part = np.asarray(vectors[rows[start:start + chunk]], dtype=np.float32)
+        out[start:start + len(part)] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs of L2-normalised float32 rows within ``threshold`` cosine distance, as CSR arrays
+    (offsets, columns, distances): row ``i`` lists every other row ``j`` with ``1 - u_i . u_j <= threshold``.
+
+    An exact FAISS inner-product range search, ``chunk`` query rows at a time.
+    """
+    import faiss
+
+    n = len(unit)
+    index = faiss.IndexFlatIP(unit.shape[1])
+    index.add(unit)
+    radius = 1.0 - threshold - 1e-5  # FAISS keeps scores strictly above the radius; refined below
+    offsets, columns, distances = [np.zeros(1, np.int64)], [], []
+    for start in range(0, n, chunk):
+        lims, sims, labels = index.range_search(unit[start:start + chunk], radius)
+        lims = lims.astype(np.int64)
+        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+        d = 1.0 - sims.astype(np.float64)
+        ok = (labels != rows) & (d <= threshold)
+        counts = np.bincount(rows[ok] - start, minlength=len(lims) - 1)
+        offsets.append(offsets[-1][-1] + np.cumsum(counts))
+        columns.append(labels[ok])
+        distances.append(np.maximum(d[ok], 0.0))
+    return (np.concatenate(offsets), np.concatenate(columns) if columns else np.zeros(0, np.int64),
+            np.concatenate(distances) if distances else np.zeros(0))
+
+
+def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray) -> list[tuple[int, list[int]]]:
+    """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped.
+
+    Returns (keeper, members) per group of two or more rows.
+    """
+    taken = np.zeros(len(offsets) - 1, dtype=bool)
+    groups = []
+    for i in order:
+        if taken[i]:
+            continue
+        taken[i] = True
+        nbrs = columns[offsets[i]:offsets[i + 1]]
+        members = nbrs[~taken[nbrs]]
+        if len(members):
+            taken[members] = True
+            groups.append((int(i), members.tolist()))
+    return groups
+
+
+def find_duplicates(index: Index, threshold: float, preset: str | None = None, under: str | None = None,
+                    chunk: int = _CHUNK) -> DedupReport:
+    """Exact and near-duplicate groups among the index's images (only those below ``under`` if given).
+
+    Exact groups come first, then near groups; each lists its duplicates nearest first. Files the
+    index could not read are reported in ``skipped``.
+    """
+    started = time.perf_counter()
+    under = os.path.abspath(under) if under is not None else None
+    records = index.store.records(under)
+    skipped = sorted((r.path, r.error or "unreadable") for r in records.values() if r.status != "ok")
+    wanted = {r.id for r in records.values() if r.status == "ok"}
+    ids, vectors = index.vectors()
+    rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
+    catalog = _catalog(index, ids[rows])
+    report = DedupReport(threshold, preset, len(rows), skipped=skipped)
+    if not len(rows):
+        report.seconds = time.perf_counter() - started
+        return report
+    paths = catalog["path"]
+    order = keep_order(catalog["width"], catalog["height"], catalog["size"], catalog["mtime_ns"], paths)
+
+    # Exact duplicates: the first file of each hash in keep order stands for all its copies.
+    first: dict[str, int] = {}
+    copies: dict[int, list[int]] = {}
+    for i in order:
+        h = catalog["hash"][i]
+        if h in first:
+            copies[first[h]].append(int(i))
+        else:
+            first[h] = int(i)
+            copies[int(i)] = []
+    for keeper, others in copies.items():
+        if others:
+            report.groups.append(Group("exact", paths[keeper], [Duplicate(paths[o], 0.0) for o in others]))
+
+    # Near duplicates among distinct contents, grouped around the file kept.
+    unique = np.fromiter(copies, np.int64, len(copies))  # in keep order (dict insertion order)
+    offsets, columns, distances = neighbours(unit_rows(vectors, rows[unique]), threshold, chunk)
+    for keeper, members in group_around_keepers(np.arange(len(unique)), offsets, columns):
+        row = slice(offsets[keeper], offsets[keeper + 1])
+        to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
+        dups = sorted((Duplicate(paths[unique[m]], to_keeper[m]) for m in members), key=lambda x: (x.distance, x.path))
+        report.groups.append(Group("near", paths[unique[keeper]], dups))
+    report.groups.sort(key=lambda g: (g.kind != "exact", g.keep))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def duplicates_of(index: Index, image: ImageInput, threshold: float, label: str | None = None) -> QueryResult:
+    """Indexed images within ``threshold`` cosine distance of ``image``, nearest first (mode ``duplicates``).
+
+    Indexed files with the same bytes come first, at distance 0.
+    """
+    vector, same = index.embed(image)
+    ids, vectors = index.vectors()
+    query = np.asarray(vector, dtype=np.float32)[None]
+    hits: dict[int, float] = {int(i): 0.0 for i in same}
+    for start in range(0, len(ids), 8192):
+        d = pairwise(query, np.asarray(vectors[start:start + 8192], dtype=np.float32), METRIC)[0]
+        for pos in np.flatnonzero(d <= threshold):
+            hits.setdefault(int(ids[start + pos]), float(d[pos]))
+    ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
+    paths = index.store.paths([i for i, _ in ranked])
+    matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
+    if label is None:
+        label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+    return QueryResult(label, "duplicates", METRIC, matches)
+
+
+def _catalog(index: Index, ids: Iterable[int]) -> dict:
+    """Path, size, mtime, hash, width and height of embedded images, in the order of ``ids``."""
+    ids = [int(i) for i in ids]
+    found = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        marks = ",".join("?" * len(part))
+        found.update((r[0], r[1:]) for r in index.store.conn.execute(
+            f"SELECT id, path, size, mtime_ns, hash, width, height FROM images WHERE id IN ({marks})", part))
+    cols = list(zip(*(found[i] for i in ids))) if ids else [()] * 6
+    return {"path": list(cols[0]), "size": np.asarray(cols[1], np.int64), "mtime_ns": np.asarray(cols[2], np.int64),
+            "hash": list(cols[3]), "width": np.asarray(cols[4], np.int64), "height": np.asarray(cols[5], np.int64)}

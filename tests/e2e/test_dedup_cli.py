@@ -1,0 +1,109 @@
+"""``lookalike dedup`` and ``lookalike query --duplicates`` as a user runs them."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import sample_photo
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Four distinct photos; chelsea with a half-size copy and a mirror, coffee with a byte copy; a corrupt file."""
+    root = tmp_path_factory.mktemp("photos")
+    for name in ("chelsea", "coffee", "rocket", "camera"):
+        sample_photo(name).save(root / f"{name}.png")
+    chelsea = sample_photo("chelsea")
+    chelsea.resize((chelsea.width // 2, chelsea.height // 2), Image.LANCZOS).save(root / "chelsea small.jpg", quality=85)
+    ImageOps.mirror(chelsea).save(root / "chelsea_flip.jpg", quality=90)
+    (root / "sub").mkdir()
+    shutil.copyfile(root / "coffee.png", root / "sub" / "coffee.png")
+    st = os.stat(root / "coffee.png")
+    os.utime(root / "sub" / "coffee.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the copy is newer
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def deduped(folder, tmp_path_factory):
+    work = tmp_path_factory.mktemp("dedup")
+    proc = run("dedup", folder, "--index", work / "index", "--json", "--to-remove", work / "remove.txt",
+               "--montage", work / "montages")
+    return work, json.loads(proc.stdout)
+
+
+def test_dedup_indexes_the_folder_and_reports_groups(deduped, folder):
+    _, out = deduped
+    assert out["index"]["indexed"] == 7 and out["n_images"] == 7
+    assert out["preset"] == "near" and out["metric"] == "cosine"
+    groups = {(g["kind"], g["keep"]): sorted(d["path"] for d in g["duplicates"]) for g in out["groups"]}
+    assert groups == {
+        ("exact", str(folder / "coffee.png")): [str(folder / "sub" / "coffee.png")],
+        ("near", str(folder / "chelsea.png")): sorted([str(folder / "chelsea small.jpg"), str(folder / "chelsea_flip.jpg")]),
+    }
+    exact = next(g for g in out["groups"] if g["kind"] == "exact")
+    assert exact["duplicates"][0]["distance"] == 0.0
+    near = next(g for g in out["groups"] if g["kind"] == "near")
+    assert all(0 < d["distance"] <= out["threshold"] for d in near["duplicates"])
+
+
+def test_corrupt_file_is_skipped_with_a_reason(deduped, folder):
+    _, out = deduped
+    assert [s["path"] for s in out["skipped"]] == [str(folder / "broken.png")]
+    assert out["skipped"][0]["reason"]
+
+
+def test_to_remove_and_montages(deduped, folder):
+    work, out = deduped
+    removed = (work / "remove.txt").read_text().splitlines()
+    assert sorted(removed) == sorted([str(folder / "sub" / "coffee.png"), str(folder / "chelsea small.jpg"),
+                                      str(folder / "chelsea_flip.jpg")])
+    assert not {g["keep"] for g in out["groups"]} & set(removed)
+    assert all(os.path.exists(p) for p in removed)  # listed, never deleted
+    pngs = sorted(os.listdir(work / "montages"))
+    assert pngs == ["group-0001-exact.png", "group-0002-near.png"]
+    with Image.open(work / "montages" / pngs[1]) as img:
+        assert img.width > 300 and img.height > 150
+
+
+def test_dedup_of_an_existing_index_prints_a_table(deduped, folder):
+    work, _ = deduped
+    proc = run("dedup", "--index", work / "index", "--threshold", "exact")
+    assert "chelsea small.jpg" not in proc.stdout  # a half-size copy is not an "exact" duplicate
+    assert "coffee.png" in proc.stdout and "1 exact groups" in proc.stdout
+    strict = run("dedup", "--index", work / "index", "-t", "0")
+    assert "0 near groups" in strict.stdout
+
+
+def test_bad_threshold_is_a_one_line_error(deduped):
+    work, _ = deduped
+    proc = run("dedup", "--index", work / "index", "--threshold", "loose", check=False)
+    assert proc.returncode == 1 and "unknown preset" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_query_duplicates(deduped, folder, tmp_path):
+    work, _ = deduped
+    again = tmp_path / "chelsea again.jpg"
+    sample_photo("chelsea").save(again, quality=75)
+    out = json.loads(run("query", again, "--duplicates", "--index", work / "index", "--json").stdout)
+    assert out["mode"] == "duplicates"
+    assert {os.path.basename(r["path"]) for r in out["results"]} == {"chelsea.png", "chelsea small.jpg", "chelsea_flip.jpg"}
+    new = tmp_path / "astronaut.jpg"
+    sample_photo("astronaut").save(new)
+    proc = run("query", new, "--duplicates", "--index", work / "index", "--json")
+    assert json.loads(proc.stdout)["results"] == [] and "no duplicate of" in proc.stderr

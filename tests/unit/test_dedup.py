@@ -1,0 +1,195 @@
+"""Near-duplicate grouping: the neighbour search and grouping on vectors, then real photos end to end."""
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+
+from conftest import sample_photo
+from lookalike import dedup
+from lookalike.api import Index
+
+DISTINCT = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "immunohistochemistry",
+            "retina", "moon")
+
+
+def _unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_keep_order_prefers_resolution_then_file_size_then_age():
+    width = np.array([100, 200, 200, 200, 50])
+    height = np.array([100, 100, 100, 100, 400])
+    size = np.array([9999, 500, 800, 800, 1])
+    mtime = np.array([0, 0, 20, 10, 0])
+    order = dedup.keep_order(width, height, size, mtime, ["a", "b", "c", "d", "e"])
+    # 200x100 = 50x400 = 20,000 px: larger file first, then older; 100x100 last.
+    assert order.tolist() == [3, 2, 1, 4, 0]
+
+
+def test_neighbours_equal_brute_force_across_query_chunks():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((40, 16)).astype(np.float32)
+    vectors = np.concatenate([base, base[:15] + 0.15 * rng.standard_normal((15, 16)).astype(np.float32)])
+    unit = dedup.unit_rows(vectors * 3.0, np.arange(len(vectors)), chunk=9)
+    np.testing.assert_allclose(unit, _unit(vectors), rtol=1e-5)
+    offsets, columns, distances = dedup.neighbours(unit, 0.05, chunk=7)
+    unit = _unit(vectors.astype(np.float64))
+    d = 1.0 - unit @ unit.T
+    for i in range(len(vectors)):
+        expected = {j for j in np.flatnonzero(d[i] <= 0.05) if j != i}
+        row = slice(offsets[i], offsets[i + 1])
+        assert set(columns[row].tolist()) == expected
+        np.testing.assert_allclose(distances[row], d[i, columns[row]], atol=1e-5)
+    assert 15 <= len(columns) // 2 < 40  # the planted pairs, not everything
+
+
+def test_grouping_around_the_keeper_does_not_chain():
+    # a ~ b and b ~ c within 0.1, but a and c are 0.19 apart: connected components would merge all three.
+    angles = np.radians([0.0, 25.0, 50.0])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    offsets, columns, _ = dedup.neighbours(vectors, 0.1)
+    assert dedup.group_around_keepers(np.array([0, 1, 2]), offsets, columns) == [(0, [1])]
+    assert dedup.group_around_keepers(np.array([1, 0, 2]), offsets, columns) == [(1, [0, 2])]
+
+
+def test_threshold_presets_and_numbers():
+    model = {"name": "efficientnet-lite0", "layer": "pool"}
+    table = dedup.presets(model)
+    assert table["exact"] < table["near"] < table["similar"]
+    assert dedup.resolve_threshold(None, model) == (table["near"], "near")
+    assert dedup.resolve_threshold("similar", model) == (table["similar"], "similar")
+    assert dedup.resolve_threshold("0.25", model) == (0.25, None)
+    with pytest.raises(ValueError, match="unknown preset"):
+        dedup.resolve_threshold("loose", model)
+    with pytest.raises(ValueError, match="cosine distance in"):
+        dedup.resolve_threshold(-0.1, model)
+    with pytest.raises(ValueError, match="give --threshold as a cosine distance"):
+        dedup.resolve_threshold("near", {"name": "my-model", "layer": "output"})
+    assert dedup.resolve_threshold(0.3, {"name": "my-model", "layer": "output"}) == (0.3, None)
+
+
+# -- real photos ---------------------------------------------------------------------------------
+def _jpeg(img, quality):
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(buf).convert("RGB")
+
+
+def near_variants(img):
+    """Edits the ``near`` preset catches on these photos with a margin (benchmarks/dedup.py gives
+    the distances of each kind of edit: a stronger one may exceed the threshold)."""
+    w, h = img.size
+    return {
+        "q70": (_jpeg(img, 70), "jpg"),
+        "smaller": (img.resize((w * 3 // 4, h * 3 // 4), Image.LANCZOS), "jpg"),
+        "flip": (ImageOps.mirror(img), "jpg"),
+        "brighter": (ImageEnhance.Brightness(img).enhance(1.2), "jpg"),
+    }
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """Ten distinct photos (PNG, so each original is the largest file of its group), near variants
+    of three, a byte copy of one, and a corrupt file; returns (folder, known groups, index)."""
+    root = tmp_path_factory.mktemp("library")
+    groups = {}
+    for name in DISTINCT:
+        img = sample_photo(name)
+        img.save(root / f"{name}.png")
+        groups[name] = {str(root / f"{name}.png")}
+    for name in ("chelsea", "coffee", "astronaut"):
+        for tag, (img, ext) in near_variants(sample_photo(name)).items():
+            img.save(root / f"{name}_{tag}.{ext}", quality=90)
+            groups[name].add(str(root / f"{name}_{tag}.{ext}"))
+    shutil.copyfile(root / "rocket.png", root / "rocket copy.png")
+    st = os.stat(root / "rocket.png")
+    os.utime(root / "rocket copy.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the copy is newer
+    groups["rocket"].add(str(root / "rocket copy.png"))
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with Index.open(tmp_path_factory.mktemp("ix") / "index", create=True) as idx:
+        idx.add(root)
+        yield root, groups, idx
+
+
+def _members(report):
+    """Sets of files grouped together, exact copies folded into their near group."""
+    sets = {g.keep: {g.keep, *(d.path for d in g.duplicates)} for g in report.groups if g.kind == "near"}
+    for g in report.groups:
+        if g.kind == "exact":
+            home = next((s for s in sets.values() if g.keep in s), None)
+            if home is None:
+                sets[g.keep] = home = {g.keep}
+            home.update(d.path for d in g.duplicates)
+    return sorted(sets.values(), key=sorted)
+
+
+def test_known_groups_are_found_with_the_defaults(library):
+    root, groups, idx = library
+    threshold, preset = dedup.resolve_threshold(None, idx.store.model)
+    report = dedup.find_duplicates(idx, threshold, preset, under=str(root))
+    expected = sorted((s for s in groups.values() if len(s) > 1), key=sorted)
+    assert _members(report) == expected
+    exact = [g for g in report.groups if g.kind == "exact"]
+    # Same bytes, so same resolution and size: the older file is kept.
+    assert [(g.keep, [d.path for d in g.duplicates]) for g in exact] == [
+        (str(root / "rocket.png"), [str(root / "rocket copy.png")])]
+    for g in report.groups:
+        if g.kind == "near":  # the PNG original: largest resolution, then largest file
+            assert g.keep.endswith(".png")
+            assert all(0.0 <= d.distance <= threshold for d in g.duplicates)
+    assert report.to_dict()["groups"][0].keys() == {"kind", "keep", "duplicates"}
+
+
+def test_distinct_photos_are_not_grouped(library):
+    root, _, idx = library
+    report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)["similar"], under=str(root))
+    originals = {str(root / f"{name}.png") for name in DISTINCT}
+    for members in _members(report):
+        assert len(members & originals) <= 1, members
+
+
+def test_to_remove_lists_every_grouped_file_but_the_kept_one(library):
+    root, groups, idx = library
+    report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)["near"], under=str(root))
+    removed = report.to_remove()
+    kept = {g.keep for g in report.groups}
+    assert kept.isdisjoint(removed) and len(removed) == len(set(removed))
+    grouped = set().union(*(s for s in groups.values() if len(s) > 1))
+    assert set(removed) | kept == grouped
+    # Exactly one file of every known group survives.
+    assert all(len(s - set(removed)) == 1 for s in groups.values())
+
+
+def test_corrupt_file_is_skipped_with_a_reason(library):
+    root, _, idx = library
+    report = dedup.find_duplicates(idx, 0.1, under=str(root))
+    assert [p for p, _ in report.skipped] == [str(root / "broken.jpg")]
+    assert report.skipped[0][1]
+    assert str(root / "broken.jpg") not in {p for g in report.groups for p in [g.keep, *(d.path for d in g.duplicates)]}
+
+
+def test_duplicates_of_a_new_image(library, tmp_path):
+    root, _, idx = library
+    threshold = dedup.presets(idx.store.model)["near"]
+    new = tmp_path / "chelsea again.jpg"
+    _jpeg(sample_photo("chelsea"), 70).save(new, quality=70)
+    found = dedup.duplicates_of(idx, str(new), threshold)
+    assert found.mode == "duplicates" and found.query == str(new)
+    assert str(root / "chelsea.png") in [m.path for m in found.results]
+    assert {m.path.rsplit("/", 1)[1].split("_")[0].split(".")[0] for m in found.results} == {"chelsea"}
+    assert all(m.distance <= threshold for m in found.results)
+    same = dedup.duplicates_of(idx, str(root / "rocket.png"), threshold)
+    assert [m.distance for m in same.results[:2]] == [0.0, 0.0]
+    unrelated = tmp_path / "clock.jpg"
+    sample_photo("clock").save(unrelated)
+    assert dedup.duplicates_of(idx, str(unrelated), threshold).results == []
+
+
+def test_empty_selection(library, tmp_path):
+    _, _, idx = library
+    report = dedup.find_duplicates(idx, 0.1, under=str(tmp_path))
+    assert report.groups == [] and report.n_images == 0 and report.to_remove() == []
