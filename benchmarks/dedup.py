@@ -6,7 +6,9 @@ of precision) plus crops from disjoint grid cells of the larger scikit-image sam
 crop per cell, so no two bases share pixels). Without flowers51, a finer grid of scikit-image
 cells makes the bases (fewer, smaller; said in the output). For some bases, every transform of
 :data:`TRANSFORMS` is written as a variant (byte copy, PNG, JPEG re-encodes, resizes, crops, flip,
-rotation, brightness); a base and its variants form one known group.
+rotation, brightness); a base and its variants form one known group. flowers51 itself holds some
+re-shot or re-cropped photos: base pairs that an ORB + RANSAC check (no CNN involved) finds to be
+the same scene are merged into one known group, with positive and negative controls reported.
 
 Calibration prints, per transform, the p50/p95/p99/max cosine distance of a variant to its base,
 and for distinct photos the p0.1/p1/p5 of all base-base distances and of each base's distance to
@@ -17,8 +19,10 @@ Then, for each preset (and a sweep of thresholds): pairwise precision and recall
 duplicate pairs, recall per transform, and the wall time of :func:`lookalike.dedup.find_duplicates`.
 ``--scale N`` finally times ``lookalike dedup DIR`` end to end (indexing included) on N images.
 
-    python benchmarks/dedup.py --out dedup.json              # calibration + presets (~5k images)
+    python benchmarks/dedup.py --out dedup.json                 # calibration + presets (4,888 images)
     python benchmarks/dedup.py --variant-bases 0 --scale 10000  # only the end-to-end timing
+
+With ``--workdir``, the collection, its index and the verified groups are kept and reused.
 """
 
 from __future__ import annotations
