@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 DB_NAME = "index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # MIGRATIONS[i] upgrades a catalog from user_version i to i + 1.
 MIGRATIONS = [
@@ -37,6 +37,26 @@ MIGRATIONS = [
         error    TEXT,
         vector   BLOB
     );
+    CREATE INDEX images_hash ON images (hash);
+    """,
+    # v2: ids are never reused, and a changed file gets a new id, so anything keyed by id
+    # (the ANN index, thumbnails, web links) can tell a changed vector from an unchanged one.
+    """
+    CREATE TABLE images_v2 (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        path     TEXT NOT NULL UNIQUE,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        hash     TEXT,
+        width    INTEGER,
+        height   INTEGER,
+        status   TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+        error    TEXT,
+        vector   BLOB
+    );
+    INSERT INTO images_v2 SELECT id, path, size, mtime_ns, hash, width, height, status, error, vector FROM images;
+    DROP TABLE images;
+    ALTER TABLE images_v2 RENAME TO images;
     CREATE INDEX images_hash ON images (hash);
     """,
 ]
@@ -120,25 +140,31 @@ class Store:
         self.close()
 
     # -- metadata ----------------------------------------------------------------------------
-    def _meta(self, key: str) -> str | None:
+    def meta(self, key: str) -> str | None:
+        """A value of the index's key-value metadata, or None."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a metadata value (committed at once)."""
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     @property
     def model(self) -> dict | None:
         """The identity of the model this index was built with."""
-        value = self._meta("model")
+        value = self.meta("model")
         return None if value is None else json.loads(value)
 
     @property
     def model_ref(self) -> str:
         """The registry name or path the model is loaded from."""
-        return self._meta("model_ref") or (self.model or {}).get("name", "")
+        return self.meta("model_ref") or (self.model or {}).get("name", "")
 
     @property
     def generation(self) -> int:
         """A counter bumped by every committed change to the set of vectors."""
-        return int(self._meta("generation") or 0)
+        return int(self.meta("generation") or 0)
 
     def _bump(self) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation + 1),))
@@ -158,20 +184,17 @@ class Store:
         return self.conn.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
 
     def put(self, entries: Iterable[Entry], errors: Iterable[tuple[str, int, int, str]] = ()) -> None:
-        """Insert or replace embedded files and failed files (path, size, mtime_ns, reason) in one commit."""
+        """Insert or replace embedded files and failed files (path, size, mtime_ns, reason) in one commit.
+
+        A replaced file gets a new id.
+        """
+        rows = [(e.path, e.size, e.mtime_ns, e.hash, e.width, e.height, "ok", None,
+                 np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for e in entries]
+        rows += [(path, size, mtime, None, None, None, "error", reason, None) for path, size, mtime, reason in errors]
         with self.conn:
-            self.conn.executemany(
-                "INSERT INTO images (path, size, mtime_ns, hash, width, height, status, error, vector) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'ok', NULL, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size, "
-                "mtime_ns = excluded.mtime_ns, hash = excluded.hash, width = excluded.width, "
-                "height = excluded.height, status = 'ok', error = NULL, vector = excluded.vector",
-                [(e.path, e.size, e.mtime_ns, e.hash, e.width, e.height,
-                  np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for e in entries])
-            self.conn.executemany(
-                "INSERT INTO images (path, size, mtime_ns, status, error) VALUES (?, ?, ?, 'error', ?) "
-                "ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "hash = NULL, status = 'error', error = excluded.error, vector = NULL",
-                list(errors))
+            self.conn.executemany("DELETE FROM images WHERE path = ?", [(r[0],) for r in rows])
+            self.conn.executemany("INSERT INTO images (path, size, mtime_ns, hash, width, height, status, error, "
+                                  "vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._bump()
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:

@@ -46,3 +46,30 @@ def test_put_remove_and_vector_cache_follow_generations(tmp_path):
         assert len(list(tmp_path.glob("vectors-*.npy"))) == 1
         same, v = s.by_hash("h/a")
         assert same == [int(ids[0])] and v[0] == 5.0
+
+
+def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
+    from lookalike.store import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO meta VALUES ('model', ?)", ('{"name": "m", "dim": 3}',))
+    conn.execute("INSERT INTO images (id, path, size, mtime_ns, hash, status, vector) VALUES (7, '/a', 1, 1, 'h', 'ok', ?)",
+                 (np.ones(3, np.float32).tobytes(),))
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path) as s:
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        ids, vec = s.vectors()
+        assert ids.tolist() == [7] and vec[0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_ids_are_never_reused_and_a_changed_file_gets_a_new_id(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([_entry("/a", 1.0), _entry("/b", 2.0)])
+        first = dict(zip(s.paths(s.vectors()[0]), s.vectors()[0].tolist()))
+        s.remove(["/b"])
+        s.put([_entry("/a", 3.0), _entry("/c", 4.0)])
+        now = dict(zip(s.paths(s.vectors()[0]), s.vectors()[0].tolist()))
+        assert now["/a"] != first["/a"] and now["/c"] not in first.values()
