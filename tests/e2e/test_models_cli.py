@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from conftest import sample_photo
 from lookalike.models import fid_weights
 from lookalike.models import inception_fid as inc
 from lookalike.models.registry import REGISTRY
@@ -83,6 +84,10 @@ def test_index_and_query_with_an_inception_layer(photo_dir, weights, tmp_path):
     # The weights are needed only to export: later queries use the cached ONNX file of these weights.
     out = json.loads(ok(run("query", photo_dir / "coffee.jpg", "-k", "3", "--index", ix, "--json")).stdout)
     assert os.path.basename(out["results"][0]["path"]) == "coffee.jpg" and out["results"][0]["distance"] < 1e-6
+    code = ("import sys; from lookalike.api import Index; Index.open(sys.argv[1]).query(sys.argv[2], 1); "
+            "sys.exit('torch' in sys.modules)")
+    sample_photo("horse").rotate(5).save(tmp_path / "new.png")  # not in the index: the model runs
+    assert subprocess.run([sys.executable, "-c", code, ix, tmp_path / "new.png"]).returncode == 0
     # The layer and the weights are part of the model identity stored in the index.
     other = tmp_path / "other.pth"
     torch.manual_seed(1)

@@ -37,7 +37,9 @@ class Embedder:
     """Embeds preprocessed batches with ONNX Runtime.
 
     ``threads`` is the number of intra-op threads (``None``: one per physical core); ops run one
-    at a time (sequential execution, one inter-op thread), which is fastest for these CNNs.
+    at a time (sequential execution, one inter-op thread), which is fastest for these CNNs, and idle
+    threads sleep instead of spinning, which leaves the cores to the decoding threads and other
+    processes (faster on a busy machine: see ``benchmarks/models.py``).
     ``device``: ``"cpu"``; ``"cuda"`` (ONNX Runtime's CUDA provider, an error without
     ``onnxruntime-gpu`` and a GPU); ``"auto"`` (CUDA when available, else CPU).
     """
@@ -54,6 +56,7 @@ class Embedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
