@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image
 from platformdirs import user_data_dir
 
+from lookalike import ann_store
 from lookalike import search as _search
+from lookalike.ann import AnnIndex
 from lookalike.images import DEFAULT_MAX_PIXELS, decode, read_file
 from lookalike.indexer import IndexReport, content_hash, update
 from lookalike.models.embedder import Embedder, providers
@@ -64,6 +66,7 @@ class Index:
         self._device = device
         self._embedder: Embedder | None = None
         self._vectors: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._ann: tuple[int, AnnIndex | None] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
@@ -113,12 +116,25 @@ class Index:
 
     def add(self, folder: str | os.PathLike, batch_size: int = 32, workers: int = 2,
             max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None) -> IndexReport:
-        """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`)."""
+        """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
+        then bring the approximate index up to date."""
         if not os.path.isdir(folder):
             raise StoreError(f"not a directory: {folder}")
         report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress)
-        self._vectors = None
+        self.ann()
         return report
+
+    @property
+    def index_type(self) -> str:
+        """``exact``, or the approximate kind (``hnsw``, ``ivfpq``) queries use."""
+        return ann_store.kind(self.store)
+
+    def ann(self, rebuild: bool = False) -> AnnIndex | None:
+        """The approximate index kept in step with the catalog, or None when search is exact."""
+        generation = self.store.generation
+        if rebuild or self._ann is None or self._ann[0] != generation:
+            self._ann = (generation, ann_store.sync(self.store, rebuild))
+        return self._ann[1]
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All (ids, vectors) of the index, loaded once per generation."""
@@ -147,25 +163,45 @@ class Index:
         return self.embedder.embed_images([rgb])[0], []
 
     def query(self, image: ImageInput, k: int = 10, mode: str = "nearest", metric: str = "cosine",
-              seed: int | None = None, exclude_self: bool = False, label: str | None = None) -> QueryResult:
+              seed: int | None = None, exclude_self: bool = False, label: str | None = None,
+              **search_options) -> QueryResult:
         """The ``k`` nearest, farthest or random images for ``image`` (path, bytes, PIL image or array).
 
-        ``exclude_self`` drops indexed files whose bytes equal the query's.
+        ``exclude_self`` drops indexed files whose bytes equal the query's; ``search_options`` are
+        those of :meth:`query_vector` (``exact``, ``ef_search``, ``nprobe``).
         """
         _search.check_options(metric, mode, k)
         vector, same = self.embed(image)
         return self.query_vector(vector, k, mode, metric, seed, same if exclude_self else (),
-                                 label or _label(image))
+                                 label or _label(image), **search_options)
 
     def query_vector(self, vector: np.ndarray, k: int = 10, mode: str = "nearest", metric: str = "cosine",
                      seed: int | None = None, exclude: tuple[int, ...] | list[int] = (),
-                     label: str = "<vector>") -> QueryResult:
-        """Search with a feature vector; ids in ``exclude`` never appear in the results."""
-        _, ids, vectors, sq_norms = self._loaded()
+                     label: str = "<vector>", exact: bool = False, ef_search: int | None = None,
+                     nprobe: int | None = None) -> QueryResult:
+        """Search with a feature vector; ids in ``exclude`` never appear in the results.
+
+        Nearest and farthest cosine queries use the approximate index when there is one, unless
+        ``exact``; ``ef_search`` (HNSW) and ``nprobe`` (IVF-PQ) trade speed for recall.
+        """
+        _search.check_options(metric, mode, k)
         excluded = set(int(i) for i in exclude)
-        distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed,
-                                              sq_norms=sq_norms)
-        hits = [(int(i), float(d)) for i, d in zip(ids[positions[0]], distances[0]) if int(i) not in excluded][:k]
+        ann = None if exact or mode == "random" or metric != ann_store.METRIC else self.ann()
+        _, ids, vectors, sq_norms = self._loaded()
+        if ann is not None:
+            def rows(wanted: np.ndarray) -> np.ndarray:
+                return np.asarray(vectors[np.searchsorted(ids, wanted)])
+
+            # candidates are re-scored on the stored vectors, so distances are exact, as in exact search
+            found = ann.search(vector[None], k + len(excluded), mode, ef_search, nprobe, refine=rows)[1][0]
+            found = found[found >= 0]
+            distances = _search.pairwise(vector[None].astype(np.float64), rows(found).astype(np.float64), metric)[0]
+            pairs = list(zip(found.tolist(), distances.tolist()))
+        else:
+            distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed,
+                                                  sq_norms=sq_norms)
+            pairs = [(int(i), float(d)) for i, d in zip(ids[positions[0]], distances[0])]
+        hits = [(i, d) for i, d in pairs if i not in excluded][:k]
         paths = self.store.paths([i for i, _ in hits])
         matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(hits, paths), start=1)]
         return QueryResult(label, mode, metric, matches)

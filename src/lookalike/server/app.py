@@ -111,7 +111,7 @@ class Searcher:
             store = self.index.store
             model = store.model or {}
             return Stats(count=store.count(), model=model.get("name", ""), layer=model.get("layer"),
-                         dims=store.dim, index_type="exact", max_upload_bytes=self.max_upload)
+                         dims=store.dim, index_type=self.index.index_type, max_upload_bytes=self.max_upload)
 
     def search_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
                       exclude_self: bool) -> SearchResponse:

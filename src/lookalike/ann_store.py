@@ -1,0 +1,83 @@
+"""Keeping an index's approximate-nearest-neighbour structure in step with its catalog.
+
+The setting (``none``, ``auto``, ``hnsw`` or ``ivfpq``) is stored in the index. ``auto`` keeps exact
+search for small collections (see :func:`lookalike.ann.choose_kind`). The FAISS file lives beside
+the catalog and is brought up to date by diffing ids: ids are never reused and a changed file gets
+a new id, so added images go in and removed or changed ones come out, and a result can never be
+stale. A file that cannot be loaded, or one with too many removals, is rebuilt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.ann import AnnIndex, choose_kind
+from lookalike.store import Store
+
+SETTINGS = ("auto", "none", "hnsw", "ivfpq")
+ANN_FILE = "ann.faiss"
+METRIC = "cosine"
+
+
+def setting(store: Store) -> str:
+    """The index's ANN setting (``auto`` unless set)."""
+    return store.meta("ann") or "auto"
+
+
+def configure(store: Store, value: str) -> None:
+    """Choose the ANN setting of an index; :class:`ValueError` for an unknown one."""
+    if value not in SETTINGS:
+        raise ValueError(f"unknown --ann {value!r}; choose from: {', '.join(SETTINGS)}")
+    store.set_meta("ann", value)
+
+
+def kind(store: Store) -> str:
+    """``exact`` or the approximate kind the index's setting gives for its current size."""
+    value = setting(store)
+    if value == "none":
+        return "exact"
+    chosen = choose_kind(value, store.count(), max(store.dim, 1))
+    return "exact" if chosen == "flat" else chosen
+
+
+def sync(store: Store, rebuild: bool = False) -> AnnIndex | None:
+    """The up-to-date ANN index of ``store``, or None when its setting gives exact search."""
+    path = store.root / ANN_FILE
+    wanted = kind(store)
+    if wanted == "exact":
+        for stale in (path, path.with_name(path.name + ".json")):
+            stale.unlink(missing_ok=True)
+        return None
+    generation = str(store.generation)
+    built_for, _, built_at = (store.meta("ann_stamp") or "").partition(":")
+    ann = None if rebuild or built_for != wanted else _load(path, store.dim)
+    if ann is not None and built_at == generation:
+        return ann
+    ids, vectors = store.vectors()
+    if ann is not None and ann.kind == wanted:  # a fallback (ivfpq on < 16 vectors is flat) is rebuilt instead
+        have = ann.ids()
+        gone = np.setdiff1d(have, ids)
+        new = np.setdiff1d(ids, have)
+        if gone.size:
+            ann.remove(gone)
+        if new.size:
+            ann.add(np.asarray(vectors[np.searchsorted(ids, new)]), new)
+        if ann.needs_rebuild:
+            ann = None
+    else:
+        ann = None
+    if ann is None:
+        ann = AnnIndex.build(np.asarray(vectors), np.asarray(ids), METRIC, wanted)
+    ann.save(path)
+    store.set_meta("ann_stamp", f"{wanted}:{generation}")
+    return ann
+
+
+def _load(path, dim: int) -> AnnIndex | None:
+    if not path.exists():
+        return None
+    try:
+        ann = AnnIndex.load(path)
+    except (OSError, ValueError, KeyError, RuntimeError):  # a torn or foreign file: rebuild it
+        return None
+    return ann if (ann.metric, ann.dim) == (METRIC, dim) else None

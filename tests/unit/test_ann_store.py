@@ -1,0 +1,80 @@
+"""The approximate index kept in step with the catalog, as queries see it."""
+
+import numpy as np
+import pytest
+
+from lookalike import ann_store
+from lookalike.api import Index
+from lookalike.models.registry import resolve
+from lookalike.store import Entry, Store
+
+DIM = 32
+
+
+def _vectors(n, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, DIM))
+    return np.maximum(centres[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, DIM)), 0).astype(np.float32)
+
+
+def _index(tmp_path, vectors, setting, prefix="/p"):
+    spec = resolve()
+    store = Store.create(tmp_path, {**spec.identity(), "dim": DIM}, ref=spec.name)
+    ann_store.configure(store, setting)
+    store.put(Entry(f"{prefix}/{i:04d}", 1, 1, f"{prefix}{i}", 1, 1, v) for i, v in enumerate(vectors))
+    return Index(store, spec)
+
+
+@pytest.mark.parametrize("n", [1, 5, 100])
+@pytest.mark.parametrize("setting", ann_store.SETTINGS)
+def test_every_setting_works_on_tiny_collections_and_matches_exact(tmp_path, n, setting):
+    vectors = _vectors(n)
+    with _index(tmp_path, vectors, setting) as idx:
+        assert idx.index_type == ("exact" if setting in ("auto", "none") else setting)
+        for mode in ("nearest", "farthest"):
+            q = vectors[0] + 0.05
+            approx = idx.query_vector(q, 3, mode)
+            exact = idx.query_vector(q, 3, mode, exact=True)
+            assert [m.path for m in approx.results] == [m.path for m in exact.results]
+            np.testing.assert_allclose([m.distance for m in approx.results], [m.distance for m in exact.results])
+            assert len(approx.results) == min(3, n)
+        ann_file = tmp_path / ann_store.ANN_FILE
+        if ann_file.exists():  # queries reuse the saved structure until the catalog changes
+            before = ann_file.stat().st_mtime_ns
+            Index(Store.open(tmp_path), resolve()).query_vector(vectors[0], 2)
+            assert ann_file.stat().st_mtime_ns == before
+
+
+def test_removed_and_changed_images_never_come_back(tmp_path):
+    vectors = _vectors(300)
+    with _index(tmp_path, vectors, "hnsw") as idx:
+        q = vectors[7]
+        first = idx.query_vector(q, 5)
+        assert first.results[0].path == "/p/0007" and first.results[0].distance == 0.0
+        gone = [m.path for m in first.results[:3]]
+        idx.store.remove(gone)
+        after = idx.query_vector(q, 50)
+        assert not set(gone) & {m.path for m in after.results}
+        old_id = next(m.id for m in after.results if m.path == first.results[3].path)
+        idx.store.put([Entry(first.results[3].path, 1, 2, "new", 1, 1, -q)])  # changed content
+        again = idx.query_vector(q, 300)
+        assert old_id not in {m.id for m in again.results}
+        assert again.results[-1].path == first.results[3].path  # now the farthest
+        idx.store.put([Entry("/p/new", 1, 1, "n", 1, 1, q)])
+        assert idx.query_vector(q, 1).results[0].path == "/p/new"
+        assert idx.ann().ntotal == 300 - 3 + 1
+
+
+def test_a_torn_ann_file_is_rebuilt(tmp_path):
+    vectors = _vectors(50)
+    with _index(tmp_path, vectors, "hnsw") as idx:
+        idx.query_vector(vectors[0], 1)
+    (tmp_path / ann_store.ANN_FILE).write_bytes(b"torn")
+    with Index(Store.open(tmp_path), resolve()) as idx:
+        assert idx.query_vector(vectors[3], 1).results[0].path == "/p/0003"
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    with Store.create(tmp_path, {"name": "m", "dim": DIM}, ref="m") as store:
+        with pytest.raises(ValueError, match="unknown --ann"):
+            ann_store.configure(store, "lsh")
