@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
@@ -28,6 +31,15 @@ def variants(img: Image.Image) -> dict[str, Image.Image]:
         "crop": img.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
         "bright": ImageEnhance.Brightness(img).enhance(1.25),
     }
+
+
+def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m lookalike ARGS`` as a user would; with ``check``, a non-zero exit fails the test."""
+    proc = subprocess.run([sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,23 +3,14 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image, ImageOps
 
+from conftest import run_cli as run
 from conftest import sample_photo
 
 pytestmark = pytest.mark.slow
-
-
-def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -41,10 +41,10 @@ def build_torch(spec: ModelSpec):
 
         return efficientnet_lite.build(spec)
     if spec.family == "inception-fid":
-        from lookalike.models import inception_fid
+        from lookalike.models import fid_weights, inception_fid
         from lookalike.models.registry import check_weights, file_sha256
 
-        path = inception_fid.resolve_weights(spec.weights_path)
+        path = fid_weights.resolve_weights(spec.weights_path)
         if spec.weights_path is None:  # an index's weights found again: make sure they are the same
             check_weights(spec.name, path, file_sha256(path), spec.weights_sha256)
         return inception_fid.build(layer=spec.layer, weights=path)

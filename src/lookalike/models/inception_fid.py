@@ -17,10 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lookalike.models.fid_weights import (  # noqa: F401  (re-exported: the weights API lives torch-free)
-    DEFAULT_LAYER, LAYERS, WEIGHTS_ENV, WEIGHTS_FILENAME, WEIGHTS_SHA256_PREFIX, WEIGHTS_URL, MissingWeightsError,
-    default_weights_path, resolve_weights,
-)
+from lookalike.models.fid_weights import DEFAULT_LAYER, LAYERS
 
 # The modules run to reach each layer, in order (pytorch-fid's blocks 0..3).
 _STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (

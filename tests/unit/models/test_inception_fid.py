@@ -158,7 +158,7 @@ def test_parameter_count_is_the_official_one(net):
 
 
 def test_weights_file_loads_strictly_and_reproduces_the_network(net, photos, features, tmp_path):
-    path = tmp_path / inc.WEIGHTS_FILENAME
+    path = tmp_path / fid_weights.WEIGHTS_FILENAME
     torch.save(net.state_dict(), path)
     loaded = inc.build("pool2", weights=path)
     assert not loaded.training
@@ -232,33 +232,33 @@ def test_onnx_graph_has_the_fid_pooling(exported):
 @pytest.fixture
 def no_weights(monkeypatch, tmp_path):
     """No env var and an empty cache directory."""
-    monkeypatch.delenv(inc.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(fid_weights.WEIGHTS_ENV, raising=False)
     monkeypatch.delenv("LOOKALIKE_CACHE", raising=False)
     monkeypatch.setattr(platformdirs, "user_cache_dir", lambda appname: str(tmp_path / "cache" / appname))
     return tmp_path
 
 
 def test_missing_weights_error_is_one_line_with_the_ways_to_get_them(no_weights):
-    with pytest.raises(inc.MissingWeightsError) as err:
-        inc.resolve_weights(None)
+    with pytest.raises(fid_weights.MissingWeightsError) as err:
+        fid_weights.resolve_weights(None)
     message = str(err.value)
     assert "\n" not in message
-    assert inc.WEIGHTS_URL in message and "--weights PATH" in message and inc.WEIGHTS_ENV in message
+    assert fid_weights.WEIGHTS_URL in message and "--weights PATH" in message and fid_weights.WEIGHTS_ENV in message
 
 
 def test_resolve_weights_order(no_weights, monkeypatch):
     explicit, env = no_weights / "explicit.pth", no_weights / "env.pth"
-    cached = inc.default_weights_path()
-    assert cached == no_weights / "cache" / "lookalike" / "weights" / inc.WEIGHTS_FILENAME
+    cached = fid_weights.default_weights_path()
+    assert cached == no_weights / "cache" / "lookalike" / "weights" / fid_weights.WEIGHTS_FILENAME
     for p in (explicit, env, cached):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
-    assert inc.resolve_weights(None) == cached
-    monkeypatch.setenv(inc.WEIGHTS_ENV, str(env))
-    assert inc.resolve_weights(None) == env
-    assert inc.resolve_weights(str(explicit)) == explicit
-    with pytest.raises(inc.MissingWeightsError, match="does not exist"):
-        inc.resolve_weights(str(no_weights / "nope.pth"))
+    assert fid_weights.resolve_weights(None) == cached
+    monkeypatch.setenv(fid_weights.WEIGHTS_ENV, str(env))
+    assert fid_weights.resolve_weights(None) == env
+    assert fid_weights.resolve_weights(str(explicit)) == explicit
+    with pytest.raises(fid_weights.MissingWeightsError, match="does not exist"):
+        fid_weights.resolve_weights(str(no_weights / "nope.pth"))
 
 
 def test_download_keeps_only_a_file_with_the_expected_hash(no_weights, monkeypatch):
@@ -266,9 +266,9 @@ def test_download_keeps_only_a_file_with_the_expected_hash(no_weights, monkeypat
     source = no_weights / "served.pth"
     source.write_bytes(b"not the inception weights")
     monkeypatch.setattr(fid_weights, "WEIGHTS_URL", source.as_uri())
-    with pytest.raises(inc.MissingWeightsError, match="SHA-256"):
-        inc.resolve_weights(None, download=True)
-    assert not any(inc.default_weights_path().parent.iterdir())
+    with pytest.raises(fid_weights.MissingWeightsError, match="SHA-256"):
+        fid_weights.resolve_weights(None, download=True)
+    assert not any(fid_weights.default_weights_path().parent.iterdir())
 
     dest = no_weights / "fetched" / "w-abc.pth"
     fid_weights._download(source.as_uri(), dest, hashlib.sha256(source.read_bytes()).hexdigest()[:8])
