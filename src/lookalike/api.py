@@ -18,7 +18,7 @@ from lookalike import ann_store
 from lookalike import search as _search
 from lookalike.ann import AnnIndex
 from lookalike.images import DEFAULT_MAX_PIXELS, decode, read_file
-from lookalike.indexer import IndexReport, content_hash, update
+from lookalike.indexer import BATCH, IndexReport, content_hash, update
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.store import DB_NAME, Store, StoreError
@@ -114,7 +114,7 @@ class Index:
     def __len__(self) -> int:
         return self.store.count()
 
-    def add(self, folder: str | os.PathLike, batch_size: int = 32, workers: int = 2,
+    def add(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
             max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None) -> IndexReport:
         """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
         then bring the approximate index up to date."""

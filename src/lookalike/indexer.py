@@ -21,6 +21,10 @@ from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode, list_images
 from lookalike.models.embedder import Embedder
 from lookalike.store import Entry, Store
 
+# Images per model run and per commit. Small batches stay in the CPU cache: on a 2-core machine
+# EfficientNet-Lite0 indexed 115-129 img/s at batch 4-8 against 90 img/s at batch 32.
+BATCH = 8
+
 
 @dataclass
 class IndexReport:
@@ -84,7 +88,7 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window
         yield pending.popleft().result()
 
 
-def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = 32, workers: int = 2,
+def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan: Callable[[int], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> IndexReport:
     """Make the part of ``store`` under ``root`` match the image files there.
