@@ -20,6 +20,7 @@ from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
 from lookalike.models.registry import ModelError
 from lookalike.store import StoreError
+from lookalike.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Content-based image similarity search: nearest, random and farthest images.")
@@ -268,6 +269,217 @@ def dedup(
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
     present.print_dedup(report)
+
+
+_TRAIN = TrainConfig()
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class Augment(str, Enum):
+    pixels = "pixels"
+    features = "features"
+
+
+class ValSplit(str, Enum):
+    classes = "classes"
+    images = "images"
+    none = "none"
+
+
+def _print_metrics(summary: dict, title: str) -> None:
+    from rich.table import Table
+
+    t = Table("metric", "value", title=title, title_justify="left")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                t.add_row(f"{key} {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
+        else:
+            t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(t)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    metric: Annotated[Metric, typer.Option("--metric")] = Metric.cosine,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Also score k-reciprocal re-ranking of the top 100.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with PNGs and metrics.json "
+                                                   "into this folder.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the comparative sets.")] = 0,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Leave-one-out retrieval quality on labelled folders: recall@k, mAP, MAP@R, median rank.
+
+    Embeddings are cached per folder and model, so a second run (another metric) is instant.
+    """
+    from lookalike import evaluate as ev
+
+    if not data.is_dir():
+        fail(f"not a directory: {data}")
+    with _progress(quiet or as_json) as bar:
+        task = bar.add_task("embed", total=None, rate="")
+        result = ev.evaluate_folder(data, model, layer, metric.value, rerank, seed, threads,
+                                    on_plan=lambda n: bar.update(task, total=n),
+                                    on_progress=lambda n: bar.advance(task, n))
+    summary = result.to_dict()
+    if report is not None:
+        page = ev.write_report(result, report)
+        err.print(f"report: {page}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return
+    for path, reason in result.index.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    _print_metrics(summary, f"{result.model} on {data} ({metric.value})")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (use it as --model).")],
+    model: Annotated[str, typer.Option("--model", help="Base model: efficientnet-lite0/1/2.")] = "efficientnet-lite0",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _TRAIN.epochs,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Backbone learning rate (the head uses 10x).")] = _TRAIN.lr,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = _TRAIN.temperature,
+    dim: Annotated[int, typer.Option("--dim", min=1, help="Embedding dimension.")] = _TRAIN.dim,
+    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
+                                          "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
+    train_size: Annotated[int, typer.Option("--train-size", min=32, help="Training resolution in pixels.")] = _TRAIN.train_size,
+    augment: Annotated[Augment, typer.Option("--augment", help="Crop and flip the pixels every step, or crop cached "
+                                             "feature maps of each image and its mirror (faster, "
+                                             "weaker).")] = Augment(_TRAIN.augment),
+    batch: Annotated[int, typer.Option("--batch", min=2, help="Images per step.")] = _TRAIN.batch_size,
+    val_split: Annotated[ValSplit, typer.Option("--val-split", help="Hold out whole classes (open set), images of "
+                                                "every class (closed set), or nothing.")] = ValSplit.classes,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9)] = _TRAIN.val_fraction,
+    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Validate on this labelled folder "
+                                                     "instead of splitting DATA.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name [default: the folder name].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+    device: Annotated[Device, typer.Option("--device")] = Device.cpu,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fine-tune an embedding on labelled folders (NormSoftmax) and write a model directory."""
+    from lookalike.train.run import train as run_training
+
+    if not data.is_dir():
+        fail(f"not a directory: {data}")
+    if val_data is not None and not val_data.is_dir():
+        fail(f"not a directory: {val_data}")
+    config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
+                         batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
+                         val_fraction=val_fraction, seed=seed)
+    with _training_progress(quiet or as_json) as progress:
+        result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
+                                                  progress=progress)
+    summary = {"model_dir": str(out), "onnx": str(onnx_path), "seconds": round(seconds, 1),
+               "epochs": result.history[-1].epoch, "validation": result.val,
+               "untrained_validation": result.history[0].val if result.history[0].epoch == 0 else None}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(f"wrote {out} ({seconds:.0f} s); use it with --model {out}")
+
+
+class _training_progress:
+    """A rich progress display for training: caching, then one bar per epoch with loss and validation."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, disable=quiet)
+        self.tasks: dict[str, int] = {}
+        self.quiet = quiet
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int, info: dict) -> None:
+        if stage == "epoch":
+            e = info["epoch"]
+            val = f"  val recall@1 {e.val['recall@1']:.3f}  mAP {e.val['map']:.3f}" if e.val else ""
+            loss = f"  loss {e.loss:.3f}" if e.loss is not None else "  (untrained)"
+            if not self.quiet:
+                err.print(f"epoch {e.epoch}/{total}{loss}{val}  ({e.seconds:.0f} s)", highlight=False)
+            return
+        key = f"{stage} {info.get('name', '')} {info.get('epoch', '')}"
+        if key not in self.tasks:
+            label = f"epoch {info['epoch']}" if stage == "train" else f"caching {info.get('name', '')}"
+            self.tasks[key] = self.bar.add_task(label, total=total, info="")
+        text = f"loss {info['loss']:.3f}" if "loss" in info else ""
+        self.bar.update(self.tasks[key], completed=done, info=text)
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def tune(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
+    grid: Annotated[list[str], typer.Option("--grid", help="NAME=V1,V2,... entries, e.g. --grid lr=1e-3,1e-4 "
+                                            "temperature=0.05,0.1 dim=256,512; a single value fixes a setting.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.csv and tune.png.")] = Path("tune"),
+    model: Annotated[str, typer.Option("--model", help="Base model: efficientnet-lite0/1/2.")] = "efficientnet-lite0",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _TRAIN.epochs,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.9)] = _TRAIN.val_fraction,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Cap on total time: 600, 600s, 10m, 1h.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Grid search of training settings, scored on held-out classes; names the best configuration."""
+    from rich.table import Table
+
+    from lookalike import tune as tn
+
+    if not data.is_dir():
+        fail(f"not a directory: {data}")
+    points = tn.parse_grid([*grid, *ctx.args])  # "--grid a=1,2 b=3" leaves "b=3" in ctx.args
+    seconds = tn.parse_budget(budget)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    base = TrainConfig(model=model, epochs=epochs, val_fraction=val_fraction, seed=seed)
+
+    def progress(i: int, n: int, stage: str, done: int, total: int, info: dict) -> None:
+        if stage == "epoch" and not (quiet or as_json):
+            e = info["epoch"]
+            val = f"  val recall@1 {e.val['recall@1']:.3f}  mAP {e.val['map']:.3f}" if e.val else ""
+            err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{val}", highlight=False)
+
+    result = tn.run_grid(data, points, out, base, seconds, progress=progress)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    keys = list(points)
+    t = Table(*keys, "val mAP", "val recall@1", "epochs", "seconds", "status", title=f"grid search ({out})",
+              title_justify="left")
+    best = result.best
+    for trial in result.trials:
+        style = "bold green" if trial is best else None
+        t.add_row(*(str(trial.settings[k]) for k in keys), f"{trial.val['map']:.4f}" if trial.val else "-",
+                  f"{trial.val['recall@1']:.4f}" if trial.val else "-", str(trial.epochs_done), f"{trial.seconds:.0f}",
+                  trial.status, style=style)
+    Console().print(t)
+    if best is not None:
+        print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
+              + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
 
 
 def main() -> None:

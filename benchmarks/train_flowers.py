@@ -1,0 +1,115 @@
+"""Open-set benefit of fine-tuning: pretrained vs fine-tuned EfficientNet-Lite0 on unseen flower classes.
+
+Trains ``lookalike train``'s default recipe on flowers51 classes 001-035 (all 35 classes; no
+validation split, so nothing of the test classes is seen or used to pick anything), then evaluates
+leave-one-out retrieval on classes 036-051 with the pretrained model and with the fine-tuned one,
+through the same ``lookalike evaluate`` pipeline (ONNX Runtime). Prints one JSON object: both sets
+of metrics, the gain, training wall and CPU seconds, and the load average, since on a shared
+machine wall time depends on what else runs.
+
+    python benchmarks/train_flowers.py [--data ../shared/data/flowers51] [--epochs N] [--out result.json]
+
+flowers51 (Oxford 102 Flowers, classes 001-051, 40 images each) is not part of the repository; the
+script says so and exits 2 when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from lookalike.evaluate import evaluate_folder  # noqa: E402
+from lookalike.train.config import TrainConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "flowers51"
+KEYS = ("recall@1", "recall@5", "recall@10", "map", "map@r", "median_rank")
+
+
+def link_classes(data: Path, names: list[str], into: Path) -> Path:
+    """A folder of symlinks to the chosen class folders."""
+    into.mkdir(parents=True)
+    for name in names:
+        (into / name).symlink_to((data / name).resolve(), target_is_directory=True)
+    return into
+
+
+def scores(data: Path, model: str) -> dict:
+    summary = evaluate_folder(data, model).to_dict()
+    return {k: summary[k] for k in ("n_images", "n_classes", *KEYS)} | {"comparative": summary["comparative"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--split", type=int, default=35, help="classes 1..SPLIT train, the rest are evaluated")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--keep", type=Path, help="write the fine-tuned model directory here (default: a temp dir)")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name not in ("model", "layer", "val_split", "val_fraction"):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
+                           default=getattr(defaults, f.name))
+    args = p.parse_args()
+    if not args.data.is_dir():
+        print(f"flowers51 not found at {args.data}: this benchmark needs the development data set "
+              "(../shared/data/flowers51 beside the repository); it is not in a user's clone.", file=sys.stderr)
+        sys.exit(2)
+    classes = sorted(d.name for d in args.data.iterdir() if d.is_dir())
+    train_names, test_names = classes[:args.split], classes[args.split:]
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                            if hasattr(args, f.name)}, val_split="none")
+
+    import torch
+
+    from lookalike.train.run import train
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        train_dir = link_classes(args.data, train_names, tmp / "train")
+        test_dir = link_classes(args.data, test_names, tmp / "test")
+        pretrained = scores(test_dir, "efficientnet-lite0")
+        out = args.keep or tmp / "model"
+        load_before = os.getloadavg()
+        cpu0 = time.process_time()
+        result, _, seconds = train(train_dir, out, config, threads=args.threads)
+        cpu = time.process_time() - cpu0
+        load_after = os.getloadavg()
+        tuned = scores(test_dir, str(out))
+        split = json.loads((out / "lookalike.json").read_text())["split"]
+    report = {
+        "data": str(args.data),
+        "train_classes": f"{train_names[0]}-{train_names[-1]}",
+        "train_images": split["train_images"],
+        "test_classes": f"{test_names[0]}-{test_names[-1]}",
+        "pretrained": pretrained,
+        "fine_tuned": tuned,
+        "gain": {k: round(tuned[k] - pretrained[k], 4) for k in ("recall@1", "map", "map@r")},
+        "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu, 1),
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "epoch_seconds": [round(e.seconds, 1) for e in result.history],
+        "training_loss": [None if e.loss is None else round(e.loss, 4) for e in result.history],
+        "config": asdict(config),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

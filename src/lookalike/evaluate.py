@@ -1,0 +1,214 @@
+"""Retrieval quality of a model on folder-per-class data (``lookalike evaluate``).
+
+Images are embedded through an ordinary index kept in the user cache directory, keyed by the data
+folder and the model, so evaluating again (another metric, re-ranking, a few new files) only embeds
+what changed. Labels come from folders (:func:`lookalike.train.data.label_of`); the metrics are
+:mod:`lookalike.metrics`' leave-one-out protocol and comparative sets, chunked so memory stays bounded.
+No torch import here: a cached or trained ONNX model is all that runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from platformdirs import user_cache_dir
+
+from lookalike import metrics
+from lookalike import search as _search
+from lookalike.api import Index, model_ref
+from lookalike.images import ImageError, decode
+from lookalike.indexer import IndexReport
+from lookalike.models.registry import resolve
+from lookalike.store import StoreError
+from lookalike.train.data import LabelledImages, labelled
+
+RERANK_K = 100
+THUMB = 112
+REPORT_ROWS = 6
+REPORT_NEIGHBOURS = 8
+
+
+def index_dir(data: str | os.PathLike, model: str | None, layer: str | None) -> Path:
+    """Where the evaluation index of ``data`` under ``model`` lives (``$LOOKALIKE_CACHE`` or the user cache)."""
+    spec = resolve(model, layer)
+    key = json.dumps([os.path.abspath(os.fspath(data)), model_ref(model, spec), spec.layer])
+    base = Path(os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike"))
+    return base / "eval" / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+@dataclass
+class Evaluation:
+    """The outcome of :func:`evaluate_folder`; :meth:`to_dict` is the ``evaluate --json`` shape."""
+
+    data: LabelledImages
+    vectors: np.ndarray
+    result: metrics.RetrievalEvaluation
+    reranked: metrics.RetrievalEvaluation | None
+    model: str
+    index: IndexReport
+    seconds: float
+
+    def to_dict(self) -> dict:
+        out = {k: _plain(v) for k, v in self.result.summary().items()}
+        if self.reranked is not None:
+            s = self.reranked.summary()
+            out["rerank"] = {k: _plain(s[k]) for k in s if k.startswith("recall@") or
+                             k in ("map", "map@r", "median_rank")}
+        out.update({"model": self.model, "data": self.data.root, "unlabelled": self.data.unlabelled,
+                    "skipped": len(self.index.skipped), "embedded": self.index.indexed,
+                    "seconds": round(self.seconds, 3)})
+        return out
+
+
+def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: str | None = None,
+                    metric: str = "cosine", rerank: bool = False, seed: int = 0, threads: int | None = None,
+                    device: str = "cpu", batch_size: int = 32, workers: int = 2,
+                    on_plan=None, on_progress=None) -> Evaluation:
+    """Embed every image below ``data`` (incrementally) and measure leave-one-out retrieval.
+
+    ``rerank`` adds metrics after k-reciprocal re-ranking of each image's top-100 neighbours.
+    ``seed`` seeds the comparative sets. ValueError when fewer than two images share a class.
+    """
+    started = time.perf_counter()
+    root = os.path.abspath(os.fspath(data))
+    if not os.path.isdir(root):
+        raise ValueError(f"not a directory: {data}")
+    path = index_dir(root, model, layer)
+    try:
+        idx = Index.open(path, model, layer, create=True, threads=threads, device=device)
+    except StoreError:  # the model changed (a retrained model directory): start this cache again
+        idx = Index.open(path, model, layer, create=True, rebuild=True, threads=threads, device=device)
+    with idx:
+        report = idx.add(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
+        ids, vectors = idx.vectors()
+        paths = idx.store.paths(ids)
+        name = idx.spec.name
+    images = labelled(paths, root)
+    if images.unlabelled:
+        kept = set(images.paths)
+        x = np.asarray(vectors[np.flatnonzero([p in kept for p in paths])])
+    else:
+        x = np.asarray(vectors)
+    if np.bincount(images.codes).max(initial=0) < 2:
+        raise ValueError(f"{root} has no class folder with two or more readable images to evaluate")
+    result = metrics.evaluate(x, images.codes, metric, comparative_seed=seed)
+    reranked = None
+    if rerank:
+        neighbours, _ = metrics.rerank(x, k=RERANK_K, metric=metric)
+        reranked = metrics.evaluate_neighbors(neighbours, images.codes, metric=f"{metric}+rerank")
+    return Evaluation(images, x, result, reranked, name, report, time.perf_counter() - started)
+
+
+def write_report(ev: Evaluation, out: str | os.PathLike, rows: int = REPORT_ROWS,
+                 neighbours: int = REPORT_NEIGHBOURS) -> Path:
+    """Write ``index.html``, ``metrics.json``, ``cmc.png``, ``best.png`` and ``worst.png`` into ``out``.
+
+    Best and worst queries are ranked by average precision; each row shows the query, then its
+    nearest images framed green (same class) or red (another class).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = ev.to_dict()
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    r = ev.result
+    max_k = int(min(50, max(1, ev.data.codes.size - 1)))
+    curves = {r.metric: metrics.cmc_curve(r.first_positive_rank, max_k)}
+    if ev.reranked is not None:
+        curves[ev.reranked.metric] = metrics.cmc_curve(ev.reranked.first_positive_rank, max_k)
+    _plot_cmc(curves, out / "cmc.png")
+    order = np.lexsort((r.first_positive_rank, -r.average_precision))
+    sections = []
+    for title, picked in (("best", order[:rows]), ("worst", order[::-1][:rows])):
+        queries = r.query_ids[picked]
+        _strip(ev, queries, neighbours, out / f"{title}.png")
+        captions = "".join(f"<li>{html.escape(ev.data.paths[q])} ({html.escape(ev.data.classes[ev.data.codes[q]])}): "
+                           f"AP {ap:.3f}, first positive at rank {rank:g}</li>"
+                           for q, ap, rank in zip(queries, r.average_precision[picked],
+                                                  r.first_positive_rank[picked]))
+        sections.append(f"<h2>{title.capitalize()} queries (by average precision)</h2>"
+                        f"<p>Query at the left, then its {neighbours} nearest images: green = same class, "
+                        f"red = another class.</p><img src='{title}.png'><ol>{captions}</ol>")
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items()
+                    if not isinstance(v, dict))
+    for group in ("comparative", "rerank"):
+        if isinstance(summary.get(group), dict):
+            table += "".join(f"<tr><th>{group} {html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+                             for k, v in summary[group].items())
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>lookalike evaluation</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
+            f"th,td{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}img{{max-width:100%}}</style>"
+            f"</head><body><h1>Retrieval evaluation of {html.escape(ev.model)}</h1>"
+            f"<p>{html.escape(ev.data.root)}: {r.n_images} images in {r.n_classes} classes; every image queries "
+            f"all others ({html.escape(r.metric)} distance).</p><table>{table}</table>"
+            f"<h2>Recall@k (CMC curve)</h2><img src='cmc.png'>{''.join(sections)}</body></html>")
+    (out / "index.html").write_text(page, encoding="utf-8")
+    return out / "index.html"
+
+
+def _plot_cmc(curves: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for label, curve in curves.items():
+        ax.plot(np.arange(1, curve.size + 1), curve, marker=".", label=label)
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k")
+    low = min((float(np.nanmin(c)) for c in curves.values() if np.isfinite(c).any()), default=0.0)
+    ax.set_ylim(max(0.0, np.floor((low - 0.05) * 10) / 10), 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _strip(ev: Evaluation, queries: np.ndarray, k: int, path: Path) -> None:
+    """One row per query: the query thumbnail, a gap, then its k nearest neighbours with coloured frames."""
+    pad, gap = 4, 16
+    cell = THUMB + 2 * pad
+    k = min(k, len(ev.vectors) - 1)
+    sheet = Image.new("RGB", (cell * (k + 1) + gap, cell * max(1, len(queries))), "white")
+    draw = ImageDraw.Draw(sheet)
+    metric = ev.result.metric
+    for row, q in enumerate(queries):
+        _, found = _search.search(ev.vectors[q][None], ev.vectors, k + 1, metric)
+        found = [int(i) for i in found[0] if i != q][:k]
+        y = row * cell
+        sheet.paste(_thumb(ev.data.paths[q]), (pad, y + pad))
+        for col, j in enumerate(found):
+            x = cell * (col + 1) + gap
+            colour = (40, 160, 60) if ev.data.codes[j] == ev.data.codes[q] else (210, 40, 40)
+            draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline=colour, width=pad - 1)
+            sheet.paste(_thumb(ev.data.paths[j]), (x + pad, y + pad))
+    sheet.save(path)
+
+
+def _thumb(path: str) -> Image.Image:
+    try:
+        img = decode(path, THUMB)
+    except ImageError:
+        return Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
+    return img.resize((THUMB, THUMB), Image.BILINEAR, reducing_gap=3.0)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 6) if np.isfinite(value) else None  # JSON has no NaN or infinity
+    return value
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

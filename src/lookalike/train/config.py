@@ -1,0 +1,47 @@
+"""Training settings (no torch import: the CLI reads the defaults from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in checkpoints and in the model's metadata)."""
+
+    model: str = "efficientnet-lite0"
+    layer: str = "pool"
+    dim: int = 512
+    temperature: float = 0.05
+    epochs: int = 8
+    lr: float = 1e-4
+    head_lr_scale: float = 10.0
+    weight_decay: float = 1e-4
+    unfreeze: int = 11
+    batch_size: int = 32
+    per_class: int = 4
+    train_size: int = 160
+    crop_scale: float = 0.3
+    augment: str = "pixels"
+    val_split: str = "classes"
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def check(self) -> None:
+        """ValueError with a one-line message for settings that cannot work."""
+        for name in ("dim", "epochs", "batch_size", "per_class", "train_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ValueError("temperature and lr must be positive")
+        if self.unfreeze < 0:
+            raise ValueError("unfreeze must be 0 or more")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError("crop-scale must be in (0, 1]")
+        if self.augment not in ("pixels", "features"):
+            raise ValueError(f"augment must be pixels or features, not {self.augment!r}")

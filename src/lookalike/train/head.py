@@ -1,0 +1,94 @@
+"""NormSoftmax (Zhai & Wu, "Classification is a strong baseline for deep metric learning", BMVC 2019).
+
+Backbone features -> LayerNorm without affine -> bias-free linear to ``dim`` -> L2 normalise is the
+embedding; training scores it against L2-normalised class weights (proxies) divided by a temperature,
+with cross-entropy. Only the embedding is exported; the proxies are thrown away after training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lookalike.models.efficientnet_lite import LiteFeatures
+
+
+class Embedding(nn.Module):
+    """Pooled features (N, in_dim) -> L2-normalised embeddings (N, dim)."""
+
+    def __init__(self, in_dim: int, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim, elementwise_affine=False)
+        self.proj = nn.Linear(in_dim, dim, bias=False)
+        nn.init.orthogonal_(self.proj.weight)  # a distance-preserving start for dim <= in_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.norm(features)), dim=1)
+
+
+class NormSoftmax(nn.Module):
+    """Cross-entropy over cosine similarities to one learned proxy per class, divided by ``temperature``."""
+
+    def __init__(self, dim: int, n_classes: int, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.proxies = nn.Parameter(torch.randn(n_classes, dim) / dim ** 0.5)
+
+    @torch.no_grad()
+    def init_from(self, embeddings: torch.Tensor, codes: torch.Tensor) -> None:
+        """Start each proxy at its class's mean embedding, so the first gradients are meaningful."""
+        sums = torch.zeros_like(self.proxies).index_add_(0, codes, embeddings)
+        seen = torch.bincount(codes, minlength=len(self.proxies)) > 0
+        self.proxies[seen] = F.normalize(sums[seen], dim=1)
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings @ F.normalize(self.proxies, dim=1).T / self.temperature
+
+    def forward(self, embeddings: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings), codes)
+
+
+class EmbeddingNet(nn.Module):
+    """The exported network: images (N, 3, S, S) -> L2-normalised embeddings (N, dim).
+
+    :meth:`tail` runs it from the input of block ``start`` on, which is how training uses cached
+    activations of the frozen blocks before it.
+    """
+
+    def __init__(self, features: LiteFeatures, dim: int) -> None:
+        super().__init__()
+        self.features = features
+        in_dim = 1280 if features.layer == "pool" else features.net._blocks[-1]._bn2.num_features
+        self.embedding = Embedding(in_dim, dim)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.features.net._blocks)
+
+    def tail(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Embeddings from the input of block ``start`` (``start == 0``: from the image, stem included)."""
+        return self.embedding(self.features.head(self.features.trunk(x, start)))
+
+    def prefix(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """The input of block ``stop`` (what :meth:`tail` takes) from images."""
+        return self.features.trunk(x, 0, stop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(x, 0)
+
+    def trainable(self, start: int) -> list[nn.Parameter]:
+        """Backbone parameters from block ``start`` on (the 1x1 head convolution with any block; the
+        stem when ``start == 0``); freezes the rest."""
+        net = self.features.net
+        parts: list[nn.Module] = list(net._blocks[start:])
+        if parts:
+            parts += [net._conv_head, net._bn1]
+        if start == 0:
+            parts += [net._conv_stem, net._bn0]
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        params = [p for m in parts for p in m.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        return params

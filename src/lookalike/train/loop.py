@@ -1,0 +1,358 @@
+"""Fine-tuning an EfficientNet-Lite embedding with NormSoftmax, fast enough for a laptop CPU.
+
+The last ``unfreeze`` MBConv blocks, the 1x1 head convolution and the embedding head are trained;
+the blocks before them stay frozen (batch-norm statistics stay frozen everywhere). Two ways to
+feed the trained tail (``TrainConfig.augment``):
+
+``"pixels"``
+    every step decodes the images, takes a random resized crop at ``train_size`` pixels and
+    flips half of them, runs the frozen blocks without gradients, then trains the tail.
+``"features"``
+    the frozen blocks' output for every training image and its mirror image is computed once and
+    cached on disk (float16); each step picks a view and takes a random resized crop *of the
+    cached feature map*. Several times cheaper per step, but two fixed views are less varied
+    than fresh crops of the pixels.
+
+``unfreeze >= number of blocks`` trains the whole network, stem included. Validation embeds
+held-out images (by default whole held-out classes: the open-set case) at the model's full input
+size after every epoch, from cached frozen activations. A checkpoint is written after every
+epoch, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lookalike import metrics
+from lookalike.images import decode
+from lookalike.models.efficientnet_lite import build
+from lookalike.models.registry import ModelError, ModelSpec, resolve
+from lookalike.train import data as _data
+from lookalike.train.config import TrainConfig
+from lookalike.train.head import EmbeddingNet, NormSoftmax
+
+CHECKPOINT = "checkpoint.pt"
+CACHE_DIR = ".cache"
+INIT_PER_CLASS = 8  # images per class whose mean embedding starts its proxy
+
+
+@dataclass
+class Epoch:
+    """One line of the training history; ``epoch == 0`` is the untrained network."""
+
+    epoch: int
+    loss: float | None
+    seconds: float
+    val: dict | None = None
+
+
+@dataclass
+class Prepared:
+    """Data and frozen-part activations shared by every run with the same model, split and ``unfreeze``."""
+
+    spec: ModelSpec
+    start: int
+    train: _data.LabelledImages
+    val: _data.LabelledImages | None
+    train_acts: np.ndarray | None = None  # (N, 2, C, H, W) float16: image and mirror image
+    val_acts: np.ndarray | None = None  # (N, C, H, W) float16
+    cache_dir: Path | None = None
+
+    def close(self) -> None:
+        """Delete the activation cache from disk."""
+        self.train_acts = self.val_acts = None
+        if self.cache_dir is not None:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+@dataclass
+class Result:
+    net: EmbeddingNet
+    config: TrainConfig
+    spec: ModelSpec
+    history: list[Epoch] = field(default_factory=list)
+
+    @property
+    def val(self) -> dict | None:
+        return self.history[-1].val if self.history else None
+
+
+Progress = Callable[[str, int, int, dict], None]
+"""``progress(stage, done, total, info)``: stage "cache", "train" (info: epoch, loss) or "epoch" (info: the Epoch)."""
+
+
+def _quiet(stage: str, done: int, total: int, info: dict) -> None:
+    pass
+
+
+def base_spec(config: TrainConfig) -> ModelSpec:
+    """The registry model training starts from; only EfficientNet-Lite networks can be fine-tuned."""
+    spec = resolve(config.model)
+    if spec.family != "efficientnet-lite":
+        raise ModelError(f"training starts from an EfficientNet-Lite model (efficientnet-lite0/1/2), not {spec.name}")
+    return spec.with_layer(config.layer)
+
+
+def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | os.PathLike,
+            val_dir: str | os.PathLike | None = None, progress: Progress = _quiet, workers: int = 2) -> Prepared:
+    """Scan and split the data and cache the frozen blocks' activations under ``cache_root``.
+
+    The cache is keyed by the files, model and split, so a second call (a resumed run, another
+    grid point of ``tune``) reuses it. ``val_dir`` validates on another folder instead of a split.
+    """
+    config.check()
+    spec = base_spec(config)
+    everything = _data.scan(data_dir)
+    if val_dir is not None:
+        train, val = everything, _data.scan(val_dir)
+    else:
+        tr, va = _data.split(everything.codes, config.val_split, config.val_fraction, config.seed)
+        train, val = everything.subset(tr), (everything.subset(va) if va.size else None)
+    net = EmbeddingNet(build(spec), config.dim).to(memory_format=torch.channels_last)
+    start = max(0, net.n_blocks - config.unfreeze)
+    prep = Prepared(spec, start, train, val)
+    if start == 0:
+        return prep
+    prep.cache_dir = Path(cache_root) / _cache_key(spec, start, train, val)
+    prep.cache_dir.mkdir(parents=True, exist_ok=True)
+    if config.augment == "features":
+        prep.train_acts = _cached(prep.cache_dir / "train.npy", net, spec, start, train.paths, True, progress,
+                                  workers)
+    if val is not None:
+        prep.val_acts = _cached(prep.cache_dir / "val.npy", net, spec, start, val.paths, False, progress, workers)
+    return prep
+
+
+def _cache_key(spec: ModelSpec, start: int, *sets: _data.LabelledImages | None) -> str:
+    h = hashlib.sha256(json.dumps([spec.name, spec.layer, spec.preprocessing.size, start]).encode())
+    for s in sets:
+        for p in (s.paths if s is not None else ["<none>"]):
+            st = os.stat(p) if s is not None else None
+            h.update(f"{p}\0{st.st_size if st else 0}\0{st.st_mtime_ns if st else 0}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_input(spec: ModelSpec, path: str) -> np.ndarray:
+    return spec.preprocessing(decode(path, spec.preprocessing.size))
+
+
+def _cached(path: Path, net: EmbeddingNet, spec: ModelSpec, start: int, paths: list[str], mirrored: bool,
+            progress: Progress, workers: int, batch: int = 32) -> np.ndarray:
+    """Activations at the input of block ``start`` for ``paths`` (and their mirror images), memory-mapped."""
+    done = path.with_suffix(".done")
+    if done.exists():
+        return np.load(path, mmap_mode="r")
+    size = spec.preprocessing.size
+    with torch.no_grad():
+        shape = tuple(net.prefix(torch.zeros(1, 3, size, size), start).shape[1:])
+    views = 2 if mirrored else 1
+    out = np.lib.format.open_memmap(path, "w+", np.float16, (len(paths), views, *shape) if mirrored else
+                                    (len(paths), *shape))
+    with ThreadPoolExecutor(workers) as pool, torch.no_grad():
+        for at in range(0, len(paths), batch):
+            x = np.stack(list(pool.map(lambda p: _load_input(spec, p), paths[at:at + batch])))
+            if mirrored:
+                x = np.concatenate([x, x[..., ::-1]])
+            x = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            acts = net.prefix(x, start).contiguous().numpy().astype(np.float16)
+            n = len(acts) // views
+            out[at:at + n] = np.stack([acts[:n], acts[n:]], axis=1) if mirrored else acts
+            progress("cache", at + n, len(paths), {"name": path.stem})
+    out.flush()
+    del out
+    done.touch()
+    return np.load(path, mmap_mode="r")
+
+
+def feature_crops(acts: torch.Tensor, size: int, rng: np.random.Generator, scale: float) -> torch.Tensor:
+    """A random resized crop of each feature map (N, C, H, W), resampled to ``size`` x ``size``."""
+    n, _, h, w = acts.shape
+    theta = torch.zeros(n, 2, 3)
+    for i in range(n):
+        left, top, right, bottom = _data.crop_box(rng, w, h, (scale, 1.0))
+        theta[i, 0, 0], theta[i, 0, 2] = right - left, right + left - 1
+        theta[i, 1, 1], theta[i, 1, 2] = bottom - top, bottom + top - 1
+    grid = F.affine_grid(theta, [n, acts.shape[1], size, size], align_corners=False)
+    return F.grid_sample(acts, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class _Batches:
+    """Inputs for :meth:`EmbeddingNet.tail`: cached feature maps, or decoded images (``start`` 0)."""
+
+    def __init__(self, prep: Prepared, config: TrainConfig, pool: ThreadPoolExecutor) -> None:
+        self.prep, self.config, self.pool = prep, config, pool
+        self.pre = prep.spec.preprocessing
+        if prep.train_acts is not None:
+            full = prep.train_acts.shape[-1]
+            self.size = max(1, round(full * config.train_size / self.pre.size))
+
+    def train(self, positions: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Augmented training inputs: feature-map crops of a random view, or pixel crops and flips."""
+        acts = self.prep.train_acts
+        if acts is None:
+            seeds = rng.integers(0, 2**63, size=len(positions))
+            paths = self.prep.train.paths
+            imgs = self.pool.map(lambda a: self.pre(_data.augment(decode(paths[a[0]], self.config.train_size),
+                                                                  self.config.train_size,
+                                                                  np.random.default_rng(a[1]),
+                                                                  (self.config.crop_scale, 1.0))),
+                                 zip(positions, seeds))
+            return torch.from_numpy(np.stack(list(imgs)))
+        order = np.argsort(positions)  # memory-mapped rows read in file order
+        views = rng.integers(0, acts.shape[1], size=len(positions))
+        x = np.empty((len(positions), *acts.shape[2:]), np.float32)
+        x[order] = acts[positions[order]][np.arange(len(order)), views[order]]
+        return feature_crops(torch.from_numpy(x), self.size, rng, self.config.crop_scale)
+
+    def whole(self, which: str, positions: np.ndarray, pixels: int | None = None) -> tuple[torch.Tensor, int]:
+        """Unaugmented inputs for sorted ``positions`` at ``pixels`` (default: the model's input size),
+        and the block they enter: cached feature maps, else images."""
+        acts = self.prep.train_acts if which == "train" else self.prep.val_acts
+        pixels = pixels or self.pre.size
+        if acts is None:
+            pre = replace(self.pre, size=pixels)
+            paths = (self.prep.train if which == "train" else self.prep.val).paths
+            x = np.stack(list(self.pool.map(lambda i: pre(decode(paths[i], pixels)), positions)))
+            return torch.from_numpy(x), 0
+        rows = np.asarray(acts[positions], np.float32)
+        x = torch.from_numpy(rows[:, 0] if which == "train" else rows)
+        if pixels != self.pre.size:
+            size = max(1, round(x.shape[-1] * pixels / self.pre.size))
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        return x, self.prep.start
+
+
+@torch.no_grad()
+def embed(net: EmbeddingNet, batches: _Batches, which: str, positions: np.ndarray, pixels: int | None = None,
+          batch: int = 64) -> np.ndarray:
+    """Embeddings of unaugmented train or validation images at sorted ``positions``."""
+    parts = [net.tail(*batches.whole(which, positions[a:a + batch], pixels)).numpy()
+             for a in range(0, len(positions), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, net.embedding.proj.out_features), np.float32)
+
+
+def validate(net: EmbeddingNet, prep: Prepared, batches: _Batches) -> dict | None:
+    """Leave-one-out retrieval metrics on the validation images (None without validation data)."""
+    if prep.val is None or len(prep.val) < 2:
+        return None
+    x = embed(net, batches, "val", np.arange(len(prep.val)))
+    s = metrics.evaluate(x, prep.val.codes, "cosine").summary()
+    return {k: s[k] for k in ("n_images", "n_classes", "recall@1", "recall@5", "recall@10", "map", "map@r",
+                              "median_rank")}
+
+
+def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike | None = None,
+        progress: Progress = _quiet, resume: bool = False, workers: int = 2, device: str = "cpu",
+        deadline: float | None = None) -> Result:
+    """Train on ``prep`` and return the network; checkpoints go to ``checkpoint_dir`` after every epoch.
+
+    ``resume`` continues from the checkpoint there. ``deadline`` (a ``time.perf_counter()`` value)
+    stops after the epoch during which it passes.
+    """
+    config.check()
+    dev = _device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = EmbeddingNet(build(prep.spec), config.dim).eval()
+    loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature)
+    backbone = net.trainable(prep.start)
+    head = [*net.embedding.parameters(), *loss_fn.parameters()]
+    opt = torch.optim.AdamW([{"params": backbone, "lr": config.lr},
+                             {"params": head, "lr": config.lr * config.head_lr_scale}],
+                            weight_decay=config.weight_decay)
+    steps = math.ceil(len(prep.train) / config.batch_size)
+    total = steps * config.epochs
+    warmup = min(steps, max(1, total // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    history: list[Epoch] = []
+    first = 1
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    with ThreadPoolExecutor(workers) as pool:
+        batches = _Batches(prep, config, pool)
+        if resume and ckpt is not None and ckpt.exists():
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            net.load_state_dict(state["net"])
+            loss_fn.load_state_dict(state["loss"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            history = [Epoch(**e) for e in state["history"]]
+            first = state["epoch"] + 1
+        else:
+            started = time.perf_counter()
+            some = _data.per_class(prep.train.codes, INIT_PER_CLASS, rng)
+            loss_fn.init_from(torch.from_numpy(embed(net, batches, "train", some, config.train_size)),
+                              torch.from_numpy(prep.train.codes[some]))
+            history.append(Epoch(0, None, time.perf_counter() - started, validate(net, prep, batches)))
+            progress("epoch", 0, config.epochs, {"epoch": history[-1]})
+        net.to(dev, memory_format=torch.channels_last)  # measured faster for these convolutions on CPU
+        loss_fn.to(dev)
+        for epoch in range(first, config.epochs + 1):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            losses = []
+            for i, positions in enumerate(_data.balanced_batches(prep.train.codes, config.batch_size,
+                                                                 config.per_class, rng)):
+                x = batches.train(positions, rng).to(dev, memory_format=torch.channels_last)
+                if prep.train_acts is None and prep.start > 0:
+                    with torch.no_grad():  # frozen blocks on augmented pixels
+                        x = net.prefix(x, prep.start)
+                loss = loss_fn(net.tail(x, prep.start), torch.from_numpy(prep.train.codes[positions]).to(dev))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                progress("train", i + 1, steps, {"epoch": epoch, "loss": float(np.mean(losses[-20:]))})
+            net.cpu()
+            history.append(Epoch(epoch, float(np.mean(losses)), time.perf_counter() - started,
+                                 validate(net, prep, batches)))
+            net.to(dev, memory_format=torch.channels_last)
+            if ckpt is not None:
+                _save(ckpt, {"net": net.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
+                             "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                             "history": [asdict(e) for e in history], "config": asdict(config)})
+            progress("epoch", epoch, config.epochs, {"epoch": history[-1]})
+    return Result(net.to("cpu", memory_format=torch.contiguous_format).eval(), config, prep.spec, history)
+
+
+def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:
+    """The configuration of the checkpoint in ``checkpoint_dir``, if there is one."""
+    ckpt = Path(checkpoint_dir) / CHECKPOINT
+    if not ckpt.exists():
+        return None
+    return TrainConfig.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda needs a CUDA build of torch and a GPU; neither was found")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or auto")
+    return torch.device(device)

@@ -1,0 +1,175 @@
+"""Grid search over training settings with class-disjoint validation (``lookalike tune``).
+
+Every grid point trains on the same split (whole classes held out for validation, so the score is
+open-set retrieval) and is scored by validation mAP, then recall@1. Points with the same
+``unfreeze`` and ``augment`` share one cache of frozen activations. Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+TUNABLE = ("lr", "temperature", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
+           "weight_decay", "head_lr_scale", "crop_scale", "augment")
+SCORES = ("recall@1", "recall@5", "map", "map@r")
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``["lr=1e-3,1e-4", "dim=256,512"]`` -> ``{"lr": [0.001, 0.0001], "dim": [256, 512]}`` (typed as
+    :class:`~lookalike.train.config.TrainConfig`'s fields); ValueError for anything else."""
+    from lookalike.train.config import TrainConfig
+
+    types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ValueError(f"grid entry {item!r} is not NAME=V1,V2,...")
+        if key not in TUNABLE:
+            raise ValueError(f"cannot tune {key!r}; choose from: {', '.join(TUNABLE)}")
+        try:
+            grid[key] = [types[key](float(v) if types[key] is int else v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"bad value in {item!r}: {key} takes {types[key].__name__} values") from None
+        if types[key] is int and any(float(v) != int(float(v)) for v in values.split(",")):
+            raise ValueError(f"{key} takes whole numbers, not {values}")
+    return grid
+
+
+def parse_budget(text: str | None) -> float | None:
+    """Seconds from ``"90"``, ``"90s"``, ``"15m"`` or ``"2h"``; None for no budget."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise ValueError(f"budget {text!r} is not a duration such as 600, 600s, 10m or 1h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+@dataclass
+class Trial:
+    """One grid point: its settings, validation scores and how it ended (done, stopped, skipped)."""
+
+    settings: dict
+    status: str
+    epochs_done: int = 0
+    seconds: float = 0.0
+    val: dict = field(default_factory=dict)
+
+
+@dataclass
+class TuneResult:
+    trials: list[Trial]
+    base: dict
+    seconds: float
+
+    @property
+    def best(self) -> Trial | None:
+        scored = [t for t in self.trials if t.val]
+        return max(scored, key=lambda t: (t.val["map"], t.val["recall@1"]), default=None)
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {"base": self.base, "seconds": round(self.seconds, 1),
+                "trials": [asdict(t) for t in self.trials],
+                "best": None if best is None else {"settings": best.settings, "val": best.val}}
+
+
+def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathLike, base=None,
+             budget: float | None = None, workers: int = 2, progress=None) -> TuneResult:
+    """Train every point of ``grid`` (settings not in it come from ``base``) and write the tables to ``out``.
+
+    ``budget`` (seconds) caps the total: the run in progress stops after its current epoch and the
+    remaining points are skipped. ``progress(trial_index, n_trials, stage, done, total, info)``.
+    """
+    from lookalike.train.config import TrainConfig
+    from lookalike.train.loop import fit, prepare
+
+    base = replace(base or TrainConfig(), val_split="classes")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    started = time.perf_counter()
+    deadline = None if budget is None else started + budget
+    trials: list[Trial] = []
+    prepared = {}
+    try:
+        for i, point in enumerate(points):
+            if deadline is not None and time.perf_counter() >= deadline:
+                trials.append(Trial(point, "skipped (budget)"))
+                continue
+            config = replace(base, **point)
+            report = (lambda *a, i=i: progress(i, len(points), *a)) if progress else (lambda *a: None)
+            t0 = time.perf_counter()
+            key = (config.unfreeze, config.augment)
+            if key not in prepared:
+                prepared[key] = prepare(data, config, out / ".cache", progress=report, workers=workers)
+            result = fit(prepared[key], config, progress=report, workers=workers, deadline=deadline)
+            done = result.history[-1].epoch
+            trials.append(Trial(point, "done" if done == config.epochs else "stopped (budget)", done,
+                                round(time.perf_counter() - t0, 1),
+                                {k: result.val[k] for k in SCORES} if result.val else {}))
+    finally:
+        for prep in prepared.values():
+            prep.close()
+        _remove_if_empty(out / ".cache")
+    result = TuneResult(trials, asdict(base), time.perf_counter() - started)
+    write_tables(result, keys, out)
+    return result
+
+
+def write_tables(result: TuneResult, keys: list[str], out: Path) -> None:
+    """``tune.json``, ``tune.csv`` and ``tune.png`` (validation mAP and recall@1 per grid point)."""
+    (out / "tune.json").write_text(json.dumps(result.to_dict(), indent=2))
+    with open(out / "tune.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*keys, *SCORES, "epochs_done", "seconds", "status"])
+        for t in result.trials:
+            w.writerow([*(t.settings[k] for k in keys), *(t.val.get(s, "") for s in SCORES),
+                        t.epochs_done, t.seconds, t.status])
+    _plot(result, keys, out / "tune.png")
+
+
+def label(settings: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def _plot(result: TuneResult, keys: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    trials = result.trials
+    y = np.arange(len(trials))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(trials) + 1.4), dpi=100)
+    for offset, score, colour in ((-0.2, "map", "tab:orange"), (0.2, "recall@1", "tab:blue")):
+        ax.barh(y + offset, [t.val.get(score, 0) for t in trials], height=0.4, color=colour,
+                label=f"validation {score}")
+    best = result.best
+    ax.set_yticks(y, [label(t.settings) + (" (best)" if t is best else "") + ("" if t.val else f" ({t.status})")
+                      for t in trials], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("grid search: open-set validation (held-out classes)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,71 @@
+"""The NormSoftmax embedding head and the network that is exported."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lookalike.models.efficientnet_lite import build
+from lookalike.models.registry import resolve
+from lookalike.train.head import Embedding, EmbeddingNet, NormSoftmax
+
+
+def test_embedding_is_unit_length_and_ignores_feature_scale():
+    torch.manual_seed(0)
+    head = Embedding(40, 8)
+    x = torch.randn(5, 40)
+    e = head(x)
+    assert e.shape == (5, 8)
+    assert torch.allclose(e.norm(dim=1), torch.ones(5), atol=1e-6)
+    assert torch.allclose(head(3 * x + 2), e, atol=1e-5)  # LayerNorm without affine removes scale and shift
+    assert head.proj.bias is None and not list(head.norm.parameters())
+
+
+def test_normsoftmax_loss_matches_its_definition():
+    torch.manual_seed(0)
+    loss_fn = NormSoftmax(4, 3, temperature=0.1)
+    emb = F.normalize(torch.randn(6, 4), dim=1)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = emb @ F.normalize(loss_fn.proxies, dim=1).T / 0.1
+    assert torch.allclose(loss_fn(emb, codes), F.cross_entropy(logits, codes))
+
+
+def test_proxies_start_at_class_means():
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(30, 16), dim=1)
+    codes = torch.arange(30) % 3
+    loss_fn = NormSoftmax(16, 4)
+    untouched = loss_fn.proxies[3].clone()
+    random_loss = loss_fn(emb, codes).item()
+    loss_fn.init_from(emb, codes)
+    for c in range(3):
+        assert torch.allclose(loss_fn.proxies[c], F.normalize(emb[codes == c].mean(0), dim=0), atol=1e-6)
+    assert torch.equal(loss_fn.proxies[3], untouched)  # a class without images keeps its random start
+    assert loss_fn(emb, codes).item() < random_loss
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return EmbeddingNet(build(resolve("efficientnet-lite0")), 32).eval()
+
+
+def test_tail_from_cached_prefix_equals_the_whole_network(net):
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        whole = net(x)
+        for start in (5, 11, net.n_blocks):
+            assert torch.allclose(net.tail(net.prefix(x, start), start), whole, atol=1e-5)
+    assert whole.shape == (2, 32)
+
+
+def test_trainable_unfreezes_only_the_tail(net):
+    params = net.trainable(13)
+    blocks = net.features.net._blocks
+    assert all(p.requires_grad for b in blocks[13:] for p in b.parameters())
+    assert not any(p.requires_grad for b in blocks[:13] for p in b.parameters())
+    assert all(p.requires_grad for p in net.features.net._conv_head.parameters())
+    assert not any(p.requires_grad for p in net.features.net._conv_stem.parameters())
+    assert len(params) == sum(1 for m in [*blocks[13:], net.features.net._conv_head, net.features.net._bn1]
+                              for _ in m.parameters())
+    assert net.trainable(net.n_blocks) == []  # head only: the backbone stays frozen
+    assert all(p.requires_grad for p in net.trainable(0))  # everything, stem included

@@ -1,0 +1,112 @@
+"""A tiny training run on generated classes: validation improves, an interrupted run resumes, the
+exported model directory embeds like the trained network."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import sample_photo
+
+from lookalike.models.embedder import Embedder
+from lookalike.models.registry import resolve
+from lookalike.train import loop
+from lookalike.train.config import TrainConfig
+from lookalike.train.run import train
+
+# Each class mixes crops of two unrelated photos: pretrained features group crops by photo, so
+# retrieval by class is mediocre until training pulls each class's two photos together.
+CLASSES = {"a": ("chelsea", "rocket"), "b": ("coffee", "horse"), "c": ("astronaut", "coins")}
+TINY = TrainConfig(unfreeze=3, train_size=96, epochs=3, batch_size=8, per_class=4, lr=1e-4, dim=64,
+                   val_split="images", val_fraction=0.34)
+
+
+def make_classes(root, classes=CLASSES, per_photo=6, size=64, seed=0):
+    """Class folders of small random crops (some mirrored) of the photos named in ``classes``."""
+    rng = np.random.default_rng(seed)
+    for label, photos in classes.items():
+        (root / label).mkdir(parents=True)
+        for name in photos:
+            img = sample_photo(name)
+            w, h = img.size
+            for i in range(per_photo):
+                s = rng.uniform(0.3, 0.7)
+                cw, ch = int(w * s), int(h * s)
+                x, y = int(rng.integers(0, w - cw)), int(rng.integers(0, h - ch))
+                crop = img.crop((x, y, x + cw, y + ch)).resize((size, size))
+                if rng.random() < 0.5:
+                    crop = crop.transpose(0)
+                crop.save(root / label / f"{name}{i}.jpg", quality=90)
+    return root
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = make_classes(tmp_path_factory.mktemp("classes"))
+    out = tmp_path_factory.mktemp("model")
+    before = {}
+
+    def stop_after_first_epoch(stage, done, total, info):
+        if stage == "epoch" and info["epoch"].epoch == 1:
+            before["epoch1"] = info["epoch"]
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(data, out, TINY, progress=stop_after_first_epoch)
+    interrupted = {"checkpoint": (out / loop.CHECKPOINT).exists(), "cache": any((out / loop.CACHE_DIR).iterdir())}
+    with pytest.raises(ValueError, match="--resume"):
+        train(data, out, TINY)
+    result, onnx_path, _ = train(data, out, resume=True)
+    return result, out, onnx_path, before["epoch1"], interrupted
+
+
+def test_training_raises_validation_retrieval_above_the_untrained_head(trained):
+    result = trained[0]
+    untrained, last = result.history[0], result.history[-1]
+    assert untrained.epoch == 0 and untrained.loss is None and last.epoch == TINY.epochs
+    assert untrained.val["n_images"] == 12 and untrained.val["n_classes"] == 3  # 4 held-out images per class
+    assert last.val["map"] > untrained.val["map"] + 0.05
+    assert last.val["recall@1"] >= untrained.val["recall@1"]
+
+
+def test_interrupted_run_resumes_where_it_stopped(trained):
+    result, _, _, epoch1, interrupted = trained
+    assert interrupted == {"checkpoint": True, "cache": True}
+    assert [e.epoch for e in result.history] == [0, 1, 2, 3]
+    assert result.history[1] == epoch1  # epoch 1 was not trained again
+
+
+def test_model_directory_is_accepted_as_a_model(trained):
+    result, out, onnx_path, _, _ = trained
+    assert sorted(p.name for p in out.iterdir()) == ["lookalike.json", "model.onnx", "training.png"]
+    meta = json.loads((out / "lookalike.json").read_text())
+    assert meta["dim"] == 64 and meta["input_size"] == 224 and meta["base_model"] == "efficientnet-lite0"
+    assert meta["training"]["unfreeze"] == 3 and meta["validation"] == result.val
+    assert meta["split"]["val_images"] == 12 and len(meta["history"]) == TINY.epochs + 1
+    spec = resolve(str(out))
+    assert spec.dim == 64 and spec.onnx_path == onnx_path.resolve()
+    x = np.random.default_rng(0).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    onnx_out = Embedder(spec, threads=1).embed(x)
+    assert onnx_out.shape == (3, 64)
+    assert np.allclose(np.linalg.norm(onnx_out, axis=1), 1, atol=1e-5)
+    import torch
+
+    with torch.no_grad():
+        assert np.allclose(result.net(torch.from_numpy(x)).numpy(), onnx_out, atol=1e-4)
+
+
+def test_feature_crops_resample_the_chosen_box():
+    import torch
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    rng = np.random.default_rng(0)
+    assert torch.allclose(loop.feature_crops(x, 8, rng, 1.0), x, atol=1e-4)  # whole map at its own size
+    small = loop.feature_crops(x, 4, rng, 1.0)
+    assert small.shape == (2, 3, 4, 4)
+    assert torch.allclose(small, torch.nn.functional.interpolate(x, size=(4, 4), mode="bilinear"), atol=1e-4)
+    crops = loop.feature_crops(x, 5, rng, 0.3)
+    assert crops.shape == (2, 3, 5, 5) and crops.min() >= x.min() and crops.max() <= x.max()

@@ -1,0 +1,68 @@
+"""``lookalike.tune``: grid parsing, a 2x1 grid on tiny generated classes, the time budget."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import sample_photo
+
+from lookalike import tune
+from lookalike.train.config import TrainConfig
+
+TINY = TrainConfig(unfreeze=2, train_size=64, epochs=1, batch_size=8, per_class=4, dim=32, val_fraction=0.4)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("five")
+    rng = np.random.default_rng(0)
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "horse"):
+        (root / name).mkdir()
+        img = sample_photo(name)
+        w, h = img.size
+        for i in range(4):
+            x, y = int(rng.integers(0, w // 3)), int(rng.integers(0, h // 3))
+            img.crop((x, y, x + w // 2, y + h // 2)).resize((48, 48)).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_parse_grid_types_values_by_setting():
+    grid = tune.parse_grid(["lr=1e-3,1e-4", "dim=256,512", "temperature=0.05", "train-size=128"])
+    assert grid == {"lr": [1e-3, 1e-4], "dim": [256, 512], "temperature": [0.05], "train_size": [128]}
+    assert isinstance(grid["dim"][0], int)
+    for bad, message in (("lr", "NAME=V1"), ("model=x", "cannot tune"), ("dim=1.5", "whole numbers"),
+                         ("lr=fast", "bad value")):
+        with pytest.raises(ValueError, match=message):
+            tune.parse_grid([bad])
+
+
+def test_parse_budget():
+    assert tune.parse_budget("90") == 90 and tune.parse_budget("10m") == 600 and tune.parse_budget("1h") == 3600
+    assert tune.parse_budget(None) is None
+    with pytest.raises(ValueError):
+        tune.parse_budget("soon")
+
+
+def test_two_point_grid_is_scored_on_held_out_classes_and_saved(data, tmp_path):
+    # augment=features: both points train on one cache of frozen activations (and cover that path)
+    result = tune.run_grid(data, {"lr": [1e-3, 1e-5], "augment": ["features"]}, tmp_path, TINY)
+    assert [t.settings for t in result.trials] == [{"lr": 1e-3, "augment": "features"},
+                                                   {"lr": 1e-5, "augment": "features"}]
+    assert all(t.status == "done" and t.epochs_done == 1 for t in result.trials)
+    assert all(t.val["map"] > 0 and t.val.keys() == set(tune.SCORES) for t in result.trials)
+    assert result.best is max(result.trials, key=lambda t: (t.val["map"], t.val["recall@1"]))
+    assert result.base["val_split"] == "classes"
+    saved = json.loads((tmp_path / "tune.json").read_text())
+    assert saved["best"]["settings"] == result.best.settings and len(saved["trials"]) == 2
+    rows = list(csv.DictReader(open(tmp_path / "tune.csv")))
+    assert [float(r["lr"]) for r in rows] == [1e-3, 1e-5] and rows[0]["map"] != ""
+    assert (tmp_path / "tune.png").stat().st_size > 0
+    assert not (tmp_path / ".cache").exists()  # the shared activation cache is removed at the end
+
+
+def test_budget_skips_what_does_not_fit(data, tmp_path):
+    result = tune.run_grid(data, {"lr": [1e-3, 1e-4]}, tmp_path, TINY, budget=0)
+    assert [t.status for t in result.trials] == ["skipped (budget)"] * 2
+    assert result.best is None and json.loads((tmp_path / "tune.json").read_text())["best"] is None
