@@ -12,12 +12,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from lookalike import ann_store
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
+from lookalike.indexer import BATCH
 from lookalike.models.registry import ModelError
 from lookalike.store import StoreError
 from lookalike.train.config import TrainConfig
@@ -37,6 +40,13 @@ class Mode(str, Enum):
 class Metric(str, Enum):
     cosine = "cosine"
     l2 = "l2"
+
+
+class AnnSetting(str, Enum):
+    auto = "auto"
+    none = "none"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
 
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", envvar="LOOKALIKE_INDEX", show_default=False,
@@ -76,13 +86,15 @@ def index(
     index_path: IndexOpt = None,
     model: ModelOpt = None,
     layer: LayerOpt = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run.")] = 32,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run and per commit.")] = BATCH,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads.")] = 2,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
+    ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
+                                                      "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -91,6 +103,8 @@ def index(
         fail(f"not a directory: {folder}")
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
                     weights=weights) as idx:
+        if ann is not None:
+            ann_store.configure(idx.store, ann.value)
         with _progress(quiet or as_json) as bar:
             task = bar.add_task("embed", total=None, rate="")
 
@@ -122,6 +136,9 @@ def query(
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
     duplicates: Annotated[bool, typer.Option("--duplicates", help="Instead: every indexed image within the 'near' "
                                              "dedup preset (is this image already indexed?).")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Exact search even when the index has an ANN structure.")] = False,
+    ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="HNSW search breadth (recall vs speed).")] = None,
+    nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="IVF-PQ lists probed (recall vs speed).")] = None,
     index_path: IndexOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
@@ -142,7 +159,8 @@ def query(
                     err.print(f"no duplicate of {r.query} in the index (none within cosine distance {limit})",
                               highlight=False, soft_wrap=True)
         else:
-            results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self) for img in images]
+            results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self, exact=exact,
+                                 ef_search=ef_search, nprobe=nprobe) for img in images]
     if montage is not None:
         present.montage(str(images[0]), results[:1], montage)
     if as_json:
@@ -480,6 +498,49 @@ def tune(
     if best is not None:
         print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
               + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
+
+
+ann_app = typer.Typer(no_args_is_help=True, help="Build or check the approximate nearest-neighbour index.")
+app.add_typer(ann_app, name="ann")
+
+
+@ann_app.command("build")
+def ann_build(
+    kind: Annotated[Optional[AnnSetting], typer.Option("--kind", help="Change the setting first [default: keep]")] = None,
+    index_path: IndexOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)build the approximate index of an existing index from its stored vectors."""
+    with Index.open(index_path) as idx:
+        if kind is not None:
+            ann_store.configure(idx.store, kind.value)
+        built = idx.ann(rebuild=True)
+        info = built.describe() if built is not None else {"kind": "exact", "ntotal": len(idx)}
+    print(json.dumps(info) if as_json else f"{info['kind']} index over {info['ntotal']} images")
+
+
+@ann_app.command("check")
+def ann_check(
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Indexed images sampled as queries.")] = 100,
+    k: Annotated[int, typer.Option("-k", min=1)] = 10,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    index_path: IndexOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recall@k of the approximate index against exact search, with query latency."""
+    from lookalike.ann import check
+
+    with Index.open(index_path) as idx:
+        built = idx.ann()
+        if built is None:
+            fail(f"index {idx.store.root} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
+        ids, vectors = idx.vectors()
+        report = check(built, np.asarray(vectors), np.asarray(ids), n_queries=queries, k=k, seed=seed)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['kind']} over {report['ntotal']} images: recall@{k} {report[f'recall@{k}']:.3f} on "
+              f"{report['n_queries']} queries, p50 {report['p50_ms']:.2f} ms, p95 {report['p95_ms']:.2f} ms")
 
 
 def main() -> None:

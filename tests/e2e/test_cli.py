@@ -12,17 +12,10 @@ import time
 import pytest
 from PIL import Image
 
+from conftest import run_cli as run
 from conftest import sample_photo
 
 pytestmark = pytest.mark.slow
-
-
-def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +198,18 @@ def test_sigkill_mid_index_then_resume_indexes_each_file_once(tmp_path):
     conn = sqlite3.connect(ix / "index.sqlite")
     rows = conn.execute("SELECT path, COUNT(*) FROM images GROUP BY path").fetchall()
     assert len(rows) == n and all(c == 1 for _, c in rows)
+
+
+def test_ann_settings_from_the_command_line(photo_dir, tmp_path):
+    ix = tmp_path / "ix"
+    run("index", photo_dir, "--index", ix, "--ann", "hnsw", "--quiet")
+    check = json.loads(run("ann", "check", "--queries", "10", "--index", ix, "--json").stdout)
+    assert check["kind"] == "hnsw" and check["recall@10"] == 1.0
+    q = photo_dir / "coffee.jpg"
+    approx = json.loads(run("query", q, "-k", "4", "--index", ix, "--json").stdout)
+    exact = json.loads(run("query", q, "-k", "4", "--exact", "--index", ix, "--json").stdout)
+    assert approx == exact
+    assert "exact" in run("ann", "build", "--kind", "none", "--index", ix).stdout
+    proc = run("ann", "check", "--index", ix, check=False)
+    assert proc.returncode == 1 and "uses exact search" in proc.stderr
+    assert run("index", photo_dir, "--index", ix, "--ann", "lsh", check=False).returncode == 2
