@@ -161,6 +161,10 @@ def test_query_path_does_not_import_torch(indexed, photo_dir, tmp_path):
             f"idx = Index.open({str(ix)!r}); idx.query({str(tmp_path / 'q.jpg')!r}, k=2); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "lookalike", "query", tmp_path / "q.jpg",
+                             "--index", ix, "--json"], capture_output=True, text=True, timeout=120)
+    assert traced.returncode == 0 and json.loads(traced.stdout)["results"]
+    assert " torch" not in traced.stderr and "onnxruntime" in traced.stderr
 
 
 def test_sigkill_mid_index_then_resume_indexes_each_file_once(tmp_path):
