@@ -21,6 +21,7 @@ from lookalike import ann_store
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
 from lookalike.indexer import BATCH
+from lookalike.search import Metric, Mode
 from lookalike.models.registry import ModelError
 from lookalike.store import StoreError
 from lookalike.train.config import TrainConfig
@@ -29,17 +30,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Content-based image similarity search: nearest, random and farthest images.")
 err = Console(stderr=True)
 USER_ERRORS = (ImageError, ModelError, StoreError, ValueError, OSError)
-
-
-class Mode(str, Enum):
-    nearest = "nearest"
-    farthest = "farthest"
-    random = "random"
-
-
-class Metric(str, Enum):
-    cosine = "cosine"
-    l2 = "l2"
 
 
 class AnnSetting(str, Enum):
@@ -290,12 +280,6 @@ def dedup(
 
 
 _TRAIN = TrainConfig()
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    auto = "auto"
 
 
 class Augment(str, Enum):

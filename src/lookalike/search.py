@@ -7,10 +7,28 @@ float64, so an image found by itself is at distance 0.
 
 from __future__ import annotations
 
+from enum import Enum
+
 import numpy as np
 
-METRICS = ("cosine", "l2")
-MODES = ("nearest", "farthest", "random")
+
+class Mode(str, Enum):
+    """Which results a query returns: nearest first, farthest first, or a uniform sample."""
+
+    nearest = "nearest"
+    farthest = "farthest"
+    random = "random"
+
+
+class Metric(str, Enum):
+    """``cosine``: 1 - cosine similarity; ``l2``: Euclidean distance on the raw features."""
+
+    cosine = "cosine"
+    l2 = "l2"
+
+
+METRICS = tuple(m.value for m in Metric)
+MODES = tuple(m.value for m in Mode)
 CHUNK_ROWS = 32768
 
 

@@ -14,7 +14,6 @@ import mimetypes
 import os
 import threading
 from collections import OrderedDict
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,23 +27,13 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode
 from lookalike.indexer import content_hash
+from lookalike.search import Metric, Mode
 
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
 THUMB_SIZE = 256
 MAX_K = 1000
-
-
-class Mode(str, Enum):
-    nearest = "nearest"
-    farthest = "farthest"
-    random = "random"
-
-
-class Metric(str, Enum):
-    cosine = "cosine"
-    l2 = "l2"
 
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
