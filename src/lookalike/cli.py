@@ -45,6 +45,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
 LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all cores]")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+TorchThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights file of a model that takes one "
                                                     "(inception-v3-fid) [default: $LOOKALIKE_INCEPTION_WEIGHTS or the cache]")]
 
@@ -86,7 +88,7 @@ def index(
     ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
                                                       "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Make the index match FOLDER: embed new and changed images, drop deleted ones."""
     if not folder.is_dir():
@@ -245,7 +247,7 @@ def dedup(
     layer: LayerOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Group exact (same bytes) and near-duplicate images; keeps the largest, never deletes anything."""
     from lookalike import dedup as dd
@@ -318,7 +320,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the comparative sets.")] = 0,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Leave-one-out retrieval quality on labelled folders: recall@k, mAP, MAP@R, median rank.
 
@@ -370,9 +372,9 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="Model name [default: the folder name].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     device: Annotated[Device, typer.Option("--device")] = Device.cpu,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")] = None,
+    threads: TorchThreadsOpt = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune an embedding on labelled folders (NormSoftmax) and write a model directory."""
     from lookalike.train.run import train as run_training
@@ -440,9 +442,9 @@ def tune(
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.9)] = _TRAIN.val_fraction,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Cap on total time: 600, 600s, 10m, 1h.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")] = None,
+    threads: TorchThreadsOpt = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Grid search of training settings, scored on held-out classes; names the best configuration."""
     from rich.table import Table
