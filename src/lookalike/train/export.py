@@ -56,11 +56,13 @@ def plot_history(result: Result, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     trained = [e for e in result.history if e.loss is not None]
     ax.plot([e.epoch for e in trained], [e.loss for e in trained], "o-", color="tab:gray", label="training loss")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch (0: before training)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     validated = [e for e in result.history if e.val]
     if validated:
