@@ -152,16 +152,17 @@ def _plot(result: TuneResult, keys: list[str], path: Path) -> None:
 
     trials = result.trials
     y = np.arange(len(trials))
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(trials) + 1.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(trials) + 1.8), dpi=100)
     for offset, score, colour in ((-0.2, "map", "tab:orange"), (0.2, "recall@1", "tab:blue")):
-        ax.barh(y + offset, [t.val.get(score, 0) for t in trials], height=0.4, color=colour,
-                label=f"validation {score}")
+        bars = ax.barh(y + offset, [t.val.get(score, 0) for t in trials], height=0.4, color=colour,
+                       label=f"validation {score}")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
     best = result.best
     ax.set_yticks(y, [label(t.settings) + (" (best)" if t is best else "") + ("" if t.val else f" ({t.status})")
                       for t in trials], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.set_xlim(0, 1.1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize="small")
     ax.set_title("grid search: open-set validation (held-out classes)")
     fig.tight_layout()
     fig.savefig(path)

@@ -7,14 +7,20 @@ from dataclasses import dataclass, fields
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (stored in checkpoints and in the model's metadata)."""
+    """Everything that defines a training run (stored in checkpoints and in the model's metadata).
+
+    Defaults were measured on flowers51 (docs/training.md): a low backbone learning rate for a few
+    epochs generalised best to unseen classes (more epochs or 3x the rate memorise the training
+    classes); ``dim`` equal to the 1280 pooled features starts as a lossless rotation of them and
+    scored 0.1-1.2 mAP points above 512 in every comparison.
+    """
 
     model: str = "efficientnet-lite0"
     layer: str = "pool"
-    dim: int = 512
+    dim: int = 1280
     temperature: float = 0.05
-    epochs: int = 8
-    lr: float = 1e-4
+    epochs: int = 4
+    lr: float = 3e-5
     head_lr_scale: float = 10.0
     weight_decay: float = 1e-4
     unfreeze: int = 11
