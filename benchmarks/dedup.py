@@ -337,7 +337,7 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
     groups = [dedup.Group(g["kind"], g["keep"], [dedup.Duplicate(d["path"], d["distance"]) for d in g["duplicates"]])
               for g in out["groups"]]
     scene = {g: g for g, _ in truth.values()}  # source duplicates not verified here: precision is a lower bound
-    quality = evaluate(dedup.DedupReport(out["threshold"], out["preset"], out["n_images"], groups), truth, scene)
+    quality = evaluate(dedup.DedupReport(out["threshold"], out["preset"], out["n_images"], groups=groups), truth, scene)
     return {"collection": description, "wall_seconds": round(wall, 1),
             "index_seconds": out["index"]["seconds"], "images_per_second": out["index"]["images_per_second"],
             "dedup_seconds": out["seconds"], "groups": len(out["groups"]),

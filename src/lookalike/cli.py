@@ -246,6 +246,8 @@ def dedup(
     model: ModelOpt = None,
     layer: LayerOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -255,7 +257,8 @@ def dedup(
 
     if folder is not None and not folder.is_dir():
         fail(f"not a directory: {folder}")
-    with Index.open(index_path, model, layer, create=folder is not None, threads=threads) as idx:
+    with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
+                    weights=weights) as idx:
         limit, preset = dd.resolve_threshold(threshold, idx.store.model)
         indexed = None
         if folder is not None:

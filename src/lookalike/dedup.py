@@ -4,8 +4,12 @@ How groups are formed (see :func:`find_duplicates`):
 
 1. Files with the same content hash are *exact* duplicates; each such set is one group.
 2. One file per distinct content is kept for the near search. Its neighbours within the
-   threshold (cosine distance) come from a FAISS range search over L2-normalised vectors, run in
-   chunks of queries, so memory grows with the number of close pairs, never with all pairs.
+   threshold (cosine distance) come from an exact FAISS range search over L2-normalised vectors,
+   run in chunks of queries, so memory grows with the number of close pairs, never with all pairs
+   (and a threshold that would hold more than :data:`MAX_PAIRS` is refused). When the index has an
+   approximate structure (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's
+   :data:`ANN_NEIGHBOURS` nearest come from it instead, re-scored exactly: time grows about as
+   N log N rather than N squared.
 3. Near groups are formed around the file that will be kept, not by connected components:
    files are visited best first (largest width * height, then largest file, then oldest, then
    path) and each file not yet in a group claims every neighbour not yet in a group. Every listed
@@ -21,11 +25,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lookalike.ann import AnnIndex
 from lookalike.api import Index, ImageInput, Match, QueryResult
 from lookalike.search import pairwise
 
@@ -43,6 +48,10 @@ PRESETS: dict[tuple[str, str], dict[str, float]] = {
 }
 
 _CHUNK = 1024
+#: Neighbours fetched per file from an approximate index; closer files beyond these are not grouped.
+ANN_NEIGHBOURS = 32
+#: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
+MAX_PAIRS = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class DedupReport:
     threshold: float
     preset: str | None
     n_images: int
+    search: str = "exact"
     groups: list[Group] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -83,6 +93,7 @@ class DedupReport:
 
     def to_dict(self) -> dict:
         return {"metric": METRIC, "threshold": self.threshold, "preset": self.preset, "n_images": self.n_images,
+                "search": self.search,
                 "groups": [g.to_dict() for g in self.groups],
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "seconds": round(self.seconds, 3)}
@@ -133,31 +144,70 @@ def unit_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 8192) -> np.nd
     return out
 
 
-def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK,
+               max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs of L2-normalised float32 rows within ``threshold`` cosine distance, as CSR arrays
     (offsets, columns, distances): row ``i`` lists every other row ``j`` with ``1 - u_i . u_j <= threshold``.
 
-    An exact FAISS inner-product range search, ``chunk`` query rows at a time.
+    An exact FAISS inner-product range search, ``chunk`` query rows at a time. ValueError when more
+    than ``max_pairs`` (ordered) pairs are within the threshold.
     """
     import faiss
 
-    n = len(unit)
     index = faiss.IndexFlatIP(unit.shape[1])
     index.add(unit)
     radius = 1.0 - threshold - 1e-5  # FAISS keeps scores strictly above the radius; refined below
-    offsets, columns, distances = [np.zeros(1, np.int64)], [], []
-    for start in range(0, n, chunk):
+    csr = _Csr()
+    for start in range(0, len(unit), chunk):
         lims, sims, labels = index.range_search(unit[start:start + chunk], radius)
-        lims = lims.astype(np.int64)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims))
+        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
         d = 1.0 - sims.astype(np.float64)
         ok = (labels != rows) & (d <= threshold)
-        counts = np.bincount(rows[ok] - start, minlength=len(lims) - 1)
-        offsets.append(offsets[-1][-1] + np.cumsum(counts))
-        columns.append(labels[ok])
-        distances.append(np.maximum(d[ok], 0.0))
-    return (np.concatenate(offsets), np.concatenate(columns) if columns else np.zeros(0, np.int64),
-            np.concatenate(distances) if distances else np.zeros(0))
+        csr.append(rows[ok] - start, len(lims) - 1, labels[ok], d[ok])
+        if len(csr) > max_pairs:
+            raise ValueError(f"more than {max_pairs:,} pairs of images are within cosine distance {threshold}: "
+                             "that is not a duplicate threshold; give a smaller --threshold")
+    return csr.arrays()
+
+
+def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, stored: Callable[[np.ndarray], np.ndarray],
+                   threshold: float, k: int = ANN_NEIGHBOURS,
+                   chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`neighbours`, but each row lists only those of its ``k`` nearest in ``ann`` that are
+    rows too and within ``threshold``; ``ids`` are the rows' ids in ``ann`` and ``stored`` maps ids to
+    their stored vectors, on which the candidates are re-scored exactly.
+    """
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    csr = _Csr()
+    for start in range(0, len(unit), chunk):
+        d, found = ann.search(unit[start:start + chunk], k + 1, refine=stored)
+        pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
+        col = order[pos]
+        self_row = np.arange(start, start + len(d))[:, None]
+        ok = (found >= 0) & (sorted_ids[pos] == found) & (col != self_row) & (d <= threshold)
+        csr.append(np.nonzero(ok)[0], len(d), col[ok], d[ok].astype(np.float64))
+    return csr.arrays()
+
+
+class _Csr:
+    """Neighbour lists appended chunk of rows by chunk, as CSR arrays (offsets, columns, distances)."""
+
+    def __init__(self) -> None:
+        self.offsets, self.columns, self.distances = [np.zeros(1, np.int64)], [], []
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1][-1])
+
+    def append(self, rows: np.ndarray, n_rows: int, columns: np.ndarray, distances: np.ndarray) -> None:
+        """Pairs of the next ``n_rows`` rows; ``rows`` (ascending) are positions within the chunk."""
+        self.offsets.append(self.offsets[-1][-1] + np.cumsum(np.bincount(rows, minlength=n_rows)))
+        self.columns.append(columns.astype(np.int64))
+        self.distances.append(np.maximum(distances, 0.0))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.concatenate(self.offsets), np.concatenate([np.zeros(0, np.int64), *self.columns]),
+                np.concatenate([np.zeros(0), *self.distances]))
 
 
 def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -194,7 +244,9 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     ids, vectors = index.vectors()
     rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
     catalog = _catalog(index, ids[rows])
-    report = DedupReport(threshold, preset, len(rows), skipped=skipped)
+    ann = index.ann()
+    report = DedupReport(threshold, preset, len(rows), search=ann.kind if ann is not None else "exact",
+                         skipped=skipped)
     if not len(rows):
         report.seconds = time.perf_counter() - started
         return report
@@ -217,7 +269,13 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
 
     # Near duplicates among distinct contents, grouped around the file kept.
     unique = np.fromiter(copies, np.int64, len(copies))  # in keep order (dict insertion order)
-    offsets, columns, distances = neighbours(unit_rows(vectors, rows[unique]), threshold, chunk)
+    unit = unit_rows(vectors, rows[unique])
+    if ann is None:
+        offsets, columns, distances = neighbours(unit, threshold, chunk)
+    else:
+        offsets, columns, distances = ann_neighbours(
+            ann, unit, ids[rows[unique]], lambda wanted: np.asarray(vectors[np.searchsorted(ids, wanted)]),
+            threshold, chunk=chunk)
     for keeper, members in group_around_keepers(np.arange(len(unique)), offsets, columns):
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))

@@ -34,14 +34,14 @@ def folder(tmp_path_factory):
 def deduped(folder, tmp_path_factory):
     work = tmp_path_factory.mktemp("dedup")
     proc = run("dedup", folder, "--index", work / "index", "--json", "--to-remove", work / "remove.txt",
-               "--montage", work / "montages")
+               "--montage", work / "montages", "--device", "cpu")
     return work, json.loads(proc.stdout)
 
 
 def test_dedup_indexes_the_folder_and_reports_groups(deduped, folder):
     _, out = deduped
     assert out["index"]["indexed"] == 7 and out["n_images"] == 7
-    assert out["preset"] == "near" and out["metric"] == "cosine"
+    assert out["preset"] == "near" and out["metric"] == "cosine" and out["search"] == "exact"
     groups = {(g["kind"], g["keep"]): sorted(d["path"] for d in g["duplicates"]) for g in out["groups"]}
     assert groups == {
         ("exact", str(folder / "coffee.png")): [str(folder / "sub" / "coffee.png")],

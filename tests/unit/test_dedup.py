@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from conftest import sample_photo
-from lookalike import dedup
+from lookalike import ann_store, dedup
 from lookalike.api import Index
 
 DISTINCT = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "immunohistochemistry",
@@ -45,6 +45,13 @@ def test_neighbours_equal_brute_force_across_query_chunks():
         assert set(columns[row].tolist()) == expected
         np.testing.assert_allclose(distances[row], d[i, columns[row]], atol=1e-5)
     assert 15 <= len(columns) // 2 < 40  # the planted pairs, not everything
+
+
+def test_a_threshold_joining_too_many_pairs_is_refused():
+    unit = _unit(np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32))
+    assert len(dedup.neighbours(unit, 2.0)[1]) == 30 * 29
+    with pytest.raises(ValueError, match="more than 100 pairs"):
+        dedup.neighbours(unit, 2.0, chunk=8, max_pairs=100)
 
 
 def test_grouping_around_the_keeper_does_not_chain():
@@ -193,3 +200,19 @@ def test_empty_selection(library, tmp_path):
     _, _, idx = library
     report = dedup.find_duplicates(idx, 0.1, under=str(tmp_path))
     assert report.groups == [] and report.n_images == 0 and report.to_remove() == []
+
+
+def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
+    root, _, idx = library
+    with Index.open(tmp_path / "index", create=True) as approx:
+        ann_store.configure(approx.store, "hnsw")
+        approx.add(root)
+        assert approx.index_type == "hnsw"
+        for threshold in dedup.presets(idx.store.model).values():
+            exact = dedup.find_duplicates(idx, threshold, under=str(root))
+            found = dedup.find_duplicates(approx, threshold, under=str(root))
+            assert (exact.search, found.search) == ("exact", "hnsw")
+            assert [(g.kind, g.keep, [d.path for d in g.duplicates]) for g in found.groups] == [
+                (g.kind, g.keep, [d.path for d in g.duplicates]) for g in exact.groups]
+            np.testing.assert_allclose([d.distance for g in found.groups for d in g.duplicates],
+                                       [d.distance for g in exact.groups for d in g.duplicates], atol=1e-5)
