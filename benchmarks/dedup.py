@@ -17,10 +17,12 @@ its nearest other base. Suggested thresholds follow from those figures by the ru
 
 Then, for each preset (and a sweep of thresholds): pairwise precision and recall over known
 duplicate pairs, recall per transform, and the wall time of :func:`lookalike.dedup.find_duplicates`.
-``--scale N`` finally times ``lookalike dedup DIR`` end to end (indexing included) on N images.
+``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images, and
+``--grouping N`` the neighbour search alone, exact vs HNSW, on N synthetic embeddings.
 
     python benchmarks/dedup.py --out dedup.json                 # calibration + presets (4,888 images)
     python benchmarks/dedup.py --variant-bases 0 --scale 10000  # only the end-to-end timing
+    python benchmarks/dedup.py --variant-bases 0 --grouping 100000  # exact vs HNSW neighbours
 
 With ``--workdir``, the collection, its index and the verified groups are kept and reused.
 """
@@ -345,10 +347,67 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
+def run_grouping(n: int, seed: int, threshold: float) -> dict:
+    """Time the neighbour search of :func:`lookalike.dedup.find_duplicates` on ``n`` synthetic
+    embeddings (benchmarks/ann.py's generator; 10 % of them near copies of others, cosine distance
+    about 0.01-0.06): the exact range search vs an HNSW index's 32 nearest re-scored, and the share
+    of the exact pairs and groups the HNSW path gives (overall, and among each vector's
+    ``ANN_NEIGHBOURS`` nearest, the most it can list)."""
+    from ann import Embeddings  # benchmarks/ann.py
+
+    from lookalike.ann import AnnIndex
+
+    rng = np.random.default_rng(seed)
+    base = Embeddings(1280, 48, 1000, 0.02, seed).draw(n - n // 10, 1)
+    copies = base[rng.choice(len(base), n // 10, replace=False)]
+    copies += rng.uniform(0.003, 0.007, (len(copies), 1)).astype(np.float32) * rng.standard_normal(
+        copies.shape, dtype=np.float32)
+    unit = np.concatenate([base, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
+    del base, copies
+    ids = np.arange(n, dtype=np.int64)
+    started = time.perf_counter()
+    exact = dedup.neighbours(unit, threshold)
+    exact_s = time.perf_counter() - started
+    started = time.perf_counter()
+    hnsw = AnnIndex.build(unit, ids, "cosine", "hnsw")
+    build_s = time.perf_counter() - started
+    started = time.perf_counter()
+    approx = dedup.ann_neighbours(hnsw, unit, ids, lambda wanted: unit[wanted], threshold)
+    approx_s = time.perf_counter() - started
+
+    def pairs(csr) -> set:
+        offsets, columns, _ = csr
+        return set(zip(np.repeat(np.arange(n), np.diff(offsets)).tolist(), columns.tolist()))
+
+    def groups(csr) -> set:
+        return {(k, tuple(sorted(m))) for k, m in dedup.group_around_keepers(np.arange(n), csr[0], csr[1])}
+
+    def nearest_k(csr) -> set:
+        """The pairs among each row's ANN_NEIGHBOURS nearest: what the HNSW path can find at best."""
+        offsets, columns, distances = csr
+        rows = np.repeat(np.arange(n), np.diff(offsets))
+        order = np.lexsort((distances, rows))
+        rank = np.arange(len(rows)) - offsets[rows[order]]
+        keep = order[rank < dedup.ANN_NEIGHBOURS]
+        return set(zip(rows[keep].tolist(), columns[keep].tolist()))
+
+    want, got, reachable = pairs(exact), pairs(approx), nearest_k(exact)
+    want_groups, got_groups = groups(exact), groups(approx)
+    return {"vectors": n, "dim": 1280, "threshold": threshold, "pairs": len(want),
+            "pairs_among_nearest_k": len(reachable), "hnsw_recall_of_nearest_k_pairs":
+            round(len(reachable & got) / max(len(reachable), 1), 4),
+            "exact_range_search_seconds": round(exact_s, 1), "hnsw_build_seconds": round(build_s, 1),
+            "hnsw_neighbours_seconds": round(approx_s, 1), "hnsw_pair_recall": round(len(want & got) / max(len(want), 1), 4),
+            "hnsw_extra_pairs": len(got - want), "groups": len(want_groups),
+            "hnsw_groups_identical": round(len(want_groups & got_groups) / max(len(want_groups), 1), 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant-bases", type=int, default=200, help="bases that get every transform (0: skip calibration)")
     ap.add_argument("--scale", type=int, default=0, help="also time `lookalike dedup DIR` on this many images")
+    ap.add_argument("--grouping", type=int, default=0, help="also time the neighbour search alone, exact vs "
+                    "HNSW, on this many synthetic 1280-d embeddings")
     ap.add_argument("--max-bases", type=int, help="use at most this many distinct bases (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir, removed)")
@@ -388,6 +447,10 @@ def main() -> None:
         if args.scale:
             result["scale"] = run_scale(args.scale, args.seed, workdir)
             print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
+        if args.grouping:
+            result["grouping"] = run_grouping(args.grouping, args.seed, dedup.presets(
+                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET])
+            print(f"grouping: {json.dumps(result['grouping'])}", file=sys.stderr)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

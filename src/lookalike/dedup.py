@@ -50,6 +50,8 @@ PRESETS: dict[tuple[str, str], dict[str, float]] = {
 _CHUNK = 1024
 #: Neighbours fetched per file from an approximate index; closer files beyond these are not grouped.
 ANN_NEIGHBOURS = 32
+#: How far beyond the threshold an approximate distance may be for the pair to be re-scored exactly.
+ANN_SLACK = 0.02
 #: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
 MAX_PAIRS = 20_000_000
 
@@ -175,18 +177,24 @@ def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, stored: Cal
                    chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like :func:`neighbours`, but each row lists only those of its ``k`` nearest in ``ann`` that are
     rows too and within ``threshold``; ``ids`` are the rows' ids in ``ann`` and ``stored`` maps ids to
-    their stored vectors, on which the candidates are re-scored exactly.
+    their stored vectors. Candidates within :data:`ANN_SLACK` of the threshold by the index's
+    approximate distance are re-scored exactly on the stored vectors.
     """
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     csr = _Csr()
     for start in range(0, len(unit), chunk):
-        d, found = ann.search(unit[start:start + chunk], k + 1, refine=stored)
+        approx, found = ann.search(unit[start:start + chunk], k + 1)
         pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
         col = order[pos]
-        self_row = np.arange(start, start + len(d))[:, None]
-        ok = (found >= 0) & (sorted_ids[pos] == found) & (col != self_row) & (d <= threshold)
-        csr.append(np.nonzero(ok)[0], len(d), col[ok], d[ok].astype(np.float64))
+        self_row = np.arange(start, start + len(found))[:, None]
+        rows, slots = np.nonzero((found >= 0) & (sorted_ids[pos] == found) & (col != self_row)
+                                 & (approx <= threshold + ANN_SLACK))
+        cols = col[rows, slots]
+        candidates = np.asarray(stored(found[rows, slots]), dtype=np.float64)
+        d = 1.0 - (unit[start + rows] * candidates).sum(1) / np.maximum(np.linalg.norm(candidates, axis=1), 1e-12)
+        ok = d <= threshold
+        csr.append(rows[ok], len(found), cols[ok], d[ok])
     return csr.arrays()
 
 
