@@ -6,9 +6,10 @@ says so), on one batch of real photos (scikit-image samples, preprocessed as the
   * torch eager (``torch.no_grad``, ``torch.set_num_threads(threads)``), with ``OMP_WAIT_POLICY=PASSIVE``
     unless ``--torch-spinning``: on a shared machine torch's spinning OpenMP threads run it several
     times slower, which would flatter ONNX Runtime (whose session does not spin either);
-  * ONNX Runtime fp32: lookalike's own session (:class:`~lookalike.models.embedder.Embedder`:
-    ``ORT_ENABLE_ALL``, ``threads`` intra-op threads, one inter-op thread, sequential execution,
-    no spinning), the same with spinning threads, and the same at other batch sizes;
+  * ONNX Runtime fp32: lookalike's own :class:`~lookalike.models.embedder.Embedder` (the batch
+    split across ``threads`` one-thread sessions), its single session (``ORT_ENABLE_ALL``,
+    ``threads`` intra-op threads, one inter-op thread, sequential execution, no spinning), the
+    same with spinning threads, and the Embedder at other batch sizes;
   * ONNX Runtime int8: static QDQ quantisation (per-channel int8 weights, uint8 activations),
     calibrated on other real photos, and its effect on the features of 30 photos and edited
     variants (cosine to the fp32 features; are the top-5 neighbour lists unchanged?).
@@ -140,8 +141,9 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     images = eval_images()
     x_eval = np.stack([spec.preprocessing(img) for img in images])
     batch = x_eval[: args.batch]
-    runners = {"torch_eager": lambda: net(torch.from_numpy(batch)).numpy()}
-    sessions = {"ort_fp32": Embedder(spec, args.threads, "cpu").session,
+    embedder = Embedder(spec, args.threads, "cpu")
+    runners = {"torch_eager": lambda: net(torch.from_numpy(batch)).numpy(), "ort_fp32": lambda: embedder.embed(batch)}
+    sessions = {"ort_fp32_one_session": embedder.session,
                 "ort_fp32_spinning": session(fp32, args.threads, spinning=True)}
     result = {"model": name, "layer": spec.layer, "dim": spec.dim, "input_size": spec.preprocessing.size,
               "onnx_fp32_mb": round(fp32.stat().st_size / 1e6, 1)}
@@ -157,7 +159,7 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     sizes = {f"ort_fp32_batch{n}": n for n in args.other_batches if n != args.batch}
     for key, n in sizes.items():
         x = np.resize(x_eval, (n, *x_eval.shape[1:]))  # real photos, repeated to fill the batch
-        runners[key] = lambda x=x: sessions["ort_fp32"].run(None, {"input": x})[0]
+        runners[key] = lambda x=x: embedder.embed(x)
     rates: dict[str, list[float]] = {key: [] for key in runners}
     with torch.no_grad():
         for run in runners.values():  # warm-up
@@ -172,7 +174,7 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     torch_rate = result["img_per_s"]["torch_eager"]
     result["speedup_vs_torch_eager"] = {key: round(r / torch_rate, 2) for key, r in result["img_per_s"].items()
                                         if key != "torch_eager"}
-    fp32_features = sessions["ort_fp32"].run(None, {"input": x_eval})[0]
+    fp32_features = embedder.embed(x_eval)
     result["ort_fp32_vs_torch"] = {"max_abs_diff": float(np.abs(fp32_features - torch_features).max()),
                                    **compare(fp32_features, torch_features)}
     if "ort_int8" in sessions:

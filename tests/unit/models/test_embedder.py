@@ -1,0 +1,23 @@
+"""The ONNX Runtime embedder: batches split across one-thread sessions give the same features."""
+
+import numpy as np
+
+from conftest import sample_photo, variants
+from lookalike.models.embedder import Embedder
+from lookalike.models.registry import resolve
+
+
+def test_a_batch_split_across_one_thread_sessions_equals_one_image_at_a_time():
+    photos = [sample_photo(name) for name in ("chelsea", "coffee", "astronaut", "rocket")]
+    photos += list(variants(photos[0]).values())
+    emb = Embedder(resolve("efficientnet-lite0"), threads=3)
+    batch = np.stack([emb.preprocess(p) for p in photos])
+    assert len(batch) == 7
+    emb.embed(batch[:5])  # fewer than two images per thread: the one session
+    assert emb._replicas is None
+    out = emb.embed(batch)  # split 3 + 2 + 2
+    assert emb._replicas is not None and len(emb._replicas[1]) == 3
+    one_by_one = np.concatenate([emb.embed(batch[i:i + 1]) for i in range(len(batch))])
+    assert out.shape == (7, 1280) and out.dtype == np.float32
+    np.testing.assert_allclose(out, one_by_one, rtol=1e-5, atol=1e-5)
+    assert np.abs(out[0] - out[1]).max() > 1e-2  # distinct images, not one row repeated
