@@ -300,6 +300,14 @@ def duplicates_of(index: Index, image: ImageInput, threshold: float, label: str 
     Indexed files with the same bytes come first, at distance 0.
     """
     vector, same = index.embed(image)
+    if label is None:
+        label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+    return duplicates_of_vector(index, vector, same, threshold, label)
+
+
+def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], threshold: float,
+                         label: str = "<vector>") -> QueryResult:
+    """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes."""
     ids, vectors = index.vectors()
     query = np.asarray(vector, dtype=np.float32)[None]
     hits: dict[int, float] = {int(i): 0.0 for i in same}
@@ -310,8 +318,6 @@ def duplicates_of(index: Index, image: ImageInput, threshold: float, label: str 
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
     paths = index.store.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
-    if label is None:
-        label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     return QueryResult(label, "duplicates", METRIC, matches)
 
 

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -64,6 +65,14 @@ class SearchResponse(BaseModel):
     results: list[Result]
 
 
+class DuplicatesResponse(BaseModel):
+    query: QueryInfo
+    metric: Metric
+    threshold: float
+    preset: str | None
+    results: list[Result]
+
+
 class Stats(BaseModel):
     count: int
     model: str
@@ -104,7 +113,29 @@ class Searcher:
 
     def search_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
                       exclude_self: bool) -> SearchResponse:
-        """Search with uploaded image bytes; identical bytes already indexed reuse their stored vector."""
+        """Search with uploaded image bytes."""
+        query, vector, same = self._embed_upload(data, name)
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def duplicates_upload(self, data: bytes, name: str, threshold: str) -> DuplicatesResponse:
+        """Indexed images within a dedup preset or cosine distance of uploaded image bytes."""
+        from lookalike import dedup
+
+        with self.lock:
+            model = self.index.store.model or {}
+        try:
+            limit, preset = dedup.resolve_threshold(threshold, model)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        query, vector, same = self._embed_upload(data, name)
+        with self.lock:
+            found = dedup.duplicates_of_vector(self.index, vector, same, limit, name)
+        return DuplicatesResponse(query=query, metric=found.metric, threshold=limit, preset=preset,
+                                  results=self._results(found))
+
+    def _embed_upload(self, data: bytes, name: str) -> tuple[QueryInfo, np.ndarray, list[int]]:
+        """The query, its vector and the ids of indexed files with the same bytes (whose stored
+        vector is reused); 400/413 for bytes that are not an acceptable image."""
         with self.lock:
             same, vector = self.index.store.by_hash(content_hash(data))
         if vector is None:
@@ -113,8 +144,7 @@ class Searcher:
             except ImageError as e:
                 raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
             vector = self.embedder.embed_images([rgb])[0]
-        query = QueryInfo(id=same[0] if same else None, name=name)
-        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+        return QueryInfo(id=same[0] if same else None, name=name), vector, same
 
     def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
                   exclude_self: bool) -> SearchResponse:
@@ -129,9 +159,12 @@ class Searcher:
                 exclude) -> SearchResponse:
         with self.lock:
             found = self.index.query_vector(vector, k, mode, metric, seed, exclude, query.name)
-        results = [Result(rank=m.rank, id=m.id, name=os.path.basename(m.path), distance=round(m.distance, 6))
-                   for m in found.results]
-        return SearchResponse(query=query, mode=mode, metric=metric, results=results)
+        return SearchResponse(query=query, mode=mode, metric=metric, results=self._results(found))
+
+    @staticmethod
+    def _results(found) -> list[Result]:
+        return [Result(rank=m.rank, id=m.id, name=os.path.basename(m.path), distance=round(m.distance, 6))
+                for m in found.results]
 
     def thumbnail(self, image_id: int) -> bytes:
         """A JPEG at most :data:`THUMB_SIZE` pixels on a side, cached by (id, content hash)."""
@@ -232,14 +265,20 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
                             k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = Metric.cosine,
                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
         """Search with an uploaded image (multipart field ``file``)."""
-        data = await file.read(max_upload + 1)
-        if len(data) > max_upload:
-            raise UploadTooLarge(max_upload)
-        if not data:
-            raise HTTPException(400, "empty upload: not an image")
-        name = os.path.basename(file.filename or "") or "upload"
+        data, name = await _read_upload(file, max_upload)
         return await run_in_threadpool(searcher.search_upload, data, name, k, mode.value, metric.value,
                                        seed, exclude_self)
+
+    @app.post("/api/duplicates", tags=["search"],
+              responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
+    async def duplicates_upload(file: Annotated[UploadFile, File(description="The image to look for.")],
+                                threshold: Annotated[str, Query(description="A dedup preset (exact, near, "
+                                                                "similar) or a cosine distance.")] = "near",
+                                ) -> DuplicatesResponse:
+        """Is this image already in the index? Every indexed image within the threshold of it,
+        nearest first (files with the same bytes at distance 0)."""
+        data, name = await _read_upload(file, max_upload)
+        return await run_in_threadpool(searcher.duplicates_upload, data, name, threshold)
 
     @app.get("/api/search", tags=["search"], responses={404: {"description": "Unknown id"}})
     def search_id(id: Annotated[int, Query(description="Id of an indexed image.")],
@@ -266,6 +305,16 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
                         headers={"Cache-Control": "private, max-age=300"})
 
     return app
+
+
+async def _read_upload(file: UploadFile, max_upload: int) -> tuple[bytes, str]:
+    """The uploaded bytes and base name; 413 over ``max_upload`` bytes, 400 when empty."""
+    data = await file.read(max_upload + 1)
+    if len(data) > max_upload:
+        raise UploadTooLarge(max_upload)
+    if not data:
+        raise HTTPException(400, "empty upload: not an image")
+    return data, os.path.basename(file.filename or "") or "upload"
 
 
 def _version() -> str:

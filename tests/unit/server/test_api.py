@@ -86,6 +86,27 @@ def test_upload_of_a_new_photo_finds_its_relatives(client):
     assert 0 < body["results"][0]["distance"] < 0.2
 
 
+def test_duplicates_of_an_upload(client, photo_dir, ids):
+    def duplicates(data, **params):
+        return client.post("/api/duplicates", params=params, files={"file": ("q.jpg", data, "image/jpeg")})
+
+    out = io.BytesIO()
+    sample_photo("chelsea").save(out, "JPEG", quality=70)
+    chelsea = out.getvalue()  # a re-encode, not the indexed bytes
+    body = duplicates(chelsea).json()
+    assert body["query"]["id"] is None and (body["metric"], body["preset"]) == ("cosine", "near")
+    names = [r["name"] for r in body["results"]]
+    assert names[0] == "chelsea.jpg" and set(names) <= {"chelsea.jpg", "chelsea_flip.jpg", "chelsea_crop.png"}
+    assert all(0 < r["distance"] <= body["threshold"] for r in body["results"])
+    exact = duplicates((photo_dir / "chelsea.jpg").read_bytes(), threshold="exact").json()
+    assert exact["results"][0] == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg", "distance": 0.0}
+    assert duplicates(jpeg(sample_photo("clock"))).json()["results"] == []
+    assert duplicates(chelsea, threshold="0.9").json()["threshold"] == 0.9
+    bad = duplicates(chelsea, threshold="loose")
+    assert bad.status_code == 422 and "unknown preset" in bad.json()["detail"]
+    assert duplicates(b"not an image").status_code == 400
+
+
 def test_search_by_id_finds_itself_unless_excluded(client, ids):
     body = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4}).json()
     assert body["query"] == {"id": ids["horse.jpg"], "name": "horse.jpg"}
