@@ -6,6 +6,7 @@ With ``LOOKALIKE_SCREENSHOT=path`` the results page is also saved there (docs/sc
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
+from conftest import sample_photo
 from lookalike.api import Index
 from lookalike.server import create_app
 
@@ -102,6 +104,7 @@ def test_upload_shows_results(page, photo_dir, tmp_path):
     assert [d for _, d in found] == sorted(d for _, d in found)
     expect(page.locator("#query-name")).to_have_text("chelsea.jpg")
     expect(page.locator("#status")).to_contain_text("12 nearest results for chelsea.jpg")
+    expect(page.locator("#dupes")).to_contain_text("Already in the index: chelsea.jpg (0.000)")
     page.wait_for_function("[...document.querySelectorAll('#results img, #query-img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
     shot = tmp_path / "results.png"
@@ -121,6 +124,7 @@ def test_click_a_result_searches_again_with_history(page, photo_dir):
     second.click()
     found = wait_results(page, 12, name)
     assert found[0] == (name, 0.0)
+    expect(page.locator("#dupes")).to_be_hidden()  # an indexed image: no duplicate check
     assert re.search(r"\?id=\d+&mode=nearest&k=12&metric=cosine$", page.url)
     first_url = page.url
     page.locator("#query-name").get_by_text(name).wait_for()
@@ -204,9 +208,16 @@ def test_drop_and_error_states(page, photo_dir):
     drop(page, (photo_dir / "horse.jpg").read_bytes(), "horse.jpg", "image/jpeg")
     assert wait_results(page, 12, "horse.jpg")[0] == ("horse.jpg", 0.0)
 
+    new = io.BytesIO()
+    sample_photo("clock").save(new, "JPEG", quality=85)
+    drop(page, new.getvalue(), "clock.jpg", "image/jpeg")
+    wait_results(page, 12)
+    expect(page.locator("#dupes")).to_contain_text("Not in the index: no image within near")
+
     drop(page, b"not really a png", "broken.png", "image/png")
     expect(page.locator("#error")).to_contain_text("Search failed: broken.png: not an image")
     expect(page.locator("#results li")).to_have_count(0)
+    expect(page.locator("#dupes")).to_contain_text("Duplicate check failed: broken.png: not an image")
 
     drop(page, b"hello", "notes.txt", "text/plain")
     expect(page.locator("#error")).to_contain_text("notes.txt is not an image")

@@ -81,6 +81,8 @@ async function search(query, opts, history) {
   showError("");
   setBusy(true, "Searching…");
   const params = new URLSearchParams({ mode: opts.mode, k: opts.k, metric: opts.metric });
+  if (upload) checkDuplicates(upload, controller.signal);
+  else $("dupes").hidden = true;
   try {
     let response;
     if (upload) {
@@ -105,6 +107,28 @@ async function search(query, opts, history) {
   } finally {
     if (inflight === controller) inflight = null;
   }
+}
+
+// Say whether an uploaded image is already in the index (the server's "near" dedup preset).
+async function checkDuplicates(upload, signal) {
+  const box = $("dupes");
+  box.hidden = true;
+  try {
+    const body = new FormData();
+    body.append("file", upload.blob, upload.name);
+    const response = await fetch("/api/duplicates", { method: "POST", body, signal });
+    if (!response.ok) throw new Error(await errorText(response));
+    const data = await response.json();
+    const shown = data.results.slice(0, 3).map((r) => `${r.name} (${r.distance.toFixed(3)})`).join(", ");
+    const more = data.results.length > 3 ? ` and ${data.results.length - 3} more` : "";
+    box.textContent = data.results.length
+      ? `Already in the index: ${shown}${more}`
+      : `Not in the index: no image within ${data.preset || "cosine distance"} ${data.threshold} of it`;
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    box.textContent = `Duplicate check failed: ${err.message}`;
+  }
+  box.hidden = false;
 }
 
 function render(data, opts) {
