@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--baseline-n", type=int, default=None, help="images for the (slow) baseline [default: n]")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp, "images")
@@ -96,9 +97,13 @@ def main() -> None:
             for f in sorted(folder.glob("*.jpg"))[: args.baseline_n]:
                 os.link(f, base_folder / f.name)
         base = baseline_rate(base_folder)
-    print(json.dumps({"benchmark": "index_throughput", "n": args.n, "cpu_count": os.cpu_count(),
-                      "lookalike": ours, "baseline_torch_eager": base,
-                      "ratio": round(ours["images_per_second"] / base["images_per_second"], 2)}, indent=2))
+    text = json.dumps({"benchmark": "index_throughput", "n": args.n, "cpu_count": os.cpu_count(),
+                       "load_average": [round(x, 2) for x in os.getloadavg()], "lookalike": ours,
+                       "baseline_torch_eager": base,
+                       "ratio": round(ours["images_per_second"] / base["images_per_second"], 2)}, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from lookalike.models.embedder import Embedder
 from lookalike.store import Entry, Store
 
 # Images per model run and per commit. Small batches stay in the CPU cache: on a 2-core machine
-# EfficientNet-Lite0 indexed 115-129 img/s at batch 4-8 against 90 img/s at batch 32.
+# EfficientNet-Lite0 indexed 115-129 img/s at batch 4-8 against 90 img/s at batch 32 (shared
+# machine); on an idle one, with the batch split across one-thread sessions, 4, 8 and 16 all
+# gave 93-102 img/s.
 BATCH = 8
 
 
