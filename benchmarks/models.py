@@ -73,21 +73,6 @@ def random_inception_weights(folder: Path) -> Path:
     return path
 
 
-def session(path: Path, threads: int, spinning: bool = False):
-    """An ONNX Runtime CPU session with lookalike's settings (:class:`~lookalike.models.embedder.Embedder`'s),
-    optionally with spinning intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-
-
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
     """Static QDQ int8 quantisation of ``fp32`` calibrated on ``calibration`` (N, 3, S, S) inputs."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -125,7 +110,7 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     import torch
 
     from lookalike.models import fid_weights
-    from lookalike.models.embedder import Embedder
+    from lookalike.models.embedder import Embedder, ort_session
     from lookalike.models.export import build_torch, onnx_file
     from lookalike.models.registry import REGISTRY, resolve
 
@@ -144,7 +129,7 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     embedder = Embedder(spec, args.threads, "cpu")
     runners = {"torch_eager": lambda: net(torch.from_numpy(batch)).numpy(), "ort_fp32": lambda: embedder.embed(batch)}
     sessions = {"ort_fp32_one_session": embedder.session,
-                "ort_fp32_spinning": session(fp32, args.threads, spinning=True)}
+                "ort_fp32_spinning": ort_session(fp32, args.threads, ["CPUExecutionProvider"], spinning=True)}
     result = {"model": name, "layer": spec.layer, "dim": spec.dim, "input_size": spec.preprocessing.size,
               "onnx_fp32_mb": round(fp32.stat().st_size / 1e6, 1)}
     if note:
@@ -152,7 +137,7 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     if name in args.int8:
         int8 = tmp / f"{name}-int8.onnx"
         quantize_int8(fp32, int8, np.stack([spec.preprocessing(img) for img in calibration_images()]))
-        sessions["ort_int8"] = session(int8, args.threads)
+        sessions["ort_int8"] = ort_session(int8, args.threads, ["CPUExecutionProvider"])
         result["onnx_int8_mb"] = round(int8.stat().st_size / 1e6, 1)
     for key, sess in sessions.items():
         runners[key] = lambda s=sess: s.run(None, {"input": batch})[0]

@@ -140,6 +140,11 @@ class Index:
         """All (ids, vectors) of the index, loaded once per generation."""
         return self._loaded()[1:3]
 
+    def vectors_of(self, wanted: np.ndarray) -> np.ndarray:
+        """The stored vectors of the indexed ids ``wanted``, in that order."""
+        ids, vectors = self.vectors()
+        return np.asarray(vectors[np.searchsorted(ids, wanted)])
+
     def _loaded(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         """(generation, ids, vectors, squared norms), refreshed when the index changed."""
         generation = self.store.generation
@@ -189,13 +194,11 @@ class Index:
         ann = None if exact or mode == "random" or metric != ann_store.METRIC else self.ann()
         _, ids, vectors, sq_norms = self._loaded()
         if ann is not None:
-            def rows(wanted: np.ndarray) -> np.ndarray:
-                return np.asarray(vectors[np.searchsorted(ids, wanted)])
-
             # candidates are re-scored on the stored vectors, so distances are exact, as in exact search
-            found = ann.search(vector[None], k + len(excluded), mode, ef_search, nprobe, refine=rows)[1][0]
+            found = ann.search(vector[None], k + len(excluded), mode, ef_search, nprobe, refine=self.vectors_of)[1][0]
             found = found[found >= 0]
-            distances = _search.pairwise(vector[None].astype(np.float64), rows(found).astype(np.float64), metric)[0]
+            distances = _search.pairwise(vector[None].astype(np.float64),
+                                         self.vectors_of(found).astype(np.float64), metric)[0]
             pairs = list(zip(found.tolist(), distances.tolist()))
         else:
             distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed,

@@ -252,9 +252,7 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     ids, vectors = index.vectors()
     rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
     catalog = _catalog(index, ids[rows])
-    ann = index.ann()
-    report = DedupReport(threshold, preset, len(rows), search=ann.kind if ann is not None else "exact",
-                         skipped=skipped)
+    report = DedupReport(threshold, preset, len(rows), search=index.index_type, skipped=skipped)
     if not len(rows):
         report.seconds = time.perf_counter() - started
         return report
@@ -278,12 +276,12 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     # Near duplicates among distinct contents, grouped around the file kept.
     unique = np.fromiter(copies, np.int64, len(copies))  # in keep order (dict insertion order)
     unit = unit_rows(vectors, rows[unique])
+    ann = index.ann()
     if ann is None:
         offsets, columns, distances = neighbours(unit, threshold, chunk)
     else:
-        offsets, columns, distances = ann_neighbours(
-            ann, unit, ids[rows[unique]], lambda wanted: np.asarray(vectors[np.searchsorted(ids, wanted)]),
-            threshold, chunk=chunk)
+        offsets, columns, distances = ann_neighbours(ann, unit, ids[rows[unique]], index.vectors_of, threshold,
+                                                     chunk=chunk)
     for keeper, members in group_around_keepers(np.arange(len(unique)), offsets, columns):
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))

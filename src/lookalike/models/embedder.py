@@ -58,7 +58,7 @@ class Embedder:
         path = onnx_file(spec)
         self._path, self.threads = path, threads or _cores()
         try:
-            self.session = _session(path, threads or 0, chosen)
+            self.session = ort_session(path, threads or 0, chosen)
         except Exception as e:  # ORT raises its own exception types for bad files
             raise ModelError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
         self._split = self.threads > 1 and self.session.get_providers()[0] == "CPUExecutionProvider"
@@ -103,7 +103,7 @@ class Embedder:
     def _replica_sessions(self) -> tuple[ThreadPoolExecutor, list]:
         """``threads`` one-thread CPU sessions and a pool to run them side by side (made once)."""
         if self._replicas is None:
-            sessions = [_session(self._path, 1, ["CPUExecutionProvider"]) for _ in range(self.threads)]
+            sessions = [ort_session(self._path, 1, ["CPUExecutionProvider"]) for _ in range(self.threads)]
             self._replicas = (ThreadPoolExecutor(self.threads, thread_name_prefix="lookalike-ort"), sessions)
         return self._replicas
 
@@ -112,9 +112,10 @@ class Embedder:
         return self.embed(np.stack([self.preprocess(img) for img in images]))
 
 
-def _session(path: Path, threads: int, chosen: list[str]):
+def ort_session(path: Path, threads: int, chosen: list[str], spinning: bool = False):
     """An ONNX Runtime session with lookalike's settings: all graph optimisations, sequential
-    execution, ``threads`` intra-op threads (0: ONNX Runtime's default) that sleep when idle."""
+    execution, ``threads`` intra-op threads (0: ONNX Runtime's default) that sleep when idle
+    unless ``spinning``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -122,7 +123,7 @@ def _session(path: Path, threads: int, chosen: list[str]):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     return ort.InferenceSession(os.fspath(path), options, providers=chosen)
 
