@@ -7,9 +7,9 @@ How groups are formed (see :func:`find_duplicates`):
    threshold (cosine distance) come from an exact FAISS range search over L2-normalised vectors,
    run in chunks of queries, so memory grows with the number of close pairs, never with all pairs
    (and a threshold that would hold more than :data:`MAX_PAIRS` is refused). When the index has an
-   approximate structure (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's
-   :data:`ANN_NEIGHBOURS` nearest come from it instead, re-scored exactly: time grows about as
-   N log N rather than N squared.
+   approximate structure (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's nearest
+   come from it instead (:data:`ANN_NEIGHBOURS`, more while they are all close), re-scored
+   exactly: time grows about as N log N rather than N squared.
 3. Near groups are formed around the file that will be kept, not by connected components:
    files are visited best first (largest width * height, then largest file, then oldest, then
    path) and each file not yet in a group claims every neighbour not yet in a group. Every listed
@@ -48,7 +48,7 @@ PRESETS: dict[tuple[str, str], dict[str, float]] = {
 }
 
 _CHUNK = 1024
-#: Neighbours fetched per file from an approximate index; closer files beyond these are not grouped.
+#: Neighbours first fetched per file from an approximate index (more when all of them are close).
 ANN_NEIGHBOURS = 32
 #: How far beyond the threshold an approximate distance may be for the pair to be re-scored exactly.
 ANN_SLACK = 0.02
@@ -166,36 +166,54 @@ def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK,
         d = 1.0 - sims.astype(np.float64)
         ok = (labels != rows) & (d <= threshold)
         csr.append(rows[ok] - start, len(lims) - 1, labels[ok], d[ok])
-        if len(csr) > max_pairs:
-            raise ValueError(f"more than {max_pairs:,} pairs of images are within cosine distance {threshold}: "
-                             "that is not a duplicate threshold; give a smaller --threshold")
+        _check_pairs(len(csr), max_pairs, threshold)
     return csr.arrays()
 
 
 def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, stored: Callable[[np.ndarray], np.ndarray],
-                   threshold: float, k: int = ANN_NEIGHBOURS,
-                   chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`neighbours`, but each row lists only those of its ``k`` nearest in ``ann`` that are
-    rows too and within ``threshold``; ``ids`` are the rows' ids in ``ann`` and ``stored`` maps ids to
-    their stored vectors. Candidates within :data:`ANN_SLACK` of the threshold by the index's
-    approximate distance are re-scored exactly on the stored vectors.
+                   threshold: float, k: int = ANN_NEIGHBOURS, chunk: int = _CHUNK,
+                   max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`neighbours`, but each row's candidates are its nearest in ``ann`` that are rows
+    too; ``ids`` are the rows' ids in ``ann`` and ``stored`` maps ids to their stored vectors.
+
+    Each row first asks for its ``k`` nearest; a row whose farthest answer is still within reach of
+    the threshold asks again for four times as many, until one is not (or all are fetched), so a
+    photo with many copies loses none of them. Candidates within :data:`ANN_SLACK` of the threshold
+    by the index's approximate distance are re-scored exactly on the stored vectors. ValueError
+    when more than ``max_pairs`` pairs are within the threshold.
     """
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
+    reach = threshold + ANN_SLACK
     csr = _Csr()
     for start in range(0, len(unit), chunk):
-        approx, found = ann.search(unit[start:start + chunk], k + 1)
+        queries = unit[start:start + chunk]
+        pending, width, found_rows, found_ids = np.arange(len(queries)), k + 1, [], []
+        while len(pending):
+            approx, found = ann.search(queries[pending], width)
+            more = (found[:, -1] >= 0) & (approx[:, -1] <= reach) & (width < ann.ntotal)
+            rows, slots = np.nonzero((found >= 0) & (approx <= reach) & ~more[:, None])
+            found_rows.append(pending[rows])
+            found_ids.append(found[rows, slots])
+            pending, width = pending[more], width * 4
+        rows, found = np.concatenate(found_rows), np.concatenate(found_ids)
         pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
-        col = order[pos]
-        self_row = np.arange(start, start + len(found))[:, None]
-        rows, slots = np.nonzero((found >= 0) & (sorted_ids[pos] == found) & (col != self_row)
-                                 & (approx <= threshold + ANN_SLACK))
-        cols = col[rows, slots]
-        candidates = np.asarray(stored(found[rows, slots]), dtype=np.float64)
-        d = 1.0 - (unit[start + rows] * candidates).sum(1) / np.maximum(np.linalg.norm(candidates, axis=1), 1e-12)
+        cols = order[pos]
+        keep = (sorted_ids[pos] == found) & (cols != start + rows)
+        rows, cols, found = rows[keep], cols[keep], found[keep]
+        candidates = np.asarray(stored(found), dtype=np.float64)
+        d = 1.0 - (queries[rows] * candidates).sum(1) / np.maximum(np.linalg.norm(candidates, axis=1), 1e-12)
         ok = d <= threshold
-        csr.append(rows[ok], len(found), cols[ok], d[ok])
+        by_row = np.argsort(rows[ok], kind="stable")
+        csr.append(rows[ok][by_row], len(queries), cols[ok][by_row], d[ok][by_row])
+        _check_pairs(len(csr), max_pairs, threshold)
     return csr.arrays()
+
+
+def _check_pairs(n_pairs: int, max_pairs: int, threshold: float) -> None:
+    if n_pairs > max_pairs:
+        raise ValueError(f"more than {max_pairs:,} pairs of images are within cosine distance {threshold}: "
+                         "that is not a duplicate threshold; give a smaller --threshold")
 
 
 class _Csr:

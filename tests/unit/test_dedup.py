@@ -10,6 +10,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from conftest import sample_photo
 from lookalike import ann_store, dedup
+from lookalike.ann import AnnIndex
 from lookalike.api import Index
 
 DISTINCT = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "immunohistochemistry",
@@ -52,6 +53,33 @@ def test_a_threshold_joining_too_many_pairs_is_refused():
     assert len(dedup.neighbours(unit, 2.0)[1]) == 30 * 29
     with pytest.raises(ValueError, match="more than 100 pairs"):
         dedup.neighbours(unit, 2.0, chunk=8, max_pairs=100)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind):
+    # 150 copies of one vector (more than the first 32 asked for) among 500 others; ids are not row numbers.
+    rng = np.random.default_rng(2)
+    others = rng.standard_normal((500, 32)).astype(np.float32)
+    copies = others[0] + 0.02 * rng.standard_normal((150, 32)).astype(np.float32)
+    unit = _unit(np.concatenate([others, copies]))
+    ids = rng.permutation(10_000)[:len(unit)].astype(np.int64)
+    ann = AnnIndex.build(unit, ids, "cosine", kind)
+    table = np.zeros((10_000, 32), np.float32)
+    table[ids] = unit
+    exact = dedup.neighbours(unit, 0.05)
+    found = dedup.ann_neighbours(ann, unit, ids, table.__getitem__,
+                                 0.05, chunk=64)
+    cluster = np.r_[0, 500:650]
+    assert (np.diff(exact[0])[cluster] == 150).all()
+    np.testing.assert_array_equal(found[0], exact[0])
+    for i in range(len(unit)):
+        row = slice(exact[0][i], exact[0][i + 1])
+        order_e, order_f = np.argsort(exact[1][row]), np.argsort(found[1][row])
+        np.testing.assert_array_equal(found[1][row][order_f], exact[1][row][order_e])
+        np.testing.assert_allclose(found[2][row][order_f], exact[2][row][order_e], atol=1e-5)
+    with pytest.raises(ValueError, match="more than 1,000 pairs"):
+        dedup.ann_neighbours(ann, unit, ids, table.__getitem__,
+                             0.05, max_pairs=1000)
 
 
 def test_grouping_around_the_keeper_does_not_chain():
