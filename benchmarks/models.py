@@ -14,7 +14,9 @@ says so), on one batch of real photos (scikit-image samples, preprocessed as the
     calibrated on other real photos, and its effect on the features of 30 photos and edited
     variants (cosine to the fp32 features; are the top-5 neighbour lists unchanged?).
 The runners are interleaved within each repetition and the medians reported, so load from other
-processes hits them alike. Prints JSON; ``--out`` also writes it to a file.
+processes hits them alike. ``gflop_per_s`` (2 × the convolutions' and linear layers' multiply-adds
+per image × img/s) says how close each runner comes to ``matmul_gflop_per_s``, the rate of a large
+fp32 matrix product (NumPy's BLAS) on the same threads: the machine's practical arithmetic ceiling. Prints JSON; ``--out`` also writes it to a file.
 """
 
 from __future__ import annotations
@@ -106,6 +108,42 @@ def compare(features: np.ndarray, reference: np.ndarray) -> dict:
             "top5_lists_unchanged": f"{int(same.sum())}/{len(same)}"}
 
 
+def multiply_adds(net, x: np.ndarray) -> int:
+    """Multiply-adds of the convolutions and linear layers of ``net`` for one input image."""
+    import torch
+
+    total = 0
+
+    def count(module, _inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        else:
+            k = module.in_features
+        total += output.numel() * k
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net(torch.from_numpy(x[:1]))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def matmul_gflop_per_s(threads: int, reps: int, n: int = 2048) -> float:
+    """The machine's practical fp32 ceiling: NumPy's BLAS n x n matrix product on ``threads``, median of ``reps``."""
+    from threadpoolctl import threadpool_limits
+
+    a, b = np.random.rand(2, n, n).astype(np.float32)
+    times = []
+    with threadpool_limits(threads, "blas"):
+        for _ in range(reps + 1):
+            started = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - started)
+    return round(2 * n ** 3 / statistics.median(times[1:]) / 1e9, 1)
+
+
 def bench_model(name: str, args, tmp: Path) -> dict:
     import torch
 
@@ -159,6 +197,9 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     torch_rate = result["img_per_s"]["torch_eager"]
     result["speedup_vs_torch_eager"] = {key: round(r / torch_rate, 2) for key, r in result["img_per_s"].items()
                                         if key != "torch_eager"}
+    macs = multiply_adds(net, x_eval)
+    result["gmac_per_image"] = round(macs / 1e9, 3)
+    result["gflop_per_s"] = {key: round(2 * macs * r / 1e9, 1) for key, r in result["img_per_s"].items()}
     fp32_features = embedder.embed(x_eval)
     result["ort_fp32_vs_torch"] = {"max_abs_diff": float(np.abs(fp32_features - torch_features).max()),
                                    **compare(fp32_features, torch_features)}
@@ -196,10 +237,11 @@ def main() -> None:
         names = args.models or [n for n, s in REGISTRY.items() if s.family == "inception-fid" or s.weights_present()]
         load_before = os.getloadavg()
         models = [bench_model(name, args, Path(tmp)) for name in names]
+        matmul = matmul_gflop_per_s(args.threads, args.reps)
     report = {"benchmark": "models", "batch": args.batch, "threads": args.threads, "reps": args.reps,
               "cpu_count": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "load_average_before_after": [round(load_before[0], 2),
                                                                          round(os.getloadavg()[0], 2)],
-              "models": models}
+              "matmul_gflop_per_s": matmul, "models": models}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
