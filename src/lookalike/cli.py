@@ -401,6 +401,11 @@ def train(
     print(f"wrote {out} ({seconds:.0f} s); use it with --model {out}")
 
 
+def _validation_text(epoch) -> str:
+    """An epoch's validation scores as a progress-line suffix ("" when it was not validated)."""
+    return f"  val recall@1 {epoch.val['recall@1']:.3f}  mAP {epoch.val['map']:.3f}" if epoch.val else ""
+
+
 class _training_progress:
     """A rich progress display for training: caching, then one bar per epoch with loss and validation."""
 
@@ -420,10 +425,9 @@ class _training_progress:
     def __call__(self, stage: str, done: int, total: int, info: dict) -> None:
         if stage == "epoch":
             e = info["epoch"]
-            val = f"  val recall@1 {e.val['recall@1']:.3f}  mAP {e.val['map']:.3f}" if e.val else ""
             loss = f"  loss {e.loss:.3f}" if e.loss is not None else "  (untrained)"
             if not self.quiet:
-                err.print(f"epoch {e.epoch}/{total}{loss}{val}  ({e.seconds:.0f} s)", highlight=False)
+                err.print(f"epoch {e.epoch}/{total}{loss}{_validation_text(e)}  ({e.seconds:.0f} s)", highlight=False)
             return
         key = f"{stage} {info.get('name', '')} {info.get('epoch', '')}"
         if key not in self.tasks:
@@ -467,8 +471,7 @@ def tune(
     def progress(i: int, n: int, stage: str, done: int, total: int, info: dict) -> None:
         if stage == "epoch" and not (quiet or as_json):
             e = info["epoch"]
-            val = f"  val recall@1 {e.val['recall@1']:.3f}  mAP {e.val['map']:.3f}" if e.val else ""
-            err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{val}", highlight=False)
+            err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{_validation_text(e)}", highlight=False)
 
     result = tn.run_grid(data, points, out, base, seconds, progress=progress)
     if as_json:

@@ -81,4 +81,5 @@ def test_tune_names_the_best_configuration(data, tmp_path):
     proc = run("tune", data, "--grid", "lr=1e-3,1e-4", "unfreeze=2", "train_size=64", "dim=32", "--epochs", "1",
                "--val-fraction", "0.4", "--out", tmp_path)
     assert "best: --lr" in proc.stdout
+    assert "[2/2] epoch 1/1  val recall@1 " in proc.stderr  # progress goes to stderr, one line per epoch
     assert {p.name for p in tmp_path.iterdir()} == {"tune.json", "tune.csv", "tune.png"}
