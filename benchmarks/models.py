@@ -239,8 +239,8 @@ def main() -> None:
         models = [bench_model(name, args, Path(tmp)) for name in names]
         matmul = matmul_gflop_per_s(args.threads, args.reps)
     report = {"benchmark": "models", "batch": args.batch, "threads": args.threads, "reps": args.reps,
-              "cpu_count": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "load_average_before_after": [round(load_before[0], 2),
-                                                                         round(os.getloadavg()[0], 2)],
+              "cpu_count": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+              "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
               "matmul_gflop_per_s": matmul, "models": models}
     text = json.dumps(report, indent=2)
     print(text)
