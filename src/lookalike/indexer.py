@@ -21,11 +21,11 @@ from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode, list_images
 from lookalike.models.embedder import Embedder
 from lookalike.store import Entry, Store
 
-# Images per model run and per commit. Small batches stay in the CPU cache: on a 2-core machine
-# EfficientNet-Lite0 indexed 115-129 img/s at batch 4-8 against 90 img/s at batch 32 (shared
-# machine); on an idle one, with the batch split across one-thread sessions, 4, 8 and 16 all
-# gave 93-102 img/s.
-BATCH = 8
+# Images per model run and per commit. On an idle 2-core machine, with the batch split across
+# one-thread sessions and contiguous preprocessing, EfficientNet-Lite0 indexed 96-107 img/s at
+# batch 16 against 93-101 at 8 and 88-96 at 4 (600 JPEGs, three alternating rounds); batch 32
+# was slower on a shared machine (90 against 115-129 img/s at 4-8).
+BATCH = 16
 
 
 @dataclass
