@@ -67,8 +67,7 @@ def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind):
     table = np.zeros((10_000, 32), np.float32)
     table[ids] = unit
     exact = dedup.neighbours(unit, 0.05)
-    found = dedup.ann_neighbours(ann, unit, ids, table.__getitem__,
-                                 0.05, chunk=64)
+    found = dedup.ann_neighbours(ann, unit, ids, table.__getitem__, 0.05, chunk=64)
     cluster = np.r_[0, 500:650]
     assert (np.diff(exact[0])[cluster] == 150).all()
     np.testing.assert_array_equal(found[0], exact[0])
@@ -78,8 +77,7 @@ def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind):
         np.testing.assert_array_equal(found[1][row][order_f], exact[1][row][order_e])
         np.testing.assert_allclose(found[2][row][order_f], exact[2][row][order_e], atol=1e-5)
     with pytest.raises(ValueError, match="more than 1,000 pairs"):
-        dedup.ann_neighbours(ann, unit, ids, table.__getitem__,
-                             0.05, max_pairs=1000)
+        dedup.ann_neighbours(ann, unit, ids, table.__getitem__, 0.05, max_pairs=1000)
 
 
 def test_grouping_around_the_keeper_does_not_chain():
