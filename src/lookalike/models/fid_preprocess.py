@@ -30,14 +30,22 @@ def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, n
     return i0, i1, (f32(1.0) - w1).astype(np.float64), w1.astype(np.float64)
 
 
-def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an (H, W, C) float array like torch's bilinear ``F.interpolate`` with
-    ``align_corners=False`` and no antialiasing; returns float64."""
+def resize_bilinear(x: np.ndarray, height: int, width: int, divisor: float = 1.0) -> np.ndarray:
+    """Resize ``x / divisor``, an (H, W, C) array, like torch's bilinear ``F.interpolate`` with
+    ``align_corners=False`` and no antialiasing; returns float64.
+
+    Only the four source pixels of each output pixel are read and converted (for a 12-megapixel
+    photo that is 0.7 % of them), so the result equals dividing and resizing the whole image.
+    """
     y0, y1, wy0, wy1 = _linear_taps(x.shape[0], height)
     x0, x1, wx0, wx1 = _linear_taps(x.shape[1], width)
-    x = np.asarray(x, dtype=np.float64)
-    rows = x[y0] * wy0[:, None, None] + x[y1] * wy1[:, None, None]
-    return rows[:, x0] * wx0[None, :, None] + rows[:, x1] * wx1[None, :, None]
+
+    def taps(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return np.asarray(x[ys[:, None], xs[None, :]], dtype=np.float64) / divisor
+
+    left = taps(y0, x0) * wy0[:, None, None] + taps(y1, x0) * wy1[:, None, None]
+    right = taps(y0, x1) * wy0[:, None, None] + taps(y1, x1) * wy1[:, None, None]
+    return left * wx0[None, :, None] + right * wx1[None, :, None]
 
 
 def fid_preprocess(rgb_uint8_hwc: np.ndarray) -> np.ndarray:
@@ -46,5 +54,5 @@ def fid_preprocess(rgb_uint8_hwc: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb_uint8_hwc)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
-    x = resize_bilinear(rgb / 255.0, FID_SIZE, FID_SIZE)
+    x = resize_bilinear(rgb, FID_SIZE, FID_SIZE, divisor=255.0)
     return (2.0 * x - 1.0).transpose(2, 0, 1).astype(np.float32)

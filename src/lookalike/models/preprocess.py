@@ -36,7 +36,7 @@ class Preprocessing:
         if self.resize == "fid":  # float64 like fid_preprocess: bit-identical to it for mean = std = 0.5
             from lookalike.models.fid_preprocess import resize_bilinear
 
-            x = resize_bilinear(np.asarray(rgb) / 255.0, self.size, self.size)
+            x = resize_bilinear(np.asarray(rgb), self.size, self.size, divisor=255.0)
             x = (x - np.asarray(self.mean)) / np.asarray(self.std)
             return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
         if rgb.size != (self.size, self.size):

@@ -129,6 +129,12 @@ def test_resize_weights_equal_torch(size):
     assert np.abs(ours - theirs).max() <= 1e-6
 
 
+def test_resizing_8_bit_pixels_with_a_divisor_equals_resizing_the_divided_photo():
+    rgb = data.coffee()  # 400x600: down
+    for shape in ((299, 299), (450, 700)):  # and up
+        assert np.array_equal(resize_bilinear(rgb, *shape, divisor=255.0), resize_bilinear(rgb / 255.0, *shape))
+
+
 @pytest.mark.parametrize("bad", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8),
                                  np.zeros((8, 8, 4), np.uint8)])
 def test_fid_preprocess_rejects_non_rgb_uint8(bad):
