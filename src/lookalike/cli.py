@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lookalike import ann_store
+from lookalike import __version__, ann_store
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
 from lookalike.indexer import BATCH
@@ -30,6 +30,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Content-based image similarity search: nearest, random and farthest images.")
 err = Console(stderr=True)
 USER_ERRORS = (ImageError, ModelError, StoreError, ValueError, OSError)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"lookalike {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Options given before the command."""
 
 
 class AnnSetting(str, Enum):

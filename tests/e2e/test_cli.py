@@ -25,6 +25,12 @@ def indexed(photo_dir, tmp_path_factory):
     return ix, report
 
 
+def test_version_is_the_installed_distribution_version():
+    from importlib.metadata import version
+
+    assert run("--version").stdout == f"lookalike {version('lookalike')}\n"
+
+
 def test_index_json_shape(indexed, photo_dir):
     _, report = indexed
     assert set(report) == {"indexed", "removed", "unchanged", "skipped", "total", "seconds", "images_per_second"}
