@@ -46,6 +46,15 @@ def _thumb(source) -> Image.Image:
 def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike, query_title: str = "query") -> None:
     """Write one PNG: the query image at the left (titled ``query_title``), then one labelled row
     per result, each thumbnail captioned with its distance and file name."""
+    import matplotlib.pyplot as plt
+
+    fig = montage_figure(query, rows, query_title)
+    fig.savefig(out, bbox_inches="tight")
+    plt.close(fig)
+
+
+def montage_figure(query, rows: Sequence[QueryResult], query_title: str = "query"):
+    """The matplotlib figure that :func:`montage` writes (close it with ``plt.close``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,11 +74,12 @@ def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike, query_ti
             ax.imshow(_thumb(match.path))
             ax.set_xlabel(f"{match.distance:.4f}\n{_short(match.path)}", fontsize=7)
             _bare(ax)
-            if c == 0:
-                ax.set_title(f"{ROW_TITLES.get(result.mode, result.mode)} — {result.metric}", loc="left",
-                             fontsize=10, fontweight="bold")
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+        # Above the row's grid cells, not its first image: each image shrinks its axes to its own
+        # aspect, so a taller neighbour would reach above a title placed on the first one.
+        cells = grid[r, 1:].get_position(fig)
+        fig.text(cells.x0, cells.y1 + 0.01, f"{ROW_TITLES.get(result.mode, result.mode)} — {result.metric}",
+                 fontsize=10, fontweight="bold", ha="left", va="bottom")
+    return fig
 
 
 def print_dedup(report, console: Console | None = None) -> None:
