@@ -347,11 +347,12 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
-def run_grouping(n: int, seed: int, threshold: float) -> dict:
+def run_grouping(n: int, seed: int, threshold: float, cluster: int = 0) -> dict:
     """Time the neighbour search of :func:`lookalike.dedup.find_duplicates` on ``n`` synthetic
     embeddings (benchmarks/ann.py's generator; 10 % of them near copies of others, cosine distance
-    about 0.01-0.06): the exact range search vs the HNSW path (each vector's nearest, widened while
-    all are close, re-scored), and the share of the exact pairs and groups the HNSW path gives."""
+    about 0.01-0.06, and ``cluster`` of them copies of one vector, like a burst of near-identical
+    shots): the exact range search vs the HNSW path (each vector's nearest, widened while all are
+    close, re-scored), and the share of the exact pairs and groups the HNSW path gives."""
     from ann import Embeddings  # benchmarks/ann.py
 
     from lookalike.ann import AnnIndex
@@ -361,6 +362,7 @@ def run_grouping(n: int, seed: int, threshold: float) -> dict:
     copies = base[rng.choice(len(base), n // 10, replace=False)]
     copies += rng.uniform(0.003, 0.007, (len(copies), 1)).astype(np.float32) * rng.standard_normal(
         copies.shape, dtype=np.float32)
+    copies[:cluster] = copies[0] + 0.005 * rng.standard_normal((cluster, copies.shape[1]), dtype=np.float32)
     unit = np.concatenate([base, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
     del base, copies
     ids = np.arange(n, dtype=np.int64)
@@ -371,7 +373,7 @@ def run_grouping(n: int, seed: int, threshold: float) -> dict:
     hnsw = AnnIndex.build(unit, ids, "cosine", "hnsw")
     build_s = time.perf_counter() - started
     started = time.perf_counter()
-    approx = dedup.ann_neighbours(hnsw, unit, ids, lambda wanted: unit[wanted], threshold)
+    approx = dedup.ann_neighbours(hnsw, unit, ids, threshold)
     approx_s = time.perf_counter() - started
 
     def pairs(csr) -> set:
@@ -383,7 +385,7 @@ def run_grouping(n: int, seed: int, threshold: float) -> dict:
 
     want, got = pairs(exact), pairs(approx)
     want_groups, got_groups = groups(exact), groups(approx)
-    return {"vectors": n, "dim": 1280, "threshold": threshold, "pairs": len(want),
+    return {"vectors": n, "dim": 1280, "threshold": threshold, "cluster": cluster, "pairs": len(want),
             "exact_range_search_seconds": round(exact_s, 1), "hnsw_build_seconds": round(build_s, 1),
             "hnsw_neighbours_seconds": round(approx_s, 1), "hnsw_pair_recall": round(len(want & got) / max(len(want), 1), 4),
             "hnsw_extra_pairs": len(got - want), "groups": len(want_groups),
@@ -396,6 +398,8 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=0, help="also time `lookalike dedup DIR` on this many images")
     ap.add_argument("--grouping", type=int, default=0, help="also time the neighbour search alone, exact vs "
                     "HNSW, on this many synthetic 1280-d embeddings")
+    ap.add_argument("--cluster", type=int, default=0, help="with --grouping: make this many of the embeddings "
+                    "near-identical copies of one")
     ap.add_argument("--max-bases", type=int, help="use at most this many distinct bases (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir, removed)")
@@ -437,7 +441,7 @@ def main() -> None:
             print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
         if args.grouping:
             result["grouping"] = run_grouping(args.grouping, args.seed, dedup.presets(
-                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET])
+                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET], args.cluster)
             print(f"grouping: {json.dumps(result['grouping'])}", file=sys.stderr)
     finally:
         if args.workdir is None:

@@ -8,8 +8,9 @@ How groups are formed (see :func:`find_duplicates`):
    run in chunks of queries, so memory grows with the number of close pairs, never with all pairs
    (and a threshold that would hold more than :data:`MAX_PAIRS` is refused). When the index has an
    approximate structure (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's nearest
-   come from it instead (:data:`ANN_NEIGHBOURS`, more while they are all close), re-scored
-   exactly: time grows about as N log N rather than N squared.
+   come from it instead (:data:`ANN_NEIGHBOURS`, more while they are all close, and a scan of
+   every file beyond :data:`ANN_WIDEST`), re-scored exactly: time grows about as N log N rather
+   than N squared while few files have that many copies.
 3. Near groups are formed around the file that will be kept, not by connected components:
    files are visited best first (largest width * height, then largest file, then oldest, then
    path) and each file not yet in a group claims every neighbour not yet in a group. Every listed
@@ -48,9 +49,12 @@ PRESETS: dict[tuple[str, str], dict[str, float]] = {
 }
 
 _CHUNK = 1024
+_RESCORE = 4096
 #: Neighbours first fetched per file from an approximate index (more when all of them are close).
 ANN_NEIGHBOURS = 32
-#: How far beyond the threshold an approximate distance may be for the pair to be re-scored exactly.
+#: Most neighbours asked of an approximate index per file; a file with more close ones is scanned exactly.
+ANN_WIDEST = 1024
+#: How far beyond the threshold an approximate distance may be for the pair to be re-scored.
 ANN_SLACK = 0.02
 #: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
 MAX_PAIRS = 20_000_000
@@ -170,17 +174,18 @@ def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK,
     return csr.arrays()
 
 
-def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, stored: Callable[[np.ndarray], np.ndarray],
-                   threshold: float, k: int = ANN_NEIGHBOURS, chunk: int = _CHUNK,
-                   max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`neighbours`, but each row's candidates are its nearest in ``ann`` that are rows
-    too; ``ids`` are the rows' ids in ``ann`` and ``stored`` maps ids to their stored vectors.
+def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, threshold: float, k: int = ANN_NEIGHBOURS,
+                   chunk: int = _CHUNK, max_pairs: int = MAX_PAIRS,
+                   widest: int = ANN_WIDEST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`neighbours`, but each row's candidates are its nearest in ``ann`` (whose ids for
+    the rows are ``ids``); only candidates that are rows count.
 
     Each row first asks for its ``k`` nearest; a row whose farthest answer is still within reach of
     the threshold asks again for four times as many, until one is not (or all are fetched), so a
-    photo with many copies loses none of them. Candidates within :data:`ANN_SLACK` of the threshold
-    by the index's approximate distance are re-scored exactly on the stored vectors. ValueError
-    when more than ``max_pairs`` pairs are within the threshold.
+    photo with many copies loses none of them. Rows that would ask for more than ``widest`` are
+    compared with every row instead (cheaper than a very wide approximate search). Candidates
+    within :data:`ANN_SLACK` of the threshold by the index's approximate distance are re-scored on
+    ``unit``. ValueError when more than ``max_pairs`` pairs are within the threshold.
     """
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
@@ -189,25 +194,44 @@ def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, stored: Cal
     for start in range(0, len(unit), chunk):
         queries = unit[start:start + chunk]
         pending, width, found_rows, found_ids = np.arange(len(queries)), k + 1, [], []
-        while len(pending):
+        while len(pending) and width <= widest + 1:
             approx, found = ann.search(queries[pending], width)
             more = (found[:, -1] >= 0) & (approx[:, -1] <= reach) & (width < ann.ntotal)
             rows, slots = np.nonzero((found >= 0) & (approx <= reach) & ~more[:, None])
             found_rows.append(pending[rows])
             found_ids.append(found[rows, slots])
             pending, width = pending[more], width * 4
-        rows, found = np.concatenate(found_rows), np.concatenate(found_ids)
+        found = np.concatenate([np.zeros(0, np.int64), *found_ids])
         pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
-        cols = order[pos]
-        keep = (sorted_ids[pos] == found) & (cols != start + rows)
-        rows, cols, found = rows[keep], cols[keep], found[keep]
-        candidates = np.asarray(stored(found), dtype=np.float64)
-        d = 1.0 - (queries[rows] * candidates).sum(1) / np.maximum(np.linalg.norm(candidates, axis=1), 1e-12)
-        ok = d <= threshold
+        is_row = sorted_ids[pos] == found
+        rows, cols = np.concatenate([np.zeros(0, np.intp), *found_rows])[is_row], order[pos][is_row]
+        d = np.empty(len(rows))
+        for s in range(0, len(rows), _RESCORE):  # a few thousand pairs at a time
+            part = slice(s, s + _RESCORE)
+            d[part] = 1.0 - np.einsum("ij,ij->i", queries[rows[part]], unit[cols[part]])
+        scanned_rows, scanned_cols, scanned_d = _scan(unit, start + pending, threshold)
+        rows = np.concatenate([rows, pending[scanned_rows]])
+        cols, d = np.concatenate([cols, scanned_cols]), np.concatenate([d, scanned_d])
+        ok = (d <= threshold) & (cols != start + rows)
         by_row = np.argsort(rows[ok], kind="stable")
         csr.append(rows[ok][by_row], len(queries), cols[ok][by_row], d[ok][by_row])
         _check_pairs(len(csr), max_pairs, threshold)
     return csr.arrays()
+
+
+def _scan(unit: np.ndarray, queries: np.ndarray, threshold: float, block: int = 256,
+          span: int = 32768) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, distance) for every row j of ``unit`` within ``threshold`` cosine distance of row
+    ``queries[i]``, by matrix products over blocks of queries and spans of rows."""
+    rows, cols, dists = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], [np.zeros(0)]
+    for q in range(0, len(queries), block):
+        for c in range(0, len(unit), span):
+            d = 1.0 - (unit[queries[q:q + block]] @ unit[c:c + span].T).astype(np.float64)
+            r, j = np.nonzero(d <= threshold)
+            rows.append(q + r)
+            cols.append(c + j)
+            dists.append(d[r, j])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
 
 
 def _check_pairs(n_pairs: int, max_pairs: int, threshold: float) -> None:
@@ -298,8 +322,7 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     if ann is None:
         offsets, columns, distances = neighbours(unit, threshold, chunk)
     else:
-        offsets, columns, distances = ann_neighbours(ann, unit, ids[rows[unique]], index.vectors_of, threshold,
-                                                     chunk=chunk)
+        offsets, columns, distances = ann_neighbours(ann, unit, ids[rows[unique]], threshold, chunk=chunk)
     for keeper, members in group_around_keepers(np.arange(len(unique)), offsets, columns):
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))

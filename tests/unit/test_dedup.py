@@ -55,19 +55,18 @@ def test_a_threshold_joining_too_many_pairs_is_refused():
         dedup.neighbours(unit, 2.0, chunk=8, max_pairs=100)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
-def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind):
-    # 150 copies of one vector (more than the first 32 asked for) among 500 others; ids are not row numbers.
+@pytest.mark.parametrize("kind, widest", [("hnsw", dedup.ANN_WIDEST), ("ivfpq", dedup.ANN_WIDEST), ("hnsw", 64)])
+def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind, widest):
+    # 150 copies of one vector (more than the first 32 asked for; with widest 64, more than the most
+    # asked for, so they are scanned exactly) among 500 others; ids are not row numbers.
     rng = np.random.default_rng(2)
     others = rng.standard_normal((500, 32)).astype(np.float32)
     copies = others[0] + 0.02 * rng.standard_normal((150, 32)).astype(np.float32)
     unit = _unit(np.concatenate([others, copies]))
     ids = rng.permutation(10_000)[:len(unit)].astype(np.int64)
     ann = AnnIndex.build(unit, ids, "cosine", kind)
-    table = np.zeros((10_000, 32), np.float32)
-    table[ids] = unit
     exact = dedup.neighbours(unit, 0.05)
-    found = dedup.ann_neighbours(ann, unit, ids, table.__getitem__, 0.05, chunk=64)
+    found = dedup.ann_neighbours(ann, unit, ids, 0.05, chunk=64, widest=widest)
     cluster = np.r_[0, 500:650]
     assert (np.diff(exact[0])[cluster] == 150).all()
     np.testing.assert_array_equal(found[0], exact[0])
@@ -77,7 +76,7 @@ def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind):
         np.testing.assert_array_equal(found[1][row][order_f], exact[1][row][order_e])
         np.testing.assert_allclose(found[2][row][order_f], exact[2][row][order_e], atol=1e-5)
     with pytest.raises(ValueError, match="more than 1,000 pairs"):
-        dedup.ann_neighbours(ann, unit, ids, table.__getitem__, 0.05, max_pairs=1000)
+        dedup.ann_neighbours(ann, unit, ids, 0.05, max_pairs=1000)
 
 
 def test_grouping_around_the_keeper_does_not_chain():
