@@ -221,16 +221,17 @@ def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, threshold: 
 
 def _scan(unit: np.ndarray, queries: np.ndarray, threshold: float, block: int = 256,
           span: int = 32768) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, distance) for every row j of ``unit`` within ``threshold`` cosine distance of row
-    ``queries[i]``, by matrix products over blocks of queries and spans of rows."""
+    """(i, j, distance) for every row j of ``unit`` about within ``threshold`` cosine distance of row
+    ``queries[i]`` (a hair beyond, for rounding), by matrix products over blocks of queries and
+    spans of rows."""
     rows, cols, dists = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], [np.zeros(0)]
     for q in range(0, len(queries), block):
         for c in range(0, len(unit), span):
-            d = 1.0 - (unit[queries[q:q + block]] @ unit[c:c + span].T).astype(np.float64)
-            r, j = np.nonzero(d <= threshold)
+            sims = unit[queries[q:q + block]] @ unit[c:c + span].T
+            r, j = np.nonzero(sims >= 1.0 - threshold - 1e-5)
             rows.append(q + r)
             cols.append(c + j)
-            dists.append(d[r, j])
+            dists.append(1.0 - sims[r, j].astype(np.float64))
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
 
 
