@@ -16,7 +16,8 @@ says so), on one batch of real photos (scikit-image samples, preprocessed as the
 The runners are interleaved within each repetition and the medians reported, so load from other
 processes hits them alike. ``gflop_per_s`` (2 × the convolutions' and linear layers' multiply-adds
 per image × img/s) says how close each runner comes to ``matmul_gflop_per_s``, the rate of a large
-fp32 matrix product (NumPy's BLAS) on the same threads: the machine's practical arithmetic ceiling. Prints JSON; ``--out`` also writes it to a file.
+fp32 matrix product (NumPy's BLAS) on the same threads: the machine's practical arithmetic ceiling.
+Prints JSON; ``--out`` also writes it to a file.
 """
 
 from __future__ import annotations
