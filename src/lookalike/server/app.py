@@ -82,17 +82,39 @@ class Stats(BaseModel):
     max_upload_bytes: int
 
 
+class _Lru:
+    """A mapping of at most ``size`` entries that forgets the least recently used (not thread-safe)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        """The value under ``key`` (now the most recently used), or None."""
+        if key not in self._items:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key, value) -> None:
+        self._items[key] = value
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
 class Searcher:
-    """The shared state of one server: the index, its lock, and an LRU cache of thumbnails."""
+    """The shared state of one server: the index, its lock, and LRU caches of thumbnails and of
+    the vectors of recent uploads (the page posts an upload again for each mode and for its
+    duplicate check)."""
 
     def __init__(self, index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 thumb_cache: int = 1024) -> None:
+                 thumb_cache: int = 1024, upload_cache: int = 64) -> None:
         self.index = index
         self.max_upload = max_upload
         self.max_pixels = max_pixels
         self.lock = threading.Lock()
-        self._thumbs: OrderedDict[tuple[int, str], bytes] = OrderedDict()
-        self._thumb_cache = thumb_cache
+        self._thumbs = _Lru(thumb_cache)
+        self._uploads = _Lru(upload_cache)
         with self.lock:
             self.embedder = index.embedder  # the model is loaded once, before the first request
 
@@ -136,14 +158,19 @@ class Searcher:
     def _embed_upload(self, data: bytes, name: str) -> tuple[QueryInfo, np.ndarray, list[int]]:
         """The query, its vector and the ids of indexed files with the same bytes (whose stored
         vector is reused); 400/413 for bytes that are not an acceptable image."""
+        digest = content_hash(data)
         with self.lock:
-            same, vector = self.index.store.by_hash(content_hash(data))
+            same, vector = self.index.store.by_hash(digest)
+            if vector is None:
+                vector = self._uploads.get(digest)
         if vector is None:
             try:
                 rgb = decode(data, self.index.spec.preprocessing.decode_size, self.max_pixels)
             except ImageError as e:
                 raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
             vector = self.embedder.embed_images([rgb])[0]
+            with self.lock:
+                self._uploads.put(digest, vector)
         return QueryInfo(id=same[0] if same else None, name=name), vector, same
 
     def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
@@ -171,9 +198,9 @@ class Searcher:
         row = self.info(image_id)
         key = (image_id, row["hash"])
         with self.lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
+            cached = self._thumbs.get(key)
+        if cached is not None:
+            return cached
         try:
             img = decode(row["path"], THUMB_SIZE, self.max_pixels)
         except ImageError as e:
@@ -183,9 +210,7 @@ class Searcher:
         img.save(out, "JPEG", quality=85)
         data = out.getvalue()
         with self.lock:
-            self._thumbs[key] = data
-            while len(self._thumbs) > self._thumb_cache:
-                self._thumbs.popitem(last=False)
+            self._thumbs.put(key, data)
         return data
 
 

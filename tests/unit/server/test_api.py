@@ -107,6 +107,28 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
     assert duplicates(b"not an image").status_code == 400
 
 
+def test_an_upload_posted_again_is_embedded_once(index):
+    app = create_app(index, max_upload=10_000_000)
+    embedder = app.state.searcher.embedder
+    calls = []
+    real = embedder.embed_images
+    embedder.embed_images = lambda images: calls.append(len(images)) or real(images)
+    try:
+        with TestClient(app) as c:
+            data = jpeg(sample_photo("rocket").rotate(5))  # not indexed bytes
+            first = upload(c, data, k=5).json()
+            again = upload(c, data, k=5, mode="farthest").json()
+            dupes = c.post("/api/duplicates", files={"file": ("q.jpg", data, "image/jpeg")}).json()
+            other = upload(c, jpeg(sample_photo("coffee").rotate(5)), k=5).json()
+    finally:
+        embedder.embed_images = real
+    assert calls == [1, 1]  # the rocket once, the coffee once
+    assert first["results"][0]["name"].startswith("rocket") and again["mode"] == "farthest"
+    assert again["results"][0]["distance"] > first["results"][-1]["distance"]
+    assert dupes["results"] == [r for r in first["results"] if r["distance"] <= dupes["threshold"]]
+    assert other["results"][0]["name"].startswith("coffee")
+
+
 def test_search_by_id_finds_itself_unless_excluded(client, ids):
     body = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4}).json()
     assert body["query"] == {"id": ids["horse.jpg"], "name": "horse.jpg"}

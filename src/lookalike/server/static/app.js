@@ -81,8 +81,7 @@ async function search(query, opts, history) {
   showError("");
   setBusy(true, "Searching…");
   const params = new URLSearchParams({ mode: opts.mode, k: opts.k, metric: opts.metric });
-  if (upload) checkDuplicates(upload, controller.signal);
-  else $("dupes").hidden = true;
+  $("dupes").hidden = true;
   try {
     let response;
     if (upload) {
@@ -107,12 +106,14 @@ async function search(query, opts, history) {
   } finally {
     if (inflight === controller) inflight = null;
   }
+  // After the search, so that the server reuses the upload's vector instead of embedding it twice.
+  if (upload) checkDuplicates(upload, query, controller.signal);
 }
 
-// Say whether an uploaded image is already in the index (the server's "near" dedup preset).
-async function checkDuplicates(upload, signal) {
-  const box = $("dupes");
-  box.hidden = true;
+// Say whether an uploaded image is already in the index (the server's "near" dedup preset), unless
+// another query has been shown meanwhile.
+async function checkDuplicates(upload, query, signal) {
+  let text;
   try {
     const body = new FormData();
     body.append("file", upload.blob, upload.name);
@@ -121,14 +122,16 @@ async function checkDuplicates(upload, signal) {
     const data = await response.json();
     const shown = data.results.slice(0, 3).map((r) => `${r.name} (${r.distance.toFixed(3)})`).join(", ");
     const more = data.results.length > 3 ? ` and ${data.results.length - 3} more` : "";
-    box.textContent = data.results.length
+    text = data.results.length
       ? `Already in the index: ${shown}${more}`
       : `Not in the index: no image within ${data.preset || "cosine distance"} ${data.threshold} of it`;
   } catch (err) {
     if (err.name === "AbortError") return;
-    box.textContent = `Duplicate check failed: ${err.message}`;
+    text = `Duplicate check failed: ${err.message}`;
   }
-  box.hidden = false;
+  if (current !== query) return;
+  $("dupes").textContent = text;
+  $("dupes").hidden = false;
 }
 
 function render(data, opts) {
