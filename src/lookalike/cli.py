@@ -282,7 +282,7 @@ def dedup(
     if indexed is not None:
         report.skipped = sorted(dict(report.skipped + indexed.skipped).items())
     if to_remove is not None:
-        to_remove.write_text("".join(f"{p}\n" for p in report.to_remove()), encoding="utf-8")
+        to_remove.write_text("".join(f"{p}\n" for p in report.to_remove()), encoding="utf-8", errors="surrogateescape")
     if montage is not None:
         present.dedup_montages(report, montage)
     if as_json:
@@ -548,7 +548,12 @@ def ann_check(
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one line and exit code 1."""
+    """Console-script entry point: user errors become one line and exit code 1.
+
+    Output keeps a file name's own bytes, also where they are not valid UTF-8.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="surrogateescape")
     try:
         app()
     except USER_ERRORS as e:

@@ -8,6 +8,7 @@ catalog's generation and rebuilt whenever it is stale.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -188,28 +189,29 @@ class Store:
 
         A replaced file gets a new id.
         """
-        rows = [(e.path, e.size, e.mtime_ns, e.hash, e.width, e.height, "ok", None,
+        rows = [(_key(e.path), e.size, e.mtime_ns, e.hash, e.width, e.height, "ok", None,
                  np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for e in entries]
-        rows += [(path, size, mtime, None, None, None, "error", reason, None) for path, size, mtime, reason in errors]
+        rows += [(_key(path), size, mtime, None, None, None, "error", reason, None) for path, size, mtime, reason in errors]
         with self.conn:
-            self.conn.executemany("DELETE FROM images WHERE path = ?", [(r[0],) for r in rows])
+            self.conn.executemany(f"DELETE FROM images WHERE path = {_TEXT}", [(r[0],) for r in rows])
             self.conn.executemany("INSERT INTO images (path, size, mtime_ns, hash, width, height, status, error, "
-                                  "vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                                  f"vector) VALUES ({_TEXT}, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._bump()
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content hash did not change."""
         with self.conn:
-            self.conn.execute("UPDATE images SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+            self.conn.execute(f"UPDATE images SET size = ?, mtime_ns = ? WHERE path = {_TEXT}",
+                              (size, mtime_ns, _key(path)))
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget files; returns how many embedded images were removed."""
-        paths = list(paths)
+        paths = [_key(p) for p in paths]
         with self.conn:
             removed = 0
             for i in range(0, len(paths), 500):
                 chunk = paths[i:i + 500]
-                marks = ",".join("?" * len(chunk))
+                marks = ",".join([_TEXT] * len(chunk))
                 removed += self.conn.execute(
                     f"SELECT COUNT(*) FROM images WHERE status = 'ok' AND path IN ({marks})", chunk).fetchone()[0]
                 self.conn.execute(f"DELETE FROM images WHERE path IN ({marks})", chunk)
@@ -296,9 +298,23 @@ class Store:
                 old.unlink(missing_ok=True)
 
 
+# File names need not be valid UTF-8 (``x\\xff.jpg``): Python holds them as ``str`` with surrogate
+# escapes, which sqlite3 refuses to encode. Paths are bound as their file-system bytes cast to TEXT
+# (SQLite stores and compares them byte for byte) and every TEXT read decodes them back the same way,
+# so such a name round-trips exactly and valid names are stored as before.
+_TEXT = "CAST(? AS TEXT)"
+_decode = functools.partial(str, encoding="utf-8", errors="surrogateescape")
+
+
+def _key(path: str) -> bytes:
+    """A path as bound in SQL (through :data:`_TEXT`): its file-system bytes."""
+    return path.encode("utf-8", "surrogateescape")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        conn.text_factory = _decode
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -1,3 +1,4 @@
+import os
 import sqlite3
 
 import numpy as np
@@ -73,3 +74,17 @@ def test_ids_are_never_reused_and_a_changed_file_gets_a_new_id(tmp_path):
         s.put([_entry("/a", 3.0), _entry("/c", 4.0)])
         now = dict(zip(s.paths(s.vectors()[0]), s.vectors()[0].tolist()))
         assert now["/a"] != first["/a"] and now["/c"] not in first.values()
+
+
+def test_a_path_that_is_not_utf8_round_trips(tmp_path):
+    odd = "/photos/" + os.fsdecode(b"x\xff.jpg")
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([Entry(odd, 10, 1, "h1", 4, 4, np.ones(3, np.float32)), _entry("/photos/ok.jpg", 2.0)], [("/photos/" + os.fsdecode(b"\xfe.png"), 1, 1, "bad")])
+        s.touch(odd, 11, 2)
+    with Store.open(tmp_path) as s:
+        records = s.records(under="/photos")
+        assert records[odd].size == 11 and len(records) == 3
+        ids, _ = s.vectors()
+        assert odd in s.paths(ids)
+        assert s.remove([odd, "/photos/" + os.fsdecode(b"\xfe.png")]) == 1
+        assert list(s.records()) == ["/photos/ok.jpg"]

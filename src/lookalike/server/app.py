@@ -179,7 +179,7 @@ class Searcher:
         row = self.info(image_id)
         with self.lock:
             same, vector = self.index.store.by_hash(row["hash"])
-        query = QueryInfo(id=image_id, name=os.path.basename(row["path"]))
+        query = QueryInfo(id=image_id, name=display_name(row["path"]))
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
     def _search(self, query: QueryInfo, vector, k: int, mode: str, metric: str, seed: int | None,
@@ -190,7 +190,7 @@ class Searcher:
 
     @staticmethod
     def _results(found) -> list[Result]:
-        return [Result(rank=m.rank, id=m.id, name=os.path.basename(m.path), distance=round(m.distance, 6))
+        return [Result(rank=m.rank, id=m.id, name=display_name(m.path), distance=round(m.distance, 6))
                 for m in found.results]
 
     def thumbnail(self, image_id: int) -> bytes:
@@ -340,6 +340,11 @@ async def _read_upload(file: UploadFile, max_upload: int) -> tuple[bytes, str]:
     if not data:
         raise HTTPException(400, "empty upload: not an image")
     return data, os.path.basename(file.filename or "") or "upload"
+
+
+def display_name(path: str) -> str:
+    """The base name of a path as valid text: bytes that are not UTF-8 show as U+FFFD."""
+    return os.path.basename(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _version() -> str:
