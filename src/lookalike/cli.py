@@ -254,7 +254,10 @@ def dedup(
                                            "exact, near, similar.")] = "near",
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Write one PNG per group into this folder.")] = None,
     to_remove: Annotated[Optional[Path], typer.Option("--to-remove", help="Write every grouped file but the kept "
-                                                      "one to this file, one path per line.")] = None,
+                                                      "one to this file, one path per line (refused for a name "
+                                                      "with a line break: use -0 or --json).")] = None,
+    null: Annotated[bool, typer.Option("-0", "--null", help="With --to-remove: end each path with a NUL byte "
+                                       "instead of a newline (for xargs -0).")] = False,
     model: ModelOpt = None,
     layer: LayerOpt = None,
     threads: ThreadsOpt = None,
@@ -282,7 +285,7 @@ def dedup(
     if indexed is not None:
         report.skipped = sorted(dict(report.skipped + indexed.skipped).items())
     if to_remove is not None:
-        to_remove.write_text("".join(f"{p}\n" for p in report.to_remove()), encoding="utf-8", errors="surrogateescape")
+        dd.write_paths(report.to_remove(), to_remove, null)
     if montage is not None:
         present.dedup_montages(report, montage)
     if as_json:

@@ -17,6 +17,9 @@ How groups are formed (see :func:`find_duplicates`):
    duplicate is therefore within the threshold of the kept file itself, which is what makes the
    to-remove list safe to act on, and a chain of small steps (A~B, B~C, ...) cannot merge distinct
    photos: two members of one group are at most about twice the threshold apart.
+4. One keep decision per connected set (:func:`assemble_groups`): a near group also lists the byte
+   copies of its kept file and of its members, so no file is kept by one group and listed by
+   another, and every listed file is the kept file's bytes or those of a file compared with it.
 
 The presets are thresholds measured for one model by ``benchmarks/dedup.py`` (generated variants
 of real photos against distinct photos); its printed figures justify the values below.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -62,23 +66,35 @@ MAX_PAIRS = 20_000_000
 
 @dataclass(frozen=True)
 class Duplicate:
-    """A file that duplicates its group's kept file, at ``distance`` (cosine) from it."""
+    """A file that duplicates its group's kept file, at ``distance`` (cosine) from it.
+
+    ``match`` is ``"exact"`` (the kept file's bytes) or ``"near"``; ``copy_of`` names the near
+    duplicate whose bytes this file has (it is then listed with that file's distance).
+    """
 
     path: str
     distance: float
+    match: str = "near"
+    copy_of: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "distance": round(self.distance, 6), "match": self.match}
+        if self.copy_of is not None:
+            out["copy_of"] = self.copy_of
+        return out
 
 
 @dataclass(frozen=True)
 class Group:
-    """The file to keep and its duplicates; ``kind`` is ``"exact"`` (same bytes) or ``"near"``."""
+    """The file to keep and its duplicates; ``kind`` is ``"exact"`` (all of them the kept file's
+    bytes) or ``"near"``."""
 
     kind: str
     keep: str
     duplicates: list[Duplicate]
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "keep": self.keep,
-                "duplicates": [{"path": d.path, "distance": round(d.distance, 6)} for d in self.duplicates]}
+        return {"kind": self.kind, "keep": self.keep, "duplicates": [d.to_dict() for d in self.duplicates]}
 
 
 @dataclass
@@ -94,15 +110,41 @@ class DedupReport:
     seconds: float = 0.0
 
     def to_remove(self) -> list[str]:
-        """Every grouped file except the one kept per group (lookalike never deletes anything)."""
-        return [d.path for g in self.groups for d in g.duplicates]
+        """Every grouped file except the one kept per group (lookalike never deletes anything).
+
+        RuntimeError if a file would be listed twice or is some group's kept file: groups are
+        disjoint by construction (:func:`assemble_groups`), this re-checks it on what is listed.
+        """
+        listed = [d.path for g in self.groups for d in g.duplicates]
+        kept = {g.keep for g in self.groups}
+        if len(kept) != len(self.groups) or len(set(listed)) != len(listed) or not kept.isdisjoint(listed):
+            raise RuntimeError("duplicate groups overlap; refusing to write a list of files to remove")
+        return listed
 
     def to_dict(self) -> dict:
         return {"metric": METRIC, "threshold": self.threshold, "preset": self.preset, "n_images": self.n_images,
                 "search": self.search,
                 "groups": [g.to_dict() for g in self.groups],
+                "to_remove": self.to_remove(),
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "seconds": round(self.seconds, 3)}
+
+
+def write_paths(paths: list[str], out: str | os.PathLike, null: bool = False) -> None:
+    """Write ``paths`` to ``out``, one per line, or NUL-terminated with ``null`` (names as bytes,
+    as the file system has them).
+
+    ValueError, writing nothing, when a name holds a line break and ``null`` is off: such a list
+    could not be read back unambiguously.
+    """
+    if not null:
+        broken = next((p for p in paths if "\n" in p or "\r" in p), None)
+        if broken is not None:
+            raise ValueError(f"a file name holds a line break ({broken!r}): a one-per-line list would be "
+                             "ambiguous; use -0 (NUL-separated) or --json")
+    end = b"\0" if null else b"\n"
+    with open(out, "wb") as f:
+        f.write(b"".join(os.fsencode(p) + end for p in paths))
 
 
 def presets(model: dict) -> dict[str, float]:
@@ -280,6 +322,39 @@ def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.nda
     return groups
 
 
+def assemble_groups(order: np.ndarray, content: list[str], near: list[tuple[int, list[tuple[int, float]]]],
+                    paths: list[str]) -> list[Group]:
+    """The report's groups from the files' content hashes and the near groups of their representatives.
+
+    ``order`` ranks files best-to-keep first; the first file of each content in that order is its
+    representative, and ``near`` holds (keeper, [(member, distance)]) among representatives, each
+    representative in at most one near group (:func:`group_around_keepers`). One keep decision per
+    connected set: a near group also lists the keeper's byte copies and its members' byte copies,
+    and a content whose representative is in no near group forms an exact group. So every file is
+    in at most one group, each group keeps exactly one file, and every listed file is the kept
+    file's bytes or those of a file compared with the kept file itself.
+    """
+    copies: dict[int, list[int]] = defaultdict(list)
+    firsts: dict[str, int] = {}
+    for i in order:
+        rep = firsts.setdefault(content[i], int(i))
+        if rep != i:
+            copies[rep].append(int(i))
+    groups, seen = [], set()
+    for keeper, members in near:
+        dups = [Duplicate(paths[c], 0.0, "exact") for c in copies[keeper]]
+        for m, dist in sorted(members, key=lambda md: (md[1], paths[md[0]])):
+            dups.append(Duplicate(paths[m], dist))
+            dups.extend(Duplicate(paths[c], dist, "near", paths[m]) for c in copies[m])
+        seen.update((keeper, *(m for m, _ in members)))
+        groups.append(Group("near", paths[keeper], dups))
+    for rep in firsts.values():
+        if rep not in seen and copies[rep]:
+            groups.append(Group("exact", paths[rep], [Duplicate(paths[c], 0.0, "exact") for c in copies[rep]]))
+    groups.sort(key=lambda g: (g.kind != "exact", g.keep))
+    return groups
+
+
 def find_duplicates(index: Index, threshold: float, preset: str | None = None, under: str | None = None,
                     chunk: int = _CHUNK) -> DedupReport:
     """Exact and near-duplicate groups among the index's images (only those below ``under`` if given).
@@ -302,34 +377,23 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     paths = catalog["path"]
     order = keep_order(catalog["width"], catalog["height"], catalog["size"], catalog["mtime_ns"], paths)
 
-    # Exact duplicates: the first file of each hash in keep order stands for all its copies.
+    # One file per distinct content (the first in keep order) stands for all its copies in the near search.
     first: dict[str, int] = {}
-    copies: dict[int, list[int]] = {}
     for i in order:
-        h = catalog["hash"][i]
-        if h in first:
-            copies[first[h]].append(int(i))
-        else:
-            first[h] = int(i)
-            copies[int(i)] = []
-    for keeper, others in copies.items():
-        if others:
-            report.groups.append(Group("exact", paths[keeper], [Duplicate(paths[o], 0.0) for o in others]))
-
-    # Near duplicates among distinct contents, grouped around the file kept.
-    unique = np.fromiter(copies, np.int64, len(copies))  # in keep order (dict insertion order)
+        first.setdefault(catalog["hash"][i], int(i))
+    unique = np.fromiter(first.values(), np.int64, len(first))  # in keep order
     unit = unit_rows(vectors, rows[unique])
     ann = index.ann()
     if ann is None:
         offsets, columns, distances = neighbours(unit, threshold, chunk)
     else:
         offsets, columns, distances = ann_neighbours(ann, unit, ids[rows[unique]], threshold, chunk=chunk)
+    near = []
     for keeper, members in group_around_keepers(np.arange(len(unique)), offsets, columns):
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
-        dups = sorted((Duplicate(paths[unique[m]], to_keeper[m]) for m in members), key=lambda x: (x.distance, x.path))
-        report.groups.append(Group("near", paths[unique[keeper]], dups))
-    report.groups.sort(key=lambda g: (g.kind != "exact", g.keep))
+        near.append((int(unique[keeper]), [(int(unique[m]), to_keeper[m]) for m in members]))
+    report.groups = assemble_groups(order, catalog["hash"], near, paths)
     report.seconds = time.perf_counter() - started
     return report
 

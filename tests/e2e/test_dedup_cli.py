@@ -98,3 +98,28 @@ def test_query_duplicates(deduped, folder, tmp_path):
     sample_photo("astronaut").save(new)
     proc = run("query", new, "--duplicates", "--index", work / "index", "--json")
     assert json.loads(proc.stdout)["results"] == [] and "no duplicate of" in proc.stderr
+
+
+def test_deletion_list_never_lists_every_copy_and_handles_line_breaks(tmp_path):
+    # Three byte copies of a half-size chelsea (one named with a newline and non-ASCII), near the original.
+    root = tmp_path / "photos"
+    root.mkdir()
+    chelsea = sample_photo("chelsea")
+    chelsea.save(root / "chelsea.png")
+    small = root / "фото ü 😀.jpg"
+    chelsea.resize((chelsea.width // 2, chelsea.height // 2), Image.LANCZOS).save(small, quality=85)
+    for name in ("copy [1].jpg", "new\nline.jpg"):
+        shutil.copyfile(small, root / name)
+    sample_photo("coffee").save(root / "coffee.png")
+    listing = tmp_path / "remove.txt"
+    index = tmp_path / "index"
+    proc = run("dedup", root, "--index", index, "--to-remove", listing, "--device", "cpu", "-q", check=False)
+    assert proc.returncode == 1 and "line break" in proc.stderr and "-0" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not listing.exists()
+    out = json.loads(run("dedup", "--index", index, "--to-remove", listing, "-0", "--json").stdout)
+    listed = [os.fsdecode(p) for p in listing.read_bytes().split(b"\0")[:-1]]
+    assert listed == out["to_remove"]
+    assert [(g["kind"], g["keep"]) for g in out["groups"]] == [("near", str(root / "chelsea.png"))]
+    assert sorted(listed) == sorted(str(root / n) for n in ("фото ü 😀.jpg", "copy [1].jpg", "new\nline.jpg"))
+    assert {d["match"] for d in out["groups"][0]["duplicates"]} == {"near"}
+    assert all(os.path.exists(p) for p in listed)

@@ -88,6 +88,97 @@ def test_grouping_around_the_keeper_does_not_chain():
     assert dedup.group_around_keepers(np.array([1, 0, 2]), offsets, columns) == [(1, [0, 2])]
 
 
+def _graph(n, pairs):
+    """CSR neighbour arrays (offsets, columns, distances) of an undirected graph on ``n`` rows."""
+    adj = [[] for _ in range(n)]
+    for a, b in pairs:
+        adj[a].append(b)
+        adj[b].append(a)
+    offsets = np.cumsum([0] + [len(a) for a in adj])
+    columns = np.array([j for a in adj for j in a], np.int64)
+    return offsets, columns, np.full(len(columns), 0.05)
+
+
+def _near(reps, offsets, columns, distances):
+    return [(reps[k], [(reps[m], float(distances[offsets[k]])) for m in ms])
+            for k, ms in dedup.group_around_keepers(np.arange(len(reps)), offsets, columns)]
+
+
+def test_a_near_group_takes_the_byte_copies_of_its_members_along():
+    # Five byte copies of one photo (0-4) and a near duplicate of it (5) that ranks first to keep:
+    # the exact copies must not form a group of their own that keeps one of them while the near
+    # group lists it (deleting every listed file would then delete all five as "duplicates").
+    paths = ["фото ü 😀.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg", "cmyk.jpg"]
+    content = ["x"] * 5 + ["y"]
+    order = np.array([5, 0, 1, 2, 3, 4])
+    near = _near([5, 0], *_graph(2, [(0, 1)]))
+    groups = dedup.assemble_groups(order, content, near, paths)
+    assert [(g.kind, g.keep) for g in groups] == [("near", "cmyk.jpg")]
+    dups = groups[0].duplicates
+    assert [(d.path, d.match, d.copy_of) for d in dups] == [
+        ("фото ü 😀.jpg", "near", None), *((p, "near", "фото ü 😀.jpg") for p in paths[1:5])]
+    report = dedup.DedupReport(0.08, "near", 6, groups=groups)
+    assert sorted(report.to_remove()) == sorted(paths[:5])
+    assert report.to_dict()["to_remove"] == report.to_remove()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_kept_file_is_ever_listed_property(seed):
+    """Random contents, keep orders and neighbour graphs: groups are disjoint, each keeps one file,
+    and every listed file has the kept file's bytes or those of a neighbour of the kept file."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    content = [f"h{int(rng.integers(0, max(1, n // 2)))}" for _ in range(n)]
+    order = rng.permutation(n)
+    paths = [f"/p/{i}.jpg" for i in range(n)]
+    firsts = {}
+    for i in order:
+        firsts.setdefault(content[i], int(i))
+    reps = list(firsts.values())
+    pairs = {tuple(sorted(rng.choice(len(reps), 2, replace=False))) for _ in range(int(rng.integers(0, 3 * n)))
+             if len(reps) > 1}
+    graph = _graph(len(reps), pairs)
+    groups = dedup.assemble_groups(order, content, _near(reps, *graph), paths)
+    report = dedup.DedupReport(0.1, None, n, groups=groups)
+    listed = report.to_remove()
+    kept = [g.keep for g in groups]
+    everyone = kept + listed
+    assert len(everyone) == len(set(everyone))  # each file in at most one group, once
+    assert all(g.duplicates for g in groups)
+    edges = {(reps[a], reps[b]) for a, b in pairs} | {(reps[b], reps[a]) for a, b in pairs}
+    rep_of = {i: firsts[content[i]] for i in range(n)}
+    for g in groups:
+        k = paths.index(g.keep)
+        assert rep_of[k] == k  # the kept file is its content's best file
+        for d in g.duplicates:
+            i = paths.index(d.path)
+            assert content[i] == content[k] or (rep_of[i], k) in edges
+            assert (d.match == "exact") == (content[i] == content[k])
+    # Every content survives deletion of the listed files, or a direct duplicate of it is kept.
+    survivors = set(range(n)) - {paths.index(p) for p in listed}
+    for c, rep in firsts.items():
+        assert any(content[i] == c for i in survivors) or any((rep, paths.index(k)) in edges for k in kept)
+
+
+def test_overlapping_groups_are_refused():
+    g1 = dedup.Group("exact", "/a", [dedup.Duplicate("/b", 0.0, "exact")])
+    g2 = dedup.Group("near", "/c", [dedup.Duplicate("/a", 0.05)])
+    with pytest.raises(RuntimeError, match="overlap"):
+        dedup.DedupReport(0.1, None, 3, groups=[g1, g2]).to_remove()
+
+
+def test_write_paths_refuses_line_breaks_unless_nul_separated(tmp_path):
+    names = ["/x/a b.jpg", "/x/new\nline.jpg", "/x/\udcff raw.jpg"]
+    out = tmp_path / "list"
+    with pytest.raises(ValueError, match="line break.*-0"):
+        dedup.write_paths(names, out)
+    assert not out.exists()
+    dedup.write_paths(names, out, null=True)
+    assert [os.fsdecode(p) for p in out.read_bytes().split(b"\0")[:-1]] == names
+    dedup.write_paths([names[0], names[2]], out)
+    assert out.read_bytes() == b"/x/a b.jpg\n/x/\xff raw.jpg\n"
+
+
 def test_threshold_presets_and_numbers():
     model = {"name": "efficientnet-lite0", "layer": "pool"}
     table = dedup.presets(model)
