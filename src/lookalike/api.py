@@ -204,9 +204,11 @@ class Index:
             distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed,
                                                   sq_norms=sq_norms)
             pairs = [(int(i), float(d)) for i, d in zip(ids[positions[0]], distances[0])]
-        hits = [(i, d) for i, d in pairs if i not in excluded][:k]
-        paths = self.store.paths([i for i, _ in hits])
-        matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(hits, paths), start=1)]
+        pairs = [(i, d) for i, d in pairs if i not in excluded]
+        # a file removed by another process since the vectors were loaded is left out
+        hits = [(i, d, p) for (i, d), p in zip(pairs, self.store.paths([i for i, _ in pairs], missing_ok=True))
+                if p is not None][:k]
+        matches = [Match(rank, i, p, d) for rank, (i, d, p) in enumerate(hits, start=1)]
         return QueryResult(label, mode, metric, matches)
 
 

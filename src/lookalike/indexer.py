@@ -160,5 +160,6 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
                 flush()
         flush()
     report.total = store.count()
+    store.vectors()  # checks the vector cache, and repairs it when it is damaged
     report.seconds = time.perf_counter() - started
     return report

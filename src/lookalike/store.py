@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +102,7 @@ class Store:
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
         self.root = root
         self.conn = conn
+        self._checked: set[int] = set()  # generations whose cache files passed the CRC check here
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -218,15 +222,16 @@ class Store:
             self._bump()
         return removed
 
-    def paths(self, ids: Iterable[int]) -> list[str]:
-        """Paths of image ids, in the given order."""
+    def paths(self, ids: Iterable[int], missing_ok: bool = False) -> list[str | None]:
+        """Paths of image ids, in the given order; with ``missing_ok``, None for an id no longer in the
+        catalog (removed since its vector was read), else :class:`KeyError`."""
         ids = [int(i) for i in ids]
         found: dict[int, str] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
             found.update(self.conn.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk).fetchall())
-        return [found[i] for i in ids]
+        return [found.get(i) for i in ids] if missing_ok else [found[i] for i in ids]
 
     def by_hash(self, content_hash: str) -> tuple[list[int], np.ndarray | None]:
         """Ids of embedded files with this content hash, and their (shared) vector."""
@@ -252,50 +257,117 @@ class Store:
 
     # -- vector cache ------------------------------------------------------------------------
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) as arrays memory-mapped from the cache, rebuilt first when stale.
+        """All (ids, vectors) of one committed generation, memory-mapped from the cache.
 
-        Cache files carry the generation in their names and the stamp ``vectors.json`` is replaced
-        last, so a reader never pairs ids and vectors of different generations.
+        Generation, count and vectors are read in one transaction, so a reader never mixes two
+        generations while another process commits. The cache of a generation (``ids-N.npy``,
+        ``vectors-N.npy`` and the stamp ``vectors-N.json`` with their shape and CRC-32) is checked
+        on its first load in a process and rebuilt from the catalog when it is missing, stale or
+        damaged; where the folder cannot be written, the vectors are read into memory instead.
         """
-        generation = self.generation
-        try:
-            cached = json.loads((self.root / "vectors.json").read_text()).get("generation")
-        except (OSError, ValueError):
-            cached = None
-        if cached != generation or not (self.root / f"vectors-{generation}.npy").exists():
-            self._write_cache(generation)
-        ids = np.load(self.root / f"ids-{generation}.npy", mmap_mode="r")
-        if len(ids) == 0:
+        with self._snapshot():
+            generation, n, dim = self.generation, self.count(), max(self.dim, 1)
+            cached = self._load_cache(generation, n, dim)
+            if cached is None:
+                cached = self._write_cache(generation, n, dim)
+        if n == 0:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        return ids, np.load(self.root / f"vectors-{generation}.npy", mmap_mode="r")
+        return cached
 
     @property
     def dim(self) -> int:
         """Feature dimension of the index's model."""
         return int((self.model or {}).get("dim") or 0)
 
-    def _write_cache(self, generation: int) -> None:
-        n, dim = self.count(), self.dim
-        names = {"ids": f"ids-{generation}.npy", "vectors": f"vectors-{generation}.npy"}
-        with tempfile.TemporaryDirectory(dir=self.root) as tmp:
-            ids = np.lib.format.open_memmap(Path(tmp, names["ids"]), "w+", np.int64, (n,))
-            vectors = np.lib.format.open_memmap(Path(tmp, names["vectors"]), "w+", np.float32, (n, max(dim, 1)))
-            at = 0
-            for chunk_ids, chunk in self.iter_vectors():
-                ids[at:at + len(chunk_ids)] = chunk_ids
-                vectors[at:at + len(chunk_ids)] = chunk
-                at += len(chunk_ids)
-            ids.flush()
-            vectors.flush()
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees the same committed state."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.rollback()
+
+    def _cache_names(self, generation: int) -> tuple[Path, Path, Path]:
+        return (self.root / f"ids-{generation}.npy", self.root / f"vectors-{generation}.npy",
+                self.root / f"vectors-{generation}.json")
+
+    def _load_cache(self, generation: int, n: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached arrays of ``generation`` when they are whole and match the catalog, else None."""
+        ids_path, vectors_path, stamp_path = self._cache_names(generation)
+        try:
+            stamp = json.loads(stamp_path.read_text())
+            ids = np.load(ids_path, mmap_mode="r")
+            vectors = np.load(vectors_path, mmap_mode="r")
+        except (OSError, ValueError, EOFError):  # missing, torn or foreign files
+            return None
+        if (ids.shape, ids.dtype, vectors.shape, vectors.dtype) != ((n,), np.int64, (n, dim), np.float32):
+            return None
+        if generation not in self._checked:
+            if not isinstance(stamp, dict) or stamp.get("crc32") != _crc32(ids, vectors):
+                return None
+            self._checked.add(generation)
+        return ids, vectors
+
+    def _write_cache(self, generation: int, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Write the cache of ``generation`` from the catalog (inside the caller's snapshot) and return it."""
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".cache-"))
+        except OSError:  # a read-only folder: read the vectors into memory
+            return _fill(np.empty(n, np.int64), np.empty((n, dim), np.float32), self.iter_vectors())
+        try:
+            names = self._cache_names(generation)
+            ids = np.lib.format.open_memmap(tmp / names[0].name, "w+", np.int64, (n,))
+            vectors = np.lib.format.open_memmap(tmp / names[1].name, "w+", np.float32, (n, dim))
+            _fill(ids, vectors, self.iter_vectors())
+            ids.flush(), vectors.flush()
+            (tmp / names[2].name).write_text(json.dumps({"generation": generation, "n": n, "dim": dim,
+                                                          "crc32": _crc32(ids, vectors)}))
             del ids, vectors
-            for name in names.values():
-                os.replace(Path(tmp, name), self.root / name)
-            Path(tmp, "vectors.json").write_text(json.dumps({"generation": generation}))
-            os.replace(Path(tmp, "vectors.json"), self.root / "vectors.json")
-        keep = set(names.values())
-        for old in [*self.root.glob("ids-*.npy"), *self.root.glob("vectors-*.npy")]:
-            if old.name not in keep:
+            # open before moving into place: a concurrent cleaner cannot take the arrays away
+            loaded = (np.load(tmp / names[0].name, mmap_mode="r"), np.load(tmp / names[1].name, mmap_mode="r"))
+            for name in names:
+                os.replace(tmp / name.name, name)
+        except OSError:
+            return _fill(np.empty(n, np.int64), np.empty((n, dim), np.float32), self.iter_vectors())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._checked.add(generation)
+        self._drop_old_caches(generation)
+        return loaded
+
+    def _drop_old_caches(self, generation: int) -> None:
+        """Delete cache files of generations before ``generation`` (a newer one may be being written)."""
+        for old in [*self.root.glob("ids-*.npy"), *self.root.glob("vectors-*.npy"), *self.root.glob("vectors*.json")]:
+            number = old.stem.partition("-")[2]
+            if not number.isdigit() or int(number) < generation:
                 old.unlink(missing_ok=True)
+
+
+def _fill(ids: np.ndarray, vectors: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]]):
+    """Copy (ids, vectors) chunks into the preallocated ``ids`` and ``vectors``; returns both."""
+    at = 0
+    for chunk_ids, chunk in chunks:
+        ids[at:at + len(chunk_ids)] = chunk_ids
+        vectors[at:at + len(chunk_ids)] = chunk
+        at += len(chunk_ids)
+    if at != len(ids):
+        raise StoreError(f"the catalog changed while its vectors were read ({at} rows, not {len(ids)})")
+    return ids, vectors
+
+
+def _crc32(ids: np.ndarray, vectors: np.ndarray) -> int:
+    """CRC-32 of the cache's data (ids, then vectors), read in 16 MB pieces."""
+    crc = 0
+    for array in (ids, vectors):
+        flat = array.reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
+        for at in range(0, flat.size, 1 << 24):
+            crc = zlib.crc32(flat[at:at + (1 << 24)], crc)
+    return crc
 
 
 # File names need not be valid UTF-8 (``x\\xff.jpg``): Python holds them as ``str`` with surrogate

@@ -52,3 +52,22 @@ def test_a_file_name_that_is_not_utf8_is_indexed_queried_and_reported(tmp_path):
     (photos / ODD).unlink()
     code, out, _ = cli("index", photos, "--index", ix, "--json")
     assert json.loads(out)["removed"] == 1
+
+
+def test_a_damaged_vector_cache_is_repaired_by_the_next_command(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea", "rocket", "coffee"):
+        sample_photo(name).save(photos / f"{name}.jpg")
+    ix = tmp_path / "ix"
+    assert cli("index", photos, "--index", ix, "-q")[0] == 0
+    (cache,) = ix.glob("vectors-*.npy")
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) // 2])  # truncated
+    code, out, err = cli("query", photos / "rocket.jpg", "-k", "1", "--index", ix, "--json")
+    assert code == 0, err
+    assert json.loads(out)["results"][0] == {"rank": 1, "path": str(photos / "rocket.jpg"), "distance": 0.0}
+    cache.write_bytes(data[:-4 * 1280] + bytes(4 * 1280))  # the last vector zeroed
+    code, out, err = cli("index", photos, "--index", ix, "--json")
+    assert code == 0 and json.loads(out)["unchanged"] == 3, err
+    assert cache.read_bytes() == data

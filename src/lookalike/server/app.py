@@ -179,6 +179,8 @@ class Searcher:
         row = self.info(image_id)
         with self.lock:
             same, vector = self.index.store.by_hash(row["hash"])
+        if vector is None:  # removed since
+            raise HTTPException(404, f"no image with id {image_id} in the index")
         query = QueryInfo(id=image_id, name=display_name(row["path"]))
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
