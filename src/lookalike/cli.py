@@ -266,7 +266,12 @@ def dedup(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Group exact (same bytes) and near-duplicate images; keeps the largest, never deletes anything."""
+    """Group exact (same bytes) and near-duplicate images; never deletes anything.
+
+    Each group keeps the file that is not an edit of the others: most pixels, then lossless over
+    higher JPEG quality, then one with an EXIF capture time (earliest), then the shorter name, then
+    the older file.
+    """
     from lookalike import dedup as dd
     from lookalike import present
 

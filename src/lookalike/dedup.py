@@ -12,8 +12,8 @@ How groups are formed (see :func:`find_duplicates`):
    every file beyond :data:`ANN_WIDEST`), re-scored exactly: time grows about as N log N rather
    than N squared while few files have that many copies.
 3. Near groups are formed around the file that will be kept, not by connected components:
-   files are visited best first (largest width * height, then largest file, then oldest, then
-   path) and each file not yet in a group claims every neighbour not yet in a group. Every listed
+   files are visited best first (:func:`keep_order`: the file that is not an edit of the other —
+   most pixels, then best encoding, then EXIF capture time, then shorter name) and each file not yet in a group claims every neighbour not yet in a group. Every listed
    duplicate is therefore within the threshold of the kept file itself, which is what makes the
    to-remove list safe to act on, and a chain of small steps (A~B, B~C, ...) cannot merge distinct
    photos: two members of one group are at most about twice the threshold apart.
@@ -175,12 +175,67 @@ def resolve_threshold(value: str | float | None, model: dict) -> tuple[float, st
     return table[value], str(value)
 
 
-def keep_order(width: np.ndarray, height: np.ndarray, size: np.ndarray, mtime_ns: np.ndarray,
-               paths: list[str]) -> np.ndarray:
-    """Positions sorted best-to-keep first: largest width*height, largest file, oldest, then path."""
-    pixels = width.astype(np.int64) * height.astype(np.int64)
-    rank_path = np.argsort(np.argsort(np.asarray(paths, dtype=object), kind="stable"), kind="stable")
-    return np.lexsort((rank_path, mtime_ns, -size.astype(np.int64), -pixels))
+#: Quality rank of a lossless file (above any JPEG quality) and of a lossy format whose quality is not read.
+LOSSLESS, OTHER_LOSSY = 101, 90
+_LOSSLESS_FORMATS = {"PNG", "TIFF", "BMP", "PPM"}
+#: libjpeg's luminance quantisation table at quality 50 (its scaling gives the other qualities).
+_JPEG_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                       14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+                       92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the keep rule reads from a file's header: encoding quality (:data:`LOSSLESS` for a
+    lossless format, the estimated JPEG quality, :data:`OTHER_LOSSY` otherwise) and the EXIF
+    capture time as text (empty when absent)."""
+
+    quality: int = OTHER_LOSSY
+    taken: str = ""
+
+
+def file_traits(path: str) -> Traits:
+    """:class:`Traits` of one file, from its header only; defaults when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            fmt = img.format or ""
+            if fmt in _LOSSLESS_FORMATS:
+                quality = LOSSLESS
+            elif fmt == "JPEG" and getattr(img, "quantization", None):
+                table = np.asarray(img.quantization[0], np.float64)  # natural order, as libjpeg writes it
+                scale = 100.0 * float(np.mean(table / _JPEG_LUMA)) if len(table) == 64 else 100.0
+                quality = int(round((200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale))
+                quality = min(max(quality, 1), 100)
+            else:
+                quality = OTHER_LOSSY
+            exif = img.getexif()
+            taken = str(exif.get_ifd(0x8769).get(36867) or exif.get(306) or "")
+    except (OSError, ValueError, SyntaxError):
+        return Traits()
+    return Traits(quality, taken)
+
+
+def keep_order(pixels: np.ndarray, paths: list[str], mtime_ns: np.ndarray,
+               traits: list[Traits] | None = None) -> np.ndarray:
+    """Positions sorted best-to-keep first, preferring the file that is not an edit of the other:
+    most pixels, then best encoding (lossless, then higher JPEG quality), then one with an EXIF
+    capture time, earliest first, then the shorter file name, then the older file, then the path.
+    File size plays no part (a flipped or re-saved copy can be larger than its original).
+    """
+    traits = traits or [Traits()] * len(paths)
+    quality = np.array([t.quality for t in traits], np.int64)
+    no_date = np.array([not t.taken for t in traits])
+    rank_taken = _ranks([t.taken for t in traits])
+    name_len = np.array([len(os.path.basename(p)) for p in paths], np.int64)
+    return np.lexsort((_ranks(paths), mtime_ns, name_len, rank_taken, no_date, -quality,
+                       -np.asarray(pixels, np.int64)))
+
+
+def _ranks(values: list[str]) -> np.ndarray:
+    """Dense ranks of strings (equal strings, equal ranks) for :func:`numpy.lexsort`."""
+    return np.unique(np.asarray(values, dtype=object), return_inverse=True)[1].reshape(-1)
 
 
 def unit_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -375,21 +430,25 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
         report.seconds = time.perf_counter() - started
         return report
     paths = catalog["path"]
-    order = keep_order(catalog["width"], catalog["height"], catalog["size"], catalog["mtime_ns"], paths)
+    pixels = catalog["width"] * catalog["height"]
+    order = keep_order(pixels, paths, catalog["mtime_ns"])  # byte copies share pixels and header traits
 
     # One file per distinct content (the first in keep order) stands for all its copies in the near search.
     first: dict[str, int] = {}
     for i in order:
         first.setdefault(catalog["hash"][i], int(i))
-    unique = np.fromiter(first.values(), np.int64, len(first))  # in keep order
+    unique = np.fromiter(first.values(), np.int64, len(first))
     unit = unit_rows(vectors, rows[unique])
     ann = index.ann()
     if ann is None:
         offsets, columns, distances = neighbours(unit, threshold, chunk)
     else:
         offsets, columns, distances = ann_neighbours(ann, unit, ids[rows[unique]], threshold, chunk=chunk)
+    paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
+    traits = [file_traits(paths[u]) if p else Traits() for u, p in zip(unique.tolist(), paired)]
+    visit = keep_order(pixels[unique], [paths[u] for u in unique], catalog["mtime_ns"][unique], traits)
     near = []
-    for keeper, members in group_around_keepers(np.arange(len(unique)), offsets, columns):
+    for keeper, members in group_around_keepers(visit, offsets, columns):
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
         near.append((int(unique[keeper]), [(int(unique[m]), to_keeper[m]) for m in members]))

@@ -123,3 +123,17 @@ def test_deletion_list_never_lists_every_copy_and_handles_line_breaks(tmp_path):
     assert sorted(listed) == sorted(str(root / n) for n in ("фото ü 😀.jpg", "copy [1].jpg", "new\nline.jpg"))
     assert {d["match"] for d in out["groups"][0]["duplicates"]} == {"near"}
     assert all(os.path.exists(p) for p in listed)
+
+
+def test_the_original_is_kept_over_a_flipped_copy_larger_in_bytes(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    chelsea = sample_photo("chelsea")
+    chelsea.save(root / "chelsea.jpg", quality=90)
+    ImageOps.mirror(chelsea).save(root / "chelsea_flipped.jpg", quality=90, comment=b"edited " * 200)
+    assert os.path.getsize(root / "chelsea_flipped.jpg") > os.path.getsize(root / "chelsea.jpg")
+    os.utime(root / "chelsea_flipped.jpg", ns=(0, 0))  # and older
+    out = json.loads(run("dedup", root, "--index", tmp_path / "index", "--json", "--device", "cpu").stdout)
+    assert [(g["keep"], out["to_remove"]) for g in out["groups"]] == [
+        (str(root / "chelsea.jpg"), [str(root / "chelsea_flipped.jpg")])]
+    assert "shorter name" in run("dedup", "--help").stdout

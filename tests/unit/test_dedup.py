@@ -21,14 +21,42 @@ def _unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def test_keep_order_prefers_resolution_then_file_size_then_age():
-    width = np.array([100, 200, 200, 200, 50])
-    height = np.array([100, 100, 100, 100, 400])
-    size = np.array([9999, 500, 800, 800, 1])
-    mtime = np.array([0, 0, 20, 10, 0])
-    order = dedup.keep_order(width, height, size, mtime, ["a", "b", "c", "d", "e"])
-    # 200x100 = 50x400 = 20,000 px: larger file first, then older; 100x100 last.
-    assert order.tolist() == [3, 2, 1, 4, 0]
+def test_keep_order_prefers_pixels_then_encoding_then_capture_time_then_short_names():
+    T = dedup.Traits
+    paths = ["/a/big_edit.jpg", "/a/q50.jpg", "/a/q90.jpg", "/a/photo.png", "/a/dated_long_name.jpg",
+             "/a/x.jpg", "/b/x.jpg", "/a/tiny.png"]
+    pixels = np.array([200 * 100, 100 * 100, 100 * 100, 100 * 100, 90 * 90, 90 * 90, 90 * 90, 10 * 10])
+    mtime = np.array([0, 0, 0, 0, 0, 20, 10, 0])
+    traits = [T(50), T(50), T(90), T(dedup.LOSSLESS), T(80, "2020:01:01 00:00:00"), T(80), T(80), T(101)]
+    order = dedup.keep_order(pixels, paths, mtime, traits)
+    # Most pixels first whatever else; then lossless over q90 over q50; then a capture time over none
+    # (even with the longer name); then the same name length, so the older file; the fewest pixels last.
+    assert order.tolist() == [0, 3, 2, 1, 4, 6, 5, 7]
+
+
+def test_a_flipped_copy_larger_in_bytes_is_not_kept_over_its_original(tmp_path):
+    img = sample_photo("chelsea")
+    img.save(tmp_path / "chelsea.jpg", quality=90)
+    ImageOps.mirror(img).save(tmp_path / "chelsea_flipped.jpg", quality=90, comment=b"edited " * 200)
+    os.utime(tmp_path / "chelsea.jpg", ns=(10**18, 10**18))  # the original is also the newer file
+    paths = [str(tmp_path / "chelsea_flipped.jpg"), str(tmp_path / "chelsea.jpg")]
+    assert os.path.getsize(paths[0]) > os.path.getsize(paths[1])
+    traits = [dedup.file_traits(p) for p in paths]
+    assert [t.quality for t in traits] == [90, 90]
+    mtime = np.array([os.stat(p).st_mtime_ns for p in paths])
+    assert dedup.keep_order(np.array([img.width * img.height] * 2), paths, mtime, traits).tolist() == [1, 0]
+
+
+def test_file_traits_read_the_header(tmp_path):
+    img = sample_photo("coffee").resize((64, 48))
+    img.save(tmp_path / "a.png")
+    exif = Image.Exif()
+    exif[306] = "2019:05:06 07:08:09"
+    img.save(tmp_path / "b.jpg", quality=55, exif=exif)
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    assert dedup.file_traits(str(tmp_path / "a.png")) == dedup.Traits(dedup.LOSSLESS, "")
+    assert dedup.file_traits(str(tmp_path / "b.jpg")) == dedup.Traits(55, "2019:05:06 07:08:09")
+    assert dedup.file_traits(str(tmp_path / "c.jpg")) == dedup.Traits()
 
 
 def test_neighbours_equal_brute_force_across_query_chunks():
