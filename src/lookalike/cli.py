@@ -6,7 +6,10 @@ Exit codes: 0 success (skipped files are not failures), 1 user error with a one-
 
 from __future__ import annotations
 
+import errno
 import json
+import secrets
+import socket
 import sys
 from enum import Enum
 from pathlib import Path
@@ -16,8 +19,9 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
-from lookalike import __version__, ann_store
+from lookalike import __version__, ann_store, present
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
 from lookalike.indexer import BATCH
@@ -28,7 +32,7 @@ from lookalike.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Content-based image similarity search: nearest, random and farthest images.")
-err = Console(stderr=True)
+err = Console(stderr=True, markup=False)  # paths and messages print exactly as they are
 USER_ERRORS = (ImageError, ModelError, StoreError, ValueError, OSError)
 
 
@@ -73,20 +77,59 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: ONNX Runtime'
                                            "and a GPU are present, else CPU.")]
 
 
+def say(label: str, style: str, message: str) -> None:
+    """Print ``label: message`` on stderr, the label styled, the message exactly as it is."""
+    err.print(Text.assemble((f"{label}:", style), " ", message), soft_wrap=True)
+
+
 def fail(message: str) -> None:
     """Print a one-line error and exit 1."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say("error", "bold red", message)
     raise typer.Exit(1)
+
+
+def _no_bar(quiet: bool) -> bool:
+    """Progress bars only on a terminal: a log file or pipe gets no bar remnants."""
+    return quiet or not err.is_terminal
 
 
 def _progress(quiet: bool) -> Progress:
     return Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=quiet)
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=_no_bar(quiet))
+
+
+class Format(str, Enum):
+    table = "table"
+    tsv = "tsv"
+    paths = "paths"
+
+
+FormatOpt = Annotated[Optional[Format], typer.Option(
+    "--format", help="table, tsv (a header, then rank, distance, path; a query column first for several "
+    "queries) or paths (one per line) [default: table on a terminal, else tsv]", show_default=False)]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="nearest first, farthest first, or a uniform random sample.")]
+MetricOpt = Annotated[Metric, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
+                                           "distance) on the raw features.")]
+
+
+def _output_format(fmt: Format | None) -> str:
+    return fmt.value if fmt is not None else ("table" if sys.stdout.isatty() else "tsv")
+
+
+def _seed(seed: int | None, announce: bool = True) -> int:
+    """The seed of a random draw: the one given, else a fresh one; ``announce`` prints it on stderr so
+    the draw can be repeated."""
+    if seed is None:
+        seed = secrets.randbelow(2**32)
+    if announce:
+        say("seed", "bold", f"{seed} (repeat this random draw with --seed {seed})")
+    return seed
 
 
 @app.command()
 def index(
-    folder: Annotated[Path, typer.Argument(help="Folder of images to index (recursively).")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder of images to index (recursively).",
+                                           show_default=False)],
     index_path: IndexOpt = None,
     model: ModelOpt = None,
     layer: LayerOpt = None,
@@ -123,7 +166,7 @@ def index(
         print(json.dumps(report.to_dict()))
         return
     for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+        err.print(f"skipped {path}: {reason}", soft_wrap=True)
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
           f"skipped {len(report.skipped)}; {report.total} images in {idx.store.root} "
           f"({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
@@ -131,12 +174,14 @@ def index(
 
 @app.command()
 def query(
-    images: Annotated[list[Path], typer.Argument(help="Query image file(s).")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Query image file(s).", show_default=False)],
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
-    mode: Annotated[Mode, typer.Option("--mode")] = Mode.nearest,
-    metric: Annotated[Metric, typer.Option("--metric")] = Metric.cosine,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --mode random.")] = None,
-    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed copies of the query.")] = False,
+    mode: ModeOpt = Mode.nearest,
+    metric: MetricOpt = Metric.cosine,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --mode random [default: a fresh one, "
+                                                "printed so the draw can be repeated]", show_default=False)] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
+                                               "exact bytes (the query itself).")] = False,
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
     duplicates: Annotated[bool, typer.Option("--duplicates", help="Instead: every indexed image within the 'near' "
                                              "dedup preset (is this image already indexed?).")] = False,
@@ -148,50 +193,80 @@ def query(
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
-    """Print the K nearest, farthest or random indexed images for each query image."""
-    from lookalike import present
+    """Print the K nearest, farthest or random indexed images for each query image.
 
+    A query that cannot be read is reported by name and the others are still answered; the exit
+    code is then 1 (and --json gives that query an "error" instead of "results").
+    """
+    random_seed = _seed(seed, not as_json) if mode is Mode.random and not duplicates else None
+    answers: list[tuple[Path, object]] = []  # (query, QueryResult or error message) in argument order
     with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
         if duplicates:
             from lookalike import dedup
 
             limit, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.store.model)
-            results = [dedup.duplicates_of(idx, str(img), limit) for img in images]
-            for r in results:
-                if not r.results:
-                    err.print(f"no duplicate of {r.query} in the index (none within cosine distance {limit})",
-                              highlight=False, soft_wrap=True)
-        else:
-            results = [idx.query(str(img), k, mode.value, metric.value, seed, exclude_self, exact=exact,
-                                 ef_search=ef_search, nprobe=nprobe) for img in images]
-    if montage is not None:
-        present.montage(str(images[0]), results[:1], montage)
+
+        def answer(img: Path):
+            if duplicates:
+                found = dedup.duplicates_of(idx, str(img), limit)
+                if not found.results:
+                    err.print(f"no duplicate of {found.query} in the index (none within cosine distance {limit})",
+                              soft_wrap=True)
+                return found
+            return idx.query(str(img), k, mode.value, metric.value, random_seed, exclude_self, exact=exact,
+                             ef_search=ef_search, nprobe=nprobe)
+
+        for img in images:
+            try:
+                answers.append((img, answer(img)))
+            except ImageError as e:
+                say("error", "bold red", f"{img}: {e}")
+                answers.append((img, str(e)))
+    results = [r for _, r in answers if not isinstance(r, str)]
+    if montage is not None and results:
+        present.montage(results[0].query, results[:1], montage)
     if as_json:
-        dicts = [r.to_dict() for r in results]
+        dicts = [{"query": str(img), "error": r} if isinstance(r, str) else _with_seed(r.to_dict(), random_seed)
+                 for img, r in answers]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, ensure_ascii=False))
     else:
-        present.print_tables(results)
+        present.print_results(results, _output_format(fmt))
+    failed = len(answers) - len(results)
+    if failed:
+        if len(answers) > 1:
+            say("error", "bold red", f"{failed} of {len(answers)} queries failed")
+        raise typer.Exit(1)
+
+
+def _with_seed(d: dict, seed: int | None) -> dict:
+    """A result's JSON with the seed of its random draw (when there is one)."""
+    return {**d, "seed": seed} if seed is not None else d
 
 
 @app.command()
 def show(
-    image: Annotated[Path, typer.Argument(help="Query image file.")],
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="Query image file.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("lookalike.png"),
     n: Annotated[int, typer.Option("-n", min=1, help="Images per row.")] = 5,
-    metric: Annotated[Metric, typer.Option("--metric")] = Metric.cosine,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row.")] = None,
-    exclude_self: Annotated[bool, typer.Option("--exclude-self")] = False,
+    metric: MetricOpt = Metric.cosine,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row [default: a fresh one, "
+                                                "printed so the figure can be repeated]", show_default=False)] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
+                                               "exact bytes (the query itself).")] = False,
     index_path: IndexOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
 ) -> None:
     """Write one figure: the query, then N nearest, N random and N farthest images."""
-    from lookalike import present
-
+    seed = _seed(seed)
     with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
-        vector, same = idx.embed(str(image))
+        try:
+            vector, same = idx.embed(str(image))
+        except ImageError as e:
+            fail(f"{image}: {e}")
         exclude = same if exclude_self else ()
         rows = [idx.query_vector(vector, n, mode, metric.value, seed, exclude, str(image))
                 for mode in ("nearest", "random", "farthest")]
@@ -210,7 +285,7 @@ def models(
     from lookalike.models import registry
 
     if download is not None:
-        err.print(f"{download} weights: {registry.download_weights(download)}", highlight=False, soft_wrap=True)
+        err.print(f"{download} weights: {registry.download_weights(download)}", soft_wrap=True)
     rows = registry.catalog(weights)
     if as_json:
         print(json.dumps(rows))
@@ -235,19 +310,39 @@ def serve(
 
     from lookalike.server import create_app
 
-    with Index.open(index_path, threads=threads) as idx:
+    sock = _listen(host, port)  # a busy port fails before the model loads
+    with sock, Index.open(index_path, threads=threads) as idx:
         web = create_app(idx, int(max_upload_mb * 1024 * 1024), max_pixels)
         if host not in ("127.0.0.1", "localhost", "::1"):
-            err.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine can search "
-                      "and view the indexed images", highlight=False, soft_wrap=True)
-        err.print(f"serving {len(idx)} images from {idx.store.root} at http://{host}:{port}/ (Ctrl+C stops)",
-                  highlight=False, soft_wrap=True)
-        uvicorn.run(web, host=host, port=port, log_level="warning")
+            say("warning", "bold yellow", f"listening on {host}: anyone who can reach this machine can search "
+                "and view the indexed images")
+        address = f"[{host}]" if ":" in host else host
+        err.print(f"serving {len(idx)} images from {idx.store.root} at http://{address}:{sock.getsockname()[1]}/ "
+                  "(Ctrl+C stops)", soft_wrap=True)
+        uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), or a one-line error and exit 1 when the
+    port is taken or the address is not this machine's."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: no wait after a restart
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        hint = "; another program is using it, choose another with --port" if e.errno == errno.EADDRINUSE else ""
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}")
+    return sock
 
 
 @app.command()
 def dedup(
-    folder: Annotated[Optional[Path], typer.Argument(help="Index (or update) this folder first and look only in it; "
+    folder: Annotated[Optional[Path], typer.Argument(metavar="[FOLDER]", help="Index (or update) this folder first and look only in it; "
                                                      "without it, the whole index.", show_default=False)] = None,
     index_path: IndexOpt = None,
     threshold: Annotated[str, typer.Option("--threshold", "-t", help="Cosine distance to the kept file, or a preset: "
@@ -273,8 +368,6 @@ def dedup(
     the older file.
     """
     from lookalike import dedup as dd
-    from lookalike import present
-
     if folder is not None and not folder.is_dir():
         fail(f"not a directory: {folder}")
     with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
@@ -300,7 +393,7 @@ def dedup(
         print(json.dumps(out, ensure_ascii=False))
         return
     for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+        err.print(f"skipped {path}: {reason}", soft_wrap=True)
     present.print_dedup(report)
 
 
@@ -328,15 +421,16 @@ def _print_metrics(summary: dict, title: str) -> None:
                 t.add_row(f"{key} {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
         else:
             t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(t)
+    present.stdout_console().print(t)
 
 
 @app.command()
 def evaluate(
-    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder with one sub-folder of images per class.",
+                                         show_default=False)],
     model: ModelOpt = None,
     layer: LayerOpt = None,
-    metric: Annotated[Metric, typer.Option("--metric")] = Metric.cosine,
+    metric: MetricOpt = Metric.cosine,
     rerank: Annotated[bool, typer.Option("--rerank", help="Also score k-reciprocal re-ranking of the top 100.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with PNGs and metrics.json "
                                                    "into this folder.")] = None,
@@ -361,23 +455,25 @@ def evaluate(
     summary = result.to_dict()
     if report is not None:
         page = ev.write_report(result, report)
-        err.print(f"report: {page}", highlight=False, soft_wrap=True)
+        err.print(f"report: {page}", soft_wrap=True)
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
         return
     for path, reason in result.index.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+        err.print(f"skipped {path}: {reason}", soft_wrap=True)
     _print_metrics(summary, f"{result.model} on {data} ({metric.value})")
 
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder with one sub-folder of images per class.",
+                                         show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (use it as --model).")],
     model: Annotated[str, typer.Option("--model", help="Base model: efficientnet-lite0/1/2.")] = "efficientnet-lite0",
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _TRAIN.epochs,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = _TRAIN.epochs,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Backbone learning rate (the head uses 10x).")] = _TRAIN.lr,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = _TRAIN.temperature,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Softmax temperature of the "
+                                               "NormSoftmax loss (lower: sharper classes).")] = _TRAIN.temperature,
     dim: Annotated[int, typer.Option("--dim", min=1, help="Embedding dimension.")] = _TRAIN.dim,
     unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
                                           "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
@@ -388,13 +484,13 @@ def train(
     batch: Annotated[int, typer.Option("--batch", min=2, help="Images per step.")] = _TRAIN.batch_size,
     val_split: Annotated[ValSplit, typer.Option("--val-split", help="Hold out whole classes (open set), images of "
                                                 "every class (closed set), or nothing.")] = ValSplit.classes,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9)] = _TRAIN.val_fraction,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")] = _TRAIN.val_fraction,
     val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Validate on this labelled folder "
                                                      "instead of splitting DATA.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, initialisation and batches.")] = 0,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name [default: the folder name].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
-    device: Annotated[Device, typer.Option("--device")] = Device.cpu,
+    device: Annotated[Device, typer.Option("--device", help="Torch device; auto: CUDA when available.")] = Device.cpu,
     threads: TorchThreadsOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -430,8 +526,8 @@ class _training_progress:
     """A rich progress display for training: caching, then one bar per epoch with loss and validation."""
 
     def __init__(self, quiet: bool) -> None:
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, disable=quiet)
+        self.bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, disable=_no_bar(quiet))
         self.tasks: dict[str, int] = {}
         self.quiet = quiet
 
@@ -447,7 +543,7 @@ class _training_progress:
             e = info["epoch"]
             loss = f"  loss {e.loss:.3f}" if e.loss is not None else "  (untrained)"
             if not self.quiet:
-                err.print(f"epoch {e.epoch}/{total}{loss}{_validation_text(e)}  ({e.seconds:.0f} s)", highlight=False)
+                err.print(f"epoch {e.epoch}/{total}{loss}{_validation_text(e)}  ({e.seconds:.0f} s)")
             return
         key = f"{stage} {info.get('name', '')} {info.get('epoch', '')}"
         if key not in self.tasks:
@@ -460,15 +556,16 @@ class _training_progress:
 @app.command(context_settings={"allow_extra_args": True})
 def tune(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
-    grid: Annotated[list[str], typer.Option("--grid", help="NAME=V1,V2,... entries, e.g. --grid lr=1e-3,1e-4 "
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder with one sub-folder of images per class.",
+                                         show_default=False)],
+    grid: Annotated[list[str], typer.Option("--grid", metavar="NAME=V1,V2,...", help="NAME=V1,V2,... entries, e.g. --grid lr=1e-3,1e-4 "
                                             "temperature=0.05,0.1 dim=256,512; a single value fixes a setting.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.csv and tune.png.")] = Path("tune"),
     model: Annotated[str, typer.Option("--model", help="Base model: efficientnet-lite0/1/2.")] = "efficientnet-lite0",
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = _TRAIN.epochs,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.9)] = _TRAIN.val_fraction,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = _TRAIN.epochs,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.9, help="Share of the classes held out for scoring.")] = _TRAIN.val_fraction,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Cap on total time: 600, 600s, 10m, 1h.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, initialisation and batches.")] = 0,
     threads: TorchThreadsOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -491,7 +588,7 @@ def tune(
     def progress(i: int, n: int, stage: str, done: int, total: int, info: dict) -> None:
         if stage == "epoch" and not (quiet or as_json):
             e = info["epoch"]
-            err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{_validation_text(e)}", highlight=False)
+            err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{_validation_text(e)}")
 
     result = tn.run_grid(data, points, out, base, seconds, progress=progress)
     if as_json:
@@ -506,7 +603,7 @@ def tune(
         t.add_row(*(str(trial.settings[k]) for k in keys), f"{trial.val['map']:.4f}" if trial.val else "-",
                   f"{trial.val['recall@1']:.4f}" if trial.val else "-", str(trial.epochs_done), f"{trial.seconds:.0f}",
                   trial.status, style=style)
-    Console().print(t)
+    present.stdout_console().print(t)
     if best is not None:
         print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
               + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
@@ -534,8 +631,8 @@ def ann_build(
 @ann_app.command("check")
 def ann_check(
     queries: Annotated[int, typer.Option("--queries", min=1, help="Indexed images sampled as queries.")] = 100,
-    k: Annotated[int, typer.Option("-k", min=1)] = 10,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    k: Annotated[int, typer.Option("-k", min=1, help="Recall@k cut-off.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled queries.")] = 0,
     index_path: IndexOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -555,6 +652,32 @@ def ann_check(
               f"{report['n_queries']} queries, p50 {report['p50_ms']:.2f} ms, p95 {report['p95_ms']:.2f} ms")
 
 
+class _Command(typer.core.TyperCommand):
+    """Help in the usual style: ``IMAGE...`` and ``[FOLDER]`` as their metavars say (not typer's
+    ``{IMAGE...}...``) and no ``<list[Path]>`` type tags on arguments."""
+
+    @staticmethod
+    def _arguments(params) -> list:
+        return [p for p in params if p.param_type_name == "argument" and not getattr(p, "hidden", False)]
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [self.options_metavar, *(p.metavar or p.name.upper() for p in self._arguments(self.get_params(ctx)))]
+
+    def format_options(self, ctx, formatter) -> None:
+        params = self.get_params(ctx)
+        sections = (("Arguments", [(p.metavar or p.name.upper(), p.help or "") for p in self._arguments(params)]),
+                    ("Options", [r for p in params if p.param_type_name == "option" and (r := p.get_help_record(ctx))]))
+        for title, rows in sections:
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+for _info in (*app.registered_commands, *ann_app.registered_commands):
+    if _info.cls is typer.core.TyperCommand:  # not one that asked for another class
+        _info.cls = _Command
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 1.
 
@@ -565,7 +688,7 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        say("error", "bold red", str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted; what was committed is kept")

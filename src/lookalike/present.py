@@ -3,35 +3,59 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from lookalike.api import Match, QueryResult
 from lookalike.images import ImageError, decode
 
 THUMB = 192
 ROW_TITLES = {"nearest": "nearest (ascending)", "random": "random", "farthest": "farthest (descending)"}
+FORMATS = ("table", "tsv", "paths")
+
+
+def stdout_console() -> Console:
+    """A console for data on stdout: no markup or highlighting (paths print exactly as they are),
+    and no line width in a pipe, so long paths are never wrapped."""
+    return Console(markup=False, highlight=False, **({} if sys.stdout.isatty() else {"width": 1 << 20}))
 
 
 def table(result: QueryResult) -> Table:
-    """A rich table of one query's results."""
-    t = Table(title=f"{result.mode} to {result.query} ({result.metric})", title_justify="left")
+    """A rich table of one query's results; paths and the query are plain text, never markup."""
+    t = Table(title=Text(f"{result.mode} to {result.query} ({result.metric})"), title_justify="left")
     t.add_column("rank", justify="right")
     t.add_column("distance", justify="right")
     t.add_column("path", overflow="fold")
     for m in result.results:
-        t.add_row(str(m.rank), f"{m.distance:.4f}", m.path)
+        t.add_row(str(m.rank), f"{m.distance:.4f}", Text(m.path))
     return t
 
 
-def print_tables(results: Sequence[QueryResult], console: Console | None = None) -> None:
-    """Print one table per query to stdout."""
-    console = console or Console()
-    for r in results:
-        console.print(table(r))
+def print_results(results: Sequence[QueryResult], fmt: str = "table", console: Console | None = None,
+                  out: TextIO | None = None) -> None:
+    """Print query results to stdout: ``table`` (one rich table per query), ``tsv`` (a header, then
+    rank, distance and path; with several queries a leading query column) or ``paths`` (one per line)."""
+    out = out or sys.stdout
+    if fmt == "table":
+        console = console or stdout_console()
+        for r in results:
+            console.print(table(r))
+    elif fmt == "tsv":
+        several = len(results) > 1
+        out.write(("query\t" if several else "") + "rank\tdistance\tpath\n")
+        for r in results:
+            for m in r.results:
+                out.write((f"{r.query}\t" if several else "") + f"{m.rank}\t{m.distance:.6f}\t{m.path}\n")
+    elif fmt == "paths":
+        out.writelines(f"{m.path}\n" for r in results for m in r.results)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
 
 
 def _thumb(source) -> Image.Image:
@@ -84,20 +108,20 @@ def montage_figure(query, rows: Sequence[QueryResult], query_title: str = "query
 
 def print_dedup(report, console: Console | None = None) -> None:
     """Print a :class:`lookalike.dedup.DedupReport`: each group's kept file, then its duplicates."""
-    console = console or Console()
+    console = console or stdout_console()
     where = (f"preset {report.preset}: " if report.preset else "") + f"cosine distance <= {report.threshold}"
     if not report.groups:
         console.print(f"no duplicates among {report.n_images} images ({where})", highlight=False)
         return
-    t = Table(title=f"duplicate groups ({where})", title_justify="left")
+    t = Table(title=Text(f"duplicate groups ({where})"), title_justify="left")
     t.add_column("group", justify="right")
     t.add_column("kind")
     t.add_column("distance", justify="right")
     t.add_column("path", overflow="fold")
     for n, g in enumerate(report.groups, start=1):
-        t.add_row(str(n), g.kind, "keep", g.keep, end_section=False)
+        t.add_row(str(n), g.kind, "keep", Text(g.keep), end_section=False)
         for i, d in enumerate(g.duplicates):
-            t.add_row("", "", f"{d.distance:.4f}", d.path, end_section=i == len(g.duplicates) - 1)
+            t.add_row("", "", f"{d.distance:.4f}", Text(d.path), end_section=i == len(g.duplicates) - 1)
     console.print(t)
     kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near")}
     console.print(", ".join(f"{len(gs)} {k} groups ({sum(len(g.duplicates) + 1 for g in gs)} files)"
