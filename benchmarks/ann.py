@@ -38,9 +38,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lookalike.ann import FARTHEST_SEARCH_FACTOR, AnnIndex, default_params, exact_search, recall_at_k  # noqa: E402
+from lookalike.vectors import Searcher, get_metric  # noqa: E402
+from lookalike.vectors.ann import FARTHEST_SEARCH_FACTOR, default_params, recall_at_k  # noqa: E402
+from lookalike.vectors.backend import top_k  # noqa: E402
+from lookalike.vectors.faiss_backend import FaissBackend  # noqa: E402
 
-TRAIN_ROWS = 100_000  # rows AnnIndex.build trains on at most (more for big IVF nlist)
+TRAIN_ROWS = 100_000  # rows FaissBackend.build trains on at most (more for big IVF nlist)
 
 
 class Embeddings:
@@ -121,7 +124,7 @@ def bench_kind(spec: str, data: Embeddings, args, queries, truth, far_truth, raw
     index = None
     for vectors, ids in data.chunks(args.n, args.chunk, first):
         if index is None:
-            index = AnnIndex.build(vectors, ids, metric=args.metric, kind=kind, **params)
+            index = FaissBackend.build(vectors, ids, metric=args.metric, kind=kind, **params)
         else:
             index.add(vectors, ids)
         del vectors, ids
@@ -135,17 +138,17 @@ def bench_kind(spec: str, data: Embeddings, args, queries, truth, far_truth, raw
         del index
         gc.collect()
         rss1 = rss_bytes()
-        index = AnnIndex.load(path)
+        index = FaissBackend.load(path)
         load_delta = rss_bytes() - rss1
 
     k = args.k
-    index.search(queries[:5], k)  # warm-up
-    times, _, found = latencies_ms(lambda q: index.search(q, k), queries)
+    index.nearest(queries[:5], k)  # warm-up
+    times, _, found = latencies_ms(lambda q: index.nearest(q, k), queries)
     t0 = time.perf_counter()
-    index.search(queries, k)
+    index.nearest(queries, k)
     qps = len(queries) / (time.perf_counter() - t0)
     fq = queries[: args.far_queries]
-    far_times, far_dist, far_found = latencies_ms(lambda q: index.search(q, k, mode="farthest"), fq)
+    far_times, far_dist, far_found = latencies_ms(lambda q: index.farthest(q, k), fq)
     result = {
         "spec": spec,
         "describe": index.describe(),
@@ -162,9 +165,9 @@ def bench_kind(spec: str, data: Embeddings, args, queries, truth, far_truth, raw
         "farthest_dist_ratio": round(float(far_dist.mean() / far_truth[0].mean()), 4),
     }
     if raw is not None and index.kind != "flat":
-        refine = {"refine": raw, "refine_factor": args.refine_factor}
-        times, _, found = latencies_ms(lambda q: index.search(q, k, **refine), queries)
-        far_found = index.search(fq, k, mode="farthest", **refine)[1]
+        searcher = Searcher(raw[0], raw[1], [index], refine_factor=args.refine_factor)
+        times, _, found = latencies_ms(lambda q: searcher.nearest(q, k, args.metric), queries)
+        far_found = searcher.farthest(fq, k, args.metric)[1]
         result.update(
             {
                 "refine_p50_ms": pct(times, 50),
@@ -176,10 +179,10 @@ def bench_kind(spec: str, data: Embeddings, args, queries, truth, far_truth, raw
     if knob and args.sweep:
         result["sweep"] = []
         for value in args.sweep:
-            times, _, found = latencies_ms(lambda q: index.search(q, k, **{knob: value}), queries)
+            times, _, found = latencies_ms(lambda q: index.nearest(q, k, **{knob: value}), queries)
             far_value = value * FARTHEST_SEARCH_FACTOR
             far_times, _, far_found = latencies_ms(
-                lambda q: index.search(q, k, mode="farthest", **{knob: far_value}), fq
+                lambda q: index.farthest(q, k, **{knob: far_value}), fq
             )
             point = {
                 knob: value,
@@ -231,12 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     data = Embeddings(args.dim, args.latent, args.centres, args.noise, args.seed)
     queries = data.draw(args.queries, 0)
     t0 = time.perf_counter()
-    truth = exact_search(queries, data.chunks(args.n, args.chunk), args.k, metric=args.metric)[1]
-    far_truth = exact_search(
-        queries[: args.far_queries], data.chunks(args.n, args.chunk), args.k, metric=args.metric, mode="farthest"
-    )
+    metric = get_metric(args.metric)
+    truth = top_k(queries, data.chunks(args.n, args.chunk), args.k, metric)[1]
+    far_truth = top_k(queries[: args.far_queries], data.chunks(args.n, args.chunk), args.k, metric, farthest=True)
     truth_s = time.perf_counter() - t0
-    raw = np.concatenate([v for v, _ in data.chunks(args.n, args.chunk)]) if args.refine else None
+    raw = [np.concatenate(part) for part in zip(*((i, v) for v, i in data.chunks(args.n, args.chunk)))] \
+        if args.refine else None  # (ids, vectors)
     report = {
         "n": args.n,
         "dim": args.dim,

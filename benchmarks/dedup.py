@@ -355,7 +355,7 @@ def run_grouping(n: int, seed: int, threshold: float, cluster: int = 0) -> dict:
     close, re-scored), and the share of the exact pairs and groups the HNSW path gives."""
     from ann import Embeddings  # benchmarks/ann.py
 
-    from lookalike.ann import AnnIndex
+    from lookalike.vectors.faiss_backend import FaissBackend
 
     rng = np.random.default_rng(seed)
     base = Embeddings(1280, 48, 1000, 0.02, seed).draw(n - n // 10, 1)
@@ -370,7 +370,7 @@ def run_grouping(n: int, seed: int, threshold: float, cluster: int = 0) -> dict:
     exact = dedup.neighbours(unit, threshold)
     exact_s = time.perf_counter() - started
     started = time.perf_counter()
-    hnsw = AnnIndex.build(unit, ids, "cosine", "hnsw")
+    hnsw = FaissBackend.build(unit, ids, "cosine", "hnsw")
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     approx = dedup.ann_neighbours(hnsw, unit, ids, threshold)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.ann import AnnIndex, choose_kind
 from lookalike.store import Store
+from lookalike.vectors.ann import choose_kind
+from lookalike.vectors.faiss_backend import FaissBackend
 
 SETTINGS = ("auto", "none", "hnsw", "ivfpq")
 ANN_FILE = "ann.faiss"
@@ -40,7 +41,7 @@ def kind(store: Store) -> str:
     return "exact" if chosen == "flat" else chosen
 
 
-def sync(store: Store, rebuild: bool = False) -> AnnIndex | None:
+def sync(store: Store, rebuild: bool = False) -> FaissBackend | None:
     """The up-to-date ANN index of ``store``, or None when its setting gives exact search."""
     path = store.root / ANN_FILE
     wanted = kind(store)
@@ -67,17 +68,17 @@ def sync(store: Store, rebuild: bool = False) -> AnnIndex | None:
     else:
         ann = None
     if ann is None:
-        ann = AnnIndex.build(np.asarray(vectors), np.asarray(ids), METRIC, wanted)
+        ann = FaissBackend.build(np.asarray(vectors), np.asarray(ids), METRIC, wanted)
     ann.save(path)
     store.set_meta("ann_stamp", f"{wanted}:{generation}")
     return ann
 
 
-def _load(path, dim: int) -> AnnIndex | None:
+def _load(path, dim: int) -> FaissBackend | None:
     if not path.exists():
         return None
     try:
-        ann = AnnIndex.load(path)
+        ann = FaissBackend.load(path)
     except (OSError, ValueError, KeyError, RuntimeError):  # a torn or foreign file: rebuild it
         return None
-    return ann if (ann.metric, ann.dim) == (METRIC, dim) else None
+    return ann if (ann.metric.name, ann.dim) == (METRIC, dim) else None

@@ -15,13 +15,13 @@ from PIL import Image
 from platformdirs import user_data_dir
 
 from lookalike import ann_store
-from lookalike import search as _search
-from lookalike.ann import AnnIndex
 from lookalike.images import DEFAULT_MAX_PIXELS, decode, read_file
 from lookalike.indexer import BATCH, IndexReport, content_hash, update
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.store import DB_NAME, Store, StoreError
+from lookalike.vectors import Searcher, check_query
+from lookalike.vectors.faiss_backend import FaissBackend
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -65,8 +65,8 @@ class Index:
         self._threads = threads
         self._device = device
         self._embedder: Embedder | None = None
-        self._vectors: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._ann: tuple[int, AnnIndex | None] | None = None
+        self._searcher: tuple[int, Searcher] | None = None
+        self._ann: tuple[int, FaissBackend | None] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
@@ -129,29 +129,27 @@ class Index:
         """``exact``, or the approximate kind (``hnsw``, ``ivfpq``) queries use."""
         return ann_store.kind(self.store)
 
-    def ann(self, rebuild: bool = False) -> AnnIndex | None:
+    def ann(self, rebuild: bool = False) -> FaissBackend | None:
         """The approximate index kept in step with the catalog, or None when search is exact."""
         generation = self.store.generation
         if rebuild or self._ann is None or self._ann[0] != generation:
             self._ann = (generation, ann_store.sync(self.store, rebuild))
+            self._searcher = None
         return self._ann[1]
+
+    def searcher(self) -> Searcher:
+        """The searcher over the index's vectors (and its approximate index), one per generation."""
+        generation = self.store.generation
+        if self._searcher is None or self._searcher[0] != generation:
+            ids, vectors = self.store.vectors()
+            ann = self.ann()
+            self._searcher = (generation, Searcher(ids, vectors, [ann] if ann is not None else []))
+        return self._searcher[1]
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All (ids, vectors) of the index, loaded once per generation."""
-        return self._loaded()[1:3]
-
-    def vectors_of(self, wanted: np.ndarray) -> np.ndarray:
-        """The stored vectors of the indexed ids ``wanted``, in that order."""
-        ids, vectors = self.vectors()
-        return np.asarray(vectors[np.searchsorted(ids, wanted)])
-
-    def _loaded(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        """(generation, ids, vectors, squared norms), refreshed when the index changed."""
-        generation = self.store.generation
-        if self._vectors is None or self._vectors[0] != generation:
-            ids, vectors = self.store.vectors()
-            self._vectors = (generation, ids, vectors, _search.squared_norms(vectors))
-        return self._vectors
+        searcher = self.searcher()
+        return searcher.ids, searcher.vectors
 
     def embed(self, image: ImageInput) -> tuple[np.ndarray, list[int]]:
         """The query vector of an image, and the ids of indexed files with identical bytes.
@@ -175,10 +173,10 @@ class Index:
         ``exclude_self`` drops indexed files whose bytes equal the query's; ``search_options`` are
         those of :meth:`query_vector` (``exact``, ``ef_search``, ``nprobe``).
         """
-        _search.check_options(metric, mode, k)
+        check_query(metric, mode, k)
         vector, same = self.embed(image)
-        return self.query_vector(vector, k, mode, metric, seed, same if exclude_self else (),
-                                 label or _label(image), **search_options)
+        return self._search(vector, k, mode, metric, seed, same if exclude_self else (), label or _label(image),
+                            **search_options)
 
     def query_vector(self, vector: np.ndarray, k: int = 10, mode: str = "nearest", metric: str = "cosine",
                      seed: int | None = None, exclude: tuple[int, ...] | list[int] = (),
@@ -189,22 +187,17 @@ class Index:
         Nearest and farthest cosine queries use the approximate index when there is one, unless
         ``exact``; ``ef_search`` (HNSW) and ``nprobe`` (IVF-PQ) trade speed for recall.
         """
-        _search.check_options(metric, mode, k)
+        check_query(metric, mode, k)
+        return self._search(vector, k, mode, metric, seed, exclude, label, exact, ef_search, nprobe)
+
+    def _search(self, vector: np.ndarray, k: int, mode: str, metric: str, seed: int | None, exclude,
+                label: str, exact: bool = False, ef_search: int | None = None,
+                nprobe: int | None = None) -> QueryResult:
+        """:meth:`query_vector` with options already checked."""
         excluded = set(int(i) for i in exclude)
-        ann = None if exact or mode == "random" or metric != ann_store.METRIC else self.ann()
-        _, ids, vectors, sq_norms = self._loaded()
-        if ann is not None:
-            # candidates are re-scored on the stored vectors, so distances are exact, as in exact search
-            found = ann.search(vector[None], k + len(excluded), mode, ef_search, nprobe, refine=self.vectors_of)[1][0]
-            found = found[found >= 0]
-            distances = _search.pairwise(vector[None].astype(np.float64),
-                                         self.vectors_of(found).astype(np.float64), metric)[0]
-            pairs = list(zip(found.tolist(), distances.tolist()))
-        else:
-            distances, positions = _search.search(vector[None], vectors, k + len(excluded), metric, mode, seed,
-                                                  sq_norms=sq_norms)
-            pairs = [(int(i), float(d)) for i, d in zip(ids[positions[0]], distances[0])]
-        pairs = [(i, d) for i, d in pairs if i not in excluded]
+        distances, ids = self.searcher().search(vector, k + len(excluded), mode, metric, seed, exact,
+                                                ef_search=ef_search, nprobe=nprobe)
+        pairs = [(i, d) for i, d in zip(ids[0].tolist(), distances[0].tolist()) if i >= 0 and i not in excluded]
         # a file removed by another process since the vectors were loaded is left out
         hits = [(i, d, p) for (i, d), p in zip(pairs, self.store.paths([i for i, _ in pairs], missing_ok=True))
                 if p is not None][:k]

@@ -25,7 +25,7 @@ from lookalike import __version__, ann_store, present
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
 from lookalike.indexer import BATCH
-from lookalike.search import Metric, Mode
+from lookalike.vectors import MetricName, Mode
 from lookalike.models.registry import ModelError
 from lookalike.store import StoreError
 from lookalike.train.config import TrainConfig
@@ -108,8 +108,8 @@ FormatOpt = Annotated[Optional[Format], typer.Option(
     "--format", help="table, tsv (a header, then rank, distance, path; a query column first for several "
     "queries) or paths (one per line) [default: table on a terminal, else tsv]", show_default=False)]
 ModeOpt = Annotated[Mode, typer.Option("--mode", help="nearest first, farthest first, or a uniform random sample.")]
-MetricOpt = Annotated[Metric, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
-                                           "distance) on the raw features.")]
+MetricOpt = Annotated[MetricName, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
+                                               "distance) on the raw features.")]
 
 
 def _output_format(fmt: Format | None) -> str:
@@ -177,7 +177,7 @@ def query(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Query image file(s).", show_default=False)],
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
     mode: ModeOpt = Mode.nearest,
-    metric: MetricOpt = Metric.cosine,
+    metric: MetricOpt = MetricName.cosine,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --mode random [default: a fresh one, "
                                                 "printed so the draw can be repeated]", show_default=False)] = None,
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
@@ -250,7 +250,7 @@ def show(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="Query image file.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("lookalike.png"),
     n: Annotated[int, typer.Option("-n", min=1, help="Images per row.")] = 5,
-    metric: MetricOpt = Metric.cosine,
+    metric: MetricOpt = MetricName.cosine,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row [default: a fresh one, "
                                                 "printed so the figure can be repeated]", show_default=False)] = None,
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
@@ -430,7 +430,7 @@ def evaluate(
                                          show_default=False)],
     model: ModelOpt = None,
     layer: LayerOpt = None,
-    metric: MetricOpt = Metric.cosine,
+    metric: MetricOpt = MetricName.cosine,
     rerank: Annotated[bool, typer.Option("--rerank", help="Also score k-reciprocal re-ranking of the top 100.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with PNGs and metrics.json "
                                                    "into this folder.")] = None,
@@ -637,7 +637,7 @@ def ann_check(
     as_json: JsonOpt = False,
 ) -> None:
     """Recall@k of the approximate index against exact search, with query latency."""
-    from lookalike.ann import check
+    from lookalike.vectors.ann import check
 
     with Index.open(index_path) as idx:
         built = idx.ann()

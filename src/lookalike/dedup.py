@@ -4,13 +4,14 @@ How groups are formed (see :func:`find_duplicates`):
 
 1. Files with the same content hash are *exact* duplicates; each such set is one group.
 2. One file per distinct content is kept for the near search. Its neighbours within the
-   threshold (cosine distance) come from an exact FAISS range search over L2-normalised vectors,
-   run in chunks of queries, so memory grows with the number of close pairs, never with all pairs
-   (and a threshold that would hold more than :data:`MAX_PAIRS` is refused). When the index has an
-   approximate structure (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's nearest
-   come from it instead (:data:`ANN_NEIGHBOURS`, more while they are all close, and a scan of
-   every file beyond :data:`ANN_WIDEST`), re-scored exactly: time grows about as N log N rather
-   than N squared while few files have that many copies.
+   threshold (cosine distance) come from a range query of the index's searcher
+   (:meth:`lookalike.vectors.Searcher.within`), run in chunks of queries, so memory grows with the
+   number of close pairs, never with all pairs (and a threshold that would hold more than
+   :data:`MAX_PAIRS` is refused). Without an approximate structure that is an exact scan. With one
+   (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's nearest come from it instead
+   (:data:`ANN_NEIGHBOURS`, more while they are all close, and an exact scan beyond
+   :data:`ANN_WIDEST`), re-scored exactly: time grows about as N log N rather than N squared while
+   few files have that many copies.
 3. Near groups are formed around the file that will be kept, not by connected components:
    files are visited best first (:func:`keep_order`: the file that is not an edit of the other —
    most pixels, then best encoding, then EXIF capture time, then shorter name) and each file not yet in a group claims every neighbour not yet in a group. Every listed
@@ -35,9 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.ann import AnnIndex
 from lookalike.api import Index, ImageInput, Match, QueryResult
-from lookalike.search import pairwise
+from lookalike.vectors import Backend, Searcher
+from lookalike.vectors.faiss_backend import RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST
 
 METRIC = "cosine"
 DEFAULT_PRESET = "near"
@@ -53,13 +54,12 @@ PRESETS: dict[tuple[str, str], dict[str, float]] = {
 }
 
 _CHUNK = 1024
-_RESCORE = 4096
 #: Neighbours first fetched per file from an approximate index (more when all of them are close).
-ANN_NEIGHBOURS = 32
+ANN_NEIGHBOURS = RANGE_FIRST
 #: Most neighbours asked of an approximate index per file; a file with more close ones is scanned exactly.
-ANN_WIDEST = 1024
+ANN_WIDEST = RANGE_WIDEST
 #: How far beyond the threshold an approximate distance may be for the pair to be re-scored.
-ANN_SLACK = 0.02
+ANN_SLACK = RANGE_SLACK
 #: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
 MAX_PAIRS = 20_000_000
 
@@ -252,26 +252,14 @@ def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK,
     """All pairs of L2-normalised float32 rows within ``threshold`` cosine distance, as CSR arrays
     (offsets, columns, distances): row ``i`` lists every other row ``j`` with ``1 - u_i . u_j <= threshold``.
 
-    An exact FAISS inner-product range search, ``chunk`` query rows at a time. ValueError when more
-    than ``max_pairs`` (ordered) pairs are within the threshold.
+    An exact range query, ``chunk`` query rows at a time. ValueError when more than ``max_pairs``
+    (ordered) pairs are within the threshold.
     """
-    import faiss
-
-    index = faiss.IndexFlatIP(unit.shape[1])
-    index.add(unit)
-    radius = 1.0 - threshold - 1e-5  # FAISS keeps scores strictly above the radius; refined below
-    csr = _Csr()
-    for start in range(0, len(unit), chunk):
-        lims, sims, labels = index.range_search(unit[start:start + chunk], radius)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
-        d = 1.0 - sims.astype(np.float64)
-        ok = (labels != rows) & (d <= threshold)
-        csr.append(rows[ok] - start, len(lims) - 1, labels[ok], d[ok])
-        _check_pairs(len(csr), max_pairs, threshold)
-    return csr.arrays()
+    rows = np.arange(len(unit))
+    return _pairs_among(Searcher(rows, unit), unit, rows, threshold, chunk, max_pairs)
 
 
-def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, threshold: float, k: int = ANN_NEIGHBOURS,
+def ann_neighbours(ann: Backend, unit: np.ndarray, ids: np.ndarray, threshold: float, k: int = ANN_NEIGHBOURS,
                    chunk: int = _CHUNK, max_pairs: int = MAX_PAIRS,
                    widest: int = ANN_WIDEST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Like :func:`neighbours`, but each row's candidates are its nearest in ``ann`` (whose ids for
@@ -284,52 +272,26 @@ def ann_neighbours(ann: AnnIndex, unit: np.ndarray, ids: np.ndarray, threshold: 
     within :data:`ANN_SLACK` of the threshold by the index's approximate distance are re-scored on
     ``unit``. ValueError when more than ``max_pairs`` pairs are within the threshold.
     """
+    return _pairs_among(Searcher(ids, unit, [ann]), unit, ids, threshold, chunk, max_pairs, first=k, widest=widest)
+
+
+def _pairs_among(searcher: Searcher, vectors: np.ndarray, ids: np.ndarray, threshold: float, chunk: int,
+                 max_pairs: int, **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR pairs (offsets, columns, distances) among the rows ``vectors`` (stored in ``searcher``
+    under ``ids``) within ``threshold``, by the searcher's range queries, ``chunk`` rows at a time."""
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
-    reach = threshold + ANN_SLACK
     csr = _Csr()
-    for start in range(0, len(unit), chunk):
-        queries = unit[start:start + chunk]
-        pending, width, found_rows, found_ids = np.arange(len(queries)), k + 1, [], []
-        while len(pending) and width <= widest + 1:
-            approx, found = ann.search(queries[pending], width)
-            more = (found[:, -1] >= 0) & (approx[:, -1] <= reach) & (width < ann.ntotal)
-            rows, slots = np.nonzero((found >= 0) & (approx <= reach) & ~more[:, None])
-            found_rows.append(pending[rows])
-            found_ids.append(found[rows, slots])
-            pending, width = pending[more], width * 4
-        found = np.concatenate([np.zeros(0, np.int64), *found_ids])
+    for start in range(0, len(ids), chunk):
+        queries = np.asarray(vectors[start:start + chunk], dtype=np.float32)
+        offsets, found, d = searcher.within(queries, threshold, **options)
+        rows = np.repeat(np.arange(len(queries)), np.diff(offsets))
         pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
-        is_row = sorted_ids[pos] == found
-        rows, cols = np.concatenate([np.zeros(0, np.intp), *found_rows])[is_row], order[pos][is_row]
-        d = np.empty(len(rows))
-        for s in range(0, len(rows), _RESCORE):  # a few thousand pairs at a time
-            part = slice(s, s + _RESCORE)
-            d[part] = 1.0 - np.einsum("ij,ij->i", queries[rows[part]], unit[cols[part]])
-        scanned_rows, scanned_cols, scanned_d = _scan(unit, start + pending, threshold)
-        rows = np.concatenate([rows, pending[scanned_rows]])
-        cols, d = np.concatenate([cols, scanned_cols]), np.concatenate([d, scanned_d])
-        ok = (d <= threshold) & (cols != start + rows)
-        by_row = np.argsort(rows[ok], kind="stable")
-        csr.append(rows[ok][by_row], len(queries), cols[ok][by_row], d[ok][by_row])
+        cols = order[pos]
+        ok = (sorted_ids[pos] == found) & (cols != start + rows)
+        csr.append(rows[ok], len(queries), cols[ok], d[ok])
         _check_pairs(len(csr), max_pairs, threshold)
     return csr.arrays()
-
-
-def _scan(unit: np.ndarray, queries: np.ndarray, threshold: float, block: int = 256,
-          span: int = 32768) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, distance) for every row j of ``unit`` about within ``threshold`` cosine distance of row
-    ``queries[i]`` (a hair beyond, for rounding), by matrix products over blocks of queries and
-    spans of rows."""
-    rows, cols, dists = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)], [np.zeros(0)]
-    for q in range(0, len(queries), block):
-        for c in range(0, len(unit), span):
-            sims = unit[queries[q:q + block]] @ unit[c:c + span].T
-            r, j = np.nonzero(sims >= 1.0 - threshold - 1e-5)
-            rows.append(q + r)
-            cols.append(c + j)
-            dists.append(1.0 - sims[r, j].astype(np.float64))
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
 
 
 def _check_pairs(n_pairs: int, max_pairs: int, threshold: float) -> None:
@@ -438,12 +400,8 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     for i in order:
         first.setdefault(catalog["hash"][i], int(i))
     unique = np.fromiter(first.values(), np.int64, len(first))
-    unit = unit_rows(vectors, rows[unique])
-    ann = index.ann()
-    if ann is None:
-        offsets, columns, distances = neighbours(unit, threshold, chunk)
-    else:
-        offsets, columns, distances = ann_neighbours(ann, unit, ids[rows[unique]], threshold, chunk=chunk)
+    offsets, columns, distances = _pairs_among(index.searcher(), _Rows(vectors, rows[unique]), ids[rows[unique]],
+                                               threshold, chunk, MAX_PAIRS)
     paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
     traits = [file_traits(paths[u]) if p else Traits() for u, p in zip(unique.tolist(), paired)]
     visit = keep_order(pixels[unique], [paths[u] for u in unique], catalog["mtime_ns"][unique], traits)
@@ -471,28 +429,28 @@ def duplicates_of(index: Index, image: ImageInput, threshold: float, label: str 
 def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], threshold: float,
                          label: str = "<vector>") -> QueryResult:
     """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes."""
-    ids, vectors = index.vectors()
-    query = np.asarray(vector, dtype=np.float32)[None]
     hits: dict[int, float] = {int(i): 0.0 for i in same}
-    for start in range(0, len(ids), 8192):
-        d = pairwise(query, np.asarray(vectors[start:start + 8192], dtype=np.float32), METRIC)[0]
-        for pos in np.flatnonzero(d <= threshold):
-            hits.setdefault(int(ids[start + pos]), float(d[pos]))
+    _, found, d = index.searcher().within(vector, threshold, METRIC, exact=True)
+    for i, dist in zip(found.tolist(), d.tolist()):
+        hits.setdefault(i, dist)
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
     paths = index.store.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
     return QueryResult(label, "duplicates", METRIC, matches)
 
 
+class _Rows:
+    """Rows ``rows`` of ``vectors`` sliced like an array, gathered only when a slice is read."""
+
+    def __init__(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        self.vectors, self.rows = vectors, rows
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return np.asarray(self.vectors[self.rows[part]])
+
+
 def _catalog(index: Index, ids: Iterable[int]) -> dict:
     """Path, size, mtime, hash, width and height of embedded images, in the order of ``ids``."""
-    ids = [int(i) for i in ids]
-    found = {}
-    for start in range(0, len(ids), 500):
-        part = ids[start:start + 500]
-        marks = ",".join("?" * len(part))
-        found.update((r[0], r[1:]) for r in index.store.conn.execute(
-            f"SELECT id, path, size, mtime_ns, hash, width, height FROM images WHERE id IN ({marks})", part))
-    cols = list(zip(*(found[i] for i in ids))) if ids else [()] * 6
-    return {"path": list(cols[0]), "size": np.asarray(cols[1], np.int64), "mtime_ns": np.asarray(cols[2], np.int64),
-            "hash": list(cols[3]), "width": np.asarray(cols[4], np.int64), "height": np.asarray(cols[5], np.int64)}
+    found = index.store.catalog(ids)
+    ints = ("size", "mtime_ns", "width", "height")
+    return {key: np.asarray(value, np.int64) if key in ints else value for key, value in found.items()}

@@ -22,13 +22,13 @@ from PIL import Image, ImageDraw
 from platformdirs import user_cache_dir
 
 from lookalike import metrics
-from lookalike import search as _search
 from lookalike.api import Index, model_ref
 from lookalike.images import ImageError, decode
 from lookalike.indexer import IndexReport
 from lookalike.models.registry import resolve
 from lookalike.store import StoreError
 from lookalike.train.data import LabelledImages, labelled
+from lookalike.vectors import Searcher
 
 RERANK_K = 100
 THUMB = 112
@@ -181,8 +181,9 @@ def _strip(ev: Evaluation, queries: np.ndarray, k: int, path: Path) -> None:
     sheet = Image.new("RGB", (cell * (k + 1) + gap, cell * max(1, len(queries))), "white")
     draw = ImageDraw.Draw(sheet)
     metric = ev.result.metric
+    searcher = Searcher(np.arange(len(ev.vectors)), ev.vectors)
     for row, q in enumerate(queries):
-        _, found = _search.search(ev.vectors[q][None], ev.vectors, k + 1, metric)
+        _, found = searcher.nearest(ev.vectors[q], k + 1, metric)
         found = [int(i) for i in found[0] if i != q][:k]
         y = row * cell
         sheet.paste(_thumb(ev.data.paths[q]), (pad, y + pad))

@@ -233,6 +233,18 @@ class Store:
             found.update(self.conn.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk).fetchall())
         return [found.get(i) for i in ids] if missing_ok else [found[i] for i in ids]
 
+    def catalog(self, ids: Iterable[int]) -> dict[str, list]:
+        """Path, size, mtime_ns, hash, width and height of image ids, one list per column, in the given order."""
+        ids = [int(i) for i in ids]
+        keys = ("path", "size", "mtime_ns", "hash", "width", "height")
+        found: dict[int, tuple] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update((r[0], r[1:]) for r in self.conn.execute(
+                f"SELECT id, {', '.join(keys)} FROM images WHERE id IN ({marks})", chunk))
+        return {key: [found[i][n] for i in ids] for n, key in enumerate(keys)}
+
     def by_hash(self, content_hash: str) -> tuple[list[int], np.ndarray | None]:
         """Ids of embedded files with this content hash, and their (shared) vector."""
         rows = self.conn.execute("SELECT id, vector FROM images WHERE hash = ? AND status = 'ok' ORDER BY id",

@@ -10,7 +10,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from conftest import sample_photo
 from lookalike import ann_store, dedup
-from lookalike.ann import AnnIndex
+from lookalike.vectors.faiss_backend import FaissBackend
 from lookalike.api import Index
 
 DISTINCT = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "immunohistochemistry",
@@ -92,7 +92,7 @@ def test_ann_neighbours_list_every_copy_of_a_much_copied_photo(kind, widest):
     copies = others[0] + 0.02 * rng.standard_normal((150, 32)).astype(np.float32)
     unit = _unit(np.concatenate([others, copies]))
     ids = rng.permutation(10_000)[:len(unit)].astype(np.int64)
-    ann = AnnIndex.build(unit, ids, "cosine", kind)
+    ann = FaissBackend.build(unit, ids, "cosine", kind)
     exact = dedup.neighbours(unit, 0.05)
     found = dedup.ann_neighbours(ann, unit, ids, 0.05, chunk=64, widest=widest)
     cluster = np.r_[0, 500:650]

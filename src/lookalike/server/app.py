@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode
 from lookalike.indexer import content_hash
-from lookalike.search import Metric, Mode
+from lookalike.vectors import MetricName, Mode
 
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -39,7 +39,7 @@ MAX_K = 1000
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
 ModeQ = Annotated[Mode, Query(description="nearest first, farthest first, or a random sample.")]
-MetricQ = Annotated[Metric, Query(description="cosine (1 - cosine similarity) or l2 (Euclidean).")]
+MetricQ = Annotated[MetricName, Query(description="cosine (1 - cosine similarity) or l2 (Euclidean).")]
 SeedQ = Annotated[int | None, Query(description="Seed for mode=random.")]
 ExcludeQ = Annotated[bool, Query(description="Leave out indexed files with the query's exact bytes.")]
 
@@ -61,13 +61,13 @@ class Result(BaseModel):
 class SearchResponse(BaseModel):
     query: QueryInfo
     mode: Mode
-    metric: Metric
+    metric: MetricName
     results: list[Result]
 
 
 class DuplicatesResponse(BaseModel):
     query: QueryInfo
-    metric: Metric
+    metric: MetricName
     threshold: float
     preset: str | None
     results: list[Result]
@@ -289,7 +289,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     @app.post("/api/search", tags=["search"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
     async def search_upload(file: Annotated[UploadFile, File(description="The query image.")],
-                            k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = Metric.cosine,
+                            k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
         """Search with an uploaded image (multipart field ``file``)."""
         data, name = await _read_upload(file, max_upload)
@@ -309,7 +309,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.get("/api/search", tags=["search"], responses={404: {"description": "Unknown id"}})
     def search_id(id: Annotated[int, Query(description="Id of an indexed image.")],
-                  k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = Metric.cosine,
+                  k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                   seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
         """Search with an image already in the index (it finds itself at distance 0 unless excluded)."""
         return searcher.search_id(id, k, mode.value, metric.value, seed, exclude_self)

@@ -3,17 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from lookalike.ann import (
-    AUTO_EXACT_ELEMENTS,
-    KINDS,
-    METRICS,
-    AnnIndex,
-    check,
-    choose_kind,
-    exact_search,
-    hnsw_ef_search,
-    recall_at_k,
-)
+from lookalike.vectors import METRICS, Searcher, get_metric
+from lookalike.vectors.ann import KINDS, recall_at_k
+from lookalike.vectors.backend import top_k
+from lookalike.vectors.faiss_backend import FaissBackend
+
+METRICS = list(METRICS)
 
 EXACT = {"flat": {}, "hnsw": {"ef_search": 256}, "ivfpq": {"nprobe": 10_000}}
 
@@ -34,6 +29,14 @@ def sparse_ids(n, seed=1):
     return np.sort(np.random.default_rng(seed).choice(10 * n + 10, size=n, replace=False)).astype(np.int64) + 3
 
 
+def search(index, queries, k, mode="nearest", **options):
+    return getattr(index, mode)(queries, k, **options)
+
+
+def exact_search(queries, chunks, k, metric="cosine", mode="nearest"):
+    return top_k(queries, chunks, k, get_metric(metric), farthest=mode == "farthest")
+
+
 def assert_well_formed(dist, ids, n_live, k, mode, allowed):
     found = min(n_live, k)
     assert dist.shape == ids.shape == (len(dist), k)
@@ -51,55 +54,39 @@ def assert_well_formed(dist, ids, n_live, k, mode, allowed):
 @pytest.mark.parametrize("kind", KINDS + ("auto",))
 def test_tiny_collections_build_and_pad(n, metric, kind):
     x, ids = random_vectors(n), sparse_ids(n)
-    index = AnnIndex.build(x, ids, metric=metric, kind=kind)
+    index = FaissBackend.build(x, ids, metric=metric, kind=kind)
     assert index.ntotal == n
     for mode in ("nearest", "farthest"):
-        dist, found = index.search(x[:3], k=7, mode=mode)
+        dist, found = search(index, x[:3], 7, mode)
         assert_well_formed(dist, found, n, 7, mode, ids)
-    dist, found = index.search(x[:1], k=1)
+    dist, found = index.nearest(x[:1], 1)
     assert found[0, 0] == ids[0]
     if index.kind != "ivfpq":  # PQ distances are coarse at this size
         assert dist[0, 0] == pytest.approx(0, abs=0.01 if metric == "cosine" else 0.3)
 
 
-def test_choose_kind():
-    assert choose_kind("auto", 1) == "flat"
-    assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 1280, 1280) == "flat"
-    assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 1280 + 1, 1280) == "hnsw"
-    assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 256 + 1, 256) == "hnsw"
-    assert choose_kind("ivfpq", 1) == "ivfpq"
-    with pytest.raises(ValueError):
-        choose_kind("annoy", 10)
-
-
-def test_hnsw_ef_search_grows_with_size():
-    assert hnsw_ef_search(0) == hnsw_ef_search(100_000) == 64
-    assert 250 <= hnsw_ef_search(1_000_000) <= 260
-    assert hnsw_ef_search(10**9) == 1024
-
-
 def test_tiny_ivfpq_falls_back_and_pca_is_dropped():
-    assert AnnIndex.build(random_vectors(5), np.arange(5), kind="ivfpq").kind == "flat"
-    index = AnnIndex.build(random_vectors(20), np.arange(20), kind="hnsw", pca=24)
+    assert FaissBackend.build(random_vectors(5), np.arange(5), kind="ivfpq").kind == "flat"
+    index = FaissBackend.build(random_vectors(20), np.arange(20), kind="hnsw", pca=24)
     assert index.params["pca"] is None
-    assert AnnIndex.build(random_vectors(100), np.arange(100), kind="ivfpq", pca=16).params["m"] == 2
+    assert FaissBackend.build(random_vectors(100), np.arange(100), kind="ivfpq", pca=16).params["m"] == 2
 
 
 def test_rejects_bad_input():
     x = random_vectors(10)
     with pytest.raises(ValueError):
-        AnnIndex.build(x, np.arange(9))
+        FaissBackend.build(x, np.arange(9))
     with pytest.raises(ValueError):
-        AnnIndex.build(x, np.zeros(10))
+        FaissBackend.build(x, np.zeros(10))
     with pytest.raises(ValueError):
-        AnnIndex.build(x, np.arange(10), kind="hnsw", nprobe=4)
+        FaissBackend.build(x, np.arange(10), kind="hnsw", nprobe=4)
     with pytest.raises(ValueError):
-        AnnIndex.build(x, np.arange(10), metric="dot")
-    index = AnnIndex.build(x, np.arange(10))
+        FaissBackend.build(x, np.arange(10), metric="dot")
+    index = FaissBackend.build(x, np.arange(10))
     with pytest.raises(ValueError):
         index.add(random_vectors(2), [3, 11])
     with pytest.raises(ValueError):
-        index.search(random_vectors(1, dim=8), 3)
+        index.nearest(random_vectors(1, dim=8), 3)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -107,14 +94,14 @@ def test_rejects_bad_input():
 def test_well_separated_results_equal_exact(metric, kind):
     x, _ = clustered()
     ids = sparse_ids(len(x))
-    exact = AnnIndex.build(x, ids, metric=metric, kind="flat")
-    approx = AnnIndex.build(x, ids, metric=metric, kind=kind)
+    exact = FaissBackend.build(x, ids, metric=metric, kind="flat")
+    approx = FaissBackend.build(x, ids, metric=metric, kind=kind)
     assert approx.kind == kind
     queries = x[::7]
-    exact_d, exact_i = exact.search(queries, 10)
-    _, approx_i = approx.search(queries, 10, **EXACT[kind])
+    exact_d, exact_i = exact.nearest(queries, 10)
+    _, approx_i = approx.nearest(queries, 10, **EXACT[kind])
     assert recall_at_k(approx_i, exact_i, 10) == 1.0
-    refined_d, refined_i = approx.search(queries, 10, **EXACT[kind], refine=lambda i: x[np.searchsorted(ids, i)])
+    refined_d, refined_i = Searcher(ids, x, [approx]).nearest(queries, 10, metric, **EXACT[kind])
     np.testing.assert_array_equal(refined_i, exact_i)
     np.testing.assert_allclose(refined_d, exact_d, rtol=1e-4, atol=1e-4)
 
@@ -127,13 +114,13 @@ def test_farthest_matches_exact(metric, kind):
     queries = random_vectors(20, seed=5)
     exact_d, exact_i = exact_search(queries, [(x, ids)], 10, metric=metric, mode="farthest")
     # Pure noise has no redundancy for PQ to exploit: give it 4-d sub-vectors.
-    index = AnnIndex.build(x, ids, metric=metric, kind=kind, **({"m": 8} if kind == "ivfpq" else {}))
-    _, far_i = index.search(queries, 10, mode="farthest", **EXACT[kind])
+    index = FaissBackend.build(x, ids, metric=metric, kind=kind, **({"m": 8} if kind == "ivfpq" else {}))
+    _, far_i = index.farthest(queries, 10, **EXACT[kind])
     assert recall_at_k(far_i, exact_i, 10) >= (0.9 if kind == "hnsw" else 0.5)
-    refined_d, refined_i = index.search(queries, 10, mode="farthest", **EXACT[kind], refine=x, refine_factor=8)
+    refined_d, refined_i = Searcher(ids, x, [index], refine_factor=8).farthest(queries, 10, metric, **EXACT[kind])
     np.testing.assert_array_equal(refined_i, exact_i)
     np.testing.assert_allclose(refined_d, exact_d, rtol=1e-4, atol=1e-4)
-    flat_d, flat_i = AnnIndex.build(x, ids, metric=metric, kind="flat").search(queries, 10, mode="farthest")
+    flat_d, flat_i = FaissBackend.build(x, ids, metric=metric, kind="flat").farthest(queries, 10)
     np.testing.assert_array_equal(flat_i, exact_i)
     np.testing.assert_allclose(flat_d, exact_d, rtol=1e-4, atol=1e-4)
 
@@ -142,7 +129,7 @@ def test_farthest_matches_exact(metric, kind):
 def test_add_remove_never_returns_removed_ids(kind, tmp_path):
     x = random_vectors(300)
     ids = sparse_ids(300)
-    index = AnnIndex.build(x[:200], ids[:200], kind=kind)
+    index = FaissBackend.build(x[:200], ids[:200], kind=kind)
     index.add(x[200:], ids[200:])
     gone = ids[::6]
     assert index.remove(np.append(gone, 10**9)) == len(gone)
@@ -152,25 +139,25 @@ def test_add_remove_never_returns_removed_ids(kind, tmp_path):
 
     def assert_absent(idx):
         for mode in ("nearest", "farthest"):
-            _, found = idx.search(x[::5], 60, mode=mode, **EXACT[kind])
+            _, found = search(idx, x[::5], 60, mode, **EXACT[kind])
             assert not np.isin(found, gone).any()
             assert (found >= 0).all()
 
     assert_absent(index)
     index.save(tmp_path / "ann.faiss")
-    loaded = AnnIndex.load(tmp_path / "ann.faiss")
+    loaded = FaissBackend.load(tmp_path / "ann.faiss")
     assert loaded.ntotal == index.ntotal
     assert_absent(loaded)
 
     # A removed id may be added again, with a new vector, and is found once.
     loaded.add(x[:1] + 1e-3, gone[1:2])
-    _, found = loaded.search(x[:1], 5, **EXACT[kind])
+    _, found = loaded.nearest(x[:1], 5, **EXACT[kind])
     assert (found[0] == gone[1]).sum() == 1 and (found[0] == gone[0]).sum() == 0
 
 
 def test_hnsw_needs_rebuild_after_many_removals():
     x = random_vectors(100)
-    index = AnnIndex.build(x, np.arange(100), kind="hnsw")
+    index = FaissBackend.build(x, np.arange(100), kind="hnsw")
     index.remove(np.arange(20))
     assert not index.needs_rebuild
     index.remove(np.arange(20, 30))
@@ -185,23 +172,23 @@ def test_hnsw_needs_rebuild_after_many_removals():
 def test_save_load_round_trip(metric, kind, params, tmp_path):
     x = random_vectors(400)
     ids = sparse_ids(400)
-    index = AnnIndex.build(x, ids, metric=metric, kind=kind, **params)
+    index = FaissBackend.build(x, ids, metric=metric, kind=kind, **params)
     index.remove(ids[:7])
     path = tmp_path / "ann.faiss"
     index.save(path)
     meta = json.loads((tmp_path / "ann.faiss.json").read_text())
     assert (meta["kind"], meta["metric"], meta["dim"], meta["count"]) == (kind, metric, 32, 393)
-    loaded = AnnIndex.load(path)
+    loaded = FaissBackend.load(path)
     assert loaded.describe() == index.describe()
     queries = random_vectors(10, seed=3)
     for mode in ("nearest", "farthest"):
-        d0, i0 = index.search(queries, 10, mode=mode)
-        d1, i1 = loaded.search(queries, 10, mode=mode)
+        d0, i0 = search(index, queries, 10, mode)
+        d1, i1 = search(loaded, queries, 10, mode)
         np.testing.assert_array_equal(i0, i1)
         np.testing.assert_array_equal(d0, d1)
 
 
-def test_exact_search_chunks_and_recall():
+def test_exact_scan_over_chunks():
     x = random_vectors(250)
     ids = np.arange(250, dtype=np.int64) * 2
     queries = random_vectors(4, seed=9)
@@ -212,13 +199,5 @@ def test_exact_search_chunks_and_recall():
     np.testing.assert_allclose(whole[0], np.sort(brute, axis=1)[:, :5], rtol=1e-4)
     d, i = exact_search(queries, [(x[:3], ids[:3])], 5, metric="cosine", mode="farthest")
     assert (i[:, 3:] == -1).all() and np.isinf(d[:, 3:]).all() and (np.diff(d[:, :3]) <= 0).all()
-    assert recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]]), 3) == pytest.approx(2 / 3)
-    assert recall_at_k(np.array([[1, 2]]), np.array([[2, -1]]), 2) == 1.0
 
 
-def test_check_reports_recall_and_latency():
-    x, _ = clustered(n_clusters=20)
-    ids = np.arange(len(x))
-    report = check(AnnIndex.build(x, ids, kind="hnsw"), x, ids, n_queries=20, k=10)
-    assert report["recall@10"] == 1.0 and report["n_queries"] == 20
-    assert 0 < report["p50_ms"] <= report["p95_ms"]
