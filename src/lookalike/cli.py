@@ -11,6 +11,7 @@ import json
 import secrets
 import socket
 import sys
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,12 +23,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from lookalike import __version__, ann_store, present
-from lookalike.api import Index
-from lookalike.images import DEFAULT_MAX_PIXELS, ImageError
+from lookalike.api import Index, default_index_path
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, list_images
 from lookalike.indexer import BATCH
 from lookalike.vectors import MetricName, Mode
 from lookalike.models.registry import ModelError
-from lookalike.store import StoreError
+from lookalike.store import DB_NAME, StoreError
 from lookalike.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -144,10 +145,20 @@ def index(
                                                       "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the added, changed and removed paths.")] = False,
 ) -> None:
-    """Make the index match FOLDER: embed new and changed images, drop deleted ones."""
+    """Make the index match FOLDER: embed new and changed images, drop deleted ones.
+
+    A folder without images is an error when it would create a new index, and a warning otherwise.
+    """
     if not folder.is_dir():
         fail(f"not a directory: {folder}")
+    ignored: Counter = Counter()
+    if next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
+        nothing = f"no images under {folder}{_ignored_text(ignored, ': ignored ')}"
+        if rebuild or not (Path(index_path or default_index_path()).expanduser() / DB_NAME).exists():
+            fail(f"{nothing}; no index created")
+        say("warning", "bold yellow", nothing)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
                     weights=weights) as idx:
         if ann is not None:
@@ -163,13 +174,26 @@ def index(
             report = idx.add(folder, batch, workers, max_pixels,
                              on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
     if as_json:
-        print(json.dumps(report.to_dict()))
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    if verbose:
+        for what, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed_paths)):
+            print("".join(f"{what} {p}\n" for p in paths), end="")
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
-          f"skipped {len(report.skipped)}; {report.total} images in {idx.store.root} "
-          f"({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+          f"skipped {len(report.skipped)}{_ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
+          f"{idx.store.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+
+
+def _ignored_text(ignored: Counter, prefix: str) -> str:
+    """``prefix`` and the count of files that are not images by extension
+    (``3 other files (2 .txt, 1 without extension)``), or "" when there are none."""
+    if not ignored:
+        return ""
+    kinds = ", ".join(f"{n} {ext or 'without extension'}"
+                      for ext, n in sorted(ignored.items(), key=lambda kv: (-kv[1], not kv[0], kv[0])))
+    return f"{prefix}{sum(ignored.values())} other files ({kinds})"
 
 
 @app.command()

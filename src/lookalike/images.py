@@ -1,23 +1,45 @@
 """Listing image files and decoding them to RGB, with a reason for every file that cannot be read.
 
 Index, query, server and training all decode through :func:`decode`, so a picture gives the same
-pixels whichever way it enters lookalike.
+pixels whichever way it enters lookalike. HEIC/HEIF (phone photos) are read through pillow-heif, AVIF
+through Pillow's own codec or, in a Pillow built without it, pillow-avif-plugin.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".sgi", ".pcx", ".im"}
+     ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".sgi", ".pcx", ".im",
+     ".heic", ".heif", ".hif", ".avif"}
 )
+
+
+def _register_plugins() -> None:
+    """Teach Pillow HEIC/HEIF (pillow-heif) and, when it lacks its own codec, AVIF (pillow-avif-plugin).
+    Without the package, such files are skipped with "not an image" like any unknown format."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        pass
+    else:
+        register_heif_opener()
+    if not features.check("avif"):
+        try:
+            import pillow_avif  # noqa: F401  (registers itself)
+        except ImportError:
+            pass
+
+
+_register_plugins()
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 
 # Pillow's own bomb check must not fire before ours: ours gives the reason in a skip list.
@@ -33,11 +55,12 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(root: str | os.PathLike) -> Iterator[str]:
+def list_images(root: str | os.PathLike, ignored: Counter | None = None) -> Iterator[str]:
     """Yield absolute paths of image files under ``root``, sorted, following symlinks without looping.
 
     Directories are identified by (device, inode), so a symlink back up the tree is visited once.
-    Hidden directories (``.name``) are skipped: that is where indexes and caches live.
+    Hidden directories (``.name``) are skipped: that is where indexes and caches live. ``ignored``,
+    when given, counts the other (not hidden) files by lower-case extension ("" for none).
     """
     root = os.path.abspath(os.fspath(root))
     if os.path.isfile(root):
@@ -66,8 +89,11 @@ def list_images(root: str | os.PathLike) -> Iterator[str]:
                 if entry.is_dir():
                     if not entry.name.startswith("."):
                         subdirs.append(entry.path)
-                elif entry.is_file() and is_image_path(entry.name):
-                    yield entry.path
+                elif entry.is_file():
+                    if is_image_path(entry.name):
+                        yield entry.path
+                    elif ignored is not None and not entry.name.startswith("."):
+                        ignored[os.path.splitext(entry.name)[1].lower()] += 1
             except OSError:
                 continue
         stack.extend(reversed(subdirs))

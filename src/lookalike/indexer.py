@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +30,11 @@ BATCH = 16
 
 @dataclass
 class IndexReport:
-    """What one ``index`` run did; :meth:`to_dict` is the ``index --json`` shape."""
+    """What one ``index`` run did; :meth:`to_dict` is the ``index --json`` shape.
+
+    ``added`` and ``changed`` list the paths embedded (new files, and files whose content changed),
+    ``removed_paths`` those dropped; ``ignored`` counts the files that are not images by extension.
+    """
 
     indexed: int = 0
     removed: int = 0
@@ -38,6 +42,10 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     total: int = 0
     seconds: float = 0.0
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed_paths: list[str] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)
 
     @property
     def images_per_second(self) -> float:
@@ -46,7 +54,9 @@ class IndexReport:
     def to_dict(self) -> dict:
         return {"indexed": self.indexed, "removed": self.removed, "unchanged": self.unchanged,
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "total": self.total,
-                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2)}
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+                "paths": {"added": self.added, "changed": self.changed, "removed": self.removed_paths},
+                "ignored": dict(sorted(self.ignored.items()))}
 
 
 @dataclass
@@ -104,7 +114,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
     known = store.records(under=root)
     todo: list[tuple[str, int, int]] = []
     seen: set[str] = set()
-    for path in list_images(root):
+    for path in list_images(root, report.ignored):
         seen.add(path)
         try:
             st = os.stat(path)
@@ -122,6 +132,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
     gone = [p for p in known if p not in seen]
     if gone:
         report.removed = store.remove(gone)
+        report.removed_paths = gone
     if on_plan:
         on_plan(len(todo))
 
@@ -136,6 +147,9 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
                            for d, v in zip(pending, vectors))
         if entries or errors:
             store.put(entries, errors)
+        for d in pending:
+            record = known.get(d.path)
+            (report.changed if record is not None and record.status == "ok" else report.added).append(d.path)
         report.indexed += len(entries)
         report.skipped.extend((path, reason) for path, _, _, reason in errors)
         if on_progress:

@@ -33,7 +33,8 @@ def test_version_is_the_installed_distribution_version():
 
 def test_index_json_shape(indexed, photo_dir):
     _, report = indexed
-    assert set(report) == {"indexed", "removed", "unchanged", "skipped", "total", "seconds", "images_per_second"}
+    assert set(report) == {"indexed", "removed", "unchanged", "skipped", "total", "seconds", "images_per_second",
+                           "paths", "ignored"}
     n = len(os.listdir(photo_dir))
     assert report["indexed"] == report["total"] == n and report["skipped"] == []
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -175,3 +176,70 @@ def test_serve_prints_the_port_it_bound(odd, tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_folder_without_images_is_refused_and_creates_no_index(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    (folder / "b.TXT").write_text("b")
+    (folder / "IMG_0001").write_bytes(b"no extension")
+    (folder / ".DS_Store").write_bytes(b"hidden: not counted")
+    ix = tmp_path / "ix"
+    proc = run("index", folder, "--index", ix, check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"error: no images under {folder}: ignored 3 other files (2 .txt, 1 without extension); "
+                           "no index created\n")
+    assert not ix.exists()
+
+
+def test_phone_formats_are_indexed_and_other_files_counted(photo_dir, tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    sample_photo("chelsea").save(folder / "IMG_0001.heic")  # pillow-heif's encoder
+    sample_photo("rocket").save(folder / "IMG_0002.avif")  # Pillow's own AVIF codec (or pillow-avif-plugin)
+    shutil.copy(photo_dir / "coffee.jpg", folder / "coffee.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "IMG_0003.MOV").write_bytes(b"\0" * 64)
+    (folder / "README").write_text("no extension")
+    ix = tmp_path / "ix"
+    report = json.loads(run("index", folder, "--index", ix, "--json").stdout)
+    assert report["skipped"] == [] and report["indexed"] == 3
+    assert report["ignored"] == {"": 1, ".mov": 1, ".txt": 1}
+    summary = run("index", folder, "--index", ix).stdout
+    assert "skipped 0, ignored 3 other files (1 .mov, 1 .txt, 1 without extension); 3 images in" in summary
+    # The query decodes the file itself (other bytes: a trailing byte after the image data), through the
+    # same path as the index: it finds the indexed file at distance ~0.
+    for name in ("IMG_0001.heic", "IMG_0002.avif"):
+        copy = tmp_path / f"copy of {name}"
+        copy.write_bytes((folder / name).read_bytes() + b"\0")
+        hit = json.loads(run("query", copy, "-k", "1", "--index", ix, "--json").stdout)["results"][0]
+        assert hit["path"] == str(folder / name) and hit["distance"] < 1e-4, hit
+
+
+def test_reindex_lists_added_changed_and_removed_paths(photo_dir, tmp_path):
+    def indexed_then_edited(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        for photo in ("chelsea", "coffee", "rocket", "moon"):
+            shutil.copy(photo_dir / f"{photo}.jpg", folder / f"{photo}.jpg")
+        first = json.loads(run("index", folder, "--index", tmp_path / f"{name}.ix", "--json").stdout)
+        assert sorted(first["paths"]["added"]) == sorted(str(p) for p in folder.iterdir())
+        assert first["paths"]["changed"] == first["paths"]["removed"] == []
+        sample_photo("horse").save(folder / "new [1].jpg")
+        sample_photo("camera").save(folder / "coffee.jpg")  # new content under an indexed name
+        (folder / "moon.jpg").unlink()
+        os.utime(folder / "rocket.jpg")  # touched, same bytes: neither changed nor re-embedded
+        return folder
+
+    folder = indexed_then_edited(f"photos {ODD}")
+    second = json.loads(run("index", folder, "--index", tmp_path / f"photos {ODD}.ix", "--json").stdout)
+    assert second["paths"] == {"added": [str(folder / "new [1].jpg")], "changed": [str(folder / "coffee.jpg")],
+                               "removed": [str(folder / "moon.jpg")]}
+    assert (second["indexed"], second["removed"], second["unchanged"]) == (2, 1, 2)
+
+    folder = indexed_then_edited("verbose ü")
+    verbose = run("index", folder, "--index", tmp_path / "verbose ü.ix", "-v").stdout.splitlines()
+    assert verbose[:3] == [f"added {folder / 'new [1].jpg'}", f"changed {folder / 'coffee.jpg'}",
+                           f"removed {folder / 'moon.jpg'}"]
+    assert verbose[3].startswith("indexed 2, removed 1, unchanged 2, skipped 0; ")
