@@ -196,6 +196,64 @@ def _ignored_text(ignored: Counter, prefix: str) -> str:
     return f"{prefix}{sum(ignored.values())} other files ({kinds})"
 
 
+def _need_cluster(*modules: str) -> None:
+    """A one-line error when the ``cluster`` extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"this needs {', '.join(sorted(set(missing)))}: pip install 'lookalike[cluster]'")
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+def embed(
+    source: Annotated[str, typer.Argument(help="Folder or URI (s3://…, gs://…, file://…) of images.")],
+    out: Annotated[str, typer.Option("--out", help="Folder or URI of the Parquet shards (created; a re-run adds "
+                                     "only what they lack).")],
+    engine: Annotated[Engine, typer.Option("--engine", help="local: this process; ray: a Ray cluster.")] = Engine.local,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto, ray://HOST:10001 "
+                                                   "[default: $RAY_ADDRESS, else start one here]")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Embedding actors (ray) or decoding "
+                                                   "threads (local) [default: CPUs, or GPUs / --gpus-per-worker]")] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per embedding actor "
+                                                   "(ONNX Runtime's CUDA provider).")] = 0.0,
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    weights: WeightsOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run.")] = BATCH,
+    device: DeviceOpt = Device.cpu,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Embed SOURCE into Parquet shards, here or on a Ray cluster (needs lookalike[cluster])."""
+    _need_cluster("pyarrow", *(["ray"] if engine == Engine.ray else []))
+    from lookalike.cluster.embed import embed as run_embed, model_spec
+    from lookalike.cluster.sources import is_uri
+
+    if not is_uri(source) and not Path(source).exists():
+        fail(f"no such file or folder: {source}")
+    spec = model_spec(model, layer, weights)
+    with _progress(quiet or as_json) as bar:
+        task = bar.add_task("embed", total=None, rate="")
+        report = run_embed(source, out, spec, engine.value, address, workers, gpus_per_worker, batch,
+                           max_pixels=max_pixels, device=device.value, on_plan=lambda n: bar.update(task, total=n),
+                           on_progress=lambda n: bar.advance(task, n))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    d = report.to_dict()
+    print(f"embedded {d['embedded']}, unchanged {d['unchanged']}, skipped {len(d['skipped'])}; {d['shards']} shards "
+          f"written to {out} ({d['seconds']:.1f} s, {d['images_per_second']:.1f} img/s, {engine.value})")
+
+
 @app.command()
 def query(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Query image file(s).", show_default=False)],

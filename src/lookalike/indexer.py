@@ -60,7 +60,9 @@ class IndexReport:
 
 
 @dataclass
-class _Decoded:
+class Decoded:
+    """One file read, hashed, decoded and preprocessed (``pixels``), or the reason it could not be."""
+
     path: str
     size: int
     mtime_ns: int
@@ -76,10 +78,13 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int) -> _Decoded:
-    item = _Decoded(path, size, mtime_ns)
+def load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
+         read: Callable[[str], bytes] = read_file) -> Decoded:
+    """Read ``path`` with ``read``, hash it, decode and preprocess it: the one path from file to model
+    input that every indexing engine uses."""
+    item = Decoded(path, size, mtime_ns)
     try:
-        data = read_file(path)
+        data = read(path)
         item.hash = content_hash(data)
         img = decode(data, preprocess.decode_size, max_pixels)
         item.width, item.height = img.size
@@ -89,7 +94,7 @@ def _load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int) -> _
     return item
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
     """``pool.map`` that keeps at most ``window`` tasks in flight, yielding results in order."""
     pending: deque[Future] = deque()
     for item in items:
@@ -137,7 +142,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
         on_plan(len(todo))
 
     entries: list[Entry] = []
-    pending: list[_Decoded] = []
+    pending: list[Decoded] = []
     errors: list[tuple[str, int, int, str]] = []
 
     def flush() -> None:
@@ -159,7 +164,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
     preprocess = embedder.preprocess
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         jobs = ((path, size, mtime, preprocess, max_pixels) for path, size, mtime in todo)
-        for item in _bounded_map(pool, _load, jobs, window=2 * batch_size):
+        for item in bounded_map(pool, load, jobs, window=2 * batch_size):
             record = known.get(item.path)
             if item.error is not None:
                 errors.append((item.path, item.size, item.mtime_ns, item.error))

@@ -1,0 +1,81 @@
+"""Where images and shards live: a local path, or a filesystem URI (any pyarrow filesystem, else fsspec).
+
+Files are named by local absolute path, or by their full URI (``s3://bucket/a.jpg``), so a name read
+back from a shard opens the same file again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from lookalike.images import ImageError, is_image_path, list_images, read_file
+
+
+def is_uri(location: str) -> bool:
+    """True for ``scheme://…`` locations (``file://`` included), false for plain local paths."""
+    return "://" in location
+
+
+def filesystem(location: str):
+    """``(pyarrow FileSystem, path inside it)`` for a local path or URI; unknown schemes go through fsspec."""
+    from pyarrow import fs
+
+    if not is_uri(location):
+        return fs.LocalFileSystem(), os.path.abspath(location)
+    try:
+        return fs.FileSystem.from_uri(location)
+    except Exception:  # pyarrow does not know the scheme: let fsspec (gcsfs, adlfs, http, ...) handle it
+        import fsspec
+
+        handler, path = fsspec.core.url_to_fs(location)
+        return fs.PyFileSystem(fs.FSSpecHandler(handler)), path
+
+
+def list_files(source: str) -> Iterator[tuple[str, int, int]]:
+    """Yield ``(name, size, mtime_ns)`` of the image files under ``source``, sorted by name.
+
+    Local folders are listed as ``lookalike index`` lists them (symlink loops once, hidden folders
+    skipped); a file that cannot be stat'ed gets size -1, so reading it later gives the reason.
+    """
+    if not is_uri(source):
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"no such file or folder: {source}")
+        for path in list_images(source):
+            try:
+                st = os.stat(path)
+            except OSError:
+                yield path, -1, 0
+                continue
+            yield path, st.st_size, st.st_mtime_ns
+        return
+    from pyarrow import fs
+
+    handle, root = filesystem(source)
+    scheme = source.split("://", 1)[0]
+    info = handle.get_file_info(root)
+    if info.type == fs.FileType.File:
+        infos = [info]
+    elif info.type == fs.FileType.Directory:
+        infos = handle.get_file_info(fs.FileSelector(root, recursive=True))
+    else:
+        raise FileNotFoundError(f"no such file or folder: {source}")
+    found = []
+    for info in infos:
+        inner = info.path[len(root):].lstrip("/")
+        hidden = any(part.startswith(".") for part in inner.split("/")[:-1])
+        if info.type == fs.FileType.File and is_image_path(info.path) and not hidden:
+            found.append((f"{scheme}://{info.path}", info.size, info.mtime_ns or 0))
+    yield from sorted(found)
+
+
+def read(name: str) -> bytes:
+    """The bytes of a file named by path or URI; :class:`ImageError` with the reason when unreadable."""
+    if not is_uri(name):
+        return read_file(name)
+    try:
+        handle, path = filesystem(name)
+        with handle.open_input_stream(path) as stream:
+            return stream.read()
+    except OSError as e:
+        raise ImageError(f"cannot read file: {e}") from None

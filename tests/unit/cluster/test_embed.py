@@ -1,0 +1,152 @@
+"""Embedding into Parquet shards, locally and on a local Ray cluster: the vectors equal ``lookalike
+index``'s, broken files are rows with reasons, a killed actor loses and repeats nothing, a re-run
+embeds nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow")
+
+from lookalike.api import Index  # noqa: E402
+from lookalike.cluster.embed import embed, model_spec, resources  # noqa: E402
+from lookalike.cluster.shards import Shards  # noqa: E402
+
+
+def shard_rows(location) -> dict[str, dict]:
+    """Every row of the shards by path; fails on a path held twice."""
+    rows: dict[str, dict] = {}
+    for _, shard in Shards(str(location)):
+        for row in shard.to_pylist():
+            assert row["path"] not in rows, f"{row['path']} is in the shards twice"
+            rows[row["path"]] = row
+    return rows
+
+
+@pytest.fixture(scope="module")
+def indexed(generated, tmp_path_factory):
+    """``{path: vector}`` as ``lookalike index`` embeds the generated folder."""
+    with Index.open(tmp_path_factory.mktemp("idx") / "index", create=True) as idx:
+        idx.add(generated.root)
+        ids, vectors = idx.vectors()
+        return dict(zip(idx.store.paths(ids), np.asarray(vectors)))
+
+
+def assert_matches_index(rows: dict[str, dict], indexed: dict[str, np.ndarray], generated) -> None:
+    assert len(rows) == generated.n_images + len(generated.broken)
+    ok = {p: r for p, r in rows.items() if r["error"] is None}
+    assert set(ok) == set(indexed)
+    diff = max(float(np.abs(np.asarray(r["vector"], np.float32) - indexed[p]).max()) for p, r in ok.items())
+    assert diff <= 1e-5
+    for name in generated.broken:
+        row = rows[str(generated.root / name)]
+        assert row["vector"] is None and row["hash"] is None
+        assert "not an image" in row["error"]
+    first = next(iter(ok.values()))
+    assert (first["model"], first["layer"]) == ("efficientnet-lite0", model_spec().layer)
+    assert first["size"] > 0 and first["mtime_ns"] > 0 and len(first["hash"]) == 32
+
+
+def test_local_engine_matches_index_and_reruns_nothing(generated, indexed, tmp_path):
+    out = tmp_path / "shards"
+    report = embed(str(generated.root), str(out), model_spec(), "local", shard_rows=100)
+    assert (report.embedded, len(report.skipped), report.shards) == (generated.n_images, len(generated.broken), 3)
+    assert_matches_index(shard_rows(out), indexed, generated)
+    again = embed(str(generated.root), str(out), model_spec(), "local")
+    assert (again.embedded, again.unchanged, len(again.skipped), again.shards) == (0, generated.n_images, len(generated.broken), 0)
+
+
+def test_shards_refuse_another_model(generated, tmp_path):
+    out = tmp_path / "shards"
+    embed(str(generated.root / "part0" / "img0001.jpg"), str(out), model_spec(), "local")
+    with pytest.raises(Exception, match="efficientnet-lite0"):
+        embed(str(generated.root), str(out), model_spec(layer="head"), "local")
+
+
+def test_a_uri_source_names_files_by_uri(generated, tmp_path):
+    out = f"file://{tmp_path}/shards"
+    report = embed(f"file://{generated.root / 'part1'}", out, model_spec(), "local")
+    rows = shard_rows(tmp_path / "shards")
+    assert report.embedded == generated.n_images // 2 and len(rows) == generated.n_images // 2
+    assert all(p.startswith(f"file://{generated.root}/part1/") for p in rows)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 8, 64])
+@pytest.mark.parametrize("workers", [1, 2, 4, 64])
+def test_actors_never_hold_every_cpu(cpus, workers):
+    actor, decode = resources(cpus, workers)
+    assert 0 < actor <= 1 and 0 < decode <= 1
+    assert cpus - actor * workers >= decode  # a read/decode task can always be scheduled
+
+
+def _run(**kwargs) -> tuple[threading.Thread, dict]:
+    """Run ``embed`` in a thread (a deadlock fails the test instead of hanging it)."""
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["report"] = embed(**kwargs)
+        except BaseException as e:  # reported by the test
+            result["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _finish(thread: threading.Thread, result: dict):
+    thread.join(timeout=600)
+    assert not thread.is_alive(), "the Ray pipeline did not finish (deadlock?)"
+    if "error" in result:
+        raise result["error"]
+    return result["report"]
+
+
+def test_ray_on_two_cpus_matches_index_and_reruns_nothing(ray_cluster, generated, indexed, tmp_path):
+    out = tmp_path / "shards"
+    args = dict(source=str(generated.root), out=str(out), spec=model_spec(), engine="ray", workers=2)
+    report = _finish(*_run(**args))
+    assert (report.embedded, len(report.skipped), report.workers) == (generated.n_images, len(generated.broken), 2)
+    assert sorted(p for p, _ in report.skipped) == sorted(str(generated.root / n) for n in generated.broken)
+    assert_matches_index(shard_rows(out), indexed, generated)
+    shards_before = Shards(str(out)).names()
+    again = _finish(*_run(**args))
+    assert (again.embedded, again.unchanged, again.shards) == (0, generated.n_images, 0)
+    assert Shards(str(out)).names() == shards_before
+
+
+def _actor_pids() -> set[int]:
+    """Processes of the embedding actors (Ray names them after the class)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and b"MapBatches(_Embed)" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                pids.add(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def test_ray_actor_killed_mid_run_loses_and_repeats_nothing(ray_cluster, generated, indexed, tmp_path):
+    out = tmp_path / "shards"
+    progress = []
+    thread, result = _run(source=str(generated.root), out=str(out), spec=model_spec(), engine="ray", workers=2,
+                          shard_rows=16, on_progress=progress.append)
+    deadline = time.monotonic() + 300
+    while not progress and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    victims = _actor_pids()
+    assert victims and thread.is_alive() and sum(progress) < generated.n_images, "no actor to kill mid-run"
+    victim = min(victims)
+    os.kill(victim, signal.SIGKILL)
+    report = _finish(thread, result)
+    assert victim not in _actor_pids()
+    assert (report.embedded, len(report.skipped)) == (generated.n_images, len(generated.broken))
+    assert_matches_index(shard_rows(out), indexed, generated)
