@@ -18,6 +18,7 @@ pytest.importorskip("pyarrow")
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec, resources  # noqa: E402
 from lookalike.cluster.shards import Shards  # noqa: E402
+from lookalike.store import StoreError  # noqa: E402
 
 
 def shard_rows(location) -> dict[str, dict]:
@@ -65,9 +66,9 @@ def test_local_engine_matches_index_and_reruns_nothing(generated, indexed, tmp_p
 
 def test_shards_refuse_another_model(generated, tmp_path):
     out = tmp_path / "shards"
-    embed(str(generated.root / "part0" / "img0001.jpg"), str(out), model_spec(), "local")
-    with pytest.raises(Exception, match="efficientnet-lite0"):
-        embed(str(generated.root), str(out), model_spec(layer="head"), "local")
+    assert embed(str(generated.root / "part1" / "img0001.jpg"), str(out), model_spec(), "local").embedded == 1
+    with pytest.raises(StoreError, match="hold efficientnet-lite0 .*-d\\) vectors, not efficientnet-lite0"):
+        embed(str(generated.root), str(out), model_spec(layer="blocks"), "local")
 
 
 def test_a_uri_source_names_files_by_uri(generated, tmp_path):
