@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.store import Store
+from lookalike.store import Store, StoreError
 from lookalike.vectors.ann import choose_kind
 from lookalike.vectors.faiss_backend import FaissBackend
 
@@ -46,8 +46,9 @@ def sync(store: Store, rebuild: bool = False) -> FaissBackend | None:
     path = store.root / ANN_FILE
     wanted = kind(store)
     if wanted == "exact":
-        for stale in (path, path.with_name(path.name + ".json")):
-            stale.unlink(missing_ok=True)
+        if not store.readonly:
+            for stale in (path, path.with_name(path.name + ".json")):
+                stale.unlink(missing_ok=True)
         return None
     generation = str(store.generation)
     built_for, _, built_at = (store.meta("ann_stamp") or "").partition(":")
@@ -69,8 +70,12 @@ def sync(store: Store, rebuild: bool = False) -> FaissBackend | None:
         ann = None
     if ann is None:
         ann = FaissBackend.build(np.asarray(vectors), np.asarray(ids), METRIC, wanted)
-    ann.save(path)
-    store.set_meta("ann_stamp", f"{wanted}:{generation}")
+    if not store.readonly:
+        try:
+            ann.save(path)
+            store.set_meta("ann_stamp", f"{wanted}:{generation}")
+        except (OSError, RuntimeError, StoreError):  # a full disk: search with the one in memory; the file is diffed by ids later
+            pass
     return ann
 
 

@@ -10,6 +10,7 @@ import errno
 import json
 import secrets
 import socket
+import sqlite3
 import sys
 from collections import Counter
 from enum import Enum
@@ -771,6 +772,10 @@ def main() -> None:
         app()
     except USER_ERRORS as e:
         say("error", "bold red", str(e))
+        sys.exit(1)
+    except sqlite3.DatabaseError as e:
+        say("error", "bold red", f"the index catalog (index.sqlite) cannot be read: {e}; restore it from a backup, "
+            "or start again with --rebuild")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted; what was committed is kept")

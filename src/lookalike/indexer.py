@@ -19,7 +19,7 @@ import numpy as np
 
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode, list_images, read_file
 from lookalike.models.embedder import Embedder
-from lookalike.store import Entry, Store
+from lookalike.store import Entry, Store, StoreError
 
 # Images per model run and per commit. On an idle 2-core machine, with the batch split across
 # one-thread sessions and contiguous preprocessing, EfficientNet-Lite0 indexed 96-107 img/s at
@@ -135,6 +135,9 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
             continue
         todo.append((path, st.st_size, st.st_mtime_ns))
     gone = [p for p in known if p not in seen]
+    if store.readonly and (todo or gone):
+        raise StoreError(f"index {store.root} is read-only: cannot add {len(todo)} new or changed files "
+                         f"and remove {len(gone)}")
     if gone:
         report.removed = store.remove(gone)
         report.removed_paths = gone

@@ -99,9 +99,10 @@ class Entry:
 class Store:
     """An index directory. Open with :meth:`open` (existing) or :meth:`create`."""
 
-    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, root: Path, conn: sqlite3.Connection, readonly: bool = False) -> None:
         self.root = root
         self.conn = conn
+        self.readonly = readonly  # opened read-only: the folder or the catalog cannot be written
         self._checked: set[int] = set()  # generations whose cache files passed the CRC check here
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class Store:
         root = Path(root).expanduser().absolute()
         if not (root / DB_NAME).is_file():
             raise StoreError(f"no index at {root} (create one with: lookalike index DIR --index {root})")
-        return cls(root, _connect(root / DB_NAME))
+        return cls(root, *_connect(root / DB_NAME))
 
     @classmethod
     def create(cls, root: str | os.PathLike, model: dict, ref: str) -> "Store":
@@ -122,11 +123,14 @@ class Store:
         :class:`StoreError` when it exists and was built with another model.
         """
         root = Path(root).expanduser().absolute()
-        root.mkdir(parents=True, exist_ok=True)
-        store = cls(root, _connect(root / DB_NAME))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create an index at {root}: {e.strerror or e}") from None
+        store = cls(root, *_connect(root / DB_NAME))
         existing = store.model
         if existing is None:
-            with store.conn:
+            with store._writing("record its model"):
                 store.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                        [("model", json.dumps(model)), ("model_ref", ref)])
         elif existing != model:
@@ -137,6 +141,20 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """One write transaction; :class:`StoreError` (one line) when the index cannot be written."""
+        if self.readonly:
+            raise StoreError(f"index {self.root} is read-only: cannot {what}")
+        try:
+            with self.conn:
+                yield
+        except sqlite3.OperationalError as e:
+            if "readonly" in str(e):
+                raise StoreError(f"index {self.root} is read-only: cannot {what}") from None
+            raise StoreError(f"cannot {what} in index {self.root}: {e} (is the disk full?); "
+                             "what was committed before is kept") from None
 
     def __enter__(self) -> "Store":
         return self
@@ -152,7 +170,7 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a metadata value (committed at once)."""
-        with self.conn:
+        with self._writing(f"set {key}"):
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     @property
@@ -196,7 +214,7 @@ class Store:
         rows = [(_key(e.path), e.size, e.mtime_ns, e.hash, e.width, e.height, "ok", None,
                  np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for e in entries]
         rows += [(_key(path), size, mtime, None, None, None, "error", reason, None) for path, size, mtime, reason in errors]
-        with self.conn:
+        with self._writing("add files"):
             self.conn.executemany(f"DELETE FROM images WHERE path = {_TEXT}", [(r[0],) for r in rows])
             self.conn.executemany("INSERT INTO images (path, size, mtime_ns, hash, width, height, status, error, "
                                   f"vector) VALUES ({_TEXT}, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -204,14 +222,14 @@ class Store:
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content hash did not change."""
-        with self.conn:
+        with self._writing("record a changed mtime"):
             self.conn.execute(f"UPDATE images SET size = ?, mtime_ns = ? WHERE path = {_TEXT}",
                               (size, mtime_ns, _key(path)))
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget files; returns how many embedded images were removed."""
         paths = [_key(p) for p in paths]
-        with self.conn:
+        with self._writing("remove files"):
             removed = 0
             for i in range(0, len(paths), 500):
                 chunk = paths[i:i + 500]
@@ -395,22 +413,51 @@ def _key(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the catalog at ``path`` (created when absent) and whether it is read-only.
+
+    A catalog that exists but cannot be written (a read-only disk or folder) is opened read-only,
+    and immutable when SQLite cannot even create its WAL lock file there.
+    """
+    if path.is_file() and path.stat().st_size == 0:
+        raise StoreError(f"{path} is empty (0 bytes), not an index: restore it from a backup, "
+                         "or start again with --rebuild")
+    readonly = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
     try:
-        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        if readonly:
+            conn = _connect_readonly(path)
+        else:
+            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
         conn.text_factory = _decode
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as e:
+        if not path.exists() and not os.access(path.parent, os.W_OK):
+            raise StoreError(f"cannot create an index in {path.parent}: the folder is read-only") from None
         raise StoreError(f"cannot open index {path}: {e}") from None
     if version > SCHEMA_VERSION:
         raise StoreError(f"index {path} has schema v{version}, newer than this lookalike (v{SCHEMA_VERSION}); upgrade")
+    if version < SCHEMA_VERSION and readonly:
+        raise StoreError(f"index {path} is read-only and has schema v{version}: open it once where it can be "
+                         f"written to upgrade it to v{SCHEMA_VERSION}")
     for v in range(version, SCHEMA_VERSION):
         with conn:
             conn.executescript(MIGRATIONS[v])
             conn.execute(f"PRAGMA user_version = {v + 1}")
-    return conn
+    return conn, readonly
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    uri = path.absolute().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:  # no WAL lock file and none can be made: nobody can write here either
+        conn.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
 
 def _describe(model: dict) -> str:

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from conftest import sample_photo
 
 ODD = os.fsdecode(b"x\xff.jpg")  # not valid UTF-8: Python holds it as "x\udcff.jpg"
 
 
-def cli(*args, env: dict | None = None) -> tuple[int, str, str]:
-    """Run ``python -m lookalike`` with a strict UTF-8 terminal; (exit code, stdout, stderr) decoded
-    keeping non-UTF-8 bytes as surrogate escapes, as Python does for file names."""
-    proc = subprocess.run([sys.executable, "-m", "lookalike", *map(os.fspath, args)], capture_output=True,
-                          timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict", **(env or {})})
+def cli(*args, prefix: list[str] = (), limit: int | None = None) -> tuple[int, str, str]:
+    """Run ``python -m lookalike`` with a strict UTF-8 terminal, after the command ``prefix`` and under a
+    file-size ``limit``; (exit code, stdout, stderr) decoded keeping non-UTF-8 bytes as surrogate escapes,
+    as Python does for file names."""
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([*prefix, sys.executable, "-m", "lookalike", *map(os.fspath, args)], capture_output=True,
+                          timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+                          preexec_fn=limited if limit else None)
     decode = lambda b: b.decode("utf-8", "surrogateescape")  # noqa: E731
     return proc.returncode, decode(proc.stdout), decode(proc.stderr)
 
@@ -71,3 +80,79 @@ def test_a_damaged_vector_cache_is_repaired_by_the_next_command(tmp_path):
     code, out, err = cli("index", photos, "--index", ix, "--json")
     assert code == 0 and json.loads(out)["unchanged"] == 3, err
     assert cache.read_bytes() == data
+
+
+def _photos(folder, names=("chelsea", "rocket", "coffee")):
+    folder.mkdir()
+    for name in names:
+        sample_photo(name).save(folder / f"{name}.jpg")
+    return folder
+
+
+def _without_root_override() -> list[str]:
+    """A command prefix under which file modes bind even for root (CAP_DAC_OVERRIDE dropped)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file modes do not bind")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--"]
+
+
+def test_a_read_only_index_answers_and_says_read_only_when_a_write_is_needed(tmp_path):
+    photos = _photos(tmp_path / "photos")
+    ix = tmp_path / "ix"
+    assert cli("index", photos, "--index", ix, "-q")[0] == 0
+    for old in ix.glob("*.npy"):  # the cache must then be rebuilt, in memory
+        old.unlink()
+    before = sorted(p.name for p in ix.iterdir())
+    for path in (ix, *ix.iterdir()):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    ro = _without_root_override()
+    try:
+        code, out, err = cli("query", photos / "rocket.jpg", "-k", "1", "--index", ix, "--json", prefix=ro)
+        assert code == 0, err
+        assert json.loads(out)["results"][0]["path"] == str(photos / "rocket.jpg")
+        code, out, err = cli("show", photos / "rocket.jpg", "-n", "1", "--out", tmp_path / "s.png", "--index", ix,
+                             prefix=ro)
+        assert code == 0 and (tmp_path / "s.png").exists(), err
+        code, out, err = cli("dedup", photos, "--index", ix, "--json", prefix=ro)
+        assert code == 0 and json.loads(out)["n_images"] == 3, err
+        code, out, err = cli("index", photos, "--index", ix, "--json", prefix=ro)
+        assert code == 0 and json.loads(out)["unchanged"] == 3, err
+        sample_photo("horse").save(photos / "horse.jpg")
+        code, out, err = cli("index", photos, "--index", ix, "-q", prefix=ro)
+        assert code == 1 and "read-only" in err and len(err.strip().splitlines()) == 1, err
+        code, out, err = cli("index", photos, "--index", ix / "inside", "-q", prefix=ro)
+        assert code == 1 and "cannot create an index" in err and len(err.strip().splitlines()) == 1, err
+        assert sorted(p.name for p in ix.iterdir()) == before
+    finally:
+        for path in (ix, *ix.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_damaged_or_empty_catalog_and_full_disk_give_one_line(tmp_path):
+    photos = _photos(tmp_path / "photos")
+    ix = tmp_path / "ix"
+    assert cli("index", photos, "--index", ix, "-q")[0] == 0
+    catalog = ix / "index.sqlite"
+    good = catalog.read_bytes()
+    cache = sorted(p.name for p in ix.iterdir())
+    catalog.write_bytes(b"")
+    for args in (["index", photos, "-q"], ["query", photos / "rocket.jpg"]):
+        code, out, err = cli(*args, "--index", ix)
+        assert code == 1 and "empty (0 bytes)" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in ix.iterdir()) == cache  # the vector cache is left alone
+    damaged = bytearray(good)
+    damaged[4096 + 100:4096 * 3:7] = b"\xab" * len(damaged[4096 + 100:4096 * 3:7])
+    catalog.write_bytes(bytes(damaged))
+    code, out, err = cli("index", photos, "--index", ix, "-q")
+    assert code == 1 and "malformed" in err and len(err.strip().splitlines()) == 1, err
+    for i in range(40):  # enough new vectors to pass the file-size limit
+        sample_photo("astronaut").rotate(i * 9).resize((64, 64)).save(photos / f"r{i}.png")
+    shutil.rmtree(ix)
+    code, out, err = cli("index", photos, "--index", ix, "--batch", "4", "-q", limit=200 * 1024)
+    assert code == 1 and "disk" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli("index", photos, "--index", ix, "--json")
+    resumed = json.loads(out)
+    assert resumed["unchanged"] > 0 and resumed["total"] == 43

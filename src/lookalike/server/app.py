@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import mimetypes
 import os
+import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -29,6 +30,7 @@ from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode
 from lookalike.indexer import content_hash
 from lookalike.vectors import MetricName, Mode
+from lookalike.store import StoreError
 
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -260,6 +262,13 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     app = FastAPI(title="lookalike", version=_version(), docs_url=None, redoc_url=None,
                   description="Content-based image similarity search: nearest, random and farthest images.")
     app.state.searcher = searcher
+
+    @app.exception_handler(StoreError)
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def index_unreadable(request, exc) -> JSONResponse:
+        """503 with one line when the index cannot be read (damaged catalog, vanished disk)."""
+        return JSONResponse({"detail": f"the index cannot be read: {exc}"}, 503)
+
     app.add_middleware(BodyLimit, limit=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
