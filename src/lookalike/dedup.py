@@ -238,19 +238,10 @@ def _ranks(values: list[str]) -> np.ndarray:
     return np.unique(np.asarray(values, dtype=object), return_inverse=True)[1].reshape(-1)
 
 
-def unit_rows(vectors: np.ndarray, rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """``vectors[rows]`` L2-normalised as one float32 array, copied chunk by chunk (memory-map friendly)."""
-    out = np.empty((len(rows), vectors.shape[1]), np.float32)
-    for start in range(0, len(rows), chunk):
-        part = np.asarray(vectors[rows[start:start + chunk]], dtype=np.float32)
-        out[start:start + len(part)] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
-    return out
-
-
 def neighbours(unit: np.ndarray, threshold: float, chunk: int = _CHUNK,
                max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs of L2-normalised float32 rows within ``threshold`` cosine distance, as CSR arrays
-    (offsets, columns, distances): row ``i`` lists every other row ``j`` with ``1 - u_i . u_j <= threshold``.
+    """All pairs of rows of ``unit`` within ``threshold`` cosine distance, as CSR arrays (offsets,
+    columns, distances): row ``i`` lists every other row ``j`` with ``1 - cos(u_i, u_j) <= threshold``.
 
     An exact range query, ``chunk`` query rows at a time. ValueError when more than ``max_pairs``
     (ordered) pairs are within the threshold.

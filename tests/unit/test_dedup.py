@@ -63,9 +63,7 @@ def test_neighbours_equal_brute_force_across_query_chunks():
     rng = np.random.default_rng(0)
     base = rng.standard_normal((40, 16)).astype(np.float32)
     vectors = np.concatenate([base, base[:15] + 0.15 * rng.standard_normal((15, 16)).astype(np.float32)])
-    unit = dedup.unit_rows(vectors * 3.0, np.arange(len(vectors)), chunk=9)
-    np.testing.assert_allclose(unit, _unit(vectors), rtol=1e-5)
-    offsets, columns, distances = dedup.neighbours(unit, 0.05, chunk=7)
+    offsets, columns, distances = dedup.neighbours(vectors * 3.0, 0.05, chunk=7)  # cosine: norms do not count
     unit = _unit(vectors.astype(np.float64))
     d = 1.0 - unit @ unit.T
     for i in range(len(vectors)):
