@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +17,8 @@ from PIL import Image
 from platformdirs import user_data_dir
 
 from lookalike import ann_store
-from lookalike.images import DEFAULT_MAX_PIXELS, decode, read_file
-from lookalike.indexer import BATCH, IndexReport, content_hash, update
+from lookalike.images import DEFAULT_MAX_PIXELS, content_hash, decode, read_file
+from lookalike.indexer import BATCH, IndexReport, update
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.store import DB_NAME, Store, StoreError
@@ -57,14 +59,21 @@ class QueryResult:
 
 
 class Index:
-    """An on-disk image index bound to one model. Use :meth:`open`; close with :meth:`close`."""
+    """An on-disk image index bound to one model. Use :meth:`open`; close with :meth:`close`.
 
-    def __init__(self, store: Store, spec: ModelSpec, threads: int | None = None, device: str = "cpu") -> None:
+    :attr:`lock` (re-entrant) guards the catalog connection: a caller sharing the index between
+    threads holds it around each call; :meth:`embed` takes it itself, only for its look-ups.
+    """
+
+    def __init__(self, store: Store, spec: ModelSpec, threads: int | None = None, device: str = "cpu",
+                 embedder: Embedder | None = None) -> None:
+        """Bind ``store`` to ``spec``; ``embedder`` (else one made on first use) embeds query images."""
         self.store = store
         self.spec = spec
+        self.lock = threading.RLock()
         self._threads = threads
         self._device = device
-        self._embedder: Embedder | None = None
+        self._embedder = embedder
         self._searcher: tuple[int, Searcher] | None = None
         self._ann: tuple[int, FaissBackend | None] | None = None
 
@@ -114,6 +123,40 @@ class Index:
     def __len__(self) -> int:
         return self.store.count()
 
+    @property
+    def root(self) -> Path:
+        """The index directory."""
+        return self.store.root
+
+    @property
+    def model(self) -> dict:
+        """The identity of the index's model (name, layer, dim, ...)."""
+        return self.store.model or {}
+
+    def stats(self) -> dict:
+        """Image count, model name and layer, feature dimension and search type (``index_type``)."""
+        model = self.model
+        return {"count": len(self), "model": model.get("name", ""), "layer": model.get("layer"),
+                "dims": self.store.dim, "index_type": self.index_type}
+
+    def info(self, image_id: int) -> dict | None:
+        """Catalog row of an indexed image (path, size, mtime_ns, hash, width, height), or None."""
+        return self.store.info(image_id)
+
+    def paths(self, ids) -> list[str]:
+        """Paths of indexed image ids, in the given order."""
+        return self.store.paths(ids)
+
+    def stored(self, image_id: int) -> tuple[np.ndarray, list[int]] | None:
+        """The stored vector of an indexed image and the ids of files with its bytes, or None."""
+        row = self.store.info(image_id)
+        same, vector = self.store.by_hash(row["hash"]) if row is not None else ([], None)
+        return None if vector is None else (vector, same)
+
+    def set_ann(self, setting: str) -> None:
+        """Choose the approximate-index setting (see :data:`lookalike.ann_store.SETTINGS`)."""
+        ann_store.configure(self.store, setting)
+
     def add(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
             max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None) -> IndexReport:
         """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
@@ -151,19 +194,32 @@ class Index:
         searcher = self.searcher()
         return searcher.ids, searcher.vectors
 
-    def embed(self, image: ImageInput) -> tuple[np.ndarray, list[int]]:
+    def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
+              cache: MutableMapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
         """The query vector of an image, and the ids of indexed files with identical bytes.
 
-        A file whose bytes are already in the index reuses the stored vector (no model run).
+        A file whose bytes are already in the index reuses the stored vector, and bytes whose
+        content hash is in ``cache`` reuse its vector (no model run); a computed vector of bytes is
+        put in ``cache``. :class:`~lookalike.images.ImageError` for an image over ``max_pixels``
+        or one that cannot be decoded. Decoding and the model run outside :attr:`lock`.
         """
+        digest = None
         if isinstance(image, (str, os.PathLike, bytes)):
             data = image if isinstance(image, bytes) else read_file(image)
-            same, vector = self.store.by_hash(content_hash(data))
+            digest = content_hash(data)
+            with self.lock:
+                same, vector = self.store.by_hash(digest)
+                if vector is None and cache is not None:
+                    vector = cache.get(digest)
             if vector is not None:
                 return vector, same
             image = data
-        rgb = decode(image, self.spec.preprocessing.decode_size)
-        return self.embedder.embed_images([rgb])[0], []
+        rgb = decode(image, self.spec.preprocessing.decode_size, max_pixels)
+        vector = self.embedder.embed_images([rgb])[0]
+        if cache is not None and digest is not None:
+            with self.lock:
+                cache[digest] = vector
+        return vector, []
 
     def query(self, image: ImageInput, k: int = 10, mode: str = "nearest", metric: str = "cosine",
               seed: int | None = None, exclude_self: bool = False, label: str | None = None,

@@ -50,11 +50,7 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
     """Options given before the command."""
 
 
-class AnnSetting(str, Enum):
-    auto = "auto"
-    none = "none"
-    hnsw = "hnsw"
-    ivfpq = "ivfpq"
+AnnSetting = Enum("AnnSetting", {name: name for name in ann_store.SETTINGS}, type=str)
 
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", envvar="LOOKALIKE_INDEX", show_default=False,
@@ -163,7 +159,7 @@ def index(
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
                     weights=weights) as idx:
         if ann is not None:
-            ann_store.configure(idx.store, ann.value)
+            idx.set_ann(ann.value)
         with _progress(quiet or as_json) as bar:
             task = bar.add_task("embed", total=None, rate="")
 
@@ -184,7 +180,7 @@ def index(
             print("".join(f"{what} {p}\n" for p in paths), end="")
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
           f"skipped {len(report.skipped)}{_ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
-          f"{idx.store.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+          f"{idx.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
 
 
 def _ignored_text(ignored: Counter, prefix: str) -> str:
@@ -289,7 +285,7 @@ def query(
         if duplicates:
             from lookalike import dedup
 
-            limit, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.store.model)
+            limit, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.model)
 
         def answer(img: Path):
             if duplicates:
@@ -400,7 +396,7 @@ def serve(
             say("warning", "bold yellow", f"listening on {host}: anyone who can reach this machine can search "
                 "and view the indexed images")
         address = f"[{host}]" if ":" in host else host
-        err.print(f"serving {len(idx)} images from {idx.store.root} at http://{address}:{sock.getsockname()[1]}/ "
+        err.print(f"serving {len(idx)} images from {idx.root} at http://{address}:{sock.getsockname()[1]}/ "
                   "(Ctrl+C stops)", soft_wrap=True)
         uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[sock])
 
@@ -455,7 +451,7 @@ def dedup(
         fail(f"not a directory: {folder}")
     with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
                     weights=weights) as idx:
-        limit, preset = dd.resolve_threshold(threshold, idx.store.model)
+        limit, preset = dd.resolve_threshold(threshold, idx.model)
         indexed = None
         if folder is not None:
             with _progress(quiet or as_json) as bar:
@@ -705,7 +701,7 @@ def ann_build(
     """(Re)build the approximate index of an existing index from its stored vectors."""
     with Index.open(index_path) as idx:
         if kind is not None:
-            ann_store.configure(idx.store, kind.value)
+            idx.set_ann(kind.value)
         built = idx.ann(rebuild=True)
         info = built.describe() if built is not None else {"kind": "exact", "ntotal": len(idx)}
     print(json.dumps(info) if as_json else f"{info['kind']} index over {info['ntotal']} images")
@@ -725,7 +721,7 @@ def ann_check(
     with Index.open(index_path) as idx:
         built = idx.ann()
         if built is None:
-            fail(f"index {idx.store.root} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
+            fail(f"index {idx.root} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
         ids, vectors = idx.vectors()
         report = check(built, np.asarray(vectors), np.asarray(ids), n_queries=queries, k=k, seed=seed)
     if as_json:

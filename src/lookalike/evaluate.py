@@ -89,7 +89,7 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
     with idx:
         report = idx.add(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
         ids, vectors = idx.vectors()
-        paths = idx.store.paths(ids)
+        paths = idx.paths(ids)
         name = idx.spec.name
     images = labelled(paths, root)
     if images.unlabelled:

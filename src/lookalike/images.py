@@ -7,6 +7,7 @@ through Pillow's own codec or, in a Pillow built without it, pillow-avif-plugin.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections import Counter
@@ -184,6 +185,11 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)):
         return Image.fromarray(np.ascontiguousarray(arr))
     raise ImageError(f"unsupported array shape {arr.shape}; use HxW, HxWx3 or HxWx4")
+
+
+def content_hash(data: bytes) -> str:
+    """The content hash stored for every file (BLAKE2b, 128 bits, hex)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def read_file(path: str | os.PathLike) -> bytes:

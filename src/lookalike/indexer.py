@@ -7,7 +7,6 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import Counter, deque
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode, list_images, read_file
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, content_hash, decode, list_images, read_file
 from lookalike.models.embedder import Embedder
 from lookalike.store import Entry, Store, StoreError
 
@@ -71,11 +70,6 @@ class Decoded:
     height: int = 0
     pixels: np.ndarray | None = None
     error: str | None = None
-
-
-def content_hash(data: bytes) -> str:
-    """The content hash stored for every file (BLAKE2b, 128 bits, hex)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,

@@ -2,7 +2,7 @@
 
 One :class:`Index` (one model session) serves every request. Its SQLite connection is not safe to
 use from several threads at once and FastAPI runs handlers in a thread pool, so catalog and search
-calls hold :attr:`Searcher.lock`; decoding and the model run happen outside it. The client never
+calls hold :attr:`Index.lock`; decoding and the model run happen outside it. The client never
 names a file: images are addressed by their id in the index, and responses carry ids and base
 names, never paths.
 """
@@ -13,7 +13,6 @@ import io
 import mimetypes
 import os
 import sqlite3
-import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated
@@ -28,7 +27,6 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.api import Index
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode
-from lookalike.indexer import content_hash
 from lookalike.vectors import MetricName, Mode
 from lookalike.store import StoreError
 
@@ -98,7 +96,7 @@ class _Lru:
         self._items.move_to_end(key)
         return self._items[key]
 
-    def put(self, key, value) -> None:
+    def __setitem__(self, key, value) -> None:
         self._items[key] = value
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -114,26 +112,23 @@ class Searcher:
         self.index = index
         self.max_upload = max_upload
         self.max_pixels = max_pixels
-        self.lock = threading.Lock()
+        self.lock = index.lock
         self._thumbs = _Lru(thumb_cache)
         self._uploads = _Lru(upload_cache)
         with self.lock:
-            self.embedder = index.embedder  # the model is loaded once, before the first request
+            index.embedder  # the model is loaded once, before the first request
 
     def info(self, image_id: int) -> dict:
         """Catalog row of an indexed image; 404 when there is none."""
         with self.lock:
-            row = self.index.store.info(image_id)
+            row = self.index.info(image_id)
         if row is None:
             raise HTTPException(404, f"no image with id {image_id} in the index")
         return row
 
     def stats(self) -> Stats:
         with self.lock:
-            store = self.index.store
-            model = store.model or {}
-            return Stats(count=store.count(), model=model.get("name", ""), layer=model.get("layer"),
-                         dims=store.dim, index_type=self.index.index_type, max_upload_bytes=self.max_upload)
+            return Stats(**self.index.stats(), max_upload_bytes=self.max_upload)
 
     def search_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
                       exclude_self: bool) -> SearchResponse:
@@ -146,7 +141,7 @@ class Searcher:
         from lookalike import dedup
 
         with self.lock:
-            model = self.index.store.model or {}
+            model = self.index.model
         try:
             limit, preset = dedup.resolve_threshold(threshold, model)
         except ValueError as e:
@@ -160,19 +155,10 @@ class Searcher:
     def _embed_upload(self, data: bytes, name: str) -> tuple[QueryInfo, np.ndarray, list[int]]:
         """The query, its vector and the ids of indexed files with the same bytes (whose stored
         vector is reused); 400/413 for bytes that are not an acceptable image."""
-        digest = content_hash(data)
-        with self.lock:
-            same, vector = self.index.store.by_hash(digest)
-            if vector is None:
-                vector = self._uploads.get(digest)
-        if vector is None:
-            try:
-                rgb = decode(data, self.index.spec.preprocessing.decode_size, self.max_pixels)
-            except ImageError as e:
-                raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
-            vector = self.embedder.embed_images([rgb])[0]
-            with self.lock:
-                self._uploads.put(digest, vector)
+        try:
+            vector, same = self.index.embed(data, self.max_pixels, self._uploads)
+        except ImageError as e:
+            raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
         return QueryInfo(id=same[0] if same else None, name=name), vector, same
 
     def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
@@ -180,9 +166,10 @@ class Searcher:
         """Search with the stored vector of an indexed image."""
         row = self.info(image_id)
         with self.lock:
-            same, vector = self.index.store.by_hash(row["hash"])
-        if vector is None:  # removed since
+            found = self.index.stored(image_id)
+        if found is None:  # removed since
             raise HTTPException(404, f"no image with id {image_id} in the index")
+        vector, same = found
         query = QueryInfo(id=image_id, name=display_name(row["path"]))
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
@@ -214,7 +201,7 @@ class Searcher:
         img.save(out, "JPEG", quality=85)
         data = out.getvalue()
         with self.lock:
-            self._thumbs.put(key, data)
+            self._thumbs[key] = data
         return data
 
 

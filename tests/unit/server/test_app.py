@@ -109,7 +109,7 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
 
 def test_an_upload_posted_again_is_embedded_once(index):
     app = create_app(index, max_upload=10_000_000)
-    embedder = app.state.searcher.embedder
+    embedder = index.embedder
     calls = []
     real = embedder.embed_images
     embedder.embed_images = lambda images: calls.append(len(images)) or real(images)

@@ -1,0 +1,123 @@
+"""The Python API's Index over a catalog of synthetic vectors, with a stand-in embedder."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.api import Index
+from lookalike.images import ImageError, content_hash
+from lookalike.models.registry import resolve
+from lookalike.store import Entry, Store
+
+DIM = 8
+
+
+class CountingEmbedder:
+    """Embeds an image as its mean colour padded to DIM, counting the images it was given."""
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def embed_images(self, images):
+        self.images += len(images)
+        return np.stack([np.resize(np.asarray(im, np.float32).mean((0, 1)), DIM) for im in images])
+
+
+def png(colour, size=(16, 12)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def index(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((30, DIM)).astype(np.float32) * rng.uniform(0.5, 2, (30, 1)).astype(np.float32)
+    spec = resolve()
+    store = Store.create(tmp_path, {**spec.identity(), "dim": DIM}, ref=spec.name)
+    store.put([Entry(f"/p/{i:02d}.png", 10 + i, 1, f"h{i}", 4, 3, v) for i, v in enumerate(vectors)]
+              + [Entry("/p/copy.png", 10, 1, "h0", 4, 3, vectors[0])])
+    embedder = CountingEmbedder()
+    idx = Index(store, spec, embedder=embedder)
+    yield idx, vectors, embedder
+    idx.close()
+
+
+def brute(q, vectors, metric):
+    q, x = q.astype(np.float64), vectors.astype(np.float64)
+    if metric == "cosine":
+        return 1 - x @ q / (np.linalg.norm(x, axis=1) * np.linalg.norm(q))
+    return np.linalg.norm(x - q, axis=1)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_query_vector_nearest_and_farthest_are_brute_force(index, metric):
+    idx, vectors, embedder = index
+    q = vectors[3] + 0.1
+    d = brute(q, vectors, metric)
+    ids = {m.path: m.id for m in idx.query_vector(q, 100).results}
+    for mode, order in (("nearest", np.argsort(d, kind="stable")), ("farthest", np.argsort(-d, kind="stable"))):
+        found = idx.query_vector(q, 4, mode, metric, label="q")
+        assert (found.query, found.mode, found.metric) == ("q", mode, metric)
+        want = [f"/p/{i:02d}.png" for i in order][:3]  # /p/copy.png ties with /p/00.png
+        got = [m.path for m in found.results if m.path != "/p/copy.png"][:3]
+        assert got == want
+        np.testing.assert_allclose([m.distance for m in found.results if m.path != "/p/copy.png"][:3],
+                                   [d[int(p[3:5])] for p in got[:3]], rtol=1e-9)
+        assert [m.rank for m in found.results] == [1, 2, 3, 4]
+    # ids in ``exclude`` never appear; k beyond the collection gives every image once
+    everything = idx.query_vector(q, 1000, exclude=[ids["/p/05.png"]])
+    assert len(everything.results) == 30 and "/p/05.png" not in {m.path for m in everything.results}
+
+
+def test_random_is_reproducible_and_bad_options_fail_first(index):
+    idx, vectors, embedder = index
+    a = idx.query_vector(vectors[0], 5, "random", seed=3)
+    assert [m.path for m in a.results] == [m.path for m in idx.query_vector(vectors[0], 5, "random", seed=3).results]
+    for bad in ({"metric": "dot"}, {"mode": "sideways"}, {"k": 0}):
+        with pytest.raises(ValueError):
+            idx.query(b"never decoded", **bad)
+    assert embedder.images == 0
+
+
+def test_catalog_lookups_and_stats(index, tmp_path):
+    idx, vectors, embedder = index
+    assert idx.root == tmp_path and idx.model["dim"] == DIM and len(idx) == 31
+    assert idx.stats() == {"count": 31, "model": idx.model["name"], "layer": idx.model["layer"], "dims": DIM,
+                           "index_type": "exact"}
+    first = idx.query_vector(vectors[7], 1).results[0]
+    assert idx.paths([first.id]) == ["/p/07.png"]
+    assert idx.info(first.id)["hash"] == "h7" and idx.info(10**6) is None
+    vector, same = idx.stored(first.id)
+    np.testing.assert_array_equal(vector, vectors[7])
+    assert same == [first.id] and idx.stored(10**6) is None
+    copies = idx.stored(idx.query_vector(vectors[0], 2).results[0].id)[1]
+    assert sorted(idx.paths(copies)) == ["/p/00.png", "/p/copy.png"]
+
+
+def test_embed_reuses_indexed_and_cached_vectors_and_checks_the_pixel_limit(index):
+    idx, _, embedder = index
+    red = png((255, 0, 0))
+    cache: dict = {}
+    vector, same = idx.embed(red, cache=cache)
+    assert same == [] and embedder.images == 1 and list(cache) == [content_hash(red)]
+    again, _ = idx.embed(red, cache=cache)
+    assert embedder.images == 1 and again is vector
+    idx.embed(red)  # no cache: the model runs again
+    assert embedder.images == 2
+    with pytest.raises(ImageError, match="too large"):
+        idx.embed(png((0, 0, 255), size=(100, 100)), max_pixels=1000)
+    assert embedder.images == 2
+
+
+def test_a_new_generation_gets_a_new_searcher(index):
+    idx, vectors, embedder = index
+    before = idx.searcher()
+    assert idx.searcher() is before
+    idx.store.put([Entry("/p/new.png", 1, 1, "new", 1, 1, -vectors[4])])
+    assert idx.searcher() is not before and len(idx.searcher()) == 32
+    assert idx.query_vector(-vectors[4], 1).results[0].path == "/p/new.png"
