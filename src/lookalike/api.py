@@ -14,23 +14,18 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from platformdirs import user_data_dir
 
 from lookalike import ann_store
 from lookalike.images import DEFAULT_MAX_PIXELS, content_hash, decode, read_file
 from lookalike.indexer import BATCH, IndexReport, update
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
+from lookalike.paths import default_index_path
 from lookalike.store import DB_NAME, Store, StoreError
 from lookalike.vectors import Searcher, check_query
 from lookalike.vectors.faiss_backend import FaissBackend
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
-
-
-def default_index_path() -> Path:
-    """``$LOOKALIKE_INDEX``, else an index in the user's data directory."""
-    return Path(os.environ.get("LOOKALIKE_INDEX") or Path(user_data_dir("lookalike")) / "index")
 
 
 @dataclass(frozen=True)
@@ -99,10 +94,12 @@ class Index:
         spec = resolve(model, layer, weights)
         if rebuild:
             wipe(path)
-        if spec.family == "onnx" and not spec.dim:
-            spec = Embedder(spec, threads, device).spec
+        embedder = None
+        if spec.family == "onnx" and not spec.dim:  # the session that finds the dimension is kept
+            embedder = Embedder(spec, threads, device)
+            spec = embedder.spec
         store = Store.create(path, spec.identity(), ref=model_ref(model, spec))
-        return cls(store, spec, threads, device)
+        return cls(store, spec, threads, device, embedder)
 
     def close(self) -> None:
         self.store.close()

@@ -24,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from lookalike import __version__, ann_store, present
-from lookalike.api import Index, default_index_path
+from lookalike.api import Index
+from lookalike.paths import default_index_path
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, list_images
 from lookalike.indexer import BATCH
 from lookalike.vectors import MetricName, Mode
@@ -652,7 +653,7 @@ def tune(
     """Grid search of training settings, scored on held-out classes; names the best configuration."""
     from rich.table import Table
 
-    from lookalike import tune as tn
+    from lookalike.train import tune as tn
 
     if not data.is_dir():
         fail(f"not a directory: {data}")

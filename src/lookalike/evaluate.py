@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from platformdirs import user_cache_dir
 
 from lookalike import metrics
+from lookalike import rerank as reranking
 from lookalike.api import Index, model_ref
 from lookalike.images import ImageError, decode
 from lookalike.indexer import IndexReport
 from lookalike.models.registry import resolve
+from lookalike.paths import cache_dir
 from lookalike.store import StoreError
 from lookalike.train.data import LabelledImages, labelled
 from lookalike.vectors import Searcher
@@ -40,8 +41,7 @@ def index_dir(data: str | os.PathLike, model: str | None, layer: str | None) -> 
     """Where the evaluation index of ``data`` under ``model`` lives (``$LOOKALIKE_CACHE`` or the user cache)."""
     spec = resolve(model, layer)
     key = json.dumps([os.path.abspath(os.fspath(data)), model_ref(model, spec), spec.layer])
-    base = Path(os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike"))
-    return base / "eval" / f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return cache_dir("eval", f"{spec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
 
 
 @dataclass
@@ -102,7 +102,7 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
     result = metrics.evaluate(x, images.codes, metric, comparative_seed=seed)
     reranked = None
     if rerank:
-        neighbours, _ = metrics.rerank(x, k=RERANK_K, metric=metric)
+        neighbours, _ = reranking.rerank(x, k=RERANK_K, metric=metric)
         reranked = metrics.evaluate_neighbors(neighbours, images.codes, metric=f"{metric}+rerank")
     return Evaluation(images, x, result, reranked, name, report, time.perf_counter() - started)
 

@@ -121,3 +121,27 @@ def test_a_new_generation_gets_a_new_searcher(index):
     idx.store.put([Entry("/p/new.png", 1, 1, "new", 1, 1, -vectors[4])])
     assert idx.searcher() is not before and len(idx.searcher()) == 32
     assert idx.query_vector(-vectors[4], 1).results[0].path == "/p/new.png"
+
+
+def test_a_raw_onnx_model_gets_one_session(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lookalike.models import embedder as embedder_module
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["y"])],
+        "mean-colour", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "mean.onnx")
+    (tmp_path / "mean.json").write_text('{"input_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}')  # no dim
+    sessions = []
+    real = embedder_module.ort_session
+    monkeypatch.setattr(embedder_module, "ort_session", lambda *a, **kw: sessions.append(a) or real(*a, **kw))
+    with Index.open(tmp_path / "index", model=str(tmp_path / "mean.onnx"), create=True, threads=1) as idx:
+        assert idx.spec.dim == 3
+        vector, _ = idx.embed(png((255, 0, 0)))
+    np.testing.assert_allclose(vector, [1.0, 0.0, 0.0], atol=1e-6)
+    assert len(sessions) == 1

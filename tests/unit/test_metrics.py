@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.metrics import (
-    RetrievalEvaluation,
-    cmc_curve,
-    evaluate,
-    evaluate_neighbors,
-    rerank,
-    sample_comparative_sets,
-)
+from lookalike.metrics import RetrievalEvaluation, cmc_curve, evaluate, evaluate_neighbors, sample_comparative_sets
 
 SUMMARY_KEYS = {
     "n_images", "n_classes", "n_queries", "metric", "recall@1", "recall@5", "recall@10",
@@ -355,115 +348,6 @@ def test_evaluate_neighbors_counts_positives_outside_the_list_as_missed():
         evaluate_neighbors(np.array([[1, 1], [0, 2], [0, 1]]), [0, 0, 1])
     with pytest.raises(ValueError):
         evaluate_neighbors(np.array([[1], [0]]), [0, 0, 1])
-
-
-# ---------------------------------------------------------------- re-ranking
-
-
-def test_rerank_fixes_a_hand_built_ordering():
-    # Points on a line (l2), class A = {a0, a1, a2}, class B = {b1, b2, b3}:
-    #   a2 = -1.2, a1 = -1.0, a0 = 0, b1 = 0.9, b2 = 1.05, b3 = 1.25   (no tied distances)
-    # The nearest neighbour of a0 is b1 (0.9 < 1.0): a wrong-class top-1.  With k1 = 2 (top-3
-    # lists, oneself included) and k2 = 1 (no query expansion):
-    #   top-3(a0) = {a0, b1, a1};  top-3(b1) = {b1, b2, b3} lacks a0, so b1 is not k-reciprocal
-    #   to a0;  top-3(a1) = {a1, a2, a0} contains a0, so R(a0) = {a0, a1}.
-    #   Expansion (k1/2 = 1): R(a1, 1) = {a1, a2} has only 1 of its 2 members in R(a0), not more
-    #   than 2/3, so nothing is added; R(a0, 1) = {a0} adds nothing new.
-    #   R(b1) = {b1, b2, b3} (top-3 of b2 and of b3 both hold b1), so V_b1 lives on class B only,
-    #   disjoint from V_a0 on {a0, a1}: Jaccard(a0, b1) = 1.
-    #   R(a1) = {a1, a2, a0} (a2's and a0's top-3 hold a1): V_a1 overlaps V_a0 on {a0, a1}.
-    # Scale s = 2.45 (largest retrieved distance, a2 to b3); weights exp(-d / s), rows sum to 1:
-    #   V_a0 = [a0: 1, a1: e^(-1/s)] / sum = [0.6006, 0.3994]
-    #   V_a1 = [a1: 1, a2: e^(-0.2/s), a0: e^(-1/s)] / sum = [0.3866, 0.3563, 0.2571]
-    #   sum of minima = 0.2571 (a0) + 0.3866 (a1) = 0.6437 -> Jaccard(a0, a1) = 1 - 0.6437/1.3563 = 0.5254
-    # final = 0.7 * Jaccard + 0.3 * d / s:
-    #   a1: 0.7 * 0.5254 + 0.3 * 1.0/2.45 = 0.4902    b1: 0.7 * 1 + 0.3 * 0.9/2.45 = 0.8102
-    # so a1 moves ahead of b1 and a0's top-1 becomes correct (a2 comes second, at 0.67).
-    x = np.array([0.0, -1.0, -1.2, 0.9, 1.05, 1.25], np.float32)[:, None]  # a0 a1 a2 b1 b2 b3
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    before = evaluate(x, labels, metric="l2")
-    assert before.first_positive_rank[0] == 2  # b1 first
-    idx, dist = rerank(x, k=5, k1=2, k2=1, lambda_=0.3, metric="l2")
-    assert idx.shape == dist.shape == (6, 5)
-    np.testing.assert_array_equal(idx[0], [1, 2, 3, 4, 5])
-    assert dist[0, 0] == pytest.approx(0.4902, abs=1e-4)
-    assert dist[0, 2] == pytest.approx(0.8102, abs=1e-4)
-    after = evaluate_neighbors(idx, labels, metric="l2+rerank")
-    assert after.summary()["recall@1"] == 1.0 > before.summary()["recall@1"]
-
-
-def dense_rerank(X, k, k1, k2, lam, metric):
-    """Zhong et al.'s reference algorithm on a full N x N matrix, with this module's conventions
-    (metric distance divided by its global maximum; self first, ties by index)."""
-    X64 = X.astype(np.float64)
-    n = len(X)
-    if metric == "l2":
-        D = np.sqrt(((X64[:, None] - X64[None]) ** 2).sum(-1))
-    else:
-        Xn = X64 / np.linalg.norm(X64, axis=1, keepdims=True)
-        D = 1.0 - Xn @ Xn.T
-    np.fill_diagonal(D, 0.0)
-    D = D / D.max()
-    initial_rank = np.argsort(D, axis=1, kind="stable")
-    half = int(np.around(k1 / 2))
-    V = np.zeros((n, n))
-    for i in range(n):
-        fwd = initial_rank[i, : k1 + 1]
-        bwd = initial_rank[fwd, : k1 + 1]
-        recip = fwd[np.where(bwd == i)[0]]
-        expanded = recip
-        for c in recip:
-            c_fwd = initial_rank[c, : half + 1]
-            c_bwd = initial_rank[c_fwd, : half + 1]
-            c_recip = c_fwd[np.where(c_bwd == c)[0]]
-            if len(np.intersect1d(c_recip, recip)) > 2 / 3 * len(c_recip):
-                expanded = np.append(expanded, c_recip)
-        expanded = np.unique(expanded)
-        weight = np.exp(-D[i, expanded])
-        V[i, expanded] = weight / weight.sum()
-    if k2 != 1:
-        V = np.stack([V[initial_rank[i, :k2]].mean(axis=0) for i in range(n)])
-    jaccard = np.empty((n, n))
-    for i in range(n):
-        overlap = np.minimum(V[i], V).sum(axis=1)
-        jaccard[i] = 1 - overlap / (2 - overlap)
-    final = (1 - lam) * jaccard + lam * D
-    cand = initial_rank[:, 1 : k + 1]
-    vals = np.take_along_axis(final, cand, axis=1)
-    order = np.argsort(vals, axis=1, kind="stable")
-    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(vals, order, axis=1)
-
-
-@pytest.mark.parametrize("metric", ["cosine", "l2"])
-@pytest.mark.parametrize("k1,k2,lam", [(6, 3, 0.3), (20, 6, 0.3), (4, 1, 0.1)])
-def test_rerank_matches_dense_reference(metric, k1, k2, lam):
-    rng = np.random.default_rng(8)
-    centres = rng.standard_normal((8, 6)) * 2
-    labels = np.repeat(np.arange(8), 10)
-    X = (centres[labels] + rng.standard_normal((80, 6))).astype(np.float32)
-    idx, dist = rerank(X, k=79, k1=k1, k2=k2, lambda_=lam, metric=metric)
-    ref_idx, ref_dist = dense_rerank(X, 79, k1, k2, lam, metric)
-    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
-    np.testing.assert_array_equal(idx, ref_idx)
-
-
-def test_rerank_reorders_only_the_original_candidates():
-    rng = np.random.default_rng(9)
-    X = rng.standard_normal((200, 10)).astype(np.float32)
-    idx, dist = rerank(X, k=15)
-    assert idx.shape == (200, 15) and dist.dtype == np.float32
-    assert (idx != np.arange(200)[:, None]).all()
-    assert (np.diff(dist, axis=1) >= 0).all()
-    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
-    S = Xn @ Xn.T
-    np.fill_diagonal(S, -np.inf)
-    top = np.argsort(-S, axis=1)[:, :15]
-    np.testing.assert_array_equal(np.sort(idx, axis=1), np.sort(top, axis=1))
-    # k beyond N - 1 is clipped; l2 re-ranking ignores a global scale of the embeddings.
-    idx_l2, _ = rerank(X[:10], k=50, k1=20, metric="l2")
-    idx_l2_scaled, _ = rerank(X[:10] * 8, k=50, k1=20, metric="l2")
-    assert idx_l2.shape == (10, 9)
-    np.testing.assert_array_equal(idx_l2, idx_l2_scaled)
 
 
 def test_result_type():

@@ -7,14 +7,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from platformdirs import user_cache_dir
-
 from lookalike.models.registry import ModelSpec
+from lookalike.paths import cache_dir as _cache_root
 
 
 def cache_dir() -> Path:
     """Where exported models live: ``$LOOKALIKE_CACHE`` or the user's cache directory."""
-    return Path(os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike")) / "onnx"
+    return _cache_root("onnx")
 
 
 def onnx_file(spec: ModelSpec) -> Path:

@@ -9,9 +9,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import platformdirs
-
 from lookalike.models.errors import ModelError
+from lookalike.paths import cache_dir
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILENAME}"
@@ -31,8 +30,7 @@ class MissingWeightsError(ModelError):
 
 def default_weights_path() -> Path:
     """Where the weights are cached: ``<$LOOKALIKE_CACHE or user cache dir>/weights/pt_inception-...pth``."""
-    root = os.environ.get("LOOKALIKE_CACHE") or platformdirs.user_cache_dir("lookalike")
-    return Path(root) / "weights" / WEIGHTS_FILENAME
+    return cache_dir("weights", WEIGHTS_FILENAME)
 
 
 def how_to_get() -> str:

@@ -7,6 +7,7 @@ with cross-entropy. Only the embedding is exported; the proxies are thrown away 
 
 from __future__ import annotations
 
+from lookalike.train import omp  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 import torch.nn.functional as F
 from torch import nn

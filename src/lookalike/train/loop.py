@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from lookalike.train import omp  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 import torch.nn.functional as F
 

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from lookalike.train import omp  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 from lookalike.train.export import write_model_dir

@@ -18,6 +18,8 @@ from lookalike.vectors.metric import Metric, get_metric, squared_norms
 
 #: Rows per chunk of a scan: memory stays bounded however large the collection.
 CHUNK_ROWS = 16_384
+#: Queries scanned together by the exact backend.
+QUERY_BLOCK = 256
 
 
 @runtime_checkable
@@ -97,7 +99,7 @@ def top_k(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], 
 
 def scan_within(queries: np.ndarray, vectors: np.ndarray, radius: float, metric: Metric,
                 sq_norms: np.ndarray | None = None,
-                block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                block: int = 4 * QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(query rows, positions, distances)`` of every row of ``vectors`` within ``radius`` of a
     query (a hair beyond, 1e-5, for float32 rounding), by matrix products over blocks of queries
     and chunks of rows; distances are float32 ones made float64, rows ascending."""
@@ -168,10 +170,19 @@ class ExactBackend:
         return removed
 
     def nearest(self, queries: np.ndarray, k: int, **options) -> tuple[np.ndarray, np.ndarray]:
-        return top_k(queries, [(self._vectors, self._ids)], k, self.metric, sq_norms=[self._sq])
+        return self._top_k(queries, k, False)
 
     def farthest(self, queries: np.ndarray, k: int, **options) -> tuple[np.ndarray, np.ndarray]:
-        return top_k(queries, [(self._vectors, self._ids)], k, self.metric, farthest=True, sq_norms=[self._sq])
+        return self._top_k(queries, k, True)
+
+    def _top_k(self, queries: np.ndarray, k: int, farthest: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`top_k`, :data:`QUERY_BLOCK` queries at a time (a block's distances to a chunk in memory)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        parts = [top_k(queries[s:s + QUERY_BLOCK], [(self._vectors, self._ids)], k, self.metric, farthest, [self._sq])
+                 for s in range(0, len(queries), QUERY_BLOCK)]
+        if not parts:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def within(self, queries: np.ndarray, radius: float, **options):
         rows, cols, dists = scan_within(queries, self._vectors, radius, self.metric, self._sq)

@@ -1,4 +1,4 @@
-"""``lookalike.tune``: grid parsing, a 2x1 grid on tiny generated classes, the time budget."""
+"""``lookalike.train.tune``: grid parsing, a 2x1 grid on tiny generated classes, the time budget."""
 
 import csv
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import sample_photo
 
-from lookalike import tune
+from lookalike.train import tune
 from lookalike.train.config import TrainConfig
 
 TINY = TrainConfig(unfreeze=2, train_size=64, epochs=1, batch_size=8, per_class=4, dim=32, val_fraction=0.4)
