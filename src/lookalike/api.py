@@ -6,6 +6,7 @@ The CLI and the HTTP server are thin shells over :class:`Index`.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import threading
 from collections.abc import MutableMapping
@@ -40,17 +41,25 @@ class Match:
 
 @dataclass(frozen=True)
 class QueryResult:
-    """The answer to one query image; :meth:`to_dict` is the ``query --json`` shape."""
+    """The answer to one query image; :meth:`to_dict` is the ``query --json`` shape. ``seed`` is the
+    seed of a random draw (the one given, or a fresh one), None for the other modes."""
 
     query: str
     mode: str
     metric: str
     results: list[Match]
+    seed: int | None = None
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "mode": self.mode, "metric": self.metric,
-                "results": [{"rank": m.rank, "path": m.path, "distance": round(m.distance, 6)}
-                            for m in self.results]}
+        out = {"query": self.query, "mode": self.mode, "metric": self.metric,
+               "results": [{"rank": m.rank, "path": m.path, "distance": round(m.distance, 6)}
+                           for m in self.results]}
+        return out if self.seed is None else {**out, "seed": self.seed}
+
+
+def fresh_seed() -> int:
+    """A new seed for a random draw that is to be reported, so that the draw can be repeated."""
+    return secrets.randbelow(2**32)
 
 
 class Index:
@@ -247,6 +256,8 @@ class Index:
                 label: str, exact: bool = False, ef_search: int | None = None,
                 nprobe: int | None = None) -> QueryResult:
         """:meth:`query_vector` with options already checked."""
+        if mode == "random" and seed is None:
+            seed = fresh_seed()
         excluded = set(int(i) for i in exclude)
         distances, ids = self.searcher().search(vector, k + len(excluded), mode, metric, seed, exact,
                                                 ef_search=ef_search, nprobe=nprobe)
@@ -255,7 +266,7 @@ class Index:
         hits = [(i, d, p) for (i, d), p in zip(pairs, self.store.paths([i for i, _ in pairs], missing_ok=True))
                 if p is not None][:k]
         matches = [Match(rank, i, p, d) for rank, (i, d, p) in enumerate(hits, start=1)]
-        return QueryResult(label, mode, metric, matches)
+        return QueryResult(label, mode, metric, matches, seed if mode == "random" else None)
 
 
 def model_ref(model: str | None, spec: ModelSpec) -> str:

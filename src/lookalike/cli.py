@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import secrets
 import socket
 import sqlite3
 import sys
@@ -24,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from lookalike import __version__, ann_store, present
-from lookalike.api import Index
+from lookalike.api import Index, fresh_seed
 from lookalike.paths import default_index_path
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, list_images
 from lookalike.indexer import BATCH
@@ -119,7 +118,7 @@ def _seed(seed: int | None, announce: bool = True) -> int:
     """The seed of a random draw: the one given, else a fresh one; ``announce`` prints it on stderr so
     the draw can be repeated."""
     if seed is None:
-        seed = secrets.randbelow(2**32)
+        seed = fresh_seed()
     if announce:
         say("seed", "bold", f"{seed} (repeat this random draw with --seed {seed})")
     return seed
@@ -308,8 +307,7 @@ def query(
     if montage is not None and results:
         present.montage(results[0].query, results[:1], montage)
     if as_json:
-        dicts = [{"query": str(img), "error": r} if isinstance(r, str) else _with_seed(r.to_dict(), random_seed)
-                 for img, r in answers]
+        dicts = [{"query": str(img), "error": r} if isinstance(r, str) else r.to_dict() for img, r in answers]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, ensure_ascii=False))
     else:
         present.print_results(results, _output_format(fmt))
@@ -318,11 +316,6 @@ def query(
         if len(answers) > 1:
             say("error", "bold red", f"{failed} of {len(answers)} queries failed")
         raise typer.Exit(1)
-
-
-def _with_seed(d: dict, seed: int | None) -> dict:
-    """A result's JSON with the seed of its random draw (when there is one)."""
-    return {**d, "seed": seed} if seed is not None else d
 
 
 @app.command()

@@ -3,8 +3,9 @@
 One :class:`Index` (one model session) serves every request. Its SQLite connection is not safe to
 use from several threads at once and FastAPI runs handlers in a thread pool, so catalog and search
 calls hold :attr:`Index.lock`; decoding and the model run happen outside it. The client never
-names a file: images are addressed by their id in the index, and responses carry ids and base
-names, never paths.
+names a file: images are addressed by their id in the index, and responses carry ids, base names
+and the name of the folder holding each file (its class, in a folder-per-class collection), never
+paths. A recent upload is addressed by its content hash, so a reloaded page can search with it again.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.api import Index
-from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, decode
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, content_hash, decode
 from lookalike.vectors import MetricName, Mode
 from lookalike.store import StoreError
 
@@ -37,24 +38,66 @@ THUMB_SIZE = 256
 MAX_K = 1000
 
 
-K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
-ModeQ = Annotated[Mode, Query(description="nearest first, farthest first, or a random sample.")]
-MetricQ = Annotated[MetricName, Query(description="cosine (1 - cosine similarity) or l2 (Euclidean).")]
-SeedQ = Annotated[int | None, Query(description="Seed for mode=random.")]
-ExcludeQ = Annotated[bool, Query(description="Leave out indexed files with the query's exact bytes.")]
+HELP = {"k": "Number of results.", "mode": "nearest first, farthest first, or a random sample.",
+        "metric": "cosine (1 - cosine similarity) or l2 (Euclidean).",
+        "seed": "Seed for mode=random [default: a fresh one, returned as seed].",
+        "exclude_self": "Leave out indexed files with the query's exact bytes.",
+        "threshold": "A dedup preset (exact, near, similar) or a cosine distance."}
+K = Annotated[int, Query(ge=1, le=MAX_K, description=HELP["k"])]
+ModeQ = Annotated[Mode, Query(description=HELP["mode"])]
+MetricQ = Annotated[MetricName, Query(description=HELP["metric"])]
+SeedQ = Annotated[int | None, Query(description=HELP["seed"])]
+ExcludeQ = Annotated[bool, Query(description=HELP["exclude_self"])]
+ThresholdQ = Annotated[str, Query(description=HELP["threshold"])]
+
+
+class _UploadForm(BaseModel):
+    """A multipart body: the image in ``file``; options may come as form fields too (each once: in
+    the query string or the form), and any other field is refused with 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def options(self, request: Request, query: dict) -> dict:
+        """``query`` (the query-string values) updated with the options given as form fields."""
+        given = self.model_fields_set - {"file"}
+        twice = sorted(given & set(request.query_params))
+        if twice:
+            raise HTTPException(422, f"{', '.join(twice)} given both as a form field and in the query string; "
+                                     "give each once")
+        return {**query, **{key: getattr(self, key) for key in given}}
+
+
+class SearchForm(_UploadForm):
+    file: UploadFile = Field(description="The query image.")
+    k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
+    mode: Mode | None = Field(None, description=HELP["mode"])
+    metric: MetricName | None = Field(None, description=HELP["metric"])
+    seed: int | None = Field(None, description=HELP["seed"])
+    exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
+
+
+class DuplicatesForm(_UploadForm):
+    file: UploadFile = Field(description="The image to look for.")
+    threshold: str | None = Field(None, description=HELP["threshold"])
 
 
 class QueryInfo(BaseModel):
-    """The query image: its id when it is in the index (an uploaded copy of an indexed file too)."""
+    """The query image: its id when it is in the index (an uploaded copy of an indexed file too),
+    its folder's name in a search by id, and for an upload its content hash
+    (``GET /api/uploads/{hash}/search`` searches with it again)."""
 
     id: int | None
     name: str
+    folder: str | None = None
+    upload: str | None = None
 
 
 class Result(BaseModel):
     rank: int
     id: int
     name: str
+    folder: str = Field(description="The name of the folder holding the file (its class, in a "
+                                    "folder-per-class collection).")
     distance: float
 
 
@@ -62,6 +105,7 @@ class SearchResponse(BaseModel):
     query: QueryInfo
     mode: Mode
     metric: MetricName
+    seed: int | None = Field(None, description="The seed of a random draw (mode=random), to repeat it.")
     results: list[Result]
 
 
@@ -103,9 +147,10 @@ class _Lru:
 
 
 class Searcher:
-    """The shared state of one server: the index, its lock, and LRU caches of thumbnails and of
-    the vectors of recent uploads (the page posts an upload again for each mode and for its
-    duplicate check)."""
+    """The shared state of one server: the index, its lock, and LRU caches of thumbnails, of the
+    vectors of recent uploads (the page posts an upload again for each mode and for its duplicate
+    check) and of their (vector, name, ids of indexed copies) by content hash, which a reloaded page
+    searches with."""
 
     def __init__(self, index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                  thumb_cache: int = 1024, upload_cache: int = 64) -> None:
@@ -115,6 +160,7 @@ class Searcher:
         self.lock = index.lock
         self._thumbs = _Lru(thumb_cache)
         self._uploads = _Lru(upload_cache)
+        self._recent = _Lru(upload_cache)
         with self.lock:
             index.embedder  # the model is loaded once, before the first request
 
@@ -134,6 +180,18 @@ class Searcher:
                       exclude_self: bool) -> SearchResponse:
         """Search with uploaded image bytes."""
         query, vector, same = self._embed_upload(data, name)
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def search_recent_upload(self, digest: str, k: int, mode: str, metric: str, seed: int | None,
+                             exclude_self: bool) -> SearchResponse:
+        """Search again with an upload this server still holds, by its content hash; 404 otherwise."""
+        with self.lock:
+            recent = self._recent.get(digest)
+        if recent is None:
+            raise HTTPException(404, "this server no longer holds that upload (it keeps the last "
+                                     f"{self._recent.size} until it restarts): upload the image again")
+        vector, name, same = recent
+        query = QueryInfo(id=same[0] if same else None, name=name, upload=digest)
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
     def duplicates_upload(self, data: bytes, name: str, threshold: str) -> DuplicatesResponse:
@@ -159,7 +217,10 @@ class Searcher:
             vector, same = self.index.embed(data, self.max_pixels, self._uploads)
         except ImageError as e:
             raise HTTPException(413 if str(e).startswith("too large") else 400, f"{name}: {e}") from None
-        return QueryInfo(id=same[0] if same else None, name=name), vector, same
+        digest = content_hash(data)
+        with self.lock:
+            self._recent[digest] = (vector, name, same)
+        return QueryInfo(id=same[0] if same else None, name=name, upload=digest), vector, same
 
     def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
                   exclude_self: bool) -> SearchResponse:
@@ -170,19 +231,19 @@ class Searcher:
         if found is None:  # removed since
             raise HTTPException(404, f"no image with id {image_id} in the index")
         vector, same = found
-        query = QueryInfo(id=image_id, name=display_name(row["path"]))
+        query = QueryInfo(id=image_id, name=display_name(row["path"]), folder=folder_name(row["path"]))
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
     def _search(self, query: QueryInfo, vector, k: int, mode: str, metric: str, seed: int | None,
                 exclude) -> SearchResponse:
         with self.lock:
             found = self.index.query_vector(vector, k, mode, metric, seed, exclude, query.name)
-        return SearchResponse(query=query, mode=mode, metric=metric, results=self._results(found))
+        return SearchResponse(query=query, mode=mode, metric=metric, seed=found.seed, results=self._results(found))
 
     @staticmethod
     def _results(found) -> list[Result]:
-        return [Result(rank=m.rank, id=m.id, name=display_name(m.path), distance=round(m.distance, 6))
-                for m in found.results]
+        return [Result(rank=m.rank, id=m.id, name=display_name(m.path), folder=folder_name(m.path),
+                       distance=round(m.distance, 6)) for m in found.results]
 
     def thumbnail(self, image_id: int) -> bytes:
         """A JPEG at most :data:`THUMB_SIZE` pixels on a side, cached by (id, content hash)."""
@@ -284,24 +345,25 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.post("/api/search", tags=["search"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
-    async def search_upload(file: Annotated[UploadFile, File(description="The query image.")],
+    async def search_upload(request: Request, form: Annotated[SearchForm, Form()],
                             k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
-        """Search with an uploaded image (multipart field ``file``)."""
-        data, name = await _read_upload(file, max_upload)
-        return await run_in_threadpool(searcher.search_upload, data, name, k, mode.value, metric.value,
-                                       seed, exclude_self)
+        """Search with an uploaded image (multipart field ``file``); the options may be query
+        parameters or form fields."""
+        o = form.options(request, {"k": k, "mode": mode, "metric": metric, "seed": seed, "exclude_self": exclude_self})
+        data, name = await _read_upload(form.file, max_upload)
+        return await run_in_threadpool(searcher.search_upload, data, name, o["k"], o["mode"].value,
+                                       o["metric"].value, o["seed"], o["exclude_self"])
 
     @app.post("/api/duplicates", tags=["search"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
-    async def duplicates_upload(file: Annotated[UploadFile, File(description="The image to look for.")],
-                                threshold: Annotated[str, Query(description="A dedup preset (exact, near, "
-                                                                "similar) or a cosine distance.")] = "near",
-                                ) -> DuplicatesResponse:
+    async def duplicates_upload(request: Request, form: Annotated[DuplicatesForm, Form()],
+                                threshold: ThresholdQ = "near") -> DuplicatesResponse:
         """Is this image already in the index? Every indexed image within the threshold of it,
         nearest first (files with the same bytes at distance 0)."""
-        data, name = await _read_upload(file, max_upload)
-        return await run_in_threadpool(searcher.duplicates_upload, data, name, threshold)
+        o = form.options(request, {"threshold": threshold})
+        data, name = await _read_upload(form.file, max_upload)
+        return await run_in_threadpool(searcher.duplicates_upload, data, name, o["threshold"])
 
     @app.get("/api/search", tags=["search"], responses={404: {"description": "Unknown id"}})
     def search_id(id: Annotated[int, Query(description="Id of an indexed image.")],
@@ -309,6 +371,15 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
                   seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
         """Search with an image already in the index (it finds itself at distance 0 unless excluded)."""
         return searcher.search_id(id, k, mode.value, metric.value, seed, exclude_self)
+
+    @app.get("/api/uploads/{digest}/search", tags=["search"],
+             responses={404: {"description": "The server no longer holds that upload"}})
+    def search_recent_upload(digest: Annotated[str, PathParam(description="Content hash of a recent upload "
+                                                              "(query.upload of its search).")],
+                             k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
+                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
+        """Search again with a recent upload (the last 64 since the server started), without its bytes."""
+        return searcher.search_recent_upload(digest, k, mode.value, metric.value, seed, exclude_self)
 
     @app.get("/api/images/{image_id}", tags=["images"], response_class=FileResponse,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})
@@ -343,6 +414,11 @@ async def _read_upload(file: UploadFile, max_upload: int) -> tuple[bytes, str]:
 def display_name(path: str) -> str:
     """The base name of a path as valid text: bytes that are not UTF-8 show as U+FFFD."""
     return os.path.basename(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def folder_name(path: str) -> str:
+    """The name of the folder holding a file (its class in a folder-per-class collection), as valid text."""
+    return display_name(os.path.dirname(path))
 
 
 def _version() -> str:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import sample_photo, variants
 from lookalike.api import Index
+from lookalike.indexer import content_hash
 from lookalike.server import create_app
 
 
@@ -68,20 +69,23 @@ def test_upload_of_an_indexed_file_finds_it_first(client, photo_dir, ids):
     r = upload(client, (photo_dir / "chelsea.jpg").read_bytes(), "chelsea.jpg", k=5)
     assert r.status_code == 200
     body = r.json()
-    assert body["query"] == {"id": ids["chelsea.jpg"], "name": "chelsea.jpg"}
-    assert (body["mode"], body["metric"]) == ("nearest", "cosine")
+    assert body["query"] == {"id": ids["chelsea.jpg"], "name": "chelsea.jpg", "folder": None,
+                             "upload": content_hash((photo_dir / "chelsea.jpg").read_bytes())}
+    assert (body["mode"], body["metric"], body["seed"]) == ("nearest", "cosine", None)
     first = body["results"][0]
-    assert first == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg", "distance": 0.0}
+    assert first == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg", "folder": photo_dir.name,
+                     "distance": 0.0}
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
     assert str(photo_dir) not in r.text and "path" not in r.text
 
 
 def test_upload_of_a_new_photo_finds_its_relatives(client):
     edited = variants(sample_photo("coffee"))["bright"]
-    r = upload(client, jpeg(edited), "../../etc/coffee bright.jpg", k=3)
+    data = jpeg(edited)
+    r = upload(client, data, "../../etc/coffee bright.jpg", k=3)
     assert r.status_code == 200
     body = r.json()
-    assert body["query"] == {"id": None, "name": "coffee bright.jpg"}
+    assert body["query"] == {"id": None, "name": "coffee bright.jpg", "folder": None, "upload": content_hash(data)}
     assert {x["name"] for x in body["results"]} <= {"coffee.jpg", "coffee_flip.jpg", "coffee_crop.png"}
     assert 0 < body["results"][0]["distance"] < 0.2
 
@@ -99,7 +103,8 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
     assert names[0] == "chelsea.jpg" and set(names) <= {"chelsea.jpg", "chelsea_flip.jpg", "chelsea_crop.png"}
     assert all(0 < r["distance"] <= body["threshold"] for r in body["results"])
     exact = duplicates((photo_dir / "chelsea.jpg").read_bytes(), threshold="exact").json()
-    assert exact["results"][0] == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg", "distance": 0.0}
+    assert exact["results"][0] == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg",
+                                   "folder": photo_dir.name, "distance": 0.0}
     assert duplicates(jpeg(sample_photo("clock"))).json()["results"] == []
     assert duplicates(chelsea, threshold="0.9").json()["threshold"] == 0.9
     bad = duplicates(chelsea, threshold="loose")
@@ -129,10 +134,11 @@ def test_an_upload_posted_again_is_embedded_once(index):
     assert other["results"][0]["name"].startswith("coffee")
 
 
-def test_search_by_id_finds_itself_unless_excluded(client, ids):
+def test_search_by_id_finds_itself_unless_excluded(client, ids, photo_dir):
     body = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4}).json()
-    assert body["query"] == {"id": ids["horse.jpg"], "name": "horse.jpg"}
-    assert body["results"][0] == {"rank": 1, "id": ids["horse.jpg"], "name": "horse.jpg", "distance": 0.0}
+    assert body["query"] == {"id": ids["horse.jpg"], "name": "horse.jpg", "folder": photo_dir.name, "upload": None}
+    assert body["results"][0] == {"rank": 1, "id": ids["horse.jpg"], "name": "horse.jpg", "folder": photo_dir.name,
+                                  "distance": 0.0}
     excluded = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4, "exclude_self": True}).json()
     assert ids["horse.jpg"] not in [x["id"] for x in excluded["results"]]
     assert [x["id"] for x in excluded["results"]][:3] == [x["id"] for x in body["results"]][1:4]

@@ -1,12 +1,15 @@
 // lookalike web page: search by upload, drag-and-drop, paste or webcam; click a result to search again.
-// Searches by indexed image live in the URL (?id=12&mode=nearest&k=12&metric=cosine), so back and
-// forward replay them; uploads are kept in memory for the life of the page.
+// Searches live in the URL (?id=12&mode=nearest&k=12&metric=cosine, or ?upload=HASH&... for an
+// upload), so back and forward replay them. Uploads are kept in memory for the life of the page;
+// after a reload the server searches with a recent upload by its content hash, and the page shows
+// the thumbnail it kept in sessionStorage. mode=all shows nearest, random and farthest rows together.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const uploads = new Map(); // history token -> {blob, name, url}
+const MODES = ["nearest", "random", "farthest"];
+const uploads = new Map(); // history token -> {blob, name, url, hash}
 let uploadCount = 0;
-let current = null; // the query on screen: {id} or {upload}
+let current = null; // the query on screen: {id}, {upload} (a token) or {hash} (an upload after a reload)
 let inflight = null; // AbortController of the running search
 let stream = null; // the webcam MediaStream while it is on
 let maxUpload = Infinity; // bytes, from /api/stats
@@ -15,7 +18,7 @@ function options() {
   const form = $("options");
   const k = Math.min(1000, Math.max(1, parseInt(form.k.value, 10) || 12));
   form.k.value = k;
-  return { mode: form.mode.value, k, metric: form.metric.value };
+  return { mode: form.mode.value, k, metric: form.metric.value, exclude: form.exclude.checked };
 }
 
 function setOptions(opts) {
@@ -23,22 +26,57 @@ function setOptions(opts) {
   if (opts.mode) form.mode.value = opts.mode;
   if (opts.k) form.k.value = opts.k;
   if (opts.metric) form.metric.value = opts.metric;
+  form.exclude.checked = Boolean(opts.exclude);
+}
+
+function hashOf(query) {
+  return query.hash || (query.upload !== undefined && uploads.has(query.upload) ? uploads.get(query.upload).hash : null);
 }
 
 function searchUrl(query, opts) {
   const params = new URLSearchParams();
   if (query.id !== undefined) params.set("id", query.id);
+  else if (hashOf(query)) params.set("upload", hashOf(query));
   params.set("mode", opts.mode);
   params.set("k", opts.k);
   params.set("metric", opts.metric);
+  if (opts.exclude) params.set("exclude_self", "true");
   return "?" + params.toString();
+}
+
+// The thumbnail and name of an upload, kept for this tab so a reload can show what it searches with.
+function remember(hash, upload) {
+  createImageBitmap(upload.blob).then((bitmap) => {
+    const scale = Math.min(1, 320 / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    sessionStorage.setItem(`upload:${hash}`, JSON.stringify({ name: upload.name, thumb: canvas.toDataURL("image/jpeg", 0.85) }));
+  }).catch(() => { /* not decodable by the browser, or storage full: only the thumbnail is lost */ });
+}
+
+function remembered(hash) {
+  try {
+    return JSON.parse(sessionStorage.getItem(`upload:${hash}`)) || {};
+  } catch (_) {
+    return {};
+  }
 }
 
 function showQuery(query, name) {
   const img = $("query-img");
-  img.src = query.id !== undefined ? `/api/thumbs/${query.id}` : uploads.get(query.upload).url;
+  const upload = query.upload !== undefined ? uploads.get(query.upload) : null;
+  const src = query.id !== undefined ? `/api/thumbs/${query.id}` : upload ? upload.url : remembered(query.hash).thumb;
+  img.hidden = !src;
+  if (src) img.src = src;
   img.alt = `Query image ${name}`;
   $("query-name").textContent = name;
+  $("query-folder").textContent = "";
+  const open = $("query-open");
+  const full = query.id !== undefined ? `/api/images/${query.id}` : upload ? upload.url : null;
+  open.hidden = !full;
+  if (full) open.href = full;
   $("query").hidden = false;
 }
 
@@ -63,6 +101,43 @@ async function errorText(response) {
   return `${response.status} ${response.statusText}`;
 }
 
+// One search request; an upload is posted the first time and searched by its hash after that.
+async function fetchSearch(query, opts, mode, signal) {
+  const params = new URLSearchParams({ mode, k: opts.k, metric: opts.metric });
+  if (opts.exclude) params.set("exclude_self", "true");
+  const upload = query.upload !== undefined ? uploads.get(query.upload) : null;
+  let response;
+  if (upload && !upload.hash) {
+    const body = new FormData();
+    body.append("file", upload.blob, upload.name);
+    response = await fetch(`/api/search?${params}`, { method: "POST", body, signal });
+  } else if (hashOf(query)) {
+    response = await fetch(`/api/uploads/${hashOf(query)}/search?${params}`, { signal });
+  } else {
+    params.set("id", query.id);
+    response = await fetch(`/api/search?${params}`, { signal });
+  }
+  if (response.status === 404 && upload && upload.hash) { // the server restarted: post the image again
+    upload.hash = null;
+    return fetchSearch(query, opts, mode, signal);
+  }
+  if (!response.ok) {
+    const message = await errorText(response);
+    if (response.status === 404 && query.hash) {
+      const name = remembered(query.hash).name || "that upload";
+      throw new Error(`the server no longer holds ${name} (it keeps recent uploads until it restarts): ` +
+        "drop, paste or choose the image again");
+    }
+    throw new Error(message);
+  }
+  const data = await response.json();
+  if (upload && !upload.hash && data.query.upload) {
+    upload.hash = data.query.upload;
+    remember(upload.hash, upload);
+  }
+  return data;
+}
+
 // Run a search and show it; history: "push" a new entry, "replace" the current one, or "none".
 async function search(query, opts, history) {
   setOptions(opts);
@@ -74,30 +149,26 @@ async function search(query, opts, history) {
   }
   current = query;
   const upload = query.upload !== undefined ? uploads.get(query.upload) : null;
-  showQuery(query, upload ? upload.name : `image ${query.id}`);
+  const label = upload ? upload.name : query.hash ? remembered(query.hash).name || "earlier upload" : `image ${query.id}`;
+  showQuery(query, label);
   if (inflight) inflight.abort();
   const controller = new AbortController();
   inflight = controller;
   showError("");
   setBusy(true, "Searching…");
-  const params = new URLSearchParams({ mode: opts.mode, k: opts.k, metric: opts.metric });
   $("dupes").hidden = true;
+  const modes = opts.mode === "all" ? MODES : [opts.mode];
   try {
-    let response;
-    if (upload) {
-      const body = new FormData();
-      body.append("file", upload.blob, upload.name);
-      response = await fetch(`/api/search?${params}`, { method: "POST", body, signal: controller.signal });
-    } else {
-      params.set("id", query.id);
-      response = await fetch(`/api/search?${params}`, { signal: controller.signal });
+    const first = await fetchSearch(query, opts, modes[0], controller.signal);
+    const rest = await Promise.all(modes.slice(1).map((m) => fetchSearch(query, opts, m, controller.signal)));
+    const rows = [first, ...rest];
+    if (upload && window.history.state && window.history.state.upload === query.upload) {
+      window.history.replaceState(window.history.state, "", searchUrl(query, opts)); // now with the hash
     }
-    if (!response.ok) throw new Error(await errorText(response));
-    const data = await response.json();
-    if (!upload) $("query-name").textContent = data.query.name;
-    render(data, opts);
-    setBusy(false, `${data.results.length} ${data.mode} result${data.results.length === 1 ? "" : "s"} ` +
-      `for ${data.query.name} (${data.metric} distance)`);
+    $("query-name").textContent = first.query.name;
+    if (first.query.folder) $("query-folder").textContent = `in ${first.query.folder}`;
+    render(rows, opts, modes.length > 1);
+    setBusy(false, summary(rows, first.query.name));
   } catch (err) {
     if (err.name === "AbortError") return;
     $("results").replaceChildren();
@@ -108,6 +179,17 @@ async function search(query, opts, history) {
   }
   // After the search, so that the server reuses the upload's vector instead of embedding it twice.
   if (upload) checkDuplicates(upload, query, controller.signal);
+}
+
+function rowTitle(data) {
+  return data.seed !== null && data.seed !== undefined ? `${data.mode} (seed ${data.seed})` : data.mode;
+}
+
+function summary(rows, name) {
+  const counts = rows.map((d) => `${d.results.length} ${rowTitle(d)}`);
+  const n = rows.reduce((sum, d) => sum + d.results.length, 0);
+  const list = counts.length > 1 ? `${counts.slice(0, -1).join(", ")} and ${counts.at(-1)}` : counts[0];
+  return `${list} result${n === 1 ? "" : "s"} for ${name} (${rows[0].metric} distance)`;
 }
 
 // Say whether an uploaded image is already in the index (the server's "near" dedup preset), unless
@@ -134,35 +216,51 @@ async function checkDuplicates(upload, query, signal) {
   $("dupes").hidden = false;
 }
 
-function render(data, opts) {
-  const items = data.results.map((r) => {
-    const li = document.createElement("li");
-    const a = document.createElement("a");
-    a.href = searchUrl({ id: r.id }, opts);
-    a.dataset.id = r.id;
-    a.title = `Search with ${r.name}`;
-    const img = document.createElement("img");
-    img.src = `/api/thumbs/${r.id}`;
-    img.alt = r.name;
-    img.loading = "lazy";
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const rank = document.createElement("span");
-    rank.className = "rank";
-    rank.textContent = `#${r.rank}`;
-    const distance = document.createElement("span");
-    distance.className = "distance";
-    distance.textContent = r.distance.toFixed(3);
-    distance.title = `${data.metric} distance ${r.distance}`;
-    meta.append(rank, distance);
-    const name = document.createElement("div");
-    name.className = "name";
-    name.textContent = r.name;
-    a.append(img, meta, name);
-    li.append(a);
-    return li;
+function card(r, data, opts) {
+  const li = document.createElement("li");
+  const a = document.createElement("a");
+  a.href = searchUrl({ id: r.id }, opts);
+  a.dataset.id = r.id;
+  a.title = `Search with ${r.name} (in ${r.folder})`;
+  const img = document.createElement("img");
+  img.src = `/api/thumbs/${r.id}`;
+  img.alt = r.name;
+  img.loading = "lazy";
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const rank = document.createElement("span");
+  rank.className = "rank";
+  rank.textContent = `#${r.rank}`;
+  const distance = document.createElement("span");
+  distance.className = "distance";
+  distance.textContent = r.distance.toFixed(3);
+  distance.title = `${data.metric} distance ${r.distance}`;
+  meta.append(rank, distance);
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = r.name;
+  const folder = document.createElement("div");
+  folder.className = "folder";
+  folder.textContent = r.folder;
+  a.append(img, meta, name, folder);
+  li.append(a);
+  return li;
+}
+
+// One grid of result cards, or (the three modes together) one titled grid per mode.
+function render(rows, opts, titled) {
+  const blocks = rows.map((data) => {
+    const list = document.createElement("ol");
+    list.className = "grid";
+    list.dataset.mode = data.mode;
+    list.append(...data.results.map((r) => card(r, data, opts)));
+    if (!titled) return [list];
+    const heading = document.createElement("h2");
+    heading.textContent = rowTitle(data);
+    list.setAttribute("aria-label", data.mode);
+    return [heading, list];
   });
-  $("results").replaceChildren(...items);
+  $("results").replaceChildren(...blocks.flat());
 }
 
 function searchFile(blob, name) {
@@ -187,18 +285,22 @@ function fromState(state) {
     mode: (state && state.mode) || params.get("mode") || "nearest",
     k: (state && state.k) || params.get("k") || 12,
     metric: (state && state.metric) || params.get("metric") || "cosine",
+    exclude: state ? Boolean(state.exclude) : params.get("exclude_self") === "true",
   };
   if (state && state.upload !== undefined && uploads.has(state.upload)) {
     search({ upload: state.upload }, opts, "none");
   } else if (params.get("id") !== null) {
     search({ id: parseInt(params.get("id"), 10) }, opts, "none");
+  } else if (params.get("upload") !== null) {
+    search({ hash: params.get("upload") }, opts, "none"); // an upload of an earlier page: by its hash
   } else {
     setOptions(opts);
     current = null;
     $("query").hidden = true;
     $("results").replaceChildren();
     setBusy(false, state && state.upload !== undefined
-      ? "That upload is no longer in memory; choose the image again." : "Choose a query image to search the index.");
+      ? "That upload is no longer in this page: drop, paste or choose the image again."
+      : "Choose a query image to search the index.");
   }
 }
 
