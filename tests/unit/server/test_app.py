@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import sample_photo, variants
 from lookalike.api import Index
-from lookalike.indexer import content_hash
+from lookalike.images import content_hash
 from lookalike.server import create_app
 
 
