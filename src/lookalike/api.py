@@ -110,6 +110,11 @@ class Index:
         store = Store.create(path, spec.identity(), ref=model_ref(model, spec))
         return cls(store, spec, threads, device, embedder)
 
+    @staticmethod
+    def exists(path: str | os.PathLike | None = None) -> bool:
+        """True when ``path`` (default :func:`default_index_path`) holds an index."""
+        return (Path(path or default_index_path()).expanduser() / DB_NAME).exists()
+
     def close(self) -> None:
         self.store.close()
 

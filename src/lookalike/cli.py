@@ -24,12 +24,11 @@ from rich.text import Text
 
 from lookalike import __version__, ann_store, present
 from lookalike.api import Index, fresh_seed
-from lookalike.paths import default_index_path
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, list_images
 from lookalike.indexer import BATCH
 from lookalike.vectors import MetricName, Mode
 from lookalike.models.registry import ModelError
-from lookalike.store import DB_NAME, StoreError
+from lookalike.store import StoreError
 from lookalike.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -153,7 +152,7 @@ def index(
     ignored: Counter = Counter()
     if next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
         nothing = f"no images under {folder}{_ignored_text(ignored, ': ignored ')}"
-        if rebuild or not (Path(index_path or default_index_path()).expanduser() / DB_NAME).exists():
+        if rebuild or not Index.exists(index_path):
             fail(f"{nothing}; no index created")
         say("warning", "bold yellow", nothing)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
@@ -508,13 +507,18 @@ def evaluate(
     report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with PNGs and metrics.json "
                                                    "into this folder.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the comparative sets.")] = 0,
+    index_path: Annotated[Optional[Path], typer.Option("--index", show_default=False, help="Embed through this "
+                                                       "index (brought up to date with DATA, as dedup DATA does), "
+                                                       "reusing the vectors it holds [default: a cache per folder "
+                                                       "and model]")] = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Leave-one-out retrieval quality on labelled folders: recall@k, mAP, MAP@R, median rank.
 
-    Embeddings are cached per folder and model, so a second run (another metric) is instant.
+    Embeddings are cached per folder and model, so a second run (another metric) is instant;
+    with --index, an index that already holds DATA is used without embedding it again.
     """
     from lookalike import evaluate as ev
 
@@ -524,7 +528,7 @@ def evaluate(
         task = bar.add_task("embed", total=None, rate="")
         result = ev.evaluate_folder(data, model, layer, metric.value, rerank, seed, threads,
                                     on_plan=lambda n: bar.update(task, total=n),
-                                    on_progress=lambda n: bar.advance(task, n))
+                                    on_progress=lambda n: bar.advance(task, n), index=index_path)
     summary = result.to_dict()
     if report is not None:
         page = ev.write_report(result, report)

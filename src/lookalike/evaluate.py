@@ -2,7 +2,8 @@
 
 Images are embedded through an ordinary index kept in the user cache directory, keyed by the data
 folder and the model, so evaluating again (another metric, re-ranking, a few new files) only embeds
-what changed. Labels come from folders (:func:`lookalike.train.data.label_of`); the metrics are
+what changed; or through the user's own index (``--index``), brought up to date with the folder as
+``lookalike dedup FOLDER`` does, so that vectors it already holds are not computed again. Labels come from folders (:func:`lookalike.train.data.label_of`); the metrics are
 :mod:`lookalike.metrics`' leave-one-out protocol and comparative sets, chunked so memory stays bounded.
 No torch import here: a cached or trained ONNX model is all that runs.
 """
@@ -71,26 +72,26 @@ class Evaluation:
 def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: str | None = None,
                     metric: str = "cosine", rerank: bool = False, seed: int = 0, threads: int | None = None,
                     device: str = "cpu", batch_size: int = 32, workers: int = 2,
-                    on_plan=None, on_progress=None) -> Evaluation:
+                    on_plan=None, on_progress=None, index: str | os.PathLike | None = None) -> Evaluation:
     """Embed every image below ``data`` (incrementally) and measure leave-one-out retrieval.
 
     ``rerank`` adds metrics after k-reciprocal re-ranking of each image's top-100 neighbours.
-    ``seed`` seeds the comparative sets. ValueError when fewer than two images share a class.
+    ``seed`` seeds the comparative sets. ``index`` embeds through that index instead of the
+    evaluation cache (its own model unless ``model`` or ``layer`` is given, which must match it).
+    ValueError when fewer than two images share a class.
     """
     started = time.perf_counter()
     root = os.path.abspath(os.fspath(data))
     if not os.path.isdir(root):
         raise ValueError(f"not a directory: {data}")
-    path = index_dir(root, model, layer)
-    try:
-        idx = Index.open(path, model, layer, create=True, threads=threads, device=device)
-    except StoreError:  # the model changed (a retrained model directory): start this cache again
-        idx = Index.open(path, model, layer, create=True, rebuild=True, threads=threads, device=device)
-    with idx:
+    with _open(root, model, layer, index, threads, device) as idx:
         report = idx.add(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
         ids, vectors = idx.vectors()
         paths = idx.paths(ids)
         name = idx.spec.name
+    inside = np.flatnonzero([p.startswith(root + os.sep) for p in paths])  # a user's index holds other folders
+    if inside.size < len(paths):
+        paths, vectors = [paths[i] for i in inside], vectors[inside]
     images = labelled(paths, root)
     if images.unlabelled:
         kept = set(images.paths)
@@ -105,6 +106,20 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
         neighbours, _ = reranking.rerank(x, k=RERANK_K, metric=metric)
         reranked = metrics.evaluate_neighbors(neighbours, images.codes, metric=f"{metric}+rerank")
     return Evaluation(images, x, result, reranked, name, report, time.perf_counter() - started)
+
+
+def _open(root: str, model: str | None, layer: str | None, index: str | os.PathLike | None,
+          threads: int | None, device: str) -> Index:
+    """The index to embed ``root`` through: ``index`` when given, else the evaluation cache."""
+    if index is not None:
+        if Index.exists(index) and model is None and layer is None:
+            return Index.open(index, threads=threads, device=device)
+        return Index.open(index, model, layer, create=True, threads=threads, device=device)
+    path = index_dir(root, model, layer)
+    try:
+        return Index.open(path, model, layer, create=True, threads=threads, device=device)
+    except StoreError:  # the model changed (a retrained model directory): start this cache again
+        return Index.open(path, model, layer, create=True, rebuild=True, threads=threads, device=device)
 
 
 def write_report(ev: Evaluation, out: str | os.PathLike, rows: int = REPORT_ROWS,
