@@ -90,13 +90,13 @@ def montage_figure(query, rows: Sequence[QueryResult], query_title: str = "query
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(_thumb(query))
     ax.set_title(query_title, fontsize=11, fontweight="bold")
-    ax.set_xlabel(_short(rows[0].query if rows else ""), fontsize=7)
+    ax.set_xlabel(_short(rows[0].query if rows else ""), fontsize=7, parse_math=False)  # "$" in a name is text
     _bare(ax)
     for r, result in enumerate(rows):
         for c, match in enumerate(result.results):
             ax = fig.add_subplot(grid[r, c + 1])
             ax.imshow(_thumb(match.path))
-            ax.set_xlabel(f"{match.distance:.4f}\n{_short(match.path)}", fontsize=7)
+            ax.set_xlabel(f"{match.distance:.4f}\n{_short(match.path)}", fontsize=7, parse_math=False)
             _bare(ax)
         # Above the row's grid cells, not its first image: each image shrinks its axes to its own
         # aspect, so a taller neighbour would reach above a title placed on the first one.

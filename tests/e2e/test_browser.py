@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -31,11 +32,9 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def base_url(photo_dir, tmp_path_factory):
-    """A uvicorn server in a thread, on a loopback socket bound to a free port."""
-    index = Index.open(tmp_path_factory.mktemp("browser-index"), create=True)
-    index.add(photo_dir)
+@contextmanager
+def served(index: Index):
+    """A uvicorn server over ``index`` in a thread, on a loopback socket bound to a free port; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(index), log_level="warning"))
@@ -45,10 +44,21 @@ def base_url(photo_dir, tmp_path_factory):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(photo_dir, tmp_path_factory):
+    """The server over an index of the sample photos."""
+    index = Index.open(tmp_path_factory.mktemp("browser-index"), create=True)
+    index.add(photo_dir)
+    with served(index) as url:
+        yield url
     index.close()
 
 

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 from playwright.sync_api import expect
 
 from lookalike.api import Index
-from lookalike.server import create_app
-from test_browser import CHROMIUM, browser, page, results, wait_results  # noqa: F401  (fixtures)
+from test_browser import CHROMIUM, browser, page, results, served, wait_results  # noqa: F401  (fixtures)
 
 pytestmark = [
     pytest.mark.browser,
@@ -41,22 +36,11 @@ def photos(photo_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(photos, tmp_path_factory):
-    """A uvicorn server in a thread over the class folders, on a free loopback port."""
+    """The server over an index of the class folders."""
     index = Index.open(tmp_path_factory.mktemp("browser-everyday"), create=True)
     index.add(photos)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(index), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with served(index) as url:
+        yield url
     index.close()
 
 

@@ -8,9 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from conftest import run_cli as run
@@ -127,6 +125,15 @@ def test_random_draw_prints_its_seed_and_repeats_with_it(odd):
     assert "seed" not in json.loads(run("query", q, "-k", "1", "--index", ix, "--json").stdout)
 
 
+def test_show_prints_the_seed_of_its_random_row(odd, tmp_path):
+    root, ix = odd
+    q = root / "coffee [1].jpg"
+    first = run("show", q, "-n", "2", "--out", tmp_path / "first.png", "--index", ix)
+    seed = int(first.stderr.split()[1])
+    run("show", q, "-n", "2", "--seed", seed, "--out", tmp_path / "again.png", "--index", ix)
+    assert (tmp_path / "first.png").read_bytes() == (tmp_path / "again.png").read_bytes()
+
+
 def test_help_has_no_placeholders_and_documents_every_search_option():
     for command in (["index"], ["query"], ["show"], ["dedup"], ["evaluate"], ["train"], ["tune"], ["serve"],
                     ["ann", "check"]):
@@ -151,31 +158,7 @@ def test_serve_on_a_busy_port_is_a_one_line_error(odd):
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use")
     assert len(proc.stderr.splitlines()) == 1 and "serving" not in proc.stderr
-
-
-def test_serve_prints_the_port_it_bound(odd, tmp_path):
-    _, ix = odd
-    log = tmp_path / "serve.log"
-    with open(log, "w") as err:
-        server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--index", str(ix), "--port", "0"],
-                                  stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 120
-        while "serving" not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        url = log.read_text().split(" at ", 1)[1].split()[0]
-        assert not url.endswith(":0/")
-        while True:
-            try:
-                assert httpx.get(url + "healthz", timeout=2).json() == {"status": "ok"}
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-    finally:
-        server.terminate()
-        server.wait(30)
+    # --port 0 (a free port, printed): test_serve_everyday's server
 
 
 def test_a_folder_without_images_is_refused_and_creates_no_index(tmp_path):
