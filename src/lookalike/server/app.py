@@ -20,6 +20,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -61,9 +62,10 @@ class _UploadForm(BaseModel):
         """``query`` (the query-string values) updated with the options given as form fields."""
         given = self.model_fields_set - {"file"}
         twice = sorted(given & set(request.query_params))
-        if twice:
-            raise HTTPException(422, f"{', '.join(twice)} given both as a form field and in the query string; "
-                                     "give each once")
+        if twice:  # shaped like FastAPI's own 422s, as the schema documents them
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", key), "input": getattr(self, key),
+                                           "msg": f"{key} given both as a form field and in the query string; "
+                                                  "give it once"} for key in twice])
         return {**query, **{key: getattr(self, key) for key in given}}
 
 
