@@ -261,6 +261,7 @@ function render(rows, opts, titled) {
     return [heading, list];
   });
   $("results").replaceChildren(...blocks.flat());
+  $("results").classList.toggle("rows", titled);
 }
 
 function searchFile(blob, name) {
