@@ -78,7 +78,8 @@ class Index:
         self._threads = threads
         self._device = device
         self._embedder = embedder
-        self._searcher: tuple[int, Searcher] | None = None
+        self._exact: tuple[int, Searcher] | None = None  # (generation, searcher)
+        self._approximate: tuple[Searcher, FaissBackend, Searcher] | None = None  # (exact one, ANN, searcher)
         self._ann: tuple[int, FaissBackend | None] | None = None
 
     @classmethod
@@ -188,21 +189,26 @@ class Index:
         generation = self.store.generation
         if rebuild or self._ann is None or self._ann[0] != generation:
             self._ann = (generation, ann_store.sync(self.store, rebuild))
-            self._searcher = None
         return self._ann[1]
 
-    def searcher(self) -> Searcher:
-        """The searcher over the index's vectors (and its approximate index), one per generation."""
+    def searcher(self, approximate: bool = True) -> Searcher:
+        """The searcher over the index's vectors, one per generation: with the approximate index
+        (brought up to date first) unless ``approximate`` is false or search is exact."""
         generation = self.store.generation
-        if self._searcher is None or self._searcher[0] != generation:
+        if self._exact is None or self._exact[0] != generation:
             ids, vectors = self.store.vectors()
-            ann = self.ann()
-            self._searcher = (generation, Searcher(ids, vectors, [ann] if ann is not None else []))
-        return self._searcher[1]
+            self._exact = (generation, Searcher(ids, vectors))
+        exact = self._exact[1]
+        ann = self.ann() if approximate else None
+        if ann is None:
+            return exact
+        if self._approximate is None or self._approximate[:2] != (exact, ann):
+            self._approximate = (exact, ann, exact.with_backends([ann]))
+        return self._approximate[2]
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All (ids, vectors) of the index, loaded once per generation."""
-        searcher = self.searcher()
+        searcher = self.searcher(approximate=False)
         return searcher.ids, searcher.vectors
 
     def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -264,8 +270,9 @@ class Index:
         if mode == "random" and seed is None:
             seed = fresh_seed()
         excluded = set(int(i) for i in exclude)
-        distances, ids = self.searcher().search(vector, k + len(excluded), mode, metric, seed, exact,
-                                                ef_search=ef_search, nprobe=nprobe)
+        approximate = not exact and str(getattr(mode, "value", mode)) != "random"
+        distances, ids = self.searcher(approximate).search(vector, k + len(excluded), mode, metric, seed,
+                                                           ef_search=ef_search, nprobe=nprobe)
         pairs = [(i, d) for i, d in zip(ids[0].tolist(), distances[0].tolist()) if i >= 0 and i not in excluded]
         # a file removed by another process since the vectors were loaded is left out
         hits = [(i, d, p) for (i, d), p in zip(pairs, self.store.paths([i for i, _ in pairs], missing_ok=True))

@@ -421,7 +421,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
                          label: str = "<vector>") -> QueryResult:
     """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes."""
     hits: dict[int, float] = {int(i): 0.0 for i in same}
-    _, found, d = index.searcher().within(vector, threshold, METRIC, exact=True)
+    _, found, d = index.searcher(approximate=False).within(vector, threshold, METRIC)
     for i, dist in zip(found.tolist(), d.tolist()):
         hits.setdefault(i, dist)
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))

@@ -17,7 +17,7 @@ import numpy as np
 from lookalike.vectors.metric import Metric, get_metric, squared_norms
 
 #: Rows per chunk of a scan: memory stays bounded however large the collection.
-CHUNK_ROWS = 16_384
+CHUNK_ROWS = 32_768
 #: Queries scanned together by the exact backend.
 QUERY_BLOCK = 256
 
@@ -34,8 +34,9 @@ class Backend(Protocol):
 
     #: The metric every distance is in.
     metric: Metric
-    #: True when distances are computed on the stored vectors themselves (no quantisation, no
-    #: graph): candidates then need no re-scoring, and range answers are complete.
+    #: True when results are exact (distances computed on the stored vectors, every vector
+    #: compared): the searcher then fetches only ``k`` candidates and keeps range distances as
+    #: they are; False makes it fetch more candidates and re-score range candidates too.
     exact: bool
 
     def __len__(self) -> int:
@@ -61,9 +62,10 @@ class Backend(Protocol):
         """Range query: ``(offsets, ids, distances, unfinished)``.
 
         Query ``i``'s candidates are ``ids[offsets[i]:offsets[i + 1]]`` (CSR), every live id at
-        most ``radius`` from it (an approximate backend may add some beyond, for re-scoring).
-        ``unfinished`` (Q,) bool marks queries the backend could not answer completely (an ANN
-        index asked for too many neighbours): the searcher answers those by an exact scan.
+        most ``radius`` from it (an approximate backend may add some beyond, for re-scoring),
+        query rows ascending. ``unfinished`` (Q,) bool marks queries the backend could not answer
+        completely (an ANN index asked for too many neighbours): the searcher ignores their
+        candidates and answers them by an exact scan.
         """
 
 
@@ -86,9 +88,12 @@ def top_k(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], 
             x = np.asarray(vectors[start:start + CHUNK_ROWS], dtype=np.float32)
             part_norms = None if chunk_norms is None else chunk_norms[start:start + CHUNK_ROWS]
             d = metric.pairwise(queries, x, part_norms)
-            d *= sign
-            d = np.concatenate([best_d, d], axis=1)
-            i = np.concatenate([best_i, np.broadcast_to(ids[start:start + CHUNK_ROWS], (len(queries), len(x)))], axis=1)
+            if farthest:
+                np.negative(d, out=d)
+            take = min(k, d.shape[1])
+            part = np.argpartition(d, take - 1, axis=1)[:, :take]
+            d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], axis=1)
+            i = np.concatenate([best_i, ids[start + part]], axis=1)
             keep = np.argpartition(d, k - 1, axis=1)[:, :k]
             best_d, best_i = np.take_along_axis(d, keep, 1), np.take_along_axis(i, keep, 1)
     order = np.lexsort((best_i, best_d), axis=1)

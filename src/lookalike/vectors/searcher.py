@@ -39,6 +39,12 @@ class Searcher:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def with_backends(self, backends: Iterable[Backend]) -> Searcher:
+        """A searcher over the same vectors (sharing their norms) through ``backends``."""
+        twin = object.__new__(Searcher)
+        twin.__dict__.update(self.__dict__, _approx={b.metric.name: b for b in backends})
+        return twin
+
     def backend(self, metric: str | Metric, exact: bool = False) -> Backend:
         """The backend answering ``metric``: an approximate one unless ``exact`` or there is none."""
         name = get_metric(metric).name
@@ -46,8 +52,18 @@ class Searcher:
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (all present), in that order."""
+        return np.asarray(self.vectors[self._rows(ids)])
+
+    def known(self, ids: np.ndarray) -> np.ndarray:
+        """Which ``ids`` are stored here (a backend out of step with the vectors may return others)."""
         ids = np.asarray(ids, dtype=np.int64)
-        return np.asarray(self.vectors[self._by_id[np.searchsorted(self.ids, ids, sorter=self._by_id)]])
+        if not len(self.ids):
+            return np.zeros(ids.shape, bool)
+        return self.ids[self._rows(ids)] == ids
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.ids, np.asarray(ids, dtype=np.int64), sorter=self._by_id)
+        return self._by_id[np.minimum(pos, len(self.ids) - 1)]
 
     def search(self, queries: np.ndarray, k: int, mode: str = "nearest", metric: str | Metric = "cosine",
                seed: int | None = None, exact: bool = False, **options) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +108,8 @@ class Searcher:
         offsets, ids, dists, unfinished = backend.within(queries, radius, **options)
         rows = np.repeat(np.arange(len(queries)), np.diff(offsets))
         dists = np.asarray(dists, np.float64)
+        known = self.known(ids)
+        rows, ids, dists = rows[known], ids[known], dists[known]
         if not backend.exact:
             dists = np.concatenate([np.zeros(0), *(
                 metric.paired(queries[rows[s:s + _RESCORE_PAIRS]], self.vectors_of(ids[s:s + _RESCORE_PAIRS]))
@@ -117,6 +135,7 @@ class Searcher:
             return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
         fetch = k if backend.exact else min(k * self.refine_factor, len(self))
         _, ids = (backend.farthest if farthest else backend.nearest)(queries, fetch, **options)
+        ids = np.where(self.known(ids), ids, -1)
         dists = self._rescore(queries, ids, metric)
         order = np.lexsort((ids, -dists if farthest else dists), axis=1)
         dists, ids = np.take_along_axis(dists, order, 1)[:, :k], np.take_along_axis(ids, order, 1)[:, :k]

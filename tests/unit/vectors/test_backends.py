@@ -160,3 +160,15 @@ def test_distances_by_hand():
     np.testing.assert_allclose(d[0], [4.0, np.sqrt(5), 0.0], atol=1e-12)
     offsets, found, dist = searcher.within(np.array([1.0, 0.0]), 1.0, "cosine")
     assert offsets.tolist() == [0, 2] and sorted(found.tolist()) == [7, 8]
+
+
+def test_ids_a_backend_holds_beyond_the_searchers_vectors_are_never_returned():
+    # a backend out of step with the vectors (e.g. a remote store not yet told of a removal)
+    ids, x, queries = collection(50, seed=4)
+    backend = ExactBackend(ids, x, "cosine")
+    searcher = Searcher(ids[10:], x[10:], [backend])
+    for search in (searcher.nearest, searcher.farthest):
+        _, got = search(queries, 20)
+        assert (got >= 0).any() and not np.isin(got, ids[:10]).any()
+    _, found, _ = searcher.within(queries, 2.0)
+    assert sorted(set(found.tolist())) == sorted(ids[10:].tolist())
