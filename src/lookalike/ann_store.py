@@ -1,10 +1,10 @@
 """Keeping an index's approximate-nearest-neighbour structure in step with its catalog.
 
 The setting (``none``, ``auto``, ``hnsw`` or ``ivfpq``) is stored in the index. ``auto`` keeps exact
-search for small collections (see :func:`lookalike.ann.choose_kind`). The FAISS file lives beside
-the catalog and is brought up to date by diffing ids: ids are never reused and a changed file gets
-a new id, so added images go in and removed or changed ones come out, and a result can never be
-stale. A file that cannot be loaded, or one with too many removals, is rebuilt.
+search for small collections (see :func:`lookalike.vectors.ann.choose_kind`). The FAISS file lives
+beside the catalog and is brought up to date by diffing ids: ids are never reused and a changed file
+gets a new id, so added images go in and removed or changed ones come out, and a result can never
+be stale. A file that cannot be loaded, or one with too many removals, is rebuilt.
 """
 
 from __future__ import annotations
