@@ -172,3 +172,19 @@ def test_ids_a_backend_holds_beyond_the_searchers_vectors_are_never_returned():
         assert (got >= 0).any() and not np.isin(got, ids[:10]).any()
     _, found, _ = searcher.within(queries, 2.0)
     assert sorted(set(found.tolist())) == sorted(ids[10:].tolist())
+
+
+def test_candidates_of_unfinished_queries_are_not_counted_twice():
+    class GivesUp(ExactBackend):
+        exact = False
+
+        def within(self, queries, radius, **options):
+            offsets, ids, dists, unfinished = super().within(queries, radius)
+            return offsets, ids, dists, ~unfinished  # every query unfinished, its candidates returned anyway
+
+    ids, x, queries = collection(100, seed=5)
+    d = brute(queries, x, "l2")
+    radius = float(np.quantile(d, 0.2))
+    offsets, found, _ = Searcher(ids, x, [GivesUp(ids, x, "l2")]).within(queries, radius, "l2")
+    assert np.diff(offsets).tolist() == (d <= radius).sum(axis=1).tolist()
+    assert len(set(zip(np.repeat(np.arange(len(queries)), np.diff(offsets)).tolist(), found.tolist()))) == len(found)
