@@ -110,8 +110,9 @@ class L2(Metric):
 
 #: Every metric by name.
 METRICS: dict[str, Metric] = {m.name: m for m in (Cosine(), L2())}
-MetricName = Enum("Metric", {name: name for name in METRICS}, type=str)  # "Metric" in OpenAPI schemas
-MetricName.__doc__ = "A metric's name, for option parsers (CLI, HTTP)."
+# The names as an enum for option parsers (CLI, HTTP); its name and docstring are the OpenAPI schema's.
+MetricName = Enum("Metric", {name: name for name in METRICS}, type=str)
+MetricName.__doc__ = "``cosine``: 1 - cosine similarity; ``l2``: Euclidean distance on the raw features."
 
 
 class Mode(str, Enum):
