@@ -23,7 +23,7 @@ from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import default_index_path
 from lookalike.store import DB_NAME, Store, StoreError
-from lookalike.vectors import Searcher, check_query
+from lookalike.vectors import Mode, Searcher, check_query
 from lookalike.vectors.faiss_backend import FaissBackend
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -270,7 +270,7 @@ class Index:
         if mode == "random" and seed is None:
             seed = fresh_seed()
         excluded = set(int(i) for i in exclude)
-        approximate = not exact and str(getattr(mode, "value", mode)) != "random"
+        approximate = not exact and Mode(mode) is not Mode.random
         distances, ids = self.searcher(approximate).search(vector, k + len(excluded), mode, metric, seed,
                                                            ef_search=ef_search, nprobe=nprobe)
         pairs = [(i, d) for i, d in zip(ids[0].tolist(), distances[0].tolist()) if i >= 0 and i not in excluded]

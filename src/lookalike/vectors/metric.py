@@ -139,7 +139,7 @@ def get_metric(metric: str | Metric) -> Metric:
 def check_query(metric: str, mode: str, k: int) -> Metric:
     """The query's :class:`Metric`; ValueError with a one-line message for an unknown metric or mode, or k < 1."""
     found = get_metric(metric)
-    if str(getattr(mode, "value", mode)) not in MODES:
+    if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from lookalike.vectors.backend import Backend, ExactBackend, to_csr
-from lookalike.vectors.metric import METRICS, Metric, get_metric, squared_norms
+from lookalike.vectors.metric import METRICS, Metric, Mode, get_metric, squared_norms
 
 #: Candidates fetched from an approximate backend per result wanted (re-scored, best kept).
 REFINE_FACTOR = 4
@@ -68,9 +68,10 @@ class Searcher:
     def search(self, queries: np.ndarray, k: int, mode: str = "nearest", metric: str | Metric = "cosine",
                seed: int | None = None, exact: bool = False, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`nearest`, :meth:`farthest` or :meth:`random` by ``mode`` (``seed`` is random's)."""
-        if str(getattr(mode, "value", mode)) == "random":
+        mode = Mode(mode)
+        if mode is Mode.random:
             return self.random(queries, k, metric, seed)
-        return getattr(self, str(getattr(mode, "value", mode)))(queries, k, metric, exact, **options)
+        return getattr(self, mode.value)(queries, k, metric, exact, **options)
 
     def nearest(self, queries: np.ndarray, k: int, metric: str | Metric = "cosine", exact: bool = False,
                 **options) -> tuple[np.ndarray, np.ndarray]:
