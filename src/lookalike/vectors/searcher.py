@@ -93,8 +93,7 @@ class Searcher:
         rng = np.random.default_rng(seed)
         positions = np.stack([rng.choice(len(self), size=k, replace=False) for _ in queries]) if k else \
             np.zeros((len(queries), 0), np.int64)
-        ids = self.ids[positions]
-        return self._rescore(queries, ids, get_metric(metric)), ids
+        return self._rescore(queries, positions, get_metric(metric)), self.ids[positions]
 
     def within(self, queries: np.ndarray, radius: float, metric: str | Metric = "cosine", exact: bool = False,
                **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,17 +136,18 @@ class Searcher:
         fetch = k if backend.exact else min(k * self.refine_factor, len(self))
         _, ids = (backend.farthest if farthest else backend.nearest)(queries, fetch, **options)
         ids = np.where(self.known(ids), ids, -1)
-        dists = self._rescore(queries, ids, metric)
+        dists = self._rescore(queries, np.where(ids >= 0, self._rows(ids), -1), metric)
         order = np.lexsort((ids, -dists if farthest else dists), axis=1)
         dists, ids = np.take_along_axis(dists, order, 1)[:, :k], np.take_along_axis(ids, order, 1)[:, :k]
         return np.where(ids >= 0, dists, np.inf), ids
 
-    def _rescore(self, queries: np.ndarray, ids: np.ndarray, metric: Metric) -> np.ndarray:
-        """Float64 distances of each query to its (Q, c) ids, NaN (sorted last) for ``-1`` slots."""
-        dists = np.full(ids.shape, np.nan)
-        for q, row, out in zip(queries, ids, dists):
+    def _rescore(self, queries: np.ndarray, rows: np.ndarray, metric: Metric) -> np.ndarray:
+        """Float64 distances of each query to its (Q, c) stored rows, NaN (sorted last) for ``-1`` slots."""
+        dists = np.full(rows.shape, np.nan)
+        for q, row, out in zip(queries, rows, dists):
             valid = row >= 0
-            out[valid] = metric.pairwise(q[None].astype(np.float64), self.vectors_of(row[valid]).astype(np.float64))[0]
+            gathered = np.asarray(self.vectors[row[valid]], dtype=np.float64)
+            out[valid] = metric.pairwise(q[None].astype(np.float64), gathered)[0]
         return dists
 
 
