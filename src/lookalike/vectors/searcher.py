@@ -3,7 +3,8 @@
 The :class:`Searcher` holds the stored vectors (possibly memory-mapped), an exact backend per
 metric and any approximate backends (see :mod:`lookalike.vectors.backend`). It asks a backend for
 candidates, then re-scores them once, in float64 on the gathered stored vectors, so every distance
-it returns is exact (an image found by itself is at distance 0) whichever backend found it.
+it returns is exact (an image found by itself is at distance 0, up to float64 rounding) whichever
+backend found it.
 Approximate backends are asked for :data:`REFINE_FACTOR` times more candidates than wanted.
 """
 
