@@ -1,4 +1,4 @@
-"""Benchmark the lookalike.ann backends on synthetic embedding-like vectors.
+"""Benchmark the FAISS backend (lookalike.vectors.faiss_backend) on synthetic embedding-like vectors.
 
 Vectors imitate CNN embeddings: a Gaussian mixture (``--centres`` centres) in
 ``--latent`` dimensions mapped linearly to ``--dim``, ReLU, small isotropic

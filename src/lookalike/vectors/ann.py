@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lookalike.vectors.backend import ExactBackend
+
+if TYPE_CHECKING:
+    from lookalike.vectors.faiss_backend import FaissBackend
 
 KINDS = ("flat", "hnsw", "ivfpq")
 
@@ -103,7 +107,7 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
 
 
 def check(
-    index: AnnIndex, vectors: np.ndarray, ids: np.ndarray, n_queries: int = 100, k: int = 10, seed: int = 0
+    index: FaissBackend, vectors: np.ndarray, ids: np.ndarray, n_queries: int = 100, k: int = 10, seed: int = 0
 ) -> dict:
     """Recall@k of ``index`` against exact search over ``(vectors, ids)`` and its query latency.
 
