@@ -10,6 +10,7 @@ paths. A recent upload is addressed by its content hash, so a reloaded page can 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import mimetypes
 import os
@@ -37,6 +38,8 @@ DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
 THUMB_SIZE = 256
 MAX_K = 1000
+INT64_MAX = 2**63 - 1  # ids and seeds are 64-bit: larger values are refused (422), not a 500
+BODY_TIMEOUT = 15.0  # seconds a request body may pause before the request is answered 408
 
 
 HELP = {"k": "Number of results.", "mode": "nearest first, farthest first, or a random sample.",
@@ -47,7 +50,9 @@ HELP = {"k": "Number of results.", "mode": "nearest first, farthest first, or a 
 K = Annotated[int, Query(ge=1, le=MAX_K, description=HELP["k"])]
 ModeQ = Annotated[Mode, Query(description=HELP["mode"])]
 MetricQ = Annotated[MetricName, Query(description=HELP["metric"])]
-SeedQ = Annotated[int | None, Query(description=HELP["seed"])]
+SeedQ = Annotated[int | None, Query(ge=0, le=INT64_MAX, description=HELP["seed"])]
+IdQ = Annotated[int, Query(ge=-INT64_MAX - 1, le=INT64_MAX, description="Id of an indexed image.")]
+IdP = Annotated[int, PathParam(ge=-INT64_MAX - 1, le=INT64_MAX, description="Id of an indexed image.")]
 ExcludeQ = Annotated[bool, Query(description=HELP["exclude_self"])]
 ThresholdQ = Annotated[str, Query(description=HELP["threshold"])]
 
@@ -74,7 +79,7 @@ class SearchForm(_UploadForm):
     k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
     mode: Mode | None = Field(None, description=HELP["mode"])
     metric: MetricName | None = Field(None, description=HELP["metric"])
-    seed: int | None = Field(None, description=HELP["seed"])
+    seed: int | None = Field(None, ge=0, le=INT64_MAX, description=HELP["seed"])
     exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
 
 
@@ -205,7 +210,8 @@ class Searcher:
         try:
             limit, preset = dedup.resolve_threshold(threshold, model)
         except ValueError as e:
-            raise HTTPException(422, str(e)) from None
+            raise RequestValidationError([{"type": "value_error", "loc": ("query", "threshold"), "msg": str(e),
+                                            "input": threshold}]) from None
         query, vector, same = self._embed_upload(data, name)
         with self.lock:
             found = dedup.duplicates_of_vector(self.index, vector, same, limit, name)
@@ -275,13 +281,22 @@ class UploadTooLarge(HTTPException):
         super().__init__(413, f"upload too large: the limit is {limit} bytes")
 
 
+class BodyTimeout(HTTPException):
+    """408 for a request body that stops arriving (a Content-Length larger than what is sent)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body incomplete: nothing received for {seconds:g} s")
+
+
 class BodyLimit:
     """ASGI middleware: JSON 413 for a request body over an upload of ``limit`` bytes plus multipart framing,
-    whether its Content-Length says so or it streams past the limit (chunked)."""
+    whether its Content-Length says so or it streams past the limit (chunked); 408 when the body pauses
+    for ``timeout`` seconds."""
 
-    def __init__(self, app, limit: int) -> None:
+    def __init__(self, app, limit: int, timeout: float = BODY_TIMEOUT) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -295,7 +310,10 @@ class BodyLimit:
 
         async def counting_receive():
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                raise BodyTimeout(self.timeout) from None
             received += len(message.get("body", b""))
             if received > most:
                 raise UploadTooLarge(self.limit)
@@ -304,12 +322,16 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
-def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
-    """The web app over an open ``index``: uploads up to ``max_upload`` bytes and ``max_pixels`` pixels."""
+def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
+               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+    """The web app over an open ``index``: uploads up to ``max_upload`` bytes and ``max_pixels`` pixels,
+    a request body that pauses ``body_timeout`` seconds answered 408."""
     from swagger_ui_bundle import swagger_ui_path
 
     searcher = Searcher(index, max_upload, max_pixels)
     app = FastAPI(title="lookalike", version=_version(), docs_url=None, redoc_url=None,
+                  responses={408: {"description": "Request body incomplete"},
+                             503: {"description": "The index cannot be read"}},
                   description="Content-based image similarity search: nearest, random and farthest images.")
     app.state.searcher = searcher
 
@@ -319,7 +341,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         """503 with one line when the index cannot be read (damaged catalog, vanished disk)."""
         return JSONResponse({"detail": f"the index cannot be read: {exc}"}, 503)
 
-    app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(BodyLimit, limit=max_upload, timeout=body_timeout)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
@@ -368,7 +390,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         return await run_in_threadpool(searcher.duplicates_upload, data, name, o["threshold"])
 
     @app.get("/api/search", tags=["search"], responses={404: {"description": "Unknown id"}})
-    def search_id(id: Annotated[int, Query(description="Id of an indexed image.")],
+    def search_id(id: IdQ,
                   k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                   seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
         """Search with an image already in the index (it finds itself at distance 0 unless excluded)."""
@@ -385,7 +407,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.get("/api/images/{image_id}", tags=["images"], response_class=FileResponse,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})
-    def image(image_id: int) -> FileResponse:
+    def image(image_id: IdP) -> FileResponse:
         """The original file of an indexed image."""
         path = searcher.info(image_id)["path"]
         if not os.path.isfile(path):
@@ -395,7 +417,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.get("/api/thumbs/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Unknown id or unreadable"}})
-    def thumb(image_id: int) -> Response:
+    def thumb(image_id: IdP) -> Response:
         """A JPEG thumbnail (at most 256 px on a side) of an indexed image."""
         return Response(searcher.thumbnail(image_id), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=300"})

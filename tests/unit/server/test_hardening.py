@@ -1,0 +1,80 @@
+"""Server hardening (issue 15): parameter ranges, error shapes, a stalled body, the served file."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from conftest import sample_photo
+from lookalike.api import Index
+from lookalike.server import create_app
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    for name in ("chelsea", "rocket", "coffee"):
+        sample_photo(name).save(root / f"{name}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def index(folder, tmp_path_factory):
+    idx = Index.open(tmp_path_factory.mktemp("hardening-index"), create=True)
+    idx.add(folder)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture(scope="module")
+def client(index):
+    with TestClient(create_app(index)) as c:
+        yield c
+
+
+def _id(client, name: str) -> int:
+    found = client.get("/api/search", params={"id": 1, "k": 10}).json()["results"]
+    return {r["name"]: r["id"] for r in found}[name]
+
+
+@pytest.mark.parametrize("url", ["/api/images/9223372036854775808", "/api/thumbs/-9223372036854775809",
+                                 "/api/search?id=99999999999999999999", "/api/search?id=1&mode=random&seed=-1",
+                                 "/api/search?id=1&mode=random&seed=18446744073709551616"])
+def test_values_outside_64_bit_are_a_422_with_the_schema_shape(client, url):
+    r = client.get(url)
+    assert r.status_code == 422 and isinstance(r.json()["detail"], list)
+
+
+def test_an_unknown_threshold_is_a_422_with_the_schema_shape(client, folder):
+    r = client.post("/api/duplicates", params={"threshold": "sideways"},
+                    files={"file": ("q.jpg", (folder / "rocket.jpg").read_bytes(), "image/jpeg")})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["query", "threshold"] and "sideways" in error["msg"]
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_408(index):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(index, body_timeout=1.0), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                         b"Content-Length: 1000\r\n\r\n--b\r\n")
+            started = time.monotonic()
+            answer = conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 10
+    finally:
+        server.should_exit = True
+        thread.join(10)
