@@ -108,7 +108,7 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
     assert duplicates(jpeg(sample_photo("clock"))).json()["results"] == []
     assert duplicates(chelsea, threshold="0.9").json()["threshold"] == 0.9
     bad = duplicates(chelsea, threshold="loose")
-    assert bad.status_code == 422 and "unknown preset" in bad.json()["detail"]
+    assert bad.status_code == 422 and "unknown preset" in bad.json()["detail"][0]["msg"]
     assert duplicates(b"not an image").status_code == 400
 
 
