@@ -15,6 +15,7 @@ import io
 import mimetypes
 import os
 import sqlite3
+import stat
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated
@@ -253,16 +254,35 @@ class Searcher:
         return [Result(rank=m.rank, id=m.id, name=display_name(m.path), folder=folder_name(m.path),
                        distance=round(m.distance, 6)) for m in found.results]
 
+    def original(self, image_id: int) -> tuple[bytes, str]:
+        """The bytes and path of an indexed file, only while it is still the file that was indexed
+        (same size, modification time and content hash); 404 otherwise. A file replaced by a
+        symlink to something else, or by other content, is never served."""
+        row = self.info(image_id)
+        gone = HTTPException(404, f"the file of image {image_id} is gone or changed since it was indexed")
+        try:
+            with open(row["path"], "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+                    raise gone
+                data = f.read(row["size"] + 1)
+        except OSError:
+            raise gone from None
+        if content_hash(data) != row["hash"]:
+            raise gone
+        return data, row["path"]
+
     def thumbnail(self, image_id: int) -> bytes:
-        """A JPEG at most :data:`THUMB_SIZE` pixels on a side, cached by (id, content hash)."""
+        """A JPEG at most :data:`THUMB_SIZE` pixels on a side of :meth:`original`, cached by (id, content hash)."""
         row = self.info(image_id)
         key = (image_id, row["hash"])
         with self.lock:
             cached = self._thumbs.get(key)
         if cached is not None:
             return cached
+        data, _ = self.original(image_id)
         try:
-            img = decode(row["path"], THUMB_SIZE, self.max_pixels)
+            img = decode(data, THUMB_SIZE, self.max_pixels)
         except ImageError as e:
             raise HTTPException(404, f"image {image_id} cannot be read: {e}") from None
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
@@ -405,15 +425,13 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         """Search again with a recent upload (the last 64 since the server started), without its bytes."""
         return searcher.search_recent_upload(digest, k, mode.value, metric.value, seed, exclude_self)
 
-    @app.get("/api/images/{image_id}", tags=["images"], response_class=FileResponse,
+    @app.get("/api/images/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})
-    def image(image_id: IdP) -> FileResponse:
-        """The original file of an indexed image."""
-        path = searcher.info(image_id)["path"]
-        if not os.path.isfile(path):
-            raise HTTPException(404, f"the file of image {image_id} is gone")
+    def image(image_id: IdP) -> Response:
+        """The original file of an indexed image, while it is unchanged since indexing."""
+        data, path = searcher.original(image_id)
         media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/api/thumbs/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Unknown id or unreadable"}})

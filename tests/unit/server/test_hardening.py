@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -78,3 +79,30 @@ def test_a_body_shorter_than_its_content_length_is_answered_408(index):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_only_the_indexed_file_itself_is_served(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "rocket", "coffee", "horse"):
+        sample_photo(name).save(folder / f"{name}.jpg")
+    secret = tmp_path / "secret.jpg"
+    sample_photo("astronaut").save(secret)
+    with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
+        idx.add(folder)
+        ids = {name: _id(c, name) for name in ("chelsea.jpg", "rocket.jpg", "coffee.jpg", "horse.jpg")}
+        served = c.get(f"/api/images/{ids['chelsea.jpg']}")
+        assert served.status_code == 200 and served.content == (folder / "chelsea.jpg").read_bytes()
+        assert served.headers["content-type"] == "image/jpeg"
+        (folder / "rocket.jpg").unlink()
+        (folder / "rocket.jpg").symlink_to(secret)  # a symlink to a file outside the folder
+        shutil.copy(secret, folder / "coffee.jpg")  # other content under the indexed name
+        data = bytearray((folder / "horse.jpg").read_bytes())
+        stat = (folder / "horse.jpg").stat()
+        data[-100] ^= 0xFF  # same size and modification time, other bytes
+        (folder / "horse.jpg").write_bytes(bytes(data))
+        os.utime(folder / "horse.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        for name in ("rocket.jpg", "coffee.jpg", "horse.jpg"):
+            assert c.get(f"/api/images/{ids[name]}").status_code == 404, name
+            assert c.get(f"/api/thumbs/{ids[name]}").status_code == 404, name
+        assert c.get(f"/api/thumbs/{ids['chelsea.jpg']}").status_code == 200
