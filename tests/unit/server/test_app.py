@@ -266,7 +266,7 @@ def test_missing_file_is_404(photo_dir, tmp_path):
             moon = c.get("/api/search", params={"id": 1, "k": 2}).json()
             gone = next(r["id"] for r in moon["results"] if r["name"] == "moon.jpg")
             assert c.get(f"/api/images/{gone}").status_code == 404
-            assert "cannot be read" in c.get(f"/api/thumbs/{gone}").json()["detail"]
+            assert "is gone" in c.get(f"/api/thumbs/{gone}").json()["detail"]
             assert c.get("/api/search", params={"id": gone}).status_code == 200  # its vector is still indexed
 
 
