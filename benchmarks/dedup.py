@@ -42,12 +42,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from lookalike import dedup
+from lookalike import dedup, verify
 from lookalike.api import Index
 
-FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers51"
+FLOWERS = Path(os.environ.get("LOOKALIKE_FLOWERS") or Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers51")
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "clock", "cell")
 
@@ -73,6 +73,45 @@ def _enhance(f):
     return lambda img, rng: (ImageEnhance.Brightness(img).enhance(f), "jpg", {"quality": 90})
 
 
+def _screenshot(img, rng):
+    """Shown at 90 % in a window (title bar, margins) and captured as PNG."""
+    inner = img.resize((round(img.width * 0.9), round(img.height * 0.9)), Image.BILINEAR)
+    shot = Image.new("RGB", (inner.width + 24, inner.height + 52), (236, 236, 236))
+    ImageDraw.Draw(shot).rectangle((0, 0, shot.width, 28), fill=(60, 63, 70))
+    shot.paste(inner, (12, 40))
+    return shot, "png", {}
+
+
+def _letterbox(img, rng):
+    """Padded with black bars to a 16:9 (landscape) or 9:16 (portrait) frame."""
+    w, h = img.size
+    long_side, short_side = (16, 9) if w >= h else (9, 16)
+    fw = max(w, round(h * long_side / short_side))
+    fh = max(h, round(fw * short_side / long_side))
+    frame = Image.new("RGB", (fw, fh), (0, 0, 0))
+    frame.paste(img, ((fw - w) // 2, (fh - h) // 2))
+    return frame, "jpg", {"quality": 90}
+
+
+def _watermark(img, rng):
+    """A semi-transparent text and logo box over the lower-right corner."""
+    out = img.convert("RGBA")
+    layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    bw, bh = max(40, out.width // 4), max(16, out.height // 10)
+    x, y = out.width - bw - 8, out.height - bh - 8
+    draw.rectangle((x, y, x + bw, y + bh), fill=(255, 255, 255, 110))
+    draw.text((x + 4, y + 2), "(c) lookalike", fill=(0, 0, 0, 200))
+    return Image.alpha_composite(out, layer).convert("RGB"), "jpg", {"quality": 90}
+
+
+def _colour(img, rng):
+    """Saturation x1.5 and a warm tint."""
+    r, g, b = ImageEnhance.Color(img).enhance(1.5).split()
+    return Image.merge("RGB", (r.point(lambda v: min(255, int(v * 1.08))), g,
+                               b.point(lambda v: int(v * 0.9)))), "jpg", {"quality": 90}
+
+
 #: name -> (PIL image of the base, rng) -> (image, extension, save options); "copy" copies the bytes.
 TRANSFORMS = {
     "copy": None,
@@ -83,6 +122,7 @@ TRANSFORMS = {
     "flip": lambda img, rng: (ImageOps.mirror(img), "jpg", {"quality": 90}),
     "rot90": lambda img, rng: (img.transpose(Image.Transpose.ROTATE_90), "jpg", {"quality": 90}),
     "bright125": _enhance(1.25), "dark80": _enhance(0.8),
+    "screenshot": _screenshot, "letterbox": _letterbox, "watermark": _watermark, "colour": _colour,
 }
 
 
@@ -286,17 +326,21 @@ def calibrate(truth: dict, scene: dict, unit: dict[str, np.ndarray]) -> dict:
 
 
 def suggest(cal: dict, sweep: list[dict]) -> dict:
-    """Thresholds from the measured figures (deleting a distinct photo costs more than keeping a copy).
+    """Presets from the measured figures (deleting a distinct photo costs more than keeping a copy).
 
-    * exact: half the distinct-nearest p0.1: twice as close as all but 0.1 % of photos' nearest
-      distinct photo, so only visually identical re-saves fall under it.
-    * near (the default): the distinct-nearest p1: at most 1 % of photos have a distinct photo
-      that close, so groups are safe to act on.
-    * similar: the threshold of best pairwise F1 in the sweep: more recall for review, less precision.
+    * exact (one stage): half the distinct-nearest p0.1: twice as close as all but 0.1 % of photos'
+      nearest distinct photo, so only visually identical re-saves fall under it.
+    * near (the default, two stages): of the swept rules with pair precision >= 0.995, the one of
+      best recall (ties: the higher inlier minimum, then the smaller radius).
+    * similar (two stages): the swept rule of best pairwise F1: more recall for review.
     """
-    nearest = cal["distinct_nearest"]
-    best = max(sweep, key=lambda s: 2 * s["precision"] * s["recall"] / max(s["precision"] + s["recall"], 1e-9))
-    return {"exact": round(nearest["p0.1"] / 2, 3), "near": round(nearest["p1"], 3), "similar": best["threshold"]}
+    f1 = lambda s: 2 * s["precision"] * s["recall"] / max(s["precision"] + s["recall"], 1e-9)  # noqa: E731
+    safe = [s for s in sweep if s["precision"] >= 0.995] or sweep
+    near = max(safe, key=lambda s: (s["recall"], s["min_inliers"], -s["radius"]))
+    similar = max(sweep, key=lambda s: (f1(s), s["min_inliers"]))
+    return {"exact": round(cal["distinct_nearest"]["p0.1"] / 2, 3),
+            "near": {"radius": near["radius"], "min_inliers": near["min_inliers"]},
+            "similar": {"radius": similar["radius"], "min_inliers": similar["min_inliers"]}}
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -320,10 +364,109 @@ def evaluate(report: dedup.DedupReport, truth: dict, scene: dict) -> dict:
     for p, (g, t) in truth.items():
         if t != "base":
             hit[t].append(keeper[p] == keeper[base_of[g]])
+    upright = [(p, g) for p, (g, t) in truth.items() if t != "rot90"]
+    tp_up = pairs(Counter((keeper[p], scene[g]) for p, g in upright))
+    tt_up = pairs(Counter(scene[g] for _, g in upright))
     return {"precision": round(tp / pp, 4) if pp else 1.0, "recall": round(tp / tt, 4) if tt else 1.0,
+            "recall_rotations_aside": round(tp_up / tt_up, 4) if tt_up else 1.0,
             "true_pairs": tp, "predicted_pairs": pp, "known_pairs": tt,
             "groups": len(report.groups), "exact_groups": sum(g.kind == "exact" for g in report.groups),
             "recall_per_transform": {t: round(float(np.mean(h)), 4) for t, h in hit.items()}}
+
+
+# -- two stages: candidates, verification, rules -------------------------------------------------
+#: The loosest first stage the sweep considers; every candidate pair of it is verified once.
+LOOSEST = dedup.Rule(0.3, 1)
+SWEEP_RADII = (0.1, 0.15, 0.2, 0.25, 0.3)
+SWEEP_INLIERS = (8, 10, 12, 15, 20, 25, 30, 40)
+
+
+def base_classes(truth: dict, seed: int) -> dict[int, str]:
+    """flowers51 class folder of each group's base (make_collection's permutation, redrawn), or a
+    scikit-image cell's photo name."""
+    sources = sorted(FLOWERS.glob("*/*.jpg")) if FLOWERS.is_dir() else []
+    grid = 2 if sources else 4
+    names = [p.parent.name for p in sources] + [n for n in SKIMAGE_PHOTOS for _ in range(grid * grid)]
+    order = np.random.default_rng(seed).permutation(len(names))
+    return {g: names[order[g]] for g, _ in truth.values()}
+
+
+class RecordedVerifier(dedup.Verifier):
+    """A :class:`lookalike.dedup.Verifier` that answers from inliers recorded by :func:`verify_candidates`."""
+
+    def __init__(self, paths: list[str], min_inliers: int, recorded: dict) -> None:
+        super().__init__(paths, min_inliers)
+        self.recorded = recorded
+
+    def accept(self, keeper: int, other: int) -> bool:
+        key = tuple(sorted((self.paths[keeper], self.paths[other])))
+        found = self.recorded.get(key, (0, False))
+        self.checked += 1
+        self.results[keeper, other] = verify.Evidence(found[0], found[0], flipped=found[1])
+        return found[0] >= self.min_inliers
+
+
+def verify_candidates(idx: Index, root: Path) -> tuple[dict, dict]:
+    """Every candidate pair of :data:`LOOSEST` among distinct contents, verified once (ORB + RANSAC,
+    mirror tried too): ({(path, path): (inliers, flipped)}, stage figures). Saved under ``root``."""
+    saved = root / "pairs.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        return {tuple(k.split("\0")): tuple(v) for k, v in data["pairs"].items()}, data["stages"]
+    ids, vectors = idx.vectors()
+    catalog = dedup._catalog(idx, ids)
+    first: dict[str, int] = {}
+    for n, h in enumerate(catalog["hash"]):
+        first.setdefault(h, n)
+    rows = np.fromiter(first.values(), np.int64, len(first))
+    paths = [catalog["path"][r] for r in rows]
+    stages: dict = {}
+    offsets, columns, _ = dedup.candidate_pairs(idx, dedup._Rows(vectors, rows), ids[rows], paths, LOOSEST,
+                                                stages)
+    a = np.repeat(np.arange(len(rows)), np.diff(offsets))
+    pairs = [(int(i), int(j)) for i, j in zip(a, columns) if i < j]
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    needed = sorted({i for p in pairs for i in p})
+    with ThreadPoolExecutor(2) as pool:
+        feats = dict(zip(needed, pool.map(lambda i: verify.features(paths[i]), needed)))
+        stages["features_seconds"] = round(time.perf_counter() - started, 1)
+        stages["images_with_features"] = len(needed)
+        tick = time.perf_counter()
+        found = list(pool.map(lambda p: verify.compare(feats[p[0]], feats[p[1]]), pairs))
+    stages["pairs_verified"] = len(pairs)
+    stages["verify_seconds"] = round(time.perf_counter() - tick, 1)
+    recorded = {tuple(sorted((paths[i], paths[j]))): (e.inliers, e.flipped) for (i, j), e in zip(pairs, found)}
+    saved.write_text(json.dumps({"pairs": {"\0".join(k): v for k, v in recorded.items()}, "stages": stages}))
+    return recorded, stages
+
+
+def two_stage(idx: Index, truth: dict, scene: dict, classes: dict, root: Path) -> dict:
+    """Candidate recall by source, inlier distributions (true pairs by transform, same-class and other
+    distinct pairs) and a sweep of radius x inlier minimum, each through find_duplicates."""
+    recorded, stages = verify_candidates(idx, root)
+    group_of = {p: g for p, (g, _) in truth.items()}
+    kind_of = {p: t for p, (_, t) in truth.items()}
+    by_kind: dict = defaultdict(list)
+    for (p, q), (inliers, _) in recorded.items():
+        if scene[group_of[p]] == scene[group_of[q]]:
+            t = kind_of[q] if kind_of[p] == "base" else kind_of[p] if kind_of[q] == "base" else "variant-variant"
+            by_kind[t].append(inliers)
+        else:
+            same = classes[group_of[p]] == classes[group_of[q]]
+            by_kind["distinct same class" if same else "distinct other class"].append(inliers)
+    inliers = {k: _q(v, (1, 5, 50, 99, 99.9)) for k, v in sorted(by_kind.items())}
+    sweep = []
+    for radius in SWEEP_RADII:
+        for k in SWEEP_INLIERS:
+            rule = dedup.Rule(radius, k)
+            rep = dedup.find_duplicates(idx, rule, verifier=lambda paths, m: RecordedVerifier(paths, m, recorded))
+            e = evaluate(rep, truth, scene)
+            sweep.append({"radius": radius, "min_inliers": k, "precision": e["precision"], "recall": e["recall"],
+                          "recall_per_transform": e["recall_per_transform"],
+                          "candidate_pairs": rep.stages["candidate_pairs"], "pairs_verified": rep.stages["pairs_verified"]})
+    return {"first_stage_loosest": {"rule": LOOSEST.to_dict(), **stages}, "inliers": inliers, "sweep": sweep}
 
 
 def run_scale(n: int, seed: int, workdir: Path) -> dict:
@@ -339,7 +482,8 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
     groups = [dedup.Group(g["kind"], g["keep"], [dedup.Duplicate(d["path"], d["distance"]) for d in g["duplicates"]])
               for g in out["groups"]]
     scene = {g: g for g, _ in truth.values()}  # source duplicates not verified here: precision is a lower bound
-    quality = evaluate(dedup.DedupReport(out["threshold"], out["preset"], out["n_images"], groups=groups), truth, scene)
+    quality = evaluate(dedup.DedupReport(dedup.Rule(out["threshold"]), out["preset"], out["n_images"], groups=groups),
+                       truth, scene)
     return {"collection": description, "wall_seconds": round(wall, 1),
             "index_seconds": out["index"]["seconds"], "images_per_second": out["index"]["images_per_second"],
             "dedup_seconds": out["seconds"], "groups": len(out["groups"]),
@@ -347,12 +491,15 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
-def run_grouping(n: int, seed: int, threshold: float, cluster: int = 0) -> dict:
-    """Time the neighbour search of :func:`lookalike.dedup.find_duplicates` on ``n`` synthetic
-    embeddings (benchmarks/ann.py's generator; 10 % of them near copies of others, cosine distance
-    about 0.01-0.06, and ``cluster`` of them copies of one vector, like a burst of near-identical
-    shots): the exact range search vs the HNSW path (each vector's nearest, widened while all are
-    close, re-scored), and the share of the exact pairs and groups the HNSW path gives."""
+def run_grouping(n: int, seed: int, radius: float, cluster: int = 0, exact: bool = False,
+                 before: float = 0.08) -> dict:
+    """Time the first stage's neighbour search on ``n`` synthetic embeddings (benchmarks/ann.py's
+    generator; 10 % of them near copies of others, cosine distance about 0.01-0.06, and ``cluster``
+    of them copies of one vector, like a burst of near-identical shots) through the HNSW path (each
+    vector's nearest, widened while all are close, re-scored): at ``radius`` (the two-stage
+    candidate radius) against ``before`` (the one-stage default this replaces), alternating, in the
+    same run. With ``exact``, also the exact range search at ``radius`` and the share of its pairs
+    and groups the HNSW path gives."""
     from ann import Embeddings  # benchmarks/ann.py
 
     from lookalike.vectors.faiss_backend import FaissBackend
@@ -367,29 +514,29 @@ def run_grouping(n: int, seed: int, threshold: float, cluster: int = 0) -> dict:
     del base, copies
     ids = np.arange(n, dtype=np.int64)
     started = time.perf_counter()
-    exact = dedup.neighbours(unit, threshold)
-    exact_s = time.perf_counter() - started
-    started = time.perf_counter()
     hnsw = FaissBackend.build(unit, ids, "cosine", "hnsw")
-    build_s = time.perf_counter() - started
-    started = time.perf_counter()
-    approx = dedup.ann_neighbours(hnsw, unit, ids, threshold)
-    approx_s = time.perf_counter() - started
+    out = {"vectors": n, "dim": 1280, "radius": radius, "before": before, "cluster": cluster,
+           "hnsw_build_seconds": round(time.perf_counter() - started, 1), "loadavg_start": os.getloadavg()[0]}
+    times: dict = defaultdict(list)
+    for t in (before, radius, before, radius):
+        started = time.perf_counter()
+        approx = dedup.ann_neighbours(hnsw, unit, ids, t)
+        times[t].append(time.perf_counter() - started)
+        out[f"pairs_at_{t}"] = len(approx[1]) // 2
+    out["seconds_before"] = [round(x, 1) for x in times[before]]
+    out["seconds_at_radius"] = [round(x, 1) for x in times[radius]]
+    out["ratio"] = round(min(times[radius]) / min(times[before]), 2)
+    out["loadavg_end"] = os.getloadavg()[0]
+    if exact:
+        started = time.perf_counter()
+        want = dedup.neighbours(unit, radius)
+        out["exact_range_search_seconds"] = round(time.perf_counter() - started, 1)
 
-    def pairs(csr) -> set:
-        offsets, columns, _ = csr
-        return set(zip(np.repeat(np.arange(n), np.diff(offsets)).tolist(), columns.tolist()))
+        def pairs(csr) -> set:
+            return set(zip(np.repeat(np.arange(n), np.diff(csr[0])).tolist(), csr[1].tolist()))
 
-    def groups(csr) -> set:
-        return {(k, tuple(sorted(m))) for k, m in dedup.group_around_keepers(np.arange(n), csr[0], csr[1])}
-
-    want, got = pairs(exact), pairs(approx)
-    want_groups, got_groups = groups(exact), groups(approx)
-    return {"vectors": n, "dim": 1280, "threshold": threshold, "cluster": cluster, "pairs": len(want),
-            "exact_range_search_seconds": round(exact_s, 1), "hnsw_build_seconds": round(build_s, 1),
-            "hnsw_neighbours_seconds": round(approx_s, 1), "hnsw_pair_recall": round(len(want & got) / max(len(want), 1), 4),
-            "hnsw_extra_pairs": len(got - want), "groups": len(want_groups),
-            "hnsw_groups_identical": round(len(want_groups & got_groups) / max(len(want_groups), 1), 4)}
+        out["hnsw_pair_recall"] = round(len(pairs(want) & pairs(approx)) / max(len(pairs(want)), 1), 4)
+    return out
 
 
 def main() -> None:
@@ -400,6 +547,7 @@ def main() -> None:
                     "HNSW, on this many synthetic 1280-d embeddings")
     ap.add_argument("--cluster", type=int, default=0, help="with --grouping: make this many of the embeddings "
                     "near-identical copies of one")
+    ap.add_argument("--grouping-exact", action="store_true", help="with --grouping: also the exact range search")
     ap.add_argument("--max-bases", type=int, help="use at most this many distinct bases (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir, removed)")
@@ -425,23 +573,27 @@ def main() -> None:
                 print(f"source duplicates: {json.dumps(result['source_duplicates'])}", file=sys.stderr)
                 cal = calibrate(truth, scene, unit)
                 result["calibration"] = cal
-                result["sweep"] = []
-                for t in np.round(np.arange(0.01, 0.251, 0.01), 3):
-                    e = evaluate(dedup.find_duplicates(idx, float(t)), truth, scene)
-                    result["sweep"].append({"threshold": float(t), "precision": e["precision"], "recall": e["recall"]})
-                result["suggested"] = suggest(cal, result["sweep"])
-                _print_calibration(cal, result["suggested"])
+                classes = base_classes(truth, args.seed)
+                result["two_stage"] = two_stage(idx, truth, scene, classes, workdir / "calib")
+                result["suggested"] = suggest(cal, result["two_stage"]["sweep"])
+                _print_calibration(cal, result["two_stage"], result["suggested"])
+                baseline = dedup.find_duplicates(idx, 0.08)
+                result["one_stage_0.08"] = {"seconds": round(baseline.seconds, 3), **evaluate(baseline, truth, scene)}
                 result["presets"] = {}
-                for name, t in dedup.presets(idx.store.model).items():
-                    rep = dedup.find_duplicates(idx, t, name)
-                    result["presets"][name] = {"threshold": t, "seconds": round(rep.seconds, 3), **evaluate(rep, truth, scene)}
+                for name, rule in dedup.presets(idx.store.model).items():
+                    load = os.getloadavg()[0]
+                    rep = dedup.find_duplicates(idx, rule, name)
+                    result["presets"][name] = {"rule": rule.to_dict(), "seconds": round(rep.seconds, 3),
+                                               "stages": rep.stages, "loadavg": round(load, 2),
+                                               **evaluate(rep, truth, scene)}
             _print_presets(result)
         if args.scale:
             result["scale"] = run_scale(args.scale, args.seed, workdir)
             print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
         if args.grouping:
             result["grouping"] = run_grouping(args.grouping, args.seed, dedup.presets(
-                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET], args.cluster)
+                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET].radius, args.cluster,
+                args.grouping_exact)
             print(f"grouping: {json.dumps(result['grouping'])}", file=sys.stderr)
     finally:
         if args.workdir is None:
@@ -453,7 +605,7 @@ def main() -> None:
         args.out.write_text(text)
 
 
-def _print_calibration(cal: dict, suggested: dict) -> None:
+def _print_calibration(cal: dict, stages: dict, suggested: dict) -> None:
     err = sys.stderr
     print(f"{'variant -> base':<16}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}", file=err)
     for t, q in cal["variant_to_base"].items():
@@ -462,16 +614,24 @@ def _print_calibration(cal: dict, suggested: dict) -> None:
         q = cal[key]
         print(f"{key:<20} min {q['min']:.4f}  p0.1 {q['p0.1']:.4f}  p1 {q['p1']:.4f}  p5 {q['p5']:.4f}  "
               f"p50 {q['p50']:.4f}", file=err)
-    print(f"suggested thresholds: {suggested}", file=err)
+    print(f"first stage (loosest): {json.dumps(stages['first_stage_loosest'])}", file=err)
+    print(f"{'inliers of':<24}{'p1':>6}{'p5':>6}{'p50':>6}{'p99':>6}{'p99.9':>7}{'max':>6}{'n':>7}", file=err)
+    for k, q in stages["inliers"].items():
+        print(f"{k:<24}{q['p1']:>6.0f}{q['p5']:>6.0f}{q['p50']:>6.0f}{q['p99']:>6.0f}{q['p99.9']:>7.0f}"
+              f"{q['max']:>6.0f}{q['n']:>7}", file=err)
+    for r in stages["sweep"]:
+        print(f"  radius {r['radius']:<5} inliers >= {r['min_inliers']:<3} precision {r['precision']:.4f} "
+              f"recall {r['recall']:.4f}  rot90 {r['recall_per_transform'].get('rot90', 0):.2f} "
+              f"flip {r['recall_per_transform'].get('flip', 0):.2f}  verified {r['pairs_verified']}", file=err)
+    print(f"suggested: {suggested}", file=err)
 
 
 def _print_presets(result: dict) -> None:
     err = sys.stderr
-    for name, r in result["presets"].items():
-        print(f"preset {name:<8} t={r['threshold']:<6} precision {r['precision']:.4f} recall {r['recall']:.4f} "
-              f"({r['seconds']:.2f} s)  per transform: {r['recall_per_transform']}", file=err)
-    for s in result["sweep"]:
-        print(f"  t={s['threshold']:<6} precision {s['precision']:.4f} recall {s['recall']:.4f}", file=err)
+    for name, r in [("one-stage 0.08", result["one_stage_0.08"]), *result["presets"].items()]:
+        print(f"{name:<15} precision {r['precision']:.4f} recall {r['recall']:.4f} (rotations aside "
+              f"{r['recall_rotations_aside']:.4f}) {r.get('seconds', 0):.2f} s {r.get('stages', '')}\n"
+              f"    per transform: {r['recall_per_transform']}", file=err)
 
 
 if __name__ == "__main__":

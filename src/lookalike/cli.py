@@ -261,8 +261,9 @@ def query(
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
                                                "exact bytes (the query itself).")] = False,
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
-    duplicates: Annotated[bool, typer.Option("--duplicates", help="Instead: every indexed image within the 'near' "
-                                             "dedup preset (is this image already indexed?).")] = False,
+    duplicates: Annotated[bool, typer.Option("--duplicates", help="Instead: every indexed image that duplicates "
+                                             "it by the 'near' dedup preset, with evidence (is this image already "
+                                             "indexed?).")] = False,
     exact: Annotated[bool, typer.Option("--exact", help="Exact search even when the index has an ANN structure.")] = False,
     ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="HNSW search breadth (recall vs speed).")] = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="IVF-PQ lists probed (recall vs speed).")] = None,
@@ -284,13 +285,13 @@ def query(
         if duplicates:
             from lookalike import dedup
 
-            limit, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.model)
+            rule, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.model)
 
         def answer(img: Path):
             if duplicates:
-                found = dedup.duplicates_of(idx, str(img), limit)
+                found = dedup.duplicates_of(idx, str(img), rule)
                 if not found.results:
-                    err.print(f"no duplicate of {found.query} in the index (none within cosine distance {limit})",
+                    err.print(f"no duplicate of {found.query} in the index (none by {rule.describe()})",
                               soft_wrap=True)
                 return found
             return idx.query(str(img), k, mode.value, metric.value, random_seed, exclude_self, exact=exact,
@@ -417,12 +418,16 @@ def dedup(
     folder: Annotated[Optional[Path], typer.Argument(metavar="[FOLDER]", help="Index (or update) this folder first and look only in it; "
                                                      "without it, the whole index.", show_default=False)] = None,
     index_path: IndexOpt = None,
-    threshold: Annotated[str, typer.Option("--threshold", "-t", help="Cosine distance to the kept file, or a preset: "
-                                           "exact, near, similar.")] = "near",
+    threshold: Annotated[str, typer.Option("--threshold", "-t", help="A preset: near (two stages: embedding or "
+                                           "rotated/flipped-hash candidates, each verified by local features), "
+                                           "similar (the same, looser), exact (near-identical re-saves); or a "
+                                           "cosine distance to the kept file (embedding alone).")] = "near",
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Write one PNG per group into this folder.")] = None,
     to_remove: Annotated[Optional[Path], typer.Option("--to-remove", help="Write every grouped file but the kept "
                                                       "one to this file, one path per line (refused for a name "
                                                       "with a line break: use -0 or --json).")] = None,
+    review: Annotated[Optional[Path], typer.Option("--review", help="Write an HTML page showing each group side by "
+                                                   "side (kept file marked, evidence) to choose what to remove.")] = None,
     null: Annotated[bool, typer.Option("-0", "--null", help="With --to-remove: end each path with a NUL byte "
                                        "instead of a newline (for xargs -0).")] = False,
     model: ModelOpt = None,
@@ -444,20 +449,24 @@ def dedup(
         fail(f"not a directory: {folder}")
     with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
                     weights=weights) as idx:
-        limit, preset = dd.resolve_threshold(threshold, idx.model)
+        rule, preset = dd.resolve_threshold(threshold, idx.model)
         indexed = None
         if folder is not None:
             with _progress(quiet or as_json) as bar:
                 task = bar.add_task("embed", total=None, rate="")
                 indexed = idx.add(folder, on_plan=lambda n: bar.update(task, total=n),
                                   on_progress=lambda n: bar.advance(task, n))
-        report = dd.find_duplicates(idx, limit, preset, under=str(folder) if folder is not None else None)
+        report = dd.find_duplicates(idx, rule, preset, under=str(folder) if folder is not None else None)
     if indexed is not None:
         report.skipped = sorted(dict(report.skipped + indexed.skipped).items())
     if to_remove is not None:
         dd.write_paths(report.to_remove(), to_remove, null)
     if montage is not None:
         present.dedup_montages(report, montage)
+    if review is not None:
+        from lookalike import review as review_page
+
+        review_page.write(report, review)
     if as_json:
         out = report.to_dict()
         if indexed is not None:

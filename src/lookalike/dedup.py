@@ -31,12 +31,15 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+import functools
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from lookalike import phash, verify
 from lookalike.api import Index, ImageInput, Match, QueryResult
+from lookalike.images import ImageError
 from lookalike.vectors import Backend, Searcher
 from lookalike.vectors.faiss_backend import RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST
 
@@ -44,13 +47,39 @@ METRIC = "cosine"
 DEFAULT_PRESET = "near"
 PRESET_NAMES = ("exact", "near", "similar")
 
-#: Cosine-distance presets per model (name, layer), set by the rules of benchmarks/dedup.py from its
-#: figures (2,088 distinct photos, 200 of them with 14 edits each; pairwise precision / recall):
-#:   exact    0.025  P 1.000  R 0.26  byte copies, format changes, JPEG q90 re-saves (100 %)
-#:   near     0.08   P 0.996  R 0.69  also JPEG q50-70, 75 % resize, 90 % crop, flip, brightness (89-100 %)
-#:   similar  0.13   P 0.959  R 0.85  also JPEG q30, 50 % resize, 80 % crop (81-89 %), rotation by 90 (56 %)
-PRESETS: dict[tuple[str, str], dict[str, float]] = {
-    ("efficientnet-lite0", "pool"): {"exact": 0.025, "near": 0.08, "similar": 0.13},
+@dataclass(frozen=True)
+class Rule:
+    """When two images are duplicates. With ``min_inliers`` 0, one stage: within ``radius`` cosine
+    distance. Otherwise two: candidates within ``radius`` (loose) or with a rotated or flipped
+    perceptual hash within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB
+    matches consistent with one similarity transform (:mod:`lookalike.verify`)."""
+
+    radius: float
+    min_inliers: int = 0
+    hash_radius: int = phash.RADIUS
+
+    @property
+    def verified(self) -> bool:
+        return self.min_inliers > 0
+
+    def describe(self) -> str:
+        if not self.verified:
+            return f"cosine distance <= {self.radius}"
+        return (f"cosine distance <= {self.radius} or a rotated/flipped hash within {self.hash_radius} bits, "
+                f"then >= {self.min_inliers} ORB inliers")
+
+    def to_dict(self) -> dict:
+        return {"radius": self.radius, "min_inliers": self.min_inliers,
+                "hash_radius": self.hash_radius if self.verified else None}
+
+
+#: Presets per model (name, layer), chosen by the rules of benchmarks/dedup.py ``suggest`` from its
+#: figures (2,088 distinct photos incl. 40 per flowers51 class, 200 of them with 18 edits each):
+#:   exact    one stage, cosine 0.025          P 1.000  R 0.21  byte copies, PNG, JPEG q90 re-saves
+#:   near     cosine 0.3 or hash, >= 20 inliers P 0.997  R 0.95  rot90 0.85, flip 0.96
+#:   similar  cosine 0.3 or hash, >= 12 inliers P 0.993  R 0.94  (looser verification, for review)
+PRESETS: dict[tuple[str, str], dict[str, Rule]] = {
+    ("efficientnet-lite0", "pool"): {"exact": Rule(0.025), "near": Rule(0.3, 20), "similar": Rule(0.3, 12)},
 }
 
 _CHUNK = 1024
@@ -60,6 +89,8 @@ ANN_NEIGHBOURS = RANGE_FIRST
 ANN_WIDEST = RANGE_WIDEST
 #: How far beyond the threshold an approximate distance may be for the pair to be re-scored.
 ANN_SLACK = RANGE_SLACK
+#: Images whose features the verifier keeps at a time (about 30 KB each).
+FEATURE_CACHE = 4096
 #: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
 MAX_PAIRS = 20_000_000
 
@@ -69,18 +100,22 @@ class Duplicate:
     """A file that duplicates its group's kept file, at ``distance`` (cosine) from it.
 
     ``match`` is ``"exact"`` (the kept file's bytes) or ``"near"``; ``copy_of`` names the near
-    duplicate whose bytes this file has (it is then listed with that file's distance).
+    duplicate whose bytes this file has (it is then listed with that file's distance and evidence);
+    ``evidence`` is the verification of a two-stage rule (None for one stage and exact copies).
     """
 
     path: str
     distance: float
     match: str = "near"
     copy_of: str | None = None
+    evidence: verify.Evidence | None = None
 
     def to_dict(self) -> dict:
         out = {"path": self.path, "distance": round(self.distance, 6), "match": self.match}
         if self.copy_of is not None:
             out["copy_of"] = self.copy_of
+        if self.evidence is not None:
+            out["evidence"] = {**self.evidence.to_dict(), "summary": self.evidence.describe()}
         return out
 
 
@@ -101,13 +136,19 @@ class Group:
 class DedupReport:
     """Result of :func:`find_duplicates`; :meth:`to_dict` is the ``dedup --json`` shape."""
 
-    threshold: float
+    rule: Rule
     preset: str | None
     n_images: int
     search: str = "exact"
     groups: list[Group] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Candidate pairs by source, pairs verified and verification time (two-stage rules).
+    stages: dict = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.radius
 
     def to_remove(self) -> list[str]:
         """Every grouped file except the one kept per group (lookalike never deletes anything).
@@ -123,7 +164,7 @@ class DedupReport:
 
     def to_dict(self) -> dict:
         return {"metric": METRIC, "threshold": self.threshold, "preset": self.preset, "n_images": self.n_images,
-                "search": self.search,
+                "search": self.search, "rule": self.rule.to_dict(), "stages": self.stages,
                 "groups": [g.to_dict() for g in self.groups],
                 "to_remove": self.to_remove(),
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
@@ -147,13 +188,14 @@ def write_paths(paths: list[str], out: str | os.PathLike, null: bool = False) ->
         f.write(b"".join(os.fsencode(p) + end for p in paths))
 
 
-def presets(model: dict) -> dict[str, float]:
+def presets(model: dict) -> dict[str, Rule]:
     """The presets calibrated for an index's model identity (empty when it was never calibrated)."""
     return PRESETS.get((model.get("name"), model.get("layer")), {})
 
 
-def resolve_threshold(value: str | float | None, model: dict) -> tuple[float, str | None]:
-    """(threshold, preset name or None) for a preset name or a number; default preset ``near``.
+def resolve_threshold(value: str | float | None, model: dict) -> tuple[Rule, str | None]:
+    """(rule, preset name or None) for a preset name or a number (a one-stage cosine distance);
+    default preset ``near``.
 
     ValueError for a number outside [0, 2], an unknown preset, or a preset on an uncalibrated model.
     """
@@ -165,7 +207,7 @@ def resolve_threshold(value: str | float | None, model: dict) -> tuple[float, st
     else:
         if not 0.0 <= threshold <= 2.0:
             raise ValueError(f"threshold must be a cosine distance in [0, 2], not {threshold}")
-        return threshold, None
+        return Rule(threshold), None
     table = presets(model)
     if value not in PRESET_NAMES:
         raise ValueError(f"unknown preset {value!r}; choose from: {', '.join(PRESET_NAMES)} or a cosine distance")
@@ -192,6 +234,11 @@ class Traits:
 
     quality: int = OTHER_LOSSY
     taken: str = ""
+    format: str = ""
+
+    def encoding(self) -> str:
+        """``"JPEG q85"``, ``"PNG"``, ... (``"unknown"`` when the header could not be read)."""
+        return f"JPEG q{self.quality}" if self.format == "JPEG" else self.format or "unknown"
 
 
 def file_traits(path: str) -> Traits:
@@ -214,7 +261,7 @@ def file_traits(path: str) -> Traits:
             taken = str(exif.get_ifd(0x8769).get(36867) or exif.get(306) or "")
     except (OSError, ValueError, SyntaxError):
         return Traits()
-    return Traits(quality, taken)
+    return Traits(quality, taken, fmt)
 
 
 def keep_order(pixels: np.ndarray, paths: list[str], mtime_ns: np.ndarray,
@@ -311,8 +358,10 @@ class _Csr:
                 np.concatenate([np.zeros(0), *self.distances]))
 
 
-def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray) -> list[tuple[int, list[int]]]:
-    """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped.
+def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray,
+                         accept: Callable[[int, int], bool] | None = None) -> list[tuple[int, list[int]]]:
+    """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped
+    (those that ``accept(row, neighbour)`` confirms, when given: it is asked only about such pairs).
 
     Returns (keeper, members) per group of two or more rows.
     """
@@ -324,18 +373,44 @@ def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.nda
         taken[i] = True
         nbrs = columns[offsets[i]:offsets[i + 1]]
         members = nbrs[~taken[nbrs]]
+        if accept is not None:
+            members = np.array([m for m in members.tolist() if accept(int(i), m)], np.int64)
         if len(members):
             taken[members] = True
             groups.append((int(i), members.tolist()))
     return groups
 
 
-def assemble_groups(order: np.ndarray, content: list[str], near: list[tuple[int, list[tuple[int, float]]]],
+def embedding_pairs(index: Index, vectors: np.ndarray | _Rows, ids: np.ndarray, radius: float,
+                    chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of ``vectors`` rows (images ``ids``) within ``radius`` cosine distance, as CSR
+    arrays, by the index's searcher's range queries (its ANN backend when it has one)."""
+    return _pairs_among(index.searcher(), vectors, ids, radius, chunk, MAX_PAIRS)
+
+
+def _union(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, cols: np.ndarray,
+           vectors: _Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR neighbour arrays with the pairs (rows[k], cols[k]) added both ways (cosine distances of ``vectors``)."""
+    offsets, columns, distances = csr
+    n = len(offsets) - 1
+    base_rows = np.repeat(np.arange(n), np.diff(offsets))
+    extra_d = np.array([_cosine(vectors[i:i + 1][0], vectors[j:j + 1][0]) for i, j in zip(rows, cols)], np.float64)
+    r = np.concatenate([base_rows, rows, cols])
+    c = np.concatenate([columns, cols, rows])
+    d = np.maximum(np.concatenate([distances, extra_d, extra_d]), 0.0)
+    key = r * n + c
+    _, first = np.unique(key, return_index=True)  # sorted by row, then column; each pair once
+    r, c, d = r[first], c[first], d[first]
+    return np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))]).astype(np.int64), c, d
+
+
+def assemble_groups(order: np.ndarray, content: list[str],
+                    near: list[tuple[int, list[tuple[int, float, verify.Evidence | None]]]],
                     paths: list[str]) -> list[Group]:
     """The report's groups from the files' content hashes and the near groups of their representatives.
 
     ``order`` ranks files best-to-keep first; the first file of each content in that order is its
-    representative, and ``near`` holds (keeper, [(member, distance)]) among representatives, each
+    representative, and ``near`` holds (keeper, [(member, distance, evidence)]) among representatives, each
     representative in at most one near group (:func:`group_around_keepers`). One keep decision per
     connected set: a near group also lists the keeper's byte copies and its members' byte copies,
     and a content whose representative is in no near group forms an exact group. So every file is
@@ -351,10 +426,10 @@ def assemble_groups(order: np.ndarray, content: list[str], near: list[tuple[int,
     groups, seen = [], set()
     for keeper, members in near:
         dups = [Duplicate(paths[c], 0.0, "exact") for c in copies[keeper]]
-        for m, dist in sorted(members, key=lambda md: (md[1], paths[md[0]])):
-            dups.append(Duplicate(paths[m], dist))
-            dups.extend(Duplicate(paths[c], dist, "near", paths[m]) for c in copies[m])
-        seen.update((keeper, *(m for m, _ in members)))
+        for m, dist, evidence in sorted(members, key=lambda md: (md[1], paths[md[0]])):
+            dups.append(Duplicate(paths[m], dist, evidence=evidence))
+            dups.extend(Duplicate(paths[c], dist, "near", paths[m], evidence) for c in copies[m])
+        seen.update((keeper, *(m[0] for m in members)))
         groups.append(Group("near", paths[keeper], dups))
     for rep in firsts.values():
         if rep not in seen and copies[rep]:
@@ -363,14 +438,41 @@ def assemble_groups(order: np.ndarray, content: list[str], near: list[tuple[int,
     return groups
 
 
-def find_duplicates(index: Index, threshold: float, preset: str | None = None, under: str | None = None,
-                    chunk: int = _CHUNK) -> DedupReport:
-    """Exact and near-duplicate groups among the index's images (only those below ``under`` if given).
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(1.0 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
+def candidate_pairs(index: Index, vectors: _Rows, ids: np.ndarray, paths: list[str], rule: Rule,
+                    stages: dict, chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` at ``paths``): pairs within
+    the rule's radius by the embedding and, for a two-stage rule, pairs whose hashes match under a
+    rotation or flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
+    tick = time.perf_counter()
+    csr = embedding_pairs(index, vectors, ids, rule.radius, chunk)
+    stages.update(embedding_pairs=len(csr[1]) // 2, embedding_seconds=round(time.perf_counter() - tick, 3))
+    if rule.verified:
+        tick = time.perf_counter()
+        table, readable = phash.HashStore(index.store.root).get(ids, paths)
+        i, j, _, _ = phash.pairs(table, rule.hash_radius)
+        ok = readable[i] & readable[j]
+        csr = _union(csr, i[ok], j[ok], vectors)
+        stages.update(hash_pairs=int(ok.sum()), hash_seconds=round(time.perf_counter() - tick, 3))
+    stages["candidate_pairs"] = len(csr[1]) // 2
+    return csr
+
+
+def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None, under: str | None = None,
+                    chunk: int = _CHUNK, verifier: Callable[[list[str], int], Verifier] | None = None) -> DedupReport:
+    """Exact and near-duplicate groups among the index's images (only those below ``under`` if given),
+    by ``rule`` (a number: a one-stage cosine distance); ``verifier`` makes the second stage's
+    :class:`Verifier` from the paths and the inlier minimum (default: :class:`Verifier`).
 
     Exact groups come first, then near groups; each lists its duplicates nearest first. Files the
     index could not read are reported in ``skipped``.
     """
     started = time.perf_counter()
+    rule = rule if isinstance(rule, Rule) else Rule(float(rule))
     under = os.path.abspath(under) if under is not None else None
     records = index.store.records(under)
     skipped = sorted((r.path, r.error or "unreadable") for r in records.values() if r.status != "ok")
@@ -378,7 +480,7 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     ids, vectors = index.vectors()
     rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
     catalog = _catalog(index, ids[rows])
-    report = DedupReport(threshold, preset, len(rows), search=index.index_type, skipped=skipped)
+    report = DedupReport(rule, preset, len(rows), search=index.index_type, skipped=skipped)
     if not len(rows):
         report.seconds = time.perf_counter() - started
         return report
@@ -391,43 +493,127 @@ def find_duplicates(index: Index, threshold: float, preset: str | None = None, u
     for i in order:
         first.setdefault(catalog["hash"][i], int(i))
     unique = np.fromiter(first.values(), np.int64, len(first))
-    offsets, columns, distances = _pairs_among(index.searcher(), _Rows(vectors, rows[unique]), ids[rows[unique]],
-                                               threshold, chunk, MAX_PAIRS)
+    upaths = [paths[u] for u in unique]
+    offsets, columns, distances = candidate_pairs(index, _Rows(vectors, rows[unique]), ids[rows[unique]], upaths,
+                                                  rule, report.stages, chunk)
+    verifier = (verifier or Verifier)(upaths, rule.min_inliers) if rule.verified else None
     paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
-    traits = [file_traits(paths[u]) if p else Traits() for u, p in zip(unique.tolist(), paired)]
-    visit = keep_order(pixels[unique], [paths[u] for u in unique], catalog["mtime_ns"][unique], traits)
+    traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
+    visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits)
+    tick = time.perf_counter()
+    found = group_around_keepers(visit, offsets, columns, verifier.accept if verifier else None)
+    if verifier is not None:
+        seconds = time.perf_counter() - tick
+        report.stages.update(pairs_verified=verifier.checked, verify_seconds=round(seconds, 3),
+                             ms_per_pair=round(1000 * seconds / max(verifier.checked, 1), 2))
     near = []
-    for keeper, members in group_around_keepers(visit, offsets, columns):
+    for keeper, members in found:
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
-        near.append((int(unique[keeper]), [(int(unique[m]), to_keeper[m]) for m in members]))
+        near.append((int(unique[keeper]), [
+            (int(unique[m]), to_keeper[m], verifier.evidence(keeper, m, traits) if verifier else None)
+            for m in members]))
     report.groups = assemble_groups(order, catalog["hash"], near, paths)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def duplicates_of(index: Index, image: ImageInput, threshold: float, label: str | None = None) -> QueryResult:
-    """Indexed images within ``threshold`` cosine distance of ``image``, nearest first (mode ``duplicates``).
+class Verifier:
+    """Second stage: confirms candidate pairs of ``paths`` by ORB + RANSAC (:func:`verify.compare`),
+    each image's features extracted once (kept for the last :data:`FEATURE_CACHE` images)."""
+
+    def __init__(self, paths: list[str], min_inliers: int) -> None:
+        self.paths, self.min_inliers, self.checked = paths, min_inliers, 0
+        self.results: dict[tuple[int, int], verify.Evidence] = {}
+        self.features = functools.lru_cache(maxsize=FEATURE_CACHE)(self._features)
+
+    def _features(self, i: int) -> verify.Features | None:
+        try:
+            return verify.features(self.paths[i])
+        except ImageError:
+            return None
+
+    def accept(self, keeper: int, other: int) -> bool:
+        a, b = self.features(keeper), self.features(other)
+        found = verify.NO_MATCH if a is None or b is None else verify.compare(a, b, self.min_inliers)
+        self.checked += 1
+        self.results[keeper, other] = found
+        return found.inliers >= self.min_inliers
+
+    def evidence(self, keeper: int, other: int, traits: list[Traits]) -> verify.Evidence:
+        """The verification of an accepted pair, with a re-encoding named when the encodings differ."""
+        found = self.results[keeper, other]
+        a, b = traits[keeper], traits[other]
+        if (b.format, b.quality) != (a.format, a.quality):
+            found = replace(found, edits=[*found.edits, f"re-encoded ({b.encoding()})"])
+        return found
+
+
+@dataclass(frozen=True)
+class DuplicateMatches(QueryResult):
+    """:class:`QueryResult` of mode ``duplicates``, with the verification of each match by image id
+    (none for a one-stage rule or a file with the query's bytes)."""
+
+    evidence: dict[int, verify.Evidence] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        for row, m in zip(out["results"], self.results):
+            if m.id in self.evidence:
+                row["evidence"] = {**self.evidence[m.id].to_dict(), "summary": self.evidence[m.id].describe()}
+        return out
+
+
+def duplicates_of(index: Index, image: ImageInput, rule: Rule | float, label: str | None = None) -> DuplicateMatches:
+    """Indexed images that duplicate ``image`` by ``rule``, nearest first (mode ``duplicates``).
 
     Indexed files with the same bytes come first, at distance 0.
     """
     vector, same = index.embed(image)
     if label is None:
         label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "<image>"
-    return duplicates_of_vector(index, vector, same, threshold, label)
+    return duplicates_of_vector(index, vector, same, rule, label, image)
 
 
-def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], threshold: float,
-                         label: str = "<vector>") -> QueryResult:
-    """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes."""
-    hits: dict[int, float] = {int(i): 0.0 for i in same}
-    _, found, d = index.searcher(approximate=False).within(vector, threshold, METRIC)
+def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], rule: Rule | float,
+                         label: str = "<vector>", image: ImageInput | None = None) -> DuplicateMatches:
+    """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes.
+
+    A two-stage rule also needs the ``image`` (its hashes and features): candidates within the
+    radius or with a matching rotated/flipped hash, each verified against it.
+    """
+    rule = rule if isinstance(rule, Rule) else Rule(float(rule))
+    if rule.verified and image is None:
+        raise ValueError("a two-stage duplicate rule needs the query image, not only its vector")
+    same = {int(i) for i in same}
+    hits: dict[int, float] = {i: 0.0 for i in same}
+    _, found, d = index.searcher(approximate=False).within(vector, rule.radius, METRIC)
     for i, dist in zip(found.tolist(), d.tolist()):
         hits.setdefault(i, dist)
+    evidence: dict[int, verify.Evidence] = {}
+    if rule.verified:
+        ids, vectors = index.vectors()
+        paths = index.store.paths(ids.tolist(), missing_ok=True)
+        table, readable = phash.HashStore(index.store.root).get(ids, paths)
+        rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
+        for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
+            hits[int(ids[row])] = _cosine(vector, vectors[row])
+        mine = verify.features(image)
+        where = dict(zip(ids.tolist(), paths))
+        for i in [i for i in hits if i not in same]:
+            try:  # a file removed from the catalog since the vectors were read has no path
+                found = verify.NO_MATCH if where.get(i) is None else verify.compare(
+                    mine, verify.features(where[i]), rule.min_inliers)
+            except ImageError:
+                found = verify.NO_MATCH
+            if found.inliers >= rule.min_inliers:
+                evidence[i] = found
+            else:
+                del hits[i]
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
     paths = index.store.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
-    return QueryResult(label, "duplicates", METRIC, matches)
+    return DuplicateMatches(label, "duplicates", METRIC, matches, evidence)
 
 
 class _Rows:

@@ -69,19 +69,19 @@ class HashStore:
         self.path = Path(folder) / "hashes.sqlite"
         self.memory: dict[int, bytes] = {}
 
-    def get(self, ids: np.ndarray, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, ids: np.ndarray, paths: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """(hashes (N, 8, 8), ok (N,) bool) for images ``ids`` at ``paths``, computing missing ones;
-        ``ok`` is False for a file that can no longer be decoded (its hashes are zeros)."""
+        ``ok`` is False for a file that can no longer be decoded or has no path (its hashes are zeros)."""
         ids = [int(i) for i in ids]
         found = self._load(ids)
         missing = [n for n, i in enumerate(ids) if i not in found]
         fresh = {}
         for n in missing:
             try:
-                fresh[ids[n]] = image_hashes(paths[n]).tobytes()
+                fresh[ids[n]] = image_hashes(paths[n]).tobytes() if paths[n] is not None else b""
             except ImageError:
                 fresh[ids[n]] = b""
-        self._save(fresh)
+        self._save({i: h for i, h in fresh.items() if h})  # an unreadable file is tried again next time
         found.update(fresh)
         out = np.stack([np.frombuffer(found[i], np.uint8).reshape(_BLANK.shape) if found[i] else _BLANK
                         for i in ids]) if ids else np.zeros((0, *_BLANK.shape), np.uint8)

@@ -109,7 +109,7 @@ def montage_figure(query, rows: Sequence[QueryResult], query_title: str = "query
 def print_dedup(report, console: Console | None = None) -> None:
     """Print a :class:`lookalike.dedup.DedupReport`: each group's kept file, then its duplicates."""
     console = console or stdout_console()
-    where = (f"preset {report.preset}: " if report.preset else "") + f"cosine distance <= {report.threshold}"
+    where = (f"preset {report.preset}: " if report.preset else "") + report.rule.describe()
     if not report.groups:
         console.print(f"no duplicates among {report.n_images} images ({where})", highlight=False)
         return
@@ -118,10 +118,14 @@ def print_dedup(report, console: Console | None = None) -> None:
     t.add_column("kind")
     t.add_column("distance", justify="right")
     t.add_column("path", overflow="fold")
+    t.add_column("evidence", overflow="fold")
     for n, g in enumerate(report.groups, start=1):
-        t.add_row(str(n), g.kind, "keep", Text(g.keep), end_section=False)
+        t.add_row(str(n), g.kind, "keep", Text(g.keep), "", end_section=False)
         for i, d in enumerate(g.duplicates):
-            t.add_row("", "", f"{d.distance:.4f}", Text(d.path), end_section=i == len(g.duplicates) - 1)
+            why = ("same bytes" if d.match == "exact" else d.evidence.describe() if d.evidence else "")
+            if d.copy_of is not None:
+                why = f"same bytes as {os.path.basename(d.copy_of)}" + (f"; {why}" if why else "")
+            t.add_row("", "", f"{d.distance:.4f}", Text(d.path), Text(why), end_section=i == len(g.duplicates) - 1)
     console.print(t)
     kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near")}
     console.print(", ".join(f"{len(gs)} {k} groups ({sum(len(g.duplicates) + 1 for g in gs)} files)"

@@ -1,5 +1,6 @@
 """``lookalike dedup`` and ``lookalike query --duplicates`` as a user runs them."""
 
+import html
 import json
 import os
 import shutil
@@ -51,6 +52,9 @@ def test_dedup_indexes_the_folder_and_reports_groups(deduped, folder):
     assert exact["duplicates"][0]["distance"] == 0.0
     near = next(g for g in out["groups"] if g["kind"] == "near")
     assert all(0 < d["distance"] <= out["threshold"] for d in near["duplicates"])
+    assert out["rule"]["min_inliers"] > 0 and out["stages"]["pairs_verified"] >= 2
+    flip = next(d for d in near["duplicates"] if d["path"].endswith("chelsea_flip.jpg"))
+    assert flip["evidence"]["flipped"] and "flipped" in flip["evidence"]["summary"]
 
 
 def test_corrupt_file_is_skipped_with_a_reason(deduped, folder):
@@ -137,3 +141,20 @@ def test_the_original_is_kept_over_a_flipped_copy_larger_in_bytes(tmp_path):
     assert [(g["keep"], out["to_remove"]) for g in out["groups"]] == [
         (str(root / "chelsea.jpg"), [str(root / "chelsea_flipped.jpg")])]
     assert "shorter name" in run("dedup", "--help").stdout
+
+
+def test_review_page_shows_groups_with_the_keeper_marked_and_evidence(deduped, tmp_path):
+    work, out = deduped
+    page = tmp_path / "review.html"
+    proc = run("dedup", "--index", work / "index", "--review", page, "--json")
+    assert json.loads(proc.stdout)["to_remove"] == out["to_remove"]
+    text = page.read_text(encoding="utf-8")
+    assert text.count("<section>") == len(out["groups"]) and text.count('class="keep"') == len(out["groups"])
+    assert text.count(" checked>") == len(out["to_remove"])  # ticked as the report lists them
+    for g in out["groups"]:
+        for d in g["duplicates"]:
+            assert f'data-path="{html.escape(d["path"], quote=True)}" checked' in text
+            if "evidence" in d:
+                assert html.escape(d["evidence"]["summary"]) in text
+    assert "data:image/jpeg;base64," in text and "never deletes" in text
+    assert all(os.path.exists(p) for p in out["to_remove"])

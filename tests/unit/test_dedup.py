@@ -6,14 +6,14 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from conftest import sample_photo
 from lookalike import ann_store, dedup
 from lookalike.vectors.faiss_backend import FaissBackend
 from lookalike.api import Index
 
-DISTINCT = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "immunohistochemistry",
+DISTINCT = ("chelsea", "coffee", "astronaut", "rocket", "camera", "hubble_deep_field", "horse", "immunohistochemistry",
             "retina", "moon")
 
 
@@ -54,8 +54,9 @@ def test_file_traits_read_the_header(tmp_path):
     exif[306] = "2019:05:06 07:08:09"
     img.save(tmp_path / "b.jpg", quality=55, exif=exif)
     (tmp_path / "c.jpg").write_bytes(b"not an image")
-    assert dedup.file_traits(str(tmp_path / "a.png")) == dedup.Traits(dedup.LOSSLESS, "")
-    assert dedup.file_traits(str(tmp_path / "b.jpg")) == dedup.Traits(55, "2019:05:06 07:08:09")
+    assert dedup.file_traits(str(tmp_path / "a.png")) == dedup.Traits(dedup.LOSSLESS, "", "PNG")
+    assert dedup.file_traits(str(tmp_path / "b.jpg")) == dedup.Traits(55, "2019:05:06 07:08:09", "JPEG")
+    assert dedup.file_traits(str(tmp_path / "b.jpg")).encoding() == "JPEG q55"
     assert dedup.file_traits(str(tmp_path / "c.jpg")) == dedup.Traits()
 
 
@@ -126,7 +127,7 @@ def _graph(n, pairs):
 
 
 def _near(reps, offsets, columns, distances):
-    return [(reps[k], [(reps[m], float(distances[offsets[k]])) for m in ms])
+    return [(reps[k], [(reps[m], float(distances[offsets[k]]), None) for m in ms])
             for k, ms in dedup.group_around_keepers(np.arange(len(reps)), offsets, columns)]
 
 
@@ -143,7 +144,7 @@ def test_a_near_group_takes_the_byte_copies_of_its_members_along():
     dups = groups[0].duplicates
     assert [(d.path, d.match, d.copy_of) for d in dups] == [
         ("фото ü 😀.jpg", "near", None), *((p, "near", "фото ü 😀.jpg") for p in paths[1:5])]
-    report = dedup.DedupReport(0.08, "near", 6, groups=groups)
+    report = dedup.DedupReport(dedup.Rule(0.08), "near", 6, groups=groups)
     assert sorted(report.to_remove()) == sorted(paths[:5])
     assert report.to_dict()["to_remove"] == report.to_remove()
 
@@ -165,7 +166,7 @@ def test_no_kept_file_is_ever_listed_property(seed):
              if len(reps) > 1}
     graph = _graph(len(reps), pairs)
     groups = dedup.assemble_groups(order, content, _near(reps, *graph), paths)
-    report = dedup.DedupReport(0.1, None, n, groups=groups)
+    report = dedup.DedupReport(dedup.Rule(0.1), None, n, groups=groups)
     listed = report.to_remove()
     kept = [g.keep for g in groups]
     everyone = kept + listed
@@ -190,7 +191,7 @@ def test_overlapping_groups_are_refused():
     g1 = dedup.Group("exact", "/a", [dedup.Duplicate("/b", 0.0, "exact")])
     g2 = dedup.Group("near", "/c", [dedup.Duplicate("/a", 0.05)])
     with pytest.raises(RuntimeError, match="overlap"):
-        dedup.DedupReport(0.1, None, 3, groups=[g1, g2]).to_remove()
+        dedup.DedupReport(dedup.Rule(0.1), None, 3, groups=[g1, g2]).to_remove()
 
 
 def test_write_paths_refuses_line_breaks_unless_nul_separated(tmp_path):
@@ -208,17 +209,18 @@ def test_write_paths_refuses_line_breaks_unless_nul_separated(tmp_path):
 def test_threshold_presets_and_numbers():
     model = {"name": "efficientnet-lite0", "layer": "pool"}
     table = dedup.presets(model)
-    assert table["exact"] < table["near"] < table["similar"]
     assert dedup.resolve_threshold(None, model) == (table["near"], "near")
     assert dedup.resolve_threshold("similar", model) == (table["similar"], "similar")
-    assert dedup.resolve_threshold("0.25", model) == (0.25, None)
+    assert table["exact"].radius < table["near"].radius <= table["similar"].radius
+    assert not table["exact"].verified and table["near"].min_inliers >= table["similar"].min_inliers > 0
+    assert dedup.resolve_threshold("0.25", model) == (dedup.Rule(0.25), None)
     with pytest.raises(ValueError, match="unknown preset"):
         dedup.resolve_threshold("loose", model)
     with pytest.raises(ValueError, match="cosine distance in"):
         dedup.resolve_threshold(-0.1, model)
     with pytest.raises(ValueError, match="give --threshold as a cosine distance"):
         dedup.resolve_threshold("near", {"name": "my-model", "layer": "output"})
-    assert dedup.resolve_threshold(0.3, {"name": "my-model", "layer": "output"}) == (0.3, None)
+    assert dedup.resolve_threshold(0.3, {"name": "my-model", "layer": "output"}) == (dedup.Rule(0.3), None)
 
 
 # -- real photos ---------------------------------------------------------------------------------
@@ -228,15 +230,27 @@ def _jpeg(img, quality):
     return Image.open(buf).convert("RGB")
 
 
+def _watermark(img):
+    out = img.copy()
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((w - w // 3, h - h // 8, w - 8, h - 8), fill=(255, 255, 255))
+    draw.text((w - w // 3 + 6, h - h // 8 + 4), "(c) someone 2026", fill=(0, 0, 0))
+    return out
+
+
 def near_variants(img):
-    """Edits the ``near`` preset catches on these photos with a margin (benchmarks/dedup.py gives
-    the distances of each kind of edit: a stronger one may exceed the threshold)."""
+    """Edits the default preset groups with their original: re-encoded, resized, flipped, brighter,
+    rotated, cropped, watermarked."""
     w, h = img.size
     return {
-        "q70": (_jpeg(img, 70), "jpg"),
+        "q50": (_jpeg(img, 50), "jpg"),
         "smaller": (img.resize((w * 3 // 4, h * 3 // 4), Image.LANCZOS), "jpg"),
         "flip": (ImageOps.mirror(img), "jpg"),
         "brighter": (ImageEnhance.Brightness(img).enhance(1.2), "jpg"),
+        "rot90": (img.transpose(Image.Transpose.ROTATE_90), "jpg"),
+        "crop": (img.crop((w // 10, h // 10, w - w // 10, h - h // 10)), "jpg"),
+        "marked": (_watermark(img), "jpg"),
     }
 
 
@@ -254,6 +268,10 @@ def library(tmp_path_factory):
         for tag, (img, ext) in near_variants(sample_photo(name)).items():
             img.save(root / f"{name}_{tag}.{ext}", quality=90)
             groups[name].add(str(root / f"{name}_{tag}.{ext}"))
+    coins = sample_photo("coins")  # two photos of the same kind of object that share no pixels
+    coins.crop((0, 0, coins.width // 2, coins.height)).save(root / "coins_left.png")
+    coins.crop((coins.width // 2, 0, coins.width, coins.height)).save(root / "coins_right.png")
+    groups["coins_left"], groups["coins_right"] = {str(root / "coins_left.png")}, {str(root / "coins_right.png")}
     shutil.copyfile(root / "rocket.png", root / "rocket copy.png")
     st = os.stat(root / "rocket.png")
     os.utime(root / "rocket copy.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the copy is newer
@@ -278,8 +296,8 @@ def _members(report):
 
 def test_known_groups_are_found_with_the_defaults(library):
     root, groups, idx = library
-    threshold, preset = dedup.resolve_threshold(None, idx.store.model)
-    report = dedup.find_duplicates(idx, threshold, preset, under=str(root))
+    rule, preset = dedup.resolve_threshold(None, idx.store.model)
+    report = dedup.find_duplicates(idx, rule, preset, under=str(root))
     expected = sorted((s for s in groups.values() if len(s) > 1), key=sorted)
     assert _members(report) == expected
     exact = [g for g in report.groups if g.kind == "exact"]
@@ -289,14 +307,14 @@ def test_known_groups_are_found_with_the_defaults(library):
     for g in report.groups:
         if g.kind == "near":  # the PNG original: largest resolution, then largest file
             assert g.keep.endswith(".png")
-            assert all(0.0 <= d.distance <= threshold for d in g.duplicates)
+            assert all(d.evidence.inliers >= rule.min_inliers for d in g.duplicates)
     assert report.to_dict()["groups"][0].keys() == {"kind", "keep", "duplicates"}
 
 
 def test_distinct_photos_are_not_grouped(library):
     root, _, idx = library
     report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)["similar"], under=str(root))
-    originals = {str(root / f"{name}.png") for name in DISTINCT}
+    originals = {str(root / f"{name}.png") for name in (*DISTINCT, "coins_left", "coins_right")}
     for members in _members(report):
         assert len(members & originals) <= 1, members
 
@@ -323,19 +341,21 @@ def test_corrupt_file_is_skipped_with_a_reason(library):
 
 def test_duplicates_of_a_new_image(library, tmp_path):
     root, _, idx = library
-    threshold = dedup.presets(idx.store.model)["near"]
+    rule = dedup.presets(idx.store.model)["near"]
+    threshold = rule.radius
     new = tmp_path / "chelsea again.jpg"
     _jpeg(sample_photo("chelsea"), 70).save(new, quality=70)
-    found = dedup.duplicates_of(idx, str(new), threshold)
+    found = dedup.duplicates_of(idx, str(new), rule)
     assert found.mode == "duplicates" and found.query == str(new)
     assert str(root / "chelsea.png") in [m.path for m in found.results]
     assert {m.path.rsplit("/", 1)[1].split("_")[0].split(".")[0] for m in found.results} == {"chelsea"}
     assert all(m.distance <= threshold for m in found.results)
-    same = dedup.duplicates_of(idx, str(root / "rocket.png"), threshold)
+    assert all(found.evidence[m.id].inliers >= rule.min_inliers for m in found.results)
+    same = dedup.duplicates_of(idx, str(root / "rocket.png"), rule)
     assert [m.distance for m in same.results[:2]] == [0.0, 0.0]
     unrelated = tmp_path / "clock.jpg"
     sample_photo("clock").save(unrelated)
-    assert dedup.duplicates_of(idx, str(unrelated), threshold).results == []
+    assert dedup.duplicates_of(idx, str(unrelated), rule).results == []
 
 
 def test_empty_selection(library, tmp_path):
@@ -358,3 +378,41 @@ def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
                 (g.kind, g.keep, [d.path for d in g.duplicates]) for g in exact.groups]
             np.testing.assert_allclose([d.distance for g in found.groups for d in g.duplicates],
                                        [d.distance for g in exact.groups for d in g.duplicates], atol=1e-5)
+
+
+def test_near_groups_carry_evidence_and_rotations_come_from_the_hashes(library):
+    root, _, idx = library
+    rule, preset = dedup.resolve_threshold(None, idx.store.model)
+    report = dedup.find_duplicates(idx, rule, preset, under=str(root))
+    by_path = {d.path: d for g in report.groups for d in g.duplicates}
+    for name in ("chelsea", "coffee", "astronaut"):
+        rotated = by_path[str(root / f"{name}_rot90.jpg")]
+        assert rotated.evidence.rotation in (90, 270) and f"rotated {rotated.evidence.rotation}°" in rotated.evidence.edits
+        assert by_path[str(root / f"{name}_flip.jpg")].evidence.flipped
+        assert any(e.startswith("cropped") for e in by_path[str(root / f"{name}_crop.jpg")].evidence.edits)
+        assert "re-encoded (JPEG q90)" in by_path[str(root / f"{name}_q50.jpg")].evidence.edits  # saved at q90
+    assert report.stages["hash_pairs"] >= 3 and report.stages["pairs_verified"] >= 21
+    row = report.to_dict()["groups"][-1]["duplicates"][0]
+    assert {"inliers", "rotation", "flipped", "scale", "shown", "filled", "edits", "summary"} <= row["evidence"].keys()
+
+
+def test_a_chain_of_overlapping_crops_never_joins_its_ends(tmp_path):
+    # A ~ B and B ~ C share pixels; A and C share none. A has the most pixels, so it is kept first:
+    # it may take B, never C (one-link chains through B would merge two different pictures).
+    photo = sample_photo("chelsea")  # all three within the candidate radius of each other: verification decides
+    w, h = photo.size
+    root = tmp_path / "chain"
+    root.mkdir()
+    a = photo.crop((0, 0, w * 6 // 10, h))
+    a.resize((a.width * 3 // 2, a.height * 3 // 2)).save(root / "a.png")
+    photo.crop((w * 3 // 10, 0, w * 9 // 10, h)).save(root / "b.png")
+    photo.crop((w * 6 // 10, 0, w, h)).save(root / "c.png")
+    with Index.open(tmp_path / "index", create=True) as idx:
+        idx.add(root)
+        for name in ("near", "similar"):
+            report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)[name], name)
+            for g in report.groups:
+                members = {os.path.basename(p) for p in (g.keep, *(d.path for d in g.duplicates))}
+                assert not {"a.png", "c.png"} <= members, (name, members)
+            assert [(os.path.basename(g.keep), [os.path.basename(d.path) for d in g.duplicates])
+                    for g in report.groups] == [("a.png", ["b.png"])]

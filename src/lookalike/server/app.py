@@ -117,12 +117,31 @@ class SearchResponse(BaseModel):
     results: list[Result]
 
 
+class Evidence(BaseModel):
+    """Why a file is a duplicate: ORB inliers of one similarity transform and what it says."""
+
+    inliers: int
+    matches: int
+    rotation: int
+    flipped: bool
+    scale: float
+    shown: float
+    filled: float
+    brightness: float
+    edits: list[str]
+    summary: str
+
+
+class DuplicateResult(Result):
+    evidence: Evidence | None = None
+
+
 class DuplicatesResponse(BaseModel):
     query: QueryInfo
     metric: MetricName
     threshold: float
     preset: str | None
-    results: list[Result]
+    results: list[DuplicateResult]
 
 
 class Stats(BaseModel):
@@ -209,15 +228,17 @@ class Searcher:
         with self.lock:
             model = self.index.model
         try:
-            limit, preset = dedup.resolve_threshold(threshold, model)
+            rule, preset = dedup.resolve_threshold(threshold, model)
         except ValueError as e:
             raise RequestValidationError([{"type": "value_error", "loc": ("query", "threshold"), "msg": str(e),
                                             "input": threshold}]) from None
         query, vector, same = self._embed_upload(data, name)
         with self.lock:
-            found = dedup.duplicates_of_vector(self.index, vector, same, limit, name)
-        return DuplicatesResponse(query=query, metric=found.metric, threshold=limit, preset=preset,
-                                  results=self._results(found))
+            found = dedup.duplicates_of_vector(self.index, vector, same, rule, name, data)
+        rows = found.to_dict()["results"]
+        return DuplicatesResponse(query=query, metric=found.metric, threshold=rule.radius, preset=preset,
+                                  results=[DuplicateResult(**r.model_dump(), evidence=row.get("evidence"))
+                                           for r, row in zip(self._results(found), rows)])
 
     def _embed_upload(self, data: bytes, name: str) -> tuple[QueryInfo, np.ndarray, list[int]]:
         """The query, its vector and the ids of indexed files with the same bytes (whose stored
@@ -403,8 +424,9 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
     async def duplicates_upload(request: Request, form: Annotated[DuplicatesForm, Form()],
                                 threshold: ThresholdQ = "near") -> DuplicatesResponse:
-        """Is this image already in the index? Every indexed image within the threshold of it,
-        nearest first (files with the same bytes at distance 0)."""
+        """Is this image already in the index? Every indexed image that duplicates it, nearest first
+        (files with the same bytes at distance 0); with a two-stage preset (near, similar), each
+        candidate is verified and its evidence given."""
         o = form.options(request, {"threshold": threshold})
         data, name = await _read_upload(form.file, max_upload)
         return await run_in_threadpool(searcher.duplicates_upload, data, name, o["threshold"])

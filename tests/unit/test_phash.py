@@ -1,0 +1,70 @@
+"""Dihedral perceptual hashes: one decode, eight transforms, candidate pairs and the cache."""
+
+import os
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from conftest import sample_photo
+from lookalike import phash
+
+
+def test_hashes_match_the_dct_of_each_transformed_thumbnail():
+    thumbs = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32) * 255
+    table = phash.hashes(thumbs)
+    assert table.shape == (3, 8, 8) and table.dtype == np.uint8
+    for n in range(3):
+        for t in range(8):
+            view = np.rot90(thumbs[n], t % 4)
+            view = np.ascontiguousarray(view[:, ::-1] if t >= 4 else view)
+            low = cv2.dct(view)[:8, :8]
+            assert (np.packbits(low > np.median(low)) == table[n, t]).all()
+
+
+def _bits(a, b):
+    return int(np.unpackbits(a ^ b).sum())
+
+
+def test_a_rotated_or_flipped_copy_matches_under_its_transform(tmp_path):
+    img = sample_photo("astronaut")
+    original = phash.image_hashes(img)
+    for edit, t in [(lambda i: i.transpose(Image.Transpose.ROTATE_90), 3), (ImageOps.mirror, 4),
+                    (lambda i: i.transpose(Image.Transpose.ROTATE_180), 2)]:
+        edit(img).save(tmp_path / "v.jpg", quality=85)
+        copy = phash.image_hashes(str(tmp_path / "v.jpg"))
+        assert _bits(copy[t], original[0]) <= 6
+        assert _bits(copy[0], original[0]) > 20  # untransformed, the copy does not match
+    other = phash.image_hashes(sample_photo("coffee"))
+    assert min(_bits(other[t], original[0]) for t in range(8)) > phash.RADIUS
+
+
+def test_pairs_each_once_at_the_closest_transform():
+    photos = [sample_photo(n) for n in ("astronaut", "coffee", "rocket")]
+    thumbs = np.stack([phash.thumbnail(p) for p in photos] + [phash.thumbnail(photos[0].transpose(Image.Transpose.ROTATE_90))])
+    table = phash.hashes(thumbs)
+    i, j, t, bits = phash.pairs(table)
+    assert sorted(zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist())) == [(0, 3)]
+    assert phash.TRANSFORMS[t[0]].startswith("rotated") and bits[0] <= 6
+    rows, query, _, _ = phash.pairs(table[:3], queries=table[3:])
+    assert rows.tolist() == [0] and query.tolist() == [0]
+
+
+def test_hash_store_computes_once_and_survives_a_read_only_folder(tmp_path):
+    photo = tmp_path / "a.jpg"
+    sample_photo("rocket").save(photo)
+    store = phash.HashStore(tmp_path)
+    first, ok = store.get(np.array([7]), [str(photo)])
+    assert ok.tolist() == [True] and (tmp_path / "hashes.sqlite").exists()
+    os.remove(photo)  # from now on only the cache can answer
+    again, ok = phash.HashStore(tmp_path).get(np.array([7]), [str(photo)])
+    assert ok.tolist() == [True] and (again == first).all()
+    gone, ok = phash.HashStore(tmp_path).get(np.array([8]), [str(photo)])
+    assert ok.tolist() == [False] and not gone.any()
+    broken = tmp_path / "cannot-write"
+    (broken / "hashes.sqlite").mkdir(parents=True)  # not a database (like a read-only index: no writes)
+    store = phash.HashStore(broken)
+    sample_photo("rocket").save(tmp_path / "b.jpg")
+    hashes, ok = store.get(np.array([1]), [str(tmp_path / "b.jpg")])
+    assert ok.tolist() == [True] and (hashes == first).all() and 1 in store.memory
+    assert (store.get(np.array([1]), [None])[0] == first).all()  # from memory now
