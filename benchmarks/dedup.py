@@ -580,7 +580,7 @@ def main() -> None:
                 baseline = dedup.find_duplicates(idx, 0.08)
                 result["one_stage_0.08"] = {"seconds": round(baseline.seconds, 3), **evaluate(baseline, truth, scene)}
                 result["presets"] = {}
-                for name, rule in dedup.presets(idx.store.model).items():
+                for name, rule in dedup.presets(idx.model).items():
                     load = os.getloadavg()[0]
                     rep = dedup.find_duplicates(idx, rule, name)
                     result["presets"][name] = {"rule": rule.to_dict(), "seconds": round(rep.seconds, 3),

@@ -613,7 +613,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
     paths = index.store.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
-    return DuplicateMatches(label, "duplicates", METRIC, matches, evidence)
+    return DuplicateMatches(label, "duplicates", METRIC, matches, evidence=evidence)
 
 
 class _Rows:

@@ -296,7 +296,7 @@ def _members(report):
 
 def test_known_groups_are_found_with_the_defaults(library):
     root, groups, idx = library
-    rule, preset = dedup.resolve_threshold(None, idx.store.model)
+    rule, preset = dedup.resolve_threshold(None, idx.model)
     report = dedup.find_duplicates(idx, rule, preset, under=str(root))
     expected = sorted((s for s in groups.values() if len(s) > 1), key=sorted)
     assert _members(report) == expected
@@ -313,7 +313,7 @@ def test_known_groups_are_found_with_the_defaults(library):
 
 def test_distinct_photos_are_not_grouped(library):
     root, _, idx = library
-    report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)["similar"], under=str(root))
+    report = dedup.find_duplicates(idx, dedup.presets(idx.model)["similar"], under=str(root))
     originals = {str(root / f"{name}.png") for name in (*DISTINCT, "coins_left", "coins_right")}
     for members in _members(report):
         assert len(members & originals) <= 1, members
@@ -321,7 +321,7 @@ def test_distinct_photos_are_not_grouped(library):
 
 def test_to_remove_lists_every_grouped_file_but_the_kept_one(library):
     root, groups, idx = library
-    report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)["near"], under=str(root))
+    report = dedup.find_duplicates(idx, dedup.presets(idx.model)["near"], under=str(root))
     removed = report.to_remove()
     kept = {g.keep for g in report.groups}
     assert kept.isdisjoint(removed) and len(removed) == len(set(removed))
@@ -341,7 +341,7 @@ def test_corrupt_file_is_skipped_with_a_reason(library):
 
 def test_duplicates_of_a_new_image(library, tmp_path):
     root, _, idx = library
-    rule = dedup.presets(idx.store.model)["near"]
+    rule = dedup.presets(idx.model)["near"]
     threshold = rule.radius
     new = tmp_path / "chelsea again.jpg"
     _jpeg(sample_photo("chelsea"), 70).save(new, quality=70)
@@ -370,7 +370,7 @@ def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
         ann_store.configure(approx.store, "hnsw")
         approx.add(root)
         assert approx.index_type == "hnsw"
-        for threshold in dedup.presets(idx.store.model).values():
+        for threshold in dedup.presets(idx.model).values():
             exact = dedup.find_duplicates(idx, threshold, under=str(root))
             found = dedup.find_duplicates(approx, threshold, under=str(root))
             assert (exact.search, found.search) == ("exact", "hnsw")
@@ -382,7 +382,7 @@ def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
 
 def test_near_groups_carry_evidence_and_rotations_come_from_the_hashes(library):
     root, _, idx = library
-    rule, preset = dedup.resolve_threshold(None, idx.store.model)
+    rule, preset = dedup.resolve_threshold(None, idx.model)
     report = dedup.find_duplicates(idx, rule, preset, under=str(root))
     by_path = {d.path: d for g in report.groups for d in g.duplicates}
     for name in ("chelsea", "coffee", "astronaut"):
@@ -410,7 +410,7 @@ def test_a_chain_of_overlapping_crops_never_joins_its_ends(tmp_path):
     with Index.open(tmp_path / "index", create=True) as idx:
         idx.add(root)
         for name in ("near", "similar"):
-            report = dedup.find_duplicates(idx, dedup.presets(idx.store.model)[name], name)
+            report = dedup.find_duplicates(idx, dedup.presets(idx.model)[name], name)
             for g in report.groups:
                 members = {os.path.basename(p) for p in (g.keep, *(d.path for d in g.duplicates))}
                 assert not {"a.png", "c.png"} <= members, (name, members)

@@ -102,9 +102,10 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
     names = [r["name"] for r in body["results"]]
     assert names[0] == "chelsea.jpg" and set(names) <= {"chelsea.jpg", "chelsea_flip.jpg", "chelsea_crop.png"}
     assert all(0 < r["distance"] <= body["threshold"] for r in body["results"])
+    assert all(r["evidence"]["inliers"] >= 20 and r["evidence"]["summary"] for r in body["results"])  # verified
     exact = duplicates((photo_dir / "chelsea.jpg").read_bytes(), threshold="exact").json()
     assert exact["results"][0] == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg",
-                                   "folder": photo_dir.name, "distance": 0.0}
+                                   "folder": photo_dir.name, "distance": 0.0, "evidence": None}
     assert duplicates(jpeg(sample_photo("clock"))).json()["results"] == []
     assert duplicates(chelsea, threshold="0.9").json()["threshold"] == 0.9
     bad = duplicates(chelsea, threshold="loose")
@@ -130,7 +131,8 @@ def test_an_upload_posted_again_is_embedded_once(index):
     assert calls == [1, 1]  # the rocket once, the coffee once
     assert first["results"][0]["name"].startswith("rocket") and again["mode"] == "farthest"
     assert again["results"][0]["distance"] > first["results"][-1]["distance"]
-    assert dupes["results"] == [r for r in first["results"] if r["distance"] <= dupes["threshold"]]
+    assert [{k: v for k, v in r.items() if k != "evidence"} for r in dupes["results"]] == [
+        r for r in first["results"] if r["distance"] <= dupes["threshold"]]
     assert other["results"][0]["name"].startswith("coffee")
 
 
