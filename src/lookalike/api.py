@@ -179,6 +179,16 @@ class Index:
         self.ann()
         return report
 
+    def add_shards(self, location: str, on_plan=None, on_progress=None) -> IndexReport:
+        """Add the files of Parquet shards written by ``lookalike embed`` (a folder or URI; needs the
+        ``cluster`` extra), shard by shard (see :func:`lookalike.cluster.load.load`), then bring the
+        approximate index up to date."""
+        from lookalike.cluster.load import load
+
+        report = load(self.store, location, on_plan, on_progress)
+        self.ann()
+        return report
+
     @property
     def index_type(self) -> str:
         """``exact``, or the approximate kind (``hnsw``, ``ivfpq``) queries use."""

@@ -125,8 +125,10 @@ def _seed(seed: int | None, announce: bool = True) -> int:
 
 @app.command()
 def index(
-    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder of images to index (recursively).",
-                                           show_default=False)],
+    folder: Annotated[Optional[Path], typer.Argument(metavar="FOLDER", help="Folder of images to index (recursively).",
+                                                     show_default=False)] = None,
+    shards: Annotated[Optional[str], typer.Option("--from", metavar="SHARDS", help="Instead of FOLDER: add the "
+                                                  "Parquet shards of `lookalike embed` (folder or URI).")] = None,
     index_path: IndexOpt = None,
     model: ModelOpt = None,
     layer: LayerOpt = None,
@@ -147,10 +149,17 @@ def index(
 
     A folder without images is an error when it would create a new index, and a warning otherwise.
     """
-    if not folder.is_dir():
+    if (folder is None) == (shards is None):
+        fail("give a FOLDER or --from SHARDS (one of them)")
+    if shards is not None:
+        _need_cluster("pyarrow")
+        from lookalike.cluster.shards import Shards
+
+        model, layer = _shards_model(Shards(shards), model, layer)
+    elif not folder.is_dir():
         fail(f"not a directory: {folder}")
     ignored: Counter = Counter()
-    if next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
+    if folder is not None and next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
         nothing = f"no images under {folder}{_ignored_text(ignored, ': ignored ')}"
         if rebuild or not Index.exists(index_path):
             fail(f"{nothing}; no index created")
@@ -167,8 +176,11 @@ def index(
                 t = bar.tasks[0]
                 bar.update(task, rate=f"{t.completed / t.elapsed:.1f} img/s" if t.elapsed else "")
 
-            report = idx.add(folder, batch, workers, max_pixels,
-                             on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+            if shards is not None:
+                report = idx.add_shards(shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+            else:
+                report = idx.add(folder, batch, workers, max_pixels,
+                                 on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -180,6 +192,14 @@ def index(
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
           f"skipped {len(report.skipped)}{_ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
           f"{idx.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+
+
+def _shards_model(shards, model: str | None, layer: str | None) -> tuple[str | None, str | None]:
+    """The model and layer to create an index for shards with: the shards' own unless given."""
+    held = shards.model()
+    if held is None:
+        fail(f"no shards in {shards.location}")
+    return model or held["name"], layer or (None if model else held["layer"])
 
 
 def _ignored_text(ignored: Counter, prefix: str) -> str:

@@ -24,6 +24,10 @@ def test_embed_writes_shards_once(photo_dir, tmp_path):
     again = run_cli("embed", tmp_path / "photos", "--out", out)
     assert again.stdout.startswith("embedded 0, unchanged 5, skipped 1; 0 shards")
     assert "skipped" in again.stderr and "broken.jpg" in again.stderr
+    loaded = json.loads(run_cli("index", "--from", out, "--index", tmp_path / "idx", "--json").stdout)
+    assert (loaded["indexed"], loaded["total"], len(loaded["skipped"])) == (5, 5, 1)
+    both = run_cli("index", tmp_path / "photos", "--from", out, "--index", tmp_path / "idx", check=False)
+    assert both.returncode == 1 and "one of them" in both.stderr
 
 
 def test_embed_missing_source_is_one_line_error(tmp_path):

@@ -63,6 +63,7 @@ _PARAM_KEYS = {
     "ivfpq": {"nlist", "nprobe", "m", "nbits", "pca"},
 }
 _TRAIN_MAX = 100_000
+_ADD_ROWS = 65_536
 
 
 
@@ -112,8 +113,9 @@ class FaissBackend:
         ``describe()`` reports what was actually built.
         """
         metric = get_metric(metric)
-        x = _prepare(vectors, metric)
-        n, dim = x.shape
+        if np.ndim(vectors) != 2:
+            raise ValueError(f"expected a (N, D) array, got shape {np.shape(vectors)}")
+        n, dim = np.shape(vectors)
         ids = _check_ids(ids, n)
         kind = choose_kind(kind, n, dim)
         if kind == "ivfpq" and n < 16:
@@ -128,9 +130,11 @@ class FaissBackend:
                 params = {**params, "pca": None}
         p = {**default_params(kind, n, params.get("pca") or dim), **params}
         rows = max(_TRAIN_MAX, 50 * p.get("nlist", 0))
-        train = x[np.sort(np.random.default_rng(0).choice(n, rows, replace=False))] if n > rows else x
-        index = _new_index(kind, metric, dim, p, train)
-        index.add_with_ids(x, ids)
+        sample = np.sort(np.random.default_rng(0).choice(n, rows, replace=False)) if n > rows else slice(None)
+        index = _new_index(kind, metric, dim, p, _prepare(vectors[sample], metric))
+        # added chunk by chunk: a memory-mapped collection larger than RAM is never copied whole
+        for start in range(0, n, _ADD_ROWS):
+            index.add_with_ids(_prepare(vectors[start:start + _ADD_ROWS], metric), ids[start:start + _ADD_ROWS])
         return cls(index, kind, metric, dim, p, build_count=n)
 
     @property
