@@ -170,12 +170,14 @@ class Index:
         ann_store.configure(self.store, setting)
 
     def add(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
-            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None) -> IndexReport:
+            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None,
+            follow_links: bool = False) -> IndexReport:
         """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
         then bring the approximate index up to date."""
         if not os.path.isdir(folder):
             raise StoreError(f"not a directory: {folder}")
-        report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress)
+        report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress,
+                        follow_links)
         self.ann()
         return report
 

@@ -58,6 +58,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
 LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all cores]")]
+FollowLinksOpt = Annotated[bool, typer.Option("--follow-links", help="Also index what symbolic links lead to "
+                                              "outside the folder [default: such links are left out, with a reason]")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 TorchThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights file of a model that takes one "
@@ -139,6 +141,7 @@ def index(
     weights: WeightsOpt = None,
     max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
+    follow_links: FollowLinksOpt = False,
     ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
                                                       "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
     as_json: JsonOpt = False,
@@ -180,7 +183,8 @@ def index(
                 report = idx.add_shards(shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
             else:
                 report = idx.add(folder, batch, workers, max_pixels,
-                                 on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+                                 on_plan=lambda n: bar.update(task, total=n), on_progress=advance,
+                                 follow_links=follow_links)
     if as_json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -455,6 +459,7 @@ def dedup(
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
+    follow_links: FollowLinksOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -475,7 +480,7 @@ def dedup(
             with _progress(quiet or as_json) as bar:
                 task = bar.add_task("embed", total=None, rate="")
                 indexed = idx.add(folder, on_plan=lambda n: bar.update(task, total=n),
-                                  on_progress=lambda n: bar.advance(task, n))
+                                  on_progress=lambda n: bar.advance(task, n), follow_links=follow_links)
         report = dd.find_duplicates(idx, rule, preset, under=str(folder) if folder is not None else None)
     if indexed is not None:
         report.skipped = sorted(dict(report.skipped + indexed.skipped).items())

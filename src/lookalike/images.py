@@ -56,18 +56,24 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(root: str | os.PathLike, ignored: Counter | None = None) -> Iterator[str]:
-    """Yield absolute paths of image files under ``root``, sorted, following symlinks without looping.
+def list_images(root: str | os.PathLike, ignored: Counter | None = None,
+                left_out: list[tuple[str, str]] | None = None, follow_links: bool = False) -> Iterator[str]:
+    """Yield absolute paths of image files under ``root``, sorted.
 
-    Directories are identified by (device, inode), so a symlink back up the tree is visited once.
-    Hidden directories (``.name``) are skipped: that is where indexes and caches live. ``ignored``,
-    when given, counts the other (not hidden) files by lower-case extension ("" for none).
+    Symbolic links are followed while they lead to a place inside ``root`` (anywhere with
+    ``follow_links``); directories are identified by (device, inode), so a link back up the tree is
+    visited once. Hidden directories (``.name``) are skipped: that is where indexes and caches live.
+    ``ignored``, when given, counts the other (not hidden) files by lower-case extension ("" for
+    none); ``left_out`` receives (path, reason) for every link not followed, dangling link, image name
+    that is not a regular file, and folder that cannot be read.
     """
     root = os.path.abspath(os.fspath(root))
     if os.path.isfile(root):
         if is_image_path(root):
             yield root
         return
+    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
+    note = left_out.append if left_out is not None else lambda item: None
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -82,19 +88,31 @@ def list_images(root: str | os.PathLike, ignored: Counter | None = None) -> Iter
         seen.add(key)
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
+        except OSError as e:
+            note((directory, f"cannot read folder: {e.strerror or e}"))
             continue
         subdirs = []
         for entry in entries:
+            hidden = entry.name.startswith(".")
             try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not os.path.exists(target):
+                        note((entry.path, "dangling symbolic link"))
+                        continue
+                    if not follow_links and not (target + os.sep).startswith(inside):
+                        note((entry.path, "symbolic link to outside the folder (use --follow-links to include it)"))
+                        continue
                 if entry.is_dir():
-                    if not entry.name.startswith("."):
+                    if not hidden:
                         subdirs.append(entry.path)
-                elif entry.is_file():
-                    if is_image_path(entry.name):
-                        yield entry.path
-                    elif ignored is not None and not entry.name.startswith("."):
+                elif not is_image_path(entry.name):
+                    if ignored is not None and not hidden:
                         ignored[os.path.splitext(entry.name)[1].lower()] += 1
+                elif entry.is_file():
+                    yield entry.path
+                else:
+                    note((entry.path, "not a regular file (a FIFO, socket or device)"))
             except OSError:
                 continue
         stack.extend(reversed(subdirs))

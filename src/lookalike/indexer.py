@@ -101,11 +101,12 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window:
 
 def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan: Callable[[int], None] | None = None,
-           on_progress: Callable[[int], None] | None = None) -> IndexReport:
+           on_progress: Callable[[int], None] | None = None, follow_links: bool = False) -> IndexReport:
     """Make the part of ``store`` under ``root`` match the image files there.
 
     New and changed files are embedded, files gone from disk are removed, unchanged ones are left
     alone. ``on_plan(n)`` is told how many files need decoding, ``on_progress(n)`` how many were done.
+    Symbolic links leading outside ``root`` are left out (with a reason) unless ``follow_links``.
     """
     started = time.perf_counter()
     root = os.path.abspath(os.fspath(root))
@@ -113,7 +114,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
     known = store.records(under=root)
     todo: list[tuple[str, int, int]] = []
     seen: set[str] = set()
-    for path in list_images(root, report.ignored):
+    for path in list_images(root, report.ignored, report.skipped, follow_links):
         seen.add(path)
         try:
             st = os.stat(path)

@@ -156,3 +156,30 @@ def test_damaged_or_empty_catalog_and_full_disk_give_one_line(tmp_path):
     code, out, err = cli("index", photos, "--index", ix, "--json")
     resumed = json.loads(out)
     assert resumed["unchanged"] > 0 and resumed["total"] == 43
+
+
+def test_links_out_of_the_folder_fifos_and_unreadable_folders_are_left_out_with_a_reason(tmp_path):
+    photos = _photos(tmp_path / "photos")
+    outside = tmp_path / "elsewhere.jpg"
+    sample_photo("horse").save(outside)
+    (photos / "out.jpg").symlink_to(outside)
+    (photos / "inside.jpg").symlink_to(photos / "rocket.jpg")  # stays within the folder: followed
+    (photos / "dangling.jpg").symlink_to(tmp_path / "nothing.jpg")
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "locked").mkdir()
+    sample_photo("moon").save(photos / "locked" / "moon.jpg")
+    (photos / "locked").chmod(0)
+    ro = _without_root_override()
+    try:
+        code, out, err = cli("index", photos, "--index", tmp_path / "ix", "--json", prefix=ro)
+        assert code == 0, err
+        report = json.loads(out)
+        reasons = {os.path.basename(s["path"]): s["reason"] for s in report["skipped"]}
+        assert set(reasons) == {"out.jpg", "dangling.jpg", "pipe.jpg", "locked"}
+        assert "--follow-links" in reasons["out.jpg"] and "dangling" in reasons["dangling.jpg"]
+        assert "regular file" in reasons["pipe.jpg"] and "cannot read folder" in reasons["locked"]
+        assert report["indexed"] == 4  # three photos and the link inside the folder
+        code, out, err = cli("index", photos, "--index", tmp_path / "ix", "--json", "--follow-links", prefix=ro)
+        assert json.loads(out)["indexed"] == 1 and code == 0, err
+    finally:
+        (photos / "locked").chmod(0o755)
