@@ -1,0 +1,140 @@
+"""Scale-out benchmark (JSON on stdout): Ray embedding at 1 and 2 workers against ``lookalike index``
+on the same images (ratio in the same run), and milvus-lite against FAISS HNSW on the same vectors
+(query p50/p95, recall@10 against exact search, insert/build time, resident memory growth).
+
+    nice -n 10 python benchmarks/scale_out.py --images /work/shared/data/flowers51 --limit 400 --n 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _subset(root: Path, limit: int, dest: Path) -> Path:
+    """Copies of the first ``limit`` images (sorted) so every engine reads the same files."""
+    from lookalike.images import list_images
+
+    dest.mkdir(parents=True)
+    for i, path in enumerate(sorted(list_images(root))[:limit]):
+        shutil.copyfile(path, dest / f"{i:05d}{Path(path).suffix}")
+    return dest
+
+
+def embedding(images: Path, work: Path) -> dict:
+    import ray
+
+    from lookalike.api import Index
+    from lookalike.cluster.embed import embed, model_spec
+
+    out = {}
+    t = time.perf_counter()
+    with Index.open(work / "index", create=True) as idx:
+        report = idx.add(images)
+    out["embedded_index"] = {"images": report.indexed, "seconds": round(time.perf_counter() - t, 2)}
+    t = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    out["ray_init_seconds"] = round(time.perf_counter() - t, 2)
+    try:
+        for workers in (1, 2):
+            t = time.perf_counter()
+            r = embed(str(images), str(work / f"shards{workers}"), model_spec(), "ray", workers=workers)
+            out[f"ray_{workers}"] = {"images": r.embedded, "seconds": round(time.perf_counter() - t, 2)}
+    finally:
+        ray.shutdown()
+    base = out["embedded_index"]["images"] / out["embedded_index"]["seconds"]
+    for key in ("embedded_index", "ray_1", "ray_2"):
+        out[key]["img_per_s"] = round(out[key]["images"] / out[key]["seconds"], 1)
+    for workers in (1, 2):
+        out[f"ratio_ray_{workers}_vs_index"] = round(out[f"ray_{workers}"]["img_per_s"] / base, 3)
+    return out
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _latency(fn, queries) -> tuple[list, dict]:
+    found, times = [], []
+    for q in queries:
+        t = time.perf_counter()
+        found.append(fn(q[None]))
+        times.append((time.perf_counter() - t) * 1e3)
+    return found, {"p50_ms": round(float(np.percentile(times, 50)), 2),
+                   "p95_ms": round(float(np.percentile(times, 95)), 2)}
+
+
+def vectors(n: int, dim: int, n_queries: int, work: Path) -> dict:
+    from lookalike.cluster.milvus import MilvusBackend
+    from lookalike.vectors import ExactBackend
+    from lookalike.vectors.faiss_backend import FaissBackend
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((48, dim)).astype(np.float32)  # a mixture, embedding-like
+    x = (centres[rng.integers(0, 48, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32))
+    x = np.abs(x)  # non-negative like pooled CNN features
+    ids = np.arange(n, dtype=np.int64)
+    queries = x[rng.choice(n, n_queries, replace=False)] + 0.05
+    _, exact = ExactBackend(ids, x, "cosine").nearest(queries, 10)
+    out = {"n": n, "dim": dim, "queries": n_queries}
+
+    def recall(found):
+        return round(float(np.mean([len(set(f[1][0]) & set(e)) / 10 for f, e in zip(found, exact)])), 4)
+
+    rss = _rss_mb()
+    t = time.perf_counter()
+    hnsw = FaissBackend.build(x, ids, "cosine", "hnsw")
+    entry = {"build_s": round(time.perf_counter() - t, 2), "peak_rss_growth_mb": round(_rss_mb() - rss, 1)}
+    found, lat = _latency(lambda q: hnsw.nearest(q, 10), queries)
+    out["faiss_hnsw_sq8"] = {**entry, **lat, "recall@10": recall(found)}
+    for index_type, params, search in (("FLAT", {}, {}), ("IVF_FLAT", {"nlist": 256}, {"nprobe": 16})):
+        t = time.perf_counter()
+        backend = MilvusBackend(str(work / f"{index_type}.db"), "bench", dim, "cosine", index_type, fresh=True,
+                                **params)
+        backend.add(x, ids)
+        backend.client.flush("bench")
+        entry = {"insert_s": round(time.perf_counter() - t, 2)}
+        found, lat = _latency(lambda q: backend.client.search("bench", data=[q[0].tolist()], limit=10,
+                                                              search_params={"params": search}), queries)
+        found = [(None, [[h["id"] for h in f[0]]]) for f in found]
+        out[f"milvus_lite_{index_type.lower()}"] = {**entry, **lat, "recall@10": recall(found)}
+        backend.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=Path, default=Path("/work/shared/data/flowers51"))
+    ap.add_argument("--limit", type=int, default=2040, help="Images embedded by each engine.")
+    ap.add_argument("--n", type=int, default=100_000, help="Vectors for milvus-lite vs FAISS.")
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--skip-embedding", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lookalike-scale-"))
+    os.environ.setdefault("LOOKALIKE_CACHE", str(Path.home() / ".cache" / "lookalike"))
+    result = {"cpus": os.cpu_count(), "loadavg_start": [round(v, 2) for v in os.getloadavg()]}
+    try:
+        if not args.skip_embedding:
+            result["embedding"] = embedding(_subset(args.images, args.limit, work / "images"), work)
+        result["vectors"] = vectors(args.n, args.dim, args.queries, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
