@@ -15,8 +15,13 @@ and for distinct photos the p0.1/p1/p5 of all base-base distances and of each ba
 its nearest other base. Suggested thresholds follow from those figures by the rules in
 :func:`suggest`; :data:`lookalike.dedup.PRESETS` holds the values chosen from them.
 
-Then, for each preset (and a sweep of thresholds): pairwise precision and recall over known
-duplicate pairs, recall per transform, and the wall time of :func:`lookalike.dedup.find_duplicates`.
+Two stages (:func:`two_stage`): every candidate pair of the loosest first stage (cosine 0.3 or a
+rotated/flipped hash match) is verified once by ORB + RANSAC; the inlier distributions of true
+pairs (per transform) and of distinct pairs (same flowers51 class apart) are printed, and a sweep
+of radius x inlier minimum replays the grouping through :func:`lookalike.dedup.find_duplicates`
+with the recorded inliers. Then, for each preset: pairwise precision and recall over known
+duplicate pairs, recall per transform (and with rotations aside), the wall time and the stage
+figures (candidate pairs, pairs verified, ms per pair).
 ``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images, and
 ``--grouping N`` the neighbour search alone, exact vs HNSW, on N synthetic embeddings.
 
@@ -332,12 +337,13 @@ def suggest(cal: dict, sweep: list[dict]) -> dict:
       nearest distinct photo, so only visually identical re-saves fall under it.
     * near (the default, two stages): of the swept rules with pair precision >= 0.995, the one of
       best recall (ties: the higher inlier minimum, then the smaller radius).
-    * similar (two stages): the swept rule of best pairwise F1: more recall for review.
+    * similar (two stages): near's radius with the lowest inlier minimum that keeps pair precision
+      >= 0.99: looser verification, for review.
     """
-    f1 = lambda s: 2 * s["precision"] * s["recall"] / max(s["precision"] + s["recall"], 1e-9)  # noqa: E731
     safe = [s for s in sweep if s["precision"] >= 0.995] or sweep
     near = max(safe, key=lambda s: (s["recall"], s["min_inliers"], -s["radius"]))
-    similar = max(sweep, key=lambda s: (f1(s), s["min_inliers"]))
+    looser = [s for s in sweep if s["radius"] == near["radius"] and s["precision"] >= 0.99] or [near]
+    similar = min(looser, key=lambda s: s["min_inliers"])
     return {"exact": round(cal["distinct_nearest"]["p0.1"] / 2, 3),
             "near": {"radius": near["radius"], "min_inliers": near["min_inliers"]},
             "similar": {"radius": similar["radius"], "min_inliers": similar["min_inliers"]}}

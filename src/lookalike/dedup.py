@@ -22,17 +22,22 @@ How groups are formed (see :func:`find_duplicates`):
    copies of its kept file and of its members, so no file is kept by one group and listed by
    another, and every listed file is the kept file's bytes or those of a file compared with it.
 
-The presets are thresholds measured for one model by ``benchmarks/dedup.py`` (generated variants
-of real photos against distinct photos); its printed figures justify the values below.
+Two-stage rules (the ``near`` and ``similar`` presets, :class:`Rule`): step 2's pairs are only
+*candidates*, taken at a loose radius and unioned with pairs whose perceptual hashes match under a
+rotation or flip (:mod:`lookalike.phash`); in step 3 a file claims a candidate only when ORB +
+RANSAC verification against the kept file itself confirms it (:mod:`lookalike.verify`), and the
+fitted transform is the duplicate's evidence. The presets are measured for one model by
+``benchmarks/dedup.py`` (edited copies of real photos against distinct photos, other photos of the
+same flower class among them); its printed figures justify the values below.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
