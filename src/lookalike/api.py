@@ -26,6 +26,9 @@ from lookalike.store import DB_NAME, Store, StoreError
 from lookalike.vectors import Mode, Searcher, check_query
 from lookalike.vectors.faiss_backend import FaissBackend
 
+# Images decoded at once in a process: parallel uploads (the server) cannot multiply peak memory.
+_DECODING = threading.BoundedSemaphore(2)
+
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
@@ -243,7 +246,8 @@ class Index:
             if vector is not None:
                 return vector, same
             image = data
-        rgb = decode(image, self.spec.preprocessing.decode_size, max_pixels)
+        with _DECODING:
+            rgb = decode(image, self.spec.preprocessing.decode_size, max_pixels)
         vector = self.embedder.embed_images([rgb])[0]
         if cache is not None and digest is not None:
             with self.lock:

@@ -184,12 +184,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        if mode.startswith("I;16"):
-            lo, hi = 0.0, 65535.0
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+        arr = np.asarray(img)  # in its own type: a float64 copy of an 81-Mpx image would take 650 MB
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
+        out = np.zeros(arr.shape, np.uint8)
+        if hi > lo:
+            rows = max(1, (1 << 20) // max(arr.shape[1], 1))  # about 8 MB of float64 at a time
+            for at in range(0, arr.shape[0], rows):
+                scaled = (arr[at:at + rows].astype(np.float64) - lo) * (255.0 / (hi - lo))
+                out[at:at + rows] = np.clip(scaled + 0.5, 0, 255)
+        return Image.fromarray(out).convert("RGB")
     return img.convert("RGB")
 
 

@@ -100,3 +100,19 @@ def test_listing_ignores_other_extensions_survives_symlink_loops_and_odd_names(t
     found = list(list_images(tmp_path))
     assert [os.path.relpath(p, tmp_path) for p in found] == ["a.png", os.path.join("sub", "ünï côdé.JPG")]
     assert is_image_path("x.JPEG") and not is_image_path("x.txt")
+
+
+def test_a_16_bit_image_is_converted_in_bounded_memory():
+    import tracemalloc
+
+    from lookalike.images import to_rgb
+
+    arr = (np.arange(3000 * 3000, dtype=np.uint32) % 65536).astype(np.uint16).reshape(3000, 3000)
+    img = Image.fromarray(arr)
+    tracemalloc.start()
+    rgb = to_rgb(img)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2**20  # a float64 copy of the whole image alone would be 72 MB
+    expected = np.clip(arr[:5].astype(np.float64) * (255.0 / 65535.0) + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(rgb)[:5, :, 0], expected)
