@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import ranking_reference
 from lookalike.metrics import RetrievalEvaluation, cmc_curve, evaluate, evaluate_neighbors, sample_comparative_sets
 
 SUMMARY_KEYS = {
@@ -71,6 +72,31 @@ def test_hand_computed_cosine_example():
     assert ev.average_precision_at_r[0] == pytest.approx(1 / 2)
     assert ev.first_positive_rank[0] == 1
     assert ev.n_classes == 2
+
+
+# Non-unit vectors, classes A B A B:  0 = (1, 0), 1 = (10, 10), 2 = (0.5, 0.1), 3 = (-1, 3).
+# Cosine distances 1 - x.y / (|x| |y|), norms 1, sqrt(200), sqrt(0.26), sqrt(10):
+#   0-1: 1 - 10/sqrt(200) = 0.2929     0-2: 1 - 0.5/sqrt(0.26) = 0.0194   0-3: 1 + 1/sqrt(10) = 1.3162
+#   1-2: 1 - 6/sqrt(52) = 0.1679       1-3: 1 - 20/sqrt(2000) = 0.5528    2-3: 1 + 0.2/sqrt(2.6) = 1.1240
+#   q0 (A): 2+ 1- 3-  rank 1, AP 1     q1 (B): 2- 0- 3+  rank 3, AP 1/3
+#   q2 (A): 0+ 1- 3-  rank 1, AP 1     q3 (B): 1+ 2- 0-  rank 1, AP 1
+# Euclidean distances: 0-1 sqrt(181) = 13.45, 0-2 sqrt(0.26) = 0.51, 0-3 sqrt(13) = 3.61,
+#   1-2 sqrt(188.26) = 13.72, 1-3 sqrt(170) = 13.04, 2-3 sqrt(10.66) = 3.27
+#   q0: 2+ 3- 1-  rank 1, AP 1   q1: 3+ 0- 2-  rank 1, AP 1   q2: 0+ 3- 1-  rank 1   q3: 2- 0- 1+  rank 3, AP 1/3
+# A raw dot product (no division by the stored norms) would rank 1 (10, 10) first for q0.
+SCALED_X = np.array([[1, 0], [10, 10], [0.5, 0.1], [-1, 3]], np.float32)
+
+
+@pytest.mark.parametrize("metric, first, ap", [("cosine", [1, 3, 1, 1], [1, 1 / 3, 1, 1]),
+                                               ("l2", [1, 1, 1, 3], [1, 1, 1, 1 / 3])])
+@pytest.mark.parametrize("chunk_rows", [None, 1, 3])
+def test_hand_computed_non_unit_vectors(metric, first, ap, chunk_rows):
+    ev = evaluate(SCALED_X, ["A", "B", "A", "B"], metric=metric, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(ev.query_ids, [0, 1, 2, 3])
+    np.testing.assert_array_equal(ev.first_positive_rank, first)
+    np.testing.assert_allclose(ev.average_precision, ap)
+    np.testing.assert_allclose(ev.average_precision_at_r, [a if a == 1 else 0 for a in ap])
+    assert ev.summary()["recall@1"] == 0.75 and ev.summary()["map"] == pytest.approx((3 + 1 / 3) / 4)
 
 
 def test_recall_at_k_beyond_the_ranking_and_cmc():
@@ -147,44 +173,21 @@ def test_singleton_classes_are_excluded():
 
 def test_input_validation():
     X = np.zeros((3, 2), np.float32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown metric .dot."):
         evaluate(X, [0, 0, 1], metric="dot")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be 1-D of length 3"):
         evaluate(X, [0, 0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         evaluate(np.array([[np.nan, 0], [0, 0], [1, 1]], np.float32), [0, 0, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ks must be"):
         evaluate(X, [0, 0, 1], ks=(0,))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="chunk_rows must be >= 1"):
         evaluate(X, [0, 0, 1], chunk_rows=0)
+    with pytest.raises(ValueError, match="must be 2-D"):
+        evaluate(np.zeros(3, np.float32), [0, 0, 1])
 
 
 # ---------------------------------------------------------------- chunked path vs brute force
-
-
-def brute_force(X: np.ndarray, labels: np.ndarray, metric: str):
-    """Per-query Python loop in float64: (query ids, AP, AP@R, first-positive rank)."""
-    X = X.astype(np.float64)
-    if metric == "cosine":
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        Xn = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
-        D = 1.0 - Xn @ Xn.T
-    else:
-        D = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
-    ids, aps, aprs, firsts = [], [], [], []
-    for q in range(len(X)):
-        others = np.arange(len(X)) != q
-        positive = labels[others] == labels[q]
-        if not positive.any():
-            continue
-        order = np.lexsort((positive, D[q, others]))  # by distance, then negatives (False) first
-        ranks = np.flatnonzero(positive[order]) + 1.0
-        precision = np.arange(1, ranks.size + 1) / ranks
-        ids.append(q)
-        aps.append(precision.mean())
-        aprs.append(precision[ranks <= ranks.size].sum() / ranks.size)
-        firsts.append(ranks[0])
-    return np.array(ids), np.array(aps), np.array(aprs), np.array(firsts)
 
 
 def random_labels(rng, n, n_classes, n_singletons):
@@ -202,7 +205,7 @@ def test_chunked_equals_brute_force(metric, values):
     n, d = 300, 16
     X = (rng.choice([-1, 1], (n, d)) if values == "sign" else rng.integers(-2, 3, (n, d))).astype(np.float32)
     labels = random_labels(rng, n, 12, 5)
-    ref_ids, ref_ap, ref_apr, ref_first = brute_force(X, labels, metric)
+    ref_ids, ref_ap, ref_apr, ref_first = ranking_reference(X, labels, metric)
     for chunk_rows in (7, None):
         ev = evaluate(X, labels, metric=metric, chunk_rows=chunk_rows)
         np.testing.assert_array_equal(ev.query_ids, ref_ids)
@@ -221,7 +224,7 @@ def test_chunked_equals_dense_on_gaussian_data(metric):
     for name in ("query_ids", "average_precision", "average_precision_at_r", "first_positive_rank",
                  "comparative_rank"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(dense, name), rtol=1e-6, err_msg=name)
-    ref = brute_force(X, labels, metric)
+    ref = ranking_reference(X, labels, metric)
     np.testing.assert_allclose(dense.average_precision, ref[1], atol=1e-3)  # float32 vs float64 near-ties
 
 
@@ -344,11 +347,24 @@ def test_evaluate_neighbors_counts_positives_outside_the_list_as_missed():
     np.testing.assert_array_equal(ev.first_positive_rank, [2, np.inf, 2, 1, 3])
     s = ev.summary()
     assert s["recall@10"] == pytest.approx(0.8) and s["median_rank"] == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same image twice"):
         evaluate_neighbors(np.array([[1, 1], [0, 2], [0, 1]]), [0, 0, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"shape \(3, K\)"):
         evaluate_neighbors(np.array([[1], [0]]), [0, 0, 1])
+    with pytest.raises(ValueError, match=r"lie in \[-1, N\)"):
+        evaluate_neighbors(np.array([[1], [3], [0]]), [0, 0, 1])
 
 
-def test_result_type():
-    assert isinstance(evaluate(LINE_X, LINE_LABELS), RetrievalEvaluation)
+def test_summary_aggregates_per_query_results():
+    # Built by hand, not by evaluate(): ranks 1, 3, inf (missed) and 2; APs 1, 1/3, 0, 1/2.
+    ev = RetrievalEvaluation(metric="l2", n_images=6, n_classes=2, ks=(1, 2, 5), query_ids=np.array([0, 2, 3, 5]),
+                             average_precision=np.array([1, 1 / 3, 0, 1 / 2]),
+                             average_precision_at_r=np.array([1, 0, 0, 1 / 2]),
+                             first_positive_rank=np.array([1, 3, np.inf, 2]),
+                             comparative_rank=np.array([1, 1, 4, 2]))
+    s = ev.summary()
+    assert (s["n_images"], s["n_classes"], s["n_queries"], s["metric"]) == (6, 2, 4, "l2")
+    assert (s["recall@1"], s["recall@2"], s["recall@5"]) == (0.25, 0.5, 0.75)
+    assert s["map"] == pytest.approx((1 + 1 / 3 + 0 + 1 / 2) / 4) and s["map@r"] == pytest.approx(1.5 / 4)
+    assert s["median_rank"] == 2.5  # median of 1, 2, 3, inf
+    assert s["comparative"] == {"median_rank": 1.5, "recall@1": 0.5, "recall@2": 0.75, "recall@5": 1.0}

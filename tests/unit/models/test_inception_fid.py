@@ -2,6 +2,7 @@
 preprocessing against torch, and weight resolution (never downloads)."""
 
 import hashlib
+import re
 import subprocess
 import sys
 
@@ -138,7 +139,7 @@ def test_resizing_8_bit_pixels_with_a_divisor_equals_resizing_the_divided_photo(
 @pytest.mark.parametrize("bad", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8),
                                  np.zeros((8, 8, 4), np.uint8)])
 def test_fid_preprocess_rejects_non_rgb_uint8(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(f"expected an (H, W, 3) uint8 RGB array, got {bad.dtype} {bad.shape}")):
         fid_preprocess(bad)
 
 

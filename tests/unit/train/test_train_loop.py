@@ -15,13 +15,16 @@ from lookalike.train.config import TrainConfig
 from lookalike.train.run import train
 
 # Each class mixes crops of two unrelated photos: pretrained features group crops by photo, so
-# retrieval by class is mediocre until training pulls each class's two photos together.
-CLASSES = {"a": ("chelsea", "rocket"), "b": ("coffee", "horse"), "c": ("astronaut", "coins")}
+# retrieval by class is mediocre until training pulls each class's two photos together. With two
+# held-out crops per class, often of different photos, untrained recall@1 is about 1/2 (seeds 0-2
+# of make_classes: 0.50, 0.50, 0.58), and 3 epochs raise it by 1-2 images of 12 (to 0.67-0.75).
+CLASSES = {"a": ("chelsea", "rocket"), "b": ("coffee", "horse"), "c": ("astronaut", "coins"),
+           "d": ("camera", "moon"), "e": ("hubble_deep_field", "text"), "f": ("immunohistochemistry", "retina")}
 TINY = TrainConfig(unfreeze=3, train_size=96, epochs=3, batch_size=8, per_class=4, lr=1e-4, dim=64,
                    val_split="images", val_fraction=0.34)
 
 
-def make_classes(root, classes=CLASSES, per_photo=6, size=64, seed=0):
+def make_classes(root, classes=CLASSES, per_photo=3, size=64, seed=0):
     """Class folders of small random crops (some mirrored) of the photos named in ``classes``."""
     rng = np.random.default_rng(seed)
     for label, photos in classes.items():
@@ -68,9 +71,9 @@ def test_training_raises_validation_retrieval_above_the_untrained_head(trained):
     result = trained[0]
     untrained, last = result.history[0], result.history[-1]
     assert untrained.epoch == 0 and untrained.loss is None and last.epoch == TINY.epochs
-    assert untrained.val["n_images"] == 12 and untrained.val["n_classes"] == 3  # 4 held-out images per class
+    assert untrained.val["n_images"] == 12 and untrained.val["n_classes"] == 6  # 2 held-out images per class
     assert last.val["map"] > untrained.val["map"] + 0.05
-    assert last.val["recall@1"] >= untrained.val["recall@1"]
+    assert last.val["recall@1"] > untrained.val["recall@1"]
 
 
 def test_interrupted_run_resumes_where_it_stopped(trained):

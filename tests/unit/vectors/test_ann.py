@@ -11,7 +11,7 @@ def test_choose_kind():
     assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 1280 + 1, 1280) == "hnsw"
     assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 256 + 1, 256) == "hnsw"
     assert choose_kind("ivfpq", 1) == "ivfpq"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown kind 'annoy'"):
         choose_kind("annoy", 10)
 
 

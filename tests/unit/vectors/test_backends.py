@@ -7,6 +7,7 @@ results as brute force through the :class:`Searcher`, whose re-scoring makes dis
 import numpy as np
 import pytest
 
+from conftest import distances_reference as brute
 from lookalike.vectors import Backend, ExactBackend, Searcher
 from lookalike.vectors.faiss_backend import FaissBackend
 
@@ -40,16 +41,6 @@ try:  # the cluster extra: a real Milvus engine in-process (milvus-lite), one co
 except ImportError:
     pass
 
-
-
-def brute(queries, x, metric):
-    """(Q, N) float64 distances, written out from the definitions."""
-    q, x = queries.astype(np.float64), x.astype(np.float64)
-    if metric == "cosine":
-        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-        return 1.0 - qn @ xn.T
-    return np.sqrt(((q[:, None, :] - x[None, :, :]) ** 2).sum(-1))
 
 
 def collection(n, seed=0):
@@ -137,7 +128,7 @@ def test_add_and_remove(backend_name, metric):
     ids, x, queries = collection(100, seed=2)
     backend = make(ids[:60], x[:60], metric)
     backend.add(x[60:], ids[60:])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"ids already in the index.*: \[{ids[0]}\]"):
         backend.add(x[:1], ids[:1])
     gone = ids[::3]
     assert backend.remove(np.concatenate([gone, [99_999]])) == len(gone)

@@ -74,19 +74,23 @@ def test_tiny_ivfpq_falls_back_and_pca_is_dropped():
 
 def test_rejects_bad_input():
     x = random_vectors(10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="9 ids for 10 vectors"):
         FaissBackend.build(x, np.arange(9))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ids must be unique"):
         FaissBackend.build(x, np.zeros(10))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ids must be non-negative"):
+        FaissBackend.build(x, np.arange(10) - 1)
+    with pytest.raises(ValueError, match=r"unknown parameters for hnsw: \['nprobe'\]"):
         FaissBackend.build(x, np.arange(10), kind="hnsw", nprobe=4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown metric 'dot'"):
         FaissBackend.build(x, np.arange(10), metric="dot")
     index = FaissBackend.build(x, np.arange(10))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"ids already in the index: \[3\]"):
         index.add(random_vectors(2), [3, 11])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected a \(N, 32\) array, got shape \(1, 8\)"):
         index.nearest(random_vectors(1, dim=8), 3)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.nearest(random_vectors(1), 0)
 
 
 @pytest.mark.parametrize("metric", METRICS)

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
+from conftest import distances_reference
 from lookalike.vectors import Searcher, check_query
 from lookalike.vectors.backend import top_k
-from lookalike.vectors.metric import METRICS
+from lookalike.vectors.metric import METRICS, squared_norms
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def data():
 def test_search_equals_brute_force_in_float64(data, metric, mode):
     vectors, queries = data
     d, ids = Searcher(np.arange(500), vectors).search(queries, 7, mode, metric)
-    full = METRICS[metric].pairwise(queries.astype(np.float64), vectors.astype(np.float64))
+    full = distances_reference(queries, vectors, metric)
     expected = np.argsort(full if mode == "nearest" else -full, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(ids, expected)
     np.testing.assert_allclose(d, np.take_along_axis(full, expected, 1), rtol=1e-9)
@@ -58,3 +59,47 @@ def test_k_larger_than_collection_and_bad_options(data):
         check_query("cosine", "nearest", 0)
     with pytest.raises(ValueError, match="metric"):
         Searcher(np.arange(4), vectors[:4]).nearest(queries[:1], 3, "manhattan")
+
+
+# Stored vectors of norm 5, sqrt(2), 2 and sqrt(10) under ids 10-13; the query (2, 0) has norm 2.
+#   cosine distance 1 - q.v / (|q| |v|):                     l2 distance |q - v|:
+#   10 (3, 4)   1 - 6 / (2 * 5)        = 0.4                  sqrt(1 + 16) = sqrt(17)
+#   11 (1, 1)   1 - 2 / (2 * sqrt(2))  = 1 - 1/sqrt(2) ~ 0.29 sqrt(1 + 1)  = sqrt(2)
+#   12 (0, 2)   1 - 0                  = 1                    sqrt(4 + 4)  = sqrt(8)
+#   13 (-1, 3)  1 + 2 / (2 * sqrt(10)) = 1 + 1/sqrt(10) ~ 1.32 sqrt(9 + 9) = sqrt(18)
+# Without the division by the stored norms, (3, 4) would score 1 - 6/2 < 0 and come first.
+NON_UNIT = np.array([[3.0, 4.0], [1.0, 1.0], [0.0, 2.0], [-1.0, 3.0]], np.float32)
+HAND_WORKED = {"cosine": ([11, 10, 12, 13], np.array([1 - 1 / np.sqrt(2), 0.4, 1.0, 1 + 1 / np.sqrt(10)])),
+               "l2": ([11, 12, 10, 13], np.sqrt([2.0, 8.0, 17.0, 18.0]))}
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss-flat", "faiss-hnsw"])
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_hand_worked_distances_of_non_unit_vectors(metric, backend):
+    from lookalike.vectors.faiss_backend import FaissBackend
+
+    ids = np.arange(10, 14)
+    backends = [] if backend == "exact" else [FaissBackend.build(NON_UNIT, ids, metric, backend.split("-")[1])]
+    searcher = Searcher(ids, NON_UNIT, backends)
+    want_ids, want_d = HAND_WORKED[metric]
+    d, found = searcher.nearest(np.array([[2.0, 0.0]], np.float32), 4, metric)
+    assert found[0].tolist() == want_ids
+    np.testing.assert_allclose(d[0], want_d, atol=1e-12)
+    d, found = searcher.farthest(np.array([[2.0, 0.0]], np.float32), 2, metric)
+    assert found[0].tolist() == want_ids[::-1][:2]
+    np.testing.assert_allclose(d[0], want_d[::-1][:2], atol=1e-12)
+    radius = (want_d[1] + want_d[2]) / 2  # between the second and the third
+    offsets, hits, dist = searcher.within(np.array([[2.0, 0.0]], np.float32), radius, metric)
+    assert sorted(hits.tolist()) == sorted(want_ids[:2])
+
+
+def test_squared_norms_and_pairwise_by_hand():
+    np.testing.assert_allclose(squared_norms(NON_UNIT, chunk_rows=3), [25.0, 2.0, 4.0, 10.0])
+    q = np.array([[2.0, 0.0]])
+    np.testing.assert_allclose(METRICS["cosine"].pairwise(q, NON_UNIT.astype(np.float64))[0],
+                               HAND_WORKED["cosine"][1][[1, 0, 2, 3]], atol=1e-12)
+    np.testing.assert_allclose(METRICS["l2"].pairwise(q, NON_UNIT.astype(np.float64), np.array([25.0, 2, 4, 10]))[0],
+                               np.sqrt([17.0, 2.0, 8.0, 18.0]), atol=1e-12)
+    np.testing.assert_allclose(METRICS["cosine"].paired(np.repeat(q, 4, 0), NON_UNIT),
+                               HAND_WORKED["cosine"][1][[1, 0, 2, 3]], atol=1e-12)
+    np.testing.assert_allclose(METRICS["l2"].paired(np.repeat(q, 4, 0), NON_UNIT), np.sqrt([17.0, 2.0, 8.0, 18.0]))
