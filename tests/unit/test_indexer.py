@@ -122,3 +122,117 @@ def test_bounded_map_keeps_order_and_a_bounded_window():
     with ThreadPoolExecutor(max_workers=8) as pool:
         out = list(bounded_map(pool, work, ((i, 0.01 * (i % 3)) for i in range(20)), window=3))
     assert out == list(range(20)) and most <= 3
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Five pictures of one size and five colours, as BMP (so equal sizes mean equal file sizes)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, c in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200)]):
+        save(root / f"{i}.bmp", c)
+    return root
+
+
+def run(store, photos, **options):
+    """One update with batches of 2; the report, the embedder, and the plan and progress calls."""
+    embedder, calls = MeanColourEmbedder(), {"plan": [], "progress": []}
+    report = update(store, embedder, photos, batch_size=2, workers=2, on_plan=calls["plan"].append,
+                    on_progress=calls["progress"].append, **options)
+    return report, embedder, calls
+
+
+def test_catalog_rows_describe_the_files(store, photos):
+    report, _, _ = run(store, photos)
+    assert report.seconds > 0 and report.images_per_second == pytest.approx(5 / report.seconds)
+    for path, record in store.records().items():
+        st = os.stat(path)
+        assert (record.size, record.mtime_ns, record.status, record.error) == (st.st_size, st.st_mtime_ns, "ok", None)
+        assert record.hash == content_hash(open(path, "rb").read())
+    ids, _ = store.vectors()
+    assert {(i["width"], i["height"]) for i in map(store.info, ids.tolist())} == {(12, 8)}
+
+
+def test_a_same_size_edit_in_place_is_embedded_again(store, photos):
+    run(store, photos)
+    edited = photos / "2.bmp"
+    before = edited.stat()
+    save(edited, (10, 20, 30))  # new bytes, same size
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # whatever the clock's granularity
+    assert edited.stat().st_size == before.st_size
+    report, embedder, calls = run(store, photos)
+    assert (report.indexed, report.unchanged, report.changed, calls["plan"]) == (1, 4, [str(edited)], [1])
+    np.testing.assert_allclose(vectors_by_path(store)[str(edited)], np.array([10, 20, 30]) / 255, atol=1e-4)
+
+
+def test_a_touched_file_is_read_once_and_its_new_mtime_remembered(store, photos):
+    run(store, photos)
+    touched = photos / "0.bmp"
+    os.utime(touched, ns=(0, touched.stat().st_mtime_ns + 10**9))
+    report, embedder, calls = run(store, photos)
+    assert (report.indexed, report.unchanged, embedder.batches, calls["plan"]) == (0, 5, [], [1])
+    assert sum(calls["progress"]) == 1  # read and hashed, not embedded
+    assert store.records()[str(touched)].mtime_ns == touched.stat().st_mtime_ns
+    report, _, calls = run(store, photos)
+    assert (report.unchanged, calls["plan"]) == (5, [0])  # not read again
+
+
+def test_broken_files_are_remembered_and_retried_once_changed(store, photos):
+    broken = photos / "broken.jpg"
+    broken.write_bytes(b"not a picture at all")
+    report, _, _ = run(store, photos)
+    [(path, reason)] = report.skipped
+    assert path == str(broken) and "not an image" in reason
+    record = store.records()[str(broken)]
+    assert (record.status, record.error, record.hash) == ("error", reason, None)
+    again, _, calls = run(store, photos)  # known broken: reported again without being read
+    assert again.skipped == [(str(broken), reason)] and calls["plan"] == [0] and again.total == 5
+    save(broken, (1, 2, 3))  # mended
+    fixed, _, _ = run(store, photos)
+    assert (fixed.indexed, fixed.skipped, fixed.added, fixed.total) == (1, [], [str(broken)], 6)
+    assert store.records()[str(broken)].status == "ok"
+
+
+def test_more_errors_than_a_batch_are_all_recorded(store, photos):
+    for i in range(5):
+        (photos / f"empty{i}.png").write_bytes(b"")
+    report, embedder, calls = run(store, photos)
+    assert (report.indexed, len(report.skipped), report.total, sum(calls["progress"])) == (5, 5, 5, 10)
+    assert sorted(embedder.batches) == [1, 2, 2]
+    assert sum(r.status == "error" for r in store.records().values()) == 5
+
+
+def test_an_update_touches_only_its_own_folder(store, photos, tmp_path):
+    sibling = tmp_path / "photos2"  # its path starts with the other folder's
+    sibling.mkdir()
+    save(sibling / "x.bmp", (9, 9, 9))
+    run(store, sibling)
+    report, _, _ = run(store, photos)
+    assert (report.indexed, report.removed, report.total) == (5, 0, 6)
+    (photos / "4.bmp").unlink()
+    report, _, _ = run(store, photos / "0.bmp")  # a file is a root of its own: nothing else is gone
+    assert (report.indexed, report.removed, report.unchanged) == (0, 0, 1)
+    report, _, _ = run(store, photos)
+    assert (report.removed, report.removed_paths, report.total) == (1, [str(photos / "4.bmp")], 5)
+    assert str(sibling / "x.bmp") in store.records()
+
+
+def test_pixel_limit_skips_big_pictures(store, photos):
+    save(photos / "small.bmp", (1, 1, 1), size=(4, 4))
+    report, _, _ = run(store, photos, max_pixels=12 * 8 - 1)
+    assert report.added == [str(photos / "small.bmp")] and len(report.skipped) == 5
+    assert all("too large" in reason for _, reason in report.skipped)
+
+
+def test_report_dictionary():
+    from collections import Counter
+
+    from lookalike.indexer import IndexReport
+
+    report = IndexReport(indexed=3, removed=1, unchanged=2, skipped=[("/a", "bad")], total=5, seconds=1.23456,
+                         added=["/n"], changed=["/c"], removed_paths=["/r"], ignored=Counter({".txt": 2, ".json": 1}))
+    assert report.to_dict() == {
+        "indexed": 3, "removed": 1, "unchanged": 2, "skipped": [{"path": "/a", "reason": "bad"}], "total": 5,
+        "seconds": 1.235, "images_per_second": 2.43, "paths": {"added": ["/n"], "changed": ["/c"], "removed": ["/r"]},
+        "ignored": {".json": 1, ".txt": 2}}
+    assert IndexReport().images_per_second == 0.0
