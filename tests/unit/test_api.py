@@ -78,8 +78,9 @@ def test_random_is_reproducible_and_bad_options_fail_first(index):
     idx, vectors, embedder = index
     a = idx.query_vector(vectors[0], 5, "random", seed=3)
     assert [m.path for m in a.results] == [m.path for m in idx.query_vector(vectors[0], 5, "random", seed=3).results]
-    for bad in ({"metric": "dot"}, {"mode": "sideways"}, {"k": 0}):
-        with pytest.raises(ValueError):
+    for bad, message in (({"metric": "dot"}, "unknown metric 'dot'"), ({"mode": "sideways"}, "unknown mode 'sideways'"),
+                         ({"k": 0}, "k must be at least 1, not 0")):
+        with pytest.raises(ValueError, match=message):
             idx.query(b"never decoded", **bad)
     assert embedder.images == 0
 

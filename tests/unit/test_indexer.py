@@ -143,8 +143,10 @@ def run(store, photos, **options):
 
 
 def test_catalog_rows_describe_the_files(store, photos):
+    (photos / "notes.txt").write_text("not a picture")
     report, _, _ = run(store, photos)
-    assert report.seconds > 0 and report.images_per_second == pytest.approx(5 / report.seconds)
+    assert 0 < report.seconds < 60 and report.images_per_second == pytest.approx(5 / report.seconds)
+    assert report.ignored == {".txt": 1}
     for path, record in store.records().items():
         st = os.stat(path)
         assert (record.size, record.mtime_ns, record.status, record.error) == (st.st_size, st.st_mtime_ns, "ok", None)
@@ -229,10 +231,10 @@ def test_report_dictionary():
 
     from lookalike.indexer import IndexReport
 
-    report = IndexReport(indexed=3, removed=1, unchanged=2, skipped=[("/a", "bad")], total=5, seconds=1.23456,
+    report = IndexReport(indexed=3, removed=1, unchanged=2, skipped=[("/a", "bad")], total=5, seconds=1.1,
                          added=["/n"], changed=["/c"], removed_paths=["/r"], ignored=Counter({".txt": 2, ".json": 1}))
     assert report.to_dict() == {
         "indexed": 3, "removed": 1, "unchanged": 2, "skipped": [{"path": "/a", "reason": "bad"}], "total": 5,
-        "seconds": 1.235, "images_per_second": 2.43, "paths": {"added": ["/n"], "changed": ["/c"], "removed": ["/r"]},
+        "seconds": 1.1, "images_per_second": 2.73, "paths": {"added": ["/n"], "changed": ["/c"], "removed": ["/r"]},
         "ignored": {".json": 1, ".txt": 2}}
     assert IndexReport().images_per_second == 0.0
