@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from lookalike import dedup, verify
+from lookalike.dedup import candidates as dedup_candidates, find as dedup_find
 from lookalike.api import Index
 
 FLOWERS = Path(os.environ.get("LOOKALIKE_FLOWERS") or Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers51")
@@ -420,14 +421,14 @@ def verify_candidates(idx: Index, root: Path) -> tuple[dict, dict]:
         data = json.loads(saved.read_text())
         return {tuple(k.split("\0")): tuple(v) for k, v in data["pairs"].items()}, data["stages"]
     ids, vectors = idx.vectors()
-    catalog = dedup._catalog(idx, ids)
+    catalog = dedup_find.read_catalog(idx, ids)
     first: dict[str, int] = {}
     for n, h in enumerate(catalog["hash"]):
         first.setdefault(h, n)
     rows = np.fromiter(first.values(), np.int64, len(first))
     paths = [catalog["path"][r] for r in rows]
     stages: dict = {}
-    offsets, columns, _ = dedup.candidate_pairs(idx, dedup._Rows(vectors, rows), ids[rows], paths, LOOSEST,
+    offsets, columns, _ = dedup.candidate_pairs(idx, dedup_candidates.Rows(vectors, rows), ids[rows], paths, LOOSEST,
                                                 stages)
     a = np.repeat(np.arange(len(rows)), np.diff(offsets))
     pairs = [(int(i), int(j)) for i, j in zip(a, columns) if i < j]

@@ -37,7 +37,8 @@ MODULES = {
     "src/lookalike/vectors/backend.py": ["tests/unit/vectors/test_searcher.py", "tests/unit/vectors/test_backends.py"],
     "src/lookalike/indexer.py": ["tests/unit/test_indexer.py"],
     "src/lookalike/store.py": ["tests/unit/test_store.py", "tests/unit/test_indexer.py"],
-    "src/lookalike/dedup.py": ["tests/unit/test_dedup.py"],
+    "src/lookalike/dedup/keep.py": ["tests/unit/test_dedup.py"],
+    "src/lookalike/dedup/candidates.py": ["tests/unit/test_dedup.py"],
     "src/lookalike/metrics.py": ["tests/unit/test_metrics.py"],
 }
 

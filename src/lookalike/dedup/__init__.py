@@ -1,0 +1,48 @@
+"""Near-duplicate groups: exact copies by content hash, near copies by feature distance.
+
+How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod:`.candidates`,
+:mod:`.keep`, :mod:`.report`, :mod:`.find`):
+
+1. Files with the same content hash are *exact* duplicates; each such set is one group.
+2. One file per distinct content is kept for the near search. Its neighbours within the
+   threshold (cosine distance) come from a range query of the index's searcher
+   (:meth:`lookalike.vectors.Searcher.within`), run in chunks of queries, so memory grows with the
+   number of close pairs, never with all pairs (and a threshold that would hold more than
+   :data:`MAX_PAIRS` is refused). Without an approximate structure that is an exact scan. With one
+   (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's nearest come from it instead
+   (:data:`ANN_NEIGHBOURS`, more while they are all close, and an exact scan beyond
+   :data:`ANN_WIDEST`), re-scored exactly: time grows about as N log N rather than N squared while
+   few files have that many copies.
+3. Near groups are formed around the file that will be kept, not by connected components:
+   files are visited best first (:func:`keep_order`: the file that is not an edit of the other —
+   most pixels, then best encoding, then EXIF capture time, then shorter name) and each file not yet in a group claims every neighbour not yet in a group. Every listed
+   duplicate is therefore within the threshold of the kept file itself, which is what makes the
+   to-remove list safe to act on, and a chain of small steps (A~B, B~C, ...) cannot merge distinct
+   photos: two members of one group are at most about twice the threshold apart.
+4. One keep decision per connected set (:func:`assemble_groups`): a near group also lists the byte
+   copies of its kept file and of its members, so no file is kept by one group and listed by
+   another, and every listed file is the kept file's bytes or those of a file compared with it.
+
+Two-stage rules (the ``near`` and ``similar`` presets, :class:`Rule`): step 2's pairs are only
+*candidates*, taken at a loose radius and unioned with pairs whose perceptual hashes match under a
+rotation or flip (:mod:`lookalike.phash`); in step 3 a file claims a candidate only when ORB +
+RANSAC verification against the kept file itself confirms it (:mod:`lookalike.verify`), and the
+fitted transform is the duplicate's evidence. The presets are measured for one model by
+``benchmarks/dedup.py`` (edited copies of real photos against distinct photos, other photos of the
+same flower class among them); its printed figures justify the values below.
+"""
+
+from lookalike.dedup.candidates import (ANN_NEIGHBOURS, ANN_SLACK, ANN_WIDEST, MAX_PAIRS, ann_neighbours,
+                                        candidate_pairs, embedding_pairs, neighbours)
+from lookalike.dedup.find import (FEATURE_CACHE, DuplicateMatches, Verifier, duplicates_of, duplicates_of_vector,
+                                  find_duplicates)
+from lookalike.dedup.keep import (LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers,
+                                  keep_order)
+from lookalike.dedup.report import DedupReport, Duplicate, Group, write_paths
+from lookalike.dedup.rules import DEFAULT_PRESET, METRIC, PRESET_NAMES, PRESETS, Rule, presets, resolve_threshold
+
+__all__ = ["ANN_NEIGHBOURS", "ANN_SLACK", "ANN_WIDEST", "DEFAULT_PRESET", "FEATURE_CACHE", "LOSSLESS", "MAX_PAIRS",
+           "METRIC", "OTHER_LOSSY", "PRESETS", "PRESET_NAMES", "DedupReport", "Duplicate", "DuplicateMatches", "Group",
+           "Rule", "Traits", "Verifier", "ann_neighbours", "assemble_groups", "candidate_pairs", "duplicates_of",
+           "duplicates_of_vector", "embedding_pairs", "file_traits", "find_duplicates", "group_around_keepers",
+           "keep_order", "neighbours", "presets", "resolve_threshold", "write_paths"]

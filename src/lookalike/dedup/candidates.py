@@ -1,0 +1,155 @@
+"""The first stage: candidate pairs as CSR neighbour arrays, from the index's searcher (range
+queries within a cosine radius) and, for a two-stage rule, from rotated/flipped perceptual hashes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from lookalike import phash
+from lookalike.api import Index
+from lookalike.dedup.rules import Rule
+from lookalike.vectors import Backend, Searcher
+from lookalike.vectors.faiss_backend import RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST
+
+#: Query rows per range search.
+CHUNK = 1024
+#: Neighbours first fetched per file from an approximate index (more when all of them are close).
+ANN_NEIGHBOURS = RANGE_FIRST
+#: Most neighbours asked of an approximate index per file; a file with more close ones is scanned exactly.
+ANN_WIDEST = RANGE_WIDEST
+#: How far beyond the threshold an approximate distance may be for the pair to be re-scored.
+ANN_SLACK = RANGE_SLACK
+#: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
+MAX_PAIRS = 20_000_000
+
+
+def neighbours(unit: np.ndarray, threshold: float, chunk: int = CHUNK,
+               max_pairs: int = MAX_PAIRS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs of rows of ``unit`` within ``threshold`` cosine distance, as CSR arrays (offsets,
+    columns, distances): row ``i`` lists every other row ``j`` with ``1 - cos(u_i, u_j) <= threshold``.
+
+    An exact range query, ``chunk`` query rows at a time. ValueError when more than ``max_pairs``
+    (ordered) pairs are within the threshold.
+    """
+    rows = np.arange(len(unit))
+    return _pairs_among(Searcher(rows, unit), unit, rows, threshold, chunk, max_pairs)
+
+
+def ann_neighbours(ann: Backend, unit: np.ndarray, ids: np.ndarray, threshold: float, k: int = ANN_NEIGHBOURS,
+                   chunk: int = CHUNK, max_pairs: int = MAX_PAIRS,
+                   widest: int = ANN_WIDEST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`neighbours`, but each row's candidates are its nearest in ``ann`` (whose ids for
+    the rows are ``ids``); only candidates that are rows count.
+
+    Each row first asks for its ``k`` nearest; a row whose farthest answer is still within reach of
+    the threshold asks again for four times as many, until one is not (or all are fetched), so a
+    photo with many copies loses none of them. Rows that would ask for more than ``widest`` are
+    compared with every row instead (cheaper than a very wide approximate search). Candidates
+    within :data:`ANN_SLACK` of the threshold by the index's approximate distance are re-scored on
+    ``unit``. ValueError when more than ``max_pairs`` pairs are within the threshold.
+    """
+    return _pairs_among(Searcher(ids, unit, [ann]), unit, ids, threshold, chunk, max_pairs, first=k, widest=widest)
+
+
+def _pairs_among(searcher: Searcher, vectors: np.ndarray, ids: np.ndarray, threshold: float, chunk: int,
+                 max_pairs: int, **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR pairs (offsets, columns, distances) among the rows ``vectors`` (stored in ``searcher``
+    under ``ids``) within ``threshold``, by the searcher's range queries, ``chunk`` rows at a time."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    csr = _Csr()
+    for start in range(0, len(ids), chunk):
+        queries = np.asarray(vectors[start:start + chunk], dtype=np.float32)
+        offsets, found, d = searcher.within(queries, threshold, **options)
+        rows = np.repeat(np.arange(len(queries)), np.diff(offsets))
+        pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
+        cols = order[pos]
+        ok = (sorted_ids[pos] == found) & (cols != start + rows)
+        csr.append(rows[ok], len(queries), cols[ok], d[ok])
+        _check_pairs(len(csr), max_pairs, threshold)
+    return csr.arrays()
+
+
+def _check_pairs(n_pairs: int, max_pairs: int, threshold: float) -> None:
+    if n_pairs > max_pairs:
+        raise ValueError(f"more than {max_pairs:,} pairs of images are within cosine distance {threshold}: "
+                         "that is not a duplicate threshold; give a smaller --threshold")
+
+
+class _Csr:
+    """Neighbour lists appended chunk of rows by chunk, as CSR arrays (offsets, columns, distances)."""
+
+    def __init__(self) -> None:
+        self.offsets, self.columns, self.distances = [np.zeros(1, np.int64)], [], []
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1][-1])
+
+    def append(self, rows: np.ndarray, n_rows: int, columns: np.ndarray, distances: np.ndarray) -> None:
+        """Pairs of the next ``n_rows`` rows; ``rows`` (ascending) are positions within the chunk."""
+        self.offsets.append(self.offsets[-1][-1] + np.cumsum(np.bincount(rows, minlength=n_rows)))
+        self.columns.append(columns.astype(np.int64))
+        self.distances.append(np.maximum(distances, 0.0))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.concatenate(self.offsets), np.concatenate([np.zeros(0, np.int64), *self.columns]),
+                np.concatenate([np.zeros(0), *self.distances]))
+
+
+def embedding_pairs(index: Index, vectors: np.ndarray | Rows, ids: np.ndarray, radius: float,
+                    chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of ``vectors`` rows (images ``ids``) within ``radius`` cosine distance, as CSR
+    arrays, by the index's searcher's range queries (its ANN backend when it has one)."""
+    return _pairs_among(index.searcher(), vectors, ids, radius, chunk, MAX_PAIRS)
+
+
+def _union(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, cols: np.ndarray,
+           vectors: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR neighbour arrays with the pairs (rows[k], cols[k]) added both ways (cosine distances of ``vectors``)."""
+    offsets, columns, distances = csr
+    n = len(offsets) - 1
+    base_rows = np.repeat(np.arange(n), np.diff(offsets))
+    extra_d = np.array([cosine(vectors[i:i + 1][0], vectors[j:j + 1][0]) for i, j in zip(rows, cols)], np.float64)
+    r = np.concatenate([base_rows, rows, cols])
+    c = np.concatenate([columns, cols, rows])
+    d = np.maximum(np.concatenate([distances, extra_d, extra_d]), 0.0)
+    key = r * n + c
+    _, first = np.unique(key, return_index=True)  # sorted by row, then column; each pair once
+    r, c, d = r[first], c[first], d[first]
+    return np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))]).astype(np.int64), c, d
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(1.0 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+
+
+def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, paths: list[str], rule: Rule,
+                    stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` at ``paths``): pairs within
+    the rule's radius by the embedding and, for a two-stage rule, pairs whose hashes match under a
+    rotation or flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
+    tick = time.perf_counter()
+    csr = embedding_pairs(index, vectors, ids, rule.radius, chunk)
+    stages.update(embedding_pairs=len(csr[1]) // 2, embedding_seconds=round(time.perf_counter() - tick, 3))
+    if rule.verified:
+        tick = time.perf_counter()
+        table, readable = phash.HashStore(index.store.root).get(ids, paths)
+        i, j, _, _ = phash.pairs(table, rule.hash_radius)
+        ok = readable[i] & readable[j]
+        csr = _union(csr, i[ok], j[ok], vectors)
+        stages.update(hash_pairs=int(ok.sum()), hash_seconds=round(time.perf_counter() - tick, 3))
+    stages["candidate_pairs"] = len(csr[1]) // 2
+    return csr
+
+
+class Rows:
+    """Rows ``rows`` of ``vectors`` sliced like an array, gathered only when a slice is read."""
+
+    def __init__(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        self.vectors, self.rows = vectors, rows
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return np.asarray(self.vectors[self.rows[part]])

@@ -1,0 +1,185 @@
+"""Finding duplicates: the groups of an index (:func:`find_duplicates`) and the duplicates of one
+image (:func:`duplicates_of`), the second stage's :class:`Verifier` between them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from lookalike import phash, verify
+from lookalike.api import Index, ImageInput, Match, QueryResult
+from lookalike.images import ImageError
+from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine
+from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
+from lookalike.dedup.report import DedupReport
+from lookalike.dedup.rules import METRIC, Rule
+
+
+#: Images whose features the verifier keeps at a time (about 30 KB each).
+FEATURE_CACHE = 4096
+
+
+def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None, under: str | None = None,
+                    chunk: int = CHUNK, verifier: Callable[[list[str], int], Verifier] | None = None) -> DedupReport:
+    """Exact and near-duplicate groups among the index's images (only those below ``under`` if given),
+    by ``rule`` (a number: a one-stage cosine distance); ``verifier`` makes the second stage's
+    :class:`Verifier` from the paths and the inlier minimum (default: :class:`Verifier`).
+
+    Exact groups come first, then near groups; each lists its duplicates nearest first. Files the
+    index could not read are reported in ``skipped``.
+    """
+    started = time.perf_counter()
+    rule = rule if isinstance(rule, Rule) else Rule(float(rule))
+    under = os.path.abspath(under) if under is not None else None
+    records = index.store.records(under)
+    skipped = sorted((r.path, r.error or "unreadable") for r in records.values() if r.status != "ok")
+    wanted = {r.id for r in records.values() if r.status == "ok"}
+    ids, vectors = index.vectors()
+    rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
+    catalog = read_catalog(index, ids[rows])
+    report = DedupReport(rule, preset, len(rows), search=index.index_type, skipped=skipped)
+    if not len(rows):
+        report.seconds = time.perf_counter() - started
+        return report
+    paths = catalog["path"]
+    pixels = catalog["width"] * catalog["height"]
+    order = keep_order(pixels, paths, catalog["mtime_ns"])  # byte copies share pixels and header traits
+
+    # One file per distinct content (the first in keep order) stands for all its copies in the near search.
+    first: dict[str, int] = {}
+    for i in order:
+        first.setdefault(catalog["hash"][i], int(i))
+    unique = np.fromiter(first.values(), np.int64, len(first))
+    upaths = [paths[u] for u in unique]
+    offsets, columns, distances = candidate_pairs(index, Rows(vectors, rows[unique]), ids[rows[unique]], upaths,
+                                                  rule, report.stages, chunk)
+    verifier = (verifier or Verifier)(upaths, rule.min_inliers) if rule.verified else None
+    paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
+    traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
+    visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits)
+    tick = time.perf_counter()
+    found = group_around_keepers(visit, offsets, columns, verifier.accept if verifier else None)
+    if verifier is not None:
+        seconds = time.perf_counter() - tick
+        report.stages.update(pairs_verified=verifier.checked, verify_seconds=round(seconds, 3),
+                             ms_per_pair=round(1000 * seconds / max(verifier.checked, 1), 2))
+    near = []
+    for keeper, members in found:
+        row = slice(offsets[keeper], offsets[keeper + 1])
+        to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
+        near.append((int(unique[keeper]), [
+            (int(unique[m]), to_keeper[m], verifier.evidence(keeper, m, traits) if verifier else None)
+            for m in members]))
+    report.groups = assemble_groups(order, catalog["hash"], near, paths)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class Verifier:
+    """Second stage: confirms candidate pairs of ``paths`` by ORB + RANSAC (:func:`verify.compare`),
+    each image's features extracted once (kept for the last :data:`FEATURE_CACHE` images)."""
+
+    def __init__(self, paths: list[str], min_inliers: int) -> None:
+        self.paths, self.min_inliers, self.checked = paths, min_inliers, 0
+        self.results: dict[tuple[int, int], verify.Evidence] = {}
+        self.features = functools.lru_cache(maxsize=FEATURE_CACHE)(self._features)
+
+    def _features(self, i: int) -> verify.Features | None:
+        try:
+            return verify.features(self.paths[i])
+        except ImageError:
+            return None
+
+    def accept(self, keeper: int, other: int) -> bool:
+        a, b = self.features(keeper), self.features(other)
+        found = verify.NO_MATCH if a is None or b is None else verify.compare(a, b, self.min_inliers)
+        self.checked += 1
+        self.results[keeper, other] = found
+        return found.inliers >= self.min_inliers
+
+    def evidence(self, keeper: int, other: int, traits: list[Traits]) -> verify.Evidence:
+        """The verification of an accepted pair, with a re-encoding named when the encodings differ."""
+        found = self.results[keeper, other]
+        a, b = traits[keeper], traits[other]
+        if (b.format, b.quality) != (a.format, a.quality):
+            found = replace(found, edits=[*found.edits, f"re-encoded ({b.encoding()})"])
+        return found
+
+
+@dataclass(frozen=True)
+class DuplicateMatches(QueryResult):
+    """:class:`QueryResult` of mode ``duplicates``, with the verification of each match by image id
+    (none for a one-stage rule or a file with the query's bytes)."""
+
+    evidence: dict[int, verify.Evidence] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        for row, m in zip(out["results"], self.results):
+            if m.id in self.evidence:
+                row["evidence"] = {**self.evidence[m.id].to_dict(), "summary": self.evidence[m.id].describe()}
+        return out
+
+
+def duplicates_of(index: Index, image: ImageInput, rule: Rule | float, label: str | None = None) -> DuplicateMatches:
+    """Indexed images that duplicate ``image`` by ``rule``, nearest first (mode ``duplicates``).
+
+    Indexed files with the same bytes come first, at distance 0.
+    """
+    vector, same = index.embed(image)
+    if label is None:
+        label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+    return duplicates_of_vector(index, vector, same, rule, label, image)
+
+
+def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], rule: Rule | float,
+                         label: str = "<vector>", image: ImageInput | None = None) -> DuplicateMatches:
+    """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes.
+
+    A two-stage rule also needs the ``image`` (its hashes and features): candidates within the
+    radius or with a matching rotated/flipped hash, each verified against it.
+    """
+    rule = rule if isinstance(rule, Rule) else Rule(float(rule))
+    if rule.verified and image is None:
+        raise ValueError("a two-stage duplicate rule needs the query image, not only its vector")
+    same = {int(i) for i in same}
+    hits: dict[int, float] = {i: 0.0 for i in same}
+    _, found, d = index.searcher(approximate=False).within(vector, rule.radius, METRIC)
+    for i, dist in zip(found.tolist(), d.tolist()):
+        hits.setdefault(i, dist)
+    evidence: dict[int, verify.Evidence] = {}
+    if rule.verified:
+        ids, vectors = index.vectors()
+        paths = index.store.paths(ids.tolist(), missing_ok=True)
+        table, readable = phash.HashStore(index.store.root).get(ids, paths)
+        rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
+        for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
+            hits[int(ids[row])] = cosine(vector, vectors[row])
+        mine = verify.features(image)
+        where = dict(zip(ids.tolist(), paths))
+        for i in [i for i in hits if i not in same]:
+            try:  # a file removed from the catalog since the vectors were read has no path
+                found = verify.NO_MATCH if where.get(i) is None else verify.compare(
+                    mine, verify.features(where[i]), rule.min_inliers)
+            except ImageError:
+                found = verify.NO_MATCH
+            if found.inliers >= rule.min_inliers:
+                evidence[i] = found
+            else:
+                del hits[i]
+    ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
+    paths = index.store.paths([i for i, _ in ranked])
+    matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
+    return DuplicateMatches(label, "duplicates", METRIC, matches, evidence=evidence)
+
+
+def read_catalog(index: Index, ids: Iterable[int]) -> dict:
+    """Path, size, mtime, hash, width and height of embedded images, in the order of ``ids``."""
+    found = index.store.catalog(ids)
+    ints = ("size", "mtime_ns", "width", "height")
+    return {key: np.asarray(value, np.int64) if key in ints else value for key, value in found.items()}

@@ -1,0 +1,139 @@
+"""Which file of a group to keep (:func:`keep_order`), groups formed around it
+(:func:`group_around_keepers`) and the report's groups with byte copies (:func:`assemble_groups`)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike import verify
+from lookalike.dedup.report import Duplicate, Group
+
+
+#: Quality rank of a lossless file (above any JPEG quality) and of a lossy format whose quality is not read.
+LOSSLESS, OTHER_LOSSY = 101, 90
+_LOSSLESS_FORMATS = {"PNG", "TIFF", "BMP", "PPM"}
+#: libjpeg's luminance quantisation table at quality 50 (its scaling gives the other qualities).
+_JPEG_LUMA = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                       14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+                       92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the keep rule reads from a file's header: encoding quality (:data:`LOSSLESS` for a
+    lossless format, the estimated JPEG quality, :data:`OTHER_LOSSY` otherwise) and the EXIF
+    capture time as text (empty when absent)."""
+
+    quality: int = OTHER_LOSSY
+    taken: str = ""
+    format: str = ""
+
+    def encoding(self) -> str:
+        """``"JPEG q85"``, ``"PNG"``, ... (``"unknown"`` when the header could not be read)."""
+        return f"JPEG q{self.quality}" if self.format == "JPEG" else self.format or "unknown"
+
+
+def file_traits(path: str) -> Traits:
+    """:class:`Traits` of one file, from its header only; defaults when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            fmt = img.format or ""
+            if fmt in _LOSSLESS_FORMATS:
+                quality = LOSSLESS
+            elif fmt == "JPEG" and getattr(img, "quantization", None):
+                table = np.asarray(img.quantization[0], np.float64)  # natural order, as libjpeg writes it
+                scale = 100.0 * float(np.mean(table / _JPEG_LUMA)) if len(table) == 64 else 100.0
+                quality = int(round((200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale))
+                quality = min(max(quality, 1), 100)
+            else:
+                quality = OTHER_LOSSY
+            exif = img.getexif()
+            taken = str(exif.get_ifd(0x8769).get(36867) or exif.get(306) or "")
+    except (OSError, ValueError, SyntaxError):
+        return Traits()
+    return Traits(quality, taken, fmt)
+
+
+def keep_order(pixels: np.ndarray, paths: list[str], mtime_ns: np.ndarray,
+               traits: list[Traits] | None = None) -> np.ndarray:
+    """Positions sorted best-to-keep first, preferring the file that is not an edit of the other:
+    most pixels, then best encoding (lossless, then higher JPEG quality), then one with an EXIF
+    capture time, earliest first, then the shorter file name, then the older file, then the path.
+    File size plays no part (a flipped or re-saved copy can be larger than its original).
+    """
+    traits = traits or [Traits()] * len(paths)
+    quality = np.array([t.quality for t in traits], np.int64)
+    no_date = np.array([not t.taken for t in traits])
+    rank_taken = _ranks([t.taken for t in traits])
+    name_len = np.array([len(os.path.basename(p)) for p in paths], np.int64)
+    return np.lexsort((_ranks(paths), mtime_ns, name_len, rank_taken, no_date, -quality,
+                       -np.asarray(pixels, np.int64)))
+
+
+def _ranks(values: list[str]) -> np.ndarray:
+    """Dense ranks of strings (equal strings, equal ranks) for :func:`numpy.lexsort`."""
+    return np.unique(np.asarray(values, dtype=object), return_inverse=True)[1].reshape(-1)
+
+
+def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray,
+                         accept: Callable[[int, int], bool] | None = None) -> list[tuple[int, list[int]]]:
+    """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped
+    (those that ``accept(row, neighbour)`` confirms, when given: it is asked only about such pairs).
+
+    Returns (keeper, members) per group of two or more rows.
+    """
+    taken = np.zeros(len(offsets) - 1, dtype=bool)
+    groups = []
+    for i in order:
+        if taken[i]:
+            continue
+        taken[i] = True
+        nbrs = columns[offsets[i]:offsets[i + 1]]
+        members = nbrs[~taken[nbrs]]
+        if accept is not None:
+            members = np.array([m for m in members.tolist() if accept(int(i), m)], np.int64)
+        if len(members):
+            taken[members] = True
+            groups.append((int(i), members.tolist()))
+    return groups
+
+
+def assemble_groups(order: np.ndarray, content: list[str],
+                    near: list[tuple[int, list[tuple[int, float, verify.Evidence | None]]]],
+                    paths: list[str]) -> list[Group]:
+    """The report's groups from the files' content hashes and the near groups of their representatives.
+
+    ``order`` ranks files best-to-keep first; the first file of each content in that order is its
+    representative, and ``near`` holds (keeper, [(member, distance, evidence)]) among representatives, each
+    representative in at most one near group (:func:`group_around_keepers`). One keep decision per
+    connected set: a near group also lists the keeper's byte copies and its members' byte copies,
+    and a content whose representative is in no near group forms an exact group. So every file is
+    in at most one group, each group keeps exactly one file, and every listed file is the kept
+    file's bytes or those of a file compared with the kept file itself.
+    """
+    copies: dict[int, list[int]] = defaultdict(list)
+    firsts: dict[str, int] = {}
+    for i in order:
+        rep = firsts.setdefault(content[i], int(i))
+        if rep != i:
+            copies[rep].append(int(i))
+    groups, seen = [], set()
+    for keeper, members in near:
+        dups = [Duplicate(paths[c], 0.0, "exact") for c in copies[keeper]]
+        for m, dist, evidence in sorted(members, key=lambda md: (md[1], paths[md[0]])):
+            dups.append(Duplicate(paths[m], dist, evidence=evidence))
+            dups.extend(Duplicate(paths[c], dist, "near", paths[m], evidence) for c in copies[m])
+        seen.update((keeper, *(m[0] for m in members)))
+        groups.append(Group("near", paths[keeper], dups))
+    for rep in firsts.values():
+        if rep not in seen and copies[rep]:
+            groups.append(Group("exact", paths[rep], [Duplicate(paths[c], 0.0, "exact") for c in copies[rep]]))
+    groups.sort(key=lambda g: (g.kind != "exact", g.keep))
+    return groups

@@ -1,0 +1,103 @@
+"""What dedup reports: groups around the kept file, each duplicate with its distance and evidence,
+the ``dedup --json`` shape and the to-remove list."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from lookalike import verify
+from lookalike.dedup.rules import METRIC, Rule
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A file that duplicates its group's kept file, at ``distance`` (cosine) from it.
+
+    ``match`` is ``"exact"`` (the kept file's bytes) or ``"near"``; ``copy_of`` names the near
+    duplicate whose bytes this file has (it is then listed with that file's distance and evidence);
+    ``evidence`` is the verification of a two-stage rule (None for one stage and exact copies).
+    """
+
+    path: str
+    distance: float
+    match: str = "near"
+    copy_of: str | None = None
+    evidence: verify.Evidence | None = None
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "distance": round(self.distance, 6), "match": self.match}
+        if self.copy_of is not None:
+            out["copy_of"] = self.copy_of
+        if self.evidence is not None:
+            out["evidence"] = {**self.evidence.to_dict(), "summary": self.evidence.describe()}
+        return out
+
+
+@dataclass(frozen=True)
+class Group:
+    """The file to keep and its duplicates; ``kind`` is ``"exact"`` (all of them the kept file's
+    bytes) or ``"near"``."""
+
+    kind: str
+    keep: str
+    duplicates: list[Duplicate]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "keep": self.keep, "duplicates": [d.to_dict() for d in self.duplicates]}
+
+
+@dataclass
+class DedupReport:
+    """Result of :func:`find_duplicates`; :meth:`to_dict` is the ``dedup --json`` shape."""
+
+    rule: Rule
+    preset: str | None
+    n_images: int
+    search: str = "exact"
+    groups: list[Group] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    #: Candidate pairs by source, pairs verified and verification time (two-stage rules).
+    stages: dict = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.radius
+
+    def to_remove(self) -> list[str]:
+        """Every grouped file except the one kept per group (lookalike never deletes anything).
+
+        RuntimeError if a file would be listed twice or is some group's kept file: groups are
+        disjoint by construction (:func:`assemble_groups`), this re-checks it on what is listed.
+        """
+        listed = [d.path for g in self.groups for d in g.duplicates]
+        kept = {g.keep for g in self.groups}
+        if len(kept) != len(self.groups) or len(set(listed)) != len(listed) or not kept.isdisjoint(listed):
+            raise RuntimeError("duplicate groups overlap; refusing to write a list of files to remove")
+        return listed
+
+    def to_dict(self) -> dict:
+        return {"metric": METRIC, "threshold": self.threshold, "preset": self.preset, "n_images": self.n_images,
+                "search": self.search, "rule": self.rule.to_dict(), "stages": self.stages,
+                "groups": [g.to_dict() for g in self.groups],
+                "to_remove": self.to_remove(),
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "seconds": round(self.seconds, 3)}
+
+
+def write_paths(paths: list[str], out: str | os.PathLike, null: bool = False) -> None:
+    """Write ``paths`` to ``out``, one per line, or NUL-terminated with ``null`` (names as bytes,
+    as the file system has them).
+
+    ValueError, writing nothing, when a name holds a line break and ``null`` is off: such a list
+    could not be read back unambiguously.
+    """
+    if not null:
+        broken = next((p for p in paths if "\n" in p or "\r" in p), None)
+        if broken is not None:
+            raise ValueError(f"a file name holds a line break ({broken!r}): a one-per-line list would be "
+                             "ambiguous; use -0 (NUL-separated) or --json")
+    end = b"\0" if null else b"\n"
+    with open(out, "wb") as f:
+        f.write(b"".join(os.fsencode(p) + end for p in paths))

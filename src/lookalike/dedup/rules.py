@@ -1,0 +1,77 @@
+"""Duplicate rules: one stage (a cosine radius) or two (candidates, then verification), and the
+presets calibrated per model by ``benchmarks/dedup.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lookalike import phash
+
+METRIC = "cosine"
+DEFAULT_PRESET = "near"
+PRESET_NAMES = ("exact", "near", "similar")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """When two images are duplicates. With ``min_inliers`` 0, one stage: within ``radius`` cosine
+    distance. Otherwise two: candidates within ``radius`` (loose) or with a rotated or flipped
+    perceptual hash within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB
+    matches consistent with one similarity transform (:mod:`lookalike.verify`)."""
+
+    radius: float
+    min_inliers: int = 0
+    hash_radius: int = phash.RADIUS
+
+    @property
+    def verified(self) -> bool:
+        return self.min_inliers > 0
+
+    def describe(self) -> str:
+        if not self.verified:
+            return f"cosine distance <= {self.radius}"
+        return (f"cosine distance <= {self.radius} or a rotated/flipped hash within {self.hash_radius} bits, "
+                f"then >= {self.min_inliers} ORB inliers")
+
+    def to_dict(self) -> dict:
+        return {"radius": self.radius, "min_inliers": self.min_inliers,
+                "hash_radius": self.hash_radius if self.verified else None}
+
+
+#: Presets per model (name, layer), chosen by the rules of benchmarks/dedup.py ``suggest`` from its
+#: figures (2,088 distinct photos incl. 40 per flowers51 class, 200 of them with 18 edits each):
+#:   exact    one stage, cosine 0.025          P 1.000  R 0.21  byte copies, PNG, JPEG q90 re-saves
+#:   near     cosine 0.3 or hash, >= 20 inliers P 0.997  R 0.95  rot90 0.85, flip 0.96
+#:   similar  cosine 0.3 or hash, >= 12 inliers P 0.993  R 0.94  (looser verification, for review)
+PRESETS: dict[tuple[str, str], dict[str, Rule]] = {
+    ("efficientnet-lite0", "pool"): {"exact": Rule(0.025), "near": Rule(0.3, 20), "similar": Rule(0.3, 12)},
+}
+
+
+def presets(model: dict) -> dict[str, Rule]:
+    """The presets calibrated for an index's model identity (empty when it was never calibrated)."""
+    return PRESETS.get((model.get("name"), model.get("layer")), {})
+
+
+def resolve_threshold(value: str | float | None, model: dict) -> tuple[Rule, str | None]:
+    """(rule, preset name or None) for a preset name or a number (a one-stage cosine distance);
+    default preset ``near``.
+
+    ValueError for a number outside [0, 2], an unknown preset, or a preset on an uncalibrated model.
+    """
+    value = DEFAULT_PRESET if value is None else value
+    try:
+        threshold = float(value)
+    except ValueError:
+        pass
+    else:
+        if not 0.0 <= threshold <= 2.0:
+            raise ValueError(f"threshold must be a cosine distance in [0, 2], not {threshold}")
+        return Rule(threshold), None
+    table = presets(model)
+    if value not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {value!r}; choose from: {', '.join(PRESET_NAMES)} or a cosine distance")
+    if not table:
+        raise ValueError(f"presets are calibrated for {', '.join(f'{n} ({l})' for n, l in PRESETS)}, not "
+                         f"{model.get('name')} ({model.get('layer')}); give --threshold as a cosine distance")
+    return table[value], str(value)
