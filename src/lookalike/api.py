@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import ann_store
-from lookalike.images import DEFAULT_MAX_PIXELS, content_hash, decode, read_file
+from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, content_hash, decode, read_file
 from lookalike.indexer import BATCH, IndexReport, update
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
@@ -25,9 +25,6 @@ from lookalike.paths import default_index_path
 from lookalike.store import DB_NAME, Store, StoreError
 from lookalike.vectors import Mode, Searcher, check_query
 from lookalike.vectors.faiss_backend import FaissBackend
-
-# Images decoded at once in a process: parallel uploads (the server) cannot multiply peak memory.
-_DECODING = threading.BoundedSemaphore(2)
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -246,7 +243,7 @@ class Index:
             if vector is not None:
                 return vector, same
             image = data
-        with _DECODING:
+        with DECODING:
             rgb = decode(image, self.spec.preprocessing.decode_size, max_pixels)
         vector = self.embedder.embed_images([rgb])[0]
         if cache is not None and digest is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,19 @@ Image.MAX_IMAGE_PIXELS = None
 
 class ImageError(Exception):
     """A file that is not a decodable image; ``str(err)`` is the one-line reason."""
+
+
+class ImageTooLarge(ImageError):
+    """An image of ``width`` x ``height`` pixels, more than the limit of ``limit``."""
+
+    def __init__(self, width: int, height: int, limit: int) -> None:
+        super().__init__(f"too large: {width}x{height} pixels exceeds the limit of {limit}")
+        self.width, self.height, self.limit = width, height, limit
+
+
+#: Taken around a decode by callers serving many requests at once (the server's uploads and
+#: thumbnails), so that parallel requests cannot multiply peak memory.
+DECODING = threading.BoundedSemaphore(2)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -143,7 +157,7 @@ def open_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
             raise ImageError(f"cannot open image: {e}") from None
     width, height = img.size
     if width * height > max_pixels:
-        raise ImageError(f"too large: {width}x{height} pixels exceeds the limit of {max_pixels}")
+        raise ImageTooLarge(width, height, max_pixels)
     if width == 0 or height == 0:
         raise ImageError("image has zero size")
     return img
@@ -163,7 +177,7 @@ def decode(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: i
             img.draft("RGB", (size, size))
         img.seek(0)
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # not a copy: that would double an upright image's memory
         return to_rgb(img)
     except ImageError:
         raise
@@ -184,14 +198,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":
-        arr = np.asarray(img)  # in its own type: a float64 copy of an 81-Mpx image would take 650 MB
-        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
-        out = np.zeros(arr.shape, np.uint8)
-        if hi > lo:
-            rows = max(1, (1 << 20) // max(arr.shape[1], 1))  # about 8 MB of float64 at a time
-            for at in range(0, arr.shape[0], rows):
-                scaled = (arr[at:at + rows].astype(np.float64) - lo) * (255.0 / (hi - lo))
-                out[at:at + rows] = np.clip(scaled + 0.5, 0, 255)
+        # in strips of rows: the whole image as a float64 array would take 650 MB at 81 Mpx
+        lo, hi = (0.0, 65535.0) if mode.startswith("I;16") else map(float, img.getextrema())
+        width, height = img.size
+        rows = max(1, (1 << 20) // width)  # about 8 MB of float64 at a time
+        out = np.zeros((height, width), np.uint8)
+        for at in range(0, height, rows) if hi > lo else ():
+            strip = np.asarray(img.crop((0, at, width, min(at + rows, height))), np.float64)
+            strip -= lo  # in place: no temporaries
+            strip *= 255.0 / (hi - lo)
+            strip += 0.5
+            out[at:at + rows] = np.clip(strip, 0, 255, out=strip)
         return Image.fromarray(out).convert("RGB")
     return img.convert("RGB")
 

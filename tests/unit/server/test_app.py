@@ -221,11 +221,25 @@ def test_oversized_uploads_are_refused(index, photo_dir):
         assert upload(exact, data).status_code == 200
 
 
-def test_pixel_limit_is_configurable(index):
+def test_pixel_limit_is_configurable(index, ids):
     img = Image.new("RGB", (300, 300), "teal")
     with TestClient(create_app(index, max_pixels=300 * 299)) as strict:
-        r = upload(strict, jpeg(img))
-        assert r.status_code == 413 and "pixels" in r.json()["detail"]
+        r = upload(strict, jpeg(img), "teal.jpg")
+        assert r.status_code == 413
+        assert r.json()["detail"] == ("teal.jpg: too large: 300x300 pixels exceeds this server's upload limit of "
+                                      "89,700 pixels (lookalike serve --max-pixels)")
+        t = strict.get(f"/api/thumbs/{ids['astronaut.jpg']}")  # 512x512: the upload limit is not the index's
+        assert t.status_code == 200 and Image.open(io.BytesIO(t.content)).size == (256, 256)
+
+
+def test_uploads_have_a_lower_pixel_limit_than_indexing(client):
+    from lookalike.images import DEFAULT_MAX_PIXELS
+
+    assert 8000 * 7000 < DEFAULT_MAX_PIXELS  # an image that index would decode
+    r = upload(client, png_header_only(8000, 7000), "big.png")
+    assert r.status_code == 413
+    assert r.json()["detail"] == ("big.png: too large: 8000x7000 pixels exceeds this server's upload limit of "
+                                  "50,000,000 pixels (lookalike serve --max-pixels)")
 
 
 def test_images_and_thumbnails_are_served_by_id(client, photo_dir, ids):

@@ -1,0 +1,144 @@
+"""What the HTTP API accepts and answers: query parameters, upload forms and response models.
+
+Responses name files only by base name and folder name (:func:`display_name`, :func:`folder_name`),
+never by path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import Path as PathParam, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from lookalike.vectors import MetricName, Mode
+
+MAX_K = 1000
+INT64_MAX = 2**63 - 1  # ids and seeds are 64-bit: larger values are refused (422), not a 500
+
+HELP = {"k": "Number of results.", "mode": "nearest first, farthest first, or a random sample.",
+        "metric": "cosine (1 - cosine similarity) or l2 (Euclidean).",
+        "seed": "Seed for mode=random [default: a fresh one, returned as seed].",
+        "exclude_self": "Leave out indexed files with the query's exact bytes.",
+        "threshold": "A dedup preset (exact, near, similar) or a cosine distance."}
+K = Annotated[int, Query(ge=1, le=MAX_K, description=HELP["k"])]
+ModeQ = Annotated[Mode, Query(description=HELP["mode"])]
+MetricQ = Annotated[MetricName, Query(description=HELP["metric"])]
+SeedQ = Annotated[int | None, Query(ge=0, le=INT64_MAX, description=HELP["seed"])]
+IdQ = Annotated[int, Query(ge=-INT64_MAX - 1, le=INT64_MAX, description="Id of an indexed image.")]
+IdP = Annotated[int, PathParam(ge=-INT64_MAX - 1, le=INT64_MAX, description="Id of an indexed image.")]
+ExcludeQ = Annotated[bool, Query(description=HELP["exclude_self"])]
+ThresholdQ = Annotated[str, Query(description=HELP["threshold"])]
+
+
+class _UploadForm(BaseModel):
+    """A multipart body: the image in ``file``; options may come as form fields too (each once: in
+    the query string or the form), and any other field is refused with 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def options(self, request: Request, query: dict) -> dict:
+        """``query`` (the query-string values) updated with the options given as form fields."""
+        given = self.model_fields_set - {"file"}
+        twice = sorted(given & set(request.query_params))
+        if twice:  # shaped like FastAPI's own 422s, as the schema documents them
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", key), "input": getattr(self, key),
+                                           "msg": f"{key} given both as a form field and in the query string; "
+                                                  "give it once"} for key in twice])
+        return {**query, **{key: getattr(self, key) for key in given}}
+
+
+class SearchForm(_UploadForm):
+    file: UploadFile = Field(description="The query image.")
+    k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
+    mode: Mode | None = Field(None, description=HELP["mode"])
+    metric: MetricName | None = Field(None, description=HELP["metric"])
+    seed: int | None = Field(None, ge=0, le=INT64_MAX, description=HELP["seed"])
+    exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
+
+
+class DuplicatesForm(_UploadForm):
+    file: UploadFile = Field(description="The image to look for.")
+    threshold: str | None = Field(None, description=HELP["threshold"])
+
+
+class QueryInfo(BaseModel):
+    """The query image: its id when it is in the index (an uploaded copy of an indexed file too),
+    its folder's name in a search by id, and for an upload its content hash
+    (``GET /api/uploads/{hash}/search`` searches with it again)."""
+
+    id: int | None
+    name: str
+    folder: str | None = None
+    upload: str | None = None
+
+
+class Result(BaseModel):
+    rank: int
+    id: int
+    name: str
+    folder: str = Field(description="The name of the folder holding the file (its class, in a "
+                                    "folder-per-class collection).")
+    distance: float
+
+
+class SearchResponse(BaseModel):
+    query: QueryInfo
+    mode: Mode
+    metric: MetricName
+    seed: int | None = Field(None, description="The seed of a random draw (mode=random), to repeat it.")
+    results: list[Result]
+
+
+class Evidence(BaseModel):
+    """Why a file is a duplicate: ORB inliers of one similarity transform and what it says."""
+
+    inliers: int
+    matches: int
+    rotation: int
+    flipped: bool
+    scale: float
+    shown: float
+    filled: float
+    brightness: float
+    edits: list[str]
+    summary: str
+
+
+class DuplicateResult(Result):
+    evidence: Evidence | None = None
+
+
+class DuplicatesResponse(BaseModel):
+    query: QueryInfo
+    metric: MetricName
+    threshold: float
+    preset: str | None
+    results: list[DuplicateResult]
+
+
+class Stats(BaseModel):
+    count: int
+    model: str
+    layer: str | None
+    dims: int
+    index_type: str
+    max_upload_bytes: int
+
+
+def results(found) -> list[Result]:
+    """The matches of a :class:`~lookalike.api.QueryResult` as response rows (names, never paths)."""
+    return [Result(rank=m.rank, id=m.id, name=display_name(m.path), folder=folder_name(m.path),
+                   distance=round(m.distance, 6)) for m in found.results]
+
+
+def display_name(path: str) -> str:
+    """The base name of a path as valid text: bytes that are not UTF-8 show as U+FFFD."""
+    return os.path.basename(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def folder_name(path: str) -> str:
+    """The name of the folder holding a file (its class in a folder-per-class collection), as valid text."""
+    return display_name(os.path.dirname(path))

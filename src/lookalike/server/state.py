@@ -1,0 +1,106 @@
+"""The shared state of one server and the searches it answers: by upload, by recent upload, by id."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from lookalike.api import Index
+from lookalike.images import ImageError, content_hash
+from lookalike.server.files import IndexedFiles, Lru
+from lookalike.server.schemas import (DuplicateResult, DuplicatesResponse, QueryInfo, SearchResponse, Stats,
+                                      display_name, folder_name, results)
+from lookalike.server.uploads import DEFAULT_MAX_UPLOAD, UPLOAD_MAX_PIXELS, refused
+
+
+class ServerState:
+    """One server's index, its lock, its :class:`IndexedFiles`, and LRU caches of the vectors of recent
+    uploads (the page posts an upload again for each mode and for its duplicate check) and of their
+    (vector, name, ids of indexed copies) by content hash, which a reloaded page searches with.
+
+    Uploads are refused over ``max_upload`` bytes or ``max_pixels`` pixels.
+    """
+
+    def __init__(self, index: Index, files: IndexedFiles, max_upload: int = DEFAULT_MAX_UPLOAD,
+                 max_pixels: int = UPLOAD_MAX_PIXELS, upload_cache: int = 64) -> None:
+        self.index = index
+        self.files = files
+        self.max_upload = max_upload
+        self.max_pixels = max_pixels
+        self.lock = index.lock
+        self._uploads = Lru(upload_cache)
+        self._recent = Lru(upload_cache)
+        with self.lock:
+            index.embedder  # the model is loaded once, before the first request
+
+    def stats(self) -> Stats:
+        with self.lock:
+            return Stats(**self.index.stats(), max_upload_bytes=self.max_upload)
+
+    def search_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
+                      exclude_self: bool) -> SearchResponse:
+        """Search with uploaded image bytes."""
+        query, vector, same = self._embed_upload(data, name)
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def search_recent_upload(self, digest: str, k: int, mode: str, metric: str, seed: int | None,
+                             exclude_self: bool) -> SearchResponse:
+        """Search again with an upload this server still holds, by its content hash; 404 otherwise."""
+        with self.lock:
+            recent = self._recent.get(digest)
+        if recent is None:
+            raise HTTPException(404, "this server no longer holds that upload (it keeps the last "
+                                     f"{self._recent.size} until it restarts): upload the image again")
+        vector, name, same = recent
+        query = QueryInfo(id=same[0] if same else None, name=name, upload=digest)
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def duplicates_upload(self, data: bytes, name: str, threshold: str) -> DuplicatesResponse:
+        """Indexed images within a dedup preset or cosine distance of uploaded image bytes."""
+        from lookalike import dedup
+
+        with self.lock:
+            model = self.index.model
+        try:
+            rule, preset = dedup.resolve_threshold(threshold, model)
+        except ValueError as e:
+            raise RequestValidationError([{"type": "value_error", "loc": ("query", "threshold"), "msg": str(e),
+                                            "input": threshold}]) from None
+        query, vector, same = self._embed_upload(data, name)
+        with self.lock:
+            found = dedup.duplicates_of_vector(self.index, vector, same, rule, name, data)
+        rows = found.to_dict()["results"]
+        return DuplicatesResponse(query=query, metric=found.metric, threshold=rule.radius, preset=preset,
+                                  results=[DuplicateResult(**r.model_dump(), evidence=row.get("evidence"))
+                                           for r, row in zip(results(found), rows)])
+
+    def _embed_upload(self, data: bytes, name: str) -> tuple[QueryInfo, np.ndarray, list[int]]:
+        """The query, its vector and the ids of indexed files with the same bytes (whose stored
+        vector is reused); 400/413 for bytes that are not an acceptable image."""
+        try:
+            vector, same = self.index.embed(data, self.max_pixels, self._uploads)
+        except ImageError as e:
+            raise refused(name, e) from None
+        digest = content_hash(data)
+        with self.lock:
+            self._recent[digest] = (vector, name, same)
+        return QueryInfo(id=same[0] if same else None, name=name, upload=digest), vector, same
+
+    def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
+                  exclude_self: bool) -> SearchResponse:
+        """Search with the stored vector of an indexed image."""
+        row = self.files.info(image_id)
+        with self.lock:
+            found = self.index.stored(image_id)
+        if found is None:  # removed since
+            raise HTTPException(404, f"no image with id {image_id} in the index")
+        vector, same = found
+        query = QueryInfo(id=image_id, name=display_name(row["path"]), folder=folder_name(row["path"]))
+        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+
+    def _search(self, query: QueryInfo, vector, k: int, mode: str, metric: str, seed: int | None,
+                exclude) -> SearchResponse:
+        with self.lock:
+            found = self.index.query_vector(vector, k, mode, metric, seed, exclude, query.name)
+        return SearchResponse(query=query, mode=mode, metric=metric, seed=found.seed, results=results(found))

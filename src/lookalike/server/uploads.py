@@ -1,0 +1,89 @@
+"""Bounds on uploads: their size in bytes and pixels, and how long their body may stall.
+
+A request body over the byte limit is refused with 413 as soon as its Content-Length or its
+stream says so, a body that pauses is answered 408, and an image over :data:`UPLOAD_MAX_PIXELS`
+(lower than the indexing limit: a decode takes up to 7 bytes per pixel) is refused with 413 before
+its pixels are decoded. At most two images decode at once (:data:`lookalike.images.DECODING`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from fastapi import HTTPException, UploadFile
+from fastapi.responses import JSONResponse
+
+from lookalike.images import ImageError, ImageTooLarge
+
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+#: Largest upload in pixels by default: a 50-megapixel photo, where indexing takes up to 89.5 Mpx.
+UPLOAD_MAX_PIXELS = 50_000_000
+MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
+BODY_TIMEOUT = 15.0  # seconds a request body may pause before the request is answered 408
+
+
+class UploadTooLarge(HTTPException):
+    """413 for an upload over the limit; raised while the body is received too, where FastAPI passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"upload too large: the limit is {limit} bytes")
+
+
+class BodyTimeout(HTTPException):
+    """408 for a request body that stops arriving (a Content-Length larger than what is sent)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body incomplete: nothing received for {seconds:g} s")
+
+
+class BodyLimit:
+    """ASGI middleware: JSON 413 for a request body over an upload of ``limit`` bytes plus multipart framing,
+    whether its Content-Length says so or it streams past the limit (chunked); 408 when the body pauses
+    for ``timeout`` seconds."""
+
+    def __init__(self, app, limit: int, timeout: float = BODY_TIMEOUT) -> None:
+        self.app = app
+        self.limit = limit
+        self.timeout = timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        most = self.limit + MULTIPART_SLACK
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > most:
+            error = UploadTooLarge(self.limit)
+            return await JSONResponse({"detail": error.detail}, error.status_code)(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                raise BodyTimeout(self.timeout) from None
+            received += len(message.get("body", b""))
+            if received > most:
+                raise UploadTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+async def read_upload(file: UploadFile, max_upload: int) -> tuple[bytes, str]:
+    """The uploaded bytes and base name; 413 over ``max_upload`` bytes, 400 when empty."""
+    data = await file.read(max_upload + 1)
+    if len(data) > max_upload:
+        raise UploadTooLarge(max_upload)
+    if not data:
+        raise HTTPException(400, "empty upload: not an image")
+    return data, os.path.basename(file.filename or "") or "upload"
+
+
+def refused(name: str, error: ImageError) -> HTTPException:
+    """The answer to an upload named ``name`` that cannot be used: 413 over the pixel limit, else 400."""
+    if isinstance(error, ImageTooLarge):
+        return HTTPException(413, f"{name}: too large: {error.width}x{error.height} pixels exceeds this server's "
+                                  f"upload limit of {error.limit:,} pixels (lookalike serve --max-pixels)")
+    return HTTPException(400, f"{name}: {error}")
