@@ -204,10 +204,11 @@ class Index:
         return self._ann[1]
 
     def searcher(self, approximate: bool = True) -> Searcher:
-        """The searcher over the index's vectors, one per generation: with the approximate index
-        (brought up to date first) unless ``approximate`` is false or search is exact."""
+        """The searcher over the index's vectors, one per generation (made anew when its cache files
+        were changed under it): with the approximate index (brought up to date first) unless
+        ``approximate`` is false or search is exact."""
         generation = self.store.generation
-        if self._exact is None or self._exact[0] != generation:
+        if self._exact is None or self._exact[0] != generation or self.store.cache_changed():
             ids, vectors = self.store.vectors()
             self._exact = (generation, Searcher(ids, vectors))
         exact = self._exact[1]

@@ -104,6 +104,7 @@ class Store:
         self.conn = conn
         self.readonly = readonly  # opened read-only: the folder or the catalog cannot be written
         self._checked: set[int] = set()  # generations whose cache files passed the CRC check here
+        self._mapped: tuple | None = None  # identity of the cache files last returned by vectors()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -300,9 +301,34 @@ class Store:
             cached = self._load_cache(generation, n, dim)
             if cached is None:
                 cached = self._write_cache(generation, n, dim)
+        self._mapped = self._identity(generation) if isinstance(cached[1], np.memmap) else None
         if n == 0:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return cached
+
+    def cache_changed(self) -> bool:
+        """True when the cache files last returned by :meth:`vectors` were changed, replaced or removed
+        since (size, modification time or inode): call :meth:`vectors` again, which checks them anew.
+        A long-running reader (the server) asks before each search, so damage done to a mapped file
+        between two searches is never searched."""
+        if self._mapped is None:
+            return False
+        generation = self._mapped[0]
+        if self._identity(generation) == self._mapped:
+            return False
+        self._checked.discard(generation)
+        return True
+
+    def _identity(self, generation: int) -> tuple:
+        """(generation, then (inode, size, mtime) of each cache file, None for a missing one)."""
+        found = []
+        for path in self._cache_names(generation):
+            try:
+                st = os.stat(path)
+                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                found.append(None)
+        return (generation, *found)
 
     @property
     def dim(self) -> int:

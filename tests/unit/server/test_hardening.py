@@ -106,3 +106,19 @@ def test_only_the_indexed_file_itself_is_served(tmp_path):
             assert c.get(f"/api/images/{ids[name]}").status_code == 404, name
             assert c.get(f"/api/thumbs/{ids[name]}").status_code == 404, name
         assert c.get(f"/api/thumbs/{ids['chelsea.jpg']}").status_code == 200
+
+
+def test_a_vector_cache_damaged_under_a_running_server_is_not_searched(folder, tmp_path):
+    with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
+        idx.add(folder)
+        first = c.get("/api/search", params={"id": 1, "k": 3}).json()["results"]
+        assert [r["distance"] for r in first][0] == 0.0 and first[1]["distance"] > 0.05
+        cache = next(idx.root.glob("vectors-*.npy"))
+        size = cache.stat().st_size
+        with open(cache, "r+b") as f:  # in place, as a disk error or another program would: the mapping sees it
+            f.seek(128)
+            f.write(b"\0" * (size - 128))
+        assert c.get("/api/search", params={"id": 1, "k": 3}).json()["results"] == first
+        os.truncate(next(idx.root.glob("vectors-*.npy")), 200)  # reading a mapped page past the end: SIGBUS
+        assert c.get("/api/search", params={"id": 1, "k": 3}).json()["results"] == first
+        assert next(idx.root.glob("vectors-*.npy")).stat().st_size == size  # rebuilt from the catalog
