@@ -23,8 +23,11 @@ from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import default_index_path
 from lookalike.store import DB_NAME, Store, StoreError
-from lookalike.vectors import Mode, Searcher, check_query
+from lookalike.vectors import Backend, Mode, Searcher, check_query
 from lookalike.vectors.faiss_backend import FaissBackend
+
+#: Where an index's vectors are searched: the embedded index (FAISS or exact) or a Milvus mirror.
+STORES = ("embedded", "milvus")
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -67,25 +70,30 @@ class Index:
 
     :attr:`lock` (re-entrant) guards the catalog connection: a caller sharing the index between
     threads holds it around each call; :meth:`embed` takes it itself, only for its look-ups.
+    With a :attr:`mirror` (``store="milvus"``), every committed change is mirrored to its Milvus
+    collection and nearest, farthest and range queries are answered through it.
     """
 
     def __init__(self, store: Store, spec: ModelSpec, threads: int | None = None, device: str = "cpu",
-                 embedder: Embedder | None = None) -> None:
-        """Bind ``store`` to ``spec``; ``embedder`` (else one made on first use) embeds query images."""
+                 embedder: Embedder | None = None, mirror=None) -> None:
+        """Bind ``store`` to ``spec``; ``embedder`` (else one made on first use) embeds query images;
+        ``mirror`` a :class:`lookalike.cluster.mirror.Mirror` of ``store``."""
         self.store = store
+        self.mirror = mirror
         self.spec = spec
         self.lock = threading.RLock()
         self._threads = threads
         self._device = device
         self._embedder = embedder
         self._exact: tuple[int, Searcher] | None = None  # (generation, searcher)
-        self._approximate: tuple[Searcher, FaissBackend, Searcher] | None = None  # (exact one, ANN, searcher)
-        self._ann: tuple[int, FaissBackend | None] | None = None
+        self._approximate: tuple[Searcher, Backend, Searcher] | None = None  # (exact one, ANN, searcher)
+        self._ann: tuple[int, Backend | None] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
              create: bool = False, rebuild: bool = False, threads: int | None = None,
-             device: str = "cpu", weights: str | os.PathLike | None = None) -> "Index":
+             device: str = "cpu", weights: str | os.PathLike | None = None, store: str = "embedded",
+             uri: str | None = None, collection: str | None = None) -> "Index":
         """Open the index at ``path`` (default :func:`default_index_path`).
 
         With ``create``, a missing index is created for ``model``; an existing one must have been
@@ -93,23 +101,33 @@ class Index:
         Without ``create``, the index must exist and its own model is used.
         ``weights`` is the weights file of a model that takes one (``inception-v3-fid``);
         ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        ``store="milvus"`` mirrors the index to the Milvus collection ``collection`` at ``uri`` (a
+        server address or a milvus-lite file; default: the ones the index records) and searches
+        there (see :mod:`lookalike.cluster.mirror`); with ``rebuild`` the collection is dropped too.
         """
         providers(device)  # an unavailable device fails before anything is created
         path = Path(path).expanduser() if path is not None else default_index_path()
-        if not create:
-            store = Store.open(path)
-            ident = store.model or {}
-            spec = resolve(store.model_ref, layer or ident.get("layer"), weights, ident.get("weights_sha256"))
-            return cls(store, spec, threads, device)
-        spec = resolve(model, layer, weights)
-        if rebuild:
-            wipe(path)
-        embedder = None
-        if spec.family == "onnx" and not spec.dim:  # the session that finds the dimension is kept
-            embedder = Embedder(spec, threads, device)
-            spec = embedder.spec
-        store = Store.create(path, spec.identity(), ref=model_ref(model, spec))
-        return cls(store, spec, threads, device, embedder)
+        client = _milvus_client(store, uri, collection, rebuild)  # a held lite file fails before any write
+        try:
+            if not create:
+                catalog = Store.open(path)
+                ident = catalog.model or {}
+                spec = resolve(catalog.model_ref, layer or ident.get("layer"), weights, ident.get("weights_sha256"))
+                return cls(catalog, spec, threads, device, mirror=_mirror(catalog, store, uri, collection, client))
+            spec = resolve(model, layer, weights)
+            if rebuild:
+                wipe(path)
+            embedder = None
+            if spec.family == "onnx" and not spec.dim:  # the session that finds the dimension is kept
+                embedder = Embedder(spec, threads, device)
+                spec = embedder.spec
+            catalog = Store.create(path, spec.identity(), ref=model_ref(model, spec))
+            return cls(catalog, spec, threads, device, embedder,
+                       _mirror(catalog, store, uri, collection, client, fresh=rebuild))
+        except BaseException:
+            if client is not None:
+                client.close()
+            raise
 
     @staticmethod
     def exists(path: str | os.PathLike | None = None) -> bool:
@@ -117,6 +135,8 @@ class Index:
         return (Path(path or default_index_path()).expanduser() / DB_NAME).exists()
 
     def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
         self.store.close()
 
     def __enter__(self) -> "Index":
@@ -178,7 +198,7 @@ class Index:
             raise StoreError(f"not a directory: {folder}")
         report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress,
                         follow_links)
-        self.ann()
+        self._mirror_changes()
         return report
 
     def add_shards(self, location: str, on_plan=None, on_progress=None) -> IndexReport:
@@ -188,19 +208,32 @@ class Index:
         from lookalike.cluster.load import load
 
         report = load(self.store, location, on_plan, on_progress)
-        self.ann()
+        self._mirror_changes()
         return report
+
+    def _mirror_changes(self) -> None:
+        """Bring the approximate index or the Milvus mirror up to date after an update (the mirror
+        also gets new mtimes, which leave the generation as it is)."""
+        if self.mirror is not None:
+            self.mirror.sync()
+        self.ann()
 
     @property
     def index_type(self) -> str:
-        """``exact``, or the approximate kind (``hnsw``, ``ivfpq``) queries use."""
-        return ann_store.kind(self.store)
+        """``exact``, the approximate kind (``hnsw``, ``ivfpq``) queries use, or the Milvus
+        mirror's (``milvus-flat``, ``milvus-hnsw``, ...)."""
+        return self.mirror.index_type if self.mirror is not None else ann_store.kind(self.store)
 
-    def ann(self, rebuild: bool = False) -> FaissBackend | None:
-        """The approximate index kept in step with the catalog, or None when search is exact."""
+    def ann(self, rebuild: bool = False) -> Backend | None:
+        """The approximate index (or the Milvus mirror's backend) kept in step with the catalog, or
+        None when search is exact."""
         generation = self.store.generation
         if rebuild or self._ann is None or self._ann[0] != generation:
-            self._ann = (generation, ann_store.sync(self.store, rebuild))
+            if self.mirror is not None:
+                self.mirror.sync()
+                self._ann = (generation, self.mirror.backend)
+            else:
+                self._ann = (generation, ann_store.sync(self.store, rebuild))
         return self._ann[1]
 
     def searcher(self, approximate: bool = True) -> Searcher:
@@ -298,6 +331,41 @@ class Index:
 def model_ref(model: str | None, spec: ModelSpec) -> str:
     """How an index names its model so it can be reopened: a registry name or an absolute path."""
     return str(Path(model).expanduser().resolve()) if spec.family == "onnx" else spec.name
+
+
+def _milvus_client(store: str, uri: str | None, collection: str | None, rebuild: bool):
+    """An open Milvus client for ``--store milvus --uri``, else None; :class:`StoreError` for options
+    that do not go together, a missing ``cluster`` extra or a URI that cannot be opened."""
+    if store not in STORES:
+        raise StoreError(f"unknown store {store!r}; choose from: {', '.join(STORES)}")
+    if store == "embedded":
+        if uri is not None or collection is not None:
+            raise StoreError("--uri and --collection go with --store milvus")
+        return None
+    try:
+        import pymilvus  # noqa: F401
+
+        from lookalike.cluster.milvus import connect
+    except ImportError:
+        raise StoreError("--store milvus needs the cluster extra: pip install 'lookalike[cluster]'") from None
+    if uri is None:
+        if rebuild:
+            raise StoreError("--rebuild with --store milvus needs --uri")
+        return None
+    return connect(uri)
+
+
+def _mirror(catalog: Store, store: str, uri: str | None, collection: str | None, client, fresh: bool = False):
+    """The Milvus mirror of ``catalog`` for ``store="milvus"`` (see :meth:`Index.open`), else None."""
+    if store != "milvus":
+        return None
+    from lookalike.cluster.mirror import Mirror, resolve_target
+
+    try:
+        return Mirror(catalog, resolve_target(catalog, uri, collection), fresh, client=client)
+    except BaseException:
+        catalog.close()
+        raise
 
 
 def wipe(path: Path) -> None:
