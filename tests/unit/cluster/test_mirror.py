@@ -103,6 +103,10 @@ def test_changes_reach_milvus_and_a_crash_is_repaired(photos, tmp_path):
         assert paths[str(photos / "camera.jpg")] != old[str(photos / "camera.jpg")]  # a new id
         top = idx.query(str(photos / "hubble.jpg"), k=1).results[0]
         assert (top.path, top.distance) == (str(photos / "hubble.jpg"), pytest.approx(0, abs=1e-6))
+        stamp = time.time_ns() - 5 * 10**9
+        os.utime(photos / "coffee.jpg", ns=(stamp, stamp))  # same bytes, new mtime: the generation stays
+        assert idx.add(photos).indexed == 0
+        assert {r["path"]: r["mtime_ns"] for r in collection(idx).values()}[str(photos / "coffee.jpg")] == stamp
     # changes committed to SQLite without reaching Milvus (a process killed in between, or an
     # embedded run): the next milvus run repairs the collection by diffing
     with Index.open(tmp_path / "idx") as embedded:
