@@ -5,7 +5,9 @@ decode, preprocess; then :class:`~lookalike.models.embedder.Embedder`), so their
 index's. The Ray engine reads and decodes in Ray tasks and embeds in a pool of actors
 (``map_batches``, one ONNX Runtime session each); each actor writes the shard of every batch it
 embeds, so vectors never travel through the driver. A re-run embeds only files the shards do not
-hold with the same size and mtime.
+hold with the same size and mtime, and reports (``gone``) the files under SOURCE that the shards
+hold but SOURCE no longer has: shards only add, so those stay in them (and in an index loaded from
+them) until ``lookalike index FOLDER`` or a fresh ``--out``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ SHARD_ROWS = 1024
 
 @dataclass
 class EmbedReport:
-    """What one ``embed`` run did; :meth:`to_dict` is the ``embed --json`` shape."""
+    """What one ``embed`` run did; :meth:`to_dict` is the ``embed --json`` shape. ``gone``: files
+    under SOURCE that the shards hold from an earlier run but SOURCE no longer lists."""
 
     engine: str
     workers: int = 0
@@ -42,13 +45,14 @@ class EmbedReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     shards: int = 0
+    gone: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
         return {"engine": self.engine, "workers": self.workers, "embedded": self.embedded,
                 "unchanged": self.unchanged, "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                "shards": self.shards, "seconds": round(self.seconds, 3), "images_per_second": round(rate, 2)}
+                "shards": self.shards, "gone": self.gone, "seconds": round(self.seconds, 3), "images_per_second": round(rate, 2)}
 
 
 def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address: str | None = None,
@@ -70,8 +74,9 @@ def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address
     shards.check_model(identity)
     report = EmbedReport(engine)
     latest = shards.latest()
-    todo = []
+    todo, listed = [], set()
     for name, size, mtime in sources.list_files(source):
+        listed.add(name)
         held = latest.get(name)
         if held is not None and held[:2] == (size, mtime):
             if held[3] is None:
@@ -80,6 +85,9 @@ def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address
                 report.skipped.append((name, held[3]))
             continue
         todo.append((name, size, mtime))
+    root = sources.name_of(source)
+    below = root + ("/" if sources.is_uri(source) else os.sep)
+    report.gone = sorted(p for p in latest if p not in listed and (p == root or p.startswith(below)))
     if on_plan:
         on_plan(len(todo))
     if todo:

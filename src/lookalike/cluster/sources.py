@@ -69,6 +69,13 @@ def list_files(source: str) -> Iterator[tuple[str, int, int]]:
     yield from sorted(found)
 
 
+def name_of(source: str) -> str:
+    """``source`` itself named as :func:`list_files` names the files under it (no trailing slash)."""
+    if not is_uri(source):
+        return os.path.abspath(source)
+    return f"{source.split('://', 1)[0]}://{filesystem(source)[1]}".rstrip("/")
+
+
 def read(name: str) -> bytes:
     """The bytes of a file named by path or URI; :class:`ImageError` with the reason when unreadable."""
     if not is_uri(name):

@@ -187,3 +187,23 @@ def test_ray_actor_killed_mid_run_loses_and_repeats_nothing(ray_cluster, generat
     assert victim not in _actor_pids()
     assert (report.embedded, len(report.skipped)) == (generated.n_images, len(generated.broken))
     assert_matches_index(shard_rows(out), indexed, generated)
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_a_rerun_reports_files_gone_from_source(generated, tmp_path, as_uri):
+    import shutil
+
+    source, other = tmp_path / "source", tmp_path / "source-other"
+    for folder, names in ((source, ("img0001.jpg", "img0005.jpg", "img0007.jpg")), (other, ("img0011.jpg",))):
+        folder.mkdir()
+        for name in names:
+            shutil.copy(generated.root / "part1" / name, folder / name)
+    location = (lambda p: f"file://{p}") if as_uri else str
+    out = str(tmp_path / "shards")
+    embed(location(source), out, model_spec(), "local")
+    embed(location(other), out, model_spec(), "local")  # a sibling folder sharing the prefix, same shards
+    assert embed(location(source), out, model_spec(), "local").gone == []
+    (source / "img0005.jpg").unlink()
+    again = embed(location(source), out, model_spec(), "local")
+    assert (again.embedded, again.unchanged, again.gone) == (0, 2, [location(source / "img0005.jpg")])
+    assert again.to_dict()["gone"] == [location(source / "img0005.jpg")]
