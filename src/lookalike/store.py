@@ -469,9 +469,13 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         raise StoreError(f"index {path} is read-only and has schema v{version}: open it once where it can be "
                          f"written to upgrade it to v{SCHEMA_VERSION}")
     for v in range(version, SCHEMA_VERSION):
-        with conn:
-            conn.executescript(MIGRATIONS[v])
-            conn.execute(f"PRAGMA user_version = {v + 1}")
+        try:  # one transaction (executescript would commit each statement): a failed step leaves v as it was
+            conn.executescript(f"BEGIN; {MIGRATIONS[v]}; PRAGMA user_version = {v + 1}; COMMIT;")
+        except sqlite3.DatabaseError as e:
+            conn.rollback()
+            conn.close()
+            what = "create the catalog" if version == 0 else f"upgrade the catalog to schema v{v + 1}"
+            raise StoreError(f"cannot {what} at {path}: {e} (is the disk full?); nothing was changed") from None
     return conn, readonly
 
 

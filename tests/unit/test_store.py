@@ -66,6 +66,32 @@ def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
         assert ids.tolist() == [7] and vec[0].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_a_migration_that_fails_midway_changes_nothing(tmp_path, monkeypatch):
+    from lookalike import store
+
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    conn.executescript(store.MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO meta VALUES ('model', ?)", ('{"name": "m", "dim": 3}',))
+    conn.execute("INSERT INTO images (id, path, size, mtime_ns, hash, status, vector) VALUES (7, '/a', 1, 1, 'h', 'ok', ?)",
+                 (np.ones(3, np.float32).tobytes(),))
+    conn.commit()
+    conn.close()
+    # the last statement fails, as a full disk or a kill would stop it, after the old table was dropped
+    monkeypatch.setattr(store, "MIGRATIONS", [store.MIGRATIONS[0], store.MIGRATIONS[1] + "; SELECT no_such_function()"])
+    with pytest.raises(StoreError, match="cannot upgrade the catalog to schema v2 .* nothing was changed"):
+        Store.open(tmp_path)
+    monkeypatch.undo()
+    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall() == [
+        ("images",), ("meta",)]
+    conn.close()
+    with Store.open(tmp_path) as s:  # the real migration then runs from the start
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert s.vectors()[0].tolist() == [7]
+
+
 def test_ids_are_never_reused_and_a_changed_file_gets_a_new_id(tmp_path):
     with Store.create(tmp_path, MODEL, ref="m") as s:
         s.put([_entry("/a", 1.0), _entry("/b", 2.0)])
