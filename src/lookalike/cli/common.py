@@ -1,0 +1,65 @@
+"""What the commands share: the options they take alike, one-line messages and errors, progress bars."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from lookalike import ann_store
+from lookalike.vectors import MetricName
+
+err = Console(stderr=True, markup=False)  # paths and messages print exactly as they are
+
+AnnSetting = Enum("AnnSetting", {name: name for name in ann_store.SETTINGS}, type=str)
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", envvar="LOOKALIKE_INDEX", show_default=False,
+                                                   help="Index directory [default: per-user data dir]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
+LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all cores]")]
+FollowLinksOpt = Annotated[bool, typer.Option("--follow-links", help="Also index what symbolic links lead to "
+                                              "outside the folder [default: such links are left out, with a reason]")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+TorchThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights file of a model that takes one "
+                                                    "(inception-v3-fid) [default: $LOOKALIKE_INCEPTION_WEIGHTS or the cache]")]
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: ONNX Runtime's CUDA provider when onnxruntime-gpu "
+                                           "and a GPU are present, else CPU.")]
+MetricOpt = Annotated[MetricName, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
+                                               "distance) on the raw features.")]
+
+
+def say(label: str, style: str, message: str) -> None:
+    """Print ``label: message`` on stderr, the label styled, the message exactly as it is."""
+    err.print(Text.assemble((f"{label}:", style), " ", message), soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 1."""
+    say("error", "bold red", message)
+    raise typer.Exit(1)
+
+
+def no_bar(quiet: bool) -> bool:
+    """Progress bars only on a terminal: a log file or pipe gets no bar remnants."""
+    return quiet or not err.is_terminal
+
+
+def progress_bar(quiet: bool) -> Progress:
+    """The embedding progress bar (count, rate, time left) on stderr."""
+    return Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=no_bar(quiet))

@@ -1,0 +1,79 @@
+"""``dedup``: groups of duplicate images, with the file to keep; never deletes anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lookalike import present
+from lookalike.api import Index
+from lookalike.cli.common import (Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt, ModelOpt, QuietOpt,
+                                  ThreadsOpt, WeightsOpt, err, fail, progress_bar)
+
+
+def dedup(
+    folder: Annotated[Optional[Path], typer.Argument(metavar="[FOLDER]", help="Index (or update) this folder first and look only in it; "
+                                                     "without it, the whole index.", show_default=False)] = None,
+    index_path: IndexOpt = None,
+    threshold: Annotated[str, typer.Option("--threshold", "-t", help="A preset: near (two stages: embedding or "
+                                           "rotated/flipped-hash candidates, each verified by local features), "
+                                           "similar (the same, looser), exact (near-identical re-saves); or a "
+                                           "cosine distance to the kept file (embedding alone).")] = "near",
+    montage: Annotated[Optional[Path], typer.Option("--montage", help="Write one PNG per group into this folder.")] = None,
+    to_remove: Annotated[Optional[Path], typer.Option("--to-remove", help="Write every grouped file but the kept "
+                                                      "one to this file, one path per line (refused for a name "
+                                                      "with a line break: use -0 or --json).")] = None,
+    review: Annotated[Optional[Path], typer.Option("--review", help="Write an HTML page showing each group side by "
+                                                   "side (kept file marked, evidence) to choose what to remove.")] = None,
+    null: Annotated[bool, typer.Option("-0", "--null", help="With --to-remove: end each path with a NUL byte "
+                                       "instead of a newline (for xargs -0).")] = False,
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    follow_links: FollowLinksOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Group exact (same bytes) and near-duplicate images; never deletes anything.
+
+    Each group keeps the file that is not an edit of the others: most pixels, then lossless over
+    higher JPEG quality, then one with an EXIF capture time (earliest), then the shorter name, then
+    the older file.
+    """
+    from lookalike import dedup as dd
+    if folder is not None and not folder.is_dir():
+        fail(f"not a directory: {folder}")
+    with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
+                    weights=weights) as idx:
+        rule, preset = dd.resolve_threshold(threshold, idx.model)
+        indexed = None
+        if folder is not None:
+            with progress_bar(quiet or as_json) as bar:
+                task = bar.add_task("embed", total=None, rate="")
+                indexed = idx.add(folder, on_plan=lambda n: bar.update(task, total=n),
+                                  on_progress=lambda n: bar.advance(task, n), follow_links=follow_links)
+        report = dd.find_duplicates(idx, rule, preset, under=str(folder) if folder is not None else None)
+    if indexed is not None:
+        report.skipped = sorted(dict(report.skipped + indexed.skipped).items())
+    if to_remove is not None:
+        dd.write_paths(report.to_remove(), to_remove, null)
+    if montage is not None:
+        present.dedup_montages(report, montage)
+    if review is not None:
+        from lookalike import review as review_page
+
+        review_page.write(report, review)
+    if as_json:
+        out = report.to_dict()
+        if indexed is not None:
+            out["index"] = indexed.to_dict()
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    present.print_dedup(report)

@@ -1,0 +1,186 @@
+"""Turning images into vectors: ``index`` (a folder or shards into an index), ``embed`` (into Parquet
+shards, here or on a Ray cluster) and ``models`` (what can embed them)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lookalike.api import Index
+from lookalike.cli.common import (AnnSetting, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
+                                  ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, err, fail, progress_bar, say)
+from lookalike.images import DEFAULT_MAX_PIXELS, list_images
+from lookalike.indexer import BATCH
+
+
+def index(
+    folder: Annotated[Optional[Path], typer.Argument(metavar="FOLDER", help="Folder of images to index (recursively).",
+                                                     show_default=False)] = None,
+    shards: Annotated[Optional[str], typer.Option("--from", metavar="SHARDS", help="Instead of FOLDER: add the "
+                                                  "Parquet shards of `lookalike embed` (folder or URI).")] = None,
+    index_path: IndexOpt = None,
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run and per commit.")] = BATCH,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads.")] = 2,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
+    follow_links: FollowLinksOpt = False,
+    ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
+                                                      "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the added, changed and removed paths.")] = False,
+) -> None:
+    """Make the index match FOLDER: embed new and changed images, drop deleted ones.
+
+    A folder without images is an error when it would create a new index, and a warning otherwise.
+    """
+    if (folder is None) == (shards is None):
+        fail("give a FOLDER or --from SHARDS (one of them)")
+    if shards is not None:
+        _need_cluster("pyarrow")
+        from lookalike.cluster.shards import Shards
+
+        model, layer = _shards_model(Shards(shards), model, layer)
+    elif not folder.is_dir():
+        fail(f"not a directory: {folder}")
+    ignored: Counter = Counter()
+    if folder is not None and next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
+        nothing = f"no images under {folder}{_ignored_text(ignored, ': ignored ')}"
+        if rebuild or not Index.exists(index_path):
+            fail(f"{nothing}; no index created")
+        say("warning", "bold yellow", nothing)
+    with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
+                    weights=weights) as idx:
+        if ann is not None:
+            idx.set_ann(ann.value)
+        with progress_bar(quiet or as_json) as bar:
+            task = bar.add_task("embed", total=None, rate="")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                t = bar.tasks[0]
+                bar.update(task, rate=f"{t.completed / t.elapsed:.1f} img/s" if t.elapsed else "")
+
+            if shards is not None:
+                report = idx.add_shards(shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+            else:
+                report = idx.add(folder, batch, workers, max_pixels,
+                                 on_plan=lambda n: bar.update(task, total=n), on_progress=advance,
+                                 follow_links=follow_links)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    if verbose:
+        for what, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed_paths)):
+            print("".join(f"{what} {p}\n" for p in paths), end="")
+    print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
+          f"skipped {len(report.skipped)}{_ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
+          f"{idx.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+
+
+def _shards_model(shards, model: str | None, layer: str | None) -> tuple[str | None, str | None]:
+    """The model and layer to create an index for shards with: the shards' own unless given."""
+    held = shards.model()
+    if held is None:
+        fail(f"no shards in {shards.location}")
+    return model or held["name"], layer or (None if model else held["layer"])
+
+
+def _ignored_text(ignored: Counter, prefix: str) -> str:
+    """``prefix`` and the count of files that are not images by extension
+    (``3 other files (2 .txt, 1 without extension)``), or "" when there are none."""
+    if not ignored:
+        return ""
+    kinds = ", ".join(f"{n} {ext or 'without extension'}"
+                      for ext, n in sorted(ignored.items(), key=lambda kv: (-kv[1], not kv[0], kv[0])))
+    return f"{prefix}{sum(ignored.values())} other files ({kinds})"
+
+
+def _need_cluster(*modules: str) -> None:
+    """A one-line error when the ``cluster`` extra is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"this needs {', '.join(sorted(set(missing)))}: pip install 'lookalike[cluster]'")
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def embed(
+    source: Annotated[str, typer.Argument(help="Folder or URI (s3://…, gs://…, file://…) of images.")],
+    out: Annotated[str, typer.Option("--out", help="Folder or URI of the Parquet shards (created; a re-run adds "
+                                     "only what they lack).")],
+    engine: Annotated[Engine, typer.Option("--engine", help="local: this process; ray: a Ray cluster.")] = Engine.local,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto, ray://HOST:10001 "
+                                                   "[default: $RAY_ADDRESS, else start one here]")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Embedding actors (ray) or decoding "
+                                                   "threads (local) [default: CPUs, or GPUs / --gpus-per-worker]")] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per embedding actor "
+                                                   "(ONNX Runtime's CUDA provider).")] = 0.0,
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    weights: WeightsOpt = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run.")] = BATCH,
+    device: DeviceOpt = Device.cpu,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Embed SOURCE into Parquet shards, here or on a Ray cluster (needs lookalike[cluster])."""
+    _need_cluster("pyarrow", *(["ray"] if engine == Engine.ray else []))
+    from lookalike.cluster.embed import embed as run_embed, model_spec
+    from lookalike.cluster.sources import is_uri
+
+    if not is_uri(source) and not Path(source).exists():
+        fail(f"no such file or folder: {source}")
+    spec = model_spec(model, layer, weights)
+    with progress_bar(quiet or as_json) as bar:
+        task = bar.add_task("embed", total=None, rate="")
+        report = run_embed(source, out, spec, engine.value, address, workers, gpus_per_worker, batch,
+                           max_pixels=max_pixels, device=device.value, on_plan=lambda n: bar.update(task, total=n),
+                           on_progress=lambda n: bar.advance(task, n))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    d = report.to_dict()
+    print(f"embedded {d['embedded']}, unchanged {d['unchanged']}, skipped {len(d['skipped'])}; {d['shards']} shards "
+          f"written to {out} ({d['seconds']:.1f} s, {d['images_per_second']:.1f} img/s, {engine.value})")
+
+
+def models(
+    download: Annotated[Optional[str], typer.Option("--download", metavar="MODEL", help="Download the weights of "
+                                                    "MODEL (inception-v3-fid) into the cache first; needs internet.")] = None,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the models lookalike knows: feature dims, input size, layers, and where their weights come from."""
+    from lookalike.models import registry
+
+    if download is not None:
+        err.print(f"{download} weights: {registry.download_weights(download)}", soft_wrap=True)
+    rows = registry.catalog(weights)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    for r in rows:
+        layers = ", ".join(f"{k} ({v}-d)" + (" default" if k == r["layer"] else "") for k, v in r["layers"].items())
+        print(f"{r['name']}: {r['dim']}-d, {r['input_size']}px input; layers {layers}\n"
+              f"    weights: {r['weights'] or 'missing'}\n    source: {r['source']}")

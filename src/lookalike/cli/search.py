@@ -1,0 +1,139 @@
+"""Searching an index: ``query`` (results as a table, TSV, paths or JSON) and ``show`` (one figure)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lookalike import present
+from lookalike.api import Index, fresh_seed
+from lookalike.cli.common import (Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, ThreadsOpt, WeightsOpt, err, fail,
+                                  say)
+from lookalike.images import ImageError
+from lookalike.vectors import MetricName, Mode
+
+
+class Format(str, Enum):
+    table = "table"
+    tsv = "tsv"
+    paths = "paths"
+
+
+FormatOpt = Annotated[Optional[Format], typer.Option(
+    "--format", help="table, tsv (a header, then rank, distance, path; a query column first for several "
+    "queries) or paths (one per line) [default: table on a terminal, else tsv]", show_default=False)]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="nearest first, farthest first, or a uniform random sample.")]
+
+
+def _output_format(fmt: Format | None) -> str:
+    return fmt.value if fmt is not None else ("table" if sys.stdout.isatty() else "tsv")
+
+
+def _seed(seed: int | None, announce: bool = True) -> int:
+    """The seed of a random draw: the one given, else a fresh one; ``announce`` prints it on stderr so
+    the draw can be repeated."""
+    if seed is None:
+        seed = fresh_seed()
+    if announce:
+        say("seed", "bold", f"{seed} (repeat this random draw with --seed {seed})")
+    return seed
+
+
+def query(
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Query image file(s).", show_default=False)],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
+    mode: ModeOpt = Mode.nearest,
+    metric: MetricOpt = MetricName.cosine,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --mode random [default: a fresh one, "
+                                                "printed so the draw can be repeated]", show_default=False)] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
+                                               "exact bytes (the query itself).")] = False,
+    montage: Annotated[Optional[Path], typer.Option("--montage", help="Also write a montage PNG (first query).")] = None,
+    duplicates: Annotated[bool, typer.Option("--duplicates", help="Instead: every indexed image that duplicates "
+                                             "it by the 'near' dedup preset, with evidence (is this image already "
+                                             "indexed?).")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Exact search even when the index has an ANN structure.")] = False,
+    ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="HNSW search breadth (recall vs speed).")] = None,
+    nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="IVF-PQ lists probed (recall vs speed).")] = None,
+    index_path: IndexOpt = None,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Print the K nearest, farthest or random indexed images for each query image.
+
+    A query that cannot be read is reported by name and the others are still answered; the exit
+    code is then 1 (and --json gives that query an "error" instead of "results").
+    """
+    random_seed = _seed(seed, not as_json) if mode is Mode.random and not duplicates else None
+    answers: list[tuple[Path, object]] = []  # (query, QueryResult or error message) in argument order
+    with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
+        if duplicates:
+            from lookalike import dedup
+
+            rule, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.model)
+
+        def answer(img: Path):
+            if duplicates:
+                found = dedup.duplicates_of(idx, str(img), rule)
+                if not found.results:
+                    err.print(f"no duplicate of {found.query} in the index (none by {rule.describe()})",
+                              soft_wrap=True)
+                return found
+            return idx.query(str(img), k, mode.value, metric.value, random_seed, exclude_self, exact=exact,
+                             ef_search=ef_search, nprobe=nprobe)
+
+        for img in images:
+            try:
+                answers.append((img, answer(img)))
+            except ImageError as e:
+                say("error", "bold red", f"{img}: {e}")
+                answers.append((img, str(e)))
+    results = [r for _, r in answers if not isinstance(r, str)]
+    if montage is not None and results:
+        present.montage(results[0].query, results[:1], montage)
+    if as_json:
+        dicts = [{"query": str(img), "error": r} if isinstance(r, str) else r.to_dict() for img, r in answers]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, ensure_ascii=False))
+    else:
+        present.print_results(results, _output_format(fmt))
+    failed = len(answers) - len(results)
+    if failed:
+        if len(answers) > 1:
+            say("error", "bold red", f"{failed} of {len(answers)} queries failed")
+        raise typer.Exit(1)
+
+
+def show(
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="Query image file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("lookalike.png"),
+    n: Annotated[int, typer.Option("-n", min=1, help="Images per row.")] = 5,
+    metric: MetricOpt = MetricName.cosine,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row [default: a fresh one, "
+                                                "printed so the figure can be repeated]", show_default=False)] = None,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
+                                               "exact bytes (the query itself).")] = False,
+    index_path: IndexOpt = None,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = Device.auto,
+    weights: WeightsOpt = None,
+) -> None:
+    """Write one figure: the query, then N nearest, N random and N farthest images."""
+    seed = _seed(seed)
+    with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
+        try:
+            vector, same = idx.embed(str(image))
+        except ImageError as e:
+            fail(f"{image}: {e}")
+        exclude = same if exclude_self else ()
+        rows = [idx.query_vector(vector, n, mode, metric.value, seed, exclude, str(image))
+                for mode in ("nearest", "random", "farthest")]
+    present.montage(str(image), rows, out)
+    print(out)

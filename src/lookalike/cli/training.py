@@ -1,0 +1,231 @@
+"""Measuring and training embeddings: ``evaluate``, ``train`` and ``tune``."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lookalike import present
+from lookalike.cli.common import (Device, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt, ThreadsOpt,
+                                  TorchThreadsOpt, err, fail, no_bar, progress_bar)
+from lookalike.train.config import TrainConfig
+from lookalike.vectors import MetricName
+
+
+_TRAIN = TrainConfig()
+
+
+class Augment(str, Enum):
+    pixels = "pixels"
+    features = "features"
+
+
+class ValSplit(str, Enum):
+    classes = "classes"
+    images = "images"
+    none = "none"
+
+
+def _print_metrics(summary: dict, title: str) -> None:
+    from rich.table import Table
+
+    t = Table("metric", "value", title=title, title_justify="left")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                t.add_row(f"{key} {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
+        else:
+            t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    present.stdout_console().print(t)
+
+
+def evaluate(
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder with one sub-folder of images per class.",
+                                         show_default=False)],
+    model: ModelOpt = None,
+    layer: LayerOpt = None,
+    metric: MetricOpt = MetricName.cosine,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Also score k-reciprocal re-ranking of the top 100.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write an HTML report with PNGs and metrics.json "
+                                                   "into this folder.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the comparative sets.")] = 0,
+    index_path: Annotated[Optional[Path], typer.Option("--index", show_default=False, help="Embed through this "
+                                                       "index (brought up to date with DATA, as dedup DATA does), "
+                                                       "reusing the vectors it holds [default: a cache per folder "
+                                                       "and model]")] = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Leave-one-out retrieval quality on labelled folders: recall@k, mAP, MAP@R, median rank.
+
+    Embeddings are cached per folder and model, so a second run (another metric) is instant;
+    with --index, an index that already holds DATA is used without embedding it again.
+    """
+    from lookalike import evaluate as ev
+
+    if not data.is_dir():
+        fail(f"not a directory: {data}")
+    with progress_bar(quiet or as_json) as bar:
+        task = bar.add_task("embed", total=None, rate="")
+        result = ev.evaluate_folder(data, model, layer, metric.value, rerank, seed, threads,
+                                    on_plan=lambda n: bar.update(task, total=n),
+                                    on_progress=lambda n: bar.advance(task, n), index=index_path)
+    summary = result.to_dict()
+    if report is not None:
+        page = ev.write_report(result, report)
+        err.print(f"report: {page}", soft_wrap=True)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return
+    for path, reason in result.index.skipped:
+        err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    _print_metrics(summary, f"{result.model} on {data} ({metric.value})")
+
+
+def train(
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder with one sub-folder of images per class.",
+                                         show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write (use it as --model).")],
+    model: Annotated[str, typer.Option("--model", help="Base model: efficientnet-lite0/1/2.")] = "efficientnet-lite0",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = _TRAIN.epochs,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Backbone learning rate (the head uses 10x).")] = _TRAIN.lr,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Softmax temperature of the "
+                                               "NormSoftmax loss (lower: sharper classes).")] = _TRAIN.temperature,
+    dim: Annotated[int, typer.Option("--dim", min=1, help="Embedding dimension.")] = _TRAIN.dim,
+    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
+                                          "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
+    train_size: Annotated[int, typer.Option("--train-size", min=32, help="Training resolution in pixels.")] = _TRAIN.train_size,
+    augment: Annotated[Augment, typer.Option("--augment", help="Crop and flip the pixels every step, or crop cached "
+                                             "feature maps of each image and its mirror (faster, "
+                                             "weaker).")] = Augment(_TRAIN.augment),
+    batch: Annotated[int, typer.Option("--batch", min=2, help="Images per step.")] = _TRAIN.batch_size,
+    val_split: Annotated[ValSplit, typer.Option("--val-split", help="Hold out whole classes (open set), images of "
+                                                "every class (closed set), or nothing.")] = ValSplit.classes,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")] = _TRAIN.val_fraction,
+    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Validate on this labelled folder "
+                                                     "instead of splitting DATA.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, initialisation and batches.")] = 0,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name [default: the folder name].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+    device: Annotated[Device, typer.Option("--device", help="Torch device; auto: CUDA when available.")] = Device.cpu,
+    threads: TorchThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune an embedding on labelled folders (NormSoftmax) and write a model directory."""
+    from lookalike.train.run import train as run_training
+
+    if not data.is_dir():
+        fail(f"not a directory: {data}")
+    if val_data is not None and not val_data.is_dir():
+        fail(f"not a directory: {val_data}")
+    config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
+                         batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
+                         val_fraction=val_fraction, seed=seed)
+    with _training_progress(quiet or as_json) as progress:
+        result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
+                                                  progress=progress)
+    summary = {"model_dir": str(out), "onnx": str(onnx_path), "seconds": round(seconds, 1),
+               "epochs": result.history[-1].epoch, "validation": result.val,
+               "untrained_validation": result.history[0].val if result.history[0].epoch == 0 else None}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(f"wrote {out} ({seconds:.0f} s); use it with --model {out}")
+
+
+def _validation_text(epoch) -> str:
+    """An epoch's validation scores as a progress-line suffix ("" when it was not validated)."""
+    return f"  val recall@1 {epoch.val['recall@1']:.3f}  mAP {epoch.val['map']:.3f}" if epoch.val else ""
+
+
+class _training_progress:
+    """A rich progress display for training: caching, then one bar per epoch with loss and validation."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, disable=no_bar(quiet))
+        self.tasks: dict[str, int] = {}
+        self.quiet = quiet
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int, info: dict) -> None:
+        if stage == "epoch":
+            e = info["epoch"]
+            loss = f"  loss {e.loss:.3f}" if e.loss is not None else "  (untrained)"
+            if not self.quiet:
+                err.print(f"epoch {e.epoch}/{total}{loss}{_validation_text(e)}  ({e.seconds:.0f} s)")
+            return
+        key = f"{stage} {info.get('name', '')} {info.get('epoch', '')}"
+        if key not in self.tasks:
+            label = f"epoch {info['epoch']}" if stage == "train" else f"caching {info.get('name', '')}"
+            self.tasks[key] = self.bar.add_task(label, total=total, info="")
+        text = f"loss {info['loss']:.3f}" if "loss" in info else ""
+        self.bar.update(self.tasks[key], completed=done, info=text)
+
+
+def tune(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder with one sub-folder of images per class.",
+                                         show_default=False)],
+    grid: Annotated[list[str], typer.Option("--grid", metavar="NAME=V1,V2,...", help="NAME=V1,V2,... entries, e.g. --grid lr=1e-3,1e-4 "
+                                            "temperature=0.05,0.1 dim=256,512; a single value fixes a setting.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.csv and tune.png.")] = Path("tune"),
+    model: Annotated[str, typer.Option("--model", help="Base model: efficientnet-lite0/1/2.")] = "efficientnet-lite0",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = _TRAIN.epochs,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.05, max=0.9, help="Share of the classes held out for scoring.")] = _TRAIN.val_fraction,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Cap on total time: 600, 600s, 10m, 1h.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, initialisation and batches.")] = 0,
+    threads: TorchThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Grid search of training settings, scored on held-out classes; names the best configuration."""
+    from rich.table import Table
+
+    from lookalike.train import tune as tn
+
+    if not data.is_dir():
+        fail(f"not a directory: {data}")
+    points = tn.parse_grid([*grid, *ctx.args])  # "--grid a=1,2 b=3" leaves "b=3" in ctx.args
+    seconds = tn.parse_budget(budget)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    base = TrainConfig(model=model, epochs=epochs, val_fraction=val_fraction, seed=seed)
+
+    def progress(i: int, n: int, stage: str, done: int, total: int, info: dict) -> None:
+        if stage == "epoch" and not (quiet or as_json):
+            e = info["epoch"]
+            err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{_validation_text(e)}")
+
+    result = tn.run_grid(data, points, out, base, seconds, progress=progress)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    keys = list(points)
+    t = Table(*keys, "val mAP", "val recall@1", "epochs", "seconds", "status", title=f"grid search ({out})",
+              title_justify="left")
+    best = result.best
+    for trial in result.trials:
+        style = "bold green" if trial is best else None
+        t.add_row(*(str(trial.settings[k]) for k in keys), f"{trial.val['map']:.4f}" if trial.val else "-",
+                  f"{trial.val['recall@1']:.4f}" if trial.val else "-", str(trial.epochs_done), f"{trial.seconds:.0f}",
+                  trial.status, style=style)
+    present.stdout_console().print(t)
+    if best is not None:
+        print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
+              + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
