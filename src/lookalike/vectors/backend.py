@@ -74,7 +74,8 @@ def top_k(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], 
     """Brute-force top-``k`` of float32 ``queries`` over ``(vectors, ids)`` chunks, never holding them all.
 
     Returns ``(distances, ids)`` as :meth:`Backend.nearest` does: float32, nearest ascending (or
-    farthest descending), ``inf`` / ``-1`` padding. ``sq_norms`` yields each chunk's squared norms.
+    farthest descending), ``inf`` / ``-1`` padding; of equal distances the smaller ids are kept.
+    ``sq_norms`` yields each chunk's squared norms.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     sign = np.float32(-1.0 if farthest else 1.0)
@@ -90,16 +91,29 @@ def top_k(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], 
             d = metric.pairwise(queries, x, part_norms)
             if farthest:
                 np.negative(d, out=d)
-            take = min(k, d.shape[1])
-            part = np.argpartition(d, take - 1, axis=1)[:, :take]
+            part_ids = np.broadcast_to(ids[start:start + d.shape[1]], d.shape)
+            part = _smallest(d, part_ids, min(k, d.shape[1]))
             d = np.concatenate([best_d, np.take_along_axis(d, part, 1)], axis=1)
-            i = np.concatenate([best_i, ids[start + part]], axis=1)
-            keep = np.argpartition(d, k - 1, axis=1)[:, :k]
+            i = np.concatenate([best_i, np.take_along_axis(part_ids, part, 1)], axis=1)
+            keep = _smallest(d, np.where(i >= 0, i, np.iinfo(np.int64).max), k)
             best_d, best_i = np.take_along_axis(d, keep, 1), np.take_along_axis(i, keep, 1)
     order = np.lexsort((best_i, best_d), axis=1)
     best_d, best_i = np.take_along_axis(best_d, order, 1) * sign, np.take_along_axis(best_i, order, 1)
     best_i = np.where(np.isfinite(best_d), best_i, -1)
     return np.where(best_i >= 0, best_d, np.inf).astype(np.float32), best_i
+
+
+def _smallest(d: np.ndarray, ids: np.ndarray, take: int) -> np.ndarray:
+    """Column positions of the ``take`` smallest of each row of ``d`` (any order); of equal values at
+    the cut, those with the smaller ``ids`` (an array shaped like ``d``)."""
+    part = np.argpartition(d, take - 1, axis=1)[:, :take]
+    cut = np.take_along_axis(d, part, 1).max(axis=1, keepdims=True)
+    split = np.flatnonzero((d == cut).sum(1) > (np.take_along_axis(d, part, 1) == cut).sum(1))
+    for q in split:  # rare: equal distances straddle the cut (byte copies of a file)
+        below = np.flatnonzero(d[q] < cut[q])
+        tied = np.flatnonzero(d[q] == cut[q])
+        part[q] = np.concatenate([below, tied[np.argsort(ids[q][tied], kind="stable")][:take - len(below)]])
+    return part
 
 
 def scan_within(queries: np.ndarray, vectors: np.ndarray, radius: float, metric: Metric,

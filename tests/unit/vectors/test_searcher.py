@@ -103,3 +103,23 @@ def test_squared_norms_and_pairwise_by_hand():
     np.testing.assert_allclose(METRICS["cosine"].paired(np.repeat(q, 4, 0), NON_UNIT),
                                HAND_WORKED["cosine"][1][[1, 0, 2, 3]], atol=1e-12)
     np.testing.assert_allclose(METRICS["l2"].paired(np.repeat(q, 4, 0), NON_UNIT), np.sqrt([17.0, 2.0, 8.0, 18.0]))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_equal_distances_at_the_cut_keep_the_smaller_ids(metric):
+    """Byte copies of a file have equal distances: which of them make the k results is decided by
+    id (as the order among them is), not by where they sit in the scan, in every chunk."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    x[10:20] = x[3]  # eleven copies
+    ids = rng.permutation(1000)[:60].astype(np.int64)
+    copies = np.sort(ids[[3, *range(10, 20)]])
+    for chunks in ([(x, ids)], [(x[s:s + 7], ids[s:s + 7]) for s in range(0, 60, 7)]):
+        for k in (1, 4, 11):
+            _, near = top_k(x[3], chunks, k, METRICS[metric])
+            assert near[0].tolist() == copies[:k].tolist()
+    searcher = Searcher(ids, x)
+    for k in (1, 4, 11):
+        assert searcher.nearest(x[3], k, metric)[1][0].tolist() == copies[:k].tolist()
+        if metric == "cosine":  # the copies are the farthest from the opposite direction
+            assert searcher.farthest(-x[3], k, metric)[1][0].tolist() == copies[:k].tolist()
