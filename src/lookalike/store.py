@@ -2,8 +2,8 @@
 
 SQLite (WAL mode) holds every file's path, size, mtime, content hash, status and feature vector, so
 a batch of new vectors commits atomically: a process killed at any moment leaves an index that opens
-and resumes. ``vectors.npy`` + ``ids.npy`` are a derived cache for fast loading, stamped with the
-catalog's generation and rebuilt whenever it is stale.
+and resumes. The vectors are also kept in a derived cache for fast loading (see
+:mod:`lookalike.vector_cache`), stamped with the catalog's generation and rebuilt whenever it is stale.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lookalike.vector_cache import VectorCache
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 2
@@ -103,8 +102,7 @@ class Store:
         self.root = root
         self.conn = conn
         self.readonly = readonly  # opened read-only: the folder or the catalog cannot be written
-        self._checked: set[int] = set()  # generations whose cache files passed the CRC check here
-        self._mapped: tuple | None = None  # identity of the cache files last returned by vectors()
+        self._cache = VectorCache(root)
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -298,10 +296,7 @@ class Store:
         """
         with self._snapshot():
             generation, n, dim = self.generation, self.count(), max(self.dim, 1)
-            cached = self._load_cache(generation, n, dim)
-            if cached is None:
-                cached = self._write_cache(generation, n, dim)
-        self._mapped = self._identity(generation) if isinstance(cached[1], np.memmap) else None
+            cached = self._cache.get(generation, n, dim, self._fill)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return cached
@@ -311,24 +306,18 @@ class Store:
         since (size, modification time or inode): call :meth:`vectors` again, which checks them anew.
         A long-running reader (the server) asks before each search, so damage done to a mapped file
         between two searches is never searched."""
-        if self._mapped is None:
-            return False
-        generation = self._mapped[0]
-        if self._identity(generation) == self._mapped:
-            return False
-        self._checked.discard(generation)
-        return True
+        return self._cache.changed()
 
-    def _identity(self, generation: int) -> tuple:
-        """(generation, then (inode, size, mtime) of each cache file, None for a missing one)."""
-        found = []
-        for path in self._cache_names(generation):
-            try:
-                st = os.stat(path)
-                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                found.append(None)
-        return (generation, *found)
+    def _fill(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Copy every embedded image's id and vector into the preallocated ``ids`` and ``vectors``."""
+        at = 0
+        for chunk_ids, chunk in self.iter_vectors():
+            ids[at:at + len(chunk_ids)] = chunk_ids
+            vectors[at:at + len(chunk_ids)] = chunk
+            at += len(chunk_ids)
+        if at != len(ids):
+            raise StoreError(f"the catalog changed while its vectors were read ({at} rows, not {len(ids)})")
+        return ids, vectors
 
     @property
     def dim(self) -> int:
@@ -347,83 +336,6 @@ class Store:
         finally:
             if self.conn.in_transaction:
                 self.conn.rollback()
-
-    def _cache_names(self, generation: int) -> tuple[Path, Path, Path]:
-        return (self.root / f"ids-{generation}.npy", self.root / f"vectors-{generation}.npy",
-                self.root / f"vectors-{generation}.json")
-
-    def _load_cache(self, generation: int, n: int, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The cached arrays of ``generation`` when they are whole and match the catalog, else None."""
-        ids_path, vectors_path, stamp_path = self._cache_names(generation)
-        try:
-            stamp = json.loads(stamp_path.read_text())
-            ids = np.load(ids_path, mmap_mode="r")
-            vectors = np.load(vectors_path, mmap_mode="r")
-        except (OSError, ValueError, EOFError):  # missing, torn or foreign files
-            return None
-        if (ids.shape, ids.dtype, vectors.shape, vectors.dtype) != ((n,), np.int64, (n, dim), np.float32):
-            return None
-        if generation not in self._checked:
-            if not isinstance(stamp, dict) or stamp.get("crc32") != _crc32(ids, vectors):
-                return None
-            self._checked.add(generation)
-        return ids, vectors
-
-    def _write_cache(self, generation: int, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """Write the cache of ``generation`` from the catalog (inside the caller's snapshot) and return it."""
-        try:
-            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".cache-"))
-        except OSError:  # a read-only folder: read the vectors into memory
-            return _fill(np.empty(n, np.int64), np.empty((n, dim), np.float32), self.iter_vectors())
-        try:
-            names = self._cache_names(generation)
-            ids = np.lib.format.open_memmap(tmp / names[0].name, "w+", np.int64, (n,))
-            vectors = np.lib.format.open_memmap(tmp / names[1].name, "w+", np.float32, (n, dim))
-            _fill(ids, vectors, self.iter_vectors())
-            ids.flush(), vectors.flush()
-            (tmp / names[2].name).write_text(json.dumps({"generation": generation, "n": n, "dim": dim,
-                                                          "crc32": _crc32(ids, vectors)}))
-            del ids, vectors
-            # open before moving into place: a concurrent cleaner cannot take the arrays away
-            loaded = (np.load(tmp / names[0].name, mmap_mode="r"), np.load(tmp / names[1].name, mmap_mode="r"))
-            for name in names:
-                os.replace(tmp / name.name, name)
-        except OSError:
-            return _fill(np.empty(n, np.int64), np.empty((n, dim), np.float32), self.iter_vectors())
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._checked.add(generation)
-        self._drop_old_caches(generation)
-        return loaded
-
-    def _drop_old_caches(self, generation: int) -> None:
-        """Delete cache files of generations before ``generation`` (a newer one may be being written)."""
-        for old in [*self.root.glob("ids-*.npy"), *self.root.glob("vectors-*.npy"), *self.root.glob("vectors*.json")]:
-            number = old.stem.partition("-")[2]
-            if not number.isdigit() or int(number) < generation:
-                old.unlink(missing_ok=True)
-
-
-def _fill(ids: np.ndarray, vectors: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]]):
-    """Copy (ids, vectors) chunks into the preallocated ``ids`` and ``vectors``; returns both."""
-    at = 0
-    for chunk_ids, chunk in chunks:
-        ids[at:at + len(chunk_ids)] = chunk_ids
-        vectors[at:at + len(chunk_ids)] = chunk
-        at += len(chunk_ids)
-    if at != len(ids):
-        raise StoreError(f"the catalog changed while its vectors were read ({at} rows, not {len(ids)})")
-    return ids, vectors
-
-
-def _crc32(ids: np.ndarray, vectors: np.ndarray) -> int:
-    """CRC-32 of the cache's data (ids, then vectors), read in 16 MB pieces."""
-    crc = 0
-    for array in (ids, vectors):
-        flat = array.reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
-        for at in range(0, flat.size, 1 << 24):
-            crc = zlib.crc32(flat[at:at + (1 << 24)], crc)
-    return crc
 
 
 # File names need not be valid UTF-8 (``x\\xff.jpg``): Python holds them as ``str`` with surrogate

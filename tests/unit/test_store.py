@@ -165,7 +165,7 @@ def test_a_damaged_vector_cache_is_rebuilt_from_the_catalog(tmp_path, target, da
         ids, vectors = s.vectors()
         assert np.array_equal(ids, expected[0]) and np.array_equal(vectors, expected[1])
     with Store.open(tmp_path) as s:  # repaired on disk: the next process loads it as it is
-        s._write_cache = None
+        s._cache.write = None
         assert np.array_equal(s.vectors()[1], expected[1])
 
 
