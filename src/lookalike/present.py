@@ -40,8 +40,15 @@ def table(result: QueryResult) -> Table:
 def print_results(results: Sequence[QueryResult], fmt: str = "table", console: Console | None = None,
                   out: TextIO | None = None) -> None:
     """Print query results to stdout: ``table`` (one rich table per query), ``tsv`` (a header, then
-    rank, distance and path; with several queries a leading query column) or ``paths`` (one per line)."""
+    rank, distance and path; with several queries a leading query column) or ``paths`` (one per line).
+
+    ValueError, printing nothing, when a name holds a line break (or, in TSV, a tab): such output
+    could not be read back unambiguously.
+    """
     out = out or sys.stdout
+    if fmt in ("tsv", "paths"):
+        _refuse_breaks(fmt, [m.path for r in results for m in r.results]
+                       + ([r.query for r in results] if fmt == "tsv" and len(results) > 1 else []))
     if fmt == "table":
         console = console or stdout_console()
         for r in results:
@@ -56,6 +63,15 @@ def print_results(results: Sequence[QueryResult], fmt: str = "table", console: C
         out.writelines(f"{m.path}\n" for r in results for m in r.results)
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from: {', '.join(FORMATS)}")
+
+
+def _refuse_breaks(fmt: str, names: list[str]) -> None:
+    """ValueError naming the first of ``names`` that would break a line of ``fmt`` output."""
+    breaks = "\n\r\t" if fmt == "tsv" else "\n\r"
+    broken = next((name for name in names if any(c in name for c in breaks)), None)
+    if broken is not None:
+        what = "a tab or line break" if fmt == "tsv" else "a line break"
+        raise ValueError(f"a file name holds {what} ({broken!r}): {fmt} output would be ambiguous; use --json")
 
 
 def _thumb(source) -> Image.Image:

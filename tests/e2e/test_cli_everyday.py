@@ -57,6 +57,25 @@ def test_paths_print_exactly_in_table_tsv_paths_and_json(odd):
         assert sum(p in line for line in lines[1:]) == 1, p
 
 
+def test_tsv_and_paths_refuse_names_that_would_break_their_lines(photo_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    tab, newline = folder / "tab\there.jpg", folder / "line\nbreak.jpg"
+    shutil.copy(photo_dir / "chelsea.jpg", tab)
+    shutil.copy(photo_dir / "coffee.jpg", newline)
+    ix = tmp_path / "ix"
+    run("index", folder, "--index", ix, "--quiet")
+    for fmt, k, broken in (("tsv", 1, tab), ("paths", 2, newline)):
+        proc = run("query", tab, "-k", k, "--index", ix, "--format", fmt, check=False)
+        what = "a tab or line break" if fmt == "tsv" else "a line break"
+        assert proc.returncode == 1 and proc.stdout == "", fmt
+        assert proc.stderr == (f"error: a file name holds {what} ({str(broken)!r}): {fmt} output would be "
+                               "ambiguous; use --json\n")
+    assert run("query", tab, "-k", "1", "--index", ix, "--format", "paths").stdout == f"{tab}\n"  # a tab is no break here
+    found = json.loads(run("query", tab, "-k", "2", "--index", ix, "--json").stdout)
+    assert [r["path"] for r in found["results"]] == [str(tab), str(newline)]
+
+
 def test_table_only_on_a_terminal_by_default(odd):
     root, ix = odd
     piped = run("query", root / "coffee [1].jpg", "-k", "2", "--index", ix).stdout

@@ -1,10 +1,13 @@
-"""Montage layout: every thumbnail drawn, row titles clear of the row's images."""
+"""Montage layout: every thumbnail drawn, row titles clear of the row's images; line-format output."""
+
+import io
 
 import matplotlib.pyplot as plt
+import pytest
 from PIL import Image
 
 from lookalike.api import Match, QueryResult
-from lookalike.present import montage_figure
+from lookalike.present import montage_figure, print_results
 
 
 def test_row_titles_sit_above_every_image_of_their_row(tmp_path):
@@ -27,3 +30,28 @@ def test_row_titles_sit_above_every_image_of_their_row(tmp_path):
             assert bottom >= row_top, (title.get_text(), bottom, row_top)
     finally:
         plt.close(fig)
+
+
+def _result(query: str, *paths: str) -> QueryResult:
+    return QueryResult(query, "nearest", "cosine", [Match(i + 1, i, p, 0.1 * i) for i, p in enumerate(paths)])
+
+
+@pytest.mark.parametrize("fmt, results, broken", [
+    ("tsv", [_result("/q.jpg", "/a.jpg", "/a\tb.jpg")], "/a\tb.jpg"),
+    ("tsv", [_result("/q.jpg", "/a.jpg"), _result("/q\r.jpg", "/b.jpg")], "/q\r.jpg"),  # the query column
+    ("paths", [_result("/q.jpg", "/a.jpg"), _result("/r.jpg", "/b\nc.jpg")], "/b\nc.jpg"),
+])
+def test_line_formats_refuse_names_that_would_break_a_line_and_print_nothing(fmt, results, broken):
+    out = io.StringIO()
+    with pytest.raises(ValueError, match="file name holds") as e:
+        print_results(results, fmt, out=out)
+    assert repr(broken) in str(e.value) and out.getvalue() == ""
+
+
+def test_line_formats_print_other_names_exactly():
+    out = io.StringIO()
+    print_results([_result("/q\t.jpg", "/a\tb [x].jpg")], "paths", out=out)
+    assert out.getvalue() == "/a\tb [x].jpg\n"
+    out = io.StringIO()
+    print_results([_result("/q\t.jpg", "/ü [b].jpg")], "tsv", out=out)  # one query: no query column
+    assert out.getvalue() == "rank\tdistance\tpath\n1\t0.000000\t/ü [b].jpg\n"
