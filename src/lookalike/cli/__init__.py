@@ -45,7 +45,8 @@ app.add_typer(ann.app, name="ann")
 
 class _Command(typer.core.TyperCommand):
     """Help in the usual style: ``IMAGE...`` and ``[FOLDER]`` as their metavars say (not typer's
-    ``{IMAGE...}...``) and no ``<list[Path]>`` type tags on arguments."""
+    ``{IMAGE...}...``), no ``<list[Path]>`` type tags on arguments, and ``<int>`` for typer's
+    ``<int range>`` (the range follows the help, as in ``[x>=1]``)."""
 
     @staticmethod
     def _arguments(params) -> list:
@@ -57,7 +58,8 @@ class _Command(typer.core.TyperCommand):
     def format_options(self, ctx, formatter) -> None:
         params = self.get_params(ctx)
         sections = (("Arguments", [(p.metavar or p.name.upper(), p.help or "") for p in self._arguments(params)]),
-                    ("Options", [r for p in params if p.param_type_name == "option" and (r := p.get_help_record(ctx))]))
+                    ("Options", [(r[0].replace(" range>", ">"), r[1]) for p in params
+                                 if p.param_type_name == "option" and (r := p.get_help_record(ctx))]))
         for title, rows in sections:
             if rows:
                 with formatter.section(title):
@@ -67,6 +69,7 @@ class _Command(typer.core.TyperCommand):
 for _info in (*app.registered_commands, *ann.app.registered_commands):
     if _info.cls is typer.core.TyperCommand:  # not one that asked for another class
         _info.cls = _Command
+
 
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 1.
