@@ -193,6 +193,19 @@ def test_a_folder_without_images_is_refused_and_creates_no_index(tmp_path):
     assert proc.stderr == (f"error: no images under {folder}: ignored 3 other files (2 .txt, 1 without extension); "
                            "no index created\n")
     assert not ix.exists()
+    proc = run("dedup", folder, "--index", ix, check=False)  # dedup FOLDER indexes it first: the same rule
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"error: no images under {folder}: ignored 3 other files (2 .txt, 1 without extension); "
+                           "no index created\n")
+    assert not ix.exists()
+
+
+def test_a_folder_without_images_only_warns_when_the_index_exists(odd, tmp_path):
+    _, ix = odd
+    for command in ("index", "dedup"):
+        proc = run(command, tmp_path, "--index", ix, "--json")
+        assert proc.stderr == f"warning: no images under {tmp_path}\n", command
+        assert json.loads(proc.stdout)
 
 
 def test_phone_formats_are_indexed_and_other_files_counted(photo_dir, tmp_path):

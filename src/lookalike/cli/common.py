@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from lookalike import ann_store
+from lookalike.api import Index
+from lookalike.images import list_images
 from lookalike.vectors import MetricName
 
 err = Console(stderr=True, markup=False)  # paths and messages print exactly as they are
@@ -63,3 +66,24 @@ def progress_bar(quiet: bool) -> Progress:
     """The embedding progress bar (count, rate, time left) on stderr."""
     return Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=no_bar(quiet))
+
+
+def check_images(folder: Path, index_path: Path | None, rebuild: bool = False) -> None:
+    """A FOLDER without images: an error when it would create a new index (also anew, with
+    ``rebuild``), else a warning."""
+    ignored: Counter = Counter()
+    if next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
+        nothing = f"no images under {folder}{ignored_text(ignored, ': ignored ')}"
+        if rebuild or not Index.exists(index_path):
+            fail(f"{nothing}; no index created")
+        say("warning", "bold yellow", nothing)
+
+
+def ignored_text(ignored: Counter, prefix: str) -> str:
+    """``prefix`` and the count of files that are not images by extension
+    (``3 other files (2 .txt, 1 without extension)``), or "" when there are none."""
+    if not ignored:
+        return ""
+    kinds = ", ".join(f"{n} {ext or 'without extension'}"
+                      for ext, n in sorted(ignored.items(), key=lambda kv: (-kv[1], not kv[0], kv[0])))
+    return f"{prefix}{sum(ignored.values())} other files ({kinds})"

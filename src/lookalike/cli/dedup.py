@@ -11,7 +11,7 @@ import typer
 from lookalike import present
 from lookalike.api import Index
 from lookalike.cli.common import (Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt, ModelOpt, QuietOpt,
-                                  ThreadsOpt, WeightsOpt, err, fail, progress_bar)
+                                  ThreadsOpt, WeightsOpt, check_images, err, fail, progress_bar)
 
 
 def dedup(
@@ -43,11 +43,14 @@ def dedup(
 
     Each group keeps the file that is not an edit of the others: most pixels, then lossless over
     higher JPEG quality, then one with an EXIF capture time (earliest), then the shorter name, then
-    the older file.
+    the older file. A FOLDER without images is an error when it would create a new index, and a
+    warning otherwise.
     """
     from lookalike import dedup as dd
-    if folder is not None and not folder.is_dir():
-        fail(f"not a directory: {folder}")
+    if folder is not None:
+        if not folder.is_dir():
+            fail(f"not a directory: {folder}")
+        check_images(folder, index_path)
     with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
                     weights=weights) as idx:
         rule, preset = dd.resolve_threshold(threshold, idx.model)

@@ -4,7 +4,6 @@ shards, here or on a Ray cluster) and ``models`` (what can embed them)."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,8 +12,9 @@ import typer
 
 from lookalike.api import Index
 from lookalike.cli.common import (AnnSetting, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
-                                  ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, err, fail, progress_bar, say)
-from lookalike.images import DEFAULT_MAX_PIXELS, list_images
+                                  ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, check_images, err, fail,
+                                  ignored_text, progress_bar)
+from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.indexer import BATCH
 
 
@@ -53,12 +53,8 @@ def index(
         model, layer = _shards_model(Shards(shards), model, layer)
     elif not folder.is_dir():
         fail(f"not a directory: {folder}")
-    ignored: Counter = Counter()
-    if folder is not None and next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
-        nothing = f"no images under {folder}{_ignored_text(ignored, ': ignored ')}"
-        if rebuild or not Index.exists(index_path):
-            fail(f"{nothing}; no index created")
-        say("warning", "bold yellow", nothing)
+    if folder is not None:
+        check_images(folder, index_path, rebuild)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
                     weights=weights) as idx:
         if ann is not None:
@@ -86,7 +82,7 @@ def index(
         for what, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed_paths)):
             print("".join(f"{what} {p}\n" for p in paths), end="")
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
-          f"skipped {len(report.skipped)}{_ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
+          f"skipped {len(report.skipped)}{ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
           f"{idx.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
 
 
@@ -96,16 +92,6 @@ def _shards_model(shards, model: str | None, layer: str | None) -> tuple[str | N
     if held is None:
         fail(f"no shards in {shards.location}")
     return model or held["name"], layer or (None if model else held["layer"])
-
-
-def _ignored_text(ignored: Counter, prefix: str) -> str:
-    """``prefix`` and the count of files that are not images by extension
-    (``3 other files (2 .txt, 1 without extension)``), or "" when there are none."""
-    if not ignored:
-        return ""
-    kinds = ", ".join(f"{n} {ext or 'without extension'}"
-                      for ext, n in sorted(ignored.items(), key=lambda kv: (-kv[1], not kv[0], kv[0])))
-    return f"{prefix}{sum(ignored.values())} other files ({kinds})"
 
 
 def _need_cluster(*modules: str) -> None:
