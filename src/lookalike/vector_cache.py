@@ -28,7 +28,7 @@ class VectorCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._checked: set[int] = set()  # generations whose cache files passed the CRC check here
-        self._mapped: tuple | None = None  # identity of the files last returned memory-mapped
+        self._mapped: tuple | None = None  # (generation, names, identity) of the files last returned mapped
 
     def get(self, generation: int, n: int, dim: int, fill: Callable[[np.ndarray, np.ndarray], Arrays]) -> Arrays:
         """The (ids (n,), vectors (n, dim)) of ``generation``: loaded, else written by ``fill(ids,
@@ -37,7 +37,8 @@ class VectorCache:
         arrays = self._load(generation, n, dim) or self.write(generation, n, dim, fill)
         if arrays is None:
             arrays = fill(np.empty(n, np.int64), np.empty((n, dim), np.float32))
-        self._mapped = self._identity(generation) if isinstance(arrays[1], np.memmap) else None
+        names = self._names(generation)
+        self._mapped = (generation, names, _identity(names)) if isinstance(arrays[1], np.memmap) else None
         return arrays
 
     def changed(self) -> bool:
@@ -45,22 +46,11 @@ class VectorCache:
         (size, modification time or inode); they are then checked anew by the next :meth:`get`."""
         if self._mapped is None:
             return False
-        generation = self._mapped[0]
-        if self._identity(generation) == self._mapped:
+        generation, names, seen = self._mapped  # names built once: this runs before every server search
+        if _identity(names) == seen:
             return False
         self._checked.discard(generation)
         return True
-
-    def _identity(self, generation: int) -> tuple:
-        """(generation, then (inode, size, mtime) of each cache file, None for a missing one)."""
-        found = []
-        for path in self._names(generation):
-            try:
-                st = os.stat(path)
-                found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                found.append(None)
-        return (generation, *found)
 
     def _names(self, generation: int) -> tuple[Path, Path, Path]:
         return (self.root / f"ids-{generation}.npy", self.root / f"vectors-{generation}.npy",
@@ -117,6 +107,18 @@ class VectorCache:
             number = old.stem.partition("-")[2]
             if not number.isdigit() or int(number) < generation:
                 old.unlink(missing_ok=True)
+
+
+def _identity(paths: tuple[Path, ...]) -> tuple:
+    """(inode, size, mtime) of each file, None for a missing one."""
+    found = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            found.append(None)
+    return tuple(found)
 
 
 def _crc32(ids: np.ndarray, vectors: np.ndarray) -> int:
