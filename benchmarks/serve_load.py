@@ -73,9 +73,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index: Path, port: int, threads: int | None, log: Path) -> subprocess.Popen:
+def start_server(index: Path, port: int, threads: int | None, log: Path, *options: str) -> subprocess.Popen:
+    """``lookalike serve`` over ``index`` on ``port`` with more ``options``, once it answers /healthz."""
     cmd = [sys.executable, "-c", "from lookalike.cli import main; main()", "serve", "--index", str(index),
-           "--host", HOST, "--port", str(port)]
+           "--host", HOST, "--port", str(port), *options]
     if threads:
         cmd += ["--threads", str(threads)]
     with open(log, "w") as err:

@@ -277,9 +277,9 @@ class Index:
             if vector is not None:
                 return vector, same
             image = data
-        with DECODING:
+        with DECODING:  # held through the model run: decoded images waiting for the model would add up
             rgb = decode(image, self.spec.preprocessing.decode_size, max_pixels)
-        vector = self.embedder.embed_images([rgb])[0]
+            vector = self.embedder.embed_images([rgb])[0]
         if cache is not None and digest is not None:
             with self.lock:
                 cache[digest] = vector

@@ -60,8 +60,9 @@ class ImageTooLarge(ImageError):
         self.width, self.height, self.limit = width, height, limit
 
 
-#: Taken around a decode by callers serving many requests at once (the server's uploads and
-#: thumbnails), so that parallel requests cannot multiply peak memory.
+#: Taken by callers serving many requests at once (the server's uploads and thumbnails) from a decode
+#: until the image is small again (made a thumbnail, or embedded), so that parallel requests cannot
+#: multiply peak memory.
 DECODING = threading.BoundedSemaphore(2)
 
 

@@ -58,6 +58,11 @@ def test_a_file_name_that_is_not_utf8_is_indexed_queried_and_reported(tmp_path):
     code, out, err = cli("dedup", photos, "--index", ix, "--to-remove", listed, "-q")
     assert code == 0, err
     assert {b"coffee.jpg", b"x\xff.jpg"} & {os.path.basename(p) for p in listed.read_bytes().splitlines()}
+    for command in (["query", photos / "coffee.jpg", "-k", "2"], ["dedup", photos]):
+        code, out, err = cli(*command, "--index", ix, "--json")
+        valid = out.encode("utf-8", "surrogateescape").decode("utf-8")  # strict: raises on bytes that are not UTF-8
+        assert code == 0 and "\\udcff" in valid, err  # the name's byte as a JSON escape, read back as the name:
+        assert str(photos / ODD) in _strings(json.loads(valid))
     (photos / ODD).unlink()
     code, out, _ = cli("index", photos, "--index", ix, "--json")
     assert json.loads(out)["removed"] == 1
@@ -183,3 +188,12 @@ def test_links_out_of_the_folder_fifos_and_unreadable_folders_are_left_out_with_
         assert json.loads(out)["indexed"] == 1 and code == 0, err
     finally:
         (photos / "locked").chmod(0o755)
+
+
+def _strings(value) -> set[str]:
+    """Every string in a JSON value."""
+    if isinstance(value, dict):
+        return set().union(*map(_strings, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_strings, value))
+    return {value} if isinstance(value, str) else set()

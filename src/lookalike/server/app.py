@@ -27,7 +27,8 @@ from lookalike.server.files import IndexedFiles
 from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, ExcludeQ, IdP, IdQ, MetricQ, ModeQ,
                                       SearchForm, SearchResponse, SeedQ, Stats, ThresholdQ)
 from lookalike.server.state import ServerState
-from lookalike.server.uploads import BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, UPLOAD_MAX_PIXELS, BodyLimit, read_upload
+from lookalike.server.uploads import (BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, UPLOAD_MAX_PIXELS, BodyLimit, read_upload,
+                                      return_freed_images)
 from lookalike.store import StoreError
 from lookalike.vectors import MetricName, Mode
 
@@ -37,8 +38,11 @@ STATIC = Path(__file__).with_name("static")
 def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = UPLOAD_MAX_PIXELS,
                body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """The web app over an open ``index``: uploads up to ``max_upload`` bytes and ``max_pixels`` pixels,
-    a request body that pauses ``body_timeout`` seconds answered 408."""
+    a request body that pauses ``body_timeout`` seconds answered 408. Large freed allocations go back
+    to the system from then on (:func:`~lookalike.server.uploads.return_freed_images`)."""
     from swagger_ui_bundle import swagger_ui_path
+
+    return_freed_images()
 
     files = IndexedFiles(index)
     server = ServerState(index, files, max_upload, max_pixels)

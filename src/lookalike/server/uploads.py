@@ -9,6 +9,7 @@ its pixels are decoded. At most two images decode at once (:data:`lookalike.imag
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 
 from fastapi import HTTPException, UploadFile
@@ -21,6 +22,7 @@ DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 UPLOAD_MAX_PIXELS = 50_000_000
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
 BODY_TIMEOUT = 15.0  # seconds a request body may pause before the request is answered 408
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
 class UploadTooLarge(HTTPException):
@@ -69,6 +71,18 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def return_freed_images() -> None:
+    """Have glibc's malloc map every allocation of 1 MB or more on its own, so that the memory of a
+    decoded image goes back to the system when it is freed; by default each server thread's malloc
+    arena keeps the peak it reached (8 uploads of 50 Mpx at once: +1,794 MB peak, +724 MB with this).
+    Process-wide; nothing where the C library has no ``mallopt``."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 async def read_upload(file: UploadFile, max_upload: int) -> tuple[bytes, str]:
