@@ -34,8 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import HOST, build_index, free_port, jpeg_bytes, generated_image, percentiles, start_server  # noqa: E402
 
-from lookalike.images import DEFAULT_MAX_PIXELS  # noqa: E402
-from lookalike.server.uploads import UPLOAD_MAX_PIXELS  # noqa: E402
+from lookalike.images import DEFAULT_MAX_PIXELS, UPLOAD_MAX_PIXELS  # noqa: E402
 
 
 def png(width: int, height: int, sixteen_bit: bool) -> bytes:

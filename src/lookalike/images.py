@@ -43,6 +43,9 @@ def _register_plugins() -> None:
 
 _register_plugins()
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+#: The server's default for uploads (a 50-megapixel photo): lower, since anyone who can reach it may
+#: post, and a decode takes up to 7 bytes a pixel.
+UPLOAD_MAX_PIXELS = 50_000_000
 
 # Pillow's own bomb check must not fire before ours: ours gives the reason in a skip list.
 Image.MAX_IMAGE_PIXELS = None

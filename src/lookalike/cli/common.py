@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from enum import Enum
 from pathlib import Path
@@ -44,6 +46,16 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: ONNX Runtime'
                                            "and a GPU are present, else CPU.")]
 MetricOpt = Annotated[MetricName, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
                                                "distance) on the raw features.")]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def print_json(value) -> None:
+    """Print ``value`` as one line of JSON that is valid UTF-8 whatever the file names in it: the bytes
+    of a name that are not UTF-8 (lone surrogates to Python) are written as ``\\udcXX`` escapes, which
+    ``json.loads`` reads back as the same name (``os.fsencode`` gives its bytes); other text stays as is."""
+    print(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False)))
 
 
 def say(label: str, style: str, message: str) -> None:

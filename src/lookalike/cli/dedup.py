@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +10,7 @@ import typer
 from lookalike import present
 from lookalike.api import Index
 from lookalike.cli.common import (Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt, ModelOpt, QuietOpt,
-                                  ThreadsOpt, WeightsOpt, check_images, err, fail, progress_bar)
+                                  ThreadsOpt, WeightsOpt, check_images, err, fail, print_json, progress_bar)
 
 
 def dedup(
@@ -75,7 +74,7 @@ def dedup(
         out = report.to_dict()
         if indexed is not None:
             out["index"] = indexed.to_dict()
-        print(json.dumps(out, ensure_ascii=False))
+        print_json(out)
         return
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", soft_wrap=True)

@@ -3,7 +3,6 @@ shards, here or on a Ray cluster) and ``models`` (what can embed them)."""
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +12,7 @@ import typer
 from lookalike.api import Index
 from lookalike.cli.common import (AnnSetting, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
                                   ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, check_images, err, fail,
-                                  ignored_text, progress_bar)
+                                  ignored_text, print_json, progress_bar)
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.indexer import BATCH
 
@@ -74,7 +73,7 @@ def index(
                                  on_plan=lambda n: bar.update(task, total=n), on_progress=advance,
                                  follow_links=follow_links)
     if as_json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        print_json(report.to_dict())
         return
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", soft_wrap=True)
@@ -142,7 +141,7 @@ def embed(
                            max_pixels=max_pixels, device=device.value, on_plan=lambda n: bar.update(task, total=n),
                            on_progress=lambda n: bar.advance(task, n))
     if as_json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        print_json(report.to_dict())
         return
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
@@ -164,7 +163,7 @@ def models(
         err.print(f"{download} weights: {registry.download_weights(download)}", soft_wrap=True)
     rows = registry.catalog(weights)
     if as_json:
-        print(json.dumps(rows))
+        print_json(rows)
         return
     for r in rows:
         layers = ", ".join(f"{k} ({v}-d)" + (" default" if k == r["layer"] else "") for k, v in r["layers"].items())

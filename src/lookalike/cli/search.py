@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -13,7 +12,7 @@ import typer
 from lookalike import present
 from lookalike.api import Index, fresh_seed
 from lookalike.cli.common import (Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, ThreadsOpt, WeightsOpt, err, fail,
-                                  say)
+                                  print_json, say)
 from lookalike.images import ImageError
 from lookalike.vectors import MetricName, Mode
 
@@ -101,7 +100,7 @@ def query(
         present.montage(results[0].query, results[:1], montage)
     if as_json:
         dicts = [{"query": str(img), "error": r} if isinstance(r, str) else r.to_dict() for img, r in answers]
-        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, ensure_ascii=False))
+        print_json(dicts[0] if len(dicts) == 1 else dicts)
     else:
         present.print_results(results, _output_format(fmt))
     failed = len(answers) - len(results)

@@ -10,7 +10,7 @@ import typer
 
 from lookalike.api import Index
 from lookalike.cli.common import IndexOpt, ThreadsOpt, err, fail, say
-from lookalike.images import DEFAULT_MAX_PIXELS
+from lookalike.images import UPLOAD_MAX_PIXELS
 
 
 def serve(
@@ -18,7 +18,8 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest accepted upload.")] = 20.0,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest accepted upload in pixels (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest accepted upload in pixels (bomb "
+                                            "guard; lower than index's: a decode takes up to 7 bytes a pixel).")] = UPLOAD_MAX_PIXELS,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve the web page and HTTP API (docs at /docs) for an index."""

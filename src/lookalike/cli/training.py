@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lookalike import present
 from lookalike.cli.common import (Device, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt, ThreadsOpt,
-                                  TorchThreadsOpt, err, fail, no_bar, progress_bar)
+                                  TorchThreadsOpt, err, fail, no_bar, print_json, progress_bar)
 from lookalike.train.config import TrainConfig
 from lookalike.vectors import MetricName
 
@@ -81,7 +80,7 @@ def evaluate(
         page = ev.write_report(result, report)
         err.print(f"report: {page}", soft_wrap=True)
     if as_json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print_json(summary)
         return
     for path, reason in result.index.skipped:
         err.print(f"skipped {path}: {reason}", soft_wrap=True)
@@ -135,7 +134,7 @@ def train(
                "epochs": result.history[-1].epoch, "validation": result.val,
                "untrained_validation": result.history[0].val if result.history[0].epoch == 0 else None}
     if as_json:
-        print(json.dumps(summary))
+        print_json(summary)
         return
     print(f"wrote {out} ({seconds:.0f} s); use it with --model {out}")
 
@@ -214,7 +213,7 @@ def tune(
 
     result = tn.run_grid(data, points, out, base, seconds, progress=progress)
     if as_json:
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
         return
     keys = list(points)
     t = Table(*keys, "val mAP", "val recall@1", "epochs", "seconds", "status", title=f"grid search ({out})",

@@ -23,12 +23,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.api import Index
+from lookalike.images import UPLOAD_MAX_PIXELS
 from lookalike.server.files import IndexedFiles
 from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, ExcludeQ, IdP, IdQ, MetricQ, ModeQ,
                                       SearchForm, SearchResponse, SeedQ, Stats, ThresholdQ)
 from lookalike.server.state import ServerState
-from lookalike.server.uploads import (BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, UPLOAD_MAX_PIXELS, BodyLimit, read_upload,
-                                      return_freed_images)
+from lookalike.server.uploads import BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, BodyLimit, read_upload, return_freed_images
 from lookalike.store import StoreError
 from lookalike.vectors import MetricName, Mode
 

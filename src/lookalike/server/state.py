@@ -7,11 +7,11 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
 from lookalike.api import Index
-from lookalike.images import ImageError, content_hash
+from lookalike.images import UPLOAD_MAX_PIXELS, ImageError, content_hash
 from lookalike.server.files import IndexedFiles, Lru
 from lookalike.server.schemas import (DuplicateResult, DuplicatesResponse, QueryInfo, SearchResponse, Stats,
                                       display_name, folder_name, results)
-from lookalike.server.uploads import DEFAULT_MAX_UPLOAD, UPLOAD_MAX_PIXELS, refused
+from lookalike.server.uploads import DEFAULT_MAX_UPLOAD, refused
 
 
 class ServerState:

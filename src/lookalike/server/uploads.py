@@ -1,9 +1,10 @@
-"""Bounds on uploads: their size in bytes and pixels, and how long their body may stall.
+"""Bounds on uploads: their size in bytes and pixels, how long their body may stall, their memory.
 
 A request body over the byte limit is refused with 413 as soon as its Content-Length or its
-stream says so, a body that pauses is answered 408, and an image over :data:`UPLOAD_MAX_PIXELS`
-(lower than the indexing limit: a decode takes up to 7 bytes per pixel) is refused with 413 before
-its pixels are decoded. At most two images decode at once (:data:`lookalike.images.DECODING`).
+stream says so, a body that pauses is answered 408, and an image over the pixel limit (by default
+:data:`lookalike.images.UPLOAD_MAX_PIXELS`, lower than the indexing limit) is refused with 413 before
+its pixels are decoded. At most two images are decoded and embedded at once
+(:data:`lookalike.images.DECODING`), and their memory goes back to the system once freed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from fastapi.responses import JSONResponse
 from lookalike.images import ImageError, ImageTooLarge
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
-#: Largest upload in pixels by default: a 50-megapixel photo, where indexing takes up to 89.5 Mpx.
-UPLOAD_MAX_PIXELS = 50_000_000
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
 BODY_TIMEOUT = 15.0  # seconds a request body may pause before the request is answered 408
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
