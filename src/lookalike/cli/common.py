@@ -44,6 +44,28 @@ class Device(str, Enum):
 
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: ONNX Runtime's CUDA provider when onnxruntime-gpu "
                                            "and a GPU are present, else CPU.")]
+
+
+class StoreKind(str, Enum):
+    embedded = "embedded"
+    milvus = "milvus"
+
+
+StoreOpt = Annotated[StoreKind, typer.Option("--store", help="Where vectors are searched: the embedded index, or "
+                                            "a Milvus collection the index is mirrored to (the cluster extra).")]
+UriOpt = Annotated[Optional[str], typer.Option("--uri", help="With --store milvus: a Milvus server "
+                                               "(http://host:19530) or a milvus-lite .db file [default: the one "
+                                               "the index records]", show_default=False)]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="With --store milvus: the collection "
+                                                      "[default: the one the index records, else lookalike]",
+                                                      show_default=False)]
+
+
+def store_options(store: StoreKind, uri: str | None, collection: str | None) -> dict:
+    """The :meth:`lookalike.api.Index.open` arguments of ``--store``, ``--uri`` and ``--collection``."""
+    return {"store": store.value, "uri": uri, "collection": collection}
+
+
 MetricOpt = Annotated[MetricName, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
                                                "distance) on the raw features.")]
 

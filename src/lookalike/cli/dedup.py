@@ -9,14 +9,18 @@ import typer
 
 from lookalike import present
 from lookalike.api import Index
-from lookalike.cli.common import (Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt, ModelOpt, QuietOpt,
-                                  ThreadsOpt, WeightsOpt, check_images, err, fail, print_json, progress_bar)
+from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
+                                  ModelOpt, QuietOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, WeightsOpt, check_images,
+                                  err, fail, print_json, progress_bar, store_options)
 
 
 def dedup(
     folder: Annotated[Optional[Path], typer.Argument(metavar="[FOLDER]", help="Index (or update) this folder first and look only in it; "
                                                      "without it, the whole index.", show_default=False)] = None,
     index_path: IndexOpt = None,
+    store: StoreOpt = StoreKind.embedded,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
     threshold: Annotated[str, typer.Option("--threshold", "-t", help="A preset: near (two stages: embedding or "
                                            "rotated/flipped-hash candidates, each verified by local features), "
                                            "similar (the same, looser), exact (near-identical re-saves); or a "
@@ -51,7 +55,7 @@ def dedup(
             fail(f"not a directory: {folder}")
         check_images(folder, index_path)
     with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
-                    weights=weights) as idx:
+                    weights=weights, **store_options(store, uri, collection)) as idx:
         rule, preset = dd.resolve_threshold(threshold, idx.model)
         indexed = None
         if folder is not None:

@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from lookalike.api import Index
-from lookalike.cli.common import (AnnSetting, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
-                                  ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, check_images, err, fail,
-                                  ignored_text, print_json, progress_bar)
+from lookalike.cli.common import (AnnSetting, CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt,
+                                  LayerOpt, ModelOpt, QuietOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, WeightsOpt,
+                                  check_images, err, fail, ignored_text, print_json, progress_bar, say, store_options)
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.indexer import BATCH
 
@@ -35,6 +35,9 @@ def index(
     follow_links: FollowLinksOpt = False,
     ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
                                                       "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
+    store: StoreOpt = StoreKind.embedded,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the added, changed and removed paths.")] = False,
@@ -55,7 +58,7 @@ def index(
     if folder is not None:
         check_images(folder, index_path, rebuild)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
-                    weights=weights) as idx:
+                    weights=weights, **store_options(store, uri, collection)) as idx:
         if ann is not None:
             idx.set_ann(ann.value)
         with progress_bar(quiet or as_json) as bar:
@@ -145,6 +148,9 @@ def embed(
         return
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    if report.gone:
+        say("note", "bold", f"{len(report.gone)} files the shards hold are no longer under {source} (shards only "
+            "add: they stay until `lookalike index FOLDER`, or embed into a fresh --out; --json lists them)")
     d = report.to_dict()
     print(f"embedded {d['embedded']}, unchanged {d['unchanged']}, skipped {len(d['skipped'])}; {d['shards']} shards "
           f"written to {out} ({d['seconds']:.1f} s, {d['images_per_second']:.1f} img/s, {engine.value})")

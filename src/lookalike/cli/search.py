@@ -11,8 +11,8 @@ import typer
 
 from lookalike import present
 from lookalike.api import Index, fresh_seed
-from lookalike.cli.common import (Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, ThreadsOpt, WeightsOpt, err, fail,
-                                  print_json, say)
+from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, StoreKind, StoreOpt,
+                                  ThreadsOpt, UriOpt, WeightsOpt, err, fail, print_json, say, store_options)
 from lookalike.images import ImageError
 from lookalike.vectors import MetricName, Mode
 
@@ -60,6 +60,9 @@ def query(
     ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="HNSW search breadth (recall vs speed).")] = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="IVF-PQ lists probed (recall vs speed).")] = None,
     index_path: IndexOpt = None,
+    store: StoreOpt = StoreKind.embedded,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
@@ -73,7 +76,8 @@ def query(
     """
     random_seed = _seed(seed, not as_json) if mode is Mode.random and not duplicates else None
     answers: list[tuple[Path, object]] = []  # (query, QueryResult or error message) in argument order
-    with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
+    with Index.open(index_path, threads=threads, device=device.value, weights=weights,
+                    **store_options(store, uri, collection)) as idx:
         if duplicates:
             from lookalike import dedup
 
@@ -120,13 +124,17 @@ def show(
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
                                                "exact bytes (the query itself).")] = False,
     index_path: IndexOpt = None,
+    store: StoreOpt = StoreKind.embedded,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
 ) -> None:
     """Write one figure: the query, then N nearest, N random and N farthest images."""
     seed = _seed(seed)
-    with Index.open(index_path, threads=threads, device=device.value, weights=weights) as idx:
+    with Index.open(index_path, threads=threads, device=device.value, weights=weights,
+                    **store_options(store, uri, collection)) as idx:
         try:
             vector, same = idx.embed(str(image))
         except ImageError as e:

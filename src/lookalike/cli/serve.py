@@ -9,12 +9,16 @@ from typing import Annotated
 import typer
 
 from lookalike.api import Index
-from lookalike.cli.common import IndexOpt, ThreadsOpt, err, fail, say
+from lookalike.cli.common import (CollectionOpt, IndexOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, err, fail, say,
+                                  store_options)
 from lookalike.images import UPLOAD_MAX_PIXELS
 
 
 def serve(
     index_path: IndexOpt = None,
+    store: StoreOpt = StoreKind.embedded,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest accepted upload.")] = 20.0,
@@ -28,7 +32,7 @@ def serve(
     from lookalike.server import create_app
 
     sock = _listen(host, port)  # a busy port fails before the model loads
-    with sock, Index.open(index_path, threads=threads) as idx:
+    with sock, Index.open(index_path, threads=threads, **store_options(store, uri, collection)) as idx:
         web = create_app(idx, int(max_upload_mb * 1024 * 1024), max_pixels)
         if host not in ("127.0.0.1", "localhost", "::1"):
             say("warning", "bold yellow", f"listening on {host}: anyone who can reach this machine can search "
