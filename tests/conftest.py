@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -47,6 +49,28 @@ def run_cli(*args, check: bool = True, prefix: list[str] = ()) -> subprocess.Com
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(server: subprocess.Popen, port: int, log, seconds: float = 120):
+    """The ``/healthz`` answer of a ``lookalike serve`` process on ``port`` once it answers; the test
+    fails with the server's ``log`` when the process ends first, or after ``seconds``."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no answer in {seconds} s"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.2)
 
 
 def distances_reference(queries: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:

@@ -24,7 +24,6 @@ from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import default_index_path
 from lookalike.store import DB_NAME, Store, StoreError
 from lookalike.vectors import Backend, Mode, Searcher, check_query
-from lookalike.vectors.faiss_backend import FaissBackend
 
 #: Where an index's vectors are searched: the embedded index (FAISS or exact) or a Milvus mirror.
 STORES = ("embedded", "milvus")

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 pytest.importorskip("milvus_lite")
 
-from conftest import run_cli, sample_photo  # noqa: E402
+from conftest import free_port, run_cli, sample_photo, wait_until_serving  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +58,6 @@ def test_milvus_store_prints_what_the_embedded_store_prints(tiny, tmp_path):
     assert shown.stdout.strip() == str(out) and out.stat().st_size > 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_answers_and_an_index_beside_it_stops_with_one_line(tiny, tmp_path):
     photos, db, index = tiny / "photos", tmp_path / "m.db", tmp_path / "mirrored"
     run_cli("index", photos, "--index", index, "--store", "milvus", "--uri", db)
@@ -74,15 +66,7 @@ def test_serve_answers_and_an_index_beside_it_stops_with_one_line(tiny, tmp_path
         server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--index", str(index), "--store",
                                    "milvus", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "no answer in 180 s"
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        wait_until_serving(server, port, log, 180)
         data = (photos / "horse.jpg").read_bytes()
         found = httpx.post(f"http://127.0.0.1:{port}/api/search", params={"k": 2},
                            files={"file": ("q.jpg", data, "image/jpeg")}, timeout=60).json()

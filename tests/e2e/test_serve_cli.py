@@ -1,14 +1,13 @@
 """``lookalike serve`` as a user starts it: a subprocess answering on loopback."""
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
+from conftest import free_port, wait_until_serving
 from lookalike.api import Index
 
 pytestmark = pytest.mark.slow
@@ -24,12 +23,6 @@ def index_dir(photo_dir, tmp_path_factory):
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_answers_on_loopback_by_default(index_dir, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
@@ -37,15 +30,7 @@ def test_serve_answers_on_loopback_by_default(index_dir, tmp_path):
         server = subprocess.Popen([*CLI, "serve", "--index", str(index_dir), "--port", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "no answer in 120 s"
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        health = wait_until_serving(server, port, log)
         assert health.json() == {"status": "ok"}
         assert httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["count"] == 18
         if shutil.which("ss"):  # bound to loopback only
