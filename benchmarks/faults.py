@@ -75,8 +75,9 @@ def entry(fault: str, done: str, before: set | None, after: set | None, ok: bool
             "committed_rows_kept": kept, "pass": ok and (kept or before is None)}
 
 
-def kills(images: Path, work: Path, n: int, rng: random.Random) -> list[dict]:
-    """kill -9 ``index --batch 4`` at random moments, ``n`` times, resuming each time."""
+def kills(images: Path, work: Path, n: int, rng: random.Random, took: float) -> list[dict]:
+    """kill -9 ``index --batch 4`` at random moments within ``took`` seconds (what a whole run took),
+    ``n`` times, resuming each time."""
     index = work / "killed"
     out = []
     full = len(os.listdir(images))
@@ -84,7 +85,7 @@ def kills(images: Path, work: Path, n: int, rng: random.Random) -> list[dict]:
         before = rows(index) if (index / DB).exists() else set()
         cmd = [sys.executable, "-m", "lookalike", "index", str(images), "--index", str(index), "--batch", "4", "-q"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        at = rng.uniform(1.0, 12.0)
+        at = rng.uniform(0.2, 1.0) * took
         time.sleep(at)
         ran_out = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
@@ -249,12 +250,14 @@ def main() -> int:
     for i in range(args.images):
         generated_image(i).save(images / f"f{i:05d}.jpg", quality=90)
     pristine = work / "pristine"
-    first = lookalike("index", images, "--index", pristine, "--ann", "hnsw", "-q")
+    began = time.monotonic()
+    first = lookalike("index", images, "--index", pristine, "--ann", "hnsw", "--batch", "4", "-q")
+    took = time.monotonic() - began
     if first.returncode:
         raise SystemExit(first.stderr)
     lookalike("query", images / "f00000.jpg", "-k", "1", "--index", pristine)  # every derived file written
     baseline = answer(pristine, images / sorted(os.listdir(images))[0])
-    faults = [*kills(images, work, args.kills, rng), *damaged(pristine, work, images, baseline),
+    faults = [*kills(images, work, args.kills, rng, took), *damaged(pristine, work, images, baseline),
               *catalog(pristine, work, images), read_only(pristine, work, images, baseline),
               *file_size_limit(images, work)]
     result = {"images": args.images, "faults": faults, "passed": sum(f["pass"] for f in faults),

@@ -25,6 +25,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -92,12 +93,9 @@ def scenario(index: Path, root: Path, limit: int, name: str, data: bytes, client
                 if r.status_code != 200:
                     details.add(r.json()["detail"].split(": ", 1)[1])
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
         started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(client, range(clients)))
         wall = time.monotonic() - started
         after = memory_mb(server.pid)
     finally:

@@ -49,10 +49,11 @@ def test_put_remove_and_vector_cache_follow_generations(tmp_path):
         assert same == [int(ids[0])] and v[0] == 5.0
 
 
-def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
+def _v1_catalog(folder) -> None:
+    """A schema v1 catalog in ``folder`` with one embedded image, id 7."""
     from lookalike.store import MIGRATIONS
 
-    conn = sqlite3.connect(tmp_path / "index.sqlite")
+    conn = sqlite3.connect(folder / "index.sqlite")
     conn.executescript(MIGRATIONS[0])
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO meta VALUES ('model', ?)", ('{"name": "m", "dim": 3}',))
@@ -60,6 +61,10 @@ def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
                  (np.ones(3, np.float32).tobytes(),))
     conn.commit()
     conn.close()
+
+
+def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
+    _v1_catalog(tmp_path)
     with Store.open(tmp_path) as s:
         assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         ids, vec = s.vectors()
@@ -69,14 +74,7 @@ def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
 def test_a_migration_that_fails_midway_changes_nothing(tmp_path, monkeypatch):
     from lookalike import store
 
-    conn = sqlite3.connect(tmp_path / "index.sqlite")
-    conn.executescript(store.MIGRATIONS[0])
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO meta VALUES ('model', ?)", ('{"name": "m", "dim": 3}',))
-    conn.execute("INSERT INTO images (id, path, size, mtime_ns, hash, status, vector) VALUES (7, '/a', 1, 1, 'h', 'ok', ?)",
-                 (np.ones(3, np.float32).tobytes(),))
-    conn.commit()
-    conn.close()
+    _v1_catalog(tmp_path)
     # the last statement fails, as a full disk or a kill would stop it, after the old table was dropped
     monkeypatch.setattr(store, "MIGRATIONS", [store.MIGRATIONS[0], store.MIGRATIONS[1] + "; SELECT no_such_function()"])
     with pytest.raises(StoreError, match="cannot upgrade the catalog to schema v2 .* nothing was changed"):
