@@ -30,11 +30,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# module -> the unit tests that exercise it (the fast ones: no subprocess, no training)
+# module -> the unit tests that exercise it (the fast ones: no subprocess, no training), with any
+# pytest options narrowing them (milvus-lite starts a server per collection: its conformance
+# cases test cluster/milvus.py, not the vector core, and would slow every mutant down)
+VECTOR_TESTS = ["tests/unit/vectors/test_metric.py", "tests/unit/vectors/test_searcher.py",
+                "tests/unit/vectors/test_backends.py", "-k", "not milvus"]
 MODULES = {
-    "src/lookalike/vectors/metric.py": ["tests/unit/vectors/test_searcher.py", "tests/unit/vectors/test_backends.py"],
-    "src/lookalike/vectors/searcher.py": ["tests/unit/vectors/test_searcher.py", "tests/unit/vectors/test_backends.py"],
-    "src/lookalike/vectors/backend.py": ["tests/unit/vectors/test_searcher.py", "tests/unit/vectors/test_backends.py"],
+    "src/lookalike/vectors/metric.py": VECTOR_TESTS,
+    "src/lookalike/vectors/searcher.py": VECTOR_TESTS,
+    "src/lookalike/vectors/backend.py": VECTOR_TESTS,
     "src/lookalike/indexer.py": ["tests/unit/test_indexer.py"],
     "src/lookalike/store.py": ["tests/unit/test_store.py", "tests/unit/test_indexer.py"],
     "src/lookalike/dedup/keep.py": ["tests/unit/test_dedup.py"],

@@ -198,3 +198,53 @@ def test_candidates_of_unfinished_queries_are_not_counted_twice():
     offsets, found, _ = Searcher(ids, x, [GivesUp(ids, x, "l2")]).within(queries, radius, "l2")
     assert np.diff(offsets).tolist() == (d <= radius).sum(axis=1).tolist()
     assert len(set(zip(np.repeat(np.arange(len(queries)), np.diff(offsets)).tolist(), found.tolist()))) == len(found)
+
+
+def test_exact_backend_k_1_and_2_over_many_rows_equal_brute_force():
+    # the partial sorts must keep exactly the k best of every chunk, whatever k
+    ids, x, _ = collection(1000, seed=6)
+    queries = np.random.default_rng(7).standard_normal((40, DIM)).astype(np.float32)
+    for metric in ("cosine", "l2"):
+        backend = ExactBackend(ids, x, metric)
+        for k in (1, 2):
+            for farthest in (False, True):
+                want_d, want_i = expected(queries, x, ids, metric, k, farthest)
+                d, found = (backend.farthest if farthest else backend.nearest)(queries, k)
+                np.testing.assert_array_equal(found, want_i)
+                np.testing.assert_allclose(d, want_d, rtol=1e-4, atol=1e-5)
+
+
+def test_exact_backend_answers_in_the_protocols_types_and_shapes():
+    ids, x, queries = collection(20, seed=8)
+    backend = ExactBackend(ids.astype(np.int32), x, "l2")
+    assert backend.ids().dtype == np.int64
+    d, found = backend.nearest(queries, 3)
+    assert d.dtype == np.float32 and found.dtype == np.int64 and d.shape == found.shape == (4, 3)
+    d, found = backend.farthest(np.zeros((0, DIM), np.float32), 3)  # no queries
+    assert d.dtype == np.float32 and found.dtype == np.int64 and d.shape == found.shape == (0, 3)
+    ref = brute(queries, x, "l2")
+    radius = float(np.quantile(ref, 0.3))
+    offsets, found, dist, unfinished = backend.within(queries, radius)
+    assert dist.dtype == np.float64 and found.dtype == np.int64 and not unfinished.any()
+    assert dist.max() <= radius + 1e-5  # exact: nothing beyond the radius but float32 rounding
+    assert len(found) == (ref <= radius).sum() == offsets[-1]
+
+
+def test_exact_backend_refuses_mismatched_lengths_and_bad_ids_with_a_message():
+    ids, x, _ = collection(5, seed=9)
+    with pytest.raises(ValueError, match=r"^4 ids and 5 norms for 5 vectors$"):
+        ExactBackend(ids[:4], x, "l2")
+    with pytest.raises(ValueError, match=r"^5 ids and 4 norms for 5 vectors$"):
+        ExactBackend(ids, x, "l2", sq_norms=np.ones(4, np.float32))
+    for bad in ([3, 3, 4, 5, 6], [-1, 3, 4, 5, 6]):
+        with pytest.raises(ValueError, match=r"^ids must be unique and non-negative$"):
+            ExactBackend(np.array(bad), x, "l2")
+    backend = ExactBackend(np.arange(1, 6), x, "l2")
+    backend.add(x[:1], [0])  # id 0 is a valid id
+    assert sorted(backend.ids().tolist()) == [0, 1, 2, 3, 4, 5]
+    for bad in ([7, 7], [-3, 8]):
+        with pytest.raises(ValueError, match=r"^ids already in the index, repeated or negative: \[\]$"):
+            backend.add(x[:2], bad)
+    many = ExactBackend(np.arange(12), np.repeat(x[:1], 12, 0), "l2")
+    with pytest.raises(ValueError, match=r": \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$"):  # the first ten clashes
+        many.add(np.repeat(x[:1], 12, 0), np.arange(12))

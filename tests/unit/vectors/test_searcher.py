@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from conftest import distances_reference
-from lookalike.vectors import Searcher, check_query
+from lookalike.vectors import ExactBackend, Searcher, check_query
 from lookalike.vectors.backend import top_k
 from lookalike.vectors.metric import METRICS, squared_norms
+from lookalike.vectors.searcher import REFINE_FACTOR
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,112 @@ def test_equal_distances_at_the_cut_keep_the_smaller_ids(metric):
         assert searcher.nearest(x[3], k, metric)[1][0].tolist() == copies[:k].tolist()
         if metric == "cosine":  # the copies are the farthest from the opposite direction
             assert searcher.farthest(-x[3], k, metric)[1][0].tolist() == copies[:k].tolist()
+
+
+class Recording(ExactBackend):
+    """A real exact scan over the vectors it was given, declared ``exact`` or not, recording each request."""
+
+    def __init__(self, ids, vectors, metric, exact=False):
+        super().__init__(ids, vectors, metric)
+        self.exact, self.asked = exact, []
+
+    def nearest(self, queries, k, **options):
+        self.asked.append(("nearest", k, options))
+        return super().nearest(queries, k)
+
+    def farthest(self, queries, k, **options):
+        self.asked.append(("farthest", k, options))
+        return super().farthest(queries, k)
+
+    def within(self, queries, radius, **options):
+        self.asked.append(("within", radius, options))
+        return super().within(queries, radius)
+
+
+def test_an_approximate_backend_answers_unless_exact_and_gets_the_options_and_refine_factor(data):
+    # the approximate backends hold only the first 250 vectors: what they answer is visibly theirs
+    vectors, queries = data
+    ids = np.arange(500) * 3
+    partial = {m: Recording(ids[:250], vectors[:250], m) for m in ("cosine", "l2")}
+    searcher = Searcher(ids, vectors, partial.values())
+    np.testing.assert_array_equal(searcher.search(queries, 5)[1], searcher.nearest(queries, 5, "cosine")[1])
+    assert partial["cosine"].asked == [("nearest", 20, {}), ("nearest", 20, {})]
+    for metric in ("cosine", "l2"):
+        full = distances_reference(queries, vectors, metric)
+        for mode in ("nearest", "farthest"):
+            partial[metric].asked.clear()
+            _, found = searcher.search(queries, 5, mode, metric, ef_search=7)
+            assert np.isin(found, ids[:250]).all()
+            assert partial[metric].asked == [(mode, 5 * REFINE_FACTOR, {"ef_search": 7})]
+            d, found = searcher.search(queries, 5, mode, metric, exact=True)
+            order = np.argsort(full if mode == "nearest" else -full, axis=1, kind="stable")[:, :5]
+            np.testing.assert_array_equal(found, ids[order])
+            assert len(partial[metric].asked) == 1
+        radius = float(np.quantile(full, 0.1))
+        _, found, _ = searcher.within(queries, radius, metric, slack=2.0)
+        assert set(found.tolist()) == set(ids[:250][(full[:, :250] <= radius).any(0)].tolist())
+        assert partial[metric].asked[-1] == ("within", radius, {"slack": 2.0})
+        _, found, _ = searcher.within(queries, radius, metric, exact=True)
+        assert sorted(found.tolist()) == sorted(ids[np.nonzero(full <= radius)[1]].tolist())
+    partial["l2"].asked.clear()
+    searcher.farthest(queries, 2, "l2")
+    searcher.within(queries, 0.5, "l2")
+    assert partial["l2"].asked == [("farthest", 2 * REFINE_FACTOR, {}), ("within", 0.5, {})]
+    exact = Recording(ids, vectors, "l2", exact=True)  # an exact backend is asked for k only
+    Searcher(ids, vectors, [exact]).nearest(queries, 5, "l2")
+    assert exact.asked == [("nearest", 5, {})]
+
+
+def test_with_backends_shares_the_vectors_and_swaps_the_backends(data):
+    vectors, queries = data
+    ids = np.arange(500)
+    searcher = Searcher(ids, vectors)
+    partial = Recording(ids[:100], vectors[:100], "l2")
+    twin = searcher.with_backends([partial])
+    assert twin.backend("l2") is partial and searcher.backend("l2") is not partial and twin.vectors is vectors
+    assert (twin.nearest(queries, 3, "l2")[1] < 100).all()
+    np.testing.assert_array_equal(twin.nearest(queries, 3, "l2", exact=True)[1], searcher.nearest(queries, 3, "l2")[1])
+
+
+def test_padding_for_ids_the_backend_holds_but_the_searcher_does_not_is_minus_one_at_the_end(data):
+    # the backend still holds 10 removed vectors; the searcher's 40 include id 0, the query's nearest
+    vectors, _ = data
+    ids = np.arange(50)
+    live = np.arange(40)
+    query = vectors[:1] + 0.01
+    searcher = Searcher(ids[live], vectors[live], [Recording(ids, vectors[:50], "l2")])
+    d, found = searcher.nearest(query, 40, "l2")  # the backend is asked for all 40 it may return
+    full = distances_reference(query, vectors[:50], "l2")[0]
+    candidates = np.argsort(full, kind="stable")[:40]
+    want = candidates[candidates < 40]
+    assert want[0] == 0 and len(want) < 40
+    np.testing.assert_array_equal(found[0], np.concatenate([want, np.full(40 - len(want), -1)]))
+    np.testing.assert_allclose(d[0, :len(want)], full[want], rtol=1e-9)
+    assert np.isinf(d[0, len(want):]).all()
+
+
+def test_an_empty_searcher_answers_empty_results_even_with_a_stale_backend(data):
+    vectors, queries = data
+    stale = Recording(np.arange(5), vectors[:5], "cosine")
+    searcher = Searcher(np.zeros(0, np.int64), np.zeros((0, vectors.shape[1]), np.float32), [stale])
+    for mode in ("nearest", "farthest", "random"):
+        d, found = searcher.search(queries, 3, mode, seed=0)
+        assert d.shape == found.shape == (3, 0) and d.dtype == np.float64 and found.dtype == np.int64
+    offsets, found, dist = searcher.within(queries, 2.0)
+    assert offsets.tolist() == [0, 0, 0, 0] and len(found) == len(dist) == 0
+    assert stale.asked == [("within", 2.0, {})]
+
+
+def test_range_distances_are_float64_and_a_boundary_hit_of_an_unfinished_query_is_kept(data):
+    class GivesUp(Recording):
+        def within(self, queries, radius, **options):
+            offsets, ids, dists, unfinished = super().within(queries, radius)
+            return offsets, ids, dists, ~unfinished  # every query left to the searcher's exact scan
+
+    vectors, queries = data
+    ids = np.arange(500)
+    _, _, exact_d = Searcher(ids, vectors).within(queries[:1], 1.0, "cosine")
+    assert exact_d.dtype == np.float64
+    radius = float(np.sort(exact_d)[len(exact_d) // 2])  # a distance the exact scan gives: on the boundary
+    _, found, dist = Searcher(ids, vectors, [GivesUp(ids, vectors, "cosine")]).within(queries[:1], radius, "cosine")
+    assert dist.dtype == np.float64 and dist.max() == radius and len(found) == (exact_d <= radius).sum()
