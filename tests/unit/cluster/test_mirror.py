@@ -82,6 +82,13 @@ def test_milvus_store_answers_as_the_embedded_store(photos, tmp_path):
                                                         "token": props["lookalike.index"]}
     with Index.open(tmp_path / "mirrored", store="milvus") as again:  # the recorded target
         assert again.mirror.target.collection == "photos" and len(collection(again)) == 10
+    (photos / "moon.jpg").unlink()
+    with Index.open(tmp_path / "mirrored", create=True, rebuild=True, store="milvus", uri=str(db),
+                    collection="photos") as rebuilt:  # a new index: the collection is dropped and refilled
+        rebuilt.add(photos)
+        assert rebuilt.mirror.client.describe_collection("photos")["properties"]["lookalike.index"] != \
+            props["lookalike.index"]
+        assert collection(rebuilt) == catalog(rebuilt) and len(catalog(rebuilt)) == 9
 
 
 def test_changes_reach_milvus_and_a_crash_is_repaired(photos, tmp_path):
