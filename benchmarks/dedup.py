@@ -405,12 +405,14 @@ class RecordedVerifier(dedup.Verifier):
         super().__init__(paths, min_inliers)
         self.recorded = recorded
 
-    def accept(self, keeper: int, other: int) -> bool:
-        key = tuple(sorted((self.paths[keeper], self.paths[other])))
-        found = self.recorded.get(key, (0, False))
-        self.checked += 1
-        self.results[keeper, other] = verify.Evidence(found[0], found[0], flipped=found[1])
-        return found[0] >= self.min_inliers
+    def accept(self, keeper: int, others: np.ndarray) -> np.ndarray:
+        ok = []
+        for other in others.tolist():
+            found = self.recorded.get(tuple(sorted((self.paths[keeper], self.paths[other]))), (0, False))
+            self.results[keeper, other] = verify.Evidence(found[0], found[0], flipped=found[1])
+            ok.append(found[0] >= self.min_inliers)
+        self.checked += len(ok)
+        return np.array(ok, bool)
 
 
 def verify_candidates(idx: Index, root: Path) -> tuple[dict, dict]:

@@ -416,3 +416,17 @@ def test_a_chain_of_overlapping_crops_never_joins_its_ends(tmp_path):
                 assert not {"a.png", "c.png"} <= members, (name, members)
             assert [(os.path.basename(g.keep), [os.path.basename(d.path) for d in g.duplicates])
                     for g in report.groups] == [("a.png", ["b.png"])]
+
+
+def test_verification_gives_the_same_groups_and_evidence_on_any_number_of_threads(library, monkeypatch):
+    from lookalike.dedup import verifier
+
+    root, _, idx = library
+    rule, preset = dedup.resolve_threshold(None, idx.model)
+    one = dedup.find_duplicates(idx, rule, preset, under=str(root), verifier=lambda p, m: dedup.Verifier(p, m, 1))
+    monkeypatch.setattr(verifier, "FEATURE_CACHE", 3)  # features evicted and extracted again
+    monkeypatch.setattr(verifier, "AHEAD", 1)
+    four = dedup.find_duplicates(idx, rule, preset, under=str(root), verifier=lambda p, m: dedup.Verifier(p, m, 4))
+    assert one.stages["verify_workers"] == 1 and four.stages["verify_workers"] == 4
+    assert [g.to_dict() for g in one.groups] == [g.to_dict() for g in four.groups]
+    assert one.stages["pairs_verified"] == four.stages["pairs_verified"] > 0

@@ -63,3 +63,33 @@ def test_a_flat_picture_has_no_features_and_matches_nothing(chelsea):
     flat = verify.features(Image.new("RGB", (300, 200), (120, 130, 140)))
     assert len(flat.points) == 0
     assert verify.compare(chelsea[1], flat) == verify.NO_MATCH
+
+
+def test_matches_are_opencv_brute_force_ratio_tested_matches(chelsea):
+    import cv2
+
+    img, original = chelsea
+    others = [verify.features(Image.open(io.BytesIO(_jpeg(img, 30)))), verify.features(ImageOps.mirror(img)),
+              verify.features(sample_photo("coffee"))]
+    for other in others:
+        for theirs in (other.descriptors, other.mirror_descriptors):
+            pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(original.descriptors, theirs, k=2)
+            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < verify.RATIO * p[1].distance]
+            rows, cols = verify.matches(original.descriptors, theirs)
+            assert rows.tolist() == [m.queryIdx for m in good] and cols.tolist() == [m.trainIdx for m in good]
+
+
+def test_an_inlier_minimum_changes_no_decision(chelsea):
+    img, original = chelsea
+    coins = sample_photo("coins")
+    pictures = [ImageOps.mirror(img), img.transpose(Image.Transpose.ROTATE_90), _watermark(img),
+                img.crop((0, 0, img.width // 3, img.height // 3)), sample_photo("coffee"),
+                coins.crop((0, 0, coins.width // 2, coins.height))]
+    for picture in pictures:
+        other = verify.features(picture)
+        full = verify.compare(original, other)
+        for minimum in (5, 20, 60, 400):
+            found = verify.compare(original, other, minimum)
+            assert (found.inliers >= minimum) == (full.inliers >= minimum), (minimum, full, found)
+            if found.inliers >= minimum:
+                assert found.flipped == full.flipped and found.rotation == full.rotation

@@ -1,7 +1,7 @@
 """Near-duplicate groups: exact copies by content hash, near copies by feature distance.
 
 How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod:`.candidates`,
-:mod:`.keep`, :mod:`.report`, :mod:`.find`):
+:mod:`.verifier`, :mod:`.keep`, :mod:`.report`, :mod:`.find`):
 
 1. Files with the same content hash are *exact* duplicates; each such set is one group.
 2. One file per distinct content is kept for the near search. Its neighbours within the
@@ -34,12 +34,12 @@ same flower class among them); its printed figures justify the values below.
 
 from lookalike.dedup.candidates import (ANN_NEIGHBOURS, ANN_SLACK, ANN_WIDEST, MAX_PAIRS, ann_neighbours,
                                         candidate_pairs, embedding_pairs, neighbours)
-from lookalike.dedup.find import (FEATURE_CACHE, DuplicateMatches, Verifier, duplicates_of, duplicates_of_vector,
-                                  find_duplicates)
+from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
 from lookalike.dedup.keep import (LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers,
                                   keep_order)
 from lookalike.dedup.report import DedupReport, Duplicate, Group, write_paths
 from lookalike.dedup.rules import DEFAULT_PRESET, METRIC, PRESET_NAMES, PRESETS, Rule, presets, resolve_threshold
+from lookalike.dedup.verifier import FEATURE_CACHE, Verifier
 
 __all__ = ["ANN_NEIGHBOURS", "ANN_SLACK", "ANN_WIDEST", "DEFAULT_PRESET", "FEATURE_CACHE", "LOSSLESS", "MAX_PAIRS",
            "METRIC", "OTHER_LOSSY", "PRESETS", "PRESET_NAMES", "DedupReport", "Duplicate", "DuplicateMatches", "Group",

@@ -1,13 +1,13 @@
 """Finding duplicates: the groups of an index (:func:`find_duplicates`) and the duplicates of one
-image (:func:`duplicates_of`), the second stage's :class:`Verifier` between them."""
+image (:func:`duplicates_of`), both by a :class:`~lookalike.dedup.rules.Rule` (second stage: :mod:`.verifier`)."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,10 +18,7 @@ from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine
 from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
 from lookalike.dedup.report import DedupReport
 from lookalike.dedup.rules import METRIC, Rule
-
-
-#: Images whose features the verifier keeps at a time (about 30 KB each).
-FEATURE_CACHE = 4096
+from lookalike.dedup.verifier import Verifier
 
 
 def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None, under: str | None = None,
@@ -58,57 +55,30 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
     upaths = [paths[u] for u in unique]
     offsets, columns, distances = candidate_pairs(index, Rows(vectors, rows[unique]), ids[rows[unique]], upaths,
                                                   rule, report.stages, chunk)
-    verifier = (verifier or Verifier)(upaths, rule.min_inliers) if rule.verified else None
     paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
     traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
     visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits)
-    tick = time.perf_counter()
-    found = group_around_keepers(visit, offsets, columns, verifier.accept if verifier else None)
-    if verifier is not None:
-        seconds = time.perf_counter() - tick
-        report.stages.update(pairs_verified=verifier.checked, verify_seconds=round(seconds, 3),
-                             ms_per_pair=round(1000 * seconds / max(verifier.checked, 1), 2))
+    make = verifier or Verifier
+    with make(upaths, rule.min_inliers) if rule.verified else contextlib.nullcontext() as check:
+        tick = time.perf_counter()
+        if check is not None:
+            check.plan(_feature_order(visit, offsets, columns))
+        found = group_around_keepers(visit, offsets, columns, check.accept if check is not None else None)
+        if check is not None:
+            seconds = time.perf_counter() - tick
+            report.stages.update(pairs_verified=check.checked, verify_seconds=round(seconds, 3),
+                                 ms_per_pair=round(1000 * seconds / max(check.checked, 1), 2),
+                                 verify_workers=check.workers)
     near = []
     for keeper, members in found:
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
         near.append((int(unique[keeper]), [
-            (int(unique[m]), to_keeper[m], verifier.evidence(keeper, m, traits) if verifier else None)
+            (int(unique[m]), to_keeper[m], check.evidence(keeper, m, traits) if check is not None else None)
             for m in members]))
     report.groups = assemble_groups(order, catalog["hash"], near, paths)
     report.seconds = time.perf_counter() - started
     return report
-
-
-class Verifier:
-    """Second stage: confirms candidate pairs of ``paths`` by ORB + RANSAC (:func:`verify.compare`),
-    each image's features extracted once (kept for the last :data:`FEATURE_CACHE` images)."""
-
-    def __init__(self, paths: list[str], min_inliers: int) -> None:
-        self.paths, self.min_inliers, self.checked = paths, min_inliers, 0
-        self.results: dict[tuple[int, int], verify.Evidence] = {}
-        self.features = functools.lru_cache(maxsize=FEATURE_CACHE)(self._features)
-
-    def _features(self, i: int) -> verify.Features | None:
-        try:
-            return verify.features(self.paths[i])
-        except ImageError:
-            return None
-
-    def accept(self, keeper: int, other: int) -> bool:
-        a, b = self.features(keeper), self.features(other)
-        found = verify.NO_MATCH if a is None or b is None else verify.compare(a, b, self.min_inliers)
-        self.checked += 1
-        self.results[keeper, other] = found
-        return found.inliers >= self.min_inliers
-
-    def evidence(self, keeper: int, other: int, traits: list[Traits]) -> verify.Evidence:
-        """The verification of an accepted pair, with a re-encoding named when the encodings differ."""
-        found = self.results[keeper, other]
-        a, b = traits[keeper], traits[other]
-        if (b.format, b.quality) != (a.format, a.quality):
-            found = replace(found, edits=[*found.edits, f"re-encoded ({b.encoding()})"])
-        return found
 
 
 @dataclass(frozen=True)
@@ -176,6 +146,14 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     paths = index.store.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
     return DuplicateMatches(label, "duplicates", METRIC, matches, evidence=evidence)
+
+
+def _feature_order(visit: np.ndarray, offsets: np.ndarray, columns: np.ndarray) -> Iterator[int]:
+    """Rows in about the order the grouping verifies them: each row with neighbours, then its neighbours."""
+    for i in visit.tolist():
+        if offsets[i + 1] > offsets[i]:
+            yield i
+            yield from columns[offsets[i]:offsets[i + 1]].tolist()
 
 
 def read_catalog(index: Index, ids: Iterable[int]) -> dict:

@@ -83,9 +83,9 @@ def _ranks(values: list[str]) -> np.ndarray:
 
 
 def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray,
-                         accept: Callable[[int, int], bool] | None = None) -> list[tuple[int, list[int]]]:
+                         accept: Callable[[int, np.ndarray], np.ndarray] | None = None) -> list[tuple[int, list[int]]]:
     """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped
-    (those that ``accept(row, neighbour)`` confirms, when given: it is asked only about such pairs).
+    (those that ``accept(row, neighbours)`` confirms, when given: a bool mask over exactly those).
 
     Returns (keeper, members) per group of two or more rows.
     """
@@ -97,8 +97,8 @@ def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.nda
         taken[i] = True
         nbrs = columns[offsets[i]:offsets[i + 1]]
         members = nbrs[~taken[nbrs]]
-        if accept is not None:
-            members = np.array([m for m in members.tolist() if accept(int(i), m)], np.int64)
+        if accept is not None and len(members):
+            members = members[np.asarray(accept(int(i), members), bool)]
         if len(members):
             taken[members] = True
             groups.append((int(i), members.tolist()))

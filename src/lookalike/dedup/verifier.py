@@ -1,0 +1,108 @@
+"""The second stage of a two-stage rule: candidate pairs confirmed by ORB + RANSAC
+(:mod:`lookalike.verify`) in a thread pool (OpenCV, FAISS and Pillow's decoders release the GIL),
+each image's features extracted once, ahead of the grouping that asks for them."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+
+from lookalike import verify
+from lookalike.dedup.keep import Traits
+from lookalike.images import ImageError
+
+#: Images whose features the verifier keeps at a time (about 45 KB each).
+FEATURE_CACHE = 4096
+#: Feature extractions kept in flight ahead of the grouping, per worker.
+AHEAD = 8
+
+
+class Verifier:
+    """Confirms candidate pairs of ``paths`` by at least ``min_inliers`` ORB + RANSAC inliers
+    (:func:`verify.compare`) on ``workers`` threads (default: one per CPU). Features are kept for
+    the last :data:`FEATURE_CACHE` images and extracted ahead in the order given to :meth:`plan`."""
+
+    def __init__(self, paths: list[str], min_inliers: int, workers: int | None = None) -> None:
+        self.paths, self.min_inliers, self.checked = paths, min_inliers, 0
+        self.workers = workers or os.cpu_count() or 1
+        self.results: dict[tuple[int, int], verify.Evidence] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._cache: OrderedDict[int, Future] = OrderedDict()
+        self._ahead: deque[Future] = deque()
+        self._plan: Iterator[int] = iter(())
+
+    def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def plan(self, rows: Iterable[int]) -> None:
+        """Rows in the order their features will probably be asked for (repeats allowed): up to
+        :data:`AHEAD` per worker are extracted ahead of need."""
+        self._plan = iter(rows)
+
+    def accept(self, keeper: int, others: np.ndarray) -> np.ndarray:
+        """Which of ``others`` duplicate ``keeper`` (a bool mask); each verification is kept for
+        :meth:`evidence`."""
+        others = [int(o) for o in others]
+        mine = self._features(keeper)
+        # each feature task is submitted before the comparison that waits on it (the pool runs tasks
+        # in order), so a waiting comparison never holds the thread its features need
+        pending = [self._executor().submit(self._compare, mine, self._features(o)) for o in others]
+        self._top_up()  # idle threads extract the next images' features meanwhile
+        found = [p.result() for p in pending]
+        self.checked += len(others)
+        self.results.update(((keeper, o), f) for o, f in zip(others, found))
+        return np.array([f.inliers >= self.min_inliers for f in found], bool)
+
+    def evidence(self, keeper: int, other: int, traits: list[Traits]) -> verify.Evidence:
+        """The verification of an accepted pair, with a re-encoding named when the encodings differ."""
+        found = self.results[keeper, other]
+        a, b = traits[keeper], traits[other]
+        if (b.format, b.quality) != (a.format, a.quality):
+            found = replace(found, edits=[*found.edits, f"re-encoded ({b.encoding()})"])
+        return found
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
+        return self._pool
+
+    def _compare(self, mine: Future, theirs: Future) -> verify.Evidence:
+        a, b = mine.result(), theirs.result()
+        return verify.NO_MATCH if a is None or b is None else verify.compare(a, b, self.min_inliers)
+
+    def _extract(self, i: int) -> verify.Features | None:
+        try:
+            return verify.features(self.paths[i])
+        except ImageError:
+            return None
+
+    def _features(self, i: int) -> Future:
+        """The future features of row ``i`` (submitted now unless cached); called from the grouping's thread only."""
+        future = self._cache.get(i)
+        if future is None:
+            future = self._cache[i] = self._executor().submit(self._extract, i)
+            if len(self._cache) > FEATURE_CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(i)
+        return future
+
+    def _top_up(self) -> None:
+        """Submit the planned rows' feature extraction until :data:`AHEAD` per worker are in flight."""
+        while self._ahead and self._ahead[0].done():
+            self._ahead.popleft()
+        while len(self._ahead) < AHEAD * self.workers:
+            i = next(self._plan, None)
+            if i is None:
+                return
+            if i not in self._cache:
+                self._ahead.append(self._features(i))
