@@ -430,8 +430,8 @@ def verify_candidates(idx: Index, root: Path) -> tuple[dict, dict]:
     rows = np.fromiter(first.values(), np.int64, len(first))
     paths = [catalog["path"][r] for r in rows]
     stages: dict = {}
-    offsets, columns, _ = dedup.candidate_pairs(idx, dedup_candidates.Rows(vectors, rows), ids[rows], paths, LOOSEST,
-                                                stages)
+    offsets, columns, _ = dedup.candidate_pairs(idx, dedup_candidates.Rows(vectors, rows), ids[rows], list(first),
+                                                paths, LOOSEST, stages)
     a = np.repeat(np.arange(len(rows)), np.diff(offsets))
     pairs = [(int(i), int(j)) for i, j in zip(a, columns) if i < j]
     from concurrent.futures import ThreadPoolExecutor
@@ -495,7 +495,7 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
                        truth, scene)
     return {"collection": description, "wall_seconds": round(wall, 1),
             "index_seconds": out["index"]["seconds"], "images_per_second": out["index"]["images_per_second"],
-            "dedup_seconds": out["seconds"], "groups": len(out["groups"]),
+            "dedup_seconds": out["seconds"], "stages": out["stages"], "groups": len(out["groups"]),
             "precision_unverified_labels": quality["precision"], "recall": quality["recall"],
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 

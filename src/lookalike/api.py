@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike import ann_store
+from lookalike import ann_store, phash
 from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, content_hash, decode, read_file
 from lookalike.indexer import BATCH, IndexReport, update
 from lookalike.models.embedder import Embedder, providers
@@ -192,11 +192,12 @@ class Index:
             max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None,
             follow_links: bool = False) -> IndexReport:
         """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
-        then bring the approximate index up to date."""
+        hashing them for dedup's candidates meanwhile (:class:`lookalike.phash.HashStore`), then bring the
+        approximate index up to date."""
         if not os.path.isdir(folder):
             raise StoreError(f"not a directory: {folder}")
         report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress,
-                        follow_links)
+                        follow_links, sidecar=phash.HashStore(self.store.root))
         self._mirror_changes()
         return report
 

@@ -13,6 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -58,6 +59,17 @@ class IndexReport:
                 "ignored": dict(sorted(self.ignored.items()))}
 
 
+class Sidecar(Protocol):
+    """Data kept per content beside the index, made from each new file's bytes in the decode threads
+    (:class:`lookalike.phash.HashStore`: the dihedral hashes dedup's candidates need)."""
+
+    def make(self, data: bytes) -> object | None:
+        """What to keep for these bytes (None: nothing), in a decode thread."""
+
+    def save(self, made: dict[str, object]) -> object:
+        """Keep what :meth:`make` gave, by content hash, once its batch is committed."""
+
+
 @dataclass
 class Decoded:
     """One file read, hashed, decoded and preprocessed (``pixels``), or the reason it could not be."""
@@ -70,12 +82,13 @@ class Decoded:
     height: int = 0
     pixels: np.ndarray | None = None
     error: str | None = None
+    extra: object | None = None
 
 
 def load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
-         read: Callable[[str], bytes] = read_file) -> Decoded:
-    """Read ``path`` with ``read``, hash it, decode and preprocess it: the one path from file to model
-    input that every indexing engine uses."""
+         read: Callable[[str], bytes] = read_file, sidecar: Sidecar | None = None) -> Decoded:
+    """Read ``path`` with ``read``, hash it, decode and preprocess it (and make its ``sidecar`` data):
+    the one path from file to model input that every indexing engine uses."""
     item = Decoded(path, size, mtime_ns)
     try:
         data = read(path)
@@ -83,6 +96,7 @@ def load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
         img = decode(data, preprocess.decode_size, max_pixels)
         item.width, item.height = img.size
         item.pixels = preprocess(img)
+        item.extra = sidecar.make(data) if sidecar is not None else None
     except ImageError as e:
         item.error = str(e)
     return item
@@ -101,12 +115,14 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window:
 
 def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan: Callable[[int], None] | None = None,
-           on_progress: Callable[[int], None] | None = None, follow_links: bool = False) -> IndexReport:
+           on_progress: Callable[[int], None] | None = None, follow_links: bool = False,
+           sidecar: Sidecar | None = None) -> IndexReport:
     """Make the part of ``store`` under ``root`` match the image files there.
 
     New and changed files are embedded, files gone from disk are removed, unchanged ones are left
     alone. ``on_plan(n)`` is told how many files need decoding, ``on_progress(n)`` how many were done.
     Symbolic links leading outside ``root`` are left out (with a reason) unless ``follow_links``.
+    ``sidecar`` data is made for each embedded file and saved after its batch is committed.
     """
     started = time.perf_counter()
     root = os.path.abspath(os.fspath(root))
@@ -150,6 +166,8 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
                            for d, v in zip(pending, vectors))
         if entries or errors:
             store.put(entries, errors)
+        if sidecar is not None and pending:
+            sidecar.save({d.hash: d.extra for d in pending if d.extra is not None})
         for d in pending:
             record = known.get(d.path)
             (report.changed if record is not None and record.status == "ok" else report.added).append(d.path)
@@ -161,7 +179,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
 
     preprocess = embedder.preprocess
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        jobs = ((path, size, mtime, preprocess, max_pixels) for path, size, mtime in todo)
+        jobs = ((path, size, mtime, preprocess, max_pixels, read_file, sidecar) for path, size, mtime in todo)
         for item in bounded_map(pool, load, jobs, window=2 * batch_size):
             record = known.get(item.path)
             if item.error is not None:

@@ -5,13 +5,15 @@ A hash is the DCT pHash (32x32 gray thumbnail, the 8x8 lowest frequencies agains
 64 bits). Rotating or flipping the thumbnail commutes with making it, so the hashes of all eight
 dihedral transforms (:data:`TRANSFORMS`) come from one decode. Two images are candidates when a
 transform of one hashes within :data:`RADIUS` bits of the other (a FAISS binary range search).
-Hashes are kept per image id in ``hashes.sqlite`` beside the index (ids are never reused), so each
-image is decoded for them once.
+Hashes are kept per content hash in ``hashes.sqlite`` beside the index, made while indexing from
+the bytes the indexer reads anyway (:class:`HashStore`), so no image is decoded again for them.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,57 +65,77 @@ def image_hashes(image) -> np.ndarray:
 
 
 class HashStore:
-    """Hashes by image id, in ``hashes.sqlite`` in ``folder``; in memory only when that cannot be written."""
+    """Hashes by content hash (the catalog's ``hash``: equal bytes, equal hashes), in ``hashes.sqlite``
+    in ``folder``; in memory only when that cannot be written.
+
+    It is also the indexer's sidecar (:func:`lookalike.indexer.update`): :meth:`make` runs in the
+    decode threads on each new file's bytes, :meth:`save` stores a committed batch, so an index
+    built by ``index`` or ``dedup DIR`` needs no second decode for its hashes.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / "hashes.sqlite"
-        self.memory: dict[int, bytes] = {}
+        self.memory: dict[str, bytes] = {}
 
-    def get(self, ids: np.ndarray, paths: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(hashes (N, 8, 8), ok (N,) bool) for images ``ids`` at ``paths``, computing missing ones;
-        ``ok`` is False for a file that can no longer be decoded or has no path (its hashes are zeros)."""
-        ids = [int(i) for i in ids]
-        found = self._load(ids)
-        missing = [n for n, i in enumerate(ids) if i not in found]
-        fresh = {}
-        for n in missing:
-            try:
-                fresh[ids[n]] = image_hashes(paths[n]).tobytes() if paths[n] is not None else b""
-            except ImageError:
-                fresh[ids[n]] = b""
-        self._save({i: h for i, h in fresh.items() if h})  # an unreadable file is tried again next time
-        found.update(fresh)
-        out = np.stack([np.frombuffer(found[i], np.uint8).reshape(_BLANK.shape) if found[i] else _BLANK
-                        for i in ids]) if ids else np.zeros((0, *_BLANK.shape), np.uint8)
-        return out, np.array([bool(found[i]) for i in ids], bool)
+    def make(self, data: bytes) -> np.ndarray | None:
+        """The thumbnail of one file's bytes (None when they do not decode): the decode threads' part."""
+        try:
+            return thumbnail(data)
+        except ImageError:
+            return None
+
+    def save(self, thumbs: dict[str, np.ndarray]) -> dict[str, bytes]:
+        """Hash thumbnails by content hash in one batch (:func:`hashes` is vectorised) and store them;
+        returns the stored bits."""
+        fresh = dict(zip(thumbs, (h.tobytes() for h in hashes(np.stack(list(thumbs.values())))))) if thumbs else {}
+        self._save(fresh)
+        return fresh
+
+    def get(self, contents: list[str], paths: list[str | None], workers: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes (N, 8, 8), ok (N,) bool) for files of content hashes ``contents`` at ``paths``,
+        computing missing ones on ``workers`` threads (default: one per CPU); ``ok`` is False for a
+        file that can no longer be decoded or has no path (its hashes are zeros)."""
+        found = self._load(set(contents))
+        missing = {c: p for c, p in zip(contents, paths) if c not in found and p is not None}
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            thumbs = dict(zip(missing, pool.map(_thumbnail_or_none, missing.values())))
+        found.update(self.save({c: t for c, t in thumbs.items() if t is not None}))  # unreadable: tried next time
+        out = np.stack([np.frombuffer(found[c], np.uint8).reshape(_BLANK.shape) if c in found else _BLANK
+                        for c in contents]) if contents else np.zeros((0, *_BLANK.shape), np.uint8)
+        return out, np.array([c in found for c in contents], bool)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("CREATE TABLE IF NOT EXISTS hashes (id INTEGER PRIMARY KEY, bits BLOB NOT NULL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS dihedral (content TEXT PRIMARY KEY, bits BLOB NOT NULL)")
         return conn
 
-    def _load(self, ids: list[int]) -> dict[int, bytes]:
-        found = {i: self.memory[i] for i in ids if i in self.memory}
-        if not self.path.exists():
+    def _load(self, wanted: set[str]) -> dict[str, bytes]:
+        found = {c: self.memory[c] for c in wanted if c in self.memory}
+        if not self.path.exists() or len(found) == len(wanted):
             return found
         try:
             with self._connect() as conn:
-                for start in range(0, len(ids), 500):
-                    part = ids[start:start + 500]
-                    found.update(conn.execute(f"SELECT id, bits FROM hashes WHERE id IN ({','.join('?' * len(part))})",
-                                              part).fetchall())
+                found.update(row for row in conn.execute("SELECT content, bits FROM dihedral") if row[0] in wanted)
         except sqlite3.Error:
             pass  # an unreadable cache is recomputed
         return found
 
-    def _save(self, fresh: dict[int, bytes]) -> None:
+    def _save(self, fresh: dict[str, bytes]) -> None:
         if not fresh:
             return
         try:
             with self._connect() as conn:
-                conn.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?)", fresh.items())
+                conn.executemany("INSERT OR REPLACE INTO dihedral VALUES (?, ?)", fresh.items())
         except (sqlite3.Error, OSError):
             self.memory.update(fresh)  # a read-only index: keep them for this process
+
+
+def _thumbnail_or_none(path: str) -> np.ndarray | None:
+    try:
+        return thumbnail(path)
+    except ImageError:
+        return None
 
 
 def pairs(table: np.ndarray, radius: int = RADIUS, queries: np.ndarray | None = None

@@ -54,17 +54,38 @@ def test_hash_store_computes_once_and_survives_a_read_only_folder(tmp_path):
     photo = tmp_path / "a.jpg"
     sample_photo("rocket").save(photo)
     store = phash.HashStore(tmp_path)
-    first, ok = store.get(np.array([7]), [str(photo)])
+    first, ok = store.get(["c7"], [str(photo)])
     assert ok.tolist() == [True] and (tmp_path / "hashes.sqlite").exists()
+    assert (first[0] == phash.image_hashes(str(photo))).all()
     os.remove(photo)  # from now on only the cache can answer
-    again, ok = phash.HashStore(tmp_path).get(np.array([7]), [str(photo)])
-    assert ok.tolist() == [True] and (again == first).all()
-    gone, ok = phash.HashStore(tmp_path).get(np.array([8]), [str(photo)])
+    again, ok = phash.HashStore(tmp_path).get(["c7", "c7"], [str(photo), None])
+    assert ok.tolist() == [True, True] and (again == first).all()
+    gone, ok = phash.HashStore(tmp_path).get(["c8"], [str(photo)])
     assert ok.tolist() == [False] and not gone.any()
     broken = tmp_path / "cannot-write"
     (broken / "hashes.sqlite").mkdir(parents=True)  # not a database (like a read-only index: no writes)
     store = phash.HashStore(broken)
     sample_photo("rocket").save(tmp_path / "b.jpg")
-    hashes, ok = store.get(np.array([1]), [str(tmp_path / "b.jpg")])
-    assert ok.tolist() == [True] and (hashes == first).all() and 1 in store.memory
-    assert (store.get(np.array([1]), [None])[0] == first).all()  # from memory now
+    hashes, ok = store.get(["c1"], [str(tmp_path / "b.jpg")])
+    assert ok.tolist() == [True] and (hashes == first).all() and "c1" in store.memory
+    assert (store.get(["c1"], [None])[0] == first).all()  # from memory now
+
+
+def test_indexing_hashes_every_new_file_from_the_bytes_it_reads(tmp_path):
+    from lookalike.api import Index
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("rocket", "coffee"):
+        sample_photo(name).save(root / f"{name}.jpg")
+    want = {name: phash.image_hashes(str(root / f"{name}.jpg")) for name in ("rocket", "coffee")}
+    with Index.open(tmp_path / "ix", create=True) as idx:
+        idx.add(root)
+        ids, _ = idx.vectors()
+        catalog = idx.store.catalog(ids)
+    for name in want:
+        os.remove(root / f"{name}.jpg")  # only what indexing stored can answer now
+    table, ok = phash.HashStore(tmp_path / "ix").get(catalog["hash"], [None] * len(ids))
+    assert ok.all()
+    for row, path in zip(table, catalog["path"]):
+        assert (row == want[os.path.basename(path)[:-4]]).all()

@@ -126,9 +126,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(1.0 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
-def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, paths: list[str], rule: Rule,
+def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list[str], paths: list[str], rule: Rule,
                     stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` at ``paths``): pairs within
+    """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` of content hashes
+    ``contents`` at ``paths``): pairs within
     the rule's radius by the embedding and, for a two-stage rule, pairs whose hashes match under a
     rotation or flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
     tick = time.perf_counter()
@@ -136,7 +137,7 @@ def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, paths: list[st
     stages.update(embedding_pairs=len(csr[1]) // 2, embedding_seconds=round(time.perf_counter() - tick, 3))
     if rule.verified:
         tick = time.perf_counter()
-        table, readable = phash.HashStore(index.store.root).get(ids, paths)
+        table, readable = phash.HashStore(index.store.root).get(contents, paths)
         i, j, _, _ = phash.pairs(table, rule.hash_radius)
         ok = readable[i] & readable[j]
         csr = _union(csr, i[ok], j[ok], vectors)

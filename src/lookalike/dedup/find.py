@@ -53,8 +53,8 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
         first.setdefault(catalog["hash"][i], int(i))
     unique = np.fromiter(first.values(), np.int64, len(first))
     upaths = [paths[u] for u in unique]
-    offsets, columns, distances = candidate_pairs(index, Rows(vectors, rows[unique]), ids[rows[unique]], upaths,
-                                                  rule, report.stages, chunk)
+    offsets, columns, distances = candidate_pairs(index, Rows(vectors, rows[unique]), ids[rows[unique]],
+                                                  list(first), upaths, rule, report.stages, chunk)
     paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
     traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
     visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits)
@@ -126,7 +126,9 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     if rule.verified:
         ids, vectors = index.vectors()
         paths = index.store.paths(ids.tolist(), missing_ok=True)
-        table, readable = phash.HashStore(index.store.root).get(ids, paths)
+        present = [i for i, p in zip(ids.tolist(), paths) if p is not None]
+        content = dict(zip(present, index.store.catalog(present)["hash"]))
+        table, readable = phash.HashStore(index.store.root).get([content.get(i, "") for i in ids.tolist()], paths)
         rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
         for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
             hits[int(ids[row])] = cosine(vector, vectors[row])
