@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from lookalike import dedup, verify
+from lookalike import dedup, phash, verify
 from lookalike.dedup import candidates as dedup_candidates, find as dedup_find
 from lookalike.api import Index
 
@@ -336,18 +336,20 @@ def suggest(cal: dict, sweep: list[dict]) -> dict:
 
     * exact (one stage): half the distinct-nearest p0.1: twice as close as all but 0.1 % of photos'
       nearest distinct photo, so only visually identical re-saves fall under it.
-    * near (the default, two stages): of the swept rules with pair precision >= 0.995, the one of
-      best recall (ties: the higher inlier minimum, then the smaller radius).
-    * similar (two stages): near's radius with the lowest inlier minimum that keeps pair precision
-      >= 0.99: looser verification, for review.
+    * near (the default, two stages): of the swept rules with pair precision >= 0.995, those whose
+      recall is within 0.015 of the best; of them the one verifying fewest pairs (verification is
+      the cost), ties: the higher inlier minimum.
+    * similar (two stages): near's candidates with the lowest inlier minimum that keeps pair
+      precision >= 0.99: looser verification, for review.
     """
     safe = [s for s in sweep if s["precision"] >= 0.995] or sweep
-    near = max(safe, key=lambda s: (s["recall"], s["min_inliers"], -s["radius"]))
-    looser = [s for s in sweep if s["radius"] == near["radius"] and s["precision"] >= 0.99] or [near]
-    similar = min(looser, key=lambda s: s["min_inliers"])
+    best = max(s["recall"] for s in safe)
+    near = min((s for s in safe if s["recall"] >= best - 0.015), key=lambda s: (s["pairs_verified"], -s["min_inliers"]))
+    same = [s for s in sweep if (s["radius"], s["nearest"]) == (near["radius"], near["nearest"])]
+    similar = min([s for s in same if s["precision"] >= 0.99] or [near], key=lambda s: s["min_inliers"])
+    pick = lambda s: {k: s[k] for k in ("radius", "min_inliers", "nearest", "close")}  # noqa: E731
     return {"exact": round(cal["distinct_nearest"]["p0.1"] / 2, 3),
-            "near": {"radius": near["radius"], "min_inliers": near["min_inliers"]},
-            "similar": {"radius": similar["radius"], "min_inliers": similar["min_inliers"]}}
+            "near": pick(near), "similar": pick(similar)}
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -384,8 +386,11 @@ def evaluate(report: dedup.DedupReport, truth: dict, scene: dict) -> dict:
 # -- two stages: candidates, verification, rules -------------------------------------------------
 #: The loosest first stage the sweep considers; every candidate pair of it is verified once.
 LOOSEST = dedup.Rule(0.3, 1)
-SWEEP_RADII = (0.1, 0.15, 0.2, 0.25, 0.3)
-SWEEP_INLIERS = (8, 10, 12, 15, 20, 25, 30, 40)
+SWEEP_RADII = (0.2, 0.25, 0.3)
+SWEEP_INLIERS = (10, 12, 15, 20, 30)
+#: Candidates per file kept at the loosest radius (each file's nearest, and every pair within SWEEP_CLOSE).
+SWEEP_NEAREST = (16, 32, 48)
+SWEEP_CLOSE = 0.025
 
 
 def base_classes(truth: dict, seed: int) -> dict[int, str]:
@@ -467,14 +472,15 @@ def two_stage(idx: Index, truth: dict, scene: dict, classes: dict, root: Path) -
             by_kind["distinct same class" if same else "distinct other class"].append(inliers)
     inliers = {k: _q(v, (1, 5, 50, 99, 99.9)) for k, v in sorted(by_kind.items())}
     sweep = []
-    for radius in SWEEP_RADII:
-        for k in SWEEP_INLIERS:
-            rule = dedup.Rule(radius, k)
-            rep = dedup.find_duplicates(idx, rule, verifier=lambda paths, m: RecordedVerifier(paths, m, recorded))
-            e = evaluate(rep, truth, scene)
-            sweep.append({"radius": radius, "min_inliers": k, "precision": e["precision"], "recall": e["recall"],
-                          "recall_per_transform": e["recall_per_transform"],
-                          "candidate_pairs": rep.stages["candidate_pairs"], "pairs_verified": rep.stages["pairs_verified"]})
+    for rule in [dedup.Rule(r, k) for r in SWEEP_RADII for k in SWEEP_INLIERS] + [
+            dedup.Rule(LOOSEST.radius, k, nearest=n, close=SWEEP_CLOSE) for n in SWEEP_NEAREST for k in (12, 20)]:
+        rep = dedup.find_duplicates(idx, rule, verifier=lambda paths, m: RecordedVerifier(paths, m, recorded))
+        e = evaluate(rep, truth, scene)
+        sweep.append({"radius": rule.radius, "min_inliers": rule.min_inliers, "nearest": rule.nearest,
+                      "close": rule.close, "precision": e["precision"], "recall": e["recall"],
+                      "recall_rotations_aside": e["recall_rotations_aside"],
+                      "recall_per_transform": e["recall_per_transform"],
+                      "candidate_pairs": rep.stages["candidate_pairs"], "pairs_verified": rep.stages["pairs_verified"]})
     return {"first_stage_loosest": {"rule": LOOSEST.to_dict(), **stages}, "inliers": inliers, "sweep": sweep}
 
 
@@ -507,8 +513,9 @@ def run_grouping(n: int, seed: int, radius: float, cluster: int = 0, exact: bool
     of them copies of one vector, like a burst of near-identical shots) through the HNSW path (each
     vector's nearest, widened while all are close, re-scored): at ``radius`` (the two-stage
     candidate radius) against ``before`` (the one-stage default this replaces), alternating, in the
-    same run. With ``exact``, also the exact range search at ``radius`` and the share of its pairs
-    and groups the HNSW path gives."""
+    same run; then the hash source of the candidate stage (:func:`lookalike.phash.pairs` on synthetic
+    dihedral codes) and the ratio of both sources to ``before``. With ``exact``, also the exact range
+    search at ``radius`` and the share of its pairs and groups the HNSW path gives."""
     from ann import Embeddings  # benchmarks/ann.py
 
     from lookalike.vectors.faiss_backend import FaissBackend
@@ -535,6 +542,16 @@ def run_grouping(n: int, seed: int, radius: float, cluster: int = 0, exact: bool
     out["seconds_before"] = [round(x, 1) for x in times[before]]
     out["seconds_at_radius"] = [round(x, 1) for x in times[radius]]
     out["ratio"] = round(min(times[radius]) / min(times[before]), 2)
+    # the candidate stage's other source: dihedral hashes (8 unrelated codes per picture; the near
+    # copies' codes a few bits from their source's), all-vs-all within phash.RADIUS bits
+    codes = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+    bits = np.unpackbits(codes[:n // 10, 0], axis=1)
+    bits[rng.random(bits.shape) < 0.05] ^= 1
+    codes[n - n // 10:, 0] = np.packbits(bits, axis=1)
+    started = time.perf_counter()
+    out["hash_pairs"] = len(phash.pairs(codes)[0])
+    out["hash_seconds"] = round(time.perf_counter() - started, 1)
+    out["ratio_with_hashes"] = round((min(times[radius]) + out["hash_seconds"]) / min(times[before]), 2)
     out["loadavg_end"] = os.getloadavg()[0]
     if exact:
         started = time.perf_counter()
@@ -629,7 +646,8 @@ def _print_calibration(cal: dict, stages: dict, suggested: dict) -> None:
         print(f"{k:<24}{q['p1']:>6.0f}{q['p5']:>6.0f}{q['p50']:>6.0f}{q['p99']:>6.0f}{q['p99.9']:>7.0f}"
               f"{q['max']:>6.0f}{q['n']:>7}", file=err)
     for r in stages["sweep"]:
-        print(f"  radius {r['radius']:<5} inliers >= {r['min_inliers']:<3} precision {r['precision']:.4f} "
+        print(f"  radius {r['radius']:<5} nearest {r['nearest'] or '-':<3} inliers >= {r['min_inliers']:<3} "
+              f"precision {r['precision']:.4f} "
               f"recall {r['recall']:.4f}  rot90 {r['recall_per_transform'].get('rot90', 0):.2f} "
               f"flip {r['recall_per_transform'].get('flip', 0):.2f}  verified {r['pairs_verified']}", file=err)
     print(f"suggested: {suggested}", file=err)

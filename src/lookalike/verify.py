@@ -113,11 +113,20 @@ def compare(a: Features, b: Features, min_inliers: int = 0) -> Evidence:
     return best
 
 
+def single_threaded() -> None:
+    """Turn FAISS's OpenMP off in the calling thread (a pool thread that runs :func:`matches`): one
+    small search gains nothing from a thread team, and on a busy machine the team's spin-waits made
+    each comparison ~50x slower (780 against 10-17 ms a pair, load average 10)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
 def matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows of ``a``, rows of ``b``): each ORB descriptor of ``a`` with its nearest in ``b`` by Hamming
     distance, where that passes Lowe's ratio test (:data:`RATIO`) against the second nearest. The same
     matches as OpenCV's brute-force ``knnMatch``, as arrays (a FAISS binary flat index: no Python object
-    per match, and several times faster)."""
+    per match, and several times faster). Call it from threads made :func:`single_threaded`."""
     import faiss
 
     index = faiss.IndexBinaryFlat(8 * b.shape[1])

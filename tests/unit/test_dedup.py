@@ -75,6 +75,26 @@ def test_neighbours_equal_brute_force_across_query_chunks():
     assert 15 <= len(columns) // 2 < 40  # the planted pairs, not everything
 
 
+def test_nearest_only_keeps_a_pair_in_either_files_nearest_or_close():
+    from lookalike.dedup.candidates import nearest_only
+
+    rng = np.random.default_rng(3)
+    unit = _unit(rng.standard_normal((60, 6)).astype(np.float32))
+    offsets, columns, distances = dedup.neighbours(unit, 0.9)
+    d = 1.0 - unit.astype(np.float64) @ unit.T.astype(np.float64)
+    np.fill_diagonal(d, np.inf)
+    for k, close in ((3, 0.0), (3, 0.2), (1, 0.05)):
+        off, col, dist = nearest_only((offsets, columns, distances), k, close)
+        kept = {(i, j) for i in range(60) for j in col[off[i]:off[i + 1]].tolist()}
+        within = d <= 0.9
+        ranked = [[j for j in np.argsort(d[i], kind="stable") if within[i, j]][:k] for i in range(60)]
+        want = {(i, j) for i in range(60) for j in range(60)
+                if within[i, j] and (j in ranked[i] or i in ranked[j] or d[i, j] <= close)}
+        assert kept == want and want  # both ways, each once
+        assert len(col) == len(kept)
+        np.testing.assert_allclose(dist, d[np.repeat(np.arange(60), np.diff(off)), col], atol=1e-5)
+
+
 def test_a_threshold_joining_too_many_pairs_is_refused():
     unit = _unit(np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32))
     assert len(dedup.neighbours(unit, 2.0)[1]) == 30 * 29

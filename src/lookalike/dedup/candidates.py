@@ -109,14 +109,31 @@ def _union(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, col
            vectors: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR neighbour arrays with the pairs (rows[k], cols[k]) added both ways (cosine distances of ``vectors``)."""
     offsets, columns, distances = csr
-    n = len(offsets) - 1
-    base_rows = np.repeat(np.arange(n), np.diff(offsets))
+    base_rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     extra_d = np.array([cosine(vectors[i:i + 1][0], vectors[j:j + 1][0]) for i, j in zip(rows, cols)], np.float64)
-    r = np.concatenate([base_rows, rows, cols])
-    c = np.concatenate([columns, cols, rows])
-    d = np.maximum(np.concatenate([distances, extra_d, extra_d]), 0.0)
-    key = r * n + c
-    _, first = np.unique(key, return_index=True)  # sorted by row, then column; each pair once
+    return _both_ways(len(offsets) - 1, np.concatenate([base_rows, rows]), np.concatenate([columns, cols]),
+                      np.concatenate([distances, extra_d]))
+
+
+def nearest_only(csr: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, close: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR neighbour arrays keeping a pair only when one of its two rows has the other among its
+    ``k`` nearest (ties by column) or the two are within ``close`` (a burst of near-identical shots
+    stays one group)."""
+    offsets, columns, distances = csr
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = np.lexsort((columns, distances, rows))  # by row, then distance
+    keep = order[(np.arange(len(order)) - offsets[rows[order]] < k) | (distances[order] <= close)]
+    return _both_ways(len(offsets) - 1, rows[keep], columns[keep], distances[keep])
+
+
+def _both_ways(n: int, rows: np.ndarray, cols: np.ndarray, distances: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays over ``n`` rows of the pairs (rows[k], cols[k]) in both directions, each once."""
+    r = np.concatenate([rows, cols]).astype(np.int64)
+    c = np.concatenate([cols, rows]).astype(np.int64)
+    d = np.maximum(np.concatenate([distances, distances]), 0.0)
+    _, first = np.unique(r * n + c, return_index=True)  # sorted by row, then column; each pair once
     r, c, d = r[first], c[first], d[first]
     return np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))]).astype(np.int64), c, d
 
@@ -129,12 +146,15 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list[str], paths: list[str], rule: Rule,
                     stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` of content hashes
-    ``contents`` at ``paths``): pairs within
-    the rule's radius by the embedding and, for a two-stage rule, pairs whose hashes match under a
+    ``contents`` at ``paths``): pairs within the rule's radius by the embedding (with ``rule.nearest``,
+    only those among one side's nearest or within ``rule.close``) and, for a two-stage rule, pairs whose hashes match under a
     rotation or flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
     tick = time.perf_counter()
     csr = embedding_pairs(index, vectors, ids, rule.radius, chunk)
     stages.update(embedding_pairs=len(csr[1]) // 2, embedding_seconds=round(time.perf_counter() - tick, 3))
+    if rule.nearest:
+        csr = nearest_only(csr, rule.nearest, rule.close)
+        stages["embedding_pairs_nearest"] = len(csr[1]) // 2
     if rule.verified:
         tick = time.perf_counter()
         table, readable = phash.HashStore(index.store.root).get(contents, paths)

@@ -13,7 +13,6 @@ import numpy as np
 
 from lookalike import phash, verify
 from lookalike.api import Index, ImageInput, Match, QueryResult
-from lookalike.images import ImageError
 from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine
 from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
 from lookalike.dedup.report import DedupReport
@@ -132,16 +131,16 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
         rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
         for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
             hits[int(ids[row])] = cosine(vector, vectors[row])
-        mine = verify.features(image)
         where = dict(zip(ids.tolist(), paths))
-        for i in [i for i in hits if i not in same]:
-            try:  # a file removed from the catalog since the vectors were read has no path
-                found = verify.NO_MATCH if where.get(i) is None else verify.compare(
-                    mine, verify.features(where[i]), rule.min_inliers)
-            except ImageError:
-                found = verify.NO_MATCH
-            if found.inliers >= rule.min_inliers:
-                evidence[i] = found
+        others = [i for i in hits if i not in same]
+        for i in [i for i in others if where.get(i) is None]:  # removed from the catalog since the vectors were read
+            del hits[i]
+        others = [i for i in others if where.get(i) is not None]
+        with Verifier([image, *(where[i] for i in others)], rule.min_inliers) as check:
+            accepted = check.accept(0, np.arange(1, len(others) + 1))
+        for row, (i, ok) in enumerate(zip(others, accepted.tolist()), start=1):
+            if ok:
+                evidence[i] = check.results[0, row]
             else:
                 del hits[i]
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))

@@ -15,13 +15,16 @@ PRESET_NAMES = ("exact", "near", "similar")
 @dataclass(frozen=True)
 class Rule:
     """When two images are duplicates. With ``min_inliers`` 0, one stage: within ``radius`` cosine
-    distance. Otherwise two: candidates within ``radius`` (loose) or with a rotated or flipped
-    perceptual hash within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB
-    matches consistent with one similarity transform (:mod:`lookalike.verify`)."""
+    distance. Otherwise two: candidates within ``radius`` (loose; with ``nearest``, only pairs where
+    one file is among the other's ``nearest`` closest or within ``close``) or with a rotated or flipped perceptual hash
+    within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB matches consistent
+    with one similarity transform (:mod:`lookalike.verify`)."""
 
     radius: float
     min_inliers: int = 0
     hash_radius: int = phash.RADIUS
+    nearest: int = 0
+    close: float = 0.0
 
     @property
     def verified(self) -> bool:
@@ -30,12 +33,14 @@ class Rule:
     def describe(self) -> str:
         if not self.verified:
             return f"cosine distance <= {self.radius}"
-        return (f"cosine distance <= {self.radius} or a rotated/flipped hash within {self.hash_radius} bits, "
-                f"then >= {self.min_inliers} ORB inliers")
+        among = f" (among either file's {self.nearest} nearest, or <= {self.close})" if self.nearest else ""
+        return (f"cosine distance <= {self.radius}{among} or a rotated/flipped hash within {self.hash_radius} "
+                f"bits, then >= {self.min_inliers} ORB inliers")
 
     def to_dict(self) -> dict:
         return {"radius": self.radius, "min_inliers": self.min_inliers,
-                "hash_radius": self.hash_radius if self.verified else None}
+                "hash_radius": self.hash_radius if self.verified else None,
+                "nearest": self.nearest or None, "close": self.close if self.nearest else None}
 
 
 #: Presets per model (name, layer), chosen by the rules of benchmarks/dedup.py ``suggest`` from its
@@ -44,7 +49,8 @@ class Rule:
 #:   near     cosine 0.3 or hash, >= 20 inliers P 0.997  R 0.95  rot90 0.85, flip 0.96
 #:   similar  cosine 0.3 or hash, >= 12 inliers P 0.993  R 0.94  (looser verification, for review)
 PRESETS: dict[tuple[str, str], dict[str, Rule]] = {
-    ("efficientnet-lite0", "pool"): {"exact": Rule(0.025), "near": Rule(0.3, 20), "similar": Rule(0.3, 12)},
+    ("efficientnet-lite0", "pool"): {"exact": Rule(0.025), "near": Rule(0.3, 20, nearest=32, close=0.025),
+                                     "similar": Rule(0.3, 12, nearest=32, close=0.025)},
 }
 
 

@@ -23,11 +23,11 @@ AHEAD = 8
 
 
 class Verifier:
-    """Confirms candidate pairs of ``paths`` by at least ``min_inliers`` ORB + RANSAC inliers
+    """Confirms candidate pairs of ``paths`` (or encoded images) by at least ``min_inliers`` ORB + RANSAC inliers
     (:func:`verify.compare`) on ``workers`` threads (default: one per CPU). Features are kept for
     the last :data:`FEATURE_CACHE` images and extracted ahead in the order given to :meth:`plan`."""
 
-    def __init__(self, paths: list[str], min_inliers: int, workers: int | None = None) -> None:
+    def __init__(self, paths: list, min_inliers: int, workers: int | None = None) -> None:
         self.paths, self.min_inliers, self.checked = paths, min_inliers, 0
         self.workers = workers or os.cpu_count() or 1
         self.results: dict[tuple[int, int], verify.Evidence] = {}
@@ -72,7 +72,7 @@ class Verifier:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify", initializer=verify.single_threaded)
         return self._pool
 
     def _compare(self, mine: Future, theirs: Future) -> verify.Evidence:
