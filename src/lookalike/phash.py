@@ -11,6 +11,7 @@ the bytes the indexer reads anyway (:class:`HashStore`), so no image is decoded 
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +130,13 @@ class HashStore:
                 conn.executemany("INSERT OR REPLACE INTO dihedral VALUES (?, ?)", fresh.items())
         except (sqlite3.Error, OSError):
             self.memory.update(fresh)  # a read-only index: keep them for this process
+
+
+@functools.lru_cache(maxsize=8)
+def store_for(folder: str) -> HashStore:
+    """The :class:`HashStore` of an index folder, one per process: hashes a read-only index cannot
+    store stay in its memory for the next query (the server's ``/api/duplicates`` among them)."""
+    return HashStore(folder)
 
 
 def _thumbnail_or_none(path: str) -> np.ndarray | None:

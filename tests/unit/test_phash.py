@@ -69,6 +69,8 @@ def test_hash_store_computes_once_and_survives_a_read_only_folder(tmp_path):
     hashes, ok = store.get(["c1"], [str(tmp_path / "b.jpg")])
     assert ok.tolist() == [True] and (hashes == first).all() and "c1" in store.memory
     assert (store.get(["c1"], [None])[0] == first).all()  # from memory now
+    phash.store_for(str(broken)).get(["c2"], [str(tmp_path / "b.jpg")])
+    assert phash.store_for(str(broken)).get(["c2"], [None])[1].tolist() == [True]  # the process keeps it
 
 
 def test_indexing_hashes_every_new_file_from_the_bytes_it_reads(tmp_path):

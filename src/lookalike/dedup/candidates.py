@@ -157,7 +157,7 @@ def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list
         stages["embedding_pairs_nearest"] = len(csr[1]) // 2
     if rule.verified:
         tick = time.perf_counter()
-        table, readable = phash.HashStore(index.store.root).get(contents, paths)
+        table, readable = phash.store_for(str(index.store.root)).get(contents, paths)
         i, j, _, _ = phash.pairs(table, rule.hash_radius)
         ok = readable[i] & readable[j]
         csr = _union(csr, i[ok], j[ok], vectors)

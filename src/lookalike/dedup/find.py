@@ -127,7 +127,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
         paths = index.store.paths(ids.tolist(), missing_ok=True)
         present = [i for i, p in zip(ids.tolist(), paths) if p is not None]
         content = dict(zip(present, index.store.catalog(present)["hash"]))
-        table, readable = phash.HashStore(index.store.root).get([content.get(i, "") for i in ids.tolist()], paths)
+        table, readable = phash.store_for(str(index.store.root)).get([content.get(i, "") for i in ids.tolist()], paths)
         rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
         for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
             hits[int(ids[row])] = cosine(vector, vectors[row])
