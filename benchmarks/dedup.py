@@ -18,8 +18,8 @@ its nearest other base. Suggested thresholds follow from those figures by the ru
 Two stages (:func:`two_stage`): every candidate pair of the loosest first stage (cosine 0.3 or a
 rotated/flipped hash match) is verified once by ORB + RANSAC; the inlier distributions of true
 pairs (per transform) and of distinct pairs (same flowers51 class apart) are printed, and a sweep
-of radius x inlier minimum replays the grouping through :func:`lookalike.dedup.find_duplicates`
-with the recorded inliers. Then, for each preset: pairwise precision and recall over known
+of radius x inlier minimum (and of candidates per file) replays the grouping through
+:func:`lookalike.dedup.find_duplicates` with the recorded inliers. Then, for each preset: pairwise precision and recall over known
 duplicate pairs, recall per transform (and with rotations aside), the wall time and the stage
 figures (candidate pairs, pairs verified, ms per pair).
 ``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images, and
@@ -458,7 +458,8 @@ def verify_candidates(idx: Index, root: Path) -> tuple[dict, dict]:
 
 def two_stage(idx: Index, truth: dict, scene: dict, classes: dict, root: Path) -> dict:
     """Candidate recall by source, inlier distributions (true pairs by transform, same-class and other
-    distinct pairs) and a sweep of radius x inlier minimum, each through find_duplicates."""
+    distinct pairs) and a sweep of radius x inlier minimum (and, at the loosest radius, of candidates
+    per file), each through find_duplicates."""
     recorded, stages = verify_candidates(idx, root)
     group_of = {p: g for p, (g, _) in truth.items()}
     kind_of = {p: t for p, (_, t) in truth.items()}
