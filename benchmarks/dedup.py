@@ -16,12 +16,12 @@ its nearest other base. Suggested thresholds follow from those figures by the ru
 :func:`suggest`; :data:`lookalike.dedup.PRESETS` holds the values chosen from them.
 
 Two stages (:func:`two_stage`): every candidate pair of the loosest first stage (cosine 0.3 or a
-rotated/flipped hash match) is verified once by ORB + RANSAC; the inlier distributions of true
-pairs (per transform) and of distinct pairs (same flowers51 class apart) are printed, and a sweep
-of radius x inlier minimum (and of candidates per file) replays the grouping through
-:func:`lookalike.dedup.find_duplicates` with the recorded inliers. Then, for each preset: pairwise precision and recall over known
-duplicate pairs, recall per transform (and with rotations aside), the wall time and the stage
-figures (candidate pairs, pairs verified, ms per pair).
+rotated/flipped hash match) is verified once by ORB + RANSAC; the inlier distributions of true pairs
+(per transform) and of distinct pairs (same flowers51 class apart) are printed, and a sweep of
+radius x inlier minimum (and of candidates per file) replays the grouping through
+:func:`lookalike.dedup.find_duplicates` with the recorded inliers. Then, for each preset: pairwise
+precision and recall over known duplicate pairs, recall per transform (and with rotations aside),
+the wall time and the stage figures (candidate pairs, pairs verified, ms per pair).
 ``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images, and
 ``--grouping N`` the neighbour search alone, exact vs HNSW, on N synthetic embeddings.
 

@@ -25,11 +25,12 @@ How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod
 
 Two-stage rules (the ``near`` and ``similar`` presets, :class:`Rule`): step 2's pairs are only
 *candidates*, taken at a loose radius (among each file's nearest) and unioned with pairs whose
-perceptual hashes match under a rotation or flip (:mod:`lookalike.phash`); in step 3 a file claims a candidate only when ORB +
-RANSAC verification against the kept file itself confirms it (:mod:`lookalike.verify`), and the
-fitted transform is the duplicate's evidence. The presets are measured for one model by
-``benchmarks/dedup.py`` (edited copies of real photos against distinct photos, other photos of the
-same flower class among them); its printed figures justify the values below.
+perceptual hashes match under a rotation or flip (:mod:`lookalike.phash`); in step 3 a file claims a
+candidate only when ORB + RANSAC verification against the kept file itself confirms it
+(:mod:`lookalike.verify`), and the fitted transform is the duplicate's evidence. The presets are
+measured for one model by ``benchmarks/dedup.py`` (edited copies of real photos against distinct
+photos, other photos of the same flower class among them); its printed figures justify the values
+below.
 """
 
 from lookalike.dedup.candidates import (ANN_NEIGHBOURS, ANN_SLACK, ANN_WIDEST, MAX_PAIRS, ann_neighbours,

@@ -146,9 +146,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list[str], paths: list[str], rule: Rule,
                     stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` of content hashes
-    ``contents`` at ``paths``): pairs within the rule's radius by the embedding (with ``rule.nearest``,
-    only those among one side's nearest or within ``rule.close``) and, for a two-stage rule, pairs whose hashes match under a
-    rotation or flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
+    ``contents`` at ``paths``): pairs within the rule's radius by the embedding (with
+    ``rule.nearest``, only those among one side's nearest or within ``rule.close``) and, for a two-
+    stage rule, pairs whose hashes match under a rotation or flip (:mod:`lookalike.phash`). Counts
+    and seconds go into ``stages``."""
     tick = time.perf_counter()
     csr = embedding_pairs(index, vectors, ids, rule.radius, chunk)
     stages.update(embedding_pairs=len(csr[1]) // 2, embedding_seconds=round(time.perf_counter() - tick, 3))

@@ -72,7 +72,8 @@ class Verifier:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify", initializer=verify.single_threaded)
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify",
+                                            initializer=verify.single_threaded)
         return self._pool
 
     def _compare(self, mine: Future, theirs: Future) -> verify.Evidence:
