@@ -131,3 +131,25 @@ def photo_dir(tmp_path_factory):
             v["flip"].save(root / f"{name}_flip.jpg", quality=90)
             v["crop"].save(root / f"{name}_crop.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def index(folder, tmp_path_factory):
+    """An index of the requesting module's ``folder`` fixture (the server tests' served photos)."""
+    from lookalike.api import Index
+
+    idx = Index.open(tmp_path_factory.mktemp("server-index"), create=True)
+    idx.add(folder)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture(scope="module")
+def client(index):
+    """FastAPI's test client over the app serving the module's ``index``."""
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import create_app
+
+    with TestClient(create_app(index)) as c:
+        yield c

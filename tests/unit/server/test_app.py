@@ -23,17 +23,9 @@ from lookalike.server import create_app
 
 
 @pytest.fixture(scope="module")
-def index(photo_dir, tmp_path_factory):
-    idx = Index.open(tmp_path_factory.mktemp("server-index"), create=True)
-    idx.add(photo_dir)
-    yield idx
-    idx.close()
-
-
-@pytest.fixture(scope="module")
-def client(index):
-    with TestClient(create_app(index)) as c:
-        yield c
+def folder(photo_dir):
+    """The photos served (through conftest's ``index`` and ``client``)."""
+    return photo_dir
 
 
 @pytest.fixture(scope="module")

@@ -25,20 +25,6 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def index(folder, tmp_path_factory):
-    idx = Index.open(tmp_path_factory.mktemp("hardening-index"), create=True)
-    idx.add(folder)
-    yield idx
-    idx.close()
-
-
-@pytest.fixture(scope="module")
-def client(index):
-    with TestClient(create_app(index)) as c:
-        yield c
-
-
 def _id(client, name: str) -> int:
     found = client.get("/api/search", params={"id": 1, "k": 10}).json()["results"]
     return {r["name"]: r["id"] for r in found}[name]
