@@ -37,12 +37,6 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 #: HNSW search breadth when the caller gives none (at least the number of results asked for).
 HNSW_EF = 64
 
-# milvus-lite's in-process server has no timestamp service: a query iterator asks it for one (grpc
-# logs the refusal as an error), warns, and uses the client's clock, which is right for a database
-# only this process has open. Neither log says anything to a user.
-logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
-logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-
 
 def is_lite(uri: str) -> bool:
     """True when ``uri`` is a milvus-lite database file rather than a server address."""
@@ -61,6 +55,12 @@ def connect(uri: str):
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
+    # (after importing pymilvus, whose logging set-up would undo it) milvus-lite's in-process server
+    # has no timestamp service: a query iterator asks it for one (grpc logs the refusal as an error),
+    # warns, and uses the client's clock, right for a database only this process has open. Neither
+    # log says anything to a user.
+    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     quiet = logging.getLogger("milvus_lite")  # it logs a traceback before pymilvus raises
     level, quiet.level = quiet.level, logging.CRITICAL
     try:

@@ -119,6 +119,8 @@ class Mirror:
             chunk, rows = chunk[present], rows[present]
             if len(chunk):
                 self.client.upsert(name, _rows(chunk, np.asarray(vectors[rows]), self.store.catalog(chunk)))
+        if todo or gone:  # sealed segments: milvus-lite scans growing ones slowly (search, count)
+            self.client.flush(name)
         if complete and not self.store.readonly:
             self.store.set_meta(STAMP_KEY, stamp)
         return len(todo), len(gone)
