@@ -181,7 +181,10 @@ def decode(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: i
             img.draft("RGB", (size, size))
         img.seek(0)
         img.load()
-        ImageOps.exif_transpose(img, in_place=True)  # not a copy: that would double an upright image's memory
+        if img is source:  # the caller's own image is never changed
+            img = ImageOps.exif_transpose(img)
+        else:  # in place: a copy would double an upright image's memory
+            ImageOps.exif_transpose(img, in_place=True)
         return to_rgb(img)
     except ImageError:
         raise

@@ -61,6 +61,10 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     assert decode(_bytes(img, "JPEG", exif=exif)).size == (20, 40)
+    given = Image.open(io.BytesIO(_bytes(img, "JPEG", exif=exif)))
+    out = decode(given)
+    assert out.size == (20, 40) and out is not given
+    assert given.size == (40, 20) and given.getexif()[0x0112] == 6  # the caller's image is left as it was
 
 
 def test_draft_decodes_large_jpeg_at_reduced_scale_but_not_below_size():
