@@ -107,6 +107,10 @@ def test_recall_at_k_beyond_the_ranking_and_cmc():
     np.testing.assert_allclose(cmc_curve(ev.first_positive_rank, 6), [0.2, 0.6, 0.8, 1.0, 1.0, 1.0])
     np.testing.assert_allclose(cmc_curve([1, np.inf, 3, 7], 4), [0.25, 0.25, 0.5, 0.5])
     assert np.isnan(cmc_curve([], 3)).all()
+    np.testing.assert_allclose(cmc_curve([2.0], 3), [0.0, 1.0, 1.0])  # a single query
+    np.testing.assert_allclose(cmc_curve([1, 2, np.inf, 1], 1), [0.5])  # max_k = 1 is the smallest
+    with pytest.raises(ValueError, match=r"^max_k must be >= 1$"):
+        cmc_curve([1.0], 0)
 
 
 # ---------------------------------------------------------------- ties
@@ -351,8 +355,20 @@ def test_evaluate_neighbors_counts_positives_outside_the_list_as_missed():
         evaluate_neighbors(np.array([[1, 1], [0, 2], [0, 1]]), [0, 0, 1])
     with pytest.raises(ValueError, match=r"shape \(3, K\)"):
         evaluate_neighbors(np.array([[1], [0]]), [0, 0, 1])
-    with pytest.raises(ValueError, match=r"lie in \[-1, N\)"):
+    with pytest.raises(ValueError, match=r"^indices must lie in \[-1, N\)$"):
         evaluate_neighbors(np.array([[1], [3], [0]]), [0, 0, 1])
+
+
+def test_evaluate_neighbors_records_its_inputs_and_refuses_every_repeat_and_bad_padding():
+    lists = np.array([[1, 2], [0, 2], [0, 1]])
+    s = evaluate_neighbors(lists, ["a", "a", "b"]).summary()
+    assert (s["metric"], s["n_images"], s["n_classes"], s["n_queries"], s["comparative"]) == ("neighbors", 3, 2, 2, None)
+    # a repeat anywhere in a list (not only of its smallest id), image 0 repeated, padding below -1
+    for bad in ([[1, 2, 2], [0, 2, -1], [0, 1, -1]], [[1, 2, -1], [0, 0, 2], [0, 1, -1]]):
+        with pytest.raises(ValueError, match=r"^a neighbour list contains the same image twice$"):
+            evaluate_neighbors(np.array(bad), [0, 0, 1])
+    with pytest.raises(ValueError, match=r"^indices must lie in \[-1, N\)$"):
+        evaluate_neighbors(np.array([[1], [-2], [0]]), [0, 0, 1])
 
 
 def test_summary_aggregates_per_query_results():
