@@ -57,6 +57,8 @@ def test_file_traits_read_the_header(tmp_path):
     assert dedup.file_traits(str(tmp_path / "a.png")) == dedup.Traits(dedup.LOSSLESS, "", "PNG")
     assert dedup.file_traits(str(tmp_path / "b.jpg")) == dedup.Traits(55, "2019:05:06 07:08:09", "JPEG")
     assert dedup.file_traits(str(tmp_path / "b.jpg")).encoding() == "JPEG q55"
+    assert dedup.file_traits(str(tmp_path / "a.png")).encoding() == "PNG"
+    assert dedup.file_traits(str(tmp_path / "c.jpg")).encoding() == "unknown"
     assert dedup.file_traits(str(tmp_path / "c.jpg")) == dedup.Traits()
 
 
