@@ -4,7 +4,7 @@ embedding misses (a CNN embedding moves far under a 90° rotation).
 A hash is the DCT pHash (32x32 gray thumbnail, the 8x8 lowest frequencies against their median,
 64 bits). Rotating or flipping the thumbnail commutes with making it, so the hashes of all eight
 dihedral transforms (:data:`TRANSFORMS`) come from one decode. Two images are candidates when a
-transform of one hashes within :data:`RADIUS` bits of the other (a FAISS binary range search).
+transform of one hashes within :data:`RADIUS` bits of the other (a binary range search, :mod:`lookalike.vectors.hamming`).
 Hashes are kept per content hash in ``hashes.sqlite`` beside the index, made while indexing from
 the bytes the indexer reads anyway (:class:`HashStore`), so no image is decoded again for them.
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import os
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from lookalike.images import ImageError, decode
+from lookalike.store import BlobTable
+from lookalike.vectors import hamming
 
 #: The dihedral transforms, in the order of a hash array's second axis: k quarter turns
 #: counter-clockwise, then a mirror flip for the last four.
@@ -75,7 +76,7 @@ class HashStore:
     """
 
     def __init__(self, folder: str | Path) -> None:
-        self.path = Path(folder) / "hashes.sqlite"
+        self.table = BlobTable(Path(folder) / "hashes.sqlite", "dihedral", "content")
         self.memory: dict[str, bytes] = {}
 
     def make(self, data: bytes) -> np.ndarray | None:
@@ -106,29 +107,14 @@ class HashStore:
                         for c in contents]) if contents else np.zeros((0, *_BLANK.shape), np.uint8)
         return out, np.array([c in found for c in contents], bool)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("CREATE TABLE IF NOT EXISTS dihedral (content TEXT PRIMARY KEY, bits BLOB NOT NULL)")
-        return conn
-
     def _load(self, wanted: set[str]) -> dict[str, bytes]:
         found = {c: self.memory[c] for c in wanted if c in self.memory}
-        if not self.path.exists() or len(found) == len(wanted):
-            return found
-        try:
-            with self._connect() as conn:
-                found.update(row for row in conn.execute("SELECT content, bits FROM dihedral") if row[0] in wanted)
-        except sqlite3.Error:
-            pass  # an unreadable cache is recomputed
+        if len(found) < len(wanted):
+            found.update(self.table.load(wanted - found.keys()))  # an unreadable file: recomputed
         return found
 
     def _save(self, fresh: dict[str, bytes]) -> None:
-        if not fresh:
-            return
-        try:
-            with self._connect() as conn:
-                conn.executemany("INSERT OR REPLACE INTO dihedral VALUES (?, ?)", fresh.items())
-        except (sqlite3.Error, OSError):
+        if fresh and not self.table.save(fresh):
             self.memory.update(fresh)  # a read-only index: keep them for this process
 
 
@@ -152,15 +138,9 @@ def pairs(table: np.ndarray, radius: int = RADIUS, queries: np.ndarray | None = 
     ``i`` (untransformed), over the (N, 8, 8) ``table``; with ``queries`` (M, 8, 8), ``j`` indexes the
     queries instead and every hit is returned, else each unordered pair i != j once, at its closest
     transform."""
-    import faiss
-
-    index = faiss.IndexBinaryFlat(64)
-    index.add(np.ascontiguousarray(table[:, 0]))
     probe = table if queries is None else queries
-    lims, dist, labels = index.range_search(np.ascontiguousarray(probe.reshape(-1, 8)), radius + 1)
-    q = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
-    j, t, i = q // len(TRANSFORMS), q % len(TRANSFORMS), labels.astype(np.int64)
-    dist = dist.astype(np.int64)
+    q, i, dist = hamming.within(table[:, 0], probe.reshape(-1, 8), radius)
+    j, t = q // len(TRANSFORMS), q % len(TRANSFORMS)
     if queries is not None:
         return i, j, t, dist
     keep = i != j

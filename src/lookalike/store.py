@@ -346,6 +346,39 @@ _TEXT = "CAST(? AS TEXT)"
 _decode = functools.partial(str, encoding="utf-8", errors="surrogateescape")
 
 
+class BlobTable:
+    """A key -> bytes table in its own small SQLite file beside the catalog (dedup's dihedral hashes
+    by content hash in ``hashes.sqlite``): a derived cache, so an unreadable or read-only file loses
+    nothing but the time to recompute."""
+
+    def __init__(self, path: Path, table: str, key: str) -> None:
+        self.path, self._table, self._key = path, table, key
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} ({self._key} TEXT PRIMARY KEY, bits BLOB NOT NULL)")
+        return conn
+
+    def load(self, wanted: set[str]) -> dict[str, bytes]:
+        """The stored values of the ``wanted`` keys that are present ({} when the file is unreadable)."""
+        if not wanted or not self.path.exists():
+            return {}
+        try:
+            with self._connect() as conn:
+                return {k: v for k, v in conn.execute(f"SELECT {self._key}, bits FROM {self._table}") if k in wanted}
+        except sqlite3.Error:
+            return {}
+
+    def save(self, values: dict[str, bytes]) -> bool:
+        """Store ``values`` (replacing equal keys); False when the file cannot be written."""
+        try:
+            with self._connect() as conn:
+                conn.executemany(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", values.items())
+        except (sqlite3.Error, OSError):
+            return False
+        return True
+
+
 def _key(path: str) -> bytes:
     """A path as bound in SQL (through :data:`_TEXT`): its file-system bytes."""
     return path.encode("utf-8", "surrogateescape")

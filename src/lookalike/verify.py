@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.images import decode
+from lookalike.vectors import hamming
 
 #: Long side, in pixels, at which features are extracted (both images are brought to it).
 SIDE = 400
@@ -113,25 +114,13 @@ def compare(a: Features, b: Features, min_inliers: int = 0) -> Evidence:
     return best
 
 
-def single_threaded() -> None:
-    """Turn FAISS's OpenMP off in the calling thread (a pool thread that runs :func:`matches`): one
-    small search gains nothing from a thread team, and on a busy machine the team's spin-waits made
-    each comparison ~50x slower (780 against 10-17 ms a pair, load average 10)."""
-    import faiss
-
-    faiss.omp_set_num_threads(1)
-
-
 def matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows of ``a``, rows of ``b``): each ORB descriptor of ``a`` with its nearest in ``b`` by Hamming
     distance, where that passes Lowe's ratio test (:data:`RATIO`) against the second nearest. The same
     matches as OpenCV's brute-force ``knnMatch``, as arrays (a FAISS binary flat index: no Python object
-    per match, and several times faster). Call it from threads made :func:`single_threaded`."""
-    import faiss
-
-    index = faiss.IndexBinaryFlat(8 * b.shape[1])
-    index.add(np.ascontiguousarray(b))
-    distance, nearest = index.search(np.ascontiguousarray(a), 2)
+    per match, and several times faster). Call it from threads made
+    :func:`lookalike.vectors.hamming.single_threaded`."""
+    distance, nearest = hamming.two_nearest(b, a)
     good = np.flatnonzero((nearest[:, 1] >= 0) & (distance[:, 0] < RATIO * distance[:, 1]))
     return good, nearest[good, 0].astype(np.int64)
 

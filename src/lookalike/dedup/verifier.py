@@ -15,6 +15,7 @@ import numpy as np
 from lookalike import verify
 from lookalike.dedup.keep import Traits
 from lookalike.images import ImageError
+from lookalike.vectors import hamming
 
 #: Images whose features the verifier keeps at a time (about 45 KB each).
 FEATURE_CACHE = 4096
@@ -73,7 +74,7 @@ class Verifier:
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify",
-                                            initializer=verify.single_threaded)
+                                            initializer=hamming.single_threaded)
         return self._pool
 
     def _compare(self, mine: Future, theirs: Future) -> verify.Evidence:

@@ -4,7 +4,8 @@
 * :mod:`~lookalike.vectors.searcher`: :class:`Searcher`, nearest / farthest / random / range
   queries with exact distances;
 * :mod:`~lookalike.vectors.backend`: the :class:`Backend` protocol and the exact NumPy backend;
-* :mod:`~lookalike.vectors.faiss_backend`: HNSW / IVF-PQ / flat through FAISS (imported only there);
+* :mod:`~lookalike.vectors.faiss_backend`: HNSW / IVF-PQ / flat through FAISS (imported only there
+  and in :mod:`~lookalike.vectors.hamming`, the binary-code search of dedup's hashes and ORB matches);
 * :mod:`~lookalike.vectors.ann`: choosing and checking an approximate structure.
 """
 
