@@ -42,6 +42,7 @@ from lookalike.vectors import Searcher, get_metric  # noqa: E402
 from lookalike.vectors.ann import FARTHEST_SEARCH_FACTOR, default_params, recall_at_k  # noqa: E402
 from lookalike.vectors.backend import top_k  # noqa: E402
 from lookalike.vectors.faiss_backend import FaissBackend  # noqa: E402
+from jsonout import emit  # noqa: E402
 
 TRAIN_ROWS = 100_000  # rows FaissBackend.build trains on at most (more for big IVF nlist)
 
@@ -259,10 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         "kinds": [bench_kind(spec, data, args, queries, truth, far_truth, raw) for spec in args.kinds.split(",")],
     }
     report["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

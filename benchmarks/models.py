@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from jsonout import emit
+
 EVAL_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "hubble_deep_field",
                "immunohistochemistry", "retina")
 CALIBRATION_PHOTOS = ("moon", "text", "cat", "page", "clock", "brick", "grass", "gravel", "colorwheel", "logo")
@@ -243,10 +245,7 @@ def main() -> None:
               "cpu_count": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
               "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
               "matmul_gflop_per_s": matmul, "models": models}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

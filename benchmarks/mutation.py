@@ -28,6 +28,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from jsonout import emit
+
 REPO = Path(__file__).resolve().parent.parent
 
 # module -> the unit tests that exercise it (the fast ones: no subprocess, no training), with any
@@ -154,10 +156,7 @@ def main() -> None:
               "loadavg": [round(x, 2) for x in os.getloadavg()], "modules": rows,
               "total": {"mutants": total["mutants"], **{s.replace(" ", "_"): total[s] for s in STATUSES},
                         "score": round((total["killed"] + total["timeout"]) / checked, 4) if checked else None}}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

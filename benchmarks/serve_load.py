@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import socket
 import subprocess
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+
+from jsonout import emit
 
 HOST = "127.0.0.1"
 MODES = ("nearest", "farthest", "random")
@@ -184,10 +185,7 @@ def main() -> int:
     report = {"host": HOST, "index_images": stats["count"], "model": stats["model"], "dims": stats["dims"],
               "index_built_s": None if args.index else round(built, 1), "clients": args.clients,
               "duration_s": args.duration, "k": args.k, "cpu_count": os.cpu_count(), **load}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 1 if load["errors"] else 0
 
 

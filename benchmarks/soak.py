@@ -14,7 +14,6 @@ committed). Exit status 1 when there is an error or an inconsistency.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -29,6 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import HOST, free_port, generated_image, percentiles, start_server  # noqa: E402
+from jsonout import emit  # noqa: E402
 
 CLI = [sys.executable, "-c", "from lookalike.cli import main; main()"]
 
@@ -147,10 +147,7 @@ def main() -> int:
                              "removed_returned_after_removal": len(stale)},
               "error_samples": samples, "seconds": round(time.monotonic() - started, 1),
               "loadavg": [round(x, 2) for x in os.getloadavg()]}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     ok = not errors and not cli_errors and stats["count"] == on_disk and not stale
     return 0 if ok else 1
 

@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lookalike.evaluate import evaluate_folder  # noqa: E402
 from lookalike.train.config import TrainConfig  # noqa: E402
+from jsonout import emit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "flowers51"
@@ -105,10 +106,7 @@ def main() -> None:
         "training_loss": [None if e.loss is None else round(e.loss, 4) for e in result.history],
         "config": asdict(config),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

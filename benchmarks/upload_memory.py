@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import struct
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import HOST, build_index, free_port, jpeg_bytes, generated_image, percentiles, start_server  # noqa: E402
 
 from lookalike.images import DEFAULT_MAX_PIXELS, UPLOAD_MAX_PIXELS  # noqa: E402
+from jsonout import emit  # noqa: E402
 
 
 def png(width: int, height: int, sixteen_bit: bool) -> bytes:
@@ -126,10 +126,7 @@ def main() -> int:
     result = {"clients": args.clients, "indexing_max_pixels": DEFAULT_MAX_PIXELS,
               "upload_max_pixels": UPLOAD_MAX_PIXELS, "cpus": os.cpu_count(),
               "scenarios": [scenario(index, root, limit, name, data, args.clients) for limit, name, data in runs]}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 
