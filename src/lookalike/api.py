@@ -214,8 +214,9 @@ class Index:
     def _mirror_changes(self) -> None:
         """Bring the approximate index or the Milvus mirror up to date after an update (the mirror
         also gets new mtimes, which leave the generation as it is)."""
-        if self.mirror is not None:
+        if self.mirror is not None:  # synced here, not again by ann() for the same generation
             self.mirror.sync()
+            self._ann = (self.store.generation, self.mirror.backend)
         self.ann()
 
     @property
