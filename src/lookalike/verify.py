@@ -21,8 +21,13 @@ from lookalike.vectors import hamming
 
 #: Long side, in pixels, at which features are extracted (both images are brought to it).
 SIDE = 400
-#: ORB features per image (and as many again on its mirror image).
+#: ORB features per image (the same corners are described again on its mirror image).
 N_FEATURES = 500
+#: ORB pyramid: levels and the scale between them.
+LEVELS = 8
+SCALE_FACTOR = 1.2
+#: FAST corner threshold (gray levels).
+FAST_THRESHOLD = 10
 #: Lowe's ratio test for a descriptor match.
 RATIO = 0.8
 #: RANSAC inlier distance, in pixels at :data:`SIDE`.
@@ -84,19 +89,29 @@ def features(image) -> Features:
     img = decode(image, size=SIDE)
     scale = SIDE / max(img.size)
     w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    gray = np.asarray(img.convert("L").resize((w, h)), dtype=np.uint8)
-    orb = cv2.ORB_create(nfeatures=N_FEATURES, fastThreshold=10, edgeThreshold=15, patchSize=15)
+    gray = cv2.resize(np.asarray(img.convert("L")), (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=SCALE_FACTOR, nlevels=LEVELS, fastThreshold=FAST_THRESHOLD,
+                         edgeThreshold=15, patchSize=15)
+    keypoints, descriptors = orb.detectAndCompute(gray, None)
+    if descriptors is None:
+        empty = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, np.float32)
+        return Features(*empty, *empty, (w, h), scale)
+    blurred = cv2.GaussianBlur(gray, (5, 5), 0)
 
-    def extract(picture: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keypoints, descriptors = orb.detectAndCompute(picture, None)
-        if descriptors is None:
-            return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, np.float32)
-        points = np.array([k.pt for k in keypoints], np.float32)
+    def located(found: list, picture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = np.array([k.pt for k in found], np.float32).reshape(-1, 2)
         xy = np.clip(np.rint(points).astype(int), 0, [w - 1, h - 1])
-        return points, descriptors, cv2.GaussianBlur(picture, (5, 5), 0)[xy[:, 1], xy[:, 0]].astype(np.float32)
+        return points, picture[xy[:, 1], xy[:, 0]].astype(np.float32)
 
-    points, descriptors, levels = extract(gray)
-    mirror_points, mirror_descriptors, mirror_levels = extract(np.ascontiguousarray(gray[:, ::-1]))
+    # The mirror image has the same corners, mirrored: only their descriptors are computed there
+    # (with the mirrored orientation), not detected again.
+    mirrored = [cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave)
+                for k in keypoints]
+    mirrored, mirror_descriptors = orb.compute(np.ascontiguousarray(gray[:, ::-1]), mirrored)
+    if mirror_descriptors is None:
+        mirrored, mirror_descriptors = [], np.zeros((0, 32), np.uint8)
+    points, levels = located(keypoints, blurred)
+    mirror_points, mirror_levels = located(mirrored, blurred[:, ::-1])
     return Features(points, descriptors, levels, mirror_points, mirror_descriptors, mirror_levels, (w, h), scale)
 
 

@@ -452,3 +452,20 @@ def test_verification_gives_the_same_groups_and_evidence_on_any_number_of_thread
     assert one.stages["verify_workers"] == 1 and four.stages["verify_workers"] == 4
     assert [g.to_dict() for g in one.groups] == [g.to_dict() for g in four.groups]
     assert one.stages["pairs_verified"] == four.stages["pairs_verified"] > 0
+
+
+
+def test_verification_extracts_each_images_features_once_and_reports_it(library):
+    from collections import Counter
+
+    class Counting(dedup.Verifier):
+        def _extract(self, i):
+            seen[self.paths[i]] += 1
+            return super()._extract(i)
+
+    root, _, idx = library
+    rule, preset = dedup.resolve_threshold(None, idx.model)
+    seen = Counter()
+    report = dedup.find_duplicates(idx, rule, preset, under=str(root), verifier=lambda p, m: Counting(p, m, 2))
+    assert len(seen) > 6 and max(seen.values()) == 1, seen
+    assert report.stages["features_extracted"] == len(seen)

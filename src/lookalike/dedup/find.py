@@ -67,7 +67,7 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
             seconds = time.perf_counter() - tick
             report.stages.update(pairs_verified=check.checked, verify_seconds=round(seconds, 3),
                                  ms_per_pair=round(1000 * seconds / max(check.checked, 1), 2),
-                                 verify_workers=check.workers)
+                                 features_extracted=check.extracted, verify_workers=check.workers)
     near = []
     for keeper, members in found:
         row = slice(offsets[keeper], offsets[keeper + 1])

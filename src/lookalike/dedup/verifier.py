@@ -17,8 +17,10 @@ from lookalike.dedup.keep import Traits
 from lookalike.images import ImageError
 from lookalike.vectors import hamming
 
-#: Images whose features the verifier keeps at a time (about 45 KB each).
-FEATURE_CACHE = 4096
+#: Most images whose features the verifier keeps at a time (about 45 KB each); features of an image
+#: the grouping is done with (a keeper or an accepted member) are dropped at once, so each image's
+#: features are normally extracted once (at 10k images, about 6,500 are waiting at the peak).
+FEATURE_CACHE = 8192
 #: Feature extractions kept in flight ahead of the grouping, per worker.
 AHEAD = 8
 
@@ -29,13 +31,14 @@ class Verifier:
     the last :data:`FEATURE_CACHE` images and extracted ahead in the order given to :meth:`plan`."""
 
     def __init__(self, paths: list, min_inliers: int, workers: int | None = None) -> None:
-        self.paths, self.min_inliers, self.checked = paths, min_inliers, 0
+        self.paths, self.min_inliers, self.checked, self.extracted = paths, min_inliers, 0, 0
         self.workers = workers or os.cpu_count() or 1
         self.results: dict[tuple[int, int], verify.Evidence] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._cache: OrderedDict[int, Future] = OrderedDict()
         self._ahead: deque[Future] = deque()
         self._plan: Iterator[int] = iter(())
+        self._done: set[int] = set()
 
     def __enter__(self) -> "Verifier":
         return self
@@ -51,7 +54,8 @@ class Verifier:
 
     def accept(self, keeper: int, others: np.ndarray) -> np.ndarray:
         """Which of ``others`` duplicate ``keeper`` (a bool mask); each verification is kept for
-        :meth:`evidence`."""
+        :meth:`evidence`. The caller verifies neither ``keeper`` nor an accepted member again (as
+        :func:`~lookalike.dedup.keep.group_around_keepers`): their features are dropped."""
         others = [int(o) for o in others]
         mine = self._features(keeper)
         # each feature task is submitted before the comparison that waits on it (the pool runs tasks
@@ -61,7 +65,11 @@ class Verifier:
         found = [p.result() for p in pending]
         self.checked += len(others)
         self.results.update(((keeper, o), f) for o, f in zip(others, found))
-        return np.array([f.inliers >= self.min_inliers for f in found], bool)
+        accepted = np.array([f.inliers >= self.min_inliers for f in found], bool)
+        for i in [keeper, *(o for o, ok in zip(others, accepted) if ok)]:
+            self._done.add(i)
+            self._cache.pop(i, None)
+        return accepted
 
     def evidence(self, keeper: int, other: int, traits: list[Traits]) -> verify.Evidence:
         """The verification of an accepted pair, with a re-encoding named when the encodings differ."""
@@ -92,6 +100,7 @@ class Verifier:
         future = self._cache.get(i)
         if future is None:
             future = self._cache[i] = self._executor().submit(self._extract, i)
+            self.extracted += 1
             if len(self._cache) > FEATURE_CACHE:
                 self._cache.popitem(last=False)
         else:
@@ -106,5 +115,5 @@ class Verifier:
             i = next(self._plan, None)
             if i is None:
                 return
-            if i not in self._cache:
+            if i not in self._cache and i not in self._done:
                 self._ahead.append(self._features(i))
