@@ -67,12 +67,19 @@ def mutmut_config(module: str, tests: list[str]) -> str:
     ])
 
 
-def scratch_copy(module: str, tests: list[str]) -> Path:
-    """A directory holding what mutmut needs: ``src/``, ``tests/``, and a pyproject with its section."""
-    work = Path(tempfile.mkdtemp(prefix="lookalike-mutation-"))
+def scratch_copy(module: str, tests: list[str], work: Path | None = None) -> Path:
+    """A directory holding what mutmut needs: ``src/``, ``tests/``, and a pyproject with its section.
+
+    An existing ``work`` directory is reused: its mutants' results stand (mutmut goes on with those
+    not yet checked) and its ``tests/`` is refreshed from the repository, so that new tests count.
+    """
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "src", work / "src", ignore=ignore)
-    shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
+    if work is None:
+        work = Path(tempfile.mkdtemp(prefix="lookalike-mutation-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "src").exists():
+        shutil.copytree(REPO / "src", work / "src", ignore=ignore)
+    shutil.copytree(REPO / "tests", work / "tests", ignore=ignore, dirs_exist_ok=True)
     text = (REPO / "pyproject.toml").read_text()
     (work / "pyproject.toml").write_text(re.sub(r"\n\[tool\.mutmut\][^\[]*", "", text) + mutmut_config(module, tests))
     return work
@@ -90,14 +97,21 @@ def results(work: Path, env: dict) -> dict[str, str]:
     return found
 
 
-def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bool) -> dict:
-    """Mutate one module for at most ``budget`` seconds; its counts and survivors."""
-    work = scratch_copy(module, tests)
+def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bool,
+               scratch: Path | None = None, mutants: list[str] | None = None) -> dict:
+    """Mutate one module for at most ``budget`` seconds; its counts and survivors.
+
+    With ``scratch``, work in (and keep) that directory, going on from its earlier runs; with
+    ``mutants`` (names or globs, as ``mutmut results`` prints them), check those again only.
+    """
+    keep = keep or scratch is not None
+    work = scratch_copy(module, tests, scratch)
     # mutmut puts mutants/src first on sys.path itself; an outer PYTHONPATH would shadow it
     env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "LOOKALIKE_CACHE": os.environ.get("LOOKALIKE_CACHE", str(work / "cache"))}
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=work, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(mutants or [])],
+                            cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         log, _ = proc.communicate(timeout=budget)
@@ -136,9 +150,17 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=900, help="seconds per module (default 900)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep each scratch copy (for mutmut show)")
+    parser.add_argument("--scratch", type=Path, help="work in this directory and keep it; run again to go on "
+                        "where the budget stopped (one module per directory)")
+    parser.add_argument("--mutants", nargs="+", help="check only these mutants again (names or globs, as "
+                        "mutmut results prints them), e.g. after adding tests; needs --scratch")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     chosen = args.modules or list(MODULES)
+    if args.scratch and len(chosen) != 1:
+        parser.error("--scratch takes one module")
+    if args.mutants and not args.scratch:
+        parser.error("--mutants needs --scratch (the directory of the run that found them)")
     rows = []
     for module in chosen:
         tests = MODULES.get(module) or args.tests
@@ -146,7 +168,7 @@ def main() -> None:
             parser.error(f"{module} is not in MODULES: name its tests with --tests")
         if not (REPO / module).is_file():
             parser.error(f"no such module: {module}")
-        rows.append(run_module(module, tests, args.budget, args.jobs, args.keep))
+        rows.append(run_module(module, tests, args.budget, args.jobs, args.keep, args.scratch, args.mutants))
         print(f"{module}: {rows[-1]['killed']}/{rows[-1]['mutants']} killed", file=sys.stderr, flush=True)
     total = Counter()
     for row in rows:

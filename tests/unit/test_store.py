@@ -177,3 +177,176 @@ def test_a_read_only_folder_gives_vectors_in_memory(tmp_path, monkeypatch):
         ids, vectors = s.vectors()
         assert s.paths(ids) == ["/a"] and vectors[0, 0] == 1.0
     assert not list(tmp_path.glob("*.npy"))
+
+
+
+def _file(path: str, n: int) -> Entry:
+    """An embedded file whose catalog fields all differ from each other and from other files'."""
+    return Entry(path, 100 + n, 1000 + n, f"hash{n}", 20 + n, 30 + n, np.full(3, n, np.float32))
+
+
+def test_records_under_a_folder_are_the_files_below_it_only(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([_file("/photos/a.jpg", 1), _file("/photos/sub/b.jpg", 2), _file("/photos2/c.jpg", 3),
+               _file("/photo", 4), _file("/photos.jpg", 5)], [("/photos/bad.jpg", 7, 8, "broken")])
+        below = ["/photos/a.jpg", "/photos/bad.jpg", "/photos/sub/b.jpg"]
+        assert sorted(s.records(under="/photos")) == below
+        assert sorted(s.records(under="/photos/")) == below
+        assert list(s.records(under="/photo")) == ["/photo"]  # one indexed file is "under" itself
+        assert len(s.records()) == 6
+        ok, bad = s.records()["/photos/sub/b.jpg"], s.records(under="/photos")["/photos/bad.jpg"]
+        assert (ok.path, ok.size, ok.mtime_ns, ok.hash, ok.status, ok.error) == (
+            "/photos/sub/b.jpg", 102, 1002, "hash2", "ok", None)
+        assert s.paths([ok.id]) == ["/photos/sub/b.jpg"]
+        assert (bad.size, bad.mtime_ns, bad.hash, bad.status, bad.error) == (7, 8, None, "error", "broken")
+
+
+def test_many_files_are_read_looked_up_and_removed_in_chunks(tmp_path):
+    # more rows than one read batch (4,096) and more ids than one lookup query (500)
+    n = 4203
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([_file(f"/p/{i:04d}", i) for i in range(n)], [(f"/e/{i}", 1, 1, "bad") for i in range(3)])
+        ids, vectors = s.vectors()
+        assert vectors[:, 0].tolist() == list(range(n))
+        ids = ids[::-1]  # the answers follow the order of the ids asked for
+        assert s.paths(ids) == [f"/p/{i:04d}" for i in reversed(range(n))]
+        columns = s.catalog(ids)
+        assert list(columns) == ["path", "size", "mtime_ns", "hash", "width", "height"]
+        assert columns["path"] == s.paths(ids)
+        assert columns["size"] == [100 + i for i in reversed(range(n))]
+        assert columns["mtime_ns"] == [1000 + i for i in reversed(range(n))]
+        assert columns["hash"] == [f"hash{i}" for i in reversed(range(n))]
+        assert columns["width"] == [20 + i for i in reversed(range(n))]
+        assert columns["height"] == [30 + i for i in reversed(range(n))]
+        # 1,100 embedded files (every one below 1100) and 2 failed ones: only the embedded are counted
+        gone = [f"/p/{i:04d}" for i in range(1100)] + ["/e/0", "/e/2"]
+        assert s.remove(gone) == 1100
+        assert s.count() == n - 1100
+        assert sorted(s.records()) == ["/e/1"] + [f"/p/{i:04d}" for i in range(1100, n)]
+
+
+def test_info_is_the_catalog_row_of_an_embedded_image_only(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([_file("/a", 1), _file("/b", 2)], [("/bad", 5, 6, "broken")])
+        records = s.records()
+        assert s.info(records["/b"].id) == {"path": "/b", "size": 102, "mtime_ns": 1002, "hash": "hash2",
+                                             "width": 22, "height": 32}
+        assert s.info(records["/bad"].id) is None and s.info(10**6) is None
+
+
+def test_vectors_are_read_in_batches_in_id_order(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([_file(f"/{i}", i) for i in range(5)], [("/bad", 1, 1, "broken")])
+        chunks = list(s.iter_vectors(batch=2))
+        assert [len(ids) for ids, _ in chunks] == [2, 2, 1]
+        assert all(ids.dtype == np.int64 and v.dtype == np.float32 and v.shape[1] == 3 for ids, v in chunks)
+        ids = np.concatenate([ids for ids, _ in chunks])
+        assert s.paths(ids) == ["/0", "/1", "/2", "/3", "/4"] and np.all(np.diff(ids) > 0)
+        assert np.concatenate([v for _, v in chunks]).tolist() == [[i] * 3 for i in range(5)]
+
+
+def test_metadata_and_the_generation_are_kept_across_opens(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="models/m.onnx") as s:
+        assert s.generation == 0 and s.meta("ann") is None
+        s.set_meta("ann", "hnsw")
+        s.set_meta("ann", "ivf")  # replaced, not added
+        s.put([_file("/a", 1), _file("/b", 2)])
+        s.touch("/a", 5, 6)  # the same content: no new generation
+        assert s.generation == 1 and s.records()["/a"].size == 5 and s.records()["/a"].mtime_ns == 6
+        s.remove(["/a"])
+    with Store.open(tmp_path) as s:
+        assert s.meta("ann") == "ivf" and s.generation == 2 and s.model_ref == "models/m.onnx"
+
+
+def test_another_model_is_refused_naming_both(tmp_path):
+    built = {**MODEL, "weights_sha256": "0123456789abcdef"}
+    Store.create(tmp_path, built, ref="m").close()
+    with pytest.raises(StoreError) as refused:
+        Store.create(tmp_path, {"name": "other", "layer": "fc", "dim": 5}, ref="other")
+    assert str(refused.value) == (f"index {tmp_path} was built with model m (layer pool, 3-d, weights 01234567), "
+                                  "not other (layer fc, 5-d); use another --index or --rebuild")
+
+
+def test_the_catalog_is_written_ahead_and_usable_from_other_threads(tmp_path):
+    import threading
+
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        s.put([_file("/a", 1)])
+        counted = []
+        worker = threading.Thread(target=lambda: counted.append(s.count()))  # the server's worker threads
+        worker.start()
+        worker.join()
+        assert counted == [1]
+
+
+def test_a_catalog_that_cannot_be_written_opens_read_only(tmp_path, monkeypatch):
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        s.put([_file("/a", 1)])
+    catalog = tmp_path / "index.sqlite"
+    real_access = os.access
+    # as root (CI) a file mode cannot deny writing: the folder and catalog are reported unwritable instead
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+    with Store.open(tmp_path) as s:
+        assert s.readonly and s.paths(s.vectors()[0]) == ["/a"]
+        with pytest.raises(StoreError, match=f"^index {tmp_path} is read-only: cannot add files$"):
+            s.put([_file("/b", 2)])
+        with pytest.raises(StoreError, match="read-only: cannot set ann$"):
+            s.set_meta("ann", "hnsw")
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):  # the connection itself
+            s.conn.execute("DELETE FROM images")
+        for write, what in [(lambda: s.touch("/a", 1, 1), "record a changed mtime"),
+                            (lambda: s.remove(["/a"]), "remove files")]:
+            with pytest.raises(StoreError, match=f"read-only: cannot {what}$"):
+                write()
+    monkeypatch.undo()
+    with Store.open(tmp_path) as s:
+        assert not s.readonly and s.count() == 1 and catalog.is_file()
+        s.conn.execute("DELETE FROM meta WHERE key = 'model'")  # a catalog whose model was never recorded
+        s.conn.commit()
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+    with pytest.raises(StoreError, match="read-only: cannot record its model$"):
+        Store.create(tmp_path, MODEL, ref="m")
+
+
+def test_an_index_is_created_with_its_parent_folders_or_refused_in_one_line(tmp_path):
+    with Store.create(tmp_path / "a" / "b", MODEL, ref="m") as s:
+        assert s.root == tmp_path / "a" / "b" and (tmp_path / "a" / "b" / "index.sqlite").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError) as refused:
+        Store.create(tmp_path / "file" / "index", MODEL, ref="m")
+    assert str(refused.value) == f"cannot create an index at {tmp_path / 'file' / 'index'}: Not a directory"
+
+
+def test_an_empty_index_has_no_vectors_of_its_dimension(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="m") as s:
+        ids, vectors = s.vectors()
+        assert (ids.shape, ids.dtype, vectors.shape, vectors.dtype) == ((0,), np.int64, (0, 3), np.float32)
+
+
+def test_vectors_are_stored_as_float32_of_the_models_dimension(tmp_path):
+    with Store.create(tmp_path, {**MODEL, "dim": 1}, ref="m") as s:
+        s.put([Entry("/a", 1, 1, "h1", 1, 1, np.array([0.5], np.float64)),
+               Entry("/b", 1, 1, "h2", 1, 1, np.array([-2.25], np.float64))])
+        ids, vectors = s.vectors()
+        assert vectors.dtype == np.float32 and vectors.tolist() == [[0.5], [-2.25]]
+        assert s.by_hash("h2")[1].tolist() == [-2.25]
+
+
+def test_a_blob_table_keeps_values_by_key_and_loses_nothing_when_unusable(tmp_path):
+    from lookalike.store import BlobTable
+
+    table = BlobTable(tmp_path / "hashes.sqlite", "dihedral", "content")
+    assert table.load({"a"}) == {} and not table.path.exists()  # nothing stored yet: no file made
+    assert table.save({"a": b"\x01\x02", "b": b"\x03"})
+    assert table.save({"b": b"\x04", "c": b""})  # an equal key is replaced
+    again = BlobTable(tmp_path / "hashes.sqlite", "dihedral", "content")
+    assert again.load({"a", "b", "c", "x"}) == {"a": b"\x01\x02", "b": b"\x04", "c": b""}
+    assert again.load({"b"}) == {"b": b"\x04"} and again.load(set()) == {}
+    columns = sqlite3.connect(table.path).execute("SELECT name FROM pragma_table_info('dihedral')").fetchall()
+    assert columns == [("content",), ("bits",)]
+    (tmp_path / "broken.sqlite").write_bytes(b"not a database" * 100)
+    broken = BlobTable(tmp_path / "broken.sqlite", "dihedral", "content")
+    assert broken.load({"a"}) == {} and broken.save({"a": b"\x01"}) is False
+    assert BlobTable(tmp_path / "no" / "such" / "h.sqlite", "dihedral", "content").save({"a": b"\x01"}) is False

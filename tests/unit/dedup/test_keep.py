@@ -1,0 +1,145 @@
+"""The keep rule on real file headers, grouping around keepers, and the report's groups (dedup/keep.py)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import sample_photo
+from lookalike.dedup import keep
+from lookalike.dedup.keep import LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers, keep_order
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return sample_photo("coffee").resize((64, 48))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP", "PPM"])
+def test_lossless_formats_rank_above_any_jpeg(tmp_path, photo, fmt):
+    path = tmp_path / f"a.{fmt.lower()}"
+    photo.save(path, format=fmt)
+    assert file_traits(str(path)) == Traits(101, "", fmt) and LOSSLESS == 101
+    assert file_traits(str(path)).encoding() == fmt
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_other_lossy_formats_get_the_default_rank(tmp_path, photo, fmt):
+    path = tmp_path / f"a.{fmt.lower()}"
+    photo.save(path, format=fmt)
+    assert file_traits(str(path)) == Traits(90, "", fmt) and OTHER_LOSSY == 90
+    assert file_traits(str(path)).encoding() == fmt
+
+
+@pytest.mark.parametrize("quality", [20, 30, 50, 51, 75, 95])
+def test_the_jpeg_quality_a_file_was_saved_at_is_read_back(tmp_path, photo, quality):
+    # libjpeg scales its quality-50 table by 5000/q below 50 and by 200-2q above: both inverted exactly
+    photo.save(tmp_path / "a.jpg", quality=quality)
+    traits = file_traits(str(tmp_path / "a.jpg"))
+    assert traits == Traits(quality, "", "JPEG") and traits.encoding() == f"JPEG q{quality}"
+
+
+def test_jpeg_quality_is_clamped_to_1_for_tables_coarser_than_libjpeg_makes(tmp_path, photo):
+    # every step 32767 (a 16-bit table): scale 100 * mean(32767 / table50) > 5000, 5000/scale rounds to 0
+    coarse = [32767] * 64
+    photo.save(tmp_path / "a.jpg", qtables=[coarse, coarse])
+    assert file_traits(str(tmp_path / "a.jpg")).quality == 1
+
+
+def test_the_capture_time_is_exifs_original_time_else_its_file_time(tmp_path, photo):
+    both = Image.Exif()
+    both[306] = "2020:02:02 02:02:02"  # DateTime: when the file was last written
+    both.get_ifd(0x8769)[36867] = "2019:01:01 01:01:01"  # DateTimeOriginal: when the photo was taken
+    photo.save(tmp_path / "both.jpg", quality=90, exif=both)
+    only_file_time = Image.Exif()
+    only_file_time[306] = "2020:02:02 02:02:02"
+    photo.save(tmp_path / "file_time.jpg", quality=90, exif=only_file_time)
+    photo.save(tmp_path / "none.jpg", quality=90)
+    assert file_traits(str(tmp_path / "both.jpg")).taken == "2019:01:01 01:01:01"
+    assert file_traits(str(tmp_path / "file_time.jpg")).taken == "2020:02:02 02:02:02"
+    assert file_traits(str(tmp_path / "none.jpg")).taken == ""
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
+def test_an_unreadable_file_gets_the_defaults(tmp_path, content):
+    (tmp_path / "x.png").write_bytes(content)
+    assert file_traits(str(tmp_path / "x.png")) == Traits(90, "", "")
+    assert file_traits(str(tmp_path / "missing.jpg")).encoding() == "unknown"
+
+
+def test_keep_order_breaks_ties_by_earliest_capture_then_file_name_length_then_age_then_path():
+    paths = ["/p/late.jpg", "/p/early.jpg", "/a/very/long/dir/b.jpg", "/z/ab.jpg", "/y/b.jpg", "/x/b.jpg"]
+    traits = [Traits(80, "2021:01:01 00:00:00"), Traits(80, "2020:06:01 00:00:00")] + [Traits(80)] * 4
+    mtime = np.array([0, 5, 9, 0, 3, 3])
+    order = keep_order(np.full(6, 100), paths, mtime, traits)
+    # dated files first, the earliest first; then shorter base names ("b.jpg" whatever its folder),
+    # the older of those, and for the same age the smaller path; the longer name last
+    assert order.tolist() == [1, 0, 5, 4, 2, 3]
+
+
+def test_keep_order_without_traits_uses_pixels_names_and_age_only():
+    order = keep_order(np.array([10, 20, 20, 20]), ["/a/1.jpg", "/b/22.jpg", "/c/1.jpg", "/d/1.jpg"],
+                       np.array([0, 0, 7, 6]))
+    assert order.tolist() == [3, 2, 1, 0]
+
+
+def _csr(n, pairs):
+    """CSR neighbour lists (offsets, columns) of an undirected graph on ``n`` rows, neighbours in pair order."""
+    adj = [[] for _ in range(n)]
+    for a, b in pairs:
+        adj[a].append(b)
+        adj[b].append(a)
+    return np.cumsum([0] + [len(a) for a in adj]), np.array([j for a in adj for j in a], np.int64)
+
+
+def test_a_keeper_claims_its_free_neighbours_and_rejected_ones_stay_free():
+    # 0 ~ 1, 0 ~ 2, 0 ~ 3, 2 ~ 4, 3 ~ 4; the check refuses the pair (0, 2)
+    offsets, columns = _csr(6, [(0, 1), (0, 2), (0, 3), (2, 4), (3, 4)])
+    asked = []
+
+    def accept(row, members):
+        asked.append((row, members.tolist()))
+        return [not (row == 0 and m == 2) for m in members]
+
+    groups = group_around_keepers(np.array([0, 2, 1, 3, 4, 5]), offsets, columns, accept)
+    assert groups == [(0, [1, 3]), (2, [4])]
+    assert all(isinstance(k, int) and all(isinstance(m, int) for m in ms) for k, ms in groups)
+    # asked about free neighbours only, never with none left (1, 3, 4 taken; 5 has none)
+    assert asked == [(0, [1, 2, 3]), (2, [4])]
+    # unchecked, 0 takes all three, and 4 finds its neighbours taken
+    assert group_around_keepers(np.array([0, 2, 1, 3, 4, 5]), offsets, columns) == [(0, [1, 2, 3])]
+
+
+def test_a_row_with_every_neighbour_refused_forms_no_group():
+    offsets, columns = _csr(2, [(0, 1)])
+    assert group_around_keepers(np.array([1, 0]), offsets, columns, lambda row, members: np.zeros(len(members))) == []
+
+
+def test_report_groups_list_exact_groups_first_then_near_by_kept_path():
+    paths = ["/k/b.jpg", "/k/a.jpg", "/x/1.jpg", "/x/2.jpg", "/n/z.jpg", "/n/y.jpg", "/n/m1.jpg", "/n/m2.jpg",
+             "/n/m2copy.jpg", "/n/alone.jpg"]
+    content = ["B", "A", "A", "B", "Z", "Y", "M1", "M2", "M2", "ALONE"]
+    order = np.arange(10)
+    # near groups among representatives: z keeps m2 (0.3) and m1 (0.3, same distance: by path), y keeps nothing
+    near = [(4, [(7, 0.3, None), (6, 0.3, None)])]
+    groups = assemble_groups(order, content, near, paths)
+    assert [(g.kind, g.keep) for g in groups] == [("exact", "/k/a.jpg"), ("exact", "/k/b.jpg"), ("near", "/n/z.jpg")]
+    assert [(d.path, d.distance, d.match) for d in groups[0].duplicates] == [("/x/1.jpg", 0.0, "exact")]
+    assert [(d.path, d.distance, d.match) for d in groups[1].duplicates] == [("/x/2.jpg", 0.0, "exact")]
+    assert [(d.path, d.distance, d.match, d.copy_of) for d in groups[2].duplicates] == [
+        ("/n/m1.jpg", 0.3, "near", None), ("/n/m2.jpg", 0.3, "near", None), ("/n/m2copy.jpg", 0.3, "near", "/n/m2.jpg")]
+
+
+def test_the_best_ranked_file_of_a_content_represents_it_and_keeps_its_copies():
+    paths = ["/a.jpg", "/b.jpg", "/c.jpg", "/d.jpg"]
+    order = np.array([2, 0, 3, 1])  # /c ranks first
+    groups = assemble_groups(order, ["h"] * 4, [], paths)
+    assert [(g.kind, g.keep) for g in groups] == [("exact", "/c.jpg")]
+    assert [d.path for d in groups[0].duplicates] == ["/a.jpg", "/d.jpg", "/b.jpg"]  # in keep order
+
+
+def test_a_near_keepers_byte_copies_come_first_at_distance_zero():
+    paths = ["/keep.jpg", "/keep_copy.jpg", "/near.jpg"]
+    groups = assemble_groups(np.arange(3), ["k", "k", "n"], [(0, [(2, 0.12, None)])], paths)
+    assert [(g.kind, g.keep) for g in groups] == [("near", "/keep.jpg")]
+    assert [(d.path, d.distance, d.match, d.copy_of) for d in groups[0].duplicates] == [
+        ("/keep_copy.jpg", 0.0, "exact", None), ("/near.jpg", 0.12, "near", None)]
