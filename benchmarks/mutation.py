@@ -44,7 +44,10 @@ MODULES = {
     "src/lookalike/indexer.py": ["tests/unit/test_indexer.py"],
     "src/lookalike/store.py": ["tests/unit/test_store.py", "tests/unit/test_indexer.py", "tests/unit/test_api.py"],
     "src/lookalike/vector_cache.py": ["tests/unit/test_vector_cache.py", "tests/unit/test_store.py"],
-    "src/lookalike/dedup/keep.py": ["tests/unit/test_dedup.py"],
+    # test_dedup.py's end-to-end cases embed real photos with the ONNX model: only its grouping cases here
+    "src/lookalike/dedup/keep.py": ["tests/unit/dedup/test_keep.py", "tests/unit/test_dedup.py", "-k",
+                                    "test_keep or keep_order or flipped or file_traits or around_the_keeper "
+                                    "or byte_copies or no_kept_file or overlapping_groups"],
     "src/lookalike/dedup/candidates.py": ["tests/unit/test_dedup.py"],
     "src/lookalike/metrics.py": ["tests/unit/test_metrics.py"],
 }

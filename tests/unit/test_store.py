@@ -1,5 +1,7 @@
 import os
 import sqlite3
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,8 +270,6 @@ def test_another_model_is_refused_naming_both(tmp_path):
 
 
 def test_the_catalog_is_written_ahead_and_usable_from_other_threads(tmp_path):
-    import threading
-
     with Store.create(tmp_path, MODEL, ref="m") as s:
         assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
@@ -290,6 +290,11 @@ def test_a_catalog_that_cannot_be_written_opens_read_only(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
     with Store.open(tmp_path) as s:
         assert s.readonly and s.paths(s.vectors()[0]) == ["/a"]
+        counted = []
+        worker = threading.Thread(target=lambda: counted.append(s.count()))  # the server's worker threads
+        worker.start()
+        worker.join()
+        assert counted == [1]
         with pytest.raises(StoreError, match=f"^index {tmp_path} is read-only: cannot add files$"):
             s.put([_file("/b", 2)])
         with pytest.raises(StoreError, match="read-only: cannot set ann$"):
@@ -350,3 +355,58 @@ def test_a_blob_table_keeps_values_by_key_and_loses_nothing_when_unusable(tmp_pa
     broken = BlobTable(tmp_path / "broken.sqlite", "dihedral", "content")
     assert broken.load({"a"}) == {} and broken.save({"a": b"\x01"}) is False
     assert BlobTable(tmp_path / "no" / "such" / "h.sqlite", "dihedral", "content").save({"a": b"\x01"}) is False
+
+
+def test_a_read_only_reader_sees_what_a_writer_commits_meanwhile(tmp_path, monkeypatch):
+    real_access = os.access
+    with Store.create(tmp_path, MODEL, ref="m") as writer:
+        writer.put([_file("/a", 1)])
+        monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+        with Store.open(tmp_path) as reader:
+            monkeypatch.undo()
+            writer.put([_file("/b", 2)])  # in the write-ahead log, not yet in the catalog file
+            assert reader.readonly and sorted(reader.records()) == ["/a", "/b"] and reader.generation == 2
+
+
+def _deny_writing(monkeypatch, *denied):
+    """Report ``denied`` paths unwritable (as root, file modes cannot deny it); others as they are."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (mode == os.W_OK and Path(path) in denied)
+                        and real_access(path, mode))
+
+
+def test_a_catalog_in_a_folder_that_cannot_be_written_opens_read_only(tmp_path, monkeypatch):
+    Store.create(tmp_path, MODEL, ref="m").close()
+    _deny_writing(monkeypatch, tmp_path)  # the catalog file itself is writable: SQLite still needs the folder
+    with Store.open(tmp_path) as s:
+        assert s.readonly
+
+
+def test_an_old_read_only_catalog_is_refused_until_upgraded_where_writable(tmp_path, monkeypatch):
+    _v1_catalog(tmp_path)
+    _deny_writing(monkeypatch, tmp_path, tmp_path / "index.sqlite")
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == (f"index {tmp_path / 'index.sqlite'} is read-only and has schema v1: open it once "
+                                  "where it can be written to upgrade it to v2")
+
+
+def test_an_empty_or_foreign_catalog_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "index.sqlite").write_bytes(b"")
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == (f"{tmp_path / 'index.sqlite'} is empty (0 bytes), not an index: restore it from "
+                                  "a backup, or start again with --rebuild")
+    (tmp_path / "index.sqlite").write_bytes(b"not an index " * 100)
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database"
+
+
+def test_a_catalog_whose_creation_fails_is_refused_in_one_line(tmp_path, monkeypatch):
+    from lookalike import store
+
+    monkeypatch.setattr(store, "MIGRATIONS", [store.MIGRATIONS[0] + "; SELECT no_such_function()", store.MIGRATIONS[1]])
+    with pytest.raises(StoreError, match=r"^cannot create the catalog at .*index\.sqlite: no such function: "
+                                         r"no_such_function \(is the disk full\?\); nothing was changed$"):
+        Store.create(tmp_path, MODEL, ref="m")
