@@ -125,7 +125,7 @@ def _crc32(ids: np.ndarray, vectors: np.ndarray) -> int:
     """CRC-32 of the cache's data (ids, then vectors), read in 16 MB pieces."""
     crc = 0
     for array in (ids, vectors):
-        flat = array.reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
+        flat = array.reshape(-1).view(np.uint8)
         for at in range(0, flat.size, 1 << 24):
             crc = zlib.crc32(flat[at:at + (1 << 24)], crc)
     return crc

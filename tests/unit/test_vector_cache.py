@@ -4,6 +4,7 @@ checked again when changed under a reader."""
 import json
 import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,10 +30,11 @@ class Catalog:
 def test_a_generation_is_written_once_then_loaded_and_older_ones_dropped(tmp_path):
     catalog = Catalog()
     ids, vectors = VectorCache(tmp_path).get(1, 3, 4, catalog)
-    assert catalog.calls == 1 and isinstance(vectors, np.memmap)
+    assert catalog.calls == 1 and isinstance(ids, np.memmap) and isinstance(vectors, np.memmap)
     assert np.array_equal(ids, IDS) and np.array_equal(vectors, VECTORS)
     again = VectorCache(tmp_path).get(1, 3, 4, catalog)  # another process: the files, checked, not the catalog
     assert catalog.calls == 1 and np.array_equal(again[1], VECTORS)
+    assert isinstance(again[0], np.memmap) and isinstance(again[1], np.memmap)
     assert VectorCache(tmp_path).get(2, 3, 4, catalog) and catalog.calls == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids-2.npy", "vectors-2.json", "vectors-2.npy"]
 
@@ -99,16 +101,43 @@ def test_a_stamp_that_does_not_vouch_for_the_files_makes_them_rebuilt(tmp_path, 
     assert json.loads((tmp_path / "vectors-1.json").read_text())["generation"] == 1  # written anew
 
 
-def test_a_generation_checked_in_this_process_is_not_read_again_whole(tmp_path):
-    cache, catalog = VectorCache(tmp_path), Catalog()
-    cache.get(1, 3, 4, catalog)
+@pytest.mark.parametrize("written_here", [True, False])
+def test_a_generation_checked_in_this_process_is_not_read_again_whole(tmp_path, written_here):
+    catalog = Catalog()
+    if written_here:
+        cache = VectorCache(tmp_path)
+        cache.get(1, 3, 4, catalog)
+    else:  # written by another process, then loaded and checked here
+        VectorCache(tmp_path).get(1, 3, 4, catalog)
+        cache = VectorCache(tmp_path)
+        cache.get(1, 3, 4, catalog)
     (tmp_path / "vectors-1.json").write_text('{"crc32": 0}')  # only a first load checks the CRC
     assert np.array_equal(cache.get(1, 3, 4, catalog)[1], VECTORS) and catalog.calls == 1
     assert VectorCache(tmp_path).get(1, 3, 4, catalog) and catalog.calls == 2  # another process checks
 
 
+def test_a_generation_is_written_in_a_hidden_folder_of_the_index_then_moved_into_place(tmp_path):
+    seen = []
+
+    def fill(ids, vectors):
+        seen.append((Path(ids.filename).parent, Path(vectors.filename).parent, sorted(tmp_path.iterdir())))
+        return Catalog()(ids, vectors)
+
+    VectorCache(tmp_path).get(1, 3, 4, fill)
+    (ids_dir, vectors_dir, listed), = seen
+    assert ids_dir == vectors_dir and ids_dir.parent == tmp_path and ids_dir.name.startswith(".cache-")
+    assert listed == [ids_dir]  # nothing in place while it is written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids-1.npy", "vectors-1.json", "vectors-1.npy"]
+
+
+def test_an_empty_generation_has_empty_files_and_the_crc32_of_nothing(tmp_path):
+    ids, vectors = VectorCache(tmp_path).get(3, 0, 4, lambda ids, vectors: (ids, vectors))
+    assert ids.shape == (0,) and vectors.shape == (0, 4)
+    assert json.loads((tmp_path / "vectors-3.json").read_text())["crc32"] == 0  # zlib.crc32(b"")
+
+
 def test_older_and_foreign_cache_files_are_dropped_newer_ones_kept(tmp_path):
-    for name in ["ids-1.npy", "vectors-1.npy", "vectors-1.json", "vectors-x.npy", "vectors.json", "ids-9.npy",
+    for name in ["ids-1.npy", "vectors-1.npy", "vectors-1.json", "vectors-x.npy", "vectors.json", "ids-old-9.npy", "ids-9.npy",
                  "vectors-9.npy", "vectors-9.json", "index.sqlite", "ids-1.txt"]:
         (tmp_path / name).write_bytes(b"x")
     VectorCache(tmp_path).get(2, 3, 4, Catalog())
@@ -126,6 +155,9 @@ def test_a_folder_that_cannot_be_written_gives_arrays_in_memory(tmp_path, monkey
     assert catalog.calls == 1 and not isinstance(vectors, np.memmap) and np.array_equal(vectors, VECTORS)
     assert ids.dtype == np.int64 and vectors.dtype == np.float32 and not list(tmp_path.iterdir())
     assert not cache.changed()  # nothing mapped to watch
+    monkeypatch.undo()
+    VectorCache(tmp_path).get(1, 3, 4, catalog)  # another process writes the files
+    assert not cache.changed()  # still none of the files were returned here
 
 
 @pytest.mark.parametrize("change", ["remove", "replace", "grow", "mtime"])
