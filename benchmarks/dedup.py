@@ -23,11 +23,11 @@ radius x inlier minimum (and of candidates per file) replays the grouping throug
 precision and recall over known duplicate pairs, recall per transform (and with rotations aside),
 the wall time and the stage figures (candidate pairs, pairs verified, ms per pair).
 ``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images, and
-``--grouping N`` the neighbour search alone, exact vs HNSW, on N synthetic embeddings.
+``--grouping N`` the candidate stage against the one-stage grouping search on N synthetic embeddings.
 
     python benchmarks/dedup.py --out dedup.json                 # calibration + presets (4,888 images)
     python benchmarks/dedup.py --variant-bases 0 --scale 10000  # only the end-to-end timing
-    python benchmarks/dedup.py --variant-bases 0 --grouping 100000  # exact vs HNSW neighbours
+    python benchmarks/dedup.py --variant-bases 0 --grouping 100000  # candidate stage vs one-stage search
 
 With ``--workdir``, the collection, its index and the verified groups are kept and reused.
 """
@@ -507,18 +507,23 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
-def run_grouping(n: int, seed: int, radius: float, cluster: int = 0, exact: bool = False,
+def run_grouping(n: int, seed: int, rule: dedup.Rule, cluster: int = 0, exact: bool = False,
                  before: float = 0.08) -> dict:
-    """Time the first stage's neighbour search on ``n`` synthetic embeddings (benchmarks/ann.py's
-    generator; 10 % of them near copies of others, cosine distance about 0.01-0.06, and ``cluster``
-    of them copies of one vector, like a burst of near-identical shots) through the HNSW path (each
-    vector's nearest, widened while all are close, re-scored): at ``radius`` (the two-stage
-    candidate radius) against ``before`` (the one-stage default this replaces), alternating, in the
-    same run; then the hash source of the candidate stage (:func:`lookalike.phash.pairs` on synthetic
-    dihedral codes) and the ratio of both sources to ``before``. With ``exact``, also the exact range
-    search at ``radius`` and the share of its pairs and groups the HNSW path gives."""
+    """Time the candidate stage of ``rule`` (the two-stage default) on ``n`` synthetic embeddings
+    (benchmarks/ann.py's generator; 10 % of them near copies of others, cosine distance about
+    0.01-0.06, and ``cluster`` of them copies of one vector, like a burst of near-identical shots)
+    against the one-stage grouping search at ``before`` (the default this replaces), both through
+    the HNSW path (each vector's nearest, widened while all are close, re-scored), alternating, in
+    the same run. The candidate stage is :func:`lookalike.dedup.embedding_candidates` (radius,
+    nearest) plus :func:`lookalike.dedup.hash_candidates` on synthetic dihedral hashes (8 random
+    64-bit codes per picture, the near copies' untransformed code ~5 % of bits from its source's),
+    as :func:`lookalike.dedup.candidate_pairs` runs them (the hash store's read aside). With
+    ``exact``, also the exact range search at the radius: the share of its pairs and of the exact
+    candidate pairs that HNSW gives, and the hash pairs against an all-vs-all comparison."""
     from ann import Embeddings  # benchmarks/ann.py
 
+    from lookalike.dedup.candidates import nearest_only
+    from lookalike.vectors import Searcher, hamming
     from lookalike.vectors.faiss_backend import FaissBackend
 
     rng = np.random.default_rng(seed)
@@ -530,39 +535,60 @@ def run_grouping(n: int, seed: int, radius: float, cluster: int = 0, exact: bool
     unit = np.concatenate([base, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
     del base, copies
     ids = np.arange(n, dtype=np.int64)
-    started = time.perf_counter()
-    hnsw = FaissBackend.build(unit, ids, "cosine", "hnsw")
-    out = {"vectors": n, "dim": 1280, "radius": radius, "before": before, "cluster": cluster,
-           "hnsw_build_seconds": round(time.perf_counter() - started, 1), "loadavg_start": os.getloadavg()[0]}
-    times: dict = defaultdict(list)
-    for t in (before, radius, before, radius):
-        started = time.perf_counter()
-        approx = dedup.ann_neighbours(hnsw, unit, ids, t)
-        times[t].append(time.perf_counter() - started)
-        out[f"pairs_at_{t}"] = len(approx[1]) // 2
-    out["seconds_before"] = [round(x, 1) for x in times[before]]
-    out["seconds_at_radius"] = [round(x, 1) for x in times[radius]]
-    out["ratio"] = round(min(times[radius]) / min(times[before]), 2)
-    # the candidate stage's other source: dihedral hashes (8 unrelated codes per picture; the near
-    # copies' codes a few bits from their source's), all-vs-all within phash.RADIUS bits
     codes = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
     bits = np.unpackbits(codes[:n // 10, 0], axis=1)
     bits[rng.random(bits.shape) < 0.05] ^= 1
     codes[n - n // 10:, 0] = np.packbits(bits, axis=1)
+    readable = np.ones(n, bool)
     started = time.perf_counter()
-    out["hash_pairs"] = len(phash.pairs(codes)[0])
-    out["hash_seconds"] = round(time.perf_counter() - started, 1)
-    out["ratio_with_hashes"] = round((min(times[radius]) + out["hash_seconds"]) / min(times[before]), 2)
+    hnsw = FaissBackend.build(unit, ids, "cosine", "hnsw")
+    searcher = Searcher(ids, unit, [hnsw])
+    out = {"vectors": n, "dim": 1280, "rule": rule.to_dict(), "before": before, "cluster": cluster,
+           "hnsw_build_seconds": round(time.perf_counter() - started, 1), "loadavg_start": os.getloadavg()[0]}
+    times: dict = defaultdict(list)
+    cpu: dict = defaultdict(list)
+    for step in ("before", "candidates", "before", "candidates"):
+        stages: dict = {}
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if step == "before":
+            csr = dedup.embedding_candidates(searcher, unit, ids, dedup.Rule(before), stages)
+            out["pairs_before"] = stages["embedding_pairs"]
+        else:
+            csr = dedup.embedding_candidates(searcher, unit, ids, rule, stages)
+            out["embedding_seconds"] = out.get("embedding_seconds", []) + [stages["embedding_seconds"]]
+            tick = time.perf_counter()
+            csr = dedup.hash_candidates(csr, codes, readable, unit, rule, stages)
+            out["hash_seconds"] = out.get("hash_seconds", []) + [round(time.perf_counter() - tick, 2)]
+            out["stages"] = {**stages, "candidate_pairs": len(csr[1]) // 2}
+        times[step].append(time.perf_counter() - started)
+        cpu[step].append(time.process_time() - cpu_started)
+    out["seconds_before"] = [round(x, 1) for x in times["before"]]
+    out["seconds_candidates"] = [round(x, 1) for x in times["candidates"]]
+    out["cpu_seconds_before"] = [round(x, 1) for x in cpu["before"]]
+    out["cpu_seconds_candidates"] = [round(x, 1) for x in cpu["candidates"]]
+    out["ratio"] = round(min(times["candidates"]) / min(times["before"]), 2)
+    out["ratio_embedding_only"] = round(min(out["embedding_seconds"]) / min(times["before"]), 2)
     out["loadavg_end"] = os.getloadavg()[0]
     if exact:
         started = time.perf_counter()
-        want = dedup.neighbours(unit, radius)
+        want = dedup.neighbours(unit, rule.radius)
         out["exact_range_search_seconds"] = round(time.perf_counter() - started, 1)
 
-        def pairs(csr) -> set:
-            return set(zip(np.repeat(np.arange(n), np.diff(csr[0])).tolist(), csr[1].tolist()))
+        def pairs(found) -> set:
+            return set(zip(np.repeat(np.arange(n), np.diff(found[0])).tolist(), found[1].tolist()))
 
+        approx = dedup.embedding_pairs(searcher, unit, ids, rule.radius)
         out["hnsw_pair_recall"] = round(len(pairs(want) & pairs(approx)) / max(len(pairs(want)), 1), 4)
+        stages = {}
+        got = dedup.embedding_candidates(searcher, unit, ids, rule, stages)
+        exact_candidates = pairs(nearest_only(want, rule.nearest, rule.close))
+        out["hnsw_candidate_recall"] = round(len(exact_candidates & pairs(got)) / max(len(exact_candidates), 1), 4)
+        started = time.perf_counter()
+        probe, row, _ = hamming.within(codes[:, 0], codes.reshape(-1, 8), rule.hash_radius, flat=True)
+        out["hash_all_vs_all_seconds"] = round(time.perf_counter() - started, 1)
+        i, j, _, _ = phash.pairs(codes, rule.hash_radius)
+        brute = {(min(a, b), max(a, b)) for a, b in zip(row.tolist(), (probe // 8).tolist()) if a != b}
+        out["hash_pairs_equal_all_vs_all"] = brute == set(zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist()))
     return out
 
 
@@ -570,11 +596,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant-bases", type=int, default=200, help="bases that get every transform (0: skip calibration)")
     ap.add_argument("--scale", type=int, default=0, help="also time `lookalike dedup DIR` on this many images")
-    ap.add_argument("--grouping", type=int, default=0, help="also time the neighbour search alone, exact vs "
-                    "HNSW, on this many synthetic 1280-d embeddings")
+    ap.add_argument("--grouping", type=int, default=0, help="also time the candidate stage against the one-stage "
+                    "grouping search (HNSW) on this many synthetic 1280-d embeddings and dihedral hashes")
     ap.add_argument("--cluster", type=int, default=0, help="with --grouping: make this many of the embeddings "
                     "near-identical copies of one")
-    ap.add_argument("--grouping-exact", action="store_true", help="with --grouping: also the exact range search")
+    ap.add_argument("--grouping-exact", action="store_true", help="with --grouping: also the exact range search "
+                    "and the all-vs-all hash comparison, and what the fast paths find of them")
     ap.add_argument("--max-bases", type=int, help="use at most this many distinct bases (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir, removed)")
@@ -619,7 +646,7 @@ def main() -> None:
             print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
         if args.grouping:
             result["grouping"] = run_grouping(args.grouping, args.seed, dedup.presets(
-                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET].radius, args.cluster,
+                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET], args.cluster,
                 args.grouping_exact)
             print(f"grouping: {json.dumps(result['grouping'])}", file=sys.stderr)
     finally:

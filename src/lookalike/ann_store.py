@@ -9,11 +9,15 @@ be stale. A file that cannot be loaded, or one with too many removals, is rebuil
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from lookalike.store import Store, StoreError
 from lookalike.vectors.ann import choose_kind
-from lookalike.vectors.faiss_backend import FaissBackend
+
+if TYPE_CHECKING:  # FAISS loads only for an index with an approximate structure
+    from lookalike.vectors.faiss_backend import FaissBackend
 
 SETTINGS = ("auto", "none", "hnsw", "ivfpq")
 ANN_FILE = "ann.faiss"
@@ -50,6 +54,8 @@ def sync(store: Store, rebuild: bool = False) -> FaissBackend | None:
             for stale in (path, path.with_name(path.name + ".json")):
                 stale.unlink(missing_ok=True)
         return None
+    from lookalike.vectors.faiss_backend import FaissBackend
+
     generation = str(store.generation)
     built_for, _, built_at = (store.meta("ann_stamp") or "").partition(":")
     ann = None if rebuild or built_for != wanted else _load(path, store.dim)
@@ -80,6 +86,8 @@ def sync(store: Store, rebuild: bool = False) -> FaissBackend | None:
 
 
 def _load(path, dim: int) -> FaissBackend | None:
+    from lookalike.vectors.faiss_backend import FaissBackend
+
     if not path.exists():
         return None
     try:

@@ -27,7 +27,7 @@ from lookalike.vectors import hamming
 TRANSFORMS = ("same", "rotated 90°", "rotated 180°", "rotated 270°",
               "flipped", "flipped, rotated 90°", "flipped, rotated 180°", "flipped, rotated 270°")
 #: Most differing bits (of 64) for two hashes to make a candidate pair.
-RADIUS = 10
+RADIUS = 8
 _BLANK = np.zeros((len(TRANSFORMS), 8), np.uint8)
 
 

@@ -97,6 +97,62 @@ def test_nearest_only_keeps_a_pair_in_either_files_nearest_or_close():
         np.testing.assert_allclose(dist, d[np.repeat(np.arange(60), np.diff(off)), col], atol=1e-5)
 
 
+def test_the_exact_path_does_not_load_faiss():
+    import subprocess
+    import sys
+
+    code = ("import sys, lookalike.dedup, lookalike.api; from lookalike.dedup import candidates; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'faiss'))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def _candidate_sets(csr):
+    offsets, columns, distances = csr
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return dict(zip(zip(rows.tolist(), columns.tolist()), distances.tolist()))
+
+
+def test_ann_candidates_equal_the_exact_ones():
+    # 400 vectors in 8 loose clumps (each vector has ~50 within the radius, more than its 32 nearest)
+    # and one burst of 120 near-identical copies (all within `close` of each other).
+    from lookalike.vectors import Searcher
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((8, 24))
+    loose = centres[rng.integers(0, 8, 400)] + 0.25 * rng.standard_normal((400, 24))
+    burst = loose[0] + 0.01 * rng.standard_normal((120, 24))
+    unit = _unit(np.concatenate([loose, burst]).astype(np.float32))
+    ids = np.arange(len(unit), dtype=np.int64) * 3
+    rule = dedup.Rule(0.3, 20, nearest=32, close=0.025)
+    ann = FaissBackend.build(unit, ids, "cosine", "hnsw")
+    stages = {}
+    got = dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, rule, stages, chunk=100)
+    want = dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, {}, chunk=100)
+    assert stages["embedding_pairs_nearest"] < stages["embedding_pairs"]  # more within the radius than kept
+    found, exact = _candidate_sets(got), _candidate_sets(want)
+    assert found.keys() == exact.keys()
+    assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
+    burst_row = slice(got[0][400], got[0][401])
+    assert set(range(401, 520)) <= set(got[1][burst_row].tolist())  # the whole burst, past the 32 nearest
+    assert dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, dedup.Rule(0.3), {},
+                                      chunk=100)[1].size == 2 * stages["embedding_pairs"]
+
+
+def test_hash_candidates_add_readable_rotated_pairs_with_their_cosine_distance():
+    rng = np.random.default_rng(6)
+    unit = _unit(rng.standard_normal((5, 8)))
+    table = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    table[3, 1] = table[0, 0]  # picture 3 is picture 0 rotated
+    table[4, 4] = table[2, 0]  # picture 4 is picture 2 flipped, but 2 no longer reads
+    csr = (np.array([0, 1, 2, 2, 2, 2]), np.array([1, 0]), np.array([0.5, 0.5]))
+    stages = {}
+    offsets, columns, distances = dedup.hash_candidates(csr, table, np.array([1, 1, 0, 1, 1], bool), unit,
+                                                        dedup.Rule(0.3, 20), stages)
+    got = _candidate_sets((offsets, columns, distances))
+    assert stages["hash_pairs"] == 1 and got.keys() == {(0, 1), (1, 0), (0, 3), (3, 0)}
+    assert got[(0, 3)] == pytest.approx(1 - unit[0] @ unit[3]) and got[(3, 0)] == got[(0, 3)]
+
+
 def test_a_threshold_joining_too_many_pairs_is_refused():
     unit = _unit(np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32))
     assert len(dedup.neighbours(unit, 2.0)[1]) == 30 * 29

@@ -91,3 +91,25 @@ def test_indexing_hashes_every_new_file_from_the_bytes_it_reads(tmp_path):
     assert ok.all()
     for row, path in zip(table, catalog["path"]):
         assert (row == want[os.path.basename(path)[:-4]]).all()
+
+
+def test_pairs_equal_comparing_every_hash_with_copies_under_every_transform(monkeypatch):
+    # 600 random pictures' hash sets, then 160 copies: each a picture seen under one of the eight
+    # transforms (its transform-t hash is the source's untransformed one) with 0-12 bits changed.
+    rng = np.random.default_rng(4)
+    table = rng.integers(0, 256, (760, 8, 8), dtype=np.uint8)
+    for k, copy in enumerate(range(600, 760)):
+        bits = np.unpackbits(table[k * 3, 0])
+        bits[rng.choice(64, k % 13, replace=False)] ^= 1
+        table[copy, k % 8] = np.packbits(bits)
+    words = table.view(np.uint64)[..., 0]  # (image, transform)
+    apart = np.bitwise_count(words[:, :, None] ^ words[None, None, :, 0]).astype(np.int64)  # (image, transform, image)
+    closest = apart.min(axis=1)
+    np.fill_diagonal(closest, 99)
+    lo, hi = np.nonzero(np.triu(np.minimum(closest, closest.T) <= phash.RADIUS))
+    monkeypatch.setattr(phash.hamming, "FLAT_PAIRS", 0)  # the multi-index search, not every pair compared
+    i, j, t, bits = phash.pairs(table)
+    assert set(zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist())) == set(zip(lo.tolist(), hi.tolist()))
+    assert len(lo) >= 8 * 8  # copies under every transform, up to the radius
+    assert set(t.tolist()) == set(range(8))
+    assert (apart[j, t, i] == bits).all() and (bits == np.minimum(closest, closest.T)[i, j]).all()

@@ -34,7 +34,8 @@ below.
 """
 
 from lookalike.dedup.candidates import (ANN_NEIGHBOURS, ANN_SLACK, ANN_WIDEST, MAX_PAIRS, ann_neighbours,
-                                        candidate_pairs, embedding_pairs, neighbours)
+                                        candidate_pairs, embedding_candidates, embedding_pairs, hash_candidates,
+                                        neighbours)
 from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
 from lookalike.dedup.keep import (LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers,
                                   keep_order)
@@ -45,5 +46,6 @@ from lookalike.dedup.verifier import FEATURE_CACHE, Verifier
 __all__ = ["ANN_NEIGHBOURS", "ANN_SLACK", "ANN_WIDEST", "DEFAULT_PRESET", "FEATURE_CACHE", "LOSSLESS", "MAX_PAIRS",
            "METRIC", "OTHER_LOSSY", "PRESETS", "PRESET_NAMES", "DedupReport", "Duplicate", "DuplicateMatches", "Group",
            "Rule", "Traits", "Verifier", "ann_neighbours", "assemble_groups", "candidate_pairs", "duplicates_of",
-           "duplicates_of_vector", "embedding_pairs", "file_traits", "find_duplicates", "group_around_keepers",
-           "keep_order", "neighbours", "presets", "resolve_threshold", "write_paths"]
+           "duplicates_of_vector", "embedding_candidates", "embedding_pairs", "file_traits", "find_duplicates",
+           "group_around_keepers", "hash_candidates", "keep_order", "neighbours", "presets", "resolve_threshold",
+           "write_paths"]

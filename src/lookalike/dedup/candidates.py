@@ -10,8 +10,8 @@ import numpy as np
 from lookalike import phash
 from lookalike.api import Index
 from lookalike.dedup.rules import Rule
-from lookalike.vectors import Backend, Searcher
-from lookalike.vectors.faiss_backend import RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST
+from lookalike.vectors import Backend, Searcher, get_metric
+from lookalike.vectors.backend import RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST
 
 #: Query rows per range search.
 CHUNK = 1024
@@ -23,6 +23,7 @@ ANN_WIDEST = RANGE_WIDEST
 ANN_SLACK = RANGE_SLACK
 #: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
 MAX_PAIRS = 20_000_000
+_COSINE = get_metric("cosine")
 
 
 def neighbours(unit: np.ndarray, threshold: float, chunk: int = CHUNK,
@@ -98,11 +99,26 @@ class _Csr:
                 np.concatenate([np.zeros(0), *self.distances]))
 
 
-def embedding_pairs(index: Index, vectors: np.ndarray | Rows, ids: np.ndarray, radius: float,
+def embedding_pairs(searcher: Searcher, vectors: np.ndarray | Rows, ids: np.ndarray, radius: float,
                     chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of ``vectors`` rows (images ``ids``) within ``radius`` cosine distance, as CSR
-    arrays, by the index's searcher's range queries (its ANN backend when it has one)."""
-    return _pairs_among(index.searcher(), vectors, ids, radius, chunk, MAX_PAIRS)
+    arrays, by ``searcher``'s range queries (its ANN backend when it has one)."""
+    return _pairs_among(searcher, vectors, ids, radius, chunk, MAX_PAIRS)
+
+
+def embedding_candidates(searcher: Searcher, vectors: np.ndarray | Rows, ids: np.ndarray, rule: Rule,
+                         stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedding's candidate pairs of ``rule`` as CSR arrays: within its radius and, with
+    ``rule.nearest``, only those among one side's nearest or within ``rule.close``. Counts and
+    seconds go into ``stages``."""
+    tick = time.perf_counter()
+    csr = embedding_pairs(searcher, vectors, ids, rule.radius, chunk)
+    stages["embedding_pairs"] = len(csr[1]) // 2
+    if rule.nearest:
+        csr = nearest_only(csr, rule.nearest, rule.close)
+        stages["embedding_pairs_nearest"] = len(csr[1]) // 2
+    stages["embedding_seconds"] = round(time.perf_counter() - tick, 3)
+    return csr
 
 
 def _union(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, cols: np.ndarray,
@@ -110,7 +126,8 @@ def _union(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, col
     """CSR neighbour arrays with the pairs (rows[k], cols[k]) added both ways (cosine distances of ``vectors``)."""
     offsets, columns, distances = csr
     base_rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    extra_d = np.array([cosine(vectors[i:i + 1][0], vectors[j:j + 1][0]) for i, j in zip(rows, cols)], np.float64)
+    extra_d = np.concatenate([np.zeros(0), *(_COSINE.paired(vectors[rows[s:s + CHUNK]], vectors[cols[s:s + CHUNK]])
+                                             for s in range(0, len(rows), CHUNK))])
     return _both_ways(len(offsets) - 1, np.concatenate([base_rows, rows]), np.concatenate([columns, cols]),
                       np.concatenate([distances, extra_d]))
 
@@ -139,32 +156,35 @@ def _both_ways(n: int, rows: np.ndarray, cols: np.ndarray, distances: np.ndarray
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(1.0 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    """The cosine distance of two vectors (float64)."""
+    return float(_COSINE.paired(np.asarray(a)[None], np.asarray(b)[None])[0])
 
 
 def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list[str], paths: list[str], rule: Rule,
                     stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` of content hashes
-    ``contents`` at ``paths``): pairs within the rule's radius by the embedding (with
-    ``rule.nearest``, only those among one side's nearest or within ``rule.close``) and, for a two-
-    stage rule, pairs whose hashes match under a rotation or flip (:mod:`lookalike.phash`). Counts
-    and seconds go into ``stages``."""
-    tick = time.perf_counter()
-    csr = embedding_pairs(index, vectors, ids, rule.radius, chunk)
-    stages.update(embedding_pairs=len(csr[1]) // 2, embedding_seconds=round(time.perf_counter() - tick, 3))
-    if rule.nearest:
-        csr = nearest_only(csr, rule.nearest, rule.close)
-        stages["embedding_pairs_nearest"] = len(csr[1]) // 2
+    ``contents`` at ``paths``): the embedding's candidates (:func:`embedding_candidates`, through
+    the index's searcher) and, for a two-stage rule, pairs whose hashes match under a rotation or
+    flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
+    csr = embedding_candidates(index.searcher(), vectors, ids, rule, stages, chunk)
     if rule.verified:
         tick = time.perf_counter()
         table, readable = phash.store_for(str(index.store.root)).get(contents, paths)
-        i, j, _, _ = phash.pairs(table, rule.hash_radius)
-        ok = readable[i] & readable[j]
-        csr = _union(csr, i[ok], j[ok], vectors)
-        stages.update(hash_pairs=int(ok.sum()), hash_seconds=round(time.perf_counter() - tick, 3))
+        csr = hash_candidates(csr, table, readable, vectors, rule, stages)
+        stages["hash_seconds"] = round(time.perf_counter() - tick, 3)
     stages["candidate_pairs"] = len(csr[1]) // 2
     return csr
+
+
+def hash_candidates(csr: tuple[np.ndarray, np.ndarray, np.ndarray], table: np.ndarray, readable: np.ndarray,
+                    vectors: np.ndarray | Rows, rule: Rule, stages: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``csr`` with the pairs of readable rows whose dihedral hashes (``table``, (N, 8, 8)) match
+    within ``rule.hash_radius`` bits added (their cosine distances from ``vectors``); the count goes
+    into ``stages``."""
+    i, j, _, _ = phash.pairs(table, rule.hash_radius)
+    ok = readable[i] & readable[j]
+    stages["hash_pairs"] = int(ok.sum())
+    return _union(csr, i[ok], j[ok], vectors)
 
 
 class Rows:
@@ -173,5 +193,5 @@ class Rows:
     def __init__(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         self.vectors, self.rows = vectors, rows
 
-    def __getitem__(self, part: slice) -> np.ndarray:
+    def __getitem__(self, part: slice | np.ndarray) -> np.ndarray:
         return np.asarray(self.vectors[self.rows[part]])

@@ -21,6 +21,14 @@ CHUNK_ROWS = 32_768
 #: Queries scanned together by the exact backend.
 QUERY_BLOCK = 256
 
+# Range queries of an approximate backend (nearest searches, widened while all answers are close):
+#: Neighbours a range query first asks per query (more while they are all within reach).
+RANGE_FIRST = 32
+#: Most neighbours a range query asks per query; a query with more close ones is left unfinished.
+RANGE_WIDEST = 1024
+#: How far beyond the radius an approximate distance may be for the pair to be a candidate.
+RANGE_SLACK = 0.02
+
 
 @runtime_checkable
 class Backend(Protocol):

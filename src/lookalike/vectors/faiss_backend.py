@@ -36,15 +36,8 @@ import faiss
 import numpy as np
 
 from lookalike.vectors.ann import FARTHEST_SEARCH_FACTOR, choose_kind, default_params, hnsw_ef_search
-from lookalike.vectors.backend import CHUNK_ROWS, to_csr, top_k
+from lookalike.vectors.backend import CHUNK_ROWS, RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST, to_csr, top_k
 from lookalike.vectors.metric import Metric, get_metric
-
-#: Neighbours a range query first asks per query (more while they are all within reach).
-RANGE_FIRST = 32
-#: Most neighbours a range query asks per query; a query with more close ones is left unfinished.
-RANGE_WIDEST = 1024
-#: How far beyond the radius an approximate distance may be for the pair to be a candidate.
-RANGE_SLACK = 0.02
 
 #: Tombstoned share of an HNSW index above which a rebuild is advised.
 REBUILD_DELETED_FRACTION = 0.25
