@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -486,14 +487,19 @@ def two_stage(idx: Index, truth: dict, scene: dict, classes: dict, root: Path) -
 
 
 def run_scale(n: int, seed: int, workdir: Path) -> dict:
-    """Time ``lookalike dedup DIR`` end to end (indexing + grouping) on ``n`` generated images."""
+    """Time ``lookalike dedup DIR`` end to end (indexing + grouping, into a new index) on ``n``
+    generated images: wall and CPU seconds, the stage figures (pairs verified, ms per pair...)."""
     root = workdir / f"scale{n}"
     truth, description = make_collection(root, n, 0, seed + 1)
+    index = workdir / f"ix{n}"
+    shutil.rmtree(index, ignore_errors=True)  # a kept index would make the indexing incremental
     load = os.getloadavg()
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lookalike", "dedup", str(root), "--index", str(workdir / f"ix{n}"),
-                           "--json"], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-m", "lookalike", "dedup", str(root), "--index", str(index), "--json"],
+                          capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = json.loads(proc.stdout)
     groups = [dedup.Group(g["kind"], g["keep"], [dedup.Duplicate(d["path"], d["distance"]) for d in g["duplicates"]])
               for g in out["groups"]]
@@ -501,6 +507,7 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
     quality = evaluate(dedup.DedupReport(dedup.Rule(out["threshold"]), out["preset"], out["n_images"], groups=groups),
                        truth, scene)
     return {"collection": description, "wall_seconds": round(wall, 1),
+            "cpu_seconds": round(used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime, 1),
             "index_seconds": out["index"]["seconds"], "images_per_second": out["index"]["images_per_second"],
             "dedup_seconds": out["seconds"], "stages": out["stages"], "groups": len(out["groups"]),
             "precision_unverified_labels": quality["precision"], "recall": quality["recall"],

@@ -20,12 +20,12 @@ from lookalike.images import decode
 from lookalike.vectors import hamming
 
 #: Long side, in pixels, at which features are extracted (both images are brought to it).
-SIDE = 400
+SIDE = 256
 #: ORB features per image (the same corners are described again on its mirror image).
-N_FEATURES = 500
+N_FEATURES = 300
 #: ORB pyramid: levels and the scale between them.
-LEVELS = 8
-SCALE_FACTOR = 1.2
+LEVELS = 5
+SCALE_FACTOR = 1.3
 #: FAST corner threshold (gray levels).
 FAST_THRESHOLD = 10
 #: Lowe's ratio test for a descriptor match.
@@ -159,6 +159,8 @@ def _fit(a: Features, points: np.ndarray, descriptors: np.ndarray, levels: np.nd
     s = math.hypot(matrix[0, 0], matrix[1, 0])
     if not 0.15 <= s <= 7.0:  # a degenerate fit, not an edit anyone makes
         return Evidence(0, len(src_index))
+    if inlier.sum() < min_inliers:  # rejected: the transform is not worth describing
+        return Evidence(int(inlier.sum()), len(src_index))
     rotation = (-math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))) % 360.0  # counter-clockwise, y down
     right = round(rotation / 90.0) % 4 * 90
     rotation_deg = right if abs(((rotation - right + 180.0) % 360.0) - 180.0) <= RIGHT_ANGLE_SLACK else round(rotation)

@@ -91,5 +91,7 @@ def test_an_inlier_minimum_changes_no_decision(chelsea):
         for minimum in (5, 20, 60, 400):
             found = verify.compare(original, other, minimum)
             assert (found.inliers >= minimum) == (full.inliers >= minimum), (minimum, full, found)
-            if found.inliers >= minimum:
+            # the mirror is not tried once the direct fit reaches the minimum: at a minimum as low
+            # as 5, a chance direct fit of a flipped copy may (same decision, other evidence)
+            if found.inliers >= minimum >= 20:
                 assert found.flipped == full.flipped and found.rotation == full.rotation
