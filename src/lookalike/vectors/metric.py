@@ -36,8 +36,9 @@ class Metric:
         """
         raise NotImplementedError
 
-    def paired(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Float64 distances between rows ``a[i]`` and ``b[i]``."""
+    def paired(self, a: np.ndarray, b: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """Float64 distances between rows ``a[i]`` and ``b[i]``, computed in ``dtype`` (float32: a
+        quarter of the memory traffic, about 1e-7 off)."""
         raise NotImplementedError
 
     def to_distance(self, raw: np.ndarray) -> np.ndarray:
@@ -73,10 +74,10 @@ class Cosine(Metric):
         np.subtract(1.0, d, out=d)
         return np.clip(d, 0.0, 2.0, out=d)
 
-    def paired(self, a, b):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-24)
-        return np.clip(1.0 - np.einsum("ij,ij->i", a, b) / norms, 0.0, 2.0)
+    def paired(self, a, b, dtype=np.float64):
+        a, b = np.asarray(a, dtype), np.asarray(b, dtype)
+        squares = np.einsum("ij,ij->i", a, a).astype(np.float64) * np.einsum("ij,ij->i", b, b)
+        return np.clip(1.0 - np.einsum("ij,ij->i", a, b) / np.maximum(np.sqrt(squares), 1e-24), 0.0, 2.0)
 
     def to_distance(self, raw):
         return 1.0 - raw
@@ -100,9 +101,9 @@ class L2(Metric):
         sq += sq_norms[None, :].astype(sq.dtype)
         return np.sqrt(np.maximum(sq, 0.0, out=sq), out=sq)
 
-    def paired(self, a, b):
-        diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    def paired(self, a, b, dtype=np.float64):
+        diff = np.asarray(a, dtype) - np.asarray(b, dtype)
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff).astype(np.float64))
 
     def to_distance(self, raw):
         return np.sqrt(np.maximum(raw, 0.0))

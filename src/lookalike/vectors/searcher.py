@@ -2,9 +2,9 @@
 
 The :class:`Searcher` holds the stored vectors (possibly memory-mapped), an exact backend per
 metric and any approximate backends (see :mod:`lookalike.vectors.backend`). It asks a backend for
-candidates, then re-scores them once, in float64 on the gathered stored vectors, so every distance
-it returns is exact (an image found by itself is at distance 0, up to float64 rounding) whichever
-backend found it.
+candidates, then re-scores them once, in float64 on the gathered stored vectors (range candidates
+in float32, as precise as the exact backend's range distances), so every distance it returns is
+exact (an image found by itself is at distance 0, up to rounding) whichever backend found it.
 Approximate backends are asked for :data:`REFINE_FACTOR` times more candidates than wanted.
 """
 
@@ -100,8 +100,10 @@ class Searcher:
                **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored id within ``radius`` of each query, as CSR ``(offsets, ids, distances)``.
 
-        Candidates of an approximate backend are re-scored; queries it leaves unfinished are
-        scanned exactly. An exact backend's float32 distances are kept (no re-scoring needed).
+        Candidates of an approximate backend are re-scored, in float32 like the exact backend's
+        range distances (range searches re-score many pairs: dedup's 32 nearest of every file);
+        queries it leaves unfinished are scanned exactly. An exact backend's float32 distances are
+        kept (no re-scoring needed).
         """
         queries = _as_queries(queries)
         metric = get_metric(metric)
@@ -113,7 +115,7 @@ class Searcher:
         rows, ids, dists = rows[known], ids[known], dists[known]
         if not backend.exact:
             dists = np.concatenate([np.zeros(0), *(
-                metric.paired(queries[rows[s:s + _RESCORE_PAIRS]], self.vectors_of(ids[s:s + _RESCORE_PAIRS]))
+                metric.paired(queries[rows[s:s + _RESCORE_PAIRS]], self.vectors_of(ids[s:s + _RESCORE_PAIRS]), np.float32)
                 for s in range(0, len(ids), _RESCORE_PAIRS))])
         keep = (dists <= radius) & ~unfinished[rows]
         rows, ids, dists = rows[keep], ids[keep], dists[keep]

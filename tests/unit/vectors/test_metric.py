@@ -54,6 +54,9 @@ def test_paired_is_float64_precise_on_float32_rows(metric):
         got = METRICS[metric].paired(first, second)
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    cheap = METRICS[metric].paired(a64, b64, np.float32)  # what range re-scoring uses
+    assert cheap.dtype == np.float64
+    np.testing.assert_allclose(cheap, want, rtol=1e-5, atol=1e-6)
 
 
 def test_cosine_of_small_vectors_is_their_angle():
