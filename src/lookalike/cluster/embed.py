@@ -3,8 +3,8 @@
 Both engines run the same path as ``lookalike index`` (:func:`lookalike.indexer.load`: read, hash,
 decode, preprocess; then :class:`~lookalike.models.embedder.Embedder`), so their vectors equal the
 index's. The Ray engine reads and decodes in Ray tasks and embeds in a pool of actors
-(``map_batches``, one ONNX Runtime session each); each actor writes the shard of every batch it
-embeds, so vectors never travel through the driver. A re-run embeds only files the shards do not
+(``map_batches``, one ONNX Runtime session each); shard-writing tasks write the vectors, so they
+never travel through the driver. A re-run embeds only files the shards do not
 hold with the same size and mtime, and reports (``gone``) the files under SOURCE that the shards
 hold but SOURCE no longer has: shards only add, so those stay in them (and in an index loaded from
 them) until ``lookalike index FOLDER`` or a fresh ``--out``.
@@ -32,6 +32,11 @@ from lookalike.models.registry import ModelSpec, resolve
 ENGINES = ("local", "ray")
 #: Files per shard (at most): 1,024 rows of 1280-d vectors make a ~5 MB Parquet file.
 SHARD_ROWS = 1024
+#: Files per Ray read/decode task, and so per task an embedding actor receives (at least ``batch``).
+#: Ray pays its per-task costs (scheduling, object transfer, the operators' bookkeeping) once per
+#: block, so a block holds several model batches: 64 rather than 16 cut the CPU time of a 2,040-photo
+#: run by ~12 % on 2 CPUs (``benchmarks/scale_out.py``).
+BLOCK = 64
 
 
 @dataclass
@@ -235,11 +240,13 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
         actor_cpus, decode_cpus = resources(cpus, workers)
         report.workers = workers
         # Read/decode tasks declare their memory; differing resource requests also keep Ray Data from
-        # fusing decoding into the actors, where it would wait for the model and vice versa.
+        # fusing decoding into the actors, where it would wait for the model and vice versa. Blocks of
+        # at most `block` files (ceil), so no task is left with a one-file remainder.
+        block = max(batch, BLOCK)
         files = ray.data.from_items([{"path": p, "size": s, "mtime_ns": m} for p, s, m in todo],
-                                    override_num_blocks=max(1, min(len(todo) // batch, 10_000)))
+                                    override_num_blocks=max(1, min(-(-len(todo) // block), 10_000)))
         decoded = files.map_batches(_decode, fn_kwargs={"preprocess": spec.preprocessing, "max_pixels": max_pixels},
-                                    batch_size=batch, num_cpus=decode_cpus, memory=_decode_memory(spec, batch),
+                                    batch_size=block, num_cpus=decode_cpus, memory=_decode_memory(spec, block),
                                     batch_format="numpy")
         embedded = decoded.map_batches(
             _Embed, batch_size=batch, batch_format="numpy", num_cpus=actor_cpus, num_gpus=gpus_per_worker or None,
@@ -264,11 +271,11 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
             ray.shutdown()
 
 
-def _decode_memory(spec: ModelSpec, batch: int) -> int:
-    """Bytes a read/decode task's worker holds: the process (~135 MiB measured), the batch's inputs and
-    a 24-megapixel photo being decoded."""
+def _decode_memory(spec: ModelSpec, block: int) -> int:
+    """Bytes a read/decode task's worker holds: the process (~150 MiB measured), the block's inputs twice
+    (each image's and their stack) and a 24-megapixel photo being decoded."""
     size = spec.preprocessing.size
-    return 150 * 2**20 + batch * 3 * size * size * 4 + 24_000_000 * 3
+    return 150 * 2**20 + 2 * block * 3 * size * size * 4 + 24_000_000 * 3
 
 
 def _absolute(location: str) -> str:

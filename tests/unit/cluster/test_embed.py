@@ -18,6 +18,7 @@ from PIL import Image
 pytest.importorskip("pyarrow")
 
 from lookalike.api import Index  # noqa: E402
+from lookalike.cluster import embed as embed_module  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec, resources  # noqa: E402
 from lookalike.cluster.shards import Shards  # noqa: E402
 from lookalike.store import StoreError  # noqa: E402
@@ -171,7 +172,8 @@ def _actor_pids() -> set[int]:
     return pids
 
 
-def test_ray_actor_killed_mid_run_loses_and_repeats_nothing(ray_cluster, generated, indexed, tmp_path):
+def test_ray_actor_killed_mid_run_loses_and_repeats_nothing(ray_cluster, generated, indexed, tmp_path, monkeypatch):
+    monkeypatch.setattr(embed_module, "BLOCK", 16)  # many small tasks, so the kill lands mid-run
     out = tmp_path / "shards"
     progress = []
     thread, result = _run(source=str(generated.root), out=str(out), spec=model_spec(), engine="ray", workers=2,
