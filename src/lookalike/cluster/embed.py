@@ -32,10 +32,10 @@ from lookalike.models.registry import ModelSpec, resolve
 ENGINES = ("local", "ray")
 #: Files per shard (at most): 1,024 rows of 1280-d vectors make a ~5 MB Parquet file.
 SHARD_ROWS = 1024
-#: Files per Ray read/decode task, and so per task an embedding actor receives (at least ``batch``).
-#: Ray pays its per-task costs (scheduling, object transfer, the operators' bookkeeping) once per
-#: block, so a block holds several model batches: 64 rather than 16 cut the CPU time of a 2,040-photo
-#: run by ~12 % on 2 CPUs (``benchmarks/scale_out.py``).
+#: Files per Ray read/decode task, and so per task an embedding actor receives: fewer when each actor
+#: would get less than two tasks, never fewer than ``batch``. Ray pays its per-task costs (scheduling,
+#: object transfer, the operators' bookkeeping) once per block, so a block holds several model
+#: batches: 64 rather than 16 files cut the CPU time of a 2,040-photo run on 2 CPUs by ~12 %.
 BLOCK = 64
 
 
@@ -241,8 +241,8 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
         report.workers = workers
         # Read/decode tasks declare their memory; differing resource requests also keep Ray Data from
         # fusing decoding into the actors, where it would wait for the model and vice versa. Blocks of
-        # at most `block` files (ceil), so no task is left with a one-file remainder.
-        block = max(batch, BLOCK)
+        # at most `block` files (ceil: no one-file remainder), and at least two per actor.
+        block = max(batch, min(BLOCK, -(-len(todo) // (2 * workers))))
         files = ray.data.from_items([{"path": p, "size": s, "mtime_ns": m} for p, s, m in todo],
                                     override_num_blocks=max(1, min(-(-len(todo) // block), 10_000)))
         decoded = files.map_batches(_decode, fn_kwargs={"preprocess": spec.preprocessing, "max_pixels": max_pixels},
@@ -272,10 +272,10 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
 
 
 def _decode_memory(spec: ModelSpec, block: int) -> int:
-    """Bytes a read/decode task's worker holds: the process (~150 MiB measured), the block's inputs twice
-    (each image's and their stack) and a 24-megapixel photo being decoded."""
+    """Bytes a read/decode task's worker holds: the process with its imports (~220 MiB measured), the
+    block's inputs twice (each image's and their stack) and a 24-megapixel photo being decoded."""
     size = spec.preprocessing.size
-    return 150 * 2**20 + 2 * block * 3 * size * size * 4 + 24_000_000 * 3
+    return 220 * 2**20 + 2 * block * 3 * size * size * 4 + 24_000_000 * 3
 
 
 def _absolute(location: str) -> str:
