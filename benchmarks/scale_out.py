@@ -1,10 +1,12 @@
-"""Scale-out benchmark (JSON on stdout): Ray embedding at 1 and 2 workers against ``lookalike index``
-on the same images (ratio in the same run), and milvus-lite against FAISS HNSW on the same vectors
-(query p50/p95, recall@10 against exact search, insert/build time, resident memory growth), and
-``--store milvus``'s mirror: a first full mirror, an up-to-date check, a 1 % change, and query latency
-through the Milvus backend against the embedded exact search (ratio, alternating, same run).
+"""Scale-out benchmark (JSON on stdout): Ray embedding at 2 and 1 workers against ``lookalike index`` on
+the same images (alternating rounds, ratios per round; Ray's start-up timed apart), milvus-lite FLAT
+and IVF_FLAT against the embedded FAISS HNSW on the same vectors (query p50/p95, recall@10 against
+exact search, build/insert time, resident memory growth), and ``--store milvus``'s mirror: a first
+full mirror, an up-to-date check, a 1 % change, and query latency through the Milvus backend against
+the embedded exact search (ratio, alternating, same run).
 
-    nice -n 10 python benchmarks/scale_out.py --images /work/shared/data/flowers51 --limit 400 --n 20000
+    /work/bin/idle python benchmarks/scale_out.py --skip-vectors --mirror-n 0         # Ray vs index
+    /work/bin/idle python benchmarks/scale_out.py --skip-embedding --mirror-n 0       # 100k vectors
 """
 
 from __future__ import annotations
