@@ -410,3 +410,11 @@ def test_a_catalog_whose_creation_fails_is_refused_in_one_line(tmp_path, monkeyp
     with pytest.raises(StoreError, match=r"^cannot create the catalog at .*index\.sqlite: no such function: "
                                          r"no_such_function \(is the disk full\?\); nothing was changed$"):
         Store.create(tmp_path, MODEL, ref="m")
+
+
+def test_a_foreign_file_in_a_read_only_folder_is_not_an_index_to_open(tmp_path, monkeypatch):
+    (tmp_path / "index.sqlite").write_bytes(b"not an index " * 100)
+    _deny_writing(monkeypatch, tmp_path, tmp_path / "index.sqlite")
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database"
