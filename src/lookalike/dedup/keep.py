@@ -48,10 +48,11 @@ def file_traits(path: str) -> Traits:
             if fmt in _LOSSLESS_FORMATS:
                 quality = LOSSLESS
             elif fmt == "JPEG" and getattr(img, "quantization", None):
-                table = np.asarray(img.quantization[0], np.float64)  # natural order, as libjpeg writes it
-                scale = 100.0 * float(np.mean(table / _JPEG_LUMA)) if len(table) == 64 else 100.0
-                quality = int(round((200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale))
-                quality = min(max(quality, 1), 100)
+                # a JPEG table has 64 steps of at least 1 (natural order, as libjpeg writes it), so the
+                # scale is at least 2.3 and the estimate at most 99: only the lower bound can bind
+                table = np.asarray(img.quantization[0], np.float64)
+                scale = 100.0 * float(np.mean(table / _JPEG_LUMA))
+                quality = max(int(round((200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale)), 1)
             else:
                 quality = OTHER_LOSSY
             exif = img.getexif()

@@ -30,7 +30,13 @@ def test_other_lossy_formats_get_the_default_rank(tmp_path, photo, fmt):
     assert file_traits(str(path)).encoding() == fmt
 
 
-@pytest.mark.parametrize("quality", [20, 30, 50, 51, 75, 95])
+def test_the_reference_table_is_the_one_libjpeg_writes_at_quality_50(tmp_path, photo):
+    photo.save(tmp_path / "a.jpg", quality=50)  # libjpeg's scale at 50 is 100 %: its base table, as written
+    with Image.open(tmp_path / "a.jpg") as img:
+        assert list(img.quantization[0]) == keep._JPEG_LUMA.astype(int).tolist()
+
+
+@pytest.mark.parametrize("quality", [*range(20, 96, 5), 51])
 def test_the_jpeg_quality_a_file_was_saved_at_is_read_back(tmp_path, photo, quality):
     # libjpeg scales its quality-50 table by 5000/q below 50 and by 200-2q above: both inverted exactly
     photo.save(tmp_path / "a.jpg", quality=quality)
@@ -109,24 +115,32 @@ def test_a_keeper_claims_its_free_neighbours_and_rejected_ones_stay_free():
     assert group_around_keepers(np.array([0, 2, 1, 3, 4, 5]), offsets, columns) == [(0, [1, 2, 3])]
 
 
+def test_rows_after_one_already_taken_are_still_visited():
+    offsets, columns = _csr(4, [(0, 1), (2, 3)])
+    assert group_around_keepers(np.array([0, 1, 2, 3]), offsets, columns) == [(0, [1]), (2, [3])]
+
+
 def test_a_row_with_every_neighbour_refused_forms_no_group():
     offsets, columns = _csr(2, [(0, 1)])
     assert group_around_keepers(np.array([1, 0]), offsets, columns, lambda row, members: np.zeros(len(members))) == []
 
 
 def test_report_groups_list_exact_groups_first_then_near_by_kept_path():
-    paths = ["/k/b.jpg", "/k/a.jpg", "/x/1.jpg", "/x/2.jpg", "/n/z.jpg", "/n/y.jpg", "/n/m1.jpg", "/n/m2.jpg",
-             "/n/m2copy.jpg", "/n/alone.jpg"]
-    content = ["B", "A", "A", "B", "Z", "Y", "M1", "M2", "M2", "ALONE"]
-    order = np.arange(10)
-    # near groups among representatives: z keeps m2 (0.3) and m1 (0.3, same distance: by path), y keeps nothing
-    near = [(4, [(7, 0.3, None), (6, 0.3, None)])]
+    paths = ["/k/b.jpg", "/k/a.jpg", "/x/1.jpg", "/x/2.jpg", "/a/z.jpg", "/n/y.jpg", "/n/m1.jpg", "/n/m2.jpg",
+             "/n/m2copy.jpg", "/n/alone.jpg", "/a/y.jpg", "/n/m3.jpg"]
+    content = ["B", "A", "A", "B", "Z", "Y", "M1", "M2", "M2", "ALONE", "Y2", "M3"]
+    order = np.arange(12)
+    # near groups among representatives: z keeps m2 (0.3), m1 (0.3, the same distance: by path) and m3
+    # (0.1, nearest though its row comes last); y2 keeps y; the near keepers' paths sort before the exact ones'
+    near = [(4, [(7, 0.3, "ev7"), (6, 0.3, "ev6"), (11, 0.1, "ev11")]), (10, [(5, 0.2, None)])]
     groups = assemble_groups(order, content, near, paths)
-    assert [(g.kind, g.keep) for g in groups] == [("exact", "/k/a.jpg"), ("exact", "/k/b.jpg"), ("near", "/n/z.jpg")]
+    assert [(g.kind, g.keep) for g in groups] == [("exact", "/k/a.jpg"), ("exact", "/k/b.jpg"), ("near", "/a/y.jpg"),
+                                                  ("near", "/a/z.jpg")]
     assert [(d.path, d.distance, d.match) for d in groups[0].duplicates] == [("/x/1.jpg", 0.0, "exact")]
     assert [(d.path, d.distance, d.match) for d in groups[1].duplicates] == [("/x/2.jpg", 0.0, "exact")]
-    assert [(d.path, d.distance, d.match, d.copy_of) for d in groups[2].duplicates] == [
-        ("/n/m1.jpg", 0.3, "near", None), ("/n/m2.jpg", 0.3, "near", None), ("/n/m2copy.jpg", 0.3, "near", "/n/m2.jpg")]
+    assert [(d.path, d.distance, d.match, d.copy_of, d.evidence) for d in groups[3].duplicates] == [
+        ("/n/m3.jpg", 0.1, "near", None, "ev11"), ("/n/m1.jpg", 0.3, "near", None, "ev6"),
+        ("/n/m2.jpg", 0.3, "near", None, "ev7"), ("/n/m2copy.jpg", 0.3, "near", "/n/m2.jpg", "ev7")]
 
 
 def test_the_best_ranked_file_of_a_content_represents_it_and_keeps_its_copies():
