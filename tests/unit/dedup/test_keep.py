@@ -132,15 +132,15 @@ def test_report_groups_list_exact_groups_first_then_near_by_kept_path():
     order = np.arange(12)
     # near groups among representatives: z keeps m2 (0.3), m1 (0.3, the same distance: by path) and m3
     # (0.1, nearest though its row comes last); y2 keeps y; the near keepers' paths sort before the exact ones'
-    near = [(4, [(7, 0.3, "ev7"), (6, 0.3, "ev6"), (11, 0.1, "ev11")]), (10, [(5, 0.2, None)])]
+    near = [(4, [(7, 0.3, "a-ev"), (6, 0.3, "b-ev"), (11, 0.1, "z-ev")]), (10, [(5, 0.2, None)])]
     groups = assemble_groups(order, content, near, paths)
     assert [(g.kind, g.keep) for g in groups] == [("exact", "/k/a.jpg"), ("exact", "/k/b.jpg"), ("near", "/a/y.jpg"),
                                                   ("near", "/a/z.jpg")]
     assert [(d.path, d.distance, d.match) for d in groups[0].duplicates] == [("/x/1.jpg", 0.0, "exact")]
     assert [(d.path, d.distance, d.match) for d in groups[1].duplicates] == [("/x/2.jpg", 0.0, "exact")]
     assert [(d.path, d.distance, d.match, d.copy_of, d.evidence) for d in groups[3].duplicates] == [
-        ("/n/m3.jpg", 0.1, "near", None, "ev11"), ("/n/m1.jpg", 0.3, "near", None, "ev6"),
-        ("/n/m2.jpg", 0.3, "near", None, "ev7"), ("/n/m2copy.jpg", 0.3, "near", "/n/m2.jpg", "ev7")]
+        ("/n/m3.jpg", 0.1, "near", None, "z-ev"), ("/n/m1.jpg", 0.3, "near", None, "b-ev"),
+        ("/n/m2.jpg", 0.3, "near", None, "a-ev"), ("/n/m2copy.jpg", 0.3, "near", "/n/m2.jpg", "a-ev")]
 
 
 def test_the_best_ranked_file_of_a_content_represents_it_and_keeps_its_copies():
