@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 import numpy as np
@@ -57,11 +57,13 @@ class Verifier:
         :meth:`evidence`. The caller verifies neither ``keeper`` nor an accepted member again (as
         :func:`~lookalike.dedup.keep.group_around_keepers`): their features are dropped."""
         others = [int(o) for o in others]
-        mine = self._features(keeper)
-        # each feature task is submitted before the comparison that waits on it (the pool runs tasks
-        # in order), so a waiting comparison never holds the thread its features need
-        pending = [self._executor().submit(self._compare, mine, self._features(o)) for o in others]
-        self._top_up()  # idle threads extract the next images' features meanwhile
+        mine, theirs = self._features(keeper), [self._features(o) for o in others]
+        self._top_up()  # the threads extract the next images' features meanwhile
+        # comparisons are submitted once their features are there, so no thread waits on another's
+        # extraction (comparisons that did kept about one of two CPUs busy at 10k images)
+        wait([mine, *theirs])
+        pending = [self._executor().submit(self._compare, mine.result(), t.result()) for t in theirs]
+        self._top_up()
         found = [p.result() for p in pending]
         self.checked += len(others)
         self.results.update(((keeper, o), f) for o, f in zip(others, found))
@@ -85,8 +87,7 @@ class Verifier:
                                             initializer=hamming.single_threaded)
         return self._pool
 
-    def _compare(self, mine: Future, theirs: Future) -> verify.Evidence:
-        a, b = mine.result(), theirs.result()
+    def _compare(self, a: verify.Features | None, b: verify.Features | None) -> verify.Evidence:
         return verify.NO_MATCH if a is None or b is None else verify.compare(a, b, self.min_inliers)
 
     def _extract(self, i: int) -> verify.Features | None:
