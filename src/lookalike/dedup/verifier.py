@@ -17,7 +17,7 @@ from lookalike.dedup.keep import Traits
 from lookalike.images import ImageError
 from lookalike.vectors import hamming
 
-#: Most images whose features the verifier keeps at a time (about 45 KB each); features of an image
+#: Most images whose features the verifier keeps at a time (about 26 KB each); features of an image
 #: the grouping is done with (a keeper or an accepted member) are dropped at once, so each image's
 #: features are normally extracted once (at 10k images, about 6,500 are waiting at the peak).
 FEATURE_CACHE = 8192
