@@ -37,8 +37,8 @@ class Metric:
         raise NotImplementedError
 
     def paired(self, a: np.ndarray, b: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-        """Float64 distances between rows ``a[i]`` and ``b[i]``, computed in ``dtype`` (float32: a
-        quarter of the memory traffic, about 1e-7 off)."""
+        """Float64 distances between rows ``a[i]`` and ``b[i]``, computed in ``dtype`` (float32:
+        half the bytes of float64 per element, about 1e-7 off)."""
         raise NotImplementedError
 
     def to_distance(self, raw: np.ndarray) -> np.ndarray:
