@@ -384,15 +384,26 @@ def _key(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
 def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
     """A connection to the catalog at ``path`` (created when absent) and whether it is read-only.
 
     A catalog that exists but cannot be written (a read-only disk or folder) is opened read-only,
     and immutable when SQLite cannot even create its WAL lock file there.
     """
-    if path.is_file() and path.stat().st_size == 0:
-        raise StoreError(f"{path} is empty (0 bytes), not an index: restore it from a backup, "
-                         "or start again with --rebuild")
+    if path.is_file():
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(_SQLITE_MAGIC))
+        except OSError as e:
+            raise StoreError(f"cannot open index {path}: {e.strerror or e}") from None
+        if not header:
+            raise StoreError(f"{path} is empty (0 bytes), not an index: restore it from a backup, "
+                             "or start again with --rebuild")
+        if header != _SQLITE_MAGIC:  # SQLite itself would open a file shorter than its header as a new, empty one
+            raise StoreError(f"cannot open index {path}: file is not a database")
     readonly = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
     try:
         if readonly:

@@ -403,6 +403,35 @@ def test_an_empty_or_foreign_catalog_file_is_refused_in_one_line(tmp_path):
     assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database"
 
 
+@pytest.mark.parametrize(("size", "reason"), [(1, "file is not a database"), (15, "file is not a database"),
+                                              (99, "database disk image is malformed")])
+def test_a_catalog_cut_short_of_its_header_is_refused_not_opened_as_a_new_index(tmp_path, size, reason):
+    Store.create(tmp_path / "whole", MODEL, ref="m").close()
+    whole = (tmp_path / "whole" / "index.sqlite").read_bytes()
+    (tmp_path / "index.sqlite").write_bytes(whole[:size])
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: {reason}"
+    assert (tmp_path / "index.sqlite").read_bytes() == whole[:size]  # left as found, for recovery
+    with pytest.raises(StoreError, match=reason):
+        Store.create(tmp_path, MODEL, ref="m")
+
+
+def test_an_unreadable_catalog_is_refused_in_one_line(tmp_path, monkeypatch):
+    Store.create(tmp_path, MODEL, ref="m").close()
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):
+        if self.name == "index.sqlite":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(StoreError) as refused:
+        Store.open(tmp_path)
+    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: Permission denied"
+
+
 def test_a_catalog_whose_creation_fails_is_refused_in_one_line(tmp_path, monkeypatch):
     from lookalike import store
 
