@@ -168,8 +168,9 @@ def open_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
 
 
 def decode(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: int | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``source`` to an upright RGB image, transparent areas composited on white.
+           max_pixels: int = DEFAULT_MAX_PIXELS, gray: bool = False) -> Image.Image:
+    """Decode ``source`` to an upright RGB image, transparent areas composited on white (with
+    ``gray``, a gray "L" image: a JPEG's luma is then decoded alone, without its colour).
 
     With ``size``, JPEGs are decoded at the smallest DCT scale that is still at least
     ``size`` pixels on each side (``Image.draft``), which is several times faster for large photos.
@@ -178,13 +179,15 @@ def decode(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: i
     img = open_image(source, max_pixels)
     try:
         if size is not None and img.format == "JPEG":
-            img.draft("RGB", (size, size))
+            img.draft("L" if gray else "RGB", (size, size))
         img.seek(0)
         img.load()
         if img is source:  # the caller's own image is never changed
             img = ImageOps.exif_transpose(img)
         else:  # in place: a copy would double an upright image's memory
             ImageOps.exif_transpose(img, in_place=True)
+        if gray:
+            return img if img.mode == "L" else to_rgb(img).convert("L")
         return to_rgb(img)
     except ImageError:
         raise

@@ -86,10 +86,10 @@ def features(image) -> Features:
     """:class:`Features` of an image (path, bytes, PIL image or array); ImageError when unreadable."""
     import cv2
 
-    img = decode(image, size=SIDE)
+    img = decode(image, size=SIDE, gray=True)
     scale = SIDE / max(img.size)
     w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    gray = cv2.resize(np.asarray(img.convert("L")), (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    gray = cv2.resize(np.asarray(img), (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=SCALE_FACTOR, nlevels=LEVELS, fastThreshold=FAST_THRESHOLD,
                          edgeThreshold=15, patchSize=15)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
@@ -99,7 +99,7 @@ def features(image) -> Features:
     blurred = cv2.GaussianBlur(gray, (5, 5), 0)
 
     def located(found: list, picture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        points = np.array([k.pt for k in found], np.float32).reshape(-1, 2)
+        points = cv2.KeyPoint_convert(found).reshape(-1, 2) if found else np.zeros((0, 2), np.float32)
         xy = np.clip(np.rint(points).astype(int), 0, [w - 1, h - 1])
         return points, picture[xy[:, 1], xy[:, 0]].astype(np.float32)
 

@@ -73,6 +73,23 @@ def test_draft_decodes_large_jpeg_at_reduced_scale_but_not_below_size():
     assert 224 <= min(out.size) < 2048
 
 
+def test_gray_decodes_a_jpeg_luma_alone_at_reduced_scale_upright_with_transparency_on_white():
+    photo = sample_photo("astronaut").resize((1024, 640))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    data = _bytes(photo, "JPEG", quality=95, exif=exif)
+    gray, colour = decode(data, size=224, gray=True), decode(data, size=224)
+    assert gray.mode == "L" and gray.size == colour.size
+    assert gray.height > gray.width and 224 <= gray.width < 640  # upright (turned), drafted
+    # a JPEG's Y channel is ITU-R 601 luma, the same weights as Pillow's RGB -> L
+    diff = np.abs(np.asarray(gray, np.int16) - np.asarray(colour.convert("L"), np.int16))
+    assert diff.max() <= 3 and diff.mean() < 0.6
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    out = decode(_bytes(img, "PNG"), gray=True)
+    assert out.mode == "L" and out.getpixel((5, 5)) == 255 and out.getpixel((0, 0)) == 29  # blue: 0.114 x 255
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"", "not an image"),
     (b"this is text, not a picture", "not an image"),
