@@ -1,15 +1,28 @@
-"""Duplicate groups of an index and the duplicates of one vector (dedup/find.py), one-stage rules,
-on a catalog of hand-made vectors whose cosine distances are known (a stand-in for the model)."""
+"""Duplicate groups of an index and the duplicates of one image or vector (dedup/find.py), on a
+catalog of hand-made vectors whose cosine distances are known (a stand-in for the model).
 
+Two-stage rules run on real pictures (scikit-image's samples, small) whose perceptual hashes are
+computed for real; the ORB verifier is replaced by :class:`TableVerifier`, which accepts the pairs
+a table lists, so each test states which pairs verify."""
+
+import io
 import math
+import os
+import shutil
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import sample_photo
+from lookalike import verify
 from lookalike.api import Index
-from lookalike.dedup.find import duplicates_of_vector, find_duplicates
+from lookalike.dedup import find
+from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
+from lookalike.dedup.keep import LOSSLESS, Traits
 from lookalike.dedup.rules import Rule
+from lookalike.images import content_hash
 from lookalike.models.registry import resolve
 from lookalike.store import Entry, Store
 
@@ -114,3 +127,240 @@ def test_a_two_stage_rule_needs_the_query_image(library):
     idx, _ = library
     with pytest.raises(ValueError, match="needs the query image, not only its vector"):
         duplicates_of_vector(idx, _at(0), [], Rule(0.1, min_inliers=10))
+
+
+# -- two-stage rules -----------------------------------------------------------------------------
+#: ORB inliers per pair of file names (either way round; 0 when absent). "query" is an image given as pixels.
+INLIERS = {frozenset(pair): n for pair, n in [
+    (("cat.png", "cat_q50.jpg"), 120), (("cat.png", "cat_rot.jpg"), 90),
+    (("cat.png", "coffee.png"), 8),  # a different photo close in the embedding: below any minimum used here
+    (("coffee.png", "cat_q50.jpg"), 60),  # would verify, but cat.png takes cat_q50.jpg first
+    (("query", "cat.png"), 150), (("query", "cat_copy.png"), 150), (("query", "cat_q50.jpg"), 110),
+    (("query", "cat_rot.jpg"), 70), (("query", "coffee.png"), 5)]}
+
+
+def _evidence(keeper: str, other: str) -> verify.Evidence:
+    """What :class:`TableVerifier` finds for a pair."""
+    n = INLIERS.get(frozenset((keeper, other)), 0)
+    return verify.Evidence(n, n + 10, edits=[f"{other} onto {keeper}"])
+
+
+class TableVerifier:
+    """Stands in for :class:`lookalike.dedup.verifier.Verifier`: a pair verifies when :data:`INLIERS`
+    gives it at least ``min_inliers``. Records what it is given and asked; appends itself to ``made``."""
+
+    def __init__(self, paths, min_inliers, made):
+        self.paths, self.min_inliers = list(paths), min_inliers
+        self.checked, self.extracted, self.workers = 0, 0, 3
+        self.results, self.calls, self.planned, self.traits, self.closed = {}, [], None, None, False
+        made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.closed = True
+
+    def name(self, row):
+        path = self.paths[row]
+        return os.path.basename(path) if isinstance(path, str) else "query"
+
+    def plan(self, rows):
+        self.planned = list(rows)
+
+    def accept(self, keeper, others):
+        others = [int(o) for o in others]
+        self.calls.append((keeper, others))
+        self.extracted = len({r for k, o in self.calls for r in (k, *o)})
+        self.checked += len(others)
+        for o in others:
+            self.results[keeper, o] = _evidence(self.name(keeper), self.name(o))
+        return np.array([self.results[keeper, o].inliers >= self.min_inliers for o in others])
+
+    def evidence(self, keeper, other, traits):
+        self.traits = list(traits)
+        return self.results[keeper, other]
+
+
+class FixedEmbedder:
+    """Embeds every image as the same vector (at 2° in the plane of :func:`_at`)."""
+
+    def embed_images(self, images):
+        return np.stack([_at(2)] * len(images))
+
+
+def _clock(monkeypatch, *times):
+    """find.py's clock reads ``times`` in turn (the candidate stage keeps the real one)."""
+    ticks = iter(times)
+    monkeypatch.setattr(find, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """Real pictures, 96 x 64: cat.png, its byte copy, a JPEG q50 re-save, a JPEG rotated 90° (far in
+    the embedding: a candidate by its hash only), another photo close to the cat in the embedding
+    (coffee.png) and one far from everything (other/astronaut.png); an unreadable file."""
+    lib = tmp_path / "lib"
+    (lib / "other").mkdir(parents=True)
+    cat = sample_photo("chelsea").resize((96, 64), Image.LANCZOS)
+    cat.save(lib / "cat.png")
+    shutil.copyfile(lib / "cat.png", lib / "cat_copy.png")
+    cat.save(lib / "cat_q50.jpg", quality=50)
+    cat.transpose(Image.Transpose.ROTATE_90).save(lib / "cat_rot.jpg", quality=90)
+    sample_photo("coffee").resize((96, 64), Image.LANCZOS).save(lib / "coffee.png")
+    sample_photo("astronaut").resize((96, 64), Image.LANCZOS).save(lib / "other" / "astronaut.png")
+    files = {  # name: (vector, mtime_ns, width, height)
+        "cat.png": (_at(0), 5, 96, 64), "cat_copy.png": (_at(0), 9, 96, 64),
+        "cat_q50.jpg": (_at(5, 2.0), 1, 96, 64),  # 1 - cos 5° = 0.0038 from the cat
+        "cat_rot.jpg": (_at(70), 2, 64, 96),  # 1 - cos 70° = 0.658: beyond any radius used here
+        "coffee.png": (_at(15, 0.5), 1, 96, 64),  # 0.0341 from the cat, 0.0152 from cat_q50.jpg
+        "other/astronaut.png": (_at(-90), 1, 96, 64)}
+    spec = resolve()
+    store = Store.create(tmp_path / "index", {**spec.identity(), "dim": DIM}, ref=spec.name)
+    store.put([Entry(str(lib / name), 10, mtime, content_hash((lib / name).read_bytes()), w, h, v)
+               for name, (v, mtime, w, h) in files.items()], [(str(lib / "broken.jpg"), 3, 1, None)])
+    idx = Index(store, spec, embedder=FixedEmbedder())
+    ids = {os.path.basename(p): r.id for p, r in store.records().items()}
+    yield idx, lib, ids
+    idx.close()
+
+
+def test_two_stage_groups_hold_verified_candidates_of_the_keeper_including_hash_only_rotations(pictures, monkeypatch):
+    idx, lib, _ = pictures
+    _clock(monkeypatch, 100.0, 101.0, 101.1234567, 103.5)  # start, verification start and end, end
+    made = []
+    report = find_duplicates(idx, Rule(0.3, 20), "near", verifier=lambda paths, m: TableVerifier(paths, m, made))
+    (check,) = made
+    # One file per content, in keep order (same pixels; the shorter name, then the older file): 0 cat,
+    # 1 coffee, 2 cat_q50, 3 cat_rot, 4 astronaut.
+    assert check.paths == [str(lib / n) for n in ("cat.png", "coffee.png", "cat_q50.jpg", "cat_rot.jpg",
+                                                   "other/astronaut.png")]
+    assert check.min_inliers == 20 and check.closed
+    # Candidates: cat~coffee, cat~cat_q50, coffee~cat_q50 in the embedding (within 0.3), cat~cat_rot and
+    # cat_q50~cat_rot by their hashes (cat~cat_q50 too). The headers of the four paired files were read;
+    # visited by quality: the PNGs (cat, coffee), cat_rot (q90), then cat_q50 (q50); astronaut has no pair.
+    assert check.traits == [Traits(LOSSLESS, "", "PNG"), Traits(LOSSLESS, "", "PNG"), Traits(50, "", "JPEG"),
+                            Traits(90, "", "JPEG"), Traits()]
+    assert check.planned == [0, 1, 2, 3, 1, 0, 2, 3, 0, 2, 2, 0, 1, 3]
+    # cat verifies cat_q50 and cat_rot, not coffee; coffee's candidates are then all taken, so its
+    # verified match cat_q50 does not pull it into the cat's group (no chain coffee~cat_q50~cat).
+    assert check.calls == [(0, [1, 2, 3])]
+    assert [(g.kind, g.keep, [(d.path, d.match, d.copy_of, d.evidence) for d in g.duplicates])
+            for g in report.groups] == [("near", str(lib / "cat.png"), [
+                (str(lib / "cat_copy.png"), "exact", None, None),
+                (str(lib / "cat_q50.jpg"), "near", None, _evidence("cat.png", "cat_q50.jpg")),
+                (str(lib / "cat_rot.jpg"), "near", None, _evidence("cat.png", "cat_rot.jpg"))])]
+    assert [d.distance for d in report.groups[0].duplicates] == pytest.approx(
+        [0.0, 1 - math.cos(math.radians(5)), 1 - math.cos(math.radians(70))], abs=1e-6)
+    assert report.stages.keys() == {"embedding_pairs", "embedding_seconds", "hash_pairs", "hash_seconds",
+                                    "candidate_pairs", "pairs_verified", "verify_seconds", "ms_per_pair",
+                                    "features_extracted", "verify_workers"}
+    assert {k: report.stages[k] for k in ("embedding_pairs", "hash_pairs", "candidate_pairs", "pairs_verified",
+                                          "verify_seconds", "ms_per_pair", "features_extracted", "verify_workers")
+            } == {"embedding_pairs": 3, "hash_pairs": 3, "candidate_pairs": 5, "pairs_verified": 3,
+                  "verify_seconds": 0.123, "ms_per_pair": 41.15,  # 123.4567 ms over 3 pairs
+                  "features_extracted": 4, "verify_workers": 3}
+    assert report.seconds == 3.5 and report.search == "exact"
+    assert (report.rule, report.preset, report.n_images) == (Rule(0.3, 20), "near", 6)
+    assert report.skipped == [(str(lib / "broken.jpg"), "unreadable")]  # stored without a reason
+
+
+def test_the_rules_minimum_decides_which_pairs_verify(pictures):
+    idx, lib, _ = pictures
+    made = []
+    # at 5 inliers, cat.png~coffee.png (8) verifies too: all four contents join the cat
+    report = find_duplicates(idx, Rule(0.3, 5), verifier=lambda paths, m: TableVerifier(paths, m, made))
+    assert made[0].min_inliers == 5 and made[0].calls == [(0, [1, 2, 3])]
+    assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [
+        (str(lib / "cat.png"), [str(lib / n) for n in ("cat_copy.png", "cat_q50.jpg", "coffee.png", "cat_rot.jpg")])]
+    assert report.groups[0].duplicates[2].evidence == _evidence("cat.png", "coffee.png")
+
+
+def test_a_two_stage_rule_on_a_file_without_candidates_verifies_nothing(pictures, monkeypatch):
+    idx, lib, _ = pictures
+    _clock(monkeypatch, 10.0, 20.0, 20.0123, 21.0)
+    made = []
+    report = find_duplicates(idx, Rule(0.3, 20), under=str(lib / "other"),
+                             verifier=lambda paths, m: TableVerifier(paths, m, made))
+    assert made[0].paths == [str(lib / "other" / "astronaut.png")] and made[0].planned == [] and made[0].calls == []
+    assert report.groups == [] and report.n_images == 1 and report.seconds == 11.0
+    assert {k: report.stages[k] for k in ("candidate_pairs", "pairs_verified", "verify_seconds", "ms_per_pair",
+                                          "features_extracted")} == {
+        "candidate_pairs": 0, "pairs_verified": 0, "verify_seconds": 0.012, "ms_per_pair": 12.3,
+        "features_extracted": 0}  # 12.3 ms over no pairs is not divided by zero
+
+
+def test_a_one_stage_rule_makes_no_verifier_and_hashes_nothing(pictures):
+    idx, lib, _ = pictures
+
+    def refuse(paths, min_inliers):
+        raise AssertionError("a one-stage rule verifies nothing")
+
+    for rule in (Rule(0.05), 0.05):
+        report = find_duplicates(idx, rule, chunk=2, verifier=refuse)
+        assert report.rule == Rule(0.05)
+        # cat_rot.jpg is a rotation of the cat, but only a two-stage rule compares hashes
+        assert [(g.keep, [(d.path, d.evidence) for d in g.duplicates]) for g in report.groups] == [
+            (str(lib / "cat.png"), [(str(lib / n), None) for n in ("cat_copy.png", "cat_q50.jpg", "coffee.png")])]
+        assert report.stages.keys() == {"embedding_pairs", "embedding_seconds", "candidate_pairs"}
+        assert (report.stages["embedding_pairs"], report.stages["candidate_pairs"]) == (3, 3)
+
+
+def test_a_relative_folder_is_taken_from_the_working_directory(pictures, monkeypatch):
+    idx, lib, _ = pictures
+    monkeypatch.chdir(lib.parent)
+    assert find_duplicates(idx, 0.05, under="lib/other").n_images == 1
+    report = find_duplicates(idx, 0.05, under="lib")
+    assert report.n_images == 6 and report.skipped == [(str(lib / "broken.jpg"), "unreadable")]
+
+
+def test_an_empty_selection_is_timed_too(pictures, monkeypatch):
+    idx, lib, _ = pictures
+    _clock(monkeypatch, 5.0, 5.25)
+    report = find_duplicates(idx, Rule(0.3, 20), under=str(lib / "nothing"))
+    assert report.seconds == 0.25 and report.groups == [] and report.stages == {}
+
+
+def test_the_duplicates_of_an_indexed_file_by_a_two_stage_rule(pictures, monkeypatch):
+    idx, lib, ids = pictures
+    made = []
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, made))
+    found = duplicates_of(idx, str(lib / "cat.png"), Rule(0.3, 20))
+    assert (found.query, found.mode, found.metric) == (str(lib / "cat.png"), "duplicates", "cosine")
+    # its byte copies (and itself) at 0 unverified; within 0.3: cat_q50 verifies, coffee does not;
+    # cat_rot by its hash only, at its cosine distance
+    assert [(m.rank, m.path) for m in found.results] == [
+        (1, str(lib / "cat.png")), (2, str(lib / "cat_copy.png")), (3, str(lib / "cat_q50.jpg")),
+        (4, str(lib / "cat_rot.jpg"))]
+    assert [m.distance for m in found.results] == pytest.approx(
+        [0.0, 0.0, 1 - math.cos(math.radians(5)), 1 - math.cos(math.radians(70))], abs=1e-6)
+    (check,) = made
+    assert check.paths[0] == str(lib / "cat.png") and check.min_inliers == 20 and check.closed
+    assert sorted(check.paths[1:]) == [str(lib / n) for n in ("cat_q50.jpg", "cat_rot.jpg", "coffee.png")]
+    assert check.calls == [(0, [1, 2, 3])]
+    assert found.evidence == {ids["cat_q50.jpg"]: _evidence("cat.png", "cat_q50.jpg"),
+                              ids["cat_rot.jpg"]: _evidence("cat.png", "cat_rot.jpg")}
+    rows = found.to_dict()["results"]
+    assert ["evidence" in row for row in rows] == [False, False, True, True]
+    assert rows[3]["evidence"] == {**_evidence("cat.png", "cat_rot.jpg").to_dict(),
+                                   "summary": "90 inliers: cat_rot.jpg onto cat.png"}
+
+
+def test_the_duplicates_of_pixels_are_all_verified(pictures, monkeypatch):
+    idx, lib, ids = pictures
+    made = []
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, made))
+    query = Image.open(lib / "cat.png").transpose(Image.Transpose.ROTATE_270)  # embedded at 2° by FixedEmbedder
+    found = duplicates_of(idx, query, Rule(0.3, 20))
+    assert found.query == "<image>" and made[0].paths[0] is query
+    # no file has its bytes: every candidate is verified, coffee.png (13° away) fails
+    assert sorted(made[0].paths[1:]) == [str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_q50.jpg",
+                                                                 "cat_rot.jpg", "coffee.png")]
+    assert [m.path for m in found.results] == [str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_q50.jpg",
+                                                                       "cat_rot.jpg")]
+    assert [m.distance for m in found.results] == pytest.approx(
+        [1 - math.cos(math.radians(a)) for a in (2, 2, 3, 68)], abs=1e-6)
+    assert found.evidence == {ids[n]: _evidence("query", n) for n in ("cat.png", "cat_copy.png", "cat_q50.jpg",
+                                                                      "cat_rot.jpg")}
+    assert duplicates_of(idx, query, Rule(0.3, 20), label="mine").query == "mine"
+    assert duplicates_of(idx, query, 0.02).evidence == {} and len(made) == 2  # one stage: no verifier
