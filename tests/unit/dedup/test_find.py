@@ -364,3 +364,36 @@ def test_the_duplicates_of_pixels_are_all_verified(pictures, monkeypatch):
                                                                       "cat_rot.jpg")}
     assert duplicates_of(idx, query, Rule(0.3, 20), label="mine").query == "mine"
     assert duplicates_of(idx, query, 0.02).evidence == {} and len(made) == 2  # one stage: no verifier
+
+
+def test_a_file_removed_after_the_vectors_were_read_is_left_out(pictures, monkeypatch):
+    idx, lib, ids = pictures
+    made = []
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, made))
+    stale = idx.searcher(approximate=False)  # vectors read, then cat_q50.jpg leaves the catalog
+    idx.store.remove([str(lib / "cat_q50.jpg")])
+    monkeypatch.setattr(idx, "searcher", lambda approximate=True: stale)
+    found = duplicates_of(idx, str(lib / "cat.png"), Rule(0.3, 20))
+    assert [m.path for m in found.results] == [str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_rot.jpg")]
+    assert sorted(made[0].paths[1:]) == [str(lib / "cat_rot.jpg"), str(lib / "coffee.png")]
+    assert found.evidence == {ids["cat_rot.jpg"]: _evidence("cat.png", "cat_rot.jpg")}
+
+
+def test_read_catalog_gives_integer_arrays_in_the_order_asked(pictures):
+    idx, lib, ids = pictures
+    got = find.read_catalog(idx, [ids["cat_rot.jpg"], ids["cat.png"]])
+    assert got["path"] == [str(lib / "cat_rot.jpg"), str(lib / "cat.png")]
+    assert got["hash"] == [content_hash((lib / n).read_bytes()) for n in ("cat_rot.jpg", "cat.png")]
+    for key, want in (("size", [10, 10]), ("mtime_ns", [2, 5]), ("width", [64, 96]), ("height", [96, 64])):
+        assert isinstance(got[key], np.ndarray) and got[key].dtype == np.int64 and got[key].tolist() == want, key
+
+
+def test_files_with_the_querys_bytes_are_at_distance_zero_whatever_the_vector(pictures, monkeypatch):
+    idx, lib, ids = pictures
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, []))
+    found = duplicates_of_vector(idx, _at(1), [ids["cat_copy.png"], ids["cat.png"]], Rule(0.3, 20), "q",
+                                 str(lib / "cat.png"))
+    assert [(m.path, m.distance) for m in found.results[:2]] == [(str(lib / "cat.png"), 0.0),
+                                                                 (str(lib / "cat_copy.png"), 0.0)]
+    assert [m.distance for m in found.results[2:]] == pytest.approx(
+        [1 - math.cos(math.radians(4)), 1 - math.cos(math.radians(69))], abs=1e-6)
