@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import sample_photo
-from lookalike import verify
+from lookalike import ann_store, phash, verify
 from lookalike.api import Index
 from lookalike.dedup import find
 from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
@@ -125,7 +125,7 @@ def test_the_duplicates_of_a_vector_are_byte_copies_first_then_nearest(library):
 
 def test_a_two_stage_rule_needs_the_query_image(library):
     idx, _ = library
-    with pytest.raises(ValueError, match="needs the query image, not only its vector"):
+    with pytest.raises(ValueError, match="^a two-stage duplicate rule needs the query image, not only its vector$"):
         duplicates_of_vector(idx, _at(0), [], Rule(0.1, min_inliers=10))
 
 
@@ -340,6 +340,9 @@ def test_the_duplicates_of_an_indexed_file_by_a_two_stage_rule(pictures, monkeyp
     assert check.calls == [(0, [1, 2, 3])]
     assert found.evidence == {ids["cat_q50.jpg"]: _evidence("cat.png", "cat_q50.jpg"),
                               ids["cat_rot.jpg"]: _evidence("cat.png", "cat_rot.jpg")}
+    # the hashes computed on the way are kept beside the index for the next query
+    contents = {content_hash((lib / n).read_bytes()) for n in ("cat.png", "cat_q50.jpg", "cat_rot.jpg", "coffee.png")}
+    assert phash.HashStore(idx.store.root).table.load(contents).keys() == contents
     rows = found.to_dict()["results"]
     assert ["evidence" in row for row in rows] == [False, False, True, True]
     assert rows[3]["evidence"] == {**_evidence("cat.png", "cat_rot.jpg").to_dict(),
@@ -397,3 +400,47 @@ def test_files_with_the_querys_bytes_are_at_distance_zero_whatever_the_vector(pi
                                                                  (str(lib / "cat_copy.png"), 0.0)]
     assert [m.distance for m in found.results[2:]] == pytest.approx(
         [1 - math.cos(math.radians(4)), 1 - math.cos(math.radians(69))], abs=1e-6)
+
+
+def test_only_the_querys_own_hash_matches_are_candidates(pictures, monkeypatch):
+    idx, lib, _ = pictures
+    made = []
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, made))
+    # the astronaut is far from every file and its hashes match none (the cat's files match each other)
+    found = duplicates_of(idx, str(lib / "other" / "astronaut.png"), Rule(0.3, 20))
+    assert [m.path for m in found.results] == [str(lib / "other" / "astronaut.png")]
+    assert made[0].paths == [str(lib / "other" / "astronaut.png")] and made[0].calls == [(0, [])]
+
+
+def test_the_rules_hash_radius_bounds_the_hash_candidates(pictures, monkeypatch):
+    from PIL import ImageEnhance
+
+    idx, lib, _ = pictures
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, []))
+    # the cat rotated and with more contrast: its hashes are 4 bits from the cat files' (measured)
+    query = ImageEnhance.Contrast(Image.open(lib / "cat.png").transpose(Image.Transpose.ROTATE_270)).enhance(2.5)
+    assert [m.path for m in duplicates_of(idx, query, Rule(0.3, 20, hash_radius=3)).results] == [
+        str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_q50.jpg")]  # within 0.3 of the query's 2°
+    assert [m.path for m in duplicates_of(idx, query, Rule(0.3, 20, hash_radius=4)).results] == [
+        str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_q50.jpg", "cat_rot.jpg")]
+
+
+def test_equal_distances_rank_by_id(pictures):
+    idx, lib, ids = pictures
+    cat = lib / "cat.png"
+    idx.store.put([Entry(str(cat), 10, 5, content_hash(cat.read_bytes()), 96, 64, _at(0))])  # indexed again: a new id
+    new = idx.store.records()[str(cat)].id
+    assert new > ids["cat_copy.png"]
+    found = duplicates_of(idx, str(cat), 0.01)
+    assert [(m.id, m.distance) for m in found.results[:2]] == [(ids["cat_copy.png"], 0.0), (new, 0.0)]
+    assert [m.path for m in found.results] == [str(lib / n) for n in ("cat_copy.png", "cat.png", "cat_q50.jpg")]
+    assert duplicates_of_vector(idx, _at(0), [], 0.01).query == "<vector>"
+
+
+def test_the_report_names_the_indexs_search(pictures):
+    idx, lib, _ = pictures
+    ann_store.configure(idx.store, "hnsw")
+    report = find_duplicates(idx, Rule(0.05))
+    assert report.search == "hnsw"
+    assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [
+        (str(lib / "cat.png"), [str(lib / n) for n in ("cat_copy.png", "cat_q50.jpg", "coffee.png")])]
