@@ -384,3 +384,94 @@ def test_summary_aggregates_per_query_results():
     assert s["map"] == pytest.approx((1 + 1 / 3 + 0 + 1 / 2) / 4) and s["map@r"] == pytest.approx(1.5 / 4)
     assert s["median_rank"] == 2.5  # median of 1, 2, 3, inf
     assert s["comparative"] == {"median_rank": 1.5, "recall@1": 0.5, "recall@2": 0.75, "recall@5": 1.0}
+
+
+# ---------------------------------------------------------------- found by mutation testing
+
+
+def test_every_refusal_says_what_was_wrong_in_full():
+    X = np.zeros((3, 2), np.float32)
+    cases = [
+        (lambda: sample_comparative_sets(np.zeros((2, 2))), r"^labels must be 1-D of length N, got shape \(2, 2\)$"),
+        (lambda: evaluate(X, [0, 0]), r"^labels must be 1-D of length 3, got shape \(2,\)$"),
+        (lambda: evaluate(X, [0, 0, 1], ks=(0,)), r"^ks must be a non-empty sequence of integers >= 1$"),
+        (lambda: evaluate(X, [0, 0, 1], chunk_rows=0), r"^chunk_rows must be >= 1$"),
+        (lambda: evaluate(np.array([[np.inf, 0], [0, 0], [1, 1]]), [0, 0, 1]),
+         r"^embeddings contain NaN or infinite values$"),
+        (lambda: sample_comparative_sets([0, 0, 1], n_negatives=-1), r"^n_negatives must be >= 0$"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_a_non_finite_row_past_the_first_chunk_of_a_large_array_is_found():
+    from lookalike.metrics import _PAIR_CHUNK_BYTES, as_embeddings
+
+    rows = _PAIR_CHUNK_BYTES // 4 + 1  # one-column rows: the last one is in the second 32 MiB chunk
+    X = np.zeros((rows, 1), np.float32)
+    X[-1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^embeddings contain NaN or infinite values$"):
+        as_embeddings(X)
+
+
+def test_embeddings_are_float32_whatever_they_came_as():
+    from lookalike.metrics import as_embeddings
+
+    out = as_embeddings(np.array([[0.5, 1.0], [2.0, 3.0]], np.float64))
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, [[0.5, 1.0], [2.0, 3.0]])
+
+
+def test_comparative_sets_query_classes_of_two_allow_no_negatives_and_pad_with_minus_one():
+    # a pair class: each of its images has one positive, so both are queries
+    queries, positives, negatives = sample_comparative_sets(["a", "a", "b", "b", "b"], n_negatives=0)
+    np.testing.assert_array_equal(queries, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(positives[:2], [1, 0])
+    assert negatives.shape == (5, 0)
+    # 2 other-class images for the "a" queries, 3 asked: padded with exactly -1
+    _, _, negatives = sample_comparative_sets(["a", "a", "b", "b", "c"], n_negatives=3)
+    assert sorted(negatives[0].tolist()) == [2, 3, 4] and sorted(negatives[2].tolist()) == [0, 1, 4]
+    _, _, padded = sample_comparative_sets(["a", "a", "a", "b", "b"], n_negatives=3)
+    assert sorted(padded[0].tolist()) == [-1, 3, 4] and sorted(padded[3].tolist()) == [0, 1, 2]
+    empty = sample_comparative_sets([], n_negatives=4)
+    assert [a.shape for a in empty] == [(0,), (0,), (0, 4)]
+
+
+def test_comparative_sets_are_drawn_right_over_many_classes_and_seeded_by_zero_by_default():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 3000)  # enough images that an unstable class sort would reorder ids
+    queries, positives, negatives = sample_comparative_sets(labels, n_negatives=50)
+    assert len(queries) == 3000
+    assert np.all(labels[positives] == labels[queries]) and np.all(positives != queries)
+    assert np.all(negatives >= 0) and np.all(labels[negatives] != labels[queries, None])
+    assert all(len(set(row)) == 50 for row in negatives.tolist())
+    again = sample_comparative_sets(labels, n_negatives=50, seed=0)
+    other = sample_comparative_sets(labels, n_negatives=50, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((queries, positives, negatives), again))
+    assert not np.array_equal(positives, other[1])
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    small = labels[:60]
+    assert np.array_equal(evaluate(X, small).comparative_rank, evaluate(X, small, comparative_seed=0).comparative_rank)
+    assert not np.array_equal(evaluate(X, small).comparative_rank, evaluate(X, small, comparative_seed=1).comparative_rank)
+
+
+def test_a_last_query_with_no_positive_in_its_list_scores_zero_and_rank_inf():
+    # q0's list [1+]: AP 1/1, rank 1; q1's list [2-]: nothing found (the last query with positives)
+    ev = evaluate_neighbors(np.array([[1], [2], [0]]), ["a", "a", "b"])
+    np.testing.assert_array_equal(ev.query_ids, [0, 1])
+    np.testing.assert_array_equal(ev.average_precision, [1.0, 0.0])
+    np.testing.assert_array_equal(ev.average_precision_at_r, [1.0, 0.0])
+    np.testing.assert_array_equal(ev.first_positive_rank, [1.0, np.inf])
+
+
+def test_no_queries_give_nan_figures_without_warnings():
+    import warnings
+
+    ev = evaluate(np.eye(3, dtype=np.float32), ["a", "b", "c"])  # no image has a same-class other
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = ev.summary()
+    assert ev.n_queries == 0
+    assert all(np.isnan(s[k]) for k in ("recall@1", "map", "map@r", "median_rank"))
+    assert np.isnan(s["comparative"]["median_rank"]) and np.isnan(s["comparative"]["recall@1"])
