@@ -400,7 +400,8 @@ def test_an_empty_or_foreign_catalog_file_is_refused_in_one_line(tmp_path):
     (tmp_path / "index.sqlite").write_bytes(b"not an index " * 100)
     with pytest.raises(StoreError) as refused:
         Store.open(tmp_path)
-    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database"
+    assert str(refused.value) == (f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database (restore it "
+                                  "from a backup, or start again with --rebuild)")
 
 
 @pytest.mark.parametrize(("size", "reason"), [(1, "file is not a database"), (15, "file is not a database"),
@@ -411,10 +412,18 @@ def test_a_catalog_cut_short_of_its_header_is_refused_not_opened_as_a_new_index(
     (tmp_path / "index.sqlite").write_bytes(whole[:size])
     with pytest.raises(StoreError) as refused:
         Store.open(tmp_path)
-    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: {reason}"
+    assert str(refused.value) == (f"cannot open index {tmp_path / 'index.sqlite'}: {reason} (restore it from a backup, "
+                                  "or start again with --rebuild)")
     assert (tmp_path / "index.sqlite").read_bytes() == whole[:size]  # left as found, for recovery
     with pytest.raises(StoreError, match=reason):
         Store.create(tmp_path, MODEL, ref="m")
+
+
+def test_a_catalog_that_cannot_be_opened_is_not_called_damaged(tmp_path):
+    (tmp_path / "index.sqlite").mkdir()  # SQLite's OperationalError: no advice to start again
+    with pytest.raises(StoreError) as refused:
+        Store.create(tmp_path, MODEL, ref="m")
+    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: unable to open database file"
 
 
 def test_an_unreadable_catalog_is_refused_in_one_line(tmp_path, monkeypatch):
@@ -446,4 +455,5 @@ def test_a_foreign_file_in_a_read_only_folder_is_not_an_index_to_open(tmp_path, 
     _deny_writing(monkeypatch, tmp_path, tmp_path / "index.sqlite")
     with pytest.raises(StoreError) as refused:
         Store.open(tmp_path)
-    assert str(refused.value) == f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database"
+    assert str(refused.value) == (f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database (restore it "
+                                  "from a backup, or start again with --rebuild)")
