@@ -48,7 +48,8 @@ MODULES = {
     "src/lookalike/dedup/keep.py": ["tests/unit/dedup/test_keep.py", "tests/unit/test_dedup.py", "-k",
                                     "test_keep or keep_order or flipped or file_traits or around_the_keeper "
                                     "or byte_copies or no_kept_file or overlapping_groups"],
-    "src/lookalike/dedup/candidates.py": ["tests/unit/dedup/test_find.py", "tests/unit/test_dedup.py", "-k",
+    "src/lookalike/dedup/candidates.py": ["tests/unit/dedup/test_find.py", "tests/unit/dedup/test_candidates.py",
+                                          "tests/unit/test_dedup.py", "-k",
                                           "test_find or neighbours or nearest_only or candidates or too_many_pairs "
                                           "or around_the_keeper"],
     "src/lookalike/dedup/find.py": ["tests/unit/dedup/test_find.py"],

@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import sample_photo
 from lookalike import ann_store, phash, verify
 from lookalike.api import Index
-from lookalike.dedup import find
+from lookalike.dedup import candidates, find
 from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
 from lookalike.dedup.keep import LOSSLESS, Traits
 from lookalike.dedup.rules import Rule
@@ -189,10 +189,10 @@ class FixedEmbedder:
         return np.stack([_at(2)] * len(images))
 
 
-def _clock(monkeypatch, *times):
-    """find.py's clock reads ``times`` in turn (the candidate stage keeps the real one)."""
+def _clock(monkeypatch, *times, module=find):
+    """``module``'s clock (find.py's, or candidates.py's) reads ``times`` in turn."""
     ticks = iter(times)
-    monkeypatch.setattr(find, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
 
 
 @pytest.fixture
@@ -228,6 +228,7 @@ def pictures(tmp_path):
 def test_two_stage_groups_hold_verified_candidates_of_the_keeper_including_hash_only_rotations(pictures, monkeypatch):
     idx, lib, _ = pictures
     _clock(monkeypatch, 100.0, 101.0, 101.1234567, 103.5)  # start, verification start and end, end
+    _clock(monkeypatch, 50.0, 50.0123456, 60.0, 60.2345678, module=candidates)  # embedding, then hash stage
     made = []
     report = find_duplicates(idx, Rule(0.3, 20), "near", verifier=lambda paths, m: TableVerifier(paths, m, made))
     (check,) = made
@@ -255,14 +256,33 @@ def test_two_stage_groups_hold_verified_candidates_of_the_keeper_including_hash_
     assert report.stages.keys() == {"embedding_pairs", "embedding_seconds", "hash_pairs", "hash_seconds",
                                     "candidate_pairs", "pairs_verified", "verify_seconds", "ms_per_pair",
                                     "features_extracted", "verify_workers"}
-    assert {k: report.stages[k] for k in ("embedding_pairs", "hash_pairs", "candidate_pairs", "pairs_verified",
-                                          "verify_seconds", "ms_per_pair", "features_extracted", "verify_workers")
-            } == {"embedding_pairs": 3, "hash_pairs": 3, "candidate_pairs": 5, "pairs_verified": 3,
-                  "verify_seconds": 0.123, "ms_per_pair": 41.15,  # 123.4567 ms over 3 pairs
-                  "features_extracted": 4, "verify_workers": 3}
+    assert report.stages == {"embedding_pairs": 3, "embedding_seconds": 0.012, "hash_pairs": 3, "hash_seconds": 0.235,
+                             "candidate_pairs": 5, "pairs_verified": 3, "verify_seconds": 0.123,
+                             "ms_per_pair": 41.15,  # 123.4567 ms over 3 pairs
+                             "features_extracted": 4, "verify_workers": 3}
+    assert all(type(report.stages[k]) is int for k in ("embedding_pairs", "hash_pairs", "candidate_pairs"))  # JSON "5"
+    # the hashes made on the way are kept beside the index
+    contents = {content_hash((lib / n).read_bytes()) for n in ("cat.png", "cat_q50.jpg", "cat_rot.jpg", "coffee.png",
+                                                              "other/astronaut.png")}
+    assert phash.HashStore(idx.store.root).table.load(contents).keys() == contents
     assert report.seconds == 3.5 and report.search == "exact"
     assert (report.rule, report.preset, report.n_images) == (Rule(0.3, 20), "near", 6)
     assert report.skipped == [(str(lib / "broken.jpg"), "unreadable")]  # stored without a reason
+
+
+def test_with_nearest_a_candidate_must_be_among_either_files_nearest(pictures):
+    idx, lib, _ = pictures
+    made = []
+    # each file's 1 nearest: the cat's and coffee's is cat_q50, cat_q50's the cat: cat~coffee is dropped
+    # before verification; the hash pairs stay
+    report = find_duplicates(idx, Rule(0.3, 20, nearest=1), verifier=lambda paths, m: TableVerifier(paths, m, made))
+    assert {k: report.stages[k] for k in ("embedding_pairs", "embedding_pairs_nearest", "hash_pairs",
+                                          "candidate_pairs")} == {
+        "embedding_pairs": 3, "embedding_pairs_nearest": 2, "hash_pairs": 3, "candidate_pairs": 4}
+    assert type(report.stages["embedding_pairs_nearest"]) is int
+    assert made[0].calls == [(0, [2, 3])]
+    assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [
+        (str(lib / "cat.png"), [str(lib / n) for n in ("cat_copy.png", "cat_q50.jpg", "cat_rot.jpg")])]
 
 
 def test_the_rules_minimum_decides_which_pairs_verify(pictures):

@@ -1,0 +1,55 @@
+"""The candidate stage (dedup/candidates.py) on hand-made CSR arrays, hashes and vectors: the pair
+limit, the nearest-only filter and the hash pairs' radius (the index-level stage is tested through
+find_duplicates in test_find.py)."""
+
+import numpy as np
+import pytest
+
+from lookalike.dedup import candidates
+from lookalike.dedup.rules import Rule
+
+
+def _csr(n, pairs):
+    """CSR arrays over ``n`` rows of undirected ``pairs`` {(a, b): distance}, columns ascending."""
+    rows = [sorted([(b, d) for (a, b), d in pairs.items() if a == i] + [(a, d) for (a, b), d in pairs.items() if b == i])
+            for i in range(n)]
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    return offsets, np.array([c for r in rows for c, _ in r], np.int64), np.array([d for r in rows for _, d in r])
+
+
+def test_the_pair_limit_counts_every_chunk_and_allows_exactly_the_limit():
+    rng = np.random.default_rng(1)
+    unit = rng.standard_normal((30, 8)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    # every cosine distance is at most 2: 30 x 29 ordered pairs, 8 x 29 = 232 of them in the first chunk of 8 rows
+    assert len(candidates.neighbours(unit, 2.0, chunk=8, max_pairs=870)[1]) == 870
+    with pytest.raises(ValueError) as refused:
+        candidates.neighbours(unit, 2.0, chunk=8, max_pairs=800)
+    assert str(refused.value) == ("more than 800 pairs of images are within cosine distance 2.0: that is not a "
+                                  "duplicate threshold; give a smaller --threshold")
+
+
+def test_nearest_only_keeps_each_rows_nearest_and_pairs_within_close():
+    # row 4 has no pair; 1~2 is neither's nearest (both are nearest 0)
+    csr = _csr(5, {(0, 1): 0.01, (0, 2): 0.025, (0, 3): 0.2, (1, 2): 0.05})
+    offsets, columns, distances = candidates.nearest_only(csr, 1)  # nothing is close by default
+    assert offsets.tolist() == [0, 3, 4, 5, 6, 6] and columns.tolist() == [1, 2, 3, 0, 0, 0]
+    assert distances.tolist() == [0.01, 0.025, 0.2, 0.01, 0.025, 0.2]
+    offsets, columns, _ = candidates.nearest_only(csr, 0, close=0.025)  # only the close ones, the edge included
+    assert offsets.tolist() == [0, 2, 3, 4, 4, 4] and columns.tolist() == [1, 2, 0, 0]
+
+
+def test_hash_pairs_are_those_within_the_rules_radius():
+    rng = np.random.default_rng(7)
+    table = rng.integers(0, 256, (4, 8, 8), dtype=np.uint8)  # random hashes: about 32 bits apart
+    table[2, 3] = table[0, 0] ^ np.packbits(np.r_[np.ones(10), np.zeros(54)].astype(bool))  # 2 rotated: 10 bits from 0
+    unit = np.eye(4, dtype=np.float32)
+    empty = (np.zeros(5, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    readable = np.ones(4, bool)
+    stages = {}
+    offsets, columns, distances = candidates.hash_candidates(empty, table, readable, unit, Rule(0.3, 20, hash_radius=10),
+                                                             stages)
+    assert stages == {"hash_pairs": 1}
+    assert offsets.tolist() == [0, 1, 1, 2, 2] and columns.tolist() == [2, 0] and distances.tolist() == [1.0, 1.0]
+    offsets, columns, _ = candidates.hash_candidates(empty, table, readable, unit, Rule(0.3, 20, hash_radius=9), stages)
+    assert stages == {"hash_pairs": 0} and offsets.tolist() == [0, 0, 0, 0, 0] and columns.size == 0
