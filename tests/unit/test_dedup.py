@@ -134,8 +134,37 @@ def test_ann_candidates_equal_the_exact_ones():
     assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
     burst_row = slice(got[0][400], got[0][401])
     assert set(range(401, 520)) <= set(got[1][burst_row].tolist())  # the whole burst, past the 32 nearest
+    exact_stages = {}
+    dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, exact_stages, chunk=100)
     assert dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, dedup.Rule(0.3), {},
-                                      chunk=100)[1].size == 2 * stages["embedding_pairs"]
+                                      chunk=100)[1].size == 2 * exact_stages["embedding_pairs"]
+
+
+def test_ann_candidates_stop_short_of_the_radius_when_the_nearest_are_found():
+    # Every vector has ~100 others within the radius but needs only its 4 nearest (and the burst's
+    # copies within `close`): the HNSW range query stops at its first 32 + 1 answers instead of widening to
+    # all 100, yet the candidates equal the exact search's.
+    from lookalike.vectors import Searcher
+
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((4, 16))
+    loose = centres[rng.integers(0, 4, 400)] + 0.4 * rng.standard_normal((400, 16))
+    burst = loose[0] + 0.01 * rng.standard_normal((30, 16))
+    unit = _unit(np.concatenate([loose, burst]).astype(np.float32))
+    ids = np.arange(len(unit), dtype=np.int64) * 3
+    rule = dedup.Rule(0.3, 20, nearest=4, close=0.025)
+    ann = FaissBackend.build(unit, ids, "cosine", "hnsw")
+    offsets, _, _, unfinished = ann.within(unit, rule.radius, nearest=rule.nearest, close=rule.close)
+    within = (1.0 - unit @ unit.T <= rule.radius).sum(1)
+    assert np.median(within) > 80 and not unfinished.any()
+    assert (np.diff(offsets)[:400] <= 33).mean() > 0.9  # most stop at the first 33 (old: all ~100)
+    assert (np.diff(offsets)[400:] >= 31).all()  # the burst's copies widen to get all 30 others
+    stages = {}
+    got = dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, rule, stages, chunk=100)
+    want = dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, {}, chunk=100)
+    found, exact = _candidate_sets(got), _candidate_sets(want)
+    assert found.keys() == exact.keys()
+    assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
 
 
 def test_hash_candidates_add_readable_rotated_pairs_with_their_cosine_distance():

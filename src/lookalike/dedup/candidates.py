@@ -100,19 +100,23 @@ class _Csr:
 
 
 def embedding_pairs(searcher: Searcher, vectors: np.ndarray | Rows, ids: np.ndarray, radius: float,
-                    chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    chunk: int = CHUNK, nearest: int = 0, close: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of ``vectors`` rows (images ``ids``) within ``radius`` cosine distance, as CSR
-    arrays, by ``searcher``'s range queries (its ANN backend when it has one)."""
-    return _pairs_among(searcher, vectors, ids, radius, chunk, MAX_PAIRS)
+    arrays, by ``searcher``'s range queries (its ANN backend when it has one). With ``nearest``
+    (k > 0) every row's k nearest within ``radius`` and every pair within ``close`` are enough: an
+    approximate backend then stops short of the rest (an exact one gives them all)."""
+    options = {"nearest": nearest, "close": close} if nearest else {}
+    return _pairs_among(searcher, vectors, ids, radius, chunk, MAX_PAIRS, **options)
 
 
 def embedding_candidates(searcher: Searcher, vectors: np.ndarray | Rows, ids: np.ndarray, rule: Rule,
                          stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The embedding's candidate pairs of ``rule`` as CSR arrays: within its radius and, with
     ``rule.nearest``, only those among one side's nearest or within ``rule.close``. Counts and
-    seconds go into ``stages``."""
+    seconds go into ``stages`` (``embedding_pairs``: half the ordered pairs within the radius the
+    search found; with ``rule.nearest`` through an approximate index, not all of them)."""
     tick = time.perf_counter()
-    csr = embedding_pairs(searcher, vectors, ids, rule.radius, chunk)
+    csr = embedding_pairs(searcher, vectors, ids, rule.radius, chunk, rule.nearest, rule.close)
     stages["embedding_pairs"] = len(csr[1]) // 2
     if rule.nearest:
         csr = nearest_only(csr, rule.nearest, rule.close)

@@ -36,7 +36,8 @@ import faiss
 import numpy as np
 
 from lookalike.vectors.ann import FARTHEST_SEARCH_FACTOR, choose_kind, default_params, hnsw_ef_search
-from lookalike.vectors.backend import CHUNK_ROWS, RANGE_FIRST, RANGE_SLACK, RANGE_WIDEST, to_csr, top_k
+from lookalike.vectors.backend import (CHUNK_ROWS, RANGE_FIRST, RANGE_NEAREST_FACTOR, RANGE_NEAREST_SLACK, RANGE_SLACK,
+                                      RANGE_WIDEST, to_csr, top_k)
 from lookalike.vectors.metric import Metric, get_metric
 
 #: Tombstoned share of an HNSW index above which a rebuild is advised.
@@ -214,19 +215,31 @@ class FaissBackend:
             return self._search_ann(far, k, True, ef_search, nprobe)
 
     def within(self, queries: np.ndarray, radius: float, first: int = RANGE_FIRST, widest: int = RANGE_WIDEST,
-               slack: float = RANGE_SLACK, **options) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               slack: float = RANGE_SLACK, nearest: int = 0, close: float = 0.0,
+               **options) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Range query by nearest searches: each query asks for ``first`` neighbours (plus itself),
-        four times as many while its farthest answer is still within ``slack`` of ``radius`` (by
-        the index's approximate distance); one that would ask for more than ``widest`` is left
-        unfinished. Candidates are those within ``slack`` of ``radius``."""
+        four times as many while its farthest answer is still within ``slack`` of what it needs
+        (by the index's approximate distance); one that would ask for more than ``widest`` is left
+        unfinished. A query needs every id within ``radius``; with ``nearest`` (k > 0) only its k
+        nearest within ``radius`` and every id within ``close``: it first asks for
+        :data:`RANGE_NEAREST_FACTOR` times k and widens only while its farthest answer is within
+        ``slack`` of ``close`` or within :data:`RANGE_NEAREST_SLACK` of its k-th nearest answer (so
+        the ids it has not seen are farther than its k nearest; IVF-PQ: ``slack``). Candidates are
+        those within that reach."""
         queries = np.atleast_2d(queries)
-        reach = radius + slack
+        if nearest:
+            first = max(first, RANGE_NEAREST_FACTOR * nearest)
+        # IVF-PQ's coarse codes: the radius's slack; SQ8 or float storage: a small one
+        near_slack = slack if self.kind == "ivfpq" else min(slack, RANGE_NEAREST_SLACK)
         pending, width = np.arange(len(queries)), first + 1
         rows, ids, dists = [np.zeros(0, np.intp)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
         while len(pending) and width <= widest + 1:
             approx, found = self.nearest(queries[pending], width, **options)
+            reach = np.full(len(pending), radius + slack, np.float32)
+            if 0 < nearest < width:  # the k-th answer after the query itself; inf when missing
+                reach = np.minimum(reach, np.maximum(close + slack, approx[:, nearest] + near_slack))
             more = (found[:, -1] >= 0) & (approx[:, -1] <= reach) & (width < self.ntotal)
-            r, slot = np.nonzero((found >= 0) & (approx <= reach) & ~more[:, None])
+            r, slot = np.nonzero((found >= 0) & (approx <= reach[:, None]) & ~more[:, None])
             rows.append(pending[r])
             ids.append(found[r, slot])
             dists.append(approx[r, slot])

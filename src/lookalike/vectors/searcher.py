@@ -33,9 +33,11 @@ class Searcher:
         self.ids = np.asarray(ids, dtype=np.int64)
         self.vectors = vectors
         sq_norms = squared_norms(vectors) if sq_norms is None else sq_norms
+        self._sq_norms = sq_norms
         self._exact = {name: ExactBackend(self.ids, vectors, metric, sq_norms) for name, metric in METRICS.items()}
         self._approx = {b.metric.name: b for b in backends}
         self._by_id = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[self._by_id]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -63,7 +65,7 @@ class Searcher:
         return self.ids[self._rows(ids)] == ids
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.ids, np.asarray(ids, dtype=np.int64), sorter=self._by_id)
+        pos = np.searchsorted(self._sorted_ids, np.asarray(ids, dtype=np.int64))
         return self._by_id[np.minimum(pos, len(self.ids) - 1)]
 
     def search(self, queries: np.ndarray, k: int, mode: str = "nearest", metric: str | Metric = "cosine",
@@ -103,7 +105,8 @@ class Searcher:
         Candidates of an approximate backend are re-scored, in float32 like the exact backend's
         range distances (range searches re-score many pairs: dedup's 32 nearest of every file);
         queries it leaves unfinished are scanned exactly. An exact backend's float32 distances are
-        kept (no re-scoring needed).
+        kept (no re-scoring needed). ``options`` go to the backend (FAISS: ``nearest`` and ``close``,
+        when a query needs only its nearest within the radius; see :meth:`Backend.within`).
         """
         queries = _as_queries(queries)
         metric = get_metric(metric)
@@ -111,12 +114,11 @@ class Searcher:
         offsets, ids, dists, unfinished = backend.within(queries, radius, **options)
         rows = np.repeat(np.arange(len(queries)), np.diff(offsets))
         dists = np.asarray(dists, np.float64)
-        known = self.known(ids)
-        rows, ids, dists = rows[known], ids[known], dists[known]
+        stored = self._rows(ids) if len(self.ids) else np.zeros(len(ids), np.intp)
+        known = self.ids[stored] == ids if len(self.ids) else np.zeros(len(ids), bool)
+        rows, ids, dists, stored = rows[known], ids[known], dists[known], stored[known]
         if not backend.exact:
-            dists = np.concatenate([np.zeros(0), *(
-                metric.paired(queries[rows[s:s + _RESCORE_PAIRS]], self.vectors_of(ids[s:s + _RESCORE_PAIRS]), np.float32)
-                for s in range(0, len(ids), _RESCORE_PAIRS))])
+            dists = self._rescore_pairs(queries, rows, stored, metric)
         keep = (dists <= radius) & ~unfinished[rows]
         rows, ids, dists = rows[keep], ids[keep], dists[keep]
         if unfinished.any():
@@ -143,6 +145,15 @@ class Searcher:
         order = np.lexsort((ids, -dists if farthest else dists), axis=1)
         dists, ids = np.take_along_axis(dists, order, 1)[:, :k], np.take_along_axis(ids, order, 1)[:, :k]
         return np.where(ids >= 0, dists, np.inf), ids
+
+    def _rescore_pairs(self, queries: np.ndarray, rows: np.ndarray, stored: np.ndarray, metric: Metric) -> np.ndarray:
+        """Float64 distances (computed in float32) of ``queries[rows]`` to the stored rows ``stored``,
+        with the stored squared norms (each gathered vector is read once)."""
+        sq_q = squared_norms(queries)
+        return np.concatenate([np.zeros(0), *(
+            metric.paired(queries[rows[s:s + _RESCORE_PAIRS]], np.asarray(self.vectors[stored[s:s + _RESCORE_PAIRS]]),
+                          np.float32, sq_q[rows[s:s + _RESCORE_PAIRS]], self._sq_norms[stored[s:s + _RESCORE_PAIRS]])
+            for s in range(0, len(rows), _RESCORE_PAIRS))])
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, metric: Metric) -> np.ndarray:
         """Float64 distances of each query to its (Q, c) stored rows, NaN (sorted last) for ``-1`` slots."""
