@@ -97,6 +97,16 @@ def test_nearest_only_keeps_a_pair_in_either_files_nearest_or_close():
         np.testing.assert_allclose(dist, d[np.repeat(np.arange(60), np.diff(off)), col], atol=1e-5)
 
 
+def test_nearest_only_breaks_equal_distances_by_column_whatever_the_input_order():
+    from lookalike.dedup.candidates import nearest_only
+
+    # row 0 lists columns 5, 3, 4 at one distance (and 1 nearer): its 3 nearest are 1, 3 and 4
+    offsets = np.array([0, 4, 4, 4, 4, 4, 4])
+    columns, distances = np.array([5, 3, 1, 4]), np.array([0.1, 0.1, 0.05, 0.1])
+    off, col, _ = nearest_only((offsets, columns, distances), 3)
+    assert col[off[0]:off[1]].tolist() == [1, 3, 4]
+
+
 def test_the_exact_path_does_not_load_faiss():
     import subprocess
     import sys

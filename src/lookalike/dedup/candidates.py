@@ -143,9 +143,20 @@ def nearest_only(csr: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, close: 
     stays one group)."""
     offsets, columns, distances = csr
     rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    order = np.lexsort((columns, distances, rows))  # by row, then distance
+    order = _by_row_then_distance(rows, columns, distances)
     keep = order[(np.arange(len(order)) - offsets[rows[order]] < k) | (distances[order] <= close)]
     return _both_ways(len(offsets) - 1, rows[keep], columns[keep], distances[keep])
+
+
+def _by_row_then_distance(rows: np.ndarray, columns: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """The order of pairs by row, then distance, then column: one sort of ``row * 4 + distance``
+    (distances are in [0, 2]), or three keys' sort when two such keys are equal (rare: equal
+    distances, or ones too close for float64 to tell apart after adding the row)."""
+    key = rows.astype(np.float64) * 4.0 + np.asarray(distances, np.float64)
+    order = np.argsort(key, kind="stable")
+    if len(order) > 1 and (np.diff(key[order]) == 0).any():
+        return np.lexsort((columns, distances, rows))
+    return order
 
 
 def _both_ways(n: int, rows: np.ndarray, cols: np.ndarray, distances: np.ndarray
