@@ -107,6 +107,18 @@ def test_nearest_only_breaks_equal_distances_by_column_whatever_the_input_order(
     assert col[off[0]:off[1]].tolist() == [1, 3, 4]
 
 
+def test_pairs_are_ordered_by_row_distance_and_column_even_when_float64_cannot_tell_distances_apart():
+    from lookalike.dedup.candidates import _by_row_then_distance
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # 1e-13 and 0 are one key at row 4 (4 * 4 + d), 0.1 and 0.1 + 1e-17 one float64
+        n = rng.integers(1, 60)
+        rows, columns = np.sort(rng.integers(0, 5, n)), rng.permutation(1000)[:n]
+        distances = rng.choice([0.0, 1e-13, 0.1, 0.1 + 1e-17, 0.2, 0.3], n)
+        np.testing.assert_array_equal(_by_row_then_distance(rows, columns, distances),
+                                      np.lexsort((columns, distances, rows)))
+
+
 def test_the_exact_path_does_not_load_faiss():
     import subprocess
     import sys

@@ -150,13 +150,24 @@ def nearest_only(csr: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, close: 
 
 def _by_row_then_distance(rows: np.ndarray, columns: np.ndarray, distances: np.ndarray) -> np.ndarray:
     """The order of pairs by row, then distance, then column: one sort of ``row * 4 + distance``
-    (distances are in [0, 2]), or three keys' sort when two such keys are equal (rare: equal
-    distances, or ones too close for float64 to tell apart after adding the row)."""
-    key = rows.astype(np.float64) * 4.0 + np.asarray(distances, np.float64)
+    (distances are in [0, 2]); the few runs of equal keys (equal distances, or ones too close for
+    float64 to tell apart after adding the row) are then sorted by distance and column."""
+    distances = np.asarray(distances, np.float64)
+    key = rows.astype(np.float64) * 4.0 + distances
     order = np.argsort(key, kind="stable")
-    if len(order) > 1 and (np.diff(key[order]) == 0).any():
-        return np.lexsort((columns, distances, rows))
+    tied = np.flatnonzero(np.diff(key[order]) == 0)
+    for start, stop in _runs(tied):
+        run = order[start:stop + 2]
+        order[start:stop + 2] = run[np.lexsort((columns[run], distances[run]))]
     return order
+
+
+def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive integers in ascending ``positions``."""
+    if not len(positions):
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    return list(zip(positions[np.r_[0, breaks + 1]].tolist(), positions[np.r_[breaks, len(positions) - 1]].tolist()))
 
 
 def _both_ways(n: int, rows: np.ndarray, cols: np.ndarray, distances: np.ndarray
