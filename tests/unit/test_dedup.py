@@ -111,10 +111,10 @@ def test_pairs_are_ordered_by_row_distance_and_column_even_when_float64_cannot_t
     from lookalike.dedup.candidates import _by_row_then_distance
 
     rng = np.random.default_rng(0)
-    for _ in range(300):  # 1e-13 and 0 are one key at row 4 (4 * 4 + d), 0.1 and 0.1 + 1e-17 one float64
+    for _ in range(300):  # 1e-16 and 0 are one key from row 1 on (4 * row + d), 0.1 and 0.1 + 1e-17 one float64
         n = rng.integers(1, 60)
         rows, columns = np.sort(rng.integers(0, 5, n)), rng.permutation(1000)[:n]
-        distances = rng.choice([0.0, 1e-13, 0.1, 0.1 + 1e-17, 0.2, 0.3], n)
+        distances = rng.choice([0.0, 1e-16, 0.1, 0.1 + 1e-17, 0.2, 0.3], n)
         np.testing.assert_array_equal(_by_row_then_distance(rows, columns, distances),
                                       np.lexsort((columns, distances, rows)))
 
