@@ -189,6 +189,32 @@ def test_ann_candidates_stop_short_of_the_radius_when_the_nearest_are_found():
     assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
 
 
+def test_ann_candidates_rescore_each_pair_once_though_both_files_find_it(monkeypatch):
+    from lookalike.dedup import candidates
+    from lookalike.vectors import Searcher, get_metric
+
+    rng = np.random.default_rng(12)
+    unit = _unit(rng.standard_normal((300, 16)).astype(np.float32))
+    ids = np.arange(300, dtype=np.int64)
+    ann = FaissBackend.build(unit, ids, "cosine", "hnsw")
+    offsets, found, _, _ = ann.within(unit, 0.9, nearest=4)
+    rows = np.repeat(np.arange(300), np.diff(offsets))
+    candidate_pairs = {(min(a, b), max(a, b)) for a, b in zip(rows.tolist(), found.tolist()) if a != b}
+    scored = []
+
+    class Counting:
+        def paired(self, a, b, dtype=np.float64, sq_a=None, sq_b=None):
+            scored.append(len(a))
+            return get_metric("cosine").paired(a, b, dtype, sq_a, sq_b)
+
+    monkeypatch.setattr(candidates, "_COSINE", Counting())
+    monkeypatch.setattr(Searcher, "_rescore_pairs", lambda *a: pytest.fail("re-scored by the searcher, per query"))
+    offsets, columns, _ = dedup.embedding_pairs(Searcher(ids, unit, [ann]), unit, ids, 0.9, nearest=4)
+    assert sum(scored) == len(candidate_pairs) < len(found) - 300  # found from both sides, scored once
+    got = np.repeat(np.arange(300), np.diff(offsets))
+    assert {(min(a, b), max(a, b)) for a, b in zip(got.tolist(), columns.tolist())} <= candidate_pairs
+
+
 def test_hash_candidates_add_readable_rotated_pairs_with_their_cosine_distance():
     rng = np.random.default_rng(6)
     unit = _unit(rng.standard_normal((5, 8)))

@@ -21,6 +21,8 @@ ANN_NEIGHBOURS = RANGE_FIRST
 ANN_WIDEST = RANGE_WIDEST
 #: How far beyond the threshold an approximate distance may be for the pair to be re-scored.
 ANN_SLACK = RANGE_SLACK
+#: Pairs re-scored together (their gathered rows stay in the CPU caches).
+_RESCORE = 1024
 #: Most close pairs the exact search holds (16 bytes each); a threshold reaching more is refused.
 MAX_PAIRS = 20_000_000
 _COSINE = get_metric("cosine")
@@ -57,20 +59,38 @@ def ann_neighbours(ann: Backend, unit: np.ndarray, ids: np.ndarray, threshold: f
 def _pairs_among(searcher: Searcher, vectors: np.ndarray, ids: np.ndarray, threshold: float, chunk: int,
                  max_pairs: int, **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR pairs (offsets, columns, distances) among the rows ``vectors`` (stored in ``searcher``
-    under ``ids``) within ``threshold``, by the searcher's range queries, ``chunk`` rows at a time."""
+    under ``ids``) within ``threshold``, by the searcher's range queries, ``chunk`` rows at a time.
+
+    With ``nearest`` among the ``options`` (each row needs only its nearest), an approximate
+    backend's candidates are re-scored here, each pair once however many of its two rows found it
+    (the rows' nearest cross: about half the pairs are found from both sides), and every pair is
+    listed under both rows."""
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
+    once = bool(options.get("nearest")) and not searcher.backend("cosine").exact
     csr = _Csr()
     for start in range(0, len(ids), chunk):
         queries = np.asarray(vectors[start:start + chunk], dtype=np.float32)
-        offsets, found, d = searcher.within(queries, threshold, **options)
+        offsets, found, d = searcher.within(queries, threshold, rescore=not once, **options)
         rows = np.repeat(np.arange(len(queries)), np.diff(offsets))
         pos = np.minimum(np.searchsorted(sorted_ids, found), len(ids) - 1)
         cols = order[pos]
         ok = (sorted_ids[pos] == found) & (cols != start + rows)
         csr.append(rows[ok], len(queries), cols[ok], d[ok])
-        _check_pairs(len(csr), max_pairs, threshold)
-    return csr.arrays()
+        if not once:
+            _check_pairs(len(csr), max_pairs, threshold)
+    if not once:
+        return csr.arrays()
+    offsets, cols, _ = csr.arrays()
+    rows = np.repeat(np.arange(len(ids)), np.diff(offsets))
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    _, first = np.unique(lo * len(ids) + hi, return_index=True)
+    lo, hi = lo[first], hi[first]
+    d = np.concatenate([np.zeros(0), *(_COSINE.paired(vectors[lo[s:s + _RESCORE]], vectors[hi[s:s + _RESCORE]], np.float32)
+                                       for s in range(0, len(lo), _RESCORE))])
+    ok = d <= threshold
+    _check_pairs(int(ok.sum()) * 2, max_pairs, threshold)
+    return _both_ways(len(ids), lo[ok], hi[ok], d[ok])
 
 
 def _check_pairs(n_pairs: int, max_pairs: int, threshold: float) -> None:

@@ -101,14 +101,17 @@ class Searcher:
         return self._rescore(queries, positions, get_metric(metric)), self.ids[positions]
 
     def within(self, queries: np.ndarray, radius: float, metric: str | Metric = "cosine", exact: bool = False,
-               **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               rescore: bool = True, **options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored id within ``radius`` of each query, as CSR ``(offsets, ids, distances)``.
 
         Candidates of an approximate backend are re-scored, in float32 like the exact backend's
         range distances (range searches re-score many pairs: dedup's 32 nearest of every file);
         queries it leaves unfinished are scanned exactly. An exact backend's float32 distances are
         kept (no re-scoring needed). ``options`` go to the backend (FAISS: ``nearest`` and ``close``,
-        when a query needs only its nearest within the radius; see :meth:`Backend.within`).
+        when a query needs only its nearest within the radius; see :meth:`Backend.within`). With
+        ``rescore`` False an approximate backend's candidates are returned with its own distances,
+        none left out for them (the caller re-scores them: dedup re-scores each pair once, not from
+        both sides).
         """
         queries = _as_queries(queries)
         metric = get_metric(metric)
@@ -119,9 +122,9 @@ class Searcher:
         stored = self._rows(ids) if len(self.ids) else np.zeros(len(ids), np.intp)
         known = self.ids[stored] == ids if len(self.ids) else np.zeros(len(ids), bool)
         rows, ids, dists, stored = rows[known], ids[known], dists[known], stored[known]
-        if not backend.exact:
+        if not backend.exact and rescore:
             dists = self._rescore_pairs(queries, rows, stored, metric)
-        keep = (dists <= radius) & ~unfinished[rows]
+        keep = ((dists <= radius) | (not backend.exact and not rescore)) & ~unfinished[rows]
         rows, ids, dists = rows[keep], ids[keep], dists[keep]
         if unfinished.any():
             pending = np.flatnonzero(unfinished)
