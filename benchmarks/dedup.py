@@ -520,8 +520,8 @@ def run_grouping(n: int, seed: int, rule: dedup.Rule, cluster: int = 0, exact: b
     (benchmarks/ann.py's generator; 10 % of them near copies of others, cosine distance about
     0.01-0.06, and ``cluster`` of them copies of one vector, like a burst of near-identical shots)
     against the one-stage grouping search at ``before`` (the default this replaces), both through
-    the HNSW path (each vector's nearest, widened while all are close, re-scored), alternating, in
-    the same run. The candidate stage is :func:`lookalike.dedup.embedding_candidates` (radius,
+    the HNSW path (each vector's nearest, widened while all are close, re-scored; for the candidate
+    stage, while its 32 nearest are not yet certain), alternating, in the same run. The candidate stage is :func:`lookalike.dedup.embedding_candidates` (radius,
     nearest) plus :func:`lookalike.dedup.hash_candidates` on synthetic dihedral hashes (8 random
     64-bit codes per picture, the near copies' untransformed code ~5 % of bits from its source's),
     as :func:`lookalike.dedup.candidate_pairs` runs them (the hash store's read aside). With
