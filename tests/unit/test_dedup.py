@@ -134,46 +134,50 @@ def _candidate_sets(csr):
     return dict(zip(zip(rows.tolist(), columns.tolist()), distances.tolist()))
 
 
+def _clumps_and_burst(seed, centres, dim, spread, burst):
+    """400 vectors around ``centres`` random centres, then ``burst`` near-identical copies of the
+    first (all within `close` of each other), with ids that are not row numbers."""
+    rng = np.random.default_rng(seed)
+    middle = rng.standard_normal((centres, dim))
+    loose = middle[rng.integers(0, centres, 400)] + spread * rng.standard_normal((400, dim))
+    copies = loose[0] + 0.01 * rng.standard_normal((burst, dim))
+    unit = _unit(np.concatenate([loose, copies]).astype(np.float32))
+    return unit, np.arange(len(unit), dtype=np.int64) * 3
+
+
+def _ann_and_exact_candidates(unit, ids, rule, ann, stages, exact_stages):
+    from lookalike.vectors import Searcher
+
+    got = dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, rule, stages, chunk=100)
+    want = dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, exact_stages, chunk=100)
+    found, exact = _candidate_sets(got), _candidate_sets(want)
+    assert found.keys() == exact.keys()
+    assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
+    return got
+
+
 def test_ann_candidates_equal_the_exact_ones():
     # 400 vectors in 8 loose clumps (each vector has ~50 within the radius, more than its 32 nearest)
     # and one burst of 120 near-identical copies (all within `close` of each other).
     from lookalike.vectors import Searcher
 
-    rng = np.random.default_rng(5)
-    centres = rng.standard_normal((8, 24))
-    loose = centres[rng.integers(0, 8, 400)] + 0.25 * rng.standard_normal((400, 24))
-    burst = loose[0] + 0.01 * rng.standard_normal((120, 24))
-    unit = _unit(np.concatenate([loose, burst]).astype(np.float32))
-    ids = np.arange(len(unit), dtype=np.int64) * 3
+    unit, ids = _clumps_and_burst(5, 8, 24, 0.25, 120)
     rule = dedup.Rule(0.3, 20, nearest=32, close=0.025)
     ann = FaissBackend.build(unit, ids, "cosine", "hnsw")
-    stages = {}
-    got = dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, rule, stages, chunk=100)
-    want = dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, {}, chunk=100)
+    stages, exact_stages = {}, {}
+    got = _ann_and_exact_candidates(unit, ids, rule, ann, stages, exact_stages)
     assert stages["embedding_pairs_nearest"] < stages["embedding_pairs"]  # more within the radius than kept
-    found, exact = _candidate_sets(got), _candidate_sets(want)
-    assert found.keys() == exact.keys()
-    assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
     burst_row = slice(got[0][400], got[0][401])
     assert set(range(401, 520)) <= set(got[1][burst_row].tolist())  # the whole burst, past the 32 nearest
-    exact_stages = {}
-    dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, exact_stages, chunk=100)
     assert dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, dedup.Rule(0.3), {},
                                       chunk=100)[1].size == 2 * exact_stages["embedding_pairs"]
 
 
 def test_ann_candidates_stop_short_of_the_radius_when_the_nearest_are_found():
     # Every vector has ~100 others within the radius but needs only its 4 nearest (and the burst's
-    # copies within `close`): the HNSW range query stops at its first 32 + 1 answers instead of widening to
-    # all 100, yet the candidates equal the exact search's.
-    from lookalike.vectors import Searcher
-
-    rng = np.random.default_rng(11)
-    centres = rng.standard_normal((4, 16))
-    loose = centres[rng.integers(0, 4, 400)] + 0.4 * rng.standard_normal((400, 16))
-    burst = loose[0] + 0.01 * rng.standard_normal((30, 16))
-    unit = _unit(np.concatenate([loose, burst]).astype(np.float32))
-    ids = np.arange(len(unit), dtype=np.int64) * 3
+    # copies within `close`): the HNSW range query stops at its first 32 + 1 answers instead of
+    # widening to all 100, yet the candidates equal the exact search's.
+    unit, ids = _clumps_and_burst(11, 4, 16, 0.4, 30)
     rule = dedup.Rule(0.3, 20, nearest=4, close=0.025)
     ann = FaissBackend.build(unit, ids, "cosine", "hnsw")
     offsets, _, _, unfinished = ann.within(unit, rule.radius, nearest=rule.nearest, close=rule.close)
@@ -181,12 +185,7 @@ def test_ann_candidates_stop_short_of_the_radius_when_the_nearest_are_found():
     assert np.median(within) > 80 and not unfinished.any()
     assert (np.diff(offsets)[:400] <= 33).mean() > 0.9  # most stop at the first 33 (old: all ~100)
     assert (np.diff(offsets)[400:] >= 31).all()  # the burst's copies widen to get all 30 others
-    stages = {}
-    got = dedup.embedding_candidates(Searcher(ids, unit, [ann]), unit, ids, rule, stages, chunk=100)
-    want = dedup.embedding_candidates(Searcher(ids, unit), unit, ids, rule, {}, chunk=100)
-    found, exact = _candidate_sets(got), _candidate_sets(want)
-    assert found.keys() == exact.keys()
-    assert all(abs(d - exact[pair]) < 1e-5 for pair, d in found.items())
+    _ann_and_exact_candidates(unit, ids, rule, ann, {}, {})
 
 
 def test_ann_candidates_rescore_each_pair_once_though_both_files_find_it(monkeypatch):
