@@ -22,8 +22,9 @@ radius x inlier minimum (and of candidates per file) replays the grouping throug
 :func:`lookalike.dedup.find_duplicates` with the recorded inliers. Then, for each preset: pairwise
 precision and recall over known duplicate pairs, recall per transform (and with rotations aside),
 the wall time and the stage figures (candidate pairs, pairs verified, ms per pair).
-``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images, and
-``--grouping N`` the candidate stage against the one-stage grouping search on N synthetic embeddings.
+``--scale N`` then times ``lookalike dedup DIR`` end to end (indexing included) on N images (with
+``--scale-hnsw``, then checks the candidate stage through HNSW on that index's real embeddings),
+and ``--grouping N`` the candidate stage against the one-stage grouping search on N synthetic embeddings.
 
     python benchmarks/dedup.py --out dedup.json                 # calibration + presets (4,888 images)
     python benchmarks/dedup.py --variant-bases 0 --scale 10000  # only the end-to-end timing
@@ -514,6 +515,37 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
+def hnsw_on_real(index: Path, rule: dedup.Rule) -> dict:
+    """The candidate stage through HNSW on an index's real embeddings (``--scale``'s), against the
+    exact search: the share of the exact candidate pairs found, and how far HNSW's SQ8 distances
+    are from the float ones (each of the first 2,000 vectors' 64 nearest)."""
+    from lookalike.dedup.candidates import nearest_only
+    from lookalike.vectors import Searcher
+    from lookalike.vectors.faiss_backend import FaissBackend
+
+    with Index.open(index) as idx:
+        _, vecs = idx.vectors()
+        unit = np.asarray(vecs, np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    n = len(unit)
+    rows = np.arange(n, dtype=np.int64)
+    hnsw = FaissBackend.build(unit, rows, "cosine", "hnsw")
+
+    def pairs(found) -> set:
+        return set(zip(np.repeat(rows, np.diff(found[0])).tolist(), found[1].tolist()))
+
+    want = pairs(nearest_only(dedup.neighbours(unit, rule.radius), rule.nearest, rule.close))
+    stages: dict = {}
+    got = pairs(dedup.embedding_candidates(Searcher(rows, unit, [hnsw]), unit, rows, rule, stages))
+    sample = unit[:2000]
+    approx, found = hnsw.nearest(sample, 65)
+    ok = found >= 0
+    error = np.abs(approx - (1.0 - np.einsum("qd,qkd->qk", sample, unit[np.where(ok, found, 0)])))[ok]
+    return {"vectors": n, "exact_candidate_pairs": len(want), "hnsw_candidate_recall": round(len(want & got) / len(want), 5),
+            "missed": len(want - got), "embedding_seconds": stages["embedding_seconds"],
+            "sq8_error_p50_p99_max": [round(float(x), 5) for x in np.percentile(error, [50, 99, 100])]}
+
+
 def run_grouping(n: int, seed: int, rule: dedup.Rule, cluster: int = 0, exact: bool = False,
                  before: float = 0.08) -> dict:
     """Time the candidate stage of ``rule`` (the two-stage default) on ``n`` synthetic embeddings
@@ -603,6 +635,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant-bases", type=int, default=200, help="bases that get every transform (0: skip calibration)")
     ap.add_argument("--scale", type=int, default=0, help="also time `lookalike dedup DIR` on this many images")
+    ap.add_argument("--scale-hnsw", action="store_true", help="with --scale: also the candidate stage through HNSW on "
+                    "that index's real embeddings against the exact search, and HNSW's SQ8 distance error")
     ap.add_argument("--grouping", type=int, default=0, help="also time the candidate stage against the one-stage "
                     "grouping search (HNSW) on this many synthetic 1280-d embeddings and dihedral hashes")
     ap.add_argument("--cluster", type=int, default=0, help="with --grouping: make this many of the embeddings "
@@ -651,6 +685,10 @@ def main() -> None:
         if args.scale:
             result["scale"] = run_scale(args.scale, args.seed, workdir)
             print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
+            if args.scale_hnsw:
+                result["scale_hnsw"] = hnsw_on_real(workdir / f"ix{args.scale}", dedup.presets(
+                    {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET])
+                print(f"scale_hnsw: {json.dumps(result['scale_hnsw'])}", file=sys.stderr)
         if args.grouping:
             result["grouping"] = run_grouping(args.grouping, args.seed, dedup.presets(
                 {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET], args.cluster,
