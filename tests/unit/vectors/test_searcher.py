@@ -233,3 +233,34 @@ def test_range_distances_are_float64_and_a_boundary_hit_of_an_unfinished_query_i
     radius = float(np.sort(exact_d)[len(exact_d) // 2])  # a distance the exact scan gives: on the boundary
     _, found, dist = Searcher(ids, vectors, [GivesUp(ids, vectors, "cosine")]).within(queries[:1], radius, "cosine")
     assert dist.dtype == np.float64 and dist.max() == radius and len(found) == (exact_d <= radius).sum()
+
+
+def test_range_candidates_of_an_approximate_backend_come_back_as_found_when_not_rescored(data):
+    class Off(Recording):  # approximate: distances 0.03 too far, candidates up to 0.05 beyond the radius
+        def within(self, queries, radius, **options):
+            offsets, ids, dists, unfinished = super().within(queries, radius + 0.05)
+            return offsets, ids, dists + 0.03, unfinished
+
+    vectors, queries = data
+    ids = np.arange(500) * 3
+    searcher = Searcher(ids, vectors, [Off(ids, vectors, "cosine")])
+    _, _, exact_d = Searcher(ids, vectors).within(queries[:1], 1.0, "cosine")
+    radius = float(np.sort(exact_d)[len(exact_d) // 2])
+    offsets, found, dist = searcher.within(queries[:1], radius, "cosine", rescore=False)
+    full = distances_reference(queries[:1], vectors, "cosine")[0]
+    given = np.flatnonzero(full <= radius + 0.05)  # what the backend gave, kept whatever its distance
+    assert sorted(found.tolist()) == sorted(ids[given].tolist()) and (dist > radius).any()
+    np.testing.assert_allclose(dist, full[found // 3] + 0.03, atol=1e-5)
+    _, found, dist = searcher.within(queries[:1], radius, "cosine")  # re-scored: the exact answer
+    assert sorted(found.tolist()) == sorted(ids[full <= radius].tolist()) and dist.max() <= radius
+
+
+def test_stored_vectors_and_known_ids_are_looked_up_by_id_even_in_an_empty_searcher(data):
+    vectors, _ = data
+    ids = np.arange(500) * 3
+    searcher = Searcher(ids, vectors)
+    np.testing.assert_array_equal(searcher.vectors_of(np.array([15, 6])), vectors[[5, 2]])
+    assert searcher.known(np.array([15, 16])).tolist() == [True, False]
+    empty = Searcher(np.zeros(0, np.int64), np.zeros((0, vectors.shape[1]), np.float32))
+    known = empty.known(np.array([[1, 2], [3, 4]]))
+    assert known.shape == (2, 2) and known.dtype == bool and not known.any()
