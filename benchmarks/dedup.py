@@ -526,7 +526,7 @@ def hnsw_on_real(index: Path, rule: dedup.Rule) -> dict:
     with Index.open(index) as idx:
         _, vecs = idx.vectors()
         unit = np.asarray(vecs, np.float32)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
     n = len(unit)
     rows = np.arange(n, dtype=np.int64)
     hnsw = FaissBackend.build(unit, rows, "cosine", "hnsw")
