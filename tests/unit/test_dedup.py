@@ -188,6 +188,51 @@ def test_ann_candidates_stop_short_of_the_radius_when_the_nearest_are_found():
     _ann_and_exact_candidates(unit, ids, rule, ann, {}, {})
 
 
+def test_ann_candidates_keep_every_pair_within_close_along_a_dense_arc_and_the_whole_radius_by_default():
+    # 200 photos along an arc (cosine distance ~ (dt)^2 / 2): each has ~180 others within `close`
+    # (0.025) but its 32 nearest within 0.004, so only `close` makes the search reach pairs at
+    # 0.02-0.025 that are in neither file's nearest; then 300 scattered others.
+    from lookalike.vectors import Searcher
+
+    rng = np.random.default_rng(21)
+    dim = 64
+    base, step = _unit(rng.standard_normal(dim)), rng.standard_normal(dim)
+    step = _unit(step - (step @ base) * base)
+    t = np.linspace(0.0, 1.0, 200)[:, None]
+    arc = np.cos(t) * base + np.sin(t) * step
+    unit = _unit(np.concatenate([arc, rng.standard_normal((300, dim))]).astype(np.float32))
+    ids = np.arange(len(unit), dtype=np.int64) * 2
+    rule = dedup.Rule(0.3, 20, nearest=32, close=0.025)
+    ann = FaissBackend.build(unit, ids, "cosine", "hnsw")
+    stages, exact_stages = {}, {}
+    got = _candidate_sets(_ann_and_exact_candidates(unit, ids, rule, ann, stages, exact_stages))
+    assert any(0.02 < d <= 0.025 for d in got.values())  # what only `close` reaches is there
+    whole = dedup.embedding_pairs(Searcher(ids, unit, [ann]), unit, ids, 0.05)  # no `nearest`: every pair
+    assert _candidate_sets(whole).keys() == _candidate_sets(dedup.neighbours(unit, 0.05)).keys()
+
+
+def test_ann_candidates_take_a_pair_exactly_at_the_radius_and_count_pairs_against_the_limit(monkeypatch):
+    from lookalike.dedup import candidates
+    from lookalike.vectors import Searcher, get_metric
+
+    rng = np.random.default_rng(12)
+    unit = _unit(rng.standard_normal((300, 16)).astype(np.float32))
+    ids = np.arange(300, dtype=np.int64)
+    searcher = Searcher(ids, unit, [FaissBackend.build(unit, ids, "cosine", "hnsw")])
+    nearest = int(np.argsort(1.0 - unit[1:] @ unit[0])[0]) + 1  # photo 0's nearest other
+    radius = float(get_metric("cosine").paired(unit[[0]], unit[[nearest]], np.float32)[0])  # as dedup re-scores it
+    offsets, columns, distances = dedup.embedding_pairs(searcher, unit, ids, radius, nearest=4)
+    assert nearest in columns[offsets[0]:offsets[1]].tolist() and distances.max() == radius
+    offsets, columns, _ = dedup.embedding_pairs(searcher, unit, ids, 0.9, nearest=4)
+    monkeypatch.setattr(candidates, "MAX_PAIRS", len(columns))  # every pair counted both ways: allowed
+    assert len(dedup.embedding_pairs(searcher, unit, ids, 0.9, nearest=4)[1]) == len(columns)
+    monkeypatch.setattr(candidates, "MAX_PAIRS", len(columns) - 1)
+    with pytest.raises(ValueError) as refused:
+        dedup.embedding_pairs(searcher, unit, ids, 0.9, nearest=4)
+    assert str(refused.value) == (f"more than {len(columns) - 1:,} pairs of images are within cosine distance 0.9: "
+                                  "that is not a duplicate threshold; give a smaller --threshold")
+
+
 def test_ann_candidates_rescore_each_pair_once_though_both_files_find_it(monkeypatch):
     from lookalike.dedup import candidates
     from lookalike.vectors import Searcher, get_metric

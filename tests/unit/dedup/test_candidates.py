@@ -53,3 +53,10 @@ def test_hash_pairs_are_those_within_the_rules_radius():
     assert offsets.tolist() == [0, 1, 1, 2, 2] and columns.tolist() == [2, 0] and distances.tolist() == [1.0, 1.0]
     offsets, columns, _ = candidates.hash_candidates(empty, table, readable, unit, Rule(0.3, 20, hash_radius=9), stages)
     assert stages == {"hash_pairs": 0} and offsets.tolist() == [0, 0, 0, 0, 0] and columns.size == 0
+
+
+def test_nearest_only_orders_a_run_of_four_equal_distances_by_column():
+    # row 0 lists columns 9, 8, 7, 6 at one distance: its nearest is column 6
+    csr = (np.array([0, 4] + [4] * 9), np.array([9, 8, 7, 6]), np.full(4, 0.1))
+    offsets, columns, _ = candidates.nearest_only(csr, 1)
+    assert columns[offsets[0]:offsets[1]].tolist() == [6]
