@@ -248,3 +248,15 @@ def test_exact_backend_refuses_mismatched_lengths_and_bad_ids_with_a_message():
     many = ExactBackend(np.arange(12), np.repeat(x[:1], 12, 0), "l2")
     with pytest.raises(ValueError, match=r": \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$"):  # the first ten clashes
         many.add(np.repeat(x[:1], 12, 0), np.arange(12))
+
+
+def test_the_exact_range_scan_keeps_a_distance_exactly_at_its_float32_tolerance_edge():
+    from lookalike.vectors import get_metric
+    from lookalike.vectors.backend import scan_within
+
+    l2 = get_metric("l2")
+    queries, vectors = np.zeros((1, 2), np.float32), np.array([[0.5, 0.0], [0.25, 0.0], [0.6, 0.0]], np.float32)
+    radius = 0.5 - 1e-5  # its reach, float32(radius + 1e-5), is exactly 0.5: row 0's distance
+    assert np.float32(radius + 1e-5) == np.float32(0.5)
+    rows, cols, dists = scan_within(queries, vectors, radius, l2)
+    assert rows.tolist() == [0, 0] and cols.tolist() == [0, 1] and dists.tolist() == [0.5, 0.25]
