@@ -30,6 +30,12 @@ def test_other_lossy_formats_get_the_default_rank(tmp_path, photo, fmt):
     assert file_traits(str(path)).encoding() == fmt
 
 
+def test_a_multi_picture_jpeg_is_ranked_as_other_lossy_not_read_as_a_jpeg(tmp_path, photo):
+    path = tmp_path / "a.mpo"  # some cameras' stereo or depth pictures: JPEG tables, format "MPO"
+    photo.save(path, format="MPO", save_all=True, append_images=[photo.transpose(0)], quality=60)
+    assert file_traits(str(path)) == Traits(OTHER_LOSSY, "", "MPO")
+
+
 def test_the_reference_table_is_the_one_libjpeg_writes_at_quality_50(tmp_path, photo):
     photo.save(tmp_path / "a.jpg", quality=50)  # libjpeg's scale at 50 is 100 %: its base table, as written
     with Image.open(tmp_path / "a.jpg") as img:
