@@ -50,6 +50,19 @@ def test_the_jpeg_quality_a_file_was_saved_at_is_read_back(tmp_path, photo, qual
     assert traits == Traits(quality, "", "JPEG") and traits.encoding() == f"JPEG q{quality}"
 
 
+def test_a_hand_made_table_just_below_a_rounding_edge_reads_as_the_lower_quality(tmp_path, photo):
+    # about 2.04 x libjpeg's base table, entries nudged by +-1: 100 x mean(table / base) = 204.094,
+    # so 5000 / 204.094 = 24.498 reads as quality 24 (5001 / 204.094 = 24.503 would read as 25)
+    table = [34, 22, 20, 32, 48, 81, 103, 123, 23, 25, 29, 40, 53, 118, 123, 113, 29, 27, 33, 50, 81, 117, 142, 113,
+             29, 36, 45, 58, 105, 178, 164, 125, 36, 46, 74, 114, 138, 221, 210, 157, 49, 70, 111, 130, 164, 213, 231,
+             188, 99, 131, 160, 177, 210, 248, 246, 207, 147, 189, 195, 200, 229, 205, 211, 202]
+    assert 5000 / 24.5 < 100 * np.mean(np.array(table) / keep._JPEG_LUMA) < 5001 / 24.5
+    photo.save(tmp_path / "a.jpg", qtables=[table])
+    with Image.open(tmp_path / "a.jpg") as img:
+        assert list(img.quantization[0]) == table
+    assert file_traits(str(tmp_path / "a.jpg")).quality == 24
+
+
 def test_jpeg_quality_is_clamped_to_1_for_tables_coarser_than_libjpeg_makes(tmp_path, photo):
     # every step 32767 (a 16-bit table): scale 100 * mean(32767 / table50) > 5000, 5000/scale rounds to 0
     coarse = [32767] * 64
