@@ -14,7 +14,7 @@ from PIL import Image
 from lookalike.images import content_hash
 from lookalike.indexer import bounded_map, load, update
 from lookalike.models.registry import resolve
-from lookalike.store import Store
+from lookalike.store import Store, StoreError
 
 
 class Preprocess:
@@ -231,10 +231,78 @@ def test_report_dictionary():
 
     from lookalike.indexer import IndexReport
 
-    report = IndexReport(indexed=3, removed=1, unchanged=2, skipped=[("/a", "bad")], total=5, seconds=1.1,
+    report = IndexReport(indexed=3, removed=1, unchanged=2, skipped=[("/a", "bad")], total=5, seconds=1.10049,
                          added=["/n"], changed=["/c"], removed_paths=["/r"], ignored=Counter({".txt": 2, ".json": 1}))
     assert report.to_dict() == {
         "indexed": 3, "removed": 1, "unchanged": 2, "skipped": [{"path": "/a", "reason": "bad"}], "total": 5,
         "seconds": 1.1, "images_per_second": 2.73, "paths": {"added": ["/n"], "changed": ["/c"], "removed": ["/r"]},
         "ignored": {".json": 1, ".txt": 2}}
     assert IndexReport().images_per_second == 0.0
+
+
+def test_a_file_gone_between_listing_and_reading_is_skipped_with_a_reason(store, tmp_path, monkeypatch):
+    from lookalike import indexer
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        save(folder / f"p{i}.png", colour)
+    listed = indexer.list_images
+
+    def deleting_one(*args):  # p1.png is removed right after it is listed, before it is read
+        for path in listed(*args):
+            if path.endswith("p1.png"):
+                os.remove(path)
+            yield path
+
+    monkeypatch.setattr(indexer, "list_images", deleting_one)
+    report = update(store, MeanColourEmbedder(), folder)
+    gone = str(folder / "p1.png")
+    assert report.skipped == [(gone, "cannot read file: No such file or directory")]
+    assert report.indexed == 2 and sorted(vectors_by_path(store)) == [str(folder / "p0.png"), str(folder / "p2.png")]
+
+
+def test_a_read_only_index_refuses_changes_in_one_line_but_not_an_unchanged_folder(store, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save(folder / "a.png", (10, 20, 30))
+    update(store, MeanColourEmbedder(), folder)
+    store.readonly = True  # as Store.open sets it for a catalog or folder it cannot write
+    assert update(store, MeanColourEmbedder(), folder).unchanged == 1  # nothing to change: answered
+    save(folder / "b.png", (30, 20, 10))
+    with pytest.raises(StoreError) as refused:  # a new file alone
+        update(store, MeanColourEmbedder(), folder)
+    assert str(refused.value) == f"index {store.root} is read-only: cannot add 1 new or changed files and remove 0"
+    os.remove(folder / "a.png")
+    with pytest.raises(StoreError) as refused:
+        update(store, MeanColourEmbedder(), folder)
+    assert str(refused.value) == f"index {store.root} is read-only: cannot add 1 new or changed files and remove 1"
+
+
+def test_a_link_leading_out_of_the_folder_is_left_out_with_a_reason_unless_followed(store, tmp_path):
+    folder, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    folder.mkdir(), outside.mkdir()
+    save(folder / "a.png", (10, 20, 30))
+    save(outside / "b.png", (30, 20, 10))
+    os.symlink(outside / "b.png", folder / "b.png")
+    report = update(store, MeanColourEmbedder(), folder)
+    assert report.indexed == 1 and [p for p, _ in report.skipped] == [str(folder / "b.png")]
+    assert "outside" in report.skipped[0][1]
+    assert update(store, MeanColourEmbedder(), folder, follow_links=True).indexed == 1
+    assert sorted(vectors_by_path(store)) == [str(folder / "a.png"), str(folder / "b.png")]
+
+
+def test_the_sidecar_keeps_what_it_made_from_each_new_files_bytes_by_content(store, tmp_path):
+    from lookalike.phash import HashStore, image_hashes
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save(folder / "a.png", (200, 30, 30), size=(40, 24))
+    Image.effect_mandelbrot((48, 32), (-2, -1, 1, 1), 50).convert("RGB").save(folder / "b.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    hashes = HashStore(tmp_path / "index")
+    update(store, MeanColourEmbedder(), folder, sidecar=hashes)
+    contents = [content_hash((folder / n).read_bytes()) for n in ("a.png", "b.png")]
+    stored, ok = HashStore(tmp_path / "index").get(contents, [None, None])  # read back, nothing computed
+    assert ok.tolist() == [True, True]
+    np.testing.assert_array_equal(stored, [image_hashes(str(folder / n)) for n in ("a.png", "b.png")])
