@@ -61,10 +61,15 @@ class Searcher:
 
     def known(self, ids: np.ndarray) -> np.ndarray:
         """Which ``ids`` are stored here (a backend out of step with the vectors may return others)."""
+        return self._locate(ids)[1]
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, known): the stored row of each of ``ids`` (meaningless where not known) and which are stored."""
         ids = np.asarray(ids, dtype=np.int64)
         if not len(self.ids):
-            return np.zeros(ids.shape, bool)
-        return self.ids[self._rows(ids)] == ids
+            return np.zeros(ids.shape, np.intp), np.zeros(ids.shape, bool)
+        rows = self._rows(ids)
+        return rows, self.ids[rows] == ids
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self._sorted_ids, np.asarray(ids, dtype=np.int64))
@@ -119,8 +124,7 @@ class Searcher:
         offsets, ids, dists, unfinished = backend.within(queries, radius, **options)
         rows = np.repeat(np.arange(len(queries)), np.diff(offsets))
         dists = np.asarray(dists, np.float64)
-        stored = self._rows(ids) if len(self.ids) else np.zeros(len(ids), np.intp)
-        known = self.ids[stored] == ids if len(self.ids) else np.zeros(len(ids), bool)
+        stored, known = self._locate(ids)
         rows, ids, dists, stored = rows[known], ids[known], dists[known], stored[known]
         if not backend.exact and rescore:
             dists = self._rescore_pairs(queries, rows, stored, metric)
