@@ -86,8 +86,7 @@ def _pairs_among(searcher: Searcher, vectors: np.ndarray, ids: np.ndarray, thres
     lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
     _, first = np.unique(lo * len(ids) + hi, return_index=True)
     lo, hi = lo[first], hi[first]
-    d = np.concatenate([np.zeros(0), *(_COSINE.paired(vectors[lo[s:s + _RESCORE]], vectors[hi[s:s + _RESCORE]], np.float32)
-                                       for s in range(0, len(lo), _RESCORE))])
+    d = _cosines(vectors, lo, hi, np.float32)
     ok = d <= threshold
     _check_pairs(int(ok.sum()) * 2, max_pairs, threshold)
     return _both_ways(len(ids), lo[ok], hi[ok], d[ok])
@@ -145,13 +144,19 @@ def embedding_candidates(searcher: Searcher, vectors: np.ndarray | Rows, ids: np
     return csr
 
 
+def _cosines(vectors: np.ndarray | Rows, a: np.ndarray, b: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """Float64 cosine distances of the row pairs (``a[k]``, ``b[k]``) of ``vectors``, computed in
+    ``dtype``, :data:`_RESCORE` pairs at a time."""
+    return np.concatenate([np.zeros(0), *(_COSINE.paired(vectors[a[s:s + _RESCORE]], vectors[b[s:s + _RESCORE]], dtype)
+                                          for s in range(0, len(a), _RESCORE))])
+
+
 def _union(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, cols: np.ndarray,
            vectors: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR neighbour arrays with the pairs (rows[k], cols[k]) added both ways (cosine distances of ``vectors``)."""
     offsets, columns, distances = csr
     base_rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    extra_d = np.concatenate([np.zeros(0), *(_COSINE.paired(vectors[rows[s:s + CHUNK]], vectors[cols[s:s + CHUNK]])
-                                             for s in range(0, len(rows), CHUNK))])
+    extra_d = _cosines(vectors, rows, cols)
     return _both_ways(len(offsets) - 1, np.concatenate([base_rows, rows]), np.concatenate([columns, cols]),
                       np.concatenate([distances, extra_d]))
 
