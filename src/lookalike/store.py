@@ -385,7 +385,7 @@ def _key(path: str) -> bytes:
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-_RECOVER = " (restore it from a backup, or start again with --rebuild)"  # for a damaged catalog
+_REMEDY = "restore it from a backup, or start again with --rebuild"  # for a damaged catalog
 
 
 def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
@@ -401,10 +401,9 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         except OSError as e:
             raise StoreError(f"cannot open index {path}: {e.strerror or e}") from None
         if not header:
-            raise StoreError(f"{path} is empty (0 bytes), not an index: restore it from a backup, "
-                             "or start again with --rebuild")
+            raise StoreError(f"{path} is empty (0 bytes), not an index: {_REMEDY}")
         if header != _SQLITE_MAGIC:  # SQLite itself would open a file shorter than its header as a new, empty one
-            raise StoreError(f"cannot open index {path}: file is not a database{_RECOVER}")
+            raise StoreError(f"cannot open index {path}: file is not a database ({_REMEDY})")
     readonly = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
     try:
         if readonly:
@@ -420,7 +419,7 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         if not path.exists() and not os.access(path.parent, os.W_OK):
             raise StoreError(f"cannot create an index in {path.parent}: the folder is read-only") from None
         damaged = not isinstance(e, sqlite3.OperationalError)  # not a database, or a malformed one: not locked, not denied
-        raise StoreError(f"cannot open index {path}: {e}{_RECOVER if damaged else ''}") from None
+        raise StoreError(f"cannot open index {path}: {e}{f' ({_REMEDY})' if damaged else ''}") from None
     if version > SCHEMA_VERSION:
         raise StoreError(f"index {path} has schema v{version}, newer than this lookalike (v{SCHEMA_VERSION}); upgrade")
     if version < SCHEMA_VERSION and readonly:
