@@ -515,6 +515,11 @@ def run_scale(n: int, seed: int, workdir: Path) -> dict:
             "loadavg_before": [round(x, 2) for x in load], "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
+def _pair_set(csr: tuple) -> set:
+    """The (row, column) pairs of CSR neighbour arrays."""
+    return set(zip(np.repeat(np.arange(len(csr[0]) - 1), np.diff(csr[0])).tolist(), csr[1].tolist()))
+
+
 def hnsw_on_real(index: Path, rule: dedup.Rule) -> dict:
     """The candidate stage through HNSW on an index's real embeddings (``--scale``'s), against the
     exact search: the share of the exact candidate pairs found, and how far HNSW's SQ8 distances
@@ -531,12 +536,9 @@ def hnsw_on_real(index: Path, rule: dedup.Rule) -> dict:
     rows = np.arange(n, dtype=np.int64)
     hnsw = FaissBackend.build(unit, rows, "cosine", "hnsw")
 
-    def pairs(found) -> set:
-        return set(zip(np.repeat(rows, np.diff(found[0])).tolist(), found[1].tolist()))
-
-    want = pairs(nearest_only(dedup.neighbours(unit, rule.radius), rule.nearest, rule.close))
+    want = _pair_set(nearest_only(dedup.neighbours(unit, rule.radius), rule.nearest, rule.close))
     stages: dict = {}
-    got = pairs(dedup.embedding_candidates(Searcher(rows, unit, [hnsw]), unit, rows, rule, stages))
+    got = _pair_set(dedup.embedding_candidates(Searcher(rows, unit, [hnsw]), unit, rows, rule, stages))
     sample = unit[:2000]
     approx, found = hnsw.nearest(sample, 65)
     ok = found >= 0
@@ -613,15 +615,13 @@ def run_grouping(n: int, seed: int, rule: dedup.Rule, cluster: int = 0, exact: b
         want = dedup.neighbours(unit, rule.radius)
         out["exact_range_search_seconds"] = round(time.perf_counter() - started, 1)
 
-        def pairs(found) -> set:
-            return set(zip(np.repeat(np.arange(n), np.diff(found[0])).tolist(), found[1].tolist()))
-
         approx = dedup.embedding_pairs(searcher, unit, ids, rule.radius)
-        out["hnsw_pair_recall"] = round(len(pairs(want) & pairs(approx)) / max(len(pairs(want)), 1), 4)
+        exact_pairs = _pair_set(want)
+        out["hnsw_pair_recall"] = round(len(exact_pairs & _pair_set(approx)) / max(len(exact_pairs), 1), 4)
         stages = {}
         got = dedup.embedding_candidates(searcher, unit, ids, rule, stages)
-        exact_candidates = pairs(nearest_only(want, rule.nearest, rule.close))
-        out["hnsw_candidate_recall"] = round(len(exact_candidates & pairs(got)) / max(len(exact_candidates), 1), 4)
+        exact_candidates = _pair_set(nearest_only(want, rule.nearest, rule.close))
+        out["hnsw_candidate_recall"] = round(len(exact_candidates & _pair_set(got)) / max(len(exact_candidates), 1), 4)
         started = time.perf_counter()
         probe, row, _ = hamming.within(codes[:, 0], codes.reshape(-1, 8), rule.hash_radius, flat=True)
         out["hash_all_vs_all_seconds"] = round(time.perf_counter() - started, 1)
@@ -650,6 +650,7 @@ def main() -> None:
     args = ap.parse_args()
 
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="lookalike-dedup-"))).absolute()
+    default_rule = dedup.presets({"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET]
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "loadavg_start": [round(x, 2) for x in os.getloadavg()]}}
     try:
@@ -686,13 +687,10 @@ def main() -> None:
             result["scale"] = run_scale(args.scale, args.seed, workdir)
             print(f"scale: {json.dumps(result['scale'])}", file=sys.stderr)
             if args.scale_hnsw:
-                result["scale_hnsw"] = hnsw_on_real(workdir / f"ix{args.scale}", dedup.presets(
-                    {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET])
+                result["scale_hnsw"] = hnsw_on_real(workdir / f"ix{args.scale}", default_rule)
                 print(f"scale_hnsw: {json.dumps(result['scale_hnsw'])}", file=sys.stderr)
         if args.grouping:
-            result["grouping"] = run_grouping(args.grouping, args.seed, dedup.presets(
-                {"name": "efficientnet-lite0", "layer": "pool"})[dedup.DEFAULT_PRESET], args.cluster,
-                args.grouping_exact)
+            result["grouping"] = run_grouping(args.grouping, args.seed, default_rule, args.cluster, args.grouping_exact)
             print(f"grouping: {json.dumps(result['grouping'])}", file=sys.stderr)
     finally:
         if args.workdir is None:
