@@ -51,7 +51,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from lookalike import dedup, phash, verify
+from lookalike import dedup
+from lookalike.dedup import phash
+from lookalike.dedup import geometry
 from lookalike.dedup import candidates as dedup_candidates, find as dedup_find
 from lookalike.api import Index
 
@@ -416,7 +418,7 @@ class RecordedVerifier(dedup.Verifier):
         ok = []
         for other in others.tolist():
             found = self.recorded.get(tuple(sorted((self.paths[keeper], self.paths[other]))), (0, False))
-            self.results[keeper, other] = verify.Evidence(found[0], found[0], flipped=found[1])
+            self.results[keeper, other] = geometry.Evidence(found[0], found[0], flipped=found[1])
             ok.append(found[0] >= self.min_inliers)
         self.checked += len(ok)
         return np.array(ok, bool)
@@ -446,11 +448,11 @@ def verify_candidates(idx: Index, root: Path) -> tuple[dict, dict]:
     started = time.perf_counter()
     needed = sorted({i for p in pairs for i in p})
     with ThreadPoolExecutor(2) as pool:
-        feats = dict(zip(needed, pool.map(lambda i: verify.features(paths[i]), needed)))
+        feats = dict(zip(needed, pool.map(lambda i: geometry.features(paths[i]), needed)))
         stages["features_seconds"] = round(time.perf_counter() - started, 1)
         stages["images_with_features"] = len(needed)
         tick = time.perf_counter()
-        found = list(pool.map(lambda p: verify.compare(feats[p[0]], feats[p[1]]), pairs))
+        found = list(pool.map(lambda p: geometry.compare(feats[p[0]], feats[p[1]]), pairs))
     stages["pairs_verified"] = len(pairs)
     stages["verify_seconds"] = round(time.perf_counter() - tick, 1)
     recorded = {tuple(sorted((paths[i], paths[j]))): (e.inliers, e.flipped) for (i, j), e in zip(pairs, found)}

@@ -1,4 +1,4 @@
-"""Time and peak memory of lookalike.metrics.evaluate on synthetic embeddings.
+"""Time and peak memory of lookalike.evaluation.retrieval.evaluate on synthetic embeddings.
 
 Builds N x D random float32 embeddings around C class centres, runs the exhaustive
 leave-one-out evaluation (recall@k, mAP, MAP@R, median rank, comparative sets) and
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from lookalike.metrics import evaluate
+from lookalike.evaluation.retrieval import evaluate
 
 
 def synthetic_embeddings(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,19 +41,19 @@ MODULES = {
     "src/lookalike/vectors/metric.py": VECTOR_TESTS,
     "src/lookalike/vectors/searcher.py": VECTOR_TESTS,
     "src/lookalike/vectors/backend.py": VECTOR_TESTS,
-    "src/lookalike/indexer.py": ["tests/unit/test_indexer.py"],
-    "src/lookalike/store.py": ["tests/unit/test_store.py", "tests/unit/test_indexer.py", "tests/unit/test_api.py"],
-    "src/lookalike/vector_cache.py": ["tests/unit/test_vector_cache.py", "tests/unit/test_store.py"],
+    "src/lookalike/index/indexer.py": ["tests/unit/index/test_indexer.py"],
+    "src/lookalike/index/store.py": ["tests/unit/index/test_store.py", "tests/unit/index/test_indexer.py", "tests/unit/test_api.py"],
+    "src/lookalike/index/vector_cache.py": ["tests/unit/index/test_vector_cache.py", "tests/unit/index/test_store.py"],
     # test_dedup.py's end-to-end cases embed real photos with the ONNX model: only its grouping cases here
-    "src/lookalike/dedup/keep.py": ["tests/unit/dedup/test_keep.py", "tests/unit/test_dedup.py", "-k",
+    "src/lookalike/dedup/keep.py": ["tests/unit/dedup/test_keep.py", "tests/unit/dedup/test_dedup.py", "-k",
                                     "test_keep or keep_order or flipped or file_traits or around_the_keeper "
                                     "or byte_copies or no_kept_file or overlapping_groups"],
     "src/lookalike/dedup/candidates.py": ["tests/unit/dedup/test_find.py", "tests/unit/dedup/test_candidates.py",
-                                          "tests/unit/test_dedup.py", "-k",
+                                          "tests/unit/dedup/test_dedup.py", "-k",
                                           "test_find or neighbours or nearest_only or candidates or too_many_pairs "
                                           "or around_the_keeper"],
     "src/lookalike/dedup/find.py": ["tests/unit/dedup/test_find.py"],
-    "src/lookalike/metrics.py": ["tests/unit/test_metrics.py"],
+    "src/lookalike/evaluation/retrieval.py": ["tests/unit/evaluation/test_retrieval.py"],
 }
 
 STATUSES = ("killed", "survived", "timeout", "no tests", "not checked", "suspicious", "skipped", "segfault")

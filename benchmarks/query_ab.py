@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     before, after = load_api(args.before.resolve() / "src"), load_api(HERE / "src")
     from lookalike.models.registry import resolve
-    from lookalike.store import Entry, Store
+    from lookalike.index.store import Entry, Store
 
     rng = np.random.default_rng(0)
     dim = 1280

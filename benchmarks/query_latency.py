@@ -1,6 +1,6 @@
 """Query latency over N synthetic 1280-d vectors stored in the real index format.
 
-Vectors are written through :class:`lookalike.store.Store` (SQLite + memory-mapped cache) and
+Vectors are written through :class:`lookalike.index.store.Store` (SQLite + memory-mapped cache) and
 queried through :meth:`lookalike.api.Index.query_vector`, the path every ``lookalike query``
 takes after embedding: exact search (``exact=True``), then the approximate index that
 ``--ann auto`` gives at this size (HNSW above 25k images; its build time is reported apart).
@@ -20,7 +20,7 @@ import numpy as np
 
 from lookalike.api import Index
 from lookalike.models.registry import resolve
-from lookalike.store import Entry, Store
+from lookalike.index.store import Entry, Store
 
 
 def build(root: str, n: int, dim: int, seed: int = 0) -> None:

@@ -155,7 +155,7 @@ def _synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
 def mirror(n: int, dim: int, n_queries: int, work: Path) -> dict:
     """``--store milvus`` on a milvus-lite file: mirroring a catalog of ``n`` synthetic vectors."""
     from lookalike.cluster.mirror import Mirror, resolve_target
-    from lookalike.store import Entry, Store
+    from lookalike.index.store import Entry, Store
     from lookalike.vectors import Searcher
 
     x = _synthetic(n + n // 100, dim, 1)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lookalike.evaluate import evaluate_folder  # noqa: E402
+from lookalike.evaluation.evaluate import evaluate_folder  # noqa: E402
 from lookalike.train.config import TrainConfig  # noqa: E402
 from jsonout import emit  # noqa: E402
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike import ann_store, phash
+from lookalike.index import approximate
+from lookalike.dedup import phash
 from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, content_hash, decode, read_file
-from lookalike.indexer import BATCH, IndexReport, update
+from lookalike.index.indexer import BATCH, IndexReport, update
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import default_index_path
-from lookalike.store import DB_NAME, Store, StoreError
+from lookalike.index.store import DB_NAME, Store, StoreError
 from lookalike.vectors import Backend, Mode, Searcher, check_query
 
 #: Where an index's vectors are searched: the embedded index (FAISS or exact) or a Milvus mirror.
@@ -185,14 +186,14 @@ class Index:
         return None if vector is None else (vector, same)
 
     def set_ann(self, setting: str) -> None:
-        """Choose the approximate-index setting (see :data:`lookalike.ann_store.SETTINGS`)."""
-        ann_store.configure(self.store, setting)
+        """Choose the approximate-index setting (see :data:`lookalike.index.approximate.SETTINGS`)."""
+        approximate.configure(self.store, setting)
 
     def add(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
             max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None,
             follow_links: bool = False) -> IndexReport:
         """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
-        hashing them for dedup's candidates meanwhile (:class:`lookalike.phash.HashStore`), then bring the
+        hashing them for dedup's candidates meanwhile (:class:`lookalike.dedup.phash.HashStore`), then bring the
         approximate index up to date."""
         if not os.path.isdir(folder):
             raise StoreError(f"not a directory: {folder}")
@@ -223,7 +224,7 @@ class Index:
     def index_type(self) -> str:
         """``exact``, the approximate kind (``hnsw``, ``ivfpq``) queries use, or the Milvus
         mirror's (``milvus-flat``, ``milvus-hnsw``, ...)."""
-        return self.mirror.index_type if self.mirror is not None else ann_store.kind(self.store)
+        return self.mirror.index_type if self.mirror is not None else approximate.kind(self.store)
 
     def ann(self, rebuild: bool = False) -> Backend | None:
         """The approximate index (or the Milvus mirror's backend) kept in step with the catalog, or
@@ -234,7 +235,7 @@ class Index:
                 self.mirror.sync()
                 self._ann = (generation, self.mirror.backend)
             else:
-                self._ann = (generation, ann_store.sync(self.store, rebuild))
+                self._ann = (generation, approximate.sync(self.store, rebuild))
         return self._ann[1]
 
     def searcher(self, approximate: bool = True) -> Searcher:

@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import sample_photo
+from helpers import sample_photo
 from lookalike.api import Index
 from lookalike.server import create_app
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import WITHOUT_READ_OVERRIDE
-from conftest import run_cli as run
-from conftest import sample_photo
+from helpers import WITHOUT_READ_OVERRIDE
+from helpers import run_cli as run
+from helpers import sample_photo
 from lookalike.api import Index
 
 pytestmark = pytest.mark.slow

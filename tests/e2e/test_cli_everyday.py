@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from conftest import run_cli as run
-from conftest import sample_photo
+from helpers import run_cli as run
+from helpers import sample_photo
 
 pytestmark = pytest.mark.slow
 

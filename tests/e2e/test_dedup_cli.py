@@ -8,8 +8,8 @@ import shutil
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import run_cli as run
-from conftest import sample_photo
+from helpers import run_cli as run
+from helpers import sample_photo
 
 pytestmark = pytest.mark.slow
 

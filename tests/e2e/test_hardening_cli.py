@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import sample_photo
+from helpers import sample_photo
 
 ODD = os.fsdecode(b"x\xff.jpg")  # not valid UTF-8: Python holds it as "x\udcff.jpg"
 

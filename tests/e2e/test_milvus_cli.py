@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("milvus_lite")
 
-from conftest import free_port, run_cli, sample_photo, wait_until_serving  # noqa: E402
+from helpers import free_port, run_cli, sample_photo, wait_until_serving  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

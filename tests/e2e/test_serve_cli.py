@@ -7,7 +7,7 @@ import sys
 import httpx
 import pytest
 
-from conftest import free_port, wait_until_serving
+from helpers import free_port, wait_until_serving
 from lookalike.api import Index
 
 pytestmark = pytest.mark.slow

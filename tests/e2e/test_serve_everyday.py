@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from conftest import run_cli as run
-from conftest import sample_photo
+from helpers import run_cli as run
+from helpers import sample_photo
 
 pytestmark = pytest.mark.slow
 

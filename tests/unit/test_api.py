@@ -11,7 +11,7 @@ from PIL import Image
 from lookalike.api import Index
 from lookalike.images import ImageError, content_hash
 from lookalike.models.registry import resolve
-from lookalike.store import Entry, Store
+from lookalike.index.store import Entry, Store
 
 DIM = 8
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import sample_photo
+from helpers import sample_photo
 from lookalike.images import ImageError, decode, is_image_path, list_images
 
 

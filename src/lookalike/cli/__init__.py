@@ -17,7 +17,7 @@ from lookalike.cli import ann, dedup, indexing, search, serve, training
 from lookalike.cli.common import err, say
 from lookalike.images import ImageError
 from lookalike.models.registry import ModelError
-from lookalike.store import StoreError
+from lookalike.index.store import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Content-based image similarity search: nearest, random and farthest images.")

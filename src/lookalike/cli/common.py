@@ -14,14 +14,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from lookalike import ann_store
+from lookalike.index import approximate
 from lookalike.api import Index
 from lookalike.images import list_images
 from lookalike.vectors import MetricName
 
 err = Console(stderr=True, markup=False)  # paths and messages print exactly as they are
 
-AnnSetting = Enum("AnnSetting", {name: name for name in ann_store.SETTINGS}, type=str)
+AnnSetting = Enum("AnnSetting", {name: name for name in approximate.SETTINGS}, type=str)
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", envvar="LOOKALIKE_INDEX", show_default=False,
                                                    help="Index directory [default: per-user data dir]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lookalike import present
+from lookalike.cli import present
 from lookalike.api import Index
 from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
                                   ModelOpt, QuietOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, WeightsOpt, check_images,
@@ -71,7 +71,7 @@ def dedup(
     if montage is not None:
         present.dedup_montages(report, montage)
     if review is not None:
-        from lookalike import review as review_page
+        from lookalike.dedup import review as review_page
 
         review_page.write(report, review)
     if as_json:

@@ -14,7 +14,7 @@ from lookalike.cli.common import (AnnSetting, CollectionOpt, Device, DeviceOpt, 
                                   LayerOpt, ModelOpt, QuietOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, WeightsOpt,
                                   check_images, err, fail, ignored_text, print_json, progress_bar, say, store_options)
 from lookalike.images import DEFAULT_MAX_PIXELS
-from lookalike.indexer import BATCH
+from lookalike.index.indexer import BATCH
 
 
 def index(

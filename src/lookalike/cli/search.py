@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lookalike import present
+from lookalike.cli import present
 from lookalike.api import Index, fresh_seed
 from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, StoreKind, StoreOpt,
                                   ThreadsOpt, UriOpt, WeightsOpt, err, fail, print_json, say, store_options)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lookalike import present
+from lookalike.cli import present
 from lookalike.cli.common import (Device, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt, ThreadsOpt,
                                   TorchThreadsOpt, err, fail, no_bar, print_json, progress_bar)
 from lookalike.train.config import TrainConfig
@@ -66,7 +66,7 @@ def evaluate(
     Embeddings are cached per folder and model, so a second run (another metric) is instant;
     with --index, an index that already holds DATA is used without embedding it again.
     """
-    from lookalike import evaluate as ev
+    from lookalike.evaluation import evaluate as ev
 
     if not data.is_dir():
         fail(f"not a directory: {data}")

@@ -1,6 +1,6 @@
 """``lookalike embed``: embed a folder or URI into Parquet shards, on this machine or on a Ray cluster.
 
-Both engines run the same path as ``lookalike index`` (:func:`lookalike.indexer.load`: read, hash,
+Both engines run the same path as ``lookalike index`` (:func:`lookalike.index.indexer.load`: read, hash,
 decode, preprocess; then :class:`~lookalike.models.embedder.Embedder`), so their vectors equal the
 index's. The Ray engine reads and decodes in Ray tasks and embeds in a pool of actors
 (``map_batches``, one ONNX Runtime session each); shard-writing tasks write the vectors, so they
@@ -25,7 +25,7 @@ import numpy as np
 from lookalike.cluster import sources
 from lookalike.cluster.shards import Shards, table
 from lookalike.images import DEFAULT_MAX_PIXELS
-from lookalike.indexer import BATCH, Decoded, bounded_map, load
+from lookalike.index.indexer import BATCH, Decoded, bounded_map, load
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import ModelSpec, resolve
 

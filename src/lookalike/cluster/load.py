@@ -16,8 +16,8 @@ from collections.abc import Callable
 import numpy as np
 
 from lookalike.cluster.shards import Shards
-from lookalike.indexer import IndexReport
-from lookalike.store import Entry, Store, StoreError
+from lookalike.index.indexer import IndexReport
+from lookalike.index.store import Entry, Store, StoreError
 
 
 def shard_vectors(shard) -> np.ndarray:

@@ -10,7 +10,7 @@ one process at a time, FLAT and IVF_FLAT only).
   limit is reported unfinished and the searcher scans it exactly.
 * random is the searcher's own uniform sample of ids; it never needs the backend.
 
-:func:`connect` opens a URI with a one-line :class:`~lookalike.store.StoreError` for a milvus-lite
+:func:`connect` opens a URI with a one-line :class:`~lookalike.index.store.StoreError` for a milvus-lite
 file another process holds; :func:`default_index_type` is the index a URI's Milvus offers.
 
 The :class:`~lookalike.vectors.Searcher` re-scores every candidate on the stored vectors, so the
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lookalike.store import StoreError
+from lookalike.index.store import StoreError
 from lookalike.vectors.backend import top_k, to_csr
 from lookalike.vectors.metric import Metric, get_metric
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.cluster.milvus import MilvusBackend, connect, is_lite
-from lookalike.store import Store, StoreError
+from lookalike.index.store import Store, StoreError
 
 #: The collection used when none is named.
 DEFAULT_COLLECTION = "lookalike"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from lookalike.cluster.sources import filesystem
-from lookalike.store import StoreError
+from lookalike.index.store import StoreError
 
 MODEL_KEY = b"lookalike.model"
 PREFIX, SUFFIX = "part-", ".parquet"

@@ -9,7 +9,7 @@ How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod
    (:meth:`lookalike.vectors.Searcher.within`), run in chunks of queries, so memory grows with the
    number of close pairs, never with all pairs (and a threshold that would hold more than
    :data:`MAX_PAIRS` is refused). Without an approximate structure that is an exact scan. With one
-   (HNSW or IVF-PQ, see :mod:`lookalike.ann_store`), each file's nearest come from it instead
+   (HNSW or IVF-PQ, see :mod:`lookalike.index.approximate`), each file's nearest come from it instead
    (:data:`ANN_NEIGHBOURS`, more while they are all close, and an exact scan beyond
    :data:`ANN_WIDEST`), re-scored exactly: time grows about as N log N rather than N squared while
    few files have that many copies.
@@ -25,27 +25,37 @@ How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod
 
 Two-stage rules (the ``near`` and ``similar`` presets, :class:`Rule`): step 2's pairs are only
 *candidates*, taken at a loose radius (among each file's nearest) and unioned with pairs whose
-perceptual hashes match under a rotation or flip (:mod:`lookalike.phash`); in step 3 a file claims a
+perceptual hashes match under a rotation or flip (:mod:`lookalike.dedup.phash`); in step 3 a file claims a
 candidate only when ORB + RANSAC verification against the kept file itself confirms it
-(:mod:`lookalike.verify`), and the fitted transform is the duplicate's evidence. The presets are
+(:mod:`lookalike.dedup.geometry`), and the fitted transform is the duplicate's evidence. The presets are
 measured for one model by ``benchmarks/dedup.py`` (edited copies of real photos against distinct
 photos, other photos of the same flower class among them); its printed figures justify the values
 below.
 """
 
-from lookalike.dedup.candidates import (ANN_NEIGHBOURS, ANN_SLACK, ANN_WIDEST, MAX_PAIRS, ann_neighbours,
-                                        candidate_pairs, embedding_candidates, embedding_pairs, hash_candidates,
-                                        neighbours)
-from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
-from lookalike.dedup.keep import (LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers,
-                                  keep_order)
-from lookalike.dedup.report import DedupReport, Duplicate, Group, write_paths
-from lookalike.dedup.rules import DEFAULT_PRESET, METRIC, PRESET_NAMES, PRESETS, Rule, presets, resolve_threshold
-from lookalike.dedup.verifier import FEATURE_CACHE, Verifier
+_HOME = {  # name -> the module that defines it, imported on first use (PEP 562)
+    **dict.fromkeys((
+        "ANN_NEIGHBOURS", "ANN_SLACK", "ANN_WIDEST", "MAX_PAIRS", "ann_neighbours",
+        "candidate_pairs", "embedding_candidates", "embedding_pairs", "hash_candidates",
+        "neighbours"), "candidates"),
+    **dict.fromkeys(("DuplicateMatches", "duplicates_of", "duplicates_of_vector", "find_duplicates"), "find"),
+    **dict.fromkeys((
+        "LOSSLESS", "OTHER_LOSSY", "Traits", "assemble_groups", "file_traits",
+        "group_around_keepers", "keep_order"), "keep"),
+    **dict.fromkeys(("DedupReport", "Duplicate", "Group", "write_paths"), "report"),
+    **dict.fromkeys((
+        "DEFAULT_PRESET", "METRIC", "PRESET_NAMES", "PRESETS", "Rule", "presets",
+        "resolve_threshold"), "rules"),
+    **dict.fromkeys(("FEATURE_CACHE", "Verifier"), "verifier"),
+}
+__all__ = sorted(_HOME)
 
-__all__ = ["ANN_NEIGHBOURS", "ANN_SLACK", "ANN_WIDEST", "DEFAULT_PRESET", "FEATURE_CACHE", "LOSSLESS", "MAX_PAIRS",
-           "METRIC", "OTHER_LOSSY", "PRESETS", "PRESET_NAMES", "DedupReport", "Duplicate", "DuplicateMatches", "Group",
-           "Rule", "Traits", "Verifier", "ann_neighbours", "assemble_groups", "candidate_pairs", "duplicates_of",
-           "duplicates_of_vector", "embedding_candidates", "embedding_pairs", "file_traits", "find_duplicates",
-           "group_around_keepers", "hash_candidates", "keep_order", "neighbours", "presets", "resolve_threshold",
-           "write_paths"]
+
+def __getattr__(name: str):
+    """The public names, each imported from its module on first use: importing :mod:`lookalike.dedup`
+    (for :mod:`.phash`, which the indexer uses) does not import the rest of dedup."""
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from lookalike import phash
+from lookalike.dedup import phash
 from lookalike.api import Index
 from lookalike.dedup.rules import Rule
 from lookalike.vectors import Backend, Searcher, get_metric
@@ -216,7 +216,7 @@ def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list
     """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` of content hashes
     ``contents`` at ``paths``): the embedding's candidates (:func:`embedding_candidates`, through
     the index's searcher) and, for a two-stage rule, pairs whose hashes match under a rotation or
-    flip (:mod:`lookalike.phash`). Counts and seconds go into ``stages``."""
+    flip (:mod:`lookalike.dedup.phash`). Counts and seconds go into ``stages``."""
     csr = embedding_candidates(index.searcher(), vectors, ids, rule, stages, chunk)
     if rule.verified:
         tick = time.perf_counter()

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike import phash, verify
+from lookalike.dedup import phash
+from lookalike.dedup import geometry
 from lookalike.api import Index, ImageInput, Match, QueryResult
 from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine
 from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
@@ -85,7 +86,7 @@ class DuplicateMatches(QueryResult):
     """:class:`QueryResult` of mode ``duplicates``, with the verification of each match by image id
     (none for a one-stage rule or a file with the query's bytes)."""
 
-    evidence: dict[int, verify.Evidence] = field(default_factory=dict)
+    evidence: dict[int, geometry.Evidence] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = super().to_dict()
@@ -121,7 +122,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     _, found, d = index.searcher(approximate=False).within(vector, rule.radius, METRIC)
     for i, dist in zip(found.tolist(), d.tolist()):
         hits.setdefault(i, dist)
-    evidence: dict[int, verify.Evidence] = {}
+    evidence: dict[int, geometry.Evidence] = {}
     if rule.verified:
         ids, vectors = index.vectors()
         paths = index.store.paths(ids.tolist(), missing_ok=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike import verify
+from lookalike.dedup import geometry
 from lookalike.dedup.report import Duplicate, Group
 
 
@@ -107,7 +107,7 @@ def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.nda
 
 
 def assemble_groups(order: np.ndarray, content: list[str],
-                    near: list[tuple[int, list[tuple[int, float, verify.Evidence | None]]]],
+                    near: list[tuple[int, list[tuple[int, float, geometry.Evidence | None]]]],
                     paths: list[str]) -> list[Group]:
     """The report's groups from the files' content hashes and the near groups of their representatives.
 

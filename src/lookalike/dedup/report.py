@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lookalike import verify
+from lookalike.dedup import geometry
 from lookalike.dedup.rules import METRIC, Rule
 
 
@@ -23,7 +23,7 @@ class Duplicate:
     distance: float
     match: str = "near"
     copy_of: str | None = None
-    evidence: verify.Evidence | None = None
+    evidence: geometry.Evidence | None = None
 
     def to_dict(self) -> dict:
         out = {"path": self.path, "distance": round(self.distance, 6), "match": self.match}

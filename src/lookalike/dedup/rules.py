@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lookalike import phash
+from lookalike.dedup import phash
 
 METRIC = "cosine"
 DEFAULT_PRESET = "near"
@@ -18,7 +18,7 @@ class Rule:
     distance. Otherwise two: candidates within ``radius`` (loose; with ``nearest``, only pairs where
     one file is among the other's ``nearest`` closest or within ``close``) or with a rotated or flipped perceptual hash
     within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB matches consistent
-    with one similarity transform (:mod:`lookalike.verify`)."""
+    with one similarity transform (:mod:`lookalike.dedup.geometry`)."""
 
     radius: float
     min_inliers: int = 0

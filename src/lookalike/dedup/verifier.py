@@ -1,5 +1,5 @@
 """The second stage of a two-stage rule: candidate pairs confirmed by ORB + RANSAC
-(:mod:`lookalike.verify`) in a thread pool (OpenCV, FAISS and Pillow's decoders release the GIL),
+(:mod:`lookalike.dedup.geometry`) in a thread pool (OpenCV, FAISS and Pillow's decoders release the GIL),
 each image's features extracted once, ahead of the grouping that asks for them."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from lookalike import verify
+from lookalike.dedup import geometry
 from lookalike.dedup.keep import Traits
 from lookalike.images import ImageError
 from lookalike.vectors import hamming
@@ -33,7 +33,7 @@ class Verifier:
     def __init__(self, paths: list, min_inliers: int, workers: int | None = None) -> None:
         self.paths, self.min_inliers, self.checked, self.extracted = paths, min_inliers, 0, 0
         self.workers = workers or os.cpu_count() or 1
-        self.results: dict[tuple[int, int], verify.Evidence] = {}
+        self.results: dict[tuple[int, int], geometry.Evidence] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._cache: OrderedDict[int, Future] = OrderedDict()
         self._ahead: deque[Future] = deque()
@@ -73,7 +73,7 @@ class Verifier:
             self._cache.pop(i, None)
         return accepted
 
-    def evidence(self, keeper: int, other: int, traits: list[Traits]) -> verify.Evidence:
+    def evidence(self, keeper: int, other: int, traits: list[Traits]) -> geometry.Evidence:
         """The verification of an accepted pair, with a re-encoding named when the encodings differ."""
         found = self.results[keeper, other]
         a, b = traits[keeper], traits[other]
@@ -87,12 +87,12 @@ class Verifier:
                                             initializer=hamming.single_threaded)
         return self._pool
 
-    def _compare(self, a: verify.Features | None, b: verify.Features | None) -> verify.Evidence:
-        return verify.NO_MATCH if a is None or b is None else verify.compare(a, b, self.min_inliers)
+    def _compare(self, a: geometry.Features | None, b: geometry.Features | None) -> geometry.Evidence:
+        return geometry.NO_MATCH if a is None or b is None else geometry.compare(a, b, self.min_inliers)
 
-    def _extract(self, i: int) -> verify.Features | None:
+    def _extract(self, i: int) -> geometry.Features | None:
         try:
-            return verify.features(self.paths[i])
+            return geometry.features(self.paths[i])
         except ImageError:
             return None
 

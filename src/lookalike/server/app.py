@@ -29,7 +29,7 @@ from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, Exc
                                       SearchForm, SearchResponse, SeedQ, Stats, ThresholdQ)
 from lookalike.server.state import ServerState
 from lookalike.server.uploads import BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, BodyLimit, read_upload, return_freed_images
-from lookalike.store import StoreError
+from lookalike.index.store import StoreError
 from lookalike.vectors import MetricName, Mode
 
 STATIC = Path(__file__).with_name("static")

@@ -1,6 +1,6 @@
 """Folder-per-class data: labels, train/validation splits, class-balanced batches, augmentation.
 
-NumPy and Pillow only (no torch), so :mod:`lookalike.evaluate` can use the labelling too.
+NumPy and Pillow only (no torch), so :mod:`lookalike.evaluation.evaluate` can use the labelling too.
 A file's label is its parent folder relative to the data root (``DATA/roses/a.jpg`` -> ``roses``,
 ``DATA/a/b/c.jpg`` -> ``a/b``); files directly in the root have no label and are left out.
 """

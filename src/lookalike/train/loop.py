@@ -38,7 +38,7 @@ from lookalike.train import omp  # noqa: F401  (sets OMP_WAIT_POLICY before torc
 import torch
 import torch.nn.functional as F
 
-from lookalike import metrics
+from lookalike.evaluation import retrieval
 from lookalike.images import decode
 from lookalike.models.efficientnet_lite import build
 from lookalike.models.registry import ModelError, ModelSpec, resolve
@@ -251,7 +251,7 @@ def validate(net: EmbeddingNet, prep: Prepared, batches: _Batches) -> dict | Non
     if prep.val is None or len(prep.val) < 2:
         return None
     x = embed(net, batches, "val", np.arange(len(prep.val)))
-    s = metrics.evaluate(x, prep.val.codes, "cosine").summary()
+    s = retrieval.evaluate(x, prep.val.codes, "cosine").summary()
     return {k: s[k] for k in ("n_images", "n_classes", "recall@1", "recall@5", "recall@10", "map", "map@r",
                               "median_rank")}
 

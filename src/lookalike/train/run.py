@@ -9,7 +9,7 @@ from pathlib import Path
 from lookalike.train import omp  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
-from lookalike.train.export import write_model_dir
+from lookalike.train.save import write_model_dir
 from lookalike.train.config import TrainConfig
 from lookalike.train.loop import CACHE_DIR, Progress, Result, _quiet, fit, prepare, saved_config
 

@@ -1,5 +1,5 @@
 """Hamming-distance search over packed binary codes: the perceptual-hash candidates of dedup
-(:mod:`lookalike.phash`) and ORB descriptor matching (:mod:`lookalike.verify`).
+(:mod:`lookalike.dedup.phash`) and ORB descriptor matching (:mod:`lookalike.dedup.geometry`).
 
 Small searches compare every pair (FAISS binary flat indexes; FAISS is imported only here and in
 :mod:`lookalike.vectors.faiss_backend`). A range search too large for that is a multi-index hash

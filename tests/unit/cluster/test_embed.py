@@ -21,7 +21,7 @@ from lookalike.api import Index  # noqa: E402
 from lookalike.cluster import embed as embed_module  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec, resources  # noqa: E402
 from lookalike.cluster.shards import Shards  # noqa: E402
-from lookalike.store import StoreError  # noqa: E402
+from lookalike.index.store import StoreError  # noqa: E402
 
 N_IMAGES = 240
 BROKEN = {"not_an_image.jpg": b"plain text, not a picture", "empty.png": b""}

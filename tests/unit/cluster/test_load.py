@@ -12,7 +12,7 @@ pytest.importorskip("pyarrow")
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
-from lookalike.store import StoreError  # noqa: E402
+from lookalike.index.store import StoreError  # noqa: E402
 
 
 @pytest.fixture()

@@ -17,10 +17,10 @@ from PIL import Image
 
 pytest.importorskip("milvus_lite")
 
-from conftest import sample_photo  # noqa: E402
+from helpers import sample_photo  # noqa: E402
 from lookalike import dedup  # noqa: E402
 from lookalike.api import Index  # noqa: E402
-from lookalike.store import StoreError  # noqa: E402
+from lookalike.index.store import StoreError  # noqa: E402
 
 NAMES = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "moon")
 QUERIES = ("chelsea", "rocket", "coins")

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import sample_photo
-from lookalike import ann_store, phash, verify
+from helpers import sample_photo
+from lookalike.index import approximate
+from lookalike.dedup import phash
+from lookalike.dedup import geometry
 from lookalike.api import Index
 from lookalike.dedup import candidates, find
 from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
@@ -24,7 +26,7 @@ from lookalike.dedup.keep import LOSSLESS, Traits
 from lookalike.dedup.rules import Rule
 from lookalike.images import content_hash
 from lookalike.models.registry import resolve
-from lookalike.store import Entry, Store
+from lookalike.index.store import Entry, Store
 
 DIM = 4
 
@@ -139,10 +141,10 @@ INLIERS = {frozenset(pair): n for pair, n in [
     (("query", "cat_rot.jpg"), 70), (("query", "coffee.png"), 5)]}
 
 
-def _evidence(keeper: str, other: str) -> verify.Evidence:
+def _evidence(keeper: str, other: str) -> geometry.Evidence:
     """What :class:`TableVerifier` finds for a pair."""
     n = INLIERS.get(frozenset((keeper, other)), 0)
-    return verify.Evidence(n, n + 10, edits=[f"{other} onto {keeper}"])
+    return geometry.Evidence(n, n + 10, edits=[f"{other} onto {keeper}"])
 
 
 class TableVerifier:
@@ -459,7 +461,7 @@ def test_equal_distances_rank_by_id(pictures):
 
 def test_the_report_names_the_indexs_search(pictures):
     idx, lib, _ = pictures
-    ann_store.configure(idx.store, "hnsw")
+    approximate.configure(idx.store, "hnsw")
     report = find_duplicates(idx, Rule(0.05))
     assert report.search == "hnsw"
     assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import sample_photo
+from helpers import sample_photo
 from lookalike.dedup import keep
 from lookalike.dedup.keep import LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers, keep_order
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from conftest import sample_photo, variants
+from helpers import sample_photo, variants
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import resolve
 

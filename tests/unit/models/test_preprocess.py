@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from conftest import sample_photo
+from helpers import sample_photo
 from lookalike.models.preprocess import Preprocessing
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

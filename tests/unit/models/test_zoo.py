@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import sample_photo
+from helpers import sample_photo
 from lookalike.models import fid_weights
 from lookalike.models import inception_fid as inc
 from lookalike.models.embedder import Embedder

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import sample_photo, variants
+from helpers import sample_photo, variants
 from lookalike.api import Index
 from lookalike.images import content_hash
 from lookalike.server import create_app

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from conftest import sample_photo
+from helpers import sample_photo
 from lookalike.api import Index
 from lookalike.server import create_app
 

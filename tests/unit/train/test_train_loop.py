@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import sample_photo
+from helpers import sample_photo
 
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import resolve

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import sample_photo
+from helpers import sample_photo
 
 from lookalike.train import tune
 from lookalike.train.config import TrainConfig

@@ -7,7 +7,7 @@ results as brute force through the :class:`Searcher`, whose re-scoring makes dis
 import numpy as np
 import pytest
 
-from conftest import distances_reference as brute
+from helpers import distances_reference as brute
 from lookalike.vectors import Backend, ExactBackend, Searcher
 from lookalike.vectors.faiss_backend import FaissBackend
 

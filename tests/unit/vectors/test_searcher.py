@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import distances_reference
+from helpers import distances_reference
 from lookalike.vectors import ExactBackend, Searcher, check_query
 from lookalike.vectors.backend import top_k
 from lookalike.vectors.metric import METRICS, squared_norms

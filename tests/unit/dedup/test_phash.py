@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from conftest import sample_photo
-from lookalike import phash
+from helpers import sample_photo
+from lookalike.dedup import phash
 
 
 def test_hashes_match_the_dct_of_each_transformed_thumbnail():

@@ -1,4 +1,4 @@
-"""``lookalike.evaluate``: labelled folders through a cached index, metrics, and the HTML report."""
+"""``lookalike.evaluation.evaluate``: labelled folders through a cached index, metrics, and the HTML report."""
 
 import json
 import subprocess
@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ranking_reference, sample_photo, variants
+from helpers import ranking_reference, sample_photo, variants
 
-from lookalike import evaluate as ev
+from lookalike.evaluation import evaluate as ev
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -91,7 +91,7 @@ def test_folder_without_two_images_of_a_class_is_an_error(tmp_path):
 
 
 def test_evaluation_does_not_import_torch_once_the_model_is_cached(evaluation, data):
-    code = ("import sys; from lookalike.evaluate import evaluate_folder; "
+    code = ("import sys; from lookalike.evaluation.evaluate import evaluate_folder; "
             f"r = evaluate_folder({str(data)!r}, metric='l2'); "
             "assert r.index.indexed == 0; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)

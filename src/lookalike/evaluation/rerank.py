@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.metrics import as_embeddings
+from lookalike.evaluation.retrieval import as_embeddings
 from lookalike.vectors import ExactBackend, Metric, get_metric
 
 _RERANK_CHUNK_ELEMENTS = 2**22  # bound on temporaries per chunk in rerank()

@@ -1,5 +1,5 @@
 """The vector cache of an index folder: ``ids-N.npy``, ``vectors-N.npy`` and the stamp
-``vectors-N.json`` of catalog generation N, derived from the catalog (see :mod:`lookalike.store`)
+``vectors-N.json`` of catalog generation N, derived from the catalog (see :mod:`lookalike.index.store`)
 and memory-mapped for fast loading.
 
 A generation's files are written in a temporary folder and moved into place, stamped with their

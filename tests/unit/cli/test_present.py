@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lookalike.api import Match, QueryResult
-from lookalike.present import montage_figure, print_results
+from lookalike.cli.present import montage_figure, print_results
 
 
 def test_row_titles_sit_above_every_image_of_their_row(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.metrics import evaluate, evaluate_neighbors
-from lookalike.rerank import rerank
+from lookalike.evaluation.retrieval import evaluate, evaluate_neighbors
+from lookalike.evaluation.rerank import rerank
 
 
 def test_rerank_fixes_a_hand_built_ordering():

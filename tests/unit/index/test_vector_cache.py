@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.vector_cache import VectorCache
+from lookalike.index.vector_cache import VectorCache
 
 IDS = np.array([3, 5, 9], np.int64)
 VECTORS = np.arange(12, dtype=np.float32).reshape(3, 4)

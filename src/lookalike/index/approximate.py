@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.store import Store, StoreError
+from lookalike.index.store import Store, StoreError
 from lookalike.vectors.ann import choose_kind
 
 if TYPE_CHECKING:  # FAISS loads only for an index with an approximate structure

@@ -5,8 +5,8 @@ import io
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from conftest import sample_photo
-from lookalike import verify
+from helpers import sample_photo
+from lookalike.dedup import geometry
 
 
 def _jpeg(img, quality):
@@ -27,7 +27,7 @@ def _watermark(img):
 @pytest.fixture(scope="module")
 def chelsea():
     img = sample_photo("chelsea")
-    return img, verify.features(img)
+    return img, geometry.features(img)
 
 
 @pytest.mark.parametrize("edit, check", [
@@ -44,7 +44,7 @@ def chelsea():
 ], ids=["jpeg50", "rot90", "rot270", "flip", "crop70", "half", "brighter", "letterbox", "watermark"])
 def test_edited_copies_verify_with_readable_evidence(chelsea, edit, check):
     img, original = chelsea
-    found = verify.compare(original, verify.features(edit(img)))
+    found = geometry.compare(original, geometry.features(edit(img)))
     assert found.inliers >= 40, found
     assert check(found), found
     assert found.describe().startswith(f"{found.inliers} inliers")
@@ -54,28 +54,28 @@ def test_different_pictures_of_similar_content_do_not_verify():
     coins = sample_photo("coins")
     w, h = coins.size
     left, right = coins.crop((0, 0, w // 2, h)), coins.crop((w // 2, 0, w, h))  # the same object, no shared pixels
-    assert verify.compare(verify.features(left), verify.features(right)).inliers < 15
-    cat, coffee = verify.features(sample_photo("chelsea")), verify.features(sample_photo("coffee"))
-    assert verify.compare(cat, coffee).inliers < 15
+    assert geometry.compare(geometry.features(left), geometry.features(right)).inliers < 15
+    cat, coffee = geometry.features(sample_photo("chelsea")), geometry.features(sample_photo("coffee"))
+    assert geometry.compare(cat, coffee).inliers < 15
 
 
 def test_a_flat_picture_has_no_features_and_matches_nothing(chelsea):
-    flat = verify.features(Image.new("RGB", (300, 200), (120, 130, 140)))
+    flat = geometry.features(Image.new("RGB", (300, 200), (120, 130, 140)))
     assert len(flat.points) == 0
-    assert verify.compare(chelsea[1], flat) == verify.NO_MATCH
+    assert geometry.compare(chelsea[1], flat) == geometry.NO_MATCH
 
 
 def test_matches_are_opencv_brute_force_ratio_tested_matches(chelsea):
     import cv2
 
     img, original = chelsea
-    others = [verify.features(Image.open(io.BytesIO(_jpeg(img, 30)))), verify.features(ImageOps.mirror(img)),
-              verify.features(sample_photo("coffee"))]
+    others = [geometry.features(Image.open(io.BytesIO(_jpeg(img, 30)))), geometry.features(ImageOps.mirror(img)),
+              geometry.features(sample_photo("coffee"))]
     for other in others:
         for theirs in (other.descriptors, other.mirror_descriptors):
             pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(original.descriptors, theirs, k=2)
-            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < verify.RATIO * p[1].distance]
-            rows, cols = verify.matches(original.descriptors, theirs)
+            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < geometry.RATIO * p[1].distance]
+            rows, cols = geometry.matches(original.descriptors, theirs)
             assert rows.tolist() == [m.queryIdx for m in good] and cols.tolist() == [m.trainIdx for m in good]
 
 
@@ -86,10 +86,10 @@ def test_an_inlier_minimum_changes_no_decision(chelsea):
                 img.crop((0, 0, img.width // 3, img.height // 3)), sample_photo("coffee"),
                 coins.crop((0, 0, coins.width // 2, coins.height))]
     for picture in pictures:
-        other = verify.features(picture)
-        full = verify.compare(original, other)
+        other = geometry.features(picture)
+        full = geometry.compare(original, other)
         for minimum in (5, 20, 60, 400):
-            found = verify.compare(original, other, minimum)
+            found = geometry.compare(original, other, minimum)
             assert (found.inliers >= minimum) == (full.inliers >= minimum), (minimum, full, found)
             # the mirror is not tried once the direct fit reaches the minimum: at a minimum as low
             # as 5, a chance direct fit of a flipped copy may (same decision, other evidence)

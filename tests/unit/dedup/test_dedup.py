@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from conftest import sample_photo
-from lookalike import ann_store, dedup
+from helpers import sample_photo
+from lookalike import dedup
+from lookalike.index import approximate
 from lookalike.vectors.faiss_backend import FaissBackend
 from lookalike.api import Index
 
@@ -566,7 +567,7 @@ def test_empty_selection(library, tmp_path):
 def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
     root, _, idx = library
     with Index.open(tmp_path / "index", create=True) as approx:
-        ann_store.configure(approx.store, "hnsw")
+        approximate.configure(approx.store, "hnsw")
         approx.add(root)
         assert approx.index_type == "hnsw"
         for threshold in dedup.presets(idx.model).values():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ranking_reference
-from lookalike.metrics import RetrievalEvaluation, cmc_curve, evaluate, evaluate_neighbors, sample_comparative_sets
+from helpers import ranking_reference
+from lookalike.evaluation.retrieval import RetrievalEvaluation, cmc_curve, evaluate, evaluate_neighbors, sample_comparative_sets
 
 SUMMARY_KEYS = {
     "n_images", "n_classes", "n_queries", "metric", "recall@1", "recall@5", "recall@10",
@@ -406,7 +406,7 @@ def test_every_refusal_says_what_was_wrong_in_full():
 
 
 def test_a_non_finite_row_past_the_first_chunk_of_a_large_array_is_found():
-    from lookalike.metrics import _PAIR_CHUNK_BYTES, as_embeddings
+    from lookalike.evaluation.retrieval import _PAIR_CHUNK_BYTES, as_embeddings
 
     rows = _PAIR_CHUNK_BYTES // 4 + 1  # one-column rows: the last one is in the second 32 MiB chunk
     X = np.zeros((rows, 1), np.float32)
@@ -416,7 +416,7 @@ def test_a_non_finite_row_past_the_first_chunk_of_a_large_array_is_found():
 
 
 def test_embeddings_are_float32_whatever_they_came_as():
-    from lookalike.metrics import as_embeddings
+    from lookalike.evaluation.retrieval import as_embeddings
 
     out = as_embeddings(np.array([[0.5, 1.0], [2.0, 3.0]], np.float64))
     assert out.dtype == np.float32 and out.flags.c_contiguous

@@ -19,7 +19,7 @@ import numpy as np
 
 from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, content_hash, decode, list_images, read_file
 from lookalike.models.embedder import Embedder
-from lookalike.store import Entry, Store, StoreError
+from lookalike.index.store import Entry, Store, StoreError
 
 # Images per model run and per commit. On an idle 2-core machine, with the batch split across
 # one-thread sessions and contiguous preprocessing, EfficientNet-Lite0 indexed 96-107 img/s at
@@ -61,7 +61,7 @@ class IndexReport:
 
 class Sidecar(Protocol):
     """Data kept per content beside the index, made from each new file's bytes in the decode threads
-    (:class:`lookalike.phash.HashStore`: the dihedral hashes dedup's candidates need)."""
+    (:class:`lookalike.dedup.phash.HashStore`: the dihedral hashes dedup's candidates need)."""
 
     def make(self, data: bytes) -> object | None:
         """What to keep for these bytes (None: nothing), in a decode thread."""

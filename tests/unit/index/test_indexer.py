@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from lookalike.images import content_hash
-from lookalike.indexer import bounded_map, load, update
+from lookalike.index.indexer import bounded_map, load, update
 from lookalike.models.registry import resolve
-from lookalike.store import Store, StoreError
+from lookalike.index.store import Store, StoreError
 
 
 class Preprocess:
@@ -229,7 +229,7 @@ def test_pixel_limit_skips_big_pictures(store, photos):
 def test_report_dictionary():
     from collections import Counter
 
-    from lookalike.indexer import IndexReport
+    from lookalike.index.indexer import IndexReport
 
     report = IndexReport(indexed=3, removed=1, unchanged=2, skipped=[("/a", "bad")], total=5, seconds=1.10049,
                          added=["/n"], changed=["/c"], removed_paths=["/r"], ignored=Counter({".txt": 2, ".json": 1}))
@@ -241,7 +241,7 @@ def test_report_dictionary():
 
 
 def test_a_file_gone_between_listing_and_reading_is_skipped_with_a_reason(store, tmp_path, monkeypatch):
-    from lookalike import indexer
+    from lookalike.index import indexer
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -293,7 +293,7 @@ def test_a_link_leading_out_of_the_folder_is_left_out_with_a_reason_unless_follo
 
 
 def test_the_sidecar_keeps_what_it_made_from_each_new_files_bytes_by_content(store, tmp_path):
-    from lookalike.phash import HashStore, image_hashes
+    from lookalike.dedup.phash import HashStore, image_hashes
 
     folder = tmp_path / "photos"
     folder.mkdir()

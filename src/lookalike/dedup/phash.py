@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.images import ImageError, decode
-from lookalike.store import BlobTable
+from lookalike.index.store import BlobTable
 from lookalike.vectors import hamming
 
 #: The dihedral transforms, in the order of a hash array's second axis: k quarter turns
@@ -70,7 +70,7 @@ class HashStore:
     """Hashes by content hash (the catalog's ``hash``: equal bytes, equal hashes), in ``hashes.sqlite``
     in ``folder``; in memory only when that cannot be written.
 
-    It is also the indexer's sidecar (:func:`lookalike.indexer.update`): :meth:`make` runs in the
+    It is also the indexer's sidecar (:func:`lookalike.index.indexer.update`): :meth:`make` runs in the
     decode threads on each new file's bytes, :meth:`save` stores a committed batch, so an index
     built by ``index`` or ``dedup DIR`` needs no second decode for its hashes.
     """

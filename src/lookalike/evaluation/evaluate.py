@@ -4,7 +4,7 @@ Images are embedded through an ordinary index kept in the user cache directory, 
 folder and the model, so evaluating again (another metric, re-ranking, a few new files) only embeds
 what changed; or through the user's own index (``--index``), brought up to date with the folder as
 ``lookalike dedup FOLDER`` does, so that vectors it already holds are not computed again. Labels come from folders (:func:`lookalike.train.data.label_of`); the metrics are
-:mod:`lookalike.metrics`' leave-one-out protocol and comparative sets, chunked so memory stays bounded.
+:mod:`lookalike.evaluation.retrieval`' leave-one-out protocol and comparative sets, chunked so memory stays bounded.
 No torch import here: a cached or trained ONNX model is all that runs.
 """
 
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lookalike import metrics
-from lookalike import rerank as reranking
+from lookalike.evaluation import retrieval
+from lookalike.evaluation import rerank as reranking
 from lookalike.api import Index, model_ref
 from lookalike.images import ImageError, decode
-from lookalike.indexer import IndexReport
+from lookalike.index.indexer import IndexReport
 from lookalike.models.registry import resolve
 from lookalike.paths import cache_dir
-from lookalike.store import StoreError
+from lookalike.index.store import StoreError
 from lookalike.train.data import LabelledImages, labelled
 from lookalike.vectors import Searcher
 
@@ -51,8 +51,8 @@ class Evaluation:
 
     data: LabelledImages
     vectors: np.ndarray
-    result: metrics.RetrievalEvaluation
-    reranked: metrics.RetrievalEvaluation | None
+    result: retrieval.RetrievalEvaluation
+    reranked: retrieval.RetrievalEvaluation | None
     model: str
     index: IndexReport
     seconds: float
@@ -100,11 +100,11 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
         x = np.asarray(vectors)
     if np.bincount(images.codes).max(initial=0) < 2:
         raise ValueError(f"{root} has no class folder with two or more readable images to evaluate")
-    result = metrics.evaluate(x, images.codes, metric, comparative_seed=seed)
+    result = retrieval.evaluate(x, images.codes, metric, comparative_seed=seed)
     reranked = None
     if rerank:
         neighbours, _ = reranking.rerank(x, k=RERANK_K, metric=metric)
-        reranked = metrics.evaluate_neighbors(neighbours, images.codes, metric=f"{metric}+rerank")
+        reranked = retrieval.evaluate_neighbors(neighbours, images.codes, metric=f"{metric}+rerank")
     return Evaluation(images, x, result, reranked, name, report, time.perf_counter() - started)
 
 
@@ -135,9 +135,9 @@ def write_report(ev: Evaluation, out: str | os.PathLike, rows: int = REPORT_ROWS
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     r = ev.result
     max_k = int(min(50, max(1, ev.data.codes.size - 1)))
-    curves = {r.metric: metrics.cmc_curve(r.first_positive_rank, max_k)}
+    curves = {r.metric: retrieval.cmc_curve(r.first_positive_rank, max_k)}
     if ev.reranked is not None:
-        curves[ev.reranked.metric] = metrics.cmc_curve(ev.reranked.first_positive_rank, max_k)
+        curves[ev.reranked.metric] = retrieval.cmc_curve(ev.reranked.first_positive_rank, max_k)
     _plot_cmc(curves, out / "cmc.png")
     order = np.lexsort((r.first_positive_rank, -r.average_precision))
     sections = []

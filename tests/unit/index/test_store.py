@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.store import SCHEMA_VERSION, Entry, Store, StoreError
+from lookalike.index.store import SCHEMA_VERSION, Entry, Store, StoreError
 
 MODEL = {"name": "m", "layer": "pool", "dim": 3, "preprocessing": {"size": 8}}
 
@@ -53,7 +53,7 @@ def test_put_remove_and_vector_cache_follow_generations(tmp_path):
 
 def _v1_catalog(folder) -> None:
     """A schema v1 catalog in ``folder`` with one embedded image, id 7."""
-    from lookalike.store import MIGRATIONS
+    from lookalike.index.store import MIGRATIONS
 
     conn = sqlite3.connect(folder / "index.sqlite")
     conn.executescript(MIGRATIONS[0])
@@ -74,7 +74,7 @@ def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
 
 
 def test_a_migration_that_fails_midway_changes_nothing(tmp_path, monkeypatch):
-    from lookalike import store
+    from lookalike.index import store
 
     _v1_catalog(tmp_path)
     # the last statement fails, as a full disk or a kill would stop it, after the old table was dropped
@@ -340,7 +340,7 @@ def test_vectors_are_stored_as_float32_of_the_models_dimension(tmp_path):
 
 
 def test_a_blob_table_keeps_values_by_key_and_loses_nothing_when_unusable(tmp_path):
-    from lookalike.store import BlobTable
+    from lookalike.index.store import BlobTable
 
     table = BlobTable(tmp_path / "hashes.sqlite", "dihedral", "content")
     assert table.load({"a"}) == {} and not table.path.exists()  # nothing stored yet: no file made
@@ -442,7 +442,7 @@ def test_an_unreadable_catalog_is_refused_in_one_line(tmp_path, monkeypatch):
 
 
 def test_a_catalog_whose_creation_fails_is_refused_in_one_line(tmp_path, monkeypatch):
-    from lookalike import store
+    from lookalike.index import store
 
     monkeypatch.setattr(store, "MIGRATIONS", [store.MIGRATIONS[0] + "; SELECT no_such_function()", store.MIGRATIONS[1]])
     with pytest.raises(StoreError, match=r"^cannot create the catalog at .*index\.sqlite: no such function: "

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from lookalike import ann_store
+from lookalike.index import approximate
 from lookalike.api import Index
 from lookalike.models.registry import resolve
-from lookalike.store import Entry, Store
+from lookalike.index.store import Entry, Store
 
 DIM = 32
 
@@ -20,13 +20,13 @@ def _vectors(n, seed=0):
 def _index(tmp_path, vectors, setting, prefix="/p"):
     spec = resolve()
     store = Store.create(tmp_path, {**spec.identity(), "dim": DIM}, ref=spec.name)
-    ann_store.configure(store, setting)
+    approximate.configure(store, setting)
     store.put(Entry(f"{prefix}/{i:04d}", 1, 1, f"{prefix}{i}", 1, 1, v) for i, v in enumerate(vectors))
     return Index(store, spec)
 
 
 @pytest.mark.parametrize("n", [1, 5, 100])
-@pytest.mark.parametrize("setting", ann_store.SETTINGS)
+@pytest.mark.parametrize("setting", approximate.SETTINGS)
 def test_every_setting_works_on_tiny_collections_and_matches_exact(tmp_path, n, setting):
     vectors = _vectors(n)
     with _index(tmp_path, vectors, setting) as idx:
@@ -38,7 +38,7 @@ def test_every_setting_works_on_tiny_collections_and_matches_exact(tmp_path, n, 
             assert [m.path for m in approx.results] == [m.path for m in exact.results]
             np.testing.assert_allclose([m.distance for m in approx.results], [m.distance for m in exact.results])
             assert len(approx.results) == min(3, n)
-        ann_file = tmp_path / ann_store.ANN_FILE
+        ann_file = tmp_path / approximate.ANN_FILE
         if ann_file.exists():  # queries reuse the saved structure until the catalog changes
             before = ann_file.stat().st_mtime_ns
             Index(Store.open(tmp_path), resolve()).query_vector(vectors[0], 2)
@@ -69,7 +69,7 @@ def test_a_torn_ann_file_is_rebuilt(tmp_path):
     vectors = _vectors(50)
     with _index(tmp_path, vectors, "hnsw") as idx:
         idx.query_vector(vectors[0], 1)
-    (tmp_path / ann_store.ANN_FILE).write_bytes(b"torn")
+    (tmp_path / approximate.ANN_FILE).write_bytes(b"torn")
     with Index(Store.open(tmp_path), resolve()) as idx:
         assert idx.query_vector(vectors[3], 1).results[0].path == "/p/0003"
 
@@ -77,4 +77,4 @@ def test_a_torn_ann_file_is_rebuilt(tmp_path):
 def test_unknown_setting_is_refused(tmp_path):
     with Store.create(tmp_path, {"name": "m", "dim": DIM}, ref="m") as store:
         with pytest.raises(ValueError, match="unknown --ann"):
-            ann_store.configure(store, "lsh")
+            approximate.configure(store, "lsh")

@@ -21,7 +21,7 @@ Comparative sets (:func:`sample_comparative_sets`; Microsoft's image-similarity 
     exist); the positive's rank within that set of distances is reported as its
     median and as ``recall@k`` (fraction of queries whose positive ranks ``<= k``).
 
-Neighbour lists (:func:`evaluate_neighbors`, e.g. the output of :func:`lookalike.rerank.rerank`)
+Neighbour lists (:func:`evaluate_neighbors`, e.g. the output of :func:`lookalike.evaluation.rerank.rerank`)
     The same metrics computed over a given top-K list per image; positives missing
     from the list count as missed (they add nothing to AP, and a query without any
     positive in its list has first-positive rank ``inf``).  mAP is then the mean AP

@@ -3,7 +3,7 @@
 SQLite (WAL mode) holds every file's path, size, mtime, content hash, status and feature vector, so
 a batch of new vectors commits atomically: a process killed at any moment leaves an index that opens
 and resumes. The vectors are also kept in a derived cache for fast loading (see
-:mod:`lookalike.vector_cache`), stamped with the catalog's generation and rebuilt whenever it is stale.
+:mod:`lookalike.index.vector_cache`), stamped with the catalog's generation and rebuilt whenever it is stale.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.vector_cache import VectorCache
+from lookalike.index.vector_cache import VectorCache
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 2

@@ -1,0 +1,3 @@
+"""The embedded index, one folder: the SQLite catalog (:mod:`.store`, the source of truth), the
+vector cache derived from it (:mod:`.vector_cache`), the pipeline that makes it match a folder
+(:mod:`.indexer`) and the approximate-nearest-neighbour file kept in step with it (:mod:`.approximate`)."""

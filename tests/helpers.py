@@ -1,0 +1,110 @@
+"""What the tests share besides fixtures: small real photos (scikit-image's samples) and variants made
+from them, running the CLI as a user would, and reference implementations written out from the
+definitions. Fixtures live in ``conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "hubble_deep_field",
+          "immunohistochemistry", "retina", "moon", "text")
+
+
+def sample_photo(name: str) -> Image.Image:
+    """One of scikit-image's sample pictures as an RGB PIL image."""
+    import skimage.data
+
+    arr = getattr(skimage.data, name)()
+    if arr.dtype != np.uint8:
+        arr = (arr * 255).astype(np.uint8) if arr.max() <= 1 else arr.astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def variants(img: Image.Image) -> dict[str, Image.Image]:
+    """Edited copies of a photo: flip, centre crop, colour jitter."""
+    w, h = img.size
+    return {
+        "flip": ImageOps.mirror(img),
+        "crop": img.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
+        "bright": ImageEnhance.Brightness(img).enhance(1.25),
+    }
+
+
+# Run a command without root's power to read any file, so file modes count even when the tests run as root.
+WITHOUT_READ_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                         "--inh-caps", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+
+
+def run_cli(*args, check: bool = True, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m lookalike ARGS`` as a user would (after ``prefix``, a command that wraps it);
+    with ``check``, a non-zero exit fails the test."""
+    proc = subprocess.run([*prefix, sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(server: subprocess.Popen, port: int, log, seconds: float = 120):
+    """The ``/healthz`` answer of a ``lookalike serve`` process on ``port`` once it answers; the test
+    fails with the server's ``log`` when the process ends first, or after ``seconds``."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no answer in {seconds} s"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+def distances_reference(queries: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
+    """(Q, N) float64 distances, written out from the definitions (``1 - cos`` or Euclidean)."""
+    q, x = queries.astype(np.float64), x.astype(np.float64)
+    if metric == "cosine":
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return 1.0 - qn @ xn.T
+    return np.sqrt(((q[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+
+
+def ranking_reference(X: np.ndarray, labels: np.ndarray, metric: str):
+    """Leave-one-out retrieval written out per query in float64, independent of ``lookalike.evaluation.retrieval``:
+    (query ids, AP, AP@R, first-positive rank); negatives rank before positives at equal distance."""
+    X = X.astype(np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        Xn = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+        D = 1.0 - Xn @ Xn.T
+    else:
+        D = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    ids, aps, aprs, firsts = [], [], [], []
+    for q in range(len(X)):
+        others = np.arange(len(X)) != q
+        positive = labels[others] == labels[q]
+        if not positive.any():
+            continue
+        order = np.lexsort((positive, D[q, others]))  # by distance, then negatives (False) first
+        ranks = np.flatnonzero(positive[order]) + 1.0
+        precision = np.arange(1, ranks.size + 1) / ranks
+        ids.append(q)
+        aps.append(precision.mean())
+        aprs.append(precision[ranks <= ranks.size].sum() / ranks.size)
+        firsts.append(ranks[0])
+    return np.array(ids), np.array(aps), np.array(aprs), np.array(firsts)
