@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lookalike import atomic
 from lookalike.api import Match, QueryResult
 from lookalike.images import ImageError, decode
 
@@ -89,7 +90,8 @@ def montage(query, rows: Sequence[QueryResult], out: str | os.PathLike, query_ti
     import matplotlib.pyplot as plt
 
     fig = montage_figure(query, rows, query_title)
-    fig.savefig(out, bbox_inches="tight")
+    with atomic.replacing(out) as f:  # the format from the name's extension, as matplotlib would
+        fig.savefig(f, format=os.path.splitext(os.fspath(out))[1][1:].lower() or "png", bbox_inches="tight")
     plt.close(fig)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from lookalike import atomic
 from lookalike.dedup import geometry
 from lookalike.dedup.rules import METRIC, Rule
 
@@ -87,8 +88,8 @@ class DedupReport:
 
 
 def write_paths(paths: list[str], out: str | os.PathLike, null: bool = False) -> None:
-    """Write ``paths`` to ``out``, one per line, or NUL-terminated with ``null`` (names as bytes,
-    as the file system has them).
+    """Write ``paths`` to ``out`` whole or not at all (:mod:`lookalike.atomic`), one per line, or
+    NUL-terminated with ``null`` (names as bytes, as the file system has them).
 
     ValueError, writing nothing, when a name holds a line break and ``null`` is off: such a list
     could not be read back unambiguously.
@@ -99,5 +100,4 @@ def write_paths(paths: list[str], out: str | os.PathLike, null: bool = False) ->
             raise ValueError(f"a file name holds a line break ({broken!r}): a one-per-line list would be "
                              "ambiguous; use -0 (NUL-separated) or --json")
     end = b"\0" if null else b"\n"
-    with open(out, "wb") as f:
-        f.write(b"".join(os.fsencode(p) + end for p in paths))
+    atomic.write(out, b"".join(os.fsencode(p) + end for p in paths))

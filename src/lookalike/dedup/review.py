@@ -15,6 +15,7 @@ import html
 import io
 import os
 
+from lookalike import atomic
 from lookalike.images import ImageError, decode
 
 #: Longest side of an embedded thumbnail, in pixels.
@@ -64,8 +65,8 @@ def render(report) -> str:
 
 
 def write(report, out: str | os.PathLike) -> None:
-    """Write the review page of ``report`` to ``out``."""
-    with open(out, "w", encoding="utf-8", errors="surrogateescape") as f:
+    """Write the review page of ``report`` to ``out``, whole or not at all."""
+    with atomic.replacing(out, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write(render(report))
 
 

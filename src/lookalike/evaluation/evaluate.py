@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lookalike import atomic
 from lookalike.evaluation import retrieval
 from lookalike.evaluation import rerank as reranking
 from lookalike.api import Index, model_ref
@@ -132,7 +133,7 @@ def write_report(ev: Evaluation, out: str | os.PathLike, rows: int = REPORT_ROWS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = ev.to_dict()
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    atomic.write(out / "metrics.json", json.dumps(summary, indent=2))
     r = ev.result
     max_k = int(min(50, max(1, ev.data.codes.size - 1)))
     curves = {r.metric: retrieval.cmc_curve(r.first_positive_rank, max_k)}
@@ -164,7 +165,7 @@ def write_report(ev: Evaluation, out: str | os.PathLike, rows: int = REPORT_ROWS
             f"<p>{html.escape(ev.data.root)}: {r.n_images} images in {r.n_classes} classes; every image queries "
             f"all others ({html.escape(r.metric)} distance).</p><table>{table}</table>"
             f"<h2>Recall@k (CMC curve)</h2><img src='cmc.png'>{''.join(sections)}</body></html>")
-    (out / "index.html").write_text(page, encoding="utf-8")
+    atomic.write(out / "index.html", page)
     return out / "index.html"
 
 
@@ -184,7 +185,8 @@ def _plot_cmc(curves: dict[str, np.ndarray], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic.replacing(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
 
@@ -207,7 +209,8 @@ def _strip(ev: Evaluation, queries: np.ndarray, k: int, path: Path) -> None:
             colour = (40, 160, 60) if ev.data.codes[j] == ev.data.codes[q] else (210, 40, 40)
             draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline=colour, width=pad - 1)
             sheet.paste(_thumb(ev.data.paths[j]), (x + pad, y + pad))
-    sheet.save(path)
+    with atomic.replacing(path) as f:
+        sheet.save(f, "PNG")
 
 
 def _thumb(path: str) -> Image.Image:

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from lookalike import atomic
 from lookalike.models.export import export
 from lookalike.models.registry import SIDECAR
 from lookalike.train.loop import CHECKPOINT, Result
@@ -42,9 +43,7 @@ def write_model_dir(result: Result, out: str | os.PathLike, name: str | None = N
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
-    tmp = out / (SIDECAR + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / SIDECAR)
+    atomic.write(out / SIDECAR, json.dumps(meta, indent=2))
     plot_history(result, out / CURVE_NAME)
     (out / CHECKPOINT).unlink(missing_ok=True)
     return onnx_path
@@ -78,5 +77,6 @@ def plot_history(result: Result, path: Path) -> None:
         ax.legend(loc="upper right", fontsize="small")
     ax.set_title(f"{result.spec.name} + NormSoftmax ({result.config.dim}-d)")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic.replacing(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)

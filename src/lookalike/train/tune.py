@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from lookalike import atomic
+
 TUNABLE = ("lr", "temperature", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
            "weight_decay", "head_lr_scale", "crop_scale", "augment")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
@@ -129,8 +131,8 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
 
 def write_tables(result: TuneResult, keys: list[str], out: Path) -> None:
     """``tune.json``, ``tune.csv`` and ``tune.png`` (validation mAP and recall@1 per grid point)."""
-    (out / "tune.json").write_text(json.dumps(result.to_dict(), indent=2))
-    with open(out / "tune.csv", "w", newline="") as f:
+    atomic.write(out / "tune.json", json.dumps(result.to_dict(), indent=2))
+    with atomic.replacing(out / "tune.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow([*keys, *SCORES, "epochs_done", "seconds", "status"])
         for t in result.trials:
@@ -165,7 +167,8 @@ def _plot(result: TuneResult, keys: list[str], path: Path) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize="small")
     ax.set_title("grid search: open-set validation (held-out classes)")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic.replacing(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
 
