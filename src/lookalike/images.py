@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -238,6 +239,28 @@ def _from_array(arr: np.ndarray) -> Image.Image:
 def content_hash(data: bytes) -> str:
     """The content hash stored for every file (BLAKE2b, 128 bits, hex)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def hash_file(path: str | os.PathLike) -> str:
+    """:func:`content_hash` of a file's bytes, read in pieces (:func:`open_file`'s checks apply)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open_file(path) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_file(path: str | os.PathLike) -> io.BufferedReader:
+    """Open a regular file for reading, never blocking: a FIFO, socket or device is refused before a
+    byte is read. :class:`ImageError` with the reason when it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"cannot read file: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError("not a regular file (a FIFO, socket or device)")
+    return os.fdopen(fd, "rb")
 
 
 def read_file(path: str | os.PathLike) -> bytes:

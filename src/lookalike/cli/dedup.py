@@ -45,9 +45,10 @@ def dedup(
     """Group exact (same bytes) and near-duplicate images; never deletes anything.
 
     Each group keeps the file that is not an edit of the others: most pixels, then lossless over
-    higher JPEG quality, then one with an EXIF capture time (earliest), then the shorter name, then
-    the older file. A FOLDER without images is an error when it would create a new index, and a
-    warning otherwise.
+    higher JPEG quality, then one with an EXIF capture time (earliest), then a file over a symbolic
+    link to it, then the shorter name, then the older file. Every grouped file is checked against the
+    disk first: one changed since it was indexed is an error, and nothing is listed. A FOLDER
+    without images is an error when it would create a new index, and a warning otherwise.
     """
     from lookalike import dedup as dd
     if folder is not None:
@@ -66,8 +67,9 @@ def dedup(
         report = dd.find_duplicates(idx, rule, preset, under=str(folder) if folder is not None else None)
     if indexed is not None:
         report.skipped = sorted(dict(report.skipped + indexed.skipped).items())
+    listed = report.to_remove()  # before any output: every grouped file checked against the disk
     if to_remove is not None:
-        dd.write_paths(report.to_remove(), to_remove, null)
+        dd.write_paths(listed, to_remove, null)
     if montage is not None:
         present.dedup_montages(report, montage)
     if review is not None:

@@ -1,7 +1,7 @@
 """Near-duplicate groups: exact copies by content hash, near copies by feature distance.
 
 How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod:`.candidates`,
-:mod:`.verifier`, :mod:`.keep`, :mod:`.report`, :mod:`.find`):
+:mod:`.verifier`, :mod:`.keep`, :mod:`.report`, :mod:`.find`, :mod:`.ondisk`):
 
 1. Files with the same content hash are *exact* duplicates; each such set is one group.
 2. One file per distinct content is kept for the near search. Its neighbours within the
@@ -22,6 +22,9 @@ How groups are formed (see :func:`find_duplicates`; modules: :mod:`.rules`, :mod
 4. One keep decision per connected set (:func:`assemble_groups`): a near group also lists the byte
    copies of its kept file and of its members, so no file is kept by one group and listed by
    another, and every listed file is the kept file's bytes or those of a file compared with it.
+5. Before a list is made, every grouped file is checked against the disk (:mod:`.ondisk`): one
+   changed since it was indexed stops it, and a file ranks before any symbolic link to it, so no
+   listed name is the file a kept name leads to.
 
 Two-stage rules (the ``near`` and ``similar`` presets, :class:`Rule`): step 2's pairs are only
 *candidates*, taken at a loose radius (among each file's nearest) and unioned with pairs whose
@@ -42,6 +45,7 @@ _HOME = {  # name -> the module that defines it, imported on first use (PEP 562)
     **dict.fromkeys((
         "LOSSLESS", "OTHER_LOSSY", "Traits", "assemble_groups", "file_traits",
         "group_around_keepers", "keep_order"), "keep"),
+    **dict.fromkeys(("StaleIndex",), "ondisk"),
     **dict.fromkeys(("DedupReport", "Duplicate", "Group", "write_paths"), "report"),
     **dict.fromkeys((
         "DEFAULT_PRESET", "METRIC", "PRESET_NAMES", "PRESETS", "Rule", "presets",

@@ -14,6 +14,7 @@ import numpy as np
 from lookalike.dedup import phash
 from lookalike.dedup import geometry
 from lookalike.api import Index, ImageInput, Match, QueryResult
+from lookalike.dedup import ondisk
 from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine
 from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
 from lookalike.dedup.report import DedupReport
@@ -28,7 +29,8 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
     :class:`Verifier` from the paths and the inlier minimum (default: :class:`Verifier`).
 
     Exact groups come first, then near groups; each lists its duplicates nearest first. Files the
-    index could not read are reported in ``skipped``.
+    index could not read are reported in ``skipped``; the report keeps what the index holds for each
+    grouped file, to check the disk against before it lists anything (:meth:`DedupReport.to_remove`).
     """
     started = time.perf_counter()
     rule = rule if isinstance(rule, Rule) else Rule(float(rule))
@@ -45,7 +47,8 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
         return report
     paths = catalog["path"]
     pixels = catalog["width"] * catalog["height"]
-    order = keep_order(pixels, paths, catalog["mtime_ns"])  # byte copies share pixels and header traits
+    hops = np.array([ondisk.link_hops(p) for p in paths], np.int64)
+    order = keep_order(pixels, paths, catalog["mtime_ns"], hops=hops)  # byte copies share pixels and traits
 
     # One file per distinct content (the first in keep order) stands for all its copies in the near search.
     first: dict[str, int] = {}
@@ -57,7 +60,7 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
                                                   list(first), upaths, rule, report.stages, chunk)
     paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
     traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
-    visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits)
+    visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits, hops[unique])
     make = verifier or Verifier
     with make(upaths, rule.min_inliers) if rule.verified else contextlib.nullcontext() as check:
         tick = time.perf_counter()
@@ -77,6 +80,9 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
             (int(unique[m]), to_keeper[m], check.evidence(keeper, m, traits) if check is not None else None)
             for m in members]))
     report.groups = assemble_groups(order, catalog["hash"], near, paths)
+    row = {p: i for i, p in enumerate(paths)}
+    report.indexed = {p: (int(catalog["size"][row[p]]), int(catalog["mtime_ns"][row[p]]), catalog["hash"][row[p]])
+                      for g in report.groups for p in (g.keep, *(d.path for d in g.duplicates))}
     report.seconds = time.perf_counter() - started
     return report
 

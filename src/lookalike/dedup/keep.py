@@ -63,18 +63,21 @@ def file_traits(path: str) -> Traits:
 
 
 def keep_order(pixels: np.ndarray, paths: list[str], mtime_ns: np.ndarray,
-               traits: list[Traits] | None = None) -> np.ndarray:
+               traits: list[Traits] | None = None, hops: np.ndarray | None = None) -> np.ndarray:
     """Positions sorted best-to-keep first, preferring the file that is not an edit of the other:
     most pixels, then best encoding (lossless, then higher JPEG quality), then one with an EXIF
-    capture time, earliest first, then the shorter file name, then the older file, then the path.
-    File size plays no part (a flipped or re-saved copy can be larger than its original).
+    capture time, earliest first, then the fewest symbolic links to the file (``hops``: the file
+    itself before a link to it, so removing what is listed never leaves a kept link dangling), then
+    the shorter file name, then the older file, then the path. File size plays no part (a flipped or
+    re-saved copy can be larger than its original).
     """
     traits = traits or [Traits()] * len(paths)
+    hops = np.zeros(len(paths), np.int64) if hops is None else np.asarray(hops, np.int64)
     quality = np.array([t.quality for t in traits], np.int64)
     no_date = np.array([not t.taken for t in traits])
     rank_taken = _ranks([t.taken for t in traits])
     name_len = np.array([len(os.path.basename(p)) for p in paths], np.int64)
-    return np.lexsort((_ranks(paths), mtime_ns, name_len, rank_taken, no_date, -quality,
+    return np.lexsort((_ranks(paths), mtime_ns, name_len, hops, rank_taken, no_date, -quality,
                        -np.asarray(pixels, np.int64)))
 
 

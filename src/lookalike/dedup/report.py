@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from lookalike import atomic
-from lookalike.dedup import geometry
+from lookalike.dedup import geometry, ondisk
 from lookalike.dedup.rules import METRIC, Rule
 
 
@@ -61,6 +61,9 @@ class DedupReport:
     seconds: float = 0.0
     #: Candidate pairs by source, pairs verified and verification time (two-stage rules).
     stages: dict = field(default_factory=dict)
+    #: (size, mtime_ns, content hash) of each grouped file as the index holds it, by path.
+    indexed: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    _confirmed: bool = field(default=False, repr=False)
 
     @property
     def threshold(self) -> float:
@@ -69,13 +72,23 @@ class DedupReport:
     def to_remove(self) -> list[str]:
         """Every grouped file except the one kept per group (lookalike never deletes anything).
 
-        RuntimeError if a file would be listed twice or is some group's kept file: groups are
-        disjoint by construction (:func:`assemble_groups`), this re-checks it on what is listed.
+        The first call checks every grouped file against the disk (:func:`ondisk.confirm`:
+        :class:`ondisk.StaleIndex` when one is not what :attr:`indexed` holds). RuntimeError if a
+        file would be listed twice, is some group's kept file, or is a kept name's file or a link
+        on the way to it: groups are disjoint by construction (:func:`assemble_groups`) and a file
+        ranks before its links (:func:`keep_order`); this re-checks both on what is listed.
         """
+        if not self._confirmed:
+            ondisk.confirm(self.indexed)
+            self._confirmed = True
         listed = [d.path for g in self.groups for d in g.duplicates]
         kept = {g.keep for g in self.groups}
         if len(kept) != len(self.groups) or len(set(listed)) != len(listed) or not kept.isdisjoint(listed):
             raise RuntimeError("duplicate groups overlap; refusing to write a list of files to remove")
+        lost = ondisk.lost_by_removal(sorted(kept), listed)
+        if lost:
+            raise RuntimeError(f"removing the listed files would leave {lost[0]} without its file; "
+                               "refusing to write a list of files to remove")
         return listed
 
     def to_dict(self) -> dict:

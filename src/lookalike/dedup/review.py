@@ -48,7 +48,7 @@ def _card(path: str, role: str, detail: str, n: int, checked: bool) -> str:
 
 def render(report) -> str:
     """The review page of a :class:`lookalike.dedup.DedupReport`, as HTML text."""
-    groups = []
+    groups, listed = [], set(report.to_remove())  # the report's own checks on what it lists
     for n, g in enumerate(report.groups, start=1):
         cards = [_card(g.keep, "keep", "kept by the rule: most pixels, best encoding, EXIF date, shorter name", n,
                        False)]
@@ -56,7 +56,7 @@ def render(report) -> str:
             why = "same bytes" if d.match == "exact" else (d.evidence.describe() if d.evidence else "")
             if d.copy_of is not None:
                 why = f"same bytes as {os.path.basename(d.copy_of)}; {why}"
-            cards.append(_card(d.path, "dup", f"distance {d.distance:.4f}; {why}", n, True))
+            cards.append(_card(d.path, "dup", f"distance {d.distance:.4f}; {why}", n, d.path in listed))
         groups.append(f'<section><h2>group {n} · {g.kind} · {len(g.duplicates) + 1} files</h2>'
                       f'<div class="row">{"".join(cards)}</div></section>')
     title = (f"lookalike dedup review: {len(report.groups)} groups among {report.n_images} images "

@@ -107,6 +107,15 @@ def test_keep_order_without_traits_uses_pixels_names_and_age_only():
     assert order.tolist() == [3, 2, 1, 0]
 
 
+def test_a_file_ranks_before_links_to_it_whatever_their_names_and_ages():
+    # same pixels, traits and content: the file itself (0 hops), then a link to it, then a link to that link
+    paths = ["/p/a_very_long_original_name.jpg", "/p/l.jpg", "/p/l2.jpg"]
+    order = keep_order(np.full(3, 100), paths, np.array([9, 0, 0]), hops=np.array([0, 2, 1]))
+    assert order.tolist() == [0, 2, 1]
+    # hops rank below the picture itself: more pixels still win over being a link
+    assert keep_order(np.array([50, 100]), paths[:2], np.zeros(2), hops=np.array([0, 1])).tolist() == [1, 0]
+
+
 def _csr(n, pairs):
     """CSR neighbour lists (offsets, columns) of an undirected graph on ``n`` rows, neighbours in pair order."""
     adj = [[] for _ in range(n)]
