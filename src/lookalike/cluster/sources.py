@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 
 from lookalike.images import ImageError, is_image_path, list_images, read_file
+from lookalike.index.store import StoreError
 
 
 def is_uri(location: str) -> bool:
@@ -18,17 +19,23 @@ def is_uri(location: str) -> bool:
 
 
 def filesystem(location: str):
-    """``(pyarrow FileSystem, path inside it)`` for a local path or URI; unknown schemes go through fsspec."""
+    """``(pyarrow FileSystem, path inside it)`` for a local path or URI; a scheme pyarrow cannot open
+    goes through fsspec (s3fs, gcsfs, adlfs, http, ...). :class:`StoreError` in one line, with both
+    reasons, when neither can (fsspec's names the package to install)."""
     from pyarrow import fs
 
     if not is_uri(location):
         return fs.LocalFileSystem(), os.path.abspath(location)
     try:
         return fs.FileSystem.from_uri(location)
-    except Exception:  # pyarrow does not know the scheme: let fsspec (gcsfs, adlfs, http, ...) handle it
+    except Exception as arrow:  # pyarrow does not know the scheme, or cannot reach it
         import fsspec
 
-        handler, path = fsspec.core.url_to_fs(location)
+        try:
+            handler, path = fsspec.core.url_to_fs(location)
+        except (ImportError, ValueError, OSError) as e:
+            reasons = " ".join(f"{arrow}; through fsspec: {e}".split())
+            raise StoreError(f"cannot open {location}: {reasons}") from None
         return fs.PyFileSystem(fs.FSSpecHandler(handler)), path
 
 
