@@ -179,11 +179,12 @@ def resources(cpus: float, workers: int) -> tuple[float, float]:
 
 
 def _decode(batch: dict, preprocess, max_pixels: int) -> dict:
-    """Ray task: read, hash, decode and preprocess a batch of files (``path, size, mtime_ns``)."""
-    items = [load(str(p), int(s), int(m), preprocess, max_pixels, sources.read)
+    """Ray task: read, hash, decode and preprocess a batch of files (``path, size, mtime_ns``; names
+    travel through Ray as their bytes, so a name that is not UTF-8 arrives as it is)."""
+    items = [load(os.fsdecode(p), int(s), int(m), preprocess, max_pixels, sources.read)
              for p, s, m in zip(batch["path"], batch["size"], batch["mtime_ns"])]
     blank = np.zeros((3, preprocess.size, preprocess.size), np.float32)
-    return {"path": [d.path for d in items], "size": [d.size for d in items],
+    return {"path": [os.fsencode(d.path) for d in items], "size": [d.size for d in items],
             "mtime_ns": [d.mtime_ns for d in items], "hash": [d.hash or "" for d in items],
             "width": [d.width for d in items], "height": [d.height for d in items],
             "error": [d.error or "" for d in items],
@@ -211,7 +212,8 @@ class _Embed:
 def _write(cols: dict, location: str, identity: dict) -> dict:
     """Ray task: write a batch of embedded files as one shard; returns each file's path and error."""
     ok = cols["error"] == ""
-    rows = {key: cols[key].tolist() for key in ("path", "size", "mtime_ns", "hash", "width", "height", "error")}
+    rows = {key: cols[key].tolist() for key in ("size", "mtime_ns", "hash", "width", "height", "error")}
+    rows["path"] = [os.fsdecode(p) for p in cols["path"]]
     name = Shards(location).write(table(rows, cols["vector"][ok], identity))
     return {"path": cols["path"], "error": cols["error"], "shard": [name] * len(ok)}
 
@@ -243,7 +245,7 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
         # fusing decoding into the actors, where it would wait for the model and vice versa. Blocks of
         # at most `block` files (ceil: no one-file remainder), and at least two per actor.
         block = max(batch, min(BLOCK, -(-len(todo) // (2 * workers))))
-        files = ray.data.from_items([{"path": p, "size": s, "mtime_ns": m} for p, s, m in todo],
+        files = ray.data.from_items([{"path": os.fsencode(p), "size": s, "mtime_ns": m} for p, s, m in todo],
                                     override_num_blocks=max(1, min(-(-len(todo) // block), 10_000)))
         decoded = files.map_batches(_decode, fn_kwargs={"preprocess": spec.preprocessing, "max_pixels": max_pixels},
                                     batch_size=block, num_cpus=decode_cpus, memory=_decode_memory(spec, block),
@@ -260,7 +262,7 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
         names = set()
         for out in written.iter_batches(batch_size=None, batch_format="numpy"):
             names.update(out["shard"].tolist())
-            failed = [(str(p), str(e)) for p, e in zip(out["path"], out["error"]) if e]
+            failed = [(os.fsdecode(p), str(e)) for p, e in zip(out["path"], out["error"]) if e]
             report.skipped.extend(failed)
             report.embedded += len(out["path"]) - len(failed)
             if on_progress:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lookalike.cluster.shards import Shards
+from lookalike.cluster.shards import Shards, paths
 from lookalike.index.indexer import IndexReport
 from lookalike.index.store import Entry, Store, StoreError
 
@@ -49,9 +49,8 @@ def load(store: Store, location: str, on_plan: Callable[[int], None] | None = No
         shard = shards.read(name)
         vectors = shard_vectors(shard)
         entries, errors, done = [], [], 0
-        for row, vector in zip(shard.select(["path", "size", "mtime_ns", "hash", "width", "height", "error"])
-                               .to_pylist(), vectors):
-            path = row["path"]
+        for path, row, vector in zip(paths(shard), shard.select(["size", "mtime_ns", "hash", "width", "height",
+                                                                 "error"]).to_pylist(), vectors):
             if latest[path][2] != name:  # a newer row in another shard wins
                 continue
             done += 1

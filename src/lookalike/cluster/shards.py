@@ -1,8 +1,11 @@
 """Parquet shards of embedded files: the hand-off between an embedding run and any index.
 
-One row per file: ``path, size, mtime_ns, hash, width, height, model, layer, vector, error``. The
-vector is a fixed-size float32 list (null for a skipped file); ``error`` is the reason a file was
-skipped (null for an embedded one). The model's full identity is in each file's schema metadata.
+One row per file: ``path, size, mtime_ns, hash, width, height, model, layer, vector, error,
+path_bytes``. The vector is a fixed-size float32 list (null for a skipped file); ``error`` is the
+reason a file was skipped (null for an embedded one). A name that is not valid UTF-8 (``x\\xff.jpg``)
+is kept byte for byte in ``path_bytes`` (null for every other name), ``path`` showing it with
+``\\xff`` escapes; :func:`paths` gives the names back exactly. The model's full identity is in each
+file's schema metadata, and every shard of a folder must hold the same model's vectors of its width.
 
 A shard is named by a digest of the files it holds, and written under a temporary name then moved
 into place, so a retried write (a worker killed and its task run again) replaces the shard with the
@@ -11,8 +14,10 @@ same rows instead of adding a second copy, and a killed run never leaves a torn 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -31,7 +36,7 @@ def schema(dim: int, identity: dict | None = None):
 
     fields = [("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("hash", pa.string()),
               ("width", pa.int32()), ("height", pa.int32()), ("model", pa.string()), ("layer", pa.string()),
-              ("vector", pa.list_(pa.float32(), dim)), ("error", pa.string())]
+              ("vector", pa.list_(pa.float32(), dim)), ("error", pa.string()), ("path_bytes", pa.binary())]
     meta = {MODEL_KEY: json.dumps(identity, sort_keys=True).encode()} if identity else None
     return pa.schema(fields, metadata=meta)
 
@@ -48,13 +53,24 @@ def table(rows: dict, vectors: np.ndarray, identity: dict):
     flat[ok] = vectors
     values = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), pa.float32()), dim, mask=pa.array(~ok))
     n = len(errors)
-    columns = [pa.array(rows["path"], pa.string()), pa.array(rows["size"], pa.int64()),
+    exact = [os.fsencode(p) for p in rows["path"]]
+    shown = [b.decode("utf-8", "backslashreplace") for b in exact]
+    columns = [pa.array(shown, pa.string()), pa.array(rows["size"], pa.int64()),
                pa.array(rows["mtime_ns"], pa.int64()),
                pa.array([h if o else None for h, o in zip(rows["hash"], ok)], pa.string()),
                pa.array(rows["width"], pa.int32()), pa.array(rows["height"], pa.int32()),
                pa.array([identity["name"]] * n, pa.string()), pa.array([identity["layer"]] * n, pa.string()),
-               values, pa.array(errors, pa.string())]
+               values, pa.array(errors, pa.string()),
+               pa.array([b if s != p else None for b, s, p in zip(exact, shown, rows["path"])], pa.binary())]
     return pa.Table.from_arrays(columns, schema=schema(dim, identity))
+
+
+def paths(shard) -> list[str]:
+    """The file names of a shard table's rows, exactly (names that are not UTF-8 from ``path_bytes``)."""
+    shown = shard.column("path").to_pylist()
+    if "path_bytes" not in shard.column_names:  # a shard written before names were kept byte for byte
+        return shown
+    return [p if b is None else os.fsdecode(b) for p, b in zip(shown, shard.column("path_bytes").to_pylist())]
 
 
 class Shards:
@@ -77,43 +93,66 @@ class Shards:
         return sorted(f.base_name for f in found if f.base_name.startswith(PREFIX) and f.base_name.endswith(SUFFIX))
 
     def model(self) -> dict | None:
-        """The identity of the model the shards were written with (None when there are none)."""
-        import pyarrow.parquet as pq
+        """The identity of the model the shards were written with (None when there are none).
 
-        names = self.names()
-        if not names:
-            return None
-        meta = pq.read_schema(self._open(names[0])).metadata or {}
-        if MODEL_KEY not in meta:
-            raise StoreError(f"{self.location}/{names[0]} is not a lookalike shard (no model metadata)")
-        return json.loads(meta[MODEL_KEY])
+        Every shard's schema is read (not its rows): :class:`StoreError` naming the first shard that
+        cannot be read, is not a lookalike shard, holds vectors of another width than its model's,
+        or holds another model's vectors than the first shard, so no such shard is ever loaded.
+        """
+        first = None
+        for name in self.names():
+            identity = self._identity(name)
+            if first is None:
+                first = name, identity
+            elif identity != first[1]:
+                raise StoreError(f"{self._where(name)} holds {_describe(identity)} vectors, not "
+                                 f"{_describe(first[1])} like {first[0]}; {self._remedy()}")
+        return None if first is None else first[1]
+
+    def _identity(self, name: str) -> dict:
+        """The model identity a shard's schema carries, checked against its columns."""
+        with self._opened(name) as shard:
+            schema = shard.schema_arrow
+        try:
+            identity = json.loads((schema.metadata or {})[MODEL_KEY])
+            width = schema.field("vector").type.list_size
+            missing = sorted(set(_REQUIRED) - set(schema.names))
+            ok = isinstance(identity, dict) and {"name", "layer", "dim"} <= identity.keys() and not missing
+        except (KeyError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise StoreError(f"{self._where(name)} is not a lookalike shard (no model metadata or columns "
+                             f"{', '.join(_REQUIRED)}); {self._remedy()}")
+        if width != identity["dim"]:
+            raise StoreError(f"{self._where(name)} holds {width}-d vectors, but its model {identity['name']} "
+                             f"makes {identity['dim']}-d ones; {self._remedy()}")
+        return identity
 
     def check_model(self, identity: dict) -> None:
         """:class:`StoreError` unless the shards are empty or were written by the model ``identity``."""
         held = self.model()
         if held is not None and held != identity:
-            raise StoreError(f"shards in {self.location} hold {held['name']} (layer {held['layer']}, {held['dim']}-d) "
-                             f"vectors, not {identity['name']} (layer {identity['layer']}, {identity['dim']}-d); "
+            raise StoreError(f"shards in {self.location} hold {_describe(held)} vectors, not {_describe(identity)}; "
                              "use another --out")
 
     def latest(self) -> dict[str, tuple[int, int, str, str | None]]:
         """For every file the shards hold: ``(size, mtime_ns, shard, error)`` of its newest row
         (largest mtime, then last shard), reading only those columns."""
-        import pyarrow.parquet as pq
-
         held: dict[str, tuple[int, int, str, str | None]] = {}
         for name in self.names():
-            cols = pq.read_table(self._open(name), columns=["path", "size", "mtime_ns", "error"]).to_pydict()
-            for path, size, mtime, error in zip(cols["path"], cols["size"], cols["mtime_ns"], cols["error"]):
+            shard = self.read(name, ("path", "size", "mtime_ns", "error", "path_bytes"))
+            cols = shard.to_pydict()
+            for path, size, mtime, error in zip(paths(shard), cols["size"], cols["mtime_ns"], cols["error"]):
                 if path not in held or mtime >= held[path][1]:
                     held[path] = (size, mtime, name, error)
         return held
 
-    def read(self, name: str):
-        """One shard as a pyarrow table."""
-        import pyarrow.parquet as pq
-
-        return pq.read_table(self._open(name))
+    def read(self, name: str, columns: tuple[str, ...] | None = None):
+        """One shard as a pyarrow table (only those of ``columns`` it has, when given), its pages'
+        checksums verified where it has them."""
+        with self._opened(name) as shard:
+            return shard.read(columns=None if columns is None else
+                              [c for c in columns if c in shard.schema_arrow.names])
 
     def __iter__(self) -> Iterator[tuple[str, object]]:
         """``(name, table)`` of every shard, one at a time."""
@@ -125,14 +164,40 @@ class Shards:
         import pyarrow.parquet as pq
 
         digest = hashlib.blake2b(digest_size=12)
-        for path, size, mtime in zip(*(shard.column(c).to_pylist() for c in ("path", "size", "mtime_ns"))):
-            digest.update(f"{path}\0{size}\0{mtime}\n".encode())
+        for path, size, mtime in zip(paths(shard), *(shard.column(c).to_pylist() for c in ("size", "mtime_ns"))):
+            digest.update(os.fsencode(path) + f"\0{size}\0{mtime}\n".encode())
         name = f"{PREFIX}{digest.hexdigest()}{SUFFIX}"
         self.fs.create_dir(self.root, recursive=True)
         tmp = f"{self.root}/.tmp-{uuid.uuid4().hex}{SUFFIX}"
-        pq.write_table(shard, tmp, filesystem=self.fs)
+        pq.write_table(shard, tmp, filesystem=self.fs, write_page_checksum=True)
         self.fs.move(tmp, f"{self.root}/{name}")
         return name
 
-    def _open(self, name: str):
-        return self.fs.open_input_file(f"{self.root}/{name}")
+    @contextlib.contextmanager
+    def _opened(self, name: str) -> Iterator:
+        """The shard ``name`` as a :class:`pyarrow.parquet.ParquetFile`; :class:`StoreError` naming it
+        (one line) when it, or what is read from it in the block, cannot be read (empty, cut short,
+        damaged, not Parquet)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            with self.fs.open_input_file(f"{self.root}/{name}") as f:
+                yield pq.ParquetFile(f, page_checksum_verification=True)
+        except (OSError, pa.ArrowException) as e:
+            reason = " ".join(str(e).split())
+            raise StoreError(f"{self._where(name)} cannot be read as a shard ({reason}); {self._remedy()}") from None
+
+    def _where(self, name: str) -> str:
+        return f"{self.location.rstrip('/')}/{name}"
+
+    def _remedy(self) -> str:
+        return f"move it out of {self.location} (or embed again into a fresh --out)"
+
+
+#: The columns every shard has (``path_bytes`` came later: older shards lack it).
+_REQUIRED = ("path", "size", "mtime_ns", "hash", "width", "height", "vector", "error")
+
+
+def _describe(identity: dict) -> str:
+    return f"{identity['name']} (layer {identity['layer']}, {identity['dim']}-d)"

@@ -20,7 +20,7 @@ pytest.importorskip("pyarrow")
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster import embed as embed_module  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec, resources  # noqa: E402
-from lookalike.cluster.shards import Shards  # noqa: E402
+from lookalike.cluster.shards import Shards, paths  # noqa: E402
 from lookalike.index.store import StoreError  # noqa: E402
 
 N_IMAGES = 240
@@ -62,9 +62,9 @@ def shard_rows(location) -> dict[str, dict]:
     """Every row of the shards by path; fails on a path held twice."""
     rows: dict[str, dict] = {}
     for _, shard in Shards(str(location)):
-        for row in shard.to_pylist():
-            assert row["path"] not in rows, f"{row['path']} is in the shards twice"
-            rows[row["path"]] = row
+        for path, row in zip(paths(shard), shard.to_pylist()):
+            assert path not in rows, f"{path} is in the shards twice"
+            rows[path] = row
     return rows
 
 
@@ -158,6 +158,22 @@ def test_ray_on_two_cpus_matches_index_and_reruns_nothing(ray_cluster, generated
     again = _finish(*_run(**args))
     assert (again.embedded, again.unchanged, again.shards) == (0, generated.n_images, 0)
     assert Shards(str(out)).names() == shards_before
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_name_that_is_not_utf8_is_embedded_and_kept_byte_for_byte(generated, tmp_path, request, engine):
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    odd = photos / os.fsdecode(b"x\xff.jpg")
+    odd.write_bytes((generated.root / "part1" / "img0001.jpg").read_bytes())
+    (photos / "plain.jpg").write_bytes((generated.root / "part0" / "img0002.jpg").read_bytes())
+    out = tmp_path / "shards"
+    report = embed(str(photos), str(out), model_spec(), engine, workers=1)
+    assert (report.embedded, report.skipped) == (2, [])
+    assert sorted(shard_rows(out)) == sorted([str(odd), str(photos / "plain.jpg")])
+    assert embed(str(photos), str(out), model_spec(), engine, workers=1).unchanged == 2
 
 
 def _actor_pids() -> set[int]:
