@@ -270,7 +270,7 @@ class Index:
         """
         digest = None
         if isinstance(image, (str, os.PathLike, bytes)):
-            data = image if isinstance(image, bytes) else read_file(image)
+            data = image if isinstance(image, bytes) else read_file(image, max_pixels)
             digest = content_hash(data)
             with self.lock:
                 same, vector = self.store.by_hash(digest)

@@ -14,7 +14,6 @@ import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
@@ -50,6 +49,9 @@ UPLOAD_MAX_PIXELS = 50_000_000
 
 # Pillow's own bomb check must not fire before ours: ours gives the reason in a skip list.
 Image.MAX_IMAGE_PIXELS = None
+#: A file is read only up to 8 bytes for each pixel allowed (16-bit RGBA stored uncompressed, the
+#: largest common encoding) and 16 MiB on top for metadata: :func:`max_file_bytes`.
+BYTES_PER_PIXEL, METADATA_BYTES = 8, 16 * 2**20
 
 
 class ImageError(Exception):
@@ -62,6 +64,14 @@ class ImageTooLarge(ImageError):
     def __init__(self, width: int, height: int, limit: int) -> None:
         super().__init__(f"too large: {width}x{height} pixels exceeds the limit of {limit}")
         self.width, self.height, self.limit = width, height, limit
+
+
+class FileTooLarge(ImageError):
+    """A file of more bytes than an image of ``max_pixels`` needs (:func:`max_file_bytes`)."""
+
+    def __init__(self, max_pixels: int) -> None:
+        super().__init__(f"too large: a file over {max_file_bytes(max_pixels):,} bytes (8 bytes a pixel at the "
+                         f"limit of {max_pixels:,} pixels, and 16 MiB)")
 
 
 #: Taken by callers serving many requests at once (the server's uploads and thumbnails) from a decode
@@ -139,7 +149,8 @@ def list_images(root: str | os.PathLike, ignored: Counter | None = None,
 
 def open_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open a path, encoded bytes, PIL image or HxW[xC] uint8 array without decoding pixels yet.
+    """Open a path, encoded bytes, PIL image or HxW[xC] uint8 array without decoding pixels yet
+    (a path only when it is a regular file: :func:`open_file`).
 
     Raises :class:`ImageError` for unreadable, non-image or over-sized input.
     """
@@ -148,10 +159,7 @@ def open_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
     elif isinstance(source, np.ndarray):
         img = _from_array(source)
     else:
-        try:
-            stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-        except OSError as e:
-            raise ImageError(f"cannot read file: {e.strerror or e}") from None
+        stream = io.BytesIO(source) if isinstance(source, bytes) else open_file(source)
         try:
             img = Image.open(stream)
         except UnidentifiedImageError:
@@ -263,9 +271,33 @@ def open_file(path: str | os.PathLike) -> io.BufferedReader:
     return os.fdopen(fd, "rb")
 
 
-def read_file(path: str | os.PathLike) -> bytes:
-    """Read a whole file; :class:`ImageError` with the OS reason when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ImageError(f"cannot read file: {e.strerror or e}") from None
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The most bytes read from one image file when images may have up to ``max_pixels``."""
+    return BYTES_PER_PIXEL * max_pixels + METADATA_BYTES
+
+
+def read_file(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of an image file, read only once they can be an image of at most ``max_pixels``:
+    a regular file (:func:`open_file`: never blocking on a FIFO or device) of at most
+    :func:`max_file_bytes`, whose header Pillow recognises, of no more pixels than allowed.
+    :class:`ImageError` with the reason otherwise, before the rest of the file is read."""
+    limit = max_file_bytes(max_pixels)
+    with open_file(path) as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise FileTooLarge(max_pixels)
+        try:
+            with Image.open(f) as img:  # the header alone: a file that is no image stops here
+                if img.width * img.height > max_pixels:
+                    raise ImageTooLarge(img.width, img.height, max_pixels)
+        except UnidentifiedImageError:
+            raise ImageError("not an image (empty or unknown format)") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageError(f"cannot open image: {e}") from None
+        try:
+            f.seek(0)
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise ImageError(f"cannot read file: {e.strerror or e}") from None
+    if len(data) > limit:  # it grew since
+        raise FileTooLarge(max_pixels)
+    return data

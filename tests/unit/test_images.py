@@ -145,3 +145,69 @@ def test_a_16_bit_image_is_converted_in_bounded_memory():
     assert peak < 32 * 2**20  # a float64 copy of the whole image alone would be 72 MB, with a copy in uint16 +18 MB
     expected = np.clip(arr[:5].astype(np.float64) * (255.0 / 65535.0) + 0.5, 0, 255).astype(np.uint8)
     assert np.array_equal(np.asarray(rgb)[:5, :, 0], expected)
+
+
+def _finishes(fn, seconds: float = 10.0):
+    """What ``fn()`` returns or raises, run in a thread; fails the test when it is still blocked after ``seconds``."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except Exception as e:
+            out["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked"
+    return out
+
+
+def test_a_fifo_is_refused_by_every_reader_without_blocking(tmp_path):
+    from lookalike.images import hash_file, open_image, read_file
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # nothing ever writes to it: an open for reading would wait forever
+    for reader in (read_file, open_image, decode, hash_file):
+        out = _finishes(lambda: reader(fifo))
+        assert isinstance(out.get("error"), ImageError) and "regular file" in str(out["error"]), reader
+
+
+def test_a_device_is_refused_before_a_byte_is_read():
+    import subprocess
+    import sys
+
+    # under a 1 GiB address-space limit: reading /dev/zero to its end would run out of memory instead
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from lookalike.images import ImageError, read_file\n"
+            "try:\n    read_file('/dev/zero')\nexcept ImageError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "not a regular file" in proc.stdout, proc.stderr[-500:]
+
+
+def test_reading_stops_at_a_size_no_image_needs_and_at_a_header_that_is_no_image(tmp_path):
+    import tracemalloc
+
+    from lookalike.images import FileTooLarge, content_hash, hash_file, max_file_bytes, read_file
+
+    sparse = tmp_path / "big.jpg"
+    with open(sparse, "wb") as f:
+        f.truncate(max_file_bytes(1000) + 1)  # a hole: no disk used, nothing to read
+    with pytest.raises(FileTooLarge, match="8 bytes a pixel"):
+        read_file(sparse, max_pixels=1000)
+    noise = tmp_path / "noise.jpg"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 20 * 2**20, np.uint8).tobytes())
+    tracemalloc.start()
+    with pytest.raises(ImageError, match="not an image"):
+        read_file(noise)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2**20  # the 20 MiB after the header are never read
+    photo = tmp_path / "photo.png"
+    sample_photo("coffee").save(photo)
+    assert content_hash(read_file(photo)) == hash_file(photo) == content_hash(photo.read_bytes())
+    with pytest.raises(ImageError, match="too large"):
+        read_file(photo, max_pixels=100)

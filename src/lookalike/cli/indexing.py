@@ -30,7 +30,8 @@ def index(
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard), and "
+                                            "files over 8 bytes a pixel of it plus 16 MiB, unread.")] = DEFAULT_MAX_PIXELS,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
     follow_links: FollowLinksOpt = False,
     ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
@@ -126,7 +127,8 @@ def embed(
     weights: WeightsOpt = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per model run.")] = BATCH,
     device: DeviceOpt = Device.cpu,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard).")] = DEFAULT_MAX_PIXELS,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Skip larger images (bomb guard), and "
+                                            "files over 8 bytes a pixel of it plus 16 MiB, unread.")] = DEFAULT_MAX_PIXELS,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from lookalike.images import ImageError, is_image_path, list_images, read_file
+from lookalike.images import (DEFAULT_MAX_PIXELS, FileTooLarge, ImageError, is_image_path, list_images, max_file_bytes,
+                              read_file)
 from lookalike.index.store import StoreError
 
 
@@ -83,13 +84,18 @@ def name_of(source: str) -> str:
     return f"{source.split('://', 1)[0]}://{filesystem(source)[1]}".rstrip("/")
 
 
-def read(name: str) -> bytes:
-    """The bytes of a file named by path or URI; :class:`ImageError` with the reason when unreadable."""
+def read(name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of a file named by path or URI, as :func:`~lookalike.images.read_file` reads them
+    (at most :func:`~lookalike.images.max_file_bytes`); :class:`ImageError` with the reason when unreadable."""
     if not is_uri(name):
-        return read_file(name)
+        return read_file(name, max_pixels)
+    limit = max_file_bytes(max_pixels)
     try:
         handle, path = filesystem(name)
         with handle.open_input_stream(path) as stream:
-            return stream.read()
-    except OSError as e:
+            data = stream.read(limit + 1)
+    except (OSError, StoreError) as e:
         raise ImageError(f"cannot read file: {e}") from None
+    if len(data) > limit:
+        raise FileTooLarge(max_pixels)
+    return data

@@ -86,12 +86,13 @@ class Decoded:
 
 
 def load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
-         read: Callable[[str], bytes] = read_file, sidecar: Sidecar | None = None) -> Decoded:
-    """Read ``path`` with ``read``, hash it, decode and preprocess it (and make its ``sidecar`` data):
-    the one path from file to model input that every indexing engine uses."""
+         read: Callable[[str, int], bytes] = read_file, sidecar: Sidecar | None = None) -> Decoded:
+    """Read ``path`` with ``read`` (given ``max_pixels``: :func:`~lookalike.images.read_file`), hash
+    it, decode and preprocess it (and make its ``sidecar`` data): the one path from file to model
+    input that every indexing engine uses."""
     item = Decoded(path, size, mtime_ns)
     try:
-        data = read(path)
+        data = read(path, max_pixels)
         item.hash = content_hash(data)
         img = decode(data, preprocess.decode_size, max_pixels)
         item.width, item.height = img.size

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from collections import OrderedDict
 
 from fastapi import HTTPException
 
 from lookalike.api import Index
-from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, ImageError, content_hash, decode
+from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, ImageError, content_hash, decode, open_file
 
 THUMB_SIZE = 256
 
@@ -59,12 +58,12 @@ class IndexedFiles:
         row = self.info(image_id)
         gone = HTTPException(404, f"the file of image {image_id} is gone or changed since it was indexed")
         try:
-            with open(row["path"], "rb") as f:
+            with open_file(row["path"]) as f:  # a regular file, never blocking on a FIFO or device
                 st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+                if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
                     raise gone
                 data = f.read(row["size"] + 1)
-        except OSError:
+        except (OSError, ImageError):
             raise gone from None
         if content_hash(data) != row["hash"]:
             raise gone

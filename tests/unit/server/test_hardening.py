@@ -94,6 +94,31 @@ def test_only_the_indexed_file_itself_is_served(tmp_path):
         assert c.get(f"/api/thumbs/{ids['chelsea.jpg']}").status_code == 200
 
 
+def test_an_indexed_file_replaced_by_a_fifo_is_a_404_and_blocks_nothing(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "rocket"):
+        sample_photo(name).save(folder / f"{name}.jpg")
+    with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
+        idx.add(folder)
+        rocket = _id(c, "rocket.jpg")
+        (folder / "rocket.jpg").unlink()
+        os.mkfifo(folder / "rocket.jpg")  # nothing writes to it: opening it to read would wait forever
+        answers = {}
+
+        def ask():
+            answers.update({url: c.get(url).status_code for url in (f"/api/images/{rocket}", f"/api/thumbs/{rocket}")})
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(20)
+        blocked = asking.is_alive()
+        if blocked:  # let the blocked reader go (end of file), so that the server can stop
+            os.close(os.open(folder / "rocket.jpg", os.O_WRONLY | os.O_NONBLOCK))
+        assert not blocked and set(answers.values()) == {404}, answers
+        assert c.get("/healthz").status_code == 200
+
+
 def test_a_vector_cache_damaged_under_a_running_server_is_not_searched(folder, tmp_path):
     with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
         idx.add(folder)
