@@ -665,7 +665,7 @@ def main() -> None:
                 result["embedding"] = {"images": report.indexed, "seconds": round(report.seconds, 1),
                                        "images_per_second": round(report.images_per_second, 1)}
                 ids, vecs = idx.vectors()
-                paths = idx.store.paths(ids)
+                paths = idx.collection.store.paths(ids)
                 unit = {p: v / np.linalg.norm(v) for p, v in zip(paths, np.asarray(vecs, np.float64))}
                 scene, result["source_duplicates"] = merge_source_duplicates(truth, unit, workdir / "calib")
                 print(f"source duplicates: {json.dumps(result['source_duplicates'])}", file=sys.stderr)

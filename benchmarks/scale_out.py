@@ -1,12 +1,10 @@
 """Scale-out benchmark (JSON on stdout): Ray embedding at 2 and 1 workers against ``lookalike index`` on
 the same images (alternating rounds, ratios per round; Ray's start-up timed apart), milvus-lite FLAT
 and IVF_FLAT against the embedded FAISS HNSW on the same vectors (query p50/p95, recall@10 against
-exact search, build/insert time, resident memory growth), and ``--store milvus``'s mirror: a first
-full mirror, an up-to-date check, a 1 % change, and query latency through the Milvus backend against
-the embedded exact search (ratio, alternating, same run).
+exact search, build/insert time, resident memory growth). A Milvus server collection: benchmarks/collection.py.
 
-    /work/bin/idle python benchmarks/scale_out.py --skip-vectors --mirror-n 0         # Ray vs index
-    /work/bin/idle python benchmarks/scale_out.py --skip-embedding --mirror-n 0       # 100k vectors
+    python benchmarks/scale_out.py --skip-vectors         # Ray vs index
+    python benchmarks/scale_out.py --skip-embedding       # 100k vectors
 """
 
 from __future__ import annotations
@@ -152,54 +150,6 @@ def _synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.abs(centres[rng.integers(0, 48, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32))
 
 
-def mirror(n: int, dim: int, n_queries: int, work: Path) -> dict:
-    """``--store milvus`` on a milvus-lite file: mirroring a catalog of ``n`` synthetic vectors."""
-    from lookalike.cluster.mirror import Mirror, resolve_target
-    from lookalike.index.store import Entry, Store
-    from lookalike.vectors import Searcher
-
-    x = _synthetic(n + n // 100, dim, 1)
-    store = Store.create(work / "mirrored", {"name": "synthetic", "layer": "pool", "dim": dim}, ref="synthetic")
-
-    def entries(rows):
-        return [Entry(f"/img/{i:07d}.jpg", 1000 + i, i, f"{i:032x}", 64, 64, x[i]) for i in rows]
-
-    for s in range(0, n, 4096):
-        store.put(entries(range(s, min(s + 4096, n))))
-    out = {"n": n, "dim": dim, "queries": n_queries}
-    timed = {}
-    target = resolve_target(store, str(work / "mirror.db"), "bench")
-    with_mirror = Mirror(store, target)
-    for label in ("first_sync_s", "up_to_date_check_s"):
-        t = time.perf_counter()
-        with_mirror.sync()
-        timed[label] = round(time.perf_counter() - t, 3)
-    store.remove([f"/img/{i:07d}.jpg" for i in range(n // 100)])
-    store.put(entries(range(n, n + n // 100)))
-    t = time.perf_counter()
-    upserted, deleted = with_mirror.sync()
-    timed["one_percent_change_s"] = round(time.perf_counter() - t, 3)
-    out.update(timed, upserted=upserted, deleted=deleted)
-    ids, vectors = store.vectors()
-    exact = Searcher(ids, vectors)
-    milvus = exact.with_backends([with_mirror.backend])
-    queries = x[np.random.default_rng(2).choice(n, n_queries, replace=False)] + 0.05
-    times = {"milvus": [], "exact": []}
-    for q in queries:  # alternating, so load changes hit both alike
-        for name, searcher in (("milvus", milvus), ("exact", exact)):
-            t = time.perf_counter()
-            searcher.nearest(q, 10)
-            times[name].append((time.perf_counter() - t) * 1e3)
-    for name, ms in times.items():
-        out[f"{name}_p50_ms"] = round(float(np.percentile(ms, 50)), 2)
-    out["milvus_vs_exact_p50"] = round(out["milvus_p50_ms"] / out["exact_p50_ms"], 2)
-    same = [np.array_equal(milvus.nearest(q, 10)[1], exact.nearest(q, 10)[1]) for q in queries]
-    out["same_answers"] = f"{sum(same)}/{len(same)}"
-    with_mirror.close()
-    store.close()
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=Path, default=Path("/work/shared/data/flowers51"))
@@ -210,7 +160,6 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--flat-queries", type=int, default=10,
                     help="Queries for milvus-lite FLAT (seconds each at 100k; the others get --queries).")
-    ap.add_argument("--mirror-n", type=int, default=10_000, help="Catalog rows mirrored to milvus-lite (0: skip).")
     ap.add_argument("--skip-embedding", action="store_true")
     ap.add_argument("--skip-vectors", action="store_true")
     ap.add_argument("--out", type=Path)
@@ -223,8 +172,6 @@ def main() -> None:
             result["embedding"] = embedding(_subset(args.images, args.limit, work / "images"), work, args.rounds)
         if not args.skip_vectors:
             result["vectors"] = vectors(args.n, args.dim, args.queries, args.flat_queries, work)
-        if args.mirror_n:
-            result["mirror"] = mirror(args.mirror_n, args.dim, args.queries, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]

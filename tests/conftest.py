@@ -51,3 +51,4 @@ def client(index):
 
     with TestClient(create_app(index)) as c:
         yield c
+

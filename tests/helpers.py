@@ -108,3 +108,22 @@ def ranking_reference(X: np.ndarray, labels: np.ndarray, metric: str):
         aprs.append(precision[ranks <= ranks.size].sum() / ranks.size)
         firsts.append(ranks[0])
     return np.array(ids), np.array(aps), np.array(aprs), np.array(firsts)
+
+
+def assert_same_answers(got, want, queries, k: int = 6) -> None:
+    """Index ``got`` answers every query image as index ``want`` does: nearest and farthest (cosine
+    and l2) give the same paths with the same distances; random draws of one seed give files at the
+    distances ``want`` gives them (the draw itself depends on the ids, which differ between stores)."""
+    for q in queries:
+        for mode in ("nearest", "farthest"):
+            for metric in ("cosine", "l2"):
+                a = got.query(str(q), k=k, mode=mode, metric=metric).results
+                b = want.query(str(q), k=k, mode=mode, metric=metric).results
+                assert [m.path for m in a] == [m.path for m in b], (q, mode, metric)
+                np.testing.assert_allclose([m.distance for m in a], [m.distance for m in b], atol=1e-9)
+        for metric in ("cosine", "l2"):
+            drawn = got.query(str(q), k=k, mode="random", metric=metric, seed=5).results
+            assert drawn == got.query(str(q), k=k, mode="random", metric=metric, seed=5).results
+            assert len({m.path for m in drawn}) == min(k, len(want))
+            every = {m.path: m.distance for m in want.query(str(q), k=len(want), metric=metric).results}
+            np.testing.assert_allclose([m.distance for m in drawn], [every[m.path] for m in drawn], atol=1e-9)

@@ -1,6 +1,8 @@
 """The Python API: open or create an index, bring it up to date with a folder, query it.
 
-The CLI and the HTTP server are thin shells over :class:`Index`.
+The CLI and the HTTP server are thin shells over :class:`Index`, which reaches its images only
+through the :class:`~lookalike.index.collection.Collection` protocol (an index folder, or a Milvus
+collection opened by :func:`lookalike.cluster.collection.open_index`).
 """
 
 from __future__ import annotations
@@ -16,18 +18,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.index import approximate
-from lookalike.dedup import phash
+from lookalike.index.collection import Collection
+from lookalike.index.embedded import EmbeddedCollection
 from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, content_hash, decode, read_file
-from lookalike.index.indexer import BATCH, IndexReport, update
+from lookalike.index.indexer import BATCH, IndexReport
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import default_index_path
-from lookalike.index.store import DB_NAME, Store, StoreError
+from lookalike.index.store import DB_NAME, Store, StoreError, describe_model as _describe
 from lookalike.vectors import Backend, Mode, Searcher, check_query
-
-#: Where an index's vectors are searched: the embedded index (FAISS or exact) or a Milvus mirror.
-STORES = ("embedded", "milvus")
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -66,67 +65,69 @@ def fresh_seed() -> int:
 
 
 class Index:
-    """An on-disk image index bound to one model. Use :meth:`open`; close with :meth:`close`.
+    """A collection of embedded images bound to one model, and the model that embeds queries. Use
+    :meth:`open` for an index folder (or :meth:`over` for any :class:`~lookalike.index.collection.Collection`,
+    such as a Milvus collection); close with :meth:`close`.
 
-    :attr:`lock` (re-entrant) guards the catalog connection: a caller sharing the index between
+    :attr:`lock` (re-entrant) guards the collection's connection: a caller sharing the index between
     threads holds it around each call; :meth:`embed` takes it itself, only for its look-ups.
-    With a :attr:`mirror` (``store="milvus"``), every committed change is mirrored to its Milvus
-    collection and nearest, farthest and range queries are answered through it.
     """
 
-    def __init__(self, store: Store, spec: ModelSpec, threads: int | None = None, device: str = "cpu",
-                 embedder: Embedder | None = None, mirror=None) -> None:
-        """Bind ``store`` to ``spec``; ``embedder`` (else one made on first use) embeds query images;
-        ``mirror`` a :class:`lookalike.cluster.mirror.Mirror` of ``store``."""
-        self.store = store
-        self.mirror = mirror
+    def __init__(self, collection: Collection, spec: ModelSpec, threads: int | None = None, device: str = "cpu",
+                 embedder: Embedder | None = None) -> None:
+        """Bind ``collection`` to ``spec``; ``embedder`` (else one made on first use) embeds query images."""
+        self.collection = collection
         self.spec = spec
         self.lock = threading.RLock()
         self._threads = threads
         self._device = device
         self._embedder = embedder
-        self._exact: tuple[int, Searcher] | None = None  # (generation, searcher)
-        self._approximate: tuple[Searcher, Backend, Searcher] | None = None  # (exact one, ANN, searcher)
-        self._ann: tuple[int, Backend | None] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
              create: bool = False, rebuild: bool = False, threads: int | None = None,
-             device: str = "cpu", weights: str | os.PathLike | None = None, store: str = "embedded",
-             uri: str | None = None, collection: str | None = None) -> "Index":
-        """Open the index at ``path`` (default :func:`default_index_path`).
+             device: str = "cpu", weights: str | os.PathLike | None = None) -> "Index":
+        """Open the index folder at ``path`` (default :func:`default_index_path`).
 
         With ``create``, a missing index is created for ``model``; an existing one must have been
         built with the same model (else :class:`StoreError`) unless ``rebuild`` wipes it first.
         Without ``create``, the index must exist and its own model is used.
         ``weights`` is the weights file of a model that takes one (``inception-v3-fid``);
         ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
-        ``store="milvus"`` mirrors the index to the Milvus collection ``collection`` at ``uri`` (a
-        server address or a milvus-lite file; default: the ones the index records) and searches
-        there (see :mod:`lookalike.cluster.mirror`); with ``rebuild`` the collection is dropped too.
         """
         providers(device)  # an unavailable device fails before anything is created
         path = Path(path).expanduser() if path is not None else default_index_path()
-        client = _milvus_client(store, uri, collection, rebuild)  # a held lite file fails before any write
+        if not create:
+            return cls.over(EmbeddedCollection(Store.open(path)), layer, threads, device, weights)
+        spec = resolve(model, layer, weights)
+        if rebuild:
+            wipe(path)
+        embedder = None
+        if spec.family == "onnx" and not spec.dim:  # the session that finds the dimension is kept
+            embedder = Embedder(spec, threads, device)
+            spec = embedder.spec
+        catalog = Store.create(path, spec.identity(), ref=model_ref(model, spec))
+        return cls(EmbeddedCollection(catalog), spec, threads, device, embedder)
+
+    @classmethod
+    def over(cls, collection: Collection, layer: str | None = None, threads: int | None = None,
+             device: str = "cpu", weights: str | os.PathLike | None = None, model: str | None = None,
+             check: bool = False) -> "Index":
+        """An index over ``collection`` with its own model (found by ``model``, default the
+        collection's ``model_ref``). With ``check``, :class:`StoreError` (one line) unless the model
+        found here is the one the collection's vectors were made with. The collection is closed
+        when this fails."""
         try:
-            if not create:
-                catalog = Store.open(path)
-                ident = catalog.model or {}
-                spec = resolve(catalog.model_ref, layer or ident.get("layer"), weights, ident.get("weights_sha256"))
-                return cls(catalog, spec, threads, device, mirror=_mirror(catalog, store, uri, collection, client))
-            spec = resolve(model, layer, weights)
-            if rebuild:
-                wipe(path)
-            embedder = None
-            if spec.family == "onnx" and not spec.dim:  # the session that finds the dimension is kept
-                embedder = Embedder(spec, threads, device)
-                spec = embedder.spec
-            catalog = Store.create(path, spec.identity(), ref=model_ref(model, spec))
-            return cls(catalog, spec, threads, device, embedder,
-                       _mirror(catalog, store, uri, collection, client, fresh=rebuild))
+            ident = collection.model or {}
+            spec = resolve(model or collection.model_ref, layer or ident.get("layer"), weights,
+                           ident.get("weights_sha256"))
+            if check and spec.identity() != ident:
+                raise StoreError(f"{collection.location} holds vectors of {_describe(ident)}, but the model "
+                                 f"found here is {_describe(spec.identity())}: query with the model the "
+                                 "collection was embedded with")
+            return cls(collection, spec, threads, device)
         except BaseException:
-            if client is not None:
-                client.close()
+            collection.close()
             raise
 
     @staticmethod
@@ -135,9 +136,7 @@ class Index:
         return (Path(path or default_index_path()).expanduser() / DB_NAME).exists()
 
     def close(self) -> None:
-        if self.mirror is not None:
-            self.mirror.close()
-        self.store.close()
+        self.collection.close()
 
     def __enter__(self) -> "Index":
         return self
@@ -153,111 +152,96 @@ class Index:
         return self._embedder
 
     def __len__(self) -> int:
-        return self.store.count()
+        return self.collection.count()
+
+    @property
+    def location(self) -> str:
+        """Where the collection is: the index folder, or ``collection C at URI``."""
+        return self.collection.location
 
     @property
     def root(self) -> Path:
-        """The index directory."""
-        return self.store.root
+        """The index folder (an index folder's only)."""
+        return self._folder("has no folder").root
 
     @property
     def model(self) -> dict:
         """The identity of the index's model (name, layer, dim, ...)."""
-        return self.store.model or {}
+        return self.collection.model or {}
+
+    @property
+    def index_type(self) -> str:
+        """``exact``, the approximate kind (``hnsw``, ``ivfpq``) queries use, or a Milvus collection's
+        (``milvus-hnsw``, ...)."""
+        return self.collection.index_type
 
     def stats(self) -> dict:
         """Image count, model name and layer, feature dimension and search type (``index_type``)."""
         model = self.model
         return {"count": len(self), "model": model.get("name", ""), "layer": model.get("layer"),
-                "dims": self.store.dim, "index_type": self.index_type}
+                "dims": self.collection.dim, "index_type": self.index_type}
 
     def info(self, image_id: int) -> dict | None:
         """Catalog row of an indexed image (path, size, mtime_ns, hash, width, height), or None."""
-        return self.store.info(image_id)
+        return self.collection.info(image_id)
 
-    def paths(self, ids) -> list[str]:
-        """Paths of indexed image ids, in the given order."""
-        return self.store.paths(ids)
+    def paths(self, ids, missing_ok: bool = False) -> list[str | None]:
+        """Paths of indexed image ids, in the given order (see :meth:`Collection.paths`)."""
+        return self.collection.paths(ids, missing_ok)
+
+    def catalog(self, ids) -> dict[str, list]:
+        """Path, size, mtime_ns, hash, width and height of image ids, one list per column, in order."""
+        return self.collection.catalog(ids)
+
+    def members(self, under: str | None = None) -> tuple[list[int], list[tuple[str, str]]]:
+        """Ids of the embedded images (below ``under`` if given), and the files skipped with reasons."""
+        return self.collection.members(under)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of an indexed image by its path (or URI); :class:`ImageError` when unreadable."""
+        return self.collection.read(name)
+
+    @property
+    def hashes(self):
+        """The dihedral hashes of the indexed files (:class:`lookalike.dedup.phash.HashStore`)."""
+        return self.collection.hashes
 
     def stored(self, image_id: int) -> tuple[np.ndarray, list[int]] | None:
         """The stored vector of an indexed image and the ids of files with its bytes, or None."""
-        row = self.store.info(image_id)
-        same, vector = self.store.by_hash(row["hash"]) if row is not None else ([], None)
+        row = self.collection.info(image_id)
+        same, vector = self.collection.by_hash(row["hash"]) if row is not None else ([], None)
         return None if vector is None else (vector, same)
 
+    def _folder(self, what: str) -> EmbeddedCollection:
+        """The index folder, or :class:`StoreError` saying the collection ``what``."""
+        if not isinstance(self.collection, EmbeddedCollection):
+            raise StoreError(f"{self.collection.location} {what}: it is a Milvus collection (fill it with "
+                             "`lookalike ingest`)")
+        return self.collection
+
     def set_ann(self, setting: str) -> None:
-        """Choose the approximate-index setting (see :data:`lookalike.index.approximate.SETTINGS`)."""
-        approximate.configure(self.store, setting)
+        """Choose the approximate-index setting of an index folder (see :data:`lookalike.index.approximate.SETTINGS`)."""
+        self._folder("takes no --ann setting").set_ann(setting)
 
     def add(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
             max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None,
             follow_links: bool = False) -> IndexReport:
-        """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
-        hashing them for dedup's candidates meanwhile (:class:`lookalike.dedup.phash.HashStore`), then bring the
-        approximate index up to date."""
-        if not os.path.isdir(folder):
-            raise StoreError(f"not a directory: {folder}")
-        report = update(self.store, self.embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress,
-                        follow_links, sidecar=phash.HashStore(self.store.root))
-        self._mirror_changes()
-        return report
-
-    def add_shards(self, location: str, on_plan=None, on_progress=None) -> IndexReport:
-        """Add the files of Parquet shards written by ``lookalike embed`` (a folder or URI; needs the
-        ``cluster`` extra), shard by shard (see :func:`lookalike.cluster.load.load`), then bring the
-        approximate index up to date."""
-        from lookalike.cluster.load import load
-
-        report = load(self.store, location, on_plan, on_progress)
-        self._mirror_changes()
-        return report
-
-    def _mirror_changes(self) -> None:
-        """Bring the approximate index or the Milvus mirror up to date after an update (the mirror
-        also gets new mtimes, which leave the generation as it is)."""
-        if self.mirror is not None:  # synced here, not again by ann() for the same generation
-            self.mirror.sync()
-            self._ann = (self.store.generation, self.mirror.backend)
-        self.ann()
-
-    @property
-    def index_type(self) -> str:
-        """``exact``, the approximate kind (``hnsw``, ``ivfpq``) queries use, or the Milvus
-        mirror's (``milvus-flat``, ``milvus-hnsw``, ...)."""
-        return self.mirror.index_type if self.mirror is not None else approximate.kind(self.store)
+        """Embed new and changed images under ``folder`` into the index folder and drop deleted ones
+        (see :meth:`EmbeddedCollection.add`)."""
+        return self._folder("cannot add a folder").add(folder, self.embedder, batch_size, workers, max_pixels,
+                                                       on_plan, on_progress, follow_links)
 
     def ann(self, rebuild: bool = False) -> Backend | None:
-        """The approximate index (or the Milvus mirror's backend) kept in step with the catalog, or
-        None when search is exact."""
-        generation = self.store.generation
-        if rebuild or self._ann is None or self._ann[0] != generation:
-            if self.mirror is not None:
-                self.mirror.sync()
-                self._ann = (generation, self.mirror.backend)
-            else:
-                self._ann = (generation, approximate.sync(self.store, rebuild))
-        return self._ann[1]
+        """The approximate index of an index folder kept in step with the catalog, or None when search is exact."""
+        return self._folder("has no FAISS index").ann(rebuild)
 
     def searcher(self, approximate: bool = True) -> Searcher:
-        """The searcher over the index's vectors, one per generation (made anew when its cache files
-        were changed under it): with the approximate index (brought up to date first) unless
-        ``approximate`` is false or search is exact."""
-        generation = self.store.generation
-        if self._exact is None or self._exact[0] != generation or self.store.cache_changed():
-            ids, vectors = self.store.vectors()
-            self._exact = (generation, Searcher(ids, vectors))
-        exact = self._exact[1]
-        ann = self.ann() if approximate else None
-        if ann is None:
-            return exact
-        if self._approximate is None or self._approximate[:2] != (exact, ann):
-            self._approximate = (exact, ann, exact.with_backends([ann]))
-        return self._approximate[2]
+        """The collection's searcher (see :meth:`Collection.searcher`)."""
+        return self.collection.searcher(approximate)
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) of the index, loaded once per generation."""
-        searcher = self.searcher(approximate=False)
-        return searcher.ids, searcher.vectors
+        """All (ids, vectors) of the collection, ids ascending."""
+        return self.collection.vectors()
 
     def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
               cache: MutableMapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:
@@ -273,7 +257,7 @@ class Index:
             data = image if isinstance(image, bytes) else read_file(image, max_pixels)
             digest = content_hash(data)
             with self.lock:
-                same, vector = self.store.by_hash(digest)
+                same, vector = self.collection.by_hash(digest)
                 if vector is None and cache is not None:
                     vector = cache.get(digest)
             if vector is not None:
@@ -324,7 +308,7 @@ class Index:
                                                            ef_search=ef_search, nprobe=nprobe)
         pairs = [(i, d) for i, d in zip(ids[0].tolist(), distances[0].tolist()) if i >= 0 and i not in excluded]
         # a file removed by another process since the vectors were loaded is left out
-        hits = [(i, d, p) for (i, d), p in zip(pairs, self.store.paths([i for i, _ in pairs], missing_ok=True))
+        hits = [(i, d, p) for (i, d), p in zip(pairs, self.collection.paths([i for i, _ in pairs], missing_ok=True))
                 if p is not None][:k]
         matches = [Match(rank, i, p, d) for rank, (i, d, p) in enumerate(hits, start=1)]
         return QueryResult(label, mode, metric, matches, seed if mode == "random" else None)
@@ -333,41 +317,6 @@ class Index:
 def model_ref(model: str | None, spec: ModelSpec) -> str:
     """How an index names its model so it can be reopened: a registry name or an absolute path."""
     return str(Path(model).expanduser().resolve()) if spec.family == "onnx" else spec.name
-
-
-def _milvus_client(store: str, uri: str | None, collection: str | None, rebuild: bool):
-    """An open Milvus client for ``--store milvus --uri``, else None; :class:`StoreError` for options
-    that do not go together, a missing ``cluster`` extra or a URI that cannot be opened."""
-    if store not in STORES:
-        raise StoreError(f"unknown store {store!r}; choose from: {', '.join(STORES)}")
-    if store == "embedded":
-        if uri is not None or collection is not None:
-            raise StoreError("--uri and --collection go with --store milvus")
-        return None
-    try:
-        import pymilvus  # noqa: F401
-
-        from lookalike.cluster.milvus import connect
-    except ImportError:
-        raise StoreError("--store milvus needs the cluster extra: pip install 'lookalike[cluster]'") from None
-    if uri is None:
-        if rebuild:
-            raise StoreError("--rebuild with --store milvus needs --uri")
-        return None
-    return connect(uri)
-
-
-def _mirror(catalog: Store, store: str, uri: str | None, collection: str | None, client, fresh: bool = False):
-    """The Milvus mirror of ``catalog`` for ``store="milvus"`` (see :meth:`Index.open`), else None."""
-    if store != "milvus":
-        return None
-    from lookalike.cluster.mirror import Mirror, resolve_target
-
-    try:
-        return Mirror(catalog, resolve_target(catalog, uri, collection), fresh, client=client)
-    except BaseException:
-        catalog.close()
-        raise
 
 
 def wipe(path: Path) -> None:

@@ -65,7 +65,7 @@ def test_query_of_image_outside_the_index(indexed, tmp_path):
         query, _ = idx.embed(tmp_path / "new cat.webp")
         ids, vectors = idx.vectors()
         distances = np.linalg.norm(np.asarray(vectors, np.float64) - query, axis=1)
-        expected = [(p, d) for d, p in sorted(zip(distances, idx.store.paths(ids)))[:3]]
+        expected = [(p, d) for d, p in sorted(zip(distances, idx.collection.store.paths(ids)))[:3]]
     assert out["metric"] == "l2"
     assert [r["path"] for r in out["results"]] == [p for p, _ in expected]
     np.testing.assert_allclose([r["distance"] for r in out["results"]], [d for _, d in expected], rtol=1e-5)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from lookalike.api import Index
+from lookalike.index.embedded import EmbeddedCollection
 from lookalike.images import ImageError, content_hash
 from lookalike.models.registry import resolve
 from lookalike.index.store import Entry, Store
@@ -42,7 +43,7 @@ def index(tmp_path):
     store.put([Entry(f"/p/{i:02d}.png", 10 + i, 1, f"h{i}", 4, 3, v) for i, v in enumerate(vectors)]
               + [Entry("/p/copy.png", 10, 1, "h0", 4, 3, vectors[0])])
     embedder = CountingEmbedder()
-    idx = Index(store, spec, embedder=embedder)
+    idx = Index(EmbeddedCollection(store), spec, embedder=embedder)
     yield idx, vectors, embedder
     idx.close()
 
@@ -119,7 +120,7 @@ def test_a_new_generation_gets_a_new_searcher(index):
     idx, vectors, embedder = index
     before = idx.searcher()
     assert idx.searcher() is before
-    idx.store.put([Entry("/p/new.png", 1, 1, "new", 1, 1, -vectors[4])])
+    idx.collection.store.put([Entry("/p/new.png", 1, 1, "new", 1, 1, -vectors[4])])
     assert idx.searcher() is not before and len(idx.searcher()) == 32
     assert idx.query_vector(-vectors[4], 1).results[0].path == "/p/new.png"
 

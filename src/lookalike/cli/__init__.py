@@ -36,7 +36,7 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
     """Options given before the command."""
 
 
-for _command in (indexing.index, indexing.embed, search.query, search.show, indexing.models, serve.serve, dedup.dedup,
+for _command in (indexing.index, indexing.embed, indexing.ingest, search.query, search.show, indexing.models, serve.serve, dedup.dedup,
                  training.evaluate, training.train):
     app.command()(_command)
 app.command(context_settings={"allow_extra_args": True})(training.tune)

@@ -43,7 +43,7 @@ def ann_check(
     with Index.open(index_path) as idx:
         built = idx.ann()
         if built is None:
-            fail(f"index {idx.root} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
+            fail(f"index {idx.location} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
         ids, vectors = idx.vectors()
         report = check(built, np.asarray(vectors), np.asarray(ids), n_queries=queries, k=k, seed=seed)
     if as_json:

@@ -46,24 +46,25 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: ONNX Runtime'
                                            "and a GPU are present, else CPU.")]
 
 
-class StoreKind(str, Enum):
-    embedded = "embedded"
-    milvus = "milvus"
+UriOpt = Annotated[Optional[str], typer.Option("--uri", help="Instead of --index: the Milvus server "
+                                               "(http://host:19530) or milvus-lite .db file holding the collection "
+                                               "(filled by `lookalike ingest`; the cluster extra).", show_default=False)]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="With --uri: the collection "
+                                                      "[default: lookalike]", show_default=False)]
 
 
-StoreOpt = Annotated[StoreKind, typer.Option("--store", help="Where vectors are searched: the embedded index, or "
-                                            "a Milvus collection the index is mirrored to (the cluster extra).")]
-UriOpt = Annotated[Optional[str], typer.Option("--uri", help="With --store milvus: a Milvus server "
-                                               "(http://host:19530) or a milvus-lite .db file [default: the one "
-                                               "the index records]", show_default=False)]
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="With --store milvus: the collection "
-                                                      "[default: the one the index records, else lookalike]",
-                                                      show_default=False)]
-
-
-def store_options(store: StoreKind, uri: str | None, collection: str | None) -> dict:
-    """The :meth:`lookalike.api.Index.open` arguments of ``--store``, ``--uri`` and ``--collection``."""
-    return {"store": store.value, "uri": uri, "collection": collection}
+def open_index(index_path: Path | None, uri: str | None, collection: str | None, **options) -> Index:
+    """The index folder ``--index`` (:meth:`Index.open` with ``options``), or with ``--uri`` the Milvus
+    collection ``--collection`` instead (no index folder; ``--index`` and ``$LOOKALIKE_INDEX`` unused)."""
+    if uri is None:
+        if collection is not None:
+            fail("--collection goes with --uri")
+        return Index.open(index_path, **options)
+    try:
+        from lookalike.cluster.collection import open_index as open_collection
+    except ImportError:
+        fail("--uri needs the cluster extra: pip install 'lookalike[cluster]'")
+    return open_collection(uri, collection, **options)
 
 
 MetricOpt = Annotated[MetricName, typer.Option("--metric", help="cosine (1 - cosine similarity) or l2 (Euclidean "
@@ -96,9 +97,9 @@ def no_bar(quiet: bool) -> bool:
     return quiet or not err.is_terminal
 
 
-def progress_bar(quiet: bool) -> Progress:
-    """The embedding progress bar (count, rate, time left) on stderr."""
-    return Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(),
+def progress_bar(quiet: bool, what: str = "embedding") -> Progress:
+    """The progress bar (``what``, count, rate, time left) on stderr."""
+    return Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=no_bar(quiet))
 
 

@@ -8,17 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from lookalike.cli import present
-from lookalike.api import Index
 from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
-                                  ModelOpt, QuietOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, WeightsOpt, check_images,
-                                  err, fail, print_json, progress_bar, store_options)
+                                  ModelOpt, QuietOpt, ThreadsOpt, UriOpt, WeightsOpt, check_images, err, fail,
+                                  open_index, print_json, progress_bar)
 
 
 def dedup(
     folder: Annotated[Optional[Path], typer.Argument(metavar="[FOLDER]", help="Index (or update) this folder first and look only in it; "
                                                      "without it, the whole index.", show_default=False)] = None,
     index_path: IndexOpt = None,
-    store: StoreOpt = StoreKind.embedded,
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     threshold: Annotated[str, typer.Option("--threshold", "-t", help="A preset: near (two stages: embedding or "
@@ -55,8 +53,11 @@ def dedup(
         if not folder.is_dir():
             fail(f"not a directory: {folder}")
         check_images(folder, index_path)
-    with Index.open(index_path, model, layer, create=folder is not None, threads=threads, device=device.value,
-                    weights=weights, **store_options(store, uri, collection)) as idx:
+    if folder is not None and uri is not None:
+        fail("a FOLDER is indexed into --index; a --uri collection is filled by `lookalike ingest`")
+    options = {"model": model, "layer": layer, "create": folder is not None} if uri is None else {"model": model}
+    with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights,
+                    **options) as idx:
         rule, preset = dd.resolve_threshold(threshold, idx.model)
         indexed = None
         if folder is not None:

@@ -11,8 +11,8 @@ import typer
 
 from lookalike.api import Index
 from lookalike.cli.common import (AnnSetting, CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt,
-                                  LayerOpt, ModelOpt, QuietOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, WeightsOpt,
-                                  check_images, err, fail, ignored_text, print_json, progress_bar, say, store_options)
+                                  LayerOpt, ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, check_images, err, fail,
+                                  ignored_text, print_json, progress_bar, say)
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.index.indexer import BATCH
 
@@ -36,9 +36,6 @@ def index(
     follow_links: FollowLinksOpt = False,
     ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
                                                       "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
-    store: StoreOpt = StoreKind.embedded,
-    uri: UriOpt = None,
-    collection: CollectionOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the added, changed and removed paths.")] = False,
@@ -59,7 +56,7 @@ def index(
     if folder is not None:
         check_images(folder, index_path, rebuild)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
-                    weights=weights, **store_options(store, uri, collection)) as idx:
+                    weights=weights) as idx:
         if ann is not None:
             idx.set_ann(ann.value)
         with progress_bar(quiet or as_json) as bar:
@@ -71,7 +68,9 @@ def index(
                 bar.update(task, rate=f"{t.completed / t.elapsed:.1f} img/s" if t.elapsed else "")
 
             if shards is not None:
-                report = idx.add_shards(shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+                from lookalike.cluster.load import add_shards
+
+                report = add_shards(idx, shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
             else:
                 report = idx.add(folder, batch, workers, max_pixels,
                                  on_plan=lambda n: bar.update(task, total=n), on_progress=advance,
@@ -86,7 +85,7 @@ def index(
             print("".join(f"{what} {p}\n" for p in paths), end="")
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
           f"skipped {len(report.skipped)}{ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
-          f"{idx.root} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+          f"{idx.location} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
 
 
 def _shards_model(shards, model: str | None, layer: str | None) -> tuple[str | None, str | None]:
@@ -156,6 +155,45 @@ def embed(
     d = report.to_dict()
     print(f"embedded {d['embedded']}, unchanged {d['unchanged']}, skipped {len(d['skipped'])}; {d['shards']} shards "
           f"written to {out} ({d['seconds']:.1f} s, {d['images_per_second']:.1f} img/s, {engine.value})")
+
+
+def ingest(
+    shards: Annotated[str, typer.Argument(metavar="SHARDS", help="Folder or URI of the Parquet shards of "
+                                          "`lookalike embed`.", show_default=False)],
+    uri: Annotated[str, typer.Option("--uri", help="The Milvus server (http://host:19530), or a milvus-lite "
+                                     ".db file (--engine local only).", show_default=False)],
+    collection: CollectionOpt = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="local: this process, one shard at a time; ray: one "
+                                           "Ray task per shard, --workers at a time.")] = Engine.local,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto, ray://HOST:10001 "
+                                                   "[default: $RAY_ADDRESS, else start one here]")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Shards written at once with --engine "
+                                                   "ray [default: the cluster's CPUs]")] = None,
+    delete_gone: Annotated[Optional[str], typer.Option("--delete-gone", metavar="SOURCE", help="Also delete the "
+                                                       "files the shards hold under SOURCE that SOURCE no longer "
+                                                       "has.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write Parquet shards into a Milvus collection (created for their model): no local index;
+    query, show, dedup and serve it with --uri. A re-run writes only what changed."""
+    _need_cluster("pyarrow", "pymilvus", *(["ray"] if engine == Engine.ray else []))
+    from lookalike.cluster.collection import DEFAULT_COLLECTION
+    from lookalike.cluster.ingest import ingest as run_ingest
+
+    with progress_bar(quiet or as_json, "writing") as bar:
+        task = bar.add_task("ingest", total=None, rate="")
+        report = run_ingest(shards, uri, collection or DEFAULT_COLLECTION, engine.value, workers, address, delete_gone,
+                            on_plan=lambda n: bar.update(task, total=n), on_progress=lambda n: bar.advance(task, n))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    for path, reason in report.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    gone = f", deleted {report.gone} gone from {delete_gone}" if delete_gone is not None else ""
+    print(f"written {report.written}, unchanged {report.unchanged}, removed {report.removed}, skipped "
+          f"{len(report.skipped)}{gone}; {report.total} images in collection {collection or DEFAULT_COLLECTION} at "
+          f"{uri} ({report.seconds:.1f} s, {report.shards} shards, {engine.value})")
 
 
 def models(

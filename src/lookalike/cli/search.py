@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from lookalike.cli import present
-from lookalike.api import Index, fresh_seed
-from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, StoreKind, StoreOpt,
-                                  ThreadsOpt, UriOpt, WeightsOpt, err, fail, print_json, say, store_options)
+from lookalike.api import fresh_seed
+from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, ThreadsOpt, UriOpt,
+                                  WeightsOpt, err, fail, open_index, print_json, say)
 from lookalike.images import ImageError
 from lookalike.vectors import MetricName, Mode
 
@@ -60,7 +60,6 @@ def query(
     ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="HNSW search breadth (recall vs speed).")] = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="IVF-PQ lists probed (recall vs speed).")] = None,
     index_path: IndexOpt = None,
-    store: StoreOpt = StoreKind.embedded,
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     threads: ThreadsOpt = None,
@@ -76,8 +75,7 @@ def query(
     """
     random_seed = _seed(seed, not as_json) if mode is Mode.random and not duplicates else None
     answers: list[tuple[Path, object]] = []  # (query, QueryResult or error message) in argument order
-    with Index.open(index_path, threads=threads, device=device.value, weights=weights,
-                    **store_options(store, uri, collection)) as idx:
+    with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         if duplicates:
             from lookalike import dedup
 
@@ -124,7 +122,6 @@ def show(
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
                                                "exact bytes (the query itself).")] = False,
     index_path: IndexOpt = None,
-    store: StoreOpt = StoreKind.embedded,
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     threads: ThreadsOpt = None,
@@ -133,8 +130,7 @@ def show(
 ) -> None:
     """Write one figure: the query, then N nearest, N random and N farthest images."""
     seed = _seed(seed)
-    with Index.open(index_path, threads=threads, device=device.value, weights=weights,
-                    **store_options(store, uri, collection)) as idx:
+    with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         try:
             vector, same = idx.embed(str(image))
         except ImageError as e:

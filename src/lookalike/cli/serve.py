@@ -8,15 +8,12 @@ from typing import Annotated
 
 import typer
 
-from lookalike.api import Index
-from lookalike.cli.common import (CollectionOpt, IndexOpt, StoreKind, StoreOpt, ThreadsOpt, UriOpt, err, fail, say,
-                                  store_options)
+from lookalike.cli.common import CollectionOpt, IndexOpt, ThreadsOpt, UriOpt, err, fail, open_index, say
 from lookalike.images import UPLOAD_MAX_PIXELS
 
 
 def serve(
     index_path: IndexOpt = None,
-    store: StoreOpt = StoreKind.embedded,
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
@@ -32,13 +29,13 @@ def serve(
     from lookalike.server import create_app
 
     sock = _listen(host, port)  # a busy port fails before the model loads
-    with sock, Index.open(index_path, threads=threads, **store_options(store, uri, collection)) as idx:
+    with sock, open_index(index_path, uri, collection, threads=threads) as idx:
         web = create_app(idx, int(max_upload_mb * 1024 * 1024), max_pixels)
         if host not in ("127.0.0.1", "localhost", "::1"):
             say("warning", "bold yellow", f"listening on {host}: anyone who can reach this machine can search "
                 "and view the indexed images")
         address = f"[{host}]" if ":" in host else host
-        err.print(f"serving {len(idx)} images from {idx.root} at http://{address}:{sock.getsockname()[1]}/ "
+        err.print(f"serving {len(idx)} images from {idx.location} at http://{address}:{sock.getsockname()[1]}/ "
                   "(Ctrl+C stops)", soft_wrap=True)
         uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[sock])
 

@@ -90,9 +90,7 @@ def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address
                 report.skipped.append((name, held[3]))
             continue
         todo.append((name, size, mtime))
-    root = sources.name_of(source)
-    below = root + ("/" if sources.is_uri(source) else os.sep)
-    report.gone = sorted(p for p in latest if p not in listed and (p == root or p.startswith(below)))
+    report.gone = sources.vanished(latest, source, listed)
     if on_plan:
         on_plan(len(todo))
     if todo:
@@ -258,7 +256,7 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
         # Shards are written by tasks of their own: a batch of pixels is 600 kB per image, too much to
         # gather shard-sized batches in the object store, while vectors are 5 kB (1280-d)
         written = embedded.map_batches(_write, batch_size=shard_rows, batch_format="numpy", num_cpus=decode_cpus,
-                                       fn_kwargs={"location": _absolute(shards.location), "identity": spec.identity()})
+                                       fn_kwargs={"location": sources.absolute(shards.location), "identity": spec.identity()})
         names = set()
         for out in written.iter_batches(batch_size=None, batch_format="numpy"):
             names.update(out["shard"].tolist())
@@ -278,8 +276,3 @@ def _decode_memory(spec: ModelSpec, block: int) -> int:
     block's inputs twice (each image's and their stack) and a 24-megapixel photo being decoded."""
     size = spec.preprocessing.size
     return 220 * 2**20 + 2 * block * 3 * size * size * 4 + 24_000_000 * 3
-
-
-def _absolute(location: str) -> str:
-    """Shards' location as the actors must see it (a relative local path is the driver's)."""
-    return location if sources.is_uri(location) else os.path.abspath(location)

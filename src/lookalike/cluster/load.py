@@ -13,19 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
-
-from lookalike.cluster.shards import Shards, paths
+from lookalike.cluster.shards import Shards, paths, shard_vectors
 from lookalike.index.indexer import IndexReport
 from lookalike.index.store import Entry, Store, StoreError
-
-
-def shard_vectors(shard) -> np.ndarray:
-    """The (rows, D) float32 vectors of a shard table (zeros on skipped rows)."""
-    column = shard.column("vector").combine_chunks()
-    dim = column.type.list_size
-    return np.asarray(column.values.to_numpy(zero_copy_only=False), np.float32)[
-        column.offset * dim:(column.offset + len(column)) * dim].reshape(len(column), dim)
 
 
 def load(store: Store, location: str, on_plan: Callable[[int], None] | None = None,
@@ -76,4 +66,13 @@ def load(store: Store, location: str, on_plan: Callable[[int], None] | None = No
             on_progress(done)
     report.total = store.count()
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def add_shards(index, location: str, on_plan: Callable[[int], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> IndexReport:
+    """:func:`load` into the folder of ``index`` (an :class:`~lookalike.api.Index`), then bring its
+    approximate index up to date."""
+    report = load(index.collection.store, location, on_plan, on_progress)
+    index.ann()
     return report

@@ -75,6 +75,12 @@ def connect(uri: str):
         quiet.setLevel(level)
 
 
+def cosine_range(radius: float) -> dict:
+    """Milvus range-search parameters for cosine distances up to ``radius`` (a hair beyond, for
+    float32 rounding): COSINE similarity in [1 − radius, 1]."""
+    return {"radius": 1.0 - radius - 1e-5, "range_filter": 1.0 + 1e-5}
+
+
 class MilvusBackend:
     """A Milvus collection ``name`` at ``uri`` for ``metric``; ``index_type`` FLAT, IVF_FLAT or HNSW
     (default: :func:`default_index_type`). An existing collection is reused, ``fresh`` drops it
@@ -153,8 +159,8 @@ class MilvusBackend:
 
     def within(self, queries: np.ndarray, radius: float, **options):
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        if self.metric.name == "cosine":  # similarity in [1 - radius, 1]
-            params = {"radius": 1.0 - radius - 1e-5, "range_filter": 1.0 + 1e-5}
+        if self.metric.name == "cosine":
+            params = cosine_range(radius)
         else:  # squared L2 in [0, radius²]
             params = {"radius": (radius + 1e-5) ** 2, "range_filter": -1.0}
         hits = self.client.search(self.name, data=[q.tolist() for q in queries], limit=MAX_HITS,

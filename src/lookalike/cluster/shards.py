@@ -73,6 +73,14 @@ def paths(shard) -> list[str]:
     return [p if b is None else os.fsdecode(b) for p, b in zip(shown, shard.column("path_bytes").to_pylist())]
 
 
+def shard_vectors(shard) -> np.ndarray:
+    """The (rows, D) float32 vectors of a shard table (zeros on skipped rows)."""
+    column = shard.column("vector").combine_chunks()
+    dim = column.type.list_size
+    return np.asarray(column.values.to_numpy(zero_copy_only=False), np.float32)[
+        column.offset * dim:(column.offset + len(column)) * dim].reshape(len(column), dim)
+
+
 class Shards:
     """A folder (local path or URI) of shards."""
 
@@ -137,15 +145,27 @@ class Shards:
 
     def latest(self) -> dict[str, tuple[int, int, str, str | None]]:
         """For every file the shards hold: ``(size, mtime_ns, shard, error)`` of its newest row
-        (largest mtime, then last shard), reading only those columns."""
+        (see :meth:`newest`)."""
+        return self.newest()[0]
+
+    def newest(self) -> tuple[dict[str, tuple[int, int, str, str | None]], dict[str, list[str]]]:
+        """``(latest, superseded)``: for every file, ``(size, mtime_ns, shard, error)`` of its newest
+        row (largest mtime, then size, then content hash, then shard name: the same row whatever
+        order the shards are read in), and for every shard the files whose newest row is in another
+        shard. Reads only those columns."""
         held: dict[str, tuple[int, int, str, str | None]] = {}
+        keys: dict[str, tuple] = {}
+        rows: dict[str, list[str]] = {}
         for name in self.names():
-            shard = self.read(name, ("path", "size", "mtime_ns", "error", "path_bytes"))
+            shard = self.read(name, ("path", "size", "mtime_ns", "hash", "error", "path_bytes"))
             cols = shard.to_pydict()
-            for path, size, mtime, error in zip(paths(shard), cols["size"], cols["mtime_ns"], cols["error"]):
-                if path not in held or mtime >= held[path][1]:
-                    held[path] = (size, mtime, name, error)
-        return held
+            rows[name] = paths(shard)
+            for path, size, mtime, digest, error in zip(rows[name], cols["size"], cols["mtime_ns"], cols["hash"],
+                                                        cols["error"]):
+                key = (mtime, size, digest or "", name)
+                if path not in keys or key > keys[path]:
+                    keys[path], held[path] = key, (size, mtime, name, error)
+        return held, {name: [p for p in names if held[p][2] != name] for name, names in rows.items()}
 
     def read(self, name: str, columns: tuple[str, ...] | None = None):
         """One shard as a pyarrow table (only those of ``columns`` it has, when given), its pages'

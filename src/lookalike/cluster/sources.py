@@ -84,6 +84,23 @@ def name_of(source: str) -> str:
     return f"{source.split('://', 1)[0]}://{filesystem(source)[1]}".rstrip("/")
 
 
+def absolute(location: str) -> str:
+    """``location`` as another process must see it (a relative local path is this one's)."""
+    return location if is_uri(location) else os.path.abspath(location)
+
+
+def vanished(held, source: str, listed: set[str]) -> list[str]:
+    """The names of ``held`` under ``source`` that are not among the ``listed`` names (sorted)."""
+    root = name_of(source)
+    below = root + ("/" if is_uri(source) else os.sep)
+    return sorted(p for p in held if p not in listed and (p == root or p.startswith(below)))
+
+
+def gone(held, source: str) -> list[str]:
+    """The names of ``held`` under ``source`` that :func:`list_files` no longer finds there."""
+    return vanished(held, source, {name for name, _, _ in list_files(source)})
+
+
 def read(name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """The bytes of a file named by path or URI, as :func:`~lookalike.images.read_file` reads them
     (at most :func:`~lookalike.images.max_file_bytes`); :class:`ImageError` with the reason when unreadable."""

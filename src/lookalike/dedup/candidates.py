@@ -220,7 +220,7 @@ def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list
     csr = embedding_candidates(index.searcher(), vectors, ids, rule, stages, chunk)
     if rule.verified:
         tick = time.perf_counter()
-        table, readable = phash.store_for(str(index.store.root)).get(contents, paths)
+        table, readable = index.hashes.get(contents, paths)
         csr = hash_candidates(csr, table, readable, vectors, rule, stages)
         stages["hash_seconds"] = round(time.perf_counter() - tick, 3)
     stages["candidate_pairs"] = len(csr[1]) // 2

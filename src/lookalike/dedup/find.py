@@ -35,9 +35,7 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
     started = time.perf_counter()
     rule = rule if isinstance(rule, Rule) else Rule(float(rule))
     under = os.path.abspath(under) if under is not None else None
-    records = index.store.records(under)
-    skipped = sorted((r.path, r.error or "unreadable") for r in records.values() if r.status != "ok")
-    wanted = {r.id for r in records.values() if r.status == "ok"}
+    wanted, skipped = index.members(under)
     ids, vectors = index.vectors()
     rows = np.flatnonzero(np.isin(ids, np.fromiter(wanted, np.int64, len(wanted))))
     catalog = read_catalog(index, ids[rows])
@@ -131,10 +129,10 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     evidence: dict[int, geometry.Evidence] = {}
     if rule.verified:
         ids, vectors = index.vectors()
-        paths = index.store.paths(ids.tolist(), missing_ok=True)
+        paths = index.paths(ids.tolist(), missing_ok=True)
         present = [i for i, p in zip(ids.tolist(), paths) if p is not None]
-        content = dict(zip(present, index.store.catalog(present)["hash"]))
-        table, readable = phash.store_for(str(index.store.root)).get([content.get(i, "") for i in ids.tolist()], paths)
+        content = dict(zip(present, index.catalog(present)["hash"]))
+        table, readable = index.hashes.get([content.get(i, "") for i in ids.tolist()], paths)
         rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
         for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
             hits[int(ids[row])] = cosine(vector, vectors[row])
@@ -151,7 +149,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
             else:
                 del hits[i]
     ranked = sorted(hits.items(), key=lambda item: (item[1], item[0]))
-    paths = index.store.paths([i for i, _ in ranked])
+    paths = index.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
     return DuplicateMatches(label, "duplicates", METRIC, matches, evidence=evidence)
 
@@ -166,6 +164,6 @@ def _feature_order(visit: np.ndarray, offsets: np.ndarray, columns: np.ndarray) 
 
 def read_catalog(index: Index, ids: Iterable[int]) -> dict:
     """Path, size, mtime, hash, width and height of embedded images, in the order of ``ids``."""
-    found = index.store.catalog(ids)
+    found = index.catalog(ids)
     ints = ("size", "mtime_ns", "width", "height")
     return {key: np.asarray(value, np.int64) if key in ints else value for key, value in found.items()}

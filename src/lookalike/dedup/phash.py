@@ -68,15 +68,15 @@ def image_hashes(image) -> np.ndarray:
 
 class HashStore:
     """Hashes by content hash (the catalog's ``hash``: equal bytes, equal hashes), in ``hashes.sqlite``
-    in ``folder``; in memory only when that cannot be written.
+    in ``folder``; in memory only when that cannot be written, or without a ``folder``.
 
     It is also the indexer's sidecar (:func:`lookalike.index.indexer.update`): :meth:`make` runs in the
     decode threads on each new file's bytes, :meth:`save` stores a committed batch, so an index
     built by ``index`` or ``dedup DIR`` needs no second decode for its hashes.
     """
 
-    def __init__(self, folder: str | Path) -> None:
-        self.table = BlobTable(Path(folder) / "hashes.sqlite", "dihedral", "content")
+    def __init__(self, folder: str | Path | None) -> None:
+        self.table = None if folder is None else BlobTable(Path(folder) / "hashes.sqlite", "dihedral", "content")
         self.memory: dict[str, bytes] = {}
 
     def make(self, data: bytes) -> np.ndarray | None:
@@ -109,12 +109,12 @@ class HashStore:
 
     def _load(self, wanted: set[str]) -> dict[str, bytes]:
         found = {c: self.memory[c] for c in wanted if c in self.memory}
-        if len(found) < len(wanted):
+        if len(found) < len(wanted) and self.table is not None:
             found.update(self.table.load(wanted - found.keys()))  # an unreadable file: recomputed
         return found
 
     def _save(self, fresh: dict[str, bytes]) -> None:
-        if fresh and not self.table.save(fresh):
+        if fresh and (self.table is None or not self.table.save(fresh)):
             self.memory.update(fresh)  # a read-only index: keep them for this process
 
 

@@ -134,7 +134,7 @@ class Store:
                                        [("model", json.dumps(model)), ("model_ref", ref)])
         elif existing != model:
             store.close()
-            raise StoreError(f"index {root} was built with model {_describe(existing)}, not {_describe(model)}; "
+            raise StoreError(f"index {root} was built with model {describe_model(existing)}, not {describe_model(model)}; "
                              "use another --index or --rebuild")
         return store
 
@@ -447,6 +447,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
 
-def _describe(model: dict) -> str:
+def describe_model(model: dict) -> str:
+    """A model identity in a message: name, layer, dimension (and weights)."""
     weights = f", weights {model['weights_sha256'][:8]}" if model.get("weights_sha256") else ""
     return f"{model.get('name')} (layer {model.get('layer')}, {model.get('dim')}-d{weights})"

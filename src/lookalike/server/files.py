@@ -52,20 +52,27 @@ class IndexedFiles:
         return row
 
     def original(self, image_id: int) -> tuple[bytes, str]:
-        """The bytes and path of an indexed file, only while it is still the file that was indexed
-        (same size, modification time and content hash); 404 otherwise. A file replaced by a
+        """The bytes and path of an indexed file (a local path, or a URI read through the collection),
+        only while it is still the file that was indexed (same size, modification time and content
+        hash; a URI: size and content hash); 404 otherwise. A file replaced by a
         symlink to something else, or by other content, is never served."""
         row = self.info(image_id)
         gone = HTTPException(404, f"the file of image {image_id} is gone or changed since it was indexed")
-        try:
-            with open_file(row["path"]) as f:  # a regular file, never blocking on a FIFO or device
-                st = os.fstat(f.fileno())
-                if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
-                    raise gone
-                data = f.read(row["size"] + 1)
-        except (OSError, ImageError):
-            raise gone from None
-        if content_hash(data) != row["hash"]:
+        if "://" in row["path"]:  # a URI: read through the collection, checked by size and content
+            try:
+                data = self.index.read(row["path"])
+            except ImageError:
+                raise gone from None
+        else:
+            try:
+                with open_file(row["path"]) as f:  # a regular file, never blocking on a FIFO or device
+                    st = os.fstat(f.fileno())
+                    if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+                        raise gone
+                    data = f.read(row["size"] + 1)
+            except (OSError, ImageError):
+                raise gone from None
+        if len(data) != row["size"] or content_hash(data) != row["hash"]:
             raise gone
         return data, row["path"]
 

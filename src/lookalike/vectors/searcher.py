@@ -151,9 +151,7 @@ class Searcher:
         _, ids = (backend.farthest if farthest else backend.nearest)(queries, fetch, **options)
         ids = np.where(self.known(ids), ids, -1)
         dists = self._rescore(queries, np.where(ids >= 0, self._rows(ids), -1), metric)
-        order = np.lexsort((ids, -dists if farthest else dists), axis=1)
-        dists, ids = np.take_along_axis(dists, order, 1)[:, :k], np.take_along_axis(ids, order, 1)[:, :k]
-        return np.where(ids >= 0, dists, np.inf), ids
+        return best_first(dists, ids, k, farthest)
 
     def _rescore_pairs(self, queries: np.ndarray, rows: np.ndarray, stored: np.ndarray, metric: Metric) -> np.ndarray:
         """Float64 distances (computed in float32) of ``queries[rows]`` to the stored rows ``stored``,
@@ -172,6 +170,14 @@ class Searcher:
             gathered = np.asarray(self.vectors[row[valid]], dtype=np.float64)
             out[valid] = metric.pairwise(q[None].astype(np.float64), gathered)[0]
         return dists
+
+
+def best_first(dists: np.ndarray, ids: np.ndarray, k: int, farthest: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each row of re-scored candidates (``-1`` ids with NaN distances last):
+    ``(distances, ids)`` nearest (or farthest) first, ties by id, ``inf`` on ``-1`` slots."""
+    order = np.lexsort((ids, -dists if farthest else dists), axis=1)
+    dists, ids = np.take_along_axis(dists, order, 1)[:, :k], np.take_along_axis(ids, order, 1)[:, :k]
+    return np.where(ids >= 0, dists, np.inf), ids
 
 
 def _as_queries(queries: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def indexed(generated, tmp_path_factory):
     with Index.open(tmp_path_factory.mktemp("idx") / "index", create=True) as idx:
         idx.add(generated.root)
         ids, vectors = idx.vectors()
-        return dict(zip(idx.store.paths(ids), np.asarray(vectors)))
+        return dict(zip(idx.collection.store.paths(ids), np.asarray(vectors)))
 
 
 def assert_matches_index(rows: dict[str, dict], indexed: dict[str, np.ndarray], generated) -> None:

@@ -20,6 +20,7 @@ from lookalike.index import approximate
 from lookalike.dedup import phash
 from lookalike.dedup import geometry
 from lookalike.api import Index
+from lookalike.index.embedded import EmbeddedCollection
 from lookalike.dedup import candidates, find
 from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
 from lookalike.dedup.keep import LOSSLESS, Traits
@@ -58,7 +59,7 @@ def library(tmp_path):
     store = Store.create(tmp_path / "index", {**spec.identity(), "dim": DIM}, ref=spec.name)
     store.put([Entry(str(p), 10, mtime, content, w, h, v) for p, (w, h, content, v, mtime) in files.items()],
               [(str(lib / "broken.jpg"), 3, 1, "cannot identify image file")])
-    idx = Index(store, spec, embedder=None)
+    idx = Index(EmbeddedCollection(store), spec, embedder=None)
     yield idx, tmp_path
     idx.close()
 
@@ -112,7 +113,7 @@ def test_an_empty_selection_has_no_groups(library):
 
 def test_the_duplicates_of_a_vector_are_byte_copies_first_then_nearest(library):
     idx, root = library
-    records = idx.store.records()
+    records = idx.collection.store.records()
     same = [records[str(root / "lib" / "big.png")].id, records[str(root / "lib" / "sub" / "big_copy.png")].id]
     found = duplicates_of_vector(idx, _at(0, 7.0), same, 0.02, label="query")
     assert (found.query, found.mode, found.metric) == ("query", "duplicates", "cosine")
@@ -221,7 +222,7 @@ def pictures(tmp_path):
     store = Store.create(tmp_path / "index", {**spec.identity(), "dim": DIM}, ref=spec.name)
     store.put([Entry(str(lib / name), 10, mtime, content_hash((lib / name).read_bytes()), w, h, v)
                for name, (v, mtime, w, h) in files.items()], [(str(lib / "broken.jpg"), 3, 1, None)])
-    idx = Index(store, spec, embedder=FixedEmbedder())
+    idx = Index(EmbeddedCollection(store), spec, embedder=FixedEmbedder())
     ids = {os.path.basename(p): r.id for p, r in store.records().items()}
     yield idx, lib, ids
     idx.close()
@@ -266,7 +267,7 @@ def test_two_stage_groups_hold_verified_candidates_of_the_keeper_including_hash_
     # the hashes made on the way are kept beside the index
     contents = {content_hash((lib / n).read_bytes()) for n in ("cat.png", "cat_q50.jpg", "cat_rot.jpg", "coffee.png",
                                                               "other/astronaut.png")}
-    assert phash.HashStore(idx.store.root).table.load(contents).keys() == contents
+    assert phash.HashStore(idx.collection.store.root).table.load(contents).keys() == contents
     assert report.seconds == 3.5 and report.search == "exact"
     assert (report.rule, report.preset, report.n_images) == (Rule(0.3, 20), "near", 6)
     assert report.skipped == [(str(lib / "broken.jpg"), "unreadable")]  # stored without a reason
@@ -364,7 +365,7 @@ def test_the_duplicates_of_an_indexed_file_by_a_two_stage_rule(pictures, monkeyp
                               ids["cat_rot.jpg"]: _evidence("cat.png", "cat_rot.jpg")}
     # the hashes computed on the way are kept beside the index for the next query
     contents = {content_hash((lib / n).read_bytes()) for n in ("cat.png", "cat_q50.jpg", "cat_rot.jpg", "coffee.png")}
-    assert phash.HashStore(idx.store.root).table.load(contents).keys() == contents
+    assert phash.HashStore(idx.collection.store.root).table.load(contents).keys() == contents
     rows = found.to_dict()["results"]
     assert ["evidence" in row for row in rows] == [False, False, True, True]
     assert rows[3]["evidence"] == {**_evidence("cat.png", "cat_rot.jpg").to_dict(),
@@ -396,7 +397,7 @@ def test_a_file_removed_after_the_vectors_were_read_is_left_out(pictures, monkey
     made = []
     monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, made))
     stale = idx.searcher(approximate=False)  # vectors read, then cat_q50.jpg leaves the catalog
-    idx.store.remove([str(lib / "cat_q50.jpg")])
+    idx.collection.store.remove([str(lib / "cat_q50.jpg")])
     monkeypatch.setattr(idx, "searcher", lambda approximate=True: stale)
     found = duplicates_of(idx, str(lib / "cat.png"), Rule(0.3, 20))
     assert [m.path for m in found.results] == [str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_rot.jpg")]
@@ -450,8 +451,8 @@ def test_the_rules_hash_radius_bounds_the_hash_candidates(pictures, monkeypatch)
 def test_equal_distances_rank_by_id(pictures):
     idx, lib, ids = pictures
     cat = lib / "cat.png"
-    idx.store.put([Entry(str(cat), 10, 5, content_hash(cat.read_bytes()), 96, 64, _at(0))])  # indexed again: a new id
-    new = idx.store.records()[str(cat)].id
+    idx.collection.store.put([Entry(str(cat), 10, 5, content_hash(cat.read_bytes()), 96, 64, _at(0))])  # indexed again: a new id
+    new = idx.collection.store.records()[str(cat)].id
     assert new > ids["cat_copy.png"]
     found = duplicates_of(idx, str(cat), 0.01)
     assert [(m.id, m.distance) for m in found.results[:2]] == [(ids["cat_copy.png"], 0.0), (new, 0.0)]
@@ -461,7 +462,7 @@ def test_equal_distances_rank_by_id(pictures):
 
 def test_the_report_names_the_indexs_search(pictures):
     idx, lib, _ = pictures
-    approximate.configure(idx.store, "hnsw")
+    approximate.configure(idx.collection.store, "hnsw")
     report = find_duplicates(idx, Rule(0.05))
     assert report.search == "hnsw"
     assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [

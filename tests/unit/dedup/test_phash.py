@@ -84,7 +84,7 @@ def test_indexing_hashes_every_new_file_from_the_bytes_it_reads(tmp_path):
     with Index.open(tmp_path / "ix", create=True) as idx:
         idx.add(root)
         ids, _ = idx.vectors()
-        catalog = idx.store.catalog(ids)
+        catalog = idx.collection.store.catalog(ids)
     for name in want:
         os.remove(root / f"{name}.jpg")  # only what indexing stored can answer now
     table, ok = phash.HashStore(tmp_path / "ix").get(catalog["hash"], [None] * len(ids))

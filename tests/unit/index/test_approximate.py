@@ -5,6 +5,7 @@ import pytest
 
 from lookalike.index import approximate
 from lookalike.api import Index
+from lookalike.index.embedded import EmbeddedCollection
 from lookalike.models.registry import resolve
 from lookalike.index.store import Entry, Store
 
@@ -22,7 +23,7 @@ def _index(tmp_path, vectors, setting, prefix="/p"):
     store = Store.create(tmp_path, {**spec.identity(), "dim": DIM}, ref=spec.name)
     approximate.configure(store, setting)
     store.put(Entry(f"{prefix}/{i:04d}", 1, 1, f"{prefix}{i}", 1, 1, v) for i, v in enumerate(vectors))
-    return Index(store, spec)
+    return Index(EmbeddedCollection(store), spec)
 
 
 @pytest.mark.parametrize("n", [1, 5, 100])
@@ -41,7 +42,7 @@ def test_every_setting_works_on_tiny_collections_and_matches_exact(tmp_path, n, 
         ann_file = tmp_path / approximate.ANN_FILE
         if ann_file.exists():  # queries reuse the saved structure until the catalog changes
             before = ann_file.stat().st_mtime_ns
-            Index(Store.open(tmp_path), resolve()).query_vector(vectors[0], 2)
+            Index(EmbeddedCollection(Store.open(tmp_path)), resolve()).query_vector(vectors[0], 2)
             assert ann_file.stat().st_mtime_ns == before
 
 
@@ -52,15 +53,15 @@ def test_removed_and_changed_images_never_come_back(tmp_path):
         first = idx.query_vector(q, 5)
         assert first.results[0].path == "/p/0007" and first.results[0].distance == 0.0
         gone = [m.path for m in first.results[:3]]
-        idx.store.remove(gone)
+        idx.collection.store.remove(gone)
         after = idx.query_vector(q, 50)
         assert not set(gone) & {m.path for m in after.results}
         old_id = next(m.id for m in after.results if m.path == first.results[3].path)
-        idx.store.put([Entry(first.results[3].path, 1, 2, "new", 1, 1, -q)])  # changed content
+        idx.collection.store.put([Entry(first.results[3].path, 1, 2, "new", 1, 1, -q)])  # changed content
         again = idx.query_vector(q, 300)
         assert old_id not in {m.id for m in again.results}
         assert again.results[-1].path == first.results[3].path  # now the farthest
-        idx.store.put([Entry("/p/new", 1, 1, "n", 1, 1, q)])
+        idx.collection.store.put([Entry("/p/new", 1, 1, "n", 1, 1, q)])
         assert idx.query_vector(q, 1).results[0].path == "/p/new"
         assert idx.ann().ntotal == 300 - 3 + 1
 
@@ -70,7 +71,7 @@ def test_a_torn_ann_file_is_rebuilt(tmp_path):
     with _index(tmp_path, vectors, "hnsw") as idx:
         idx.query_vector(vectors[0], 1)
     (tmp_path / approximate.ANN_FILE).write_bytes(b"torn")
-    with Index(Store.open(tmp_path), resolve()) as idx:
+    with Index(EmbeddedCollection(Store.open(tmp_path)), resolve()) as idx:
         assert idx.query_vector(vectors[3], 1).results[0].path == "/p/0003"
 
 

@@ -1,0 +1,257 @@
+"""A Milvus collection as the system of record of a scale-out collection: its catalog and vectors,
+searched with no local index folder (:class:`MilvusCollection`, what ``--uri URI --collection NAME``
+opens; it implements :class:`lookalike.index.collection.Collection`).
+
+One row per embedded file: ``id`` (the primary key, :func:`file_id`: a digest of the file's name,
+the integer that results, links and the HTTP API name it by), ``path`` (the name: a local absolute
+path or a URI, as ``lookalike embed`` names it), ``vector`` and the catalog fields ``size,
+mtime_ns, hash, width, height``. The model's identity is a collection property, so a collection
+holds one model's vectors.
+
+The key is derived from the name alone, so any writer on any machine computes it with no catalog:
+writing a file's row again (a retried or re-run loader, a newer version of the file) replaces it
+(upsert), and a file never has two rows. Two *names* share a key with probability about n²/2⁶⁴
+(5·10⁻⁴ at 10⁸ files); the loader checks each key it writes against the row the collection holds
+and refuses (skips, with the reason) a file whose key another name holds, so one file's row never
+replaces another's. (The name itself cannot be the key: Milvus' expressions, which paging and
+deleting by key are written in, break on names with quotes or backslashes.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from lookalike.cluster import sources
+from lookalike.cluster.milvus import HNSW_PARAMS, connect, default_index_type, is_lite
+from lookalike.images import ImageError
+from lookalike.dedup.phash import HashStore
+from lookalike.index.store import StoreError, describe_model
+
+#: The collection used when none is named.
+DEFAULT_COLLECTION = "lookalike"
+#: The collection property holding the model's identity (JSON).
+MODEL_KEY = "lookalike.model"
+#: The catalog fields each row carries beside ``path``, ``id`` and ``vector``.
+CATALOG = ("path", "size", "mtime_ns", "hash", "width", "height")
+#: The metric of the collection's vector index: nearest and farthest (−q) cosine queries use it.
+METRIC = "cosine"
+#: Ids per look-up query.
+_IDS = 1024
+_PAGE = 4096
+_HEX = re.compile(r"[0-9a-f]{1,128}")
+
+
+def file_id(name: str) -> int:
+    """The integer id of the file named ``name``: the first 63 bits of its BLAKE2b digest."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def stored_name(name: str) -> str:
+    """A file name as valid UTF-8 (Milvus VARCHAR): bytes of a name that are not UTF-8 as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def create(uri: str, name: str, model: dict, index_type: str | None = None) -> None:
+    """Create the collection ``name`` at ``uri`` for ``model`` (an identity dict) unless it exists;
+    :class:`StoreError` when it exists and holds another model's vectors or is not lookalike's.
+    ``index_type``: the vector index (default :func:`~lookalike.cluster.milvus.default_index_type`).
+    It is left loaded (searchable)."""
+    from pymilvus import DataType
+
+    client = connect(uri)
+    try:
+        if client.has_collection(name):
+            held = _model_of(client, uri, name)
+            if held != model:
+                raise StoreError(f"collection {name} at {uri} holds {describe_model(held)} vectors, not "
+                                 f"{describe_model(model)}; name another with --collection")
+            client.load_collection(name)
+            return
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("path", DataType.VARCHAR, max_length=65_535)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(model["dim"]))
+        for field in ("size", "mtime_ns"):
+            schema.add_field(field, DataType.INT64)
+        schema.add_field("hash", DataType.VARCHAR, max_length=64)
+        for field in ("width", "height"):
+            schema.add_field(field, DataType.INT64)
+        params = client.prepare_index_params()
+        index_type = index_type or default_index_type(uri)
+        params.add_index("vector", index_type=index_type, metric_type="COSINE",
+                         params=HNSW_PARAMS if index_type == "HNSW" else {})
+        client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        client.alter_collection_properties(name, properties={MODEL_KEY: json.dumps(model, sort_keys=True)})
+    finally:
+        client.close()
+
+
+def _model_of(client, uri: str, name: str) -> dict:
+    """The model identity a collection records; :class:`StoreError` for one lookalike did not make."""
+    props = client.describe_collection(name).get("properties") or {}
+    if MODEL_KEY not in props:
+        raise StoreError(f"collection {name} at {uri} was not made by lookalike (no model recorded); "
+                         "name another with --collection")
+    return json.loads(props[MODEL_KEY])
+
+
+class MilvusCollection:
+    """The collection ``name`` at ``uri``, opened for searching (see the module docstring);
+    :class:`StoreError` (one line) when it is missing or not lookalike's."""
+
+    readonly = True
+
+    def __init__(self, uri: str, name: str = DEFAULT_COLLECTION) -> None:
+        self.uri, self.name = uri, name
+        self.client = connect(uri)
+        try:
+            if not self.client.has_collection(name):
+                raise StoreError(f"no collection {name} at {uri} (fill one with: lookalike ingest SHARDS --uri "
+                                 f"{uri} --collection {name})")
+            self.model = _model_of(self.client, uri, name)
+            self.client.load_collection(name)
+            index = self.client.describe_index(name, "vector") or {}
+            self.vector_index = str(index.get("index_type", "")).lower()
+        except BaseException:
+            self.client.close()
+            raise
+        self.model_ref = self.model["name"]
+        self.hashes = HashStore(None)  # dihedral hashes of this process's dedup runs, in memory
+
+    def __str__(self) -> str:
+        return f"collection {self.name} at {self.uri}"
+
+    @property
+    def location(self) -> str:
+        return str(self)
+
+    @property
+    def index_type(self) -> str:
+        """``milvus-`` and the vector index type (``milvus-hnsw``, ``milvus-flat``)."""
+        return f"milvus-{self.vector_index}"
+
+    @property
+    def dim(self) -> int:
+        return int(self.model["dim"])
+
+    @property
+    def lite(self) -> bool:
+        return is_lite(self.uri)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def count(self) -> int:
+        """Rows in the collection now."""
+        rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def rows(self, ids: Iterable[int], fields: list[str]) -> dict[int, dict]:
+        """``fields`` of the rows with these ids, by id (ids not in the collection are left out)."""
+        ids = sorted({int(i) for i in ids})
+        found: dict[int, dict] = {}
+        for s in range(0, len(ids), _IDS):
+            chunk = ids[s:s + _IDS]
+            for row in self.client.query(self.name, filter=f"id in {chunk}", output_fields=["id", *fields]):
+                found[int(row["id"])] = row
+        return found
+
+    def paths(self, ids: Iterable[int], missing_ok: bool = False) -> list[str | None]:
+        """Paths of image ids, in the given order (None for an id not held, with ``missing_ok``; else KeyError)."""
+        ids = [int(i) for i in ids]
+        found = self.rows(ids, ["path"])
+        return [found[i]["path"] if i in found else None for i in ids] if missing_ok else \
+            [found[i]["path"] for i in ids]
+
+    def info(self, image_id: int) -> dict | None:
+        """Catalog row of an image (path, size, mtime_ns, hash, width, height), or None."""
+        row = self.rows([image_id], list(CATALOG)).get(int(image_id))
+        return None if row is None else {key: row[key] for key in CATALOG}
+
+    def catalog(self, ids: Iterable[int]) -> dict[str, list]:
+        """Path, size, mtime_ns, hash, width and height of image ids, one list per column, in order."""
+        ids = [int(i) for i in ids]
+        found = self.rows(ids, list(CATALOG))
+        return {key: [found[i][key] for i in ids] for key in CATALOG}
+
+    def by_hash(self, content_hash: str) -> tuple[list[int], np.ndarray | None]:
+        """Ids of files with this content hash, and their (shared) vector."""
+        if not _HEX.fullmatch(content_hash):
+            return [], None
+        rows = self.client.query(self.name, filter=f'hash == "{content_hash}"', output_fields=["id", "vector"])
+        if not rows:
+            return [], None
+        rows.sort(key=lambda r: int(r["id"]))
+        return [int(r["id"]) for r in rows], np.asarray(rows[0]["vector"], np.float32)
+
+    def members(self, under: str | None = None) -> tuple[list[int], list[tuple[str, str]]]:
+        """Ids of the files (below folder or URI prefix ``under``, if given), and the files skipped with
+        their reasons (none: a collection holds embedded files only)."""
+        prefix = None if under is None else under.rstrip("/") + "/"
+        ids = [int(r["id"]) for page in self.pages(["id", "path"]) for r in page
+               if prefix is None or r["path"] == under or r["path"].startswith(prefix)]
+        return ids, []
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, vector), ids ascending, read into memory (for dedup over the whole collection)."""
+        ids, vectors = [], []
+        for page in self.pages(["id", "vector"]):
+            ids.append(np.fromiter((r["id"] for r in page), np.int64, len(page)))
+            vectors.append(np.asarray([r["vector"] for r in page], np.float32).reshape(len(page), self.dim))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        ids, vectors = np.concatenate(ids), np.concatenate(vectors)
+        order = np.argsort(ids)
+        return ids[order], vectors[order]
+
+    def vectors_of(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(vectors, known)`` of ``ids`` in order: float32 rows (zeros where ``known`` is False: not held)."""
+        ids = np.asarray(list(ids), np.int64)
+        found = self.rows(ids.tolist(), ["vector"])
+        out = np.zeros((len(ids), self.dim), np.float32)
+        known = np.array([int(i) in found for i in ids], bool)
+        for row, i in zip(np.flatnonzero(known), ids[known]):
+            out[row] = found[int(i)]["vector"]
+        return out, known
+
+    def pages(self, fields: list[str]) -> Iterator[list[dict]]:
+        """Every row's ``fields``, a page at a time (a query iterator: one page in memory)."""
+        iterator = self.client.query_iterator(self.name, batch_size=_PAGE, filter="id >= 0", output_fields=fields)
+        try:
+            while page := iterator.next():
+                yield page
+        finally:
+            iterator.close()
+
+    def read(self, name: str) -> bytes:
+        """The bytes of a file by its stored name (a local path or any pyarrow/fsspec URI);
+        :class:`ImageError` with the reason when it cannot be read."""
+        try:
+            return sources.read(name)
+        except ImageError:
+            raise
+        except Exception as e:  # an unknown scheme, a missing filesystem package
+            raise ImageError(f"cannot read file: {e}") from None
+
+    def searcher(self, approximate: bool = True):
+        """A :class:`~lookalike.cluster.collection_search.CollectionSearcher` over this collection
+        (through its vector index unless ``approximate`` is false)."""
+        from lookalike.cluster.collection_search import CollectionSearcher
+
+        return CollectionSearcher(self, approximate)
+
+
+def open_index(uri: str, name: str | None = None, threads: int | None = None, device: str = "cpu",
+               weights=None, model: str | None = None):
+    """An :class:`~lookalike.api.Index` over the collection ``name`` at ``uri``, embedding queries with
+    the collection's model; :class:`StoreError` (one line) when the model found here differs."""
+    from lookalike.api import Index
+
+    return Index.over(MilvusCollection(uri, name or DEFAULT_COLLECTION), threads=threads, device=device,
+                      weights=weights, model=model, check=True)

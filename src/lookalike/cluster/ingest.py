@@ -1,0 +1,206 @@
+"""``lookalike ingest``: Parquet shards straight into a Milvus collection, shard by shard in
+parallel, with no local index (the collection's rows: :mod:`lookalike.cluster.collection`).
+
+The driver reads the shards' ``path, size, mtime_ns, hash, error`` columns once to find each
+file's newest row (:meth:`~lookalike.cluster.shards.Shards.latest`: largest mtime, then size, then
+hash, whatever order the shards are read in) and hands each shard to a writer with the paths whose
+newest row is in another shard. Writers (Ray tasks, or this process) each read one shard and upsert
+its files in batches, keyed by name: a file the collection already holds with the same or a newer
+(mtime, size, hash) is left alone, and a file whose newest row is a failure (it no longer decodes)
+loses its old row. So a re-run writes nothing, a killed run re-run writes what is missing (a row is
+one upsert: never half written, never doubled), and the winner does not depend on which writer
+ran first. ``delete_gone`` removes the files the shards hold under a SOURCE that SOURCE no longer
+lists (what ``lookalike embed`` reports as gone).
+
+Rows are keyed by :func:`~lookalike.cluster.collection.file_id`, a digest of the name: each writer
+computes its keys alone, and a key another name holds is refused (the file is skipped with the reason).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.cluster import sources
+from lookalike.cluster.collection import DEFAULT_COLLECTION, create, file_id, stored_name
+from lookalike.cluster.milvus import connect, is_lite
+from lookalike.cluster.shards import Shards, shard_vectors
+from lookalike.index.store import StoreError
+
+ENGINES = ("local", "ray")
+#: Rows per upsert.
+BATCH = 512
+
+
+@dataclass
+class IngestReport:
+    """What one ``ingest`` run did; :meth:`to_dict` is the ``ingest --json`` shape."""
+
+    engine: str
+    workers: int = 0
+    shards: int = 0
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    gone: int = 0
+    total: int = 0
+    seconds: float = 0.0
+
+    def add(self, counts: dict) -> None:
+        """Add one writer's counts."""
+        self.written += counts["written"]
+        self.unchanged += counts["unchanged"]
+        self.removed += counts["removed"]
+        self.skipped.extend(map(tuple, counts["skipped"]))
+
+    def to_dict(self) -> dict:
+        return {"engine": self.engine, "workers": self.workers, "shards": self.shards, "written": self.written,
+                "unchanged": self.unchanged, "removed": self.removed,
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "gone": self.gone,
+                "total": self.total, "seconds": round(self.seconds, 3)}
+
+
+def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine: str = "local",
+           workers: int | None = None, address: str | None = None, delete_gone: str | None = None,
+           index_type: str | None = None, on_plan: Callable[[int], None] | None = None,
+           on_progress: Callable[[int], None] | None = None) -> IngestReport:
+    """Upsert the files of the shards at ``location`` into ``collection`` at ``uri`` (created for
+    the shards' model when absent; :class:`StoreError` when it holds another model's vectors).
+
+    ``engine="ray"`` writes with ``workers`` Ray tasks at a time (one shard each) on the cluster at
+    ``address`` (None: ``$RAY_ADDRESS``, else one started for this run); ``"local"`` writes here,
+    one shard at a time. ``delete_gone``: a SOURCE (folder or URI) whose vanished files are deleted.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
+    if engine == "ray" and is_lite(uri):
+        raise StoreError("a milvus-lite file takes one process: ingest into it with --engine local, or give a "
+                         "Milvus server URI")
+    started = time.perf_counter()
+    shards = Shards(location)
+    model = shards.model()
+    if model is None:
+        raise StoreError(f"no shards in {location}")
+    create(uri, collection, model, index_type)
+    latest, superseded = shards.newest()
+    if on_plan:
+        on_plan(len(latest))
+    report = IngestReport(engine, shards=len(superseded))
+    jobs = [(uri, collection, sources.absolute(location), name, paths) for name, paths in superseded.items()]
+    run = _run_local if engine == "local" else _run_ray
+    report.workers = run(jobs, workers, address, report, on_progress)
+    client = connect(uri)
+    try:
+        if delete_gone is not None:
+            report.gone = _delete(client, collection, [stored_name(p) for p in sources.gone(latest, delete_gone)])
+        client.flush(collection)
+        report.total = int(client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+    finally:
+        client.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run_local(jobs, workers, address, report: IngestReport, on_progress) -> int:
+    for job in jobs:
+        counts = write_shard(*job)
+        report.add(counts)
+        if on_progress:
+            on_progress(counts["rows"])
+    return 1
+
+
+def _run_ray(jobs, workers, address, report: IngestReport, on_progress) -> int:
+    """One Ray task per shard, at most ``workers`` (default: the cluster's CPUs) at a time."""
+    import logging
+
+    import ray
+
+    own = not ray.is_initialized()
+    if own:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        workers = workers or max(1, int(cpus))
+        task = ray.remote(num_cpus=min(1.0, cpus / workers), max_retries=3)(write_shard)
+        pending, queue = [], list(jobs)
+        while queue or pending:
+            while queue and len(pending) < workers:
+                pending.append(task.remote(*queue.pop(0)))
+            done, pending = ray.wait(pending, num_returns=1)
+            counts = ray.get(done[0])
+            report.add(counts)
+            if on_progress:
+                on_progress(counts["rows"])
+    finally:
+        if own:
+            ray.shutdown()
+    return workers
+
+
+def write_shard(uri: str, collection: str, location: str, name: str, others: list[str]) -> dict:
+    """Upsert one shard's files into the collection (see the module docstring), but not ``others``
+    (files whose newest row is in another shard); returns the counts of what it did."""
+    table = Shards(location).read(name)
+    vectors = shard_vectors(table)
+    rows = table.select(["path", "size", "mtime_ns", "hash", "width", "height", "error"]).to_pylist()
+    skip = set(others)
+    keep = [i for i, row in enumerate(rows) if row["path"] not in skip]
+    counts = {"rows": len(keep), "written": 0, "unchanged": 0, "removed": 0, "skipped": []}
+    client = connect(uri)
+    try:
+        for s in range(0, len(keep), BATCH):
+            _write_batch(client, collection, [rows[i] for i in keep[s:s + BATCH]], vectors[keep[s:s + BATCH]], counts)
+    finally:
+        client.close()
+    return counts
+
+
+def _write_batch(client, collection: str, rows: list[dict], vectors: np.ndarray, counts: dict) -> None:
+    names = [stored_name(r["path"]) for r in rows]
+    ids = [file_id(n) for n in names]
+    held = {int(r["id"]): r for r in client.query(collection, filter=f"id in {sorted(set(ids))}",
+                                                   output_fields=["id", "path", "size", "mtime_ns", "hash"])}
+    upserts, stale = [], []  # rows to write, files whose newest row is a failure
+    for row, vector, name, i in zip(rows, vectors, names, ids):
+        old = held.get(i)
+        if old is not None and old["path"] != name:
+            counts["skipped"].append((row["path"], f"its id {i} is held by {old['path']}"))
+        elif row["error"] is not None:
+            if old is not None and _newer(row, old):
+                stale.append(name)
+            counts["skipped"].append((row["path"], row["error"]))
+        elif old is not None and not _newer(row, old):
+            counts["unchanged"] += 1
+        else:
+            upserts.append({"path": name, "id": i, "vector": vector.tolist(), "size": int(row["size"]),
+                            "mtime_ns": int(row["mtime_ns"]), "hash": row["hash"], "width": int(row["width"] or 0),
+                            "height": int(row["height"] or 0)})
+    if upserts:
+        client.upsert(collection, upserts)
+        counts["written"] += len(upserts)
+    counts["removed"] += _delete(client, collection, stale)
+
+
+def _newer(row: dict, held: dict) -> bool:
+    """True when a shard row is newer than the collection's row of the same file."""
+    return (row["mtime_ns"], row["size"], row["hash"] or "") > (held["mtime_ns"], held["size"], held["hash"] or "")
+
+
+def _delete(client, collection: str, names: list[str]) -> int:
+    """Delete the rows of the files ``names`` (stored names); returns how many the collection held."""
+    wanted = {file_id(n): n for n in names}
+    ids = sorted(wanted)
+    removed = 0
+    for s in range(0, len(ids), BATCH):
+        chunk = ids[s:s + BATCH]
+        held = [int(r["id"]) for r in client.query(collection, filter=f"id in {chunk}", output_fields=["id", "path"])
+                if r["path"] == wanted[int(r["id"])]]  # never another name's row under the same key
+        if held:
+            client.delete(collection, ids=held)
+            removed += len(held)
+    return removed

@@ -1,0 +1,167 @@
+"""A Milvus collection as the system of record, on milvus-lite: shards ingested with no local index
+answer as an index folder loaded from the same shards; re-runs write nothing; the newest row of a
+file wins whatever the order shards come in; the random sampler is uniform without listing ids;
+refusals are one line. (The server path, Ray writers and several processes: tests/e2e/test_collection_server.py.)"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("milvus_lite")
+
+from helpers import assert_same_answers  # noqa: E402
+from lookalike.api import Index  # noqa: E402
+from lookalike.cluster import collection_search  # noqa: E402
+from lookalike.cluster.collection import MilvusCollection, create, file_id, open_index  # noqa: E402
+from lookalike.cluster.embed import embed, model_spec  # noqa: E402
+from lookalike.cluster.ingest import ingest  # noqa: E402
+from lookalike.cluster.load import add_shards  # noqa: E402
+from lookalike.cluster.shards import Shards, table  # noqa: E402
+from lookalike.index.store import StoreError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shards(photo_dir, tmp_path_factory):
+    """Shards of the shared photos plus a broken file, and the photo folder."""
+    root = tmp_path_factory.mktemp("collection")
+    photos = root / "photos"
+    shutil.copytree(photo_dir, photos)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    embed(str(photos), str(root / "shards"), model_spec(), "local", shard_rows=7)
+    return photos, str(root / "shards")
+
+
+@pytest.fixture(scope="module")
+def folder_index(shards, tmp_path_factory):
+    """The index folder loaded from the same shards (the reference)."""
+    with Index.open(tmp_path_factory.mktemp("folder") / "index", create=True) as idx:
+        add_shards(idx, shards[1])
+        yield idx
+
+
+def test_a_collection_answers_as_the_index_folder(shards, folder_index, tmp_path):
+    photos, location = shards
+    db = str(tmp_path / "c.db")
+    report = ingest(location, db, "photos")
+    n = len(folder_index)
+    assert (report.written, report.unchanged, report.total) == (n, 0, n)
+    assert report.skipped == [(str(photos / "broken.jpg"), report.skipped[0][1])]
+    with open_index(db, "photos") as idx:
+        assert (len(idx), idx.index_type, idx.model) == (n, "milvus-flat", folder_index.model)
+        queries = [photos / f"{name}.jpg" for name in ("chelsea", "coffee", "rocket", "coins")]
+        assert_same_answers(idx, folder_index, queries)
+        some = folder_index.query(str(queries[0]), k=1).results[0]
+        assert idx.info(file_id(some.path))["path"] == some.path
+        assert idx.stored(file_id(some.path))[1] == [file_id(some.path)]
+    again = ingest(location, db, "photos")
+    assert (again.written, again.unchanged, again.removed, again.total) == (0, n, 0, n)
+
+
+def _shard(rows: list[tuple[str, int, np.ndarray | None]], dim: int = 8) -> object:
+    """A shard of hand-made rows (path, mtime_ns, vector or None for a failure) of a tiny model."""
+    ident = {"name": "tiny", "layer": "pool", "dim": dim}
+    ok = [v for _, _, v in rows if v is not None]
+    cols = {"path": [p for p, _, _ in rows], "size": [10] * len(rows), "mtime_ns": [m for _, m, _ in rows],
+            "hash": [f"{m:032x}" for _, m, _ in rows], "width": [4] * len(rows), "height": [4] * len(rows),
+            "error": [None if v is not None else "not an image" for _, _, v in rows]}
+    return table(cols, np.array(ok, np.float32).reshape(len(ok), dim), ident)
+
+
+def _stored(db: str, name: str) -> dict[str, tuple[int, list[float]]]:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(db)
+    try:
+        rows = client.query(name, filter="id >= 0", output_fields=["path", "mtime_ns", "vector"])
+    finally:
+        client.close()
+    assert len({r["path"] for r in rows}) == len(rows)
+    return {r["path"]: (r["mtime_ns"], [round(x, 3) for x in r["vector"]]) for r in rows}
+
+
+def test_the_newest_row_wins_whatever_order_the_shards_come_in(tmp_path):
+    v = np.eye(8, dtype=np.float32)
+    old = [("/p/a.jpg", 100, v[0]), ("/p/b.jpg", 100, v[1]), ("/p/c.jpg", 100, v[2])]
+    new = [("/p/a.jpg", 200, v[3]), ("/p/b.jpg", 50, v[4])]
+    folders = {}
+    for label, rows in (("old", old), ("new", new)):
+        folders[label] = str(tmp_path / label)
+        Shards(folders[label]).write(_shard(rows))
+    both = str(tmp_path / "both")
+    for rows in (old, new):
+        Shards(both).write(_shard(rows))
+    results = []
+    for order in (("old", "new"), ("new", "old")):
+        db = str(tmp_path / f"{'-'.join(order)}.db")
+        for label in order:
+            ingest(folders[label], db, "c")
+        results.append(_stored(db, "c"))
+    ingest(both, str(tmp_path / "both.db"), "c")
+    results.append(_stored(str(tmp_path / "both.db"), "c"))
+    expected = {"/p/a.jpg": (200, v[3].tolist()), "/p/b.jpg": (100, v[1].tolist()), "/p/c.jpg": (100, v[2].tolist())}
+    assert results == [expected] * 3
+    Shards(both).write(_shard([("/p/c.jpg", 300, None)]))  # c no longer decodes: its row goes
+    report = ingest(both, str(tmp_path / "both.db"), "c")
+    assert (report.written, report.removed, report.skipped) == (0, 1, [("/p/c.jpg", "not an image")])
+    assert set(_stored(str(tmp_path / "both.db"), "c")) == {"/p/a.jpg", "/p/b.jpg"}
+
+
+def test_delete_gone_removes_files_gone_from_source(shards, tmp_path):
+    photos, location = shards
+    source = tmp_path / "photos"
+    shutil.copytree(photos, source)
+    out = str(tmp_path / "shards")
+    embed(str(source), out, model_spec(), "local")
+    db = str(tmp_path / "g.db")
+    first = ingest(out, db)
+    (source / "coins.jpg").unlink()
+    kept = ingest(out, db)
+    assert (kept.gone, kept.total) == (0, first.total)
+    pruned = ingest(out, db, delete_gone=str(source))
+    assert (pruned.gone, pruned.total) == (1, first.total - 1)
+    with open_index(db) as idx:
+        assert str(source / "coins.jpg") not in idx.paths(idx.members()[0])
+
+
+def test_random_draws_are_uniform_without_listing_ids(tmp_path, monkeypatch):
+    db, dim, n, k, draws = str(tmp_path / "r.db"), 4, 200, 20, 300
+    create(db, "r", {"name": "tiny", "layer": "pool", "dim": dim})
+    c = MilvusCollection(db, "r")
+    rng = np.random.default_rng(0)
+    c.client.insert("r", [{"path": f"/p/{i}", "id": file_id(f"/p/{i}"), "vector": rng.random(dim).tolist(),
+                           "size": 1, "mtime_ns": 1, "hash": "0", "width": 1, "height": 1} for i in range(n)])
+    c.client.flush("r")
+    monkeypatch.setattr(collection_search, "SMALL", 10)  # the range sampler, not the listed ids
+    monkeypatch.setattr(collection_search, "PER_RANGE", 8)
+    monkeypatch.setattr(collection_search, "RANGE_CAP", 64)
+    monkeypatch.setattr(MilvusCollection, "pages", lambda *a: pytest.fail("the sampler listed the ids"))
+    drawn = [collection_search.sample_ids(c, k, np.random.default_rng(seed)) for seed in range(draws)]
+    assert all(len(set(d.tolist())) == k for d in drawn)
+    counts = np.unique(np.concatenate(drawn), return_counts=True)[1]
+    assert len(counts) == n  # every file is drawn at some point
+    expected = draws * k / n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < n - 1 + 4.5 * np.sqrt(2 * (n - 1))  # about p > 1e-5 for 199 degrees of freedom
+    same = collection_search.sample_ids(c, 6, np.random.default_rng(7))
+    assert np.array_equal(same, collection_search.sample_ids(c, 6, np.random.default_rng(7)))
+    c.close()
+
+
+def test_refusals_are_one_line(shards, tmp_path):
+    _, location = shards
+    db = str(tmp_path / "x.db")
+    with pytest.raises(StoreError, match=r"^no collection photos at .*x\.db \(fill one with: lookalike ingest"):
+        open_index(db, "photos")
+    create(db, "other", {"name": "tiny", "layer": "pool", "dim": 8})
+    with pytest.raises(StoreError, match=r"^collection other at .* holds tiny \(layer pool, 8-d\) vectors, not "
+                       r"efficientnet-lite0"):
+        ingest(location, db, "other")
+    with pytest.raises(StoreError, match="one process: ingest into it with --engine local"):
+        ingest(location, db, "photos", engine="ray")
+    ident = {**model_spec().identity(), "dim": 999}
+    create(db, "mismatch", ident)
+    with pytest.raises(StoreError, match="holds vectors of efficientnet-lite0 .*999-d.*but the model found here is"):
+        open_index(db, "mismatch")
