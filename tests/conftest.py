@@ -17,6 +17,32 @@ def _isolated_dirs(tmp_path_factory):
     mp.undo()
 
 
+#: The Milvus components whose advertised address is set to loopback.
+_MILVUS_COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord",
+                      "dataNode")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The URI of a Milvus standalone server (the ``milvus`` package: Milvus 2.3 with embedded etcd and
+    local storage) on loopback, started once for the session and stopped (its files deleted) after."""
+    pytest.importorskip("milvus")
+    import shutil
+
+    from milvus import MilvusServer
+
+    base = tmp_path_factory.mktemp("milvus-server")
+    server = MilvusServer()
+    server.set_base_dir(str(base))
+    server.config.extra_configs.update({f"{c}.ip": "127.0.0.1" for c in _MILVUS_COMPONENTS})
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.config.configurable_items['proxy_port'][1]}"
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory):
     """A folder of 12 distinct photos plus a flipped and a cropped copy of three of them."""

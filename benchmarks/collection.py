@@ -1,0 +1,253 @@
+"""Collection benchmark (JSON on stdout): a Milvus server collection as the system of record.
+
+On a Milvus 2.3 standalone server started here (the ``milvus`` package, loopback), with ``--n``
+real-shaped vectors (1280-d, a non-negative 48-centre mixture like pooled CNN features) written as
+Parquet shards of 1,000 rows:
+
+* load: ``ingest`` with one writer (``--engine local``) against Ray with 1 and 2 workers, each into
+  a fresh collection (target: 2 workers >= 1.5x one writer);
+* query: nearest k=10 through the collection's HNSW (the searcher's 4x candidates, re-scored)
+  against exact search on the same vectors: p50 / p95 latency and recall@10;
+* the query side: bytes of the vector files (``.npy``, ``.faiss``, ``.sqlite``, ``.db``, ``.parquet``)
+  this process opens while querying (target 0; an audit hook records every open), and the vector
+  bytes Milvus sends per query;
+* serve: ``/api/search?id=`` requests per second from 4 loopback clients against 1 and 2
+  ``lookalike serve --uri`` processes on the collection (target: 2 >= 1.6x one).
+
+    python benchmarks/collection.py --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jsonout import emit
+
+COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
+
+
+def start_server(base: Path):
+    """A Milvus standalone server on loopback with its files under ``base``; (server, uri)."""
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(base))
+    server.config.extra_configs.update({f"{c}.ip": "127.0.0.1" for c in COMPONENTS})
+    server.start()
+    return server, f"http://127.0.0.1:{server.config.configurable_items['proxy_port'][1]}"
+
+
+def synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((48, dim)).astype(np.float32)
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, 10_000):
+        m = min(10_000, n - s)
+        out[s:s + m] = np.abs(centres[rng.integers(0, 48, m)] + 0.6 * rng.standard_normal((m, dim)).astype(np.float32))
+    return out
+
+
+def write_shards(x: np.ndarray, identity: dict, location: Path, rows: int = 1000) -> None:
+    from lookalike.cluster.shards import Shards, table
+
+    shards = Shards(str(location))
+    for s in range(0, len(x), rows):
+        idx = range(s, min(s + rows, len(x)))
+        cols = {"path": [f"/images/{i:07d}.jpg" for i in idx], "size": [1000 + i for i in idx],
+                "mtime_ns": [i for i in idx], "hash": [f"{i:032x}" for i in idx], "width": [64] * len(idx),
+                "height": [64] * len(idx), "error": [None] * len(idx)}
+        shards.write(table(cols, x[s:s + len(idx)], identity))
+
+
+def load(shards: Path, uri: str) -> dict:
+    """Ingest time with one writer and with Ray at 1 and 2 workers (Ray's start-up timed apart)."""
+    import logging
+
+    import ray
+
+    from lookalike.cluster.ingest import ingest
+
+    out = {}
+    t = time.perf_counter()
+    report = ingest(str(shards), uri, "one_writer")
+    out["one_writer_s"] = round(time.perf_counter() - t, 2)
+    out["rows"] = report.total
+    t = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    out["ray_init_s"] = round(time.perf_counter() - t, 2)
+    try:
+        for workers in (1, 2):
+            t = time.perf_counter()
+            report = ingest(str(shards), uri, f"ray{workers}", engine="ray", workers=workers)
+            out[f"ray_{workers}_workers_s"] = round(time.perf_counter() - t, 2)
+            assert report.total == out["rows"]
+    finally:
+        ray.shutdown()
+    for workers in (1, 2):
+        out[f"ray_{workers}_speedup_vs_one_writer"] = round(out["one_writer_s"] / out[f"ray_{workers}_workers_s"], 2)
+    return out
+
+
+_OPENED: list[str] | None = None
+
+
+def _audit(event: str, args) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+def query(uri: str, x: np.ndarray, n_queries: int, exact_queries: int) -> dict:
+    """HNSW nearest through the collection's searcher vs exact search; the vector files the query side opens."""
+    global _OPENED
+    from lookalike.cluster.collection import MilvusCollection
+    from lookalike.vectors import Searcher
+
+    rng = np.random.default_rng(3)
+    queries = x[rng.choice(len(x), n_queries, replace=False)] + 0.05
+    truth = Searcher(np.arange(len(x), dtype=np.int64), x)  # ids here are rows; mapped from the collection's
+    sys.addaudithook(_audit)
+    _OPENED = []
+    collection = MilvusCollection(uri, "one_writer")
+    try:
+        by_id = {}
+        for page in collection.pages(["id", "path"]):
+            by_id.update((int(r["id"]), int(r["path"][8:15])) for r in page)
+        searcher = collection.searcher()
+        lat, recalls, fetched = [], [], []
+        for q in queries:
+            t = time.perf_counter()
+            _, ids = searcher.nearest(q, 10)
+            lat.append((time.perf_counter() - t) * 1e3)
+            found = {by_id[int(i)] for i in ids[0]}
+            recalls.append(len(found & set(truth.nearest(q, 10)[1][0].tolist())) / 10)
+            fetched.append(10 * searcher.refine_factor * x.shape[1] * 4)
+        scan = []
+        for q in queries[:exact_queries]:
+            t = time.perf_counter()
+            searcher.nearest(q, 10, exact=True)
+            scan.append((time.perf_counter() - t) * 1e3)
+    finally:
+        collection.close()
+        opened, _OPENED = _OPENED, None
+    vector_files = {Path(p) for p in opened if p.endswith((".npy", ".faiss", ".sqlite", ".db", ".parquet"))}
+    return {"queries": n_queries, "hnsw_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "hnsw_p95_ms": round(float(np.percentile(lat, 95)), 2), "recall@10": round(float(np.mean(recalls)), 4),
+            "exact_scan_queries": exact_queries,
+            "exact_scan_p50_ms": round(float(np.percentile(scan, 50)), 1) if scan else None,
+            "files_opened_while_querying": len(set(opened)),
+            "vector_file_bytes_on_query_side": sum(p.stat().st_size for p in vector_files if p.exists()),
+            "vector_bytes_fetched_per_query": int(np.mean(fetched))}
+
+
+def serve(uri: str, seconds: float, clients: int = 4) -> dict:
+    """Searches per second from ``clients`` loopback threads against 1 and 2 ``serve`` processes."""
+    import httpx
+
+    from lookalike.cluster.collection import MilvusCollection
+
+    collection = MilvusCollection(uri, "one_writer")
+    ids = [int(r["id"]) for page in collection.pages(["id"]) for r in page][:2000]
+    collection.close()
+    out = {"clients": clients, "seconds": seconds}
+    for n in (1, 2):
+        procs, ports = [], []
+        for _ in range(n):
+            port = _free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--uri", uri, "--collection",
+                                           "one_writer", "--port", str(port)], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            ports.append(port)
+        try:
+            for port in ports:
+                _wait(port)
+            done = [0] * clients
+            stop = time.monotonic() + seconds
+
+            def client(c: int) -> None:
+                rng = np.random.default_rng(c)
+                with httpx.Client(timeout=60) as http:
+                    while time.monotonic() < stop:
+                        port = ports[(c + done[c]) % len(ports)]
+                        r = http.get(f"http://127.0.0.1:{port}/api/search",
+                                     params={"id": ids[int(rng.integers(len(ids)))], "k": 10})
+                        r.raise_for_status()
+                        done[c] += 1
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            out[f"processes_{n}_per_s"] = round(sum(done) / seconds, 1)
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(30)
+    out["two_vs_one"] = round(out["processes_2_per_s"] / out["processes_1_per_s"], 2)
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(port: int, seconds: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise TimeoutError(f"serve on {port} did not answer")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--exact-queries", type=int, default=3, help="Exact scans (each reads every vector).")
+    ap.add_argument("--serve-seconds", type=float, default=20.0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    from lookalike.cluster.embed import model_spec
+
+    work = Path(tempfile.mkdtemp(prefix="lookalike-collection-"))
+    identity = model_spec().identity()
+    result = {"cpus": os.cpu_count(), "n": args.n, "dim": identity["dim"],
+              "loadavg_start": [round(v, 2) for v in os.getloadavg()]}
+    server, uri = start_server(work / "milvus")
+    try:
+        x = synthetic(args.n, identity["dim"])
+        write_shards(x, identity, work / "shards")
+        result["load"] = load(work / "shards", uri)
+        result["query"] = query(uri, x, args.queries, args.exact_queries)
+        result["serve"] = serve(uri, args.serve_seconds)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    result["cpu_seconds_this_process"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
