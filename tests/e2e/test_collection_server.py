@@ -169,17 +169,17 @@ def test_two_servers_answer_one_upload_alike_while_a_loader_adds_rows(milvus_ser
 
 
 _AUDIT = """
-import sys
-opened = []
+import os, sys
+record, opened = sys.argv.pop(), []
 def hook(event, args):
     if event == "open" and isinstance(args[0], (str, bytes)):
-        opened.append(str(args[0]))
+        opened.append(os.fsdecode(args[0]))
 sys.addaudithook(hook)
 from lookalike.cli import main
 try:
     main()
 finally:
-    with open(sys.argv.pop(), "w") as f:
+    with open(record, "w") as f:
         f.write("\\n".join(opened))
 """
 
@@ -198,7 +198,7 @@ def test_the_query_side_writes_and_reads_no_vector_file(milvus_server, generated
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"][0]["path"] == str(query)
-    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p != record)
+    written = sorted(str(p.relative_to(tmp_path)) for folder in (home, cache, work) for p in folder.rglob("*") if p.is_file())
     assert written and all(p.startswith("cache/") and p.endswith((".onnx", ".onnx.data", ".json", ".lock"))
                            for p in written), written
     assert not list(home.rglob("*")) and not list(work.iterdir())
