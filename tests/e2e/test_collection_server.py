@@ -21,7 +21,7 @@ from PIL import Image
 pytest.importorskip("pymilvus")
 pytest.importorskip("ray")
 
-from conftest import assert_same_answers, free_port, wait_until_serving  # noqa: E402
+from helpers import assert_same_answers, free_port, wait_until_serving  # noqa: E402
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.collection import MilvusCollection, open_index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
