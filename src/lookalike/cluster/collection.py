@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from lookalike.cluster import sources
-from lookalike.cluster.milvus import HNSW_PARAMS, connect, default_index_type, is_lite
+from lookalike.cluster.milvus import HNSW_PARAMS, connect, default_index_type, is_lite, pages
 from lookalike.images import ImageError
 from lookalike.dedup.phash import HashStore
 from lookalike.index.store import StoreError, describe_model
@@ -42,7 +42,6 @@ CATALOG = ("path", "size", "mtime_ns", "hash", "width", "height")
 METRIC = "cosine"
 #: Ids per look-up query.
 _IDS = 1024
-_PAGE = 4096
 _HEX = re.compile(r"[0-9a-f]{1,128}")
 
 
@@ -222,12 +221,7 @@ class MilvusCollection:
 
     def pages(self, fields: list[str]) -> Iterator[list[dict]]:
         """Every row's ``fields``, a page at a time (a query iterator: one page in memory)."""
-        iterator = self.client.query_iterator(self.name, batch_size=_PAGE, filter="id >= 0", output_fields=fields)
-        try:
-            while page := iterator.next():
-                yield page
-        finally:
-            iterator.close()
+        return pages(self.client, self.name, fields)
 
     def read(self, name: str) -> bytes:
         """The bytes of a file by its stored name (a local path or any pyarrow/fsspec URI);

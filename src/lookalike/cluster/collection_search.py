@@ -132,6 +132,8 @@ class CollectionSearcher:
                 r, cols, d = scan_within(queries, vectors, radius, metric)
                 rows.append(r), ids.append(chunk_ids[cols]), dists.append(d)
             rows, ids, dists = np.concatenate(rows), np.concatenate(ids), np.concatenate(dists)
+            keep = dists <= radius
+            rows, ids, dists = rows[keep], ids[keep], dists[keep]
             order = np.lexsort((ids, rows))
             return to_csr(len(queries), rows[order], ids[order], np.maximum(dists[order], 0.0))
         hits = c.client.search(c.name, data=[q.tolist() for q in queries], limit=MAX_HITS,

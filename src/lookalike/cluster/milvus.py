@@ -194,10 +194,16 @@ class MilvusBackend:
         return float(np.sqrt(max(score, 0.0)))
 
     def pages(self, fields: list[str]):
-        """Every row's ``fields`` (dicts), a page of rows at a time, through a query iterator."""
-        iterator = self.client.query_iterator(self.name, batch_size=_PAGE, filter="id >= 0", output_fields=fields)
-        try:
-            while page := iterator.next():
-                yield page
-        finally:
-            iterator.close()
+        """Every row's ``fields`` (dicts), a page of rows at a time (see :func:`pages`)."""
+        return pages(self.client, self.name, fields)
+
+
+def pages(client, name: str, fields: list[str]):
+    """Every row's ``fields`` (dicts) of collection ``name`` (non-negative int64 keys ``id``), a page of
+    rows at a time, through a query iterator (one page in memory)."""
+    iterator = client.query_iterator(name, batch_size=_PAGE, filter="id >= 0", output_fields=fields)
+    try:
+        while page := iterator.next():
+            yield page
+    finally:
+        iterator.close()
