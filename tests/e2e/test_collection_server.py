@@ -21,7 +21,7 @@ from PIL import Image
 pytest.importorskip("pymilvus")
 pytest.importorskip("ray")
 
-from helpers import assert_same_answers, free_port, wait_until_serving  # noqa: E402
+from helpers import WITHOUT_READ_OVERRIDE, assert_same_answers, free_port, wait_until_serving  # noqa: E402
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.collection import MilvusCollection, open_index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
@@ -189,11 +189,11 @@ def test_the_query_side_writes_and_reads_no_vector_file(milvus_server, generated
     home, cache, work, record = tmp_path / "home", tmp_path / "cache", tmp_path / "work", tmp_path / "opened.txt"
     for folder in (home, cache, work):
         folder.mkdir()
-    work.chmod(0o555)
+    work.chmod(0o555)  # read-only, also for root: the command runs without the power to override file modes
     env = {**os.environ, "HOME": str(home), "LOOKALIKE_CACHE": str(cache), "LOOKALIKE_INDEX": str(home / "index"),
            "XDG_DATA_HOME": str(home / "data"), "XDG_CACHE_HOME": str(home / "xdg-cache")}
     query = sorted((generated / "images").rglob("*.jpg"))[3]
-    out = subprocess.run([sys.executable, "-c", _AUDIT, "query", str(query), "--uri", milvus_server, "--collection",
+    out = subprocess.run([*WITHOUT_READ_OVERRIDE, sys.executable, "-c", _AUDIT, "query", str(query), "--uri", milvus_server, "--collection",
                           "stateless", "--json", "-k", "3", str(record)], cwd=work, env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
