@@ -135,7 +135,7 @@ def test_two_servers_answer_one_upload_alike_while_a_loader_adds_rows(milvus_ser
     ingest(str(generated / "shards"), milvus_server, "served")
     far = tmp_path / "far"
     _far_shards(folder_index, far, 1500)
-    servers, ports = [], []
+    servers = []
     try:
         for n in range(2):
             port, log = free_port(), tmp_path / f"serve{n}.log"
