@@ -126,4 +126,6 @@ def assert_same_answers(got, want, queries, k: int = 6) -> None:
             assert drawn == got.query(str(q), k=k, mode="random", metric=metric, seed=5).results
             assert len({m.path for m in drawn}) == min(k, len(want))
             every = {m.path: m.distance for m in want.query(str(q), k=len(want), metric=metric).results}
-            np.testing.assert_allclose([m.distance for m in drawn], [every[m.path] for m in drawn], atol=1e-9)
+            # computed over other batches of rows than the reference's: float64 rounding, which an l2
+            # distance near 0 (the square root of a difference of squared norms) turns into ~1e-7
+            np.testing.assert_allclose([m.distance for m in drawn], [every[m.path] for m in drawn], atol=1e-6)

@@ -567,7 +567,7 @@ def test_empty_selection(library, tmp_path):
 def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
     root, _, idx = library
     with Index.open(tmp_path / "index", create=True) as approx:
-        approximate.configure(approx.store, "hnsw")
+        approximate.configure(approx.collection.store, "hnsw")
         approx.add(root)
         assert approx.index_type == "hnsw"
         for threshold in dedup.presets(idx.model).values():
