@@ -27,7 +27,7 @@ import numpy as np
 from lookalike.cluster import sources
 from lookalike.cluster.collection import DEFAULT_COLLECTION, create, file_id, stored_name
 from lookalike.cluster.milvus import connect, is_lite
-from lookalike.cluster.shards import Shards, shard_vectors
+from lookalike.cluster.shards import Shards, paths, shard_vectors
 from lookalike.index.store import StoreError
 
 ENGINES = ("local", "ray")
@@ -147,7 +147,9 @@ def write_shard(uri: str, collection: str, location: str, name: str, others: lis
     (files whose newest row is in another shard); returns the counts of what it did."""
     table = Shards(location).read(name)
     vectors = shard_vectors(table)
-    rows = table.select(["path", "size", "mtime_ns", "hash", "width", "height", "error"]).to_pylist()
+    rows = table.select(["size", "mtime_ns", "hash", "width", "height", "error"]).to_pylist()
+    for row, path in zip(rows, paths(table)):  # names that are not UTF-8 as they are
+        row["path"] = path
     skip = set(others)
     keep = [i for i, row in enumerate(rows) if row["path"] not in skip]
     counts = {"rows": len(keep), "written": 0, "unchanged": 0, "removed": 0, "skipped": []}
