@@ -16,7 +16,7 @@ to stdout (and ``--out``); per-kind lines to stderr as they finish.
 
 A kind may carry parameter overrides: ``hnsw:pca=256:storage=flat``.
 
-    python benchmarks/ann.py --n 100000 --kinds flat,hnsw,ivfpq --out ann.json
+    python benchmarks/ann.py --n 100000 --kinds exact,hnsw,ivfpq --out ann.json
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def bench_kind(spec: str, data: Embeddings, args, queries, truth, far_truth, raw
         "farthest_recall@10": round(recall_at_k(far_found, far_truth[1], k), 4),
         "farthest_dist_ratio": round(float(far_dist.mean() / far_truth[0].mean()), 4),
     }
-    if raw is not None and index.kind != "flat":
+    if raw is not None and index.kind != "exact":
         searcher = Searcher(raw[0], raw[1], [index], refine_factor=args.refine_factor)
         times, _, found = latencies_ms(lambda q: searcher.nearest(q, k, args.metric), queries)
         far_found = searcher.farthest(fq, k, args.metric)[1]
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--far-queries", type=int, default=50, help="queries timed in farthest mode")
-    ap.add_argument("--kinds", default="flat,hnsw,ivfpq", help="comma-separated, e.g. hnsw:pca=256")
+    ap.add_argument("--kinds", default="exact,hnsw,ivfpq", help="comma-separated, e.g. hnsw:pca=256")
     ap.add_argument("--metric", default="cosine", choices=["cosine", "l2"])
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--latent", type=int, default=48)

@@ -11,7 +11,7 @@ Parquet shards of 1,000 rows:
 * the query side: bytes of the vector files (``.npy``, ``.faiss``, ``.sqlite``, ``.db``, ``.parquet``)
   this process opens while querying (target 0; an audit hook records every open), and the vector
   bytes Milvus sends per query;
-* serve: ``/api/search?id=`` requests per second from 4 loopback clients against 1 and 2
+* serve: ``/api/query?id=`` requests per second from 4 loopback clients against 1 and 2
   ``lookalike serve --uri`` processes on the collection (target: 2 >= 1.6x one).
 
     python benchmarks/collection.py --n 100000
@@ -179,7 +179,7 @@ def serve(uri: str, seconds: float, clients: int = 4) -> dict:
                 with httpx.Client(timeout=60) as http:
                     while time.monotonic() < stop:
                         port = ports[(c + done[c]) % len(ports)]
-                        r = http.get(f"http://127.0.0.1:{port}/api/search",
+                        r = http.get(f"http://127.0.0.1:{port}/api/query",
                                      params={"id": ids[int(rng.integers(len(ids)))], "k": 10})
                         r.raise_for_status()
                         done[c] += 1

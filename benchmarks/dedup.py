@@ -661,7 +661,7 @@ def main() -> None:
                                                                 args.max_bases)
             print(f"collection: {json.dumps(result['collection'])}", file=sys.stderr)
             with Index.open(workdir / "ix", create=True) as idx:
-                report = idx.add(workdir / "calib")
+                report = idx.index(workdir / "calib")
                 result["embedding"] = {"images": report.indexed, "seconds": round(report.seconds, 1),
                                        "images_per_second": round(report.images_per_second, 1)}
                 ids, vecs = idx.vectors()

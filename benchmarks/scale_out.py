@@ -61,7 +61,7 @@ def embedding(images: Path, work: Path, rounds: int = 2, warmup: int = 32) -> di
             load, t = os.getloadavg()[0], time.perf_counter()
             if name == "index":
                 with Index.open(work / f"index{n}", create=True) as idx:
-                    done = idx.add(images).indexed
+                    done = idx.index(images).indexed
             else:
                 done = embed(str(images), str(work / f"{name}-{n}"), spec, "ray", workers=int(name[-1])).embedded
             seconds = time.perf_counter() - t

@@ -2,8 +2,8 @@
 
 Starts ``lookalike serve`` in a subprocess on a free 127.0.0.1 port (nothing else is contacted),
 over ``--index`` or over a small index it builds from generated images, then runs ``--clients``
-threads for ``--duration`` seconds. Each client alternates ``POST /api/search`` with a generated
-image that is not in the index (so the model runs) and ``GET /api/search?id=`` (stored vector),
+threads for ``--duration`` seconds. Each client alternates ``POST /api/query`` with a generated
+image that is not in the index (so the model runs) and ``GET /api/query?id=`` (stored vector),
 cycling through the nearest, farthest and random modes. Prints JSON: requests/s, p50/p95 latency
 overall and per kind, and the error count (exit status 1 when it is not 0).
 
@@ -64,7 +64,7 @@ def build_index(root: Path, n: int) -> Path:
     for i in range(n):
         generated_image(i).save(images / f"gen{i:04d}.jpg", quality=90)
     with Index.open(root / "index", create=True) as idx:
-        idx.add(images)
+        idx.index(images)
     return root / "index"
 
 
@@ -120,10 +120,10 @@ def run_load(base: str, ids: list[int], queries: list[bytes], clients: int, dura
                 started = time.perf_counter()
                 try:
                     if kind == "upload":
-                        r = http.post("/api/search", params={"k": k, "mode": mode},
+                        r = http.post("/api/query", params={"k": k, "mode": mode},
                                       files={"file": (f"q{i}.jpg", queries[i % len(queries)], "image/jpeg")})
                     else:
-                        r = http.get("/api/search", params={"id": ids[i % len(ids)], "k": k, "mode": mode})
+                        r = http.get("/api/query", params={"id": ids[i % len(ids)], "k": k, "mode": mode})
                     ok = r.status_code == 200 and len(r.json()["results"]) == min(k, len(ids))
                     problem = None if ok else f"{kind} {r.status_code}: {r.text[:200]}"
                 except httpx.HTTPError as e:
@@ -172,7 +172,7 @@ def main() -> int:
         try:
             stats = httpx.get(f"{base}/api/stats").json()
             queries = [jpeg_bytes(generated_image(100_000 + i)) for i in range(16)]
-            warm = httpx.post(f"{base}/api/search", params={"k": 1000}, timeout=60,
+            warm = httpx.post(f"{base}/api/query", params={"k": 1000}, timeout=60,
                               files={"file": ("warm.jpg", queries[0], "image/jpeg")})
             warm.raise_for_status()
             ids = [r["id"] for r in warm.json()["results"]]  # up to 1000 ids to search by

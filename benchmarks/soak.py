@@ -78,7 +78,7 @@ def main() -> int:
                     image_id = random.choice(ids) if ids else 1
                 sent = time.monotonic()
                 try:
-                    r = http.get("/api/search", params={"id": image_id, "k": 20})
+                    r = http.get("/api/query", params={"id": image_id, "k": 20})
                     status = r.status_code
                 except httpx.HTTPError as e:
                     status, r = type(e).__name__, None
@@ -95,7 +95,7 @@ def main() -> int:
         with lock:
             candidates = [*ids[-8:], 1]
         for image_id in candidates:
-            r = httpx.get(f"http://{HOST}:{port}/api/search", params={"id": image_id, "k": 1000}, timeout=60)
+            r = httpx.get(f"http://{HOST}:{port}/api/query", params={"id": image_id, "k": 1000}, timeout=60)
             if r.status_code == 200:
                 with lock:
                     ids[:] = sorted(x["id"] for x in r.json()["results"])

@@ -76,7 +76,7 @@ def scenario(index: Path, root: Path, limit: int, name: str, data: bytes, client
     details: set[str] = set()
     lock = threading.Lock()
     try:
-        warm = httpx.post(f"{base}/api/search", files={"file": ("warm.jpg", jpeg_bytes(generated_image(10**6)))},
+        warm = httpx.post(f"{base}/api/query", files={"file": ("warm.jpg", jpeg_bytes(generated_image(10**6)))},
                           timeout=120)
         warm.raise_for_status()
         before = memory_mb(server.pid)
@@ -86,7 +86,7 @@ def scenario(index: Path, root: Path, limit: int, name: str, data: bytes, client
             body = variant(data, n)
             go.wait()
             sent = time.monotonic()
-            r = httpx.post(f"{base}/api/search", files={"file": (f"{name}-{n}.png", body, "image/png")}, timeout=900)
+            r = httpx.post(f"{base}/api/query", files={"file": (f"{name}-{n}.png", body, "image/png")}, timeout=900)
             with lock:
                 latencies.append(time.monotonic() - sent)
                 statuses[r.status_code] += 1

@@ -63,7 +63,7 @@ def index(folder, tmp_path_factory):
     from lookalike.api import Index
 
     idx = Index.open(tmp_path_factory.mktemp("server-index"), create=True)
-    idx.add(folder)
+    idx.index(folder)
     yield idx
     idx.close()
 

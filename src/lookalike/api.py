@@ -189,9 +189,9 @@ class Index:
         """Paths of indexed image ids, in the given order (see :meth:`Collection.paths`)."""
         return self.collection.paths(ids, missing_ok)
 
-    def catalog(self, ids) -> dict[str, list]:
+    def columns(self, ids) -> dict[str, list]:
         """Path, size, mtime_ns, hash, width and height of image ids, one list per column, in order."""
-        return self.collection.catalog(ids)
+        return self.collection.columns(ids)
 
     def members(self, under: str | None = None) -> tuple[list[int], list[tuple[str, str]]]:
         """Ids of the embedded images (below ``under`` if given), and the files skipped with reasons."""
@@ -223,13 +223,13 @@ class Index:
         """Choose the approximate-index setting of an index folder (see :data:`lookalike.index.approximate.SETTINGS`)."""
         self._folder("takes no --ann setting").set_ann(setting)
 
-    def add(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
-            max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None,
-            follow_links: bool = False) -> IndexReport:
-        """Embed new and changed images under ``folder`` into the index folder and drop deleted ones
-        (see :meth:`EmbeddedCollection.add`)."""
-        return self._folder("cannot add a folder").add(folder, self.embedder, batch_size, workers, max_pixels,
-                                                       on_plan, on_progress, follow_links)
+    def index(self, folder: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
+              max_pixels: int = DEFAULT_MAX_PIXELS, on_plan=None, on_progress=None,
+              follow_links: bool = False) -> IndexReport:
+        """Make the index folder match ``folder``: embed new and changed images, drop deleted ones
+        (see :meth:`EmbeddedCollection.index`)."""
+        return self._folder("cannot index a folder").index(folder, self.embedder, batch_size, workers, max_pixels,
+                                                           on_plan, on_progress, follow_links)
 
     def ann(self, rebuild: bool = False) -> Backend | None:
         """The approximate index of an index folder kept in step with the catalog, or None when search is exact."""

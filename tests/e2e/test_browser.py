@@ -56,7 +56,7 @@ def served(index: Index):
 def base_url(photo_dir, tmp_path_factory):
     """The server over an index of the sample photos."""
     index = Index.open(tmp_path_factory.mktemp("browser-index"), create=True)
-    index.add(photo_dir)
+    index.index(photo_dir)
     with served(index) as url:
         yield url
     index.close()
@@ -181,7 +181,7 @@ def test_mode_toggle_changes_order(page, photo_dir):
 
 
 def test_deep_link_by_id(page, base_url):
-    ids = {r["name"]: r["id"] for r in httpx.get(f"{base_url}/api/search", params={"id": 1, "k": 18}).json()["results"]}
+    ids = {r["name"]: r["id"] for r in httpx.get(f"{base_url}/api/query", params={"id": 1, "k": 18}).json()["results"]}
     page.goto(f"/?id={ids['rocket.jpg']}&mode=nearest&k=5&metric=l2")
     found = wait_results(page, 5, "rocket.jpg")
     assert found[0] == ("rocket.jpg", 0.0)
@@ -243,5 +243,5 @@ def test_drop_and_error_states(page, photo_dir):
 
 def test_docs_work_offline(page):
     page.goto("/docs")
-    expect(page.locator(".swagger-ui")).to_contain_text("/api/search")
+    expect(page.locator(".swagger-ui")).to_contain_text("/api/query")
     expect(page.locator(".swagger-ui")).to_contain_text("/api/thumbs/{image_id}")

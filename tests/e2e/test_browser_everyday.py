@@ -38,7 +38,7 @@ def photos(photo_dir, tmp_path_factory):
 def base_url(photos, tmp_path_factory):
     """The server over an index of the class folders."""
     index = Index.open(tmp_path_factory.mktemp("browser-everyday"), create=True)
-    index.add(photos)
+    index.index(photos)
     with served(index) as url:
         yield url
     index.close()

@@ -239,7 +239,7 @@ def test_ann_settings_from_the_command_line(photo_dir, tmp_path):
     approx = json.loads(run("query", q, "-k", "4", "--index", ix, "--json").stdout)
     exact = json.loads(run("query", q, "-k", "4", "--exact", "--index", ix, "--json").stdout)
     assert approx == exact
-    assert "exact" in run("ann", "build", "--kind", "none", "--index", ix).stdout
+    assert "exact" in run("ann", "build", "--kind", "exact", "--index", ix).stdout
     proc = run("ann", "check", "--index", ix, check=False)
     assert proc.returncode == 1 and "uses exact search" in proc.stderr
     assert run("index", photo_dir, "--index", ix, "--ann", "lsh", check=False).returncode == 2

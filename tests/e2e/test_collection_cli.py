@@ -77,7 +77,7 @@ def test_serve_answers_from_a_collection(tiny, tmp_path):
     try:
         wait_until_serving(server, port, log, 180)
         data = (photos / "horse.jpg").read_bytes()
-        found = httpx.post(f"http://127.0.0.1:{port}/api/search", params={"k": 2},
+        found = httpx.post(f"http://127.0.0.1:{port}/api/query", params={"k": 2},
                            files={"file": ("q.jpg", data, "image/jpeg")}, timeout=60).json()
         assert [r["name"] for r in found["results"]][0] == "horse.jpg" and found["results"][0]["distance"] == 0
         assert httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["index_type"] == "milvus-flat"

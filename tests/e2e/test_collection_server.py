@@ -26,7 +26,7 @@ from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.collection import MilvusCollection, open_index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
 from lookalike.cluster.ingest import ingest  # noqa: E402
-from lookalike.cluster.load import add_shards  # noqa: E402
+from lookalike.cluster.from_shards import index_shards  # noqa: E402
 from lookalike.cluster.shards import Shards, table  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def generated(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder_index(generated, tmp_path_factory):
     with Index.open(tmp_path_factory.mktemp("reference") / "index", create=True, rebuild=True) as idx:
-        add_shards(idx, str(generated / "shards"))
+        index_shards(idx, str(generated / "shards"))
         yield idx
 
 
@@ -150,7 +150,7 @@ def test_two_servers_answer_one_upload_alike_while_a_loader_adds_rows(milvus_ser
                                    "--collection", "served", "--quiet"], stderr=subprocess.PIPE)
         answers = []
         while loader.poll() is None:
-            answers.append([httpx.post(f"http://127.0.0.1:{port}/api/search", params={"k": 6},
+            answers.append([httpx.post(f"http://127.0.0.1:{port}/api/query", params={"k": 6},
                                        files={"file": ("q.jpg", data, "image/jpeg")}, timeout=60).json()
                             for _, port, _ in servers])
         assert loader.returncode == 0, loader.stderr.read()
@@ -158,7 +158,7 @@ def test_two_servers_answer_one_upload_alike_while_a_loader_adds_rows(milvus_ser
         for one, two in answers:
             assert one == two and one["results"][0]["distance"] == 0
         assert all(pair[0] == answers[0][0] for pair in answers)  # the far rows never enter the nearest
-        after = [httpx.get(f"http://127.0.0.1:{port}/api/search", params={"id": one["results"][1]["id"], "k": 4,
+        after = [httpx.get(f"http://127.0.0.1:{port}/api/query", params={"id": one["results"][1]["id"], "k": 4,
                                                                          "mode": "farthest"}, timeout=60).json()
                  for _, port, _ in servers]
         assert after[0] == after[1] and all(r["name"].startswith("far") for r in after[0]["results"])

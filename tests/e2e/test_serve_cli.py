@@ -19,7 +19,7 @@ CLI = [sys.executable, "-c", "from lookalike.cli import main; main()"]
 def index_dir(photo_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("serve-cli") / "index"
     with Index.open(path, create=True) as idx:
-        idx.add(photo_dir)
+        idx.index(photo_dir)
     return path
 
 

@@ -55,15 +55,15 @@ def post(url, path, data: bytes, fields=None, params=None):
 
 def test_form_fields_are_honoured_like_query_parameters(url, photo_dir):
     data = (photo_dir / "coffee.jpg").read_bytes()
-    form = post(url, "/api/search", data, {"k": "3", "mode": "farthest", "metric": "l2"})
+    form = post(url, "/api/query", data, {"k": "3", "mode": "farthest", "metric": "l2"})
     assert form.status_code == 200, form.text
     body = form.json()
     assert (body["mode"], body["metric"], len(body["results"])) == ("farthest", "l2", 3)
     distances = [r["distance"] for r in body["results"]]
     assert distances == sorted(distances, reverse=True)
-    query = post(url, "/api/search", data, params={"k": 3, "mode": "farthest", "metric": "l2"}).json()
+    query = post(url, "/api/query", data, params={"k": 3, "mode": "farthest", "metric": "l2"}).json()
     assert body == query
-    excluded = post(url, "/api/search", data, {"k": "6", "exclude_self": "true"}).json()
+    excluded = post(url, "/api/query", data, {"k": "6", "exclude_self": "true"}).json()
     assert "coffee.jpg" not in [r["name"] for r in excluded["results"]] and len(excluded["results"]) == 5
 
     dupes = post(url, "/api/duplicates", data, {"threshold": "0.0001"}).json()
@@ -78,26 +78,26 @@ def test_form_fields_are_honoured_like_query_parameters(url, photo_dir):
     ({"k": "3"}, {"k": 3}, "k given both as a form field and in the query string"),
 ])
 def test_form_fields_that_cannot_be_honoured_are_refused(url, photo_dir, fields, params, message):
-    r = post(url, "/api/search", (photo_dir / "coffee.jpg").read_bytes(), fields, params)
+    r = post(url, "/api/query", (photo_dir / "coffee.jpg").read_bytes(), fields, params)
     assert r.status_code == 422 and message in r.text
     assert post(url, "/api/duplicates", b"x", {"k": "3"}).status_code == 422
 
 
 def test_random_draw_returns_its_seed_and_repeats_with_it(url, photo_dir):
     data = (photo_dir / "rocket.jpg").read_bytes()
-    first = post(url, "/api/search", data, {"mode": "random", "k": "4"}).json()
+    first = post(url, "/api/query", data, {"mode": "random", "k": "4"}).json()
     assert isinstance(first["seed"], int)
-    again = post(url, "/api/search", data, {"mode": "random", "k": "4", "seed": str(first["seed"])}).json()
+    again = post(url, "/api/query", data, {"mode": "random", "k": "4", "seed": str(first["seed"])}).json()
     assert again == first
-    assert post(url, "/api/search", data, {"k": "2"}).json()["seed"] is None
+    assert post(url, "/api/query", data, {"k": "2"}).json()["seed"] is None
 
 
 def test_results_carry_their_folder_and_an_indexed_query_its_own(url, photo_dir):
-    body = post(url, "/api/search", (photo_dir / "chelsea.jpg").read_bytes(), {"k": "6"}).json()
+    body = post(url, "/api/query", (photo_dir / "chelsea.jpg").read_bytes(), {"k": "6"}).json()
     folders = {r["name"]: r["folder"] for r in body["results"]}
     assert folders == {"chelsea.jpg": "cats", "chelsea_flip.jpg": "cats", "coffee.jpg": "other",
                        "rocket.jpg": "other", "moon.jpg": "other", "horse.jpg": "other"}
-    by_id = httpx.get(f"{url}/api/search", params={"id": body["results"][1]["id"], "k": 1}).json()
+    by_id = httpx.get(f"{url}/api/query", params={"id": body["results"][1]["id"], "k": 1}).json()
     assert by_id["query"]["folder"] == "cats"
     full = httpx.get(f"{url}/api/images/{body['results'][0]['id']}")
     assert full.content == (photo_dir / "chelsea.jpg").read_bytes()
@@ -106,12 +106,12 @@ def test_results_carry_their_folder_and_an_indexed_query_its_own(url, photo_dir)
 def test_a_recent_upload_is_searched_again_by_its_hash(url):
     out = io.BytesIO()
     sample_photo("chelsea").rotate(4).save(out, "JPEG", quality=80)  # not indexed bytes
-    first = post(url, "/api/search", out.getvalue(), {"k": "3"}).json()
+    first = post(url, "/api/query", out.getvalue(), {"k": "3"}).json()
     digest = first["query"]["upload"]
     assert first["query"]["id"] is None and len(digest) == 32
-    again = httpx.get(f"{url}/api/uploads/{digest}/search", params={"k": 3}).json()
+    again = httpx.get(f"{url}/api/uploads/{digest}/query", params={"k": 3}).json()
     assert again == first  # the same name, hash and results, without sending the bytes
-    farthest = httpx.get(f"{url}/api/uploads/{digest}/search", params={"k": 3, "mode": "farthest"}).json()
+    farthest = httpx.get(f"{url}/api/uploads/{digest}/query", params={"k": 3, "mode": "farthest"}).json()
     assert farthest["results"][0]["distance"] > first["results"][-1]["distance"]
-    gone = httpx.get(f"{url}/api/uploads/{'0' * 32}/search")
+    gone = httpx.get(f"{url}/api/uploads/{'0' * 32}/query")
     assert gone.status_code == 404 and "upload the image again" in gone.json()["detail"]

@@ -63,7 +63,7 @@ def dedup(
         if folder is not None:
             with progress_bar(quiet or as_json) as bar:
                 task = bar.add_task("embed", total=None, rate="")
-                indexed = idx.add(folder, on_plan=lambda n: bar.update(task, total=n),
+                indexed = idx.index(folder, on_plan=lambda n: bar.update(task, total=n),
                                   on_progress=lambda n: bar.advance(task, n), follow_links=follow_links)
         report = dd.find_duplicates(idx, rule, preset, under=str(folder) if folder is not None else None)
     if indexed is not None:

@@ -68,13 +68,13 @@ def index(
                 bar.update(task, rate=f"{t.completed / t.elapsed:.1f} img/s" if t.elapsed else "")
 
             if shards is not None:
-                from lookalike.cluster.load import add_shards
+                from lookalike.cluster.from_shards import index_shards
 
-                report = add_shards(idx, shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
+                report = index_shards(idx, shards, on_plan=lambda n: bar.update(task, total=n), on_progress=advance)
             else:
-                report = idx.add(folder, batch, workers, max_pixels,
-                                 on_plan=lambda n: bar.update(task, total=n), on_progress=advance,
-                                 follow_links=follow_links)
+                report = idx.index(folder, batch, workers, max_pixels,
+                                   on_plan=lambda n: bar.update(task, total=n), on_progress=advance,
+                                   follow_links=follow_links)
     if as_json:
         print_json(report.to_dict())
         return

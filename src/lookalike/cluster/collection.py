@@ -173,7 +173,7 @@ class MilvusCollection:
         row = self.rows([image_id], list(CATALOG)).get(int(image_id))
         return None if row is None else {key: row[key] for key in CATALOG}
 
-    def catalog(self, ids: Iterable[int]) -> dict[str, list]:
+    def columns(self, ids: Iterable[int]) -> dict[str, list]:
         """Path, size, mtime_ns, hash, width and height of image ids, one list per column, in order."""
         ids = [int(i) for i in ids]
         found = self.rows(ids, list(CATALOG))

@@ -1,6 +1,6 @@
 """``lookalike embed``: embed a folder or URI into Parquet shards, on this machine or on a Ray cluster.
 
-Both engines run the same path as ``lookalike index`` (:func:`lookalike.index.indexer.load`: read, hash,
+Both engines run the same path as ``lookalike index`` (:func:`lookalike.index.indexer.prepare`: read, hash,
 decode, preprocess; then :class:`~lookalike.models.embedder.Embedder`), so their vectors equal the
 index's. The Ray engine reads and decodes in Ray tasks and embeds in a pool of actors
 (``map_batches``, one ONNX Runtime session each); shard-writing tasks write the vectors, so they
@@ -25,7 +25,7 @@ import numpy as np
 from lookalike.cluster import sources
 from lookalike.cluster.shards import Shards, table
 from lookalike.images import DEFAULT_MAX_PIXELS
-from lookalike.index.indexer import BATCH, Decoded, bounded_map, load
+from lookalike.index.indexer import BATCH, Decoded, bounded_map, prepare
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import ModelSpec, resolve
 
@@ -149,7 +149,7 @@ def _run_local(todo, shards, spec, report, address, workers, gpus_per_worker, ba
 
     with ThreadPoolExecutor(max_workers=report.workers) as pool:
         jobs = ((path, size, mtime, embedder.preprocess, max_pixels, sources.read) for path, size, mtime in todo)
-        for item in bounded_map(pool, load, jobs, window=2 * batch):
+        for item in bounded_map(pool, prepare, jobs, window=2 * batch):
             items.append(item)
             if item.error is None:
                 waiting.append(item)
@@ -179,7 +179,7 @@ def resources(cpus: float, workers: int) -> tuple[float, float]:
 def _decode(batch: dict, preprocess, max_pixels: int) -> dict:
     """Ray task: read, hash, decode and preprocess a batch of files (``path, size, mtime_ns``; names
     travel through Ray as their bytes, so a name that is not UTF-8 arrives as it is)."""
-    items = [load(os.fsdecode(p), int(s), int(m), preprocess, max_pixels, sources.read)
+    items = [prepare(os.fsdecode(p), int(s), int(m), preprocess, max_pixels, sources.read)
              for p, s, m in zip(batch["path"], batch["size"], batch["mtime_ns"])]
     blank = np.zeros((3, preprocess.size, preprocess.size), np.float32)
     return {"path": [os.fsencode(d.path) for d in items], "size": [d.size for d in items],

@@ -131,7 +131,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
         ids, vectors = index.vectors()
         paths = index.paths(ids.tolist(), missing_ok=True)
         present = [i for i, p in zip(ids.tolist(), paths) if p is not None]
-        content = dict(zip(present, index.catalog(present)["hash"]))
+        content = dict(zip(present, index.columns(present)["hash"]))
         table, readable = index.hashes.get([content.get(i, "") for i in ids.tolist()], paths)
         rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
         for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
@@ -164,6 +164,6 @@ def _feature_order(visit: np.ndarray, offsets: np.ndarray, columns: np.ndarray) 
 
 def read_catalog(index: Index, ids: Iterable[int]) -> dict:
     """Path, size, mtime, hash, width and height of embedded images, in the order of ``ids``."""
-    found = index.catalog(ids)
+    found = index.columns(ids)
     ints = ("size", "mtime_ns", "width", "height")
     return {key: np.asarray(value, np.int64) if key in ints else value for key, value in found.items()}

@@ -70,7 +70,7 @@ class HashStore:
     """Hashes by content hash (the catalog's ``hash``: equal bytes, equal hashes), in ``hashes.sqlite``
     in ``folder``; in memory only when that cannot be written, or without a ``folder``.
 
-    It is also the indexer's sidecar (:func:`lookalike.index.indexer.update`): :meth:`make` runs in the
+    It is also the indexer's sidecar (:func:`lookalike.index.indexer.index_folder`): :meth:`make` runs in the
     decode threads on each new file's bytes, :meth:`save` stores a committed batch, so an index
     built by ``index`` or ``dedup DIR`` needs no second decode for its hashes.
     """

@@ -86,7 +86,7 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
     if not os.path.isdir(root):
         raise ValueError(f"not a directory: {data}")
     with _open(root, model, layer, index, threads, device) as idx:
-        report = idx.add(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
+        report = idx.index(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
         ids, vectors = idx.vectors()
         paths = idx.paths(ids)
         name = idx.spec.name

@@ -1,6 +1,6 @@
 """Keeping an index's approximate-nearest-neighbour structure in step with its catalog.
 
-The setting (``none``, ``auto``, ``hnsw`` or ``ivfpq``) is stored in the index. ``auto`` keeps exact
+The setting (``auto``, ``exact``, ``hnsw`` or ``ivfpq``) is stored in the index. ``auto`` keeps exact
 search for small collections (see :func:`lookalike.vectors.ann.choose_kind`). The FAISS file lives
 beside the catalog and is brought up to date by diffing ids: ids are never reused and a changed file
 gets a new id, so added images go in and removed or changed ones come out, and a result can never
@@ -19,14 +19,15 @@ from lookalike.vectors.ann import choose_kind
 if TYPE_CHECKING:  # FAISS loads only for an index with an approximate structure
     from lookalike.vectors.faiss_backend import FaissBackend
 
-SETTINGS = ("auto", "none", "hnsw", "ivfpq")
+SETTINGS = ("auto", "exact", "hnsw", "ivfpq")
 ANN_FILE = "ann.faiss"
 METRIC = "cosine"
 
 
 def setting(store: Store) -> str:
-    """The index's ANN setting (``auto`` unless set)."""
-    return store.meta("ann") or "auto"
+    """The index's ANN setting (``auto`` unless set; ``none``, its name in older indexes, is ``exact``)."""
+    value = store.meta("ann") or "auto"
+    return "exact" if value == "none" else value
 
 
 def configure(store: Store, value: str) -> None:
@@ -38,11 +39,7 @@ def configure(store: Store, value: str) -> None:
 
 def kind(store: Store) -> str:
     """``exact`` or the approximate kind the index's setting gives for its current size."""
-    value = setting(store)
-    if value == "none":
-        return "exact"
-    chosen = choose_kind(value, store.count(), max(store.dim, 1))
-    return "exact" if chosen == "flat" else chosen
+    return choose_kind(setting(store), store.count(), max(store.dim, 1))
 
 
 def sync(store: Store, rebuild: bool = False) -> FaissBackend | None:

@@ -51,7 +51,7 @@ class Collection(Protocol):
     def info(self, image_id: int) -> dict | None:
         """Catalog row (path, size, mtime_ns, hash, width, height) of an image, or None."""
 
-    def catalog(self, ids: Iterable[int]) -> dict[str, list]:
+    def columns(self, ids: Iterable[int]) -> dict[str, list]:
         """The catalog columns of image ids, one list per column, in order."""
 
     def by_hash(self, content_hash: str) -> tuple[list[int], np.ndarray | None]:

@@ -12,7 +12,7 @@ import numpy as np
 from lookalike.dedup import phash
 from lookalike.index import approximate as ann_file
 from lookalike.images import read_file
-from lookalike.index.indexer import IndexReport, update
+from lookalike.index.indexer import IndexReport, index_folder
 from lookalike.index.store import Store, StoreError
 from lookalike.vectors import Backend, Searcher
 
@@ -72,8 +72,8 @@ class EmbeddedCollection:
     def info(self, image_id: int) -> dict | None:
         return self.store.info(image_id)
 
-    def catalog(self, ids) -> dict[str, list]:
-        return self.store.catalog(ids)
+    def columns(self, ids) -> dict[str, list]:
+        return self.store.columns(ids)
 
     def by_hash(self, content_hash: str) -> tuple[list[int], np.ndarray | None]:
         return self.store.by_hash(content_hash)
@@ -118,13 +118,14 @@ class EmbeddedCollection:
             self._approximate = (exact, ann, exact.with_backends([ann]))
         return self._approximate[2]
 
-    def add(self, folder: str | os.PathLike, embedder, batch_size: int, workers: int, max_pixels: int,
-            on_plan=None, on_progress=None, follow_links: bool = False) -> IndexReport:
-        """Embed new and changed images under ``folder`` and drop deleted ones (see :func:`indexer.update`),
+    def index(self, folder: str | os.PathLike, embedder, batch_size: int, workers: int, max_pixels: int,
+              on_plan=None, on_progress=None, follow_links: bool = False) -> IndexReport:
+        """Make the index match ``folder``: embed new and changed images, drop deleted ones (see
+        :func:`~lookalike.index.indexer.index_folder`),
         hashing them for dedup's candidates meanwhile, then bring the approximate index up to date."""
         if not os.path.isdir(folder):
             raise StoreError(f"not a directory: {folder}")
-        report = update(self.store, embedder, folder, batch_size, workers, max_pixels, on_plan, on_progress,
-                        follow_links, sidecar=self.hashes)
+        report = index_folder(self.store, embedder, folder, batch_size, workers, max_pixels, on_plan,
+                              on_progress, follow_links, sidecar=self.hashes)
         self.ann()
         return report

@@ -85,8 +85,8 @@ class Decoded:
     extra: object | None = None
 
 
-def load(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
-         read: Callable[[str, int], bytes] = read_file, sidecar: Sidecar | None = None) -> Decoded:
+def prepare(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
+            read: Callable[[str, int], bytes] = read_file, sidecar: Sidecar | None = None) -> Decoded:
     """Read ``path`` with ``read`` (given ``max_pixels``: :func:`~lookalike.images.read_file`), hash
     it, decode and preprocess it (and make its ``sidecar`` data): the one path from file to model
     input that every indexing engine uses."""
@@ -114,10 +114,10 @@ def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window:
         yield pending.popleft().result()
 
 
-def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = BATCH, workers: int = 2,
-           max_pixels: int = DEFAULT_MAX_PIXELS, on_plan: Callable[[int], None] | None = None,
-           on_progress: Callable[[int], None] | None = None, follow_links: bool = False,
-           sidecar: Sidecar | None = None) -> IndexReport:
+def index_folder(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size: int = BATCH,
+                 workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS, on_plan: Callable[[int], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None, follow_links: bool = False,
+                 sidecar: Sidecar | None = None) -> IndexReport:
     """Make the part of ``store`` under ``root`` match the image files there.
 
     New and changed files are embedded, files gone from disk are removed, unchanged ones are left
@@ -181,7 +181,7 @@ def update(store: Store, embedder: Embedder, root: str | os.PathLike, batch_size
     preprocess = embedder.preprocess
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         jobs = ((path, size, mtime, preprocess, max_pixels, read_file, sidecar) for path, size, mtime in todo)
-        for item in bounded_map(pool, load, jobs, window=2 * batch_size):
+        for item in bounded_map(pool, prepare, jobs, window=2 * batch_size):
             record = known.get(item.path)
             if item.error is not None:
                 errors.append((item.path, item.size, item.mtime_ns, item.error))

@@ -96,7 +96,8 @@ class Entry:
 
 
 class Store:
-    """An index directory. Open with :meth:`open` (existing) or :meth:`create`."""
+    """The catalog of an index folder (SQLite) and the vector cache derived from it. Open with
+    :meth:`open` (existing) or :meth:`create`."""
 
     def __init__(self, root: Path, conn: sqlite3.Connection, readonly: bool = False) -> None:
         self.root = root
@@ -250,7 +251,7 @@ class Store:
             found.update(self.conn.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk).fetchall())
         return [found.get(i) for i in ids] if missing_ok else [found[i] for i in ids]
 
-    def catalog(self, ids: Iterable[int]) -> dict[str, list]:
+    def columns(self, ids: Iterable[int]) -> dict[str, list]:
         """Path, size, mtime_ns, hash, width and height of image ids, one list per column, in the given order."""
         ids = [int(i) for i in ids]
         keys = ("path", "size", "mtime_ns", "hash", "width", "height")

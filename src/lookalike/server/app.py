@@ -26,7 +26,7 @@ from lookalike.api import Index
 from lookalike.images import UPLOAD_MAX_PIXELS
 from lookalike.server.files import IndexedFiles
 from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, ExcludeQ, IdP, IdQ, MetricQ, ModeQ,
-                                      SearchForm, SearchResponse, SeedQ, Stats, ThresholdQ)
+                                      QueryForm, QueryResponse, SeedQ, Stats, ThresholdQ)
 from lookalike.server.state import ServerState
 from lookalike.server.uploads import BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, BodyLimit, read_upload, return_freed_images
 from lookalike.index.store import StoreError
@@ -84,19 +84,19 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         """Number of indexed images, the model, its feature dimension and the search method."""
         return server.stats()
 
-    @app.post("/api/search", tags=["search"],
+    @app.post("/api/query", tags=["query"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
-    async def search_upload(request: Request, form: Annotated[SearchForm, Form()],
+    async def query_upload(request: Request, form: Annotated[QueryForm, Form()],
                             k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
-                            seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
+                            seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
         """Search with an uploaded image (multipart field ``file``); the options may be query
         parameters or form fields."""
         o = form.options(request, {"k": k, "mode": mode, "metric": metric, "seed": seed, "exclude_self": exclude_self})
         data, name = await read_upload(form.file, max_upload)
-        return await run_in_threadpool(server.search_upload, data, name, o["k"], o["mode"].value,
+        return await run_in_threadpool(server.query_upload, data, name, o["k"], o["mode"].value,
                                        o["metric"].value, o["seed"], o["exclude_self"])
 
-    @app.post("/api/duplicates", tags=["search"],
+    @app.post("/api/duplicates", tags=["query"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
     async def duplicates_upload(request: Request, form: Annotated[DuplicatesForm, Form()],
                                 threshold: ThresholdQ = "near") -> DuplicatesResponse:
@@ -107,21 +107,21 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         data, name = await read_upload(form.file, max_upload)
         return await run_in_threadpool(server.duplicates_upload, data, name, o["threshold"])
 
-    @app.get("/api/search", tags=["search"], responses={404: {"description": "Unknown id"}})
-    def search_id(id: IdQ,
+    @app.get("/api/query", tags=["query"], responses={404: {"description": "Unknown id"}})
+    def query_id(id: IdQ,
                   k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
-                  seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
+                  seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
         """Search with an image already in the index (it finds itself at distance 0 unless excluded)."""
-        return server.search_id(id, k, mode.value, metric.value, seed, exclude_self)
+        return server.query_id(id, k, mode.value, metric.value, seed, exclude_self)
 
-    @app.get("/api/uploads/{digest}/search", tags=["search"],
+    @app.get("/api/uploads/{digest}/query", tags=["query"],
              responses={404: {"description": "The server no longer holds that upload"}})
-    def search_recent_upload(digest: Annotated[str, PathParam(description="Content hash of a recent upload "
+    def query_recent_upload(digest: Annotated[str, PathParam(description="Content hash of a recent upload "
                                                               "(query.upload of its search).")],
                              k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
-                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> SearchResponse:
+                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
         """Search again with a recent upload (the last 64 since the server started), without its bytes."""
-        return server.search_recent_upload(digest, k, mode.value, metric.value, seed, exclude_self)
+        return server.query_recent_upload(digest, k, mode.value, metric.value, seed, exclude_self)
 
     @app.get("/api/images/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})

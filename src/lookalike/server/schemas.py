@@ -50,7 +50,7 @@ class _UploadForm(BaseModel):
         return {**query, **{key: getattr(self, key) for key in given}}
 
 
-class SearchForm(_UploadForm):
+class QueryForm(_UploadForm):
     file: UploadFile = Field(description="The query image.")
     k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
     mode: Mode | None = Field(None, description=HELP["mode"])
@@ -67,7 +67,7 @@ class DuplicatesForm(_UploadForm):
 class QueryInfo(BaseModel):
     """The query image: its id when it is in the index (an uploaded copy of an indexed file too),
     its folder's name in a search by id, and for an upload its content hash
-    (``GET /api/uploads/{hash}/search`` searches with it again)."""
+    (``GET /api/uploads/{hash}/query`` searches with it again)."""
 
     id: int | None
     name: str
@@ -84,7 +84,7 @@ class Result(BaseModel):
     distance: float
 
 
-class SearchResponse(BaseModel):
+class QueryResponse(BaseModel):
     query: QueryInfo
     mode: Mode
     metric: MetricName

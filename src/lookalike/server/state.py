@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from lookalike.api import Index
 from lookalike.images import UPLOAD_MAX_PIXELS, ImageError, content_hash
 from lookalike.server.files import IndexedFiles, Lru
-from lookalike.server.schemas import (DuplicateResult, DuplicatesResponse, QueryInfo, SearchResponse, Stats,
+from lookalike.server.schemas import (DuplicateResult, DuplicatesResponse, QueryInfo, QueryResponse, Stats,
                                       display_name, folder_name, results)
 from lookalike.server.uploads import DEFAULT_MAX_UPLOAD, refused
 
@@ -38,14 +38,14 @@ class ServerState:
         with self.lock:
             return Stats(**self.index.stats(), max_upload_bytes=self.max_upload)
 
-    def search_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
-                      exclude_self: bool) -> SearchResponse:
+    def query_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
+                      exclude_self: bool) -> QueryResponse:
         """Search with uploaded image bytes."""
         query, vector, same = self._embed_upload(data, name)
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
-    def search_recent_upload(self, digest: str, k: int, mode: str, metric: str, seed: int | None,
-                             exclude_self: bool) -> SearchResponse:
+    def query_recent_upload(self, digest: str, k: int, mode: str, metric: str, seed: int | None,
+                             exclude_self: bool) -> QueryResponse:
         """Search again with an upload this server still holds, by its content hash; 404 otherwise."""
         with self.lock:
             recent = self._recent.get(digest)
@@ -87,8 +87,8 @@ class ServerState:
             self._recent[digest] = (vector, name, same)
         return QueryInfo(id=same[0] if same else None, name=name, upload=digest), vector, same
 
-    def search_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
-                  exclude_self: bool) -> SearchResponse:
+    def query_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
+                  exclude_self: bool) -> QueryResponse:
         """Search with the stored vector of an indexed image."""
         row = self.files.info(image_id)
         with self.lock:
@@ -100,7 +100,7 @@ class ServerState:
         return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
     def _search(self, query: QueryInfo, vector, k: int, mode: str, metric: str, seed: int | None,
-                exclude) -> SearchResponse:
+                exclude) -> QueryResponse:
         with self.lock:
             found = self.index.query_vector(vector, k, mode, metric, seed, exclude, query.name)
-        return SearchResponse(query=query, mode=mode, metric=metric, seed=found.seed, results=results(found))
+        return QueryResponse(query=query, mode=mode, metric=metric, seed=found.seed, results=results(found))

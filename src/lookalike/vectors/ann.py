@@ -2,7 +2,7 @@
 
 Kinds (built by :class:`lookalike.vectors.faiss_backend.FaissBackend`):
 
-* ``"flat"``: exact brute force (``IndexFlat``); the ground truth.
+* ``"exact"``: brute force (FAISS ``IndexFlat``); the ground truth.
 * ``"hnsw"``: HNSW graph over 8-bit scalar-quantised (default) or raw vectors,
   optionally after a PCA projection. SQ8 at full dimension is the default: on
   100k 1280-d embedding-like vectors it kept recall@10 at 0.993, where PCA to
@@ -10,7 +10,7 @@ Kinds (built by :class:`lookalike.vectors.faiss_backend.FaissBackend`):
 * ``"ivfpq"``: inverted lists with product-quantised residuals, optionally
   after a PCA projection. Compact (~25 MB per 100k) but recall@10 is ~0.77 at
   100k; queries re-score candidates on the stored vectors (0.995).
-* ``"auto"``: ``flat`` up to :data:`AUTO_EXACT_ELEMENTS` vector elements
+* ``"auto"``: ``exact`` up to :data:`AUTO_EXACT_ELEMENTS` vector elements
   (25,000 vectors at 1280-d), ``hnsw`` above (see :func:`choose_kind`).
 """
 
@@ -27,7 +27,7 @@ from lookalike.vectors.backend import ExactBackend
 if TYPE_CHECKING:
     from lookalike.vectors.faiss_backend import FaissBackend
 
-KINDS = ("flat", "hnsw", "ivfpq")
+KINDS = ("exact", "hnsw", "ivfpq")
 
 #: ``auto`` uses exact search while ``n * dim`` is at most this (25k x 1280-d).
 #: Measured on a shared 2-core machine, one exact 1280-d query costs 0.2-0.5 ms
@@ -46,11 +46,11 @@ FARTHEST_SEARCH_FACTOR = 8
 def choose_kind(kind: str, n: int, dim: int = 1280) -> str:
     """Resolve ``kind`` for a collection of ``n`` vectors of ``dim`` dimensions.
 
-    ``"auto"`` gives ``"flat"`` while ``n * dim <= AUTO_EXACT_ELEMENTS`` and
+    ``"auto"`` gives ``"exact"`` while ``n * dim <= AUTO_EXACT_ELEMENTS`` and
     ``"hnsw"`` above; any other valid kind is returned unchanged.
     """
     if kind == "auto":
-        return "flat" if n * dim <= AUTO_EXACT_ELEMENTS else "hnsw"
+        return "exact" if n * dim <= AUTO_EXACT_ELEMENTS else "hnsw"
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS + ('auto',)}")
     return kind
@@ -67,7 +67,7 @@ def default_params(kind: str, n: int, dim: int) -> dict:
     of the (projected) dimension not above ``dim // 8``, ``nbits = min(8,
     floor(log2 n))`` because 2**nbits codewords need as many training points.
     """
-    if kind == "flat":
+    if kind == "exact":
         return {}
     if kind == "hnsw":
         return {"M": 32, "ef_construction": 40, "ef_search": None, "storage": "sq8", "pca": None}

@@ -1,4 +1,4 @@
-"""The FAISS backend: HNSW, IVF-PQ or flat structures under caller-given int64 ids.
+"""The FAISS backend: HNSW, IVF-PQ or exact (flat) structures under caller-given int64 ids.
 
 The only module that imports FAISS. A :class:`FaissBackend` answers the
 :class:`~lookalike.vectors.backend.Backend` protocol with distances in the
@@ -52,7 +52,7 @@ REBUILD_GROWTH = 4.0
 PARALLEL_MIN_QUERIES = 20
 
 _PARAM_KEYS = {
-    "flat": set(),
+    "exact": set(),
     "hnsw": {"M", "ef_construction", "ef_search", "storage", "pca"},
     "ivfpq": {"nlist", "nprobe", "m", "nbits", "pca"},
 }
@@ -77,7 +77,7 @@ class FaissBackend:
         """Wrap a built FAISS index; use :meth:`build` or :meth:`load` instead."""
         self.kind, self.dim, self.params, self.build_count = kind, dim, params, build_count
         self.metric = get_metric(metric)
-        self.exact = kind == "flat"
+        self.exact = kind == "exact"
         self._index = index
         self._id_map = None
         self._pre = None
@@ -101,7 +101,7 @@ class FaissBackend:
         """Build an index of ``kind`` over ``vectors`` (N, D) float32 with unique non-negative ``ids``.
 
         Parameters default from ``N`` (:func:`default_params`) and may be
-        overridden by keyword. ``ivfpq`` falls back to ``flat`` below 16
+        overridden by keyword. ``ivfpq`` falls back to ``exact`` below 16
         vectors (too few to train 4-bit codebooks) and ``pca`` is dropped
         when there are fewer vectors than its output dimensions;
         ``describe()`` reports what was actually built.
@@ -113,7 +113,7 @@ class FaissBackend:
         ids = _check_ids(ids, n)
         kind = choose_kind(kind, n, dim)
         if kind == "ivfpq" and n < 16:
-            kind, params = "flat", {}
+            kind, params = "exact", {}
         unknown = set(params) - _PARAM_KEYS[kind]
         if unknown:
             raise ValueError(f"unknown parameters for {kind}: {sorted(unknown)}")
@@ -334,7 +334,7 @@ class FaissBackend:
             yield from self._ivf_chunks()
             return
         n = self._id_map.size
-        if self.kind == "flat":
+        if self.kind == "exact":
             stored = faiss.rev_swig_ptr(self._ann.get_xb(), n * self._ann.d).reshape(n, self._ann.d)
             yield stored, self._id_map  # flat has no tombstones; top_k reads it in slices
             return
@@ -388,7 +388,7 @@ def _new_index(kind: str, metric: Metric, dim: int, p: dict, train: np.ndarray) 
             # Project without centring: inner products are then kept up to a per-query constant.
             faiss.copy_array_to_vector(np.zeros(d, dtype=np.float32), pca.b)
         train = pca.apply(train)
-    if kind == "flat":
+    if kind == "exact":
         core = faiss.IndexFlat(d, ftype)
     elif kind == "hnsw":
         if p["storage"] == "sq8":

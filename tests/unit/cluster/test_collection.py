@@ -18,7 +18,7 @@ from lookalike.cluster import collection_search  # noqa: E402
 from lookalike.cluster.collection import MilvusCollection, create, file_id, open_index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
 from lookalike.cluster.ingest import ingest  # noqa: E402
-from lookalike.cluster.load import add_shards  # noqa: E402
+from lookalike.cluster.from_shards import index_shards  # noqa: E402
 from lookalike.cluster.shards import Shards, table  # noqa: E402
 from lookalike.index.store import StoreError  # noqa: E402
 
@@ -38,7 +38,7 @@ def shards(photo_dir, tmp_path_factory):
 def folder_index(shards, tmp_path_factory):
     """The index folder loaded from the same shards (the reference)."""
     with Index.open(tmp_path_factory.mktemp("folder") / "index", create=True) as idx:
-        add_shards(idx, shards[1])
+        index_shards(idx, shards[1])
         yield idx
 
 

@@ -72,7 +72,7 @@ def shard_rows(location) -> dict[str, dict]:
 def indexed(generated, tmp_path_factory):
     """``{path: vector}`` as ``lookalike index`` embeds the generated folder."""
     with Index.open(tmp_path_factory.mktemp("idx") / "index", create=True) as idx:
-        idx.add(generated.root)
+        idx.index(generated.root)
         ids, vectors = idx.vectors()
         return dict(zip(idx.collection.store.paths(ids), np.asarray(vectors)))
 

@@ -478,7 +478,7 @@ def library(tmp_path_factory):
     groups["rocket"].add(str(root / "rocket copy.png"))
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with Index.open(tmp_path_factory.mktemp("ix") / "index", create=True) as idx:
-        idx.add(root)
+        idx.index(root)
         yield root, groups, idx
 
 
@@ -568,7 +568,7 @@ def test_an_ann_index_gives_the_groups_of_the_exact_search(library, tmp_path):
     root, _, idx = library
     with Index.open(tmp_path / "index", create=True) as approx:
         approximate.configure(approx.collection.store, "hnsw")
-        approx.add(root)
+        approx.index(root)
         assert approx.index_type == "hnsw"
         for threshold in dedup.presets(idx.model).values():
             exact = dedup.find_duplicates(idx, threshold, under=str(root))
@@ -608,7 +608,7 @@ def test_a_chain_of_overlapping_crops_never_joins_its_ends(tmp_path):
     photo.crop((w * 3 // 10, 0, w * 9 // 10, h)).save(root / "b.png")
     photo.crop((w * 6 // 10, 0, w, h)).save(root / "c.png")
     with Index.open(tmp_path / "index", create=True) as idx:
-        idx.add(root)
+        idx.index(root)
         for name in ("near", "similar"):
             report = dedup.find_duplicates(idx, dedup.presets(idx.model)[name], name)
             for g in report.groups:

@@ -82,9 +82,9 @@ def test_indexing_hashes_every_new_file_from_the_bytes_it_reads(tmp_path):
         sample_photo(name).save(root / f"{name}.jpg")
     want = {name: phash.image_hashes(str(root / f"{name}.jpg")) for name in ("rocket", "coffee")}
     with Index.open(tmp_path / "ix", create=True) as idx:
-        idx.add(root)
+        idx.index(root)
         ids, _ = idx.vectors()
-        catalog = idx.collection.store.catalog(ids)
+        catalog = idx.collection.store.columns(ids)
     for name in want:
         os.remove(root / f"{name}.jpg")  # only what indexing stored can answer now
     table, ok = phash.HashStore(tmp_path / "ix").get(catalog["hash"], [None] * len(ids))

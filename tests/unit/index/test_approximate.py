@@ -31,7 +31,7 @@ def _index(tmp_path, vectors, setting, prefix="/p"):
 def test_every_setting_works_on_tiny_collections_and_matches_exact(tmp_path, n, setting):
     vectors = _vectors(n)
     with _index(tmp_path, vectors, setting) as idx:
-        assert idx.index_type == ("exact" if setting in ("auto", "none") else setting)
+        assert idx.index_type == ("exact" if setting == "auto" else setting)
         for mode in ("nearest", "farthest"):
             q = vectors[0] + 0.05
             approx = idx.query_vector(q, 3, mode)
@@ -79,3 +79,10 @@ def test_unknown_setting_is_refused(tmp_path):
     with Store.create(tmp_path, {"name": "m", "dim": DIM}, ref="m") as store:
         with pytest.raises(ValueError, match="unknown --ann"):
             approximate.configure(store, "lsh")
+
+
+def test_an_older_index_whose_setting_is_none_searches_exactly(tmp_path):
+    with _index(tmp_path, _vectors(5), "auto") as idx:
+        idx.store.set_meta("ann", "none")  # the name of exact search before it was called exact
+        assert approximate.setting(idx.store) == "exact"
+        assert idx.index_type == "exact" and idx.ann() is None

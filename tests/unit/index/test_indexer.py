@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lookalike.images import content_hash
-from lookalike.index.indexer import bounded_map, load, update
+from lookalike.index.indexer import bounded_map, index_folder, prepare
 from lookalike.models.registry import resolve
 from lookalike.index.store import Store, StoreError
 
@@ -61,7 +61,8 @@ def test_new_files_are_embedded_in_batches_and_broken_ones_skipped(store, tmp_pa
         save(photos / f"{i}.png", c)
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     embedder, plan, progress = MeanColourEmbedder(), [], []
-    report = update(store, embedder, photos, batch_size=2, workers=2, on_plan=plan.append, on_progress=progress.append)
+    report = index_folder(store, embedder, photos, batch_size=2, workers=2, on_plan=plan.append,
+                          on_progress=progress.append)
     assert (report.indexed, report.unchanged, report.removed, report.total) == (5, 0, 0, 5)
     assert [p for p, _ in report.skipped] == [str(photos / "broken.jpg")] and report.skipped[0][1]
     assert sorted(embedder.batches) == [1, 2, 2] and plan == [6] and sum(progress) == 6
@@ -76,13 +77,13 @@ def test_unchanged_touched_changed_and_removed_files(store, tmp_path):
     for name, c in (("a", (255, 0, 0)), ("b", (0, 255, 0)), ("c", (0, 0, 255))):
         save(photos / f"{name}.png", c)
     embedder = MeanColourEmbedder()
-    update(store, embedder, photos)
+    index_folder(store, embedder, photos)
     ids_before = {r.path: r.id for r in store.records().values()}
     os.utime(photos / "a.png", ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
     save(photos / "b.png", (255, 255, 255))  # new bytes
     (photos / "c.png").unlink()
     embedder.batches.clear()
-    report = update(store, embedder, photos)
+    report = index_folder(store, embedder, photos)
     assert (report.indexed, report.unchanged, report.removed, report.total) == (1, 1, 1, 2)
     assert report.changed == [str(photos / "b.png")] and report.removed_paths == [str(photos / "c.png")]
     assert embedder.batches == [1]  # only the changed file went through the model
@@ -90,19 +91,19 @@ def test_unchanged_touched_changed_and_removed_files(store, tmp_path):
     assert records[str(photos / "a.png")].id == ids_before[str(photos / "a.png")]
     assert records[str(photos / "b.png")].id != ids_before[str(photos / "b.png")]
     assert vectors_by_path(store)[str(photos / "b.png")] == (1.0, 1.0, 1.0)
-    again = update(store, embedder, photos)
+    again = index_folder(store, embedder, photos)
     assert (again.indexed, again.unchanged, again.removed) == (0, 2, 0)
 
 
 def test_load_hashes_decodes_and_gives_a_reason(tmp_path):
     save(tmp_path / "x.png", (10, 20, 30), size=(7, 5))
-    item = load(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=100)
+    item = prepare(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=100)
     assert (item.width, item.height, item.error) == (7, 5, None)
     assert item.hash == content_hash((tmp_path / "x.png").read_bytes())
     np.testing.assert_allclose(item.pixels, [10, 20, 30])
-    too_big = load(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=20)
+    too_big = prepare(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=20)
     assert too_big.pixels is None and "too large" in too_big.error
-    missing = load(str(tmp_path / "gone.png"), 1, 2, Preprocess(), max_pixels=100)
+    missing = prepare(str(tmp_path / "gone.png"), 1, 2, Preprocess(), max_pixels=100)
     assert missing.pixels is None and missing.error
 
 
@@ -137,7 +138,7 @@ def photos(tmp_path):
 def run(store, photos, **options):
     """One update with batches of 2; the report, the embedder, and the plan and progress calls."""
     embedder, calls = MeanColourEmbedder(), {"plan": [], "progress": []}
-    report = update(store, embedder, photos, batch_size=2, workers=2, on_plan=calls["plan"].append,
+    report = index_folder(store, embedder, photos, batch_size=2, workers=2, on_plan=calls["plan"].append,
                     on_progress=calls["progress"].append, **options)
     return report, embedder, calls
 
@@ -256,7 +257,7 @@ def test_a_file_gone_between_listing_and_reading_is_skipped_with_a_reason(store,
             yield path
 
     monkeypatch.setattr(indexer, "list_images", deleting_one)
-    report = update(store, MeanColourEmbedder(), folder)
+    report = index_folder(store, MeanColourEmbedder(), folder)
     gone = str(folder / "p1.png")
     assert report.skipped == [(gone, "cannot read file: No such file or directory")]
     assert report.indexed == 2 and sorted(vectors_by_path(store)) == [str(folder / "p0.png"), str(folder / "p2.png")]
@@ -266,16 +267,16 @@ def test_a_read_only_index_refuses_changes_in_one_line_but_not_an_unchanged_fold
     folder = tmp_path / "photos"
     folder.mkdir()
     save(folder / "a.png", (10, 20, 30))
-    update(store, MeanColourEmbedder(), folder)
+    index_folder(store, MeanColourEmbedder(), folder)
     store.readonly = True  # as Store.open sets it for a catalog or folder it cannot write
-    assert update(store, MeanColourEmbedder(), folder).unchanged == 1  # nothing to change: answered
+    assert index_folder(store, MeanColourEmbedder(), folder).unchanged == 1  # nothing to change: answered
     save(folder / "b.png", (30, 20, 10))
     with pytest.raises(StoreError) as refused:  # a new file alone
-        update(store, MeanColourEmbedder(), folder)
+        index_folder(store, MeanColourEmbedder(), folder)
     assert str(refused.value) == f"index {store.root} is read-only: cannot add 1 new or changed files and remove 0"
     os.remove(folder / "a.png")
     with pytest.raises(StoreError) as refused:
-        update(store, MeanColourEmbedder(), folder)
+        index_folder(store, MeanColourEmbedder(), folder)
     assert str(refused.value) == f"index {store.root} is read-only: cannot add 1 new or changed files and remove 1"
 
 
@@ -285,10 +286,10 @@ def test_a_link_leading_out_of_the_folder_is_left_out_with_a_reason_unless_follo
     save(folder / "a.png", (10, 20, 30))
     save(outside / "b.png", (30, 20, 10))
     os.symlink(outside / "b.png", folder / "b.png")
-    report = update(store, MeanColourEmbedder(), folder)
+    report = index_folder(store, MeanColourEmbedder(), folder)
     assert report.indexed == 1 and [p for p, _ in report.skipped] == [str(folder / "b.png")]
     assert "outside" in report.skipped[0][1]
-    assert update(store, MeanColourEmbedder(), folder, follow_links=True).indexed == 1
+    assert index_folder(store, MeanColourEmbedder(), folder, follow_links=True).indexed == 1
     assert sorted(vectors_by_path(store)) == [str(folder / "a.png"), str(folder / "b.png")]
 
 
@@ -301,7 +302,7 @@ def test_the_sidecar_keeps_what_it_made_from_each_new_files_bytes_by_content(sto
     Image.effect_mandelbrot((48, 32), (-2, -1, 1, 1), 50).convert("RGB").save(folder / "b.png")
     (folder / "broken.png").write_bytes(b"not a png")
     hashes = HashStore(tmp_path / "index")
-    update(store, MeanColourEmbedder(), folder, sidecar=hashes)
+    index_folder(store, MeanColourEmbedder(), folder, sidecar=hashes)
     contents = [content_hash((folder / n).read_bytes()) for n in ("a.png", "b.png")]
     stored, ok = HashStore(tmp_path / "index").get(contents, [None, None])  # read back, nothing computed
     assert ok.tolist() == [True, True]

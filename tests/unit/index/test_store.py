@@ -212,7 +212,7 @@ def test_many_files_are_read_looked_up_and_removed_in_chunks(tmp_path):
         assert vectors[:, 0].tolist() == list(range(n))
         ids = ids[::-1]  # the answers follow the order of the ids asked for
         assert s.paths(ids) == [f"/p/{i:04d}" for i in reversed(range(n))]
-        columns = s.catalog(ids)
+        columns = s.columns(ids)
         assert list(columns) == ["path", "size", "mtime_ns", "hash", "width", "height"]
         assert columns["path"] == s.paths(ids)
         assert columns["size"] == [100 + i for i in reversed(range(n))]

@@ -31,7 +31,7 @@ def folder(photo_dir):
 @pytest.fixture(scope="module")
 def ids(client, index):
     """Image id by file name."""
-    found = client.get("/api/search", params={"id": 1, "k": 1000}).json()["results"]
+    found = client.get("/api/query", params={"id": 1, "k": 1000}).json()["results"]
     assert len(found) == len(index) == 18
     return {r["name"]: r["id"] for r in found}
 
@@ -43,7 +43,7 @@ def jpeg(img: Image.Image) -> bytes:
 
 
 def upload(client, data: bytes, name: str = "query.jpg", **params):
-    return client.post("/api/search", params=params, files={"file": (name, data, "image/jpeg")})
+    return client.post("/api/query", params=params, files={"file": (name, data, "image/jpeg")})
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -134,25 +134,25 @@ def test_an_upload_posted_again_is_embedded_once(index):
 
 
 def test_search_by_id_finds_itself_unless_excluded(client, ids, photo_dir):
-    body = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4}).json()
+    body = client.get("/api/query", params={"id": ids["horse.jpg"], "k": 4}).json()
     assert body["query"] == {"id": ids["horse.jpg"], "name": "horse.jpg", "folder": photo_dir.name, "upload": None}
     assert body["results"][0] == {"rank": 1, "id": ids["horse.jpg"], "name": "horse.jpg", "folder": photo_dir.name,
                                   "distance": 0.0}
-    excluded = client.get("/api/search", params={"id": ids["horse.jpg"], "k": 4, "exclude_self": True}).json()
+    excluded = client.get("/api/query", params={"id": ids["horse.jpg"], "k": 4, "exclude_self": True}).json()
     assert ids["horse.jpg"] not in [x["id"] for x in excluded["results"]]
     assert [x["id"] for x in excluded["results"]][:3] == [x["id"] for x in body["results"]][1:4]
 
 
 def test_modes_order_results(client, ids):
     query = {"id": ids["astronaut.jpg"], "k": 18}
-    nearest = client.get("/api/search", params=query).json()["results"]
-    farthest = client.get("/api/search", params={**query, "mode": "farthest"}).json()["results"]
+    nearest = client.get("/api/query", params=query).json()["results"]
+    farthest = client.get("/api/query", params={**query, "mode": "farthest"}).json()["results"]
     d_near = [x["distance"] for x in nearest]
     d_far = [x["distance"] for x in farthest]
     assert d_near == sorted(d_near) and d_far == sorted(d_far, reverse=True)
     assert [x["id"] for x in farthest] == [x["id"] for x in nearest][::-1]
 
-    rand = lambda seed: client.get("/api/search", params={**query, "k": 6, "mode": "random", "seed": seed}).json()
+    rand = lambda seed: client.get("/api/query", params={**query, "k": 6, "mode": "random", "seed": seed}).json()
     assert rand(1)["mode"] == "random"
     assert rand(1)["results"] == rand(1)["results"]
     assert [x["id"] for x in rand(1)["results"]] != [x["id"] for x in rand(2)["results"]]
@@ -168,7 +168,7 @@ def test_distances_are_those_of_the_stored_vectors(client, index, ids, metric):
     else:
         expected = np.linalg.norm(vectors - q, axis=1)
     by_id = dict(zip(ids_all.tolist(), expected))
-    found = client.get("/api/search", params={"id": ids["rocket.jpg"], "k": 18, "metric": metric}).json()
+    found = client.get("/api/query", params={"id": ids["rocket.jpg"], "k": 18, "metric": metric}).json()
     assert found["metric"] == metric and found["results"][0] == {**found["results"][0], "name": "rocket.jpg",
                                                                  "distance": 0.0}
     got = {r["id"]: r["distance"] for r in found["results"]}
@@ -190,7 +190,7 @@ def test_bad_uploads_get_a_json_reason(client, data, status, words):
 
 
 def test_upload_needs_a_file_and_valid_options(client, photo_dir):
-    assert client.post("/api/search").status_code == 422
+    assert client.post("/api/query").status_code == 422
     data = (photo_dir / "moon.jpg").read_bytes()
     for params in ({"mode": "sideways"}, {"metric": "manhattan"}, {"k": 0}, {"k": 1001}, {"seed": "x"}):
         r = upload(client, data, **params)
@@ -207,7 +207,7 @@ def test_oversized_uploads_are_refused(index, photo_dir):
         assert r.status_code == 413 and r.json()["detail"] == f"upload too large: the limit is {len(data) - 1} bytes"
         head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
         chunks = (head if i == 0 else b"x" * 65536 for i in range(9))  # no Content-Length: counted as it streams
-        r = small.post("/api/search", content=chunks, headers={"content-type": "multipart/form-data; boundary=b"})
+        r = small.post("/api/query", content=chunks, headers={"content-type": "multipart/form-data; boundary=b"})
         assert r.status_code == 413 and r.json()["detail"] == f"upload too large: the limit is {len(data) - 1} bytes"
     with TestClient(create_app(index, max_upload=len(data))) as exact:
         assert upload(exact, data).status_code == 200
@@ -247,7 +247,7 @@ def test_images_and_thumbnails_are_served_by_id(client, photo_dir, ids):
     assert wide.width == 256 and wide.height < 256
 
 
-@pytest.mark.parametrize("url", ["/api/search?id=99999", "/api/images/99999", "/api/thumbs/99999",
+@pytest.mark.parametrize("url", ["/api/query?id=99999", "/api/images/99999", "/api/thumbs/99999",
                                  "/api/images/0", "/api/thumbs/-1"])
 def test_unknown_ids_are_404(client, url):
     r = client.get(url)
@@ -264,7 +264,7 @@ def test_unknown_ids_are_404(client, url):
     "/static/../app.py",
     "/static/%2e%2e/app.py",
     "/docs-assets/..%2F__init__.py",
-    "/api/search?id=..%2Fetc%2Fpasswd",
+    "/api/query?id=..%2Fetc%2Fpasswd",
 ])
 def test_no_path_traversal(live_server, url):
     status, body = raw_get(live_server, url)
@@ -318,14 +318,14 @@ def test_missing_file_is_404(photo_dir, tmp_path):
     for name in ("moon.jpg", "text.jpg"):
         (folder / name).write_bytes((photo_dir / name).read_bytes())
     with Index.open(tmp_path / "index", create=True) as idx:
-        idx.add(folder)
+        idx.index(folder)
         (folder / "moon.jpg").unlink()
         with TestClient(create_app(idx)) as c:
-            moon = c.get("/api/search", params={"id": 1, "k": 2}).json()
+            moon = c.get("/api/query", params={"id": 1, "k": 2}).json()
             gone = next(r["id"] for r in moon["results"] if r["name"] == "moon.jpg")
             assert c.get(f"/api/images/{gone}").status_code == 404
             assert "is gone" in c.get(f"/api/thumbs/{gone}").json()["detail"]
-            assert c.get("/api/search", params={"id": gone}).status_code == 200  # its vector is still indexed
+            assert c.get("/api/query", params={"id": gone}).status_code == 200  # its vector is still indexed
 
 
 def test_concurrent_searches_agree(client, photo_dir, ids):
@@ -335,7 +335,7 @@ def test_concurrent_searches_agree(client, photo_dir, ids):
         return [x["id"] for x in upload(client, new_photo, k=5).json()["results"]]
 
     def by_id(_):
-        return [x["id"] for x in client.get("/api/search", params={"id": ids["coins.jpg"], "k": 5}).json()["results"]]
+        return [x["id"] for x in client.get("/api/query", params={"id": ids["coins.jpg"], "k": 5}).json()["results"]]
 
     with ThreadPoolExecutor(6) as pool:
         uploads = list(pool.map(by_upload, range(6)))
@@ -346,8 +346,8 @@ def test_concurrent_searches_agree(client, photo_dir, ids):
 
 def test_openapi_and_offline_docs(client):
     schema = client.get("/openapi.json").json()
-    assert {"/api/search", "/api/images/{image_id}", "/api/thumbs/{image_id}", "/api/stats", "/healthz"} <= set(schema["paths"])
-    assert {"get", "post"} == set(schema["paths"]["/api/search"])
+    assert {"/api/query", "/api/images/{image_id}", "/api/thumbs/{image_id}", "/api/stats", "/healthz"} <= set(schema["paths"])
+    assert {"get", "post"} == set(schema["paths"]["/api/query"])
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
     assert "http://" not in docs.text and "https://" not in docs.text

@@ -26,13 +26,13 @@ def folder(tmp_path_factory):
 
 
 def _id(client, name: str) -> int:
-    found = client.get("/api/search", params={"id": 1, "k": 10}).json()["results"]
+    found = client.get("/api/query", params={"id": 1, "k": 10}).json()["results"]
     return {r["name"]: r["id"] for r in found}[name]
 
 
 @pytest.mark.parametrize("url", ["/api/images/9223372036854775808", "/api/thumbs/-9223372036854775809",
-                                 "/api/search?id=99999999999999999999", "/api/search?id=1&mode=random&seed=-1",
-                                 "/api/search?id=1&mode=random&seed=18446744073709551616"])
+                                 "/api/query?id=99999999999999999999", "/api/query?id=1&mode=random&seed=-1",
+                                 "/api/query?id=1&mode=random&seed=18446744073709551616"])
 def test_values_outside_64_bit_are_a_422_with_the_schema_shape(client, url):
     r = client.get(url)
     assert r.status_code == 422 and isinstance(r.json()["detail"], list)
@@ -57,7 +57,7 @@ def test_a_body_shorter_than_its_content_length_is_answered_408(index):
         while not server.started:
             time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
-            conn.sendall(b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            conn.sendall(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                          b"Content-Length: 1000\r\n\r\n--b\r\n")
             started = time.monotonic()
             answer = conn.recv(4096)
@@ -75,7 +75,7 @@ def test_only_the_indexed_file_itself_is_served(tmp_path):
     secret = tmp_path / "secret.jpg"
     sample_photo("astronaut").save(secret)
     with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
-        idx.add(folder)
+        idx.index(folder)
         ids = {name: _id(c, name) for name in ("chelsea.jpg", "rocket.jpg", "coffee.jpg", "horse.jpg")}
         served = c.get(f"/api/images/{ids['chelsea.jpg']}")
         assert served.status_code == 200 and served.content == (folder / "chelsea.jpg").read_bytes()
@@ -100,7 +100,7 @@ def test_an_indexed_file_replaced_by_a_fifo_is_a_404_and_blocks_nothing(tmp_path
     for name in ("chelsea", "rocket"):
         sample_photo(name).save(folder / f"{name}.jpg")
     with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
-        idx.add(folder)
+        idx.index(folder)
         rocket = _id(c, "rocket.jpg")
         (folder / "rocket.jpg").unlink()
         os.mkfifo(folder / "rocket.jpg")  # nothing writes to it: opening it to read would wait forever
@@ -121,15 +121,15 @@ def test_an_indexed_file_replaced_by_a_fifo_is_a_404_and_blocks_nothing(tmp_path
 
 def test_a_vector_cache_damaged_under_a_running_server_is_not_searched(folder, tmp_path):
     with Index.open(tmp_path / "ix", create=True) as idx, TestClient(create_app(idx)) as c:
-        idx.add(folder)
-        first = c.get("/api/search", params={"id": 1, "k": 3}).json()["results"]
+        idx.index(folder)
+        first = c.get("/api/query", params={"id": 1, "k": 3}).json()["results"]
         assert [r["distance"] for r in first][0] == 0.0 and first[1]["distance"] > 0.05
         cache = next(idx.root.glob("vectors-*.npy"))
         size = cache.stat().st_size
         with open(cache, "r+b") as f:  # in place, as a disk error or another program would: the mapping sees it
             f.seek(128)
             f.write(b"\0" * (size - 128))
-        assert c.get("/api/search", params={"id": 1, "k": 3}).json()["results"] == first
+        assert c.get("/api/query", params={"id": 1, "k": 3}).json()["results"] == first
         os.truncate(next(idx.root.glob("vectors-*.npy")), 200)  # reading a mapped page past the end: SIGBUS
-        assert c.get("/api/search", params={"id": 1, "k": 3}).json()["results"] == first
+        assert c.get("/api/query", params={"id": 1, "k": 3}).json()["results"] == first
         assert next(idx.root.glob("vectors-*.npy")).stat().st_size == size  # rebuilt from the catalog

@@ -16,14 +16,14 @@ EXAMPLES = 25  # per operation: bounded, so the suite stays quick
 @pytest.fixture(scope="module")
 def schema(photo_dir, tmp_path_factory):
     idx = Index.open(tmp_path_factory.mktemp("schema-index"), create=True)
-    idx.add(photo_dir)
+    idx.index(photo_dir)
     yield schemathesis.openapi.from_asgi("/openapi.json", create_app(idx))
     idx.close()
 
 
 def test_every_operation_conforms_to_the_schema(schema):
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/api/search", "/api/duplicates", "/api/images/{image_id}"}
+    assert {op.path for op in operations} >= {"/api/query", "/api/duplicates", "/api/images/{image_id}"}
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)

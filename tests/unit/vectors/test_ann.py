@@ -6,8 +6,8 @@ from lookalike.vectors.faiss_backend import FaissBackend
 
 
 def test_choose_kind():
-    assert choose_kind("auto", 1) == "flat"
-    assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 1280, 1280) == "flat"
+    assert choose_kind("auto", 1) == "exact"
+    assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 1280, 1280) == "exact"
     assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 1280 + 1, 1280) == "hnsw"
     assert choose_kind("auto", AUTO_EXACT_ELEMENTS // 256 + 1, 256) == "hnsw"
     assert choose_kind("ivfpq", 1) == "ivfpq"

@@ -17,7 +17,7 @@ K = 3
 # name -> (factory(ids, vectors, metric), search options making an approximate backend exhaustive)
 BACKENDS = {
     "exact": (lambda ids, x, metric: ExactBackend(ids, x, metric), {}),
-    "faiss-flat": (lambda ids, x, metric: FaissBackend.build(x, ids, metric, "flat"), {}),
+    "faiss-exact": (lambda ids, x, metric: FaissBackend.build(x, ids, metric, "exact"), {}),
     "faiss-hnsw": (lambda ids, x, metric: FaissBackend.build(x, ids, metric, "hnsw"), {"ef_search": 512}),
     "faiss-ivfpq": (lambda ids, x, metric: FaissBackend.build(x, ids, metric, "ivfpq", m=16),
                     {"nprobe": 10_000, "slack": 1.0}),  # PQ distances are coarse: a wide range margin

@@ -10,7 +10,7 @@ from lookalike.vectors.faiss_backend import FaissBackend
 
 METRICS = list(METRICS)
 
-EXACT = {"flat": {}, "hnsw": {"ef_search": 256}, "ivfpq": {"nprobe": 10_000}}
+EXACT = {"exact": {}, "hnsw": {"ef_search": 256}, "ivfpq": {"nprobe": 10_000}}
 
 
 def random_vectors(n, dim=32, seed=0):
@@ -66,7 +66,7 @@ def test_tiny_collections_build_and_pad(n, metric, kind):
 
 
 def test_tiny_ivfpq_falls_back_and_pca_is_dropped():
-    assert FaissBackend.build(random_vectors(5), np.arange(5), kind="ivfpq").kind == "flat"
+    assert FaissBackend.build(random_vectors(5), np.arange(5), kind="ivfpq").kind == "exact"
     index = FaissBackend.build(random_vectors(20), np.arange(20), kind="hnsw", pca=24)
     assert index.params["pca"] is None
     assert FaissBackend.build(random_vectors(100), np.arange(100), kind="ivfpq", pca=16).params["m"] == 2
@@ -98,7 +98,7 @@ def test_rejects_bad_input():
 def test_well_separated_results_equal_exact(metric, kind):
     x, _ = clustered()
     ids = sparse_ids(len(x))
-    exact = FaissBackend.build(x, ids, metric=metric, kind="flat")
+    exact = FaissBackend.build(x, ids, metric=metric, kind="exact")
     approx = FaissBackend.build(x, ids, metric=metric, kind=kind)
     assert approx.kind == kind
     queries = x[::7]
@@ -124,7 +124,7 @@ def test_farthest_matches_exact(metric, kind):
     refined_d, refined_i = Searcher(ids, x, [index], refine_factor=8).farthest(queries, 10, metric, **EXACT[kind])
     np.testing.assert_array_equal(refined_i, exact_i)
     np.testing.assert_allclose(refined_d, exact_d, rtol=1e-4, atol=1e-4)
-    flat_d, flat_i = FaissBackend.build(x, ids, metric=metric, kind="flat").farthest(queries, 10)
+    flat_d, flat_i = FaissBackend.build(x, ids, metric=metric, kind="exact").farthest(queries, 10)
     np.testing.assert_array_equal(flat_i, exact_i)
     np.testing.assert_allclose(flat_d, exact_d, rtol=1e-4, atol=1e-4)
 
@@ -171,7 +171,7 @@ def test_hnsw_needs_rebuild_after_many_removals():
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(
     "kind,params",
-    [("flat", {}), ("hnsw", {}), ("hnsw", {"pca": 16, "storage": "flat"}), ("ivfpq", {}), ("ivfpq", {"pca": 16})],
+    [("exact", {}), ("hnsw", {}), ("hnsw", {"pca": 16, "storage": "flat"}), ("ivfpq", {}), ("ivfpq", {"pca": 16})],
 )
 def test_save_load_round_trip(metric, kind, params, tmp_path):
     x = random_vectors(400)

@@ -110,12 +110,12 @@ async function fetchSearch(query, opts, mode, signal) {
   if (upload && !upload.hash) {
     const body = new FormData();
     body.append("file", upload.blob, upload.name);
-    response = await fetch(`/api/search?${params}`, { method: "POST", body, signal });
+    response = await fetch(`/api/query?${params}`, { method: "POST", body, signal });
   } else if (hashOf(query)) {
-    response = await fetch(`/api/uploads/${hashOf(query)}/search?${params}`, { signal });
+    response = await fetch(`/api/uploads/${hashOf(query)}/query?${params}`, { signal });
   } else {
     params.set("id", query.id);
-    response = await fetch(`/api/search?${params}`, { signal });
+    response = await fetch(`/api/query?${params}`, { signal });
   }
   if (response.status === 404 && upload && upload.hash) { // the server restarted: post the image again
     upload.hash = null;

@@ -18,9 +18,9 @@ from lookalike.index.indexer import IndexReport
 from lookalike.index.store import Entry, Store, StoreError
 
 
-def load(store: Store, location: str, on_plan: Callable[[int], None] | None = None,
-         on_progress: Callable[[int], None] | None = None) -> IndexReport:
-    """Add the files of the shards at ``location`` to ``store``; :class:`StoreError` when they hold
+def into_store(store: Store, location: str, on_plan: Callable[[int], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> IndexReport:
+    """Index the files of the shards at ``location`` into ``store``; :class:`StoreError` when they hold
     another model's vectors."""
     started = time.perf_counter()
     shards = Shards(location)
@@ -69,10 +69,10 @@ def load(store: Store, location: str, on_plan: Callable[[int], None] | None = No
     return report
 
 
-def add_shards(index, location: str, on_plan: Callable[[int], None] | None = None,
-               on_progress: Callable[[int], None] | None = None) -> IndexReport:
-    """:func:`load` into the folder of ``index`` (an :class:`~lookalike.api.Index`), then bring its
-    approximate index up to date."""
-    report = load(index.collection.store, location, on_plan, on_progress)
+def index_shards(index, location: str, on_plan: Callable[[int], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> IndexReport:
+    """:func:`into_store` into the folder of ``index`` (an :class:`~lookalike.api.Index`), then bring
+    its approximate index up to date."""
+    report = into_store(index.collection.store, location, on_plan, on_progress)
     index.ann()
     return report
