@@ -24,7 +24,7 @@ from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, content_hash, decode,
 from lookalike.index.indexer import BATCH, IndexReport
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
-from lookalike.paths import default_index_path
+from lookalike.paths import index_path
 from lookalike.index.store import DB_NAME, Store, StoreError, describe_model as _describe
 from lookalike.vectors import Backend, Mode, Searcher, check_query
 
@@ -87,7 +87,7 @@ class Index:
     def open(cls, path: str | os.PathLike | None = None, model: str | None = None, layer: str | None = None,
              create: bool = False, rebuild: bool = False, threads: int | None = None,
              device: str = "cpu", weights: str | os.PathLike | None = None) -> "Index":
-        """Open the index folder at ``path`` (default :func:`default_index_path`).
+        """Open the index folder at ``path`` (default: :func:`~lookalike.paths.index_path`).
 
         With ``create``, a missing index is created for ``model``; an existing one must have been
         built with the same model (else :class:`StoreError`) unless ``rebuild`` wipes it first.
@@ -96,7 +96,7 @@ class Index:
         ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
         """
         providers(device)  # an unavailable device fails before anything is created
-        path = Path(path).expanduser() if path is not None else default_index_path()
+        path = index_path(path)
         if not create:
             return cls.over(EmbeddedCollection(Store.open(path)), layer, threads, device, weights)
         spec = resolve(model, layer, weights)
@@ -132,8 +132,8 @@ class Index:
 
     @staticmethod
     def exists(path: str | os.PathLike | None = None) -> bool:
-        """True when ``path`` (default :func:`default_index_path`) holds an index."""
-        return (Path(path or default_index_path()).expanduser() / DB_NAME).exists()
+        """True when ``path`` (default: :func:`~lookalike.paths.index_path`) holds an index."""
+        return (index_path(path) / DB_NAME).exists()
 
     def close(self) -> None:
         self.collection.close()

@@ -147,3 +147,17 @@ def test_a_raw_onnx_model_gets_one_session(tmp_path, monkeypatch):
         vector, _ = idx.embed(png((255, 0, 0)))
     np.testing.assert_allclose(vector, [1.0, 0.0, 0.0], atol=1e-6)
     assert len(sessions) == 1
+
+
+def test_rebuild_wipes_the_index_a_tilde_in_lookalike_index_names(monkeypatch, tmp_path):
+    """``LOOKALIKE_INDEX='~/idx'``: --rebuild starts that index again (the path is expanded before the
+    wipe looks for it, not after)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("LOOKALIKE_INDEX", "~/idx")
+    with Index.open(create=True) as idx:
+        idx.store.put([Entry("/p/a.jpg", 1, 1, "h", 2, 2, np.ones(idx.store.dim or 1280, np.float32))])
+        assert len(idx) == 1 and idx.root == tmp_path / "idx"
+    (tmp_path / "idx" / "stray.txt").write_text("left by the old index")
+    with Index.open(create=True, rebuild=True) as idx:
+        assert len(idx) == 0 and idx.root == tmp_path / "idx"
+    assert not (tmp_path / "idx" / "stray.txt").exists()

@@ -22,8 +22,8 @@ from lookalike.vectors import MetricName
 err = Console(stderr=True, markup=False)  # paths and messages print exactly as they are
 
 AnnSetting = Enum("AnnSetting", {name: name for name in approximate.SETTINGS}, type=str)
-IndexOpt = Annotated[Optional[Path], typer.Option("--index", envvar="LOOKALIKE_INDEX", show_default=False,
-                                                   help="Index directory [default: per-user data dir]")]
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", show_default=False,
+                                                   help="Index folder [default: $LOOKALIKE_INDEX, else per-user data dir]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
 LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]

@@ -108,8 +108,9 @@ class Store:
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | os.PathLike) -> "Store":
-        """Open an existing index; :class:`StoreError` when there is none at ``root``."""
-        root = Path(root).expanduser().absolute()
+        """Open an existing index at ``root`` (an absolute path, see :func:`lookalike.paths.index_path`);
+        :class:`StoreError` when there is none."""
+        root = Path(root)
         if not (root / DB_NAME).is_file():
             raise StoreError(f"no index at {root} (create one with: lookalike index DIR --index {root})")
         return cls(root, *_connect(root / DB_NAME))
@@ -122,7 +123,7 @@ class Store:
 
         :class:`StoreError` when it exists and was built with another model.
         """
-        root = Path(root).expanduser().absolute()
+        root = Path(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
