@@ -26,7 +26,7 @@ from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import index_path
 from lookalike.index.store import DB_NAME, Store, StoreError, describe_model as _describe
-from lookalike.vectors import Backend, Mode, Searcher, check_query
+from lookalike.vectors import Backend, Metric, Mode, Searcher, check_query
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -271,7 +271,7 @@ class Index:
                 cache[digest] = vector
         return vector, []
 
-    def query(self, image: ImageInput, k: int = 10, mode: str = "nearest", metric: str = "cosine",
+    def query(self, image: ImageInput, k: int = 10, mode: str | Mode = "nearest", metric: str | Metric = "cosine",
               seed: int | None = None, exclude_self: bool = False, label: str | None = None,
               **search_options) -> QueryResult:
         """The ``k`` nearest, farthest or random images for ``image`` (path, bytes, PIL image or array).
@@ -279,39 +279,40 @@ class Index:
         ``exclude_self`` drops indexed files whose bytes equal the query's; ``search_options`` are
         those of :meth:`query_vector` (``exact``, ``ef_search``, ``nprobe``).
         """
-        check_query(metric, mode, k)
+        metric, mode = check_query(metric, mode, k)
         vector, same = self.embed(image)
         return self._search(vector, k, mode, metric, seed, same if exclude_self else (), label or _label(image),
                             **search_options)
 
-    def query_vector(self, vector: np.ndarray, k: int = 10, mode: str = "nearest", metric: str = "cosine",
-                     seed: int | None = None, exclude: tuple[int, ...] | list[int] = (),
-                     label: str = "<vector>", exact: bool = False, ef_search: int | None = None,
-                     nprobe: int | None = None) -> QueryResult:
-        """Search with a feature vector; ids in ``exclude`` never appear in the results.
+    def query_vector(self, vector: np.ndarray, k: int = 10, mode: str | Mode = "nearest",
+                     metric: str | Metric = "cosine", seed: int | None = None,
+                     exclude: tuple[int, ...] | list[int] = (), label: str = "<vector>", exact: bool = False,
+                     ef_search: int | None = None, nprobe: int | None = None) -> QueryResult:
+        """Query with a feature vector; ids in ``exclude`` never appear in the results.
 
-        Nearest and farthest cosine queries use the approximate index when there is one, unless
-        ``exact``; ``ef_search`` (HNSW) and ``nprobe`` (IVF-PQ) trade speed for recall.
+        A random draw without a ``seed`` gets a fresh one, reported in the result. Nearest and
+        farthest cosine queries use the approximate index when there is one, unless ``exact``;
+        ``ef_search`` (HNSW) and ``nprobe`` (IVF-PQ) trade speed for recall.
         """
-        check_query(metric, mode, k)
+        metric, mode = check_query(metric, mode, k)
         return self._search(vector, k, mode, metric, seed, exclude, label, exact, ef_search, nprobe)
 
-    def _search(self, vector: np.ndarray, k: int, mode: str, metric: str, seed: int | None, exclude,
+    def _search(self, vector: np.ndarray, k: int, mode: Mode, metric: Metric, seed: int | None, exclude,
                 label: str, exact: bool = False, ef_search: int | None = None,
                 nprobe: int | None = None) -> QueryResult:
         """:meth:`query_vector` with options already checked."""
-        if mode == "random" and seed is None:
+        if mode is Mode.random and seed is None:
             seed = fresh_seed()
         excluded = set(int(i) for i in exclude)
-        approximate = not exact and Mode(mode) is not Mode.random
-        distances, ids = self.searcher(approximate).search(vector, k + len(excluded), mode, metric, seed,
+        approximate = not exact and mode is not Mode.random
+        distances, ids = self.searcher(approximate).query(vector, k + len(excluded), mode, metric, seed,
                                                            ef_search=ef_search, nprobe=nprobe)
         pairs = [(i, d) for i, d in zip(ids[0].tolist(), distances[0].tolist()) if i >= 0 and i not in excluded]
         # a file removed by another process since the vectors were loaded is left out
         hits = [(i, d, p) for (i, d), p in zip(pairs, self.collection.paths([i for i, _ in pairs], missing_ok=True))
                 if p is not None][:k]
         matches = [Match(rank, i, p, d) for rank, (i, d, p) in enumerate(hits, start=1)]
-        return QueryResult(label, mode, metric, matches, seed if mode == "random" else None)
+        return QueryResult(label, mode.value, metric.name, matches, seed if mode is Mode.random else None)
 
 
 def model_ref(model: str | None, spec: ModelSpec) -> str:

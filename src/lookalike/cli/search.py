@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from lookalike.cli import present
-from lookalike.api import fresh_seed
+from lookalike.api import QueryResult
 from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, ThreadsOpt, UriOpt,
                                   WeightsOpt, err, fail, open_index, print_json, say)
 from lookalike.images import ImageError
@@ -33,14 +33,9 @@ def _output_format(fmt: Format | None) -> str:
     return fmt.value if fmt is not None else ("table" if sys.stdout.isatty() else "tsv")
 
 
-def _seed(seed: int | None, announce: bool = True) -> int:
-    """The seed of a random draw: the one given, else a fresh one; ``announce`` prints it on stderr so
-    the draw can be repeated."""
-    if seed is None:
-        seed = fresh_seed()
-    if announce:
-        say("seed", "bold", f"{seed} (repeat this random draw with --seed {seed})")
-    return seed
+def _announce(seed: int) -> None:
+    """Print the seed of a random draw on stderr, so that the draw can be repeated."""
+    say("seed", "bold", f"{seed} (repeat this random draw with --seed {seed})")
 
 
 def query(
@@ -73,7 +68,6 @@ def query(
     A query that cannot be read is reported by name and the others are still answered; the exit
     code is then 1 (and --json gives that query an "error" instead of "results").
     """
-    random_seed = _seed(seed, not as_json) if mode is Mode.random and not duplicates else None
     answers: list[tuple[Path, object]] = []  # (query, QueryResult or error message) in argument order
     with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         if duplicates:
@@ -88,15 +82,20 @@ def query(
                     err.print(f"no duplicate of {found.query} in the index (none by {rule.describe()})",
                               soft_wrap=True)
                 return found
-            return idx.query(str(img), k, mode.value, metric.value, random_seed, exclude_self, exact=exact,
-                             ef_search=ef_search, nprobe=nprobe)
+            return idx.query(str(img), k, mode, metric, seed, exclude_self, exact=exact, ef_search=ef_search,
+                             nprobe=nprobe)
 
         for img in images:
             try:
-                answers.append((img, answer(img)))
+                found = answer(img)
             except ImageError as e:
                 say("error", "bold red", f"{img}: {e}")
                 answers.append((img, str(e)))
+                continue
+            if found.seed is not None and not any(isinstance(r, QueryResult) for _, r in answers) and not as_json:
+                _announce(found.seed)  # once, before the first results
+            seed = found.seed if seed is None else seed  # one random draw's seed for every query image
+            answers.append((img, found))
     results = [r for _, r in answers if not isinstance(r, str)]
     if montage is not None and results:
         present.montage(results[0].query, results[:1], montage)
@@ -129,14 +128,14 @@ def show(
     weights: WeightsOpt = None,
 ) -> None:
     """Write one figure: the query, then N nearest, N random and N farthest images."""
-    seed = _seed(seed)
     with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         try:
             vector, same = idx.embed(str(image))
         except ImageError as e:
             fail(f"{image}: {e}")
         exclude = same if exclude_self else ()
-        rows = [idx.query_vector(vector, n, mode, metric.value, seed, exclude, str(image))
-                for mode in ("nearest", "random", "farthest")]
+        rows = [idx.query_vector(vector, n, mode, metric, seed, exclude, str(image))
+                for mode in (Mode.nearest, Mode.random, Mode.farthest)]
+    _announce(rows[1].seed)
     present.montage(str(image), rows, out)
     print(out)

@@ -52,10 +52,9 @@ class CollectionSearcher:
         """Whether ``metric`` is answered exactly (a scan, or a FLAT index) or through the vector index."""
         return _Kind(exact or get_metric(metric).name != "cosine" or not self.approximate)
 
-    def search(self, queries: np.ndarray, k: int, mode: str = "nearest", metric: str | Metric = "cosine",
-               seed: int | None = None, exact: bool = False, **options) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, queries: np.ndarray, k: int, mode: Mode = Mode.nearest, metric: str | Metric = "cosine",
+              seed: int | None = None, exact: bool = False, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`nearest`, :meth:`farthest` or :meth:`random` by ``mode``."""
-        mode = Mode(mode)
         if mode is Mode.random:
             return self.random(queries, k, metric, seed)
         return self._ranked(queries, k, get_metric(metric), exact, mode is Mode.farthest, options.get("ef_search"))

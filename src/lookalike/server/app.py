@@ -87,14 +87,14 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     @app.post("/api/query", tags=["query"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
     async def query_upload(request: Request, form: Annotated[QueryForm, Form()],
-                            k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
-                            seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
-        """Search with an uploaded image (multipart field ``file``); the options may be query
+                           k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
+                           seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
+        """Query with an uploaded image (multipart field ``file``); the options may be query
         parameters or form fields."""
         o = form.options(request, {"k": k, "mode": mode, "metric": metric, "seed": seed, "exclude_self": exclude_self})
         data, name = await read_upload(form.file, max_upload)
-        return await run_in_threadpool(server.query_upload, data, name, o["k"], o["mode"].value,
-                                       o["metric"].value, o["seed"], o["exclude_self"])
+        return await run_in_threadpool(server.query_upload, data, name, o["k"], o["mode"], o["metric"], o["seed"],
+                                       o["exclude_self"])
 
     @app.post("/api/duplicates", tags=["query"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
@@ -109,19 +109,19 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.get("/api/query", tags=["query"], responses={404: {"description": "Unknown id"}})
     def query_id(id: IdQ,
-                  k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
-                  seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
-        """Search with an image already in the index (it finds itself at distance 0 unless excluded)."""
-        return server.query_id(id, k, mode.value, metric.value, seed, exclude_self)
+                 k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
+                 seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
+        """Query with an image already in the index (it finds itself at distance 0 unless excluded)."""
+        return server.query_id(id, k, mode, metric, seed, exclude_self)
 
     @app.get("/api/uploads/{digest}/query", tags=["query"],
              responses={404: {"description": "The server no longer holds that upload"}})
     def query_recent_upload(digest: Annotated[str, PathParam(description="Content hash of a recent upload "
-                                                              "(query.upload of its search).")],
-                             k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
-                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
-        """Search again with a recent upload (the last 64 since the server started), without its bytes."""
-        return server.query_recent_upload(digest, k, mode.value, metric.value, seed, exclude_self)
+                                                             "(query.upload of its query).")],
+                            k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
+                            seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
+        """Query again with a recent upload (the last 64 since the server started), without its bytes."""
+        return server.query_recent_upload(digest, k, mode, metric, seed, exclude_self)
 
     @app.get("/api/images/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})

@@ -12,6 +12,7 @@ from lookalike.server.files import IndexedFiles, Lru
 from lookalike.server.schemas import (DuplicateResult, DuplicatesResponse, QueryInfo, QueryResponse, Stats,
                                       display_name, folder_name, results)
 from lookalike.server.uploads import DEFAULT_MAX_UPLOAD, refused
+from lookalike.vectors import MetricName, Mode
 
 
 class ServerState:
@@ -38,15 +39,15 @@ class ServerState:
         with self.lock:
             return Stats(**self.index.stats(), max_upload_bytes=self.max_upload)
 
-    def query_upload(self, data: bytes, name: str, k: int, mode: str, metric: str, seed: int | None,
-                      exclude_self: bool) -> QueryResponse:
-        """Search with uploaded image bytes."""
+    def query_upload(self, data: bytes, name: str, k: int, mode: Mode, metric: MetricName, seed: int | None,
+                     exclude_self: bool) -> QueryResponse:
+        """Query with uploaded image bytes."""
         query, vector, same = self._embed_upload(data, name)
-        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+        return self._query(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
-    def query_recent_upload(self, digest: str, k: int, mode: str, metric: str, seed: int | None,
-                             exclude_self: bool) -> QueryResponse:
-        """Search again with an upload this server still holds, by its content hash; 404 otherwise."""
+    def query_recent_upload(self, digest: str, k: int, mode: Mode, metric: MetricName, seed: int | None,
+                            exclude_self: bool) -> QueryResponse:
+        """Query again with an upload this server still holds, by its content hash; 404 otherwise."""
         with self.lock:
             recent = self._recent.get(digest)
         if recent is None:
@@ -54,7 +55,7 @@ class ServerState:
                                      f"{self._recent.size} until it restarts): upload the image again")
         vector, name, same = recent
         query = QueryInfo(id=same[0] if same else None, name=name, upload=digest)
-        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+        return self._query(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
     def duplicates_upload(self, data: bytes, name: str, threshold: str) -> DuplicatesResponse:
         """Indexed images within a dedup preset or cosine distance of uploaded image bytes."""
@@ -87,9 +88,9 @@ class ServerState:
             self._recent[digest] = (vector, name, same)
         return QueryInfo(id=same[0] if same else None, name=name, upload=digest), vector, same
 
-    def query_id(self, image_id: int, k: int, mode: str, metric: str, seed: int | None,
-                  exclude_self: bool) -> QueryResponse:
-        """Search with the stored vector of an indexed image."""
+    def query_id(self, image_id: int, k: int, mode: Mode, metric: MetricName, seed: int | None,
+                 exclude_self: bool) -> QueryResponse:
+        """Query with the stored vector of an indexed image."""
         row = self.files.info(image_id)
         with self.lock:
             found = self.index.stored(image_id)
@@ -97,10 +98,10 @@ class ServerState:
             raise HTTPException(404, f"no image with id {image_id} in the index")
         vector, same = found
         query = QueryInfo(id=image_id, name=display_name(row["path"]), folder=folder_name(row["path"]))
-        return self._search(query, vector, k, mode, metric, seed, same if exclude_self else ())
+        return self._query(query, vector, k, mode, metric, seed, same if exclude_self else ())
 
-    def _search(self, query: QueryInfo, vector, k: int, mode: str, metric: str, seed: int | None,
-                exclude) -> QueryResponse:
+    def _query(self, query: QueryInfo, vector, k: int, mode: Mode, metric: MetricName, seed: int | None,
+               exclude) -> QueryResponse:
         with self.lock:
             found = self.index.query_vector(vector, k, mode, metric, seed, exclude, query.name)
         return QueryResponse(query=query, mode=mode, metric=metric, seed=found.seed, results=results(found))

@@ -141,14 +141,15 @@ def get_metric(metric: str | Metric) -> Metric:
         raise ValueError(f"unknown metric {metric!r}; choose from: {', '.join(METRICS)}") from None
 
 
-def check_query(metric: str, mode: str, k: int) -> Metric:
-    """The query's :class:`Metric`; ValueError with a one-line message for an unknown metric or mode, or k < 1."""
+def check_query(metric: str | Metric, mode: str | Mode, k: int) -> tuple[Metric, Mode]:
+    """The query's :class:`Metric` and :class:`Mode`, checked once where a query enters (given as names
+    or already typed); ValueError with a one-line message for an unknown metric or mode, or k < 1."""
     found = get_metric(metric)
-    if mode not in MODES:
+    if str(getattr(mode, "value", mode)) not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
     if k < 1:
         raise ValueError(f"k must be at least 1, not {k}")
-    return found
+    return found, Mode(mode)
 
 
 def squared_norms(vectors: np.ndarray, chunk_rows: int = 32768) -> np.ndarray:

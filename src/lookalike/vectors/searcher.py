@@ -75,10 +75,9 @@ class Searcher:
         pos = np.searchsorted(self._sorted_ids, np.asarray(ids, dtype=np.int64))
         return self._by_id[np.minimum(pos, len(self.ids) - 1)]
 
-    def query(self, queries: np.ndarray, k: int, mode: str = "nearest", metric: str | Metric = "cosine",
+    def query(self, queries: np.ndarray, k: int, mode: Mode = Mode.nearest, metric: str | Metric = "cosine",
               seed: int | None = None, exact: bool = False, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`nearest`, :meth:`farthest` or :meth:`random` by ``mode`` (``seed`` is random's)."""
-        mode = Mode(mode)
         if mode is Mode.random:
             return self.random(queries, k, metric, seed)
         return getattr(self, mode.value)(queries, k, metric, exact, **options)

@@ -5,7 +5,7 @@ the option checks' messages."""
 import numpy as np
 import pytest
 
-from lookalike.vectors.metric import METRICS, MetricName, check_query, get_metric, squared_norms
+from lookalike.vectors.metric import METRICS, MetricName, Mode, check_query, get_metric, squared_norms
 
 COSINE, L2 = METRICS["cosine"], METRICS["l2"]
 
@@ -96,6 +96,7 @@ def test_metric_by_name_enum_or_instance_and_the_choices_in_errors():
         get_metric("dot")
     with pytest.raises(ValueError, match=r"^unknown mode 'middle'; choose from: nearest, farthest, random$"):
         check_query("cosine", "middle", 3)
-    assert check_query("l2", "farthest", 1) is L2  # k = 1 is the smallest valid k
+    assert check_query("l2", "farthest", 1) == (L2, Mode.farthest)  # k = 1 is the smallest valid k
+    assert check_query(MetricName.cosine, Mode.random, 2) == (METRICS["cosine"], Mode.random)  # typed: as given
     with pytest.raises(ValueError, match=r"^k must be at least 1, not 0$"):
         check_query("l2", "nearest", 0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from helpers import distances_reference
-from lookalike.vectors import ExactBackend, Searcher, check_query
+from lookalike.vectors import ExactBackend, Mode, Searcher, check_query
 from lookalike.vectors.backend import top_k
 from lookalike.vectors.metric import METRICS, squared_norms
 from lookalike.vectors.searcher import REFINE_FACTOR
@@ -18,7 +18,7 @@ def data():
 @pytest.mark.parametrize("mode", ["nearest", "farthest"])
 def test_search_equals_brute_force_in_float64(data, metric, mode):
     vectors, queries = data
-    d, ids = Searcher(np.arange(500), vectors).query(queries, 7, mode, metric)
+    d, ids = Searcher(np.arange(500), vectors).query(queries, 7, Mode(mode), metric)
     full = distances_reference(queries, vectors, metric)
     expected = np.argsort(full if mode == "nearest" else -full, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(ids, expected)
@@ -42,9 +42,9 @@ def test_chunked_scan_equals_one_scan(data):
 def test_random_is_reproducible_distinct_and_seed_dependent(data):
     vectors, queries = data
     searcher = Searcher(np.arange(500), vectors)
-    a = searcher.query(queries[:1], 20, "random", seed=1)[1][0]
-    b = searcher.query(queries[:1], 20, "random", seed=1)[1][0]
-    c = searcher.query(queries[:1], 20, "random", seed=2)[1][0]
+    a = searcher.query(queries[:1], 20, Mode.random, seed=1)[1][0]
+    b = searcher.query(queries[:1], 20, Mode.random, seed=1)[1][0]
+    c = searcher.query(queries[:1], 20, Mode.random, seed=2)[1][0]
     assert list(a) == list(b) and len(set(a)) == 20 and list(a) != list(c)
 
 
@@ -158,10 +158,10 @@ def test_an_approximate_backend_answers_unless_exact_and_gets_the_options_and_re
         full = distances_reference(queries, vectors, metric)
         for mode in ("nearest", "farthest"):
             partial[metric].asked.clear()
-            _, found = searcher.query(queries, 5, mode, metric, ef_search=7)
+            _, found = searcher.query(queries, 5, Mode(mode), metric, ef_search=7)
             assert np.isin(found, ids[:250]).all()
             assert partial[metric].asked == [(mode, 5 * REFINE_FACTOR, {"ef_search": 7})]
-            d, found = searcher.query(queries, 5, mode, metric, exact=True)
+            d, found = searcher.query(queries, 5, Mode(mode), metric, exact=True)
             order = np.argsort(full if mode == "nearest" else -full, axis=1, kind="stable")[:, :5]
             np.testing.assert_array_equal(found, ids[order])
             assert len(partial[metric].asked) == 1
@@ -213,7 +213,7 @@ def test_an_empty_searcher_answers_empty_results_even_with_a_stale_backend(data)
     stale = Recording(np.arange(5), vectors[:5], "cosine")
     searcher = Searcher(np.zeros(0, np.int64), np.zeros((0, vectors.shape[1]), np.float32), [stale])
     for mode in ("nearest", "farthest", "random"):
-        d, found = searcher.query(queries, 3, mode, seed=0)
+        d, found = searcher.query(queries, 3, Mode(mode), seed=0)
         assert d.shape == found.shape == (3, 0) and d.dtype == np.float64 and found.dtype == np.int64
     offsets, found, dist = searcher.within(queries, 2.0)
     assert offsets.tolist() == [0, 0, 0, 0] and len(found) == len(dist) == 0
