@@ -85,6 +85,14 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
+def folder(path: str | os.PathLike) -> str:
+    """``path`` made absolute; ValueError ``not a directory: PATH`` unless it is a directory (the one
+    check of a folder argument: index, dedup, evaluate, train, tune)."""
+    if not os.path.isdir(path):
+        raise ValueError(f"not a directory: {path}")
+    return os.path.abspath(os.fspath(path))
+
+
 def list_images(root: str | os.PathLike, ignored: Counter | None = None,
                 left_out: list[tuple[str, str]] | None = None, follow_links: bool = False) -> Iterator[str]:
     """Yield absolute paths of image files under ``root``, sorted.

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from lookalike.index import approximate
 from lookalike.api import Index
+from lookalike import images
 from lookalike.images import list_images
 from lookalike.vectors import MetricName
 
@@ -104,8 +105,9 @@ def progress_bar(quiet: bool, what: str = "embedding") -> Progress:
 
 
 def check_images(folder: Path, index_path: Path | None, rebuild: bool = False) -> None:
-    """A FOLDER without images: an error when it would create a new index (also anew, with
-    ``rebuild``), else a warning."""
+    """A FOLDER that is not a directory, or one without images when it would create a new index (also
+    anew, with ``rebuild``): an error; without images otherwise: a warning."""
+    images.folder(folder)
     ignored: Counter = Counter()
     if next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
         nothing = f"no images under {folder}{ignored_text(ignored, ': ignored ')}"

@@ -50,8 +50,6 @@ def dedup(
     """
     from lookalike import dedup as dd
     if folder is not None:
-        if not folder.is_dir():
-            fail(f"not a directory: {folder}")
         check_images(folder, index_path)
     if folder is not None and uri is not None:
         fail("a FOLDER is indexed into --index; a --uri collection is filled by `lookalike ingest`")

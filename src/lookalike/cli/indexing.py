@@ -51,9 +51,7 @@ def index(
         from lookalike.cluster.shards import Shards
 
         model, layer = _shards_model(Shards(shards), model, layer)
-    elif not folder.is_dir():
-        fail(f"not a directory: {folder}")
-    if folder is not None:
+    else:
         check_images(folder, index_path, rebuild)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
                     weights=weights) as idx:

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lookalike.cli import present
 from lookalike.cli.common import (Device, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt, ThreadsOpt,
-                                  TorchThreadsOpt, err, fail, no_bar, print_json, progress_bar)
+                                  TorchThreadsOpt, err, no_bar, print_json, progress_bar)
 from lookalike.train.config import TrainConfig
 from lookalike.vectors import MetricName
 
@@ -68,8 +68,6 @@ def evaluate(
     """
     from lookalike.evaluation import evaluate as ev
 
-    if not data.is_dir():
-        fail(f"not a directory: {data}")
     with progress_bar(quiet or as_json) as bar:
         task = bar.add_task("embed", total=None, rate="")
         result = ev.evaluate_folder(data, model, layer, metric.value, rerank, seed, threads,
@@ -120,10 +118,6 @@ def train(
     """Fine-tune an embedding on labelled folders (NormSoftmax) and write a model directory."""
     from lookalike.train.run import train as run_training
 
-    if not data.is_dir():
-        fail(f"not a directory: {data}")
-    if val_data is not None and not val_data.is_dir():
-        fail(f"not a directory: {val_data}")
     config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
                          batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
                          val_fraction=val_fraction, seed=seed)
@@ -196,8 +190,6 @@ def tune(
 
     from lookalike.train import tune as tn
 
-    if not data.is_dir():
-        fail(f"not a directory: {data}")
     points = tn.parse_grid([*grid, *ctx.args])  # "--grid a=1,2 b=3" leaves "b=3" in ctx.args
     seconds = tn.parse_budget(budget)
     if threads:

@@ -25,7 +25,7 @@ from lookalike import atomic
 from lookalike.evaluation import retrieval
 from lookalike.evaluation import rerank as reranking
 from lookalike.api import Index, model_ref
-from lookalike.images import ImageError, decode
+from lookalike.images import ImageError, decode, folder
 from lookalike.index.indexer import IndexReport
 from lookalike.models.registry import resolve
 from lookalike.paths import cache_dir
@@ -82,9 +82,7 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
     ValueError when fewer than two images share a class.
     """
     started = time.perf_counter()
-    root = os.path.abspath(os.fspath(data))
-    if not os.path.isdir(root):
-        raise ValueError(f"not a directory: {data}")
+    root = folder(data)
     with _open(root, model, layer, index, threads, device) as idx:
         report = idx.index(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
         ids, vectors = idx.vectors()

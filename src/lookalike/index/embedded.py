@@ -11,9 +11,10 @@ import numpy as np
 
 from lookalike.dedup import phash
 from lookalike.index import approximate as ann_file
+from lookalike import images
 from lookalike.images import read_file
 from lookalike.index.indexer import IndexReport, index_folder
-from lookalike.index.store import Store, StoreError
+from lookalike.index.store import Store
 from lookalike.vectors import Backend, Searcher
 
 
@@ -121,11 +122,9 @@ class EmbeddedCollection:
     def index(self, folder: str | os.PathLike, embedder, batch_size: int, workers: int, max_pixels: int,
               on_plan=None, on_progress=None, follow_links: bool = False) -> IndexReport:
         """Make the index match ``folder``: embed new and changed images, drop deleted ones (see
-        :func:`~lookalike.index.indexer.index_folder`),
-        hashing them for dedup's candidates meanwhile, then bring the approximate index up to date."""
-        if not os.path.isdir(folder):
-            raise StoreError(f"not a directory: {folder}")
-        report = index_folder(self.store, embedder, folder, batch_size, workers, max_pixels, on_plan,
-                              on_progress, follow_links, sidecar=self.hashes)
+        :func:`~lookalike.index.indexer.index_folder`), hashing them for dedup's candidates meanwhile,
+        then bring the approximate index up to date."""
+        report = index_folder(self.store, embedder, images.folder(folder), batch_size, workers, max_pixels,
+                              on_plan, on_progress, follow_links, sidecar=self.hashes)
         self.ann()
         return report

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lookalike.images import list_images
+from lookalike.images import folder, list_images
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,7 @@ def labelled(paths: list[str], root: str | os.PathLike) -> LabelledImages:
 
 def scan(root: str | os.PathLike) -> LabelledImages:
     """Every image below ``root`` labelled by its folder; ValueError when there is nothing to learn from."""
-    root = os.path.abspath(os.fspath(root))
-    if not os.path.isdir(root):
-        raise ValueError(f"not a directory: {root}")
+    root = folder(root)
     data = labelled(list(list_images(root)), root)
     if len(data.classes) < 2:
         raise ValueError(f"{root} needs at least two class folders of images (DATA/<class>/*.jpg); "

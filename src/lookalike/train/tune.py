@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from lookalike import atomic
+from lookalike.images import folder
 
 TUNABLE = ("lr", "temperature", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
            "weight_decay", "head_lr_scale", "crop_scale", "augment")
@@ -95,6 +96,7 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
     from lookalike.train.config import TrainConfig
     from lookalike.train.loop import fit, prepare
 
+    folder(data)  # before anything is written
     base = replace(base or TrainConfig(), val_split="classes")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
