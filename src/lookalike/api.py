@@ -25,7 +25,8 @@ from lookalike.index.indexer import BATCH, IndexReport
 from lookalike.models.embedder import Embedder, providers
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import index_path
-from lookalike.index.store import DB_NAME, Store, StoreError, describe_model as _describe
+from lookalike.index.sqlite import DB_NAME
+from lookalike.index.store import Store, StoreError, describe_model as _describe
 from lookalike.vectors import Backend, Metric, Mode, Searcher, check_query
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray

@@ -6,7 +6,6 @@ Exit codes: 0 success (skipped files are not failures), 1 user error with a one-
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from typing import Annotated
 
@@ -82,10 +81,6 @@ def main() -> None:
         app()
     except USER_ERRORS as e:
         say("error", "bold red", str(e))
-        sys.exit(1)
-    except sqlite3.DatabaseError as e:
-        say("error", "bold red", f"the index catalog (index.sqlite) cannot be read: {e}; restore it from a backup, "
-            "or start again with --rebuild")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted; what was committed is kept")

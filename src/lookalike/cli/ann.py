@@ -45,7 +45,8 @@ def ann_check(
         if built is None:
             fail(f"index {idx.location} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
         ids, vectors = idx.vectors()
-        report = check(built, np.asarray(vectors), np.asarray(ids), n_queries=queries, k=k, seed=seed)
+        report = {"kind": idx.index_type, "ntotal": len(built),
+                  **check(built, np.asarray(vectors), np.asarray(ids), n_queries=queries, k=k, seed=seed)}
     if as_json:
         print(json.dumps(report))
     else:

@@ -8,7 +8,6 @@ and resumes. The vectors are also kept in a derived cache for fast loading (see
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
@@ -19,54 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.index.sqlite import DB_NAME, TEXT, CatalogError, StoreError, bind, connect
 from lookalike.index.vector_cache import VectorCache
-
-DB_NAME = "index.sqlite"
-SCHEMA_VERSION = 2
-
-# MIGRATIONS[i] upgrades a catalog from user_version i to i + 1.
-MIGRATIONS = [
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE images (
-        id       INTEGER PRIMARY KEY,
-        path     TEXT NOT NULL UNIQUE,
-        size     INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        hash     TEXT,
-        width    INTEGER,
-        height   INTEGER,
-        status   TEXT NOT NULL CHECK (status IN ('ok', 'error')),
-        error    TEXT,
-        vector   BLOB
-    );
-    CREATE INDEX images_hash ON images (hash);
-    """,
-    # v2: ids are never reused, and a changed file gets a new id, so anything keyed by id
-    # (the ANN index, thumbnails, web links) can tell a changed vector from an unchanged one.
-    """
-    CREATE TABLE images_v2 (
-        id       INTEGER PRIMARY KEY AUTOINCREMENT,
-        path     TEXT NOT NULL UNIQUE,
-        size     INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        hash     TEXT,
-        width    INTEGER,
-        height   INTEGER,
-        status   TEXT NOT NULL CHECK (status IN ('ok', 'error')),
-        error    TEXT,
-        vector   BLOB
-    );
-    INSERT INTO images_v2 SELECT id, path, size, mtime_ns, hash, width, height, status, error, vector FROM images;
-    DROP TABLE images;
-    ALTER TABLE images_v2 RENAME TO images;
-    CREATE INDEX images_hash ON images (hash);
-    """,
-]
-
-
-class StoreError(Exception):
-    """An index that is missing, unreadable, or built with another model; one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +66,7 @@ class Store:
         root = Path(root)
         if not (root / DB_NAME).is_file():
             raise StoreError(f"no index at {root} (create one with: lookalike index DIR --index {root})")
-        return cls(root, *_connect(root / DB_NAME))
+        return cls(root, *connect(root / DB_NAME))
 
     @classmethod
     def create(cls, root: str | os.PathLike, model: dict, ref: str) -> "Store":
@@ -128,7 +81,7 @@ class Store:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create an index at {root}: {e.strerror or e}") from None
-        store = cls(root, *_connect(root / DB_NAME))
+        store = cls(root, *connect(root / DB_NAME))
         existing = store.model
         if existing is None:
             with store._writing("record its model"):
@@ -151,10 +104,13 @@ class Store:
         try:
             with self.conn:
                 yield
-        except sqlite3.OperationalError as e:
-            if "readonly" in str(e):
+        except (sqlite3.OperationalError, CatalogError) as e:  # the commit's own error, or a statement's
+            cause = e.__cause__ if isinstance(e, CatalogError) else e
+            if not isinstance(cause, sqlite3.OperationalError):
+                raise  # a damaged catalog: its one line as it is
+            if "readonly" in str(cause):
                 raise StoreError(f"index {self.root} is read-only: cannot {what}") from None
-            raise StoreError(f"cannot {what} in index {self.root}: {e} (is the disk full?); "
+            raise StoreError(f"cannot {what} in index {self.root}: {cause} (is the disk full?); "
                              "what was committed before is kept") from None
 
     def __enter__(self) -> "Store":
@@ -212,29 +168,29 @@ class Store:
 
         A replaced file gets a new id.
         """
-        rows = [(_key(e.path), e.size, e.mtime_ns, e.hash, e.width, e.height, "ok", None,
+        rows = [(bind(e.path), e.size, e.mtime_ns, e.hash, e.width, e.height, "ok", None,
                  np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for e in entries]
-        rows += [(_key(path), size, mtime, None, None, None, "error", reason, None) for path, size, mtime, reason in errors]
+        rows += [(bind(path), size, mtime, None, None, None, "error", reason, None) for path, size, mtime, reason in errors]
         with self._writing("add files"):
-            self.conn.executemany(f"DELETE FROM images WHERE path = {_TEXT}", [(r[0],) for r in rows])
+            self.conn.executemany(f"DELETE FROM images WHERE path = {TEXT}", [(r[0],) for r in rows])
             self.conn.executemany("INSERT INTO images (path, size, mtime_ns, hash, width, height, status, error, "
-                                  f"vector) VALUES ({_TEXT}, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                                  f"vector) VALUES ({TEXT}, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._bump()
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content hash did not change."""
         with self._writing("record a changed mtime"):
-            self.conn.execute(f"UPDATE images SET size = ?, mtime_ns = ? WHERE path = {_TEXT}",
-                              (size, mtime_ns, _key(path)))
+            self.conn.execute(f"UPDATE images SET size = ?, mtime_ns = ? WHERE path = {TEXT}",
+                              (size, mtime_ns, bind(path)))
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget files; returns how many embedded images were removed."""
-        paths = [_key(p) for p in paths]
+        paths = [bind(p) for p in paths]
         with self._writing("remove files"):
             removed = 0
             for i in range(0, len(paths), 500):
                 chunk = paths[i:i + 500]
-                marks = ",".join([_TEXT] * len(chunk))
+                marks = ",".join([TEXT] * len(chunk))
                 removed += self.conn.execute(
                     f"SELECT COUNT(*) FROM images WHERE status = 'ok' AND path IN ({marks})", chunk).fetchone()[0]
                 self.conn.execute(f"DELETE FROM images WHERE path IN ({marks})", chunk)
@@ -340,14 +296,6 @@ class Store:
                 self.conn.rollback()
 
 
-# File names need not be valid UTF-8 (``x\\xff.jpg``): Python holds them as ``str`` with surrogate
-# escapes, which sqlite3 refuses to encode. Paths are bound as their file-system bytes cast to TEXT
-# (SQLite stores and compares them byte for byte) and every TEXT read decodes them back the same way,
-# so such a name round-trips exactly and valid names are stored as before.
-_TEXT = "CAST(? AS TEXT)"
-_decode = functools.partial(str, encoding="utf-8", errors="surrogateescape")
-
-
 class BlobTable:
     """A key -> bytes table in its own small SQLite file beside the catalog (dedup's dihedral hashes
     by content hash in ``hashes.sqlite``): a derived cache, so an unreadable or read-only file loses
@@ -379,74 +327,6 @@ class BlobTable:
         except (sqlite3.Error, OSError):
             return False
         return True
-
-
-def _key(path: str) -> bytes:
-    """A path as bound in SQL (through :data:`_TEXT`): its file-system bytes."""
-    return path.encode("utf-8", "surrogateescape")
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-_REMEDY = "restore it from a backup, or start again with --rebuild"  # for a damaged catalog
-
-
-def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
-    """A connection to the catalog at ``path`` (created when absent) and whether it is read-only.
-
-    A catalog that exists but cannot be written (a read-only disk or folder) is opened read-only,
-    and immutable when SQLite cannot even create its WAL lock file there.
-    """
-    if path.is_file():
-        try:
-            with path.open("rb") as f:
-                header = f.read(len(_SQLITE_MAGIC))
-        except OSError as e:
-            raise StoreError(f"cannot open index {path}: {e.strerror or e}") from None
-        if not header:
-            raise StoreError(f"{path} is empty (0 bytes), not an index: {_REMEDY}")
-        if header != _SQLITE_MAGIC:  # SQLite itself would open a file shorter than its header as a new, empty one
-            raise StoreError(f"cannot open index {path}: file is not a database ({_REMEDY})")
-    readonly = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
-    try:
-        if readonly:
-            conn = _connect_readonly(path)
-        else:
-            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        conn.text_factory = _decode
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as e:
-        if not path.exists() and not os.access(path.parent, os.W_OK):
-            raise StoreError(f"cannot create an index in {path.parent}: the folder is read-only") from None
-        damaged = not isinstance(e, sqlite3.OperationalError)  # not a database, or a malformed one: not locked, not denied
-        raise StoreError(f"cannot open index {path}: {e}{f' ({_REMEDY})' if damaged else ''}") from None
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"index {path} has schema v{version}, newer than this lookalike (v{SCHEMA_VERSION}); upgrade")
-    if version < SCHEMA_VERSION and readonly:
-        raise StoreError(f"index {path} is read-only and has schema v{version}: open it once where it can be "
-                         f"written to upgrade it to v{SCHEMA_VERSION}")
-    for v in range(version, SCHEMA_VERSION):
-        try:  # one transaction (executescript would commit each statement): a failed step leaves v as it was
-            conn.executescript(f"BEGIN; {MIGRATIONS[v]}; PRAGMA user_version = {v + 1}; COMMIT;")
-        except sqlite3.DatabaseError as e:
-            conn.rollback()
-            conn.close()
-            what = "create the catalog" if version == 0 else f"upgrade the catalog to schema v{v + 1}"
-            raise StoreError(f"cannot {what} at {path}: {e} (is the disk full?); nothing was changed") from None
-    return conn, readonly
-
-
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    uri = path.absolute().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-    try:
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError:  # no WAL lock file and none can be made: nobody can write here either
-        conn.close()
-        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
 
 def describe_model(model: dict) -> str:

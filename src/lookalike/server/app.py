@@ -12,7 +12,6 @@ a reloaded page can search with it again.
 from __future__ import annotations
 
 import mimetypes
-import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +52,6 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     app.state.server = server
 
     @app.exception_handler(StoreError)
-    @app.exception_handler(sqlite3.DatabaseError)
     async def index_unreadable(request, exc) -> JSONResponse:
         """503 with one line when the index cannot be read (damaged catalog, vanished disk)."""
         return JSONResponse({"detail": f"the index cannot be read: {exc}"}, 503)

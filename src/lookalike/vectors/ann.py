@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.vectors.backend import ExactBackend
-
-if TYPE_CHECKING:
-    from lookalike.vectors.faiss_backend import FaissBackend
+from lookalike.vectors.backend import Backend, ExactBackend
 
 KINDS = ("exact", "hnsw", "ivfpq")
 
@@ -107,9 +103,9 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
 
 
 def check(
-    index: FaissBackend, vectors: np.ndarray, ids: np.ndarray, n_queries: int = 100, k: int = 10, seed: int = 0
+    index: Backend, vectors: np.ndarray, ids: np.ndarray, n_queries: int = 100, k: int = 10, seed: int = 0
 ) -> dict:
-    """Recall@k of ``index`` against exact search over ``(vectors, ids)`` and its query latency.
+    """Recall@k of the approximate ``index`` against exact search over ``(vectors, ids)`` and its query latency.
 
     Queries are ``n_queries`` rows drawn from ``vectors`` (each finds itself in
     both result lists, as a collection query does). Latencies are single-query,
@@ -127,8 +123,6 @@ def check(
         found[i] = index.nearest(q[None], k)[1][0]
         times.append((time.perf_counter() - t0) * 1e3)
     return {
-        "kind": index.kind,
-        "ntotal": index.ntotal,
         "k": k,
         "n_queries": len(rows),
         f"recall@{k}": recall_at_k(found, exact, k),

@@ -1,27 +1,21 @@
 """The FAISS backend: HNSW, IVF-PQ or exact (flat) structures under caller-given int64 ids.
 
 The only module that imports FAISS. A :class:`FaissBackend` answers the
-:class:`~lookalike.vectors.backend.Backend` protocol with distances in the
-metric's units (see :mod:`lookalike.vectors.ann` for the kinds and their defaults):
+:class:`~lookalike.vectors.backend.Backend` protocol with distances in the metric's units (see
+:mod:`lookalike.vectors.ann` for the kinds and their defaults):
 
-* cosine: vectors are L2-normalised and searched by inner product; the
-  farthest from ``q`` are the nearest to ``-q`` (the metric's farthest trick),
-  so the ANN structure itself answers farthest queries.
-* l2: Euclidean (the square root of FAISS's squared L2). Farthest has no
-  trick, so an exact chunked scan runs over the vectors as the index stores
-  them (raw for flat; SQ-decoded, PQ-decoded and/or PCA-projected for
-  hnsw/ivfpq): one pass over the collection per batch (at 100k 1280-d, 76 ms
-  flat, 280 ms HNSW SQ8).
-* range queries (:meth:`FaissBackend.within`) ask each query's nearest,
-  widening while all of them are close, up to a limit beyond which the query
-  is left to the searcher's exact scan.
+* cosine: vectors are L2-normalised and searched by inner product; the farthest from ``q`` are the
+  nearest to ``-q`` (the metric's farthest trick), so the ANN structure itself answers farthest queries.
+* l2: Euclidean (the square root of FAISS's squared L2). Farthest has no trick, so an exact chunked
+  scan runs over the vectors as the index stores them (raw for exact; SQ-decoded, PQ-decoded and/or
+  PCA-projected for hnsw/ivfpq): one pass per batch (at 100k 1280-d, 76 ms exact, 280 ms HNSW SQ8).
+* range queries (:meth:`FaissBackend.within`) ask each query's nearest, widening while all of them
+  are close, up to a limit beyond which the query is left to the searcher's exact scan.
 
-With ``pca`` and the cosine metric the projection is applied without centring,
-so inner products are kept up to a per-query constant and ``-q`` stays valid.
-
-Removal is native for flat and ivfpq (``remove_ids``). HNSW graphs cannot drop
-nodes, so removed positions become tombstones filtered out during the graph
-search; :attr:`FaissBackend.needs_rebuild` turns true once they are a large share.
+With ``pca`` and the cosine metric the projection is applied without centring, so inner products are
+kept up to a per-query constant and ``-q`` stays valid. Removal is native for exact and ivfpq
+(``remove_ids``). HNSW graphs cannot drop nodes, so removed positions become tombstones filtered out
+during the graph search; :attr:`FaissBackend.needs_rebuild` turns true once they are a large share.
 """
 
 from __future__ import annotations

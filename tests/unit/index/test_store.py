@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.index.store import SCHEMA_VERSION, Entry, Store, StoreError
+from lookalike.index.sqlite import SCHEMA_VERSION, CatalogError
+from lookalike.index.store import Entry, Store, StoreError
 
 MODEL = {"name": "m", "layer": "pool", "dim": 3, "preprocessing": {"size": 8}}
 
@@ -53,7 +54,7 @@ def test_put_remove_and_vector_cache_follow_generations(tmp_path):
 
 def _v1_catalog(folder) -> None:
     """A schema v1 catalog in ``folder`` with one embedded image, id 7."""
-    from lookalike.index.store import MIGRATIONS
+    from lookalike.index.sqlite import MIGRATIONS
 
     conn = sqlite3.connect(folder / "index.sqlite")
     conn.executescript(MIGRATIONS[0])
@@ -74,11 +75,11 @@ def test_v1_catalog_is_migrated_keeping_rows(tmp_path):
 
 
 def test_a_migration_that_fails_midway_changes_nothing(tmp_path, monkeypatch):
-    from lookalike.index import store
+    from lookalike.index import sqlite
 
     _v1_catalog(tmp_path)
     # the last statement fails, as a full disk or a kill would stop it, after the old table was dropped
-    monkeypatch.setattr(store, "MIGRATIONS", [store.MIGRATIONS[0], store.MIGRATIONS[1] + "; SELECT no_such_function()"])
+    monkeypatch.setattr(sqlite, "MIGRATIONS", [sqlite.MIGRATIONS[0], sqlite.MIGRATIONS[1] + "; SELECT no_such_function()"])
     with pytest.raises(StoreError, match="cannot upgrade the catalog to schema v2 .* nothing was changed"):
         Store.open(tmp_path)
     monkeypatch.undo()
@@ -299,8 +300,9 @@ def test_a_catalog_that_cannot_be_written_opens_read_only(tmp_path, monkeypatch)
             s.put([_file("/b", 2)])
         with pytest.raises(StoreError, match="read-only: cannot set ann$"):
             s.set_meta("ann", "hnsw")
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):  # the connection itself
+        with pytest.raises(CatalogError, match="readonly") as raised:  # the connection itself
             s.conn.execute("DELETE FROM images")
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
         for write, what in [(lambda: s.touch("/a", 1, 1), "record a changed mtime"),
                             (lambda: s.remove(["/a"]), "remove files")]:
             with pytest.raises(StoreError, match=f"read-only: cannot {what}$"):
@@ -442,9 +444,9 @@ def test_an_unreadable_catalog_is_refused_in_one_line(tmp_path, monkeypatch):
 
 
 def test_a_catalog_whose_creation_fails_is_refused_in_one_line(tmp_path, monkeypatch):
-    from lookalike.index import store
+    from lookalike.index import sqlite
 
-    monkeypatch.setattr(store, "MIGRATIONS", [store.MIGRATIONS[0] + "; SELECT no_such_function()", store.MIGRATIONS[1]])
+    monkeypatch.setattr(sqlite, "MIGRATIONS", [sqlite.MIGRATIONS[0] + "; SELECT no_such_function()", sqlite.MIGRATIONS[1]])
     with pytest.raises(StoreError, match=r"^cannot create the catalog at .*index\.sqlite: no such function: "
                                          r"no_such_function \(is the disk full\?\); nothing was changed$"):
         Store.create(tmp_path, MODEL, ref="m")
