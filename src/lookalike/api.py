@@ -22,7 +22,7 @@ from lookalike.index.collection import Collection
 from lookalike.index.embedded import EmbeddedCollection
 from lookalike.images import DECODING, DEFAULT_MAX_PIXELS, content_hash, decode, read_file
 from lookalike.index.indexer import BATCH, IndexReport
-from lookalike.models.embedder import Embedder, providers
+from lookalike.models.embedder import Embedder, providers, with_dimension
 from lookalike.models.registry import ModelSpec, resolve
 from lookalike.paths import index_path
 from lookalike.index.sqlite import DB_NAME
@@ -100,15 +100,11 @@ class Index:
         path = index_path(path)
         if not create:
             return cls.over(EmbeddedCollection(Store.open(path)), layer, threads, device, weights)
-        spec = resolve(model, layer, weights)
+        spec, embedder = with_dimension(resolve(model, layer, weights), threads, device)
         if rebuild:
             wipe(path)
-        embedder = None
-        if spec.family == "onnx" and not spec.dim:  # the session that finds the dimension is kept
-            embedder = Embedder(spec, threads, device)
-            spec = embedder.spec
-        catalog = Store.create(path, spec.identity(), ref=model_ref(model, spec))
-        return cls(EmbeddedCollection(catalog), spec, threads, device, embedder)
+        store = Store.create(path, spec.identity(), ref=model_ref(model, spec))
+        return cls(EmbeddedCollection(store), spec, threads, device, embedder)
 
     @classmethod
     def over(cls, collection: Collection, layer: str | None = None, threads: int | None = None,

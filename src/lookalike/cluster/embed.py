@@ -26,7 +26,7 @@ from lookalike.cluster import sources
 from lookalike.cluster.shards import Shards, table
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.index.indexer import BATCH, Decoded, bounded_map, prepare
-from lookalike.models.embedder import Embedder
+from lookalike.models.embedder import Embedder, with_dimension
 from lookalike.models.registry import ModelSpec, resolve
 
 ENGINES = ("local", "ray")
@@ -104,8 +104,7 @@ def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address
 def model_spec(model: str | None = None, layer: str | None = None, weights: str | os.PathLike | None = None) -> ModelSpec:
     """The model to embed with, resolved as ``lookalike index`` resolves it (a bare ``.onnx`` file
     is loaded once to learn its dimension)."""
-    spec = resolve(model, layer, weights)
-    return Embedder(spec).spec if spec.family == "onnx" and not spec.dim else spec
+    return with_dimension(resolve(model, layer, weights))[0]
 
 
 def shard_table(items: list[Decoded], vectors: np.ndarray, identity: dict):

@@ -112,6 +112,16 @@ class Embedder:
         return self.embed(np.stack([self.preprocess(img) for img in images]))
 
 
+def with_dimension(spec: ModelSpec, threads: int | None = None,
+                   device: str = "cpu") -> tuple[ModelSpec, Embedder | None]:
+    """``spec`` with its feature dimension known, and the session that learnt it: a bare ``.onnx``
+    file (no ``dim`` in its sidecar) is loaded once to find it; any other spec is returned as is."""
+    if spec.family == "onnx" and not spec.dim:
+        embedder = Embedder(spec, threads, device)
+        return embedder.spec, embedder
+    return spec, None
+
+
 def ort_session(path: Path, threads: int, chosen: list[str], spinning: bool = False):
     """An ONNX Runtime session with lookalike's settings: all graph optimisations, sequential
     execution, ``threads`` intra-op threads (0: ONNX Runtime's default) that sleep when idle
