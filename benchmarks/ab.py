@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from bench import emit
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--same-script", action="store_true", help="run this tree's script under both")
     ap.add_argument("script")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     before = args.before.resolve()
@@ -65,9 +67,9 @@ def main() -> None:
             *(set(leaf) for leaf in leaves))}
     ratio = {k: round(medians["after"][k] / medians["before"][k], 3)
              for k in sorted(set(medians["after"]) & set(medians["before"])) if medians["before"][k]}
-    print(json.dumps({"benchmark": args.script, "args": args.args, "rounds": args.rounds, "cpu_count": os.cpu_count(),
-                      "loadavg": [[round(x, 2) for x in la] for la in load], "runs": runs,
-                      "after_over_before": ratio}, indent=1))
+    emit({"benchmark": args.script, "args": args.args, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+          "loadavg": [[round(x, 2) for x in la] for la in load], "runs": runs, "after_over_before": ratio},
+         args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from lookalike.vectors import Searcher, get_metric  # noqa: E402
 from lookalike.vectors.ann import FARTHEST_SEARCH_FACTOR, default_params, recall_at_k  # noqa: E402
 from lookalike.vectors.backend import top_k  # noqa: E402
 from lookalike.vectors.faiss_backend import FaissBackend  # noqa: E402
-from jsonout import emit  # noqa: E402
+from bench import emit  # noqa: E402
 
 TRAIN_ROWS = 100_000  # rows FaissBackend.build trains on at most (more for big IVF nlist)
 

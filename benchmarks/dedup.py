@@ -56,8 +56,9 @@ from lookalike.dedup import phash
 from lookalike.dedup import geometry
 from lookalike.dedup import candidates as dedup_candidates, find as dedup_find
 from lookalike.api import Index
+from bench import FLOWERS51, emit
 
-FLOWERS = Path(os.environ.get("LOOKALIKE_FLOWERS") or Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers51")
+FLOWERS = FLOWERS51
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "camera", "coins", "moon", "clock", "cell")
 
@@ -698,10 +699,7 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(result, args.out, indent=1)
 
 
 def _print_calibration(cal: dict, stages: dict, suggested: dict) -> None:

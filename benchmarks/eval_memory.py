@@ -13,14 +13,15 @@ set size (resource.getrusage ru_maxrss), embeddings included.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from lookalike.evaluation.retrieval import evaluate
+from bench import emit
 
 
 def synthetic_embeddings(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
     parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     X, labels = synthetic_embeddings(args.n, args.dim, args.classes, args.seed)
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(X, labels, metric=args.metric, chunk_rows=args.chunk_rows)
     seconds = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    print(json.dumps({
+    emit({
         "n": args.n,
         "dim": args.dim,
         "classes": args.classes,
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "data_mb": round(X.nbytes / 2**20, 1),
         "summary": result.summary(),
-    }))
+    }, args.out, indent=None)
     return 0
 
 

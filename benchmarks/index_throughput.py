@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
+from bench import emit
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> None:
@@ -97,13 +98,9 @@ def main() -> None:
             for f in sorted(folder.glob("*.jpg"))[: args.baseline_n]:
                 os.link(f, base_folder / f.name)
         base = baseline_rate(base_folder)
-    text = json.dumps({"benchmark": "index_throughput", "n": args.n, "cpu_count": os.cpu_count(),
-                       "load_average": [round(x, 2) for x in os.getloadavg()], "lookalike": ours,
-                       "baseline_torch_eager": base,
-                       "ratio": round(ours["images_per_second"] / base["images_per_second"], 2)}, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit({"benchmark": "index_throughput", "n": args.n, "cpu_count": os.cpu_count(),
+          "load_average": [round(x, 2) for x in os.getloadavg()], "lookalike": ours, "baseline_torch_eager": base,
+          "ratio": round(ours["images_per_second"] / base["images_per_second"], 2)}, args.out)
 
 
 if __name__ == "__main__":

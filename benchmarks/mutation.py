@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from jsonout import emit
+from bench import emit
 
 REPO = Path(__file__).resolve().parent.parent
 

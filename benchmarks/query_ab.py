@@ -12,7 +12,6 @@ median over rounds of each side's p50 over the queries, and the median of the pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench import emit
 
 HERE = Path(__file__).resolve().parent.parent
 MODES = ("nearest", "farthest", "random")
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=30_000)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args()
     before, after = load_api(args.before.resolve() / "src"), load_api(HERE / "src")
     from lookalike.models.registry import resolve
@@ -83,9 +84,9 @@ def main() -> None:
             out[f"{'exact' if exact else kind}.{mode}"] = {
                 "before_p50_ms": round(float(np.median(b)), 2), "after_p50_ms": round(float(np.median(a)), 2),
                 "after_over_before": round(float(np.median(a / b)), 3)}
-    print(json.dumps({"benchmark": "query_ab", "n": args.n, "dim": dim, "k": 10, "rounds": args.rounds,
-                      "queries": args.queries, "cpu_count": os.cpu_count(),
-                      "loadavg": [[round(x, 2) for x in la] for la in load], "latency": out}, indent=1))
+    emit({"benchmark": "query_ab", "n": args.n, "dim": dim, "k": 10, "rounds": args.rounds,
+          "queries": args.queries, "cpu_count": os.cpu_count(),
+          "loadavg": [[round(x, 2) for x in la] for la in load], "latency": out}, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,17 @@ distance and its float64 recomputation (0 up to rounding: distances are exact on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from lookalike.api import Index
 from lookalike.models.registry import resolve
 from lookalike.index.store import Entry, Store
+from bench import emit
 
 
 def build(root: str, n: int, dim: int, seed: int = 0) -> None:
@@ -60,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     dim = 1280
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,10 +79,10 @@ def main() -> None:
             out = {"exact": time_queries(idx, args.queries, dim, exact=True)}
             if kind != "exact":
                 out[kind] = time_queries(idx, args.queries, dim, exact=False)
-    print(json.dumps({"benchmark": "query_latency", "n": args.n, "dim": dim, "metric": "cosine", "k": 10,
-                      "cpu_count": os.cpu_count(), "store_write_seconds": round(build_s, 1),
-                      "cache_build_seconds": round(cache_s, 2), "ann_auto_kind": kind,
-                      "ann_build_seconds": round(ann_build_s, 1), "latency": out}, indent=2))
+    emit({"benchmark": "query_latency", "n": args.n, "dim": dim, "metric": "cosine", "k": 10,
+          "cpu_count": os.cpu_count(), "store_write_seconds": round(build_s, 1),
+          "cache_build_seconds": round(cache_s, 2), "ann_auto_kind": kind,
+          "ann_build_seconds": round(ann_build_s, 1), "latency": out}, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jsonout import emit
+from bench import FLOWERS51, emit
 
 
 def _subset(root: Path, limit: int, dest: Path) -> Path:
@@ -152,7 +152,7 @@ def _synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=Path, default=Path("/work/shared/data/flowers51"))
+    ap.add_argument("--images", type=Path, default=FLOWERS51)
     ap.add_argument("--limit", type=int, default=2040, help="Images embedded by each engine.")
     ap.add_argument("--rounds", type=int, default=2, help="Alternating rounds of index / Ray 2 / Ray 1 workers.")
     ap.add_argument("--n", type=int, default=100_000, help="Vectors for milvus-lite vs FAISS.")

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jsonout import emit
+from bench import emit
 
 HOST = "127.0.0.1"
 MODES = ("nearest", "farthest", "random")

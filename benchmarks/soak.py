@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import HOST, free_port, generated_image, percentiles, start_server  # noqa: E402
-from jsonout import emit  # noqa: E402
+from bench import emit  # noqa: E402
 
 CLI = [sys.executable, "-c", "from lookalike.cli import main; main()"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, fields
@@ -28,10 +27,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lookalike.evaluation.evaluate import evaluate_folder  # noqa: E402
 from lookalike.train.config import TrainConfig  # noqa: E402
-from jsonout import emit  # noqa: E402
+from bench import FLOWERS51, emit, flowers51  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "flowers51"
 KEYS = ("recall@1", "recall@5", "recall@10", "map", "map@r", "median_rank")
 
 
@@ -50,7 +47,7 @@ def scores(data: Path, model: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=FLOWERS51)
     p.add_argument("--split", type=int, default=35, help="classes 1..SPLIT train, the rest are evaluated")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="also write the JSON here")
@@ -61,10 +58,7 @@ def main() -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
                            default=getattr(defaults, f.name))
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"flowers51 not found at {args.data}: this benchmark needs the development data set "
-              "(../shared/data/flowers51 beside the repository); it is not in a user's clone.", file=sys.stderr)
-        sys.exit(2)
+    args.data = flowers51(args.data)
     classes = sorted(d.name for d in args.data.iterdir() if d.is_dir())
     train_names, test_names = classes[:args.split], classes[args.split:]
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)

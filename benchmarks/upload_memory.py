@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from serve_load import HOST, build_index, free_port, jpeg_bytes, generated_image, percentiles, start_server  # noqa: E402
 
 from lookalike.images import DEFAULT_MAX_PIXELS, UPLOAD_MAX_PIXELS  # noqa: E402
-from jsonout import emit  # noqa: E402
+from bench import emit  # noqa: E402
 
 
 def png(width: int, height: int, sixteen_bit: bool) -> bytes:
