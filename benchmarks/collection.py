@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jsonout import emit
+from bench import emit
 
 COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
 
