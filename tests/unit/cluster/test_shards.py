@@ -16,6 +16,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
+from lookalike.cluster.from_shards import index_shards  # noqa: E402
 from lookalike.cluster.shards import MODEL_KEY, Shards, paths, schema, table  # noqa: E402
 from lookalike.index.store import StoreError  # noqa: E402
 
@@ -54,7 +55,7 @@ def _refused(folder, name: str, tmp_path, why: str, embedding: bool = True) -> N
     nothing is loaded."""
     with Index.open(tmp_path / "ix", create=True) as idx:
         with pytest.raises(StoreError) as caught:
-            idx.index_shards(str(folder))
+            index_shards(idx, str(folder))
         assert len(idx) == 0
     message = str(caught.value)
     assert name in message and why in message and "\n" not in message, message
@@ -74,7 +75,7 @@ def test_a_shard_of_another_model_or_width_is_refused_by_name(shards, tmp_path, 
     _refused(folder, "part-0000aaaa.parquet", tmp_path, why)
     os.remove(folder / "part-0000aaaa.parquet")  # the remedy: the folder loads, and answers
     with Index.open(tmp_path / "ix2", create=True) as idx:
-        assert idx.index_shards(str(folder)).indexed == 6 and len(idx.query(idx.paths([1])[0], k=3).results) == 3
+        assert index_shards(idx, str(folder)).indexed == 6 and len(idx.query(idx.paths([1])[0], k=3).results) == 3
 
 
 def _damaged(shards) -> bytes:
@@ -109,5 +110,5 @@ def test_names_that_are_not_utf8_are_kept_byte_for_byte(tmp_path, photo_dir):
     assert shard.schema.equals(schema(shard.schema.field("vector").type.list_size), check_metadata=False)
     assert embed(str(tmp_path / "photos"), str(out), model_spec(), "local").unchanged == 2
     with Index.open(tmp_path / "ix", create=True) as idx:
-        assert idx.index_shards(str(out)).indexed == 2
+        assert index_shards(idx, str(out)).indexed == 2
         assert idx.query(str(tmp_path / "photos" / odd), k=1).results[0].path == str(tmp_path / "photos" / odd)
