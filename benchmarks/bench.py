@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-#: flowers51 (Oxford 102 Flowers, classes 001-051, 40 photos each): ``$LOOKALIKE_FLOWERS``, else
-#: ``../shared/data/flowers51`` beside the repository. It is not part of the repository.
-FLOWERS51 = Path(os.environ.get("LOOKALIKE_FLOWERS")
-                 or Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers51")
+#: flowers51 (Oxford 102 Flowers, classes 001-051, 40 photos each, one folder per class):
+#: ``$LOOKALIKE_FLOWERS``, else ``data/flowers51`` in the repository (ignored by git: the photos are
+#: not part of the repository).
+FLOWERS51 = Path(os.environ.get("LOOKALIKE_FLOWERS") or Path(__file__).resolve().parents[1] / "data" / "flowers51")
 
 
 def emit(report: dict, out: str | Path | None = None, indent: int | None = 2) -> None:
@@ -28,7 +28,7 @@ def flowers51(path: str | Path | None = None) -> Path:
     found = Path(path) if path is not None else FLOWERS51
     if not found.is_dir():
         print(f"flowers51 not found at {found}: this benchmark needs the flowers51 photos (set "
-              "LOOKALIKE_FLOWERS or put them at ../shared/data/flowers51 beside the repository); "
-              "they are not part of the repository.", file=sys.stderr)
+              "LOOKALIKE_FLOWERS to their folder or put them at data/flowers51); they are not part of "
+              "the repository.", file=sys.stderr)
         sys.exit(2)
     return found

@@ -1,7 +1,7 @@
 """Calibrate and measure ``lookalike dedup`` on generated duplicates of real photos.
 
 Collection: distinct *bases* are one random crop (70-100 % of each side, random position) of every
-flower photo in ../shared/data/flowers51 (2,040 photos of 51 species: many look alike, a fair test
+flower photo of flowers51 (``bench.FLOWERS51``) (2,040 photos of 51 species: many look alike, a fair test
 of precision) plus crops from disjoint grid cells of the larger scikit-image sample photos (one
 crop per cell, so no two bases share pixels). Without flowers51, a finer grid of scikit-image
 cells makes the bases (fewer, smaller; said in the output). For some bases, every transform of

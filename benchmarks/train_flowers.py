@@ -7,7 +7,7 @@ through the same ``lookalike evaluate`` pipeline (ONNX Runtime). Prints one JSON
 of metrics, the gain, training wall and CPU seconds, and the load average, since on a shared
 machine wall time depends on what else runs.
 
-    python benchmarks/train_flowers.py [--data ../shared/data/flowers51] [--epochs N] [--out result.json]
+    python benchmarks/train_flowers.py [--data FOLDER] [--epochs N] [--out result.json]
 
 flowers51 (Oxford 102 Flowers, classes 001-051, 40 images each) is not part of the repository; the
 script says so and exits 2 when it is absent.
