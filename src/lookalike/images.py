@@ -190,22 +190,34 @@ def decode(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: i
     ``gray``, a gray "L" image: a JPEG's luma is then decoded alone, without its colour).
 
     With ``size``, JPEGs are decoded at the smallest DCT scale that is still at least
-    ``size`` pixels on each side (``Image.draft``), which is several times faster for large photos.
-    Only the first frame of an animation is used. Raises :class:`ImageError` with a reason.
+    ``size`` pixels on each side (``Image.draft``), which is several times faster for large photos;
+    :func:`decode_sized` also gives the picture's full size. Only the first frame of an animation is
+    used. Raises :class:`ImageError` with a reason.
     """
+    return decode_sized(source, size, max_pixels, gray)[0]
+
+
+def decode_sized(source: str | os.PathLike | bytes | Image.Image | np.ndarray, size: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, gray: bool = False) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`decode`, and the picture's full (width, height), upright: a JPEG decoded at a smaller
+    DCT scale is still its file's size."""
     img = open_image(source, max_pixels)
+    full = img.size
     try:
         if size is not None and img.format == "JPEG":
             img.draft("L" if gray else "RGB", (size, size))
         img.seek(0)
         img.load()
+        stored = img.size
         if img is source:  # the caller's own image is never changed
             img = ImageOps.exif_transpose(img)
         else:  # in place: a copy would double an upright image's memory
             ImageOps.exif_transpose(img, in_place=True)
+        if img.size != stored:  # turned a quarter by its EXIF orientation
+            full = full[::-1]
         if gray:
-            return img if img.mode == "L" else to_rgb(img).convert("L")
-        return to_rgb(img)
+            return (img if img.mode == "L" else to_rgb(img).convert("L")), full
+        return to_rgb(img), full
     except ImageError:
         raise
     except Exception as e:  # Pillow raises many types for corrupt data (OSError, SyntaxError, ...)

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from helpers import sample_photo
-from lookalike.images import ImageError, decode, is_image_path, list_images
+from lookalike.images import ImageError, decode, decode_sized, is_image_path, list_images
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -71,6 +71,17 @@ def test_draft_decodes_large_jpeg_at_reduced_scale_but_not_below_size():
     big = sample_photo("astronaut").resize((2048, 2048))
     out = decode(_bytes(big, "JPEG"), size=224)
     assert 224 <= min(out.size) < 2048
+
+
+def test_decode_sized_gives_the_full_upright_size_of_a_jpeg_decoded_at_reduced_scale():
+    photo = sample_photo("astronaut").resize((1024, 640))
+    img, full = decode_sized(_bytes(photo, "JPEG"), size=224)
+    assert full == (1024, 640) and img.size == (512, 320)  # drafted by 2, the file's size kept
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img, full = decode_sized(_bytes(photo, "JPEG", exif=exif), size=224, gray=True)
+    assert full == (640, 1024) and img.size == (320, 512)
+    assert decode_sized(_bytes(photo, "PNG"), size=224)[1] == (1024, 640)
 
 
 def test_gray_decodes_a_jpeg_luma_alone_at_reduced_scale_upright_with_transparency_on_white():

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, content_hash, decode, list_images, read_file
+from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, content_hash, decode_sized, list_images, read_file
 from lookalike.models.embedder import Embedder
 from lookalike.index.store import Entry, Store, StoreError
 
@@ -94,8 +94,7 @@ def prepare(path: str, size: int, mtime_ns: int, preprocess, max_pixels: int,
     try:
         data = read(path, max_pixels)
         item.hash = content_hash(data)
-        img = decode(data, preprocess.decode_size, max_pixels)
-        item.width, item.height = img.size
+        img, (item.width, item.height) = decode_sized(data, preprocess.decode_size, max_pixels)
         item.pixels = preprocess(img)
         item.extra = sidecar.make(data) if sidecar is not None else None
     except ImageError as e:

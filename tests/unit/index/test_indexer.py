@@ -95,6 +95,14 @@ def test_unchanged_touched_changed_and_removed_files(store, tmp_path):
     assert (again.indexed, again.unchanged, again.removed) == (0, 2, 0)
 
 
+def test_prepare_keeps_the_files_size_not_the_reduced_decode(tmp_path):
+    Image.new("RGB", (1000, 600), (90, 120, 30)).save(tmp_path / "big.jpg", quality=90)
+    pre = Preprocess()
+    pre.decode_size = 224  # a JPEG is decoded at 1/2 scale, 500 x 300
+    item = prepare(str(tmp_path / "big.jpg"), 1, 2, pre, max_pixels=10**6)
+    assert (item.width, item.height, item.error) == (1000, 600, None)
+
+
 def test_load_hashes_decodes_and_gives_a_reason(tmp_path):
     save(tmp_path / "x.png", (10, 20, 30), size=(7, 5))
     item = prepare(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=100)
