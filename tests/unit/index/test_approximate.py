@@ -83,6 +83,6 @@ def test_unknown_setting_is_refused(tmp_path):
 
 def test_an_older_index_whose_setting_is_none_searches_exactly(tmp_path):
     with _index(tmp_path, _vectors(5), "auto") as idx:
-        idx.store.set_meta("ann", "none")  # the name of exact search before it was called exact
-        assert approximate.setting(idx.store) == "exact"
+        idx.collection.store.set_meta("ann", "none")  # the name of exact search before it was called exact
+        assert approximate.setting(idx.collection.store) == "exact"
         assert idx.index_type == "exact" and idx.ann() is None
