@@ -22,25 +22,62 @@ _MILVUS_COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoo
                       "dataNode")
 
 
+class _MilvusServer:
+    """The test session's Milvus server: started by the first test that asks for it, stopped (its
+    files deleted) right after the last test that asks for it, so it runs beside those tests only."""
+
+    def __init__(self) -> None:
+        self.server, self.base, self.last = None, None, None
+
+    def start(self, base) -> str:
+        from milvus import MilvusServer
+
+        if self.server is None:
+            server = MilvusServer()
+            server.set_base_dir(str(base))
+            server.config.extra_configs.update({f"{c}.ip": "127.0.0.1" for c in _MILVUS_COMPONENTS})
+            server.start()
+            self.server, self.base = server, base
+        return f"http://127.0.0.1:{self.server.config.configurable_items['proxy_port'][1]}"
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.server is not None:
+            server, self.server = self.server, None
+            server.stop()
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+_MILVUS = _MilvusServer()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Note the last test that uses the Milvus server (items are in running order by now)."""
+    users = [item for item in items if "milvus_server" in getattr(item, "fixturenames", ())]
+    _MILVUS.last = users[-1].nodeid if users else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test that uses the Milvus server, and its fixtures, are torn down: stop it."""
+    try:
+        return (yield)
+    finally:
+        if item.nodeid == _MILVUS.last:
+            _MILVUS.stop()
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """The URI of a Milvus standalone server (the ``milvus`` package: Milvus 2.3 with embedded etcd and
-    local storage) on loopback, started once for the session and stopped (its files deleted) after."""
+    local storage) on loopback, running from the first test that uses it to the last."""
     pytest.importorskip("milvus")
-    import shutil
-
-    from milvus import MilvusServer
-
-    base = tmp_path_factory.mktemp("milvus-server")
-    server = MilvusServer()
-    server.set_base_dir(str(base))
-    server.config.extra_configs.update({f"{c}.ip": "127.0.0.1" for c in _MILVUS_COMPONENTS})
-    server.start()
     try:
-        yield f"http://127.0.0.1:{server.config.configurable_items['proxy_port'][1]}"
+        yield _MILVUS.start(tmp_path_factory.mktemp("milvus-server"))
     finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        _MILVUS.stop()
 
 
 @pytest.fixture(scope="session")
