@@ -33,10 +33,9 @@ from bench import emit
 REPO = Path(__file__).resolve().parent.parent
 
 # module -> the unit tests that exercise it (the fast ones: no subprocess, no training), with any
-# pytest options narrowing them (milvus-lite starts a server per collection: its conformance
-# cases test cluster/milvus.py, not the vector core, and would slow every mutant down)
+# pytest options narrowing them
 VECTOR_TESTS = ["tests/unit/vectors/test_metric.py", "tests/unit/vectors/test_searcher.py",
-                "tests/unit/vectors/test_backends.py", "tests/unit/vectors/test_backend_ties.py", "-k", "not milvus"]
+                "tests/unit/vectors/test_backends.py", "tests/unit/vectors/test_backend_ties.py"]
 MODULES = {
     "src/lookalike/vectors/metric.py": VECTOR_TESTS,
     "src/lookalike/vectors/searcher.py": VECTOR_TESTS,

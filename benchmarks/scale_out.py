@@ -105,7 +105,6 @@ def _latency(fn, queries) -> tuple[list, dict]:
 def vectors(n: int, dim: int, n_queries: int, flat_queries: int, work: Path) -> dict:
     """FAISS HNSW-SQ8 in this process against milvus-lite FLAT (``flat_queries`` of the queries: a
     scan of every vector each) and IVF_FLAT, on the same ``n`` synthetic vectors."""
-    from lookalike.cluster.milvus import MilvusBackend
     from lookalike.vectors import ExactBackend
     from lookalike.vectors.faiss_backend import FaissBackend
 
@@ -130,18 +129,35 @@ def vectors(n: int, dim: int, n_queries: int, flat_queries: int, work: Path) -> 
                                               ("IVF_FLAT", {"nlist": 256}, {"nprobe": 16}, n_queries)):
         rss = _rss_mb()
         t = time.perf_counter()
-        backend = MilvusBackend(str(work / f"{index_type}.db"), "bench", dim, "cosine", index_type, fresh=True,
-                                **params)
-        backend.add(x, ids)
-        backend.client.flush("bench")
+        client = _lite_collection(str(work / f"{index_type}.db"), index_type, params, x, ids)
         entry = {"insert_s": round(time.perf_counter() - t, 2), "queries": asked,
                  "rss_growth_mb": round(_rss_mb() - rss, 1)}  # milvus-lite runs in this process
-        found, lat = _latency(lambda q: backend.client.search("bench", data=[q[0].tolist()], limit=10,
-                                                              search_params={"params": search}), queries[:asked])
+        found, lat = _latency(lambda q: client.search("bench", data=[q[0].tolist()], limit=10,
+                                                      search_params={"params": search}), queries[:asked])
         found = [(None, [[h["id"] for h in f[0]]]) for f in found]
         out[f"milvus_lite_{index_type.lower()}"] = {**entry, **lat, "recall@10": recall(found, exact[:asked])}
-        backend.close()
+        client.close()
     return out
+
+
+def _lite_collection(path: str, index_type: str, params: dict, x: np.ndarray, ids: np.ndarray):
+    """A milvus-lite collection ``bench`` of ``(id, vector)`` with a cosine ``index_type`` index,
+    filled with ``x`` in pages of 4,096 and flushed; its client."""
+    from pymilvus import DataType
+
+    from lookalike.cluster.milvus import connect
+
+    client = connect(path)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=x.shape[1])
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type=index_type, metric_type="COSINE", params=params)
+    client.create_collection("bench", schema=schema, index_params=index, consistency_level="Strong")
+    for s in range(0, len(ids), 4096):
+        client.insert("bench", [{"id": int(i), "vector": v} for i, v in zip(ids[s:s + 4096], x[s:s + 4096])])
+    client.flush("bench")
+    return client
 
 
 def _synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:

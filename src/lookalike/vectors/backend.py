@@ -4,7 +4,7 @@ A backend holds float32 vectors under unique non-negative int64 ids for one :cla
 answers with *candidates*: ids and the backend's own distances (exact, or approximate for an ANN
 structure). The :class:`~lookalike.vectors.searcher.Searcher` re-scores candidates on the stored
 vectors, so a backend never needs to be exact, only to find the right ids. To add a backend
-(FAISS, Milvus, ...) implement :class:`Backend` and pass ``tests/unit/vectors/test_backends.py``.
+(as FAISS does) implement :class:`Backend` and pass ``tests/unit/vectors/test_backends.py``.
 """
 
 from __future__ import annotations

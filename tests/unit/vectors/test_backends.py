@@ -1,6 +1,6 @@
 """Backend conformance: one suite, every backend, answers checked against brute force in float64.
 
-A new backend (Milvus, ...) joins by adding a factory to ``BACKENDS``: it must find the same
+A new backend joins by adding a factory to ``BACKENDS``: it must find the same
 results as brute force through the :class:`Searcher`, whose re-scoring makes distances exact.
 """
 
@@ -22,25 +22,6 @@ BACKENDS = {
     "faiss-ivfpq": (lambda ids, x, metric: FaissBackend.build(x, ids, metric, "ivfpq", m=16),
                     {"nprobe": 10_000, "slack": 1.0}),  # PQ distances are coarse: a wide range margin
 }
-try:  # the cluster extra: a real Milvus engine in-process (milvus-lite), one collection per backend
-    import itertools
-    import tempfile
-
-    import milvus_lite  # noqa: F401
-    from lookalike.cluster.milvus import MilvusBackend
-
-    _MILVUS_DB = f"{tempfile.mkdtemp(prefix='lookalike-milvus-')}/conformance.db"
-    _collections = itertools.count()
-
-    def _milvus(ids, x, metric):
-        backend = MilvusBackend(_MILVUS_DB, f"c{next(_collections)}", x.shape[1], metric, "FLAT", fresh=True)
-        backend.add(x, ids)
-        return backend
-
-    BACKENDS["milvus-lite"] = (_milvus, {})
-except ImportError:
-    pass
-
 
 
 def collection(n, seed=0):
