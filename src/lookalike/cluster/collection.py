@@ -6,7 +6,10 @@ One row per embedded file: ``id`` (the primary key, :func:`file_id`: a digest of
 the integer that results, links and the HTTP API name it by), ``path`` (the name: a local absolute
 path or a URI, as ``lookalike embed`` names it), ``vector`` and the catalog fields ``size,
 mtime_ns, hash, width, height``. The model's identity is a collection property, so a collection
-holds one model's vectors.
+holds one model's vectors. Files whose newest version did not decode are rows of a second
+collection, ``NAME_skipped`` (:func:`skipped_name`: ``id, path, size, mtime_ns, error``), so that a
+failure stays recorded (an older good row of the file in other shards does not come back) and is
+listed as skipped as an index folder lists it, while every search of ``NAME`` sees good rows only.
 
 The key is derived from the name alone, so any writer on any machine computes it with no catalog:
 writing a file's row again (a retried or re-run loader, a newer version of the file) replaces it
@@ -40,6 +43,8 @@ MODEL_KEY = "lookalike.model"
 CATALOG = ("path", "size", "mtime_ns", "hash", "width", "height")
 #: The metric of the collection's vector index: nearest and farthest (−q) cosine queries use it.
 METRIC = "cosine"
+#: The property marking a collection of skipped files, naming the collection it belongs to.
+SKIPPED_KEY = "lookalike.skipped_of"
 #: Ids per look-up query.
 _IDS = 1024
 _HEX = re.compile(r"[0-9a-f]{1,128}")
@@ -56,13 +61,16 @@ def stored_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def create(uri: str, name: str, model: dict, index_type: str | None = None) -> None:
-    """Create the collection ``name`` at ``uri`` for ``model`` (an identity dict) unless it exists;
-    :class:`StoreError` when it exists and holds another model's vectors or is not lookalike's.
-    ``index_type``: the vector index (default :func:`~lookalike.cluster.milvus.default_index_type`).
-    It is left loaded (searchable)."""
-    from pymilvus import DataType
+def skipped_name(name: str) -> str:
+    """The collection recording the files of collection ``name`` that did not decode."""
+    return f"{name}_skipped"
 
+
+def create(uri: str, name: str, model: dict, index_type: str | None = None) -> None:
+    """Create the collection ``name`` at ``uri`` for ``model`` (an identity dict) unless it exists,
+    and its collection of skipped files (:func:`skipped_name`); :class:`StoreError` when it exists
+    and holds another model's vectors or either is not lookalike's. ``index_type``: the vector index
+    (default :func:`~lookalike.cluster.milvus.default_index_type`). Both are left loaded (searchable)."""
     client = connect(uri)
     try:
         if client.has_collection(name):
@@ -71,24 +79,45 @@ def create(uri: str, name: str, model: dict, index_type: str | None = None) -> N
                 raise StoreError(f"collection {name} at {uri} holds {describe_model(held)} vectors, not "
                                  f"{describe_model(model)}; name another with --collection")
             client.load_collection(name)
-            return
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("path", DataType.VARCHAR, max_length=65_535)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(model["dim"]))
-        for field in ("size", "mtime_ns"):
-            schema.add_field(field, DataType.INT64)
-        schema.add_field("hash", DataType.VARCHAR, max_length=64)
-        for field in ("width", "height"):
-            schema.add_field(field, DataType.INT64)
-        params = client.prepare_index_params()
-        index_type = index_type or default_index_type(uri)
-        params.add_index("vector", index_type=index_type, metric_type="COSINE",
-                         params=HNSW_PARAMS if index_type == "HNSW" else {})
-        client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
-        client.alter_collection_properties(name, properties={MODEL_KEY: json.dumps(model, sort_keys=True)})
+        else:
+            schema = _schema(client, int(model["dim"]), ("hash", "width", "height"))
+            params = client.prepare_index_params()
+            index_type = index_type or default_index_type(uri)
+            params.add_index("vector", index_type=index_type, metric_type="COSINE",
+                             params=HNSW_PARAMS if index_type == "HNSW" else {})
+            client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+            client.alter_collection_properties(name, properties={MODEL_KEY: json.dumps(model, sort_keys=True)})
+        skipped = skipped_name(name)
+        if not client.has_collection(skipped):
+            schema = _schema(client, 2, ("error",))  # Milvus wants a vector field: a constant one
+            params = client.prepare_index_params()
+            params.add_index("vector", index_type="FLAT", metric_type="L2")
+            client.create_collection(skipped, schema=schema, index_params=params, consistency_level="Strong")
+            client.alter_collection_properties(skipped, properties={SKIPPED_KEY: name})
+        elif (client.describe_collection(skipped).get("properties") or {}).get(SKIPPED_KEY) != name:
+            raise StoreError(f"collection {skipped} at {uri} is not the skipped files of {name}; name another "
+                             "with --collection")
+        client.load_collection(skipped)
     finally:
         client.close()
+
+
+def _schema(client, dim: int, fields: tuple[str, ...]):
+    """A schema of ``id`` (the key), ``path``, a ``dim``-d ``vector``, ``size``, ``mtime_ns`` and
+    ``fields`` (of ``hash``, ``width``, ``height``, ``error``)."""
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("path", DataType.VARCHAR, max_length=65_535)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    for field in ("size", "mtime_ns"):
+        schema.add_field(field, DataType.INT64)
+    kinds = {"hash": (DataType.VARCHAR, {"max_length": 64}), "width": (DataType.INT64, {}),
+             "height": (DataType.INT64, {}), "error": (DataType.VARCHAR, {"max_length": 65_535})}
+    for field in fields:
+        schema.add_field(field, kinds[field][0], **kinds[field][1])
+    return schema
 
 
 def _model_of(client, uri: str, name: str) -> dict:
@@ -105,6 +134,7 @@ class MilvusCollection:
     :class:`StoreError` (one line) when it is missing or not lookalike's."""
 
     readonly = True
+    local = False
 
     def __init__(self, uri: str, name: str = DEFAULT_COLLECTION) -> None:
         self.uri, self.name = uri, name
@@ -117,6 +147,9 @@ class MilvusCollection:
             self.client.load_collection(name)
             index = self.client.describe_index(name, "vector") or {}
             self.vector_index = str(index.get("index_type", "")).lower()
+            self.skipped = skipped_name(name) if self.client.has_collection(skipped_name(name)) else None
+            if self.skipped is not None:  # (none in a collection made before skipped files were kept)
+                self.client.load_collection(self.skipped)
         except BaseException:
             self.client.close()
             raise
@@ -190,12 +223,18 @@ class MilvusCollection:
         return [int(r["id"]) for r in rows], np.asarray(rows[0]["vector"], np.float32)
 
     def members(self, under: str | None = None) -> tuple[list[int], list[tuple[str, str]]]:
-        """Ids of the files (below folder or URI prefix ``under``, if given), and the files skipped with
-        their reasons (none: a collection holds embedded files only)."""
+        """Ids of the files (below folder or URI prefix ``under``, if given), and the files skipped
+        with their reasons (those whose newest version did not decode), sorted."""
         prefix = None if under is None else under.rstrip("/") + "/"
-        ids = [int(r["id"]) for page in self.pages(["id", "path"]) for r in page
-               if prefix is None or r["path"] == under or r["path"].startswith(prefix)]
-        return ids, []
+
+        def below(path: str) -> bool:
+            return prefix is None or path == under or path.startswith(prefix)
+
+        ids = [int(r["id"]) for page in self.pages(["id", "path"]) for r in page if below(r["path"])]
+        skipped = [] if self.skipped is None else \
+            sorted((r["path"], r["error"]) for page in pages(self.client, self.skipped, ["path", "error"])
+                   for r in page if below(r["path"]))
+        return ids, skipped
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, vector), ids ascending, read into memory (for dedup over the whole collection)."""

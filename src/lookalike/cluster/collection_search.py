@@ -6,9 +6,11 @@ Milvus returns with them, so every distance equals the embedded index's:
 
 * nearest (cosine): a Milvus search asking :data:`~lookalike.vectors.searcher.REFINE_FACTOR` times
   the results wanted, vectors included; farthest (cosine): the nearest to −q (cos(−q, x) = −cos(q, x));
-* l2, and ``exact``: a scan of every vector, a page at a time (the collection's index is cosine);
+* l2, and ``exact`` unless the index is FLAT (exact itself): a scan of every vector, a page at a
+  time (the collection's index is cosine);
 * random: :func:`sample_ids`, a seeded uniform sample that never lists the collection's ids;
-* within (dedup): a Milvus range search (exact scan for queries whose hits fill its result limit).
+* within (dedup): a Milvus range search (exact on a FLAT index; a scan for queries whose hits fill
+  its result limit, and for l2 or ``exact`` on any other index).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class CollectionSearcher:
         """Whether ``metric`` is answered exactly (a scan, or a FLAT index) or through the vector index."""
         return _Kind(exact or get_metric(metric).name != "cosine" or not self.approximate)
 
+    def _scans(self, metric: Metric, exact: bool) -> bool:
+        """Whether a query scans every vector: for l2, and for ``exact`` answers unless the vector
+        index is FLAT (exact: its cosine search and range search are used)."""
+        return metric.name != "cosine" or ((exact or not self.approximate) and self.collection.vector_index != "flat")
+
     def query(self, queries: np.ndarray, k: int, mode: Mode = Mode.nearest, metric: str | Metric = "cosine",
               seed: int | None = None, exact: bool = False, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`nearest`, :meth:`farthest` or :meth:`random` by ``mode``."""
@@ -80,7 +87,7 @@ class CollectionSearcher:
 
     def _ranked(self, queries, k, metric: Metric, exact: bool, farthest: bool, ef_search: int | None):
         queries = _as_queries(queries)
-        if exact or metric.name != "cosine" or not self.approximate:
+        if self._scans(metric, exact):
             _, ids = top_k(queries, self._chunks(), k, metric, farthest)
             vectors, known = self.collection.vectors_of(np.unique(ids[ids >= 0]))
             by_id = dict(zip(np.unique(ids[ids >= 0]).tolist(), vectors))
@@ -125,7 +132,7 @@ class CollectionSearcher:
         queries = _as_queries(queries)
         metric = get_metric(metric)
         c = self.collection
-        if self.backend(metric, exact).exact:
+        if self._scans(metric, exact):
             rows, ids, dists = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
             for vectors, chunk_ids in self._chunks():
                 r, cols, d = scan_within(queries, vectors, radius, metric)

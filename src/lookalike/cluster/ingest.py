@@ -7,13 +7,17 @@ hash, whatever order the shards are read in) and hands each shard to a writer wi
 newest row is in another shard. Writers (Ray tasks, or this process) each read one shard and upsert
 its files in batches, keyed by name: a file the collection already holds with the same or a newer
 (mtime, size, hash) is left alone, and a file whose newest row is a failure (it no longer decodes)
-loses its old row. So a re-run writes nothing, a killed run re-run writes what is missing (a row is
-one upsert: never half written, never doubled), and the winner does not depend on which writer
-ran first. ``delete_gone`` removes the files the shards hold under a SOURCE that SOURCE no longer
-lists (what ``lookalike embed`` reports as gone).
+loses its old row and is recorded as skipped (so an older good row of it, in shards ingested later,
+does not come back). So a re-run writes nothing, a killed run re-run writes what is missing (a row
+is one upsert: never half written, never doubled), and the winner does not depend on which writer
+ran first, nor on the order in which shard folders are ingested. ``delete_gone`` removes the files
+the shards hold under a SOURCE that SOURCE no longer lists (what ``lookalike embed`` reports as gone).
 
 Rows are keyed by :func:`~lookalike.cluster.collection.file_id`, a digest of the name: each writer
-computes its keys alone, and a key another name holds is refused (the file is skipped with the reason).
+computes its keys alone. A key another name holds is refused (the file is skipped with the reason):
+among the shards' files by the driver before any writer starts (the smallest name keeps the key),
+and against the collection's rows by each writer. Two ``ingest`` runs at once on one collection,
+each holding one of two colliding names, are not covered.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.cluster import sources
-from lookalike.cluster.collection import DEFAULT_COLLECTION, create, file_id, stored_name
+from lookalike.cluster.collection import DEFAULT_COLLECTION, create, file_id, skipped_name, stored_name
 from lookalike.cluster.milvus import connect, is_lite
 from lookalike.cluster.shards import Shards, paths, shard_vectors
 from lookalike.index.store import StoreError
@@ -33,6 +37,8 @@ from lookalike.index.store import StoreError
 ENGINES = ("local", "ray")
 #: Rows per upsert.
 BATCH = 512
+#: The longest failure reason recorded (characters).
+_ERROR_CHARS = 4096
 
 
 @dataclass
@@ -90,19 +96,36 @@ def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine
     if on_plan:
         on_plan(len(latest))
     report = IngestReport(engine, shards=len(superseded))
+    for path, other in _clashes(latest).items():  # never two writers (or one batch) on one key
+        superseded[latest[path][2]].append(path)
+        report.skipped.append((path, f"its id {file_id(stored_name(path))} is also the id of {other}"))
     jobs = [(uri, collection, sources.absolute(location), name, paths) for name, paths in superseded.items()]
     run = _run_local if engine == "local" else _run_ray
     report.workers = run(jobs, workers, address, report, on_progress)
     client = connect(uri)
     try:
         if delete_gone is not None:
-            report.gone = _delete(client, collection, [stored_name(p) for p in sources.gone(latest, delete_gone)])
+            gone = [stored_name(p) for p in sources.gone(latest, delete_gone)]
+            report.gone = _delete(client, collection, gone)
+            _delete(client, skipped_name(collection), gone)
         client.flush(collection)
         report.total = int(client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
     finally:
         client.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _clashes(names) -> dict[str, str]:
+    """The names whose key (:func:`file_id`) a smaller name among ``names`` also has, each with the
+    smallest such name (the one written)."""
+    names = list(names)
+    ids = np.fromiter((file_id(stored_name(n)) for n in names), np.int64, len(names))
+    unique, counts = np.unique(ids, return_counts=True)
+    groups: dict[int, list[str]] = {}
+    for row in np.flatnonzero(np.isin(ids, unique[counts > 1])).tolist():
+        groups.setdefault(int(ids[row]), []).append(names[row])
+    return {name: min(group) for group in groups.values() for name in group if name != min(group)}
 
 
 def _run_local(jobs, workers, address, report: IngestReport, on_progress) -> int:
@@ -151,7 +174,11 @@ def write_shard(uri: str, collection: str, location: str, name: str, others: lis
     for row, path in zip(rows, paths(table)):  # names that are not UTF-8 as they are
         row["path"] = path
     skip = set(others)
-    keep = [i for i, row in enumerate(rows) if row["path"] not in skip]
+    newest: dict[str, int] = {}  # a file twice in one shard: its newest row
+    for i, row in enumerate(rows):
+        if row["path"] not in skip and (row["path"] not in newest or _key(row) > _key(rows[newest[row["path"]]])):
+            newest[row["path"]] = i
+    keep = sorted(newest.values())
     counts = {"rows": len(keep), "written": 0, "unchanged": 0, "removed": 0, "skipped": []}
     client = connect(uri)
     try:
@@ -163,34 +190,59 @@ def write_shard(uri: str, collection: str, location: str, name: str, others: lis
 
 
 def _write_batch(client, collection: str, rows: list[dict], vectors: np.ndarray, counts: dict) -> None:
+    """Write one batch of a shard's rows: a good row newer than what the collection holds of its file
+    (a row, or a recorded failure) replaces it; a failure newer than the file's row replaces that row
+    by a record in the skipped files' collection."""
     names = [stored_name(r["path"]) for r in rows]
     ids = [file_id(n) for n in names]
-    held = {int(r["id"]): r for r in client.query(collection, filter=f"id in {sorted(set(ids))}",
-                                                   output_fields=["id", "path", "size", "mtime_ns", "hash"])}
-    upserts, stale = [], []  # rows to write, files whose newest row is a failure
+    skipped = skipped_name(collection)
+    held = _held(client, collection, ids, ["hash"])
+    failed = _held(client, skipped, ids, [])
+    upserts, failures, stale, cleared = [], [], [], []  # rows, failure records, rows and records to delete
     for row, vector, name, i in zip(rows, vectors, names, ids):
-        old = held.get(i)
-        if old is not None and old["path"] != name:
-            counts["skipped"].append((row["path"], f"its id {i} is held by {old['path']}"))
-        elif row["error"] is not None:
-            if old is not None and _newer(row, old):
-                stale.append(name)
+        old, bad = held.get(i), failed.get(i)
+        other = next((r["path"] for r in (old, bad) if r is not None and r["path"] != name), None)
+        if other is not None:
+            counts["skipped"].append((row["path"], f"its id {i} is held by {other}"))
+            continue
+        if row["error"] is not None:
             counts["skipped"].append((row["path"], row["error"]))
-        elif old is not None and not _newer(row, old):
+            if old is not None and _key(old) >= _key(row):
+                continue  # the collection holds a newer version that decoded
+            if bad is None or _key(row) > _key(bad):
+                failures.append({"path": name, "id": i, "vector": [0.0, 0.0], "size": int(row["size"]),
+                                 "mtime_ns": int(row["mtime_ns"]), "error": row["error"][:_ERROR_CHARS]})
+            if old is not None:
+                stale.append(name)
+            continue
+        if any(r is not None and _key(r) >= _key(row) for r in (old, bad)):
             counts["unchanged"] += 1
         else:
             upserts.append({"path": name, "id": i, "vector": vector.tolist(), "size": int(row["size"]),
                             "mtime_ns": int(row["mtime_ns"]), "hash": row["hash"], "width": int(row["width"] or 0),
                             "height": int(row["height"] or 0)})
+            old = row
+        if bad is not None and old is not None and _key(old) > _key(bad):
+            cleared.append(name)  # a failure the file's row outdates
+    # Record before deleting and write before clearing: a writer killed in between leaves what a re-run finishes.
+    if failures:
+        client.upsert(skipped, failures)
     if upserts:
         client.upsert(collection, upserts)
         counts["written"] += len(upserts)
     counts["removed"] += _delete(client, collection, stale)
+    _delete(client, skipped, cleared)
 
 
-def _newer(row: dict, held: dict) -> bool:
-    """True when a shard row is newer than the collection's row of the same file."""
-    return (row["mtime_ns"], row["size"], row["hash"] or "") > (held["mtime_ns"], held["size"], held["hash"] or "")
+def _held(client, collection: str, ids: list[int], fields: list[str]) -> dict[int, dict]:
+    """``path, size, mtime_ns`` and ``fields`` of the rows of ``collection`` with these ids, by id."""
+    return {int(r["id"]): r for r in client.query(collection, filter=f"id in {sorted(set(ids))}",
+                                                   output_fields=["id", "path", "size", "mtime_ns", *fields])}
+
+
+def _key(row: dict) -> tuple[int, int, str]:
+    """What orders the versions of a file: (mtime, size, content hash; "" for a failure)."""
+    return row["mtime_ns"], row["size"], row.get("hash") or ""
 
 
 def _delete(client, collection: str, names: list[str]) -> int:

@@ -100,6 +100,11 @@ class DuplicateMatches(QueryResult):
         return out
 
 
+#: On a collection that is not an index folder (a Milvus collection), the nearest files among which
+#: a two-stage rule looks for rotated/flipped copies by their hashes (an index folder: every file).
+HASH_POOL = 256
+
+
 def duplicates_of(index: Index, image: ImageInput, rule: Rule | float, label: str | None = None) -> DuplicateMatches:
     """Indexed images that duplicate ``image`` by ``rule``, nearest first (mode ``duplicates``).
 
@@ -116,26 +121,35 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     """:func:`duplicates_of` for a feature vector; ``same`` are the ids of files with the query's bytes.
 
     A two-stage rule also needs the ``image`` (its hashes and features): candidates within the
-    radius or with a matching rotated/flipped hash, each verified against it.
+    radius or with a matching rotated/flipped hash, each verified against it. On an index folder the
+    radius is searched exactly and every file's hashes are compared; on a Milvus collection (no
+    request reads every vector) the radius is searched through its vector index and the hashes of
+    the :data:`HASH_POOL` nearest files are compared.
     """
     rule = rule if isinstance(rule, Rule) else Rule(float(rule))
     if rule.verified and image is None:
         raise ValueError("a two-stage duplicate rule needs the query image, not only its vector")
     same = {int(i) for i in same}
     hits: dict[int, float] = {i: 0.0 for i in same}
-    _, found, d = index.searcher(approximate=False).within(vector, rule.radius, METRIC)
+    local = index.collection.local
+    _, found, d = index.searcher(approximate=not local).within(vector, rule.radius, METRIC)
     for i, dist in zip(found.tolist(), d.tolist()):
         hits.setdefault(i, dist)
     evidence: dict[int, geometry.Evidence] = {}
     if rule.verified:
-        ids, vectors = index.vectors()
+        if local:  # every file (the index folder keeps their hashes)
+            ids, vectors = index.vectors()
+            pooled = None
+        else:  # the HASH_POOL nearest (their hashes computed here, kept for this process)
+            pooled, ids = index.searcher().nearest(vector, HASH_POOL, METRIC)
+            ids, pooled = ids[0][ids[0] >= 0], pooled[0][ids[0] >= 0]
         paths = index.paths(ids.tolist(), missing_ok=True)
         present = [i for i, p in zip(ids.tolist(), paths) if p is not None]
         content = dict(zip(present, index.columns(present)["hash"]))
         table, readable = index.hashes.get([content.get(i, "") for i in ids.tolist()], paths)
         rows, _, _, _ = phash.pairs(table, rule.hash_radius, queries=phash.image_hashes(image)[None])
         for row in set(rows[readable[rows]].tolist()) - set(np.flatnonzero(np.isin(ids, list(hits))).tolist()):
-            hits[int(ids[row])] = cosine(vector, vectors[row])
+            hits[int(ids[row])] = cosine(vector, vectors[row]) if pooled is None else float(pooled[row])
         where = dict(zip(ids.tolist(), paths))
         others = [i for i in hits if i not in same]
         for i in [i for i in others if where.get(i) is None]:  # removed from the catalog since the vectors were read

@@ -23,6 +23,9 @@ class Collection(Protocol):
     model_ref: str
     #: True when this process cannot change the collection.
     readonly: bool
+    #: True when the vectors are on this machine (an index folder), so one request may read them all;
+    #: False for a Milvus collection, which a request asks through its vector index.
+    local: bool
 
     @property
     def location(self) -> str:

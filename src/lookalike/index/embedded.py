@@ -21,6 +21,8 @@ from lookalike.vectors import Backend, Searcher
 class EmbeddedCollection:
     """The index folder of ``store``; one searcher per catalog generation."""
 
+    local = True
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self._exact: tuple[int, Searcher] | None = None  # (generation, searcher)

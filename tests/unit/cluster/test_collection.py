@@ -1,10 +1,12 @@
 """A Milvus collection as the system of record, on milvus-lite: shards ingested with no local index
 answer as an index folder loaded from the same shards; re-runs write nothing; the newest row of a
-file wins whatever the order shards come in; the random sampler is uniform without listing ids;
-refusals are one line. (The server path, Ray writers and several processes: tests/e2e/test_collection_server.py.)"""
+file wins whatever the order shards come in, and a failure stays recorded; two names of one key
+never replace each other; one image's duplicates never read the whole collection; the random
+sampler is uniform without listing ids; refusals are one line. (The server path, Ray writers and several processes: tests/e2e/test_collection_server.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import numpy as np
@@ -56,8 +58,35 @@ def test_a_collection_answers_as_the_index_folder(shards, folder_index, tmp_path
         some = folder_index.query(str(queries[0]), k=1).results[0]
         assert idx.info(file_id(some.path))["path"] == some.path
         assert idx.stored(file_id(some.path))[1] == [file_id(some.path)]
+        assert idx.members()[1] == folder_index.members()[1] == [(str(photos / "broken.jpg"), report.skipped[0][1])]
     again = ingest(location, db, "photos")
     assert (again.written, again.unchanged, again.removed, again.total) == (0, n, 0, n)
+
+
+def test_duplicates_of_one_image_ask_the_vector_index_and_hash_only_the_nearest(shards, folder_index, tmp_path,
+                                                                               monkeypatch):
+    from lookalike import dedup
+    from lookalike.dedup import find
+
+    photos, location = shards
+    db = str(tmp_path / "d.db")
+    ingest(location, db, "photos")
+    rule = dedup.presets(folder_index.model)["near"]
+    query = photos / "chelsea.jpg"
+    expected = dedup.duplicates_of(folder_index, str(query), rule)
+    assert {m.path for m in expected.results} >= {str(photos / "chelsea_flip.jpg"), str(photos / "chelsea_crop.png")}
+    with open_index(db, "photos") as idx:
+        for whole in ("pages", "vectors"):  # no request reads the whole collection
+            monkeypatch.setattr(MilvusCollection, whole, lambda *a: pytest.fail(f"{whole} read every row"))
+        hashed = []
+        get = idx.hashes.get
+        monkeypatch.setattr(idx.hashes, "get",
+                            lambda contents, paths: hashed.append(len(contents)) or get(contents, paths))
+        monkeypatch.setattr(find, "HASH_POOL", 5)
+        got = dedup.duplicates_of(idx, str(query), rule)
+    assert hashed == [5]  # the 5 nearest files' hashes, not every file's
+    assert [(m.path, round(m.distance, 6)) for m in got.results] == \
+        [(m.path, round(m.distance, 6)) for m in expected.results]
 
 
 def _shard(rows: list[tuple[str, int, np.ndarray | None]], dim: int = 8) -> object:
@@ -68,6 +97,10 @@ def _shard(rows: list[tuple[str, int, np.ndarray | None]], dim: int = 8) -> obje
             "hash": [f"{m:032x}" for _, m, _ in rows], "width": [4] * len(rows), "height": [4] * len(rows),
             "error": [None if v is not None else "not an image" for _, _, v in rows]}
     return table(cols, np.array(ok, np.float32).reshape(len(ok), dim), ident)
+
+
+def _opened(db: str, name: str = "c") -> contextlib.closing:
+    return contextlib.closing(MilvusCollection(db, name))
 
 
 def _stored(db: str, name: str) -> dict[str, tuple[int, list[float]]]:
@@ -107,6 +140,52 @@ def test_the_newest_row_wins_whatever_order_the_shards_come_in(tmp_path):
     report = ingest(both, str(tmp_path / "both.db"), "c")
     assert (report.written, report.removed, report.skipped) == (0, 1, [("/p/c.jpg", "not an image")])
     assert set(_stored(str(tmp_path / "both.db"), "c")) == {"/p/a.jpg", "/p/b.jpg"}
+
+
+def test_a_file_that_stopped_decoding_stays_skipped_whatever_shards_come_after(tmp_path):
+    v = np.eye(8, dtype=np.float32)
+    folders = {label: str(tmp_path / label) for label in ("good", "failed", "newer")}
+    Shards(folders["good"]).write(_shard([("/p/a.jpg", 100, v[0]), ("/p/c.jpg", 100, v[2])]))
+    Shards(folders["failed"]).write(_shard([("/p/c.jpg", 300, None)]))
+    Shards(folders["newer"]).write(_shard([("/p/c.jpg", 400, v[5])]))
+    for order in (("good", "failed", "good"), ("failed", "good")):  # the older good row never comes back
+        db = str(tmp_path / f"{'-'.join(order)}.db")
+        for label in order:
+            ingest(folders[label], db, "c")
+        assert set(_stored(db, "c")) == {"/p/a.jpg"}
+        with _opened(db) as c:  # listed as skipped, as an index folder lists a file it could not read
+            assert c.members() == ([file_id("/p/a.jpg")], [("/p/c.jpg", "not an image")])
+    again = ingest(folders["newer"], db, "c")  # a newer version that decodes replaces the failure
+    assert (again.written, _stored(db, "c")["/p/c.jpg"]) == (1, (400, v[5].tolist()))
+    with _opened(db) as c:
+        assert c.members()[1] == []
+    assert ingest(folders["failed"], db, "c").written == 0 and "/p/c.jpg" in _stored(db, "c")
+
+
+def test_a_file_twice_in_one_shard_is_written_once_its_newest_row(tmp_path):
+    v = np.eye(8, dtype=np.float32)
+    Shards(str(tmp_path / "s")).write(_shard([("/p/a.jpg", 200, v[1]), ("/p/a.jpg", 300, v[2]),
+                                              ("/p/a.jpg", 100, v[3])]))
+    report = ingest(str(tmp_path / "s"), str(tmp_path / "d.db"), "c")
+    assert (report.written, report.total) == (1, 1)
+    assert _stored(str(tmp_path / "d.db"), "c") == {"/p/a.jpg": (300, v[2].tolist())}
+
+
+def test_two_names_of_one_key_never_replace_each_other(tmp_path, monkeypatch):
+    from lookalike.cluster import ingest as ingest_module
+
+    v = np.eye(8, dtype=np.float32)
+    Shards(str(tmp_path / "s")).write(_shard([("/p/a.jpg", 100, v[0]), ("/p/b.jpg", 100, v[1]),
+                                              ("/p/c.jpg", 100, v[2])]))
+    Shards(str(tmp_path / "s")).write(_shard([("/p/d.jpg", 100, v[3])]))
+    clash = {"/p/b.jpg": "/p/a.jpg", "/p/d.jpg": "/p/a.jpg"}  # one batch, and another shard's writer
+    monkeypatch.setattr(ingest_module, "file_id", lambda name: file_id(clash.get(name, name)))
+    report = ingest(str(tmp_path / "s"), str(tmp_path / "k.db"), "c")
+    assert (report.written, report.total) == (2, 2)
+    assert sorted(report.skipped) == [(p, f"its id {file_id('/p/a.jpg')} is also the id of /p/a.jpg")
+                                      for p in ("/p/b.jpg", "/p/d.jpg")]
+    assert _stored(str(tmp_path / "k.db"), "c") == {"/p/a.jpg": (100, v[0].tolist()),
+                                                     "/p/c.jpg": (100, v[2].tolist())}
 
 
 def test_delete_gone_removes_files_gone_from_source(shards, tmp_path):
