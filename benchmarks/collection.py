@@ -5,14 +5,20 @@ real-shaped vectors (1280-d, a non-negative 48-centre mixture like pooled CNN fe
 Parquet shards of 1,000 rows:
 
 * load: ``ingest`` with one writer (``--engine local``) against Ray with 1 and 2 workers, each into
-  a fresh collection (target: 2 workers >= 1.5x one writer);
-* query: nearest k=10 through the collection's HNSW (the searcher's 4x candidates, re-scored)
-  against exact search on the same vectors: p50 / p95 latency and recall@10;
+  a fresh collection, ``--rounds`` rounds in alternating order (target: 2 workers >= 1.5x one
+  writer). Ray is started once, before the loads, and timed apart (``ray.init`` with a longer
+  start-up allowance and retried: on a busy machine its node can miss Ray's own 30 s window), and
+  its workers are warmed (imports) before the first timed load, as on a running cluster. The load
+  collections get the ``--load-index`` vector index (FLAT: on a server the vector index is built by
+  index nodes, not by the writers; here they would share the same cores), and after each load the
+  server is left to finish its index work before the next one starts;
+* query: nearest k=10 through an HNSW collection (the searcher's 4x candidates, re-scored) against
+  exact search on the same vectors: p50 / p95 latency and recall@10; the HNSW build time;
 * the query side: bytes of the vector files (``.npy``, ``.faiss``, ``.sqlite``, ``.db``, ``.parquet``)
   this process opens while querying (target 0; an audit hook records every open), and the vector
   bytes Milvus sends per query;
 * serve: ``/api/query?id=`` requests per second from 4 loopback clients against 1 and 2
-  ``lookalike serve --uri`` processes on the collection (target: 2 >= 1.6x one).
+  ``lookalike serve --uri`` processes on the HNSW collection (target: 2 >= 1.6x one).
 
     python benchmarks/collection.py --n 100000
 """
@@ -34,6 +40,8 @@ import numpy as np
 
 from bench import emit
 
+#: The collection queried and served (HNSW, loaded by one writer).
+QUERIED = "queried"
 COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
 
 
@@ -70,33 +78,118 @@ def write_shards(x: np.ndarray, identity: dict, location: Path, rows: int = 1000
         shards.write(table(cols, x[s:s + len(idx)], identity))
 
 
-def load(shards: Path, uri: str) -> dict:
-    """Ingest time with one writer and with Ray at 1 and 2 workers (Ray's start-up timed apart)."""
+def start_ray(cpus: int, attempts: int = 3) -> float:
+    """Start a local Ray for ``cpus`` CPUs (a small object store: the writers pass only shard names
+    and counts); returns the seconds it took. A busy machine can make Ray's node miss its start-up
+    window: the GCS port wait is lengthened and a failed start retried."""
     import logging
 
     import ray
 
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
+    os.environ.setdefault("RAY_worker_register_timeout_seconds", "180")
+    t = time.perf_counter()
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=cpus, object_store_memory=256 * 2**20, logging_level=logging.WARNING,
+                     log_to_driver=False, include_dashboard=False)
+            break
+        except Exception as e:  # "The current node timed out during startup", GCS not up in time
+            ray.shutdown()
+            print(f"ray.init failed ({' '.join(str(e).split())[:200]}); attempt {attempt + 1} of {attempts}",
+                  file=sys.stderr)
+            if attempt == attempts - 1:
+                raise
+    return time.perf_counter() - t
+
+
+def warm_ray(workers: int) -> float:
+    """Start ``workers`` Ray worker processes and import the writer's modules in them (what a running
+    cluster's workers have done already); returns the seconds it took."""
+    import ray
+
+    @ray.remote(num_cpus=0.5)
+    def warm() -> int:
+        import lookalike.cluster.ingest  # noqa: F401  (pymilvus, pyarrow, lookalike)
+
+        time.sleep(1)  # hold the worker so that the next one starts another process
+        return os.getpid()
+
+    t = time.perf_counter()
+    ray.get([warm.remote() for _ in range(workers)])
+    return time.perf_counter() - t
+
+
+def index_settled(uri: str, name: str, timeout: float = 1800) -> float:
+    """Wait until the server has indexed every row of ``name``; returns the seconds waited."""
+    from lookalike.cluster.milvus import connect
+
+    client = connect(uri)
+    t = time.perf_counter()
+    try:
+        while time.perf_counter() - t < timeout:
+            info = client.describe_index(name, "vector") or {}
+            if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= info.get("total_rows", 1):
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"{name}: index not built in {timeout} s ({info})")
+    finally:
+        client.close()
+    return time.perf_counter() - t
+
+
+def drop(uri: str, name: str) -> None:
+    from lookalike.cluster.milvus import connect
+
+    client = connect(uri)
+    try:
+        client.drop_collection(name)
+    finally:
+        client.close()
+
+
+def load(shards: Path, uri: str, rounds: int, index_type: str) -> dict:
+    """Ingest time with one writer and with Ray at 1 and 2 workers, ``rounds`` rounds in
+    alternating order, each into a fresh ``index_type`` collection (dropped after)."""
+    import ray
+
     from lookalike.cluster.ingest import ingest
 
-    out = {}
-    t = time.perf_counter()
-    report = ingest(str(shards), uri, "one_writer")
-    out["one_writer_s"] = round(time.perf_counter() - t, 2)
-    out["rows"] = report.total
-    t = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
-    out["ray_init_s"] = round(time.perf_counter() - t, 2)
+    out: dict = {"index": index_type, "ray_init_s": round(start_ray(2), 2), "ray_warmup_s": round(warm_ray(2), 2)}
+    configs = [("one_writer", "local", None), ("ray_1_worker", "ray", 1), ("ray_2_workers", "ray", 2)]
+    times: dict[str, list[float]] = {c[0]: [] for c in configs}
     try:
-        for workers in (1, 2):
-            t = time.perf_counter()
-            report = ingest(str(shards), uri, f"ray{workers}", engine="ray", workers=workers)
-            out[f"ray_{workers}_workers_s"] = round(time.perf_counter() - t, 2)
-            assert report.total == out["rows"]
+        for r in range(rounds):
+            for label, engine, workers in configs if r % 2 == 0 else configs[::-1]:
+                name = f"load_{label}_{r}"
+                t = time.perf_counter()
+                report = ingest(str(shards), uri, name, engine=engine, workers=workers, index_type=index_type)
+                times[label].append(round(time.perf_counter() - t, 2))
+                out.setdefault("rows", report.total)
+                assert report.total == out["rows"] == report.written, report.to_dict()
+                out.setdefault("index_settle_s", []).append(round(index_settled(uri, name), 2))
+                drop(uri, name)
     finally:
         ray.shutdown()
-    for workers in (1, 2):
-        out[f"ray_{workers}_speedup_vs_one_writer"] = round(out["one_writer_s"] / out[f"ray_{workers}_workers_s"], 2)
+    for label, seconds in times.items():
+        out[f"{label}_s"] = seconds
+        out[f"{label}_rows_per_s"] = [round(out["rows"] / s) for s in seconds]
+    base = float(np.median(times["one_writer"]))
+    for label in ("ray_1_worker", "ray_2_workers"):
+        out[f"{label}_speedup_vs_one_writer"] = round(base / float(np.median(times[label])), 2)
     return out
+
+
+def hnsw_collection(shards: Path, uri: str, name: str) -> dict:
+    """Ingest the shards with one writer into an HNSW collection for the queries; the load and the
+    server's index build, timed apart."""
+    from lookalike.cluster.ingest import ingest
+
+    t = time.perf_counter()
+    ingest(str(shards), uri, name, index_type="HNSW")
+    loaded = time.perf_counter() - t
+    return {"load_s": round(loaded, 2), "index_build_after_load_s": round(index_settled(uri, name), 2)}
 
 
 _OPENED: list[str] | None = None
@@ -118,7 +211,7 @@ def query(uri: str, x: np.ndarray, n_queries: int, exact_queries: int) -> dict:
     truth = Searcher(np.arange(len(x), dtype=np.int64), x)  # ids here are rows; mapped from the collection's
     sys.addaudithook(_audit)
     _OPENED = []
-    collection = MilvusCollection(uri, "one_writer")
+    collection = MilvusCollection(uri, QUERIED)
     try:
         by_id = {}
         for page in collection.pages(["id", "path"]):
@@ -156,7 +249,7 @@ def serve(uri: str, seconds: float, clients: int = 4) -> dict:
 
     from lookalike.cluster.collection import MilvusCollection
 
-    collection = MilvusCollection(uri, "one_writer")
+    collection = MilvusCollection(uri, QUERIED)
     ids = [int(r["id"]) for page in collection.pages(["id"]) for r in page][:2000]
     collection.close()
     out = {"clients": clients, "seconds": seconds}
@@ -165,7 +258,7 @@ def serve(uri: str, seconds: float, clients: int = 4) -> dict:
         for _ in range(n):
             port = _free_port()
             procs.append(subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--uri", uri, "--collection",
-                                           "one_writer", "--port", str(port)], stdout=subprocess.DEVNULL,
+                                           QUERIED, "--port", str(port)], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
             ports.append(port)
         try:
@@ -222,8 +315,10 @@ def _wait(port: int, seconds: float = 180) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=1, help="Rounds of the three loads, in alternating order.")
+    ap.add_argument("--load-index", default="FLAT", help="Vector index of the load collections.")
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--exact-queries", type=int, default=3, help="Exact scans (each reads every vector).")
+    ap.add_argument("--exact-queries", type=int, default=2, help="Exact scans (each reads every vector).")
     ap.add_argument("--serve-seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -233,11 +328,14 @@ def main() -> None:
     identity = model_spec().identity()
     result = {"cpus": os.cpu_count(), "n": args.n, "dim": identity["dim"],
               "loadavg_start": [round(v, 2) for v in os.getloadavg()]}
+    t = time.perf_counter()
     server, uri = start_server(work / "milvus")
+    result["server_start_s"] = round(time.perf_counter() - t, 2)
     try:
         x = synthetic(args.n, identity["dim"])
         write_shards(x, identity, work / "shards")
-        result["load"] = load(work / "shards", uri)
+        result["load"] = load(work / "shards", uri, args.rounds, args.load_index)
+        result["hnsw"] = hnsw_collection(work / "shards", uri, QUERIED)
         result["query"] = query(uri, x, args.queries, args.exact_queries)
         result["serve"] = serve(uri, args.serve_seconds)
     finally:
