@@ -233,7 +233,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
-        rgba = img.convert("RGBA")
+        rgba = (img.convert("LA") if mode == "La" else img).convert("RGBA")  # Pillow turns La into LA only
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":

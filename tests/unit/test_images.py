@@ -222,3 +222,184 @@ def test_reading_stops_at_a_size_no_image_needs_and_at_a_header_that_is_no_image
     assert content_hash(read_file(photo)) == hash_file(photo) == content_hash(photo.read_bytes())
     with pytest.raises(ImageError, match="too large"):
         read_file(photo, max_pixels=100)
+
+
+# Edge inputs: every alpha mode, pixel limits at their edge, links and folder names, arrays.
+
+@pytest.mark.parametrize("mode, transparent, opaque_blue", [
+    ("LA", (0, 0), (29, 255)),  # L = 0.114 x 255 for the blue the RGBA case paints
+    ("La", (0, 0), (29, 255)),
+    ("RGBA", (0, 0, 0, 0), (0, 0, 255, 255)),
+    ("RGBa", (0, 0, 0, 0), (0, 0, 255, 255)),
+])
+def test_every_alpha_mode_is_composited_on_white(mode, transparent, opaque_blue):
+    img = Image.new(mode, (2, 1), transparent)
+    img.putpixel((1, 0), opaque_blue)
+    out = decode(img)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255)
+    expected = (29, 29, 29) if mode.startswith("L") else (0, 0, 255)
+    assert out.getpixel((1, 0)) == expected
+
+
+def test_half_transparent_pixels_are_blended_with_white():
+    img = Image.new("RGBA", (1, 1), (0, 0, 0, 128))  # black at alpha 128/255 over white: 255 x 127/255
+    assert decode(img).getpixel((0, 0)) == (127, 127, 127)
+    assert decode(img.convert("RGBa")).getpixel((0, 0)) == (127, 127, 127)
+    assert decode(Image.new("LA", (1, 1), (0, 128))).getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_a_palette_with_an_alpha_channel_from_a_tiff_file_is_composited_on_white(tmp_path):
+    img = Image.new("PA", (2, 1))
+    img.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    img.putpixel((0, 0), (1, 0))  # the green entry, fully transparent
+    img.putpixel((1, 0), (1, 255))
+    img.save(tmp_path / "pa.tif")
+    assert Image.open(tmp_path / "pa.tif").mode == "PA"
+    out = decode(tmp_path / "pa.tif")
+    assert out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 0)) == (10, 200, 30)
+    assert decode(tmp_path / "pa.tif", gray=True).getpixel((0, 0)) == 255
+
+
+def test_16_bit_grey_is_scaled_from_the_full_16_bit_range_not_its_own():
+    arr = np.array([[0, 1000], [32768, 65535]], np.uint16)
+    out = decode(Image.fromarray(arr))
+    # v x 255 / 65535, rounded: 0, 3.89, 127.5, 255
+    assert [out.getpixel(xy)[0] for xy in ((0, 0), (1, 0), (0, 1), (1, 1))] == [0, 4, 128, 255]
+
+
+def test_a_flat_32_bit_image_is_black_and_a_tall_one_is_scaled_in_every_strip():
+    from lookalike.images import to_rgb
+
+    assert to_rgb(Image.fromarray(np.full((3, 3), 7, np.int32), "I")).getextrema() == ((0, 0),) * 3
+    # 2**20 // 2**18 = 4 rows per strip: 10 rows are 3 strips, the last one short
+    arr = np.repeat(np.arange(10, dtype=np.int32)[:, None] * 100, 2**18, axis=1)
+    out = np.asarray(to_rgb(Image.fromarray(arr, "I")))[:, 0, 0]
+    assert out.tolist() == [0, 28, 57, 85, 113, 142, 170, 198, 227, 255]  # v x 255 / 900, rounded
+
+
+def test_the_pixel_limit_admits_an_image_of_exactly_that_many_pixels():
+    from lookalike.images import ImageTooLarge, open_image
+
+    data = _bytes(Image.new("RGB", (300, 200)), "PNG")
+    assert decode(data, max_pixels=60_000).size == (300, 200)
+    with pytest.raises(ImageTooLarge) as refused:
+        decode(data, max_pixels=59_999)
+    assert (refused.value.width, refused.value.height, refused.value.limit) == (300, 200, 59_999)
+    assert str(refused.value) == "too large: 300x200 pixels exceeds the limit of 59999"
+    assert open_image(data, max_pixels=60_000).size == (300, 200)
+
+
+@pytest.mark.parametrize("size", [(0, 5), (5, 0)])
+def test_an_image_of_zero_size_is_refused(size):
+    with pytest.raises(ImageError, match="^image has zero size$"):
+        decode(Image.new("RGB", size))
+
+
+def test_reasons_for_files_that_cannot_be_opened(tmp_path):
+    from lookalike.images import read_file
+
+    with pytest.raises(ImageError, match="^cannot read file: No such file or directory$"):
+        decode(tmp_path / "gone.jpg")
+    with pytest.raises(ImageError, match="^not a regular file"):
+        decode(tmp_path)
+    with pytest.raises(ImageError, match="^cannot read file: No such file or directory$"):
+        read_file(tmp_path / "gone.jpg")
+    (tmp_path / "a.jpg").write_bytes(b"abc")
+    for reader in (read_file, decode):
+        with pytest.raises(ImageError, match="^not an image \\(empty or unknown format\\)$"):
+            reader(tmp_path / "a.jpg")
+    (tmp_path / "b.png").write_bytes(_bytes(Image.new("RGB", (3, 2)), "PNG"))
+    assert read_file(tmp_path / "b.png") == (tmp_path / "b.png").read_bytes()
+
+
+def test_arrays_of_floats_are_read_as_0_to_1_rounded_and_clipped_and_other_dtypes_refused():
+    out = decode(np.array([[-0.5, 0.0, 0.5, 0.999, 1.0, 3.0]], np.float64))
+    assert [out.getpixel((x, 0))[0] for x in range(6)] == [0, 0, 128, 255, 255, 255]  # v x 255 + 0.5, floored
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[0, 1] = (0, 0, 255, 255)
+    assert [decode(rgba).getpixel((x, 0)) for x in (0, 1)] == [(255, 255, 255), (0, 0, 255)]
+    assert decode(np.zeros((2, 3), np.uint8)).size == (3, 2)
+    with pytest.raises(ImageError, match="^unsupported array dtype int32; use uint8 or float in \\[0, 1\\]$"):
+        decode(np.zeros((2, 2), np.int32))
+    with pytest.raises(ImageError, match="^unsupported array shape \\(2, 2, 3, 1\\); use HxW, HxWx3 or HxWx4$"):
+        decode(np.zeros((2, 2, 3, 1), np.uint8))
+
+
+def test_the_content_hash_is_128_bit_blake2b():
+    from lookalike.images import content_hash
+
+    assert content_hash(b"") == "cae66941d9efbd404e4d88758ea67670"  # BLAKE2b-128 of nothing (RFC 7693 test suite)
+    assert len(content_hash(b"x")) == 32 and content_hash(b"x") != content_hash(b"y")
+
+
+def test_image_extensions_are_matched_whatever_their_case():
+    for name in ("a.jpg", "b.JPEG", "c.Png", "d.HEIC", "e.heif", "f.avif", "g.webp", "h.tiff", "i.jfif", "j.BMP"):
+        assert is_image_path(name), name
+    for name in ("a.txt", "b.jpg.txt", "c", ".jpg.bak", "d.mov", "e.svg", "jpg"):
+        assert not is_image_path(name), name
+
+
+def _folder(path, *names):
+    path.mkdir(parents=True)
+    for name in names:
+        Image.new("RGB", (4, 4)).save(path / name)
+    return path
+
+
+def test_links_to_folders_inside_are_followed_outside_are_left_out_with_the_reason(tmp_path):
+    root = _folder(tmp_path / "photos", "a.jpg")
+    _folder(root / "inner", "b.jpg")
+    _folder(tmp_path / "photos2", "c.jpg")  # a sibling whose name starts with the folder's name
+    _folder(tmp_path / "elsewhere", "d.jpg")
+    os.symlink(root / "inner", root / "z-inner-again")  # the same folder again, under a link: listed once
+    os.symlink(tmp_path / "photos2", root / "sibling")
+    os.symlink(tmp_path / "photos2" / "c.jpg", root / "c-link.jpg")
+    os.symlink(tmp_path / "elsewhere", root / "m-elsewhere")
+    os.symlink(tmp_path / "nowhere", root / "dangling")
+    left_out = []
+    found = list(list_images(root, left_out=left_out))
+    assert [os.path.relpath(p, root) for p in found] == ["a.jpg", os.path.join("inner", "b.jpg")]
+    outside = "symbolic link to outside the folder (use --follow-links to include it)"
+    assert sorted(left_out) == sorted([(str(root / "c-link.jpg"), outside), (str(root / "dangling"), "dangling symbolic link"),
+                                       (str(root / "m-elsewhere"), outside), (str(root / "sibling"), outside)])
+    followed = list(list_images(root, follow_links=True))
+    assert [os.path.relpath(p, root) for p in followed] == [
+        "a.jpg", "c-link.jpg", os.path.join("inner", "b.jpg"), os.path.join("m-elsewhere", "d.jpg"),
+        os.path.join("sibling", "c.jpg")]
+
+
+def test_a_link_to_the_folder_itself_or_given_as_the_root_is_listed_once(tmp_path):
+    root = _folder(tmp_path / "photos", "a.jpg")
+    os.symlink(root, root / "again")
+    assert list(list_images(root)) == [str(root / "a.jpg")]
+    os.symlink(root, tmp_path / "link")  # the root given through a link: its files are inside
+    assert list(list_images(tmp_path / "link")) == [str(tmp_path / "link" / "a.jpg")]
+
+
+def test_other_files_are_counted_by_lower_case_extension_and_hidden_ones_not_at_all(tmp_path):
+    from collections import Counter
+
+    root = _folder(tmp_path / "photos", "a.jpg")
+    for name in ("notes.TXT", "more.txt", "README", "clip.Mov", ".DS_Store", ".hidden.txt"):
+        (root / name).write_bytes(b"x")
+    _folder(root / ".cache", "e.jpg")
+    (root / ".cache" / "x.txt").write_bytes(b"x")
+    ignored = Counter()
+    assert list(list_images(root, ignored=ignored)) == [str(root / "a.jpg")]
+    assert ignored == Counter({".txt": 2, "": 1, ".mov": 1})
+
+
+def test_a_file_given_as_the_root_is_listed_alone_when_it_is_an_image(tmp_path):
+    root = _folder(tmp_path / "photos", "a.jpg")
+    (root / "notes.txt").write_text("x")
+    assert list(list_images(root / "a.jpg")) == [str(root / "a.jpg")]
+    assert list(list_images(root / "notes.txt")) == []
+    assert list(list_images(tmp_path / "missing")) == []
+
+
+def test_a_fifo_with_an_image_name_is_left_out_with_the_reason(tmp_path):
+    root = _folder(tmp_path / "photos", "a.jpg")
+    os.mkfifo(root / "pipe.jpg")
+    left_out = []
+    assert list(list_images(root, left_out=left_out)) == [str(root / "a.jpg")]
+    assert left_out == [(str(root / "pipe.jpg"), "not a regular file (a FIFO, socket or device)")]
