@@ -37,6 +37,35 @@ def variants(img: Image.Image) -> dict[str, Image.Image]:
     }
 
 
+def tiny_model(folder, dim: int = 8, size: int = 32, seed: int = 0):
+    """A model directory (``model.onnx`` and its ``lookalike.json``) that indexes, queries and dedups in
+    milliseconds, without torch: a seeded random 3x3 convolution (stride 2), ReLU and global average
+    pooling, from (N, 3, ``size``, ``size``) inputs to ``dim``-d features that tell photos and their edits apart."""
+    import json
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    weights = numpy_helper.from_array(rng.standard_normal((dim, 3, 3, 3)).astype(np.float32), "w")
+    bias = numpy_helper.from_array((rng.standard_normal(dim) * 0.1).astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("GlobalAveragePool", ["relu"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["output"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", dim])], [weights, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "model.onnx")
+    (folder / "lookalike.json").write_text(json.dumps({"name": f"tiny-{seed}", "input_size": size,
+                                                       "mean": [0.5] * 3, "std": [0.5] * 3, "dim": dim}))
+    return folder
+
+
 # Run a command without root's power to read any file, so file modes count even when the tests run as root.
 WITHOUT_READ_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
                          "--inh-caps", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []

@@ -125,3 +125,204 @@ def test_a_retrained_model_directory_is_embedded_again(data, tmp_path):
     _tiny_model(tmp_path, seed=1)  # new weights in the same directory, as after training again
     second = ev.evaluate_folder(data, str(model))
     assert second.index.indexed == 17 and not np.allclose(second.vectors, first.vectors)
+
+
+# Fast cases: a tiny ONNX model (helpers.tiny_model) or hand-made vectors, no model export.
+
+def _solid(path, colour):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 30), colour).save(path)
+    return str(path)
+
+
+class _Captions:
+    """The ``<li>`` captions under each ``<h2>`` of the report page, and its table's rows."""
+
+    def __init__(self, text):
+        from html.parser import HTMLParser
+
+        self.sections, self.table, where = {}, {}, []
+        page = self
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                where.append(tag)
+                if tag == "li":
+                    page.sections[page.heading].append("")
+
+            def handle_endtag(self, tag):
+                where.pop()
+
+            def handle_data(self, data):
+                if where[-1] == "h2":
+                    page.heading = data
+                    page.sections[data] = []
+                elif where[-1] == "li":
+                    page.sections[page.heading][-1] += data
+                elif where[-1] == "th":
+                    page.key = data
+                elif where[-1] == "td":
+                    page.table[page.key] = data
+
+        Parser(convert_charrefs=True).feed(text)
+
+
+@pytest.fixture
+def hand_made(tmp_path):
+    """An evaluation of 12 images in 3 classes with seeded random 6-d vectors: every image a file of its
+    own solid colour (so a thumbnail in the report shows which image it is) under a folder whose name
+    holds markup."""
+    from lookalike.evaluation import retrieval
+    from lookalike.index.indexer import IndexReport
+    from lookalike.train.data import labelled
+
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((12, 6)).astype(np.float32)
+    colours = [(20 * i, 255 - 20 * i, (97 * i) % 256) for i in range(12)]
+    classes = ["a <b>", "b & c", "d"]
+    paths = [_solid(tmp_path / "data" / classes[i // 4] / f"{i:02d}.png", colours[i]) for i in range(12)]
+    data = labelled(paths, tmp_path / "data")
+    result = retrieval.evaluate(vectors, data.codes, "l2")
+    evaluation = ev.Evaluation(data, vectors, result, None, "tiny <model>", IndexReport(), 1.5)
+    return evaluation, colours
+
+
+def test_the_report_calls_best_the_queries_of_highest_average_precision_and_worst_the_lowest(hand_made, tmp_path):
+    evaluation, colours = hand_made
+    ids, ap, _, first = ranking_reference(evaluation.vectors, evaluation.data.codes, "l2")
+    assert len(set(ap.round(9))) >= 8  # few ties: the order below is the APs' own
+    page = _Captions(ev.write_report(evaluation, tmp_path / "report", rows=3, neighbours=4).read_text())
+    by_ap = sorted(range(len(ids)), key=lambda i: (-ap[i], first[i]))
+
+    def caption(i):
+        q = ids[i]
+        return (f"{evaluation.data.paths[q]} ({evaluation.data.classes[evaluation.data.codes[q]]}): "
+                f"AP {ap[i]:.3f}, first positive at rank {first[i]:g}")
+
+    assert page.sections["Best queries (by average precision)"] == [caption(i) for i in by_ap[:3]]
+    assert page.sections["Worst queries (by average precision)"] == [caption(i) for i in by_ap[::-1][:3]]
+    assert ap[by_ap[0]] > ap[by_ap[-1]]
+
+
+def test_each_report_row_shows_the_query_then_its_nearest_framed_by_class(hand_made, tmp_path):
+    from PIL import Image
+
+    from helpers import distances_reference
+
+    evaluation, colours = hand_made
+    out = tmp_path / "report"
+    ev.write_report(evaluation, out, rows=3, neighbours=4)
+    page = _Captions((out / "index.html").read_text())
+    cell, gap, pad, half = ev.THUMB + 8, 16, 4, ev.THUMB // 2
+    distances = distances_reference(evaluation.vectors, evaluation.vectors, "l2")
+    for title in ("best", "worst"):
+        sheet = Image.open(out / f"{title}.png").convert("RGB")
+        assert sheet.size == (5 * cell + gap, 3 * cell)
+        captions = page.sections[f"{title.capitalize()} queries (by average precision)"]
+        queries = [evaluation.data.paths.index(c.split(" (", 1)[0]) for c in captions]
+        for row, q in enumerate(queries):
+            y = row * cell
+            assert sheet.getpixel((pad + half, y + pad + half)) == colours[q]
+            nearest = [int(j) for j in np.argsort(distances[q], kind="stable") if j != q][:4]
+            for col, j in enumerate(nearest):
+                x = cell * (col + 1) + gap
+                assert sheet.getpixel((x + pad + half, y + pad + half)) == colours[j], (title, row, col)
+                same = evaluation.data.codes[j] == evaluation.data.codes[q]
+                assert sheet.getpixel((x + 2, y + 2)) == ((40, 160, 60) if same else (210, 40, 40))
+
+
+def test_the_report_table_and_metrics_file_give_the_summary(hand_made, tmp_path):
+    evaluation, _ = hand_made
+    out = tmp_path / "report"
+    ev.write_report(evaluation, out)
+    summary = evaluation.to_dict()
+    assert json.loads((out / "metrics.json").read_text()) == summary
+    _, ap, ap_r, first = ranking_reference(evaluation.vectors, evaluation.data.codes, "l2")
+    page = _Captions((out / "index.html").read_text())
+    assert page.table["map"] == f"{ap.mean():.4f}" and page.table["map@r"] == f"{ap_r.mean():.4f}"
+    assert page.table["recall@1"] == f"{np.mean(first <= 1):.4f}" and page.table["n_images"] == "12"
+    assert page.table["model"] == "tiny <model>" and page.table["seconds"] == "1.5000"
+    assert summary["seconds"] == 1.5 and summary["embedded"] == 0 and summary["unlabelled"] == 0
+    with open(out / "cmc.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rows_and_neighbours_are_capped_by_the_images_there_are(tmp_path):
+    from PIL import Image
+
+    from lookalike.evaluation import retrieval
+    from lookalike.index.indexer import IndexReport
+    from lookalike.train.data import labelled
+
+    paths = [_solid(tmp_path / "data" / c / f"{i}.png", (50 * i, 0, 0)) for i, c in enumerate("aab")]
+    data = labelled(paths, tmp_path / "data")
+    vectors = np.array([[0, 1], [0, 2], [3, 0]], np.float32)
+    evaluation = ev.Evaluation(data, vectors, retrieval.evaluate(vectors, data.codes, "cosine"), None, "m",
+                               IndexReport(), 0.0)
+    out = tmp_path / "report"
+    ev.write_report(evaluation, out, rows=6, neighbours=8)
+    page = _Captions((out / "index.html").read_text())
+    assert len(page.sections["Best queries (by average precision)"]) == 2  # the two images of class a
+    cell = ev.THUMB + 8
+    assert Image.open(out / "best.png").size == (3 * cell + 16, 2 * cell)  # 2 neighbours: every other image
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from helpers import tiny_model
+
+    return str(tiny_model(tmp_path_factory.mktemp("tiny")))
+
+
+def _classes(root, counts, size=(48, 40)):
+    names = iter(("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "moon"))
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True)
+        photo = sample_photo(next(names)).resize(size)
+        for i in range(n):
+            photo.rotate(7 * i).save(root / label / f"{i}.png")
+    return root
+
+
+def test_a_class_of_exactly_two_images_is_enough_to_evaluate(tiny, tmp_path):
+    data = _classes(tmp_path / "data", {"two": 2, "one": 1, "other": 1})
+    out = ev.evaluate_folder(data, tiny).to_dict()
+    assert (out["n_images"], out["n_queries"], out["n_classes"]) == (4, 2, 3)
+    single = _classes(tmp_path / "single", {"a": 1, "b": 1})
+    with pytest.raises(ValueError, match="has no class folder with two or more readable images"):
+        ev.evaluate_folder(single, tiny)
+    with pytest.raises(ValueError, match="^not a directory: "):
+        ev.evaluate_folder(tmp_path / "missing", tiny)
+
+
+def test_a_users_index_holding_a_folder_whose_name_extends_the_datas_evaluates_the_data_alone(tiny, tmp_path):
+    from lookalike.api import Index
+
+    data = _classes(tmp_path / "data", {"a": 3, "b": 3})
+    longer = _classes(tmp_path / "data2", {"a": 2, "c": 2})
+    (tmp_path / "data" / "loose.png").write_bytes((tmp_path / "data" / "a" / "0.png").read_bytes())
+    ix = tmp_path / "ix"
+    with Index.open(ix, tiny, create=True) as index:
+        index.add(data)
+        index.add(longer)
+        assert len(index) == 11
+    reused = ev.evaluate_folder(data, index=ix)
+    out = reused.to_dict()
+    assert (out["n_images"], out["n_classes"], out["embedded"], out["unlabelled"]) == (6, 2, 0, 1)
+    assert all(p.startswith(str(data) + "/") for p in reused.data.paths)
+    cached = ev.evaluate_folder(data, tiny)
+    assert np.array_equal(cached.vectors, reused.vectors) and cached.to_dict()["embedded"] == 7
+
+
+def test_re_ranked_figures_are_reported_beside_the_plain_ones(tiny, tmp_path):
+    from lookalike.evaluation import rerank, retrieval
+
+    data = _classes(tmp_path / "data", {"a": 4, "b": 4, "c": 3})
+    out = ev.evaluate_folder(data, tiny, rerank=True)
+    neighbours, _ = rerank.rerank(out.vectors, k=ev.RERANK_K)
+    expected = retrieval.evaluate_neighbors(neighbours, out.data.codes, metric="cosine+rerank").summary()
+    assert out.reranked.metric == "cosine+rerank"
+    assert out.to_dict()["rerank"] == {k: round(expected[k], 6) for k in ("recall@1", "recall@5", "recall@10",
+                                                                          "map", "map@r", "median_rank")}
