@@ -69,3 +69,54 @@ def test_budget_skips_what_does_not_fit(data, tmp_path):
     result = tune.run_grid(data, {"lr": [1e-3, 1e-4]}, tmp_path, TINY, budget=0)
     assert [t.status for t in result.trials] == ["skipped (budget)"] * 2
     assert result.best is None and json.loads((tmp_path / "tune.json").read_text())["best"] is None
+
+
+def _scores(map_, recall1):
+    return {"recall@1": recall1, "recall@5": 1.0, "map": map_, "map@r": map_ / 2}
+
+
+def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so(tmp_path):
+    trials = [tune.Trial({"lr": 0.1, "dim": 8}, "done", 2, 1.5, _scores(0.5, 0.9)),
+              tune.Trial({"lr": 0.01, "dim": 8}, "done", 2, 1.25, _scores(0.7, 0.1)),
+              tune.Trial({"lr": 0.01, "dim": 16}, "stopped (budget)", 1, 0.75, _scores(0.7, 0.3)),
+              tune.Trial({"lr": 0.001, "dim": 8}, "done", 2, 2.0, _scores(0.6, 1.0)),
+              tune.Trial({"lr": 0.001, "dim": 16}, "skipped (budget)")]
+    result = tune.TuneResult(trials, {"epochs": 2}, 7.25)
+    assert result.best is trials[2]
+    tune.write_tables(result, ["lr", "dim"], tmp_path)
+    saved = json.loads((tmp_path / "tune.json").read_text())
+    assert saved["best"] == {"settings": {"lr": 0.01, "dim": 16}, "val": _scores(0.7, 0.3)}
+    assert saved["seconds"] == 7.2 and saved["base"] == {"epochs": 2}  # rounded to a tenth, half to even
+    assert [t["status"] for t in saved["trials"]] == [t.status for t in trials]
+    with open(tmp_path / "tune.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["lr", "dim", "recall@1", "recall@5", "map", "map@r", "epochs_done", "seconds", "status"]
+    assert rows[3] == ["0.01", "16", "0.3", "1.0", "0.7", "0.35", "1", "0.75", "stopped (budget)"]
+    assert rows[5] == ["0.001", "16", "", "", "", "", "0", "0.0", "skipped (budget)"]
+    assert tune.label({"lr": 0.01, "dim": 16}) == "lr=0.01 dim=16"
+
+
+def test_no_trial_with_scores_has_no_best():
+    assert tune.TuneResult([tune.Trial({"lr": 1.0}, "skipped (budget)")], {}, 0.0).best is None
+    assert tune.TuneResult([], {}, 0.0).to_dict()["best"] is None
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), (" 1.5m ", 90), ("2h", 7200), ("0", 0),
+                                           ("0.25h", 900)])
+def test_budgets_in_seconds_minutes_and_hours(text, seconds):
+    assert tune.parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "10 min", "-5", "1h30m", "5d"])
+def test_budgets_that_are_no_duration_are_refused(text):
+    with pytest.raises(ValueError, match="is not a duration such as 600, 600s, 10m or 1h"):
+        tune.parse_budget(text)
+
+
+def test_grid_values_are_typed_and_whole_numbers_may_be_written_as_floats():
+    grid = tune.parse_grid([" epochs = 2,3.0", "augment=features,pixels", "crop-scale=0.5"])
+    assert grid == {"epochs": [2, 3], "augment": ["features", "pixels"], "crop_scale": [0.5]}
+    assert all(type(v) is int for v in grid["epochs"])
+    for bad in ("epochs=", "=1", "epochs=2.5", "unknown=1"):
+        with pytest.raises(ValueError):
+            tune.parse_grid([bad])
