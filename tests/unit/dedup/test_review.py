@@ -22,7 +22,7 @@ class Page(HTMLParser):
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
-        self.title, self.headings, self.figures = "", [], []
+        self.title, self.headings, self.figures, self.stray = "", [], [], []
         self._in: list[str] = []
         self.feed(text)
 
@@ -36,18 +36,18 @@ class Page(HTMLParser):
             self.figures[-1]["img"] = attrs["src"]
         elif tag == "div" and attrs.get("class") == "missing":
             self.figures[-1]["img"] = "missing"
-        key = attrs.get("class") if tag in ("span", "b") else tag
-        self._in.append(key if tag != "b" else "b")
+        if tag not in ("img", "input", "meta"):  # void elements: no end tag follows
+            self._in.append(attrs.get("class") if tag == "span" else tag)
 
     def handle_endtag(self, tag):
         self._in.pop()
 
-    def handle_startendtag(self, tag, attrs):
-        self.handle_starttag(tag, attrs)
-        self._in.pop()
-
     def handle_data(self, data):
         where = self._in[-1] if self._in else None
+        if self.figures and "figure" in self._in:
+            self.figures[-1]["all"] = self.figures[-1].get("all", "") + data
+        elif where in ("div", "section", "body") and data.strip():
+            self.stray.append(data)
         if where == "title":
             self.title += data
         elif where == "h2":
@@ -90,6 +90,11 @@ def test_every_file_is_a_card_with_its_exact_name_folder_and_checkbox(report):
         assert figure["class"] == ("dup" if dup else "keep")
         assert ("checked" in figure["box"]) == (dup is not None)  # the report's to-remove choice
         assert figure["texts"].get("b", "") == ("" if dup else "KEEP")
+        assert set(figure["box"]) == {"type", "data-group", "data-path"} | ({"checked"} if dup else set())
+        assert figure["box"]["type"] == "checkbox"
+        image = "unreadable" if figure["img"] == "missing" else ""
+        assert figure["all"] == f"{image} remove{figure['texts'].get('b', '')}{name}{folder}{figure['texts']['why']}"
+    assert page.stray == []  # nothing between the cards or the groups
 
 
 def test_each_card_says_why_and_the_headings_count_the_files(report):
@@ -134,3 +139,45 @@ def test_the_page_written_to_a_file_reads_back_as_rendered(report, tmp_path):
     review.write(report, out)
     assert out.read_text(encoding="utf-8") == review.render(report)
     assert "lookalike never deletes anything" in out.read_text(encoding="utf-8")
+
+
+def _ijg_table(quality):
+    """The IJG (libjpeg) luminance quantization table scaled to ``quality``, row by row as Pillow reports it."""
+    base = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+            14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+            49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]  # ITU T.81 Annex K, row by row
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return [min(255, max(1, (q * scale + 50) // 100)) for q in base]
+
+
+def test_thumbnails_are_jpegs_of_quality_80_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    from lookalike.images import decode
+
+    big = tmp_path / "big.jpg"
+    Image.effect_noise((2400, 1600), 60).convert("RGB").save(big, quality=95)
+    decoded = []
+    def spy(*args, **kwargs):
+        img = decode(*args, **kwargs)
+        decoded.append(img.size)
+        return img
+
+    monkeypatch.setattr(review, "decode", spy)
+    uri = review.thumbnail_uri(str(big))
+    thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert thumb.size == (200, 133)
+    assert list(thumb.quantization[0]) == _ijg_table(80)
+    assert decoded == [(300, 200)]  # drafted at 1/8 scale, the smallest still at least 200 pixels
+
+
+def test_a_name_that_is_not_utf8_is_written_back_byte_for_byte(report, tmp_path):
+    import os
+
+    raw = os.fsdecode(b"x\xff.jpg")
+    keep = report.groups[1].keep
+    odd = os.path.join(os.path.dirname(keep), raw)
+    os.rename(report.groups[1].duplicates[0].path, odd)
+    report.groups[1] = Group("exact", keep, [Duplicate(odd, 0.0, match="exact")])
+    out = tmp_path / "review.html"
+    review.write(report, out)
+    data = out.read_bytes()
+    assert b'data-path="' + os.fsencode(odd) + b'" checked' in data
