@@ -7,6 +7,14 @@ import pytest
 from helpers import PHOTOS, sample_photo, variants
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every end-to-end test (``tests/e2e``: the CLI as a subprocess, a server, a browser) is slow: out of
+    the quick loop ``pytest -m "not slow"``, whichever file it is added to."""
+    for item in items:
+        if "e2e" in item.path.relative_to(config.rootpath).parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_dirs(tmp_path_factory):
     """Keep exported models and default indexes out of the user's directories, shared per session."""

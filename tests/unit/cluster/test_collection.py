@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("milvus_lite")
+pytestmark = pytest.mark.slow  # a Milvus server per collection, and the real model
 
 from helpers import assert_same_answers  # noqa: E402
 from lookalike.api import Index  # noqa: E402

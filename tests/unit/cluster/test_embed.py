@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("pyarrow")
+pytestmark = pytest.mark.slow
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster import embed as embed_module  # noqa: E402

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyarrow")
+pytestmark = pytest.mark.slow
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402

@@ -1,6 +1,7 @@
 """The ONNX Runtime embedder: batches split across one-thread sessions give the same features."""
 
 import numpy as np
+import pytest
 
 from helpers import sample_photo, variants
 from lookalike.models.embedder import Embedder
@@ -23,6 +24,7 @@ def test_a_batch_split_across_one_thread_sessions_equals_one_image_at_a_time():
     assert np.abs(out[0] - out[1]).max() > 1e-2  # distinct images, not one row repeated
 
 
+@pytest.mark.slow
 def test_default_model_onnx_features_equal_the_torch_network_they_were_exported_from():
     import torch
 

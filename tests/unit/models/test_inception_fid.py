@@ -148,6 +148,7 @@ def test_fid_preprocess_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+@pytest.mark.slow
 def test_state_dict_has_the_official_keys_and_shapes(net):
     state = net.state_dict()
     for key, shape in OFFICIAL_KEYS.items():
@@ -159,11 +160,13 @@ def test_state_dict_has_the_official_keys_and_shapes(net):
     assert len(state) == 94 * 6 + 2
 
 
+@pytest.mark.slow
 def test_parameter_count_is_the_official_one(net):
     assert OFFICIAL_PARAMETER_COUNT == 23_850_960
     assert sum(p.numel() for p in net.parameters()) == OFFICIAL_PARAMETER_COUNT
 
 
+@pytest.mark.slow
 def test_weights_file_loads_strictly_and_reproduces_the_network(net, photos, features, tmp_path):
     path = tmp_path / fid_weights.WEIGHTS_FILENAME
     torch.save(net.state_dict(), path)
@@ -179,6 +182,7 @@ def test_weights_file_loads_strictly_and_reproduces_the_network(net, photos, fea
         inc.build(weights=partial)
 
 
+@pytest.mark.slow
 def test_layers_give_pooled_features_of_their_dim(net, photos, features):
     assert inc.LAYERS == {"pool3": 2048, "mixed6e": 768, "pool2": 192, "pool1": 64}
     for layer, dim in inc.LAYERS.items():
@@ -192,6 +196,7 @@ def test_layers_give_pooled_features_of_their_dim(net, photos, features):
     assert torch.allclose(features["pool1"], stem.mean((2, 3)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_forward_gives_the_1008_logits(net, photos):
     small = photos[:, :, :75, :75]  # the smallest input the network takes, to keep this fast
     logits = net(small)
@@ -207,6 +212,7 @@ def test_layer_names_and_dim_aliases():
         inc.layer_name("fc")
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch_on_real_photos(photos, features, exported):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -220,6 +226,7 @@ def test_onnx_export_matches_torch_on_real_photos(photos, features, exported):
     assert np.abs(single[0] - expected[1]).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_graph_has_the_fid_pooling(exported):
     """TensorFlow-style average pools exclude padding; only Mixed_7c's branch pool is a stride-1
     max pool."""

@@ -46,6 +46,7 @@ def photos():
     return [sample_photo(name) for name in ("chelsea", "coffee", "rocket")]
 
 
+@pytest.mark.slow
 def test_inception_is_registered_with_its_layers(weights):
     spec = resolve(INCEPTION, weights=weights[0])
     assert (spec.family, spec.layer, spec.dim, spec.preprocessing.size) == ("inception-fid", "pool3", 2048, 299)
@@ -56,6 +57,7 @@ def test_inception_is_registered_with_its_layers(weights):
     assert {"efficientnet-lite3", "efficientnet-lite4"}.isdisjoint(REGISTRY)  # no PyPI package ships their weights
 
 
+@pytest.mark.slow
 def test_layers_are_chosen_by_name_or_dim(weights):
     assert [resolve(INCEPTION, d, weights[0]).layer for d in ("64", "192", "768", "2048")] == list(reversed(inc.LAYERS))
     assert resolve("efficientnet-lite0", "320").layer == "blocks"
@@ -85,6 +87,7 @@ def test_missing_weights_is_one_model_error_line(no_weights):
     assert next(r for r in catalog() if r["name"] == INCEPTION)["weights_present"] is False
 
 
+@pytest.mark.slow
 def test_weights_come_from_option_then_env(weights, no_weights, monkeypatch):
     monkeypatch.setenv(fid_weights.WEIGHTS_ENV, str(weights[1]))
     assert resolve(INCEPTION).weights_path == weights[1]
@@ -97,6 +100,7 @@ def test_weights_come_from_option_then_env(weights, no_weights, monkeypatch):
         download_weights("efficientnet-lite0")
 
 
+@pytest.mark.slow
 def test_other_weights_are_another_model(weights):
     a, b = (resolve(INCEPTION, "pool1", w) for w in weights)
     assert a.identity() != b.identity() and a.identity()["layer"] == "pool1"
@@ -106,6 +110,7 @@ def test_other_weights_are_another_model(weights):
         resolve(INCEPTION, "pool1", weights[1], weights_sha256=a.weights_sha256)
 
 
+@pytest.mark.slow
 def test_onnx_features_equal_torch_on_real_photos(weights, photos, no_weights, monkeypatch):
     spec = resolve(INCEPTION, "pool2", weights[0])
     emb = Embedder(spec, threads=1)

@@ -10,6 +10,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from lookalike.api import Index
 from lookalike.server import create_app
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests
+
 EXAMPLES = 25  # per operation: bounded, so the suite stays quick
 
 

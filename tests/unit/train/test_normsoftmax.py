@@ -49,6 +49,7 @@ def net():
     return EmbeddingNet(build(resolve("efficientnet-lite0")), 32).eval()
 
 
+@pytest.mark.slow
 def test_tail_from_cached_prefix_equals_the_whole_network(net):
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -58,6 +59,7 @@ def test_tail_from_cached_prefix_equals_the_whole_network(net):
     assert whole.shape == (2, 32)
 
 
+@pytest.mark.slow
 def test_trainable_unfreezes_only_the_tail(net):
     params = net.trainable(13)
     blocks = net.features.net._blocks

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def _policy_after(imports: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
@@ -12,6 +14,7 @@ def _policy_after(imports: str) -> str:
                           check=True).stdout.strip()
 
 
+@pytest.mark.slow  # imports torch in subprocesses
 def test_only_the_torch_training_modules_set_the_wait_policy():
     assert _policy_after("import lookalike.cli, lookalike.train.config, lookalike.train.tune") == "None"
     assert _policy_after("import lookalike.train.head") == "PASSIVE"

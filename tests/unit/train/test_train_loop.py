@@ -67,6 +67,7 @@ def trained(tmp_path_factory):
     return result, out, onnx_path, before["epoch1"], interrupted
 
 
+@pytest.mark.slow
 def test_training_raises_validation_retrieval_above_the_untrained_head(trained):
     result = trained[0]
     untrained, last = result.history[0], result.history[-1]
@@ -76,6 +77,7 @@ def test_training_raises_validation_retrieval_above_the_untrained_head(trained):
     assert last.val["recall@1"] > untrained.val["recall@1"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped(trained):
     result, _, _, epoch1, interrupted = trained
     assert interrupted == {"checkpoint": True, "cache": True}
@@ -83,6 +85,7 @@ def test_interrupted_run_resumes_where_it_stopped(trained):
     assert result.history[1] == epoch1  # epoch 1 was not trained again
 
 
+@pytest.mark.slow
 def test_model_directory_is_accepted_as_a_model(trained):
     result, out, onnx_path, _, _ = trained
     assert sorted(p.name for p in out.iterdir()) == ["lookalike.json", "model.onnx", "training.png"]

@@ -46,6 +46,7 @@ def test_parse_budget():
         tune.parse_budget("soon")
 
 
+@pytest.mark.slow
 def test_two_point_grid_is_scored_on_held_out_classes_and_saved(data, tmp_path):
     # augment=features: both points train on one cache of frozen activations (and cover that path)
     result = tune.run_grid(data, {"lr": [1e-3, 1e-5], "augment": ["features"]}, tmp_path, TINY)
