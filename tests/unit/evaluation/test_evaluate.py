@@ -305,8 +305,8 @@ def test_a_users_index_holding_a_folder_whose_name_extends_the_datas_evaluates_t
     (tmp_path / "data" / "loose.png").write_bytes((tmp_path / "data" / "a" / "0.png").read_bytes())
     ix = tmp_path / "ix"
     with Index.open(ix, tiny, create=True) as index:
-        index.add(data)
-        index.add(longer)
+        index.index(data)
+        index.index(longer)
         assert len(index) == 11
     reused = ev.evaluate_folder(data, index=ix)
     out = reused.to_dict()
