@@ -155,7 +155,7 @@ def test_rebuild_wipes_the_index_a_tilde_in_lookalike_index_names(monkeypatch, t
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("LOOKALIKE_INDEX", "~/idx")
     with Index.open(create=True) as idx:
-        idx.store.put([Entry("/p/a.jpg", 1, 1, "h", 2, 2, np.ones(idx.store.dim or 1280, np.float32))])
+        idx.collection.store.put([Entry("/p/a.jpg", 1, 1, "h", 2, 2, np.ones(idx.collection.store.dim or 1280, np.float32))])
         assert len(idx) == 1 and idx.root == tmp_path / "idx"
     (tmp_path / "idx" / "stray.txt").write_text("left by the old index")
     with Index.open(create=True, rebuild=True) as idx:
