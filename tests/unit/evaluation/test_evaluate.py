@@ -190,7 +190,7 @@ def hand_made(tmp_path):
 
 
 def test_the_report_calls_best_the_queries_of_highest_average_precision_and_worst_the_lowest(hand_made, tmp_path):
-    evaluation, colours = hand_made
+    evaluation, _ = hand_made
     ids, ap, _, first = ranking_reference(evaluation.vectors, evaluation.data.codes, "l2")
     assert len(set(ap.round(9))) >= 8  # few ties: the order below is the APs' own
     page = _Captions(ev.write_report(evaluation, tmp_path / "report", rows=3, neighbours=4).read_text())

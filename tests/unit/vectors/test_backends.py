@@ -39,8 +39,7 @@ def expected(queries, x, ids, metric, k, farthest=False):
     return np.take_along_axis(d, order, 1), ids[order]
 
 
-@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.slow) if name == "milvus-lite" else name
-                        for name in BACKENDS])  # milvus-lite starts a server: out of the quick loop
+@pytest.fixture(params=list(BACKENDS))
 def backend_name(request):
     return request.param
 
