@@ -7,12 +7,11 @@ import pytest
 from helpers import PHOTOS, sample_photo, variants
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     """Every end-to-end test (``tests/e2e``: the CLI as a subprocess, a server, a browser) is slow: out of
     the quick loop ``pytest -m "not slow"``, whichever file it is added to."""
-    for item in items:
-        if "e2e" in item.path.relative_to(config.rootpath).parts:
-            item.add_marker(pytest.mark.slow)
+    if "e2e" in item.path.relative_to(item.config.rootpath).parts:
+        item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
