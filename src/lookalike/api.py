@@ -14,6 +14,7 @@ import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -28,6 +29,9 @@ from lookalike.paths import index_path
 from lookalike.index.sqlite import DB_NAME
 from lookalike.index.store import Store, StoreError, describe_model as _describe
 from lookalike.vectors import Backend, Metric, Mode, Searcher, check_query
+
+if TYPE_CHECKING:  # the map's libraries load only when a map is asked for
+    from lookalike.map.cache import Map
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -239,6 +243,22 @@ class Index:
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All (ids, vectors) of the collection, ids ascending."""
         return self.collection.vectors()
+
+    def layout(self) -> "Map":
+        """The map of every indexed image (:mod:`lookalike.map`; the ``map`` extra): laid out once for a
+        set of images and kept beside the index in ``map.npz``; images added since are placed among
+        their neighbours. Holds :attr:`lock` only to read the vectors, not while laying out. An index
+        folder's only: :class:`StoreError` for a Milvus collection, which has no folder to keep it in."""
+        from lookalike.map.cache import current
+
+        if not isinstance(self.collection, EmbeddedCollection):
+            raise StoreError(f"{self.location} has no map: a map is kept in an index folder, and this is a "
+                             "Milvus collection")
+        folder = self.collection
+        with self.lock:
+            generation = folder.store.generation
+            ids, vectors = folder.vectors()
+        return current(folder.root, generation, ids, vectors, writable=not folder.readonly)
 
     def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
               cache: MutableMapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:

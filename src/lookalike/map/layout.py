@@ -1,0 +1,69 @@
+"""The 2-D layout of a collection's embeddings, and placing new points on an existing one.
+
+Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA, then laid out by openTSNE
+(FFT-accelerated t-SNE; the ``map`` extra) with a fixed seed, so the same vectors give the same map.
+New points are placed at the similarity-weighted mean of their :data:`NEIGHBOURS` nearest laid-out
+points (by cosine), which is how openTSNE starts placing points too; the laid-out points do not move.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.vectors import get_metric
+
+PCA_DIMS = 50
+NEIGHBOURS = 10
+SEED = 0
+_unit = get_metric("cosine")  # rows scaled to unit length
+METHOD = f"pca{PCA_DIMS}+opentsne"
+
+
+class LayoutError(ValueError):
+    """The map cannot be made (its optional library is missing); one line for the user."""
+
+
+def lay_out(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """The (n, 2) float32 layout of ``vectors`` (n, d), scaled into [0, 1]² (see :func:`fit_unit_square`)."""
+    x = _unit.normalise(vectors)
+    n = len(x)
+    if n < 4:  # too few for t-SNE: a line is as good a map
+        return fit_unit_square(np.stack([np.arange(n), np.zeros(n)], axis=1).astype(np.float32))
+    try:
+        from openTSNE import TSNE
+        from sklearn.decomposition import PCA
+    except ImportError:
+        raise LayoutError("the map needs the map extra: pip install 'lookalike[map]'") from None
+    dims = min(PCA_DIMS, n - 1, x.shape[1])
+    reduced = PCA(dims, svd_solver="randomized" if n > 1000 else "full", random_state=seed).fit_transform(x)
+    # one thread for a small map: there, threads cost more in waiting for each other than they save
+    tsne = TSNE(perplexity=min(30.0, (n - 1) / 3), n_jobs=-1 if n > 5000 else 1, random_state=seed, verbose=False)
+    return fit_unit_square(np.asarray(tsne.fit(reduced.astype(np.float32)), np.float32))
+
+
+def place(new: np.ndarray, laid: np.ndarray, laid_xy: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Places (m, 2) for ``new`` vectors on a layout of ``laid`` vectors at ``laid_xy``: each at the
+    mean of its ``k`` nearest laid-out points by cosine, weighted by 1 / (distance + 10⁻⁶), so an exact
+    duplicate lands on its twin."""
+    from lookalike.vectors import Searcher
+
+    if not len(new):
+        return np.zeros((0, 2), np.float32)
+    searcher = Searcher(np.arange(len(laid), dtype=np.int64), np.ascontiguousarray(laid, np.float32))
+    distances, rows = searcher.nearest(np.ascontiguousarray(new, np.float32), k, "cosine", exact=True)
+    weights = 1.0 / (np.maximum(distances, 0) + 1e-6)
+    return ((weights[:, :, None] * laid_xy[rows]).sum(axis=1) / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fit_unit_square(xy: np.ndarray) -> np.ndarray:
+    """``xy`` shifted and scaled alike on both axes (shapes keep their proportions) into [0, 1]²,
+    centred on the shorter axis; a single place goes to the centre."""
+    xy = np.asarray(xy, np.float64)
+    if not len(xy):
+        return np.zeros((0, 2), np.float32)
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    span = float((high - low).max())
+    scaled = (xy - low) / span if span > 0 else np.zeros_like(xy)
+    scaled += (1 - (scaled.max(axis=0) - scaled.min(axis=0))) / 2
+    return scaled.astype(np.float32)
+

@@ -1,0 +1,72 @@
+"""The map's layout: separated clusters stay apart, the same vectors give the same map, new points
+land among their neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lookalike.map import layout
+
+pytest.importorskip("openTSNE")
+
+
+def clumps(sizes, dim=64, spread=0.05, seed=0):
+    """Tight Gaussian clumps around random directions: (vectors, true clump of each row)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(sizes), dim))
+    x = np.concatenate([c + spread * rng.standard_normal((n, dim)) for c, n in zip(centres, sizes)])
+    return x.astype(np.float32), np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_separated_clumps_stay_separated():
+    x, truth = clumps([40, 30, 30, 20])
+    xy = layout.lay_out(x)
+    assert xy.shape == (120, 2) and xy.dtype == np.float32
+    centroids = np.stack([xy[truth == c].mean(axis=0) for c in range(4)])
+    nearest = np.argmin(((xy[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == truth).all()  # every point nearer its own clump's middle than any other's
+    gaps = [np.linalg.norm(xy[truth == a][:, None] - xy[truth == b][None], axis=-1).min()
+            for a in range(4) for b in range(a + 1, 4)]
+    widths = [np.linalg.norm(xy[truth == c][:, None] - xy[truth == c][None], axis=-1).max() for c in range(4)]
+    assert min(gaps) > 0.1 * max(widths)
+
+
+def test_same_vectors_same_map_and_scale_free():
+    x, _ = clumps([30, 30], seed=3)
+    first = layout.lay_out(x)
+    assert layout.lay_out(x).tobytes() == first.tobytes()
+    # the map is of directions (cosine): rows scaled by powers of two (exact in floating point) map alike
+    factors = np.resize(np.array([0.5, 2, 4, 1], np.float32), len(x))[:, None]
+    assert layout.lay_out(x * factors).tobytes() == first.tobytes()
+    assert first.min() >= 0 and first.max() <= 1 and np.isclose(np.ptp(first, axis=0).max(), 1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_too_few_points_for_tsne(n):
+    xy = layout.lay_out(np.eye(3, 8, dtype=np.float32)[:n])
+    assert xy.shape == (n, 2)
+    if n == 1:
+        assert xy.tolist() == [[0.5, 0.5]]
+    if n == 3:  # a line through the middle, evenly spaced
+        assert xy.tolist() == [[0.0, 0.5], [0.5, 0.5], [1.0, 0.5]]
+
+
+def test_fit_unit_square_keeps_proportions():
+    # worked by hand: the longer side (x: 0..2) becomes 0..1, y (0..1) becomes 0.25..0.75 (centred)
+    got = layout.fit_unit_square(np.array([[0, 0], [2, 0], [2, 1]], np.float32))
+    assert got.tolist() == [[0.0, 0.25], [1.0, 0.25], [1.0, 0.75]]
+    assert layout.fit_unit_square(np.array([[3, 3], [3, 3]])).tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_place_between_equally_near_neighbours():
+    laid = np.eye(3, 4, dtype=np.float32)  # e1, e2, e3
+    laid_xy = np.array([[0, 0], [1, 0], [0, 1]], np.float32)
+    new = np.array([[1, 1, 0, 0], [5, 0, 0, 0]], np.float32)  # between e1 and e2; e1's direction
+    got = layout.place(new, laid, laid_xy, k=2)
+    # e1 + e2 is 1 - 1/sqrt(2) from both e1 and e2: weighted alike, so half way
+    assert got[0] == pytest.approx([0.5, 0.0], abs=1e-6)
+    # 5 e1 is e1's direction: weight 1 / 1e-6 against 1 / (1 + 1e-6) for the next (e2, the lower row of the ties)
+    w_same, w_next = 1 / 1e-6, 1 / (1 + 1e-6)
+    assert got[1] == pytest.approx([w_next / (w_same + w_next), 0.0], abs=1e-6)
+    assert layout.place(np.zeros((0, 4), np.float32), laid, laid_xy).shape == (0, 2)
