@@ -24,8 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.api import Index
 from lookalike.images import UPLOAD_MAX_PIXELS
 from lookalike.server.files import IndexedFiles
-from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, ExcludeQ, IdP, IdQ, MetricQ, ModeQ,
-                                      QueryForm, QueryResponse, SeedQ, Stats, ThresholdQ)
+from lookalike.server.mapview import MapView
+from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, ExcludeQ, IdP, IdQ, MapResponse, MetricQ,
+                                      ModeQ, Pending, QueryForm, QueryResponse, SeedQ, Stats, ThresholdQ)
 from lookalike.server.state import ServerState
 from lookalike.server.uploads import BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, BodyLimit, read_upload, return_freed_images
 from lookalike.index.store import StoreError
@@ -45,6 +46,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     files = IndexedFiles(index)
     server = ServerState(index, files, max_upload, max_pixels)
+    maps = MapView(index)
     app = FastAPI(title="lookalike", version=_version(), docs_url=None, redoc_url=None,
                   responses={408: {"description": "Request body incomplete"},
                              503: {"description": "The index cannot be read"}},
@@ -120,6 +122,25 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
         """Query again with a recent upload (the last 64 since the server started), without its bytes."""
         return server.query_recent_upload(digest, k, mode, metric, seed, exclude_self)
+
+    @app.get("/api/map", tags=["map"], response_model=MapResponse,
+             responses={202: {"model": Pending, "description": "Being laid out: ask again shortly"},
+                        304: {"description": "Unchanged since the ETag given in If-None-Match"},
+                        501: {"description": "The map's library (the map extra) is not installed"}})
+    def image_map(request: Request) -> Response:
+        """Every indexed image as a point on a 2-D layout of its embedding, with its folder and k-means
+        cluster (see the map in the page). The first request for a large index starts laying it out
+        and answers 202 until it is done; the map is then kept beside the index."""
+        made = maps.get()
+        if made is None:
+            return JSONResponse({"detail": f"laying out the map of {server.stats().count} images; ask again "
+                                           "shortly"}, 202, headers={"Retry-After": "2"})
+        generation, data = made
+        etag = f'"map-{generation}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="application/json", headers=headers)
 
     @app.get("/api/images/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})

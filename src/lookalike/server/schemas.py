@@ -128,6 +128,39 @@ class Stats(BaseModel):
     max_upload_bytes: int
 
 
+class MapFolder(BaseModel):
+    name: str = Field(description="The folder's base name (with a number where two share one).")
+    size: int
+
+
+class MapCluster(BaseModel):
+    size: int
+    central: list[int] = Field(description="Ids of its images nearest its centre, nearest first.")
+
+
+class MapResponse(BaseModel):
+    """Per image, in id order: its id, place, base name, folder (an index into ``folders``) and
+    k-means cluster (an index into ``clusters``, numbered by decreasing size)."""
+
+    generation: int = Field(description="The index generation the map is of.")
+    count: int
+    method: str = Field(description="How it was laid out.")
+    scale: int = Field(description="Places are integers from 0 to scale (x to the right, y downwards).")
+    color: str = Field(description="The colouring to start with: folder when there are several, else cluster.")
+    ids: list[int]
+    x: list[int]
+    y: list[int]
+    names: list[str]
+    folder: list[int]
+    folders: list[MapFolder]
+    cluster: list[int]
+    clusters: list[MapCluster]
+
+
+class Pending(BaseModel):
+    detail: str
+
+
 def results(found) -> list[Result]:
     """The matches of a :class:`~lookalike.api.QueryResult` as response rows (names, never paths)."""
     return [Result(rank=m.rank, id=m.id, name=display_name(m.path), folder=folder_name(m.path),

@@ -91,13 +91,13 @@ def test_the_index_keeps_its_map(tmp_path, photo_dir):
     extra = photos / "chelsea_flip.jpg"
     shutil.move(extra, tmp_path / extra.name)
     with Index.open(tmp_path / "index", create=True) as idx:
-        idx.add(photos)
+        idx.index(photos)
         first = idx.layout()
         assert first.how == "laid out" and len(first.ids) == 17
         assert first.ids.tolist() == idx.vectors()[0].tolist()
         assert idx.layout().how == "cached"
         shutil.move(tmp_path / extra.name, extra)  # one new photo: 1 of 17 laid out, placed
-        idx.add(photos)
+        idx.index(photos)
         second = idx.layout()
         assert second.how == "placed" and len(second.ids) == 18
         new = int(np.setdiff1d(second.ids, first.ids)[0])

@@ -78,6 +78,7 @@ function showQuery(query, name) {
   open.hidden = !full;
   if (full) open.href = full;
   $("query").hidden = false;
+  document.dispatchEvent(new CustomEvent("lookalike:query", { detail: query })); // the map rings it
 }
 
 function setBusy(busy, message) {

@@ -1,0 +1,75 @@
+"""The map the web page draws: laid out in a background thread (minutes for a large index the first
+time), then answered from memory as JSON bytes until the index changes."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from fastapi import HTTPException
+
+from lookalike.api import Index
+from lookalike.map.layout import LayoutError
+from lookalike.map.payload import payload
+from lookalike.server.schemas import display_name
+
+
+class MapView:
+    """The page's map of one index: :meth:`get` answers the JSON of
+    :func:`~lookalike.map.payload.payload` (names without their paths) for the index's
+    current generation, or None while a background thread lays it out (or brings it up to date)."""
+
+    def __init__(self, index: Index, wait: float = 1.0) -> None:
+        """``wait``: how long a request waits for a layout it starts before answering None."""
+        self.index = index
+        self.wait = wait
+        self._lock = threading.Lock()
+        self._done: tuple[int, bytes] | None = None  # (generation, JSON) of the last map made
+        self._failed: tuple[int, int, str] | None = None  # (generation, status, why) of a map not made
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> tuple[int, bytes] | None:
+        """(generation, JSON) of the current map, or None while it is being laid out; 501 when the
+        map's library is missing, 503 when the map could not be made."""
+        generation = self._generation()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                if self._done is None or self._done[0] != generation:
+                    self._raise_failed(generation)
+                    self._thread = threading.Thread(target=self._make, name="lookalike-map", daemon=True)
+                    self._thread.start()
+            thread = self._thread
+        thread.join(self.wait)
+        with self._lock:
+            self._raise_failed(generation)
+            return self._done if self._done is not None and self._done[0] == generation else None
+
+    def _raise_failed(self, generation: int) -> None:
+        if self._failed is not None and self._failed[0] == generation:
+            status, why = self._failed[1:]
+            raise HTTPException(status, why)
+
+    def _make(self) -> None:
+        """Lay out (or bring up to date) the map of the current generation and keep its JSON."""
+        generation = self._generation()
+        try:
+            m = self.index.layout()
+            with self.index.lock:
+                paths = self.index.paths(m.ids, missing_ok=True)
+            if None in paths:  # removed since the map was made: the next request makes it again
+                return
+            data = json.dumps(payload(m, paths, display_name), separators=(",", ":")).encode()
+        except LayoutError as e:
+            with self._lock:
+                self._failed = (generation, 501, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 (a damaged index, a full memory): said, not retried for this generation
+            with self._lock:
+                self._failed = (generation, 503, f"the map cannot be made: {e}")
+            return
+        with self._lock:
+            self._done = (m.generation, data)
+
+    def _generation(self) -> int:
+        with self.index.lock:
+            return self.index.store.generation

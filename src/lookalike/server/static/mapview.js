@@ -1,0 +1,168 @@
+// The map on the web page: every indexed image as a point (GET /api/map), coloured by folder or by
+// k-means cluster. Hover shows its thumbnail, a click searches with it (the result rows of app.js), and
+// a lasso selection lists the selected images (id, folder, name) to copy or download as TSV.
+"use strict";
+
+const mapState = { view: null, data: null, selection: [], tsvUrl: null };
+
+async function openMap() {
+  const open = $("map").hidden;
+  $("map").hidden = !open;
+  $("map-open").setAttribute("aria-pressed", String(open));
+  if (!open || mapState.view) return;
+  $("map-status").textContent = "loading the map…";
+  try {
+    for (;;) {
+      const response = await fetch("/api/map");
+      if (response.status === 202) {
+        $("map-status").textContent = `${(await response.json()).detail}…`;
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        continue;
+      }
+      if (!response.ok) throw new Error(await errorText(response));
+      showMap(await response.json());
+      return;
+    }
+  } catch (err) {
+    $("map-status").textContent = `The map cannot be shown: ${err.message}`;
+  }
+}
+
+function showMap(data) {
+  const n = data.count;
+  const x = new Float32Array(n), y = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    x[i] = data.x[i] / data.scale;
+    y[i] = data.y[i] / data.scale;
+  }
+  mapState.data = data;
+  mapState.byId = new Map(data.ids.map((id, i) => [id, i]));
+  mapState.view = new LookalikeMap($("map-canvas"), { x, y }, {
+    thumb: (i) => `/api/thumbs/${data.ids[i]}`,
+    onHover: mapTip,
+    onClick: (i) => search({ id: data.ids[i] }, options(), "push"),
+    onSelect: mapSelected,
+  });
+  $("map-color").value = data.color;
+  colourMap();
+  if (current && current.id !== undefined) markQuery(current.id);
+  $("map-status").textContent = `${n} image${n === 1 ? "" : "s"} · drag to pan, wheel to zoom, ` +
+    "shift+drag (or Select) to draw around images, click one to search with it";
+  $("map").dataset.ready = "true";
+}
+
+// Colour by folder or cluster, and list the groups: folders with their sizes, or clusters with their
+// sizes and most central images (a click searches with one).
+function colourMap() {
+  const data = mapState.data, by = $("map-color").value;
+  const groups = by === "folder" ? data.folders : data.clusters;
+  mapState.view.setColors(by === "folder" ? data.folder : data.cluster, groups.map((_, g) => mapColor(g)));
+  const items = groups.map((g, index) => ({ g, index }))
+    .sort((a, b) => b.g.size - a.g.size || a.index - b.index).slice(0, 40).map(({ g, index }) => {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = mapColor(index);
+      const label = document.createElement("span");
+      label.textContent = by === "folder" ? `${g.name} · ${g.size}` : `cluster ${index + 1} · ${g.size}`;
+      li.append(swatch, label);
+      if (by === "cluster") {
+        const thumbs = document.createElement("div");
+        thumbs.className = "central";
+        for (const id of g.central.slice(0, 4)) {
+          const a = document.createElement("a");
+          a.href = searchUrl({ id }, options());
+          a.dataset.id = id;
+          const img = document.createElement("img");
+          img.src = `/api/thumbs/${id}`;
+          img.alt = data.names[mapState.byId.get(id)];
+          img.loading = "lazy";
+          a.append(img);
+          thumbs.append(a);
+        }
+        li.append(thumbs);
+      }
+      return li;
+    });
+  const more = groups.length > items.length ? [Object.assign(document.createElement("li"), {
+    className: "muted", textContent: `and ${groups.length - items.length} smaller` })] : [];
+  $("map-legend").replaceChildren(...items, ...more);
+}
+
+function mapTip(i, e) {
+  const tip = $("map-tip");
+  if (i < 0) {
+    tip.hidden = true;
+    return;
+  }
+  const data = mapState.data, id = data.ids[i];
+  const img = tip.querySelector("img");
+  if (img.dataset.id !== String(id)) {
+    img.dataset.id = id;
+    img.src = `/api/thumbs/${id}`;
+    img.alt = data.names[i];
+    tip.querySelector(".name").textContent = data.names[i];
+    tip.querySelector(".folder").textContent = data.folders[data.folder[i]].name;
+  }
+  const stage = $("map-canvas").getBoundingClientRect();
+  const left = e.clientX - stage.left + 14, top = e.clientY - stage.top + 14;
+  tip.style.left = `${Math.min(left, stage.width - 180)}px`;
+  tip.style.top = `${Math.min(top, stage.height - 200)}px`;
+  tip.hidden = false;
+}
+
+function markQuery(id) {
+  if (!mapState.view) return;
+  const i = mapState.byId.get(id);
+  mapState.view.setMarked(i === undefined ? -1 : i);
+}
+
+// The selection as TSV: a header, then id, folder and name per image (names never carry a path,
+// as everywhere in the server's answers; `lookalike map --json` has the paths).
+function mapSelected(indices) {
+  const data = mapState.data;
+  const clean = (s) => s.replace(/[\t\r\n]/g, " ");
+  const rows = Array.from(indices, (i) => `${data.ids[i]}\t${clean(data.folders[data.folder[i]].name)}\t${clean(data.names[i])}`);
+  const tsv = ["id\tfolder\tname", ...rows].join("\n") + "\n";
+  mapState.selection = tsv;
+  if (mapState.tsvUrl) URL.revokeObjectURL(mapState.tsvUrl);
+  mapState.tsvUrl = URL.createObjectURL(new Blob([tsv], { type: "text/tab-separated-values" }));
+  $("map-download").href = mapState.tsvUrl;
+  $("map-count").textContent = `${indices.length} selected`;
+  $("map-list").value = rows.join("\n");
+  $("map-selection").hidden = indices.length === 0;
+}
+
+function initMap() {
+  $("map-open").addEventListener("click", openMap);
+  $("map-color").addEventListener("change", colourMap);
+  $("map-fit").addEventListener("click", () => mapState.view && mapState.view.fit());
+  $("map-select").addEventListener("click", () => {
+    if (!mapState.view) return;
+    mapState.view.selectMode = !mapState.view.selectMode;
+    $("map-select").setAttribute("aria-pressed", String(mapState.view.selectMode));
+  });
+  $("map-clear").addEventListener("click", () => {
+    mapState.view.clearSelection();
+    mapSelected(new Int32Array(0));
+  });
+  $("map-copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(mapState.selection);
+      $("map-copy").textContent = "Copied";
+    } catch (_) {
+      $("map-list").select(); // no clipboard access: leave the lines selected for Ctrl+C
+    }
+    setTimeout(() => { $("map-copy").textContent = "Copy"; }, 1500);
+  });
+  $("map-legend").addEventListener("click", (e) => {
+    const a = e.target.closest("a[data-id]");
+    if (!a || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+    e.preventDefault();
+    search({ id: parseInt(a.dataset.id, 10) }, options(), "push");
+  });
+  document.addEventListener("lookalike:query", (e) => markQuery(e.detail.id));
+  if (new URLSearchParams(window.location.search).get("map") === "1") openMap();
+}
+
+initMap();

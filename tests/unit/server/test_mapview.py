@@ -1,0 +1,82 @@
+"""GET /api/map: the map of the served index, 202 while it is laid out, 501 without its library."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lookalike.map.layout import LayoutError
+from lookalike.server import create_app
+
+pytest.importorskip("openTSNE")
+
+
+@pytest.fixture(scope="module")
+def folder(photo_dir):
+    return photo_dir
+
+
+def get_map(client, seconds: float = 300):
+    deadline = time.monotonic() + seconds
+    while True:
+        r = client.get("/api/map")
+        if r.status_code != 202:
+            return r
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_the_map_names_images_without_paths(index, photo_dir):
+    with TestClient(create_app(index)) as client:
+        r = get_map(client)
+        assert r.status_code == 200
+        data = r.json()
+        ids, _ = index.vectors()
+        assert data["count"] == 18 and data["ids"] == ids.tolist()
+        assert data["names"] == [os.path.basename(p) for p in index.paths(ids)]
+        assert data["folders"] == [{"name": photo_dir.name, "size": 18}] and data["folder"] == [0] * 18
+        assert data["color"] == "cluster"  # one folder: coloured by cluster
+        m = index.layout()
+        assert data["cluster"] == m.clusters.tolist()
+        assert [c["size"] for c in data["clusters"]] == m.cluster_sizes().tolist() and sum(m.cluster_sizes()) == 18
+        assert data["x"] == [round(float(x) * 1e6) for x in m.xy[:, 0]] and data["scale"] == 10**6
+        assert all(0 <= v <= data["scale"] for v in data["x"] + data["y"])
+        again = client.get("/api/map", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+
+
+def test_202_while_laying_out(index, monkeypatch):
+    release = threading.Event()
+    real = index.layout
+
+    def slow():
+        assert release.wait(60)
+        return real()
+
+    monkeypatch.setattr(index, "layout", slow)
+    with TestClient(create_app(index)) as client:
+        r = client.get("/api/map")
+        assert r.status_code == 202 and r.headers["retry-after"] == "2"
+        assert r.json() == {"detail": "laying out the map of 18 images; ask again shortly"}
+        assert client.get("/api/map").status_code == 202  # the same layout, not a second one
+        release.set()
+        assert get_map(client).json()["count"] == 18
+
+
+def test_501_without_the_map_extra(index, monkeypatch):
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise LayoutError("the map needs the map extra: pip install 'lookalike[map]'")
+
+    monkeypatch.setattr(index, "layout", missing)
+    with TestClient(create_app(index)) as client:
+        for _ in range(2):
+            r = get_map(client)
+            assert r.status_code == 501 and r.json()["detail"] == "the map needs the map extra: pip install 'lookalike[map]'"
+    assert calls == [1]  # not tried again for the same generation
