@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from lookalike import __version__
-from lookalike.cli import ann, dedup, indexing, search, serve, training
+from lookalike.cli import ann, dedup, indexing, maps, search, serve, training
 from lookalike.cli.common import err, say
 from lookalike.images import ImageError
 from lookalike.models.registry import ModelError
@@ -39,6 +39,7 @@ for _command in (indexing.index, indexing.embed, indexing.ingest, search.query, 
                  training.evaluate, training.train):
     app.command()(_command)
 app.command(context_settings={"allow_extra_args": True})(training.tune)
+app.command("map")(maps.map_command)
 app.add_typer(ann.app, name="ann")
 
 
