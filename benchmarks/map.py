@@ -4,7 +4,7 @@ Vectors are ``benchmarks/ann.py``'s embedding-like ones (a Gaussian mixture of `
 in 64 dimensions mapped to ``--dim``, ReLU, noise, unit length), written straight into a real index
 (one folder per centre; the files do not exist, so thumbnails are not served). Stages:
 
-* ``layout``: :meth:`Index.layout` with no map yet (PCA, openTSNE, k-means; all threads), the
+* ``layout``: :meth:`Index.layout` with no map yet (PCA, UMAP, k-means; all threads), the
   same again from ``map.npz``, and again after adding 1 % new vectors (placed among neighbours);
 * ``page``: ``lookalike serve`` over the index, then Chromium (Debian's, headless, no GPU) opens
   ``/?map=1`` twice: ``first_s`` right after the server starts (the server reads the cached map and
@@ -38,7 +38,7 @@ CHROMIUM = "/usr/bin/chromium"
 def build_index(root: Path, args) -> Path:
     """An index of ``args.n`` embedding-like vectors under made-up paths, one folder per centre."""
     from lookalike.models.registry import resolve
-    from lookalike.store import Store
+    from lookalike.index.store import Store
 
     spec = resolve()
     if spec.dim != args.dim:
@@ -51,7 +51,7 @@ def build_index(root: Path, args) -> Path:
 
 def add(store, data: Embeddings, first: int, count: int) -> None:
     """Put rows ``first`` to ``first + count`` of ``data`` in ``store``, in 10,000-row commits."""
-    from lookalike.store import Entry
+    from lookalike.index.store import Entry
 
     for at in range(first, first + count, 10_000):
         rows = min(10_000, first + count - at)
@@ -64,7 +64,7 @@ def add(store, data: Embeddings, first: int, count: int) -> None:
 
 def bench_layout(index_path: Path, args) -> dict:
     from lookalike.api import Index
-    from lookalike.store import Store
+    from lookalike.index.store import Store
 
     out = {}
     with Index.open(index_path) as idx:

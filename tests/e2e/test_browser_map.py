@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"),
 ]
-pytest.importorskip("openTSNE")
+pytest.importorskip("umap")
 
 CATS = ("chelsea", "chelsea_flip", "chelsea_crop")
 CUPS = ("coffee", "coffee_flip", "coffee_crop")

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import run_cli
 from lookalike.map.picture import colour
 
-pytest.importorskip("openTSNE")
+pytest.importorskip("umap")
 
 CHROMIUM = "/usr/bin/chromium"
 

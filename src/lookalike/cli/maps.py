@@ -32,7 +32,7 @@ def map_command(
 ) -> None:
     """A map of the whole index: each image a point, similar images close together.
 
-    Laid out once (PCA, then t-SNE; the map extra) and kept beside the index; images indexed since
+    Laid out once (PCA, then UMAP; the map extra) and kept beside the index; images indexed since
     are placed among their neighbours."""
     kind = out.suffix.lower() if out is not None else None
     if kind not in (None, ".html", ".htm", ".png"):

@@ -1,22 +1,28 @@
 """The 2-D layout of a collection's embeddings, and placing new points on an existing one.
 
-Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA, then laid out by openTSNE
-(FFT-accelerated t-SNE; the ``map`` extra) with a fixed seed, so the same vectors give the same map.
-New points are placed at the similarity-weighted mean of their :data:`NEIGHBOURS` nearest laid-out
-points (by cosine), which is how openTSNE starts placing points too; the laid-out points do not move.
+Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA, then laid out by UMAP
+(umap-learn; the ``map`` extra) over their :data:`UMAP_NEIGHBOURS` nearest neighbours. Up to
+:data:`SEEDED_UP_TO` points UMAP runs seeded on one thread, so the same vectors give the same map;
+larger maps use every core and may differ slightly from one run to the next. New points are placed
+at the similarity-weighted mean of their :data:`NEIGHBOURS` nearest laid-out points (by cosine); the
+laid-out points do not move.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from lookalike.vectors import get_metric
 
 PCA_DIMS = 50
+UMAP_NEIGHBOURS = 15
 NEIGHBOURS = 10
+SEEDED_UP_TO = 20_000
 SEED = 0
 _unit = get_metric("cosine")  # rows scaled to unit length
-METHOD = f"pca{PCA_DIMS}+opentsne"
+METHOD = f"pca{PCA_DIMS}+umap{UMAP_NEIGHBOURS}"
 
 
 class LayoutError(ValueError):
@@ -27,18 +33,24 @@ def lay_out(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
     """The (n, 2) float32 layout of ``vectors`` (n, d), scaled into [0, 1]² (see :func:`fit_unit_square`)."""
     x = _unit.normalise(vectors)
     n = len(x)
-    if n < 4:  # too few for t-SNE: a line is as good a map
+    if n < 4:  # too few for UMAP: a line is as good a map
         return fit_unit_square(np.stack([np.arange(n), np.zeros(n)], axis=1).astype(np.float32))
     try:
-        from openTSNE import TSNE
         from sklearn.decomposition import PCA
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # umap's import-time notes (tensorflow, numba)
+            import umap
     except ImportError:
         raise LayoutError("the map needs the map extra: pip install 'lookalike[map]'") from None
     dims = min(PCA_DIMS, n - 1, x.shape[1])
     reduced = PCA(dims, svd_solver="randomized" if n > 1000 else "full", random_state=seed).fit_transform(x)
-    # one thread for a small map: there, threads cost more in waiting for each other than they save
-    tsne = TSNE(perplexity=min(30.0, (n - 1) / 3), n_jobs=-1 if n > 5000 else 1, random_state=seed, verbose=False)
-    return fit_unit_square(np.asarray(tsne.fit(reduced.astype(np.float32)), np.float32))
+    seeded = n <= SEEDED_UP_TO
+    reducer = umap.UMAP(n_neighbors=min(UMAP_NEIGHBOURS, n - 1), random_state=seed if seeded else None,
+                        n_jobs=1 if seeded else -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a graph too small for a spectral start falls back to a random one
+        xy = reducer.fit_transform(reduced.astype(np.float32))
+    return fit_unit_square(np.asarray(xy, np.float32))
 
 
 def place(new: np.ndarray, laid: np.ndarray, laid_xy: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:

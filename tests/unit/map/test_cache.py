@@ -12,7 +12,7 @@ import pytest
 from lookalike.map import cache, groups
 from lookalike.map.cache import MAP_FILE, current, load, save
 
-pytest.importorskip("openTSNE")
+pytest.importorskip("umap")
 
 
 def data(n, seed=0, dim=48):

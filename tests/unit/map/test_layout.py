@@ -8,7 +8,7 @@ import pytest
 
 from lookalike.map import layout
 
-pytest.importorskip("openTSNE")
+pytest.importorskip("umap")
 
 
 def clumps(sizes, dim=64, spread=0.05, seed=0):

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from lookalike.map.layout import LayoutError
 from lookalike.server import create_app
 
-pytest.importorskip("openTSNE")
+pytest.importorskip("umap")
 
 
 @pytest.fixture(scope="module")

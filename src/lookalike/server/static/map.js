@@ -5,6 +5,8 @@
 // `lookalike map --out map.html` writes, which inlines this file.
 "use strict";
 
+const THUMBS_AT = 150; // at most this many points in view: each drawn as its thumbnail
+
 // A palette that tells 20 groups apart; group i > 19 gets a hue by the golden angle.
 const MAP_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
   "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
@@ -64,7 +66,7 @@ class LookalikeMap {
 
   // Fit every point in view.
   fit() {
-    const w = this.canvas.width, h = this.canvas.height, pad = 12 * this.dpr;
+    const w = this.canvas.width, h = this.canvas.height, pad = (this.n <= THUMBS_AT ? 36 : 12) * this.dpr;
     this.scale = Math.max(1, Math.min(w, h) - 2 * pad);
     this.tx = (w - this.scale) / 2;
     this.ty = (h - this.scale) / 2;
@@ -119,12 +121,15 @@ class LookalikeMap {
     const half = size >> 1;
     const s = this.scale, tx = this.tx - half, ty = this.ty - half, xs = this.x, ys = this.y, colors = this.colors;
     let visible = 0;
+    const right = w - size, bottom = h - size;
     for (let i = 0; i < this.n; i++) {
       const sx = (xs[i] * s + tx) | 0, sy = (ys[i] * s + ty) | 0;
-      if (sx < 0 || sy < 0 || sx > w - size || sy > h - size) continue;
+      if (sx < 0 || sy < 0 || sx > right || sy > bottom) continue;
       visible++;
       const c = colors[i];
-      for (let r = 0, at = sy * w + sx; r < size; r++, at += w) px.fill(c, at, at + size);
+      for (let r = 0, at = sy * w + sx; r < size; r++, at += w) {
+        for (let k = 0; k < size; k++) px[at + k] = c;
+      }
     }
     this.ctx.putImageData(this.image, 0, 0);
     this.visible = visible;
@@ -135,14 +140,16 @@ class LookalikeMap {
 
   _overlays(size, visible) {
     const ctx = this.ctx, d = this.dpr;
-    ctx.lineWidth = Math.max(1, d);
+    const thumbs = visible <= THUMBS_AT && this.opts.thumb;
+    if (thumbs) this._drawThumbs();
+    ctx.lineWidth = 2 * d;
     ctx.strokeStyle = "#111";
+    const box = thumbs ? 60 * d : size + 3 * d; // around a thumbnail, or around a dot
     for (let i = 0; i < this.n; i++) {
       if (!this.selected[i]) continue;
       const [sx, sy] = this.toScreen(i);
-      ctx.strokeRect(sx - size / 2 - d, sy - size / 2 - d, size + 2 * d, size + 2 * d);
+      ctx.strokeRect(sx - box / 2, sy - box / 2, box, box);
     }
-    if (visible <= 150 && this.opts.thumb) this._drawThumbs();
     for (const [i, colour, r] of [[this.marked, "#2557d6", 9], [this.hovered, "#111", 7]]) {
       if (i < 0) continue;
       const [sx, sy] = this.toScreen(i);
