@@ -44,6 +44,8 @@ def test_png_json_and_the_cache(indexed, tmp_path):
     assert first["how"] == "laid out" and first["count"] == 15 and first["color"] == "folder"
     paths = sorted(str(p) for p in photos.rglob("*.*"))
     assert sorted(p["path"] for p in first["points"]) == paths
+    ids = [p["id"] for p in first["points"]]
+    assert ids == sorted(ids) and len(set(ids)) == 15
     assert {f["path"]: f["size"] for f in first["folders"]} == {str(photos / "cats"): 3, str(photos / "cups"): 3,
                                                                  str(photos / "other"): 9}
     assert sum(c["size"] for c in first["clusters"]) == 15

@@ -67,12 +67,12 @@ def map_command(
 
 def _as_json(m, paths: list[str], folders, colour: str, seconds: float, out: Path | None) -> dict:
     """The map for scripts: how it was had, its folders and clusters (with their most central paths)
-    and every point (path, place in [0, 1]² with y downwards, folder and cluster numbers)."""
+    and every point (id, path, place in [0, 1]² with y downwards, folder and cluster numbers)."""
     row = {int(i): r for r, i in enumerate(m.ids)}
     return {"count": len(paths), "generation": m.generation, "method": m.method, "how": m.how,
             "seconds": round(seconds, 3), "color": colour, "out": str(out) if out else None,
             "folders": [{"path": f, "size": int(s)} for f, s in zip(folders.names, folders.sizes())],
             "clusters": [{"size": int(s), "central": [paths[row[int(i)]] for i in central if i >= 0]}
                          for s, central in zip(m.cluster_sizes(), m.central)],
-            "points": [{"path": p, "x": round(float(x), 6), "y": round(float(y), 6), "folder": int(f), "cluster": int(c)}
-                       for p, (x, y), f, c in zip(paths, m.xy, folders.labels, m.clusters)]}
+            "points": [{"id": int(i), "path": p, "x": round(float(x), 6), "y": round(float(y), 6), "folder": int(f),
+                        "cluster": int(c)} for i, p, (x, y), f, c in zip(m.ids, paths, m.xy, folders.labels, m.clusters)]}
