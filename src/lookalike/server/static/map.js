@@ -26,6 +26,41 @@ function mapPixel(css) {
   return (255 << 24 | b << 16 | g << 8 | r) >>> 0;
 }
 
+// The legend of a colouring: each group (largest first, at most 40) as a list item with its colour,
+// `label(group, index)`, and, when `central` is given, a row of the elements `central(group)` makes
+// (a cluster's most central images); then how many smaller groups are left out.
+function mapLegend(groups, label, central) {
+  const items = groups.map((g, index) => ({ g, index }))
+    .sort((a, b) => b.g.size - a.g.size || a.index - b.index).slice(0, 40).map(({ g, index }) => {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = mapColor(index);
+      li.append(swatch, label(g, index));
+      if (central) {
+        const row = document.createElement("div");
+        row.className = "central";
+        row.append(...central(g));
+        li.append(row);
+      }
+      return li;
+    });
+  if (groups.length > items.length) {
+    items.push(Object.assign(document.createElement("li"), { className: "muted",
+      textContent: `and ${groups.length - items.length} smaller` }));
+  }
+  return items;
+}
+
+// A selection as TSV text (a header line, then one line of fields per row; a tab or line break in a
+// field becomes a space) and a URL to download it from (the previous one is released).
+function mapTsv(header, rows, previousUrl) {
+  const clean = (field) => String(field).replace(/[\t\r\n]/g, " ");
+  const text = [header, ...rows].map((fields) => fields.map(clean).join("\t")).join("\n") + "\n";
+  if (previousUrl) URL.revokeObjectURL(previousUrl);
+  return { text, url: URL.createObjectURL(new Blob([text], { type: "text/tab-separated-values" })) };
+}
+
 // points: {x, y: Float32Array in [0, 1]}; opts: {label(i), thumb(i) -> URL or null, onHover(i, event) /
 // onHover(-1), onClick(i), onSelect(indices: Int32Array)}.
 class LookalikeMap {

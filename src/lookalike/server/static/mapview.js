@@ -57,36 +57,19 @@ function colourMap() {
   const data = mapState.data, by = $("map-color").value;
   const groups = by === "folder" ? data.folders : data.clusters;
   mapState.view.setColors(by === "folder" ? data.folder : data.cluster, groups.map((_, g) => mapColor(g)));
-  const items = groups.map((g, index) => ({ g, index }))
-    .sort((a, b) => b.g.size - a.g.size || a.index - b.index).slice(0, 40).map(({ g, index }) => {
-      const li = document.createElement("li");
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      swatch.style.background = mapColor(index);
-      const label = document.createElement("span");
-      label.textContent = by === "folder" ? `${g.name} · ${g.size}` : `cluster ${index + 1} · ${g.size}`;
-      li.append(swatch, label);
-      if (by === "cluster") {
-        const thumbs = document.createElement("div");
-        thumbs.className = "central";
-        for (const id of g.central.slice(0, 4)) {
-          const a = document.createElement("a");
-          a.href = searchUrl({ id }, options());
-          a.dataset.id = id;
-          const img = document.createElement("img");
-          img.src = `/api/thumbs/${id}`;
-          img.alt = data.names[mapState.byId.get(id)];
-          img.loading = "lazy";
-          a.append(img);
-          thumbs.append(a);
-        }
-        li.append(thumbs);
-      }
-      return li;
-    });
-  const more = groups.length > items.length ? [Object.assign(document.createElement("li"), {
-    className: "muted", textContent: `and ${groups.length - items.length} smaller` })] : [];
-  $("map-legend").replaceChildren(...items, ...more);
+  const label = (g, index) => (by === "folder" ? `${g.name} · ${g.size}` : `cluster ${index + 1} · ${g.size}`);
+  const central = (g) => g.central.slice(0, 4).map((id) => {
+    const a = document.createElement("a");
+    a.href = searchUrl({ id }, options());
+    a.dataset.id = id;
+    const img = document.createElement("img");
+    img.src = `/api/thumbs/${id}`;
+    img.alt = data.names[mapState.byId.get(id)];
+    img.loading = "lazy";
+    a.append(img);
+    return a;
+  });
+  $("map-legend").replaceChildren(...mapLegend(groups, label, by === "cluster" ? central : null));
 }
 
 function mapTip(i, e) {
@@ -121,15 +104,13 @@ function markQuery(id) {
 // as everywhere in the server's answers; `lookalike map --json` has the paths).
 function mapSelected(indices) {
   const data = mapState.data;
-  const clean = (s) => s.replace(/[\t\r\n]/g, " ");
-  const rows = Array.from(indices, (i) => `${data.ids[i]}\t${clean(data.folders[data.folder[i]].name)}\t${clean(data.names[i])}`);
-  const tsv = ["id\tfolder\tname", ...rows].join("\n") + "\n";
-  mapState.selection = tsv;
-  if (mapState.tsvUrl) URL.revokeObjectURL(mapState.tsvUrl);
-  mapState.tsvUrl = URL.createObjectURL(new Blob([tsv], { type: "text/tab-separated-values" }));
-  $("map-download").href = mapState.tsvUrl;
+  const rows = Array.from(indices, (i) => [data.ids[i], data.folders[data.folder[i]].name, data.names[i]]);
+  const tsv = mapTsv(["id", "folder", "name"], rows, mapState.tsvUrl);
+  mapState.selection = tsv.text;
+  mapState.tsvUrl = tsv.url;
+  $("map-download").href = tsv.url;
   $("map-count").textContent = `${indices.length} selected`;
-  $("map-list").value = rows.join("\n");
+  $("map-list").value = tsv.text.split("\n").slice(1, -1).join("\n");
   $("map-selection").hidden = indices.length === 0;
 }
 
