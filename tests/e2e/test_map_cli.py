@@ -14,6 +14,7 @@ from PIL import Image
 from helpers import run_cli
 from lookalike.map.picture import colour
 
+pytestmark = pytest.mark.slow
 pytest.importorskip("umap")
 
 CHROMIUM = "/usr/bin/chromium"

@@ -106,3 +106,12 @@ def test_the_index_keeps_its_map(tmp_path, photo_dir):
         assert second.ids[np.argsort(d)[1]] == chelsea  # the flipped cat lands nearest the cat
     with Index.open(tmp_path / "index") as idx:
         assert idx.layout().how == "cached"
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_an_empty_or_single_image_index(tmp_path, n):
+    ids, x = data(n)
+    m = current(tmp_path, 1, ids, x)
+    assert m.xy.shape == (n, 2) and m.clusters.tolist() == [0] * n and len(m.centres) == n
+    assert m.central.tolist() == ([[10] + [-1] * (cache.CENTRAL - 1)] if n else [])
+    assert current(tmp_path, 2, ids, x).how == "cached"
