@@ -41,7 +41,7 @@ class Map:
     clusters: np.ndarray  # (n,) int32, numbered by decreasing size when laid out
     centres: np.ndarray  # (k, dim) float32, unit
     central: np.ndarray  # (k, CENTRAL) int64
-    generation: int  # the index generation it was brought up to date with
+    generation: int  # the index generation it is the map of
     method: str  # how it was laid out (:data:`lookalike.map.layout.METHOD`)
     laid_out: int  # points laid out together the last time
     placed: int  # points placed among their neighbours since
@@ -57,8 +57,8 @@ def current(root: Path, generation: int, ids: np.ndarray, vectors: np.ndarray, w
     one brought up to date from it or laid out anew, saved there when ``writable``."""
     path = root / MAP_FILE
     old = load(path)
-    if old is not None and np.array_equal(old.ids, ids):
-        return old
+    if old is not None and np.array_equal(old.ids, ids):  # the same vectors: the file as it is, of this generation
+        return replace(old, generation=generation)
     new = _placed(old, ids, vectors, generation) if old is not None else None
     if new is None:
         new = _laid_out(ids, vectors, generation)

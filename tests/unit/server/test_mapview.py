@@ -80,3 +80,16 @@ def test_501_without_the_map_extra(index, monkeypatch):
             r = get_map(client)
             assert r.status_code == 501 and r.json()["detail"] == "the map needs the map extra: pip install 'lookalike[map]'"
     assert calls == [1]  # not tried again for the same generation
+
+
+def test_a_new_generation_with_the_same_images(index):
+    """A change that leaves the images as they were (a file that failed to decode) moves the
+    generation on: the map is answered again, from the file, not laid out anew or waited for."""
+    with TestClient(create_app(index)) as client:
+        first = get_map(client)
+        before = index.store.generation
+        index.store.put([], errors=[("/nowhere/broken.jpg", 10, 0, "not an image")])
+        assert index.store.generation == before + 1
+        again = get_map(client, seconds=30)
+        assert again.status_code == 200 and again.headers["etag"] != first.headers["etag"]
+        assert again.json()["generation"] == before + 1 and again.json()["x"] == first.json()["x"]
