@@ -244,21 +244,26 @@ class Index:
         """All (ids, vectors) of the collection, ids ascending."""
         return self.collection.vectors()
 
-    def layout(self) -> "Map":
-        """The map of every indexed image (:mod:`lookalike.map`; the ``map`` extra): laid out once for a
-        set of images and kept beside the index in ``map.npz``; images added since are placed among
-        their neighbours. Holds :attr:`lock` only to read the vectors, not while laying out. An index
-        folder's only: :class:`StoreError` for a Milvus collection, which has no folder to keep it in."""
-        from lookalike.map.cache import current
-
+    def map_generation(self) -> int:
+        """The catalog generation the map is kept for: one more with each change of the index folder.
+        A map is an index folder's only: :class:`StoreError` for a Milvus collection, which has no
+        folder to keep it in."""
         if not isinstance(self.collection, EmbeddedCollection):
             raise StoreError(f"{self.location} has no map: a map is kept in an index folder, and this is a "
                              "Milvus collection")
-        folder = self.collection
+        return self.collection.store.generation
+
+    def layout(self) -> "Map":
+        """The map of every indexed image (:mod:`lookalike.map`; the ``map`` extra): laid out once for a
+        set of images and kept beside the index in ``map.npz``; images added since are placed among
+        their neighbours. Holds :attr:`lock` only to read the vectors, not while laying out;
+        :class:`StoreError` as :meth:`map_generation`."""
+        from lookalike.map.cache import current
+
         with self.lock:
-            generation = folder.store.generation
-            ids, vectors = folder.vectors()
-        return current(folder.root, generation, ids, vectors, writable=not folder.readonly)
+            generation = self.map_generation()
+            ids, vectors = self.vectors()
+        return current(self.root, generation, ids, vectors, writable=not self.collection.readonly)
 
     def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
               cache: MutableMapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:

@@ -6,21 +6,20 @@ covers. Ids are never reused and a changed file gets a new id, so the same ids m
 a map whose ids match is used as it is. When images were added or removed since, removed ones are
 dropped and new ones placed among their neighbours (old points never move), until the placed ones
 pass :data:`REDO_SHARE` of the points last laid out together; then, as for a first map, everything is
-laid out anew. The file is written whole (a temporary file renamed into place) or not at all: a
+laid out anew. The file is written whole or not at all (:mod:`lookalike.atomic`): a
 read-only index is mapped in memory, each time.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from lookalike import atomic
 from lookalike.map import groups, layout
 
 MAP_FILE = "map.npz"
@@ -124,19 +123,14 @@ def load(path: Path) -> Map | None:
 
 
 def save(path: Path, m: Map) -> bool:
-    """Write ``m`` to ``path`` whole (a temporary file in the same folder, renamed into place); False,
-    leaving any earlier file as it was, where it cannot be written."""
+    """Write ``m`` to ``path`` whole (:mod:`lookalike.atomic`); False, leaving any earlier file as it
+    was, where it cannot be written."""
     meta = {"format": FORMAT, "generation": m.generation, "method": m.method, "laid_out": m.laid_out,
             "placed": m.placed}
-    tmp = path.with_name(f".map-{secrets.token_hex(8)}.npz")
     try:
-        with open(tmp, "xb") as f:
+        with atomic.replacing(path) as f:
             np.savez(f, meta=np.array(json.dumps(meta)), ids=m.ids, xy=m.xy, clusters=m.clusters,
                      centres=m.centres, central=m.central)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)
         return False
     return True

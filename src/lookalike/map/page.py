@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from lookalike import atomic
 from lookalike.map.cache import Map
 from lookalike.map.payload import payload
 
@@ -15,12 +16,12 @@ MAP_JS = Path(__file__).parents[1] / "server" / "static" / "map.js"
 
 
 def write_html(out: str | os.PathLike, m: Map, paths: list[str], colour: str) -> None:
-    """Write the page of ``m`` (its images at ``paths``, coloured by ``colour`` to start with) to ``out``."""
+    """Write the page of ``m`` (its images at ``paths``, coloured by ``colour`` to start with) to ``out``, whole or not at all."""
     data = payload(m, paths, _shown)  # names are the full paths here: the page is the user's own
     data.update(color=colour, urls=[_file_url(p) for p in paths])
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")  # no </script> in it
     page = TEMPLATE.read_text(encoding="utf-8").replace("/*MAPJS*/", MAP_JS.read_text(encoding="utf-8"))
-    Path(out).write_text(page.replace("/*DATA*/", text), encoding="utf-8")
+    atomic.write(out, page.replace("/*DATA*/", text))
 
 
 def _shown(path: str) -> str:

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from lookalike import atomic
 from lookalike.images import ImageError, decode
 from lookalike.map.cache import Map
 
@@ -37,7 +38,8 @@ def write_png(out: str | os.PathLike, m: Map, paths: list[str], labels: np.ndarr
 
     with matplotlib.rc_context({"text.parse_math": False}):  # "$" in a folder's name is text
         fig = _figure(plt, m, paths, labels, names, title)
-    fig.savefig(out, bbox_inches="tight")
+    with atomic.replacing(out) as f:
+        fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)
 
 

@@ -126,7 +126,8 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     @app.get("/api/map", tags=["map"], response_model=MapResponse,
              responses={202: {"model": Pending, "description": "Being laid out: ask again shortly"},
                         304: {"description": "Unchanged since the ETag given in If-None-Match"},
-                        501: {"description": "The map's library (the map extra) is not installed"}})
+                        501: {"description": "The map's library (the map extra) is not installed, or a Milvus "
+                                              "collection (a map is kept in an index folder)"}})
     def image_map(request: Request) -> Response:
         """Every indexed image as a point on a 2-D layout of its embedding, with its folder and k-means
         cluster (see the map in the page). The first request for a large index starts laying it out

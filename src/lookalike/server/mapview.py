@@ -9,6 +9,7 @@ import threading
 from fastapi import HTTPException
 
 from lookalike.api import Index
+from lookalike.index.store import StoreError
 from lookalike.map.layout import LayoutError
 from lookalike.map.payload import payload
 from lookalike.server.schemas import display_name
@@ -30,7 +31,7 @@ class MapView:
 
     def get(self) -> tuple[int, bytes] | None:
         """(generation, JSON) of the current map, or None while it is being laid out; 501 when the
-        map's library is missing, 503 when the map could not be made."""
+        map's library is missing or the collection has no map, 503 when the map could not be made."""
         generation = self._generation()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -71,5 +72,9 @@ class MapView:
             self._done = (m.generation, data)
 
     def _generation(self) -> int:
-        with self.index.lock:
-            return self.index.store.generation
+        """The index's generation; 501 for a collection that has no map (a Milvus collection)."""
+        try:
+            with self.index.lock:
+                return self.index.map_generation()
+        except StoreError as e:
+            raise HTTPException(501, str(e)) from None

@@ -87,9 +87,29 @@ def test_a_new_generation_with_the_same_images(index):
     generation on: the map is answered again, from the file, not laid out anew or waited for."""
     with TestClient(create_app(index)) as client:
         first = get_map(client)
-        before = index.store.generation
-        index.store.put([], errors=[("/nowhere/broken.jpg", 10, 0, "not an image")])
-        assert index.store.generation == before + 1
+        before = index.collection.store.generation
+        index.collection.store.put([], errors=[("/nowhere/broken.jpg", 10, 0, "not an image")])
+        assert index.collection.store.generation == before + 1
         again = get_map(client, seconds=30)
         assert again.status_code == 200 and again.headers["etag"] != first.headers["etag"]
         assert again.json()["generation"] == before + 1 and again.json()["x"] == first.json()["x"]
+
+
+def test_a_milvus_collection_has_no_map(tmp_path):
+    """A map is kept in an index folder: over a Milvus collection, layout() refuses in one line and
+    GET /api/map answers 501 with it."""
+    pytest.importorskip("milvus_lite")
+    from lookalike.cluster.collection import create, open_index
+    from lookalike.cluster.embed import model_spec
+    from lookalike.index.store import StoreError
+
+    db = str(tmp_path / "c.db")
+    create(db, "photos", model_spec().identity())
+    line = f"collection photos at {db} has no map: a map is kept in an index folder, and this is a Milvus collection"
+    with open_index(db, "photos") as idx:
+        with pytest.raises(StoreError) as refused:
+            idx.layout()
+        assert str(refused.value) == line
+        with TestClient(create_app(idx)) as client:
+            r = client.get("/api/map")
+            assert r.status_code == 501 and r.json() == {"detail": line}
