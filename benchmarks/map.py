@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ann import Embeddings
-from jsonout import emit
+from bench import emit
 from serve_load import free_port, start_server
 
 CHROMIUM = "/usr/bin/chromium"

@@ -18,9 +18,10 @@ from test_browser import CHROMIUM, browser, page, served, wait_results  # noqa: 
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # the server lays the map out with UMAP (compiled on its first call: about a minute)
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM}"),
 ]
-pytest.importorskip("umap")
+pytest.importorskip("umap", reason="the map needs umap-learn (the map extra)")
 
 CATS = ("chelsea", "chelsea_flip", "chelsea_crop")
 CUPS = ("coffee", "coffee_flip", "coffee_crop")

@@ -15,7 +15,7 @@ from helpers import run_cli
 from lookalike.map.picture import colour
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("umap")
+pytest.importorskip("umap", reason="the map needs umap-learn (the map extra)")
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -92,7 +92,7 @@ def test_one_line_errors(indexed, tmp_path):
 def test_the_page_stands_alone(indexed, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    index, photos, _ = indexed
+    index, _, _ = indexed
     html = tmp_path / "map.html"
     data = map_json(index, "--out", html)
     with sync_playwright() as p:

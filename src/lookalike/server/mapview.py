@@ -34,11 +34,11 @@ class MapView:
         map's library is missing or the collection has no map, 503 when the map could not be made."""
         generation = self._generation()
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                if self._done is None or self._done[0] != generation:
-                    self._raise_failed(generation)
-                    self._thread = threading.Thread(target=self._make, name="lookalike-map", daemon=True)
-                    self._thread.start()
+            idle = self._thread is None or not self._thread.is_alive()
+            if idle and (self._done is None or self._done[0] != generation):
+                self._raise_failed(generation)
+                self._thread = threading.Thread(target=self._make, name="lookalike-map", daemon=True)
+                self._thread.start()
             thread = self._thread
         thread.join(self.wait)
         with self._lock:

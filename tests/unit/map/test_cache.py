@@ -12,7 +12,9 @@ import pytest
 from lookalike.map import cache, groups
 from lookalike.map.cache import MAP_FILE, current, load, save
 
-pytest.importorskip("umap")
+pytest.importorskip("umap", reason="the map needs umap-learn (the map extra)")
+# Tests marked slow run UMAP: its first call in a process compiles it (numba), about a minute
+# on 2 cores.
 
 
 def data(n, seed=0, dim=48):
@@ -23,6 +25,7 @@ def data(n, seed=0, dim=48):
     return np.arange(1, n + 1, dtype=np.int64) * 10, x.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_reused_byte_for_byte_until_the_ids_change(tmp_path):
     ids, x = data(80)
     first = current(tmp_path, 3, ids, x)
@@ -37,6 +40,7 @@ def test_reused_byte_for_byte_until_the_ids_change(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [MAP_FILE]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_new_points_placed_old_ones_kept_then_laid_out_anew(tmp_path):
     ids, x = data(100)
     first = current(tmp_path, 1, ids, x)
@@ -59,6 +63,7 @@ def test_new_points_placed_old_ones_kept_then_laid_out_anew(tmp_path):
     assert third.how == "laid out" and (third.laid_out, third.placed) == (109, 0)
 
 
+@pytest.mark.slow
 def test_new_points_land_near_their_clump(tmp_path):
     ids, x = data(100)
     first = current(tmp_path, 1, ids, x)
@@ -68,6 +73,7 @@ def test_new_points_land_near_their_clump(tmp_path):
     assert np.argmin(d) == 7 and d[7] < 0.02
 
 
+@pytest.mark.slow
 def test_torn_foreign_or_unwritable(tmp_path):
     ids, x = data(40)
     first = current(tmp_path, 1, ids, x)
@@ -83,6 +89,7 @@ def test_torn_foreign_or_unwritable(tmp_path):
     assert save(tmp_path / "gone" / MAP_FILE, m) is False
 
 
+@pytest.mark.slow
 def test_the_index_keeps_its_map(tmp_path, photo_dir):
     from lookalike.api import Index
 

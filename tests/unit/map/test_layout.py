@@ -8,7 +8,9 @@ import pytest
 
 from lookalike.map import layout
 
-pytest.importorskip("umap")
+pytest.importorskip("umap", reason="the map needs umap-learn (the map extra)")
+# Tests marked slow run UMAP: its first call in a process compiles it (numba), about a minute
+# on 2 cores.
 
 
 def clumps(sizes, dim=64, spread=0.05, seed=0):
@@ -19,6 +21,7 @@ def clumps(sizes, dim=64, spread=0.05, seed=0):
     return x.astype(np.float32), np.repeat(np.arange(len(sizes)), sizes)
 
 
+@pytest.mark.slow
 def test_separated_clumps_stay_separated():
     x, truth = clumps([40, 30, 30, 20])
     xy = layout.lay_out(x)
@@ -32,6 +35,7 @@ def test_separated_clumps_stay_separated():
     assert min(gaps) > 0.1 * max(widths)
 
 
+@pytest.mark.slow
 def test_same_vectors_same_map_and_scale_free():
     x, _ = clumps([30, 30], seed=3)
     first = layout.lay_out(x)
@@ -43,7 +47,7 @@ def test_same_vectors_same_map_and_scale_free():
 
 
 @pytest.mark.parametrize("n", [0, 1, 3])
-def test_too_few_points_for_tsne(n):
+def test_too_few_points_for_umap(n):
     xy = layout.lay_out(np.eye(3, 8, dtype=np.float32)[:n])
     assert xy.shape == (n, 2)
     if n == 1:

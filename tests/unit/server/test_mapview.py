@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from lookalike.map.layout import LayoutError
 from lookalike.server import create_app
 
-pytest.importorskip("umap")
+pytest.importorskip("umap", reason="the map needs umap-learn (the map extra)")
+# Tests marked slow run UMAP: its first call in a process compiles it (numba), about a minute
+# on 2 cores.
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def get_map(client, seconds: float = 300):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_the_map_names_images_without_paths(index, photo_dir):
     with TestClient(create_app(index)) as client:
         r = get_map(client)
@@ -49,6 +52,7 @@ def test_the_map_names_images_without_paths(index, photo_dir):
         assert again.status_code == 304 and again.content == b""
 
 
+@pytest.mark.slow
 def test_202_while_laying_out(index, monkeypatch):
     release = threading.Event()
     real = index.layout
@@ -82,6 +86,7 @@ def test_501_without_the_map_extra(index, monkeypatch):
     assert calls == [1]  # not tried again for the same generation
 
 
+@pytest.mark.slow
 def test_a_new_generation_with_the_same_images(index):
     """A change that leaves the images as they were (a file that failed to decode) moves the
     generation on: the map is answered again, from the file, not laid out anew or waited for."""
