@@ -12,7 +12,7 @@ import io
 import os
 import stat
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -80,6 +80,28 @@ class FileTooLarge(ImageError):
 DECODING = threading.BoundedSemaphore(2)
 
 
+#: Why :func:`list_images` leaves an entry out, and how a summary names such entries (one, several).
+OUTSIDE_LINK = "symbolic link to outside the folder (use --follow-links to include it)"
+DANGLING_LINK = "dangling symbolic link"
+SPECIAL_FILE = "not a regular file (a FIFO, socket or device)"
+UNREADABLE_FOLDER = "cannot read folder"
+_LEFT_OUT_NAMES = {OUTSIDE_LINK: ("symbolic link to outside the folder (--follow-links includes it)",
+                                  "symbolic links to outside the folder (--follow-links includes them)"),
+                   DANGLING_LINK: ("dangling symbolic link", "dangling symbolic links"),
+                   SPECIAL_FILE: ("FIFO, socket or device", "FIFOs, sockets or devices"),
+                   UNREADABLE_FOLDER: ("unreadable folder", "unreadable folders")}
+
+
+def left_out_summary(left_out: list[tuple[str, str]]) -> str:
+    """What :func:`list_images` left out, counted by reason (``3 symbolic links to outside the folder
+    (--follow-links includes them), 1 dangling symbolic link``); "" when nothing was. Other reasons
+    in the list (a file that could not be decoded) are not counted."""
+    counts = Counter(reason.partition(":")[0] if reason.startswith(UNREADABLE_FOLDER) else reason
+                     for _, reason in left_out)
+    return ", ".join(f"{counts[r]} {one if counts[r] == 1 else many}"
+                     for r, (one, many) in _LEFT_OUT_NAMES.items() if counts[r])
+
+
 def is_image_path(path: str | os.PathLike) -> bool:
     """True when the file name has an image extension (the content is checked at decode time)."""
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
@@ -95,11 +117,12 @@ def folder(path: str | os.PathLike) -> str:
 
 def list_images(root: str | os.PathLike, ignored: Counter | None = None,
                 left_out: list[tuple[str, str]] | None = None, follow_links: bool = False) -> Iterator[str]:
-    """Yield absolute paths of image files under ``root``, sorted.
+    """Yield absolute paths of image files under ``root``: sorted within each folder, folders breadth first.
 
     Symbolic links are followed while they lead to a place inside ``root`` (anywhere with
     ``follow_links``); directories are identified by (device, inode), so a link back up the tree is
-    visited once. Hidden directories (``.name``) are skipped: that is where indexes and caches live.
+    visited once, and a folder reached in several ways is listed under the shortest (the fewest
+    folders below ``root``: the name that gives its files their class in training data). Hidden directories (``.name``) are skipped: that is where indexes and caches live.
     ``ignored``, when given, counts the other (not hidden) files by lower-case extension ("" for
     none); ``left_out`` receives (path, reason) for every link not followed, dangling link, image name
     that is not a regular file, and folder that cannot be read.
@@ -112,9 +135,9 @@ def list_images(root: str | os.PathLike, ignored: Counter | None = None,
     inside = os.path.realpath(root).rstrip(os.sep) + os.sep
     note = left_out.append if left_out is not None else lambda item: None
     seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        directory = stack.pop()
+    waiting = deque([root])
+    while waiting:
+        directory = waiting.popleft()
         try:
             st = os.stat(directory)
         except OSError:
@@ -126,7 +149,7 @@ def list_images(root: str | os.PathLike, ignored: Counter | None = None,
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:
-            note((directory, f"cannot read folder: {e.strerror or e}"))
+            note((directory, f"{UNREADABLE_FOLDER}: {e.strerror or e}"))
             continue
         subdirs = []
         for entry in entries:
@@ -135,10 +158,10 @@ def list_images(root: str | os.PathLike, ignored: Counter | None = None,
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
                     if not os.path.exists(target):
-                        note((entry.path, "dangling symbolic link"))
+                        note((entry.path, DANGLING_LINK))
                         continue
                     if not follow_links and not (target + os.sep).startswith(inside):
-                        note((entry.path, "symbolic link to outside the folder (use --follow-links to include it)"))
+                        note((entry.path, OUTSIDE_LINK))
                         continue
                 if entry.is_dir():
                     if not hidden:
@@ -149,10 +172,10 @@ def list_images(root: str | os.PathLike, ignored: Counter | None = None,
                 elif entry.is_file():
                     yield entry.path
                 else:
-                    note((entry.path, "not a regular file (a FIFO, socket or device)"))
+                    note((entry.path, SPECIAL_FILE))
             except OSError:
                 continue
-        stack.extend(reversed(subdirs))
+        waiting.extend(subdirs)
 
 
 def open_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,

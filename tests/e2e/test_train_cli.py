@@ -80,8 +80,16 @@ def test_user_errors_are_one_line(data, model_dir, tmp_path):
 
 
 def test_tune_names_the_best_configuration(data, tmp_path):
-    proc = run("tune", data, "--grid", "lr=1e-3,1e-4", "unfreeze=2", "train_size=64", "dim=32", "--epochs", "1",
+    proc = run("tune", data, "--grid", "lr=1e-3,1e-4", "unfreeze=2", "train_size=64", "dim=32", "epochs=1",
                "--val-fraction", "0.4", "--out", tmp_path)
     assert "best: --lr" in proc.stdout
     assert "[2/2] epoch 1/1  val recall@1 " in proc.stderr  # progress goes to stderr, one line per epoch
+    header = next(line for line in proc.stdout.splitlines() if "val mAP" in line)
+    assert header.count("epochs") == 1 and "vs best" in header
+    # five classes of five images, two held out: below the advice, and said so before training
+    assert ("warning: 5 classes of 5 images (the median), of which 2 classes (10 images) held out for "
+            "validation: less than the advice") in " ".join(proc.stderr.split())
+    verdicts = json.loads((tmp_path / "tune.json").read_text())["trials"]
+    if any(t["vs_best"] and t["vs_best"]["within_noise"] for t in verdicts):
+        assert "note: within noise of the best: 1 other trial" in " ".join(proc.stderr.split())
     assert {p.name for p in tmp_path.iterdir()} == {"tune.json", "tune.csv", "tune.png"}

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from helpers import sample_photo
-from lookalike.images import ImageError, decode, decode_sized, is_image_path, list_images
+from lookalike.images import (DANGLING_LINK, OUTSIDE_LINK, ImageError, decode, decode_sized, is_image_path,
+                              left_out_summary, list_images)
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -140,6 +141,50 @@ def test_listing_ignores_other_extensions_survives_symlink_loops_and_odd_names(t
     found = list(list_images(tmp_path))
     assert [os.path.relpath(p, tmp_path) for p in found] == ["a.png", os.path.join("sub", "ünï côdé.JPG")]
     assert is_image_path("x.JPEG") and not is_image_path("x.txt")
+
+
+def _linked_split(tmp_path):
+    """Class folders under ``data/``, and ``split/`` made of links to two of them (and a dangling one)."""
+    for cls, n in (("roses", 2), ("tulips", 3), ("daisies", 1)):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (4, 4)).save(tmp_path / "data" / cls / f"{i}.png")
+    (tmp_path / "split").mkdir()
+    for cls in ("roses", "tulips"):
+        os.symlink(tmp_path / "data" / cls, tmp_path / "split" / cls)
+    os.symlink(tmp_path / "data" / "gone", tmp_path / "split" / "gone")
+    return tmp_path / "split"
+
+
+def test_a_split_of_links_to_outside_is_left_out_with_a_reason_unless_links_are_followed(tmp_path):
+    split = _linked_split(tmp_path)
+    left_out = []
+    assert list(list_images(split, left_out=left_out)) == []
+    assert sorted(left_out) == [(str(split / "gone"), DANGLING_LINK), (str(split / "roses"), OUTSIDE_LINK),
+                                (str(split / "tulips"), OUTSIDE_LINK)]
+    assert left_out_summary(left_out) == ("2 symbolic links to outside the folder (--follow-links includes them), "
+                                          "1 dangling symbolic link")
+    left_out.clear()
+    found = list(list_images(split, left_out=left_out, follow_links=True))
+    # listed under the links' names, so a file's folder (its class) is the link's
+    assert [os.path.relpath(p, split) for p in found] == ["roses/0.png", "roses/1.png", "tulips/0.png",
+                                                          "tulips/1.png", "tulips/2.png"]
+    assert left_out == [(str(split / "gone"), DANGLING_LINK)]
+
+
+def test_a_link_loop_in_a_followed_split_lists_every_image_once(tmp_path):
+    split = _linked_split(tmp_path)
+    os.symlink(tmp_path / "data", tmp_path / "data" / "roses" / "up")  # roses/up/roses/up/... and the rest of data
+    os.symlink(split, split / "again")
+    found = list(list_images(split, follow_links=True))
+    assert len(found) == len({os.path.realpath(p) for p in found}) == 6  # every image of data/, once
+    assert sorted(os.path.relpath(p, split).split(os.sep)[0] for p in found).count("tulips") == 3
+
+
+def test_left_out_summary_counts_each_reason_in_the_right_number():
+    one = [("/a", OUTSIDE_LINK), ("/b", "cannot read folder: Permission denied"), ("/c", "cannot decode image: x")]
+    assert left_out_summary(one) == "1 symbolic link to outside the folder (--follow-links includes it), 1 unreadable folder"
+    assert left_out_summary([]) == "" and left_out_summary([("/c", "cannot decode image: x")]) == ""
 
 
 def test_a_16_bit_image_is_converted_in_bounded_memory():

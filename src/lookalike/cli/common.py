@@ -17,7 +17,8 @@ from rich.text import Text
 from lookalike.index import approximate
 from lookalike.api import Index
 from lookalike import images
-from lookalike.images import list_images
+from lookalike.images import left_out_summary, list_images
+from lookalike.text import plural
 from lookalike.vectors import MetricName
 
 err = Console(stderr=True, markup=False)  # paths and messages print exactly as they are
@@ -29,8 +30,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Registry name, trained model dir or .onnx file.")]
 LayerOpt = Annotated[Optional[str], typer.Option("--layer", help="Feature layer of the model.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="ONNX Runtime threads [default: all cores]")]
-FollowLinksOpt = Annotated[bool, typer.Option("--follow-links", help="Also index what symbolic links lead to "
+FollowLinksOpt = Annotated[bool, typer.Option("--follow-links", help="Also include what symbolic links lead to "
                                               "outside the folder [default: such links are left out, with a reason]")]
+VerboseLeftOutOpt = Annotated[bool, typer.Option("--verbose", "-v", help="List what was left out of the folder, "
+                                                 "each with its reason.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 TorchThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads [default: all cores]")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights file of a model that takes one "
@@ -104,16 +107,48 @@ def progress_bar(quiet: bool, what: str = "embedding") -> Progress:
                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, disable=no_bar(quiet))
 
 
-def check_images(folder: Path, index_path: Path | None, rebuild: bool = False) -> None:
-    """A FOLDER that is not a directory, or one without images when it would create a new index (also
-    anew, with ``rebuild``): an error; without images otherwise: a warning."""
+def check_folder(folder: Path, follow_links: bool = False, verbose: bool = False,
+                 note: bool = True) -> tuple[str | None, list[tuple[str, str]]]:
+    """List FOLDER as indexing will and say on stderr what the listing leaves out (symbolic links to
+    outside it, ...): a count by reason and how to include them, and with ``verbose`` each path and
+    reason; without ``note``, only when FOLDER holds no image (the caller lists them otherwise).
+    Returns the message that FOLDER holds no image (None when it holds one) and the (path, reason)
+    of every entry left out."""
     images.folder(folder)
     ignored: Counter = Counter()
-    if next(list_images(folder, ignored), None) is None:  # the whole folder was listed: nothing in it
-        nothing = f"no images under {folder}{ignored_text(ignored, ': ignored ')}"
-        if rebuild or not Index.exists(index_path):
-            fail(f"{nothing}; no index created")
-        say("warning", "bold yellow", nothing)
+    left_out: list[tuple[str, str]] = []
+    found = False
+    for _ in list_images(folder, ignored, left_out, follow_links):
+        found = True
+    if found and not note:
+        return None, left_out
+    if verbose:
+        for path, reason in left_out:
+            err.print(f"left out {path}: {reason}", soft_wrap=True)
+    summary = left_out_summary(left_out)
+    if found:
+        if summary:
+            say("note", "bold", f"left out under {folder}: {summary}")
+        return None, left_out
+    return (f"no images under {folder}{ignored_text(ignored, ': ignored ')}"
+            + (f"; left out: {summary}" if summary else "")), left_out
+
+
+def check_images(folder: Path, index_path: Path | None, rebuild: bool = False, follow_links: bool = False,
+                 verbose: bool = False) -> None:
+    """``index``'s check of FOLDER (:func:`check_folder`, whose paths it lists as skipped itself): no
+    images is an error where it would create a new index (also anew, with ``rebuild``), else a warning."""
+    nothing, _ = check_folder(folder, follow_links, verbose, note=False)
+    if nothing is None:
+        return
+    if rebuild or not Index.exists(index_path):
+        fail(f"{nothing}; no index created")
+    say("warning", "bold yellow", nothing)
+
+
+def timing(seconds: float, images: int) -> str:
+    """How long a run took, with its rate when it embedded anything (``2.0 s, 50.0 img/s``; ``0.1 s``)."""
+    return f"{seconds:.1f} s" + (f", {images / seconds:.1f} img/s" if images and seconds > 0 else "")
 
 
 def ignored_text(ignored: Counter, prefix: str) -> str:
@@ -123,4 +158,4 @@ def ignored_text(ignored: Counter, prefix: str) -> str:
         return ""
     kinds = ", ".join(f"{n} {ext or 'without extension'}"
                       for ext, n in sorted(ignored.items(), key=lambda kv: (-kv[1], not kv[0], kv[0])))
-    return f"{prefix}{sum(ignored.values())} other files ({kinds})"
+    return f"{prefix}{plural(sum(ignored.values()), 'other file')} ({kinds})"

@@ -10,8 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lookalike.cli import present
-from lookalike.cli.common import (Device, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt, ThreadsOpt,
-                                  TorchThreadsOpt, err, no_bar, print_json, progress_bar)
+from lookalike.cli.common import (Device, FollowLinksOpt, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt,
+                                  ThreadsOpt, TorchThreadsOpt, VerboseLeftOutOpt, check_folder, err, fail, no_bar,
+                                  print_json, progress_bar, say)
+from lookalike.text import plural
 from lookalike.train.config import TrainConfig
 from lookalike.vectors import MetricName
 
@@ -38,8 +40,9 @@ def _print_metrics(summary: dict, title: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 t.add_row(f"{key} {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
-        else:
-            t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        else:  # a list (the skipped files) by its length: they are listed on stderr
+            t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(len(value) if isinstance(value, list)
+                                                                                else value))
     present.stdout_console().print(t)
 
 
@@ -58,8 +61,10 @@ def evaluate(
                                                        "reusing the vectors it holds [default: a cache per folder "
                                                        "and model]")] = None,
     threads: ThreadsOpt = None,
+    follow_links: FollowLinksOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseLeftOutOpt = False,
 ) -> None:
     """Leave-one-out retrieval quality on labelled folders: recall@k, mAP, MAP@R, median rank.
 
@@ -68,11 +73,13 @@ def evaluate(
     """
     from lookalike.evaluation import evaluate as ev
 
+    _check_data(data, follow_links, verbose, note=False)  # its skipped files are listed below
     with progress_bar(quiet or as_json) as bar:
         task = bar.add_task("embed", total=None, rate="")
         result = ev.evaluate_folder(data, model, layer, metric.value, rerank, seed, threads,
                                     on_plan=lambda n: bar.update(task, total=n),
-                                    on_progress=lambda n: bar.advance(task, n), index=index_path)
+                                    on_progress=lambda n: bar.advance(task, n), index=index_path,
+                                    follow_links=follow_links)
     summary = result.to_dict()
     if report is not None:
         page = ev.write_report(result, report)
@@ -112,25 +119,49 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     device: Annotated[Device, typer.Option("--device", help="Torch device; auto: CUDA when available.")] = Device.cpu,
     threads: TorchThreadsOpt = None,
+    follow_links: FollowLinksOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseLeftOutOpt = False,
 ) -> None:
     """Fine-tune an embedding on labelled folders (NormSoftmax) and write a model directory."""
     from lookalike.train.run import train as run_training
 
+    left_out = [item for folder in (data, val_data) if folder is not None
+                for item in _check_data(folder, follow_links, verbose)]
+    _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
     config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
                          batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
                          val_fraction=val_fraction, seed=seed)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
-                                                  progress=progress)
+                                                  progress=progress, follow_links=follow_links)
     summary = {"model_dir": str(out), "onnx": str(onnx_path), "seconds": round(seconds, 1),
                "epochs": result.history[-1].epoch, "validation": result.val,
-               "untrained_validation": result.history[0].val if result.history[0].epoch == 0 else None}
+               "untrained_validation": result.history[0].val if result.history[0].epoch == 0 else None,
+               "left_out": [{"path": p, "reason": r} for p, r in left_out]}
     if as_json:
         print_json(summary)
         return
     print(f"wrote {out} ({seconds:.0f} s); use it with --model {out}")
+
+
+def _check_data(folder: Path, follow_links: bool, verbose: bool = False, note: bool = True) -> list[tuple[str, str]]:
+    """What a labelled FOLDER's listing leaves out (said on stderr: see :func:`check_folder`); a
+    one-line error when it is no folder or holds no image."""
+    nothing, left_out = check_folder(folder, follow_links, verbose, note)
+    if nothing is not None:
+        fail(nothing)
+    return left_out
+
+
+def _advise(folder: Path, follow_links: bool, by: str, fraction: float, seed: int) -> None:
+    """A warning when the labelled FOLDER, split for training, is below the documented advice."""
+    from lookalike.train import data
+
+    why = data.below_advice(data.scan(folder, follow_links), by, fraction, seed)
+    if why is not None:
+        say("warning", "bold yellow", why)
 
 
 def _validation_text(epoch) -> str:
@@ -182,6 +213,7 @@ def tune(
     budget: Annotated[Optional[str], typer.Option("--budget", help="Cap on total time: 600, 600s, 10m, 1h.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, initialisation and batches.")] = 0,
     threads: TorchThreadsOpt = None,
+    follow_links: FollowLinksOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -190,6 +222,8 @@ def tune(
 
     from lookalike.train import tune as tn
 
+    _check_data(data, follow_links)
+    _advise(data, follow_links, "classes", val_fraction, seed)
     points = tn.parse_grid([*grid, *ctx.args])  # "--grid a=1,2 b=3" leaves "b=3" in ctx.args
     seconds = tn.parse_budget(budget)
     if threads:
@@ -203,20 +237,27 @@ def tune(
             e = info["epoch"]
             err.print(f"[{i + 1}/{n}] epoch {e.epoch}/{total}{_validation_text(e)}")
 
-    result = tn.run_grid(data, points, out, base, seconds, progress=progress)
+    result = tn.run_grid(data, points, out, base, seconds, progress=progress, follow_links=follow_links)
     if as_json:
         print_json(result.to_dict())
         return
-    keys = list(points)
-    t = Table(*keys, "val mAP", "val recall@1", "epochs", "seconds", "status", title=f"grid search ({out})",
+    keys = [k for k in points if k != "epochs"]  # the epochs column says how many were planned and done
+    t = Table(*keys, "val mAP", "val recall@1", "vs best", "epochs", "seconds", "status", title=f"grid search ({out})",
               title_justify="left")
     best = result.best
     for trial in result.trials:
-        style = "bold green" if trial is best else None
+        planned = trial.settings.get("epochs", base.epochs)
+        epochs = str(planned) if trial.epochs_done == planned else f"{trial.epochs_done} of {planned}"
         t.add_row(*(str(trial.settings[k]) for k in keys), f"{trial.val['map']:.4f}" if trial.val else "-",
-                  f"{trial.val['recall@1']:.4f}" if trial.val else "-", str(trial.epochs_done), f"{trial.seconds:.0f}",
-                  trial.status, style=style)
+                  f"{trial.val['recall@1']:.4f}" if trial.val else "-", result.verdict(trial), epochs,
+                  f"{trial.seconds:.0f}", trial.status, style="bold green" if trial is best else None)
     present.stdout_console().print(t)
-    if best is not None:
-        print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
-              + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
+    if best is None:
+        return
+    print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
+          + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
+    close = [trial for trial in result.trials if trial.vs_best and trial.vs_best["within_noise"]]
+    if close:
+        say("note", "bold", f"within noise of the best: {plural(len(close), 'other trial')} (the 95 % interval of "
+            f"the mAP difference reaches 0 when the {close[0].vs_best['classes']} validation classes are drawn "
+            "again with replacement); this validation data cannot tell them apart, more held-out classes would")

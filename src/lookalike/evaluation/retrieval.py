@@ -122,6 +122,15 @@ class RetrievalEvaluation:
             out["comparative"] = comp
         return out
 
+    def map_by_class(self, labels: Sequence | np.ndarray) -> dict:
+        """``{label: {"queries": n, "map": mean AP}}`` of every class with a query, ``labels`` being
+        every image's class (those given to :func:`evaluate`): the per-class terms of ``map``."""
+        labels = np.asarray(labels)[self.query_ids]
+        classes, codes = np.unique(labels, return_inverse=True)
+        n = np.bincount(codes, minlength=classes.size)
+        sums = np.bincount(codes, weights=self.average_precision, minlength=classes.size)
+        return {c.item(): {"queries": int(k), "map": float(a / k)} for c, k, a in zip(classes, n, sums)}
+
 
 def evaluate(
     X: np.ndarray,

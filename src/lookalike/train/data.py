@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lookalike.images import folder, list_images
+from lookalike.images import folder, left_out_summary, list_images
+from lookalike.text import plural
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,40 @@ def labelled(paths: list[str], root: str | os.PathLike) -> LabelledImages:
     return LabelledImages(root, [p for p, _ in kept], codes, classes, unlabelled=len(pairs) - len(kept))
 
 
-def scan(root: str | os.PathLike) -> LabelledImages:
-    """Every image below ``root`` labelled by its folder; ValueError when there is nothing to learn from."""
+def scan(root: str | os.PathLike, follow_links: bool = False) -> LabelledImages:
+    """Every image below ``root`` labelled by its folder (symbolic links that lead outside ``root``
+    only with ``follow_links``, as :func:`~lookalike.images.list_images` says); ValueError, saying
+    what the listing left out, when there is nothing to learn from."""
     root = folder(root)
-    data = labelled(list(list_images(root)), root)
+    left_out: list[tuple[str, str]] = []
+    data = labelled(list(list_images(root, left_out=left_out, follow_links=follow_links)), root)
     if len(data.classes) < 2:
+        summary = left_out_summary(left_out)
         raise ValueError(f"{root} needs at least two class folders of images (DATA/<class>/*.jpg); "
-                         f"found {len(data.classes)}")
+                         f"found {len(data.classes)}" + (f"; left out: {summary}" if summary else ""))
     return data
+
+
+#: The advice in docs/training.md: training classes, and images in each (the median class).
+ADVISED_CLASSES = 20
+ADVISED_PER_CLASS = 20
+
+
+def below_advice(images: LabelledImages, by: str = "classes", fraction: float = 0.2, seed: int = 0) -> str | None:
+    """Why ``images`` are below the documented advice (:data:`ADVISED_CLASSES` classes of
+    :data:`ADVISED_PER_CLASS` images, the median class), saying what :func:`split` holds out of them
+    for validation; None when they are not."""
+    counts = np.bincount(images.codes)
+    counts = counts[counts > 0]
+    median = int(np.median(counts))
+    if counts.size >= ADVISED_CLASSES and median >= ADVISED_PER_CLASS:
+        return None
+    _, val = split(images.codes, by, fraction, seed)
+    held = (f", of which {plural(np.unique(images.codes[val]).size, 'class', 'classes')} "
+            f"({plural(val.size, 'image')}) held out for validation" if val.size else "")
+    return (f"{plural(counts.size, 'class', 'classes')} of {median} images (the median){held}: less than the "
+            f"advice of {ADVISED_CLASSES} or more classes of {ADVISED_PER_CLASS}-40 images (docs/training.md); "
+            "expect validation scores too coarse to tell settings apart, and little gain")
 
 
 def split(codes: np.ndarray, by: str = "classes", fraction: float = 0.2,

@@ -109,17 +109,19 @@ def base_spec(config: TrainConfig) -> ModelSpec:
 
 
 def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | os.PathLike,
-            val_dir: str | os.PathLike | None = None, progress: Progress = _quiet, workers: int = 2) -> Prepared:
+            val_dir: str | os.PathLike | None = None, progress: Progress = _quiet, workers: int = 2,
+            follow_links: bool = False) -> Prepared:
     """Scan and split the data and cache the frozen blocks' activations under ``cache_root``.
 
     The cache is keyed by the files, model and split, so a second call (a resumed run, another
     grid point of ``tune``) reuses it. ``val_dir`` validates on another folder instead of a split.
+    ``follow_links`` also takes what symbolic links lead to outside the data folders.
     """
     config.check()
     spec = base_spec(config)
-    everything = _data.scan(data_dir)
+    everything = _data.scan(data_dir, follow_links)
     if val_dir is not None:
-        train, val = everything, _data.scan(val_dir)
+        train, val = everything, _data.scan(val_dir, follow_links)
     else:
         tr, va = _data.split(everything.codes, config.val_split, config.val_fraction, config.seed)
         train, val = everything.subset(tr), (everything.subset(va) if va.size else None)
@@ -247,13 +249,16 @@ def embed(net: EmbeddingNet, batches: _Batches, which: str, positions: np.ndarra
 
 
 def validate(net: EmbeddingNet, prep: Prepared, batches: _Batches) -> dict | None:
-    """Leave-one-out retrieval metrics on the validation images (None without validation data)."""
+    """Leave-one-out retrieval metrics on the validation images (None without validation data), with
+    each class's count of queries and mAP (``by_class``)."""
     if prep.val is None or len(prep.val) < 2:
         return None
     x = embed(net, batches, "val", np.arange(len(prep.val)))
-    s = retrieval.evaluate(x, prep.val.codes, "cosine").summary()
-    return {k: s[k] for k in ("n_images", "n_classes", "recall@1", "recall@5", "recall@10", "map", "map@r",
-                              "median_rank")}
+    r = retrieval.evaluate(x, prep.val.codes, "cosine")
+    s = r.summary()
+    return {**{k: s[k] for k in ("n_images", "n_classes", "recall@1", "recall@5", "recall@10", "map", "map@r",
+                                 "median_rank")},
+            "by_class": r.map_by_class(prep.val.labels)}
 
 
 def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike | None = None,

@@ -17,11 +17,12 @@ from lookalike.train.loop import CACHE_DIR, Progress, Result, _quiet, fit, prepa
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
           val_dir: str | os.PathLike | None = None, resume: bool = False, name: str | None = None,
           device: str = "cpu", threads: int | None = None, workers: int = 2,
-          progress: Progress = _quiet) -> tuple[Result, Path, float]:
+          progress: Progress = _quiet, follow_links: bool = False) -> tuple[Result, Path, float]:
     """Fine-tune on ``data`` and write the model directory ``out``; returns (result, ONNX path, seconds).
 
     With ``resume`` an interrupted run in ``out`` continues with its saved settings (``config`` is
     then ignored); without it an unfinished run there is an error, so nothing is lost by accident.
+    ``follow_links`` also takes what symbolic links lead to outside ``data`` (and ``val_dir``).
     """
     out = Path(out)
     saved = saved_config(out)
@@ -32,7 +33,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    prep = prepare(data, config, out / CACHE_DIR, val_dir, progress, workers)
+    prep = prepare(data, config, out / CACHE_DIR, val_dir, progress, workers, follow_links)
     # An exception leaves the activation cache and the last checkpoint in place for --resume.
     result = fit(prep, config, out, progress, resume=saved is not None, workers=workers, device=device)
     seconds = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """Grid search over training settings with class-disjoint validation (``lookalike tune``).
 
 Every grid point trains on the same split (whole classes held out for validation, so the score is
-open-set retrieval) and is scored by validation mAP, then recall@1. Points with the same
+open-set retrieval) and is scored by validation mAP, then recall@1; a trial whose mAP is not clearly
+below the best's (:func:`compare`: the validation classes resampled) is within noise of it. Points with the same
 ``unfreeze`` and ``augment`` share one cache of frozen activations. Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
 """
 
@@ -22,6 +23,7 @@ from lookalike.images import folder
 TUNABLE = ("lr", "temperature", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
            "weight_decay", "head_lr_scale", "crop_scale", "augment")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
+DRAWS = 2000  # bootstrap resamples of the validation classes
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -59,13 +61,33 @@ def parse_budget(text: str | None) -> float | None:
 
 @dataclass
 class Trial:
-    """One grid point: its settings, validation scores and how it ended (done, stopped, skipped)."""
+    """One grid point: its settings, validation scores and how it ended (done, stopped, skipped);
+    ``by_class`` the validation mAP of each class, ``vs_best`` how its mAP compares with the best's
+    (:func:`compare`; None for the best and unscored trials)."""
 
     settings: dict
     status: str
     epochs_done: int = 0
     seconds: float = 0.0
     val: dict = field(default_factory=dict)
+    by_class: dict = field(default_factory=dict, repr=False)
+    vs_best: dict | None = None
+
+
+def compare(trial: dict, best: dict, draws: int = DRAWS, seed: int = 0) -> dict:
+    """How a trial's validation mAP compares with the best's, both ``{class: {"queries", "map"}}`` on
+    the same classes: the difference, and its 95 % interval when the classes are drawn again with
+    replacement (a paired bootstrap: queries of one class are not independent, so classes are the
+    unit). ``within_noise`` when the interval reaches zero: the validation data cannot tell them apart."""
+    import numpy as np
+
+    classes = sorted(best)
+    n = np.array([best[c]["queries"] for c in classes], np.float64)
+    gap = np.array([(trial[c]["map"] - best[c]["map"]) * best[c]["queries"] for c in classes])
+    picks = np.random.default_rng(seed).integers(0, len(classes), (draws, len(classes)))
+    low, high = np.quantile(gap[picks].sum(1) / n[picks].sum(1), [0.025, 0.975])
+    return {"map_difference": float(gap.sum() / n.sum()), "interval": [float(low), float(high)],
+            "within_noise": bool(high >= 0), "classes": len(classes)}
 
 
 @dataclass
@@ -79,6 +101,14 @@ class TuneResult:
         scored = [t for t in self.trials if t.val]
         return max(scored, key=lambda t: (t.val["map"], t.val["recall@1"]), default=None)
 
+    def verdict(self, trial: Trial) -> str:
+        """``best``, ``within noise`` (of the best), ``worse``, or "" for a trial without scores."""
+        if trial is self.best:
+            return "best"
+        if trial.vs_best is None:
+            return ""
+        return "within noise" if trial.vs_best["within_noise"] else "worse"
+
     def to_dict(self) -> dict:
         best = self.best
         return {"base": self.base, "seconds": round(self.seconds, 1),
@@ -87,11 +117,12 @@ class TuneResult:
 
 
 def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathLike, base=None,
-             budget: float | None = None, workers: int = 2, progress=None) -> TuneResult:
+             budget: float | None = None, workers: int = 2, progress=None, follow_links: bool = False) -> TuneResult:
     """Train every point of ``grid`` (settings not in it come from ``base``) and write the tables to ``out``.
 
     ``budget`` (seconds) caps the total: the run in progress stops after its current epoch and the
     remaining points are skipped. ``progress(trial_index, n_trials, stage, done, total, info)``.
+    ``follow_links`` also takes what symbolic links lead to outside ``data``.
     """
     from lookalike.train.config import TrainConfig
     from lookalike.train.loop import fit, prepare
@@ -116,17 +147,22 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             t0 = time.perf_counter()
             key = (config.unfreeze, config.augment)
             if key not in prepared:
-                prepared[key] = prepare(data, config, out / ".cache", progress=report, workers=workers)
+                prepared[key] = prepare(data, config, out / ".cache", progress=report, workers=workers,
+                                        follow_links=follow_links)
             result = fit(prepared[key], config, progress=report, workers=workers, deadline=deadline)
             done = result.history[-1].epoch
             trials.append(Trial(point, "done" if done == config.epochs else "stopped (budget)", done,
                                 round(time.perf_counter() - t0, 1),
-                                {k: result.val[k] for k in SCORES} if result.val else {}))
+                                {k: result.val[k] for k in SCORES} if result.val else {},
+                                result.val["by_class"] if result.val else {}))
     finally:
         for prep in prepared.values():
             prep.close()
         _remove_if_empty(out / ".cache")
     result = TuneResult(trials, asdict(base), time.perf_counter() - started)
+    for trial in trials:
+        if trial.val and trial is not result.best:
+            trial.vs_best = compare(trial.by_class, result.best.by_class)
     write_tables(result, keys, out)
     return result
 
@@ -136,9 +172,9 @@ def write_tables(result: TuneResult, keys: list[str], out: Path) -> None:
     atomic.write(out / "tune.json", json.dumps(result.to_dict(), indent=2))
     with atomic.replacing(out / "tune.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([*keys, *SCORES, "epochs_done", "seconds", "status"])
+        w.writerow([*keys, *SCORES, "vs_best", "epochs_done", "seconds", "status"])
         for t in result.trials:
-            w.writerow([*(t.settings[k] for k in keys), *(t.val.get(s, "") for s in SCORES),
+            w.writerow([*(t.settings[k] for k in keys), *(t.val.get(s, "") for s in SCORES), result.verdict(t),
                         t.epochs_done, t.seconds, t.status])
     _plot(result, keys, out / "tune.png")
 

@@ -475,3 +475,14 @@ def test_no_queries_give_nan_figures_without_warnings():
     assert ev.n_queries == 0
     assert all(np.isnan(s[k]) for k in ("recall@1", "map", "map@r", "median_rank"))
     assert np.isnan(s["comparative"]["median_rank"]) and np.isnan(s["comparative"]["recall@1"])
+
+
+def test_map_by_class_splits_map_into_its_classes_by_hand():
+    # points on a line; by hand: a0 finds b0 then a1 (AP 1/2), a1 finds b0 then a0 (1/2),
+    # b0 finds a0, a1, then b1 (1/3), b1 finds a1 then b0 (1/2)
+    x = np.array([[0.0], [1.0], [0.4], [3.0]])
+    result = evaluate(x, ["a", "a", "b", "b"], "l2")
+    assert result.summary()["map"] == pytest.approx(11 / 24)
+    by_class = result.map_by_class(["a", "a", "b", "b"])
+    assert by_class.keys() == {"a", "b"} and all(c["queries"] == 2 for c in by_class.values())
+    assert by_class["a"]["map"] == pytest.approx(1 / 2) and by_class["b"]["map"] == pytest.approx(5 / 12)

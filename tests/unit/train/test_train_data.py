@@ -30,6 +30,36 @@ def test_scan_needs_two_classes(tmp_path):
         data.scan(tmp_path)
 
 
+def test_a_split_of_linked_class_folders_says_how_to_include_them_and_is_labelled_by_the_links(tmp_path):
+    import os
+
+    _tree(tmp_path / "all", ["r/a.jpg", "r/b.jpg", "t/c.jpg", "d/e.jpg"])
+    (tmp_path / "split").mkdir()
+    os.symlink(tmp_path / "all" / "r", tmp_path / "split" / "roses")
+    os.symlink(tmp_path / "all" / "t", tmp_path / "split" / "tulips")
+    with pytest.raises(ValueError) as e:
+        data.scan(tmp_path / "split")
+    assert str(e.value).endswith("found 0; left out: 2 symbolic links to outside the folder "
+                                 "(--follow-links includes them)")
+    found = data.scan(tmp_path / "split", follow_links=True)
+    assert found.classes == ["roses", "tulips"] and found.labels == ["roses", "roses", "tulips"]
+    assert found.paths[0] == str(tmp_path / "split" / "roses" / "a.jpg")
+
+
+def test_data_below_the_documented_advice_is_described():
+    def classes(n, per_class):
+        return data.LabelledImages("/r", [f"/r/{c}/{i}" for c in range(n) for i in range(per_class)],
+                                   np.repeat(np.arange(n), per_class), [str(c) for c in range(n)])
+
+    assert data.below_advice(classes(25, 12)) == (
+        "25 classes of 12 images (the median), of which 5 classes (60 images) held out for validation: less than "
+        "the advice of 20 or more classes of 20-40 images (docs/training.md); expect validation scores too coarse "
+        "to tell settings apart, and little gain")
+    assert data.below_advice(classes(12, 30), "none").startswith("12 classes of 30 images (the median): less")
+    assert data.below_advice(classes(20, 20), "images") is None and data.below_advice(classes(60, 40)) is None
+    assert data.below_advice(classes(19, 40)) is not None and data.below_advice(classes(40, 19)) is not None
+
+
 def test_subset_renumbers_classes():
     full = data.LabelledImages("/r", ["/r/a/1", "/r/b/2", "/r/c/3", "/r/c/4"], np.array([0, 1, 2, 2]), ["a", "b", "c"])
     sub = full.subset(np.array([1, 3]))

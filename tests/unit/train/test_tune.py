@@ -56,6 +56,11 @@ def test_two_point_grid_is_scored_on_held_out_classes_and_saved(data, tmp_path):
     # each held-out class is crops of one photo: found perfectly, before and after one epoch at either rate
     assert all(t.val == dict.fromkeys(tune.SCORES, 1.0) for t in result.trials)
     assert result.best is max(result.trials, key=lambda t: (t.val["map"], t.val["recall@1"]))
+    other = next(t for t in result.trials if t is not result.best)
+    assert len(other.by_class) == 2 and all(c["queries"] == 4 for c in other.by_class.values())  # 40 % of 5
+    # equal scores on every held-out class: no resample can tell them apart
+    assert other.vs_best == {"map_difference": 0.0, "interval": [0.0, 0.0], "within_noise": True, "classes": 2}
+    assert (result.verdict(result.best), result.verdict(other)) == ("best", "within noise")
     assert result.base["val_split"] == "classes"
     saved = json.loads((tmp_path / "tune.json").read_text())
     assert saved["best"]["settings"] == result.best.settings and len(saved["trials"]) == 2
@@ -64,6 +69,35 @@ def test_two_point_grid_is_scored_on_held_out_classes_and_saved(data, tmp_path):
     with Image.open(tmp_path / "tune.png") as fig:
         assert fig.size[0] >= 400 and len(fig.convert("RGB").getcolors(1 << 24)) > 50  # drawn, not blank
     assert not (tmp_path / ".cache").exists()  # the shared activation cache is removed at the end
+
+
+def _classes(*maps, queries=4):
+    return {f"c{i}": {"queries": queries, "map": m} for i, m in enumerate(maps)}
+
+
+def test_a_trial_worse_on_every_validation_class_is_not_within_noise():
+    result = tune.compare(_classes(*[0.7] * 10), _classes(*[0.8] * 10))
+    assert result["map_difference"] == pytest.approx(-0.1) and not result["within_noise"]
+    assert result["interval"] == pytest.approx([-0.1, -0.1])  # every resample gives the same difference
+
+
+def test_a_gap_from_one_class_of_two_is_within_noise():
+    # class sizes weight the difference: (2 * (0.5 - 1.0) + 6 * 0) / 8
+    trial = {"a": {"queries": 2, "map": 0.5}, "b": {"queries": 6, "map": 1.0}}
+    best = {"a": {"queries": 2, "map": 1.0}, "b": {"queries": 6, "map": 1.0}}
+    result = tune.compare(trial, best)
+    assert result["map_difference"] == pytest.approx(-0.125)
+    # a quarter of the resamples draw class b twice, where the two agree: the interval reaches 0
+    assert result["interval"][0] == pytest.approx(-0.5) and result["interval"][1] == 0.0 and result["within_noise"]
+
+
+def test_mixed_classes_are_judged_by_the_spread_of_their_differences():
+    rng = np.random.default_rng(3)
+    best = rng.uniform(0.5, 0.9, 8)
+    close = tune.compare(_classes(*(best + rng.normal(0, 0.1, 8) - 0.005)), _classes(*best))
+    assert close["within_noise"] and close["interval"][0] < close["map_difference"] < close["interval"][1]
+    clear = tune.compare(_classes(*(best - 0.2 + rng.normal(0, 0.01, 8))), _classes(*best))
+    assert not clear["within_noise"] and clear["interval"][1] < 0
 
 
 def test_budget_skips_what_does_not_fit(data, tmp_path):
