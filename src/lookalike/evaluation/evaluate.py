@@ -19,22 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from lookalike import atomic
 from lookalike.evaluation import retrieval
 from lookalike.evaluation import rerank as reranking
 from lookalike.api import Index, model_ref
-from lookalike.images import ImageError, decode, folder
+from lookalike.images import ImageError, decode, folder, left_out_summary
 from lookalike.index.indexer import IndexReport
 from lookalike.models.registry import resolve
 from lookalike.paths import cache_dir
+from lookalike.text import middle
 from lookalike.index.store import StoreError
 from lookalike.train.data import LabelledImages, labelled
 from lookalike.vectors import Searcher
 
 RERANK_K = 100
 THUMB = 112
+CAPTION_SIZE = 11  # pixels: the report's captions under each thumbnail
+CAPTION_LINE = 14
+CAPTION_LINES = 3
 REPORT_ROWS = 6
 REPORT_NEIGHBOURS = 8
 
@@ -65,7 +69,8 @@ class Evaluation:
             out["rerank"] = {k: _plain(s[k]) for k in s if k.startswith("recall@") or
                              k in ("map", "map@r", "median_rank")}
         out.update({"model": self.model, "data": self.data.root, "unlabelled": self.data.unlabelled,
-                    "skipped": len(self.index.skipped), "embedded": self.index.indexed,
+                    "skipped": [{"path": p, "reason": r} for p, r in self.index.skipped],
+                    "embedded": self.index.indexed,
                     "seconds": round(self.seconds, 3)})
         return out
 
@@ -73,18 +78,21 @@ class Evaluation:
 def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: str | None = None,
                     metric: str = "cosine", rerank: bool = False, seed: int = 0, threads: int | None = None,
                     device: str = "cpu", batch_size: int = 32, workers: int = 2,
-                    on_plan=None, on_progress=None, index: str | os.PathLike | None = None) -> Evaluation:
+                    on_plan=None, on_progress=None, index: str | os.PathLike | None = None,
+                    follow_links: bool = False) -> Evaluation:
     """Embed every image below ``data`` (incrementally) and measure leave-one-out retrieval.
 
     ``rerank`` adds metrics after k-reciprocal re-ranking of each image's top-100 neighbours.
     ``seed`` seeds the comparative sets. ``index`` embeds through that index instead of the
     evaluation cache (its own model unless ``model`` or ``layer`` is given, which must match it).
-    ValueError when fewer than two images share a class.
+    ``follow_links`` also takes what symbolic links lead to outside ``data``. ValueError, saying what
+    the listing left out, when fewer than two images share a class.
     """
     started = time.perf_counter()
     root = folder(data)
     with _open(root, model, layer, index, threads, device) as idx:
-        report = idx.index(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress)
+        report = idx.index(root, batch_size, workers, on_plan=on_plan, on_progress=on_progress,
+                           follow_links=follow_links)
         ids, vectors = idx.vectors()
         paths = idx.paths(ids)
         name = idx.spec.name
@@ -98,7 +106,9 @@ def evaluate_folder(data: str | os.PathLike, model: str | None = None, layer: st
     else:
         x = np.asarray(vectors)
     if np.bincount(images.codes).max(initial=0) < 2:
-        raise ValueError(f"{root} has no class folder with two or more readable images to evaluate")
+        summary = left_out_summary(report.skipped)
+        raise ValueError(f"{root} has no class folder with two or more readable images to evaluate"
+                         + (f"; left out: {summary}" if summary else ""))
     result = retrieval.evaluate(x, images.codes, metric, comparative_seed=seed)
     reranked = None
     if rerank:
@@ -143,13 +153,14 @@ def write_report(ev: Evaluation, out: str | os.PathLike, rows: int = REPORT_ROWS
     for title, picked in (("best", order[:rows]), ("worst", order[::-1][:rows])):
         queries = r.query_ids[picked]
         _strip(ev, queries, neighbours, out / f"{title}.png")
-        captions = "".join(f"<li>{html.escape(ev.data.paths[q])} ({html.escape(ev.data.classes[ev.data.codes[q]])}): "
+        listed = "".join(f"<li>{html.escape(ev.data.paths[q])} ({html.escape(ev.data.classes[ev.data.codes[q]])}): "
                            f"AP {ap:.3f}, first positive at rank {rank:g}</li>"
                            for q, ap, rank in zip(queries, r.average_precision[picked],
                                                   r.first_positive_rank[picked]))
         sections.append(f"<h2>{title.capitalize()} queries (by average precision)</h2>"
                         f"<p>Query at the left, then its {neighbours} nearest images: green = same class, "
-                        f"red = another class.</p><img src='{title}.png'><ol>{captions}</ol>")
+                        f"red = another class; under each, its class, file name and distance.</p>"
+                        f"<img src='{title}.png'><ol>{listed}</ol>")
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items()
                     if not isinstance(v, dict))
     for group in ("comparative", "rerank"):
@@ -189,26 +200,50 @@ def _plot_cmc(curves: dict[str, np.ndarray], path: Path) -> None:
 
 
 def _strip(ev: Evaluation, queries: np.ndarray, k: int, path: Path) -> None:
-    """One row per query: the query thumbnail, a gap, then its k nearest neighbours with coloured frames."""
+    """One row per query: the query thumbnail, a gap, then its k nearest neighbours with coloured
+    frames, each captioned (:func:`captions`) below."""
     pad, gap = 4, 16
     cell = THUMB + 2 * pad
+    height = cell + CAPTION_LINES * CAPTION_LINE + 2 * pad  # and a margin before the next row
     k = min(k, len(ev.vectors) - 1)
-    sheet = Image.new("RGB", (cell * (k + 1) + gap, cell * max(1, len(queries))), "white")
+    sheet = Image.new("RGB", (cell * (k + 1) + gap, height * max(1, len(queries))), "white")
     draw = ImageDraw.Draw(sheet)
-    metric = ev.result.metric
-    searcher = Searcher(np.arange(len(ev.vectors)), ev.vectors)
-    for row, q in enumerate(queries):
-        _, found = searcher.nearest(ev.vectors[q], k + 1, metric)
-        found = [int(i) for i in found[0] if i != q][:k]
-        y = row * cell
-        sheet.paste(_thumb(ev.data.paths[q]), (pad, y + pad))
-        for col, j in enumerate(found):
-            x = cell * (col + 1) + gap
-            colour = (40, 160, 60) if ev.data.codes[j] == ev.data.codes[q] else (210, 40, 40)
-            draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline=colour, width=pad - 1)
+    font = ImageFont.load_default(size=CAPTION_SIZE)
+    for row, (q, cells) in enumerate(zip(queries, captions(ev, queries, k))):
+        y = row * height
+        for col, (j, lines, same) in enumerate(cells):
+            x = 0 if col == 0 else cell * col + gap
+            colour = None if col == 0 else (40, 160, 60) if same else (210, 40, 40)
+            if colour is not None:
+                draw.rectangle([x + 1, y + 1, x + cell - 2, y + cell - 2], outline=colour, width=pad - 1)
             sheet.paste(_thumb(ev.data.paths[j]), (x + pad, y + pad))
+            for n, line in enumerate(lines):
+                draw.text((x + pad, y + cell + n * CAPTION_LINE), line, font=font,
+                          fill=colour if n == 2 and colour else (40, 40, 40))
     with atomic.replacing(path) as f:
         sheet.save(f, "PNG")
+
+
+def captions(ev: Evaluation, queries: np.ndarray, k: int) -> list[list[tuple[int, list[str], bool]]]:
+    """For each query, its own cell and those of its ``k`` nearest images: (image position, caption
+    lines, same class as the query). A caption is the class, the file name (both shortened in the
+    middle to a thumbnail's width) and the distance with "same class" or "other class" (the
+    query's: "query")."""
+    searcher = Searcher(np.arange(len(ev.vectors)), ev.vectors)
+    width = round(THUMB / (CAPTION_SIZE * 0.55))  # characters of the caption font across a thumbnail
+    rows = []
+    for q in queries:
+        distances, found = searcher.nearest(ev.vectors[q], k + 1, ev.result.metric)
+        pairs = [(int(i), float(d)) for i, d in zip(found[0], distances[0]) if i != q][:k]
+        cells = [(int(q), [middle(ev.data.classes[ev.data.codes[q]], width),
+                           middle(os.path.basename(ev.data.paths[q]), width), "query"], True)]
+        for j, d in pairs:
+            same = bool(ev.data.codes[j] == ev.data.codes[q])
+            cells.append((j, [middle(ev.data.classes[ev.data.codes[j]], width),
+                              middle(os.path.basename(ev.data.paths[j]), width),
+                              f"{d:.3f} {'same' if same else 'other'} class"], same))
+        rows.append(cells)
+    return rows
 
 
 def _thumb(path: str) -> Image.Image:

@@ -47,7 +47,7 @@ def evaluation(data):
 def test_metrics_match_a_reference_ranking_of_the_same_vectors(evaluation):
     out = evaluation.to_dict()
     assert out["n_images"] == 16 and out["n_classes"] == 4 and out["unlabelled"] == 1
-    assert out["metric"] == "cosine" and out["embedded"] == 17 and out["skipped"] == 0
+    assert out["metric"] == "cosine" and out["embedded"] == 17 and out["skipped"] == []
     assert_matches_reference(evaluation)
     assert set(out["comparative"]) == {"median_rank", "recall@1", "recall@5", "recall@10"}
     assert set(out["rerank"]) == {"recall@1", "recall@5", "recall@10", "map", "map@r", "median_rank"}
@@ -79,7 +79,31 @@ def test_report_has_page_metrics_curve_and_query_rows(evaluation, tmp_path):
     from PIL import Image
 
     rows = Image.open(folder / "worst.png")
-    assert rows.size == ((ev.REPORT_NEIGHBOURS + 1) * (ev.THUMB + 8) + 16, ev.REPORT_ROWS * (ev.THUMB + 8))
+    # one thumbnail (and its frame) per column; under each row of them, three lines of caption
+    assert rows.size[0] == (ev.REPORT_NEIGHBOURS + 1) * (ev.THUMB + 8) + 16
+    assert rows.size[1] == ev.REPORT_ROWS * (ev.THUMB + 8 + 3 * ev.CAPTION_LINE + 8)
+    band = np.asarray(rows.convert("L"))[ev.THUMB + 8:ev.THUMB + 8 + 3 * ev.CAPTION_LINE]
+    assert all((band[:, c:c + ev.THUMB] < 128).any() for c in range(0, rows.size[0] - ev.THUMB, ev.THUMB + 8))  # text
+
+
+def test_report_captions_name_class_file_distance_and_whether_it_matches(evaluation):
+    import os
+
+    from helpers import distances_reference
+
+    queries = np.array([0, 5, 13])
+    for q, cells in zip(queries, ev.captions(evaluation, queries, 3)):
+        path = evaluation.data.paths[q]
+        folder = os.path.basename(os.path.dirname(path))
+        assert cells[0] == (q, [folder, os.path.basename(path), "query"], True)
+        d = distances_reference(evaluation.vectors[q:q + 1], evaluation.vectors, "cosine")[0]
+        expected = [j for j in np.argsort(d, kind="stable") if j != q][:3]
+        assert [j for j, _, _ in cells[1:]] == expected
+        for j, lines, same in cells[1:]:
+            other = evaluation.data.paths[j]
+            matches = os.path.basename(os.path.dirname(other)) == folder
+            assert lines == [os.path.basename(os.path.dirname(other)), os.path.basename(other),
+                             f"{d[j]:.3f} {'same' if matches else 'other'} class"] and same == matches
 
 
 def test_folder_without_two_images_of_a_class_is_an_error(tmp_path):
@@ -88,6 +112,24 @@ def test_folder_without_two_images_of_a_class_is_an_error(tmp_path):
         sample_photo("coffee").resize((32, 32)).save(tmp_path / name / "x.jpg")
     with pytest.raises(ValueError, match="two or more"):
         ev.evaluate_folder(tmp_path)
+
+
+def test_a_split_of_linked_class_folders_is_evaluated_with_follow_links_and_explained_without(evaluation, data,
+                                                                                              tmp_path):
+    import os
+
+    split = tmp_path / "split"
+    split.mkdir()
+    for name in PHOTOS[:3]:
+        os.symlink(data / name, split / name)
+    with pytest.raises(ValueError) as e:
+        ev.evaluate_folder(split)
+    assert str(e.value).endswith("left out: 3 symbolic links to outside the folder (--follow-links includes them)")
+    linked = ev.evaluate_folder(split, follow_links=True)
+    assert linked.data.classes == sorted(PHOTOS[:3]) and linked.to_dict()["n_images"] == 12
+    # the same pictures as three of the real folders: the same vectors
+    same = [evaluation.data.paths.index(str(data / os.path.relpath(p, split))) for p in linked.data.paths]
+    assert np.allclose(linked.vectors, evaluation.vectors[same], atol=1e-5)
 
 
 def test_evaluation_does_not_import_torch_once_the_model_is_cached(evaluation, data):
