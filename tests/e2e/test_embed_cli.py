@@ -34,3 +34,16 @@ def test_embed_missing_source_is_one_line_error(tmp_path):
     proc = run_cli("embed", tmp_path / "nowhere", "--out", tmp_path / "shards", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: no such file or folder") and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_ray_run_is_quiet_unless_verbose(photo_dir, tmp_path):
+    pytest.importorskip("ray")
+    (tmp_path / "photos").mkdir()
+    for p in sorted(photo_dir.iterdir())[:4]:
+        (tmp_path / "photos" / p.name).write_bytes(p.read_bytes())
+    quiet = run_cli("embed", tmp_path / "photos", "--out", tmp_path / "a", "--engine", "ray", "--workers", "1")
+    assert quiet.stderr == ""  # no Ray logs, no "E ... core_worker.cc" line
+    assert quiet.stdout.startswith("embedded 4, unchanged 0, skipped 0; 1 shard written to ")
+    verbose = run_cli("embed", tmp_path / "photos", "--out", tmp_path / "b", "--engine", "ray", "--workers", "1", "-v")
+    assert "Dataset" in verbose.stderr  # Ray Data's own account of the run

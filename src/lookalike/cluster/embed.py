@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.cluster import sources
+from lookalike.cluster.ray_session import ray_session
 from lookalike.cluster.shards import Shards, table
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.index.indexer import BATCH, Decoded, bounded_map, prepare
@@ -64,12 +65,13 @@ def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address
           workers: int | None = None, gpus_per_worker: float = 0.0, batch: int = BATCH, shard_rows: int = SHARD_ROWS,
           max_pixels: int = DEFAULT_MAX_PIXELS, device: str = "cpu",
           on_plan: Callable[[int], None] | None = None,
-          on_progress: Callable[[int], None] | None = None) -> EmbedReport:
+          on_progress: Callable[[int], None] | None = None, verbose: bool = False) -> EmbedReport:
     """Embed the image files under ``source`` (a folder or URI) that the shards at ``out`` lack.
 
     ``engine="ray"`` runs on the Ray cluster at ``address`` (``"auto"``, ``"ray://host:10001"``;
     None: ``$RAY_ADDRESS``, else a cluster started for this run) with ``workers`` embedding actors
-    of ``gpus_per_worker`` GPUs each.
+    of ``gpus_per_worker`` GPUs each, printing Ray's own logs only when ``verbose``
+    (:func:`~lookalike.cluster.ray_session.ray_session`).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
@@ -96,7 +98,7 @@ def embed(source: str, out: str, spec: ModelSpec, engine: str = "local", address
     if todo:
         run = _run_local if engine == "local" else _run_ray
         run(todo, shards, spec, report, address, workers, gpus_per_worker, batch, shard_rows, max_pixels, device,
-            on_progress)
+            on_progress, verbose)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -126,7 +128,7 @@ def _tally(report: EmbedReport, items: list[Decoded], on_progress) -> None:
 
 
 def _run_local(todo, shards, spec, report, address, workers, gpus_per_worker, batch, shard_rows, max_pixels,
-               device, on_progress) -> None:
+               device, on_progress, verbose) -> None:
     """Decode in a thread pool and embed in this process, as ``lookalike index`` does."""
     embedder = Embedder(spec, device=device)
     report.workers = workers or 2
@@ -216,21 +218,14 @@ def _write(cols: dict, location: str, identity: dict) -> dict:
 
 
 def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batch, shard_rows, max_pixels,
-             device, on_progress) -> None:
+             device, on_progress, verbose) -> None:
     """Read/decode in Ray tasks, embed and write shards in a fixed pool of actors."""
-    import logging
-
     import ray
 
     from lookalike.models.export import onnx_file
 
     model = onnx_file(spec).read_bytes()
-    own = not ray.is_initialized()
-    if own:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    with ray_session(address, verbose):
         resources_now = ray.cluster_resources()
         cpus = float(resources_now.get("CPU", 1))
         if gpus_per_worker:
@@ -265,9 +260,6 @@ def _run_ray(todo, shards, spec, report, address, workers, gpus_per_worker, batc
             if on_progress:
                 on_progress(len(out["path"]))
         report.shards = len(names)
-    finally:
-        if own:
-            ray.shutdown()
 
 
 def _decode_memory(spec: ModelSpec, block: int) -> int:
