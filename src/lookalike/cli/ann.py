@@ -10,6 +10,7 @@ import typer
 
 from lookalike.api import Index
 from lookalike.cli.common import AnnSetting, IndexOpt, JsonOpt, fail
+from lookalike.text import plural
 
 app = typer.Typer(no_args_is_help=True, help="Build or check the approximate nearest-neighbour index.")
 
@@ -26,7 +27,7 @@ def ann_build(
             idx.set_ann(kind.value)
         built = idx.ann(rebuild=True)
         info = built.describe() if built is not None else {"kind": "exact", "ntotal": len(idx)}
-    print(json.dumps(info) if as_json else f"{info['kind']} index over {info['ntotal']} images")
+    print(json.dumps(info) if as_json else f"{info['kind']} index over {plural(info['ntotal'], 'image')}")
 
 
 @app.command("check")
@@ -43,12 +44,12 @@ def ann_check(
     with Index.open(index_path) as idx:
         built = idx.ann()
         if built is None:
-            fail(f"index {idx.location} uses exact search ({len(idx)} images); build one with: lookalike ann build --kind hnsw")
+            fail(f"index {idx.location} uses exact search ({plural(len(idx), 'image')}); build one with: lookalike ann build --kind hnsw")
         ids, vectors = idx.vectors()
         report = {"kind": idx.index_type, "ntotal": len(built),
                   **check(built, np.asarray(vectors), np.asarray(ids), n_queries=queries, k=k, seed=seed)}
     if as_json:
         print(json.dumps(report))
     else:
-        print(f"{report['kind']} over {report['ntotal']} images: recall@{k} {report[f'recall@{k}']:.3f} on "
-              f"{report['n_queries']} queries, p50 {report['p50_ms']:.2f} ms, p95 {report['p95_ms']:.2f} ms")
+        print(f"{report['kind']} over {plural(report['ntotal'], 'image')}: recall@{k} {report[f'recall@{k}']:.3f} on "
+              f"{plural(report['n_queries'], 'query', 'queries')}, p50 {report['p50_ms']:.2f} ms, p95 {report['p95_ms']:.2f} ms")

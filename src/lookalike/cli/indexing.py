@@ -12,7 +12,8 @@ import typer
 from lookalike.api import Index
 from lookalike.cli.common import (AnnSetting, CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt,
                                   LayerOpt, ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, check_images, err, fail,
-                                  ignored_text, print_json, progress_bar, say)
+                                  ignored_text, print_json, progress_bar, say, timing)
+from lookalike.text import plural
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.index.indexer import BATCH
 
@@ -52,7 +53,7 @@ def index(
 
         model, layer = _shards_model(Shards(shards), model, layer)
     else:
-        check_images(folder, index_path, rebuild)
+        check_images(folder, index_path, rebuild, follow_links, verbose)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
                     weights=weights) as idx:
         if ann is not None:
@@ -82,8 +83,8 @@ def index(
         for what, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed_paths)):
             print("".join(f"{what} {p}\n" for p in paths), end="")
     print(f"indexed {report.indexed}, removed {report.removed}, unchanged {report.unchanged}, "
-          f"skipped {len(report.skipped)}{ignored_text(report.ignored, ', ignored ')}; {report.total} images in "
-          f"{idx.location} ({report.seconds:.1f} s, {report.images_per_second:.1f} img/s)")
+          f"skipped {len(report.skipped)}{ignored_text(report.ignored, ', ignored ')}; "
+          f"{plural(report.total, 'image')} in {idx.location} ({timing(report.seconds, report.indexed)})")
 
 
 def _shards_model(shards, model: str | None, layer: str | None) -> tuple[str | None, str | None]:
@@ -128,6 +129,7 @@ def embed(
                                             "files over 8 bytes a pixel of it plus 16 MiB, unread.")] = DEFAULT_MAX_PIXELS,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the engine's own logs (Ray's).")] = False,
 ) -> None:
     """Embed SOURCE into Parquet shards, here or on a Ray cluster (needs lookalike[cluster])."""
     _need_cluster("pyarrow", *(["ray"] if engine == Engine.ray else []))
@@ -141,18 +143,18 @@ def embed(
         task = bar.add_task("embed", total=None, rate="")
         report = run_embed(source, out, spec, engine.value, address, workers, gpus_per_worker, batch,
                            max_pixels=max_pixels, device=device.value, on_plan=lambda n: bar.update(task, total=n),
-                           on_progress=lambda n: bar.advance(task, n))
+                           on_progress=lambda n: bar.advance(task, n), verbose=verbose)
     if as_json:
         print_json(report.to_dict())
         return
     for path, reason in report.skipped:
         err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
     if report.gone:
-        say("note", "bold", f"{len(report.gone)} files the shards hold are no longer under {source} (shards only "
+        say("note", "bold", f"{plural(len(report.gone), 'file')} the shards hold are no longer under {source} (shards only "
             "add: they stay until `lookalike index FOLDER`, or embed into a fresh --out; --json lists them)")
     d = report.to_dict()
-    print(f"embedded {d['embedded']}, unchanged {d['unchanged']}, skipped {len(d['skipped'])}; {d['shards']} shards "
-          f"written to {out} ({d['seconds']:.1f} s, {d['images_per_second']:.1f} img/s, {engine.value})")
+    print(f"embedded {d['embedded']}, unchanged {d['unchanged']}, skipped {len(d['skipped'])}; "
+          f"{plural(d['shards'], 'shard')} written to {out} ({timing(report.seconds, report.embedded)}, {engine.value})")
 
 
 def ingest(

@@ -8,13 +8,16 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from PIL import Image
+from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from lookalike import atomic
 from lookalike.api import Match, QueryResult
 from lookalike.images import ImageError, decode
+from lookalike.text import plural, short_path
 
 THUMB = 192
 ROW_TITLES = {"nearest": "nearest (ascending)", "random": "random", "farthest": "farthest (descending)"}
@@ -27,14 +30,32 @@ def stdout_console() -> Console:
     return Console(markup=False, highlight=False, **({} if sys.stdout.isatty() else {"width": 1 << 20}))
 
 
+class PathCell:
+    """A path in a table cell, always on one line: shortened in the middle to the column's width where
+    the terminal is too narrow for it (:func:`lookalike.text.short_path`: the file name kept whole
+    while it fits), never broken across lines. Plain text, never markup."""
+
+    MIN_WIDTH = 24
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __rich_measure__(self, console, options) -> Measurement:
+        width = cell_len(self.path)
+        return Measurement(min(width, self.MIN_WIDTH), width)
+
+    def __rich_console__(self, console, options):
+        yield Text(short_path(self.path, options.max_width), no_wrap=True, overflow="ignore")
+
+
 def table(result: QueryResult) -> Table:
     """A rich table of one query's results; paths and the query are plain text, never markup."""
     t = Table(title=Text(f"{result.mode} to {result.query} ({result.metric})"), title_justify="left")
-    t.add_column("rank", justify="right")
-    t.add_column("distance", justify="right")
-    t.add_column("path", overflow="fold")
+    t.add_column("rank", justify="right", no_wrap=True)
+    t.add_column("distance", justify="right", no_wrap=True)
+    t.add_column("path")
     for m in result.results:
-        t.add_row(str(m.rank), f"{m.distance:.4f}", Text(m.path))
+        t.add_row(str(m.rank), f"{m.distance:.4f}", PathCell(m.path))
     return t
 
 
@@ -129,27 +150,28 @@ def print_dedup(report, console: Console | None = None) -> None:
     console = console or stdout_console()
     where = (f"preset {report.preset}: " if report.preset else "") + report.rule.describe()
     if not report.groups:
-        console.print(f"no duplicates among {report.n_images} images ({where})", highlight=False)
+        console.print(f"no duplicates among {plural(report.n_images, 'image')} ({where})", highlight=False)
         return
     t = Table(title=Text(f"duplicate groups ({where})"), title_justify="left")
-    t.add_column("group", justify="right")
-    t.add_column("kind")
-    t.add_column("distance", justify="right")
-    t.add_column("path", overflow="fold")
+    t.add_column("group", justify="right", no_wrap=True)
+    t.add_column("kind", no_wrap=True)
+    t.add_column("distance", justify="right", no_wrap=True)
+    t.add_column("path")
     t.add_column("evidence", overflow="fold")
     for n, g in enumerate(report.groups, start=1):
-        t.add_row(str(n), g.kind, "keep", Text(g.keep), "", end_section=False)
+        t.add_row(str(n), g.kind, "keep", PathCell(g.keep), "", end_section=False)
         for i, d in enumerate(g.duplicates):
             why = ("same bytes" if d.match == "exact" else d.evidence.describe() if d.evidence else "")
             if d.copy_of is not None:
                 why = f"same bytes as {os.path.basename(d.copy_of)}" + (f"; {why}" if why else "")
-            t.add_row("", "", f"{d.distance:.4f}", Text(d.path), Text(why), end_section=i == len(g.duplicates) - 1)
+            t.add_row("", "", f"{d.distance:.4f}", PathCell(d.path), Text(why),
+                      end_section=i == len(g.duplicates) - 1)
     console.print(t)
     kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near")}
-    console.print(", ".join(f"{len(gs)} {k} groups ({sum(len(g.duplicates) + 1 for g in gs)} files)"
+    console.print(", ".join(f"{plural(len(gs), k + ' group')} ({plural(sum(len(g.duplicates) + 1 for g in gs), 'file')})"
                             for k, gs in kinds.items())
-                  + f" among {report.n_images} images; {len(report.to_remove())} files could go (--to-remove)",
-                  highlight=False)
+                  + f" among {plural(report.n_images, 'image')}; {plural(len(report.to_remove()), 'file')} could go "
+                    "(--to-remove)", highlight=False)
 
 
 def dedup_montages(report, folder: str | os.PathLike, per_row: int = 8) -> list[str]:

@@ -76,6 +76,8 @@ def query(
             rule, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.model)
 
         def answer(img: Path):
+            if img.is_dir():
+                raise ImageError(f"a folder, not an image: give image files (such as {img / '*.jpg'})")
             if duplicates:
                 found = dedup.duplicates_of(idx, str(img), rule)
                 if not found.results:
@@ -102,7 +104,7 @@ def query(
     if as_json:
         dicts = [{"query": str(img), "error": r} if isinstance(r, str) else r.to_dict() for img, r in answers]
         print_json(dicts[0] if len(dicts) == 1 else dicts)
-    else:
+    elif results:  # not even a header when no query could be answered
         present.print_results(results, _output_format(fmt))
     failed = len(answers) - len(results)
     if failed:

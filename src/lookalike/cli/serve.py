@@ -10,6 +10,7 @@ import typer
 
 from lookalike.cli.common import CollectionOpt, IndexOpt, ThreadsOpt, UriOpt, err, fail, open_index, say
 from lookalike.images import UPLOAD_MAX_PIXELS
+from lookalike.text import plural
 
 
 def serve(
@@ -35,7 +36,7 @@ def serve(
             say("warning", "bold yellow", f"listening on {host}: anyone who can reach this machine can search "
                 "and view the indexed images")
         address = f"[{host}]" if ":" in host else host
-        err.print(f"serving {len(idx)} images from {idx.location} at http://{address}:{sock.getsockname()[1]}/ "
+        err.print(f"serving {plural(len(idx), 'image')} from {idx.location} at http://{address}:{sock.getsockname()[1]}/ "
                   "(Ctrl+C stops)", soft_wrap=True)
         uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[sock])
 

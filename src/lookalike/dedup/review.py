@@ -17,6 +17,7 @@ import os
 
 from lookalike import atomic
 from lookalike.images import ImageError, decode
+from lookalike.text import plural
 
 #: Longest side of an embedded thumbnail, in pixels.
 THUMB = 200
@@ -57,9 +58,9 @@ def render(report) -> str:
             if d.copy_of is not None:
                 why = f"same bytes as {os.path.basename(d.copy_of)}; {why}"
             cards.append(_card(d.path, "dup", f"distance {d.distance:.4f}; {why}", n, d.path in listed))
-        groups.append(f'<section><h2>group {n} · {g.kind} · {len(g.duplicates) + 1} files</h2>'
+        groups.append(f'<section><h2>group {n} · {g.kind} · {plural(len(g.duplicates) + 1, 'file')}</h2>'
                       f'<div class="row">{"".join(cards)}</div></section>')
-    title = (f"lookalike dedup review: {len(report.groups)} groups among {report.n_images} images "
+    title = (f"lookalike dedup review: {plural(len(report.groups), 'group')} among {plural(report.n_images, 'image')} "
              f"({'preset ' + report.preset + ': ' if report.preset else ''}{report.rule.describe()})")
     return _PAGE.replace("{title}", html.escape(title)).replace("{groups}", "\n".join(groups))
 

@@ -55,3 +55,23 @@ def test_line_formats_print_other_names_exactly():
     out = io.StringIO()
     print_results([_result("/q\t.jpg", "/ü [b].jpg")], "tsv", out=out)  # one query: no query column
     assert out.getvalue() == "rank\tdistance\tpath\n1\t0.000000\t/ü [b].jpg\n"
+
+
+def test_at_80_columns_every_path_stays_on_one_line_with_its_file_name():
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from lookalike.cli.present import table
+
+    long_folder = "/photos/a very long folder name for photos/holiday 2024 in the mountains"
+    paths = [f"{long_folder}/chelsea_brighter.jpg", "/photos/short.jpg", f"{long_folder}/写真フォルダの猫の写真.jpg"]
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(table(_result("/q.jpg", *paths)))
+    lines = out.getvalue().splitlines()
+    assert all(cell_len(line) <= 80 for line in lines)
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == 3  # one line each: nothing folded onto a second line
+    for row, path in zip(rows, paths):
+        shown = row.split("│")[3].strip()
+        assert shown.endswith(path.rsplit("/", 1)[1]) and (shown == path or "…" in shown)
+    assert rows[1].split("│")[3].strip() == "/photos/short.jpg"  # what fits is left whole

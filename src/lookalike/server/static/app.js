@@ -349,7 +349,7 @@ async function loadStats() {
     if (!response.ok) throw new Error(await errorText(response));
     const s = await response.json();
     maxUpload = s.max_upload_bytes;
-    $("stats").textContent = `${s.count} images · ${s.model}${s.layer ? " " + s.layer : ""} (${s.dims}-d) · ${s.index_type} search`;
+    $("stats").textContent = `${s.count} image${s.count === 1 ? "" : "s"} · ${s.model}${s.layer ? " " + s.layer : ""} (${s.dims}-d) · ${s.index_type} search`;
   } catch (err) {
     $("stats").textContent = `index unavailable: ${err.message}`;
   }
