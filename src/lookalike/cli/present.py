@@ -20,6 +20,7 @@ from lookalike.images import ImageError, decode
 from lookalike.text import plural, short_path
 
 THUMB = 192
+CAPTION = 24  # characters of a caption (the parent folder and file name) that fit under a thumbnail
 ROW_TITLES = {"nearest": "nearest (ascending)", "random": "random", "farthest": "farthest (descending)"}
 FORMATS = ("table", "tsv", "paths")
 
@@ -129,13 +130,15 @@ def montage_figure(query, rows: Sequence[QueryResult], query_title: str = "query
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(_thumb(query))
     ax.set_title(query_title, fontsize=11, fontweight="bold")
-    ax.set_xlabel(_short(rows[0].query if rows else ""), fontsize=7, parse_math=False)  # "$" in a name is text
+    ax.set_xlabel(short_path(rows[0].query, CAPTION, parts=2) if rows else "", fontsize=7,
+                  parse_math=False)  # "$" in a name is text
     _bare(ax)
     for r, result in enumerate(rows):
         for c, match in enumerate(result.results):
             ax = fig.add_subplot(grid[r, c + 1])
             ax.imshow(_thumb(match.path))
-            ax.set_xlabel(f"{match.distance:.4f}\n{_short(match.path)}", fontsize=7, parse_math=False)
+            ax.set_xlabel(f"{match.distance:.4f}\n{short_path(match.path, CAPTION, parts=2)}", fontsize=7,
+                          parse_math=False)
             _bare(ax)
         # Above the row's grid cells, not its first image: each image shrinks its axes to its own
         # aspect, so a taller neighbour would reach above a title placed on the first one.
@@ -194,8 +197,3 @@ def _bare(ax) -> None:
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-
-
-def _short(path: str, width: int = 24) -> str:
-    name = os.path.basename(path)
-    return name if len(name) <= width else name[: width - 1] + "…"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -120,8 +121,9 @@ def show(
     metric: MetricOpt = MetricName.cosine,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for the random row [default: a fresh one, "
                                                 "printed so the figure can be repeated]", show_default=False)] = None,
-    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave out indexed files with the query's "
-                                               "exact bytes (the query itself).")] = False,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Also leave out indexed copies with the "
+                                               "query's exact bytes (the query file itself is always left out: "
+                                               "it is drawn at the left).")] = False,
     index_path: IndexOpt = None,
     uri: UriOpt = None,
     collection: CollectionOpt = None,
@@ -129,13 +131,15 @@ def show(
     device: DeviceOpt = Device.auto,
     weights: WeightsOpt = None,
 ) -> None:
-    """Write one figure: the query, then N nearest, N random and N farthest images."""
+    """Write one figure: the query, then N nearest, N random and N farthest images (the query file
+    itself, drawn at the left, is left out of the rows)."""
     with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         try:
             vector, same = idx.embed(str(image))
         except ImageError as e:
             fail(f"{image}: {e}")
-        exclude = same if exclude_self else ()
+        own = os.path.abspath(image)  # as the index stores paths: absolute, links not resolved
+        exclude = same if exclude_self else [i for i, p in zip(same, idx.paths(same)) if p == own]
         rows = [idx.query_vector(vector, n, mode, metric, seed, exclude, str(image))
                 for mode in (Mode.nearest, Mode.random, Mode.farthest)]
     _announce(rows[1].seed)

@@ -75,3 +75,23 @@ def test_at_80_columns_every_path_stays_on_one_line_with_its_file_name():
         shown = row.split("│")[3].strip()
         assert shown.endswith(path.rsplit("/", 1)[1]) and (shown == path or "…" in shown)
     assert rows[1].split("│")[3].strip() == "/photos/short.jpg"  # what fits is left whole
+
+
+def test_montage_captions_name_the_folder_and_file_and_shorten_long_ones_in_the_middle(tmp_path):
+    (tmp_path / "roses").mkdir()
+    Image.new("RGB", (40, 30), (200, 40, 60)).save(tmp_path / "roses" / "image_0001.jpg")
+    long_name = "a_very_long_file_name_from_a_phone_camera_0001.jpg"
+    Image.new("RGB", (40, 30), (20, 40, 160)).save(tmp_path / "roses" / long_name)
+    matches = [Match(1, 0, str(tmp_path / "roses" / "image_0001.jpg"), 0.1),
+               Match(2, 1, str(tmp_path / "roses" / long_name), 0.25)]
+    fig = montage_figure(tmp_path / "roses" / "image_0001.jpg",
+                         [QueryResult(str(tmp_path / "roses" / "image_0001.jpg"), "nearest", "cosine", matches)])
+    try:
+        labels = [ax.get_xlabel() for ax in fig.axes]
+    finally:
+        plt.close(fig)
+    assert labels[0] == "roses/image_0001.jpg" and labels[1] == "0.1000\nroses/image_0001.jpg"
+    distance, caption = labels[2].split("\n")
+    assert distance == "0.2500" and "…" in caption and len(caption) <= 24
+    head, tail = caption.split("…")
+    assert long_name.startswith(head) and long_name.endswith(tail) and tail.endswith("0001.jpg")
