@@ -158,3 +158,88 @@ def assert_same_answers(got, want, queries, k: int = 6) -> None:
             # computed over other batches of rows than the reference's: float64 rounding, which an l2
             # distance near 0 (the square root of a difference of squared norms) turns into ~1e-7
             np.testing.assert_allclose([m.distance for m in drawn], [every[m.path] for m in drawn], atol=1e-6)
+class ImageServer:
+    """An HTTP server on 127.0.0.1 (a thread) that serves test answers by path: ``/img.jpg`` a
+    JPEG, ``/redirect/N`` N redirects before it, ``/to?u=URL`` a redirect to URL, ``/page.html``
+    HTML, ``/big`` a JPEG header claiming more bytes than any limit, ``/stream`` an unsized JPEG
+    body of ``?n=`` bytes, ``/slow`` a JPEG that trickles a byte every 0.2 s. ``hosts`` records the
+    Host header of every request. Use as a context manager; ``url(path)`` is its address."""
+
+    def __init__(self, jpeg: bytes) -> None:
+        import http.server
+        import threading
+        from urllib.parse import parse_qs, urlsplit
+
+        server_self = self
+        self.hosts: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def send(self, code: int, kind: str, body: bytes = b"", **headers) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", headers.pop("length", str(len(body))))
+                for key, value in headers.items():
+                    self.send_header(key.replace("_", "-"), value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                server_self.hosts.append(self.headers.get("Host", ""))
+                parts = urlsplit(self.path)
+                query = parse_qs(parts.query)
+                if parts.path == "/img.jpg":
+                    self.send(200, "image/jpeg", jpeg)
+                elif parts.path.startswith("/redirect/"):
+                    n = int(parts.path.rsplit("/", 1)[1])
+                    self.send(302, "text/plain", Location="/img.jpg" if n <= 1 else f"/redirect/{n - 1}")
+                elif parts.path == "/to":
+                    self.send(302, "text/plain", Location=query["u"][0])
+                elif parts.path == "/page.html":
+                    self.send(200, "text/html; charset=utf-8", b"<html>not an image</html>")
+                elif parts.path == "/big":
+                    self.send(200, "image/jpeg", length=str(10**12))
+                elif parts.path == "/stream":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    left = int(query["n"][0])
+                    while left > 0:
+                        part = min(left, 65536)
+                        self.wfile.write(b"%x\r\n" % part + b"\0" * part + b"\r\n")
+                        left -= part
+                    self.wfile.write(b"0\r\n\r\n")
+                elif parts.path == "/slow":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(jpeg)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(jpeg)):
+                            self.wfile.write(jpeg[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:  # the client gave up
+                        pass
+                else:
+                    self.send(404, "text/plain", b"no such thing")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server.server_address[1]}{path}"
+
+    def __enter__(self) -> "ImageServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

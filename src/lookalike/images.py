@@ -46,6 +46,8 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 #: The server's default for uploads (a 50-megapixel photo): lower, since anyone who can reach it may
 #: post, and a decode takes up to 7 bytes a pixel.
 UPLOAD_MAX_PIXELS = 50_000_000
+#: The server's default limit on an upload's bytes, and on an image fetched by its address.
+UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 
 # Pillow's own bomb check must not fire before ours: ours gives the reason in a skip list.
 Image.MAX_IMAGE_PIXELS = None

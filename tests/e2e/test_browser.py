@@ -33,11 +33,12 @@ pytestmark = [
 
 
 @contextmanager
-def served(index: Index):
-    """A uvicorn server over ``index`` in a thread, on a loopback socket bound to a free port; yields its URL."""
+def served(index: Index, **options):
+    """A uvicorn server over ``index`` (``create_app``'s ``options``) in a thread, on a loopback socket
+    bound to a free port; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(index), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(index, **options), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

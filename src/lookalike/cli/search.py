@@ -14,7 +14,7 @@ from lookalike.cli import present
 from lookalike.api import QueryResult
 from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, IndexOpt, JsonOpt, MetricOpt, ThreadsOpt, UriOpt,
                                   WeightsOpt, err, fail, open_index, print_json, say)
-from lookalike.images import ImageError
+from lookalike.images import UPLOAD_MAX_BYTES, ImageError
 from lookalike.vectors import MetricName, Mode
 
 
@@ -34,13 +34,26 @@ def _output_format(fmt: Format | None) -> str:
     return fmt.value if fmt is not None else ("table" if sys.stdout.isatty() else "tsv")
 
 
+def _source(image: str) -> str | bytes:
+    """A query named on the command line: a file's path, or the bytes of an image fetched by its
+    address (within the server's upload limits: :mod:`lookalike.fetch`)."""
+    from lookalike.fetch import fetch, is_url
+
+    if is_url(image):
+        return fetch(image, UPLOAD_MAX_BYTES)[0]
+    if Path(image).is_dir():
+        raise ImageError(f"a folder, not an image: give image files (such as {Path(image) / '*.jpg'})")
+    return image
+
+
 def _announce(seed: int) -> None:
     """Print the seed of a random draw on stderr, so that the draw can be repeated."""
     say("seed", "bold", f"{seed} (repeat this random draw with --seed {seed})")
 
 
 def query(
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Query image file(s).", show_default=False)],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Query image files, or addresses "
+                                                "(http:// or https://) of images to fetch.", show_default=False)],
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of results.")] = 10,
     mode: ModeOpt = Mode.nearest,
     metric: MetricOpt = MetricName.cosine,
@@ -69,24 +82,23 @@ def query(
     A query that cannot be read is reported by name and the others are still answered; the exit
     code is then 1 (and --json gives that query an "error" instead of "results").
     """
-    answers: list[tuple[Path, object]] = []  # (query, QueryResult or error message) in argument order
+    answers: list[tuple[str, object]] = []  # (query, QueryResult or error message) in argument order
     with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         if duplicates:
             from lookalike import dedup
 
             rule, _ = dedup.resolve_threshold(dedup.DEFAULT_PRESET, idx.model)
 
-        def answer(img: Path):
-            if img.is_dir():
-                raise ImageError(f"a folder, not an image: give image files (such as {img / '*.jpg'})")
+        def answer(img: str):
+            source = _source(img)
             if duplicates:
-                found = dedup.duplicates_of(idx, str(img), rule)
+                found = dedup.duplicates_of(idx, source, rule, label=img)
                 if not found.results:
                     err.print(f"no duplicate of {found.query} in the index (none by {rule.describe()})",
                               soft_wrap=True)
                 return found
-            return idx.query(str(img), k, mode, metric, seed, exclude_self, exact=exact, ef_search=ef_search,
-                             nprobe=nprobe)
+            return idx.query(source, k, mode, metric, seed, exclude_self, label=img, exact=exact,
+                             ef_search=ef_search, nprobe=nprobe)
 
         for img in images:
             try:
@@ -103,7 +115,7 @@ def query(
     if montage is not None and results:
         present.montage(results[0].query, results[:1], montage)
     if as_json:
-        dicts = [{"query": str(img), "error": r} if isinstance(r, str) else r.to_dict() for img, r in answers]
+        dicts = [{"query": img, "error": r} if isinstance(r, str) else r.to_dict() for img, r in answers]
         print_json(dicts[0] if len(dicts) == 1 else dicts)
     elif results:  # not even a header when no query could be answered
         present.print_results(results, _output_format(fmt))
@@ -115,7 +127,8 @@ def query(
 
 
 def show(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="Query image file.", show_default=False)],
+    image: Annotated[str, typer.Argument(metavar="IMAGE", help="Query image file, or the address of an image to "
+                                         "fetch.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("lookalike.png"),
     n: Annotated[int, typer.Option("-n", min=1, help="Images per row.")] = 5,
     metric: MetricOpt = MetricName.cosine,
@@ -135,13 +148,14 @@ def show(
     itself, drawn at the left, is left out of the rows)."""
     with open_index(index_path, uri, collection, threads=threads, device=device.value, weights=weights) as idx:
         try:
-            vector, same = idx.embed(str(image))
+            source = _source(image)
+            vector, same = idx.embed(source)
         except ImageError as e:
             fail(f"{image}: {e}")
         own = os.path.abspath(image)  # as the index stores paths: absolute, links not resolved
         exclude = same if exclude_self else [i for i, p in zip(same, idx.paths(same)) if p == own]
-        rows = [idx.query_vector(vector, n, mode, metric, seed, exclude, str(image))
+        rows = [idx.query_vector(vector, n, mode, metric, seed, exclude, image)
                 for mode in (Mode.nearest, Mode.random, Mode.farthest)]
     _announce(rows[1].seed)
-    present.montage(str(image), rows, out)
+    present.montage(source, rows, out)
     print(out)

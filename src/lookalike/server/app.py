@@ -26,7 +26,8 @@ from lookalike.images import UPLOAD_MAX_PIXELS
 from lookalike.server.files import IndexedFiles
 from lookalike.server.mapview import MapView
 from lookalike.server.schemas import (K, DuplicatesForm, DuplicatesResponse, ExcludeQ, IdP, IdQ, MapResponse, MetricQ,
-                                      ModeQ, Pending, QueryForm, QueryResponse, SeedQ, Stats, ThresholdQ)
+                                      ModeQ, Pending, QueryForm, QueryResponse, SeedQ, Stats, ThresholdQ,
+                                      UrlQueryForm)
 from lookalike.server.state import ServerState
 from lookalike.server.uploads import BODY_TIMEOUT, DEFAULT_MAX_UPLOAD, BodyLimit, read_upload, return_freed_images
 from lookalike.index.store import StoreError
@@ -36,16 +37,17 @@ STATIC = Path(__file__).with_name("static")
 
 
 def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = UPLOAD_MAX_PIXELS,
-               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+               body_timeout: float = BODY_TIMEOUT, fetch_urls: bool = False, fetch_private: bool = False) -> FastAPI:
     """The web app over an open ``index``: uploads up to ``max_upload`` bytes and ``max_pixels`` pixels,
-    a request body that pauses ``body_timeout`` seconds answered 408. Large freed allocations go back
-    to the system from then on (:func:`~lookalike.server.uploads.return_freed_images`)."""
+    a request body that pauses ``body_timeout`` seconds answered 408; with ``fetch_urls``, queries by
+    an image's address (public addresses only, unless ``fetch_private``). Large freed allocations go
+    back to the system from then on (:func:`~lookalike.server.uploads.return_freed_images`)."""
     from swagger_ui_bundle import swagger_ui_path
 
     return_freed_images()
 
     files = IndexedFiles(index)
-    server = ServerState(index, files, max_upload, max_pixels)
+    server = ServerState(index, files, max_upload, max_pixels, fetch_urls=fetch_urls, fetch_private=fetch_private)
     maps = MapView(index)
     app = FastAPI(title="lookalike", version=_version(), docs_url=None, redoc_url=None,
                   responses={408: {"description": "Request body incomplete"},
@@ -93,6 +95,22 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         parameters or form fields."""
         o = form.options(request, {"k": k, "mode": mode, "metric": metric, "seed": seed, "exclude_self": exclude_self})
         data, name = await read_upload(form.file, max_upload)
+        return await run_in_threadpool(server.query_upload, data, name, o["k"], o["mode"], o["metric"], o["seed"],
+                                       o["exclude_self"])
+
+    @app.post("/api/query/url", tags=["query"],
+              responses={400: {"description": "No image at that address"}, 403: {"description": "This server "
+                         "does not fetch addresses"}, 413: {"description": "Image too large"},
+                         503: {"description": "Too many fetches at once"}})
+    async def query_url(request: Request, form: Annotated[UrlQueryForm, Form()],
+                        k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
+                        seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
+        """Query with the image at an address (form field ``url``, http or https) that the server
+        fetches, within its upload limits and 10 s: only on a server started with ``--fetch-urls``,
+        and never from a loopback, private or link-local address unless also ``--fetch-private``.
+        The answer's ``query.upload`` queries with it again, as for an upload."""
+        o = form.options(request, {"k": k, "mode": mode, "metric": metric, "seed": seed, "exclude_self": exclude_self})
+        data, name = await run_in_threadpool(server.fetch, form.url)
         return await run_in_threadpool(server.query_upload, data, name, o["k"], o["mode"], o["metric"], o["seed"],
                                        o["exclude_self"])
 

@@ -41,7 +41,7 @@ class _UploadForm(BaseModel):
 
     def options(self, request: Request, query: dict) -> dict:
         """``query`` (the query-string values) updated with the options given as form fields."""
-        given = self.model_fields_set - {"file"}
+        given = self.model_fields_set - {"file", "url"}
         twice = sorted(given & set(request.query_params))
         if twice:  # shaped like FastAPI's own 422s, as the schema documents them
             raise RequestValidationError([{"type": "value_error", "loc": ("body", key), "input": getattr(self, key),
@@ -52,6 +52,15 @@ class _UploadForm(BaseModel):
 
 class QueryForm(_UploadForm):
     file: UploadFile = Field(description="The query image.")
+    k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
+    mode: Mode | None = Field(None, description=HELP["mode"])
+    metric: MetricName | None = Field(None, description=HELP["metric"])
+    seed: int | None = Field(None, ge=0, le=INT64_MAX, description=HELP["seed"])
+    exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
+
+
+class UrlQueryForm(_UploadForm):
+    url: str = Field(description="The address (http or https) of the query image, for the server to fetch.")
     k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
     mode: Mode | None = Field(None, description=HELP["mode"])
     metric: MetricName | None = Field(None, description=HELP["metric"])
@@ -126,6 +135,8 @@ class Stats(BaseModel):
     dims: int
     index_type: str
     max_upload_bytes: int
+    fetch_urls: bool = Field(description="Whether this server queries by an image's address "
+                                         "(POST /api/query/url; lookalike serve --fetch-urls).")
 
 
 class MapFolder(BaseModel):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
 from lookalike.api import Index
+from lookalike.fetch import TIMEOUT, FetchError, FetchTooLarge, fetch
 from lookalike.images import UPLOAD_MAX_PIXELS, ImageError, content_hash
 from lookalike.server.files import IndexedFiles, Lru
 from lookalike.server.schemas import (DuplicateResult, DuplicatesResponse, QueryInfo, QueryResponse, Stats,
@@ -15,20 +18,29 @@ from lookalike.server.uploads import DEFAULT_MAX_UPLOAD, refused
 from lookalike.vectors import MetricName, Mode
 
 
+#: Fetches by address at once: each holds a server thread for up to the fetch timeout.
+FETCHING = threading.BoundedSemaphore(4)
+
+
 class ServerState:
     """One server's index, its lock, its :class:`IndexedFiles`, and LRU caches of the vectors of recent
     uploads (the page posts an upload again for each mode and for its duplicate check) and of their
     (vector, name, ids of indexed copies) by content hash, which a reloaded page searches with.
 
-    Uploads are refused over ``max_upload`` bytes or ``max_pixels`` pixels.
+    Uploads are refused over ``max_upload`` bytes or ``max_pixels`` pixels. Images are fetched by
+    their address only with ``fetch_urls``, within the same limits, from public addresses only
+    unless ``fetch_private``, and at most :data:`FETCHING` at a time.
     """
 
     def __init__(self, index: Index, files: IndexedFiles, max_upload: int = DEFAULT_MAX_UPLOAD,
-                 max_pixels: int = UPLOAD_MAX_PIXELS, upload_cache: int = 64) -> None:
+                 max_pixels: int = UPLOAD_MAX_PIXELS, upload_cache: int = 64, fetch_urls: bool = False,
+                 fetch_private: bool = False) -> None:
         self.index = index
         self.files = files
         self.max_upload = max_upload
         self.max_pixels = max_pixels
+        self.fetch_urls = fetch_urls
+        self.fetch_private = fetch_private
         self.lock = index.lock
         self._uploads = Lru(upload_cache)
         self._recent = Lru(upload_cache)
@@ -37,7 +49,23 @@ class ServerState:
 
     def stats(self) -> Stats:
         with self.lock:
-            return Stats(**self.index.stats(), max_upload_bytes=self.max_upload)
+            return Stats(**self.index.stats(), max_upload_bytes=self.max_upload, fetch_urls=self.fetch_urls)
+
+    def fetch(self, url: str) -> tuple[bytes, str]:
+        """The bytes and name of the image at ``url`` (:func:`lookalike.fetch.fetch`): 403 when this
+        server does not fetch addresses, 413 over the upload limit, 503 while :data:`FETCHING`
+        fetches are running for a whole fetch's time, else 400 with the reason."""
+        if not self.fetch_urls:
+            raise HTTPException(403, "this server does not fetch image addresses (start it with "
+                                     "lookalike serve --fetch-urls)")
+        if not FETCHING.acquire(timeout=TIMEOUT):
+            raise HTTPException(503, "the server is fetching other images: try again")
+        try:
+            return fetch(url, self.max_upload, public_only=not self.fetch_private)
+        except FetchError as e:
+            raise HTTPException(413 if isinstance(e, FetchTooLarge) else 400, f"{url}: {e}") from None
+        finally:
+            FETCHING.release()
 
     def query_upload(self, data: bytes, name: str, k: int, mode: Mode, metric: MetricName, seed: int | None,
                      exclude_self: bool) -> QueryResponse:

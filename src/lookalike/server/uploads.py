@@ -16,9 +16,9 @@ import os
 from fastapi import HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 
-from lookalike.images import ImageError, ImageTooLarge
+from lookalike.images import UPLOAD_MAX_BYTES, ImageError, ImageTooLarge
 
-DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+DEFAULT_MAX_UPLOAD = UPLOAD_MAX_BYTES
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and form fields around the file
 BODY_TIMEOUT = 15.0  # seconds a request body may pause before the request is answered 408
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)

@@ -364,3 +364,45 @@ def test_page_and_its_assets_are_local(client):
         assert r.status_code == 200
         assert "http://" not in r.text and "https://" not in r.text
     assert "http://" not in page.text and "https://" not in page.text
+
+
+@pytest.fixture(scope="module")
+def image_server(photo_dir):
+    """An HTTP server on 127.0.0.1 serving the coffee photo's bytes (helpers.ImageServer)."""
+    from helpers import ImageServer
+
+    with ImageServer((photo_dir / "coffee.jpg").read_bytes()) as s:
+        yield s
+
+
+def test_a_server_fetches_no_address_unless_started_to(client, image_server):
+    assert client.get("/api/stats").json()["fetch_urls"] is False
+    r = client.post("/api/query/url", data={"url": image_server.url("/img.jpg")})
+    assert r.status_code == 403 and "--fetch-urls" in r.json()["detail"]
+    assert image_server.hosts.count(f"127.0.0.1:{image_server.server.server_address[1]}") == 0  # nothing fetched
+
+
+def test_a_fetching_server_refuses_its_own_machine_and_network_unless_told(index, image_server):
+    with TestClient(create_app(index, fetch_urls=True)) as c:
+        assert c.get("/api/stats").json()["fetch_urls"] is True
+        for url in (image_server.url("/img.jpg"), image_server.url("/img.jpg", "localhost"),
+                    "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/x.jpg"):
+            r = c.post("/api/query/url", data={"url": url})
+            assert r.status_code == 400 and "public addresses only" in r.json()["detail"], url
+        r = c.post("/api/query/url", data={"url": "file:///etc/passwd"})
+        assert r.status_code == 400 and "only http and https" in r.json()["detail"]
+
+
+def test_an_image_by_its_address_is_queried_like_an_upload(index, image_server, ids):
+    with TestClient(create_app(index, max_upload=200_000, fetch_urls=True, fetch_private=True)) as c:
+        r = c.post("/api/query/url", data={"url": image_server.url("/redirect/2"), "k": "3"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query"]["name"] == "img.jpg" and body["query"]["id"] == ids["coffee.jpg"]
+        assert body["results"][0]["id"] == ids["coffee.jpg"] and body["results"][0]["distance"] == 0.0
+        again = c.get(f"/api/uploads/{body['query']['upload']}/query", params={"k": 3}).json()
+        assert again["results"] == body["results"]  # and again by its hash, as an upload
+        big = c.post("/api/query/url", data={"url": image_server.url("/stream?n=300000")})
+        assert big.status_code == 413 and "over the limit of 200,000 bytes" in big.json()["detail"]
+        page = c.post("/api/query/url", data={"url": image_server.url("/page.html")})
+        assert page.status_code == 400 and "not an image" in page.json()["detail"]

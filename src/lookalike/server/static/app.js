@@ -1,4 +1,5 @@
-// lookalike web page: search by upload, drag-and-drop, paste or webcam; click a result to search again.
+// lookalike web page: search by upload, drag-and-drop, paste, webcam or (when the server fetches them)
+// an image's address; click a result to search again.
 // Searches live in the URL (?id=12&mode=nearest&k=12&metric=cosine, or ?upload=HASH&... for an
 // upload), so back and forward replay them. Uploads are kept in memory for the life of the page;
 // after a reload the server searches with a recent upload by its content hash, and the page shows
@@ -7,7 +8,7 @@
 
 const $ = (id) => document.getElementById(id);
 const MODES = ["nearest", "random", "farthest"];
-const uploads = new Map(); // history token -> {blob, name, url, hash}
+const uploads = new Map(); // history token -> {blob, name, url, hash}; an address: {address, name, hash}
 let uploadCount = 0;
 let current = null; // the query on screen: {id}, {upload} (a token) or {hash} (an upload after a reload)
 let inflight = null; // AbortController of the running search
@@ -46,6 +47,10 @@ function searchUrl(query, opts) {
 
 // The thumbnail and name of an upload, kept for this tab so a reload can show what it searches with.
 function remember(hash, upload) {
+  if (!upload.blob) { // an image the server fetched: its name only (the page loads nothing from elsewhere)
+    sessionStorage.setItem(`upload:${hash}`, JSON.stringify({ name: upload.name }));
+    return;
+  }
   createImageBitmap(upload.blob).then((bitmap) => {
     const scale = Math.min(1, 320 / Math.max(bitmap.width, bitmap.height));
     const canvas = document.createElement("canvas");
@@ -74,7 +79,7 @@ function showQuery(query, name) {
   $("query-name").textContent = name;
   $("query-folder").textContent = "";
   const open = $("query-open");
-  const full = query.id !== undefined ? `/api/images/${query.id}` : upload ? upload.url : null;
+  const full = query.id !== undefined ? `/api/images/${query.id}` : upload ? upload.url || upload.address : null;
   open.hidden = !full;
   if (full) open.href = full;
   $("query").hidden = false;
@@ -108,7 +113,11 @@ async function fetchSearch(query, opts, mode, signal) {
   if (opts.exclude) params.set("exclude_self", "true");
   const upload = query.upload !== undefined ? uploads.get(query.upload) : null;
   let response;
-  if (upload && !upload.hash) {
+  if (upload && !upload.hash && upload.address) {
+    const body = new FormData();
+    body.append("url", upload.address);
+    response = await fetch(`/api/query/url?${params}`, { method: "POST", body, signal });
+  } else if (upload && !upload.hash) {
     const body = new FormData();
     body.append("file", upload.blob, upload.name);
     response = await fetch(`/api/query?${params}`, { method: "POST", body, signal });
@@ -179,7 +188,7 @@ async function search(query, opts, history) {
     if (inflight === controller) inflight = null;
   }
   // After the search, so that the server reuses the upload's vector instead of embedding it twice.
-  if (upload) checkDuplicates(upload, query, controller.signal);
+  if (upload && upload.blob) checkDuplicates(upload, query, controller.signal);
 }
 
 function rowTitle(data) {
@@ -281,6 +290,25 @@ function searchFile(blob, name) {
   search({ upload: token }, options(), "push");
 }
 
+// Search with the image at an address the user typed or pasted; the server fetches it.
+function searchAddress(address) {
+  let parsed;
+  try {
+    parsed = new URL(address);
+  } catch (_) {
+    showError(`${address} is not an address (https://…)`);
+    return;
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    showError("Only http and https addresses can be fetched");
+    return;
+  }
+  const name = decodeURIComponent(parsed.pathname.split("/").filter(Boolean).pop() || parsed.hostname);
+  const token = ++uploadCount;
+  uploads.set(token, { address: parsed.href, name });
+  search({ upload: token }, options(), "push");
+}
+
 function fromState(state) {
   const params = new URLSearchParams(window.location.search);
   const opts = {
@@ -349,6 +377,7 @@ async function loadStats() {
     if (!response.ok) throw new Error(await errorText(response));
     const s = await response.json();
     maxUpload = s.max_upload_bytes;
+    $("address").hidden = !s.fetch_urls;
     $("stats").textContent = `${s.count} image${s.count === 1 ? "" : "s"} · ${s.model}${s.layer ? " " + s.layer : ""} (${s.dims}-d) · ${s.index_type} search`;
   } catch (err) {
     $("stats").textContent = `index unavailable: ${err.message}`;
@@ -381,6 +410,10 @@ function init() {
     if (f) searchFile(f, f.name || "pasted image");
   });
 
+  $("address").addEventListener("submit", (e) => {
+    e.preventDefault();
+    searchAddress($("url").value.trim());
+  });
   $("camera").addEventListener("click", () => (stream ? stopWebcam() : startWebcam()));
   $("stop").addEventListener("click", stopWebcam);
   $("capture").addEventListener("click", capture);
