@@ -10,7 +10,6 @@ import pytest
 from playwright.sync_api import expect
 
 from helpers import ImageServer
-from lookalike.api import Index
 from test_browser import CHROMIUM, browser, page, served, wait_results  # noqa: F401  (fixtures)
 
 pytestmark = [
@@ -20,11 +19,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def index(photo_dir, tmp_path_factory):
-    idx = Index.open(tmp_path_factory.mktemp("browser-address"), create=True)
-    idx.index(photo_dir)
-    yield idx
-    idx.close()
+def folder(photo_dir):
+    """The photos served (through conftest's ``index``)."""
+    return photo_dir
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +37,7 @@ def base_url(index):
         yield url
 
 
-def test_an_address_is_searched_like_an_upload(page, pictures):
+def test_an_address_is_queried_like_an_upload(page, pictures):
     page.goto("/")
     expect(page.locator("#address")).to_be_visible()
     address = pictures.url("/redirect/1")

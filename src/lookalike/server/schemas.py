@@ -50,22 +50,22 @@ class _UploadForm(BaseModel):
         return {**query, **{key: getattr(self, key) for key in given}}
 
 
-class QueryForm(_UploadForm):
+class _QueryOptions(_UploadForm):
+    """The query options a form may carry."""
+
+    k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
+    mode: Mode | None = Field(None, description=HELP["mode"])
+    metric: MetricName | None = Field(None, description=HELP["metric"])
+    seed: int | None = Field(None, ge=0, le=INT64_MAX, description=HELP["seed"])
+    exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
+
+
+class QueryForm(_QueryOptions):
     file: UploadFile = Field(description="The query image.")
-    k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
-    mode: Mode | None = Field(None, description=HELP["mode"])
-    metric: MetricName | None = Field(None, description=HELP["metric"])
-    seed: int | None = Field(None, ge=0, le=INT64_MAX, description=HELP["seed"])
-    exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
 
 
-class UrlQueryForm(_UploadForm):
+class UrlQueryForm(_QueryOptions):
     url: str = Field(description="The address (http or https) of the query image, for the server to fetch.")
-    k: int | None = Field(None, ge=1, le=MAX_K, description=HELP["k"])
-    mode: Mode | None = Field(None, description=HELP["mode"])
-    metric: MetricName | None = Field(None, description=HELP["metric"])
-    seed: int | None = Field(None, ge=0, le=INT64_MAX, description=HELP["seed"])
-    exclude_self: bool | None = Field(None, description=HELP["exclude_self"])
 
 
 class DuplicatesForm(_UploadForm):

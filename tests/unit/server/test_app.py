@@ -59,7 +59,7 @@ def test_health_and_stats(client, index):
     stats = client.get("/api/stats").json()
     assert stats == {"count": 18, "model": index.spec.name, "layer": index.spec.layer,
                      "dims": index.spec.dim, "index_type": "exact",
-                     "max_upload_bytes": 20 * 1024 * 1024}
+                     "max_upload_bytes": 20 * 1024 * 1024, "fetch_urls": False}
 
 
 def test_upload_of_an_indexed_file_finds_it_first(client, photo_dir, ids):
