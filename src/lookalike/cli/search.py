@@ -152,7 +152,7 @@ def show(
             vector, same = idx.embed(source)
         except ImageError as e:
             fail(f"{image}: {e}")
-        own = os.path.abspath(image)  # as the index stores paths: absolute, links not resolved
+        own = os.path.abspath(source) if isinstance(source, str) else None  # as indexed: links not resolved
         exclude = same if exclude_self else [i for i, p in zip(same, idx.paths(same)) if p == own]
         rows = [idx.query_vector(vector, n, mode, metric, seed, exclude, image)
                 for mode in (Mode.nearest, Mode.random, Mode.farthest)]
