@@ -174,6 +174,7 @@ def ingest(
                                                        "has.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print Ray's own logs (--engine ray).")] = False,
 ) -> None:
     """Write Parquet shards into a Milvus collection (created for their model): no local index;
     query, show, dedup and serve it with --uri. A re-run writes only what changed."""
@@ -184,7 +185,8 @@ def ingest(
     with progress_bar(quiet or as_json, "writing") as bar:
         task = bar.add_task("ingest", total=None, rate="")
         report = run_ingest(shards, uri, collection or DEFAULT_COLLECTION, engine.value, workers, address, delete_gone,
-                            on_plan=lambda n: bar.update(task, total=n), on_progress=lambda n: bar.advance(task, n))
+                            on_plan=lambda n: bar.update(task, total=n), on_progress=lambda n: bar.advance(task, n),
+                            verbose=verbose)
     if as_json:
         print_json(report.to_dict())
         return
@@ -192,8 +194,9 @@ def ingest(
         err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
     gone = f", deleted {report.gone} gone from {delete_gone}" if delete_gone is not None else ""
     print(f"written {report.written}, unchanged {report.unchanged}, removed {report.removed}, skipped "
-          f"{len(report.skipped)}{gone}; {report.total} images in collection {collection or DEFAULT_COLLECTION} at "
-          f"{uri} ({report.seconds:.1f} s, {report.shards} shards, {engine.value})")
+          f"{len(report.skipped)}{gone}; {plural(report.total, 'image')} in collection "
+          f"{collection or DEFAULT_COLLECTION} at {uri} ({report.seconds:.1f} s, {plural(report.shards, 'shard')}, "
+          f"{engine.value})")
 
 
 def models(

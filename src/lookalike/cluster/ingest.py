@@ -31,6 +31,7 @@ import numpy as np
 from lookalike.cluster import sources
 from lookalike.cluster.collection import DEFAULT_COLLECTION, create, file_id, skipped_name, stored_name
 from lookalike.cluster.milvus import connect, is_lite
+from lookalike.cluster.ray_session import ray_session
 from lookalike.cluster.shards import Shards, paths, shard_vectors
 from lookalike.index.store import StoreError
 
@@ -73,13 +74,14 @@ class IngestReport:
 def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine: str = "local",
            workers: int | None = None, address: str | None = None, delete_gone: str | None = None,
            index_type: str | None = None, on_plan: Callable[[int], None] | None = None,
-           on_progress: Callable[[int], None] | None = None) -> IngestReport:
+           on_progress: Callable[[int], None] | None = None, verbose: bool = False) -> IngestReport:
     """Upsert the files of the shards at ``location`` into ``collection`` at ``uri`` (created for
     the shards' model when absent; :class:`StoreError` when it holds another model's vectors).
 
     ``engine="ray"`` writes with ``workers`` Ray tasks at a time (one shard each) on the cluster at
     ``address`` (None: ``$RAY_ADDRESS``, else one started for this run); ``"local"`` writes here,
     one shard at a time. ``delete_gone``: a SOURCE (folder or URI) whose vanished files are deleted.
+    Ray's own logs are printed only when ``verbose`` (:func:`~lookalike.cluster.ray_session.ray_session`).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
@@ -101,7 +103,7 @@ def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine
         report.skipped.append((path, f"its id {file_id(stored_name(path))} is also the id of {other}"))
     jobs = [(uri, collection, sources.absolute(location), name, paths) for name, paths in superseded.items()]
     run = _run_local if engine == "local" else _run_ray
-    report.workers = run(jobs, workers, address, report, on_progress)
+    report.workers = run(jobs, workers, address, report, on_progress, verbose)
     client = connect(uri)
     try:
         if delete_gone is not None:
@@ -128,7 +130,7 @@ def _clashes(names) -> dict[str, str]:
     return {name: min(group) for group in groups.values() for name in group if name != min(group)}
 
 
-def _run_local(jobs, workers, address, report: IngestReport, on_progress) -> int:
+def _run_local(jobs, workers, address, report: IngestReport, on_progress, verbose) -> int:
     for job in jobs:
         counts = write_shard(*job)
         report.add(counts)
@@ -137,16 +139,11 @@ def _run_local(jobs, workers, address, report: IngestReport, on_progress) -> int
     return 1
 
 
-def _run_ray(jobs, workers, address, report: IngestReport, on_progress) -> int:
+def _run_ray(jobs, workers, address, report: IngestReport, on_progress, verbose) -> int:
     """One Ray task per shard, at most ``workers`` (default: the cluster's CPUs) at a time."""
-    import logging
-
     import ray
 
-    own = not ray.is_initialized()
-    if own:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
-    try:
+    with ray_session(address, verbose):
         cpus = float(ray.cluster_resources().get("CPU", 1))
         workers = workers or max(1, int(cpus))
         task = ray.remote(num_cpus=min(1.0, cpus / workers), max_retries=3)(write_shard)
@@ -159,9 +156,6 @@ def _run_ray(jobs, workers, address, report: IngestReport, on_progress) -> int:
             report.add(counts)
             if on_progress:
                 on_progress(counts["rows"])
-    finally:
-        if own:
-            ray.shutdown()
     return workers
 
 
