@@ -36,7 +36,7 @@ def index(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and start again.")] = False,
     follow_links: FollowLinksOpt = False,
     ann: Annotated[Optional[AnnSetting], typer.Option("--ann", help="Approximate search: auto (exact for small "
-                                                      "collections), none, hnsw or ivfpq [default: keep, or auto]")] = None,
+                                                      "collections), exact, hnsw or ivfpq [default: keep, or auto]")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List the added, changed and removed paths.")] = False,

@@ -58,7 +58,7 @@ def render(report) -> str:
             if d.copy_of is not None:
                 why = f"same bytes as {os.path.basename(d.copy_of)}; {why}"
             cards.append(_card(d.path, "dup", f"distance {d.distance:.4f}; {why}", n, d.path in listed))
-        groups.append(f'<section><h2>group {n} · {g.kind} · {plural(len(g.duplicates) + 1, 'file')}</h2>'
+        groups.append(f'<section><h2>group {n} · {g.kind} · {plural(len(g.duplicates) + 1, "file")}</h2>'
                       f'<div class="row">{"".join(cards)}</div></section>')
     title = (f"lookalike dedup review: {plural(len(report.groups), 'group')} among {plural(report.n_images, 'image')} "
              f"({'preset ' + report.preset + ': ' if report.preset else ''}{report.rule.describe()})")
