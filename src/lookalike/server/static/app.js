@@ -296,7 +296,7 @@ function searchAddress(address) {
   try {
     parsed = new URL(address);
   } catch (_) {
-    showError(`${address} is not an address (https://…)`);
+    showError(`${address} is not an http or https address`);
     return;
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
