@@ -258,14 +258,15 @@ def test_each_report_row_shows_the_query_then_its_nearest_framed_by_class(hand_m
     ev.write_report(evaluation, out, rows=3, neighbours=4)
     page = _Captions((out / "index.html").read_text())
     cell, gap, pad, half = ev.THUMB + 8, 16, 4, ev.THUMB // 2
+    height = cell + 3 * ev.CAPTION_LINE + 2 * pad  # a row: thumbnails, three lines of caption, a margin
     distances = distances_reference(evaluation.vectors, evaluation.vectors, "l2")
     for title in ("best", "worst"):
         sheet = Image.open(out / f"{title}.png").convert("RGB")
-        assert sheet.size == (5 * cell + gap, 3 * cell)
+        assert sheet.size == (5 * cell + gap, 3 * height)
         captions = page.sections[f"{title.capitalize()} queries (by average precision)"]
         queries = [evaluation.data.paths.index(c.split(" (", 1)[0]) for c in captions]
         for row, q in enumerate(queries):
-            y = row * cell
+            y = row * height
             assert sheet.getpixel((pad + half, y + pad + half)) == colours[q]
             nearest = [int(j) for j in np.argsort(distances[q], kind="stable") if j != q][:4]
             for col, j in enumerate(nearest):
@@ -308,7 +309,8 @@ def test_rows_and_neighbours_are_capped_by_the_images_there_are(tmp_path):
     page = _Captions((out / "index.html").read_text())
     assert len(page.sections["Best queries (by average precision)"]) == 2  # the two images of class a
     cell = ev.THUMB + 8
-    assert Image.open(out / "best.png").size == (3 * cell + 16, 2 * cell)  # 2 neighbours: every other image
+    height = cell + 3 * ev.CAPTION_LINE + 8  # and three lines of caption
+    assert Image.open(out / "best.png").size == (3 * cell + 16, 2 * height)  # 2 neighbours: every other image
 
 
 @pytest.fixture(scope="module")

@@ -125,9 +125,10 @@ def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so
     assert [t["status"] for t in saved["trials"]] == [t.status for t in trials]
     with open(tmp_path / "tune.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["lr", "dim", "recall@1", "recall@5", "map", "map@r", "epochs_done", "seconds", "status"]
-    assert rows[3] == ["0.01", "16", "0.3", "1.0", "0.7", "0.35", "1", "0.75", "stopped (budget)"]
-    assert rows[5] == ["0.001", "16", "", "", "", "", "0", "0.0", "skipped (budget)"]
+    assert rows[0] == ["lr", "dim", "recall@1", "recall@5", "map", "map@r", "vs_best", "epochs_done", "seconds",
+                       "status"]
+    assert rows[3] == ["0.01", "16", "0.3", "1.0", "0.7", "0.35", "best", "1", "0.75", "stopped (budget)"]
+    assert rows[5] == ["0.001", "16", "", "", "", "", "", "0", "0.0", "skipped (budget)"]  # unscored: no verdict
     assert tune.label({"lr": 0.01, "dim": 16}) == "lr=0.01 dim=16"
 
 
