@@ -135,7 +135,8 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     @app.get("/api/uploads/{digest}/query", tags=["query"],
              responses={404: {"description": "The server no longer holds that upload"}})
     def query_recent_upload(digest: Annotated[str, PathParam(description="Content hash of a recent upload "
-                                                             "(query.upload of its query).")],
+                                                             "(query.upload of its query).",
+                                                             pattern="^[0-9a-f]{32}$")],
                             k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                             seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
         """Query again with a recent upload (the last 64 since the server started), without its bytes."""

@@ -38,6 +38,13 @@ def test_values_outside_64_bit_are_a_422_with_the_schema_shape(client, url):
     assert r.status_code == 422 and isinstance(r.json()["detail"], list)
 
 
+@pytest.mark.parametrize("digest", ["0" * 31 + "G", "0" * 33, "..."])
+def test_a_recent_upload_is_asked_for_by_a_content_hash_only(client, digest):
+    r = client.get(f"/api/uploads/{digest}/query")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "digest"], r.text
+    assert client.get(f"/api/uploads/{'0' * 32}/query").status_code == 404  # a hash the server does not hold
+
+
 def test_an_unknown_threshold_is_a_422_with_the_schema_shape(client, folder):
     r = client.post("/api/duplicates", params={"threshold": "sideways"},
                     files={"file": ("q.jpg", (folder / "rocket.jpg").read_bytes(), "image/jpeg")})

@@ -30,6 +30,9 @@ function setOptions(opts) {
   form.exclude.checked = Boolean(opts.exclude);
 }
 
+// An upload's content hash (BLAKE2b-128, hex): nothing else from the address reaches a request path.
+const UPLOAD_HASH = /^[0-9a-f]{32}$/;
+
 function hashOf(query) {
   return query.hash || (query.upload !== undefined && uploads.has(query.upload) ? uploads.get(query.upload).hash : null);
 }
@@ -321,7 +324,7 @@ function fromState(state) {
     search({ upload: state.upload }, opts, "none");
   } else if (params.get("id") !== null) {
     search({ id: parseInt(params.get("id"), 10) }, opts, "none");
-  } else if (params.get("upload") !== null) {
+  } else if (UPLOAD_HASH.test(params.get("upload") || "")) {
     search({ hash: params.get("upload") }, opts, "none"); // an upload of an earlier page: by its hash
   } else {
     setOptions(opts);
@@ -330,7 +333,9 @@ function fromState(state) {
     $("results").replaceChildren();
     setBusy(false, state && state.upload !== undefined
       ? "That upload is no longer in this page: drop, paste or choose the image again."
-      : "Choose a query image to search the index.");
+      : params.get("upload") !== null
+        ? "That link does not name an upload (its upload= is not a content hash): choose the image again."
+        : "Choose a query image to search the index.");
   }
 }
 
