@@ -88,7 +88,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.post("/api/query", tags=["query"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
-    async def query_upload(request: Request, form: Annotated[QueryForm, Form()],
+    async def query_upload(request: Request, form: Annotated[QueryForm, Form(media_type="multipart/form-data")],
                            k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                            seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:
         """Query with an uploaded image (multipart field ``file``); the options may be query
@@ -116,7 +116,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
 
     @app.post("/api/duplicates", tags=["query"],
               responses={400: {"description": "Not an image"}, 413: {"description": "Upload too large"}})
-    async def duplicates_upload(request: Request, form: Annotated[DuplicatesForm, Form()],
+    async def duplicates_upload(request: Request, form: Annotated[DuplicatesForm, Form(media_type="multipart/form-data")],
                                 threshold: ThresholdQ = "near") -> DuplicatesResponse:
         """Is this image already in the index? Every indexed image that duplicates it, nearest first
         (files with the same bytes at distance 0); with a two-stage preset (near, similar), each

@@ -34,3 +34,11 @@ def test_every_operation_conforms_to_the_schema(schema):
             case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
         conforms()
+
+
+def test_uploads_are_declared_as_multipart_bodies(tmp_path):
+    with Index.open(tmp_path / "ix", create=True) as idx:
+        paths = create_app(idx).openapi()["paths"]
+    for route in ("/api/query", "/api/duplicates"):
+        content = paths[route]["post"]["requestBody"]["content"]
+        assert list(content) == ["multipart/form-data"], (route, list(content))
