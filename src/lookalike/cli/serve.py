@@ -33,7 +33,7 @@ def serve(
     """Serve the web page and HTTP API (docs at /docs) for an index."""
     import uvicorn
 
-    from lookalike.server import create_app
+    from lookalike.server import create_app, stalled_headers_answered_408
 
     if fetch_private and not fetch_urls:
         fail("--fetch-private goes with --fetch-urls")
@@ -49,7 +49,7 @@ def serve(
                     if fetch_urls else "")
         err.print(f"serving {plural(len(idx), 'image')} from {idx.location} at http://{address}:{sock.getsockname()[1]}/ "
                   f"(Ctrl+C stops){fetching}", soft_wrap=True)
-        uvicorn.Server(uvicorn.Config(web, log_level="warning")).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(web, log_level="warning", http=stalled_headers_answered_408())).run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

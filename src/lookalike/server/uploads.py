@@ -1,7 +1,7 @@
-"""Bounds on uploads: their size in bytes and pixels, how long their body may stall, their memory.
+"""Bounds on uploads: their size in bytes and pixels, how long their headers and body may stall, their memory.
 
 A request body over the byte limit is refused with 413 as soon as its Content-Length or its
-stream says so, a body that pauses is answered 408, and an image over the pixel limit (by default
+stream says so, headers or a body that pause are answered 408, and an image over the pixel limit (by default
 :data:`lookalike.images.UPLOAD_MAX_PIXELS`, lower than the indexing limit) is refused with 413 before
 its pixels are decoded. At most two images are decoded and embedded at once
 (:data:`lookalike.images.DECODING`), and their memory goes back to the system once freed.
@@ -70,6 +70,46 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def stalled_headers_answered_408(seconds: float = BODY_TIMEOUT) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers have not all arrived
+    ``seconds`` after it opened or after its last response: with a 408 when part of a request came,
+    silently when nothing did (the ASGI app only ever sees complete headers, so it cannot time them)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeout(H11Protocol):
+        _timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(seconds, self._stalled)
+
+        def _stalled(self) -> None:
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return  # closed, or the headers are in (a stalled body is the app's to answer)
+            if self.conn.trailing_data[0]:
+                detail = f"request headers incomplete: nothing more received for {seconds:g} s".encode()
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                                     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(detail), detail))
+            self.transport.close()
+
+    return HeaderTimeout
 
 
 def return_freed_images() -> None:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from helpers import sample_photo
 from lookalike.api import Index
-from lookalike.server import create_app
+from lookalike.server import create_app, stalled_headers_answered_408
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,36 @@ def test_a_body_shorter_than_its_content_length_is_answered_408(index):
             started = time.monotonic()
             answer = conn.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 10
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_request_headers_that_stall_are_answered_408_and_an_idle_connection_is_closed(index):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(create_app(index), port=port, log_level="error", http=stalled_headers_answered_408(1.0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the blank line that ends the headers never comes
+            started = time.monotonic()
+            answer = conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408") and b"headers incomplete" in answer, answer
+            assert time.monotonic() - started < 10 and conn.recv(4096) == b""  # and closed
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # a whole request is answered as ever
+            answer = b""
+            while not answer.endswith(b'"ok"}'):
+                answer += conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert conn.recv(4096) == b"" and time.monotonic() - started < 10  # then, idle, closed
     finally:
         server.should_exit = True
         thread.join(10)
