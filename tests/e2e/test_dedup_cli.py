@@ -155,7 +155,7 @@ def test_review_page_shows_groups_with_the_keeper_marked_and_evidence(deduped, t
     assert text.count(" checked>") == len(out["to_remove"])  # ticked as the report lists them
     for g in out["groups"]:
         for d in g["duplicates"]:
-            assert f'data-path="{html.escape(d["path"], quote=True)}" checked' in text
+            assert f'data-path="{html.escape(json.dumps(d["path"]), quote=True)}" checked' in text
             if "evidence" in d:
                 assert html.escape(d["evidence"]["summary"]) in text
     assert "data:image/jpeg;base64," in text and "never deletes" in text

@@ -32,7 +32,7 @@ def _listed(listing) -> list[str]:
 def _review_choice(page) -> list[str]:
     """The paths the review page starts ticked (its deletion list before anyone changes it)."""
     text = page.read_text(encoding="utf-8")
-    return [html.unescape(p) for p in re.findall(r'data-path="([^"]*)" checked', text)]
+    return [json.loads(html.unescape(p)) for p in re.findall(r'data-path="([^"]*)" checked', text)]
 
 
 def test_removing_every_listed_file_leaves_each_group_its_kept_photo_links_included(tmp_path):

@@ -4,8 +4,9 @@ Each group is a row of thumbnails, the kept file first and marked, every duplica
 distance and evidence (what the verification saw: inliers, rotation, flip, crop, re-encoding).
 A checkbox per file says whether it goes on the list; the page starts from the report's
 ``--to-remove`` choice, never lets a person tick every file of a group, and saves the list as
-text (one path per line, or NUL-separated) or JSON. It deletes nothing: it only writes a list.
-Thumbnails are embedded (JPEG data URIs), so the page can be moved or mailed.
+text (one path per line, or NUL-separated) or JSON. It deletes nothing: it only writes a list, of
+each name's exact bytes (also those that are not UTF-8, which the page, valid UTF-8 itself, holds as
+JSON escapes). Thumbnails are embedded (JPEG data URIs), so the page can be moved or mailed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 
 from lookalike import atomic
@@ -35,15 +37,20 @@ def thumbnail_uri(path: str, size: int = THUMB) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _shown(text: str) -> str:
+    """``text`` for reading, HTML-escaped: a file name's bytes that are not UTF-8 shown as U+FFFD."""
+    return html.escape(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
 def _card(path: str, role: str, detail: str, n: int, checked: bool) -> str:
     uri = thumbnail_uri(path)
     img = f'<img src="{uri}" alt="">' if uri else '<div class="missing">unreadable</div>'
-    name = html.escape(os.path.basename(path))
-    folder = html.escape(os.path.dirname(path))
+    # the exact name as a JSON string (a byte that is not UTF-8 as a \udcXX escape, as --json writes it)
+    exact = html.escape(json.dumps(path), quote=True)
     return (f'<figure class="{role}"><label>{img}<figcaption><input type="checkbox" data-group="{n}" '
-            f'data-path="{html.escape(path, quote=True)}"{" checked" if checked else ""}> remove'
-            f'<b>{"KEEP" if role == "keep" else ""}</b><span class="name">{name}</span>'
-            f'<span class="folder">{folder}</span><span class="why">{html.escape(detail)}</span>'
+            f'data-path="{exact}"{" checked" if checked else ""}> remove'
+            f'<b>{"KEEP" if role == "keep" else ""}</b><span class="name">{_shown(os.path.basename(path))}</span>'
+            f'<span class="folder">{_shown(os.path.dirname(path))}</span><span class="why">{_shown(detail)}</span>'
             f'</figcaption></label></figure>')
 
 
@@ -67,8 +74,7 @@ def render(report) -> str:
 
 def write(report, out: str | os.PathLike) -> None:
     """Write the review page of ``report`` to ``out``, whole or not at all."""
-    with atomic.replacing(out, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(render(report))
+    atomic.write(out, render(report))  # valid UTF-8: every name in it is escaped (:func:`_card`)
 
 
 _PAGE = """<!doctype html>
@@ -98,7 +104,18 @@ outlined in green; a group always keeps at least one file), then save the list.<
 {groups}
 <script>
 const boxes = [...document.querySelectorAll('input[type=checkbox]')];
-function chosen() { return boxes.filter(b => b.checked).map(b => b.dataset.path); }
+function chosen() { return boxes.filter(b => b.checked).map(b => JSON.parse(b.dataset.path)); }
+// A name's bytes as the file system has them: U+DC80..U+DCFF stand for bytes that are not UTF-8.
+function nameBytes(name) {
+  const out = [];
+  for (const ch of name) {
+    const c = ch.codePointAt(0);
+    if (c >= 0xDC80 && c <= 0xDCFF) out.push(c - 0xDC00);
+    else out.push(...new TextEncoder().encode(ch));
+  }
+  return out;
+}
+function listBytes(end) { return new Uint8Array(chosen().flatMap(p => [...nameBytes(p), end])); }
 function refresh() {
   const groups = {};
   boxes.forEach(b => (groups[b.dataset.group] ||= []).push(b));
@@ -120,8 +137,8 @@ function save(name, text) {
   a.download = name; a.click();
 }
 boxes.forEach(b => b.addEventListener('change', refresh));
-document.getElementById('save-lines').onclick = () => save('to-remove.txt', chosen().map(p => p + '\\n').join(''));
-document.getElementById('save-nul').onclick = () => save('to-remove.nul', chosen().map(p => p + '\\0').join(''));
+document.getElementById('save-lines').onclick = () => save('to-remove.txt', listBytes(10));
+document.getElementById('save-nul').onclick = () => save('to-remove.nul', listBytes(0));
 document.getElementById('save-json').onclick = () => save('to-remove.json', JSON.stringify(chosen()));
 refresh();
 </script></body></html>
