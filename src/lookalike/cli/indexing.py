@@ -172,6 +172,8 @@ def ingest(
     delete_gone: Annotated[Optional[str], typer.Option("--delete-gone", metavar="SOURCE", help="Also delete the "
                                                        "files the shards hold under SOURCE that SOURCE no longer "
                                                        "has.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the collection (a damaged one too) and make it "
+                                          "again from the shards.")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print Ray's own logs (--engine ray).")] = False,
@@ -185,8 +187,8 @@ def ingest(
     with progress_bar(quiet or as_json, "writing") as bar:
         task = bar.add_task("ingest", total=None, rate="")
         report = run_ingest(shards, uri, collection or DEFAULT_COLLECTION, engine.value, workers, address, delete_gone,
-                            on_plan=lambda n: bar.update(task, total=n), on_progress=lambda n: bar.advance(task, n),
-                            verbose=verbose)
+                            rebuild=rebuild, on_plan=lambda n: bar.update(task, total=n),
+                            on_progress=lambda n: bar.advance(task, n), verbose=verbose)
     if as_json:
         print_json(report.to_dict())
         return

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from lookalike.cluster import sources
-from lookalike.cluster.milvus import HNSW_PARAMS, connect, default_index_type, is_lite, pages
+from lookalike.cluster.milvus import HNSW_PARAMS, connect, damaged, default_index_type, is_lite, pages, quiet
 from lookalike.images import ImageError
 from lookalike.dedup.phash import HashStore
 from lookalike.index.store import StoreError, describe_model
@@ -66,40 +66,54 @@ def skipped_name(name: str) -> str:
     return f"{name}_skipped"
 
 
-def create(uri: str, name: str, model: dict, index_type: str | None = None) -> None:
+def create(uri: str, name: str, model: dict, index_type: str | None = None, rebuild: bool = False) -> None:
     """Create the collection ``name`` at ``uri`` for ``model`` (an identity dict) unless it exists,
-    and its collection of skipped files (:func:`skipped_name`); :class:`StoreError` when it exists
-    and holds another model's vectors or either is not lookalike's. ``index_type``: the vector index
-    (default :func:`~lookalike.cluster.milvus.default_index_type`). Both are left loaded (searchable)."""
-    client = connect(uri)
+    and its collection of skipped files (:func:`skipped_name`); with ``rebuild`` both are dropped
+    first (damaged ones too). :class:`StoreError` when it exists and holds another model's vectors,
+    either is not lookalike's, or they cannot be read. ``index_type``: the vector index (default
+    :func:`~lookalike.cluster.milvus.default_index_type`). Both are left loaded (searchable)."""
+    from pymilvus.exceptions import MilvusException
+
+    client = connect(uri, rebuild=rebuild)
     try:
-        if client.has_collection(name):
-            held = _model_of(client, uri, name)
-            if held != model:
-                raise StoreError(f"collection {name} at {uri} holds {describe_model(held)} vectors, not "
-                                 f"{describe_model(model)}; name another with --collection")
-            client.load_collection(name)
-        else:
-            schema = _schema(client, int(model["dim"]), ("hash", "width", "height"))
-            params = client.prepare_index_params()
-            index_type = index_type or default_index_type(uri)
-            params.add_index("vector", index_type=index_type, metric_type="COSINE",
-                             params=HNSW_PARAMS if index_type == "HNSW" else {})
-            client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
-            client.alter_collection_properties(name, properties={MODEL_KEY: json.dumps(model, sort_keys=True)})
-        skipped = skipped_name(name)
-        if not client.has_collection(skipped):
-            schema = _schema(client, 2, ("error",))  # Milvus wants a vector field: a constant one
-            params = client.prepare_index_params()
-            params.add_index("vector", index_type="FLAT", metric_type="L2")
-            client.create_collection(skipped, schema=schema, index_params=params, consistency_level="Strong")
-            client.alter_collection_properties(skipped, properties={SKIPPED_KEY: name})
-        elif (client.describe_collection(skipped).get("properties") or {}).get(SKIPPED_KEY) != name:
-            raise StoreError(f"collection {skipped} at {uri} is not the skipped files of {name}; name another "
-                             "with --collection")
-        client.load_collection(skipped)
+        with quiet():
+            if rebuild:
+                client.drop_collection(name)
+                client.drop_collection(skipped_name(name))
+            _create(client, uri, name, model, index_type)
+    except MilvusException as e:
+        raise StoreError(damaged(f"{uri} (collection {name})", e)) from None
     finally:
         client.close()
+
+
+def _create(client, uri: str, name: str, model: dict, index_type: str | None) -> None:
+    """:func:`create` on an open client."""
+    if client.has_collection(name):
+        held = _model_of(client, uri, name)
+        if held != model:
+            raise StoreError(f"collection {name} at {uri} holds {describe_model(held)} vectors, not "
+                             f"{describe_model(model)}; name another with --collection")
+        client.load_collection(name)
+    else:
+        schema = _schema(client, int(model["dim"]), ("hash", "width", "height"))
+        params = client.prepare_index_params()
+        index_type = index_type or default_index_type(uri)
+        params.add_index("vector", index_type=index_type, metric_type="COSINE",
+                         params=HNSW_PARAMS if index_type == "HNSW" else {})
+        client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        client.alter_collection_properties(name, properties={MODEL_KEY: json.dumps(model, sort_keys=True)})
+    skipped = skipped_name(name)
+    if not client.has_collection(skipped):
+        schema = _schema(client, 2, ("error",))  # Milvus wants a vector field: a constant one
+        params = client.prepare_index_params()
+        params.add_index("vector", index_type="FLAT", metric_type="L2")
+        client.create_collection(skipped, schema=schema, index_params=params, consistency_level="Strong")
+        client.alter_collection_properties(skipped, properties={SKIPPED_KEY: name})
+    elif (client.describe_collection(skipped).get("properties") or {}).get(SKIPPED_KEY) != name:
+        raise StoreError(f"collection {skipped} at {uri} is not the skipped files of {name}; name another "
+                         "with --collection")
+    client.load_collection(skipped)
 
 
 def _schema(client, dim: int, fields: tuple[str, ...]):
@@ -137,24 +151,35 @@ class MilvusCollection:
     local = False
 
     def __init__(self, uri: str, name: str = DEFAULT_COLLECTION) -> None:
+        from pymilvus.exceptions import MilvusException
+
         self.uri, self.name = uri, name
         self.client = connect(uri)
         try:
-            if not self.client.has_collection(name):
-                raise StoreError(f"no collection {name} at {uri} (fill one with: lookalike ingest SHARDS --uri "
-                                 f"{uri} --collection {name})")
-            self.model = _model_of(self.client, uri, name)
-            self.client.load_collection(name)
-            index = self.client.describe_index(name, "vector") or {}
-            self.vector_index = str(index.get("index_type", "")).lower()
-            self.skipped = skipped_name(name) if self.client.has_collection(skipped_name(name)) else None
-            if self.skipped is not None:  # (none in a collection made before skipped files were kept)
-                self.client.load_collection(self.skipped)
+            with quiet():
+                self._load()
+        except MilvusException as e:
+            self.client.close()
+            raise StoreError(damaged(f"{uri} (collection {name})", e)) from None
         except BaseException:
             self.client.close()
             raise
         self.model_ref = self.model["name"]
         self.hashes = HashStore(None)  # dihedral hashes of this process's dedup runs, in memory
+
+    def _load(self) -> None:
+        """Read the collection's model and vector index type, and load it and its skipped files (searchable)."""
+        uri, name = self.uri, self.name
+        if not self.client.has_collection(name):
+            raise StoreError(f"no collection {name} at {uri} (fill one with: lookalike ingest SHARDS --uri "
+                             f"{uri} --collection {name})")
+        self.model = _model_of(self.client, uri, name)
+        self.client.load_collection(name)
+        index = self.client.describe_index(name, "vector") or {}
+        self.vector_index = str(index.get("index_type", "")).lower()
+        self.skipped = skipped_name(name) if self.client.has_collection(skipped_name(name)) else None
+        if self.skipped is not None:  # (none in a collection made before skipped files were kept)
+            self.client.load_collection(self.skipped)
 
     def __str__(self) -> str:
         return f"collection {self.name} at {self.uri}"

@@ -73,7 +73,7 @@ class IngestReport:
 
 def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine: str = "local",
            workers: int | None = None, address: str | None = None, delete_gone: str | None = None,
-           index_type: str | None = None, on_plan: Callable[[int], None] | None = None,
+           index_type: str | None = None, rebuild: bool = False, on_plan: Callable[[int], None] | None = None,
            on_progress: Callable[[int], None] | None = None, verbose: bool = False) -> IngestReport:
     """Upsert the files of the shards at ``location`` into ``collection`` at ``uri`` (created for
     the shards' model when absent; :class:`StoreError` when it holds another model's vectors).
@@ -82,6 +82,7 @@ def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine
     ``address`` (None: ``$RAY_ADDRESS``, else one started for this run); ``"local"`` writes here,
     one shard at a time. ``delete_gone``: a SOURCE (folder or URI) whose vanished files are deleted.
     Ray's own logs are printed only when ``verbose`` (:func:`~lookalike.cluster.ray_session.ray_session`).
+    ``rebuild``: the collection and its skipped files are dropped first (damaged ones too) and made again.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
@@ -93,7 +94,7 @@ def ingest(location: str, uri: str, collection: str = DEFAULT_COLLECTION, engine
     model = shards.model()
     if model is None:
         raise StoreError(f"no shards in {location}")
-    create(uri, collection, model, index_type)
+    create(uri, collection, model, index_type, rebuild)
     latest, superseded = shards.newest()
     if on_plan:
         on_plan(len(latest))

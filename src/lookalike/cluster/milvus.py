@@ -2,7 +2,8 @@
 one process at a time, FLAT and IVF_FLAT only).
 
 :func:`connect` opens a URI with a one-line :class:`~lookalike.index.store.StoreError` for a milvus-lite
-file another process holds; :func:`default_index_type` is the vector index a URI's Milvus offers;
+database another process holds, a damaged one or a file in its place (:func:`damaged`);
+:func:`default_index_type` is the vector index a URI's Milvus offers;
 :func:`cosine_range` the range-search parameters of a cosine radius; :func:`pages` every row of a
 collection, a page at a time. The collection lookalike keeps in Milvus, and its search:
 :mod:`lookalike.cluster.collection`, :mod:`lookalike.cluster.collection_search`.
@@ -10,8 +11,11 @@ collection, a page at a time. The collection lookalike keeps in Milvus, and its 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 
 from lookalike.index.store import StoreError
 
@@ -35,11 +39,22 @@ def default_index_type(uri: str) -> str:
     return "FLAT" if is_lite(uri) else "HNSW"
 
 
-def connect(uri: str):
-    """A ``MilvusClient`` for ``uri``; :class:`StoreError` (one line) when it cannot be opened, e.g. a
-    milvus-lite file held by another process (milvus-lite allows one process per file)."""
+def connect(uri: str, rebuild: bool = False):
+    """A ``MilvusClient`` for ``uri``; :class:`StoreError` (one line, naming the file and the remedy)
+    when it cannot be opened: a milvus-lite database held by another process (milvus-lite allows
+    one process per database), a file where its folder should be, or a damaged one. With
+    ``rebuild`` a file in its place is removed and a damaged collection is left for the caller to
+    drop (:func:`~lookalike.cluster.collection.create` with ``rebuild``)."""
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
+
+    path = os.path.abspath(os.path.expanduser(uri))
+    if is_lite(uri) and os.path.isfile(path):
+        if not rebuild:
+            raise StoreError(f"{path} is not a milvus-lite database (a file of {os.path.getsize(path):,} bytes; "
+                             "milvus-lite keeps a folder): move it away, or make it again with "
+                             "`lookalike ingest SHARDS --uri URI --rebuild`")
+        os.remove(path)
 
     # (after importing pymilvus, whose logging set-up would undo it) milvus-lite's in-process server
     # has no timestamp service: a query iterator asks it for one (grpc logs the refusal as an error),
@@ -47,18 +62,62 @@ def connect(uri: str):
     # log says anything to a user.
     logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    quiet = logging.getLogger("milvus_lite")  # it logs a traceback before pymilvus raises
-    level, quiet.level = quiet.level, logging.CRITICAL
+    with quiet():
+        try:
+            client = MilvusClient(path if is_lite(uri) else uri)
+        except MilvusException as e:
+            if not is_lite(uri):
+                raise StoreError(f"cannot connect to Milvus at {uri}: {e.message}") from None
+            if _held(path):  # by another process: this one's lite server did not start
+                raise StoreError(f"cannot open milvus-lite database {path}: another process has it open "
+                                 "(milvus-lite allows one process per file: stop the other `lookalike serve` "
+                                 "or `ingest`, or use a Milvus server URI)") from None
+            raise StoreError(damaged(path, e)) from None
+        if is_lite(uri) and not rebuild:
+            try:
+                client.list_collections()  # reads every collection's schema, manifest and data files
+            except MilvusException as e:
+                client.close()
+                raise StoreError(damaged(path, e)) from None
+    return client
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No log records from milvus-lite and pymilvus's call wrappers, which log a traceback before
+    pymilvus raises (the caller says it in one line)."""
+    loggers = [logging.getLogger(name) for name in ("milvus_lite", "pymilvus.decorators")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
-        return MilvusClient(os.path.expanduser(uri) if is_lite(uri) else uri)
-    except MilvusException as e:
-        if is_lite(uri):
-            raise StoreError(f"cannot open milvus-lite database {os.path.abspath(uri)}: another process has it "
-                             "open (milvus-lite allows one process per file: stop the other `lookalike serve` or "
-                             "`index`, or use a Milvus server URI)") from None
-        raise StoreError(f"cannot connect to Milvus at {uri}: {e.message}") from None
+        yield
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _held(path: str) -> bool:
+    """Whether a milvus-lite server holds the database at ``path`` (its ``LOCK`` file's lock)."""
+    try:
+        fd = os.open(os.path.join(path, "LOCK"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def damaged(where: str, error) -> str:
+    """The one-line message for a Milvus database or collection at ``where`` that cannot be read
+    (``error``: what Milvus raised)."""
+    reason = " ".join(str(getattr(error, "message", error)).split())
+    return (f"the Milvus data at {where} cannot be read ({reason}); make it again from the shards with "
+            "`lookalike ingest SHARDS --uri URI --rebuild`, or restore it from a backup")
 
 
 def cosine_range(radius: float) -> dict:
