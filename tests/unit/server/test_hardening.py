@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -53,38 +54,36 @@ def test_an_unknown_threshold_is_a_422_with_the_schema_shape(client, folder):
     assert error["loc"] == ["query", "threshold"] and "sideways" in error["msg"]
 
 
-def test_a_body_shorter_than_its_content_length_is_answered_408(index):
+@contextlib.contextmanager
+def _serving(app, **config):
+    """A uvicorn server over ``app`` (``config`` as :class:`uvicorn.Config` takes it) in a thread; yields its port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(index, body_timeout=1.0), port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="error", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         while not server.started:
             time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_408(index):
+    with _serving(create_app(index, body_timeout=1.0)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
             conn.sendall(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                          b"Content-Length: 1000\r\n\r\n--b\r\n")
             started = time.monotonic()
             answer = conn.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 10
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_request_headers_that_stall_are_answered_408_and_an_idle_connection_is_closed(index):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(index), port=port, log_level="error", http=stalled_headers_answered_408(1.0))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
+    with _serving(create_app(index), http=stalled_headers_answered_408(1.0)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the blank line that ends the headers never comes
             started = time.monotonic()
@@ -99,9 +98,6 @@ def test_request_headers_that_stall_are_answered_408_and_an_idle_connection_is_c
             assert answer.startswith(b"HTTP/1.1 200")
             started = time.monotonic()
             assert conn.recv(4096) == b"" and time.monotonic() - started < 10  # then, idle, closed
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_only_the_indexed_file_itself_is_served(tmp_path):
