@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from helpers import PHOTOS, sample_photo, variants
@@ -122,3 +125,24 @@ def client(index):
     with TestClient(create_app(index)) as c:
         yield c
 
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(free)``: a new folder on a tmpfs with ``free`` bytes left (in 4 KiB pages) beside a
+    ``.filler`` file, a full disk; unmounted after the test. Mounting needs root: skipped otherwise."""
+    mounted = []
+
+    def make(free: int):
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        size = (free // 4096 + 1) * 4096
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        mounted.append(where)
+        (where / ".filler").write_bytes(b"x" * 4096)
+        return where
+
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=True)

@@ -154,6 +154,7 @@ def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         if header != SQLITE_MAGIC:  # SQLite itself would open a file shorter than its header as a new, empty one
             raise StoreError(f"cannot open index {path}: file is not a database ({REMEDY})")
     readonly = path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    conn = None
     try:
         if readonly:
             conn = _connect_readonly(path)
@@ -165,6 +166,8 @@ def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as e:
+        if conn is not None:
+            conn.close()
         if not path.exists() and not os.access(path.parent, os.W_OK):
             raise StoreError(f"cannot create an index in {path.parent}: the folder is read-only") from None
         damaged = not isinstance(e, sqlite3.OperationalError)  # not a database, or a malformed one: not locked, not denied

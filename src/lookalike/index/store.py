@@ -74,20 +74,30 @@ class Store:
 
         ``ref`` is how the model is found again (a registry name or a path).
 
-        :class:`StoreError` when it exists and was built with another model.
+        :class:`StoreError` when it exists and was built with another model. A catalog this call
+        began and could not finish (a full disk) is removed, so the next run starts it afresh.
         """
         root = Path(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create an index at {root}: {e.strerror or e}") from None
-        store = cls(root, *connect(root / DB_NAME))
-        existing = store.model
-        if existing is None:
-            with store._writing("record its model"):
-                store.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                       [("model", json.dumps(model)), ("model_ref", ref)])
-        elif existing != model:
+        new, store = not (root / DB_NAME).exists(), None
+        try:
+            store = cls(root, *connect(root / DB_NAME))
+            existing = store.model
+            if existing is None:
+                with store._writing("record its model"):
+                    store.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                           [("model", json.dumps(model)), ("model_ref", ref)])
+        except StoreError:
+            if store is not None:
+                store.close()
+            if new:
+                for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+                    (root / name).unlink(missing_ok=True)
+            raise
+        if existing is not None and existing != model:
             store.close()
             raise StoreError(f"index {root} was built with model {describe_model(existing)}, not {describe_model(model)}; "
                              "use another --index or --rebuild")

@@ -24,6 +24,14 @@ def test_schema_is_versioned_and_model_is_fixed(tmp_path):
         Store.create(tmp_path, {**MODEL, "name": "other"}, ref="other")
 
 
+def test_a_catalog_that_could_not_be_created_on_a_full_disk_is_not_left_behind(small_disk):
+    root = small_disk(0) / "ix"
+    with pytest.raises(StoreError) as caught:
+        Store.create(root, MODEL, ref="m")
+    assert "full" in str(caught.value) and "\n" not in str(caught.value)
+    assert sorted(p.name for p in root.iterdir()) == []  # not an empty catalog that only --rebuild would clear
+
+
 def test_open_missing_and_newer_schema(tmp_path):
     with pytest.raises(StoreError, match="no index"):
         Store.open(tmp_path / "nope")
