@@ -1,6 +1,9 @@
-"""Faults: kill -9 during ``index``, damaged derived files and catalog, a read-only folder, a file-size limit.
+"""Faults: kill -9 during ``index``, damaged derived files and catalog, a read-only folder, a file-size
+limit; and the newer surfaces (:mod:`fault_surfaces`): damaged and foreign shards, a damaged
+milvus-lite database, symbolic links and a stale index under ``dedup``, FIFOs, devices and huge
+files, and a full disk under every file lookalike writes.
 
-Each fault is done to a copy of an index of generated images (``--images`` files, approximate
+Each index fault is done to a copy of an index of generated images (``--images`` files, approximate
 search on, so a FAISS file exists), then the commands a user would run next are run through the
 command line. A fault passes when it ends in self-repair (the command succeeds and answers as before
 the fault) or in a one-line error with exit status 1, and when no committed row is lost: every
@@ -241,6 +244,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8, help="kill -9 during index this many times.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="Also write the JSON here.")
+    parser.add_argument("--only", choices=("index", "surfaces"), help="Only the index-folder faults, or only the "
+                        "newer surfaces (shards, milvus-lite, links, special files, a full disk) [default: both].")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     started = time.monotonic()
@@ -257,9 +262,26 @@ def main() -> int:
         raise SystemExit(first.stderr)
     lookalike("query", images / "f00000.jpg", "-k", "1", "--index", pristine)  # every derived file written
     baseline = answer(pristine, images / sorted(os.listdir(images))[0])
-    faults = [*kills(images, work, args.kills, rng, took), *damaged(pristine, work, images, baseline),
-              *catalog(pristine, work, images), read_only(pristine, work, images, baseline),
-              *file_size_limit(images, work)]
+    faults = []
+    if args.only != "surfaces":
+        faults += [*kills(images, work, args.kills, rng, took), *damaged(pristine, work, images, baseline),
+                   *catalog(pristine, work, images), read_only(pristine, work, images, baseline),
+                   *file_size_limit(images, work)]
+    if args.only != "index":
+        import fault_surfaces as new
+
+        few = work / "few"  # the surfaces that embed or train again: a few images are enough
+        few.mkdir()
+        for name in sorted(os.listdir(images))[:24]:
+            shutil.copy(images / name, few / name)
+        for surface, inputs in ((new.shard_faults, (few, work)), (new.milvus_faults, (few, work)),
+                                (new.link_faults, (images, work)), (new.special_files, (few, work, pristine)),
+                                (new.full_disk, (few, work, pristine))):
+            try:
+                faults += surface(*inputs)
+            except Exception as e:  # noqa: BLE001 - the harness itself failed: say so and go on
+                faults.append(entry(surface.__name__, "the benchmark's own steps", None, None, False,
+                                    f"the harness failed: {e!r}"))
     result = {"images": args.images, "faults": faults, "passed": sum(f["pass"] for f in faults),
               "failed": [f["fault"] + ": " + f["done"] for f in faults if not f["pass"]],
               "seconds": round(time.monotonic() - started, 1), "loadavg": [round(x, 2) for x in os.getloadavg()]}

@@ -112,3 +112,13 @@ def test_names_that_are_not_utf8_are_kept_byte_for_byte(tmp_path, photo_dir):
     with Index.open(tmp_path / "ix", create=True) as idx:
         assert index_shards(idx, str(out)).indexed == 2
         assert idx.query(str(tmp_path / "photos" / odd), k=1).results[0].path == str(tmp_path / "photos" / odd)
+
+
+def test_a_shard_that_does_not_fit_on_the_disk_leaves_no_temporary(small_disk):
+    rows = {"path": [f"/p/{i}.jpg" for i in range(200)], "size": [1] * 200, "mtime_ns": [1] * 200,
+            "hash": ["h"] * 200, "width": [4] * 200, "height": [4] * 200, "error": [None] * 200}
+    shard = table(rows, np.random.default_rng(0).random((200, 64), np.float32), {"name": "m", "layer": "l", "dim": 64})
+    disk = small_disk(8192)
+    with pytest.raises(OSError):
+        Shards(str(disk / "shards")).write(shard)
+    assert [p.name for p in (disk / "shards").iterdir()] == []
