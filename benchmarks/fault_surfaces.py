@@ -108,7 +108,7 @@ def milvus_faults(images: Path, work: Path) -> list[dict]:
             shutil.rmtree(db)
             db.write_bytes(b"" if "empty" in what else b"not a database\n" * 20)
         else:
-            (target,) = sorted(db.rglob(what))
+            (target,) = sorted((db / "collections" / "lookalike").rglob(what))  # the collection's own files
             target.write_bytes(b"garbage\n")
         runs = [lookalike("query", query, "--uri", db), lookalike("ingest", shards, "--uri", db, "-q")]
         rebuilt = lookalike("ingest", shards, "--uri", db, "--rebuild", "-q")

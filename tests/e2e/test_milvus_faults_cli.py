@@ -34,7 +34,7 @@ def _damage(db, kind: str) -> None:
         db.write_bytes(b"" if kind == "empty file" else b"not a database\n" * 20)
         return
     pattern = {"schema": "schema.json", "data": "data/*.parquet", "vector index": "indexes/*"}[kind]
-    (target,) = sorted(db.rglob(pattern))  # milvus-lite's own files inside its database folder
+    (target,) = sorted((db / "collections" / "lookalike").rglob(pattern))  # milvus-lite's own files
     target.write_bytes(b"garbage\n")
 
 
