@@ -8,7 +8,7 @@ output (the last JSON object on its stdout), the load average, and for every num
 hold, the median after / median before.
 
     python benchmarks/ab.py --before /tmp/before --same-script query_latency.py --n 30000
-    python benchmarks/ab.py --before /tmp/before dedup.py --variant-bases 0 --grouping 20000
+    python benchmarks/ab.py --before /tmp/before dedup_scale.py --grouping 20000
 """
 
 from __future__ import annotations

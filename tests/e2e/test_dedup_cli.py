@@ -4,6 +4,9 @@ import html
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
@@ -12,6 +15,8 @@ from helpers import run_cli as run
 from helpers import sample_photo
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +165,19 @@ def test_review_page_shows_groups_with_the_keeper_marked_and_evidence(deduped, t
                 assert html.escape(d["evidence"]["summary"]) in text
     assert "data:image/jpeg;base64," in text and "never deletes" in text
     assert all(os.path.exists(p) for p in out["to_remove"])
+
+
+def test_the_readme_example_keeps_the_original_over_its_centre_crop(tmp_path):
+    # examples/make_photos.py writes astronaut.jpg (512 x 512) and astronaut_cropped.jpg, its 75 %
+    # centre crop (384 x 384); a JPEG that large is decoded at half size for the model, and the
+    # catalog once stored that 256 x 256 as its size, so the crop was kept and the original listed.
+    subprocess.run([sys.executable, str(REPO / "examples" / "make_photos.py"), str(tmp_path / "photos")], check=True,
+                   capture_output=True, timeout=120)
+    out = json.loads(run("dedup", tmp_path / "photos", "--index", tmp_path / "index", "--json", "--device", "cpu").stdout)
+    group, = [g for g in out["groups"] if "astronaut" in os.path.basename(g["keep"])]
+    assert os.path.basename(group["keep"]) == "astronaut.jpg"
+    crop, = [d for d in group["duplicates"] if d["path"].endswith("astronaut_cropped.jpg")]
+    evidence = crop["evidence"]
+    assert abs(evidence["scale"] - 1.0) < 0.03 and 0.5 < evidence["shown"] < 0.62 and evidence["filled"] > 0.95
+    assert "cropped (shows 56%)" in evidence["edits"] and not any("border" in e for e in evidence["edits"])
+    assert str(tmp_path / "photos" / "astronaut.jpg") not in out["to_remove"]

@@ -20,7 +20,8 @@ def dedup(
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     threshold: Annotated[str, typer.Option("--threshold", "-t", help="A preset: near (two stages: embedding or "
-                                           "rotated/flipped-hash candidates, each verified by local features), "
+                                           "rotated/flipped-hash candidates, each verified by local features and "
+                                           "by comparing the aligned pictures: copies, not other shots), "
                                            "similar (the same, looser), exact (near-identical re-saves); or a "
                                            "cosine distance to the kept file (embedding alone).")] = "near",
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Write one PNG per group into this folder.")] = None,

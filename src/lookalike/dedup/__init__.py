@@ -31,7 +31,7 @@ Two-stage rules (the ``near`` and ``similar`` presets, :class:`Rule`): step 2's 
 perceptual hashes match under a rotation or flip (:mod:`lookalike.dedup.phash`); in step 3 a file claims a
 candidate only when ORB + RANSAC verification against the kept file itself confirms it
 (:mod:`lookalike.dedup.geometry`), and the fitted transform is the duplicate's evidence. The presets are
-measured for one model by ``benchmarks/dedup.py`` (edited copies of real photos against distinct
+measured for one model by ``benchmarks/dedup_calibrate.py`` (edited copies of real photos against distinct
 photos, other photos of the same flower class among them); its printed figures justify the values
 below.
 """

@@ -23,10 +23,10 @@ from lookalike.dedup.verifier import Verifier
 
 
 def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None, under: str | None = None,
-                    chunk: int = CHUNK, verifier: Callable[[list[str], int], Verifier] | None = None) -> DedupReport:
+                    chunk: int = CHUNK, verifier: Callable[[list[str], Rule], Verifier] | None = None) -> DedupReport:
     """Exact and near-duplicate groups among the index's images (only those below ``under`` if given),
     by ``rule`` (a number: a one-stage cosine distance); ``verifier`` makes the second stage's
-    :class:`Verifier` from the paths and the inlier minimum (default: :class:`Verifier`).
+    :class:`Verifier` from the paths and the rule (default: :class:`Verifier`).
 
     Exact groups come first, then near groups; each lists its duplicates nearest first. Files the
     index could not read are reported in ``skipped``; the report keeps what the index holds for each
@@ -60,11 +60,12 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
     traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
     visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits, hops[unique])
     make = verifier or Verifier
-    with make(upaths, rule.min_inliers) if rule.verified else contextlib.nullcontext() as check:
+    with make(upaths, rule) if rule.verified else contextlib.nullcontext() as check:
         tick = time.perf_counter()
         if check is not None:
             check.plan(_feature_order(visit, offsets, columns))
-        found = group_around_keepers(visit, offsets, columns, check.accept if check is not None else None)
+        found = group_around_keepers(visit, offsets, columns, check.accept if check is not None else None,
+                                     reach=check is not None)
         if check is not None:
             seconds = time.perf_counter() - tick
             report.stages.update(pairs_verified=check.checked, verify_seconds=round(seconds, 3),
@@ -74,6 +75,9 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
     for keeper, members in found:
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
+        for m in members:  # claimed through another member (reach): not among the keeper's candidates
+            if m not in to_keeper:
+                to_keeper[m] = cosine(vectors[rows[unique[keeper]]], vectors[rows[unique[m]]])
         near.append((int(unique[keeper]), [
             (int(unique[m]), to_keeper[m], check.evidence(keeper, m, traits) if check is not None else None)
             for m in members]))
@@ -155,7 +159,7 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
         for i in [i for i in others if where.get(i) is None]:  # removed from the catalog since the vectors were read
             del hits[i]
         others = [i for i in others if where.get(i) is not None]
-        with Verifier([image, *(where[i] for i in others)], rule.min_inliers) as check:
+        with Verifier([image, *(where[i] for i in others)], rule) as check:
             accepted = check.accept(0, np.arange(1, len(others) + 1))
         for row, (i, ok) in enumerate(zip(others, accepted.tolist()), start=1):
             if ok:

@@ -7,6 +7,9 @@ ORB, ratio-tested brute-force Hamming matches, RANSAC :func:`cv2.estimateAffineP
 signal is specific to the instance: another photo of the same kind of flower shares its category
 but almost no geometrically consistent corners. The fitted transform is the readable evidence:
 rotation, flip, scale, the share of one picture shown in the other (crop, borders) and brightness.
+Another shot of the same scene or another object in the same pose can fit one transform too, so a
+fit is then checked picture against picture (:mod:`lookalike.dedup.capture`): the share of the
+overlap where the two agree.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.images import decode
+from lookalike.dedup import capture
+from lookalike.images import decode_sized
 from lookalike.vectors import hamming
 
 #: Long side, in pixels, at which features are extracted (both images are brought to it).
@@ -39,8 +43,9 @@ RIGHT_ANGLE_SLACK = 8.0
 @dataclass(frozen=True)
 class Features:
     """ORB keypoints (x, y at :data:`SIDE` scale), descriptors and the gray level under each keypoint,
-    for the image and for its mirror image (in the mirror image's coordinates); ``size`` is (width, height) at that scale and ``scale``
-    the factor from the original pixels to it."""
+    for the image and for its mirror image (in the mirror image's coordinates); ``size`` is (width, height) at that scale,
+    ``scale`` the factor from the file's own pixels to it, and ``small`` the gray picture compared
+    after a fit (:func:`lookalike.dedup.capture.small`)."""
 
     points: np.ndarray
     descriptors: np.ndarray
@@ -50,14 +55,21 @@ class Features:
     mirror_levels: np.ndarray
     size: tuple[int, int]
     scale: float
+    small: np.ndarray
 
 
 @dataclass(frozen=True)
 class Evidence:
     """How image B (a duplicate) maps onto image A (the kept file): geometric inliers and the fitted
     transform. ``shown`` is the share of A visible in B (below 1: B is cropped), ``filled`` the share
-    of B that A's content fills (below 1: borders or added content), ``scale`` B's pixels per A pixel,
-    ``brightness`` the median ratio of B's to A's gray level at the inliers."""
+    of B that A's content fills (below 1: borders, or more around it: A may be a crop of B),
+    ``scale`` B's pixels per A pixel (the files' own pixels), ``brightness`` the median ratio of B's
+    to A's gray level at the inliers, ``agreement`` the share of the overlap where the aligned
+    pictures agree, ``shifted`` the share where they differ but show the same thing a few pixels
+    away (parallax, a little motion: another shot) and ``compared`` the share of the overlap that
+    has structure to compare (:func:`lookalike.dedup.capture.agreement`). ``borders`` is ``"added"`` when B is A on plain
+    bars or padding, ``"removed"`` when B is A without A's own plain borders
+    (:func:`lookalike.dedup.capture.plain_around`)."""
 
     inliers: int
     matches: int
@@ -68,15 +80,22 @@ class Evidence:
     filled: float = 1.0
     brightness: float = 1.0
     edits: list[str] = field(default_factory=list)
+    agreement: float = 0.0
+    compared: float = 0.0
+    shifted: float = 0.0
+    borders: str = ""
 
     def to_dict(self) -> dict:
-        return {"inliers": self.inliers, "matches": self.matches, "rotation": self.rotation, "flipped": self.flipped,
+        return {"inliers": self.inliers, "matches": self.matches, "agreement": round(self.agreement, 3),
+                "shifted": round(self.shifted, 3), "compared": round(self.compared, 3),
+                "rotation": self.rotation, "flipped": self.flipped,
                 "scale": round(self.scale, 3), "shown": round(self.shown, 3), "filled": round(self.filled, 3),
-                "brightness": round(self.brightness, 3), "edits": list(self.edits)}
+                "brightness": round(self.brightness, 3), "borders": self.borders or None, "edits": list(self.edits)}
 
     def describe(self) -> str:
-        """One line for people: ``"212 inliers: rotated 90°, flipped, cropped (shows 81 %)"``."""
-        return f"{self.inliers} inliers" + (f": {', '.join(self.edits)}" if self.edits else ": same framing")
+        """One line for people: ``"212 inliers, 98% alike: rotated 90°, flipped, cropped (shows 81%)"``."""
+        return (f"{self.inliers} inliers, {self.agreement:.0%} alike" +
+                (f": {', '.join(self.edits)}" if self.edits else ": same framing"))
 
 
 NO_MATCH = Evidence(0, 0)
@@ -86,16 +105,17 @@ def features(image) -> Features:
     """:class:`Features` of an image (path, bytes, PIL image or array); ImageError when unreadable."""
     import cv2
 
-    img = decode(image, size=SIDE, gray=True)
-    scale = SIDE / max(img.size)
-    w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    gray = cv2.resize(np.asarray(img), (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    img, full = decode_sized(image, size=SIDE, gray=True)
+    resize = SIDE / max(img.size)
+    w, h = max(1, round(img.width * resize)), max(1, round(img.height * resize))
+    gray = cv2.resize(np.asarray(img), (w, h), interpolation=cv2.INTER_AREA if resize < 1 else cv2.INTER_LINEAR)
+    scale = SIDE / max(full)  # a JPEG is decoded smaller than its file: scale from the file's pixels
     orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=SCALE_FACTOR, nlevels=LEVELS, fastThreshold=FAST_THRESHOLD,
                          edgeThreshold=15, patchSize=15)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     if descriptors is None:
         empty = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, np.float32)
-        return Features(*empty, *empty, (w, h), scale)
+        return Features(*empty, *empty, (w, h), scale, capture.small(gray))
     blurred = cv2.GaussianBlur(gray, (5, 5), 0)
 
     def located(found: list, picture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,20 +132,22 @@ def features(image) -> Features:
         mirrored, mirror_descriptors = [], np.zeros((0, 32), np.uint8)
     points, levels = located(keypoints, blurred)
     mirror_points, mirror_levels = located(mirrored, blurred[:, ::-1])
-    return Features(points, descriptors, levels, mirror_points, mirror_descriptors, mirror_levels, (w, h), scale)
+    return Features(points, descriptors, levels, mirror_points, mirror_descriptors, mirror_levels, (w, h), scale,
+                     capture.small(gray))
 
 
-def compare(a: Features, b: Features, min_inliers: int = 0) -> Evidence:
-    """The best similarity transform from A onto B, or onto B's mirror image (a flip), as :class:`Evidence`.
+def compare(a: Features, b: Features, min_inliers: int = 0, min_agreement: float = 0.0) -> Evidence:
+    """The best similarity transform from A onto B, or onto B's mirror image (a flip), as :class:`Evidence`:
+    one with at least ``min_inliers`` inliers and ``min_agreement`` first, then the most inliers.
 
-    The mirror is tried only when the direct fit has fewer than ``min_inliers`` inliers (0: always).
+    The mirror is tried only when the direct fit falls short of those (with ``min_inliers`` 0: always).
     """
-    best = _fit(a, b.points, b.descriptors, b.levels, b.size, b.scale, flipped=False, min_inliers=min_inliers)
-    if best.inliers < min_inliers or not min_inliers:
-        flipped = _fit(a, b.mirror_points, b.mirror_descriptors, b.mirror_levels, b.size, b.scale, flipped=True,
-                       min_inliers=min_inliers)
-        if flipped.inliers > best.inliers:
-            best = flipped
+    best = _fit(a, b, flipped=False, min_inliers=min_inliers)
+    passes = lambda e: e.inliers >= min_inliers and e.agreement >= min_agreement  # noqa: E731
+    if not min_inliers or not passes(best):
+        mirror = _fit(a, b, flipped=True, min_inliers=min_inliers)
+        if (passes(mirror), mirror.inliers) > (passes(best), best.inliers):
+            best = mirror
     return best
 
 
@@ -140,12 +162,13 @@ def matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return good, nearest[good, 0].astype(np.int64)
 
 
-def _fit(a: Features, points: np.ndarray, descriptors: np.ndarray, levels: np.ndarray, size: tuple[int, int],
-         scale: float, flipped: bool, min_inliers: int = 0) -> Evidence:
-    """Evidence of the best RANSAC similarity transform from A's keypoints onto these (no fit is tried
-    with fewer than ``min_inliers`` matches)."""
+def _fit(a: Features, b: Features, flipped: bool, min_inliers: int = 0) -> Evidence:
+    """Evidence of the best RANSAC similarity transform from A's keypoints onto B's, or onto its mirror
+    image's with ``flipped`` (no fit is tried with fewer than ``min_inliers`` matches)."""
     import cv2
 
+    points, descriptors, levels = ((b.mirror_points, b.mirror_descriptors, b.mirror_levels) if flipped
+                                   else (b.points, b.descriptors, b.levels))
     if len(a.descriptors) < 3 or len(descriptors) < 3:
         return NO_MATCH
     src_index, dst_index = matches(a.descriptors, descriptors)
@@ -164,10 +187,15 @@ def _fit(a: Features, points: np.ndarray, descriptors: np.ndarray, levels: np.nd
     rotation = (-math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))) % 360.0  # counter-clockwise, y down
     right = round(rotation / 90.0) % 4 * 90
     rotation_deg = right if abs(((rotation - right + 180.0) % 360.0) - 180.0) <= RIGHT_ANGLE_SLACK else round(rotation)
-    shown, filled = _overlap(matrix, a.size, size)
+    shown, filled = _overlap(matrix, a.size, b.size)
     ratio = levels[dst_index[inlier]] / np.maximum(a.levels[src_index[inlier]], 1.0)
     brightness = float(np.median(ratio)) if len(ratio) else 1.0
-    real_scale = s * a.scale / scale  # B's original pixels per A's original pixel
+    real_scale = s * a.scale / b.scale  # B's own pixels per A's own pixel
+    theirs = np.ascontiguousarray(b.small[:, ::-1]) if flipped else b.small  # in the fit's frame
+    alike = capture.agreement(a.small, theirs, matrix, a.size, b.size, (_detail(a), _detail(b)))
+    # borders: B is A on plain bars or padding ("added"), or A without its own ("removed")
+    added = filled < 0.95 and capture.plain_around(a.small, theirs, matrix, a.size, b.size)
+    removed = shown < 0.95 and capture.plain_around(theirs, a.small, cv2.invertAffineTransform(matrix), b.size, a.size)
     edits = []
     if rotation_deg % 360:
         edits.append(f"rotated {rotation_deg}°")
@@ -176,13 +204,20 @@ def _fit(a: Features, points: np.ndarray, descriptors: np.ndarray, levels: np.nd
     if abs(real_scale - 1.0) > 0.04:
         edits.append(f"resized ×{real_scale:.2f}")
     if shown < 0.95:
-        edits.append(f"cropped (shows {shown:.0%})")
+        edits.append(f"{'borders removed' if removed else 'cropped'} (shows {shown:.0%})")
     if filled < 0.95:
-        edits.append(f"borders or added content (picture fills {filled:.0%})")
+        edits.append(f"borders (picture fills {filled:.0%})" if added else
+                     f"more around it (the kept picture fills {filled:.0%})")
     if abs(brightness - 1.0) > 0.08:
         edits.append(f"{'brighter' if brightness > 1 else 'darker'} ×{brightness:.2f}")
     return Evidence(int(inlier.sum()), len(src_index), int(rotation_deg) % 360, flipped, real_scale, shown, filled,
-                    brightness, edits)
+                    brightness, edits, alike.share, alike.compared, alike.shifted,
+                    "added" if added else "removed" if removed else "")
+
+
+def _detail(f: Features) -> float:
+    """The file's own pixels per pixel of its small gray picture (below 1: enlarged to it)."""
+    return (SIDE / f.scale) / max(f.small.shape)
 
 
 def _overlap(matrix: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int]) -> tuple[float, float]:

@@ -87,25 +87,38 @@ def _ranks(values: list[str]) -> np.ndarray:
 
 
 def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray,
-                         accept: Callable[[int, np.ndarray], np.ndarray] | None = None) -> list[tuple[int, list[int]]]:
+                         accept: Callable[[int, np.ndarray], np.ndarray] | None = None,
+                         reach: bool = False) -> list[tuple[int, list[int]]]:
     """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped
     (those that ``accept(row, neighbours)`` confirms, when given: a bool mask over exactly those).
+    With ``reach`` (and ``accept``), it then claims the neighbours of the rows it claimed, each
+    confirmed against itself, and theirs in turn: a copy that is a neighbour of another copy but
+    not of the kept file (a turned copy whose hash matches the original's, not that of a
+    letterboxed copy with more pixels) still joins the file kept, never one step further away.
 
     Returns (keeper, members) per group of two or more rows.
     """
     taken = np.zeros(len(offsets) - 1, dtype=bool)
+    asked = np.full(len(offsets) - 1, -1, np.int64)  # the keeper each row was last offered to
     groups = []
     for i in order:
         if taken[i]:
             continue
         taken[i] = True
-        nbrs = columns[offsets[i]:offsets[i + 1]]
-        members = nbrs[~taken[nbrs]]
-        if accept is not None and len(members):
-            members = members[np.asarray(accept(int(i), members), bool)]
-        if len(members):
-            taken[members] = True
-            groups.append((int(i), members.tolist()))
+        members, offer = [], columns[offsets[i]:offsets[i + 1]]
+        while True:
+            offer = offer[~taken[offer] & (asked[offer] != i)]
+            if not len(offer):
+                break
+            asked[offer] = i
+            claimed = offer if accept is None else offer[np.asarray(accept(int(i), offer), bool)]
+            taken[claimed] = True
+            members.extend(claimed.tolist())
+            if not (reach and accept is not None and len(claimed)):
+                break
+            offer = np.unique(np.concatenate([columns[offsets[m]:offsets[m + 1]] for m in claimed.tolist()]))
+        if members:
+            groups.append((int(i), members))
     return groups
 
 

@@ -1,11 +1,15 @@
 """Duplicate rules: one stage (a cosine radius) or two (candidates, then verification), and the
-presets calibrated per model by ``benchmarks/dedup.py``."""
+presets calibrated per model by ``benchmarks/dedup_calibrate.py``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lookalike.dedup import phash
+
+if TYPE_CHECKING:
+    from lookalike.dedup.geometry import Evidence
 
 METRIC = "cosine"
 DEFAULT_PRESET = "near"
@@ -18,43 +22,59 @@ class Rule:
     distance. Otherwise two: candidates within ``radius`` (loose; with ``nearest``, only pairs where
     one file is among the other's ``nearest`` closest or within ``close``) or with a rotated or flipped perceptual hash
     within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB matches consistent
-    with one similarity transform (:mod:`lookalike.dedup.geometry`)."""
+    with one similarity transform (:mod:`lookalike.dedup.geometry`) under which the two pictures agree on at
+    least ``min_agreement`` of their overlap and differ by a displacement of a few pixels (parallax,
+    motion) on at most ``max_shifted`` of it (:mod:`lookalike.dedup.capture`: one capture, not
+    another shot of the same scene)."""
 
     radius: float
     min_inliers: int = 0
     hash_radius: int = phash.RADIUS
     nearest: int = 0
     close: float = 0.0
+    min_agreement: float = 0.0
+    max_shifted: float = 1.0
 
     @property
     def verified(self) -> bool:
         return self.min_inliers > 0
 
+    def accepts(self, evidence: Evidence) -> bool:
+        """Whether a verification's :class:`~lookalike.dedup.geometry.Evidence` confirms a candidate pair."""
+        return (evidence.inliers >= self.min_inliers and evidence.agreement >= self.min_agreement
+                and evidence.shifted <= self.max_shifted)
+
     def describe(self) -> str:
         if not self.verified:
             return f"cosine distance <= {self.radius}"
         among = f" (among either file's {self.nearest} nearest, or <= {self.close})" if self.nearest else ""
+        agree = (f", the aligned pictures alike on >= {self.min_agreement:.0%} and displaced on <= "
+                 f"{self.max_shifted:.1%}" if self.min_agreement else "")
         return (f"cosine distance <= {self.radius}{among} or a rotated/flipped hash within {self.hash_radius} "
-                f"bits, then >= {self.min_inliers} ORB inliers")
+                f"bits, then >= {self.min_inliers} ORB inliers{agree}")
 
     def to_dict(self) -> dict:
         return {"radius": self.radius, "min_inliers": self.min_inliers,
+                "min_agreement": self.min_agreement if self.verified else None,
+                "max_shifted": self.max_shifted if self.verified else None,
                 "hash_radius": self.hash_radius if self.verified else None,
                 "nearest": self.nearest or None, "close": self.close if self.nearest else None}
 
 
-#: Presets per model (name, layer), chosen by the rules of benchmarks/dedup.py ``suggest`` from its
+#: Presets per model (name, layer), chosen by the rules of benchmarks/dedup_calibrate.py ``suggest`` from its
 #: figures (2,088 distinct photos incl. 40 per flowers51 class, 200 of them with 18 edits each):
 #:   exact    one stage, cosine 0.025          P 1.000  R 0.21  byte copies, PNG, JPEG q90 re-saves
 #:   near     cosine 0.3 (32 nearest) or hash, >= 20 inliers  P 0.998  R 0.937 (0.950 rotations aside)
-#:            rot90 0.82, flip 0.965 (ORB at 256 px, 300 features: verify.SIDE, N_FEATURES; hashes
+#:            rot90 0.82, flip 0.965 (ORB at 256 px, 300 features: geometry.SIDE, N_FEATURES; hashes
 #:            within 8 bits)
 #:   similar  the same candidates, >= 12 inliers                P 0.997  R 0.936 (looser, for review)
 #: (``suggest`` now names >= 12 for near too, 0.7 % fewer pairs; near keeps 20: higher precision,
 #: the same recall.)
 PRESETS: dict[tuple[str, str], dict[str, Rule]] = {
-    ("efficientnet-lite0", "pool"): {"exact": Rule(0.025), "near": Rule(0.3, 20, nearest=32, close=0.025),
-                                     "similar": Rule(0.3, 12, nearest=32, close=0.025)},
+    ("efficientnet-lite0", "pool"): {
+        "exact": Rule(0.025),
+        "near": Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025),
+        "similar": Rule(0.3, 12, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025)},
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from lookalike.dedup import geometry
 from lookalike.dedup.keep import Traits
+from lookalike.dedup.rules import Rule
 from lookalike.images import ImageError
 from lookalike.vectors import hamming
 
@@ -26,12 +27,13 @@ AHEAD = 8
 
 
 class Verifier:
-    """Confirms candidate pairs of ``paths`` (or encoded images) by at least ``min_inliers`` ORB + RANSAC inliers
-    (:func:`verify.compare`) on ``workers`` threads (default: one per CPU). Features are kept for
-    the last :data:`FEATURE_CACHE` images and extracted ahead in the order given to :meth:`plan`."""
+    """Confirms candidate pairs of ``paths`` (or encoded images) by the second stage of ``rule``
+    (:meth:`Rule.accepts` of :func:`geometry.compare`) on ``workers`` threads (default: one per CPU).
+    Features are kept for the last :data:`FEATURE_CACHE` images and extracted ahead in the order
+    given to :meth:`plan`."""
 
-    def __init__(self, paths: list, min_inliers: int, workers: int | None = None) -> None:
-        self.paths, self.min_inliers, self.checked, self.extracted = paths, min_inliers, 0, 0
+    def __init__(self, paths: list, rule: Rule, workers: int | None = None) -> None:
+        self.paths, self.rule, self.checked, self.extracted = paths, rule, 0, 0
         self.workers = workers or os.cpu_count() or 1
         self.results: dict[tuple[int, int], geometry.Evidence] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -39,6 +41,7 @@ class Verifier:
         self._ahead: deque[Future] = deque()
         self._plan: Iterator[int] = iter(())
         self._done: set[int] = set()
+        self._keeper: int | None = None
 
     def __enter__(self) -> "Verifier":
         return self
@@ -54,9 +57,13 @@ class Verifier:
 
     def accept(self, keeper: int, others: np.ndarray) -> np.ndarray:
         """Which of ``others`` duplicate ``keeper`` (a bool mask); each verification is kept for
-        :meth:`evidence`. The caller verifies neither ``keeper`` nor an accepted member again (as
-        :func:`~lookalike.dedup.keep.group_around_keepers`): their features are dropped."""
+        :meth:`evidence`. The caller verifies an accepted member never again, and ``keeper`` no more
+        once it asks for another keeper (as :func:`~lookalike.dedup.keep.group_around_keepers`):
+        their features are dropped."""
         others = [int(o) for o in others]
+        if keeper != self._keeper:
+            self._drop(self._keeper)
+            self._keeper = keeper
         mine, theirs = self._features(keeper), [self._features(o) for o in others]
         self._top_up()  # the threads extract the next images' features meanwhile
         # comparisons are submitted once their features are there, so no thread waits on another's
@@ -67,10 +74,10 @@ class Verifier:
         found = [p.result() for p in pending]
         self.checked += len(others)
         self.results.update(((keeper, o), f) for o, f in zip(others, found))
-        accepted = np.array([f.inliers >= self.min_inliers for f in found], bool)
-        for i in [keeper, *(o for o, ok in zip(others, accepted) if ok)]:
-            self._done.add(i)
-            self._cache.pop(i, None)
+        accepted = np.array([self.rule.accepts(f) for f in found], bool)
+        for o, ok in zip(others, accepted):
+            if ok:
+                self._drop(o)
         return accepted
 
     def evidence(self, keeper: int, other: int, traits: list[Traits]) -> geometry.Evidence:
@@ -81,6 +88,12 @@ class Verifier:
             found = replace(found, edits=[*found.edits, f"re-encoded ({b.encoding()})"])
         return found
 
+    def _drop(self, i: int | None) -> None:
+        """Forget row ``i``'s features: the grouping is done with it."""
+        if i is not None:
+            self._done.add(i)
+            self._cache.pop(i, None)
+
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify",
@@ -88,7 +101,9 @@ class Verifier:
         return self._pool
 
     def _compare(self, a: geometry.Features | None, b: geometry.Features | None) -> geometry.Evidence:
-        return geometry.NO_MATCH if a is None or b is None else geometry.compare(a, b, self.min_inliers)
+        if a is None or b is None:
+            return geometry.NO_MATCH
+        return geometry.compare(a, b, self.rule.min_inliers, self.rule.min_agreement)
 
     def _extract(self, i: int) -> geometry.Features | None:
         try:

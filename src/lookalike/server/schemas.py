@@ -102,16 +102,25 @@ class QueryResponse(BaseModel):
 
 
 class Evidence(BaseModel):
-    """Why a file is a duplicate: ORB inliers of one similarity transform and what it says."""
+    """Why a file is a duplicate: ORB inliers of one similarity transform, what it says, and how far
+    the two pictures agree once aligned by it."""
 
     inliers: int
     matches: int
+    agreement: float = Field(description="Share of the overlap's structured windows where the aligned pictures "
+                             "agree (local correlation >= 0.8): about 1 for a copy, lower for another shot.")
+    compared: float = Field(description="Share of the overlap that has structure to compare (plain areas are not).")
+    shifted: float = Field(description="Share of those windows that disagree but show the same thing a few pixels "
+                           "away (parallax, a little motion): another shot, not an edit.")
     rotation: int
     flipped: bool
-    scale: float
-    shown: float
-    filled: float
+    scale: float = Field(description="The duplicate's pixels per pixel of the kept file (the files' own pixels).")
+    shown: float = Field(description="Share of the kept picture the duplicate shows (below 1: it is cropped).")
+    filled: float = Field(description="Share of the duplicate's frame the kept picture fills (below 1: borders, or "
+                          "more around it).")
     brightness: float
+    borders: str | None = Field(None, description="'added': the duplicate is the kept picture on plain bars or "
+                                "padding; 'removed': it is the kept picture without the kept file's plain borders.")
     edits: list[str]
     summary: str
 

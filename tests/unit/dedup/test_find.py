@@ -145,15 +145,15 @@ INLIERS = {frozenset(pair): n for pair, n in [
 def _evidence(keeper: str, other: str) -> geometry.Evidence:
     """What :class:`TableVerifier` finds for a pair."""
     n = INLIERS.get(frozenset((keeper, other)), 0)
-    return geometry.Evidence(n, n + 10, edits=[f"{other} onto {keeper}"])
+    return geometry.Evidence(n, n + 10, edits=[f"{other} onto {keeper}"], agreement=0.97)
 
 
 class TableVerifier:
     """Stands in for :class:`lookalike.dedup.verifier.Verifier`: a pair verifies when :data:`INLIERS`
-    gives it at least ``min_inliers``. Records what it is given and asked; appends itself to ``made``."""
+    gives it at least the rule's ``min_inliers``. Records what it is given and asked; appends itself to ``made``."""
 
-    def __init__(self, paths, min_inliers, made):
-        self.paths, self.min_inliers = list(paths), min_inliers
+    def __init__(self, paths, rule, made):
+        self.paths, self.min_inliers = list(paths), rule.min_inliers
         self.checked, self.extracted, self.workers = 0, 0, 3
         self.results, self.calls, self.planned, self.traits, self.closed = {}, [], None, None, False
         made.append(self)
@@ -283,9 +283,26 @@ def test_with_nearest_a_candidate_must_be_among_either_files_nearest(pictures):
                                           "candidate_pairs")} == {
         "embedding_pairs": 3, "embedding_pairs_nearest": 2, "hash_pairs": 3, "candidate_pairs": 4}
     assert type(report.stages["embedding_pairs_nearest"]) is int
-    assert made[0].calls == [(0, [2, 3])]
+    # then coffee, a candidate of cat_q50 (which the cat claimed) but not of the cat, is offered to the
+    # cat itself, and refused (8 inliers)
+    assert made[0].calls == [(0, [2, 3]), (0, [1])]
     assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [
         (str(lib / "cat.png"), [str(lib / n) for n in ("cat_copy.png", "cat_q50.jpg", "cat_rot.jpg")])]
+
+
+def test_a_file_reached_through_a_member_is_checked_against_the_keeper_at_its_own_distance(pictures):
+    idx, lib, _ = pictures
+    made = []
+    # each file's 1 nearest drops cat~coffee from the candidates, but coffee is cat_q50's candidate:
+    # offered to the cat once it claims cat_q50, and at 5 inliers the cat~coffee pair (8) verifies
+    report = find_duplicates(idx, Rule(0.3, 5, nearest=1), verifier=lambda paths, m: TableVerifier(paths, m, made))
+    assert made[0].calls == [(0, [2, 3]), (0, [1])]
+    (group,) = report.groups
+    assert group.keep == str(lib / "cat.png")
+    coffee = next(d for d in group.duplicates if d.path == str(lib / "coffee.png"))
+    # its distance to the kept file itself, computed though the pair was no candidate (1 - cos 15°)
+    assert coffee.distance == pytest.approx(1 - math.cos(math.radians(15)), abs=1e-6)
+    assert coffee.evidence == _evidence("cat.png", "coffee.png")
 
 
 def test_the_rules_minimum_decides_which_pairs_verify(pictures):
@@ -316,7 +333,7 @@ def test_a_two_stage_rule_on_a_file_without_candidates_verifies_nothing(pictures
 def test_a_one_stage_rule_makes_no_verifier_and_hashes_nothing(pictures):
     idx, lib, _ = pictures
 
-    def refuse(paths, min_inliers):
+    def refuse(paths, rule):
         raise AssertionError("a one-stage rule verifies nothing")
 
     for rule in (Rule(0.05), 0.05):
@@ -369,7 +386,7 @@ def test_the_duplicates_of_an_indexed_file_by_a_two_stage_rule(pictures, monkeyp
     rows = found.to_dict()["results"]
     assert ["evidence" in row for row in rows] == [False, False, True, True]
     assert rows[3]["evidence"] == {**_evidence("cat.png", "cat_rot.jpg").to_dict(),
-                                   "summary": "90 inliers: cat_rot.jpg onto cat.png"}
+                                   "summary": "90 inliers, 97% alike: cat_rot.jpg onto cat.png"}
 
 
 def test_the_duplicates_of_pixels_are_all_verified(pictures, monkeypatch):

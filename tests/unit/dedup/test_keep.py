@@ -143,6 +143,25 @@ def test_a_keeper_claims_its_free_neighbours_and_rejected_ones_stay_free():
     assert group_around_keepers(np.array([0, 2, 1, 3, 4, 5]), offsets, columns) == [(0, [1, 2, 3])]
 
 
+def test_with_reach_a_keeper_claims_its_members_neighbours_checked_against_itself():
+    # 0 ~ 1, 0 ~ 2, 1 ~ 3, 3 ~ 4, 2 ~ 5, 1 ~ 5, 6 ~ 5: 3, 4 and 5 are no neighbours of 0
+    offsets, columns = _csr(7, [(0, 1), (0, 2), (1, 3), (3, 4), (2, 5), (1, 5), (6, 5)])
+    asked = []
+
+    def accept(row, members):
+        asked.append((row, members.tolist()))
+        return [(row, m) != (0, 5) for m in members]  # 5 is no duplicate of 0
+
+    groups = group_around_keepers(np.array([0, 1, 2, 3, 4, 5, 6]), offsets, columns, accept, reach=True)
+    # 3 joins through 1 and 4 through 3, each checked against 0; 5, refused by 0, is free to keep 6
+    assert groups == [(0, [1, 2, 3, 4]), (5, [6])]
+    # each row is offered to a keeper once, though it neighbours two of its members (5: of 1 and 2)
+    assert asked == [(0, [1, 2]), (0, [3, 5]), (0, [4]), (5, [6])]
+    # without reach, 1 ~ 3 is a pair 0 never checks: 3 keeps 4 for itself
+    asked.clear()
+    assert group_around_keepers(np.array([0, 1, 2, 3, 4, 5, 6]), offsets, columns, accept) == [(0, [1, 2]), (3, [4]), (5, [6])]
+
+
 def test_rows_after_one_already_taken_are_still_visited():
     offsets, columns = _csr(4, [(0, 1), (2, 3)])
     assert group_around_keepers(np.array([0, 1, 2, 3]), offsets, columns) == [(0, [1]), (2, [3])]

@@ -100,6 +100,9 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
     assert names[0] == "chelsea.jpg" and set(names) <= {"chelsea.jpg", "chelsea_flip.jpg", "chelsea_crop.png"}
     assert all(0 < r["distance"] <= body["threshold"] for r in body["results"])
     assert all(r["evidence"]["inliers"] >= 20 and r["evidence"]["summary"] for r in body["results"])  # verified
+    # and said how far the aligned pictures agree (a re-encoded copy: almost everywhere)
+    assert all(r["evidence"]["agreement"] >= 0.9 and 0 < r["evidence"]["compared"] <= 1
+               and r["evidence"]["shifted"] <= 0.025 for r in body["results"])
     exact = duplicates((photo_dir / "chelsea.jpg").read_bytes(), threshold="exact").json()
     assert exact["results"][0] == {"rank": 1, "id": ids["chelsea.jpg"], "name": "chelsea.jpg",
                                    "folder": photo_dir.name, "distance": 0.0, "evidence": None}

@@ -1,0 +1,107 @@
+"""The picture-against-picture check after a fit, on hand-made gray pictures with known answers."""
+
+import cv2
+import numpy as np
+from lookalike.dedup import capture
+
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def texture(seed: int, size=(200, 256), sigma=2.0) -> np.ndarray:
+    """A gray picture with structure everywhere: smoothed noise stretched over 20..235."""
+    noise = cv2.GaussianBlur(np.random.default_rng(seed).normal(size=size).astype(np.float32), (0, 0), sigma)
+    return (20 + 215 * (noise - noise.min()) / (noise.max() - noise.min())).astype(np.uint8)
+
+
+def size(picture: np.ndarray) -> tuple[int, int]:
+    return picture.shape[1], picture.shape[0]
+
+
+def agree(a: np.ndarray, b: np.ndarray, matrix=IDENTITY) -> capture.Agreement:
+    """:func:`capture.agreement` of two full-size pictures, through their small copies as the verifier uses them."""
+    return capture.agreement(capture.small(a), capture.small(b), matrix, size(a), size(b))
+
+
+def test_small_is_the_long_side_at_SIDE_and_never_enlarged():
+    assert capture.small(texture(0, (200, 256))).shape == (100, capture.SIDE)
+    assert capture.small(texture(0, (256, 64))).shape == (capture.SIDE, 32)
+    assert capture.small(texture(0, (40, 90))).shape == (40, 90)
+
+
+def test_a_picture_agrees_with_itself_and_with_its_brightness_and_contrast_edit():
+    a = texture(1)
+    assert agree(a, a) == capture.Agreement(1.0, 1.0)
+    edited = np.clip(0.6 * a.astype(np.float32) + 70, 0, 255).astype(np.uint8)  # darker contrast, brighter
+    assert agree(a, edited).share == 1.0
+    inverted = 255 - a  # a negative is not the same picture: the correlation is -1 everywhere
+    assert agree(a, inverted).share == 0.0
+
+
+def test_another_picture_does_not_agree():
+    found = agree(texture(1), texture(2))
+    assert found.share < 0.05 and found.compared == 1.0
+
+
+def test_a_replaced_part_disagrees_by_its_share_of_the_picture():
+    a, b = texture(3), texture(3).copy()
+    b[:, :64] = texture(4)[:, :64]  # a quarter of the width: another picture there
+    found = agree(a, b)
+    # windows straddling the seam (half a window, 4 px at 128, each side) may go either way
+    assert 0.75 - 0.04 <= found.share <= 0.75 + 0.04
+
+
+def test_the_fit_maps_the_second_picture_onto_the_first():
+    a = texture(5, (256, 256))
+    shift = np.array([[1.0, 0.0, 30.0], [0.0, 1.0, -20.0]])  # b shows a moved 30 px right, 20 px up
+    b = cv2.warpAffine(a, shift, (256, 256), borderValue=128)
+    assert agree(a, b, shift).share > 0.99
+    assert agree(a, b).share < 0.2  # the same pictures, not aligned
+    half = cv2.resize(a, (128, 128), interpolation=cv2.INTER_AREA)  # a half-size copy
+    assert agree(a, half, np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25]])).share > 0.99
+
+
+def test_a_quarter_turn():
+    a = texture(6)
+    turned = np.ascontiguousarray(np.rot90(a))  # counter-clockwise: (x, y) -> (y, w - 1 - x)
+    w = a.shape[1]
+    assert agree(a, turned, np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, w - 1.0]])).share > 0.99
+    assert agree(a, np.ascontiguousarray(a[:, ::-1])).share < 0.2  # a mirror image, not aligned
+
+
+def test_flat_areas_are_not_compared():
+    a = np.full((200, 256), 255, np.uint8)
+    b = np.full((200, 256), 200, np.uint8)  # a white background replaced by a light gray one
+    assert agree(a, b) == capture.Agreement(1.0, 0.0)  # nothing to compare, so nothing disagrees
+    a[50:150, 60:200] = b[50:150, 60:200] = texture(7, (100, 140))  # the same object on both
+    found = agree(a, b)
+    # the object is compared, not the windows on its outline (there the background shows)
+    assert found.share == 1.0 and 0.2 < found.compared < 0.5
+    b = np.full((200, 256), 160, np.uint8)
+    b[50:150, 60:200] = a[50:150, 60:200]
+    # a darker one crosses the object's own gray levels: a few windows on its outline still disagree
+    assert 0.9 < agree(a, b).share < 1.0
+    b[50:150, 60:200] = texture(8, (100, 140))  # another object in the same place
+    assert agree(a, b).share < 0.3
+
+
+def test_plain_around_tells_borders_from_more_picture():
+    photo = texture(8, (300, 400))
+    inner = photo[50:250, 60:340]  # a crop: the rest of the photo lies around it
+    place = np.array([[1.0, 0.0, 60.0], [0.0, 1.0, 50.0]])  # inner's frame onto the outer one's
+
+    def plain(outer, matrix=place, picture=inner):
+        return capture.plain_around(capture.small(picture), capture.small(outer), matrix, size(picture), size(outer))
+
+    assert not plain(photo)
+    for colour in (0, 255, 117):
+        framed = np.full((300, 400), colour, np.uint8)  # the same picture on plain bars
+        framed[50:250, 60:340] = inner
+        assert plain(framed)
+    window = np.full((300, 400), 236, np.uint8)
+    window[:30] = 60  # a title bar above light margins: not one plain colour
+    window[50:250, 60:340] = inner
+    assert not plain(window)
+    sky = np.tile(np.linspace(90, 200, 300, dtype=np.float32)[:, None], (1, 400)).astype(np.uint8)
+    sky[50:250, 60:340] = inner  # a smooth gradient around it: more picture, not borders
+    assert not plain(sky)
+    assert not plain(photo, IDENTITY, photo)  # nothing lies around
