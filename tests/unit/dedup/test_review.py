@@ -71,7 +71,7 @@ def report(tmp_path):
     copy = photo(folder / "copy.jpg")
     gone = str(folder / "gone.jpg")
     exact_keep, exact_dup = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
-    evidence = Evidence(212, 300, rotation=90, flipped=True, edits=["rotated 90°", "flipped"])
+    evidence = Evidence(212, 300, rotation=90, flipped=True, edits=["rotated 90°", "flipped"], agreement=0.98)
     groups = [Group("near", keep, [Duplicate(hostile, 0.123456, evidence=evidence),
                                    Duplicate(copy, 0.2, match="near", copy_of=hostile, evidence=evidence),
                                    Duplicate(gone, 0.05)]),
@@ -102,8 +102,8 @@ def test_each_card_says_why_and_the_headings_count_the_files(report):
     page = Page(review.render(report))
     why = [f["texts"]["why"] for f in page.figures]
     assert why[0] == why[4] == "kept by the rule: most pixels, best encoding, EXIF date, shorter name"
-    assert why[1] == "distance 0.1235; 212 inliers: rotated 90°, flipped"
-    assert why[2] == f"distance 0.2000; same bytes as {HOSTILE}; 212 inliers: rotated 90°, flipped"
+    assert why[1] == "distance 0.1235; 212 inliers, 98% alike: rotated 90°, flipped"
+    assert why[2] == f"distance 0.2000; same bytes as {HOSTILE}; 212 inliers, 98% alike: rotated 90°, flipped"
     assert why[3] == "distance 0.0500; "  # a one-stage duplicate has no evidence
     assert why[5] == "distance 0.0000; same bytes"
     assert page.headings == ["group 1 · near · 4 files", "group 2 · exact · 2 files"]
