@@ -5,6 +5,8 @@ definitions. Fixtures live in ``conftest.py``."""
 from __future__ import annotations
 
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +14,9 @@ import time
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+
+#: A folder name with brackets Rich would read as markup, spaces and unicode.
+ODD_NAME = "set [s] [bold]x ü 漢"
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse", "hubble_deep_field",
           "immunohistochemistry", "retina", "moon", "text")
@@ -79,6 +84,37 @@ def run_cli(*args, check: bool = True, prefix: list[str] = ()) -> subprocess.Com
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
     return proc
+
+
+def run_cli_utf8(*args, prefix: list[str] = (), limit: int | None = None) -> tuple[int, str, str]:
+    """Run ``python -m lookalike`` with a strict UTF-8 terminal, after the command ``prefix`` and under a
+    file-size ``limit``; (exit code, stdout, stderr) decoded keeping non-UTF-8 bytes as surrogate escapes,
+    as Python does for file names."""
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([*prefix, sys.executable, "-m", "lookalike", *map(os.fspath, args)], capture_output=True,
+                          timeout=600, env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+                          preexec_fn=limited if limit else None)
+    decode = lambda b: b.decode("utf-8", "surrogateescape")  # noqa: E731
+    return proc.returncode, decode(proc.stdout), decode(proc.stderr)
+
+
+def photo_folder(folder, names=("chelsea", "rocket", "coffee")):
+    """``folder``, made, holding the sample photos ``names`` as JPEGs."""
+    folder.mkdir()
+    for name in names:
+        sample_photo(name).save(folder / f"{name}.jpg")
+    return folder
+
+
+def without_root_override() -> list[str]:
+    """A command prefix under which file modes bind even for root (CAP_DAC_OVERRIDE dropped)."""
+    import pytest
+
+    if WITHOUT_READ_OVERRIDE and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file modes do not bind")
+    return WITHOUT_READ_OVERRIDE
 
 
 def free_port() -> int:
