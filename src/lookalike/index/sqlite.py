@@ -67,44 +67,28 @@ def _catalog_error(e: sqlite3.DatabaseError) -> CatalogError:
     return CatalogError(f"the index catalog ({DB_NAME}) cannot be read: {e}; {REMEDY}")
 
 
+def _translated(method):
+    """``method`` raising :class:`CatalogError` for SQLite's errors."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            raise _catalog_error(e) from e
+
+    return call
+
+
 class _Cursor(sqlite3.Cursor):
     """A cursor whose statements and fetches raise :class:`CatalogError` for SQLite's errors."""
 
-    def execute(self, *args):
-        try:
-            return super().execute(*args)
-        except sqlite3.DatabaseError as e:
-            raise _catalog_error(e) from e
-
-    def executemany(self, *args):
-        try:
-            return super().executemany(*args)
-        except sqlite3.DatabaseError as e:
-            raise _catalog_error(e) from e
-
-    def fetchone(self):
-        try:
-            return super().fetchone()
-        except sqlite3.DatabaseError as e:
-            raise _catalog_error(e) from e
-
-    def fetchmany(self, *args):
-        try:
-            return super().fetchmany(*args)
-        except sqlite3.DatabaseError as e:
-            raise _catalog_error(e) from e
-
-    def fetchall(self):
-        try:
-            return super().fetchall()
-        except sqlite3.DatabaseError as e:
-            raise _catalog_error(e) from e
-
-    def __next__(self):
-        try:
-            return super().__next__()
-        except sqlite3.DatabaseError as e:
-            raise _catalog_error(e) from e
+    execute = _translated(sqlite3.Cursor.execute)
+    executemany = _translated(sqlite3.Cursor.executemany)
+    fetchone = _translated(sqlite3.Cursor.fetchone)
+    fetchmany = _translated(sqlite3.Cursor.fetchmany)
+    fetchall = _translated(sqlite3.Cursor.fetchall)
+    __next__ = _translated(sqlite3.Cursor.__next__)
 
 
 class _Connection(sqlite3.Connection):
