@@ -21,6 +21,7 @@ epoch, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike import atomic
 from lookalike.train import omp  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 import torch.nn.functional as F
@@ -163,22 +165,46 @@ def _cached(path: Path, net: EmbeddingNet, spec: ModelSpec, start: int, paths: l
     with torch.no_grad():
         shape = tuple(net.prefix(torch.zeros(1, 3, size, size), start).shape[1:])
     views = 2 if mirrored else 1
-    out = np.lib.format.open_memmap(path, "w+", np.float16, (len(paths), views, *shape) if mirrored else
-                                    (len(paths), *shape))
-    with ThreadPoolExecutor(workers) as pool, torch.no_grad():
-        for at in range(0, len(paths), batch):
-            x = np.stack(list(pool.map(lambda p: _load_input(spec, p), paths[at:at + batch])))
-            if mirrored:
-                x = np.concatenate([x, x[..., ::-1]])
-            x = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
-            acts = net.prefix(x, start).contiguous().numpy().astype(np.float16)
-            n = len(acts) // views
-            out[at:at + n] = np.stack([acts[:n], acts[n:]], axis=1) if mirrored else acts
-            progress("cache", at + n, len(paths), {"name": path.stem})
-    out.flush()
+    out = reserved_memmap(path, (len(paths), views, *shape) if mirrored else (len(paths), *shape))
+    try:
+        with ThreadPoolExecutor(workers) as pool, torch.no_grad():
+            for at in range(0, len(paths), batch):
+                x = np.stack(list(pool.map(lambda p: _load_input(spec, p), paths[at:at + batch])))
+                if mirrored:
+                    x = np.concatenate([x, x[..., ::-1]])
+                x = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+                acts = net.prefix(x, start).contiguous().numpy().astype(np.float16)
+                n = len(acts) // views
+                out[at:at + n] = np.stack([acts[:n], acts[n:]], axis=1) if mirrored else acts
+                progress("cache", at + n, len(paths), {"name": path.stem})
+        out.flush()
+    except BaseException:
+        del out
+        path.unlink(missing_ok=True)
+        raise
     del out
     done.touch()
     return np.load(path, mmap_mode="r")
+
+
+def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new float16 ``.npy`` of ``shape`` at ``path``, memory-mapped for writing, its blocks allocated
+    first: a full disk is an ``OSError`` here (and no file is left), not a SIGBUS on a later page."""
+    out = np.lib.format.open_memmap(path, "w+", np.float16, shape)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot reserve
+                raise
+        finally:
+            os.close(fd)
+    except BaseException:
+        del out
+        path.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def feature_crops(acts: torch.Tensor, size: int, rng: np.random.Generator, scale: float) -> torch.Tensor:
@@ -349,10 +375,15 @@ def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:
 
 
 def _save(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` whole or not at all (a full disk leaves the previous checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with atomic.replacing(path) as f:
+            torch.save(state, f)
+    except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as its own error
+        if isinstance(e.__context__, OSError):
+            raise e.__context__ from None
+        raise
 
 
 def _device(device: str) -> torch.device:

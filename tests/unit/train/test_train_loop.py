@@ -116,3 +116,22 @@ def test_feature_crops_resample_the_chosen_box():
     assert torch.allclose(small, torch.nn.functional.interpolate(x, size=(4, 4), mode="bilinear"), atol=1e-4)
     crops = loop.feature_crops(x, 5, rng, 0.3)
     assert crops.shape == (2, 3, 5, 5) and crops.min() >= x.min() and crops.max() <= x.max()
+
+
+def test_a_full_disk_leaves_no_cut_short_cache_or_checkpoint(small_disk):
+    """The activation cache reserves its blocks before it is written (a full disk is an OSError then,
+    not a SIGBUS on a later page) and is removed when it cannot be made; a checkpoint that does not
+    fit leaves the previous one whole and no temporary file."""
+    import torch
+
+    disk = small_disk(64 * 1024)
+    with pytest.raises(OSError):
+        loop.reserved_memmap(disk / "val.npy", (100, 64, 28, 28))  # 10 MB
+    assert sorted(p.name for p in disk.iterdir()) == [".filler"]
+    loop._save(disk / loop.CHECKPOINT, {"step": 1, "w": torch.arange(10.0)})
+    before = (disk / loop.CHECKPOINT).read_bytes()
+    with pytest.raises(OSError):
+        loop._save(disk / loop.CHECKPOINT, {"step": 2, "w": torch.zeros(1_000_000)})
+    assert (disk / loop.CHECKPOINT).read_bytes() == before
+    assert sorted(p.name for p in disk.iterdir()) == [".filler", loop.CHECKPOINT]
+    assert torch.load(disk / loop.CHECKPOINT, weights_only=True)["step"] == 1
