@@ -190,8 +190,8 @@ def _cached(path: Path, net: EmbeddingNet, spec: ModelSpec, start: int, paths: l
 def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
     """A new float16 ``.npy`` of ``shape`` at ``path``, memory-mapped for writing, its blocks allocated
     first: a full disk is an ``OSError`` here (and no file is left), not a SIGBUS on a later page."""
-    out = np.lib.format.open_memmap(path, "w+", np.float16, shape)
     try:
+        out = np.lib.format.open_memmap(path, "w+", np.float16, shape)  # a full disk can stop its header
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
@@ -201,7 +201,6 @@ def reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
         finally:
             os.close(fd)
     except BaseException:
-        del out
         path.unlink(missing_ok=True)
         raise
     return out

@@ -124,6 +124,10 @@ def test_a_full_disk_leaves_no_cut_short_cache_or_checkpoint(small_disk):
     fit leaves the previous one whole and no temporary file."""
     import torch
 
+    full = small_disk(0)  # not even the header fits
+    with pytest.raises(OSError):
+        loop.reserved_memmap(full / "val.npy", (100, 64, 28, 28))
+    assert sorted(p.name for p in full.iterdir()) == [".filler"]
     disk = small_disk(64 * 1024)
     with pytest.raises(OSError):
         loop.reserved_memmap(disk / "val.npy", (100, 64, 28, 28))  # 10 MB
