@@ -85,6 +85,12 @@ def print_json(value) -> None:
     print(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False)))
 
 
+def print_skipped(skipped) -> None:
+    """Each skipped file, ``(path, reason)``, on a line of stderr."""
+    for path, reason in skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+
+
 def say(label: str, style: str, message: str) -> None:
     """Print ``label: message`` on stderr, the label styled, the message exactly as it is."""
     err.print(Text.assemble((f"{label}:", style), " ", message), soft_wrap=True)

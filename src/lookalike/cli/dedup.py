@@ -9,8 +9,8 @@ import typer
 
 from lookalike.cli import present
 from lookalike.cli.common import (CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt, LayerOpt,
-                                  ModelOpt, QuietOpt, ThreadsOpt, UriOpt, WeightsOpt, check_images, err, fail,
-                                  open_index, print_json, progress_bar)
+                                  ModelOpt, QuietOpt, ThreadsOpt, UriOpt, WeightsOpt, check_images, fail,
+                                  open_index, print_json, print_skipped, progress_bar)
 
 
 def dedup(
@@ -82,6 +82,5 @@ def dedup(
             out["index"] = indexed.to_dict()
         print_json(out)
         return
-    for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    print_skipped(report.skipped)
     present.print_dedup(report)

@@ -12,7 +12,7 @@ import typer
 from lookalike.api import Index
 from lookalike.cli.common import (AnnSetting, CollectionOpt, Device, DeviceOpt, FollowLinksOpt, IndexOpt, JsonOpt,
                                   LayerOpt, ModelOpt, QuietOpt, ThreadsOpt, WeightsOpt, check_images, err, fail,
-                                  ignored_text, print_json, progress_bar, say, timing)
+                                  ignored_text, print_json, print_skipped, progress_bar, say, timing)
 from lookalike.text import plural
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.index.indexer import BATCH
@@ -77,8 +77,7 @@ def index(
     if as_json:
         print_json(report.to_dict())
         return
-    for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    print_skipped(report.skipped)
     if verbose:
         for what, paths in (("added", report.added), ("changed", report.changed), ("removed", report.removed_paths)):
             print("".join(f"{what} {p}\n" for p in paths), end="")
@@ -147,8 +146,7 @@ def embed(
     if as_json:
         print_json(report.to_dict())
         return
-    for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    print_skipped(report.skipped)
     if report.gone:
         say("note", "bold", f"{plural(len(report.gone), 'file')} the shards hold are no longer under {source} (shards only "
             "add: they stay until `lookalike index FOLDER`, or embed into a fresh --out; --json lists them)")
@@ -192,8 +190,7 @@ def ingest(
     if as_json:
         print_json(report.to_dict())
         return
-    for path, reason in report.skipped:
-        err.print(f"skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    print_skipped(report.skipped)
     gone = f", deleted {report.gone} gone from {delete_gone}" if delete_gone is not None else ""
     print(f"written {report.written}, unchanged {report.unchanged}, removed {report.removed}, skipped "
           f"{len(report.skipped)}{gone}; {plural(report.total, 'image')} in collection "

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lookalike.cli import present
 from lookalike.cli.common import (Device, FollowLinksOpt, JsonOpt, LayerOpt, MetricOpt, ModelOpt, QuietOpt,
                                   ThreadsOpt, TorchThreadsOpt, VerboseLeftOutOpt, check_folder, err, fail, no_bar,
-                                  print_json, progress_bar, say)
+                                  print_json, print_skipped, progress_bar, say)
 from lookalike.text import plural
 from lookalike.train.config import TrainConfig
 from lookalike.vectors import MetricName
@@ -87,8 +87,7 @@ def evaluate(
     if as_json:
         print_json(summary)
         return
-    for path, reason in result.index.skipped:
-        err.print(f"skipped {path}: {reason}", soft_wrap=True)
+    print_skipped(result.index.skipped)
     _print_metrics(summary, f"{result.model} on {data} ({metric.value})")
 
 
