@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -21,6 +22,13 @@ def emit(report: dict, out: str | Path | None = None, indent: int | None = 2) ->
     print(text)
     if out:
         Path(out).write_text(text + "\n")
+
+
+def end_of_run() -> dict:
+    """The load average at the end of a run and the CPU seconds this process and its children used."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return {"loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            "cpu_seconds_this_process": round(sum(u.ru_utime + u.ru_stime for u in usage), 1)}
 
 
 def flowers51(path: str | Path | None = None) -> Path:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import emit
+from bench import emit, end_of_run
 
 #: The collection queried and served (HNSW, loaded by one writer).
 QUERIED = "queried"
@@ -341,9 +340,7 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    result["cpu_seconds_this_process"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)
+    result.update(end_of_run())
     emit(result, args.out)
 
 

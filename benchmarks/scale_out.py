@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import FLOWERS51, emit
+from bench import FLOWERS51, emit, end_of_run
 
 
 def _subset(root: Path, limit: int, dest: Path) -> Path:
@@ -190,9 +189,7 @@ def main() -> None:
             result["vectors"] = vectors(args.n, args.dim, args.queries, args.flat_queries, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    result["cpu_seconds_this_process"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)
+    result.update(end_of_run())
     emit(result, args.out)
 
 
