@@ -136,7 +136,7 @@ def bench_kind(spec: str, data: Embeddings, args, queries, truth, far_truth, raw
         path = Path(tmp) / "index.faiss"
         index.save(path)
         disk = path.stat().st_size + Path(str(path) + ".json").stat().st_size
-        del index
+        index = None  # the built index freed before the saved one is loaded
         gc.collect()
         rss1 = rss_bytes()
         index = FaissBackend.load(path)

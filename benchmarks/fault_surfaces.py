@@ -388,8 +388,7 @@ def full_disk(images: Path, work: Path, pristine: Path, only: str = "") -> list[
                 left = _hidden(disk)
                 broken = [p.name for p in found if not (p.name == single and p.read_bytes() == previous)
                           and not _whole(p, reference / p.relative_to(disk))]
-                said = [line for line in done.stderr.splitlines() if not line.startswith("seed: ")]  # show's note
-                ok = done.returncode == 1 and len(said) == 1 and not left and not broken
+                ok = one_line(done) and not left and not broken
             out.append(entry(f"full disk: {what}", f"{free // 1024} KB free of the {need // 1024} KB it writes",
                              None, None, ok, f"one line; {len(found)} whole files, none cut short, no temporaries"
                              if ok else f"exit {done.returncode}, cut short {broken}, left over {left}",

@@ -67,7 +67,13 @@ def digest(path: Path) -> str:
 
 
 def one_line(done: subprocess.CompletedProcess) -> bool:
-    return done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    """Exit 1 with a one-line error and no traceback: stderr is that line alone, or it ends with the one
+    ``error:`` line after what the command printed while it ran (progress, warnings, skipped files)."""
+    lines = done.stderr.strip().splitlines()
+    if done.returncode != 1 or not lines or "Traceback" in done.stderr:
+        return False
+    return len(lines) == 1 or (lines[-1].startswith("error: ")
+                               and not any(line.startswith("error: ") for line in lines[:-1]))
 
 
 def entry(fault: str, done: str, before: set | None, after: set | None, ok: bool, outcome: str,

@@ -5,7 +5,6 @@ Two-stage rules run on real pictures (scikit-image's samples, small) whose perce
 computed for real; the ORB verifier is replaced by :class:`TableVerifier`, which accepts the pairs
 a table lists, so each test states which pairs verify."""
 
-import io
 import math
 import os
 import shutil
@@ -22,7 +21,7 @@ from lookalike.dedup import geometry
 from lookalike.api import Index
 from lookalike.index.embedded import EmbeddedCollection
 from lookalike.dedup import candidates, find
-from lookalike.dedup.find import DuplicateMatches, duplicates_of, duplicates_of_vector, find_duplicates
+from lookalike.dedup.find import duplicates_of, duplicates_of_vector, find_duplicates
 from lookalike.dedup.keep import LOSSLESS, Traits
 from lookalike.dedup.rules import Rule
 from lookalike.images import content_hash
