@@ -104,7 +104,8 @@ def stalled_headers_answered_408(seconds: float = BODY_TIMEOUT) -> type:
             if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
                 return  # closed, or the headers are in (a stalled body is the app's to answer)
             if self.conn.trailing_data[0]:
-                detail = f"request headers incomplete: nothing more received for {seconds:g} s".encode()
+                detail = (f"request headers incomplete {seconds:g} s after the connection opened "
+                          "or its last answer").encode()
                 self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                                      b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(detail), detail))
             self.transport.close()
