@@ -207,9 +207,10 @@ class Index:
         """The dihedral hashes of the indexed files (:class:`lookalike.dedup.phash.HashStore`)."""
         return self.collection.hashes
 
-    def stored(self, image_id: int) -> tuple[np.ndarray, list[int]] | None:
-        """The stored vector of an indexed image and the ids of files with its bytes, or None."""
-        row = self.collection.info(image_id)
+    def stored(self, image_id: int, row: dict | None = None) -> tuple[np.ndarray, list[int]] | None:
+        """The stored vector of an indexed image and the ids of files with its bytes, or None; ``row``:
+        its catalog row (:meth:`info`) when the caller has read it already."""
+        row = row or self.collection.info(image_id)
         same, vector = self.collection.by_hash(row["hash"]) if row is not None else ([], None)
         return None if vector is None else (vector, same)
 

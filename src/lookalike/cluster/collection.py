@@ -45,6 +45,11 @@ CATALOG = ("path", "size", "mtime_ns", "hash", "width", "height")
 METRIC = "cosine"
 #: The property marking a collection of skipped files, naming the collection it belongs to.
 SKIPPED_KEY = "lookalike.skipped_of"
+#: The Milvus consistency level of the query side's reads (searches and look-ups): a read sees every
+#: row written more than the server's grace time before it (``common.gracefulTime``, 5 s by default)
+#: and waits for nothing. ``"Strong"`` would make each read wait for the server's next time tick
+#: (~200 ms on a default server: five reads made one ``serve`` request take a second).
+READ_CONSISTENCY = "Bounded"
 #: Ids per look-up query.
 _IDS = 1024
 _HEX = re.compile(r"[0-9a-f]{1,128}")
@@ -145,15 +150,19 @@ def _model_of(client, uri: str, name: str) -> dict:
 
 class MilvusCollection:
     """The collection ``name`` at ``uri``, opened for searching (see the module docstring);
-    :class:`StoreError` (one line) when it is missing or not lookalike's."""
+    :class:`StoreError` (one line) when it is missing or not lookalike's. Every read has the Milvus
+    consistency level ``consistency`` (:data:`READ_CONSISTENCY`; ``"Strong"`` to see every write
+    acknowledged before each read, at a time tick's wait per read)."""
 
     readonly = True
     local = False
 
-    def __init__(self, uri: str, name: str = DEFAULT_COLLECTION) -> None:
+    def __init__(self, uri: str, name: str = DEFAULT_COLLECTION, consistency: str = READ_CONSISTENCY) -> None:
         from pymilvus.exceptions import MilvusException
 
         self.uri, self.name = uri, name
+        #: Keyword arguments of every read (search, query, query iterator).
+        self.reading = {"consistency_level": consistency}
         self.client = connect(uri)
         try:
             with quiet():
@@ -206,7 +215,7 @@ class MilvusCollection:
 
     def count(self) -> int:
         """Rows in the collection now."""
-        rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        rows = self.client.query(self.name, filter="", output_fields=["count(*)"], **self.reading)
         return int(rows[0]["count(*)"])
 
     def rows(self, ids: Iterable[int], fields: list[str]) -> dict[int, dict]:
@@ -215,7 +224,8 @@ class MilvusCollection:
         found: dict[int, dict] = {}
         for s in range(0, len(ids), _IDS):
             chunk = ids[s:s + _IDS]
-            for row in self.client.query(self.name, filter=f"id in {chunk}", output_fields=["id", *fields]):
+            for row in self.client.query(self.name, filter=f"id in {chunk}", output_fields=["id", *fields],
+                                         **self.reading):
                 found[int(row["id"])] = row
         return found
 
@@ -241,7 +251,8 @@ class MilvusCollection:
         """Ids of files with this content hash, and their (shared) vector."""
         if not _HEX.fullmatch(content_hash):
             return [], None
-        rows = self.client.query(self.name, filter=f'hash == "{content_hash}"', output_fields=["id", "vector"])
+        rows = self.client.query(self.name, filter=f'hash == "{content_hash}"', output_fields=["id", "vector"],
+                                 **self.reading)
         if not rows:
             return [], None
         rows.sort(key=lambda r: int(r["id"]))
@@ -257,7 +268,7 @@ class MilvusCollection:
 
         ids = [int(r["id"]) for page in self.pages(["id", "path"]) for r in page if below(r["path"])]
         skipped = [] if self.skipped is None else \
-            sorted((r["path"], r["error"]) for page in pages(self.client, self.skipped, ["path", "error"])
+            sorted((r["path"], r["error"]) for page in pages(self.client, self.skipped, ["path", "error"], **self.reading)
                    for r in page if below(r["path"]))
         return ids, skipped
 
@@ -285,7 +296,7 @@ class MilvusCollection:
 
     def pages(self, fields: list[str]) -> Iterator[list[dict]]:
         """Every row's ``fields``, a page at a time (a query iterator: one page in memory)."""
-        return pages(self.client, self.name, fields)
+        return pages(self.client, self.name, fields, **self.reading)
 
     def read(self, name: str) -> bytes:
         """The bytes of a file by its stored name (a local path or any pyarrow/fsspec URI);
@@ -306,10 +317,11 @@ class MilvusCollection:
 
 
 def open_index(uri: str, name: str | None = None, threads: int | None = None, device: str = "cpu",
-               weights=None, model: str | None = None):
+               weights=None, model: str | None = None, consistency: str = READ_CONSISTENCY):
     """An :class:`~lookalike.api.Index` over the collection ``name`` at ``uri``, embedding queries with
-    the collection's model; :class:`StoreError` (one line) when the model found here differs."""
+    the collection's model and reading with ``consistency`` (:class:`MilvusCollection`);
+    :class:`StoreError` (one line) when the model found here differs."""
     from lookalike.api import Index
 
-    return Index.over(MilvusCollection(uri, name or DEFAULT_COLLECTION), threads=threads, device=device,
+    return Index.over(MilvusCollection(uri, name or DEFAULT_COLLECTION, consistency), threads=threads, device=device,
                       weights=weights, model=model, check=True)

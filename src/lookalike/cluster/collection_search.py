@@ -113,7 +113,7 @@ class CollectionSearcher:
         c = self.collection
         params = {"params": {"ef": max(limit, ef_search or HNSW_EF)}} if c.vector_index == "hnsw" else None
         hits = c.client.search(c.name, data=[q.tolist() for q in queries], limit=limit, search_params=params,
-                               output_fields=["vector"]) if limit else [[] for _ in queries]
+                               output_fields=["vector"], **c.reading) if limit else [[] for _ in queries]
         return [(np.array([h["id"] for h in row], np.int64),
                  np.asarray([h["entity"]["vector"] for h in row], np.float32).reshape(len(row), c.dim))
                 for row in hits]
@@ -143,7 +143,7 @@ class CollectionSearcher:
             order = np.lexsort((ids, rows))
             return to_csr(len(queries), rows[order], ids[order], np.maximum(dists[order], 0.0))
         hits = c.client.search(c.name, data=[q.tolist() for q in queries], limit=MAX_HITS,
-                               search_params={"params": cosine_range(radius)})
+                               search_params={"params": cosine_range(radius)}, **c.reading)
         rows, ids, dists, unfinished = [], [], [], []
         for q, found in enumerate(hits):
             if len(found) >= MAX_HITS:
@@ -193,7 +193,7 @@ def sample_ids(collection, k: int, rng: np.random.Generator) -> np.ndarray:
         where = " or ".join(f"(id >= {r * width}" + (f" and id < {(r + 1) * width})" if r < ranges - 1 else ")")
                             for r in wanted)
         held: dict[int, list[int]] = {r: [] for r in wanted}
-        for row in collection.client.query(collection.name, filter=where, output_fields=["id"]):
+        for row in collection.client.query(collection.name, filter=where, output_fields=["id"], **collection.reading):
             held[int(row["id"]) // width].append(int(row["id"]))
         for r, slot in zip(picks.tolist(), slots.tolist()):
             members = sorted(held[r])

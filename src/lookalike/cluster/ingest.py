@@ -177,22 +177,27 @@ def write_shard(uri: str, collection: str, location: str, name: str, others: lis
     counts = {"rows": len(keep), "written": 0, "unchanged": 0, "removed": 0, "skipped": []}
     client = connect(uri)
     try:
+        # What the collection holds of the shard's files, read once (each read waits for the server's
+        # next time tick): no other writer of this run writes them.
+        ids = [file_id(stored_name(rows[i]["path"])) for i in keep]
+        held = _held(client, collection, ids, ["hash"])
+        failed = _held(client, skipped_name(collection), ids, [])
         for s in range(0, len(keep), BATCH):
-            _write_batch(client, collection, [rows[i] for i in keep[s:s + BATCH]], vectors[keep[s:s + BATCH]], counts)
+            _write_batch(client, collection, [rows[i] for i in keep[s:s + BATCH]], vectors[keep[s:s + BATCH]],
+                         held, failed, counts)
     finally:
         client.close()
     return counts
 
 
-def _write_batch(client, collection: str, rows: list[dict], vectors: np.ndarray, counts: dict) -> None:
+def _write_batch(client, collection: str, rows: list[dict], vectors: np.ndarray, held: dict[int, dict],
+                 failed: dict[int, dict], counts: dict) -> None:
     """Write one batch of a shard's rows: a good row newer than what the collection holds of its file
-    (a row, or a recorded failure) replaces it; a failure newer than the file's row replaces that row
-    by a record in the skipped files' collection."""
+    (a row in ``held``, or a recorded failure in ``failed``: :func:`_held`, by id) replaces it; a
+    failure newer than the file's row replaces that row by a record in the skipped files' collection."""
     names = [stored_name(r["path"]) for r in rows]
     ids = [file_id(n) for n in names]
     skipped = skipped_name(collection)
-    held = _held(client, collection, ids, ["hash"])
-    failed = _held(client, skipped, ids, [])
     upserts, failures, stale, cleared = [], [], [], []  # rows, failure records, rows and records to delete
     for row, vector, name, i in zip(rows, vectors, names, ids):
         old, bad = held.get(i), failed.get(i)
@@ -230,9 +235,12 @@ def _write_batch(client, collection: str, rows: list[dict], vectors: np.ndarray,
 
 
 def _held(client, collection: str, ids: list[int], fields: list[str]) -> dict[int, dict]:
-    """``path, size, mtime_ns`` and ``fields`` of the rows of ``collection`` with these ids, by id."""
-    return {int(r["id"]): r for r in client.query(collection, filter=f"id in {sorted(set(ids))}",
-                                                   output_fields=["id", "path", "size", "mtime_ns", *fields])}
+    """``path, size, mtime_ns`` and ``fields`` of the rows of ``collection`` with these ids, by id
+    (one query per :data:`BATCH` ids: a shard's in one or two)."""
+    ids = sorted(set(ids))
+    return {int(r["id"]): r for s in range(0, len(ids), 2 * BATCH)
+            for r in client.query(collection, filter=f"id in {ids[s:s + 2 * BATCH]}",
+                                  output_fields=["id", "path", "size", "mtime_ns", *fields])}
 
 
 def _key(row: dict) -> tuple[int, int, str]:

@@ -126,10 +126,11 @@ def cosine_range(radius: float) -> dict:
     return {"radius": 1.0 - radius - 1e-5, "range_filter": 1.0 + 1e-5}
 
 
-def pages(client, name: str, fields: list[str]):
+def pages(client, name: str, fields: list[str], **options):
     """Every row's ``fields`` (dicts) of collection ``name`` (non-negative int64 keys ``id``), a page of
-    rows at a time, through a query iterator (one page in memory)."""
-    iterator = client.query_iterator(name, batch_size=_PAGE, filter="id >= 0", output_fields=fields)
+    rows at a time, through a query iterator (one page in memory; ``options``: the query's, such as
+    ``consistency_level``)."""
+    iterator = client.query_iterator(name, batch_size=_PAGE, filter="id >= 0", output_fields=fields, **options)
     try:
         while page := iterator.next():
             yield page

@@ -121,7 +121,7 @@ class ServerState:
         """Query with the stored vector of an indexed image."""
         row = self.files.info(image_id)
         with self.lock:
-            found = self.index.stored(image_id)
+            found = self.index.stored(image_id, row)
         if found is None:  # removed since
             raise HTTPException(404, f"no image with id {image_id} in the index")
         vector, same = found

@@ -1,7 +1,8 @@
 """A Milvus collection as the system of record, on milvus-lite: shards ingested with no local index
 answer as an index folder loaded from the same shards; re-runs write nothing; the newest row of a
 file wins whatever the order shards come in, and a failure stays recorded; two names of one key
-never replace each other; one image's duplicates never read the whole collection; the random
+never replace each other; one image's duplicates never read the whole collection; a served
+query by id makes four reads, none waiting for a time tick; the random
 sampler is uniform without listing ids; refusals are one line. (The server path, Ray writers and several processes: tests/e2e/test_collection_server.py.)"""
 
 from __future__ import annotations
@@ -228,6 +229,31 @@ def test_random_draws_are_uniform_without_listing_ids(tmp_path, monkeypatch):
     same = collection_search.sample_ids(c, 6, np.random.default_rng(7))
     assert np.array_equal(same, collection_search.sample_ids(c, 6, np.random.default_rng(7)))
     c.close()
+
+
+def test_a_served_query_by_id_reads_four_times_none_waiting_for_a_time_tick(shards, folder_index, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import create_app
+
+    photos, location = shards
+    db = str(tmp_path / "c.db")
+    ingest(location, db, "photos")
+    with open_index(db, "photos") as idx, TestClient(create_app(idx)) as http:
+        client, reads = idx.collection.client, []
+        for name in ("query", "search"):
+            def recorded(*args, call=getattr(client, name), name=name, **options):
+                reads.append((name, options.get("consistency_level")))
+                return call(*args, **options)
+            setattr(client, name, recorded)
+        some = folder_index.query(str(photos / "coffee.jpg"), k=2).results[1]
+        got = http.get("/api/query", params={"id": file_id(some.path), "k": 3}).json()
+        want = folder_index.query_vector(folder_index.stored(some.id)[0], 3)
+        assert [(r["name"], r["distance"]) for r in got["results"]] == \
+            [(m.path.rsplit("/", 1)[1], round(m.distance, 6)) for m in want.results]
+        # the row, the vector of its bytes, the search (candidates with their vectors), the names;
+        # Bounded: none waits for the server's next time tick as Strong reads do
+        assert reads == [("query", "Bounded"), ("query", "Bounded"), ("search", "Bounded"), ("query", "Bounded")]
 
 
 def test_refusals_are_one_line(shards, tmp_path):
