@@ -20,7 +20,8 @@ Parquet shards of 1,000 rows:
 * serve: ``/api/query?id=`` requests per second from 4 loopback clients against 1 and 2
   ``lookalike serve --uri`` processes on the HNSW collection (target: 2 >= 1.6x one).
 
-    python benchmarks/collection.py --n 100000
+    python benchmarks/collection.py --n 100000 --parts load
+    python benchmarks/collection.py --n 100000 --parts query,serve
 """
 
 from __future__ import annotations
@@ -319,8 +320,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--exact-queries", type=int, default=2, help="Exact scans (each reads every vector).")
     ap.add_argument("--serve-seconds", type=float, default=20.0)
+    ap.add_argument("--parts", default="load,query,serve",
+                    help="What to measure, comma-separated: load, query, serve (query and serve share one HNSW "
+                         "collection; split a long run into one run for load and one for query,serve).")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - {"load", "query", "serve"}:
+        ap.error(f"unknown parts: {', '.join(sorted(parts - {'load', 'query', 'serve'}))}")
     from lookalike.cluster.embed import model_spec
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-collection-"))
@@ -333,10 +340,14 @@ def main() -> None:
     try:
         x = synthetic(args.n, identity["dim"])
         write_shards(x, identity, work / "shards")
-        result["load"] = load(work / "shards", uri, args.rounds, args.load_index)
-        result["hnsw"] = hnsw_collection(work / "shards", uri, QUERIED)
-        result["query"] = query(uri, x, args.queries, args.exact_queries)
-        result["serve"] = serve(uri, args.serve_seconds)
+        if "load" in parts:
+            result["load"] = load(work / "shards", uri, args.rounds, args.load_index)
+        if parts & {"query", "serve"}:
+            result["hnsw"] = hnsw_collection(work / "shards", uri, QUERIED)
+        if "query" in parts:
+            result["query"] = query(uri, x, args.queries, args.exact_queries)
+        if "serve" in parts:
+            result["serve"] = serve(uri, args.serve_seconds)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
