@@ -409,3 +409,32 @@ def test_an_image_by_its_address_is_queried_like_an_upload(index, image_server, 
         assert big.status_code == 413 and "over the limit of 200,000 bytes" in big.json()["detail"]
         page = c.post("/api/query/url", data={"url": image_server.url("/page.html")})
         assert page.status_code == 400 and "not an image" in page.json()["detail"]
+
+
+def test_every_query_route_draws_the_random_rows_its_seed_names(index, image_server, ids, photo_dir):
+    """A seed is honoured, and returned, on each route that queries: by id, by upload, by a recent
+    upload's hash and by address. The coffee photo is indexed, so each route queries with its stored
+    vector and the same seed must draw the same rows everywhere; another seed draws others."""
+    coffee = (photo_dir / "coffee.jpg").read_bytes()
+    with TestClient(create_app(index, fetch_urls=True, fetch_private=True)) as c:
+        digest = upload(c, coffee, k=1).json()["query"]["upload"]
+
+        def draws(seed) -> dict[str, dict]:
+            params = {"k": 6, "mode": "random", **({} if seed is None else {"seed": seed})}
+            form = {key: str(value) for key, value in params.items()}
+            return {"id": c.get("/api/query", params={"id": ids["coffee.jpg"], **params}).json(),
+                    "upload": upload(c, coffee, **params).json(),
+                    "recent upload": c.get(f"/api/uploads/{digest}/query", params=params).json(),
+                    "address": c.post("/api/query/url", data={"url": image_server.url("/img.jpg"), **form}).json()}
+
+        for seed in (7, 8):
+            found = draws(seed)
+            assert {route: body["seed"] for route, body in found.items()} == dict.fromkeys(found, seed)
+            assert {route: body["mode"] for route, body in found.items()} == dict.fromkeys(found, "random")
+            rows = {route: [r["id"] for r in body["results"]] for route, body in found.items()}
+            assert len(set(map(tuple, rows.values()))) == 1, rows
+            assert len(rows["id"]) == 6 and len(set(rows["id"])) == 6
+        assert rows["id"] != [r["id"] for r in draws(7)["id"]["results"]]  # seed 8 drew other rows than 7
+        for route, body in draws(None).items():  # no seed: a fresh one, returned, that repeats the draw
+            again = draws(body["seed"])[route]
+            assert isinstance(body["seed"], int) and again["results"] == body["results"], route
