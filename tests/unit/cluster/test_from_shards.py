@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyarrow")
-pytestmark = pytest.mark.slow
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec  # noqa: E402
-from lookalike.cluster.from_shards import index_shards  # noqa: E402
-from lookalike.index.store import StoreError  # noqa: E402
+from lookalike.cluster.from_shards import index_shards, into_store  # noqa: E402
+from lookalike.cluster.shards import Shards, table  # noqa: E402
+from lookalike.index.store import Store, StoreError  # noqa: E402
+
+MODEL = {"name": "hand-made", "layer": "out", "dim": 3}
 
 
 @pytest.fixture()
@@ -31,6 +33,7 @@ def answers(idx: Index, queries) -> list:
             for q in queries for mode in ("nearest", "farthest") for metric in ("cosine", "l2")]
 
 
+@pytest.mark.slow  # the default model
 def test_index_from_shards_answers_as_index_from_folder(photos, tmp_path):
     shards = str(tmp_path / "shards")
     embed(str(photos), shards, model_spec(), "local", shard_rows=5)
@@ -49,6 +52,7 @@ def test_index_from_shards_answers_as_index_from_folder(photos, tmp_path):
         assert (again.indexed, again.unchanged, len(again.skipped)) == (0, len(direct), 1)
 
 
+@pytest.mark.slow  # the default model
 def test_changed_file_reaches_the_index_through_new_shards(photos, tmp_path):
     shards = str(tmp_path / "shards")
     embed(str(photos), shards, model_spec(), "local")
@@ -64,6 +68,7 @@ def test_changed_file_reaches_the_index_through_new_shards(photos, tmp_path):
         assert max(m.distance for m in top) < 1e-6
 
 
+@pytest.mark.slow  # the default model
 def test_ivfpq_index_from_shards(photos, tmp_path):
     shards = str(tmp_path / "shards")
     embed(str(photos), shards, model_spec(), "local")
@@ -75,8 +80,77 @@ def test_ivfpq_index_from_shards(photos, tmp_path):
         assert result.path == str(photos / "coffee.jpg") and result.distance < 1e-6
 
 
+@pytest.mark.slow  # the default model
 def test_shards_of_another_model_are_refused(photos, tmp_path):
     shards = str(tmp_path / "shards")
     embed(str(photos), shards, model_spec(layer="blocks"), "local")
     with Index.open(tmp_path / "idx", create=True) as idx, pytest.raises(StoreError, match="layer blocks"):
         index_shards(idx, shards)
+
+
+def _shard(folder, rows: list[tuple]) -> str:
+    """Write a shard of ``rows`` (path, size, mtime_ns, hash, vector or an error string) into ``folder``;
+    its name."""
+    cols = {"path": [r[0] for r in rows], "size": [r[1] for r in rows], "mtime_ns": [r[2] for r in rows],
+            "hash": [r[3] for r in rows], "width": [4] * len(rows), "height": [4] * len(rows),
+            "error": [r[4] if isinstance(r[4], str) else None for r in rows]}
+    vectors = np.array([r[4] for r in rows if not isinstance(r[4], str)], np.float32).reshape(-1, 3)
+    return Shards(str(folder)).write(table(cols, vectors, MODEL))
+
+
+@pytest.mark.parametrize("order", ["newest in the middle", "newest first", "newest last"])
+def test_a_file_in_several_shards_is_indexed_from_its_newest_row_whatever_the_shard_order(tmp_path, order):
+    """Rows of one file in three shards: the newest (largest mtime, then size, then hash) is the one
+    indexed, whichever place its shard's name sorts in; a file in one shard only is indexed from it."""
+    shards = tmp_path / "shards"
+    written = [_shard(shards, [("/p/a.jpg", 10, 5, "h5", [1, 0, 0]), ("/p/b.jpg", 10, 1, "hb", [0, 0, 1])]),
+               _shard(shards, [("/p/a.jpg", 10, 9, "h9", [0, 1, 0])]),  # the newest row of a.jpg
+               _shard(shards, [("/p/a.jpg", 11, 7, "h7", [0, 0, 2])])]
+    places = {"newest in the middle": "acb", "newest first": "bac", "newest last": "cab"}[order]
+    names = [f"part-{place}.parquet" for place in places]  # the names the shards are read in the order of
+    for old, new in zip(written, names):
+        (shards / old).rename(shards / new)
+    assert Shards(str(shards)).names() == sorted(names)
+    latest, superseded = Shards(str(shards)).newest()
+    assert latest == {"/p/a.jpg": (10, 9, names[1], None), "/p/b.jpg": (10, 1, names[0], None)}
+    assert superseded == {names[0]: ["/p/a.jpg"], names[1]: [], names[2]: ["/p/a.jpg"]}
+    store = Store.create(tmp_path / "ix", MODEL, "hand-made")
+    report = into_store(store, str(shards))
+    assert (report.indexed, sorted(report.added), report.changed, report.skipped) == (2, ["/p/a.jpg", "/p/b.jpg"], [], [])
+    records = store.records()
+    assert {p: (r.size, r.mtime_ns, r.hash) for p, r in records.items()} == {"/p/a.jpg": (10, 9, "h9"),
+                                                                          "/p/b.jpg": (10, 1, "hb")}
+    ids, vectors = store.vectors()
+    by_path = dict(zip(store.paths(ids), vectors.tolist()))
+    assert by_path == {"/p/a.jpg": [0, 1, 0], "/p/b.jpg": [0, 0, 1]}
+    again = into_store(store, str(shards))  # nothing new: every file unchanged, once
+    assert (again.indexed, again.unchanged, again.added, again.changed) == (0, 2, [], [])
+    store.close()
+
+
+@pytest.mark.parametrize("ties", ["same time, larger file", "same time and size, later hash"])
+def test_equal_modification_times_are_decided_by_size_then_hash(tmp_path, ties):
+    shards = tmp_path / "shards"
+    if ties == "same time, larger file":
+        old, new = ("/p/a.jpg", 10, 5, "hz", [1, 0, 0]), ("/p/a.jpg", 12, 5, "ha", [0, 1, 0])
+    else:
+        old, new = ("/p/a.jpg", 10, 5, "h1", [1, 0, 0]), ("/p/a.jpg", 10, 5, "h2", [0, 1, 0])
+    _shard(shards, [old])
+    newest = _shard(shards, [new])
+    assert Shards(str(shards)).latest() == {"/p/a.jpg": (new[1], 5, newest, None)}
+    store = Store.create(tmp_path / "ix", MODEL, "hand-made")
+    into_store(store, str(shards))
+    assert store.records()["/p/a.jpg"].hash == new[3] and store.vectors()[1].tolist() == [[0, 1, 0]]
+    store.close()
+
+
+def test_a_file_skipped_by_a_newer_run_is_recorded_as_skipped_and_a_fixed_one_indexed(tmp_path):
+    shards = tmp_path / "shards"
+    _shard(shards, [("/p/a.jpg", 10, 5, "ha", [1, 0, 0]), ("/p/b.jpg", 10, 5, None, "broken: cut short")])
+    _shard(shards, [("/p/a.jpg", 10, 6, None, "broken: cut short"), ("/p/b.jpg", 11, 6, "hb", [0, 0, 1])])
+    store = Store.create(tmp_path / "ix", MODEL, "hand-made")
+    report = into_store(store, str(shards))
+    assert (report.indexed, report.added, report.skipped) == (1, ["/p/b.jpg"], [("/p/a.jpg", "broken: cut short")])
+    assert store.paths(store.vectors()[0]) == ["/p/b.jpg"]
+    assert into_store(store, str(shards)).skipped == [("/p/a.jpg", "broken: cut short")]  # still said, not written
+    store.close()

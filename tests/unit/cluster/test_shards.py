@@ -122,3 +122,24 @@ def test_a_shard_that_does_not_fit_on_the_disk_leaves_no_temporary(small_disk):
     with pytest.raises(OSError):
         Shards(str(disk / "shards")).write(shard)
     assert [p.name for p in (disk / "shards").iterdir()] == []
+
+
+@pytest.mark.parametrize("shard_rows, sizes", [(2, [2, 2, 2]), (4, [4, 2]), (5, [5, 1]), (6, [6]), (7, [6])])
+def test_an_embedding_run_writes_shards_of_at_most_shard_rows_files(tmp_path, shard_rows, sizes):
+    """Six files (one of them broken: a row all the same) in shards of ``shard_rows`` rows, in listing
+    order, the last one holding the rest; the report counts the shards written."""
+    from helpers import sample_photo, tiny_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "camera", "chelsea", "coffee", "rocket"):
+        sample_photo(name).resize((40, 32)).save(photos / f"{name}.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff cut short")
+    out = tmp_path / "shards"
+    report = embed(str(photos), str(out), model_spec(str(tiny_model(tmp_path / "model"))), "local",
+                   shard_rows=shard_rows)
+    assert (report.embedded, len(report.skipped), report.shards) == (5, 1, len(sizes))
+    found = [paths(Shards(str(out)).read(name)) for name in Shards(str(out)).names()]
+    assert sorted(len(rows) for rows in found) == sorted(sizes)
+    listed = sorted(str(p) for p in photos.iterdir())
+    assert sorted(found) == [listed[i:i + shard_rows] for i in range(0, 6, shard_rows)]  # consecutive files
