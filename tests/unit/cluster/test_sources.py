@@ -1,15 +1,18 @@
-"""Where images and shards live (cluster/sources.py): a URI whose file system needs a package that is
-not installed is one line that names the package."""
+"""Where images and shards live (cluster/sources.py): files listed by path or URI with their sizes,
+files gone from a folder (not from a sibling whose name extends it), and a URI whose file system
+needs a package that is not installed is one line that names the package."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
 pytest.importorskip("pyarrow")
 
-from lookalike.cluster.sources import filesystem  # noqa: E402
+from lookalike.cluster.sources import filesystem, gone, list_files, name_of, read, vanished  # noqa: E402
+from lookalike.images import ImageError  # noqa: E402
 from lookalike.index.store import StoreError  # noqa: E402
 
 
@@ -21,3 +24,48 @@ def test_a_uri_without_its_file_system_package_names_the_package_in_one_line(uri
         filesystem(uri)
     message = str(caught.value)
     assert uri in message and package in message and "\n" not in message, message
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """``photos`` (two images, a text file, a hidden folder's image) and its sibling ``photos2``."""
+    for rel, data in (("photos/a.jpg", b"a" * 3), ("photos/sub/b.png", b"b" * 5), ("photos/notes.txt", b"t"),
+                      ("photos/.cache/c.jpg", b"c"), ("photos2/x.jpg", b"x" * 7)):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    return tmp_path
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_files_are_listed_sorted_with_their_sizes_and_times_by_path_or_uri(folders, as_uri):
+    source = f"file://{folders}/photos" if as_uri else str(folders / "photos")
+    named = (lambda rel: f"file://{folders}/{rel}") if as_uri else (lambda rel: str(folders / rel))
+    found = list(list_files(source))
+    assert [(name, size) for name, size, _ in found] == [(named("photos/a.jpg"), 3), (named("photos/sub/b.png"), 5)]
+    assert [mtime for _, _, mtime in found] == [os.stat(folders / r).st_mtime_ns for r in ("photos/a.jpg",
+                                                                                           "photos/sub/b.png")]
+    assert name_of(source + "/") == named("photos")
+    if as_uri:  # read as bytes (a local file is read as an image: its header is checked first)
+        assert read(found[1][0]) == b"b" * 5
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_files_gone_are_those_under_the_folder_not_in_a_sibling_whose_name_extends_it(folders, as_uri):
+    source = f"file://{folders}/photos" if as_uri else str(folders / "photos")
+    named = (lambda rel: f"file://{folders}/{rel}") if as_uri else (lambda rel: str(folders / rel))
+    held = {named(r) for r in ("photos/a.jpg", "photos/sub/b.png", "photos/old.jpg", "photos/sub/old.png",
+                               "photos2/x.jpg", "photos2/old.jpg", "photo.jpg")}
+    assert gone(held, source) == [named("photos/old.jpg"), named("photos/sub/old.png")]
+    assert vanished(held, source, set()) == sorted(named(r) for r in ("photos/a.jpg", "photos/old.jpg",
+                                                                      "photos/sub/b.png", "photos/sub/old.png"))
+    single = named("photos/a.jpg")  # a source that is one file: gone when it is not listed
+    assert vanished({single}, single, set()) == [single] and vanished({single}, single, {single}) == []
+
+
+def test_a_missing_source_or_file_is_said_plainly(folders):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        list(list_files(str(folders / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        list(list_files(f"file://{folders}/nowhere"))
+    with pytest.raises(ImageError, match="cannot read file"):
+        read(f"file://{folders}/nowhere.jpg")
