@@ -123,3 +123,128 @@ def test_per_class_sample_takes_up_to_k_of_every_class():
     picked = data.per_class(codes, 3, np.random.default_rng(0))
     assert picked.tolist() == sorted(picked.tolist())
     assert np.bincount(codes[picked]).tolist() == [3, 2, 3] and len(set(picked.tolist())) == 8
+
+
+def _gradient(width=200, height=120):
+    """Red = column, green = row (scaled to 0..255): a crop's pixels tell where in the image they came from."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, np.zeros_like(x)], -1).round().astype(np.uint8))
+
+
+def test_augment_crops_within_the_scale_and_aspect_asked_and_flips_about_half_the_time():
+    """Each output is a crop of the image (found from its gradient) covering ``scale`` of the area at
+    an aspect ratio within 3/4..4/3, some portrait and some landscape; about half are mirrored."""
+    img, rng = _gradient(), np.random.default_rng(5)
+    flips, aspects, areas = 0, [], []
+    for _ in range(200):
+        out = np.asarray(data.augment(img, 24, rng, scale=(0.5, 0.8)), float)
+        red, green = out[..., 0].mean(0), out[..., 1].mean(1)
+        flipped = red[0] > red[-1]
+        flips += flipped
+        left, right = sorted((red[0], red[-1]))
+        top, bottom = green[0], green[-1]
+        assert top < bottom  # never upside down
+        w, h = (right - left) / 255 * 200, (bottom - top) / 255 * 120  # the crop's size in pixels, to a pixel
+        areas.append(w * h / (200 * 120))
+        aspects.append(w / h)
+    assert 70 <= flips <= 130
+    assert 0.45 <= min(areas) and max(areas) <= 0.85  # 0.5..0.8 of the area, give or take the edge pixels
+    assert 0.7 <= min(aspects) < 0.95 and 1.05 < max(aspects) <= 1.4
+
+
+def test_a_crop_box_lies_inside_the_image_at_an_aspect_within_the_ratio():
+    rng = np.random.default_rng(0)
+    boxes = [data.crop_box(rng, 300, 200, scale=(0.6, 1.0)) for _ in range(300)]
+    for left, top, right, bottom in boxes:
+        assert 0 <= left < right <= 1 and 0 <= top < bottom <= 1
+        assert 0.6 - 1e-9 <= (right - left) * (bottom - top) <= 1
+        if (left, top, right, bottom) == (0.0, 0.0, 1.0, 1.0):
+            continue  # nothing fitted in ten draws: the whole image, whatever its aspect
+        assert 3 / 4 - 1e-9 <= (right - left) * 300 / ((bottom - top) * 200) <= 4 / 3 + 1e-9
+    square = [data.crop_box(rng, 200, 200, scale=(0.3, 0.7)) for _ in range(100)]  # every aspect fits
+    aspects = [(r - le) / (b - t) for le, t, r, b in square]
+    assert 3 / 4 - 1e-9 <= min(aspects) < 0.85 and 1.2 < max(aspects) <= 4 / 3 + 1e-9  # both ends are drawn
+
+
+def test_a_crop_that_cannot_fit_falls_back_to_the_whole_image_after_ten_draws():
+    rng, again = np.random.default_rng(3), np.random.default_rng(3)
+    assert data.crop_box(rng, 100, 100, scale=(1.0, 1.0), ratio=(2.0, 2.0)) == (0.0, 0.0, 1.0, 1.0)
+    again.uniform(size=20)  # ten draws of an area and a ratio
+    assert rng.random() == again.random()
+
+
+def test_a_class_of_exactly_per_class_images_gives_each_once_per_batch():
+    codes = np.array([0] * 4 + [1] * 4 + [2] * 9)
+    for batch in data.balanced_batches(codes, 8, 4, np.random.default_rng(1)):
+        for c in np.unique(codes[batch]):
+            drawn = batch[codes[batch] == c]
+            assert drawn.size == 4 and np.unique(drawn).size == 4  # no image twice
+    batches = list(data.balanced_batches(codes, 4, 4, np.random.default_rng(2)))  # one class a batch
+    assert len(batches) == 5 and all(b.size == 4 and np.unique(codes[b]).size == 1 for b in batches)
+
+
+def test_per_class_of_no_images_is_an_empty_position_array():
+    picked = data.per_class(np.zeros(0, np.int64), 3, np.random.default_rng(0))
+    assert picked.dtype == np.int64 and picked.shape == (0,)
+
+
+def test_validation_fractions_at_and_past_the_ends():
+    codes = np.repeat(np.arange(6), 5)
+    train, val = data.split(codes, "images", 0)
+    assert train.tolist() == list(range(30)) and val.size == 0
+    for fraction in (1, 1.5, -0.0 + 1.0):
+        with pytest.raises(ValueError, match=rf"^validation fraction must be in \[0, 1\), not {fraction}$"):
+            data.split(codes, "classes", fraction)
+    assert [a.tolist() for a in data.split(codes)] == [a.tolist() for a in data.split(codes, "classes", 0.2, 0)]
+
+
+def test_the_advice_counts_one_image_classes_and_says_one_class():
+    def images(sizes):
+        codes = np.repeat(np.arange(len(sizes)), sizes)
+        return data.LabelledImages("/r", [f"/r/{c}/{i}" for i, c in enumerate(codes)], codes,
+                                   [str(c) for c in range(len(sizes))])
+
+    # sizes 1, 1, 5, 9: median 3 (a class of one image counts); split by images: the 5 lends 1, the 9 lends 2
+    said = data.below_advice(images([1, 1, 5, 9]), "images")
+    assert said.startswith("4 classes of 3 images (the median), of which 2 classes (3 images) held out")
+    one = data.below_advice(images([4, 4, 4, 4, 1]), "images", fraction=0.25, seed=0)
+    assert one.startswith("5 classes of 4 images (the median), of which 4 classes (4 images) held out")
+    # held out by classes, with the seed given: the classes drawn are those split draws with that seed
+    many = images([1] * 10 + [30] * 10)
+    for seed in (1, 2, 3):
+        _, val = data.split(many.codes, "classes", 0.2, seed)
+        n_classes = np.unique(many.codes[val]).size
+        want = "1 class" if n_classes == 1 else f"{n_classes} classes"
+        assert f"of which {want} ({val.size} images) held out" in data.below_advice(many, "classes", 0.2, seed)
+    assert len({data.below_advice(many, "classes", 0.2, s) for s in range(8)}) > 1  # the seed changes what is held
+
+
+def test_labels_keep_the_root_through_a_subset(tmp_path):
+    _tree(tmp_path, ["a/1.png", "a/2.png", "b/1.png", "c/1.png"])
+    images = data.scan(tmp_path)
+    assert images.root == str(tmp_path) and images.subset([0, 3]).root == str(tmp_path)
+    assert images.subset([0, 3]).classes == ["a", "c"] and images.subset([0, 3]).codes.tolist() == [0, 1]
+
+
+def test_one_class_folder_is_refused_without_a_left_out_clause_when_nothing_was_left_out(tmp_path):
+    _tree(tmp_path, ["a/1.png", "a/2.png"])
+    with pytest.raises(ValueError) as caught:
+        data.scan(tmp_path)
+    assert str(caught.value) == (f"{tmp_path} needs at least two class folders of images (DATA/<class>/*.jpg); "
+                                 "found 1")
+
+
+def test_split_limits_hold_exactly_at_their_edges():
+    # by images: a class of exactly 3 lends one image, a class of 2 none; 0.3 of 5 is 1.5, rounded to 2 (even)
+    codes = np.array([0] * 3 + [1] * 2 + [2] * 5)
+    _, val = data.split(codes, "images", 0.3, seed=0)
+    assert np.bincount(codes[val], minlength=3).tolist() == [1, 0, 2]
+    # by classes: 4 classes hold out 2 and keep exactly the 2 training needs; 3 classes cannot
+    _, val = data.split(np.repeat(np.arange(4), 2), "classes", 0.2, seed=0)
+    assert np.unique(np.repeat(np.arange(4), 2)[val]).size == 2
+    with pytest.raises(ValueError, match=r"^3 classes are too few to hold out 2 for validation"):
+        data.split(np.repeat(np.arange(3), 2), "classes", 0.2)
+    # 0.25 of 10 classes is 2.5: rounded to 2 (even), and 0.35 of 10 to 4
+    codes = np.repeat(np.arange(10), 2)
+    assert [np.unique(codes[data.split(codes, "classes", f, 1)[1]]).size for f in (0.25, 0.35)] == [2, 4]
