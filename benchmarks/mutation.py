@@ -87,8 +87,7 @@ MODULES = {
     "src/lookalike/evaluation/__init__.py": [U + "evaluation/test_evaluate.py"],
     # test_evaluate.py's cases with the default model embed real photos: its hand-made and tiny-model cases here
     "src/lookalike/evaluation/evaluate.py": [U + "evaluation/test_evaluate.py", "-k", EVALUATE_FAST],
-    "src/lookalike/evaluation/rerank.py": [U + "evaluation/test_rerank.py", U + "evaluation/test_evaluate.py",
-                                           "-k", "test_rerank or re_ranked"],
+    "src/lookalike/evaluation/rerank.py": [U + "evaluation/test_rerank.py"],
     "src/lookalike/evaluation/retrieval.py": [U + "evaluation/test_retrieval.py"],
     "src/lookalike/index/__init__.py": INDEX_TESTS,
     "src/lookalike/index/approximate.py": [U + "index/test_approximate.py"],

@@ -113,3 +113,22 @@ def test_rerank_reorders_only_the_original_candidates():
     idx_l2_scaled, _ = rerank(X[:10] * 8, k=50, k1=20, metric="l2")
     assert idx_l2.shape == (10, 9)
     np.testing.assert_array_equal(idx_l2, idx_l2_scaled)
+
+
+def test_the_defaults_are_the_papers_over_the_top_100():
+    """k1 = 20, k2 = 6, lambda = 0.3 (Zhong et al. 2017), checked against the dense reference on 80 images
+    (k clipped to the 79 others); and each image's 100 nearest are re-ranked where there are more."""
+    rng = np.random.default_rng(12)
+    centres = rng.standard_normal((8, 6)) * 2
+    X = (centres[np.repeat(np.arange(8), 10)] + rng.standard_normal((80, 6))).astype(np.float32)
+    idx, dist = rerank(X)
+    ref_idx, ref_dist = dense_rerank(X, 79, 20, 6, 0.3, "cosine")
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert rerank(rng.standard_normal((130, 6)).astype(np.float32))[0].shape == (130, 100)
+
+
+@pytest.mark.parametrize("bad", [{"k": 0}, {"k1": 0}, {"k2": 0}, {"lambda_": -0.1}, {"lambda_": 1.1}])
+def test_each_setting_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match="k, k1 and k2 must be >= 1" if "lambda_" not in bad else "lambda_ must lie"):
+        rerank(np.eye(4, dtype=np.float32), **bad)
