@@ -248,3 +248,28 @@ def test_split_limits_hold_exactly_at_their_edges():
     # 0.25 of 10 classes is 2.5: rounded to 2 (even), and 0.35 of 10 to 4
     codes = np.repeat(np.arange(10), 2)
     assert [np.unique(codes[data.split(codes, "classes", f, 1)[1]]).size for f in (0.25, 0.35)] == [2, 4]
+
+
+def test_a_split_holds_out_as_many_different_classes_and_images_as_it_says():
+    """Drawn without replacement: exactly round(fraction x N) different classes (at least 2), or
+    images of each class, whatever the seed."""
+    codes = np.repeat(np.arange(10), 6)
+    for seed in range(30):
+        _, val = data.split(codes, "classes", 0.3, seed)
+        assert np.unique(codes[val]).size == 3 and val.size == 18
+        _, val = data.split(codes, "images", 0.5, seed)
+        assert np.bincount(codes[val], minlength=10).tolist() == [3] * 10
+    with pytest.raises(ValueError) as caught:
+        data.split(np.repeat(np.arange(3), 2), "classes", 0.2)
+    assert str(caught.value) == "3 classes are too few to hold out 2 for validation (use --val-split images or none)"
+
+
+def test_the_advice_names_one_class_in_the_singular():
+    def images(sizes):
+        codes = np.repeat(np.arange(len(sizes)), sizes)
+        return data.LabelledImages("/r", [f"/r/{c}/{i}" for i, c in enumerate(codes)], codes,
+                                   [str(c) for c in range(len(sizes))])
+
+    assert data.below_advice(images([1, 1, 1, 5]), "images").startswith(
+        "4 classes of 1 images (the median), of which 1 class (1 image) held out for validation: less")
+    assert data.below_advice(images([5]), "none").startswith("1 class of 5 images (the median): less")
