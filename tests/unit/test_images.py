@@ -448,3 +448,47 @@ def test_a_fifo_with_an_image_name_is_left_out_with_the_reason(tmp_path):
     left_out = []
     assert list(list_images(root, left_out=left_out)) == [str(root / "a.jpg")]
     assert left_out == [(str(root / "pipe.jpg"), "not a regular file (a FIFO, socket or device)")]
+
+
+def test_read_file_takes_a_file_and_an_image_exactly_at_their_limits(tmp_path):
+    """An image of exactly max_pixels pixels, in a file of exactly 8 bytes a pixel + 16 MiB (PNG
+    padded at its end), is read whole; a pixel or a byte more is refused, saying which limit."""
+    from lookalike.images import FileTooLarge, ImageTooLarge, read_file
+
+    png = io.BytesIO()
+    Image.new("RGB", (10, 12), "teal").save(png, "PNG")
+    limit = 8 * 120 + 16 * 1024 * 1024  # 16,778,176 bytes for 120 pixels
+    at_limit = png.getvalue() + b"\0" * (limit - len(png.getvalue()))
+    (tmp_path / "at.png").write_bytes(at_limit)
+    (tmp_path / "over.png").write_bytes(at_limit + b"\0")
+    assert read_file(tmp_path / "at.png", max_pixels=120) == at_limit
+    with pytest.raises(FileTooLarge) as caught:
+        read_file(tmp_path / "over.png", max_pixels=120)
+    assert str(caught.value) == ("too large: a file over 16,778,176 bytes (8 bytes a pixel at the limit of 120 pixels, "
+                                 "and 16 MiB)")
+    (tmp_path / "small.png").write_bytes(png.getvalue())
+    with pytest.raises(ImageTooLarge) as caught:
+        read_file(tmp_path / "small.png", max_pixels=119)
+    assert str(caught.value) == "too large: 10x12 pixels exceeds the limit of 119"
+
+
+def test_a_damaged_header_and_a_folder_argument_get_one_line_each(tmp_path, monkeypatch):
+    from lookalike.images import folder, read_file
+
+    header = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(header, "BMP")
+    (tmp_path / "damaged.png").write_bytes(header.getvalue()[:20])  # a BMP cut inside its header
+    with pytest.raises(ImageError) as caught:
+        read_file(tmp_path / "damaged.png")
+    assert str(caught.value).startswith("cannot open image: ") and "\n" not in str(caught.value)
+    with pytest.raises(ValueError) as caught:
+        folder(tmp_path / "damaged.png")
+    assert str(caught.value) == f"not a directory: {tmp_path / 'damaged.png'}"
+    monkeypatch.chdir(tmp_path)
+    assert folder(".") == str(tmp_path) and folder(tmp_path) == str(tmp_path)
+
+
+def test_left_out_summary_counts_an_unreadable_folder_whatever_its_reason_says():
+    left_out = [("/a", "cannot read folder: Permission denied"), ("/b", "cannot read folder: [Errno 5] I/O: error"),
+                ("/c", "cannot read folder")]
+    assert left_out_summary(left_out) == "3 unreadable folders"
