@@ -156,3 +156,24 @@ def test_grid_values_are_typed_and_whole_numbers_may_be_written_as_floats():
     for bad in ("epochs=", "=1", "epochs=2.5", "unknown=1"):
         with pytest.raises(ValueError):
             tune.parse_grid([bad])
+
+
+def test_the_bootstrap_is_seeded_and_counts_the_classes():
+    rng = np.random.default_rng(4)
+    best = rng.uniform(0.5, 0.9, 8)
+    trial, base = _classes(*(best + rng.normal(0, 0.1, 8))), _classes(*best)
+    first = tune.compare(trial, base)
+    assert tune.compare(trial, base) == first == tune.compare(trial, base, seed=0)  # the same interval each run
+    assert first["classes"] == 8
+    assert len({tuple(tune.compare(trial, base, seed=s)["interval"]) for s in range(5)}) > 1  # the seed draws
+
+
+def test_each_malformed_grid_entry_gets_its_own_message():
+    cases = {"epochs=": "grid entry 'epochs=' is not NAME=V1,V2,...",
+             "lr=1e-3=2": "bad value in 'lr=1e-3=2': lr takes float values",
+             "model=x": "cannot tune 'model'; choose from: lr, temperature, dim, epochs, unfreeze, train_size, "
+                        "batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment"}
+    for entry, message in cases.items():
+        with pytest.raises(ValueError) as caught:
+            tune.parse_grid([entry])
+        assert str(caught.value) == message
