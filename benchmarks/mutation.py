@@ -56,7 +56,7 @@ EVALUATE_FAST = ("report_calls or report_row or report_table or rows_and_neighbo
 MODULES = {
     "src/lookalike/__init__.py": [U + "test_api.py", U + "test_paths.py"],
     "src/lookalike/__main__.py": CLI_TESTS,
-    "src/lookalike/api.py": [U + "test_api.py", U + "server/test_app.py", U + "evaluation/test_evaluate.py"],
+    "src/lookalike/api.py": [U + "test_api.py"],  # the server and evaluation tests index with the default model
     "src/lookalike/atomic.py": [U + "test_atomic.py"],
     "src/lookalike/fetch.py": [U + "test_fetch.py"],
     "src/lookalike/images.py": [U + "test_images.py"],

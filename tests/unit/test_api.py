@@ -161,3 +161,26 @@ def test_rebuild_wipes_the_index_a_tilde_in_lookalike_index_names(monkeypatch, t
     with Index.open(create=True, rebuild=True) as idx:
         assert len(idx) == 0 and idx.root == tmp_path / "idx"
     assert not (tmp_path / "idx" / "stray.txt").exists()
+
+
+def test_query_by_image_labels_it_keeps_its_own_file_unless_excluded_and_honours_the_seed(index, tmp_path):
+    """``query`` embeds a path, bytes or a PIL image and names it (the path, ``<upload>``, ``<image>``,
+    or the label given); an indexed file with the query's bytes comes first unless ``exclude_self``;
+    a random draw with a seed is the one ``query_vector`` draws for that vector and seed."""
+    idx, vectors, embedder = index
+    red = png((255, 0, 0))
+    red_vector = embedder.embed_images([Image.open(io.BytesIO(red)).convert("RGB")])[0]
+    idx.collection.store.put([Entry("/p/red.png", len(red), 1, content_hash(red), 16, 12, red_vector)])
+    (tmp_path / "red.png").write_bytes(red)
+    queries = {str(tmp_path / "red.png"): tmp_path / "red.png", "<upload>": red,
+               "<image>": Image.open(io.BytesIO(red))}
+    for label, image in queries.items():
+        found = idx.query(image, 3)
+        assert found.query == label and found.results[0].path == "/p/red.png" and found.results[0].distance == 0
+        if label != "<image>":  # a PIL image has no file bytes to match
+            assert "/p/red.png" not in [m.path for m in idx.query(image, 3, exclude_self=True).results]
+        assert idx.query(image, 1, label="mine").query == "mine"
+    drawn = idx.query(red, 6, "random", seed=11)
+    assert drawn.seed == 11
+    assert [m.path for m in drawn.results] == [m.path for m in idx.query_vector(red_vector, 6, "random", seed=11).results]
+    assert [m.path for m in drawn.results] != [m.path for m in idx.query(red, 6, "random", seed=12).results]
