@@ -52,7 +52,7 @@ TRAIN_TESTS = [U + "train/test_train_data.py", U + "train/test_tune.py", U + "tr
 MODEL_TESTS = [U + "models/test_registry.py", U + "models/test_embedder.py", U + "models/test_zoo.py"]
 FID_TESTS = [U + "models/test_inception_fid.py", U + "models/test_zoo.py"]
 EVALUATE_FAST = ("report_calls or report_row or report_table or rows_and_neighbours or exactly_two or extends "
-                 "or re_ranked or without_two")
+                 "or re_ranked or without_two or curves_drawn or curve_stops")
 MODULES = {
     "src/lookalike/__init__.py": [U + "test_api.py", U + "test_paths.py"],
     "src/lookalike/__main__.py": CLI_TESTS,

@@ -370,3 +370,39 @@ def test_re_ranked_figures_are_reported_beside_the_plain_ones(tiny, tmp_path):
     assert out.reranked.metric == "cosine+rerank"
     assert out.to_dict()["rerank"] == {k: round(expected[k], 6) for k in ("recall@1", "recall@5", "recall@10",
                                                                           "map", "map@r", "median_rank")}
+
+
+def test_the_curves_drawn_are_each_results_recall_at_k_up_to_the_images_there_are(hand_made, tmp_path, monkeypatch):
+    """cmc.png draws, for the plain and the re-ranked result, recall@k for k = 1..N-1 (11 of 12 images):
+    the share of queries whose first same-class image is at rank k or better, from the reference ranking."""
+    from dataclasses import replace
+
+    from lookalike.evaluation import retrieval
+
+    evaluation, _ = hand_made
+    other = retrieval.evaluate(evaluation.vectors, evaluation.data.codes, "cosine")  # standing in for a re-rank
+    evaluation = replace(evaluation, reranked=other)
+    drawn = {}
+    monkeypatch.setattr(ev, "_plot_cmc", lambda curves, path: drawn.update(curves))
+    ev.write_report(evaluation, tmp_path / "a" / "b", rows=2, neighbours=2)  # a folder made with its parents
+    ev.write_report(evaluation, tmp_path / "a" / "b", rows=2, neighbours=2)  # and written again
+    assert sorted(drawn) == ["cosine", "l2"]
+    for metric, curve in drawn.items():
+        _, _, _, first = ranking_reference(evaluation.vectors, evaluation.data.codes, metric)
+        want = [float(np.mean(first <= k)) for k in range(1, 12)]
+        np.testing.assert_allclose(curve, want)
+
+
+def test_the_curve_stops_at_rank_50_however_many_images_there_are(tmp_path, monkeypatch):
+    from lookalike.evaluation import retrieval
+    from lookalike.index.indexer import IndexReport
+    from lookalike.train.data import labelled
+
+    vectors = np.random.default_rng(2).standard_normal((60, 4)).astype(np.float32)
+    data = labelled([str(tmp_path / f"c{i % 3}" / f"{i}.png") for i in range(60)], tmp_path)  # no files: grey thumbs
+    evaluation = ev.Evaluation(data, vectors, retrieval.evaluate(vectors, data.codes, "l2"), None, "m", IndexReport(), 1)
+    drawn = {}
+    monkeypatch.setattr(ev, "_plot_cmc", lambda curves, path: drawn.update(curves))
+    ev.write_report(evaluation, tmp_path / "report", rows=1, neighbours=1)
+    _, _, _, first = ranking_reference(vectors, data.codes, "l2")
+    np.testing.assert_allclose(drawn["l2"], [np.mean(first <= k) for k in range(1, 51)])
