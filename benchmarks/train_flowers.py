@@ -8,6 +8,7 @@ of metrics, the gain, training wall and CPU seconds, and the load average, since
 machine wall time depends on what else runs.
 
     python benchmarks/train_flowers.py [--data FOLDER] [--epochs N] [--out result.json]
+    python benchmarks/train_flowers.py --test 1-16     # another split: train 017-051, score 001-016
 
 flowers51 (Oxford 102 Flowers, classes 001-051, 40 images each) is not part of the repository; the
 script says so and exits 2 when it is absent.
@@ -41,7 +42,7 @@ def link_classes(data: Path, names: list[str], into: Path) -> Path:
 
 
 def scores(data: Path, model: str) -> dict:
-    summary = evaluate_folder(data, model).to_dict()
+    summary = evaluate_folder(data, model, follow_links=True).to_dict()  # the split is links to the classes
     return {k: summary[k] for k in ("n_images", "n_classes", *KEYS)} | {"comparative": summary["comparative"]}
 
 
@@ -49,6 +50,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=FLOWERS51)
     p.add_argument("--split", type=int, default=35, help="classes 1..SPLIT train, the rest are evaluated")
+    p.add_argument("--test", metavar="FIRST-LAST", help="evaluate classes FIRST..LAST (counted from 1), "
+                   "train on all the others (instead of --split)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--keep", type=Path, help="write the fine-tuned model directory here (default: a temp dir)")
@@ -60,7 +63,9 @@ def main() -> None:
     args = p.parse_args()
     args.data = flowers51(args.data)
     classes = sorted(d.name for d in args.data.iterdir() if d.is_dir())
-    train_names, test_names = classes[:args.split], classes[args.split:]
+    first, last = (int(x) for x in args.test.split("-")) if args.test else (args.split + 1, len(classes))
+    test_names = classes[first - 1:last]
+    train_names = [c for c in classes if c not in test_names]
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
                             if hasattr(args, f.name)}, val_split="none")
 
@@ -77,14 +82,15 @@ def main() -> None:
         out = args.keep or tmp / "model"
         load_before = os.getloadavg()
         cpu0 = time.process_time()
-        result, _, seconds = train(train_dir, out, config, threads=args.threads)
+        result, _, seconds = train(train_dir, out, config, threads=args.threads, follow_links=True)
         cpu = time.process_time() - cpu0
         load_after = os.getloadavg()
         tuned = scores(test_dir, str(out))
         split = json.loads((out / "lookalike.json").read_text())["split"]
     report = {
         "data": str(args.data),
-        "train_classes": f"{train_names[0]}-{train_names[-1]}",
+        "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"
+                                                                  if train_names[0] < test_names[0] < train_names[-1] else ""),
         "train_images": split["train_images"],
         "test_classes": f"{test_names[0]}-{test_names[-1]}",
         "pretrained": pretrained,
