@@ -245,3 +245,20 @@ def test_an_inlier_minimum_changes_no_decision(chelsea):
             # as 5, a chance direct fit of a flipped copy may (same decision, other evidence)
             if found.inliers >= minimum >= 20:
                 assert found.flipped == full.flipped and found.rotation == full.rotation
+
+
+def test_the_evidence_a_report_shows_is_rounded_to_three_places_and_said_in_one_line():
+    from lookalike.dedup.geometry import Evidence
+
+    e = Evidence(212, 300, rotation=90, flipped=True, scale=0.50049, shown=0.81234, filled=0.99951,
+                 brightness=1.23456, edits=["rotated 90°", "flipped", "cropped (shows 81%)"], agreement=0.98765,
+                 compared=0.4321, shifted=0.01234, borders="added")
+    assert e.to_dict() == {"inliers": 212, "matches": 300, "agreement": 0.988, "shifted": 0.012, "compared": 0.432,
+                           "rotation": 90, "flipped": True, "scale": 0.5, "shown": 0.812, "filled": 1.0,
+                           "brightness": 1.235, "borders": "added",
+                           "edits": ["rotated 90°", "flipped", "cropped (shows 81%)"]}
+    assert e.to_dict()["edits"] is not e.edits  # a copy: the caller may change it
+    assert e.describe() == "212 inliers, 99% alike: rotated 90°, flipped, cropped (shows 81%)"
+    plain = Evidence(40, 41, agreement=0.5)
+    assert plain.to_dict()["borders"] is None and plain.to_dict()["edits"] == []
+    assert plain.describe() == "40 inliers, 50% alike: same framing"
