@@ -46,9 +46,12 @@ from lookalike.vectors import hamming
 LOOSEST = dedup.Rule(0.3, 1)
 SWEEP_NEAREST = (16, 32, 48)
 SWEEP_INLIERS = (12, 20)
-#: (min_agreement, max_shifted) pairs swept; (0, 1): the fit alone, as before the check.
-SWEEP_CHECK = ((0.0, 1.0), (0.85, 0.025), (0.88, 0.025), (0.9, 0.02), (0.9, 0.025), (0.9, 0.03), (0.92, 0.025),
-               (0.94, 0.025))
+#: (min_agreement, max_shifted, max_displaced) swept; (0, 1, 1): the fit alone, as before the check;
+#: (0.9, 0.025, 1): the check before the sub-pixel displacement was measured.
+SWEEP_CHECK = ((0.0, 1.0, 1.0), (0.9, 0.025, 1.0), (0.85, 0.025, 0.25), (0.88, 0.025, 0.25), (0.9, 0.025, 0.15),
+               (0.9, 0.025, 0.2), (0.9, 0.025, 0.25), (0.9, 0.025, 0.3), (0.9, 0.02, 0.25), (0.9, 0.03, 0.25))
+#: The check of the presets, and the one before it; the other candidate caps are swept with these alone.
+SWEEP_MAIN = ((0.0, 1.0, 1.0), (0.9, 0.025, 0.25))
 SWEEP_CLOSE = 0.025
 
 
@@ -122,10 +125,10 @@ class RecordedVerifier(dedup.Verifier):
     def accept(self, keeper: int, others: np.ndarray) -> np.ndarray:
         ok = []
         for other in others.tolist():
-            inliers, flipped, agreement, shifted = self.recorded.get(
-                tuple(sorted((self.paths[keeper], self.paths[other]))), (0, False, 0.0, 1.0))
+            inliers, flipped, agreement, shifted, displaced = self.recorded.get(
+                tuple(sorted((self.paths[keeper], self.paths[other]))), (0, False, 0.0, 1.0, 1.0))
             self.results[keeper, other] = found = geometry.Evidence(inliers, inliers, flipped=flipped, agreement=agreement,
-                                                                    shifted=shifted)
+                                                                    shifted=shifted, displaced=displaced)
             ok.append(self.rule.accepts(found))
         self.checked += len(ok)
         return np.array(ok, bool)
@@ -134,7 +137,7 @@ class RecordedVerifier(dedup.Verifier):
 def verify_pairs(idx: Index, root: Path, extra: list[tuple[str, str]]) -> tuple[dict, dict]:
     """Every candidate pair of :data:`LOOSEST` among distinct contents and the ``extra`` pairs, verified
     once (ORB + RANSAC, mirror tried too, and the agreement of the fit):
-    ({(path, path): (inliers, flipped, agreement, shifted)}, stage figures). Saved under ``root``."""
+    ({(path, path): (inliers, flipped, agreement, shifted, displaced)}, stage figures). Saved under ``root``."""
     saved = root / "pairs.json"
     if saved.exists():
         data = json.loads(saved.read_text())
@@ -163,13 +166,14 @@ def verify_pairs(idx: Index, root: Path, extra: list[tuple[str, str]]) -> tuple[
         found = list(pool.map(lambda p: geometry.compare(feats[p[0]], feats[p[1]]), pairs))
     stages["pairs_verified"] = len(pairs)
     stages["verify_seconds"] = round(time.perf_counter() - tick, 1)
-    recorded = {p: (e.inliers, e.flipped, round(e.agreement, 4), round(e.shifted, 4)) for p, e in zip(pairs, found)}
+    recorded = {p: (e.inliers, e.flipped, round(e.agreement, 4), round(e.shifted, 4), round(e.displaced, 4))
+                for p, e in zip(pairs, found)}
     saved.write_text(json.dumps({"pairs": {"\0".join(k): v for k, v in recorded.items()}, "stages": stages}))
     return recorded, stages
 
 
 def distributions(recorded: dict, truth: dict, scene: dict, source: dict, series: list, hard: dict) -> dict:
-    """Inliers, and agreement and shifted share among pairs of >= 12 inliers, of the verified pairs by kind:
+    """Inliers, and agreement, shifted and displaced share among pairs of >= 12 inliers, of the verified pairs by kind:
     true pairs by edit (a base and its variant), crops of one flowers51 capture, series, built hard pairs,
     and other distinct pairs (same flowers51 species or not)."""
     group_of = {p: g for p, (g, _) in truth.items()}
@@ -179,7 +183,7 @@ def distributions(recorded: dict, truth: dict, scene: dict, source: dict, series
     label |= {tuple(sorted(pair)): f"hard: {kind}" for kind, v in hard.items() for pair in v}
     species = lambda p: source[group_of[p]].split("/")[0]  # noqa: E731
     by: dict = defaultdict(list)
-    for (p, q), (inliers, _, agreement, shifted) in recorded.items():
+    for (p, q), (inliers, _, agreement, shifted, displaced) in recorded.items():
         if (p, q) in label:
             kind = label[p, q]
         elif group_of[p] == group_of[q]:
@@ -188,13 +192,14 @@ def distributions(recorded: dict, truth: dict, scene: dict, source: dict, series
             kind = "same capture (flowers51 crops)"
         else:
             kind = "distinct, same species" if species(p) == species(q) else "distinct, other"
-        by[kind].append((inliers, agreement, shifted))
+        by[kind].append((inliers, agreement, shifted, displaced))
     out = {}
     for kind, values in sorted(by.items()):
         v = np.array(values, np.float64)
         fitted = v[v[:, 0] >= 12]
         out[kind] = {"inliers": _q(v[:, 0], (1, 5, 50, 99)), "agreement_at_12_inliers": _q(fitted[:, 1], (1, 5, 50, 99)),
-                     "shifted_at_12_inliers": _q(fitted[:, 2], (50, 95, 99))}
+                     "shifted_at_12_inliers": _q(fitted[:, 2], (50, 95, 99)),
+                     "displaced_at_12_inliers": _q(fitted[:, 3], (50, 95, 99))}
     return out
 
 
@@ -215,11 +220,11 @@ def sweep(idx: Index, recorded: dict, judge) -> list[dict]:
     try:
         for nearest in SWEEP_NEAREST:
             for inliers in SWEEP_INLIERS:
-                for agreement, shifted in SWEEP_CHECK:
-                    if nearest != 32 and (agreement, shifted) not in ((0.0, 1.0), (0.9, 0.025)):
+                for agreement, shifted, displaced in SWEEP_CHECK:
+                    if nearest != 32 and (agreement, shifted, displaced) not in SWEEP_MAIN:
                         continue
                     rule = dedup.Rule(LOOSEST.radius, inliers, nearest=nearest, close=SWEEP_CLOSE,
-                                      min_agreement=agreement, max_shifted=shifted)
+                                      min_agreement=agreement, max_shifted=shifted, max_displaced=displaced)
                     rep = dedup.find_duplicates(idx, rule, verifier=lambda paths, r: RecordedVerifier(paths, r, recorded))
                     out.append({"rule": rule.to_dict(), **judge(rep), "pairs_verified": rep.stages["pairs_verified"]})
     finally:
@@ -242,9 +247,9 @@ def suggest(cal: dict, rows: list[dict]) -> dict:
     safe = clean or rows
     best = max(r["recall"] for r in safe)
     key = lambda r: (sum(r["hard_grouped"].values()), r["pairs_verified"], -r["rule"]["min_agreement"],  # noqa: E731
-                     r["rule"]["max_shifted"], -r["rule"]["min_inliers"])
+                     r["rule"]["max_shifted"], r["rule"]["max_displaced"], -r["rule"]["min_inliers"])
     near = min((r for r in safe if r["recall"] >= best - 0.01), key=key)
-    check = ("nearest", "min_agreement", "max_shifted")
+    check = ("nearest", "min_agreement", "max_shifted", "max_displaced")
     same = [r for r in rows if all(r["rule"][k] == near["rule"][k] for k in check)]
     similar = min([r for r in same if r["precision"] >= 0.99] or [near], key=lambda r: r["rule"]["min_inliers"])
     return {"exact": round(cal["distinct_nearest"]["p0.1"] / 2, 3), "near": near["rule"], "similar": similar["rule"],
@@ -308,15 +313,16 @@ def _print(result: dict) -> None:
     err = sys.stderr
     for kind, d in result["distributions"].items():
         i, a = d["inliers"], d["agreement_at_12_inliers"]
-        sh = d["shifted_at_12_inliers"]
+        sh, dp = d["shifted_at_12_inliers"], d["displaced_at_12_inliers"]
         agree = (f"agreement p1 {a['p1']:.3f} p5 {a['p5']:.3f} p50 {a['p50']:.3f} max {a['max']:.3f}, shifted p99 "
-                 f"{sh['p99']:.3f} max {sh['max']:.3f} (n {a['n']})" if a["n"] else "")
+                 f"{sh['p99']:.3f} max {sh['max']:.3f}, displaced p50 {dp['p50']:.3f} p99 {dp['p99']:.3f} max "
+                 f"{dp['max']:.3f} (n {a['n']})" if a["n"] else "")
         print(f"{kind:<28} inliers p50 {i['p50']:>5.0f} p99 {i['p99']:>5.0f} max {i['max']:>4.0f} (n {i['n']:>6})  {agree}",
               file=err)
     for r in result.get("sweep", []):
         rule = r["rule"]
         print(f"  nearest {rule['nearest'] or '-':<3} inliers >= {rule['min_inliers']:<3} agreement >= "
-              f"{rule['min_agreement']:<5} shifted <= {rule['max_shifted']:<6} P {r['precision']:.4f} R {r['recall']:.4f} (upright {r['recall_rotations_aside']:.4f})"
+              f"{rule['min_agreement']:<5} shifted <= {rule['max_shifted']:<6} displaced <= {rule['max_displaced']:<5} P {r['precision']:.4f} R {r['recall']:.4f} (upright {r['recall_rotations_aside']:.4f})"
               f" rot90 {r['recall_per_transform'].get('rot90', 0):.2f} flip {r['recall_per_transform'].get('flip', 0):.2f}"
               f" series {r['series_grouped']} hard {sum(r['hard_grouped'].values())} verified {r['pairs_verified']}",
               file=err)

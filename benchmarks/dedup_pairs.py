@@ -152,7 +152,8 @@ def decide(a, b) -> dict:
     fit = geometry.compare(fa, fb, NEAR.min_inliers, 0.0)
     found = geometry.compare(fa, fb, NEAR.min_inliers, NEAR.min_agreement)
     return {"fit": fit.inliers >= NEAR.min_inliers, "near": NEAR.accepts(found), "inliers": found.inliers,
-            "agreement": round(found.agreement, 3), "shifted": round(found.shifted, 3)}
+            "agreement": round(found.agreement, 3), "shifted": round(found.shifted, 3),
+            "displaced": round(found.displaced, 3)}
 
 
 def score(rows: dict, copies: bool) -> dict:

@@ -10,8 +10,11 @@ and their local normalised cross-correlation is measured in every :data:`WINDOW`
 overlap where either picture has structure. A copy agrees almost everywhere: brightness, contrast
 and colour edits leave the correlation unchanged, a watermark or a caption disagrees in its own
 place. Another shot disagrees wherever something moved or lies at another depth, and much of that
-is the same thing a few pixels away (*shifted*), which an overlay never is. Plain areas are not
-compared, nor the outline of what stands on a plain background replaced by another.
+is the same thing a few pixels away (*shifted*), which an overlay never is. A displacement below
+about a pixel still correlates, so in the windows that agree the displacement itself is measured
+(*displaced*): a copy's is one smooth field (the fit's own error), another shot's varies with depth
+and motion. Plain areas are not compared, nor the outline of what stands on a plain background
+replaced by another.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ MIN_WINDOWS = 50
 #: A window that disagrees but correlates by SHIFTED once moved by up to SHIFT pixels (at SIDE) shows
 #: the same thing displaced: parallax, or something that moved a little between two shots.
 SHIFT, SHIFTED = 3, 0.9
+#: A window that agrees is *displaced* when what it shows lies this many pixels (of the detail both
+#: pictures have) from where the fit puts it, once the fit's own error (the affine field of
+#: displacements that best explains them) is taken out; measured only where the window has a corner
+#: (its smaller gradient eigenvalue at least CORNER, gray levels squared per pixel squared), since
+#: along a plain edge a displacement cannot be told.
+DISPLACED, CORNER = 0.3, 10.0
+#: The displacement is measured in every STRIDE-th window across and down (they overlap).
+STRIDE = 2
 #: Borders around a picture: this share of their pixels within this many gray levels of their median.
 PLAIN_SHARE, PLAIN_LEVELS = 0.98, 6
 #: A pixel is plain where its 5 x 5 neighbourhood's gray level varies by less than this (sigma 2).
@@ -49,11 +60,14 @@ class Agreement:
     overlap (in the first picture) that has structure, and ``shifted`` the share of the structured
     windows that disagree but show the same thing a few pixels away (:data:`SHIFT`): an overlay
     (a watermark, a caption) differs without that, another shot from a step aside (parallax) or
-    moments later (a leaf in the wind) with it."""
+    moments later (a leaf in the wind) with it. ``displaced`` is the share of the structured windows
+    that agree but show their content :data:`DISPLACED` or more from where the fit puts it
+    (:func:`_displaced`): parallax or motion under a pixel or two, which leaves the correlation high."""
 
     share: float
     compared: float
     shifted: float = 0.0
+    displaced: float = 0.0
 
 
 def small(gray: np.ndarray) -> np.ndarray:
@@ -97,7 +111,54 @@ def agreement(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, size_a: tuple[in
     ncc = (_mean(x * y) - mx * my) / np.sqrt(np.maximum(vx, 1.0) * np.maximum(vy, 1.0))
     apart = structured & (ncc < AGREE)
     differ = int(apart.sum())
-    return Agreement(1.0 - differ / n, compared, _shifted(x, y, apart) / n if differ else 0.0)
+    grid = np.zeros_like(structured)
+    grid[::STRIDE, ::STRIDE] = True  # neighbouring windows overlap: every other one in each direction
+    return Agreement(1.0 - differ / n, compared, _shifted(x, y, apart) / n if differ else 0.0,
+                     _displaced(x, y, structured & ~apart & grid, target) / max(int((structured & grid).sum()), 1))
+
+
+def _displaced(x: np.ndarray, y: np.ndarray, agree: np.ndarray, detail: float) -> int:
+    """How many of the ``agree`` windows show ``y``'s content displaced from ``x``'s by :data:`DISPLACED`
+    or more pixels of the detail both pictures have (``detail`` of them per pixel of ``x``).
+
+    Per window, ``y`` is regressed on ``x`` and on the gradient and Laplacian of the two pictures'
+    mean (``y ~ a x + b + a (d . grad) + c lap``: a contrast change, a displacement ``d`` of under
+    a pixel or two, a difference in blur). The windows' displacements are then fitted by one affine
+    field, refitted on its best 70 % (a fit off by a fraction of a pixel, or a scale off by a
+    fraction of a percent), and what remains is the window's own displacement."""
+    import cv2
+
+    rows, cols = np.nonzero(agree)
+    if len(rows) < MIN_WINDOWS:
+        return 0
+    mean = 0.5 * (x + y)
+    regressors = [x, cv2.Sobel(mean, cv2.CV_32F, 1, 0, ksize=3, scale=0.125),
+                  cv2.Sobel(mean, cv2.CV_32F, 0, 1, ksize=3, scale=0.125), cv2.Laplacian(mean, cv2.CV_32F, ksize=1)]
+    means = [_mean(r)[rows, cols] for r in regressors]
+    my = _mean(y)[rows, cols]
+    k = len(regressors)
+    cov = np.empty((len(rows), k, k), np.float64)
+    rhs = np.empty((len(rows), k), np.float64)
+    for i in range(k):
+        for j in range(i, k):
+            cov[:, i, j] = cov[:, j, i] = _mean(regressors[i] * regressors[j])[rows, cols] - means[i] * means[j]
+        rhs[:, i] = _mean(regressors[i] * y)[rows, cols] - means[i] * my
+    # the gradient's covariance once x is accounted for: its smaller eigenvalue says whether a corner is there
+    g = cov[:, 1:3, 1:3] - cov[:, 1:3, :1] @ cov[:, :1, 1:3] / np.maximum(cov[:, :1, :1], 1e-6)
+    half, det = 0.5 * (g[:, 0, 0] + g[:, 1, 1]), g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] ** 2
+    corner = half - np.sqrt(np.maximum(half * half - det, 0.0)) >= CORNER * detail * detail
+    solved = np.linalg.solve(cov[corner] + 1e-3 * np.eye(k), rhs[corner][:, :, None])[:, :, 0]
+    gain = solved[:, 0]
+    ok = gain > 0.2  # y follows x (a negative or a flat answer says nothing about displacement)
+    if ok.sum() < MIN_WINDOWS:
+        return 0
+    shift = solved[ok, 1:3] / gain[ok, None]
+    where = np.column_stack([cols[corner][ok], rows[corner][ok], np.ones(int(ok.sum()))]).astype(np.float64)
+    field = np.linalg.lstsq(where, shift, rcond=None)[0]
+    left = np.linalg.norm(shift - where @ field, axis=1)
+    best = left <= np.percentile(left, 70)
+    field = np.linalg.lstsq(where[best], shift[best], rcond=None)[0]
+    return int(np.count_nonzero(np.linalg.norm(shift - where @ field, axis=1) * detail >= DISPLACED))
 
 
 def _replaced(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -66,8 +66,10 @@ class Evidence:
     ``scale`` B's pixels per A pixel (the files' own pixels), ``brightness`` the median ratio of B's
     to A's gray level at the inliers, ``agreement`` the share of the overlap where the aligned
     pictures agree, ``shifted`` the share where they differ but show the same thing a few pixels
-    away (parallax, a little motion: another shot) and ``compared`` the share of the overlap that
-    has structure to compare (:func:`lookalike.dedup.capture.agreement`). ``borders`` is ``"added"`` when B is A on plain
+    away and ``displaced`` the share where they agree but what they show lies a fraction of a pixel
+    or more away from where the fit puts it (parallax, a little motion: another shot), and
+    ``compared`` the share of the overlap that has structure to compare
+    (:func:`lookalike.dedup.capture.agreement`). ``borders`` is ``"added"`` when B is A on plain
     bars or padding, ``"removed"`` when B is A without A's own plain borders
     (:func:`lookalike.dedup.capture.plain_around`)."""
 
@@ -84,10 +86,11 @@ class Evidence:
     compared: float = 0.0
     shifted: float = 0.0
     borders: str = ""
+    displaced: float = 0.0
 
     def to_dict(self) -> dict:
         return {"inliers": self.inliers, "matches": self.matches, "agreement": round(self.agreement, 3),
-                "shifted": round(self.shifted, 3), "compared": round(self.compared, 3),
+                "shifted": round(self.shifted, 3), "displaced": round(self.displaced, 3), "compared": round(self.compared, 3),
                 "rotation": self.rotation, "flipped": self.flipped,
                 "scale": round(self.scale, 3), "shown": round(self.shown, 3), "filled": round(self.filled, 3),
                 "brightness": round(self.brightness, 3), "borders": self.borders or None, "edits": list(self.edits)}
@@ -212,7 +215,7 @@ def _fit(a: Features, b: Features, flipped: bool, min_inliers: int = 0) -> Evide
         edits.append(f"{'brighter' if brightness > 1 else 'darker'} ×{brightness:.2f}")
     return Evidence(int(inlier.sum()), len(src_index), int(rotation_deg) % 360, flipped, real_scale, shown, filled,
                     brightness, edits, alike.share, alike.compared, alike.shifted,
-                    "added" if added else "removed" if removed else "")
+                    "added" if added else "removed" if removed else "", alike.displaced)
 
 
 def _detail(f: Features) -> float:

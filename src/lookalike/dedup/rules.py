@@ -24,8 +24,9 @@ class Rule:
     within ``hash_radius`` bits, each confirmed by at least ``min_inliers`` ORB matches consistent
     with one similarity transform (:mod:`lookalike.dedup.geometry`) under which the two pictures agree on at
     least ``min_agreement`` of their overlap and differ by a displacement of a few pixels (parallax,
-    motion) on at most ``max_shifted`` of it (:mod:`lookalike.dedup.capture`: one capture, not
-    another shot of the same scene)."""
+    motion) on at most ``max_shifted`` of it and by one of under a pixel or two on at most
+    ``max_displaced`` (:mod:`lookalike.dedup.capture`: one capture, not another shot of the same
+    scene)."""
 
     radius: float
     min_inliers: int = 0
@@ -34,6 +35,7 @@ class Rule:
     close: float = 0.0
     min_agreement: float = 0.0
     max_shifted: float = 1.0
+    max_displaced: float = 1.0
 
     @property
     def verified(self) -> bool:
@@ -42,14 +44,14 @@ class Rule:
     def accepts(self, evidence: Evidence) -> bool:
         """Whether a verification's :class:`~lookalike.dedup.geometry.Evidence` confirms a candidate pair."""
         return (evidence.inliers >= self.min_inliers and evidence.agreement >= self.min_agreement
-                and evidence.shifted <= self.max_shifted)
+                and evidence.shifted <= self.max_shifted and evidence.displaced <= self.max_displaced)
 
     def describe(self) -> str:
         if not self.verified:
             return f"cosine distance <= {self.radius}"
         among = f" (among either file's {self.nearest} nearest, or <= {self.close})" if self.nearest else ""
-        agree = (f", the aligned pictures alike on >= {self.min_agreement:.0%} and displaced on <= "
-                 f"{self.max_shifted:.1%}" if self.min_agreement else "")
+        agree = (f", the aligned pictures alike on >= {self.min_agreement:.0%}, shifted on <= "
+                 f"{self.max_shifted:.1%} and displaced on <= {self.max_displaced:.0%}" if self.min_agreement else "")
         return (f"cosine distance <= {self.radius}{among} or a rotated/flipped hash within {self.hash_radius} "
                 f"bits, then >= {self.min_inliers} ORB inliers{agree}")
 
@@ -57,6 +59,7 @@ class Rule:
         return {"radius": self.radius, "min_inliers": self.min_inliers,
                 "min_agreement": self.min_agreement if self.verified else None,
                 "max_shifted": self.max_shifted if self.verified else None,
+                "max_displaced": self.max_displaced if self.verified else None,
                 "hash_radius": self.hash_radius if self.verified else None,
                 "nearest": self.nearest or None, "close": self.close if self.nearest else None}
 
@@ -75,8 +78,8 @@ class Rule:
 PRESETS: dict[tuple[str, str], dict[str, Rule]] = {
     ("efficientnet-lite0", "pool"): {
         "exact": Rule(0.025),
-        "near": Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025),
-        "similar": Rule(0.3, 12, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025)},
+        "near": Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25),
+        "similar": Rule(0.3, 12, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25)},
 }
 
 

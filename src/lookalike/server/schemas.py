@@ -112,6 +112,8 @@ class Evidence(BaseModel):
     compared: float = Field(description="Share of the overlap that has structure to compare (plain areas are not).")
     shifted: float = Field(description="Share of those windows that disagree but show the same thing a few pixels "
                            "away (parallax, a little motion): another shot, not an edit.")
+    displaced: float = Field(description="Share of those windows that agree but show their content a fraction of a "
+                             "pixel or more from where the fit puts it (parallax, motion under a pixel or two).")
     rotation: int
     flipped: bool
     scale: float = Field(description="The duplicate's pixels per pixel of the kept file (the files' own pixels).")

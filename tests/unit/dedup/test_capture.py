@@ -105,3 +105,40 @@ def test_plain_around_tells_borders_from_more_picture():
     sky[50:250, 60:340] = inner  # a smooth gradient around it: more picture, not borders
     assert not plain(sky)
     assert not plain(photo, IDENTITY, photo)  # nothing lies around
+
+
+def layered(step: int, size=(200, 256)) -> tuple[np.ndarray, np.ndarray]:
+    """Two shots of a textured thing (a disc, 40 % of the picture) before a textured backdrop, from
+    a step aside: between them the thing moves ``step`` pixels against the backdrop."""
+    back, thing = texture(9, size), texture(10, size)
+    disc = np.zeros(size, np.uint8)
+    cv2.circle(disc, (size[1] // 2, size[0] // 2), 80, 255, -1)
+    shots = []
+    for dx in (0, step):
+        moved = cv2.warpAffine(thing, np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0]]), size[::-1], borderMode=cv2.BORDER_REFLECT)
+        shots.append(np.where(cv2.warpAffine(disc, np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0]]), size[::-1]) > 127,
+                              moved, back))
+    return shots[0], shots[1]
+
+
+def test_a_displacement_under_a_pixel_agrees_but_is_displaced():
+    a, b = layered(1)  # 1 px here, half a pixel at the 128 px compared
+    found = agree(a, b)
+    # the correlation alone cannot tell: the blurred texture moved by half a pixel correlates above AGREE
+    assert found.share == 1.0 and found.shifted == 0.0
+    # the disc is 39 % of the picture: its windows are displaced, the backdrop's are not
+    assert 0.3 <= found.displaced <= 0.45, found
+    assert agree(*layered(2)).displaced > 0.5  # a pixel at 128
+    assert agree(a, a).displaced == 0.0
+    assert agree(*layered(6)).share < 0.8  # 3 px at 128: the correlation falls
+
+
+def test_a_copy_is_not_displaced_by_a_fit_a_little_off_nor_by_contrast():
+    a = texture(11)
+    contrast = np.clip(0.7 * a.astype(np.float32) + 50, 0, 255).astype(np.uint8)
+    # the fit off by 0.6 px and 0.5 % of scale (as RANSAC can be): one smooth field of displacements, taken out
+    off = np.array([[1.005, 0.0, 0.6], [0.0, 1.005, -0.4]])
+    found = agree(a, contrast, off)
+    assert found.share > 0.95 and found.displaced < 0.02, found
+    half = cv2.resize(a, (128, 100), interpolation=cv2.INTER_AREA)
+    assert agree(a, half, np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25]])).displaced < 0.02

@@ -132,6 +132,18 @@ def test_another_shot_of_the_same_thing_fits_one_transform_but_the_pictures_disa
     assert found.agreement < NEAR.min_agreement - 0.01 and not NEAR.accepts(found), found
 
 
+def test_a_step_aside_of_under_a_pixel_agrees_but_is_displaced():
+    """A face before the sky, shot twice from a step aside: the sky moves 1 px, the face 4 (in 480 px:
+    under a pixel at the 128 px compared). The pictures still correlate everywhere; the face's
+    content is displaced against the sky's."""
+    sky = sample_photo("hubble_deep_field").resize((520, 400))
+    face = _cutout(sample_photo("astronaut"), (140, 20, 340, 220), 200)
+    a, b = (_pasted(sky.crop((20 + dx, 20, 500 + dx, 380)), face, (140 + step, 80)) for dx, step in ((0, 0), (1, 4)))
+    found = geometry.compare(geometry.features(a), geometry.features(b), NEAR.min_inliers, NEAR.min_agreement)
+    assert found.inliers >= 100 and found.agreement >= NEAR.min_agreement and found.shifted <= NEAR.max_shifted, found
+    assert found.displaced > NEAR.max_displaced + 0.1 and not NEAR.accepts(found), found
+
+
 def test_an_object_on_another_plain_background_is_one_picture():
     cat = sample_photo("chelsea")
     thing = _cutout(cat, (80, 20, 400, 300), 280)
@@ -197,6 +209,7 @@ def test_edited_copies_verify_with_readable_evidence(chelsea, edit, check):
     assert check(found), found
     # one capture: the pictures agree, but where a watermark covers them (an opaque box of 4 %)
     assert found.agreement >= (0.95 if edit is _watermark else 0.97) and NEAR.accepts(found), found
+    assert found.displaced < NEAR.max_displaced / 2, found
     assert found.describe().startswith(f"{found.inliers} inliers, {found.agreement:.0%} alike")
 
 
