@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,8 @@ def main() -> None:
     ap.add_argument("--hard-pairs", type=int, default=30, help="built hard pairs of each kind")
     ap.add_argument("--max-bases", type=int, help="use at most this many distinct bases (quick runs)")
     ap.add_argument("--no-sweep", action="store_true", help="only the presets (and the distributions)")
+    ap.add_argument("--presets-only", action="store_true",
+                    help="only the presets run for real, and near without its displacement limit (no pair verified twice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir, removed)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
@@ -287,18 +290,22 @@ def main() -> None:
             result["calibration"] = cal = calibrate(truth, scene, unit)
             base_of = {g: p for p, (g, t) in truth.items() if t == "base"}
             extra = [(base_of[a], base_of[b]) for a, b in series] + [tuple(p) for v in hard.values() for p in v]
-            recorded, result["verified"] = verify_pairs(idx, workdir / "calib", extra)
-            result["distributions"] = distributions(recorded, truth, scene, extras["source"], series, hard)
             judge = lambda rep: evaluate(rep, truth, scene, series, hard)  # noqa: E731
-            if not args.no_sweep:
+            if not args.presets_only:
+                recorded, result["verified"] = verify_pairs(idx, workdir / "calib", extra)
+                result["distributions"] = distributions(recorded, truth, scene, extras["source"], series, hard)
+            if not args.no_sweep and not args.presets_only:
                 result["sweep"] = sweep(idx, recorded, judge)
                 result["suggested"] = suggest(cal, result["sweep"])
             baseline = dedup.find_duplicates(idx, 0.08)
             result["one_stage_0.08"] = {"seconds": round(baseline.seconds, 3), **judge(baseline)}
             result["presets"] = {}
-            for name, rule in dedup.presets(idx.model).items():
+            rules = dict(dedup.presets(idx.model))
+            if args.presets_only:
+                rules["near, no displacement limit"] = replace(rules["near"], max_displaced=1.0)
+            for name, rule in rules.items():
                 load = os.getloadavg()[0]
-                rep = dedup.find_duplicates(idx, rule, name)
+                rep = dedup.find_duplicates(idx, rule, name if name in dedup.PRESET_NAMES else None)
                 result["presets"][name] = {"rule": rule.to_dict(), "seconds": round(rep.seconds, 3), "stages": rep.stages,
                                            "loadavg": round(load, 2), **judge(rep)}
         _print(result)
@@ -311,7 +318,7 @@ def main() -> None:
 
 def _print(result: dict) -> None:
     err = sys.stderr
-    for kind, d in result["distributions"].items():
+    for kind, d in result.get("distributions", {}).items():
         i, a = d["inliers"], d["agreement_at_12_inliers"]
         sh, dp = d["shifted_at_12_inliers"], d["displaced_at_12_inliers"]
         agree = (f"agreement p1 {a['p1']:.3f} p5 {a['p5']:.3f} p50 {a['p50']:.3f} max {a['max']:.3f}, shifted p99 "
