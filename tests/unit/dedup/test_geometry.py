@@ -265,8 +265,9 @@ def test_the_evidence_a_report_shows_is_rounded_to_three_places_and_said_in_one_
 
     e = Evidence(212, 300, rotation=90, flipped=True, scale=0.50049, shown=0.81234, filled=0.99951,
                  brightness=1.23456, edits=["rotated 90°", "flipped", "cropped (shows 81%)"], agreement=0.98765,
-                 compared=0.4321, shifted=0.01234, borders="added")
-    assert e.to_dict() == {"inliers": 212, "matches": 300, "agreement": 0.988, "shifted": 0.012, "compared": 0.432,
+                 compared=0.4321, shifted=0.01234, borders="added", displaced=0.04567)
+    assert e.to_dict() == {"inliers": 212, "matches": 300, "agreement": 0.988, "shifted": 0.012, "displaced": 0.046,
+                           "compared": 0.432,
                            "rotation": 90, "flipped": True, "scale": 0.5, "shown": 0.812, "filled": 1.0,
                            "brightness": 1.235, "borders": "added",
                            "edits": ["rotated 90°", "flipped", "cropped (shows 81%)"]}
