@@ -492,3 +492,32 @@ def test_left_out_summary_counts_an_unreadable_folder_whatever_its_reason_says()
     left_out = [("/a", "cannot read folder: Permission denied"), ("/b", "cannot read folder: [Errno 5] I/O: error"),
                 ("/c", "cannot read folder")]
     assert left_out_summary(left_out) == "3 unreadable folders"
+
+
+def test_a_folder_that_cannot_be_read_or_has_gone_is_passed_over_and_the_rest_listed(tmp_path, monkeypatch):
+    """Folders are listed breadth first: one that cannot be read (said in left_out) or that went away
+    between being found and being listed is passed over, and every folder after it is still listed."""
+    from lookalike import images
+
+    root = _folder(tmp_path / "photos", "a.jpg")
+    for name in ("b-locked", "c-gone", "d", "e"):
+        _folder(root / name, "x.jpg")
+    _folder(root / "d" / "deeper", "y.jpg")
+    scandir, stat = os.scandir, os.stat
+
+    def locked_scandir(path):
+        if os.path.basename(path) == "b-locked":
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    def gone_stat(path, *args, **kwargs):
+        if os.path.basename(path) == "c-gone":
+            raise FileNotFoundError(2, "No such file or directory")
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(images.os, "scandir", locked_scandir)
+    monkeypatch.setattr(images.os, "stat", gone_stat)
+    left_out = []
+    found = [os.path.relpath(p, root) for p in list_images(root, left_out=left_out)]
+    assert found == ["a.jpg", "d/x.jpg", "e/x.jpg", "d/deeper/y.jpg"]
+    assert left_out == [(str(root / "b-locked"), "cannot read folder: Permission denied")]
