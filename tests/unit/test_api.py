@@ -184,3 +184,21 @@ def test_query_by_image_labels_it_keeps_its_own_file_unless_excluded_and_honours
     assert drawn.seed == 11
     assert [m.path for m in drawn.results] == [m.path for m in idx.query_vector(red_vector, 6, "random", seed=11).results]
     assert [m.path for m in drawn.results] != [m.path for m in idx.query(red, 6, "random", seed=12).results]
+
+
+def test_members_below_a_folder_leave_out_a_sibling_whose_name_extends_it_and_read_gives_a_files_bytes(index, tmp_path):
+    idx, vectors, _ = index
+    (tmp_path / "q").mkdir()
+    red = png((255, 0, 0))
+    (tmp_path / "q" / "red.png").write_bytes(red)
+    idx.collection.store.put([Entry(str(tmp_path / "q" / "red.png"), len(red), 1, content_hash(red), 16, 12, vectors[1]),
+                              Entry(str(tmp_path / "q2.png"), 1, 1, "hq2", 4, 3, vectors[2]),
+                              Entry(str(tmp_path / "q2" / "x.png"), 1, 1, "hx", 4, 3, vectors[3])],
+                             [(str(tmp_path / "q" / "broken.png"), 5, 1, "not an image"),
+                              (str(tmp_path / "q2" / "broken.png"), 5, 1, "not an image")])
+    ids, skipped = idx.members(str(tmp_path / "q"))
+    assert idx.paths(ids) == [str(tmp_path / "q" / "red.png")]
+    assert skipped == [(str(tmp_path / "q" / "broken.png"), "not an image")]
+    everything, all_skipped = idx.members()
+    assert len(everything) == 34 and len(all_skipped) == 2
+    assert idx.read(str(tmp_path / "q" / "red.png")) == red
