@@ -182,7 +182,8 @@ def test_query_by_image_labels_it_keeps_its_own_file_unless_excluded_and_honours
         assert idx.query(image, 1, label="mine").query == "mine"
     drawn = idx.query(red, 6, "random", seed=11)
     assert drawn.seed == 11
-    assert [m.path for m in drawn.results] == [m.path for m in idx.query_vector(red_vector, 6, "random", seed=11).results]
+    by_vector = idx.query_vector(red_vector, 6, "random", seed=11)
+    assert [m.path for m in drawn.results] == [m.path for m in by_vector.results]
     assert [m.path for m in drawn.results] != [m.path for m in idx.query(red, 6, "random", seed=12).results]
 
 
@@ -191,7 +192,8 @@ def test_members_below_a_folder_leave_out_a_sibling_whose_name_extends_it_and_re
     (tmp_path / "q").mkdir()
     red = png((255, 0, 0))
     (tmp_path / "q" / "red.png").write_bytes(red)
-    idx.collection.store.put([Entry(str(tmp_path / "q" / "red.png"), len(red), 1, content_hash(red), 16, 12, vectors[1]),
+    red_file = Entry(str(tmp_path / "q" / "red.png"), len(red), 1, content_hash(red), 16, 12, vectors[1])
+    idx.collection.store.put([red_file,
                               Entry(str(tmp_path / "q2.png"), 1, 1, "hq2", 4, 3, vectors[2]),
                               Entry(str(tmp_path / "q2" / "x.png"), 1, 1, "hx", 4, 3, vectors[3])],
                              [(str(tmp_path / "q" / "broken.png"), 5, 1, "not an image"),

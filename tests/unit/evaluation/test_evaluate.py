@@ -400,7 +400,8 @@ def test_the_curve_stops_at_rank_50_however_many_images_there_are(tmp_path, monk
 
     vectors = np.random.default_rng(2).standard_normal((60, 4)).astype(np.float32)
     data = labelled([str(tmp_path / f"c{i % 3}" / f"{i}.png") for i in range(60)], tmp_path)  # no files: grey thumbs
-    evaluation = ev.Evaluation(data, vectors, retrieval.evaluate(vectors, data.codes, "l2"), None, "m", IndexReport(), 1)
+    result = retrieval.evaluate(vectors, data.codes, "l2")
+    evaluation = ev.Evaluation(data, vectors, result, None, "m", IndexReport(), 1)
     drawn = {}
     monkeypatch.setattr(ev, "_plot_cmc", lambda curves, path: drawn.update(curves))
     ev.write_report(evaluation, tmp_path / "report", rows=1, neighbours=1)
