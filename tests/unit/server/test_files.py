@@ -1,0 +1,107 @@
+"""The files a server hands out (server/files.py): originals only while they are the file indexed,
+thumbnails at most 256 pixels a side and never enlarged, cached by content; over a stand-in index."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+
+from lookalike.images import ImageError, content_hash
+from lookalike.server.files import IndexedFiles
+
+
+class Catalog:
+    """The part of an Index the server's files read: a lock, catalog rows by id, and URI reads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[int, dict] = {}
+        self.remote: dict[str, bytes] = {}
+
+    def add(self, image_id: int, path: str, data: bytes, mtime_ns: int = 0) -> None:
+        self.rows[image_id] = {"path": path, "size": len(data), "mtime_ns": mtime_ns, "hash": content_hash(data)}
+
+    def info(self, image_id: int):
+        return self.rows.get(image_id)
+
+    def read(self, name: str) -> bytes:
+        if name not in self.remote:
+            raise ImageError("cannot read file: gone")
+        return self.remote[name]
+
+
+def _png(size, colour=(200, 30, 30), kind="PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, kind)
+    return out.getvalue()
+
+
+def _local(catalog, tmp_path, image_id, name, data) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    catalog.add(image_id, str(path), data, os.stat(path).st_mtime_ns)
+    return str(path)
+
+
+def test_thumbnails_fit_256_pixels_keep_their_shape_and_are_never_enlarged(tmp_path):
+    catalog = Catalog()
+    _local(catalog, tmp_path, 1, "wide.png", _png((600, 300)))
+    _local(catalog, tmp_path, 2, "small.png", _png((100, 60)))
+    files = IndexedFiles(catalog)
+    assert Image.open(io.BytesIO(files.thumbnail(1))).size == (256, 128)
+    small = Image.open(io.BytesIO(files.thumbnail(2)))
+    assert small.format == "JPEG" and small.size == (100, 60)
+
+
+def test_a_thumbnail_is_cached_by_content_and_made_again_for_new_content(tmp_path):
+    catalog = Catalog()
+    path = _local(catalog, tmp_path, 1, "a.png", _png((40, 40), (255, 0, 0)))
+    files = IndexedFiles(catalog)
+    red = files.thumbnail(1)
+    os.remove(path)
+    assert files.thumbnail(1) == red  # the same content: from the cache, the file is not read
+    _local(catalog, tmp_path, 1, "a.png", _png((40, 40), (0, 0, 255)))  # indexed again with other content
+    blue = Image.open(io.BytesIO(files.thumbnail(1))).convert("RGB").getpixel((20, 20))
+    assert blue[2] > 200 and blue[0] < 50
+
+
+def test_an_original_is_served_only_while_it_is_the_file_indexed(tmp_path):
+    catalog = Catalog()
+    data = _png((20, 20), kind="BMP")
+    path = _local(catalog, tmp_path, 1, "a.bmp", data)
+    files = IndexedFiles(catalog)
+    assert files.original(1) == (data, path)
+    st = os.stat(path)
+    other = _png((20, 20), (0, 255, 0), kind="BMP")
+    assert len(other) == len(data)  # the same size...
+    with open(path, "wb") as f:
+        f.write(other)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and time: only the content tells
+    for read in (files.original, files.thumbnail):
+        with pytest.raises(HTTPException) as caught:
+            read(1)
+        assert caught.value.status_code == 404 and "gone or changed" in caught.value.detail
+    with pytest.raises(HTTPException) as caught:
+        files.original(7)
+    assert caught.value.status_code == 404 and caught.value.detail == "no image with id 7 in the index"
+
+
+def test_a_file_named_by_uri_is_read_through_the_index_and_checked_by_size_and_content():
+    catalog = Catalog()
+    data = _png((30, 10))
+    catalog.add(1, "s3://bucket/a.png", data)
+    catalog.remote["s3://bucket/a.png"] = data
+    files = IndexedFiles(catalog)
+    assert files.original(1) == (data, "s3://bucket/a.png")
+    assert Image.open(io.BytesIO(files.thumbnail(1))).size == (30, 10)
+    catalog.remote["s3://bucket/a.png"] = data + b"\0"  # grown since
+    catalog.add(2, "s3://bucket/gone.png", data)
+    for image_id in (1, 2):
+        with pytest.raises(HTTPException) as caught:
+            files.original(image_id)
+        assert caught.value.status_code == 404
