@@ -105,3 +105,36 @@ def test_a_file_named_by_uri_is_read_through_the_index_and_checked_by_size_and_c
         with pytest.raises(HTTPException) as caught:
             files.original(image_id)
         assert caught.value.status_code == 404
+
+
+def test_the_cache_holds_exactly_its_size_forgetting_the_least_recently_used():
+    from lookalike.server.files import Lru
+
+    cache = Lru(3)
+    for key in "abc":
+        cache[key] = key.upper()
+    assert cache.get("a") == "A"  # now the most recently used: b is the oldest
+    cache["d"] = "D"
+    assert [cache.get(k) for k in "abcd"] == ["A", None, "C", "D"]  # three held, b forgotten
+    cache["c"] = "C2"  # replacing keeps the count
+    cache["e"] = "E"  # a was used before c, d and e: forgotten
+    assert [cache.get(k) for k in "acde"] == [None, "C2", "D", "E"]
+
+
+def test_thumbnails_beyond_the_cache_size_are_made_again_from_the_file(tmp_path):
+    catalog = Catalog()
+    paths = [_local(catalog, tmp_path, i, f"{i}.png", _png((30, 30), (40 * i, 0, 0))) for i in range(3)]
+    files = IndexedFiles(catalog, thumb_cache=2)
+    for i in range(3):
+        files.thumbnail(i)
+    for path in paths:
+        os.remove(path)
+    assert [_served(files.thumbnail, i) for i in range(3)] == [404, 200, 200]  # 0 was forgotten, 1 and 2 held
+
+
+def _served(read, image_id) -> int:
+    try:
+        read(image_id)
+    except HTTPException as e:
+        return e.status_code
+    return 200
