@@ -8,11 +8,14 @@ in 64 dimensions mapped to ``--dim``, ReLU, noise, unit length), written straigh
   same again from ``map.npz``, and again after adding 1 % new vectors (placed among neighbours);
 * ``page``: ``lookalike serve`` over the index, then Chromium (Debian's, headless, no GPU) opens
   ``/?map=1`` twice: ``first_s`` right after the server starts (the server reads the cached map and
-  builds its JSON), ``again_s`` on a reload; each is from navigation start to the first frame drawn;
-* ``pan``: in that page, one pan step per animation frame for ``--frames`` frames with every point
-  in view: frames per second and the milliseconds each frame takes to draw. Headless Chromium has
-  no GPU: the page draws points into a pixel buffer in JavaScript either way, and the buffer is
-  shown by Skia's software rasteriser here, where a desktop would use the GPU to show it.
+  packs it into typed arrays, ``GET /api/map/binary``), ``again_s`` on a reload; each is from
+  navigation start to the first frame drawn; ``bytes``: the size of that answer;
+* ``pan``: in that page, one pan step (2 px right, 1 down) per animation frame for ``--frames``
+  frames with every point in view: frames per second, the milliseconds each frame takes to draw,
+  how many times the layer was drawn anew during the pan (once the view leaves its margin), and
+  ``layer_ms``, what drawing the layer takes (as on a zoom step). Headless Chromium has no GPU:
+  the page draws points into a pixel buffer in JavaScript either way, and copies are done by Skia's
+  software rasteriser here, where a desktop would use the GPU.
 
     python benchmarks/map.py --n 100000 --out map.json
 """
@@ -104,9 +107,10 @@ def bench_page(index_path: Path, args, log: Path) -> dict:
                                        polling="raf")
                 ready[name] = round(page.evaluate("performance.now()") / 1000, 3)
             points = page.evaluate("mapState.view.visible")
+            size = page.evaluate("fetch('/api/map/binary').then((r) => r.arrayBuffer()).then((b) => b.byteLength)")
             pan = page.evaluate("""async (frames) => {
                 const v = mapState.view;
-                const drawn = v.frames, spent = v.drawMs, gaps = [];
+                const drawn = v.frames, spent = v.drawMs, layers = v.layers, gaps = [];
                 await new Promise((r) => requestAnimationFrame(r));
                 const start = performance.now();
                 let last = start;
@@ -118,7 +122,12 @@ def bench_page(index_path: Path, args, log: Path) -> dict:
                     last = now;
                 }
                 gaps.sort((a, b) => a - b);
-                return {frames, seconds: (last - start) / 1000, draw_ms: (v.drawMs - spent) / (v.frames - drawn),
+                const layersDrawn = v.layers - layers, drawMs = (v.drawMs - spent) / (v.frames - drawn);
+                const t = performance.now();
+                v.stale = true;
+                v.render();
+                return {frames, seconds: (last - start) / 1000, draw_ms: drawMs, layers_drawn: layersDrawn,
+                        layer_ms: performance.now() - t,
                         frame_ms_p50: gaps[Math.floor(frames / 2)], frame_ms_p95: gaps[Math.floor(frames * 0.95)],
                         canvas: [v.canvas.width, v.canvas.height]};
             }""", args.frames)
@@ -127,9 +136,9 @@ def bench_page(index_path: Path, args, log: Path) -> dict:
         server.terminate()
         server.wait(30)
     pan["fps"] = round(pan["frames"] / pan["seconds"], 1)
-    for key in ("seconds", "draw_ms", "frame_ms_p50", "frame_ms_p95"):
+    for key in ("seconds", "draw_ms", "layer_ms", "frame_ms_p50", "frame_ms_p95"):
         pan[key] = round(pan[key], 3)
-    return {"page": {**ready, "points_drawn": points}, "pan": pan}
+    return {"page": {**ready, "points_drawn": points, "bytes": size}, "pan": pan}
 
 
 def main(argv: list[str] | None = None) -> None:

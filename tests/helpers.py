@@ -283,3 +283,25 @@ class ImageServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def read_binary_map(data: bytes) -> tuple[dict, dict]:
+    """(header, columns) of a map in typed arrays (lookalike.map.payload.binary), read by the layout
+    its docstring gives: magic, header length, JSON header, little-endian columns at aligned offsets."""
+    import json
+    import struct
+
+    from lookalike.map.payload import ALIGN, MAGIC
+
+    assert data[:len(MAGIC)] == MAGIC
+    (length,) = struct.unpack("<I", data[len(MAGIC):len(MAGIC) + 4])
+    head = json.loads(data[len(MAGIC) + 4:len(MAGIC) + 4 + length])
+    start = -(-(len(MAGIC) + 4 + length) // ALIGN) * ALIGN
+    kinds = {"float64": "<f8", "float32": "<f4", "int32": "<i4"}
+    columns = {}
+    for name, kind, offset, size in head["columns"]:
+        assert offset % ALIGN == 0 and (start + offset) % ALIGN == 0
+        raw = data[start + offset:start + offset + size]
+        columns[name] = raw.decode("utf-8").split("\0")[:-1] if kind == "utf8" else np.frombuffer(raw, kinds[kind])
+    assert start + offset + size <= len(data) < start + offset + size + ALIGN
+    return head, columns

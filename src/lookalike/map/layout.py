@@ -1,9 +1,10 @@
 """The 2-D layout of a collection's embeddings, and placing new points on an existing one.
 
-Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA, then laid out by UMAP
-(umap-learn; the ``map`` extra) over their :data:`UMAP_NEIGHBOURS` nearest neighbours. Up to
-:data:`SEEDED_UP_TO` points UMAP runs seeded on one thread, so the same vectors give the same map;
-larger maps use every core and may differ slightly from one run to the next. New points are placed
+Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA, their
+:data:`UMAP_NEIGHBOURS` nearest neighbours found by FAISS (exact up to :data:`SEEDED_UP_TO` points,
+an HNSW graph above), and UMAP (umap-learn; the ``map`` extra) lays them out from those neighbours.
+Up to :data:`SEEDED_UP_TO` points UMAP runs seeded on one thread, so the same vectors give the same
+map; larger maps use every core and may differ slightly from one run to the next. New points are placed
 at the similarity-weighted mean of their :data:`NEIGHBOURS` nearest laid-out points (by cosine); the
 laid-out points do not move.
 """
@@ -20,6 +21,8 @@ PCA_DIMS = 50
 UMAP_NEIGHBOURS = 15
 NEIGHBOURS = 10
 SEEDED_UP_TO = 20_000
+HNSW_LINKS = 16
+HNSW_SEARCH = 48
 SEED = 0
 _unit = get_metric("cosine")  # rows scaled to unit length
 METHOD = f"pca{PCA_DIMS}+umap{UMAP_NEIGHBOURS}"
@@ -44,13 +47,32 @@ def lay_out(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
         raise LayoutError("the map needs the map extra: pip install 'lookalike[map]'") from None
     dims = min(PCA_DIMS, n - 1, x.shape[1])
     reduced = PCA(dims, svd_solver="randomized" if n > 1000 else "full", random_state=seed).fit_transform(x)
+    reduced = np.ascontiguousarray(reduced, np.float32)
     seeded = n <= SEEDED_UP_TO
-    reducer = umap.UMAP(n_neighbors=min(UMAP_NEIGHBOURS, n - 1), random_state=seed if seeded else None,
-                        n_jobs=1 if seeded else -1)
+    k = min(UMAP_NEIGHBOURS, n - 1)
+    reducer = umap.UMAP(n_neighbors=k, random_state=seed if seeded else None, n_jobs=1 if seeded else -1,
+                        precomputed_knn=neighbours(reduced, k, exact=seeded))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a graph too small for a spectral start falls back to a random one
-        xy = reducer.fit_transform(reduced.astype(np.float32))
+        xy = reducer.fit_transform(reduced)
     return fit_unit_square(np.asarray(xy, np.float32))
+
+
+def neighbours(x: np.ndarray, k: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest rows of ``x`` (its own among them, as UMAP's own search gives it) and
+    their Euclidean distances, by FAISS: exact, or through an HNSW graph (:data:`HNSW_LINKS` links a
+    point, :data:`HNSW_SEARCH` candidates a search)."""
+    import faiss
+
+    if exact:
+        index = faiss.IndexFlatL2(x.shape[1])
+    else:
+        index = faiss.IndexHNSWFlat(x.shape[1], HNSW_LINKS)
+    index.add(x)
+    if not exact:
+        index.hnsw.efSearch = HNSW_SEARCH
+    squared, rows = index.search(x, k)
+    return rows.astype(np.int64), np.sqrt(np.maximum(squared, 0))
 
 
 def place(new: np.ndarray, laid: np.ndarray, laid_xy: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:

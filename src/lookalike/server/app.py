@@ -142,25 +142,37 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
         """Query again with a recent upload (the last 64 since the server started), without its bytes."""
         return server.query_recent_upload(digest, k, mode, metric, seed, exclude_self)
 
-    @app.get("/api/map", tags=["map"], response_model=MapResponse,
-             responses={202: {"model": Pending, "description": "Being laid out: ask again shortly"},
-                        304: {"description": "Unchanged since the ETag given in If-None-Match"},
-                        501: {"description": "The map's library (the map extra) is not installed, or a Milvus "
-                                              "collection (a map is kept in an index folder)"}})
-    def image_map(request: Request) -> Response:
-        """Every indexed image as a point on a 2-D layout of its embedding, with its folder and k-means
-        cluster (see the map in the page). The first request for a large index starts laying it out
-        and answers 202 until it is done; the map is then kept beside the index."""
-        made = maps.get()
+    def answer_map(request: Request, encoding: str, media_type: str) -> Response:
+        made = maps.get(encoding)
         if made is None:
             return JSONResponse({"detail": f"laying out the map of {server.stats().count} images; ask again "
                                            "shortly"}, 202, headers={"Retry-After": "2"})
         generation, data = made
-        etag = f'"map-{generation}"'
+        etag = f'"map-{encoding}-{generation}"'
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
-        return Response(data, media_type="application/json", headers=headers)
+        return Response(data, media_type=media_type, headers=headers)
+
+    map_responses = {202: {"model": Pending, "description": "Being laid out: ask again shortly"},
+                     304: {"description": "Unchanged since the ETag given in If-None-Match"},
+                     501: {"description": "The map's library (the map extra) is not installed, or a Milvus "
+                                          "collection (a map is kept in an index folder)"}}
+
+    @app.get("/api/map", tags=["map"], response_model=MapResponse, responses=map_responses)
+    def image_map(request: Request) -> Response:
+        """Every indexed image as a point on a 2-D layout of its embedding, with its folder and k-means
+        cluster (see the map in the page). The first request for a large index starts laying it out
+        and answers 202 until it is done; the map is then kept beside the index."""
+        return answer_map(request, "json", "application/json")
+
+    @app.get("/api/map/binary", tags=["map"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {}}}, **map_responses})
+    def image_map_binary(request: Request) -> Response:
+        """The map of GET /api/map in typed arrays, as the page reads it: a JSON header (folders,
+        clusters, where each column lies), then ids (float64), x and y (float32, in [0, 1]), folder
+        and cluster (int32) and the NUL-ended names (see docs/map.md)."""
+        return answer_map(request, "binary", "application/octet-stream")
 
     @app.get("/api/images/{image_id}", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or missing file"}})

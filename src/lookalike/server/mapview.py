@@ -1,5 +1,5 @@
 """The map the web page draws: laid out in a background thread (minutes for a large index the first
-time), then answered from memory as JSON bytes until the index changes."""
+time), then answered from memory, as JSON or in typed arrays, until the index changes."""
 
 from __future__ import annotations
 
@@ -10,28 +10,36 @@ from fastapi import HTTPException
 
 from lookalike.api import Index
 from lookalike.index.store import StoreError
+from lookalike.map.cache import Map
 from lookalike.map.layout import LayoutError
-from lookalike.map.payload import payload
+from lookalike.map.payload import binary, payload
 from lookalike.server.schemas import display_name
 
 
+#: What :meth:`MapView.get` can answer: the map's encodings (names without their paths).
+ENCODINGS = {"json": lambda m, paths: json.dumps(payload(m, paths, display_name), separators=(",", ":")).encode(),
+             "binary": lambda m, paths: binary(m, paths, display_name)}
+
+
 class MapView:
-    """The page's map of one index: :meth:`get` answers the JSON of
-    :func:`~lookalike.map.payload.payload` (names without their paths) for the index's
-    current generation, or None while a background thread lays it out (or brings it up to date)."""
+    """The page's map of one index: :meth:`get` answers it in one of :data:`ENCODINGS` for the
+    index's current generation, or None while a background thread lays it out (or brings it up to
+    date). Each encoding is made on its first request and kept with the map."""
 
     def __init__(self, index: Index, wait: float = 1.0) -> None:
         """``wait``: how long a request waits for a layout it starts before answering None."""
         self.index = index
         self.wait = wait
         self._lock = threading.Lock()
-        self._done: tuple[int, bytes] | None = None  # (generation, JSON) of the last map made
+        self._done: tuple[int, Map, list[str]] | None = None  # (generation, map, paths) of the last map made
+        self._encoded: dict[str, bytes] = {}  # the last map made, in each encoding asked for
         self._failed: tuple[int, int, str] | None = None  # (generation, status, why) of a map not made
         self._thread: threading.Thread | None = None
 
-    def get(self) -> tuple[int, bytes] | None:
-        """(generation, JSON) of the current map, or None while it is being laid out; 501 when the
-        map's library is missing or the collection has no map, 503 when the map could not be made."""
+    def get(self, encoding: str = "json") -> tuple[int, bytes] | None:
+        """(generation, the map in ``encoding``) of the current map, or None while it is being laid
+        out; 501 when the map's library is missing or the collection has no map, 503 when the map
+        could not be made."""
         generation = self._generation()
         with self._lock:
             idle = self._thread is None or not self._thread.is_alive()
@@ -43,7 +51,11 @@ class MapView:
         thread.join(self.wait)
         with self._lock:
             self._raise_failed(generation)
-            return self._done if self._done is not None and self._done[0] == generation else None
+            if self._done is None or self._done[0] != generation:
+                return None
+            if encoding not in self._encoded:
+                self._encoded[encoding] = ENCODINGS[encoding](*self._done[1:])
+            return generation, self._encoded[encoding]
 
     def _raise_failed(self, generation: int) -> None:
         if self._failed is not None and self._failed[0] == generation:
@@ -51,7 +63,7 @@ class MapView:
             raise HTTPException(status, why)
 
     def _make(self) -> None:
-        """Lay out (or bring up to date) the map of the current generation and keep its JSON."""
+        """Lay out (or bring up to date) the map of the current generation and keep it with its paths."""
         generation = self._generation()
         try:
             m = self.index.layout()
@@ -59,7 +71,6 @@ class MapView:
                 paths = self.index.paths(m.ids, missing_ok=True)
             if None in paths:  # removed since the map was made: the next request makes it again
                 return
-            data = json.dumps(payload(m, paths, display_name), separators=(",", ":")).encode()
         except LayoutError as e:
             with self._lock:
                 self._failed = (generation, 501, str(e))
@@ -69,7 +80,7 @@ class MapView:
                 self._failed = (generation, 503, f"the map cannot be made: {e}")
             return
         with self._lock:
-            self._done = (m.generation, data)
+            self._done, self._encoded = (m.generation, m, paths), {}
 
     def _generation(self) -> int:
         """The index's generation; 501 for a collection that has no map (a Milvus collection)."""

@@ -74,3 +74,17 @@ def test_place_between_equally_near_neighbours():
     w_same, w_next = 1 / 1e-6, 1 / (1 + 1e-6)
     assert got[1] == pytest.approx([w_next / (w_same + w_next), 0.0], abs=1e-6)
     assert layout.place(np.zeros((0, 4), np.float32), laid, laid_xy).shape == (0, 2)
+
+
+def test_neighbours_exact_and_through_hnsw():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((500, 8)).astype(np.float32)
+    d2 = ((x[:, None, :] - x[None]) ** 2).sum(-1)  # every pair, by hand
+    want = np.argsort(d2, axis=1, kind="stable")[:, :5]
+    rows, distances = layout.neighbours(x, 5, exact=True)
+    assert rows.dtype == np.int64 and rows.shape == distances.shape == (500, 5)
+    assert (rows[:, 0] == np.arange(500)).all() and np.allclose(distances[:, 0], 0, atol=1e-3)
+    assert np.allclose(distances, np.sqrt(np.take_along_axis(d2, want, 1)), atol=1e-4)
+    approx, _ = layout.neighbours(x, 5, exact=False)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(approx, want)])
+    assert recall > 0.9

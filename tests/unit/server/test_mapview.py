@@ -6,9 +6,12 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from helpers import read_binary_map
+from lookalike.map.cache import Map
 from lookalike.map.layout import LayoutError
 from lookalike.server import create_app
 
@@ -22,10 +25,10 @@ def folder(photo_dir):
     return photo_dir
 
 
-def get_map(client, seconds: float = 300):
+def get_map(client, seconds: float = 300, url: str = "/api/map"):
     deadline = time.monotonic() + seconds
     while True:
-        r = client.get("/api/map")
+        r = client.get(url)
         if r.status_code != 202:
             return r
         assert time.monotonic() < deadline
@@ -49,6 +52,33 @@ def test_the_map_names_images_without_paths(index, photo_dir):
         assert data["x"] == [round(float(x) * 1e6) for x in m.xy[:, 0]] and data["scale"] == 10**6
         assert all(0 <= v <= data["scale"] for v in data["x"] + data["y"])
         again = client.get("/api/map", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+
+
+def test_the_page_reads_the_same_map_in_typed_arrays(index, photo_dir, monkeypatch):
+    """GET /api/map/binary holds what GET /api/map holds (a map made here, without UMAP), and is
+    made once per generation."""
+    ids, _ = index.vectors()
+    n = len(ids)
+    xy = np.stack([np.linspace(0, 1, n), np.linspace(1, 0, n) ** 2], axis=1).astype(np.float32)
+    made = Map(ids, xy, np.arange(n, dtype=np.int32) % 2, np.eye(2, 4, dtype=np.float32),
+               np.array([[ids[0]] + [-1] * 7, [ids[1]] + [-1] * 7]), index.map_generation(), "by hand", n, 0)
+    monkeypatch.setattr(index, "layout", lambda: made)
+    with TestClient(create_app(index)) as client:
+        r = get_map(client, seconds=30, url="/api/map/binary")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+        head, columns = read_binary_map(r.content)
+        data = get_map(client).json()
+        assert columns["ids"].tolist() == data["ids"] == ids.tolist()
+        assert columns["x"].tobytes() == xy[:, 0].tobytes() and columns["y"].tobytes() == xy[:, 1].tobytes()
+        assert columns["names"] == data["names"] == [os.path.basename(p) for p in index.paths(ids)]
+        assert columns["folder"].tolist() == data["folder"] == [0] * n
+        assert columns["cluster"].tolist() == data["cluster"] == [i % 2 for i in range(n)]
+        assert head["folders"] == data["folders"] == [{"name": photo_dir.name, "size": n}]
+        assert head["clusters"] == data["clusters"] == [{"size": (n + 1) // 2, "central": [int(ids[0])]},
+                                                        {"size": n // 2, "central": [int(ids[1])]}]
+        assert client.get("/api/map/binary").content == r.content
+        again = client.get("/api/map/binary", headers={"If-None-Match": r.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
 
 

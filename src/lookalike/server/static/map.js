@@ -1,11 +1,14 @@
-// lookalike map: many points on a canvas, drawn into one pixel buffer per frame (no GPU needed), with
-// pan (drag, arrow keys), zoom (wheel, + and -), hover and click on a point (a grid finds the nearest),
-// and lasso selection (shift+drag, or drag in select mode). Zoomed in far enough that few points are
-// in view, each visible point is drawn as its thumbnail. Used by the web page and by the page
-// `lookalike map --out map.html` writes, which inlines this file.
+// lookalike map: many points on a canvas, with pan (drag, arrow keys), zoom (wheel, + and -), hover and
+// click on a point (a grid finds the nearest), and lasso selection (shift+drag, or drag in select
+// mode). The points are drawn into a pixel buffer (no GPU needed) once per zoom level, colouring and
+// selection, over the view and half a view around it (the layer); a frame copies the layer into the
+// view at the pan's offset, so panning costs the same at any number of points. Zoomed in far enough
+// that few points are in view, each visible point is drawn as its thumbnail. Used by the web page and
+// by the page `lookalike map --out map.html` writes, which inlines this file.
 "use strict";
 
 const THUMBS_AT = 150; // at most this many points in view: each drawn as its thumbnail
+const LAYER_MARGIN = 0.5; // the layer reaches this share of the view's width and height beyond each side
 
 // A palette that tells 20 groups apart; group i > 19 gets a hue by the golden angle.
 const MAP_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -79,7 +82,13 @@ class LookalikeMap {
     this.thumbs = new Map(); // index -> HTMLImageElement
     this.visible = 0; // points in view in the last frame
     this.frames = 0; // frames drawn (the benchmark counts them)
-    this.drawMs = 0; // time spent drawing them
+    this.layers = 0; // layers drawn
+    this.drawMs = 0; // time spent drawing frames, layers included
+    this.layer = document.createElement("canvas");
+    this.layerCtx = this.layer.getContext("2d");
+    this.stale = true; // the layer is to be drawn anew at the next frame
+    this.inLayer = new Int32Array(this.n); // the points in the layer: the first `inLayerCount`
+    this.inLayerCount = 0;
     this._grid();
     this._listen();
     this.resize();
@@ -89,13 +98,19 @@ class LookalikeMap {
   setColors(groups, colours) {
     const pixels = colours.map(mapPixel);
     for (let i = 0; i < this.n; i++) this.colors[i] = pixels[groups[i]];
-    this.draw();
+    this.redraw();
   }
 
   setMarked(i) { this.marked = i; this.draw(); }
 
   clearSelection() {
     this.selected.fill(0);
+    this.redraw();
+  }
+
+  // Draw the next frame with the layer drawn anew (the colours or the selection changed).
+  redraw() {
+    this.stale = true;
     this.draw();
   }
 
@@ -116,8 +131,13 @@ class LookalikeMap {
     if (w === this.canvas.width && h === this.canvas.height && this.image) return;
     this.canvas.width = w;
     this.canvas.height = h;
-    this.image = this.ctx.createImageData(w, h);
+    this.mx = Math.round(w * LAYER_MARGIN);
+    this.my = Math.round(h * LAYER_MARGIN);
+    this.layer.width = w + 2 * this.mx;
+    this.layer.height = h + 2 * this.my;
+    this.image = this.layerCtx.createImageData(this.layer.width, this.layer.height);
     this.pixels = new Uint32Array(this.image.data.buffer);
+    this.stale = true;
     this.fit();
   }
 
@@ -145,45 +165,79 @@ class LookalikeMap {
     });
   }
 
-  // One frame: every point in view as a square of 1 to 5 pixels (larger as one zooms in), the
-  // selection on top in black-ringed squares, then thumbnails when few points are in view.
+  // One frame: the layer copied into the view at the pan's offset (drawn anew first when it is stale,
+  // the zoom changed or the view left it), the points in view counted, then the overlays.
   render() {
     const t0 = performance.now();
-    const w = this.canvas.width, h = this.canvas.height, px = this.pixels;
-    px.fill(0xfffafafa);
-    const zoom = this.scale / this.base;
-    const size = Math.max(1, Math.min(5, Math.round((1 + Math.log2(zoom)) * this.dpr * (this.n > 20000 ? 1 : 2))));
-    const half = size >> 1;
-    const s = this.scale, tx = this.tx - half, ty = this.ty - half, xs = this.x, ys = this.y, colors = this.colors;
-    let visible = 0;
-    const right = w - size, bottom = h - size;
-    for (let i = 0; i < this.n; i++) {
-      const sx = (xs[i] * s + tx) | 0, sy = (ys[i] * s + ty) | 0;
-      if (sx < 0 || sy < 0 || sx > right || sy > bottom) continue;
-      visible++;
-      const c = colors[i];
-      for (let r = 0, at = sy * w + sx; r < size; r++, at += w) {
-        for (let k = 0; k < size; k++) px[at + k] = c;
-      }
+    let ox = Math.round(this.tx - this.layerTx), oy = Math.round(this.ty - this.layerTy);
+    if (this.stale || this.scale !== this.layerScale || Math.abs(ox) > this.mx || Math.abs(oy) > this.my) {
+      this._drawLayer();
+      ox = oy = 0;
     }
-    this.ctx.putImageData(this.image, 0, 0);
+    this.ctx.drawImage(this.layer, ox - this.mx, oy - this.my);
+    const w = this.canvas.width, h = this.canvas.height, s = this.scale, tx = this.tx, ty = this.ty;
+    let visible = 0;
+    for (let k = 0; k < this.inLayerCount; k++) {
+      const i = this.inLayer[k], sx = this.x[i] * s + tx, sy = this.y[i] * s + ty;
+      if (sx >= 0 && sy >= 0 && sx < w && sy < h) visible++;
+    }
     this.visible = visible;
-    this._overlays(size, visible);
+    this._overlays(visible);
     this.frames++;
     this.drawMs += performance.now() - t0;
   }
 
-  _overlays(size, visible) {
-    const ctx = this.ctx, d = this.dpr;
-    const thumbs = visible <= THUMBS_AT && this.opts.thumb;
-    if (thumbs) this._drawThumbs();
+  // The layer: the view and a margin around it, every point in it as a square of 1 to 5 pixels
+  // (larger as one zooms in), the selected ones outlined in black.
+  _drawLayer() {
+    const lw = this.layer.width, lh = this.layer.height, px = this.pixels;
+    px.fill(0xfffafafa);
+    const zoom = this.scale / this.base;
+    const size = this.dot = Math.max(1, Math.min(5, Math.round((1 + Math.log2(zoom)) * this.dpr * (this.n > 20000 ? 1 : 2))));
+    const half = size >> 1;
+    const s = this.scale, tx = this.tx + this.mx - half, ty = this.ty + this.my - half;
+    const xs = this.x, ys = this.y, colors = this.colors, inLayer = this.inLayer;
+    const right = lw - size, bottom = lh - size;
+    let count = 0;
+    for (let i = 0; i < this.n; i++) {
+      const sx = (xs[i] * s + tx) | 0, sy = (ys[i] * s + ty) | 0;
+      if (sx < 0 || sy < 0 || sx > right || sy > bottom) continue;
+      inLayer[count++] = i;
+      const c = colors[i];
+      for (let r = 0, at = sy * lw + sx; r < size; r++, at += lw) {
+        for (let k = 0; k < size; k++) px[at + k] = c;
+      }
+    }
+    this.inLayerCount = count;
+    const ctx = this.layerCtx, d = this.dpr, box = size + 3 * d;
+    ctx.putImageData(this.image, 0, 0);
     ctx.lineWidth = 2 * d;
     ctx.strokeStyle = "#111";
-    const box = thumbs ? 60 * d : size + 3 * d; // around a thumbnail, or around a dot
-    for (let i = 0; i < this.n; i++) {
-      if (!this.selected[i]) continue;
-      const [sx, sy] = this.toScreen(i);
-      ctx.strokeRect(sx - box / 2, sy - box / 2, box, box);
+    for (let k = 0; k < count; k++) {
+      const i = inLayer[k];
+      if (this.selected[i]) ctx.strokeRect(xs[i] * s + tx + half - box / 2, ys[i] * s + ty + half - box / 2, box, box);
+    }
+    this.layerTx = this.tx;
+    this.layerTy = this.ty;
+    this.layerScale = this.scale;
+    this.stale = false;
+    this.layers++;
+  }
+
+  // Over the layer: thumbnails when few points are in view (the selected ones outlined), the rings of
+  // the query and of the hovered point, and the lasso being drawn.
+  _overlays(visible) {
+    const ctx = this.ctx, d = this.dpr;
+    if (visible <= THUMBS_AT && this.opts.thumb) {
+      this._drawThumbs();
+      ctx.lineWidth = 2 * d;
+      ctx.strokeStyle = "#111";
+      for (let k = 0; k < this.inLayerCount; k++) {
+        const i = this.inLayer[k];
+        if (!this.selected[i]) continue;
+        const [sx, sy] = this.toScreen(i);
+        ctx.strokeRect(sx - 30 * d, sy - 30 * d, 60 * d, 60 * d);
+      }
     }
     for (const [i, colour, r] of [[this.marked, "#2557d6", 9], [this.hovered, "#111", 7]]) {
       if (i < 0) continue;
@@ -210,8 +264,8 @@ class LookalikeMap {
   // Thumbnails of the points in view, 56 px on their longer side, loaded on first need.
   _drawThumbs() {
     const w = this.canvas.width, h = this.canvas.height, side = 56 * this.dpr;
-    for (let i = 0; i < this.n; i++) {
-      const [sx, sy] = this.toScreen(i);
+    for (let k = 0; k < this.inLayerCount; k++) {
+      const i = this.inLayer[k], [sx, sy] = this.toScreen(i);
       if (sx < -side || sy < -side || sx > w + side || sy > h + side) continue;
       let img = this.thumbs.get(i);
       if (!img) {
@@ -293,7 +347,7 @@ class LookalikeMap {
       }
       if (inside) { this.selected[i] = 1; found.push(i); }
     }
-    this.draw();
+    this.redraw();
     if (this.opts.onSelect) this.opts.onSelect(Int32Array.from(found));
   }
 

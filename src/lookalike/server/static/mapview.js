@@ -1,4 +1,4 @@
-// The map on the web page: every indexed image as a point (GET /api/map), coloured by folder or by
+// The map on the web page: every indexed image as a point (GET /api/map/binary), coloured by folder or by
 // k-means cluster. Hover shows its thumbnail, a click searches with it (the result rows of app.js), and
 // a lasso selection lists the selected images (id, folder, name) to copy or download as TSV.
 "use strict";
@@ -13,14 +13,14 @@ async function openMap() {
   $("map-status").textContent = "loading the map…";
   try {
     for (;;) {
-      const response = await fetch("/api/map");
+      const response = await fetch("/api/map/binary");
       if (response.status === 202) {
         $("map-status").textContent = `${(await response.json()).detail}…`;
         await new Promise((resolve) => setTimeout(resolve, 2000));
         continue;
       }
       if (!response.ok) throw new Error(await errorText(response));
-      showMap(await response.json());
+      showMap(readMap(await response.arrayBuffer()));
       return;
     }
   } catch (err) {
@@ -28,16 +28,35 @@ async function openMap() {
   }
 }
 
+// The map in typed arrays (lookalike.map.payload.binary): a magic, the JSON header's length and the
+// header, then each column at its offset from the first multiple of 8 after the header, viewed in
+// place. The names are decoded on first need (`data.name(i)`): the first frame does not wait for them.
+function readMap(buffer) {
+  const bytes = new Uint8Array(buffer), magic = "LKMAP1\0\0";
+  if (String.fromCharCode(...bytes.subarray(0, 8)) !== magic) throw new Error("not a map");
+  const length = new DataView(buffer).getUint32(8, true);
+  const data = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + length)));
+  const start = Math.ceil((12 + length) / 8) * 8;
+  const kinds = { float64: Float64Array, float32: Float32Array, int32: Int32Array, utf8: Uint8Array };
+  const columns = {};
+  for (const [name, kind, offset, size] of data.columns) {
+    columns[name] = new kinds[kind](buffer, start + offset, size / kinds[kind].BYTES_PER_ELEMENT);
+  }
+  let names = null;
+  return Object.assign(data, columns, {
+    name: (i) => {
+      if (!names) names = new TextDecoder().decode(columns.names).split("\0");
+      return names[i];
+    },
+  });
+}
+
 function showMap(data) {
   const n = data.count;
-  const x = new Float32Array(n), y = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    x[i] = data.x[i] / data.scale;
-    y[i] = data.y[i] / data.scale;
-  }
   mapState.data = data;
-  mapState.byId = new Map(data.ids.map((id, i) => [id, i]));
-  mapState.view = new LookalikeMap($("map-canvas"), { x, y }, {
+  mapState.byId = new Map();
+  for (let i = 0; i < n; i++) mapState.byId.set(data.ids[i], i);
+  mapState.view = new LookalikeMap($("map-canvas"), { x: data.x, y: data.y }, {
     thumb: (i) => `/api/thumbs/${data.ids[i]}`,
     onHover: mapTip,
     onClick: (i) => search({ id: data.ids[i] }, options(), "push"),
@@ -64,7 +83,7 @@ function colourMap() {
     a.dataset.id = id;
     const img = document.createElement("img");
     img.src = `/api/thumbs/${id}`;
-    img.alt = data.names[mapState.byId.get(id)];
+    img.alt = data.name(mapState.byId.get(id));
     img.loading = "lazy";
     a.append(img);
     return a;
@@ -83,8 +102,8 @@ function mapTip(i, e) {
   if (img.dataset.id !== String(id)) {
     img.dataset.id = id;
     img.src = `/api/thumbs/${id}`;
-    img.alt = data.names[i];
-    tip.querySelector(".name").textContent = data.names[i];
+    img.alt = data.name(i);
+    tip.querySelector(".name").textContent = data.name(i);
     tip.querySelector(".folder").textContent = data.folders[data.folder[i]].name;
   }
   const stage = $("map-canvas").getBoundingClientRect();
@@ -104,7 +123,7 @@ function markQuery(id) {
 // as everywhere in the server's answers; `lookalike map --json` has the paths).
 function mapSelected(indices) {
   const data = mapState.data;
-  const rows = Array.from(indices, (i) => [data.ids[i], data.folders[data.folder[i]].name, data.names[i]]);
+  const rows = Array.from(indices, (i) => [data.ids[i], data.folders[data.folder[i]].name, data.name(i)]);
   const tsv = mapTsv(["id", "folder", "name"], rows, mapState.tsvUrl);
   mapState.selection = tsv.text;
   mapState.tsvUrl = tsv.url;
