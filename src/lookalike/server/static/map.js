@@ -193,7 +193,7 @@ class LookalikeMap {
     const lw = this.layer.width, lh = this.layer.height, px = this.pixels;
     px.fill(0xfffafafa);
     const zoom = this.scale / this.base;
-    const size = this.dot = Math.max(1, Math.min(5, Math.round((1 + Math.log2(zoom)) * this.dpr * (this.n > 20000 ? 1 : 2))));
+    const size = Math.max(1, Math.min(5, Math.round((1 + Math.log2(zoom)) * this.dpr * (this.n > 20000 ? 1 : 2))));
     const half = size >> 1;
     const s = this.scale, tx = this.tx + this.mx - half, ty = this.ty + this.my - half;
     const xs = this.x, ys = this.y, colors = this.colors, inLayer = this.inLayer;
