@@ -36,8 +36,10 @@ def view():
         page.set_content('<canvas id="c" style="width:600px;height:400px;display:block"></canvas>')
         page.add_script_tag(content=MAP_JS.read_text(encoding="utf-8"))
         page.evaluate("""([x, y]) => {
+            window.asked = new Set();
             window.v = new LookalikeMap(document.getElementById("c"),
-                {x: Float32Array.from(x), y: Float32Array.from(y)}, {thumb: () => null});
+                {x: Float32Array.from(x), y: Float32Array.from(y)},
+                {thumb: (i) => { window.asked.add(i); return null; }});  // no image: only asked for
             v.setColors(Int32Array.from(x, (_, i) => (i < x.length / 2 ? 0 : 1)), ["#1f77b4", "#d62728"]);
             v.render();
         }""", [xy[:, 0].tolist(), xy[:, 1].tolist()])
@@ -110,3 +112,14 @@ def test_a_selection_is_drawn_into_the_layer(view):
     after = frame(page)
     changed = (before != after).any(axis=2)
     assert changed[:, :290].any() and not changed[:, 310:].any()  # outlines only around the selected
+
+
+def test_zoomed_in_each_point_in_view_is_asked_for_its_thumbnail(view):
+    page, xy = view
+    page.evaluate("v.fit(); v.zoom(300, 300, 200); asked.clear()")
+    frame(page)
+    s, tx, ty = page.evaluate("[v.scale, v.tx, v.ty]")
+    sx, sy = xy[:, 0] * np.float32(s) + tx, xy[:, 1] * np.float32(s) + ty
+    shown = set(np.flatnonzero((sx >= 0) & (sy >= 0) & (sx < 600) & (sy < 400)).tolist())
+    assert 0 < page.evaluate("v.visible") == len(shown) <= 150
+    assert shown <= set(page.evaluate("Array.from(asked)"))

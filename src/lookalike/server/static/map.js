@@ -264,8 +264,8 @@ class LookalikeMap {
   // Thumbnails of the points in view, 56 px on their longer side, loaded on first need.
   _drawThumbs() {
     const w = this.canvas.width, h = this.canvas.height, side = 56 * this.dpr;
-    for (let k = 0; k < this.inLayerCount; k++) {
-      const i = this.inLayer[k], [sx, sy] = this.toScreen(i);
+    for (let j = 0; j < this.inLayerCount; j++) {
+      const i = this.inLayer[j], [sx, sy] = this.toScreen(i);
       if (sx < -side || sy < -side || sx > w + side || sy > h + side) continue;
       let img = this.thumbs.get(i);
       if (!img) {
