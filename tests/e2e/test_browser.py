@@ -53,14 +53,23 @@ def served(index: Index, **options):
         sock.close()
 
 
+@contextmanager
+def served_folder(folder, index_dir):
+    """:func:`served` over a new index of ``folder`` kept in ``index_dir``; yields its URL."""
+    index = Index.open(index_dir, create=True)
+    index.index(folder)
+    try:
+        with served(index) as url:
+            yield url
+    finally:
+        index.close()
+
+
 @pytest.fixture(scope="module")
 def base_url(photo_dir, tmp_path_factory):
     """The server over an index of the sample photos."""
-    index = Index.open(tmp_path_factory.mktemp("browser-index"), create=True)
-    index.index(photo_dir)
-    with served(index) as url:
+    with served_folder(photo_dir, tmp_path_factory.mktemp("browser-index")) as url:
         yield url
-    index.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from lookalike.api import Index
-from test_browser import CHROMIUM, browser, page, results, served, wait_results  # noqa: F401  (fixtures)
+from test_browser import CHROMIUM, browser, page, results, served_folder, wait_results  # noqa: F401  (fixtures)
 
 pytestmark = [
     pytest.mark.browser,
@@ -37,11 +36,8 @@ def photos(photo_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_url(photos, tmp_path_factory):
     """The server over an index of the class folders."""
-    index = Index.open(tmp_path_factory.mktemp("browser-everyday"), create=True)
-    index.index(photos)
-    with served(index) as url:
+    with served_folder(photos, tmp_path_factory.mktemp("browser-everyday")) as url:
         yield url
-    index.close()
 
 
 def row(page, mode: str) -> list[tuple[str, float]]:

@@ -13,8 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from lookalike.api import Index
-from test_browser import CHROMIUM, browser, page, served, wait_results  # noqa: F401  (fixtures)
+from test_browser import CHROMIUM, browser, page, served_folder, wait_results  # noqa: F401  (fixtures)
 
 pytestmark = [
     pytest.mark.browser,
@@ -40,11 +39,8 @@ def photos(photo_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(photos, tmp_path_factory):
-    index = Index.open(tmp_path_factory.mktemp("browser-map"), create=True)
-    index.index(photos)
-    with served(index) as url:
+    with served_folder(photos, tmp_path_factory.mktemp("browser-map")) as url:
         yield url
-    index.close()
 
 
 @pytest.fixture(scope="module")
