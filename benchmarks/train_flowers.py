@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -54,6 +54,8 @@ def main() -> None:
                    "train on all the others (instead of --split)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--also-blend", type=float, action="append", default=[], metavar="SHARE",
+                   help="also score the same training exported at this --blend (no second training; repeatable)")
     p.add_argument("--keep", type=Path, help="write the fine-tuned model directory here (default: a temp dir)")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -72,6 +74,7 @@ def main() -> None:
     import torch
 
     from lookalike.train.run import train
+    from lookalike.train.save import write_model_dir
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +90,12 @@ def main() -> None:
         load_after = os.getloadavg()
         tuned = scores(test_dir, str(out))
         split = json.loads((out / "lookalike.json").read_text())["split"]
+        also = {}
+        for share in args.also_blend:
+            other = tmp / f"blend-{share}"
+            write_model_dir(replace(result, net=result.average.exported(share), config=replace(config, blend=share),
+                                    final=None), other)
+            also[f"blend {share}"] = scores(test_dir, str(other))
     report = {
         "data": str(args.data),
         "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"
@@ -96,6 +105,7 @@ def main() -> None:
         "pretrained": pretrained,
         "fine_tuned": tuned,
         "gain": {k: round(tuned[k] - pretrained[k], 4) for k in ("recall@1", "map", "map@r")},
+        "same_training_other_blends": also,
         "train_seconds": round(seconds, 1),
         "train_cpu_seconds": round(cpu, 1),
         "threads": args.threads,

@@ -108,6 +108,8 @@ def train(
                                              "feature maps of each image and its mirror (faster, "
                                              "weaker).")] = Augment(_TRAIN.augment),
     batch: Annotated[int, typer.Option("--batch", min=2, help="Images per step.")] = _TRAIN.batch_size,
+    blend: Annotated[float, typer.Option("--blend", min=0.0, max=1.0, help="Share of the trained weights in the "
+                                         "exported model; the rest are the starting weights.")] = _TRAIN.blend,
     val_split: Annotated[ValSplit, typer.Option("--val-split", help="Hold out whole classes (open set), images of "
                                                 "every class (closed set), or nothing.")] = ValSplit.classes,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")] = _TRAIN.val_fraction,
@@ -131,7 +133,7 @@ def train(
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
     config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
                          batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
-                         val_fraction=val_fraction, seed=seed)
+                         val_fraction=val_fraction, seed=seed, blend=blend)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
                                                   progress=progress, follow_links=follow_links)

@@ -45,6 +45,7 @@ from lookalike.images import decode
 from lookalike.models.efficientnet_lite import build
 from lookalike.models.registry import ModelError, ModelSpec, resolve
 from lookalike.train import data as _data
+from lookalike.train.average import Average
 from lookalike.train.config import TrainConfig
 from lookalike.train.head import EmbeddingNet, NormSoftmax
 
@@ -84,13 +85,20 @@ class Prepared:
 
 @dataclass
 class Result:
+    """The network to export (``net``); ``history`` follows the trained weights epoch by epoch, and
+    ``final`` is the exported network's validation when blending made it another one."""
+
     net: EmbeddingNet
     config: TrainConfig
     spec: ModelSpec
     history: list[Epoch] = field(default_factory=list)
+    final: dict | None = None
+    average: Average | None = field(default=None, repr=False)
 
     @property
     def val(self) -> dict | None:
+        if self.final is not None:
+            return self.final
         return self.history[-1].val if self.history else None
 
 
@@ -300,6 +308,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     rng = np.random.default_rng(config.seed)
     net = EmbeddingNet(build(prep.spec), config.dim).eval()
     loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature)
+    average = Average(net)
     backbone = net.trainable(prep.start)
     head = [*net.embedding.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW([{"params": backbone, "lr": config.lr},
@@ -362,7 +371,24 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
                              "torch_rng": torch.get_rng_state(), "epoch": epoch,
                              "history": [asdict(e) for e in history], "config": asdict(config)})
             progress("epoch", epoch, config.epochs, {"epoch": history[-1]})
-    return Result(net.to("cpu", memory_format=torch.contiguous_format).eval(), config, prep.spec, history)
+        net.to("cpu", memory_format=torch.contiguous_format).eval()
+        return reblend(Result(net, config, prep.spec, history, average=average), prep, config.blend, batches)
+
+
+def reblend(result: Result, prep: Prepared, share: float, batches: _Batches | None = None,
+            workers: int = 2) -> Result:
+    """``result`` exporting ``share`` of its trained weights and ``1 - share`` of the starting ones,
+    validated; the trained network itself when ``share`` is 1.
+    ``tune`` scores several blends of one training run this way."""
+    if result.average is None or share == 1:
+        return replace(result, net=result.average.net if result.average else result.net, final=None)
+    net = result.average.exported(share)
+    if batches is None:
+        with ThreadPoolExecutor(workers) as pool:
+            final = validate(net, prep, _Batches(prep, result.config, pool))
+    else:
+        final = validate(net, prep, batches)
+    return replace(result, net=net, config=replace(result.config, blend=share), final=final)
 
 
 def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:

@@ -3,7 +3,8 @@
 Every grid point trains on the same split (whole classes held out for validation, so the score is
 open-set retrieval) and is scored by validation mAP, then recall@1; a trial whose mAP is not clearly
 below the best's (:func:`compare`: the validation classes resampled) is within noise of it. Points with the same
-``unfreeze`` and ``augment`` share one cache of frozen activations. Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
+``unfreeze`` and ``augment`` share one cache of frozen activations, and points that differ only in
+``blend`` share one training run (blending is done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lookalike import atomic
 from lookalike.images import folder
 
 TUNABLE = ("lr", "temperature", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
-           "weight_decay", "head_lr_scale", "crop_scale", "augment")
+           "weight_decay", "head_lr_scale", "crop_scale", "augment", "blend")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
 DRAWS = 2000  # bootstrap resamples of the validation classes
 
@@ -125,7 +126,7 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
     ``follow_links`` also takes what symbolic links lead to outside ``data``.
     """
     from lookalike.train.config import TrainConfig
-    from lookalike.train.loop import fit, prepare
+    from lookalike.train.loop import fit, prepare, reblend
 
     folder(data)  # before anything is written
     base = replace(base or TrainConfig(), val_split="classes")
@@ -136,7 +137,7 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
     started = time.perf_counter()
     deadline = None if budget is None else started + budget
     trials: list[Trial] = []
-    prepared = {}
+    prepared, trained = {}, {}
     try:
         for i, point in enumerate(points):
             if deadline is not None and time.perf_counter() >= deadline:
@@ -149,7 +150,11 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             if key not in prepared:
                 prepared[key] = prepare(data, config, out / ".cache", progress=report, workers=workers,
                                         follow_links=follow_links)
-            result = fit(prepared[key], config, progress=report, workers=workers, deadline=deadline)
+            run = tuple((k, v) for k, v in point.items() if k != "blend")
+            if run not in trained:
+                trained[run] = fit(prepared[key], replace(config, blend=1.0), progress=report, workers=workers,
+                                   deadline=deadline)
+            result = reblend(trained[run], prepared[key], config.blend, workers=workers)
             done = result.history[-1].epoch
             trials.append(Trial(point, "done" if done == config.epochs else "stopped (budget)", done,
                                 round(time.perf_counter() - t0, 1),

@@ -2,9 +2,11 @@
 exported model directory embeds like the trained network."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import sample_photo
 
@@ -75,6 +77,7 @@ def test_training_raises_validation_retrieval_above_the_untrained_head(trained):
     assert untrained.val["n_images"] == 12 and untrained.val["n_classes"] == 6  # 2 held-out images per class
     assert last.val["map"] > untrained.val["map"] + 0.05
     assert last.val["recall@1"] > untrained.val["recall@1"]
+    assert result.val["map"] > untrained.val["map"] + 0.05  # the exported network, whatever the defaults export
 
 
 @pytest.mark.slow
@@ -99,15 +102,37 @@ def test_model_directory_is_accepted_as_a_model(trained):
     onnx_out = Embedder(spec, threads=1).embed(x)
     assert onnx_out.shape == (3, 64)
     assert np.allclose(np.linalg.norm(onnx_out, axis=1), 1, atol=1e-5)
-    import torch
-
     with torch.no_grad():
         assert np.allclose(result.net(torch.from_numpy(x)).numpy(), onnx_out, atol=1e-4)
 
 
-def test_feature_crops_resample_the_chosen_box():
-    import torch
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    config = replace(TINY, epochs=1, unfreeze=2)
+    prep = loop.prepare(make_classes(tmp_path_factory.mktemp("few")), config,
+                        tmp_path_factory.mktemp("cache"))
+    yield prep, config
+    prep.close()
 
+
+@pytest.mark.slow
+def test_the_exported_weights_are_blended_with_the_starting_ones(prepared):
+    prep, config = prepared
+    result = loop.fit(prep, replace(config, blend=0.5))
+    key = "features.net._conv_head.weight"
+    trained, start = result.average.net.state_dict()[key], result.average.start[key]
+    assert not torch.equal(trained, start)
+    assert torch.allclose(result.net.state_dict()[key], (start + trained) / 2, atol=1e-7)
+    assert result.val is result.final and result.final["n_images"] == result.history[-1].val["n_images"]
+    untrained = loop.reblend(result, prep, 0.0)  # nothing of the training: the untrained network's scores
+    assert untrained.config.blend == 0.0
+    for score in ("map", "recall@1"):
+        assert untrained.val[score] == pytest.approx(result.history[0].val[score], abs=1e-6)
+    last = loop.reblend(result, prep, 1.0)  # all of it: the last epoch's network and scores
+    assert last.net is result.average.net and last.final is None and last.val == result.history[-1].val
+
+
+def test_feature_crops_resample_the_chosen_box():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     rng = np.random.default_rng(0)
     assert torch.allclose(loop.feature_crops(x, 8, rng, 1.0), x, atol=1e-4)  # whole map at its own size
@@ -122,8 +147,6 @@ def test_a_full_disk_leaves_no_cut_short_cache_or_checkpoint(small_disk):
     """The activation cache reserves its blocks before it is written (a full disk is an OSError then,
     not a SIGBUS on a later page) and is removed when it cannot be made; a checkpoint that does not
     fit leaves the previous one whole and no temporary file."""
-    import torch
-
     full = small_disk(0)  # not even the header fits
     with pytest.raises(OSError):
         loop.reserved_memmap(full / "val.npy", (100, 64, 28, 28))

@@ -100,6 +100,18 @@ def test_mixed_classes_are_judged_by_the_spread_of_their_differences():
     assert not clear["within_noise"] and clear["interval"][1] < 0
 
 
+@pytest.mark.slow
+def test_points_that_differ_only_in_blend_share_one_training_run(data, tmp_path, monkeypatch):
+    from lookalike.train import loop
+
+    fitted, real = [], loop.fit
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: fitted.append(a[1]) or real(*a, **k))
+    result = tune.run_grid(data, {"blend": [0.0, 1.0], "lr": [1e-3, 1e-5]}, tmp_path, TINY)
+    assert [(c.lr, c.blend) for c in fitted] == [(1e-3, 1.0), (1e-5, 1.0)]  # trained once per rate, unblended
+    assert [t.settings for t in result.trials] == [{"blend": b, "lr": lr} for b in (0.0, 1.0) for lr in (1e-3, 1e-5)]
+    assert all(t.status == "done" and t.epochs_done == 1 and t.val for t in result.trials)
+
+
 def test_budget_skips_what_does_not_fit(data, tmp_path):
     result = tune.run_grid(data, {"lr": [1e-3, 1e-4]}, tmp_path, TINY, budget=0)
     assert [t.status for t in result.trials] == ["skipped (budget)"] * 2
@@ -172,7 +184,7 @@ def test_each_malformed_grid_entry_gets_its_own_message():
     cases = {"epochs=": "grid entry 'epochs=' is not NAME=V1,V2,...",
              "lr=1e-3=2": "bad value in 'lr=1e-3=2': lr takes float values",
              "model=x": "cannot tune 'model'; choose from: lr, temperature, dim, epochs, unfreeze, train_size, "
-                        "batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment"}
+                        "batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment, blend"}
     for entry, message in cases.items():
         with pytest.raises(ValueError) as caught:
             tune.parse_grid([entry])
