@@ -108,6 +108,10 @@ def train(
                                              "feature maps of each image and its mirror (faster, "
                                              "weaker).")] = Augment(_TRAIN.augment),
     batch: Annotated[int, typer.Option("--batch", min=2, help="Images per step.")] = _TRAIN.batch_size,
+    lr_decay: Annotated[float, typer.Option("--lr-decay", min=0.0, max=1.0, help="Learning-rate factor per block "
+                                            "towards the input (1: one rate for all).")] = _TRAIN.lr_decay,
+    ema: Annotated[float, typer.Option("--ema", min=0.0, max=0.9999, help="Export a moving average of the weights "
+                                       "with this decay per step (0: the last weights).")] = _TRAIN.ema,
     blend: Annotated[float, typer.Option("--blend", min=0.0, max=1.0, help="Share of the trained weights in the "
                                          "exported model; the rest are the starting weights.")] = _TRAIN.blend,
     val_split: Annotated[ValSplit, typer.Option("--val-split", help="Hold out whole classes (open set), images of "
@@ -133,7 +137,7 @@ def train(
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
     config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
                          batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
-                         val_fraction=val_fraction, seed=seed, blend=blend)
+                         val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
                                                   progress=progress, follow_links=follow_links)

@@ -14,7 +14,10 @@ class TrainConfig:
     classes); ``dim`` equal to the 1280 pooled features starts as a lossless rotation of them and
     scored 0.1-1.2 mAP points above 512 in every comparison.
 
-    ``blend`` < 1 exports that share of the trained weights and the rest of the starting ones (WiSE-FT).
+    ``lr_decay`` multiplies the learning rate once per block going towards the input (the 1x1 head
+    convolution gets ``lr``, the last block ``lr * lr_decay``, ...). ``ema`` > 0 exports an
+    exponential moving average of the weights over the steps (that decay per step); ``blend`` < 1
+    exports that share of the trained weights and the rest of the starting ones (WiSE-FT).
     """
 
     model: str = "efficientnet-lite0"
@@ -24,6 +27,7 @@ class TrainConfig:
     epochs: int = 4
     lr: float = 3e-5
     head_lr_scale: float = 10.0
+    lr_decay: float = 1.0
     weight_decay: float = 1e-4
     unfreeze: int = 11
     batch_size: int = 32
@@ -31,6 +35,7 @@ class TrainConfig:
     train_size: int = 160
     crop_scale: float = 0.3
     augment: str = "pixels"
+    ema: float = 0.0
     blend: float = 1.0
     val_split: str = "classes"
     val_fraction: float = 0.2
@@ -52,6 +57,10 @@ class TrainConfig:
             raise ValueError("unfreeze must be 0 or more")
         if not 0 < self.crop_scale <= 1:
             raise ValueError("crop-scale must be in (0, 1]")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError("lr-decay must be in (0, 1]")
+        if not 0 <= self.ema < 1:
+            raise ValueError("ema must be in [0, 1)")
         if not 0 <= self.blend <= 1:
             raise ValueError("blend must be in [0, 1]")
         if self.augment not in ("pixels", "features"):

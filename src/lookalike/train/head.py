@@ -78,18 +78,19 @@ class EmbeddingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(x, 0)
 
-    def trainable(self, start: int) -> list[nn.Parameter]:
-        """Backbone parameters from block ``start`` on (the 1x1 head convolution with any block; the
-        stem when ``start == 0``); freezes the rest."""
+    def trainable(self, start: int) -> list[list[nn.Parameter]]:
+        """Backbone parameters from block ``start`` on, by depth from the output: the 1x1 head
+        convolution (with any block), each block from the last to ``start``, the stem when
+        ``start == 0``; freezes the rest."""
         net = self.features.net
-        parts: list[nn.Module] = list(net._blocks[start:])
+        parts: list[list[nn.Module]] = [[block] for block in reversed(net._blocks[start:])]
         if parts:
-            parts += [net._conv_head, net._bn1]
+            parts.insert(0, [net._conv_head, net._bn1])
         if start == 0:
-            parts += [net._conv_stem, net._bn0]
+            parts.append([net._conv_stem, net._bn0])
         for p in self.features.parameters():
             p.requires_grad_(False)
-        params = [p for m in parts for p in m.parameters()]
-        for p in params:
+        groups = [[p for m in modules for p in m.parameters()] for modules in parts]
+        for p in (p for group in groups for p in group):
             p.requires_grad_(True)
-        return params
+        return groups

@@ -86,7 +86,7 @@ class Prepared:
 @dataclass
 class Result:
     """The network to export (``net``); ``history`` follows the trained weights epoch by epoch, and
-    ``final`` is the exported network's validation when blending made it another one."""
+    ``final`` is the exported network's validation when averaging or blending made it another one."""
 
     net: EmbeddingNet
     config: TrainConfig
@@ -308,10 +308,10 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     rng = np.random.default_rng(config.seed)
     net = EmbeddingNet(build(prep.spec), config.dim).eval()
     loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature)
-    average = Average(net)
-    backbone = net.trainable(prep.start)
+    average = Average(net, config.ema)
     head = [*net.embedding.parameters(), *loss_fn.parameters()]
-    opt = torch.optim.AdamW([{"params": backbone, "lr": config.lr},
+    opt = torch.optim.AdamW([*({"params": group, "lr": config.lr * config.lr_decay ** depth}
+                               for depth, group in enumerate(net.trainable(prep.start))),
                              {"params": head, "lr": config.lr * config.head_lr_scale}],
                             weight_decay=config.weight_decay)
     steps = math.ceil(len(prep.train) / config.batch_size)
@@ -330,6 +330,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
             loss_fn.load_state_dict(state["loss"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            average.load(state.get("average"))
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             history = [Epoch(**e) for e in state["history"]]
@@ -359,6 +360,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
                 loss.backward()
                 opt.step()
                 sched.step()
+                average.update()
                 losses.append(loss.item())
                 progress("train", i + 1, steps, {"epoch": epoch, "loss": float(np.mean(losses[-20:]))})
             net.cpu()
@@ -368,7 +370,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
             if ckpt is not None:
                 _save(ckpt, {"net": net.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
-                             "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                             "torch_rng": torch.get_rng_state(), "epoch": epoch, "average": average.state(),
                              "history": [asdict(e) for e in history], "config": asdict(config)})
             progress("epoch", epoch, config.epochs, {"epoch": history[-1]})
         net.to("cpu", memory_format=torch.contiguous_format).eval()
@@ -377,10 +379,10 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
 
 def reblend(result: Result, prep: Prepared, share: float, batches: _Batches | None = None,
             workers: int = 2) -> Result:
-    """``result`` exporting ``share`` of its trained weights and ``1 - share`` of the starting ones,
-    validated; the trained network itself when ``share`` is 1.
+    """``result`` exporting ``share`` of its trained (or averaged) weights and ``1 - share`` of the
+    starting ones, validated; the trained network itself when there is nothing to average or blend.
     ``tune`` scores several blends of one training run this way."""
-    if result.average is None or share == 1:
+    if result.average is None or (result.average.ema is None and share == 1):
         return replace(result, net=result.average.net if result.average else result.net, final=None)
     net = result.average.exported(share)
     if batches is None:

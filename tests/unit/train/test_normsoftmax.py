@@ -61,8 +61,14 @@ def test_tail_from_cached_prefix_equals_the_whole_network(net):
 
 @pytest.mark.slow
 def test_trainable_unfreezes_only_the_tail(net):
-    params = net.trainable(13)
+    groups = net.trainable(13)
     blocks = net.features.net._blocks
+    head = net.features.net._conv_head, net.features.net._bn1
+    # by depth from the output (lr-decay counts these): the head convolution, then blocks 15, 14, 13
+    assert [len(g) for g in groups] == [sum(1 for m in ms for _ in m.parameters())
+                                        for ms in (head, *([b] for b in blocks[:12:-1]))]
+    assert groups[1][0] is next(blocks[15].parameters())
+    params = [p for g in groups for p in g]
     assert all(p.requires_grad for b in blocks[13:] for p in b.parameters())
     assert not any(p.requires_grad for b in blocks[:13] for p in b.parameters())
     assert all(p.requires_grad for p in net.features.net._conv_head.parameters())
@@ -70,4 +76,6 @@ def test_trainable_unfreezes_only_the_tail(net):
     assert len(params) == sum(1 for m in [*blocks[13:], net.features.net._conv_head, net.features.net._bn1]
                               for _ in m.parameters())
     assert net.trainable(net.n_blocks) == []  # head only: the backbone stays frozen
-    assert all(p.requires_grad for p in net.trainable(0))  # everything, stem included
+    everything = net.trainable(0)
+    assert len(everything) == net.n_blocks + 2 and all(p.requires_grad for g in everything for p in g)
+    assert everything[-1][0] is net.features.net._conv_stem.weight  # the stem is deepest, so slowest

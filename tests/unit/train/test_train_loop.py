@@ -115,6 +115,22 @@ def prepared(tmp_path_factory):
     prep.close()
 
 
+def _moved(result, key: str) -> float:
+    """How far training moved the weight ``key`` from where it started (largest change)."""
+    average = result.average
+    return float((average.net.state_dict()[key] - average.start[key]).abs().max())
+
+
+@pytest.mark.slow
+def test_lr_decay_slows_the_blocks_towards_the_input(prepared):
+    prep, config = prepared
+    head, second_last = "features.net._conv_head.weight", "features.net._blocks.14._project_conv.weight"
+    same = loop.fit(prep, config)
+    decayed = loop.fit(prep, replace(config, lr_decay=1e-3))  # the second-last block learns at 1e-6 x lr
+    assert _moved(same, second_last) > 1e-5 and _moved(decayed, second_last) < 1e-3 * _moved(same, second_last)
+    assert _moved(decayed, head) > 0.1 * _moved(same, head)  # the head convolution keeps the full rate
+
+
 @pytest.mark.slow
 def test_the_exported_weights_are_blended_with_the_starting_ones(prepared):
     prep, config = prepared
@@ -130,6 +146,23 @@ def test_the_exported_weights_are_blended_with_the_starting_ones(prepared):
         assert untrained.val[score] == pytest.approx(result.history[0].val[score], abs=1e-6)
     last = loop.reblend(result, prep, 1.0)  # all of it: the last epoch's network and scores
     assert last.net is result.average.net and last.final is None and last.val == result.history[-1].val
+
+
+@pytest.mark.slow
+def test_the_exported_weights_are_averaged_and_blended(prepared):
+    prep, config = prepared
+    result = loop.fit(prep, replace(config, ema=0.5))
+    trained = result.average.net.state_dict()
+    key = "features.net._conv_head.weight"
+    assert torch.equal(result.net.state_dict()[key], result.average.ema[key])
+    assert not torch.equal(result.net.state_dict()[key], trained[key])  # the average lags the last step
+    assert result.val is result.final and result.final["n_images"] == result.history[-1].val["n_images"]
+    start = loop.reblend(result, prep, 0.0)  # nothing of the training: the untrained network's scores
+    assert start.config.blend == 0.0 and start.config.ema == 0.5
+    for score in ("map", "recall@1"):
+        assert start.val[score] == pytest.approx(result.history[0].val[score], abs=1e-6)
+    half = loop.reblend(result, prep, 0.5).net.state_dict()[key]
+    assert torch.allclose(half, (result.average.start[key] + result.average.ema[key]) / 2, atol=1e-7)
 
 
 def test_feature_crops_resample_the_chosen_box():
