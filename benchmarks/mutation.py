@@ -10,6 +10,11 @@ score (killed and timed out over those checked), and the names of the survivors 
     nice -n 10 python benchmarks/mutation.py                       # every module of src/
     nice -n 10 python benchmarks/mutation.py src/lookalike/index/store.py --budget 900 --out m.json
 
+The default model is exported once per run, by the unmutated source, and each mutant's test session
+starts from a copy of it (``$LOOKALIKE_TEST_MODELS``, honoured by ``tests/conftest.py``) instead of
+exporting it again; the sessions of ``lookalike/models/``'s modules, whose mutants may change an
+export, and of every module with ``--no-share-model`` export it themselves.
+
 Needs the ``dev`` extra (mutmut). CI does not run it. ``MODULES`` names every module of ``src/``
 with its tests (a full run refuses to start while one is missing); a full run of all of them at the
 default budget takes up to a day on 2 cores: run the modules a change touches.
@@ -180,18 +185,34 @@ def results(work: Path, env: dict) -> dict[str, str]:
     return found
 
 
+def export_default_model(cache: Path) -> Path:
+    """Export the default model once, with the unmutated source, into ``cache``; the folder of its
+    ONNX file, which each mutant's test session copies (``$LOOKALIKE_TEST_MODELS``, see
+    ``tests/conftest.py``) instead of exporting the model again."""
+    code = ("from lookalike.models.export import onnx_file; from lookalike.models.registry import resolve; "
+            "onnx_file(resolve())")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=900,
+                   env={**os.environ, "PYTHONPATH": str(REPO / "src"), "LOOKALIKE_CACHE": str(cache)})
+    return cache / "onnx"
+
+
 def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bool,
-               scratch: Path | None = None, mutants: list[str] | None = None) -> dict:
+               scratch: Path | None = None, mutants: list[str] | None = None, models: Path | None = None) -> dict:
     """Mutate one module for at most ``budget`` seconds; its counts and survivors.
 
     With ``scratch``, work in (and keep) that directory, going on from its earlier runs; with
-    ``mutants`` (names or globs, as ``mutmut results`` prints them), check those again only.
+    ``mutants`` (names or globs, as ``mutmut results`` prints them), check those again only. With
+    ``models``, the test sessions start from those exported ONNX files, except for a module of
+    ``lookalike/models/`` (its mutants may change what an export writes).
     """
     keep = keep or scratch is not None
     work = scratch_copy(module, tests, scratch)
     # mutmut puts mutants/src first on sys.path itself; an outer PYTHONPATH would shadow it
     env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "LOOKALIKE_CACHE": os.environ.get("LOOKALIKE_CACHE", str(work / "cache"))}
+    env.pop("LOOKALIKE_TEST_MODELS", None)
+    if models is not None and not module.startswith("src/lookalike/models/"):
+        env["LOOKALIKE_TEST_MODELS"] = str(models)
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(mutants or [])],
                             cwd=work, env=env,
@@ -238,6 +259,9 @@ def main() -> None:
     parser.add_argument("--mutants", nargs="+", help="check only these mutants again (names or globs, as "
                         "mutmut results prints them), e.g. after adding tests; needs --scratch")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--no-share-model", dest="share_model", action="store_false",
+                        help="let every test session export the default model itself, as the test suite does "
+                        "(by default it is exported once per run and copied into each session's cache)")
     args = parser.parse_args()
     if not args.modules and unlisted():
         parser.error("MODULES names no tests for " + ", ".join(unlisted()))
@@ -246,15 +270,18 @@ def main() -> None:
         parser.error("--scratch takes one module")
     if args.mutants and not args.scratch:
         parser.error("--mutants needs --scratch (the directory of the run that found them)")
-    rows = []
     for module in chosen:
-        tests = MODULES.get(module) or args.tests
-        if not tests:
+        if not (MODULES.get(module) or args.tests):
             parser.error(f"{module} is not in MODULES: name its tests with --tests")
         if not (REPO / module).is_file():
             parser.error(f"no such module: {module}")
-        rows.append(run_module(module, tests, args.budget, args.jobs, args.keep, args.scratch, args.mutants))
-        print(f"{module}: {rows[-1]['killed']}/{rows[-1]['mutants']} killed", file=sys.stderr, flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lookalike-mutation-models-") as cache:
+        models = export_default_model(Path(cache)) if args.share_model else None
+        for module in chosen:
+            rows.append(run_module(module, MODULES.get(module) or args.tests, args.budget, args.jobs, args.keep,
+                                   args.scratch, args.mutants, models))
+            print(f"{module}: {rows[-1]['killed']}/{rows[-1]['mutants']} killed", file=sys.stderr, flush=True)
     total = Counter()
     for row in rows:
         total.update({s: row[s.replace(" ", "_")] for s in STATUSES} | {"mutants": row["mutants"]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -19,9 +20,17 @@ def pytest_itemcollected(item):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_dirs(tmp_path_factory):
-    """Keep exported models and default indexes out of the user's directories, shared per session."""
+    """Keep exported models and default indexes out of the user's directories, shared per session.
+
+    ``$LOOKALIKE_TEST_MODELS``, a folder of exported ONNX files (as the cache's ``onnx/`` holds them),
+    is copied into the session's fresh cache, so a session need not export them again (mutation testing
+    runs a session per mutant); the copy keeps the folder safe from what the session writes.
+    """
     mp = pytest.MonkeyPatch()
-    mp.setenv("LOOKALIKE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    cache = tmp_path_factory.mktemp("cache")
+    if os.environ.get("LOOKALIKE_TEST_MODELS"):
+        shutil.copytree(os.environ["LOOKALIKE_TEST_MODELS"], cache / "onnx")
+    mp.setenv("LOOKALIKE_CACHE", str(cache))
     mp.setenv("LOOKALIKE_INDEX", str(tmp_path_factory.mktemp("default") / "index"))
     yield
     mp.undo()
@@ -51,8 +60,6 @@ class _MilvusServer:
         return f"http://127.0.0.1:{self.server.config.configurable_items['proxy_port'][1]}"
 
     def stop(self) -> None:
-        import shutil
-
         if self.server is not None:
             server, self.server = self.server, None
             server.stop()
