@@ -150,3 +150,20 @@ def test_re_ranking_in_small_chunks_matches_the_dense_reference(monkeypatch, chu
         ref_idx, ref_dist = dense_rerank(X, 41, 8, 3, 0.3, metric)
         np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
         np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_image_0_as_a_candidate_is_expanded_like_any_other():
+    """Image 0 is an id like the others, not the padding (-1): on unclustered points, where most
+    reciprocal sets grow by their candidates' half sets, the answer is the dense reference's, and
+    numbering the images in another order re-numbers the answer and changes nothing else."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4)).astype(np.float32)
+    idx, dist = rerank(X, k=29, k1=8, k2=1, lambda_=0.3)
+    ref_idx, ref_dist = dense_rerank(X, 29, 8, 1, 0.3, "cosine")
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(30)  # new image j is old image perm[j]
+        p_idx, p_dist = rerank(X[perm], k=29, k1=8, k2=1, lambda_=0.3)
+        np.testing.assert_array_equal(perm[p_idx], idx[perm])
+        np.testing.assert_allclose(p_dist, dist[perm], atol=1e-6)
