@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -122,6 +123,68 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Debian's chromium, which the browser tests drive (``apt-get install -y chromium``); skipped without it.
+CHROMIUM = "/usr/bin/chromium"
+
+
+@contextmanager
+def served(index, **options):
+    """A uvicorn server over ``index`` (``create_app``'s ``options``) in a thread, on a loopback socket
+    bound to a free port; yields its URL."""
+    import threading
+
+    import uvicorn
+
+    from lookalike.server import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(index, **options), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def served_folder(folder, index_dir):
+    """:func:`served` over a new index of ``folder`` kept in ``index_dir``; yields its URL."""
+    from lookalike.api import Index
+
+    index = Index.open(index_dir, create=True)
+    index.index(folder)
+    try:
+        with served(index) as url:
+            yield url
+    finally:
+        index.close()
+
+
+def results(page) -> list[tuple[str, float]]:
+    """(name, distance) of the result cards of the web page, in order."""
+    cards = page.locator("#results li a")
+    return [(c.locator(".name").inner_text(), float(c.locator(".distance").inner_text())) for c in cards.all()]
+
+
+def wait_results(page, count: int, first: str | None = None) -> list[tuple[str, float]]:
+    """:func:`results` once the page shows ``count`` cards (the first named ``first``, when given)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    expect(page.locator("#results li")).to_have_count(count)
+    if first is not None:
+        expect(page.locator("#results li .name").first).to_have_text(first)
+    return results(page)
 
 
 def wait_until_serving(server: subprocess.Popen, port: int, log, seconds: float = 120):

@@ -10,108 +10,18 @@ import io
 import os
 import re
 import shutil
-import socket
-import threading
-import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from helpers import sample_photo
-from lookalike.api import Index
-from lookalike.server import create_app
+from helpers import CHROMIUM, sample_photo, wait_results
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Debian's chromium at {CHROMIUM} "
                        "(apt-get install -y chromium)"),
 ]
-
-
-@contextmanager
-def served(index: Index, **options):
-    """A uvicorn server over ``index`` (``create_app``'s ``options``) in a thread, on a loopback socket
-    bound to a free port; yields its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(index, **options), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-@contextmanager
-def served_folder(folder, index_dir):
-    """:func:`served` over a new index of ``folder`` kept in ``index_dir``; yields its URL."""
-    index = Index.open(index_dir, create=True)
-    index.index(folder)
-    try:
-        with served(index) as url:
-            yield url
-    finally:
-        index.close()
-
-
-@pytest.fixture(scope="module")
-def base_url(photo_dir, tmp_path_factory):
-    """The server over an index of the sample photos."""
-    with served_folder(photo_dir, tmp_path_factory.mktemp("browser-index")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync",
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, base_url):
-    """A fresh page whose every request must stay on the local server (the page works offline)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=base_url)
-    context.grant_permissions(["camera"], origin=base_url)
-    foreign: list[str] = []
-    context.on("request", lambda r: None if r.url.startswith((base_url, "data:", "blob:")) else foreign.append(r.url))
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert foreign == [], "requests left the local server"
-    assert errors == [], "uncaught JavaScript errors"
-
-
-def results(page) -> list[tuple[str, float]]:
-    """(name, distance) of the result cards, in order."""
-    cards = page.locator("#results li a")
-    return [(c.locator(".name").inner_text(), float(c.locator(".distance").inner_text())) for c in cards.all()]
-
-
-def wait_results(page, count: int, first: str | None = None) -> list[tuple[str, float]]:
-    expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
-    expect(page.locator("#results li")).to_have_count(count)
-    if first is not None:
-        expect(page.locator("#results li .name").first).to_have_text(first)
-    return results(page)
 
 
 def test_upload_shows_results(page, photo_dir, tmp_path):

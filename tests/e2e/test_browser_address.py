@@ -9,8 +9,7 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from helpers import ImageServer
-from test_browser import CHROMIUM, browser, page, served, wait_results  # noqa: F401  (fixtures)
+from helpers import CHROMIUM, ImageServer, served, wait_results
 
 pytestmark = [
     pytest.mark.browser,
@@ -37,7 +36,7 @@ def base_url(index):
         yield url
 
 
-def test_an_address_is_queried_like_an_upload(page, pictures):  # noqa: F811  (fixtures)
+def test_an_address_is_queried_like_an_upload(page, pictures):
     page.goto("/")
     expect(page.locator("#address")).to_be_visible()
     address = pictures.url("/redirect/1")
@@ -52,14 +51,14 @@ def test_an_address_is_queried_like_an_upload(page, pictures):  # noqa: F811  (f
     wait_results(page, 12, "coffee.jpg")
 
 
-def test_an_address_that_is_no_image_says_why(page, pictures):  # noqa: F811  (fixtures)
+def test_an_address_that_is_no_image_says_why(page, pictures):
     page.goto("/")
     page.get_by_label("Image address").fill(pictures.url("/page.html"))
     page.get_by_role("button", name="Search", exact=True).click()
     expect(page.locator("#error")).to_contain_text("not an image: the server says its content is text/html")
 
 
-def test_the_box_is_hidden_where_the_server_does_not_fetch(browser, index):  # noqa: F811  (fixtures)
+def test_the_box_is_hidden_where_the_server_does_not_fetch(browser, index):
     with served(index) as url:
         context = browser.new_context(base_url=url)
         pg = context.new_page()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from test_browser import CHROMIUM, browser, page, results, served_folder, wait_results  # noqa: F401  (fixtures)
+from helpers import CHROMIUM, results, served_folder, wait_results
 
 pytestmark = [
     pytest.mark.browser,

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from lookalike.dedup import review
 from lookalike.dedup.report import DedupReport, Duplicate, Group
 from lookalike.dedup.rules import Rule
-from test_browser import CHROMIUM, base_url, browser, page, results  # noqa: F401  (fixtures)
+from helpers import CHROMIUM, results
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,7 +22,7 @@ pytestmark = [
 
 @pytest.mark.parametrize("upload", ["..%2F..%2Fapi%2Fquery%3Fid%3D3%26k%3D5%23", "%2E%2E%2Fthumbs%2F3%3F",
                                     "0" * 31 + "G", "0" * 33, ""])
-def test_an_upload_that_is_not_a_content_hash_is_never_fetched(page, upload):  # noqa: F811
+def test_an_upload_that_is_not_a_content_hash_is_never_fetched(page, upload):
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url))
     page.goto(f"/?upload={upload}&mode=nearest&k=5&metric=cosine")
@@ -30,7 +30,7 @@ def test_an_upload_that_is_not_a_content_hash_is_never_fetched(page, upload):  #
     assert results(page) == [] and [u.split("/api/")[1] for u in asked if "/api/" in u] == ["stats"], asked
 
 
-def test_the_review_page_is_utf8_and_saves_each_names_exact_bytes(browser, tmp_path):  # noqa: F811
+def test_the_review_page_is_utf8_and_saves_each_names_exact_bytes(browser, tmp_path):
     odd, emoji = os.fsdecode(b"/photos/x\xff.jpg"), "/photos/фото 😀.jpg"
     groups = [Group("exact", "/photos/keep.jpg", [Duplicate(odd, 0.0, "exact"), Duplicate(emoji, 0.0, "exact")])]
     report = DedupReport(Rule(0.1), None, 3, groups=groups)

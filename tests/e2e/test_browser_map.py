@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from test_browser import CHROMIUM, browser, page, served_folder, wait_results  # noqa: F401  (fixtures)
+from helpers import CHROMIUM, served_folder, wait_results
 
 pytestmark = [
     pytest.mark.browser,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from test_browser import CHROMIUM
+from helpers import CHROMIUM
 
 pytestmark = [
     pytest.mark.browser,
