@@ -119,6 +119,7 @@ MODULES = {
     "src/lookalike/server/schemas.py": SERVER_TESTS + [U + "server/test_schema.py"],
     **{f"src/lookalike/train/{m}.py": TRAIN_TESTS for m in ("__init__", "config", "head", "loop", "omp", "run",
                                                               "save")},
+    "src/lookalike/train/average.py": [U + "train/test_average.py"],
     "src/lookalike/train/data.py": [U + "train/test_train_data.py"],
     "src/lookalike/train/tune.py": [U + "train/test_tune.py"],
     "src/lookalike/vectors/__init__.py": VECTOR_TESTS,
