@@ -521,3 +521,54 @@ def test_a_folder_that_cannot_be_read_or_has_gone_is_passed_over_and_the_rest_li
     found = [os.path.relpath(p, root) for p in list_images(root, left_out=left_out)]
     assert found == ["a.jpg", "d/x.jpg", "e/x.jpg", "d/deeper/y.jpg"]
     assert left_out == [(str(root / "b-locked"), "cannot read folder: Permission denied")]
+
+
+# Found by mutation testing: a palette's transparent entry, the 16-bit scale's last step, the luma a
+# gray decode reads, the colour a drafted decode keeps, a flat image without a warning.
+
+def test_a_palette_entry_marked_transparent_is_white_and_the_others_keep_their_colour():
+    p = Image.new("P", (2, 1), 1)
+    p.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    p.putpixel((0, 0), 0)  # entry 0, black, is the transparent one
+    out = decode(_bytes(p, "PNG", transparency=0))
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255) and out.getpixel((1, 0)) == (10, 200, 30)
+    assert decode(_bytes(p, "PNG")).getpixel((0, 0)) == (0, 0, 0)  # without the mark, black stays black
+
+
+def test_16_bit_values_are_scaled_by_255_over_65535_rounded_half_up():
+    # 257 x n - 128 sits 0.498 below n on the 8-bit scale (n x 257 = 255 x 257 x n / 255), so it
+    # rounds up to n only when divided by exactly 65535 / 255 = 257
+    arr = np.array([[257 * 200 - 128, 257 * 200 - 129, 257 * 3 + 128, 65535]], np.uint16)
+    out = decode(Image.fromarray(arr))
+    assert [out.getpixel((x, 0))[0] for x in range(4)] == [200, 199, 3, 255]
+
+
+def test_gray_decodes_the_luma_a_jpeg_stores_exactly():
+    """The JPEG's own Y plane (Pillow's decoder asked for YCbCr), not colour decoded and turned gray,
+    which rounds some pixels one or two levels away."""
+    data = _bytes(sample_photo("astronaut").resize((1024, 640)), "JPEG", quality=95)
+    stored = Image.open(io.BytesIO(data))
+    stored.draft("YCbCr", (224, 224))
+    assert stored.mode == "YCbCr" and stored.size == (512, 320)
+    np.testing.assert_array_equal(np.asarray(decode(data, size=224, gray=True)), np.asarray(stored.split()[0]))
+
+
+def test_a_jpeg_decoded_at_reduced_scale_keeps_its_colour():
+    data = _bytes(Image.new("RGB", (1024, 1024), (200, 30, 40)), "JPEG", quality=95)
+    out = decode(data, size=224)
+    assert out.size == (256, 256) and out.mode == "RGB"
+    r, g, b = out.getpixel((100, 100))
+    assert abs(r - 200) <= 3 and abs(g - 30) <= 3 and abs(b - 40) <= 3
+
+
+@pytest.mark.parametrize("mode, dtype", [("I", np.int32), ("F", np.float32)])
+def test_a_flat_image_scaled_from_its_own_range_is_black_without_a_warning(mode, dtype):
+    import warnings
+
+    from lookalike.images import to_rgb
+
+    img = Image.fromarray(np.full((3, 3), 7, dtype), mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by the zero range, no NaN cast to bytes
+        out = to_rgb(img)
+    assert out.getextrema() == ((0, 0),) * 3
