@@ -192,7 +192,8 @@ def export_default_model(cache: Path) -> Path:
     ``tests/conftest.py``) instead of exporting the model again."""
     code = ("from lookalike.models.export import onnx_file; from lookalike.models.registry import resolve; "
             "onnx_file(resolve())")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=900,
+    # no timeout: a run at low priority, or paused, may wait long for the CPU
+    subprocess.run([sys.executable, "-c", code], check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO / "src"), "LOOKALIKE_CACHE": str(cache)})
     return cache / "onnx"
 
