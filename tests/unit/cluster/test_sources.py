@@ -69,3 +69,41 @@ def test_a_missing_source_or_file_is_said_plainly(folders):
         list(list_files(f"file://{folders}/nowhere"))
     with pytest.raises(ImageError, match="cannot read file"):
         read(f"file://{folders}/nowhere.jpg")
+
+
+def test_a_folder_listed_by_uri_gives_the_files_its_path_gives(folders):
+    """The same files, sizes and times whichever way the folder is named: hidden files listed,
+    hidden folders at any depth left out, a source that is one file listed alone."""
+    for rel in ("photos/.hidden.jpg", "photos/sub/.thumbs/d.jpg", "photos/sub/deeper/e.JPG", "photos/sub/f.txt"):
+        (folders / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folders / rel).write_bytes(b"e" * 11)
+    by_path = list(list_files(str(folders / "photos")))
+    by_uri = list(list_files(f"file://{folders}/photos"))
+    assert [(f"file://{name}", size, mtime) for name, size, mtime in by_path] == by_uri
+    assert [os.path.relpath(name, folders / "photos") for name, _, _ in by_path] == [
+        ".hidden.jpg", "a.jpg", "sub/b.png", "sub/deeper/e.JPG"]
+    one = f"file://{folders}/photos/sub/b.png"
+    assert [(name, size) for name, size, _ in list_files(one)] == [(one, 5)]
+    assert [(name, size) for name, size, _ in list_files(str(folders / "photos/a.jpg"))] == [
+        (str(folders / "photos/a.jpg"), 3)]
+
+
+def test_a_file_read_by_uri_is_read_up_to_the_limit_and_refused_one_byte_over(tmp_path):
+    from lookalike.images import FileTooLarge, max_file_bytes
+
+    limit = max_file_bytes(1)  # 8 bytes for the one pixel allowed, and 16 MiB
+    for size in (limit, limit + 1):
+        with open(tmp_path / f"{size}.jpg", "wb") as f:
+            f.truncate(size)
+    assert len(read(f"file://{tmp_path}/{limit}.jpg", max_pixels=1)) == limit
+    with pytest.raises(FileTooLarge):
+        read(f"file://{tmp_path}/{limit + 1}.jpg", max_pixels=1)
+
+
+def test_a_location_is_made_absolute_unless_it_is_a_uri(tmp_path, monkeypatch):
+    from lookalike.cluster.sources import absolute, is_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute("photos/a.jpg") == str(tmp_path / "photos/a.jpg")
+    assert absolute("s3://bucket/photos") == "s3://bucket/photos" and is_uri("file:///x") and not is_uri("a:b/c")
+    assert name_of("photos/") == str(tmp_path / "photos")
