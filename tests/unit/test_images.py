@@ -572,3 +572,41 @@ def test_a_flat_image_scaled_from_its_own_range_is_black_without_a_warning(mode,
         warnings.simplefilter("error")  # no division by the zero range, no NaN cast to bytes
         out = to_rgb(img)
     assert out.getextrema() == ((0, 0),) * 3
+
+
+def test_floats_are_scaled_by_255_and_a_bmp_with_a_broken_header_says_why():
+    assert decode(np.full((1, 1), 0.6)).getpixel((0, 0)) == (153, 153, 153)  # 0.6 x 255 + 0.5 = 153.5
+    with pytest.raises(ImageError, match=r"^cannot open image: .*BMP header"):
+        decode(b"BM" + b"\0" * 20)
+
+
+def test_decode_sized_gives_colour_unless_asked_for_gray():
+    img, full = decode_sized(_bytes(Image.new("RGB", (4, 2), (200, 30, 40)), "PNG"))
+    assert img.mode == "RGB" and img.getpixel((0, 0)) == (200, 30, 40) and full == (4, 2)
+
+
+def test_a_link_from_a_folder_whose_name_ends_in_a_space_into_its_namesake_is_outside_it(tmp_path):
+    (tmp_path / "set").mkdir()
+    Image.new("RGB", (2, 2)).save(tmp_path / "set" / "x.jpg")
+    root = tmp_path / "set "
+    root.mkdir()
+    Image.new("RGB", (2, 2)).save(root / "own.jpg")
+    os.symlink(tmp_path / "set" / "x.jpg", root / "link.jpg")
+    left_out = []
+    assert list(list_images(root, left_out=left_out)) == [str(root / "own.jpg")]
+    assert left_out == [(str(root / "link.jpg"), OUTSIDE_LINK)]
+
+
+def test_an_entry_that_cannot_be_checked_is_passed_over_and_the_rest_of_its_folder_listed(tmp_path, monkeypatch):
+    for name in ("a.jpg", "c.jpg"):
+        Image.new("RGB", (2, 2)).save(tmp_path / name)
+    os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    real = os.path.realpath
+
+    def failing(path, *args, **kwargs):
+        if str(path).endswith("b.jpg"):
+            raise OSError("I/O error")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", failing)
+    assert list(list_images(tmp_path)) == [str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg")]
