@@ -107,3 +107,16 @@ def test_a_location_is_made_absolute_unless_it_is_a_uri(tmp_path, monkeypatch):
     assert absolute("photos/a.jpg") == str(tmp_path / "photos/a.jpg")
     assert absolute("s3://bucket/photos") == "s3://bucket/photos" and is_uri("file:///x") and not is_uri("a:b/c")
     assert name_of("photos/") == str(tmp_path / "photos")
+    local, path = filesystem("photos")
+    assert type(local).__name__ == "LocalFileSystem" and path == str(tmp_path / "photos")
+
+
+def test_a_local_file_is_read_as_an_image_within_its_pixel_limit(tmp_path):
+    from PIL import Image
+
+    from lookalike.images import ImageTooLarge
+
+    Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+    assert read(str(tmp_path / "a.png"), max_pixels=100) == (tmp_path / "a.png").read_bytes()
+    with pytest.raises(ImageTooLarge):
+        read(str(tmp_path / "a.png"), max_pixels=99)
