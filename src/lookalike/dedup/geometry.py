@@ -36,6 +36,11 @@ FAST_THRESHOLD = 10
 RATIO = 0.8
 #: RANSAC inlier distance, in pixels at :data:`SIDE`.
 REPROJECTION = 4.0
+#: RANSAC samples drawn at most; with an inlier minimum, no more than it takes to draw two of that
+#: many inliers at least once but with probability :data:`MISSED`, and never fewer than
+#: :data:`RANSAC_FEWEST` (:func:`ransac_iterations`).
+RANSAC_ITERATIONS, RANSAC_FEWEST = 2000, 50
+MISSED = 1e-6
 #: Angles within this many degrees of a multiple of 90 are reported as that multiple.
 RIGHT_ANGLE_SLACK = 8.0
 
@@ -177,8 +182,9 @@ def _fit(a: Features, b: Features, flipped: bool, min_inliers: int = 0) -> Evide
     src_index, dst_index = matches(a.descriptors, descriptors)
     if len(src_index) < max(3, min_inliers):  # RANSAC cannot find more inliers than matches
         return Evidence(0, len(src_index))
-    matrix, mask = cv2.estimateAffinePartial2D(a.points[src_index], points[dst_index], method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION,
-                                               maxIters=2000, confidence=0.995)
+    matrix, mask = cv2.estimateAffinePartial2D(a.points[src_index], points[dst_index], method=cv2.RANSAC,
+                                               ransacReprojThreshold=REPROJECTION, confidence=0.995,
+                                               maxIters=ransac_iterations(len(src_index), min_inliers))
     if matrix is None or mask is None:
         return Evidence(0, len(src_index))
     inlier = mask.ravel().astype(bool)
@@ -216,6 +222,19 @@ def _fit(a: Features, b: Features, flipped: bool, min_inliers: int = 0) -> Evide
     return Evidence(int(inlier.sum()), len(src_index), int(rotation_deg) % 360, flipped, real_scale, shown, filled,
                     brightness, edits, alike.share, alike.compared, alike.shifted,
                     "added" if added else "removed" if removed else "", alike.displaced)
+
+
+def ransac_iterations(matches: int, min_inliers: int) -> int:
+    """RANSAC samples (two matches each) to draw among ``matches`` matches: enough that, were
+    ``min_inliers`` of them (at least 2) consistent with one transform, a sample of two of those is drawn
+    but with probability :data:`MISSED`; between :data:`RANSAC_FEWEST` and :data:`RANSAC_ITERATIONS`.
+    A pair of distinct photos has 20-40 chance matches: a few dozen samples settle that no 20 of them
+    agree, where OpenCV's own stopping rule drew hundreds. With no minimum, :data:`RANSAC_ITERATIONS`."""
+    if min_inliers < 2 or matches < 2:
+        return RANSAC_ITERATIONS
+    hit = min(1.0, min_inliers * (min_inliers - 1) / (matches * (matches - 1)))
+    needed = 1 if hit >= 1.0 else math.ceil(math.log(MISSED) / math.log1p(-hit))
+    return int(min(RANSAC_ITERATIONS, max(RANSAC_FEWEST, needed)))
 
 
 def _detail(f: Features) -> float:

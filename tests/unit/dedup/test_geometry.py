@@ -276,3 +276,42 @@ def test_the_evidence_a_report_shows_is_rounded_to_three_places_and_said_in_one_
     plain = Evidence(40, 41, agreement=0.5)
     assert plain.to_dict()["borders"] is None and plain.to_dict()["edits"] == []
     assert plain.describe() == "40 inliers, 50% alike: same framing"
+
+
+def test_ransac_draws_enough_samples_to_find_the_inlier_minimum_and_no_more():
+    from lookalike.dedup.geometry import MISSED, RANSAC_FEWEST, RANSAC_ITERATIONS, ransac_iterations
+
+    assert ransac_iterations(40, 0) == ransac_iterations(40, 1) == RANSAC_ITERATIONS  # no minimum: the full budget
+    assert ransac_iterations(1000, 20) == RANSAC_ITERATIONS
+    for matches in (20, 25, 40, 60, 100, 150, 200):
+        k = ransac_iterations(matches, 20)
+        hit = 20 * 19 / (matches * (matches - 1))  # both of a sample among 20 inliers, hand-worked
+        assert RANSAC_FEWEST <= k <= RANSAC_ITERATIONS
+        assert (1 - hit) ** k <= MISSED or k == RANSAC_ITERATIONS  # enough
+        assert k == RANSAC_FEWEST or (1 - hit) ** (k - 1) > MISSED  # and no more
+    assert ransac_iterations(30, 20) < 100 < ransac_iterations(150, 20)
+
+
+def test_the_sample_budget_changes_no_decision_on_copies_and_other_pictures(chelsea):
+    import cv2
+
+    img, original = chelsea
+    real = cv2.estimateAffinePartial2D
+    budgets = []
+
+    def spy(*args, **kwargs):
+        budgets.append(kwargs["maxIters"])
+        return real(*args, **kwargs)
+
+    pictures = [_watermark(img), img.crop((0, 0, img.width * 3 // 4, img.height * 3 // 4)), sample_photo("coffee"),
+                ImageOps.mirror(img), sample_photo("rocket")]
+    others = [geometry.features(p) for p in pictures]
+    capped = [geometry.compare(original, o, NEAR.min_inliers) for o in others]
+    cv2.estimateAffinePartial2D = spy
+    try:
+        geometry.compare(original, others[2], NEAR.min_inliers)
+    finally:
+        cv2.estimateAffinePartial2D = real
+    full = [geometry.compare(original, o) for o in others]
+    assert [c.inliers >= NEAR.min_inliers for c in capped] == [f.inliers >= NEAR.min_inliers for f in full]
+    assert all(b < geometry.RANSAC_ITERATIONS for b in budgets)  # another photo: a small budget
