@@ -4,12 +4,15 @@ Vectors are ``benchmarks/ann.py``'s embedding-like ones (a Gaussian mixture of `
 in 64 dimensions mapped to ``--dim``, ReLU, noise, unit length), written straight into a real index
 (one folder per centre; the files do not exist, so thumbnails are not served). Stages:
 
-* ``layout``: :meth:`Index.layout` with no map yet (PCA, UMAP, k-means; all threads), the
-  same again from ``map.npz``, and again after adding 1 % new vectors (placed among neighbours);
+* ``layout``: :meth:`Index.layout` with no map yet (PCA, UMAP, k-means, the answer packed for the
+  page; all threads), the same again from ``map.npz``, and again after adding 1 % new vectors (placed
+  among neighbours); ``kept_10``: how faithful the first layout is, the share of each point's 10
+  nearest images (cosine, all dimensions) that are among its 10 nearest on the map (mean over up to
+  3,000 points);
 * ``page``: ``lookalike serve`` over the index, then Chromium (Debian's, headless, no GPU) opens
-  ``/?map=1`` twice: ``first_s`` right after the server starts (the server reads the cached map and
-  packs it into typed arrays, ``GET /api/map/binary``), ``again_s`` on a reload; each is from
-  navigation start to the first frame drawn; ``bytes``: the size of that answer;
+  ``/?map=1`` twice: ``first_s`` right after the server starts (the server reads the typed arrays
+  kept beside the index, ``GET /api/map/binary``), ``again_s`` on a reload; each is from navigation
+  start to the first frame drawn; ``bytes``: the size of that answer;
 * ``pan``: in that page, one pan step (2 px right, 1 down) per animation frame for ``--frames``
   frames with every point in view: frames per second, the milliseconds each frame takes to draw,
   how many times the layer was drawn anew during the pan (once the view leaves its margin), and
@@ -76,6 +79,7 @@ def bench_layout(index_path: Path, args) -> dict:
             m = idx.layout()
             out[stage] = round(time.perf_counter() - t, 3)
             assert m.how == expect, (stage, m.how)
+        out["kept_10"] = kept_neighbours(idx.vectors()[1], m.xy)
         with Store.open(index_path) as store:
             add(store, Embeddings(args.dim, 64, args.centres, 0.02, seed=7), args.n, args.n // 100)
         t = time.perf_counter()
@@ -86,6 +90,26 @@ def bench_layout(index_path: Path, args) -> dict:
         out["clusters"] = len(m.centres)
     out["map_file_bytes"] = (index_path / "map.npz").stat().st_size
     return out
+
+
+def kept_neighbours(vectors: np.ndarray, xy: np.ndarray, k: int = 10, sample: int = 3000) -> float:
+    """The mean share of a point's ``k`` nearest vectors (cosine) among its ``k`` nearest places on the
+    map, over ``sample`` points drawn at random (all of them when there are fewer), exactly by FAISS."""
+    import faiss
+
+    unit = np.ascontiguousarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), np.float32)
+    places = np.ascontiguousarray(xy, np.float32)
+    rows = np.random.default_rng(1).permutation(len(unit))[:sample]
+    near = _nearest(faiss.IndexFlatIP(unit.shape[1]), unit, rows, k)
+    placed = _nearest(faiss.IndexFlatL2(2), places, rows, k)
+    return round(float(np.mean([len(set(a) & set(b)) / k for a, b in zip(near, placed)])), 3)
+
+
+def _nearest(index, x: np.ndarray, rows: np.ndarray, k: int) -> list[list[int]]:
+    """The ``k`` nearest other rows of ``x`` for each of ``rows`` (the row itself left out)."""
+    index.add(x)
+    _, found = index.search(x[rows], k + 1)
+    return [[int(j) for j in near if j != i][:k] for i, near in zip(rows, found)]
 
 
 def bench_page(index_path: Path, args, log: Path) -> dict:

@@ -257,14 +257,23 @@ class Index:
     def layout(self) -> "Map":
         """The map of every indexed image (:mod:`lookalike.map`; the ``map`` extra): laid out once for a
         set of images and kept beside the index in ``map.npz``; images added since are placed among
-        their neighbours. Holds :attr:`lock` only to read the vectors, not while laying out;
-        :class:`StoreError` as :meth:`map_generation`."""
+        their neighbours. A map laid out or brought up to date is also kept packed as the web page
+        reads it (:mod:`lookalike.map.packed`). Holds :attr:`lock` only to read the vectors and
+        paths, not while laying out; :class:`StoreError` as :meth:`map_generation`."""
+        from lookalike.map import packed
         from lookalike.map.cache import current
 
         with self.lock:
             generation = self.map_generation()
             ids, vectors = self.vectors()
-        return current(self.root, generation, ids, vectors, writable=not self.collection.readonly)
+        writable = not self.collection.readonly
+        m = current(self.root, generation, ids, vectors, writable=writable)
+        if writable and m.how != "cached":
+            with self.lock:
+                paths = self.paths(m.ids, missing_ok=True)
+            if None not in paths:  # else an image on the map was removed since: packed when next asked for
+                packed.keep(self.root, m, paths)
+        return m
 
     def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS,
               cache: MutableMapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[int]]:

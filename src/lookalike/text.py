@@ -1,5 +1,6 @@
-"""Wording shared by messages, terminal tables and pictures: counts with the right plural, and long
-names shortened in the middle so that both their start and their end stay readable."""
+"""Wording shared by messages, terminal tables, pictures and the server: counts with the right plural,
+long names shortened in the middle so that both their start and their end stay readable, and a
+file's base name as valid text."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
     """``n`` and the noun in the number it needs: ``1 file``, ``2 files``, ``1 entry`` / ``2 entries``
     (``nouns`` when the plural is not ``noun + "s"``)."""
     return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def display_name(path: str) -> str:
+    """The base name of a path as valid text: bytes that are not UTF-8 show as U+FFFD."""
+    return os.path.basename(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def middle(text: str, width: int) -> str:

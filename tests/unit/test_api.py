@@ -204,3 +204,29 @@ def test_members_below_a_folder_leave_out_a_sibling_whose_name_extends_it_and_re
     everything, all_skipped = idx.members()
     assert len(everything) == 34 and len(all_skipped) == 2
     assert idx.read(str(tmp_path / "q" / "red.png")) == red
+
+
+def test_a_map_laid_out_or_brought_up_to_date_is_kept_packed_for_the_page(index, monkeypatch):
+    """layout() keeps the map as the page reads it beside the index (map.bin), decoding to the map
+    it returned; a change of the index makes it stale until the map is brought up to date."""
+    from helpers import read_binary_map
+    from lookalike.map import layout, packed
+
+    idx, vectors, _ = index
+    monkeypatch.setattr(layout, "lay_out", lambda v: layout.fit_unit_square(v[:, :2]))  # no UMAP here
+    m = idx.layout()
+    assert m.how == "laid out"
+    head, col = read_binary_map(packed.stored(idx.root, idx.map_generation()))
+    assert col["ids"].tolist() == m.ids.tolist() and head["generation"] == m.generation
+    assert col["x"].tobytes() == m.xy[:, 0].tobytes() and col["y"].tobytes() == m.xy[:, 1].tobytes()
+    assert col["names"] == [p.rsplit("/", 1)[1] for p in idx.paths(m.ids)]
+    assert col["cluster"].tolist() == m.clusters.tolist()
+    kept = (idx.root / packed.PACKED_FILE).read_bytes()
+    assert idx.layout().how == "cached" and (idx.root / packed.PACKED_FILE).read_bytes() == kept
+    idx.collection.store.put([Entry("/p/new.png", 99, 1, "hnew", 4, 3, vectors[1] * 2)])
+    assert packed.stored(idx.root, idx.map_generation()) is None  # stale: another generation
+    m2 = idx.layout()
+    assert m2.how == "placed" and len(m2.ids) == len(m.ids) + 1
+    head, col = read_binary_map(packed.stored(idx.root, idx.map_generation()))
+    assert col["ids"].tolist() == m2.ids.tolist() and col["x"].tobytes() == m2.xy[:, 0].tobytes()
+    assert "new.png" in col["names"] and head["generation"] == idx.map_generation()

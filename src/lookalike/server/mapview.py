@@ -1,5 +1,7 @@
 """The map the web page draws: laid out in a background thread (minutes for a large index the first
-time), then answered from memory, as JSON or in typed arrays, until the index changes."""
+time), then answered from memory, as JSON or in typed arrays, until the index changes. The typed
+arrays are answered from the index folder's ``map.bin`` while it is current (:mod:`lookalike.map.packed`):
+the first page after a server starts reads one file."""
 
 from __future__ import annotations
 
@@ -10,21 +12,22 @@ from fastapi import HTTPException
 
 from lookalike.api import Index
 from lookalike.index.store import StoreError
+from lookalike.map import packed
 from lookalike.map.cache import Map
 from lookalike.map.layout import LayoutError
-from lookalike.map.payload import binary, payload
-from lookalike.server.schemas import display_name
-
+from lookalike.map.payload import payload
+from lookalike.text import display_name
 
 #: What :meth:`MapView.get` can answer: the map's encodings (names without their paths).
-ENCODINGS = {"json": lambda m, paths: json.dumps(payload(m, paths, display_name), separators=(",", ":")).encode(),
-             "binary": lambda m, paths: binary(m, paths, display_name)}
+ENCODINGS = ("json", "binary")
 
 
 class MapView:
     """The page's map of one index: :meth:`get` answers it in one of :data:`ENCODINGS` for the
     index's current generation, or None while a background thread lays it out (or brings it up to
-    date). Each encoding is made on its first request and kept with the map."""
+    date). Each encoding is made on its first request and kept with the map; the typed arrays are
+    read from the index folder while they are kept there for this generation, and kept there when
+    made (unless the index is read-only)."""
 
     def __init__(self, index: Index, wait: float = 1.0) -> None:
         """``wait``: how long a request waits for a layout it starts before answering None."""
@@ -41,6 +44,8 @@ class MapView:
         out; 501 when the map's library is missing or the collection has no map, 503 when the map
         could not be made."""
         generation = self._generation()
+        if encoding == "binary" and (kept := packed.stored(self.index.root, generation)) is not None:
+            return generation, kept
         with self._lock:
             idle = self._thread is None or not self._thread.is_alive()
             if idle and (self._done is None or self._done[0] != generation):
@@ -54,8 +59,14 @@ class MapView:
             if self._done is None or self._done[0] != generation:
                 return None
             if encoding not in self._encoded:
-                self._encoded[encoding] = ENCODINGS[encoding](*self._done[1:])
+                self._encoded[encoding] = self._encode(encoding, *self._done[1:])
             return generation, self._encoded[encoding]
+
+    def _encode(self, encoding: str, m: Map, paths: list[str]) -> bytes:
+        if encoding == "json":
+            return json.dumps(payload(m, paths, display_name), separators=(",", ":")).encode()
+        root = self.index.root
+        return packed.stored(root, m.generation) or packed.keep(root, m, paths, not self.index.collection.readonly)
 
     def _raise_failed(self, generation: int) -> None:
         if self._failed is not None and self._failed[0] == generation:

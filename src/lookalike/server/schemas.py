@@ -13,6 +13,7 @@ from fastapi import Path as PathParam, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from lookalike.text import display_name
 from lookalike.vectors import MetricName, Mode
 
 MAX_K = 1000
@@ -187,11 +188,6 @@ def results(found) -> list[Result]:
     """The matches of a :class:`~lookalike.api.QueryResult` as response rows (names, never paths)."""
     return [Result(rank=m.rank, id=m.id, name=display_name(m.path), folder=folder_name(m.path),
                    distance=round(m.distance, 6)) for m in found.results]
-
-
-def display_name(path: str) -> str:
-    """The base name of a path as valid text: bytes that are not UTF-8 show as U+FFFD."""
-    return os.path.basename(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def folder_name(path: str) -> str:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from helpers import read_binary_map
-from lookalike.map.cache import Map
+from lookalike.map.cache import MAP_FILE, Map, save
 from lookalike.map.layout import LayoutError
+from lookalike.map.packed import PACKED_FILE
 from lookalike.server import create_app
 
 pytest.importorskip("umap", reason="the map needs umap-learn (the map extra)")
@@ -64,6 +66,7 @@ def test_the_page_reads_the_same_map_in_typed_arrays(index, photo_dir, monkeypat
     made = Map(ids, xy, np.arange(n, dtype=np.int32) % 2, np.eye(2, 4, dtype=np.float32),
                np.array([[ids[0]] + [-1] * 7, [ids[1]] + [-1] * 7]), index.map_generation(), "by hand", n, 0)
     monkeypatch.setattr(index, "layout", lambda: made)
+    (index.root / PACKED_FILE).unlink(missing_ok=True)  # packed from a map laid out by an earlier test
     with TestClient(create_app(index)) as client:
         r = get_map(client, seconds=30, url="/api/map/binary")
         assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
@@ -80,6 +83,35 @@ def test_the_page_reads_the_same_map_in_typed_arrays(index, photo_dir, monkeypat
         assert client.get("/api/map/binary").content == r.content
         again = client.get("/api/map/binary", headers={"If-None-Match": r.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
+    (index.root / PACKED_FILE).unlink(missing_ok=True)  # kept where an earlier test left map.npz: not that map
+
+
+def test_a_server_answers_the_typed_arrays_kept_beside_the_index(index, monkeypatch):
+    """The typed arrays made once are kept in map.bin: a server started later answers them without
+    making the map; after a change of the index they are made again, from the map brought up to date."""
+    ids, _ = index.vectors()
+    n = len(ids)
+    made = Map(ids, np.stack([np.linspace(0, 1, n)] * 2, axis=1).astype(np.float32), np.zeros(n, np.int32),
+               np.eye(1, 4, dtype=np.float32), np.array([[ids[0]] + [-1] * 7]), index.map_generation(), "by hand", n, 0)
+    save(index.root / MAP_FILE, made)  # as layout() leaves it
+    (index.root / PACKED_FILE).unlink(missing_ok=True)
+    calls = []
+    monkeypatch.setattr(index, "layout", lambda: calls.append(1) or replace(made, generation=index.map_generation()))
+    try:
+        with TestClient(create_app(index)) as client:
+            first = get_map(client, seconds=30, url="/api/map/binary")
+        assert calls == [1] and (index.root / PACKED_FILE).exists()
+        with TestClient(create_app(index)) as client:  # a server started later
+            again = client.get("/api/map/binary")
+            assert again.status_code == 200 and again.content == first.content and calls == [1]
+            assert again.headers["etag"] == first.headers["etag"]
+            index.collection.store.put([], errors=[("/nowhere/torn.jpg", 10, 0, "not an image")])
+            after = get_map(client, seconds=30, url="/api/map/binary")
+            assert calls == [1, 1] and read_binary_map(after.content)[0]["generation"] == index.map_generation()
+            assert after.headers["etag"] != first.headers["etag"]
+    finally:
+        (index.root / MAP_FILE).unlink()  # the map is this test's own: later tests lay theirs out
+        (index.root / PACKED_FILE).unlink(missing_ok=True)
 
 
 @pytest.mark.slow
