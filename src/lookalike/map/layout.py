@@ -1,10 +1,12 @@
 """The 2-D layout of a collection's embeddings, and placing new points on an existing one.
 
-Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA, their
-:data:`UMAP_NEIGHBOURS` nearest neighbours found by FAISS (exact up to :data:`SEEDED_UP_TO` points,
-an HNSW graph above), and UMAP (umap-learn; the ``map`` extra) lays them out from those neighbours.
-Up to :data:`SEEDED_UP_TO` points UMAP runs seeded on one thread, so the same vectors give the same
-map; larger maps use every core and may differ slightly from one run to the next. New points are placed
+Unit vectors (cosine geometry) are reduced to :data:`PCA_DIMS` by PCA (fitted on at most
+:data:`PCA_FIT_ROWS` of them), their :data:`UMAP_NEIGHBOURS` nearest neighbours found by FAISS
+(exact up to :data:`SEEDED_UP_TO` points, an HNSW graph above), and UMAP (umap-learn; the ``map``
+extra) lays them out from those neighbours. Up to :data:`SEEDED_UP_TO` points UMAP runs seeded on one
+thread from its spectral start, so the same vectors give the same map; larger maps use every core,
+start from the PCA of the reduced vectors and run :data:`LARGE_EPOCHS` epochs (the spectral start and
+UMAP's 200 epochs take minutes there), and may differ slightly from one run to the next. New points are placed
 at the similarity-weighted mean of their :data:`NEIGHBOURS` nearest laid-out points (by cosine); the
 laid-out points do not move.
 """
@@ -18,9 +20,11 @@ import numpy as np
 from lookalike.vectors import get_metric
 
 PCA_DIMS = 50
+PCA_FIT_ROWS = 20_000
 UMAP_NEIGHBOURS = 15
 NEIGHBOURS = 10
 SEEDED_UP_TO = 20_000
+LARGE_EPOCHS = 100
 HNSW_LINKS = 16
 HNSW_SEARCH = 48
 SEED = 0
@@ -46,11 +50,13 @@ def lay_out(vectors: np.ndarray, seed: int = SEED) -> np.ndarray:
     except ImportError:
         raise LayoutError("the map needs the map extra: pip install 'lookalike[map]'") from None
     dims = min(PCA_DIMS, n - 1, x.shape[1])
-    reduced = PCA(dims, svd_solver="randomized" if n > 1000 else "full", random_state=seed).fit_transform(x)
-    reduced = np.ascontiguousarray(reduced, np.float32)
+    pca = PCA(dims, svd_solver="randomized" if n > 1000 else "full", random_state=seed)
+    fit = x if n <= PCA_FIT_ROWS else x[np.sort(np.random.default_rng(seed).choice(n, PCA_FIT_ROWS, replace=False))]
+    reduced = np.ascontiguousarray(pca.fit(fit).transform(x), np.float32)
     seeded = n <= SEEDED_UP_TO
     k = min(UMAP_NEIGHBOURS, n - 1)
     reducer = umap.UMAP(n_neighbors=k, random_state=seed if seeded else None, n_jobs=1 if seeded else -1,
+                        n_epochs=None if seeded else LARGE_EPOCHS, init="spectral" if seeded else "pca",
                         precomputed_knn=neighbours(reduced, k, exact=seeded))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a graph too small for a spectral start falls back to a random one

@@ -36,6 +36,46 @@ def test_separated_clumps_stay_separated():
 
 
 @pytest.mark.slow
+def test_a_large_map_keeps_clumps_apart_from_a_pca_start_in_fewer_epochs(monkeypatch):
+    """Above SEEDED_UP_TO points (lowered here): PCA fitted on a sample of PCA_FIT_ROWS rows, UMAP on
+    every core from the PCA start for LARGE_EPOCHS epochs; the clumps still come out apart."""
+    monkeypatch.setattr(layout, "SEEDED_UP_TO", 50)
+    monkeypatch.setattr(layout, "PCA_FIT_ROWS", 60)
+    x, truth = clumps([40, 30, 30, 20], seed=1)
+    xy = layout.lay_out(x)
+    centroids = np.stack([xy[truth == c].mean(axis=0) for c in range(4)])
+    nearest = np.argmin(((xy[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == truth).all()
+
+
+def test_umap_settings_small_and_large(monkeypatch):
+    """Up to SEEDED_UP_TO points UMAP is seeded on one thread from its spectral start with its own
+    epochs; above, every core, the PCA start and LARGE_EPOCHS; the PCA is fitted on PCA_FIT_ROWS rows
+    and applied to all, so every row reaches UMAP in PCA_DIMS numbers."""
+    import umap
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, **options):
+            seen.append(options)
+
+        def fit_transform(self, reduced):
+            seen[-1]["rows"] = reduced.shape
+            return reduced[:, :2]
+
+    monkeypatch.setattr(umap, "UMAP", Recorder)
+    monkeypatch.setattr(layout, "SEEDED_UP_TO", 100)
+    monkeypatch.setattr(layout, "PCA_FIT_ROWS", 80)
+    for sizes in ([50, 50], [60, 61]):
+        layout.lay_out(clumps(sizes, seed=2)[0])
+    small, large = seen
+    assert (small["n_epochs"], small["init"], small["n_jobs"], small["random_state"]) == (None, "spectral", 1, layout.SEED)
+    assert (large["n_epochs"], large["init"], large["n_jobs"], large["random_state"]) == (layout.LARGE_EPOCHS, "pca", -1, None)
+    assert small["rows"] == (100, layout.PCA_DIMS) and large["rows"] == (121, layout.PCA_DIMS)
+
+
+@pytest.mark.slow
 def test_same_vectors_same_map_and_scale_free():
     x, _ = clumps([30, 30], seed=3)
     first = layout.lay_out(x)
