@@ -56,6 +56,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--also-blend", type=float, action="append", default=[], metavar="SHARE",
                    help="also score the same training exported at this --blend (no second training; repeatable)")
+    p.add_argument("--also-ema", type=float, action="append", default=[], metavar="DECAY",
+                   help="also keep this moving average in the same training and score it (0: the last weights; "
+                        "repeatable; with every blend)")
     p.add_argument("--keep", type=Path, help="write the fine-tuned model directory here (default: a temp dir)")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -85,17 +88,20 @@ def main() -> None:
         out = args.keep or tmp / "model"
         load_before = os.getloadavg()
         cpu0 = time.process_time()
-        result, _, seconds = train(train_dir, out, config, threads=args.threads, follow_links=True)
+        result, _, seconds = train(train_dir, out, config, threads=args.threads, follow_links=True,
+                                   also_ema=tuple(args.also_ema))
         cpu = time.process_time() - cpu0
         load_after = os.getloadavg()
         tuned = scores(test_dir, str(out))
         split = json.loads((out / "lookalike.json").read_text())["split"]
         also = {}
-        for share in args.also_blend:
-            other = tmp / f"blend-{share}"
-            write_model_dir(replace(result, net=result.average.exported(share), config=replace(config, blend=share),
-                                    final=None), other)
-            also[f"blend {share}"] = scores(test_dir, str(other))
+        for decay in dict.fromkeys([config.ema, *args.also_ema]):
+            for share in dict.fromkeys([config.blend, *args.also_blend]):
+                if (decay, share) != (config.ema, config.blend):
+                    other = tmp / f"ema-{decay}-blend-{share}"
+                    write_model_dir(replace(result, net=result.average.exported(share, decay),
+                                            config=replace(config, blend=share, ema=decay), final=None), other)
+                    also[f"ema {decay} blend {share}"] = scores(test_dir, str(other))
     report = {
         "data": str(args.data),
         "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"
@@ -105,7 +111,7 @@ def main() -> None:
         "pretrained": pretrained,
         "fine_tuned": tuned,
         "gain": {k: round(tuned[k] - pretrained[k], 4) for k in ("recall@1", "map", "map@r")},
-        "same_training_other_blends": also,
+        "same_training_other_exports": also,
         "train_seconds": round(seconds, 1),
         "train_cpu_seconds": round(cpu, 1),
         "threads": args.threads,

@@ -296,11 +296,12 @@ def validate(net: EmbeddingNet, prep: Prepared, batches: _Batches) -> dict | Non
 
 def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike | None = None,
         progress: Progress = _quiet, resume: bool = False, workers: int = 2, device: str = "cpu",
-        deadline: float | None = None) -> Result:
+        deadline: float | None = None, also_ema: tuple[float, ...] = ()) -> Result:
     """Train on ``prep`` and return the network; checkpoints go to ``checkpoint_dir`` after every epoch.
 
     ``resume`` continues from the checkpoint there. ``deadline`` (a ``time.perf_counter()`` value)
-    stops after the epoch during which it passes.
+    stops after the epoch during which it passes. ``also_ema``: more moving averages to keep beside
+    ``config.ema``'s, for :func:`reblend` to export from the same run.
     """
     config.check()
     dev = _device(device)
@@ -308,7 +309,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     rng = np.random.default_rng(config.seed)
     net = EmbeddingNet(build(prep.spec), config.dim).eval()
     loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature)
-    average = Average(net, config.ema)
+    average = Average(net, config.ema, also_ema)
     head = [*net.embedding.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW([*({"params": group, "lr": config.lr * config.lr_decay ** depth}
                                for depth, group in enumerate(net.trainable(prep.start))),
@@ -374,23 +375,26 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
                              "history": [asdict(e) for e in history], "config": asdict(config)})
             progress("epoch", epoch, config.epochs, {"epoch": history[-1]})
         net.to("cpu", memory_format=torch.contiguous_format).eval()
-        return reblend(Result(net, config, prep.spec, history, average=average), prep, config.blend, batches)
+        return reblend(Result(net, config, prep.spec, history, average=average), prep, config.blend, batches=batches)
 
 
-def reblend(result: Result, prep: Prepared, share: float, batches: _Batches | None = None,
-            workers: int = 2) -> Result:
-    """``result`` exporting ``share`` of its trained (or averaged) weights and ``1 - share`` of the
-    starting ones, validated; the trained network itself when there is nothing to average or blend.
-    ``tune`` scores several blends of one training run this way."""
-    if result.average is None or (result.average.ema is None and share == 1):
-        return replace(result, net=result.average.net if result.average else result.net, final=None)
-    net = result.average.exported(share)
+def reblend(result: Result, prep: Prepared, share: float, ema: float | None = None,
+            batches: _Batches | None = None, workers: int = 2) -> Result:
+    """``result`` exporting ``share`` of its trained weights (``ema`` 0) or of their moving average
+    of decay ``ema`` (default: the run's ``config.ema``) and ``1 - share`` of the starting ones,
+    validated; the trained network itself when there is nothing to average or blend. ``tune``
+    scores several blends and averages of one training run this way."""
+    ema = result.config.ema if ema is None else ema
+    if result.average is None or (ema == 0 and share == 1):
+        return replace(result, net=result.average.net if result.average else result.net,
+                       config=replace(result.config, blend=share, ema=ema), final=None)
+    net = result.average.exported(share, ema)
     if batches is None:
         with ThreadPoolExecutor(workers) as pool:
             final = validate(net, prep, _Batches(prep, result.config, pool))
     else:
         final = validate(net, prep, batches)
-    return replace(result, net=net, config=replace(result.config, blend=share), final=final)
+    return replace(result, net=net, config=replace(result.config, blend=share, ema=ema), final=final)
 
 
 def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:

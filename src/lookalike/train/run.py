@@ -17,12 +17,14 @@ from lookalike.train.loop import CACHE_DIR, Progress, Result, _quiet, fit, prepa
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
           val_dir: str | os.PathLike | None = None, resume: bool = False, name: str | None = None,
           device: str = "cpu", threads: int | None = None, workers: int = 2,
-          progress: Progress = _quiet, follow_links: bool = False) -> tuple[Result, Path, float]:
+          progress: Progress = _quiet, follow_links: bool = False,
+          also_ema: tuple[float, ...] = ()) -> tuple[Result, Path, float]:
     """Fine-tune on ``data`` and write the model directory ``out``; returns (result, ONNX path, seconds).
 
     With ``resume`` an interrupted run in ``out`` continues with its saved settings (``config`` is
     then ignored); without it an unfinished run there is an error, so nothing is lost by accident.
     ``follow_links`` also takes what symbolic links lead to outside ``data`` (and ``val_dir``).
+    ``also_ema``: more moving averages kept for ``result.average`` to export (see ``loop.reblend``).
     """
     out = Path(out)
     saved = saved_config(out)
@@ -35,7 +37,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     started = time.perf_counter()
     prep = prepare(data, config, out / CACHE_DIR, val_dir, progress, workers, follow_links)
     # An exception leaves the activation cache and the last checkpoint in place for --resume.
-    result = fit(prep, config, out, progress, resume=saved is not None, workers=workers, device=device)
+    result = fit(prep, config, out, progress, resume=saved is not None, workers=workers, device=device,
+                 also_ema=also_ema)
     seconds = time.perf_counter() - started
     split = {"data": prep.train.root, "train_images": len(prep.train), "train_classes": len(prep.train.classes),
              "val_data": prep.val.root if prep.val is not None else None,

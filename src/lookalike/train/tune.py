@@ -4,7 +4,8 @@ Every grid point trains on the same split (whole classes held out for validation
 open-set retrieval) and is scored by validation mAP, then recall@1; a trial whose mAP is not clearly
 below the best's (:func:`compare`: the validation classes resampled) is within noise of it. Points with the same
 ``unfreeze`` and ``augment`` share one cache of frozen activations, and points that differ only in
-``blend`` share one training run (blending is done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
+``blend`` and ``ema`` share one training run (it keeps every moving average asked for; blending is
+done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
 """
 
 from __future__ import annotations
@@ -150,11 +151,11 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             if key not in prepared:
                 prepared[key] = prepare(data, config, out / ".cache", progress=report, workers=workers,
                                         follow_links=follow_links)
-            run = tuple((k, v) for k, v in point.items() if k != "blend")
+            run = tuple((k, v) for k, v in point.items() if k not in ("blend", "ema"))
             if run not in trained:
-                trained[run] = fit(prepared[key], replace(config, blend=1.0), progress=report, workers=workers,
-                                   deadline=deadline)
-            result = reblend(trained[run], prepared[key], config.blend, workers=workers)
+                trained[run] = fit(prepared[key], replace(config, blend=1.0, ema=0.0), progress=report,
+                                   workers=workers, deadline=deadline, also_ema=tuple(grid.get("ema", [config.ema])))
+            result = reblend(trained[run], prepared[key], config.blend, config.ema, workers=workers)
             done = result.history[-1].epoch
             trials.append(Trial(point, "done" if done == config.epochs else "stopped (budget)", done,
                                 round(time.perf_counter() - t0, 1),

@@ -154,7 +154,7 @@ def test_the_exported_weights_are_averaged_and_blended(prepared):
     result = loop.fit(prep, replace(config, ema=0.5))
     trained = result.average.net.state_dict()
     key = "features.net._conv_head.weight"
-    assert torch.equal(result.net.state_dict()[key], result.average.ema[key])
+    assert torch.equal(result.net.state_dict()[key], result.average.ema[0.5][key])
     assert not torch.equal(result.net.state_dict()[key], trained[key])  # the average lags the last step
     assert result.val is result.final and result.final["n_images"] == result.history[-1].val["n_images"]
     start = loop.reblend(result, prep, 0.0)  # nothing of the training: the untrained network's scores
@@ -162,7 +162,7 @@ def test_the_exported_weights_are_averaged_and_blended(prepared):
     for score in ("map", "recall@1"):
         assert start.val[score] == pytest.approx(result.history[0].val[score], abs=1e-6)
     half = loop.reblend(result, prep, 0.5).net.state_dict()[key]
-    assert torch.allclose(half, (result.average.start[key] + result.average.ema[key]) / 2, atol=1e-7)
+    assert torch.allclose(half, (result.average.start[key] + result.average.ema[0.5][key]) / 2, atol=1e-7)
 
 
 def test_feature_crops_resample_the_chosen_box():

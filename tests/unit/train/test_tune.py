@@ -101,15 +101,22 @@ def test_mixed_classes_are_judged_by_the_spread_of_their_differences():
 
 
 @pytest.mark.slow
-def test_points_that_differ_only_in_blend_share_one_training_run(data, tmp_path, monkeypatch):
+def test_points_that_differ_only_in_blend_and_ema_share_one_training_run(data, tmp_path, monkeypatch):
     from lookalike.train import loop
 
     fitted, real = [], loop.fit
-    monkeypatch.setattr(loop, "fit", lambda *a, **k: fitted.append(a[1]) or real(*a, **k))
-    result = tune.run_grid(data, {"blend": [0.0, 1.0], "lr": [1e-3, 1e-5]}, tmp_path, TINY)
-    assert [(c.lr, c.blend) for c in fitted] == [(1e-3, 1.0), (1e-5, 1.0)]  # trained once per rate, unblended
-    assert [t.settings for t in result.trials] == [{"blend": b, "lr": lr} for b in (0.0, 1.0) for lr in (1e-3, 1e-5)]
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: fitted.append((a[1], k["also_ema"])) or real(*a, **k))
+    grid = {"blend": [0.0, 1.0], "ema": [0.0, 0.5], "lr": [1e-3, 1e-5]}
+    result = tune.run_grid(data, grid, tmp_path, TINY)
+    # trained once per rate, unblended, keeping the 0.5 average beside the last weights
+    assert [(c.lr, c.blend, c.ema, also) for c, also in fitted] == [(1e-3, 1.0, 0.0, (0.0, 0.5)),
+                                                                    (1e-5, 1.0, 0.0, (0.0, 0.5))]
+    assert [t.settings for t in result.trials] == [{"blend": b, "ema": e, "lr": lr} for b in (0.0, 1.0)
+                                                   for e in (0.0, 0.5) for lr in (1e-3, 1e-5)]
     assert all(t.status == "done" and t.epochs_done == 1 and t.val for t in result.trials)
+    by = {tuple(t.settings.values()): t.val for t in result.trials}
+    for lr in (1e-3, 1e-5):  # blend 0 is the starting network, whatever the average
+        assert by[0.0, 0.0, lr] == pytest.approx(by[0.0, 0.5, lr], abs=1e-6)
 
 
 def test_budget_skips_what_does_not_fit(data, tmp_path):
