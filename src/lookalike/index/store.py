@@ -57,6 +57,7 @@ class Store:
         self.conn = conn
         self.readonly = readonly  # opened read-only: the folder or the catalog cannot be written
         self._cache = VectorCache(root)
+        self._counted: tuple[int, int] | None = None  # (generation, embedded images) of the last count
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -170,7 +171,17 @@ class Store:
         return {r[1]: FileRecord(*r) for r in rows}
 
     def count(self) -> int:
-        """Number of embedded images."""
+        """Number of embedded images. Counting reads the whole table (vectors included), so a count is
+        kept for its generation (read in the same transaction); inside a write it is always counted."""
+        if self.conn.in_transaction:
+            return self._count()
+        with self._snapshot():
+            generation = self.generation
+            if self._counted is None or self._counted[0] != generation:
+                self._counted = (generation, self._count())
+            return self._counted[1]
+
+    def _count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
 
     def put(self, entries: Iterable[Entry], errors: Iterable[tuple[str, int, int, str]] = ()) -> None:

@@ -467,3 +467,15 @@ def test_a_foreign_file_in_a_read_only_folder_is_not_an_index_to_open(tmp_path, 
         Store.open(tmp_path)
     assert str(refused.value) == (f"cannot open index {tmp_path / 'index.sqlite'}: file is not a database (restore it "
                                   "from a backup, or start again with --rebuild)")
+
+
+def test_the_count_is_read_once_per_generation_and_follows_other_writers(tmp_path):
+    with Store.create(tmp_path, MODEL, ref="m") as s, Store.open(tmp_path) as other:
+        s.put([_entry("/a", 1.0), _entry("/b", 2.0)], errors=[("/broken", 1, 1, "not an image")])
+        scans = []
+        other.conn.set_trace_callback(lambda sql: scans.append(sql) if "COUNT(*) FROM images" in sql else None)
+        assert [other.count(), other.count()] == [2, 2] and len(scans) == 1  # the table is scanned once
+        s.put([_entry("/c", 3.0)])  # another writer (another process, to ``other``)
+        assert other.count() == 3
+        s.remove(["/a", "/broken"])
+        assert other.count() == 2 and len(scans) == 3
