@@ -358,16 +358,18 @@ def test_openapi_and_offline_docs(client):
     assert client.get("/docs-assets/swagger-ui.css").status_code == 200
 
 
-def test_the_openapi_document_lists_each_answer_the_server_gives_in_its_own_words(client):
+def test_the_openapi_document_lists_each_answer_the_server_gives_in_its_own_words(index):
     """Found by mutation testing: the statuses the server answers (408 for a stalled body and 503 for
     an unreadable index on any route, tests/unit/server/test_hardening.py; 202 while a map is laid
     out, its body ``{"detail": ...}``, 304 for an unchanged map and 501 without the map library,
     test_mapview.py) are documented, each with a description of its own rather than HTTP's reason
-    phrase; the document names the installed package's version."""
+    phrase; the document names the installed package's version. (Its own app: mutation testing runs
+    a test against a mutant of ``create_app`` only when the test itself calls it.)"""
     from http import HTTPStatus
     from importlib.metadata import version
 
-    schema = client.get("/openapi.json").json()
+    with TestClient(create_app(index)) as client:
+        schema = client.get("/openapi.json").json()
     assert schema["info"]["title"] == "lookalike" and schema["info"]["version"] == version("lookalike")
     assert schema["info"]["description"]
     operations = [op for path in schema["paths"].values() for op in path.values()]
