@@ -347,15 +347,16 @@ def test_concurrent_searches_agree(client, photo_dir, ids):
     assert all(s == searches[0] for s in searches) and searches[0][0] == ids["coins.jpg"]
 
 
-def test_openapi_and_offline_docs(client):
-    schema = client.get("/openapi.json").json()
-    assert {"/api/query", "/api/images/{image_id}", "/api/thumbs/{image_id}", "/api/stats", "/healthz"} <= set(schema["paths"])
-    assert {"get", "post"} == set(schema["paths"]["/api/query"])
-    docs = client.get("/docs")
-    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
-    assert "http://" not in docs.text and "https://" not in docs.text
-    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
-    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+def test_openapi_and_offline_docs(index):
+    with TestClient(create_app(index)) as client:  # its own app: see the OpenAPI test below
+        schema = client.get("/openapi.json").json()
+        assert {"/api/query", "/api/images/{image_id}", "/api/thumbs/{image_id}", "/api/stats", "/healthz"} <= set(schema["paths"])
+        assert {"get", "post"} == set(schema["paths"]["/api/query"])
+        docs = client.get("/docs")
+        assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+        assert "http://" not in docs.text and "https://" not in docs.text
+        assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        assert client.get("/docs-assets/swagger-ui.css").status_code == 200
 
 
 def test_the_openapi_document_lists_each_answer_the_server_gives_in_its_own_words(index):
@@ -387,15 +388,16 @@ def test_the_openapi_document_lists_each_answer_the_server_gives_in_its_own_word
                 assert answer["description"] not in (HTTPStatus(int(code)).phrase, "Additional Response"), (code, op)
 
 
-def test_page_and_its_assets_are_local(client):
-    page = client.get("/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for asset in ("/static/app.js", "/static/style.css"):
-        assert asset in page.text
-        r = client.get(asset)
-        assert r.status_code == 200
-        assert "http://" not in r.text and "https://" not in r.text
-    assert "http://" not in page.text and "https://" not in page.text
+def test_page_and_its_assets_are_local(index):
+    with TestClient(create_app(index)) as client:  # its own app: see the OpenAPI test below
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for asset in ("/static/app.js", "/static/style.css"):
+            assert asset in page.text
+            r = client.get(asset)
+            assert r.status_code == 200
+            assert "http://" not in r.text and "https://" not in r.text
+        assert "http://" not in page.text and "https://" not in page.text
 
 
 @pytest.fixture(scope="module")
