@@ -123,3 +123,10 @@ def test_zoomed_in_each_point_in_view_is_asked_for_its_thumbnail(view):
     shown = set(np.flatnonzero((sx >= 0) & (sy >= 0) & (sx < 600) & (sy < 400)).tolist())
     assert 0 < page.evaluate("v.visible") == len(shown) <= 150
     assert shown <= set(page.evaluate("Array.from(asked)"))
+
+
+def test_colours_are_read_as_the_pixels_the_layer_writes(view):
+    page, _ = view
+    colours = ["#1f77b4", "hsl(120, 100%, 25%)", "#555", "rgb(1, 2, 3)"]
+    # 0xAABBGGRR, worked by hand: hsl(120, 100%, 25%) is rgb(0, 128, 0)
+    assert page.evaluate("(c) => mapPixels(c)", colours) == [0xFFB4771F, 0xFF008000, 0xFF555555, 0xFF030201]

@@ -20,13 +20,20 @@ function mapColor(i) {
   return `hsl(${Math.round((i * 137.508) % 360)}, 65%, 50%)`;
 }
 
-// The colour of a CSS colour string as 0xAABBGGRR (the byte order of a little-endian pixel buffer).
-function mapPixel(css) {
-  const c = document.createElement("canvas").getContext("2d");
-  c.fillStyle = css;
-  c.fillRect(0, 0, 1, 1);
-  const [r, g, b] = c.getImageData(0, 0, 1, 1).data;
-  return (255 << 24 | b << 16 | g << 8 | r) >>> 0;
+// The colours of CSS colour strings as 0xAABBGGRR (the byte order of a little-endian pixel buffer),
+// painted side by side on one canvas and read back at once: a read-back per colour costs about as
+// much as drawing the whole layer once there are a few hundred folders.
+function mapPixels(css) {
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, css.length);
+  canvas.height = 1;
+  const c = canvas.getContext("2d");
+  css.forEach((colour, i) => {
+    c.fillStyle = colour;
+    c.fillRect(i, 0, 1, 1);
+  });
+  const d = c.getImageData(0, 0, canvas.width, 1).data;
+  return css.map((_, i) => (255 << 24 | d[4 * i + 2] << 16 | d[4 * i + 1] << 8 | d[4 * i]) >>> 0);
 }
 
 // The legend of a colouring: each group (largest first, at most 40) as a list item with its colour,
@@ -74,7 +81,7 @@ class LookalikeMap {
     this.y = points.y;
     this.n = this.x.length;
     this.opts = opts;
-    this.colors = new Uint32Array(this.n).fill(mapPixel("#555"));
+    this.colors = new Uint32Array(this.n).fill(mapPixels(["#555"])[0]);
     this.selected = new Uint8Array(this.n);
     this.marked = -1; // the point of the query on screen, ringed
     this.hovered = -1;
@@ -96,7 +103,7 @@ class LookalikeMap {
 
   // Colour each point: groups[i] is its group, colours[g] the CSS colour of group g.
   setColors(groups, colours) {
-    const pixels = colours.map(mapPixel);
+    const pixels = mapPixels(colours);
     for (let i = 0; i < this.n; i++) this.colors[i] = pixels[groups[i]];
     this.redraw();
   }
