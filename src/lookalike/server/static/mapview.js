@@ -13,7 +13,9 @@ async function openMap() {
   $("map-status").textContent = "loading the map…";
   try {
     for (;;) {
-      const response = await fetch("/api/map/binary");
+      const early = window.mapFetch; // index.html's, for a map in the address; used once
+      window.mapFetch = null;
+      const response = await (early || fetch("/api/map/binary"));
       if (response.status === 202) {
         $("map-status").textContent = `${(await response.json()).detail}…`;
         await new Promise((resolve) => setTimeout(resolve, 2000));
