@@ -2,7 +2,8 @@
 
 Each module is mutated on its own, in a scratch copy of the repository (``src/``, ``tests/`` and
 ``pyproject.toml`` with a ``[tool.mutmut]`` section written for it), against the fast unit tests
-that exercise it, within a wall-clock budget per module. Per module the JSON gives the mutants,
+that exercise it, within a budget of running time per module (time the run spent stopped, as
+background jobs are while a measurement runs, does not count). Per module the JSON gives the mutants,
 how many were killed, survived, timed out, had no test, or were not reached in the budget, the
 score (killed and timed out over those checked), and the names of the survivors (see them with
 ``mutmut show NAME`` in the scratch copy kept by ``--keep``).
@@ -198,6 +199,31 @@ def export_default_model(cache: Path) -> Path:
     return cache / "onnx"
 
 
+def wait_running(proc: subprocess.Popen, budget: float, tick: float = 1.0, gap: float = 5.0) -> tuple[bool, float, float]:
+    """Wait for ``proc`` until it ends or has run ``budget`` seconds; (ended, seconds run, seconds paused).
+
+    Time while this process was stopped (SIGSTOP, as a measurement that pauses background jobs does
+    to the whole process tree) is not counted: a tick that took more than ``gap`` seconds was a pause.
+    """
+    ran = paused = 0.0
+    last = time.monotonic()
+    while ran < budget:
+        try:
+            proc.wait(timeout=min(tick, budget - ran))
+            ended = True
+        except subprocess.TimeoutExpired:
+            ended = False
+        now = time.monotonic()
+        if now - last > gap:
+            paused += now - last
+        else:
+            ran += now - last
+        last = now
+        if ended:
+            return True, ran, paused
+    return False, ran, paused
+
+
 def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bool,
                scratch: Path | None = None, mutants: list[str] | None = None, models: Path | None = None) -> dict:
     """Mutate one module for at most ``budget`` seconds; its counts and survivors.
@@ -215,29 +241,28 @@ def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bo
     env.pop("LOOKALIKE_TEST_MODELS", None)
     if models is not None and not module.startswith("src/lookalike/models/"):
         env["LOOKALIKE_TEST_MODELS"] = str(models)
-    started = time.monotonic()
+    log_file = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(mutants or [])],
                             cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=budget)
-        finished = True
-    except subprocess.TimeoutExpired:
+                            stdout=log_file, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    finished, seconds, paused = wait_running(proc, budget)
+    if not finished:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            log, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            log, _ = proc.communicate()
-        finished = False
-    seconds = time.monotonic() - started
+            proc.wait()
+    log_file.seek(0)
+    log = log_file.read()
+    log_file.close()
     status = results(work, env)
     counts = Counter("not checked" if s == "check was interrupted by user" else s for s in status.values())
     checked = sum(counts[s] for s in ("killed", "survived", "timeout", "no tests", "suspicious", "segfault"))
     row = {"module": module, "tests": tests, "mutants": len(status),
            **{s.replace(" ", "_"): counts[s] for s in STATUSES},
            "score": round((counts["killed"] + counts["timeout"]) / checked, 4) if checked else None,
-           "finished": finished and proc.returncode == 0, "seconds": round(seconds, 1),
+           "finished": finished and proc.returncode == 0, "seconds": round(seconds, 1), "paused_s": round(paused, 1),
            "survivors": sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))}
     if not row["finished"]:
         row["log_tail"] = log[-1000:]
