@@ -1,7 +1,7 @@
 """The map the web page draws: laid out in a background thread (minutes for a large index the first
 time), then answered from memory, as JSON or in typed arrays, until the index changes. The typed
 arrays are answered from the index folder's ``map.bin`` while it is current (:mod:`lookalike.map.packed`):
-the first page after a server starts reads one file."""
+the first page after a server starts reads one file, once."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class MapView:
         self._lock = threading.Lock()
         self._done: tuple[int, Map, list[str]] | None = None  # (generation, map, paths) of the last map made
         self._encoded: dict[str, bytes] = {}  # the last map made, in each encoding asked for
+        self._read: tuple[int, bytes] | None = None  # (generation, typed arrays) last read from map.bin
         self._failed: tuple[int, int, str] | None = None  # (generation, status, why) of a map not made
         self._thread: threading.Thread | None = None
 
@@ -44,7 +45,14 @@ class MapView:
         out; 501 when the map's library is missing or the collection has no map, 503 when the map
         could not be made."""
         generation = self._generation()
+        with self._lock:
+            if self._done is not None and self._done[0] == generation and encoding in self._encoded:
+                return generation, self._encoded[encoding]
+            if encoding == "binary" and self._read is not None and self._read[0] == generation:
+                return self._read
         if encoding == "binary" and (kept := packed.stored(self.index.root, generation)) is not None:
+            with self._lock:
+                self._read = (generation, kept)
             return generation, kept
         with self._lock:
             idle = self._thread is None or not self._thread.is_alive()

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from helpers import read_binary_map
 from lookalike.map.cache import MAP_FILE, Map, save
 from lookalike.map.layout import LayoutError
+from lookalike.map import packed
 from lookalike.map.packed import PACKED_FILE
 from lookalike.server import create_app
 
@@ -111,6 +112,41 @@ def test_a_server_answers_the_typed_arrays_kept_beside_the_index(index, monkeypa
             assert after.headers["etag"] != first.headers["etag"]
     finally:
         (index.root / MAP_FILE).unlink()  # the map is this test's own: later tests lay theirs out
+        (index.root / PACKED_FILE).unlink(missing_ok=True)
+
+
+def test_the_typed_arrays_are_read_from_map_bin_once_per_generation(index, monkeypatch):
+    """A server answers map.bin from memory after its first read, and reads it again only for a new
+    generation; a server that made the map answers its own copy without reading the file."""
+    ids, _ = index.vectors()
+    n = len(ids)
+    made = Map(ids, np.stack([np.linspace(0, 1, n)] * 2, axis=1).astype(np.float32), np.zeros(n, np.int32),
+               np.eye(1, 4, dtype=np.float32), np.array([[ids[0]] + [-1] * 7]), index.map_generation(), "by hand", n, 0)
+    save(index.root / MAP_FILE, made)
+    (index.root / PACKED_FILE).unlink(missing_ok=True)
+    monkeypatch.setattr(index, "layout", lambda: replace(made, generation=index.map_generation()))
+    reads = []
+    stored = packed.stored
+    monkeypatch.setattr(packed, "stored", lambda root, generation: reads.append(generation) or stored(root, generation))
+    try:
+        with TestClient(create_app(index)) as client:  # makes the map, keeps map.bin
+            first = get_map(client, seconds=30, url="/api/map/binary")
+            made_reads = len(reads)
+            for _ in range(3):
+                assert client.get("/api/map/binary").content == first.content
+            assert client.get("/api/map/binary", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+            assert len(reads) == made_reads
+        reads.clear()
+        with TestClient(create_app(index)) as client:  # a server started later: one read
+            for _ in range(3):
+                assert client.get("/api/map/binary").content == first.content
+            assert reads == [index.map_generation()]
+            index.collection.store.put([], errors=[("/nowhere/torn.jpg", 10, 0, "not an image")])
+            after = get_map(client, seconds=30, url="/api/map/binary")
+            assert read_binary_map(after.content)[0]["generation"] == index.map_generation() != reads[0]
+            assert reads[1:2] == [index.map_generation()]
+    finally:
+        (index.root / MAP_FILE).unlink()
         (index.root / PACKED_FILE).unlink(missing_ok=True)
 
 
