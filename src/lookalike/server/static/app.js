@@ -37,7 +37,7 @@ function hashOf(query) {
   return query.hash || (query.upload !== undefined && uploads.has(query.upload) ? uploads.get(query.upload).hash : null);
 }
 
-function searchUrl(query, opts) {
+function queryUrl(query, opts) {
   const params = new URLSearchParams();
   if (query.id !== undefined) params.set("id", query.id);
   else if (hashOf(query)) params.set("upload", hashOf(query));
@@ -152,11 +152,11 @@ async function fetchSearch(query, opts, mode, signal) {
 }
 
 // Run a search and show it; history: "push" a new entry, "replace" the current one, or "none".
-async function search(query, opts, history) {
+async function runQuery(query, opts, history) {
   setOptions(opts);
   if (history !== "none") {
     const state = { ...query, ...opts };
-    const url = searchUrl(query, opts);
+    const url = queryUrl(query, opts);
     if (history === "push") window.history.pushState(state, "", url);
     else window.history.replaceState(state, "", url);
   }
@@ -176,7 +176,7 @@ async function search(query, opts, history) {
     const rest = await Promise.all(modes.slice(1).map((m) => fetchSearch(query, opts, m, controller.signal)));
     const rows = [first, ...rest];
     if (upload && window.history.state && window.history.state.upload === query.upload) {
-      window.history.replaceState(window.history.state, "", searchUrl(query, opts)); // now with the hash
+      window.history.replaceState(window.history.state, "", queryUrl(query, opts)); // now with the hash
     }
     $("query-name").textContent = first.query.name;
     if (first.query.folder) $("query-folder").textContent = `in ${first.query.folder}`;
@@ -232,7 +232,7 @@ async function checkDuplicates(upload, query, signal) {
 function card(r, data, opts) {
   const li = document.createElement("li");
   const a = document.createElement("a");
-  a.href = searchUrl({ id: r.id }, opts);
+  a.href = queryUrl({ id: r.id }, opts);
   a.dataset.id = r.id;
   a.title = `Search with ${r.name} (in ${r.folder})`;
   const img = document.createElement("img");
@@ -277,7 +277,7 @@ function render(rows, opts, titled) {
   $("results").classList.toggle("rows", titled);
 }
 
-function searchFile(blob, name) {
+function queryFile(blob, name) {
   if (!blob) return;
   if (blob.type && !blob.type.startsWith("image/")) {
     showError(`${name} is not an image (${blob.type})`);
@@ -290,11 +290,11 @@ function searchFile(blob, name) {
   }
   const token = ++uploadCount;
   uploads.set(token, { blob, name, url: URL.createObjectURL(blob) });
-  search({ upload: token }, options(), "push");
+  runQuery({ upload: token }, options(), "push");
 }
 
 // Search with the image at an address the user typed or pasted; the server fetches it.
-function searchAddress(address) {
+function queryAddress(address) {
   let parsed;
   try {
     parsed = new URL(address);
@@ -309,7 +309,7 @@ function searchAddress(address) {
   const name = decodeURIComponent(parsed.pathname.split("/").filter(Boolean).pop() || parsed.hostname);
   const token = ++uploadCount;
   uploads.set(token, { address: parsed.href, name });
-  search({ upload: token }, options(), "push");
+  runQuery({ upload: token }, options(), "push");
 }
 
 function fromState(state) {
@@ -321,11 +321,11 @@ function fromState(state) {
     exclude: state ? Boolean(state.exclude) : params.get("exclude_self") === "true",
   };
   if (state && state.upload !== undefined && uploads.has(state.upload)) {
-    search({ upload: state.upload }, opts, "none");
+    runQuery({ upload: state.upload }, opts, "none");
   } else if (params.get("id") !== null) {
-    search({ id: parseInt(params.get("id"), 10) }, opts, "none");
+    runQuery({ id: parseInt(params.get("id"), 10) }, opts, "none");
   } else if (UPLOAD_HASH.test(params.get("upload") || "")) {
-    search({ hash: params.get("upload") }, opts, "none"); // an upload of an earlier page: by its hash
+    runQuery({ hash: params.get("upload") }, opts, "none"); // an upload of an earlier page: by its hash
   } else {
     setOptions(opts);
     current = null;
@@ -372,7 +372,7 @@ function capture() {
   canvas.width = video.videoWidth;
   canvas.height = video.videoHeight;
   canvas.getContext("2d").drawImage(video, 0, 0);
-  canvas.toBlob((blob) => searchFile(blob, `webcam-${new Date().toISOString().slice(11, 19)}.jpg`),
+  canvas.toBlob((blob) => queryFile(blob, `webcam-${new Date().toISOString().slice(11, 19)}.jpg`),
     "image/jpeg", 0.92);
 }
 
@@ -399,7 +399,7 @@ function init() {
   });
   $("choose").addEventListener("click", pick);
   file.addEventListener("change", () => {
-    if (file.files.length) searchFile(file.files[0], file.files[0].name);
+    if (file.files.length) queryFile(file.files[0], file.files[0].name);
     file.value = "";
   });
   document.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -408,27 +408,27 @@ function init() {
     e.preventDefault();
     drop.classList.remove("over");
     const f = e.dataTransfer && e.dataTransfer.files[0];
-    if (f) searchFile(f, f.name);
+    if (f) queryFile(f, f.name);
   });
   document.addEventListener("paste", (e) => {
     const f = e.clipboardData && e.clipboardData.files[0];
-    if (f) searchFile(f, f.name || "pasted image");
+    if (f) queryFile(f, f.name || "pasted image");
   });
 
   $("address").addEventListener("submit", (e) => {
     e.preventDefault();
-    searchAddress($("url").value.trim());
+    queryAddress($("url").value.trim());
   });
   $("camera").addEventListener("click", () => (stream ? stopWebcam() : startWebcam()));
   $("stop").addEventListener("click", stopWebcam);
   $("capture").addEventListener("click", capture);
 
-  $("options").addEventListener("change", () => { if (current) search(current, options(), "push"); });
+  $("options").addEventListener("change", () => { if (current) runQuery(current, options(), "push"); });
   $("results").addEventListener("click", (e) => {
     const a = e.target.closest("a[data-id]");
     if (!a || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
     e.preventDefault();
-    search({ id: parseInt(a.dataset.id, 10) }, options(), "push");
+    runQuery({ id: parseInt(a.dataset.id, 10) }, options(), "push");
   });
   window.addEventListener("popstate", (e) => fromState(e.state));
 

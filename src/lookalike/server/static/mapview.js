@@ -61,7 +61,7 @@ function showMap(data) {
   mapState.view = new LookalikeMap($("map-canvas"), { x: data.x, y: data.y }, {
     thumb: (i) => `/api/thumbs/${data.ids[i]}`,
     onHover: mapTip,
-    onClick: (i) => search({ id: data.ids[i] }, options(), "push"),
+    onClick: (i) => runQuery({ id: data.ids[i] }, options(), "push"),
     onSelect: mapSelected,
   });
   $("map-color").value = data.color;
@@ -81,7 +81,7 @@ function colourMap() {
   const label = (g, index) => (by === "folder" ? `${g.name} · ${g.size}` : `cluster ${index + 1} · ${g.size}`);
   const central = (g) => g.central.slice(0, 4).map((id) => {
     const a = document.createElement("a");
-    a.href = searchUrl({ id }, options());
+    a.href = queryUrl({ id }, options());
     a.dataset.id = id;
     const img = document.createElement("img");
     img.src = `/api/thumbs/${id}`;
@@ -161,7 +161,7 @@ function initMap() {
     const a = e.target.closest("a[data-id]");
     if (!a || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
     e.preventDefault();
-    search({ id: parseInt(a.dataset.id, 10) }, options(), "push");
+    runQuery({ id: parseInt(a.dataset.id, 10) }, options(), "push");
   });
   document.addEventListener("lookalike:query", (e) => markQuery(e.detail.id));
   if (new URLSearchParams(window.location.search).get("map") === "1") openMap();
