@@ -50,7 +50,8 @@ VECTOR_TESTS = [U + "vectors/test_metric.py", U + "vectors/test_searcher.py",
 INDEX_TESTS = [U + "index/test_store.py", U + "index/test_indexer.py", U + "test_api.py"]
 SERVER_TESTS = [U + "server/test_app.py", U + "server/test_hardening.py", U + "server/test_mapview.py"]
 CLI_TESTS = [U + "cli/test_present.py", U + "cli/test_search.py"]
-MAP_TESTS = [U + "map/test_cache.py", U + "map/test_groups.py", U + "map/test_layout.py", U + "server/test_mapview.py"]
+MAP_TESTS = [U + "map/test_cache.py", U + "map/test_groups.py", U + "map/test_layout.py", U + "map/test_packed.py",
+             U + "map/test_payload.py", U + "server/test_mapview.py"]
 CLUSTER_TESTS = [U + "cluster/test_shards.py", U + "cluster/test_sources.py", U + "cluster/test_ray_session.py",
                  U + "cluster/test_from_shards.py", U + "cluster/test_embed.py", U + "cluster/test_collection.py"]
 TRAIN_TESTS = [U + "train/test_train_data.py", U + "train/test_tune.py", U + "train/test_train_loop.py",
@@ -69,7 +70,8 @@ MODULES = {
     "src/lookalike/paths.py": [U + "test_paths.py"],
     "src/lookalike/text.py": [U + "test_text.py"],
     **{f"src/lookalike/cli/{m}.py": CLI_TESTS for m in ("__init__", "ann", "common", "dedup", "indexing", "maps",
-                                                          "present", "search", "serve", "training")},
+                                                          "search", "serve", "training")},
+    "src/lookalike/cli/present.py": [U + "cli/test_present.py"],
     # Ray, Milvus and the default model make cluster/'s other tests slow: these three modules against the
     # fast tests that reach them (a module reached by slow tests alone checks few mutants in a budget)
     **{f"src/lookalike/cluster/{m}.py": CLUSTER_TESTS for m in ("__init__", "collection", "collection_search",
@@ -109,13 +111,20 @@ MODULES = {
     "src/lookalike/index/sqlite.py": [U + "index/test_store.py"],
     "src/lookalike/index/store.py": INDEX_TESTS,
     "src/lookalike/index/vector_cache.py": [U + "index/test_vector_cache.py", U + "index/test_store.py"],
-    **{f"src/lookalike/map/{m}.py": MAP_TESTS for m in ("__init__", "cache", "groups", "layout", "page", "payload",
-                                                          "picture")},
+    "src/lookalike/map/__init__.py": MAP_TESTS,
+    "src/lookalike/map/cache.py": [U + "map/test_cache.py", U + "map/test_packed.py"],
+    "src/lookalike/map/groups.py": [U + "map/test_groups.py", U + "map/test_payload.py"],
+    "src/lookalike/map/layout.py": [U + "map/test_layout.py", U + "map/test_cache.py"],
+    "src/lookalike/map/packed.py": [U + "map/test_packed.py"],
+    "src/lookalike/map/page.py": [U + "map/test_page.py"],
+    "src/lookalike/map/payload.py": [U + "map/test_payload.py", U + "map/test_packed.py"],
+    "src/lookalike/map/picture.py": [U + "map/test_picture.py"],
     **{f"src/lookalike/models/{m}.py": MODEL_TESTS for m in ("__init__", "efficientnet_lite", "embedder", "errors",
                                                                "export", "registry")},
     **{f"src/lookalike/models/{m}.py": FID_TESTS for m in ("fid_preprocess", "fid_weights", "inception_fid")},
     "src/lookalike/models/preprocess.py": [U + "models/test_preprocess.py"],
-    **{f"src/lookalike/server/{m}.py": SERVER_TESTS for m in ("__init__", "app", "mapview", "state", "uploads")},
+    **{f"src/lookalike/server/{m}.py": SERVER_TESTS for m in ("__init__", "app", "mapview", "state")},
+    "src/lookalike/server/uploads.py": [U + "server/test_uploads.py"],
     "src/lookalike/server/files.py": [U + "server/test_files.py"],
     "src/lookalike/server/schemas.py": SERVER_TESTS + [U + "server/test_schema.py"],
     **{f"src/lookalike/train/{m}.py": TRAIN_TESTS for m in ("__init__", "config", "head", "loop", "omp", "run",

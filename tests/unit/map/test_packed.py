@@ -63,3 +63,22 @@ def test_nothing_kept_without_a_map_file_or_from_a_torn_one(tmp_path):
     assert stored(tmp_path, 4) is None
     (tmp_path / PACKED_FILE).write_bytes(b"")
     assert stored(tmp_path, 4) is None
+
+
+def test_the_stamp_is_one_line_of_json_naming_the_generation_and_the_map_files_size_and_crc(tmp_path):
+    import json
+    import zlib
+
+    m = small_map()
+    save(tmp_path / MAP_FILE, m)
+    assert store(tmp_path, 4, b"packed\nbytes")
+    npz = (tmp_path / MAP_FILE).read_bytes()
+    first, rest = (tmp_path / PACKED_FILE).read_bytes().split(b"\n", 1)
+    assert json.loads(first) == {"generation": 4, "map": [len(npz), zlib.crc32(npz)]}  # as the module says
+    assert rest == b"packed\nbytes"
+
+
+def test_a_store_that_cannot_be_written_says_so(tmp_path):
+    save(tmp_path / MAP_FILE, small_map())
+    (tmp_path / PACKED_FILE).mkdir()  # something in the way: the file cannot be replaced
+    assert store(tmp_path, 4, b"x") is False and stored(tmp_path, 4) is None

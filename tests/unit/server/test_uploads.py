@@ -1,0 +1,131 @@
+"""Bounds on uploads (server/uploads.py), without a model: the body limit as ASGI middleware in front
+of an app that reads the whole body, an upload read to exactly its limit, and the answers to uploads
+that cannot be used."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from fastapi import HTTPException, UploadFile
+
+from lookalike.images import ImageError, ImageTooLarge
+from lookalike.server.uploads import (DEFAULT_MAX_UPLOAD, MULTIPART_SLACK, BodyLimit, read_upload, refused)
+
+
+async def echo_length(scope, receive, send):
+    """An app that reads the whole body and answers its length."""
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+def call(app, chunks, length=None, pause_after=None, kind="http"):
+    """(status, body) of one request whose body arrives in ``chunks`` (with a Content-Length header of
+    ``length``); after ``pause_after`` chunks the client stops sending."""
+    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    scope = {"type": kind, "method": "POST", "path": "/", "headers": headers}
+    sent, answer = list(chunks), {}
+
+    async def receive():
+        if pause_after is not None and not sent[pause_after:]:
+            await asyncio.sleep(3600)
+        body = sent.pop(0) if sent else b""
+        return {"type": "http.request", "body": body, "more_body": bool(sent)}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        else:
+            answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+    async def run():
+        try:
+            await app(scope, receive, send)
+        except HTTPException as e:  # raised while the body arrives: FastAPI answers it
+            answer.update(status=e.status_code, body=json.dumps({"detail": e.detail}).encode())
+
+    asyncio.run(run())
+    return answer["status"], answer["body"]
+
+
+LIMIT = 1000
+
+
+def test_a_body_up_to_the_limit_and_its_framing_is_passed_on_one_byte_more_is_413():
+    app = BodyLimit(echo_length, limit=LIMIT)
+    most = LIMIT + 64 * 1024  # the multipart framing's room, 64 KiB
+    assert MULTIPART_SLACK == 64 * 1024
+    assert call(app, [b"x" * most], length=most) == (200, str(most).encode())
+    status, body = call(app, [b"x" * (most + 1)], length=most + 1)
+    assert status == 413 and json.loads(body) == {"detail": "upload too large: the limit is 1000 bytes"}
+
+
+def test_a_content_length_over_the_limit_is_refused_before_the_body_is_read():
+    app = BodyLimit(echo_length, limit=LIMIT)
+    status, body = call(app, [], length=LIMIT + MULTIPART_SLACK + 1)  # nothing sent: not waited for
+    assert status == 413 and json.loads(body)["detail"] == "upload too large: the limit is 1000 bytes"
+
+
+def test_a_body_streamed_past_the_limit_without_a_length_is_refused_as_it_arrives():
+    app = BodyLimit(echo_length, limit=LIMIT)
+    most = LIMIT + MULTIPART_SLACK
+    assert call(app, [b"x" * (most - 10), b"y" * 10]) == (200, str(most).encode())  # exactly the limit
+    status, body = call(app, [b"x" * (most - 10), b"y" * 11])
+    assert status == 413 and json.loads(body)["detail"] == "upload too large: the limit is 1000 bytes"
+    status, _ = call(app, [b"x"] * 10, length="12x")  # a length that is not a number is not trusted
+    assert status == 200
+
+
+def test_a_body_that_pauses_is_answered_408_with_its_seconds():
+    app = BodyLimit(echo_length, limit=LIMIT, timeout=0.2)
+    status, body = call(app, [b"x" * 10, b"y" * 10], pause_after=1)
+    assert status == 408 and json.loads(body)["detail"] == "request body incomplete: nothing received for 0.2 s"
+    assert BodyLimit(echo_length, limit=LIMIT).timeout == 15.0  # the default
+
+
+def test_other_connections_are_passed_on_untouched():
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["type"])
+
+    asyncio.run(BodyLimit(app, limit=0)({"type": "lifespan", "headers": [(b"content-length", b"99999999")]},
+                                        None, None))
+    assert seen == ["lifespan"]
+
+
+def read(data: bytes, limit: int, name="photo.jpg"):
+    return asyncio.run(read_upload(UploadFile(io.BytesIO(data), filename=name), limit))
+
+
+def test_an_upload_of_exactly_the_limit_is_read_one_byte_more_is_413_and_empty_is_400():
+    assert read(b"x" * 100, 100) == (b"x" * 100, "photo.jpg")
+    with pytest.raises(HTTPException) as caught:
+        read(b"x" * 101, 100)
+    assert caught.value.status_code == 413 and caught.value.detail == "upload too large: the limit is 100 bytes"
+    with pytest.raises(HTTPException) as caught:
+        read(b"", 100)
+    assert caught.value.status_code == 400 and caught.value.detail == "empty upload: not an image"
+    assert DEFAULT_MAX_UPLOAD == 20 * 1024 * 1024  # 20 MiB
+
+
+@pytest.mark.parametrize("name, shown", [("../../etc/a b.jpg", "a b.jpg"), ("dir/", "upload"), ("", "upload"),
+                                         (None, "upload")])
+def test_an_upload_is_named_by_its_base_name_only(name, shown):
+    assert read(b"x", 10, name)[1] == shown
+
+
+def test_an_image_over_the_pixel_limit_is_413_with_the_limit_in_thousands_and_others_are_400():
+    e = refused("big.png", ImageTooLarge(8000, 7000, 40_000_000))
+    assert e.status_code == 413
+    assert e.detail == ("big.png: too large: 8000x7000 pixels exceeds this server's upload limit of 40,000,000 "
+                        "pixels (lookalike serve --max-pixels)")
+    e = refused("bad.jpg", ImageError("cannot identify image file"))
+    assert (e.status_code, e.detail) == (400, "bad.jpg: cannot identify image file")
