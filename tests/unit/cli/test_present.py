@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lookalike.api import Match, QueryResult
-from lookalike.cli.present import montage_figure, print_results
+from lookalike.cli.present import montage_figure, print_dedup, print_results
 
 
 def test_row_titles_sit_above_every_image_of_their_row(tmp_path):
@@ -95,3 +95,110 @@ def test_montage_captions_name_the_folder_and_file_and_shorten_long_ones_in_the_
     assert distance == "0.2500" and "…" in caption and len(caption) <= 24
     head, tail = caption.split("…")
     assert long_name.startswith(head) and long_name.endswith(tail) and tail.endswith("0001.jpg")
+
+
+# found by mutation testing: the table's words, the TSV of several queries, the dedup listing and montages
+
+def console_text(render, width=200) -> str:
+    from rich.console import Console
+
+    out = io.StringIO()
+    render(Console(file=out, width=width, color_system=None, markup=False, highlight=False))
+    return out.getvalue()
+
+
+def cells(lines: list[str], bar: str) -> list[list[str]]:
+    """The cells of a rich table's rows drawn with ``bar`` (┃ the header, │ the body)."""
+    return [[cell.strip() for cell in line.split(bar)[1:-1]] for line in lines if line.startswith(bar)]
+
+
+def test_the_table_titles_the_query_and_gives_ranks_and_distances_to_four_places():
+    from lookalike.cli.present import table
+
+    text = console_text(lambda c: c.print(table(_result("/q [b].jpg", "/a.jpg", "/[red]x[/red].jpg"))))
+    lines = text.splitlines()
+    assert lines[0].strip() == "nearest to /q [b].jpg (cosine)"
+    assert cells(lines, "┃") == [["rank", "distance", "path"]]
+    assert cells(lines, "│") == [["1", "0.0000", "/a.jpg"], ["2", "0.1000", "/[red]x[/red].jpg"]]
+
+
+def test_several_queries_in_tsv_lead_with_a_query_column_and_unknown_formats_are_refused():
+    out = io.StringIO()
+    print_results([_result("/q1.jpg", "/a.jpg", "/b.jpg"), _result("/q2.jpg", "/c.jpg")], "tsv", out=out)
+    assert out.getvalue() == ("query\trank\tdistance\tpath\n/q1.jpg\t1\t0.000000\t/a.jpg\n"
+                              "/q1.jpg\t2\t0.100000\t/b.jpg\n/q2.jpg\t1\t0.000000\t/c.jpg\n")
+    out = io.StringIO()
+    print_results([_result("/q1.jpg", "/a.jpg"), _result("/q2.jpg", "/c.jpg")], "paths", out=out)
+    assert out.getvalue() == "/a.jpg\n/c.jpg\n"
+    with pytest.raises(ValueError) as e:
+        print_results([_result("/q.jpg", "/a.jpg")], "xml", out=io.StringIO())
+    assert str(e.value) == "unknown format 'xml'; choose from: table, tsv, paths"
+    with pytest.raises(ValueError, match="a line break"):  # paths: a tab is fine, a carriage return is not
+        print_results([_result("/q.jpg", "/a\r.jpg")], "paths", out=io.StringIO())
+
+
+def dedup_report(groups, n_images=10, preset=None):
+    from lookalike.dedup.report import DedupReport
+    from lookalike.dedup.rules import Rule
+
+    return DedupReport(Rule(radius=0.05), preset, n_images, groups=groups)
+
+
+def test_no_duplicates_says_among_how_many_images_and_by_which_rule():
+    one = console_text(lambda c: print_dedup(dedup_report([], n_images=1), console=c))
+    assert one.strip() == "no duplicates among 1 image (cosine distance <= 0.05)"
+    many = console_text(lambda c: print_dedup(dedup_report([], n_images=7, preset="near"), console=c))
+    assert many.strip() == "no duplicates among 7 images (preset near: cosine distance <= 0.05)"
+
+
+def test_the_dedup_listing_shows_each_group_its_kept_file_and_why_each_duplicate_is_one():
+    from lookalike.dedup.report import Duplicate, Group
+
+    groups = [Group("exact", "/p/keep.jpg", [Duplicate("/p/copy [1].jpg", 0.0, "exact")]),
+              Group("near", "/p/rose.jpg", [Duplicate("/p/rose small.jpg", 0.03125),
+                                            Duplicate("/q/rose small copy.jpg", 0.03125, copy_of="/p/rose small.jpg")])]
+    text = console_text(lambda c: print_dedup(dedup_report(groups, n_images=12, preset="near"), console=c))
+    lines = text.splitlines()
+    assert lines[0].strip() == "duplicate groups (preset near: cosine distance <= 0.05)"
+    assert cells(lines, "┃") == [["group", "kind", "distance", "path", "evidence"]]
+    assert cells(lines, "│") == [["1", "exact", "keep", "/p/keep.jpg", ""], ["", "", "0.0000", "/p/copy [1].jpg", "same bytes"],
+                                   ["2", "near", "keep", "/p/rose.jpg", ""], ["", "", "0.0312", "/p/rose small.jpg", ""],
+                                   ["", "", "0.0312", "/q/rose small copy.jpg", "same bytes as rose small.jpg"]]
+    assert lines[-1] == ("1 exact group (2 files), 1 near group (3 files) among 12 images; 3 files could go "
+                         "(--to-remove)")
+
+
+def test_one_montage_per_group_with_its_duplicates_in_rows(tmp_path, monkeypatch):
+    from lookalike.cli import present
+    from lookalike.dedup.report import Duplicate, Group
+
+    drawn = []
+    monkeypatch.setattr(present, "montage", lambda query, rows, out, query_title: drawn.append(
+        (query, [[(m.rank, m.path, m.distance) for m in r.results] for r in rows], out, query_title)))
+    dups = [Duplicate(f"/d{i}.jpg", i / 10) for i in range(1, 4)]
+    groups = [Group("exact", "/k0.jpg", dups[:1]), Group("near", "/k1.jpg", dups)]
+    written = present.dedup_montages(dedup_report(groups), tmp_path / "new", per_row=2)
+    assert written == [str(tmp_path / "new" / "group-0001-exact.png"), str(tmp_path / "new" / "group-0002-near.png")]
+    assert (tmp_path / "new").is_dir()
+    assert drawn[0] == ("/k0.jpg", [[(1, "/d1.jpg", 0.1)]], written[0], "keep")
+    assert drawn[1][1] == [[(1, "/d1.jpg", 0.1), (2, "/d2.jpg", 0.2)], [(3, "/d3.jpg", 0.3)]]
+
+
+def test_a_montage_is_written_in_the_format_its_name_gives_and_an_unreadable_image_shows_gray(tmp_path):
+    from lookalike.cli.present import THUMB, montage
+
+    Image.new("RGB", (60, 40), (250, 0, 0)).save(tmp_path / "q.png")
+    rows = [QueryResult(str(tmp_path / "q.png"), "farthest", "l2", [Match(1, 0, str(tmp_path / "gone.png"), 1.5)])]
+    for name, kind in (("m.JPG", "JPEG"), ("m.png", "PNG"), ("m", "PNG")):
+        montage(tmp_path / "q.png", rows, tmp_path / name)
+        assert Image.open(tmp_path / name).format == kind
+    fig = montage_figure(tmp_path / "q.png", rows)
+    try:
+        gone = fig.axes[1].get_images()[0].get_array()
+        assert gone.shape == (THUMB, THUMB, 3) and (gone == 200).all()  # a gray square, 192 a side
+        query = fig.axes[0].get_images()[0].get_array()
+        assert query.shape == (40, 60, 3) and tuple(query[20, 30]) == (250, 0, 0)  # small images not enlarged
+        assert [t.get_text() for t in fig.texts] == ["farthest (descending) — l2"]
+        assert fig.axes[0].get_title() == "query"
+    finally:
+        plt.close(fig)
