@@ -69,8 +69,9 @@ MODULES = {
     "src/lookalike/images.py": [U + "test_images.py"],
     "src/lookalike/paths.py": [U + "test_paths.py"],
     "src/lookalike/text.py": [U + "test_text.py"],
-    **{f"src/lookalike/cli/{m}.py": CLI_TESTS for m in ("__init__", "ann", "common", "dedup", "indexing", "maps",
+    **{f"src/lookalike/cli/{m}.py": CLI_TESTS for m in ("__init__", "ann", "dedup", "indexing", "maps",
                                                           "search", "serve", "training")},
+    "src/lookalike/cli/common.py": [U + "cli/test_common.py"],
     "src/lookalike/cli/present.py": [U + "cli/test_present.py"],
     # Ray, Milvus and the default model make cluster/'s other tests slow: these three modules against the
     # fast tests that reach them (a module reached by slow tests alone checks few mutants in a budget)
@@ -117,7 +118,7 @@ MODULES = {
     "src/lookalike/map/layout.py": [U + "map/test_layout.py", U + "map/test_cache.py"],
     "src/lookalike/map/packed.py": [U + "map/test_packed.py"],
     "src/lookalike/map/page.py": [U + "map/test_page.py"],
-    "src/lookalike/map/payload.py": [U + "map/test_payload.py", U + "map/test_packed.py"],
+    "src/lookalike/map/payload.py": [U + "map/test_payload.py", U + "map/test_packed.py", U + "map/test_page.py"],
     "src/lookalike/map/picture.py": [U + "map/test_picture.py"],
     **{f"src/lookalike/models/{m}.py": MODEL_TESTS for m in ("__init__", "efficientnet_lite", "embedder", "errors",
                                                                "export", "registry")},

@@ -45,3 +45,25 @@ def test_an_empty_map():
     head, col = read_binary(binary(m, [], os.path.basename))
     assert head["count"] == 0 and head["folders"] == [] and head["color"] == "cluster"
     assert all(len(c) == 0 for c in col.values())
+
+
+def test_the_json_names_every_column_and_places_are_integers():
+    m = small_map()
+    js = payload(m, PATHS, os.path.basename)
+    assert set(js) == {"generation", "count", "method", "scale", "color", "ids", "x", "y", "names", "folder", "folders",
+                       "cluster", "clusters"}
+    assert (js["generation"], js["count"], js["method"], js["scale"], js["color"]) == (7, 5, "pca50+umap15", SCALE,
+                                                                                        "folder")
+    assert js["y"] == [250_000, 500_000, 750_000, 100_000, 900_000]  # float32 0.1 and 0.9 rounded by hand
+    assert all(type(v) is int for v in js["x"] + js["y"])  # integers in the JSON, not 250000.0
+
+
+def test_the_columns_start_at_the_first_aligned_byte_after_a_header_of_any_length():
+    m = small_map()
+    starts = set()
+    for extra in range(8):  # one of these header lengths ends exactly on an aligned byte
+        data = binary(Map(**{**m.__dict__, "method": "m" * (1 + extra)}), PATHS, os.path.basename)
+        head, col = read_binary(data)  # checks the columns' start and the answer's length
+        assert head["method"] == "m" * (1 + extra) and col["ids"].tolist() == [1, 2, 5, 9, 2**40]
+        starts.add((8 + 4 + int.from_bytes(data[8:12], "little")) % 8)
+    assert starts == set(range(8))

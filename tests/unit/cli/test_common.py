@@ -1,0 +1,121 @@
+"""What the commands share (cli/common.py): JSON that is valid UTF-8 whatever the file names, one-line
+messages on stderr, the notes on what a folder's listing leaves out, timings; in-process, no model."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+import typer
+from PIL import Image
+
+from lookalike.cli import common
+
+
+def test_json_is_one_line_of_utf_8_and_reads_back_as_the_names_bytes(capsys):
+    names = ["caf\udce9.jpg", "été.jpg", "a\nb.jpg"]  # a name whose byte 0xE9 is not UTF-8, as os.fsdecode gives it
+    common.print_json({"paths": names})
+    raw = capsys.readouterr().out.encode("utf-8")  # would fail on a lone surrogate
+    assert raw.count(b"\n") == 1 and raw.endswith(b"\n")
+    assert b"\\udce9" in raw and "été".encode() in raw  # the byte escaped; other text as it is
+    back = json.loads(raw)["paths"]
+    assert back == names and os.fsencode(back[0]) == b"caf\xe9.jpg"
+
+
+def test_skipped_files_and_messages_go_to_stderr_exactly_as_they_are(capsys):
+    common.print_skipped([("/p/[b]x.jpg", "cannot identify image file"), ("/p/y.png", "truncated")])
+    common.say("note", "bold", "a [red]message[/red] " + "long " * 30)
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["skipped /p/[b]x.jpg: cannot identify image file", "skipped /p/y.png: truncated",
+                                "note: a [red]message[/red] " + "long " * 30]  # on one line, never wrapped
+
+
+def test_fail_says_error_in_one_line_and_exits_1(capsys):
+    with pytest.raises(typer.Exit) as e:
+        common.fail("not a directory: /x")
+    assert e.value.exit_code == 1 and capsys.readouterr().err == "error: not a directory: /x\n"
+
+
+def test_no_progress_bar_when_quiet_or_off_a_terminal():
+    assert common.no_bar(True) is True
+    assert common.no_bar(False) is (not common.err.is_terminal)
+    assert common.progress_bar(True).disable is True
+
+
+@pytest.mark.parametrize("seconds, images, text", [(2.0, 100, "2.0 s, 50.0 img/s"), (0.12, 0, "0.1 s"),
+                                                   (0.0, 5, "0.0 s"), (4.0, 1, "4.0 s, 0.2 img/s")])
+def test_timing_gives_the_rate_only_when_something_was_embedded_in_some_time(seconds, images, text):
+    assert common.timing(seconds, images) == text
+
+
+def test_ignored_files_are_counted_most_first_then_with_extension_then_by_name():
+    assert common.ignored_text(Counter(), "x") == ""
+    counts = Counter({".txt": 2, "": 2, ".csv": 2, ".db": 1})
+    assert common.ignored_text(counts, ": ignored ") == (": ignored 7 other files (2 .csv, 2 .txt, 2 without "
+                                                         "extension, 1 .db)")
+    assert common.ignored_text(Counter({".txt": 1}), "") == "1 other file (1 .txt)"
+
+
+def folder_with(tmp_path, images=(), others=(), outside_links=0):
+    root = tmp_path / "photos"
+    root.mkdir(parents=True)
+    for name in images:
+        Image.new("RGB", (8, 8)).save(root / name)
+    for name in others:
+        (root / name).write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for i in range(outside_links):
+        Image.new("RGB", (8, 8)).save(outside / f"{i}.png")
+        os.symlink(outside / f"{i}.png", root / f"link{i}.png")
+    return root
+
+
+def test_a_folder_without_images_says_what_it_ignored_and_left_out(tmp_path):
+    root = folder_with(tmp_path, others=("a.txt", "b.txt", "README"), outside_links=2)
+    nothing, left_out = common.check_folder(root)
+    assert nothing == (f"no images under {root}: ignored 3 other files (2 .txt, 1 without extension); left out: "
+                       "2 symbolic links to outside the folder (--follow-links includes them)")
+    assert sorted(os.path.basename(p) for p, _ in left_out) == ["link0.png", "link1.png"]
+    assert common.check_folder(root, follow_links=True) == (None, [])  # followed: images found
+
+
+def test_a_folder_with_images_notes_what_was_left_out_and_lists_it_when_verbose(tmp_path, capsys):
+    root = folder_with(tmp_path, images=("a.png",), outside_links=1)
+    nothing, left_out = common.check_folder(root, verbose=True)
+    assert nothing is None and len(left_out) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"left out {root / 'link0.png'}: symbolic link to outside the folder (use --follow-links to "
+                     "include it)",
+                     f"note: left out under {root}: 1 symbolic link to outside the folder (--follow-links includes it)"]
+    assert common.check_folder(root, note=False) == (None, left_out)  # the caller lists them itself
+    assert capsys.readouterr().err == ""
+    common.check_folder(folder_with(tmp_path / "clean", images=("b.png",)))
+    assert capsys.readouterr().err == ""  # nothing left out: nothing said
+
+
+def test_index_refuses_a_folder_without_images_where_it_would_create_an_index_and_warns_otherwise(tmp_path, capsys):
+    from lookalike.api import Index
+
+    root = folder_with(tmp_path, others=("a.txt",))
+    with pytest.raises(typer.Exit):
+        common.check_images(root, tmp_path / "new-index")
+    assert capsys.readouterr().err == f"error: no images under {root}: ignored 1 other file (1 .txt); no index created\n"
+    Index.open(tmp_path / "index", create=True).close()
+    common.check_images(root, tmp_path / "index")
+    assert capsys.readouterr().err == f"warning: no images under {root}: ignored 1 other file (1 .txt)\n"
+    with pytest.raises(typer.Exit):
+        common.check_images(root, tmp_path / "index", rebuild=True)  # made anew: nothing to index
+    assert capsys.readouterr().err.endswith("; no index created\n")
+    common.check_images(folder_with(tmp_path / "ok", images=("a.png",)), tmp_path / "new-index")
+    assert capsys.readouterr().err == "" and not (tmp_path / "new-index").exists()
+
+
+def test_a_collection_needs_a_uri(tmp_path, capsys):
+    with pytest.raises(typer.Exit):
+        common.open_index(tmp_path / "ix", None, "photos")
+    assert capsys.readouterr().err == "error: --collection goes with --uri\n"
+    common.open_index(tmp_path / "ix", None, None, create=True).close()
+    assert (tmp_path / "ix").is_dir()
