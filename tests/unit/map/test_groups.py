@@ -44,3 +44,61 @@ def test_assign_and_central_by_cosine():
     # cosines to (1, 0): rows 0, 2, 4 -> 0.949, 1.000, 0.743; to (0, 1): rows 1, 3 -> 0.949, 0.981
     got = groups.central(x, labels, centres, per=2)
     assert [r.tolist() for r in got] == [[2, 0], [3, 1]]
+
+
+# found by mutation testing: more rows than one chunk, ties, empty clusters, the seed, the training sample, quiet
+
+def test_assign_over_more_rows_than_one_chunk_matches_the_nearest_centre_of_each():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20_000, 3)).astype(np.float32)
+    centres = np.eye(3, dtype=np.float32)
+    want = np.argmax(x / np.linalg.norm(x, axis=1, keepdims=True), axis=1)  # the largest coordinate wins
+    assert groups.assign(x, centres).tolist() == want.tolist()
+
+
+def test_central_images_at_equal_distance_are_listed_in_row_order():
+    x = np.tile(np.array([[1.0, 0.0]], np.float32), (40, 1))
+    got = groups.central(x, np.zeros(40, np.int32), np.array([[1, 0]], np.float32), per=40)
+    assert got[0].tolist() == list(range(40))
+
+
+def test_a_cluster_left_empty_is_kept_last_with_its_centre():
+    a, b = np.eye(2, 4, dtype=np.float32)
+    centres, labels = groups.kmeans(np.stack([a] * 10 + [b] * 12), 3)  # two directions, three clusters
+    assert centres.shape == (3, 4) and centres.dtype == np.float32
+    assert labels.dtype == np.int32 and np.bincount(labels, minlength=3).tolist() == [12, 10, 0]
+
+
+def test_one_point_makes_one_cluster_and_one_cluster_can_be_asked_for():
+    centres, labels = groups.kmeans(np.array([[3.0, 4.0]], np.float32), 5)
+    assert centres.shape == (1, 2) and labels.tolist() == [0]
+    assert centres[0] == pytest.approx([0.6, 0.8], abs=1e-5)
+    centres, labels = groups.kmeans(np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32), 1)
+    assert centres.shape == (1, 4) and set(labels.tolist()) == {0}
+
+
+def test_the_same_seed_gives_the_same_clusters_and_another_seed_others():
+    x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)  # more than 256 rows a cluster
+    runs = [groups.kmeans(x, 5, seed=s)[1] for s in (1, 1, 7)]
+    assert runs[0].tolist() == runs[1].tolist() and runs[0].tolist() != runs[2].tolist()
+    small = x[:300]  # every row trains: only the seed of the k-means itself tells the runs apart
+    assert groups.kmeans(small, 5, seed=1)[1].tolist() != groups.kmeans(small, 5, seed=7)[1].tolist()
+
+
+def test_kmeans_trains_on_at_most_256_rows_a_cluster_and_prints_nothing(monkeypatch, capfd):
+    import faiss
+
+    trained = []
+
+    class Recording(faiss.Kmeans):
+        def train(self, x, *args, **kwargs):
+            trained.append(len(x))
+            return super().train(x, *args, **kwargs)
+
+    monkeypatch.setattr(faiss, "Kmeans", Recording)
+    x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
+    groups.kmeans(x, 5)
+    groups.kmeans(x[:12], 5)  # 12 points for 5 clusters: fewer than FAISS asks for by default
+    assert trained == [256 * 5, 12]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # a map's --json on stdout stays JSON; no warnings
