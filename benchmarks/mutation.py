@@ -94,10 +94,10 @@ MODULES = {
     "src/lookalike/dedup/find.py": [U + "dedup/test_find.py"],
     "src/lookalike/dedup/ondisk.py": [U + "dedup/test_ondisk.py"],
     "src/lookalike/dedup/phash.py": [U + "dedup/test_phash.py"],
-    "src/lookalike/dedup/report.py": [U + "dedup/test_review.py", U + "dedup/test_ondisk.py"],
+    "src/lookalike/dedup/report.py": [U + "dedup/test_report.py", U + "dedup/test_ondisk.py",
+                                      U + "dedup/test_review.py"],
     "src/lookalike/dedup/review.py": [U + "dedup/test_review.py"],
-    "src/lookalike/dedup/rules.py": [U + "dedup/test_verifier.py", U + "dedup/test_geometry.py",
-                                     U + "dedup/test_candidates.py"],
+    "src/lookalike/dedup/rules.py": [U + "dedup/test_rules.py"],
     "src/lookalike/dedup/verifier.py": [U + "dedup/test_verifier.py"],
     "src/lookalike/evaluation/__init__.py": [U + "evaluation/test_evaluate.py"],
     # test_evaluate.py's cases with the default model embed real photos: its hand-made and tiny-model cases here

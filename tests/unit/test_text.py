@@ -3,7 +3,7 @@
 import pytest
 from rich.cells import cell_len
 
-from lookalike.text import middle, plural, short_path
+from lookalike.text import display_name, middle, plural, short_path
 
 
 @pytest.mark.parametrize("n, expected", [(0, "0 files"), (1, "1 file"), (2, "2 files"), (21, "21 files")])
@@ -53,3 +53,38 @@ def test_short_path_shortens_the_folders_text_when_no_folder_fits_whole():
 def test_short_path_keeps_the_last_parts_it_is_asked_for():
     assert short_path("/data/flowers/017/image_0042.jpg", 40, parts=2) == "017/image_0042.jpg"
     assert short_path("image_0042.jpg", 40, parts=2) == "image_0042.jpg"
+
+
+def test_display_name_is_the_base_name_with_undecodable_bytes_shown_as_replacement_characters():
+    assert display_name("/photos/café.jpg") == "café.jpg"
+    assert display_name("/photos/\udcffraw\udcfe.jpg") == "\ufffdraw\ufffd.jpg"  # bytes 0xff, 0xfe on disk
+    assert display_name("name.jpg") == "name.jpg" and display_name("/photos/") == ""
+
+
+def test_short_path_exactly_at_the_width_is_whole():
+    path = "/data/photos/cats/tabby_on_the_sofa.jpg"
+    assert short_path(path, cell_len(path)) == path
+    assert short_path(path, cell_len(path) - 1) == "/data/…/cats/tabby_on_the_sofa.jpg"
+
+
+def test_short_path_keeps_one_folder_at_the_start_and_two_at_the_end():
+    path = "/data/photos/2024/cats/tabby.jpg"  # 32 cells
+    assert short_path(path, 30) == "/data/…/2024/cats/tabby.jpg"
+    assert short_path("data/photos/2024/cats/tabby.jpg", 30) == "data/…/2024/cats/tabby.jpg"  # a relative path
+
+
+def test_short_path_of_a_file_at_the_root_shortens_its_name():
+    assert short_path("/tabby_on_the_sofa.jpg", 10) == "tabb…a.jpg"
+
+
+def test_short_path_shows_the_folders_text_only_with_room_for_more_than_four_cells():
+    path = "/tmp/a very long folder name/holiday/chelsea.jpg"  # chelsea.jpg: 11 cells
+    assert short_path(path, 17) == "/t…ay/chelsea.jpg"  # 5 cells for the folders
+    assert short_path(path, 16) == "…/chelsea.jpg"  # 4 cells: only the sign of them
+
+
+def test_short_path_keeps_last_parts_of_a_folder_path_and_of_an_absolute_one():
+    assert short_path("/data/flowers/017/", 40, parts=2) == "flowers/017"  # a trailing slash is no part
+    assert short_path("/data/flowers/017/", 40) == "/data/flowers/017/"  # nothing asked: kept as given
+    assert short_path("/data/image.jpg", 40, parts=3) == "/data/image.jpg"  # the root is a part
+    assert short_path("/scans/FAX", 40, parts=1) == "FAX"

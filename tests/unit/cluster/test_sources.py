@@ -23,7 +23,8 @@ def test_a_uri_without_its_file_system_package_names_the_package_in_one_line(uri
     with pytest.raises(StoreError) as caught:
         filesystem(uri)
     message = str(caught.value)
-    assert uri in message and package in message and "\n" not in message, message
+    assert message.startswith(f"cannot open {uri}: ") and "; through fsspec: " in message, message
+    assert package in message and "\n" not in message and "  " not in message, message
 
 
 @pytest.fixture
@@ -120,3 +121,65 @@ def test_a_local_file_is_read_as_an_image_within_its_pixel_limit(tmp_path):
     assert read(str(tmp_path / "a.png"), max_pixels=100) == (tmp_path / "a.png").read_bytes()
     with pytest.raises(ImageTooLarge):
         read(str(tmp_path / "a.png"), max_pixels=99)
+
+
+def test_a_local_file_gone_between_listing_and_stat_is_listed_with_size_minus_one(folders, monkeypatch):
+    from lookalike.cluster import sources
+
+    listed = list(sources.list_images(str(folders / "photos")))
+
+    def listing_then_removing(root, *args, **kwargs):
+        os.remove(folders / "photos/a.jpg")  # after the folder was read, before its files are stat'ed
+        yield from listed
+
+    monkeypatch.setattr(sources, "list_images", listing_then_removing)
+    found = list(list_files(str(folders / "photos")))
+    b = folders / "photos/sub/b.png"
+    assert found == [(str(folders / "photos/a.jpg"), -1, 0), (str(b), 5, os.stat(b).st_mtime_ns)]
+
+
+@pytest.fixture
+def memory():
+    """A folder on fsspec's in-memory file system (a scheme pyarrow cannot open itself): ``photos``
+    (two images, a text file, a hidden folder's image), its sibling ``photos2``, and ``odd://name``."""
+    fsspec = pytest.importorskip("fsspec")
+    store = fsspec.filesystem("memory")
+    root = "/lookalike-test-sources"
+    for rel, data in (("photos/a.jpg", b"a" * 3), ("photos/sub/b.png", b"b" * 5), ("photos/notes.txt", b"t"),
+                      ("photos/.cache/c.jpg", b"c"), ("photos2/x.jpg", b"x" * 7), ("odd://name/d.jpg", b"d" * 2)):
+        store.pipe(f"{root}/{rel}", data)
+    yield root
+    store.rm(root, recursive=True)
+
+
+def test_a_scheme_only_fsspec_opens_is_listed_read_and_compared_like_any_other(memory):
+    from pyarrow import fs
+
+    with pytest.raises(Exception):  # noqa: B017 (whatever pyarrow raises: it does not know the scheme)
+        fs.FileSystem.from_uri(f"memory://{memory}/photos")
+    source = f"memory://{memory}/photos"
+    # fsspec's memory file system keeps no modification times: 0, as for any such file system
+    assert list(list_files(source)) == [(f"memory://{memory}/photos/a.jpg", 3, 0),
+                                        (f"memory://{memory}/photos/sub/b.png", 5, 0)]
+    assert name_of(source + "/") == source
+    assert read(f"memory://{memory}/photos/sub/b.png") == b"b" * 5
+    held = {f"memory://{memory}/{rel}" for rel in ("photos/a.jpg", "photos/old.jpg", "photos2/old.jpg")}
+    assert gone(held, source) == [f"memory://{memory}/photos/old.jpg"]
+
+
+def test_a_uri_whose_path_holds_a_scheme_separator_keeps_its_own_scheme(memory):
+    source = f"memory://{memory}/odd://name"
+    assert list(list_files(source)) == [(f"memory://{memory}/odd://name/d.jpg", 2, 0)]
+    assert name_of(source) == source
+    assert read(f"memory://{memory}/odd://name/d.jpg") == b"dd"
+
+
+def test_a_folder_whose_name_ends_in_a_space_is_its_own_by_uri(tmp_path):
+    (tmp_path / "photos ").mkdir()
+    (tmp_path / "photos " / "a.jpg").write_bytes(b"a")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "b.jpg").write_bytes(b"b")
+    source = f"file://{tmp_path}/photos "
+    assert name_of(source) == source
+    held = {f"{source}/a.jpg", f"{source}/old.jpg", f"file://{tmp_path}/photos/b.jpg"}
+    assert gone(held, source) == [f"{source}/old.jpg"]

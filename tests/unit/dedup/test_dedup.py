@@ -387,42 +387,6 @@ def test_no_kept_file_is_ever_listed_property(seed):
         assert any(content[i] == c for i in survivors) or any((rep, paths.index(k)) in edges for k in kept)
 
 
-def test_overlapping_groups_are_refused():
-    g1 = dedup.Group("exact", "/a", [dedup.Duplicate("/b", 0.0, "exact")])
-    g2 = dedup.Group("near", "/c", [dedup.Duplicate("/a", 0.05)])
-    with pytest.raises(RuntimeError, match="overlap"):
-        dedup.DedupReport(dedup.Rule(0.1), None, 3, groups=[g1, g2]).to_remove()
-
-
-def test_write_paths_refuses_line_breaks_unless_nul_separated(tmp_path):
-    names = ["/x/a b.jpg", "/x/new\nline.jpg", "/x/\udcff raw.jpg"]
-    out = tmp_path / "list"
-    with pytest.raises(ValueError, match="line break.*-0"):
-        dedup.write_paths(names, out)
-    assert not out.exists()
-    dedup.write_paths(names, out, null=True)
-    assert [os.fsdecode(p) for p in out.read_bytes().split(b"\0")[:-1]] == names
-    dedup.write_paths([names[0], names[2]], out)
-    assert out.read_bytes() == b"/x/a b.jpg\n/x/\xff raw.jpg\n"
-
-
-def test_threshold_presets_and_numbers():
-    model = {"name": "efficientnet-lite0", "layer": "pool"}
-    table = dedup.presets(model)
-    assert dedup.resolve_threshold(None, model) == (table["near"], "near")
-    assert dedup.resolve_threshold("similar", model) == (table["similar"], "similar")
-    assert table["exact"].radius < table["near"].radius <= table["similar"].radius
-    assert not table["exact"].verified and table["near"].min_inliers >= table["similar"].min_inliers > 0
-    assert dedup.resolve_threshold("0.25", model) == (dedup.Rule(0.25), None)
-    with pytest.raises(ValueError, match="unknown preset"):
-        dedup.resolve_threshold("loose", model)
-    with pytest.raises(ValueError, match="cosine distance in"):
-        dedup.resolve_threshold(-0.1, model)
-    with pytest.raises(ValueError, match="give --threshold as a cosine distance"):
-        dedup.resolve_threshold("near", {"name": "my-model", "layer": "output"})
-    assert dedup.resolve_threshold(0.3, {"name": "my-model", "layer": "output"}) == (dedup.Rule(0.3), None)
-
-
 # -- real photos ---------------------------------------------------------------------------------
 def _jpeg(img, quality):
     buf = io.BytesIO()
