@@ -77,8 +77,10 @@ def test_a_torn_ann_file_is_rebuilt(tmp_path):
 
 def test_unknown_setting_is_refused(tmp_path):
     with Store.create(tmp_path, {"name": "m", "dim": DIM}, ref="m") as store:
-        with pytest.raises(ValueError, match="unknown --ann"):
+        with pytest.raises(ValueError) as e:
             approximate.configure(store, "lsh")
+        assert str(e.value) == "unknown --ann 'lsh'; choose from: auto, exact, hnsw, ivfpq"
+        assert approximate.setting(store) == "auto"  # unset: auto
 
 
 def test_an_older_index_whose_setting_is_none_searches_exactly(tmp_path):
@@ -86,3 +88,86 @@ def test_an_older_index_whose_setting_is_none_searches_exactly(tmp_path):
         idx.collection.store.set_meta("ann", "none")  # the name of exact search before it was called exact
         assert approximate.setting(idx.collection.store) == "exact"
         assert idx.index_type == "exact" and idx.ann() is None
+
+
+def _store(tmp_path, n, setting="hnsw"):
+    store = Store.create(tmp_path, {"name": "m", "dim": DIM}, ref="m")
+    approximate.configure(store, setting)
+    store.put(Entry(f"/p/{i:04d}", 1, 1, f"c{i}", 1, 1, v) for i, v in enumerate(_vectors(n)))
+    return store
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """How many times a FAISS structure is built from scratch (not loaded and diffed)."""
+    from lookalike.vectors.faiss_backend import FaissBackend
+
+    made = []
+    real = FaissBackend.build.__func__
+    monkeypatch.setattr(FaissBackend, "build", classmethod(lambda cls, *a, **k: made.append(a[-1]) or real(cls, *a, **k)))
+    return made
+
+
+def test_a_change_is_diffed_into_the_saved_structure_and_stamped_with_the_catalogs_generation(tmp_path, builds):
+    with _store(tmp_path, 60) as store:
+        first = approximate.sync(store)
+        assert builds == ["hnsw"] and store.meta("ann_stamp") == f"hnsw:{store.generation}"
+        assert approximate.sync(store).ntotal == 60 and builds == ["hnsw"]  # loaded as saved
+        store.remove(["/p/0003"])
+        store.put([Entry("/p/new", 1, 1, "n", 1, 1, _vectors(1, seed=9)[0])])
+        ann = approximate.sync(store)
+        assert builds == ["hnsw"] and ann.ntotal == 60 and store.meta("ann_stamp") == f"hnsw:{store.generation}"
+        ids, _ = store.vectors()
+        assert sorted(ann.ids().tolist()) == sorted(ids.tolist()) != sorted(first.ids().tolist())
+        assert approximate.sync(store, rebuild=True).ntotal == 60 and builds == ["hnsw", "hnsw"]
+
+
+def test_a_fallback_structure_is_built_again_rather_than_diffed(tmp_path, builds):
+    with _store(tmp_path, 5, "ivfpq") as store:
+        assert approximate.sync(store).kind != "ivfpq"  # too few vectors to train product quantisers
+        store.put([Entry("/p/new", 1, 1, "n", 1, 1, _vectors(1, seed=9)[0])])
+        assert approximate.sync(store).ntotal == 6 and builds == ["ivfpq", "ivfpq"]
+
+
+def test_a_structure_saved_for_another_dimension_is_built_again(tmp_path, builds):
+    from lookalike.vectors.faiss_backend import FaissBackend
+
+    with _store(tmp_path, 40) as store:
+        approximate.sync(store)
+        stamp = store.meta("ann_stamp")
+        other = np.random.default_rng(1).random((40, DIM // 2)).astype(np.float32)
+        FaissBackend.build(other, np.arange(40), "cosine", "hnsw").save(tmp_path / approximate.ANN_FILE)
+        builds.clear()
+        assert store.meta("ann_stamp") == stamp  # the stamp alone would take the foreign file
+        ann = approximate.sync(store)
+        assert builds == ["hnsw"] and ann.dim == DIM
+        assert FaissBackend.load(tmp_path / approximate.ANN_FILE).dim == DIM
+
+
+def test_a_structure_that_cannot_be_saved_still_answers_and_is_saved_later(tmp_path, monkeypatch):
+    from lookalike.vectors.faiss_backend import FaissBackend
+
+    with _store(tmp_path, 40) as store:
+        real_save = FaissBackend.save
+
+        def full_disk(self, path):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(FaissBackend, "save", full_disk)
+        assert approximate.sync(store).ntotal == 40
+        assert store.meta("ann_stamp") is None and not (tmp_path / approximate.ANN_FILE).exists()
+        monkeypatch.setattr(FaissBackend, "save", real_save)
+        assert approximate.sync(store).ntotal == 40 and (tmp_path / approximate.ANN_FILE).exists()
+
+
+def test_exact_search_drops_a_saved_structure_unless_the_index_is_read_only(tmp_path):
+    with _store(tmp_path, 40) as store:
+        approximate.sync(store)
+        files = [tmp_path / approximate.ANN_FILE, tmp_path / (approximate.ANN_FILE + ".json")]
+        assert all(f.exists() for f in files) and approximate.kind(store) == "hnsw"
+        approximate.configure(store, "exact")
+        store.readonly = True  # as an index opened where it cannot be written
+        assert approximate.sync(store) is None and all(f.exists() for f in files)
+        store.readonly = False
+        assert approximate.sync(store) is None and not any(f.exists() for f in files)
+
