@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from lookalike.vectors.ann import AUTO_EXACT_ELEMENTS, check, choose_kind, default_params, hnsw_ef_search, recall_at_k
+from lookalike.vectors.ann import (
+    AUTO_EXACT_ELEMENTS,
+    check,
+    choose_kind,
+    default_params,
+    hnsw_ef_search,
+    recall_at_k,
+)
 from lookalike.vectors.faiss_backend import FaissBackend
 
 
