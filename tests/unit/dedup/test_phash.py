@@ -113,3 +113,22 @@ def test_pairs_equal_comparing_every_hash_with_copies_under_every_transform(monk
     assert len(lo) >= 8 * 8  # copies under every transform, up to the radius
     assert set(t.tolist()) == set(range(8))
     assert (apart[j, t, i] == bits).all() and (bits == np.minimum(closest, closest.T)[i, j]).all()
+
+
+def test_the_dct_rows_are_the_orthonormal_dct_ii_basis_as_opencv_computes_it():
+    for n, keep in ((32, 8), (16, 4)):
+        basis = cv2.dct(np.eye(n, dtype=np.float32), flags=cv2.DCT_ROWS).T  # row k: the k-th basis vector
+        rows = phash._dct_rows(n, keep)
+        assert rows.shape == (keep, n) and rows.dtype == np.float32
+        np.testing.assert_allclose(rows, basis[:keep], atol=1e-6)
+
+
+def test_three_copies_under_other_transforms_make_each_of_their_pairs_once():
+    thumbs = np.random.default_rng(5).random((1, 32, 32)).astype(np.float32) * 255
+    thumbs = np.concatenate([thumbs, np.rot90(thumbs, 1, axes=(1, 2)), thumbs[:, :, ::-1]])  # rotated, mirrored
+    table = phash.hashes(thumbs)
+    i, j, t, bits = phash.pairs(table)
+    assert sorted(zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist())) == [(0, 1), (0, 2), (1, 2)]
+    assert bits.tolist() == [0, 0, 0]
+    for a, b, how in zip(i, j, t):  # transform `how` of image b is image a
+        assert (table[b, how] == table[a, 0]).all()
