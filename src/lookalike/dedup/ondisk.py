@@ -13,6 +13,7 @@ import stat
 from collections.abc import Mapping
 
 from lookalike.images import ImageError, hash_file
+from lookalike.text import plural
 
 #: Symbolic links followed before a name counts as a loop (Linux's own limit).
 MAX_HOPS = 40
@@ -62,7 +63,7 @@ def confirm(indexed: Mapping[str, tuple[int, int, str]]) -> None:
         if why:
             changed.append(f"{path} {why}")
     if changed:
-        more = f" (and {len(changed) - 1} more files)" if len(changed) > 1 else ""
+        more = f" (and {plural(len(changed) - 1, 'more file')})" if len(changed) > 1 else ""
         raise StaleIndex(f"the index no longer matches the disk: {changed[0]}{more}; nothing was listed. "
                          "Update it (lookalike index FOLDER, or give dedup the FOLDER) and run dedup again")
 

@@ -69,3 +69,31 @@ def test_confirm_passes_files_as_indexed_and_names_what_changed(tmp_path):
         assert name in message and why in message and "lookalike index" in message and "\n" not in message
     with pytest.raises(ondisk.StaleIndex, match=r"and 3 more files"):
         ondisk.confirm(facts)
+
+
+def test_each_change_is_said_in_one_whole_line_with_the_remedy_and_how_many_more_there_are(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"0123456789")
+    facts = {str(tmp_path / n): _indexed(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg")}
+    remedy = "; nothing was listed. Update it (lookalike index FOLDER, or give dedup the FOLDER) and run dedup again"
+    a, b, c = facts
+
+    def message(indexed):
+        with pytest.raises(ondisk.StaleIndex) as caught:
+            ondisk.confirm(indexed)
+        return str(caught.value)
+
+    (tmp_path / "a.jpg").unlink()
+    assert message({a: facts[a]}) == f"the index no longer matches the disk: {a} is gone (or its link leads nowhere){remedy}"
+    (tmp_path / "b.jpg").write_bytes(b"012345678")
+    assert message({a: facts[a], b: facts[b]}) == (
+        f"the index no longer matches the disk: {a} is gone (or its link leads nowhere) (and 1 more file){remedy}")
+    assert message({b: facts[b]}) == (
+        f"the index no longer matches the disk: {b} changed since it was indexed (size or modification time){remedy}")
+    st = os.stat(tmp_path / "c.jpg")
+    (tmp_path / "c.jpg").write_bytes(b"9123456789")
+    os.utime(tmp_path / "c.jpg", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert message({c: facts[c]}) == f"the index no longer matches the disk: {c} holds other bytes than were indexed{remedy}"
+    (tmp_path / "c.jpg").unlink()
+    (tmp_path / "c.jpg").mkdir()
+    assert message({c: facts[c]}) == f"the index no longer matches the disk: {c} is no longer a regular file{remedy}"
