@@ -74,11 +74,24 @@ def test_overlapping_groups_are_refused(groups):
         DedupReport(Rule(0.1), None, 3, groups=groups).to_remove()
 
 
+def test_a_list_that_would_take_a_kept_links_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "t.jpg").write_bytes(b"x")
+    (tmp_path / "p.jpg").symlink_to("t.jpg")
+    keep, t = str(tmp_path / "p.jpg"), str(tmp_path / "t.jpg")
+    report = DedupReport(Rule(0.1), None, 2, groups=[Group("exact", keep, [Duplicate(t, 0.0, "exact")])])
+    with pytest.raises(RuntimeError) as e:
+        report.to_remove()
+    assert str(e.value) == (f"removing the listed files would leave {keep} without its file; "
+                            "refusing to write a list of files to remove")
+
+
 def test_write_paths_refuses_line_breaks_unless_nul_separated(tmp_path):
     names = ["/x/a b.jpg", "/x/new\nline.jpg", "/x/\udcff raw.jpg"]
     out = tmp_path / "list"
-    with pytest.raises(ValueError, match="line break.*-0"):
+    with pytest.raises(ValueError) as e:
         write_paths(names, out)
+    assert str(e.value) == ("a file name holds a line break ('/x/new\\nline.jpg'): a one-per-line list would be "
+                            "ambiguous; use -0 (NUL-separated) or --json")
     with pytest.raises(ValueError, match=r"\('/x/cr\\rname.jpg'\)"):
         write_paths(["/x/cr\rname.jpg"], out)
     assert not out.exists()
