@@ -171,3 +171,23 @@ def test_exact_search_drops_a_saved_structure_unless_the_index_is_read_only(tmp_
         store.readonly = False
         assert approximate.sync(store) is None and not any(f.exists() for f in files)
 
+
+
+def test_a_structure_with_over_a_quarter_removed_is_built_again(tmp_path, builds):
+    with _store(tmp_path, 40) as store:
+        approximate.sync(store)
+        store.remove([f"/p/{i:04d}" for i in range(10)])  # a quarter: diffed, the removed ones marked
+        assert approximate.sync(store).ntotal == 30 and builds == ["hnsw"]
+        store.remove(["/p/0010"])  # 11 of 40 removed: over a quarter, built again without them
+        ann = approximate.sync(store)
+        assert builds == ["hnsw", "hnsw"] and ann.ntotal == 29 and not ann.needs_rebuild
+
+
+def test_auto_turns_approximate_past_its_number_of_vector_elements(tmp_path, monkeypatch):
+    from lookalike.vectors import ann
+
+    monkeypatch.setattr(ann, "AUTO_EXACT_ELEMENTS", 40 * DIM)  # as 25,000 vectors of 1,280 numbers, smaller
+    with _store(tmp_path, 40, "auto") as store:
+        assert approximate.kind(store) == "exact" and approximate.sync(store) is None
+        store.put([Entry("/p/new", 1, 1, "n", 1, 1, _vectors(1, seed=9)[0])])
+        assert approximate.kind(store) == "hnsw" and approximate.sync(store).ntotal == 41
