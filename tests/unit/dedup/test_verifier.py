@@ -46,3 +46,39 @@ def test_a_keepers_features_serve_all_its_calls_and_are_dropped_with_the_next_ke
         check.accept(5, np.array([4]))
         assert 0 not in check._cache and check.extracted == 5  # 4 was kept: it had not been accepted
         assert check.results[5, 4].inliers >= 20 and check.results[5, 4].agreement > 0.97
+
+
+def test_an_unreadable_image_verifies_nothing(tmp_path):
+    from lookalike.dedup.geometry import NO_MATCH
+
+    gone = [str(tmp_path / f"{i}.jpg") for i in range(3)]
+    with Verifier(gone, Rule(0.3, 1), workers=1) as check:
+        assert check.accept(0, np.array([1, 2])).tolist() == [False, False]
+        assert check.results[0, 1] == check.results[0, 2] == NO_MATCH and check.checked == 2
+
+
+def test_the_features_of_the_last_images_asked_for_are_kept(tmp_path, monkeypatch):
+    from lookalike.dedup import verifier
+
+    monkeypatch.setattr(verifier, "FEATURE_CACHE", 2)
+    paths = [str(tmp_path / f"{i}.jpg") for i in range(5)]  # unreadable: nothing accepted, nothing dropped
+    with Verifier(paths, Rule(0.3, 1), workers=1) as check:
+        check.accept(0, np.array([1, 2, 3]))
+        assert list(check._cache) == [2, 3] and check.extracted == 4  # the keeper's went first
+        check.accept(0, np.array([4]))
+        assert list(check._cache) == [0, 4] and check.extracted == 6
+        check.accept(0, np.array([3]))  # the keeper's, asked for last, outlive 4's
+        assert list(check._cache) == [0, 3] and check.extracted == 7
+
+
+def test_the_evidence_names_a_re_encoding():
+    from lookalike.dedup.geometry import Evidence
+    from lookalike.dedup.keep import Traits
+
+    traits = [Traits(90, format="JPEG"), Traits(60, format="JPEG"), Traits(90, format="JPEG"), Traits(100, format="PNG")]
+    with Verifier([], Rule(0.3, 1)) as check:
+        check.results.update({(0, k): Evidence(30, 40, edits=["cropped (shows 80%)"]) for k in (1, 2, 3)})
+        assert check.evidence(0, 1, traits).edits == ["cropped (shows 80%)", "re-encoded (JPEG q60)"]
+        assert check.evidence(0, 2, traits).edits == ["cropped (shows 80%)"]
+        assert check.evidence(0, 3, traits).edits == ["cropped (shows 80%)", "re-encoded (PNG)"]
+        assert check.results[0, 1].edits == ["cropped (shows 80%)"]  # the verification itself unchanged
