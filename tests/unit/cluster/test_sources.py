@@ -183,3 +183,11 @@ def test_a_folder_whose_name_ends_in_a_space_is_its_own_by_uri(tmp_path):
     assert name_of(source) == source
     held = {f"{source}/a.jpg", f"{source}/old.jpg", f"file://{tmp_path}/photos/b.jpg"}
     assert gone(held, source) == [f"{source}/old.jpg"]
+
+
+def test_folder_names_that_end_or_start_in_a_letter_x_are_kept_whole_by_uri(tmp_path):
+    (tmp_path / "INBOX" / "X.shots").mkdir(parents=True)
+    (tmp_path / "INBOX" / "X.shots" / "a.jpg").write_bytes(b"a")
+    source = f"file://{tmp_path}/INBOX"
+    assert name_of(source) == source
+    assert [name for name, _, _ in list_files(source)] == [f"{source}/X.shots/a.jpg"]  # not a hidden folder
