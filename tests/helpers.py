@@ -125,6 +125,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def serving_in_thread(app, **config):
+    """A uvicorn server over the ASGI ``app`` (``config`` as :class:`uvicorn.Config` takes it) in a thread
+    of this process; yields its port on loopback."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="error", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield server.config.port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 #: Debian's chromium, which the browser tests drive (``apt-get install -y chromium``); skipped without it.
 CHROMIUM = "/usr/bin/chromium"
 

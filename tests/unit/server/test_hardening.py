@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
-from helpers import sample_photo
+from helpers import sample_photo, serving_in_thread
 from lookalike.api import Index
-from lookalike.server import create_app, stalled_headers_answered_408
+from lookalike.server import create_app
 
 
 @pytest.fixture(scope="module")
@@ -54,50 +51,14 @@ def test_an_unknown_threshold_is_a_422_with_the_schema_shape(client, folder):
     assert error["loc"] == ["query", "threshold"] and "sideways" in error["msg"]
 
 
-@contextlib.contextmanager
-def _serving(app, **config):
-    """A uvicorn server over ``app`` (``config`` as :class:`uvicorn.Config` takes it) in a thread; yields its port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="error", **config))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def test_a_body_shorter_than_its_content_length_is_answered_408(index):
-    with _serving(create_app(index, body_timeout=1.0)) as port:
+    with serving_in_thread(create_app(index, body_timeout=1.0)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
             conn.sendall(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                          b"Content-Length: 1000\r\n\r\n--b\r\n")
             started = time.monotonic()
             answer = conn.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 10
-
-
-def test_request_headers_that_stall_are_answered_408_and_an_idle_connection_is_closed(index):
-    with _serving(create_app(index), http=stalled_headers_answered_408(1.0)) as port:
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the blank line that ends the headers never comes
-            started = time.monotonic()
-            answer = conn.recv(4096)
-            assert answer.startswith(b"HTTP/1.1 408") and b"headers incomplete" in answer, answer
-            assert time.monotonic() - started < 10 and conn.recv(4096) == b""  # and closed
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # a whole request is answered as ever
-            answer = b""
-            while not answer.endswith(b'"ok"}'):
-                answer += conn.recv(4096)
-            assert answer.startswith(b"HTTP/1.1 200")
-            started = time.monotonic()
-            assert conn.recv(4096) == b"" and time.monotonic() - started < 10  # then, idle, closed
 
 
 def test_only_the_indexed_file_itself_is_served(tmp_path):

@@ -16,14 +16,16 @@ from lookalike.server.uploads import (DEFAULT_MAX_UPLOAD, MULTIPART_SLACK, BodyL
 
 
 async def echo_length(scope, receive, send):
-    """An app that reads the whole body and answers its length."""
+    """An app that reads the whole body and answers its length (and refuses what is not a request)."""
+    assert scope["type"] == "http" and scope["method"] in ("GET", "POST")
     size, more = 0, True
     while more:
         message = await receive()
         size += len(message.get("body", b""))
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": str(size).encode()})
+    body = str(size).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def call(app, chunks, length=None, pause_after=None, kind="http"):
@@ -94,11 +96,18 @@ def test_other_connections_are_passed_on_untouched():
     seen = []
 
     async def app(scope, receive, send):
-        seen.append(scope["type"])
+        seen.append((scope["type"], await receive()))
+        await send("started")
+
+    async def receive():
+        return "startup"
+
+    async def send(message):
+        seen.append(message)
 
     asyncio.run(BodyLimit(app, limit=0)({"type": "lifespan", "headers": [(b"content-length", b"99999999")]},
-                                        None, None))
-    assert seen == ["lifespan"]
+                                        receive, send))
+    assert seen == [("lifespan", "startup"), "started"]
 
 
 def read(data: bytes, limit: int, name="photo.jpg"):
@@ -116,6 +125,19 @@ def test_an_upload_of_exactly_the_limit_is_read_one_byte_more_is_413_and_empty_i
     assert DEFAULT_MAX_UPLOAD == 20 * 1024 * 1024  # 20 MiB
 
 
+def test_an_upload_is_read_no_further_than_one_byte_past_the_limit():
+    class Counted(io.BytesIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            self.served = getattr(self, "served", 0) + len(data)
+            return data
+
+    body = Counted(b"x" * 100_000)
+    with pytest.raises(HTTPException):
+        asyncio.run(read_upload(UploadFile(body, filename="big.jpg"), 100))
+    assert body.served == 101  # enough to know it is over the limit, no more held in memory
+
+
 @pytest.mark.parametrize("name, shown", [("../../etc/a b.jpg", "a b.jpg"), ("dir/", "upload"), ("", "upload"),
                                          (None, "upload")])
 def test_an_upload_is_named_by_its_base_name_only(name, shown):
@@ -129,3 +151,53 @@ def test_an_image_over_the_pixel_limit_is_413_with_the_limit_in_thousands_and_ot
                         "pixels (lookalike serve --max-pixels)")
     e = refused("bad.jpg", ImageError("cannot identify image file"))
     assert (e.status_code, e.detail) == (400, "bad.jpg: cannot identify image file")
+
+
+def test_request_headers_that_stall_are_answered_408_and_an_idle_connection_is_closed():
+    import socket
+    import time
+
+    from helpers import serving_in_thread
+    from lookalike.server.uploads import stalled_headers_answered_408
+
+    with serving_in_thread(echo_length, http=stalled_headers_answered_408(0.5)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the blank line that ends the headers never comes
+            started = time.monotonic()
+            answer = conn.recv(4096)
+            waited = time.monotonic() - started
+            assert answer == (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                              b"connection: close\r\ncontent-length: 79\r\n\r\n"
+                              b"request headers incomplete 0.5 s after the connection opened or its last answer")
+            assert 0.3 < waited < 10 and conn.recv(4096) == b""  # and closed
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # a whole request is answered as ever
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n0"):  # no body: its length 0
+                answer += conn.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert conn.recv(4096) == b"" and 0.3 < time.monotonic() - started < 10  # then, idle, closed
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            started = time.monotonic()
+            assert conn.recv(4096) == b"" and 0.3 < time.monotonic() - started < 10  # nothing sent: closed silently
+
+
+def test_large_freed_allocations_go_back_to_the_system(monkeypatch):
+    import ctypes
+
+    from lookalike.server import uploads
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    uploads.return_freed_images()
+    assert calls == [(-3, 1024 * 1024)]  # M_MMAP_THRESHOLD (malloc.h) at 1 MiB
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a C library without mallopt
+    uploads.return_freed_images()
+    assert calls == [(-3, 1024 * 1024)]
