@@ -151,7 +151,7 @@ def verify_pairs(idx: Index, root: Path, extra: list[tuple[str, str]]) -> tuple[
     rows = np.fromiter(first.values(), np.int64, len(first))
     paths = [catalog["path"][r] for r in rows]
     stages: dict = {}
-    offsets, columns, _ = dedup.candidate_pairs(idx, dedup_candidates.Rows(vectors, rows), ids[rows], list(first),
+    offsets, columns, *_ = dedup.candidate_pairs(idx, dedup_candidates.Rows(vectors, rows), ids[rows], list(first),
                                                 paths, LOOSEST, stages)
     a = np.repeat(np.arange(len(rows)), np.diff(offsets))
     pairs = {tuple(sorted((paths[i], paths[j]))) for i, j in zip(a.tolist(), columns.tolist()) if i < j}

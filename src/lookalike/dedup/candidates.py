@@ -173,6 +173,15 @@ def nearest_only(csr: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, close: 
     return _both_ways(len(offsets) - 1, rows[keep], columns[keep], distances[keep])
 
 
+def ranks(offsets: np.ndarray, columns: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """Each pair's rank among its row's pairs of CSR arrays, nearest first (0: the row's nearest; ties by column)."""
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = _by_row_then_distance(rows, columns, distances)
+    out = np.empty(len(columns), np.int64)
+    out[order] = np.arange(len(order)) - offsets[rows[order]]
+    return out
+
+
 def _by_row_then_distance(rows: np.ndarray, columns: np.ndarray, distances: np.ndarray) -> np.ndarray:
     """The order of pairs by row, then distance, then column: one sort of ``row * 4 + distance``
     (distances are in [0, 2]); the few runs of equal keys (equal distances, or ones too close for
@@ -212,30 +221,37 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def candidate_pairs(index: Index, vectors: Rows, ids: np.ndarray, contents: list[str], paths: list[str], rule: Rule,
-                    stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    stages: dict, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """First stage, as CSR arrays over the rows of ``vectors`` (images ``ids`` of content hashes
     ``contents`` at ``paths``): the embedding's candidates (:func:`embedding_candidates`, through
     the index's searcher) and, for a two-stage rule, pairs whose hashes match under a rotation or
-    flip (:mod:`lookalike.dedup.phash`). Counts and seconds go into ``stages``."""
-    csr = embedding_candidates(index.searcher(), vectors, ids, rule, stages, chunk)
+    flip (:mod:`lookalike.dedup.phash`); (offsets, columns, distances, hashed: whether each pair's
+    hashes match). Counts and seconds go into ``stages``."""
+    offsets, columns, distances = embedding_candidates(index.searcher(), vectors, ids, rule, stages, chunk)
+    csr = offsets, columns, distances, np.zeros(len(columns), bool)
     if rule.verified:
         tick = time.perf_counter()
         table, readable = index.hashes.get(contents, paths)
-        csr = hash_candidates(csr, table, readable, vectors, rule, stages)
+        csr = hash_candidates(csr[:3], table, readable, vectors, rule, stages)
         stages["hash_seconds"] = round(time.perf_counter() - tick, 3)
     stages["candidate_pairs"] = len(csr[1]) // 2
     return csr
 
 
 def hash_candidates(csr: tuple[np.ndarray, np.ndarray, np.ndarray], table: np.ndarray, readable: np.ndarray,
-                    vectors: np.ndarray | Rows, rule: Rule, stages: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    vectors: np.ndarray | Rows, rule: Rule, stages: dict
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``csr`` with the pairs of readable rows whose dihedral hashes (``table``, (N, 8, 8)) match
-    within ``rule.hash_radius`` bits added (their cosine distances from ``vectors``); the count goes
-    into ``stages``."""
+    within ``rule.hash_radius`` bits added (their cosine distances from ``vectors``), and a fourth
+    array: whether each pair is one of those; the count goes into ``stages``."""
     i, j, _, _ = phash.pairs(table, rule.hash_radius)
     ok = readable[i] & readable[j]
     stages["hash_pairs"] = int(ok.sum())
-    return _union(csr, i[ok], j[ok], vectors)
+    offsets, columns, distances = _union(csr, i[ok], j[ok], vectors)
+    n = len(offsets) - 1
+    rows = np.repeat(np.arange(n), np.diff(offsets))
+    matched = np.concatenate([i[ok] * n + j[ok], j[ok] * n + i[ok]]).astype(np.int64)
+    return offsets, columns, distances, np.isin(rows * n + columns, matched)
 
 
 class Rows:

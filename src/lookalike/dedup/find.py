@@ -15,11 +15,17 @@ from lookalike.dedup import phash
 from lookalike.dedup import geometry
 from lookalike.api import Index, ImageInput, Match, QueryResult
 from lookalike.dedup import ondisk
-from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine
+from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine, ranks
 from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
 from lookalike.dedup.report import DedupReport
 from lookalike.dedup.rules import METRIC, Rule
 from lookalike.dedup.verifier import Verifier
+
+
+#: A member's likely copies are offered to its keeper too (:func:`~lookalike.dedup.keep.group_around_keepers`'s
+#: ``onward``): its candidates within ONWARD cosine distance, its ONWARD_NEAREST nearest and those whose hashes
+#: match its own.
+ONWARD, ONWARD_NEAREST = 0.1, 8
 
 
 def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None, under: str | None = None,
@@ -54,8 +60,8 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
         first.setdefault(catalog["hash"][i], int(i))
     unique = np.fromiter(first.values(), np.int64, len(first))
     upaths = [paths[u] for u in unique]
-    offsets, columns, distances = candidate_pairs(index, Rows(vectors, rows[unique]), ids[rows[unique]],
-                                                  list(first), upaths, rule, report.stages, chunk)
+    offsets, columns, distances, hashed = candidate_pairs(index, Rows(vectors, rows[unique]), ids[rows[unique]],
+                                                          list(first), upaths, rule, report.stages, chunk)
     paired = np.diff(offsets) > 0  # only files with a neighbour compete to be kept: read their headers
     traits = [file_traits(p) if c else Traits() for p, c in zip(upaths, paired)]
     visit = keep_order(pixels[unique], upaths, catalog["mtime_ns"][unique], traits, hops[unique])
@@ -65,7 +71,7 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
         if check is not None:
             check.plan(_feature_order(visit, offsets, columns))
         found = group_around_keepers(visit, offsets, columns, check.accept if check is not None else None,
-                                     reach=check is not None)
+                                     _likely_copies(offsets, columns, distances, hashed) if check is not None else None)
         if check is not None:
             seconds = time.perf_counter() - tick
             report.stages.update(pairs_verified=check.checked, verify_seconds=round(seconds, 3),
@@ -170,6 +176,12 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     paths = index.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
     return DuplicateMatches(label, "duplicates", METRIC, matches, evidence=evidence)
+
+
+def _likely_copies(offsets: np.ndarray, columns: np.ndarray, distances: np.ndarray, hashed: np.ndarray) -> np.ndarray:
+    """Which candidate pairs (CSR entries) are likely copies: hash matches, within :data:`ONWARD`, or
+    among the row's :data:`ONWARD_NEAREST` nearest."""
+    return hashed | (distances <= ONWARD) | (ranks(offsets, columns, distances) < ONWARD_NEAREST)
 
 
 def _feature_order(visit: np.ndarray, offsets: np.ndarray, columns: np.ndarray) -> Iterator[int]:

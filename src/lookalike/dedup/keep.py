@@ -88,13 +88,16 @@ def _ranks(values: list[str]) -> np.ndarray:
 
 def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.ndarray,
                          accept: Callable[[int, np.ndarray], np.ndarray] | None = None,
-                         reach: bool = False) -> list[tuple[int, list[int]]]:
+                         onward: np.ndarray | None = None) -> list[tuple[int, list[int]]]:
     """Visit rows in ``order``; each row not yet grouped claims its neighbours not yet grouped
     (those that ``accept(row, neighbours)`` confirms, when given: a bool mask over exactly those).
-    With ``reach`` (and ``accept``), it then claims the neighbours of the rows it claimed, each
-    confirmed against itself, and theirs in turn: a copy that is a neighbour of another copy but
-    not of the kept file (a turned copy whose hash matches the original's, not that of a
-    letterboxed copy with more pixels) still joins the file kept, never one step further away.
+    With ``onward`` (and ``accept``; a bool per entry of ``columns``: the pairs likely to be copies),
+    it then claims the neighbours of the rows it claimed that ``onward`` marks, each confirmed
+    against itself, and theirs in turn: a copy that is a neighbour of another copy but not of the
+    kept file (a turned copy whose hash matches the original's, not that of a letterboxed copy with
+    more pixels) still joins the file kept, never one step further away. A member's other
+    neighbours (other photos of its kind, most of them) are not offered: each would be one more
+    pair to verify, and each is offered to its own keeper anyway.
 
     Returns (keeper, members) per group of two or more rows.
     """
@@ -114,9 +117,10 @@ def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.nda
             claimed = offer if accept is None else offer[np.asarray(accept(int(i), offer), bool)]
             taken[claimed] = True
             members.extend(claimed.tolist())
-            if not (reach and accept is not None and len(claimed)):
+            if onward is None or accept is None or not len(claimed):
                 break
-            offer = np.unique(np.concatenate([columns[offsets[m]:offsets[m + 1]] for m in claimed.tolist()]))
+            offer = np.unique(np.concatenate([columns[offsets[m]:offsets[m + 1]][onward[offsets[m]:offsets[m + 1]]]
+                                              for m in claimed.tolist()]))
         if members:
             groups.append((int(i), members))
     return groups

@@ -47,11 +47,12 @@ def test_hash_pairs_are_those_within_the_rules_radius():
     empty = (np.zeros(5, np.int64), np.zeros(0, np.int64), np.zeros(0))
     readable = np.ones(4, bool)
     stages = {}
-    offsets, columns, distances = candidates.hash_candidates(empty, table, readable, unit, Rule(0.3, 20, hash_radius=10),
-                                                             stages)
+    offsets, columns, distances, hashed = candidates.hash_candidates(empty, table, readable, unit,
+                                                                     Rule(0.3, 20, hash_radius=10), stages)
     assert stages == {"hash_pairs": 1}
     assert offsets.tolist() == [0, 1, 1, 2, 2] and columns.tolist() == [2, 0] and distances.tolist() == [1.0, 1.0]
-    offsets, columns, _ = candidates.hash_candidates(empty, table, readable, unit, Rule(0.3, 20, hash_radius=9), stages)
+    assert hashed.tolist() == [True, True]
+    offsets, columns, *_ = candidates.hash_candidates(empty, table, readable, unit, Rule(0.3, 20, hash_radius=9), stages)
     assert stages == {"hash_pairs": 0} and offsets.tolist() == [0, 0, 0, 0, 0] and columns.size == 0
 
 

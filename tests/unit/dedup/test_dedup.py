@@ -268,10 +268,13 @@ def test_hash_candidates_add_readable_rotated_pairs_with_their_cosine_distance()
     table[4, 4] = table[2, 0]  # picture 4 is picture 2 flipped, but 2 no longer reads
     csr = (np.array([0, 1, 2, 2, 2, 2]), np.array([1, 0]), np.array([0.5, 0.5]))
     stages = {}
-    offsets, columns, distances = dedup.hash_candidates(csr, table, np.array([1, 1, 0, 1, 1], bool), unit,
-                                                        dedup.Rule(0.3, 20), stages)
+    offsets, columns, distances, hashed = dedup.hash_candidates(csr, table, np.array([1, 1, 0, 1, 1], bool), unit,
+                                                                dedup.Rule(0.3, 20), stages)
     got = _candidate_sets((offsets, columns, distances))
     assert stages["hash_pairs"] == 1 and got.keys() == {(0, 1), (1, 0), (0, 3), (3, 0)}
+    rows = np.repeat(np.arange(5), np.diff(offsets))
+    # only the pair the hashes found is marked (each way), not the embedding's 0 ~ 1
+    assert {(a, b) for a, b, h in zip(rows.tolist(), columns.tolist(), hashed.tolist()) if h} == {(0, 3), (3, 0)}
     assert got[(0, 3)] == pytest.approx(1 - unit[0] @ unit[3]) and got[(3, 0)] == got[(0, 3)]
 
 

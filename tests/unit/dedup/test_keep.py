@@ -152,7 +152,8 @@ def test_with_reach_a_keeper_claims_its_members_neighbours_checked_against_itsel
         asked.append((row, members.tolist()))
         return [(row, m) != (0, 5) for m in members]  # 5 is no duplicate of 0
 
-    groups = group_around_keepers(np.array([0, 1, 2, 3, 4, 5, 6]), offsets, columns, accept, reach=True)
+    groups = group_around_keepers(np.array([0, 1, 2, 3, 4, 5, 6]), offsets, columns, accept,
+                                  onward=np.ones(len(columns), bool))
     # 3 joins through 1 and 4 through 3, each checked against 0; 5, refused by 0, is free to keep 6
     assert groups == [(0, [1, 2, 3, 4]), (5, [6])]
     # each row is offered to a keeper once, though it neighbours two of its members (5: of 1 and 2)
@@ -160,6 +161,22 @@ def test_with_reach_a_keeper_claims_its_members_neighbours_checked_against_itsel
     # without reach, 1 ~ 3 is a pair 0 never checks: 3 keeps 4 for itself
     asked.clear()
     assert group_around_keepers(np.array([0, 1, 2, 3, 4, 5, 6]), offsets, columns, accept) == [(0, [1, 2]), (3, [4]), (5, [6])]
+
+
+def test_only_the_neighbours_marked_onward_of_a_member_are_offered_to_its_keeper():
+    # 0 ~ 1 (a copy), 1 ~ 2 marked onward (a likely copy of 1), 1 ~ 3 not (another photo of its kind)
+    offsets, columns = _csr(4, [(0, 1), (1, 2), (1, 3)])
+    rows = np.repeat(np.arange(4), np.diff(offsets))
+    onward = np.array([{r, c} != {1, 3} for r, c in zip(rows.tolist(), columns.tolist())])
+    asked = []
+
+    def accept(row, members):
+        asked.append((row, members.tolist()))
+        return np.ones(len(members), bool)
+
+    assert group_around_keepers(np.array([0, 1, 2, 3]), offsets, columns, accept, onward) == [(0, [1, 2])]
+    # 3 is never offered to 0 (with every pair marked, as before, it was: (0, [2, 3])); it stays free
+    assert asked == [(0, [1]), (0, [2])]
 
 
 def test_rows_after_one_already_taken_are_still_visited():
