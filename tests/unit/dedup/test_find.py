@@ -307,16 +307,18 @@ def test_a_file_reached_through_a_member_is_checked_against_the_keeper_at_its_ow
 def test_a_members_candidate_farther_than_onward_and_without_a_hash_match_is_not_offered(pictures, monkeypatch):
     idx, lib, _ = pictures
     made = []
-    # coffee is 0.0152 from cat_q50 and its hashes do not match: below that distance it is not a likely
-    # copy of cat_q50, so it is not offered to the cat (and, a singleton, forms no group)
-    monkeypatch.setattr(find, "ONWARD", 0.015)
-    report = find_duplicates(idx, Rule(0.3, 5, nearest=1), verifier=lambda paths, m: TableVerifier(paths, m, made))
-    assert made[0].calls == [(0, [2, 3])]
-    assert str(lib / "coffee.png") not in {d.path for g in report.groups for d in g.duplicates}
-    made.clear()
-    monkeypatch.setattr(find, "ONWARD", 0.016)
-    find_duplicates(idx, Rule(0.3, 5, nearest=1), verifier=lambda paths, m: TableVerifier(paths, m, made))
-    assert made[0].calls == [(0, [2, 3]), (0, [1])]
+    # coffee is 0.0152 from cat_q50, its second nearest (after the cat), and their hashes do not match:
+    # with a nearer limit and only the nearest counted, it is not a likely copy of cat_q50, so it is not
+    # offered to the cat (and forms no group)
+    for onward, nearest, calls in ((0.015, 1, [(0, [2, 3])]), (0.016, 1, [(0, [2, 3]), (0, [1])]),
+                                   (0.015, 2, [(0, [2, 3]), (0, [1])])):
+        monkeypatch.setattr(find, "ONWARD", onward)
+        monkeypatch.setattr(find, "ONWARD_NEAREST", nearest)
+        made.clear()
+        report = find_duplicates(idx, Rule(0.3, 5, nearest=1), verifier=lambda paths, m: TableVerifier(paths, m, made))
+        assert made[0].calls == calls, (onward, nearest)
+        grouped = {d.path for g in report.groups for d in g.duplicates}
+        assert (str(lib / "coffee.png") in grouped) == (len(calls) == 2)
 
 
 def test_the_rules_minimum_decides_which_pairs_verify(pictures):
