@@ -97,7 +97,7 @@ def group_around_keepers(order: np.ndarray, offsets: np.ndarray, columns: np.nda
     kept file (a turned copy whose hash matches the original's, not that of a letterboxed copy with
     more pixels) still joins the file kept, never one step further away. A member's other
     neighbours (other photos of its kind, most of them) are not offered: each would be one more
-    pair to verify, and each is offered to its own keeper anyway.
+    pair to verify, and few are copies of the kept file.
 
     Returns (keeper, members) per group of two or more rows.
     """
