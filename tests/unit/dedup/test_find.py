@@ -321,6 +321,22 @@ def test_a_members_candidate_farther_than_onward_and_without_a_hash_match_is_not
         assert (str(lib / "coffee.png") in grouped) == (len(calls) == 2)
 
 
+def test_a_members_likely_copies_are_its_hash_matches_those_within_0_2_and_its_16_nearest():
+    # row 0 has 18 candidates, all 0.25 away (beyond the distance limit), ranked by column on the tie: the
+    # first 16 are likely copies, the last two only where their hashes match (column 18)
+    # row 1: 0.19 (within 0.2) and 0.21 (not), each its row's 17th or 18th nearest, behind 16 at 0.05
+    far = [0.25] * 18
+    near_ones = [0.05] * 16 + [0.19, 0.21]
+    offsets = np.array([0, 18, 36])
+    columns = np.concatenate([np.arange(1, 19), np.arange(2, 20)])
+    distances = np.array(far + near_ones)
+    hashed = np.zeros(36, bool)
+    hashed[17] = True
+    likely = find._likely_copies(offsets, columns, distances, hashed)
+    assert likely[:18].tolist() == [True] * 16 + [False, True]
+    assert likely[18:].tolist() == [True] * 16 + [True, False]
+
+
 def test_the_rules_minimum_decides_which_pairs_verify(pictures):
     idx, lib, _ = pictures
     made = []
