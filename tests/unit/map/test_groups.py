@@ -99,6 +99,38 @@ def test_kmeans_trains_on_at_most_256_rows_a_cluster_and_prints_nothing(monkeypa
     x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
     groups.kmeans(x, 5)
     groups.kmeans(x[:12], 5)  # 12 points for 5 clusters: fewer than FAISS asks for by default
-    assert trained == [256 * 5, 12]
+    groups.kmeans(x[:6], 5)  # 6 points for 5 clusters: fewer than 2 a cluster, and still no warning
+    assert trained == [256 * 5, 12, 6]
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # a map's --json on stdout stays JSON; no warnings
+
+
+def test_central_images_are_ordered_by_cosine_then_row_among_many_ties():
+    # 40 rows in three directions, mixed: cosines to the centre (1, 0) are exactly 1, 1/sqrt(2) and 0
+    directions = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+    which = np.random.default_rng(3).integers(0, 3, 40)
+    got = groups.central(directions[which], np.zeros(40, np.int32), np.array([[1, 0]], np.float32), per=40)
+    assert got[0].tolist() == sorted(range(40), key=lambda i: (which[i], i))
+
+
+def test_clusters_of_equal_size_keep_the_order_of_their_centres(monkeypatch):
+    import faiss
+
+    # 17 clusters whose centres FAISS is made to return as given: cluster i along axis i, 2 members
+    # for an odd i and 1 for an even one; numbered by size, ties by the centre's own number
+    d = 17
+    sizes = [1 + i % 2 for i in range(d)]
+
+    class Given:
+        def __init__(self, dim, k, **kwargs):
+            self.centroids = np.eye(d, dtype=np.float32)
+
+        def train(self, x):
+            pass
+
+    monkeypatch.setattr(faiss, "Kmeans", Given)
+    x = np.repeat(np.eye(d, dtype=np.float32), sizes, axis=0)
+    centres, labels = groups.kmeans(x, d)
+    order = [i for i in range(d) if sizes[i] == 2] + [i for i in range(d) if sizes[i] == 1]
+    assert np.argmax(centres, axis=1).tolist() == order
+    assert labels.tolist() == [order.index(i) for i in np.repeat(np.arange(d), sizes)]

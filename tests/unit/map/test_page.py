@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lookalike.map.cache import Map
-from lookalike.map.page import MAP_JS, write_html
+from lookalike.map.page import MAP_JS, TEMPLATE, write_html
 
 # a folder and file names a user may have: markup that would close the data's <script>, quotes and
 # ampersands, characters that delimit URLs, and a byte that is not UTF-8 (as os.fsdecode gives it)
@@ -86,3 +86,27 @@ def test_a_page_that_cannot_be_written_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         write_html(tmp_path / "map.html", small_map(2), ["/a/x.jpg", "/b/y.jpg"], "cluster")
     assert [p.name for p in tmp_path.iterdir()] == ["map.html"] and not any((tmp_path / "map.html").iterdir())
+
+
+@pytest.fixture
+def ascii_locale():
+    """The C locale's ASCII as the locale's encoding (a server without a UTF-8 locale), restored after."""
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    if locale.getpreferredencoding(False).lower().replace("-", "") == "utf8":  # UTF-8 mode: nothing to test
+        locale.setlocale(locale.LC_CTYPE, before)
+        pytest.skip("Python's UTF-8 mode reads every file as UTF-8")
+    yield
+    locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_the_page_is_read_and_written_as_utf_8_whatever_the_locale(tmp_path, ascii_locale):
+    out = tmp_path / "map.html"
+    write_html(out, small_map(2), ["/a/café · 1.jpg", "/b/y.jpg"], "cluster")
+    parser, text = read_page(out)
+    template = TEMPLATE.read_bytes().decode("utf-8")
+    assert "\u00b7" in template  # the template's own non-ASCII ("·" in the legend and title) is in the page as it is
+    assert all(line in text for line in template.splitlines() if "/*" not in line)
+    assert json.loads(parser.scripts[0][1])["names"] == ["/a/café · 1.jpg", "/b/y.jpg"]

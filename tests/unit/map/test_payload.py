@@ -67,3 +67,27 @@ def test_the_columns_start_at_the_first_aligned_byte_after_a_header_of_any_lengt
         assert head["method"] == "m" * (1 + extra) and col["ids"].tolist() == [1, 2, 5, 9, 2**40]
         starts.add((8 + 4 + int.from_bytes(data[8:12], "little")) % 8)
     assert starts == set(range(8))
+
+
+def _map_of(ids: list[int], central: list[list[int]]) -> Map:
+    n = len(ids)
+    return Map(ids=np.array(ids, np.int64), xy=np.zeros((n, 2), np.float32), clusters=np.zeros(n, np.int32),
+               centres=np.zeros((len(central), 4), np.float32), central=np.array(central, np.int64), generation=1,
+               method="by hand", laid_out=n, placed=0)
+
+
+def test_image_0_is_a_central_image_like_any_other_and_only_minus_1_is_padding():
+    m = _map_of([0, 3, 4], [[0, 3, -1]])
+    assert payload(m, ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"], os.path.basename)["clusters"] == [
+        {"size": 3, "central": [0, 3]}]
+    assert read_binary(binary(m, ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"], os.path.basename))[0]["clusters"] == [
+        {"size": 3, "central": [0, 3]}]
+
+
+def test_the_map_starts_coloured_by_folder_from_exactly_two_folders():
+    # one folder: colouring by it shows one colour, so clusters; two folders or more: folders
+    for paths, colour in ((["/p/a.jpg", "/p/b.jpg"], "cluster"), (["/p/a.jpg", "/q/b.jpg"], "folder"),
+                          (["/p/a.jpg", "/q/b.jpg", "/r/c.jpg"], "folder")):
+        m = _map_of(list(range(1, len(paths) + 1)), [[1, -1, -1]])
+        assert payload(m, paths, os.path.basename)["color"] == colour, paths
+        assert read_binary(binary(m, paths, os.path.basename))[0]["color"] == colour, paths
