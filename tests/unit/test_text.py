@@ -88,3 +88,9 @@ def test_short_path_keeps_last_parts_of_a_folder_path_and_of_an_absolute_one():
     assert short_path("/data/flowers/017/", 40) == "/data/flowers/017/"  # nothing asked: kept as given
     assert short_path("/data/image.jpg", 40, parts=3) == "/data/image.jpg"  # the root is a part
     assert short_path("/scans/FAX", 40, parts=1) == "FAX"
+
+
+def test_middle_in_two_cells_is_the_ellipsis_and_the_last_character():
+    # (2 - 1) // 2 = 0 cells for the start, the one left for the end (where a file name's end is)
+    assert middle("abcdefghij", 2) == "…j"
+    assert middle("写真.jpg", 2) == "…g" and middle("ab写", 2) == "…"  # a wide last character takes 2 cells

@@ -112,3 +112,62 @@ def test_a_pool_thread_made_single_threaded_runs_faiss_on_one_thread():
     thread.start()
     thread.join()
     assert seen == [1]
+
+
+@pytest.mark.parametrize("radius, width", [(0, 22), (1, 22), (2, 21), (3, 16), (4, 12)])
+def test_a_small_radius_over_few_codes_is_looked_up_as_radius_plus_one_exact_keys(radius, width):
+    # Few codes (100): a lookup costs more than the codes it finds, so the fewest lookups win. A chunk
+    # searched within r > 0 bits needs 1 + width + ... lookups (> 22); radius + 1 chunks within 0 bits
+    # need radius + 1 (pigeonhole: one of them is equal), each as wide as 64 bits allow, at most 22.
+    assert hamming._plan(100, 64, radius) == (width, [0] * (radius + 1))
+
+
+@pytest.mark.parametrize("n", [100, 20_000, 10_000_000])
+def test_chunk_radii_sum_to_exactly_what_the_pigeonhole_needs_and_differ_by_at_most_one(n):
+    for radius in range(0, 40):
+        width, radii = hamming._plan(n, 64, radius)
+        m = len(radii)
+        assert sum(radii) == max(radius + 1 - m, 0), (radius, radii)  # any more is lookups for nothing
+        assert max(radii) - min(radii) <= 1 and radii == sorted(radii, reverse=True) and max(radii) <= width
+        assert m * width <= 64
+
+
+def test_a_radius_as_wide_as_twice_the_code_finds_every_pair_through_the_multi_index(monkeypatch):
+    # 127 bits around a 64-bit code: only 64 one-bit chunks, each within 1 bit, leave a chunk within
+    # its radius (64 chunks, radii summing to 127 + 1 - 64 = 64); every pair is then found.
+    assert hamming._plan(50, 64, 127) == (1, [1] * 64)
+    monkeypatch.setattr(hamming, "FLAT_PAIRS", 0)
+    codes = np.random.default_rng(5).integers(0, 256, (30, 8), dtype=np.uint8)
+    codes[0], codes[1] = 0, 255  # 64 bits apart
+    found = hamming.within(codes, codes[:3], 127, workers=1)
+    assert len(found[0]) == 90 and found[2][(found[0] == 0) & (found[1] == 1)].tolist() == [64]
+
+
+def test_bits_constant_one_way_or_the_other_are_left_out_of_every_chunk():
+    rng = np.random.default_rng(6)
+    bits = np.unpackbits(rng.integers(0, 256, (5000, 8), dtype=np.uint8), axis=1)
+    bits[:, [3, 40]] = 0
+    bits[:, [5, 62]] = 1
+    index = hamming.MultiIndex(np.packbits(bits, axis=1), 4)  # 5 chunks of 12 bits: 60 bits of the 64
+    used = np.concatenate([columns for columns, _ in index.chunks]).tolist()
+    assert sorted(used) == sorted(set(range(64)) - {3, 40, 5, 62})
+
+
+def test_probes_with_no_code_near_them_find_nothing_through_the_multi_index(monkeypatch):
+    monkeypatch.setattr(hamming, "FLAT_PAIRS", 0)
+    base = np.full((50, 8), 255, np.uint8)  # every chunk key all ones: the table's last
+    far = np.zeros((3, 8), np.uint8)  # key 0, before every key in the table, and nothing at it
+    for a, b in ((base, far), (far, base)):
+        found = hamming.within(a, b, 4, workers=1)
+        assert [len(x) for x in found] == [0, 0, 0] and all(x.dtype == np.int64 for x in found)
+
+
+def test_distances_of_codes_longer_than_64_bits_are_int64_through_the_multi_index(monkeypatch):
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (300, 16), dtype=np.uint8)
+    probes = codes[:16] ^ np.eye(16, dtype=np.uint8)  # code i with bit 7 of its byte i changed
+    want = hamming.within(codes, probes, 30, flat=True)
+    monkeypatch.setattr(hamming, "FLAT_PAIRS", 0)
+    got = hamming.within(codes, probes, 30, workers=1)
+    assert all(a.dtype == np.int64 for a in got) and [a.tolist() for a in got] == [a.tolist() for a in want]
+    assert got[2][got[0] == got[1]].tolist() == [1] * 16
