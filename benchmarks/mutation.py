@@ -69,9 +69,9 @@ MODULES = {
     "src/lookalike/images.py": [U + "test_images.py"],
     "src/lookalike/paths.py": [U + "test_paths.py"],
     "src/lookalike/text.py": [U + "test_text.py"],
-    **{f"src/lookalike/cli/{m}.py": CLI_TESTS for m in ("__init__", "ann", "dedup", "indexing", "search", "serve",
-                                                          "training")},
+    **{f"src/lookalike/cli/{m}.py": CLI_TESTS for m in ("__init__", "ann", "dedup", "indexing", "search", "training")},
     "src/lookalike/cli/maps.py": [U + "cli/test_maps.py"],
+    "src/lookalike/cli/serve.py": [U + "cli/test_serve.py"],
     "src/lookalike/cli/common.py": [U + "cli/test_common.py"],
     "src/lookalike/cli/present.py": [U + "cli/test_present.py"],
     # Ray, Milvus and the default model make cluster/'s other tests slow: these three modules against the

@@ -52,3 +52,78 @@ def test_the_default_upload_limit_is_20_mebibytes(tiny_index, monkeypatch):
     answers = _serve(tiny_index, monkeypatch)
     assert answers["stats"]["max_upload_bytes"] == 20_971_520
     assert (answers[1_572_864], answers[1_572_865]) == (400, 400)
+
+
+def _started(index, monkeypatch, *options) -> tuple:
+    """Run ``serve`` with ``options``, create_app and the server loop replaced: (the CLI's result,
+    create_app's arguments, the port the server was given a socket on)."""
+    import lookalike.server
+
+    built, ports = {}, []
+    real = lookalike.server.create_app
+
+    def create_app(idx, *args, **kwargs):
+        built.update(args=args, kwargs=kwargs)
+        return real(idx, *args, **kwargs)
+
+    monkeypatch.setattr(lookalike.server, "create_app", create_app)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: ports.extend(s.getsockname()[1] for s in sockets))
+    result = CliRunner().invoke(app, ["serve", "--index", str(index), "--port", "0", *options])
+    return result, built, ports
+
+
+@pytest.mark.parametrize("options, shown, fetching", [
+    ([], "127.0.0.1", ""),
+    (["--host", "localhost"], "localhost", ""),
+    (["--host", "::1"], "[::1]", ""),  # an IPv6 address in brackets, as a URL needs it
+    (["--fetch-urls"], "127.0.0.1", "; it fetches images by address (public addresses only)"),
+    (["--fetch-urls", "--fetch-private"], "127.0.0.1", "; it fetches images by address"),
+])
+def test_serve_says_what_it_serves_where_and_whether_it_fetches(tiny_index, monkeypatch, options, shown, fetching):
+    result, built, ports = _started(tiny_index, monkeypatch, *options)
+    assert result.exit_code == 0, result.output
+    assert len(ports) == 1 and ports[0] > 0  # port 0: a free one, bound before the app is built
+    assert result.stderr == (f"serving 2 images from {tiny_index} at http://{shown}:{ports[0]}/ (Ctrl+C stops)"
+                             f"{fetching}\n")
+    assert built["kwargs"] == {"fetch_urls": "--fetch-urls" in options, "fetch_private": "--fetch-private" in options}
+
+
+def test_serving_beyond_this_machine_warns_who_can_see_the_images(tiny_index, monkeypatch):
+    result, _, ports = _started(tiny_index, monkeypatch, "--host", "0.0.0.0")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: listening on 0.0.0.0: anyone who can reach this machine can search and view the indexed images",
+        f"serving 2 images from {tiny_index} at http://0.0.0.0:{ports[0]}/ (Ctrl+C stops)"]
+
+
+def test_the_limits_reach_the_app_in_bytes_and_pixels(tiny_index, monkeypatch):
+    from lookalike.images import UPLOAD_MAX_PIXELS
+
+    _, built, _ = _started(tiny_index, monkeypatch)
+    assert built["args"] == (20 * 1024 * 1024, UPLOAD_MAX_PIXELS)
+    _, built, _ = _started(tiny_index, monkeypatch, "--max-upload-mb", "0.001", "--max-pixels", "1")
+    assert built["args"] == (1048, 1)  # 0.001 MiB: 1,048.576 bytes, whole bytes only
+
+
+def test_fetch_private_alone_is_refused_before_anything_listens(tiny_index, monkeypatch):
+    result, built, ports = _started(tiny_index, monkeypatch, "--fetch-private")
+    assert (result.exit_code, result.stderr) == (1, "error: --fetch-private goes with --fetch-urls\n")
+    assert built == {} and ports == []
+
+
+def test_a_busy_port_or_an_address_not_this_machines_is_one_line_before_the_index_opens(tiny_index, monkeypatch):
+    import socket
+
+    from lookalike.cli import common
+
+    monkeypatch.setattr(common.Index, "open", lambda *a, **k: pytest.fail("the index was opened"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--index", str(tiny_index), "--port", str(port)])
+    assert (result.exit_code, result.stderr) == (1, f"error: cannot listen on 127.0.0.1:{port}: Address already in "
+                                                    "use; another program is using it, choose another with --port\n")
+    result = CliRunner().invoke(app, ["serve", "--index", str(tiny_index), "--host", "192.0.2.1", "--port", "0"])
+    assert (result.exit_code, result.stderr) == (1, "error: cannot listen on 192.0.2.1:0: Cannot assign requested "
+                                                    "address\n")  # TEST-NET-1: no hint about another program
