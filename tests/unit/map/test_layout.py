@@ -128,3 +128,86 @@ def test_neighbours_exact_and_through_hnsw():
     approx, _ = layout.neighbours(x, 5, exact=False)
     recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(approx, want)])
     assert recall > 0.9
+
+
+# found by mutation testing: the edges of UMAP's inputs, read through stand-ins for UMAP and PCA (fast)
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """UMAP and scikit-learn's PCA replaced by recorders (UMAP returns the first two PCA numbers):
+    what each was made with and given."""
+    import sklearn.decomposition
+    import umap
+
+    seen = {"umap": [], "pca": []}
+
+    class Recorder:
+        def __init__(self, **options):
+            seen["umap"].append(dict(options))
+
+        def fit_transform(self, reduced):
+            seen["umap"][-1]["reduced"] = reduced
+            return reduced[:, :2].astype(np.float64)
+
+    class PCA(sklearn.decomposition.PCA):
+        def fit(self, x, *args, **kwargs):
+            seen["pca"].append({"dims": self.n_components, "solver": self.svd_solver, "seed": self.random_state,
+                                "fit": np.array(x)})
+            return super().fit(x, *args, **kwargs)
+
+    monkeypatch.setattr(umap, "UMAP", Recorder)
+    monkeypatch.setattr(sklearn.decomposition, "PCA", PCA)
+    return seen
+
+
+@pytest.mark.parametrize("n, d, dims, k", [(4, 8, 3, 3), (5, 8, 4, 4), (17, 8, 8, 15), (60, 64, 50, 15)])
+def test_umap_gets_pca_of_at_most_n_1_numbers_and_each_rows_exact_nearest(recorded, n, d, dims, k):
+    x = np.random.default_rng(n).standard_normal((n, d)).astype(np.float32)
+    xy = layout.lay_out(x)  # 4 points: enough for UMAP (fewer make a line)
+    assert xy.shape == (n, 2) and xy.dtype == np.float32
+    (options,) = recorded["umap"]
+    reduced = options["reduced"]
+    assert reduced.shape == (n, dims) and reduced.dtype == np.float32 and options["n_neighbors"] == k
+    rows, distances = options["precomputed_knn"]
+    d2 = ((reduced[:, None, :].astype(np.float64) - reduced[None]) ** 2).sum(-1)
+    assert rows.shape == (n, k) and (np.sort(rows, axis=1) == np.sort(np.argsort(d2, axis=1)[:, :k], axis=1)).all()
+    assert np.allclose(distances, np.sqrt(np.take_along_axis(d2, rows, 1)), atol=1e-4)
+
+
+def test_pca_is_exact_up_to_1000_points_and_seeded(recorded):
+    rng = np.random.default_rng(0)
+    for n, seed in ((1000, 0), (1001, 0), (1001, 7)):
+        layout.lay_out(rng.standard_normal((n, 8)).astype(np.float32), seed=seed)
+    assert [(p["solver"], p["seed"]) for p in recorded["pca"]] == [("full", 0), ("randomized", 0), ("randomized", 7)]
+    assert [u["random_state"] for u in recorded["umap"]] == [0, 0, 7]  # seeded maps: UMAP seeded alike
+
+
+def test_pca_is_fitted_on_all_rows_up_to_pca_fit_rows_and_on_a_seeded_sample_of_distinct_rows_above(recorded,
+                                                                                                   monkeypatch):
+    monkeypatch.setattr(layout, "PCA_FIT_ROWS", 30)
+    x = np.random.default_rng(1).standard_normal((31, 8)).astype(np.float32)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    layout.lay_out(x[:30])
+    assert np.allclose(recorded["pca"][0]["fit"], unit[:30], atol=1e-6)  # exactly PCA_FIT_ROWS: every row
+    layout.lay_out(x)
+    layout.lay_out(x)
+    first, again = recorded["pca"][1]["fit"], recorded["pca"][2]["fit"]
+    assert first.shape == (30, 8) and (first == again).all()  # the same sample each time (seeded)
+    # rows of the input, each once, in their order
+    found = [int(np.argmin(np.abs(unit - row).sum(axis=1))) for row in first]
+    assert found == sorted(set(found)) and np.allclose(unit[found], first, atol=1e-6)
+
+
+def test_without_umap_the_map_is_refused_in_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # import umap fails
+    with pytest.raises(layout.LayoutError) as e:
+        layout.lay_out(np.eye(4, 8, dtype=np.float32))
+    assert str(e.value) == "the map needs the map extra: pip install 'lookalike[map]'"
+
+
+def test_places_are_float32_as_the_layout_is():
+    laid = np.eye(3, 4, dtype=np.float32)
+    got = layout.place(np.array([[1, 1, 0, 0]], np.float64), laid, np.array([[0, 0], [1, 0], [0, 1]], np.float64), k=2)
+    assert got.dtype == np.float32 and layout.place(np.zeros((0, 4)), laid, laid).dtype == np.float32
