@@ -211,3 +211,13 @@ def test_places_are_float32_as_the_layout_is():
     laid = np.eye(3, 4, dtype=np.float32)
     got = layout.place(np.array([[1, 1, 0, 0]], np.float64), laid, np.array([[0, 0], [1, 0], [0, 1]], np.float64), k=2)
     assert got.dtype == np.float32 and layout.place(np.zeros((0, 4)), laid, laid).dtype == np.float32
+
+
+def test_fit_unit_square_of_places_anywhere_and_of_any_size():
+    # worked by hand: x spans -3..1 (4), y 5..7 (2): x to 0..1, y to 0..0.5, then centred: 0.25..0.75
+    got = layout.fit_unit_square(np.array([[-3, 5], [1, 5], [1, 7]], np.float64))
+    assert got.dtype == np.float32 and got.tolist() == [[0.0, 0.25], [1.0, 0.25], [1.0, 0.75]]
+    # taller than wide, and smaller than 1: y -0.5..-0.25 to 0..1, x 10.1..10.2 (0.1 of 0.25) centred
+    got = layout.fit_unit_square(np.array([[10.1, -0.5], [10.2, -0.25]], np.float64))
+    assert got == pytest.approx(np.array([[0.3, 0.0], [0.7, 1.0]]), abs=1e-6)
+    assert layout.fit_unit_square(np.zeros((0, 2))).dtype == np.float32
