@@ -5,6 +5,7 @@ that hold matplotlib's math markup drawn as text."""
 from __future__ import annotations
 
 import colorsys
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -103,3 +104,40 @@ def test_the_png_is_written_with_markup_in_names_drawn_as_text(tmp_path):
     with pytest.raises(OSError):  # nothing written where the file cannot be
         picture.write_png(tmp_path / "none" / "map.png", m, paths, m.clusters, ["a", "b"], "t")
     assert not (tmp_path / "none").exists()
+
+
+# found by mutation testing: what each dot, legend entry and thumbnail is drawn with
+
+@pytest.mark.parametrize("n, size", [(30, 30.0), (134, 4000 / 134), (1000, 4.0), (13_334, 0.3), (20_000, 0.3)])
+def test_each_image_is_a_dot_at_its_place_in_its_groups_colour_smaller_as_there_are_more(tmp_path, n, size):
+    rng = np.random.default_rng(n)
+    xy = rng.random((n, 2)).astype(np.float32)
+    labels = np.minimum(np.arange(n) % 4, 2)  # group 2 the largest: the legend lists 2, 0, 1
+    m = Map(np.arange(n, dtype=np.int64), xy, np.zeros(n, np.int32), np.eye(1, 4, dtype=np.float32),
+            np.full((1, 8), -1, np.int64), 1, "by hand", n, 0)
+    ax, _ = figure(m, [""] * n, labels, ["a", "b", "c"], title="n images, coloured by folder")
+    dots = ax.collections[0]
+    assert np.allclose(dots.get_offsets(), xy)  # x across, y down (the axis is turned)
+    assert np.allclose(dots.get_facecolors()[:, :3], [picture.colour(int(g)) for g in labels])
+    assert dots.get_sizes().tolist() == pytest.approx([size], abs=1e-9)  # 4000 / n points², within 0.3 and 30
+    assert ax.get_title(loc="left") == "n images, coloured by folder"
+    handles = ax.get_legend().legend_handles
+    assert np.allclose([h.get_facecolor()[0][:3] for h in handles], [picture.colour(g) for g in (2, 0, 1)])
+
+
+def test_thumbnails_of_the_largest_clusters_at_most_72_pixels_past_an_unreadable_one(tmp_path):
+    # 10 clusters of 1..10 images (cluster c has c + 1): the eight largest are 9..2; 9's image is unreadable
+    sizes = np.arange(1, 11)
+    n = int(sizes.sum())
+    clusters = np.repeat(np.arange(10, dtype=np.int32), sizes)
+    central = np.full((10, 8), -1, np.int64)
+    central[:, 0] = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # each cluster's first image
+    paths = [str(tmp_path / f"{i}.png") for i in range(n)]
+    for i in central[:, 0]:
+        Image.new("RGB", (200, 100), (int(i), 0, 0)).save(paths[i])
+    Path(paths[central[9, 0]]).write_bytes(b"not an image")
+    xy = np.random.default_rng(1).random((n, 2)).astype(np.float32)
+    m = Map(np.arange(n, dtype=np.int64), xy, clusters, np.eye(10, 4, dtype=np.float32), central, 1, "by hand", n, 0)
+    _, thumbs = figure(m, paths, clusters, [f"c{i}" for i in range(10)])
+    assert [tuple(t.xy) for t in thumbs] == [tuple(xy[central[c, 0]]) for c in (8, 7, 6, 5, 4, 3, 2)]
+    assert all(t.offsetbox.get_data().shape[:2] == (36, 72) for t in thumbs)  # 200 x 100 fitted into 72 x 72
