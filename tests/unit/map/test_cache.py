@@ -3,6 +3,7 @@ past the share of placed points, written whole or not at all."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -122,3 +123,124 @@ def test_an_empty_or_single_image_index(tmp_path, n):
     assert m.xy.shape == (n, 2) and m.clusters.tolist() == [0] * n and len(m.centres) == n
     assert m.central.tolist() == ([[10] + [-1] * (cache.CENTRAL - 1)] if n else [])
     assert current(tmp_path, 2, ids, x).how == "cached"
+
+
+# found by mutation testing: what current() keeps, places and lays out anew, over a stand-in layout
+# (fast: no UMAP; FAISS's k-means as it is)
+
+@pytest.fixture
+def laid(monkeypatch):
+    """lay_out replaced by the first two numbers of each row (a different place for every row); the
+    number of rows of each call."""
+    calls = []
+
+    def lay_out(vectors, seed=0):
+        calls.append(len(vectors))
+        return np.asarray(vectors[:, :2], np.float32)
+
+    monkeypatch.setattr(cache.layout, "lay_out", lay_out)
+    return calls
+
+
+def _cosine_nearest(x, centre):
+    return np.argsort(-(x / np.linalg.norm(x, axis=1, keepdims=True)) @ (centre / np.linalg.norm(centre)),
+                      kind="stable")
+
+
+def test_a_first_map_is_laid_out_clustered_and_saved_unless_read_only(tmp_path, laid):
+    ids, x = data(60)
+    m = current(tmp_path, 7, ids, x, writable=False)
+    assert not (tmp_path / MAP_FILE).exists()
+    assert (m.how, m.generation, m.method, m.laid_out, m.placed) == ("laid out", 7, "pca50+umap15", 60, 0)
+    assert m.ids.dtype == np.int64 and m.ids.tolist() == ids.tolist() and m.xy.tolist() == x[:, :2].tolist()
+    assert len(m.centres) == 3 and sorted(set(m.clusters.tolist())) == [0, 1, 2]  # round(sqrt(60 / 5)) clusters
+    for c in range(3):  # each cluster's 8 members nearest its centre, nearest first, by id
+        rows = np.flatnonzero(m.clusters == c)
+        assert m.central[c].tolist() == ids[rows[_cosine_nearest(x[rows], m.centres[c])[:8]]].tolist()
+    m = current(tmp_path, 8, ids, x)
+    assert load(tmp_path / MAP_FILE) is not None and laid == [60, 60]
+
+
+def test_the_same_ids_are_the_saved_map_at_the_new_generation(tmp_path, laid):
+    ids, x = data(60)
+    first = current(tmp_path, 1, ids, x)
+    again = current(tmp_path, 2, ids, x)
+    assert (again.how, again.generation, again.placed, laid) == ("cached", 2, 0, [60])
+    assert again.xy.tolist() == first.xy.tolist() and again.central.tolist() == first.central.tolist()
+
+
+def test_new_points_are_placed_among_the_kept_ones_and_gone_ones_dropped(tmp_path, laid):
+    ids, x = data(64)
+    first = current(tmp_path, 1, ids[:60], x[:60])
+    keep = np.r_[0:5, 6:64]  # id 60 gone, ids 610..640 new
+    m = current(tmp_path, 2, ids[keep], x[keep])
+    assert (m.how, m.generation, m.placed, m.laid_out, laid) == ("placed", 2, 4, 60, [60])
+    assert m.ids.tolist() == ids[keep].tolist() and m.ids.dtype == np.int64
+    old = np.isin(ids[keep], first.ids)
+    assert m.xy[old].tolist() == first.xy[np.r_[0:5, 6:60]].tolist()  # old points never move
+    assert m.clusters[old].tolist() == first.clusters[np.r_[0:5, 6:60]].tolist()
+    unit = x[60:] / np.linalg.norm(x[60:], axis=1, keepdims=True)
+    assert m.clusters[~old].tolist() == np.argmax(unit @ first.centres.T, axis=1).tolist()  # nearest centre
+    assert m.centres.tolist() == first.centres.tolist()
+    for c in range(len(m.centres)):  # the central images among the points there are now
+        rows = np.flatnonzero(m.clusters == c)
+        assert m.central[c].tolist() == ids[keep][rows[_cosine_nearest(x[keep][rows], m.centres[c])[:8]]].tolist()
+    assert load(tmp_path / MAP_FILE).placed == 4
+
+
+def test_points_placed_up_to_exactly_a_tenth_of_those_laid_out_then_laid_out_anew(tmp_path, laid):
+    ids, x = data(45)
+    current(tmp_path, 1, ids[:40], x[:40])
+    assert current(tmp_path, 2, ids[:42], x[:42]).placed == 2
+    assert current(tmp_path, 3, ids[:44], x[:44]).placed == 4  # 2 + 2: exactly 10 % of 40
+    m = current(tmp_path, 4, ids, x)  # a 5th
+    assert (m.how, m.placed, m.laid_out, laid) == ("laid out", 0, 45, [40, 45])
+
+
+def test_a_map_left_with_fewer_than_ten_points_to_place_among_is_laid_out_anew(tmp_path, laid):
+    ids, x = data(12)
+    current(tmp_path, 1, ids[:10], x[:10])
+    assert current(tmp_path, 2, ids[:10], x[:10]).how == "cached"
+    m = current(tmp_path, 3, ids[1:11], x[1:11])  # 9 kept, 1 new: 0.1 of 10 placed, but too few to place among
+    assert (m.how, laid) == ("laid out", [10, 10])
+    ids, x = data(200)
+    current(tmp_path, 4, ids[:100], x[:100])
+    assert current(tmp_path, 5, ids[90:101], x[90:101]).how == "placed"  # exactly 10 kept: enough
+
+
+def test_a_map_laid_out_another_way_is_laid_out_anew(tmp_path, laid):
+    ids, x = data(40)
+    save(tmp_path / MAP_FILE, cache.replace(current(tmp_path, 1, ids[:39], x[:39]), method="pca50+umap30"))
+    assert current(tmp_path, 2, ids, x).how == "laid out" and laid == [39, 40]
+
+
+def _saved(tmp_path, **changes):
+    """A map file of 2 points and 1 cluster with ``changes`` to its arrays or meta; what load reads of it."""
+    arrays = {"ids": np.array([10, 20], np.int64), "xy": np.zeros((2, 2), np.float32),
+              "clusters": np.zeros(2, np.int32), "centres": np.eye(1, 4, dtype=np.float32),
+              "central": np.array([[10, 20] + [-1] * 6], np.int64)}
+    meta = {"format": 1, "generation": 3, "method": "m", "laid_out": 2, "placed": 0}
+    meta.update(changes.pop("meta", {}))
+    arrays.update(changes)
+    with open(tmp_path / MAP_FILE, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    return load(tmp_path / MAP_FILE)
+
+
+def test_a_map_file_is_read_only_while_its_arrays_agree(tmp_path):
+    m = _saved(tmp_path)
+    assert (m.generation, m.method, m.laid_out, m.placed, m.ids.tolist()) == (3, "m", 2, 0, [10, 20])
+    for changes in ({"clusters": np.array([0, 1], np.int32)},  # cluster 1 of 1 cluster
+                    {"clusters": np.array([0, -1], np.int32)}, {"clusters": np.zeros(3, np.int32)},
+                    {"xy": np.zeros((2, 3), np.float32)}, {"central": np.zeros((1, 7), np.int64)},
+                    {"meta": {"format": 2}}, {"ids": np.array([10, 20], object)}):
+        assert _saved(tmp_path, **changes) is None, changes
+    with open(tmp_path / MAP_FILE, "wb") as f:
+        np.savez(f, meta=np.array("[1]"), ids=np.zeros(0))
+    assert load(tmp_path / MAP_FILE) is None
+
+
+def test_save_says_whether_the_map_was_written(tmp_path):
+    m = _saved(tmp_path)
+    assert save(tmp_path / "again.npz", m) is True and load(tmp_path / "again.npz").ids.tolist() == [10, 20]
+    assert save(tmp_path / "none" / "map.npz", m) is False
