@@ -22,7 +22,9 @@ def dedup(
     threshold: Annotated[str, typer.Option("--threshold", "-t", help="A preset: near (two stages: embedding or "
                                            "rotated/flipped-hash candidates, each verified by local features and "
                                            "by comparing the aligned pictures: copies, not other shots), "
-                                           "similar (the same, looser), exact (near-identical re-saves); or a "
+                                           "similar (the same, looser), shots (copies and other shots of one "
+                                           "scene: series, bursts, a step aside; the sharpest, best-exposed shot "
+                                           "kept), exact (near-identical re-saves); or a "
                                            "cosine distance to the kept file (embedding alone).")] = "near",
     montage: Annotated[Optional[Path], typer.Option("--montage", help="Write one PNG per group into this folder.")] = None,
     to_remove: Annotated[Optional[Path], typer.Option("--to-remove", help="Write every grouped file but the kept "
@@ -45,7 +47,8 @@ def dedup(
 
     Each group keeps the file that is not an edit of the others: most pixels, then lossless over
     higher JPEG quality, then one with an EXIF capture time (earliest), then a file over a symbolic
-    link to it, then the shorter name, then the older file. Every grouped file is checked against the
+    link to it, then the shorter name, then the older file (with -t shots: the best exposed, then the
+    sharpest shot, the keep rule between shots alike in quality). Every grouped file is checked against the
     disk first: one changed since it was indexed is an error, and nothing is listed. A FOLDER
     without images is an error when it would create a new index, and a warning otherwise.
     """

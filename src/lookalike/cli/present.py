@@ -162,15 +162,19 @@ def print_dedup(report, console: Console | None = None) -> None:
     t.add_column("path")
     t.add_column("evidence", overflow="fold")
     for n, g in enumerate(report.groups, start=1):
-        t.add_row(str(n), g.kind, "keep", PathCell(g.keep), "", end_section=False)
+        t.add_row(str(n), g.kind, "keep", PathCell(g.keep), Text(g.best.reason if g.best is not None else ""),
+                  end_section=False)
         for i, d in enumerate(g.duplicates):
             why = ("same bytes" if d.match == "exact" else d.evidence.describe() if d.evidence else "")
+            if d.compared_with is not None:
+                why += f" (against {os.path.basename(d.compared_with)})"
             if d.copy_of is not None:
                 why = f"same bytes as {os.path.basename(d.copy_of)}" + (f"; {why}" if why else "")
             t.add_row("", "", f"{d.distance:.4f}", PathCell(d.path), Text(why),
                       end_section=i == len(g.duplicates) - 1)
     console.print(t)
-    kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near")}
+    kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near", "shots")
+             if k != "shots" or any(g.kind == k for g in report.groups)}
     console.print(", ".join(f"{plural(len(gs), k + ' group')} ({plural(sum(len(g.duplicates) + 1 for g in gs), 'file')})"
                             for k, gs in kinds.items())
                   + f" among {plural(report.n_images, 'image')}; {plural(len(report.to_remove()), 'file')} could go "

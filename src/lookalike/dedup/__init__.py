@@ -34,6 +34,12 @@ candidate only when ORB + RANSAC verification against the kept file itself confi
 measured for one model by ``benchmarks/dedup_calibrate.py`` (edited copies of real photos against distinct
 photos, other photos of the same flower class among them); its printed figures justify the values
 below.
+
+The ``shots`` preset (:attr:`Rule.shots`) groups other shots of one scene too (series, bursts, a
+step aside): a fitted pair whose aligned pictures are alike, or differ by the same thing displaced
+a few pixels. Its groups keep their best shot (:func:`best_shot`: the best exposed, then the
+sharpest, then the keep rule between files alike in quality), and the other members are listed as
+verified against the file the keep rule ranks first (``compared_with``).
 """
 
 _HOME = {  # name -> the module that defines it, imported on first use (PEP 562)
@@ -43,10 +49,10 @@ _HOME = {  # name -> the module that defines it, imported on first use (PEP 562)
         "neighbours"), "candidates"),
     **dict.fromkeys(("DuplicateMatches", "duplicates_of", "duplicates_of_vector", "find_duplicates"), "find"),
     **dict.fromkeys((
-        "LOSSLESS", "OTHER_LOSSY", "Traits", "assemble_groups", "file_traits",
-        "group_around_keepers", "keep_order"), "keep"),
+        "LOSSLESS", "OTHER_LOSSY", "Traits", "assemble_groups", "best_shot", "file_traits",
+        "group_around_keepers", "keep_order", "shot_quality"), "keep"),
     **dict.fromkeys(("StaleIndex",), "ondisk"),
-    **dict.fromkeys(("DedupReport", "Duplicate", "Group", "write_paths"), "report"),
+    **dict.fromkeys(("BestShot", "DedupReport", "Duplicate", "Group", "Shot", "write_paths"), "report"),
     **dict.fromkeys((
         "DEFAULT_PRESET", "METRIC", "PRESET_NAMES", "PRESETS", "Rule", "presets",
         "resolve_threshold"), "rules"),

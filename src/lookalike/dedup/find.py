@@ -16,8 +16,9 @@ from lookalike.dedup import geometry
 from lookalike.api import Index, ImageInput, Match, QueryResult
 from lookalike.dedup import ondisk
 from lookalike.dedup.candidates import CHUNK, Rows, candidate_pairs, cosine, ranks
-from lookalike.dedup.keep import Traits, assemble_groups, file_traits, group_around_keepers, keep_order
-from lookalike.dedup.report import DedupReport
+from lookalike.dedup.keep import (Traits, assemble_groups, best_shot, file_traits, group_around_keepers, keep_order,
+                                  shot_quality)
+from lookalike.dedup.report import BestShot, DedupReport
 from lookalike.dedup.rules import METRIC, Rule
 from lookalike.dedup.verifier import Verifier
 
@@ -74,21 +75,32 @@ def find_duplicates(index: Index, rule: Rule | float, preset: str | None = None,
             check.plan(_feature_order(visit, offsets, columns))
         found = group_around_keepers(visit, offsets, columns, check.accept if check is not None else None,
                                      _likely_copies(offsets, columns, distances, hashed) if check is not None else None)
+        shots = _best_shots(found, check, rule, upaths, visit) if check is not None and rule.shots else {}
         if check is not None:
             seconds = time.perf_counter() - tick
             report.stages.update(pairs_verified=check.checked, verify_seconds=round(seconds, 3),
                                  ms_per_pair=round(1000 * seconds / max(check.checked, 1), 2),
                                  features_extracted=check.extracted, verify_workers=check.workers)
+            if rule.shots:
+                report.stages["shots_measured"] = sum(len(b.shots) for _, b in shots.values())
     near = []
+    vec = lambda r: vectors[rows[unique[r]]]  # noqa: E731
     for keeper, members in found:
+        kept, best = shots.get(keeper, (keeper, None))
+        if kept != keeper:  # the best shot is kept: the others as verified against the keep rule's first
+            near.append((int(unique[kept]), [(int(unique[keeper]), cosine(vec(kept), vec(keeper)),
+                                              check.evidence(kept, keeper, traits))] +
+                         [(int(unique[m]), cosine(vec(kept), vec(m)), check.evidence(keeper, m, traits),
+                           int(unique[keeper])) for m in members if m != kept], best))
+            continue
         row = slice(offsets[keeper], offsets[keeper + 1])
         to_keeper = dict(zip(columns[row].tolist(), distances[row].tolist()))
         for m in members:  # claimed through another member (reach): not among the keeper's candidates
             if m not in to_keeper:
-                to_keeper[m] = cosine(vectors[rows[unique[keeper]]], vectors[rows[unique[m]]])
+                to_keeper[m] = cosine(vec(keeper), vec(m))
         near.append((int(unique[keeper]), [
             (int(unique[m]), to_keeper[m], check.evidence(keeper, m, traits) if check is not None else None)
-            for m in members]))
+            for m in members], *([best] if best is not None else [])))
     report.groups = assemble_groups(order, catalog["hash"], near, paths)
     row = {p: i for i, p in enumerate(paths)}
     report.indexed = {p: (int(catalog["size"][row[p]]), int(catalog["mtime_ns"][row[p]]), catalog["hash"][row[p]])
@@ -178,6 +190,26 @@ def duplicates_of_vector(index: Index, vector: np.ndarray, same: Iterable[int], 
     paths = index.paths([i for i, _ in ranked])
     matches = [Match(rank, i, p, d) for rank, ((i, d), p) in enumerate(zip(ranked, paths), start=1)]
     return DuplicateMatches(label, "duplicates", METRIC, matches, evidence=evidence)
+
+
+def _best_shots(found: list[tuple[int, list[int]]], check: Verifier, rule: Rule, paths: list[str],
+                visit: np.ndarray) -> dict[int, tuple[int, BestShot]]:
+    """For each group of ``found`` (keeper, members): (the row to keep, why), by
+    :func:`~lookalike.dedup.keep.best_shot` among all its files in ``visit`` (keep) order; the group
+    holds other shots when a member fails :meth:`Rule.one_capture` against the keeper. When another
+    file is kept, it is verified against the keeper for its evidence."""
+    rank = np.empty(len(paths), np.int64)
+    rank[visit] = np.arange(len(visit))
+    out = {}
+    for keeper, members in found:
+        other = any(not rule.one_capture(check.results[keeper, m]) for m in members)
+        files = sorted([keeper, *members], key=lambda r: rank[r])
+        best = best_shot([paths[r] for r in files], {paths[r]: shot_quality(paths[r]) for r in files}, other)
+        kept = files[[paths[r] for r in files].index(best.keep)]
+        if kept != keeper:
+            check.accept(kept, np.array([keeper]))
+        out[keeper] = (kept, best)
+    return out
 
 
 def _likely_copies(offsets: np.ndarray, columns: np.ndarray, distances: np.ndarray, hashed: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Which file of a group to keep (:func:`keep_order`), groups formed around it
-(:func:`group_around_keepers`) and the report's groups with byte copies (:func:`assemble_groups`)."""
+"""Which file of a group to keep (:func:`keep_order`; among other shots of one scene, :func:`best_shot`),
+groups formed around it (:func:`group_around_keepers`) and the report's groups with byte copies
+(:func:`assemble_groups`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.dedup import geometry
-from lookalike.dedup.report import Duplicate, Group
+from lookalike.dedup.report import BestShot, Duplicate, Group, Shot
 
 
 #: Quality rank of a lossless file (above any JPEG quality) and of a lossy format whose quality is not read.
@@ -81,6 +82,72 @@ def keep_order(pixels: np.ndarray, paths: list[str], mtime_ns: np.ndarray,
                        -np.asarray(pixels, np.int64)))
 
 
+#: Long side, in pixels, of the gray picture a shot's sharpness and exposure are measured on (the
+#: features' size: every shot is judged at one scale, so a larger file is not sharper for its size).
+SHOT_SIDE = geometry.SIDE
+#: Gray levels at or beyond these ends count as clipped (blown highlights, crushed shadows).
+CLIP_LOW, CLIP_HIGH = 2, 253
+#: Shots whose clipped share is within this of the least clipped's are well exposed.
+EXPOSURE_SLACK = 0.02
+#: Of the well-exposed shots, those with at least this share of the sharpest one's sharpness are as
+#: sharp (a JPEG re-encode changes it by about 1 %, a brightness or contrast edit by under 1 %; a
+#: resampled copy can lose up to about 20 %, which ranks the larger file first, as the keep rule does).
+SHARP_SHARE = 0.9
+
+
+def shot_quality(image) -> Shot:
+    """A shot's :class:`Shot` figures (path, bytes or array): on its gray picture brought to
+    :data:`SHOT_SIDE` pixels on its long side, ``sharpness`` is the variance of the Laplacian divided
+    by the variance of the gray levels (so brightness and contrast play no part: a blurred or shaken
+    shot has less) and ``clipped`` the share of pixels at the ends of the gray range (:data:`CLIP_LOW`,
+    :data:`CLIP_HIGH`). An unreadable file measures 0 sharpness and 1 clipped: never the best shot."""
+    import cv2
+
+    from lookalike.images import ImageError, decode_sized
+
+    try:
+        img, _ = decode_sized(image, size=SHOT_SIDE, gray=True)
+    except ImageError:
+        return Shot(0.0, 1.0)
+    f = SHOT_SIDE / max(img.size)
+    size = (max(1, round(img.width * f)), max(1, round(img.height * f)))
+    gray = cv2.resize(np.asarray(img), size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    laplacian = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=3)
+    sharpness = float(laplacian.var()) / max(float(gray.var()), 1.0)
+    clipped = float(np.mean((gray <= CLIP_LOW) | (gray >= CLIP_HIGH)))
+    return Shot(sharpness, clipped)
+
+
+def best_shot(files: list[str], quality: dict[str, Shot], other_shots: bool = True) -> BestShot:
+    """The file to keep among ``files`` (paths of one group, best-to-keep first by :func:`keep_order`;
+    ``other_shots``: not all of them copies of one capture), from their ``quality``: the well-exposed
+    ones (clipped share within :data:`EXPOSURE_SLACK` of the least clipped), of them those as sharp
+    as the sharpest (within :data:`SHARP_SHARE`), and of those the first by the keep rule. So copies
+    alike in quality (re-encoded, resized, a brightness edit that clips nothing) keep the original
+    the keep rule names, and a blurred or clipped file never outranks a good one."""
+    least = min(quality[p].clipped for p in files)
+    exposed = [p for p in files if quality[p].clipped <= least + EXPOSURE_SLACK]
+    sharpest = max(quality[p].sharpness for p in exposed)
+    keep = next(p for p in exposed if quality[p].sharpness >= SHARP_SHARE * sharpest)
+    others = [p for p in files if p != keep]
+    beats = lambda among: all(quality[keep].sharpness > quality[p].sharpness / SHARP_SHARE  # noqa: E731
+                              for p in among if p != keep)
+    if beats(files):
+        lead = "the sharpest"
+    elif exposed == [keep]:
+        lead = "the best exposed"
+    elif len(exposed) < len(files):
+        lead = ("the sharpest well-exposed" if beats(exposed) else
+                "as sharp as any well-exposed one and first by the keep rule")
+    else:
+        lead = "as sharp and well exposed as any and first by the keep rule"
+    what = f"{len(files)} {'shots' if other_shots else 'copies'}"
+    why = (f"{lead} of {what} (sharpness {quality[keep].sharpness:.2f}, clipped {quality[keep].clipped:.1%}; others: "
+           f"sharpness {', '.join(f'{quality[p].sharpness:.2f}' for p in others)}, clipped "
+           f"{', '.join(f'{quality[p].clipped:.1%}' for p in others)})")
+    return BestShot(keep, why, {p: quality[p] for p in files}, other_shots)
+
+
 def _ranks(values: list[str]) -> np.ndarray:
     """Dense ranks of strings (equal strings, equal ranks) for :func:`numpy.lexsort`."""
     return np.unique(np.asarray(values, dtype=object), return_inverse=True)[1].reshape(-1)
@@ -133,7 +200,9 @@ def assemble_groups(order: np.ndarray, content: list[str],
 
     ``order`` ranks files best-to-keep first; the first file of each content in that order is its
     representative, and ``near`` holds (keeper, [(member, distance, evidence)]) among representatives, each
-    representative in at most one near group (:func:`group_around_keepers`). One keep decision per
+    representative in at most one near group (:func:`group_around_keepers`); a member may carry a fourth
+    item, the representative its evidence was measured against when not the keeper, and a group a
+    third, the :class:`BestShot` that chose its keeper among other shots (a ``"shots"`` group). One keep decision per
     connected set: a near group also lists the keeper's byte copies and its members' byte copies,
     and a content whose representative is in no near group forms an exact group. So every file is
     in at most one group, each group keeps exactly one file, and every listed file is the kept
@@ -146,13 +215,15 @@ def assemble_groups(order: np.ndarray, content: list[str],
         if rep != i:
             copies[rep].append(int(i))
     groups, seen = [], set()
-    for keeper, members in near:
+    for keeper, members, *best in near:
+        best = best[0] if best else None
         dups = [Duplicate(paths[c], 0.0, "exact") for c in copies[keeper]]
-        for m, dist, evidence in sorted(members, key=lambda md: (md[1], paths[md[0]])):
-            dups.append(Duplicate(paths[m], dist, evidence=evidence))
-            dups.extend(Duplicate(paths[c], dist, "near", paths[m], evidence) for c in copies[m])
+        for m, dist, evidence, *via in sorted(members, key=lambda md: (md[1], paths[md[0]])):
+            via = paths[via[0]] if via and via[0] is not None else None
+            dups.append(Duplicate(paths[m], dist, evidence=evidence, compared_with=via))
+            dups.extend(Duplicate(paths[c], dist, "near", paths[m], evidence, via) for c in copies[m])
         seen.update((keeper, *(m[0] for m in members)))
-        groups.append(Group("near", paths[keeper], dups))
+        groups.append(Group("shots" if best is not None and best.other_shots else "near", paths[keeper], dups, best))
     for rep in firsts.values():
         if rep not in seen and copies[rep]:
             groups.append(Group("exact", paths[rep], [Duplicate(paths[c], 0.0, "exact") for c in copies[rep]]))

@@ -12,12 +12,39 @@ from lookalike.dedup.rules import METRIC, Rule
 
 
 @dataclass(frozen=True)
+class Shot:
+    """How good a shot is (:func:`lookalike.dedup.keep.shot_quality`): ``sharpness`` (variance of the
+    Laplacian over that of the gray levels, at one size) and ``clipped`` (share of blown or crushed pixels)."""
+
+    sharpness: float
+    clipped: float
+
+    def to_dict(self) -> dict:
+        return {"sharpness": round(self.sharpness, 3), "clipped": round(self.clipped, 4)}
+
+
+@dataclass(frozen=True)
+class BestShot:
+    """Why a group keeps ``keep`` by a rule that groups other shots (:func:`lookalike.dedup.keep.best_shot`):
+    ``reason`` for people, the ``shots`` compared (path -> :class:`Shot`), and ``other_shots``: whether
+    the group holds another shot of the scene, not only copies of one capture."""
+
+    keep: str
+    reason: str
+    shots: dict[str, Shot]
+    other_shots: bool = True
+
+
+@dataclass(frozen=True)
 class Duplicate:
     """A file that duplicates its group's kept file, at ``distance`` (cosine) from it.
 
     ``match`` is ``"exact"`` (the kept file's bytes) or ``"near"``; ``copy_of`` names the near
     duplicate whose bytes this file has (it is then listed with that file's distance and evidence);
-    ``evidence`` is the verification of a two-stage rule (None for one stage and exact copies).
+    ``evidence`` is the verification of a two-stage rule (None for one stage and exact copies), of
+    this file against the kept file or, when ``compared_with`` names another, against that one (a
+    group of other shots keeps its best shot, and its members were verified against the file the
+    keep rule ranks first).
     """
 
     path: str
@@ -25,11 +52,14 @@ class Duplicate:
     match: str = "near"
     copy_of: str | None = None
     evidence: geometry.Evidence | None = None
+    compared_with: str | None = None
 
     def to_dict(self) -> dict:
         out = {"path": self.path, "distance": round(self.distance, 6), "match": self.match}
         if self.copy_of is not None:
             out["copy_of"] = self.copy_of
+        if self.compared_with is not None:
+            out["compared_with"] = self.compared_with
         if self.evidence is not None:
             out["evidence"] = {**self.evidence.to_dict(), "summary": self.evidence.describe()}
         return out
@@ -38,14 +68,20 @@ class Duplicate:
 @dataclass(frozen=True)
 class Group:
     """The file to keep and its duplicates; ``kind`` is ``"exact"`` (all of them the kept file's
-    bytes) or ``"near"``."""
+    bytes), ``"near"`` or ``"shots"`` (other shots of one scene among them). By a rule with
+    :attr:`~lookalike.dedup.rules.Rule.shots`, ``best`` says why the kept file is kept."""
 
     kind: str
     keep: str
     duplicates: list[Duplicate]
+    best: BestShot | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "keep": self.keep, "duplicates": [d.to_dict() for d in self.duplicates]}
+        out = {"kind": self.kind, "keep": self.keep, "duplicates": [d.to_dict() for d in self.duplicates]}
+        if self.best is not None:
+            out["keep_reason"] = self.best.reason
+            out["shots"] = [{"path": p, **q.to_dict()} for p, q in self.best.shots.items()]
+        return out
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """A review page for duplicate groups: one self-contained HTML file to decide what to remove.
 
-Each group is a row of thumbnails, the kept file first and marked, every duplicate with its
-distance and evidence (what the verification saw: inliers, rotation, flip, crop, re-encoding).
+Each group is a row of thumbnails, the kept file first and marked (with why it is kept when a
+rule chose the best shot), every duplicate with its distance and evidence (what the verification
+saw: inliers, rotation, flip, crop, re-encoding; sharpness and clipping of other shots).
 A checkbox per file says whether it goes on the list; the page starts from the report's
 ``--to-remove`` choice, never lets a person tick every file of a group, and saves the list as
 text (one path per line, or NUL-separated) or JSON. It deletes nothing: it only writes a list, of
@@ -58,12 +59,18 @@ def render(report) -> str:
     """The review page of a :class:`lookalike.dedup.DedupReport`, as HTML text."""
     groups, listed = [], set(report.to_remove())  # the report's own checks on what it lists
     for n, g in enumerate(report.groups, start=1):
-        cards = [_card(g.keep, "keep", "kept by the rule: most pixels, best encoding, EXIF date, shorter name", n,
-                       False)]
+        kept = (f"kept as {g.best.reason}" if g.best is not None else
+                "kept by the rule: most pixels, best encoding, EXIF date, shorter name")
+        cards = [_card(g.keep, "keep", kept, n, False)]
         for d in g.duplicates:
             why = "same bytes" if d.match == "exact" else (d.evidence.describe() if d.evidence else "")
+            if d.compared_with is not None:
+                why = f"{why} (against {os.path.basename(d.compared_with)})"
             if d.copy_of is not None:
                 why = f"same bytes as {os.path.basename(d.copy_of)}; {why}"
+            shot = g.best.shots.get(d.copy_of or d.path) if g.best is not None else None
+            if shot is not None:
+                why = f"{why}; sharpness {shot.sharpness:.2f}, clipped {shot.clipped:.1%}"
             cards.append(_card(d.path, "dup", f"distance {d.distance:.4f}; {why}", n, d.path in listed))
         groups.append(f'<section><h2>group {n} · {g.kind} · {plural(len(g.duplicates) + 1, "file")}</h2>'
                       f'<div class="row">{"".join(cards)}</div></section>')

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 METRIC = "cosine"
 DEFAULT_PRESET = "near"
-PRESET_NAMES = ("exact", "near", "similar")
+PRESET_NAMES = ("exact", "near", "similar", "shots")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,12 @@ class Rule:
     least ``min_agreement`` of their overlap and differ by a displacement of a few pixels (parallax,
     motion) on at most ``max_shifted`` of it and by one of under a pixel or two on at most
     ``max_displaced`` (:mod:`lookalike.dedup.capture`: one capture, not another shot of the same
-    scene)."""
+    scene). With ``shots`` above 0, another shot of the scene is a duplicate too (a series, a burst,
+    a step aside): a fitted pair is accepted when the aligned pictures are alike on at least
+    ``min_agreement`` of their overlap whatever the displacement, or when at least ``shots`` of it
+    differs by the same thing displaced a few pixels (an object replaced by another, or a drawing of
+    the picture, differs without that); the group's kept file is then its best shot
+    (:func:`lookalike.dedup.keep.best_shot`)."""
 
     radius: float
     min_inliers: int = 0
@@ -36,6 +41,7 @@ class Rule:
     min_agreement: float = 0.0
     max_shifted: float = 1.0
     max_displaced: float = 1.0
+    shots: float = 0.0
 
     @property
     def verified(self) -> bool:
@@ -43,8 +49,16 @@ class Rule:
 
     def accepts(self, evidence: Evidence) -> bool:
         """Whether a verification's :class:`~lookalike.dedup.geometry.Evidence` confirms a candidate pair."""
-        return (evidence.inliers >= self.min_inliers and evidence.agreement >= self.min_agreement
-                and evidence.shifted <= self.max_shifted and evidence.displaced <= self.max_displaced)
+        if evidence.inliers < self.min_inliers:
+            return False
+        if self.shots:
+            return evidence.agreement >= self.min_agreement or evidence.shifted >= self.shots
+        return self.one_capture(evidence)
+
+    def one_capture(self, evidence: Evidence) -> bool:
+        """Whether a fitted pair passes the capture check: one capture (a copy), not another shot."""
+        return (evidence.agreement >= self.min_agreement and evidence.shifted <= self.max_shifted
+                and evidence.displaced <= self.max_displaced)
 
     def describe(self) -> str:
         if not self.verified:
@@ -52,16 +66,22 @@ class Rule:
         among = f" (among either file's {self.nearest} nearest, or <= {self.close})" if self.nearest else ""
         agree = (f", the aligned pictures alike on >= {self.min_agreement:.0%}, shifted on <= "
                  f"{self.max_shifted:.1%} and displaced on <= {self.max_displaced:.0%}" if self.min_agreement else "")
+        if self.shots:
+            agree = (f", the aligned pictures alike on >= {self.min_agreement:.0%} or shifted on >= {self.shots:.1%} "
+                     f"(other shots too; the best shot kept)")
         return (f"cosine distance <= {self.radius}{among} or a rotated/flipped hash within {self.hash_radius} "
                 f"bits, then >= {self.min_inliers} ORB inliers{agree}")
 
     def to_dict(self) -> dict:
-        return {"radius": self.radius, "min_inliers": self.min_inliers,
+        out = {"radius": self.radius, "min_inliers": self.min_inliers,
                 "min_agreement": self.min_agreement if self.verified else None,
                 "max_shifted": self.max_shifted if self.verified else None,
                 "max_displaced": self.max_displaced if self.verified else None,
                 "hash_radius": self.hash_radius if self.verified else None,
                 "nearest": self.nearest or None, "close": self.close if self.nearest else None}
+        if self.shots:  # only for a rule that groups other shots: the other rules' JSON is as it was
+            out["shots"] = self.shots
+        return out
 
 
 #: Presets per model (name, layer), chosen by the rules of benchmarks/dedup_calibrate.py ``suggest`` from its
@@ -78,11 +98,17 @@ class Rule:
 #: 0.21, a sub-pixel parallax 0.49); the figures above are from before the check. With it, on the
 #: same collection plus its hard negatives (19 series pairs, 120 built pairs): near P 0.9998, R 0.955
 #: (0.953 rotations aside), rot90 0.995, flip 0.995, no series pair, 5 built "moved part" pairs grouped.
+#:   shots    near's candidates and inliers; a pair also passes when at least 2.5 % of the overlap
+#:            shows the same thing displaced (near's shifted limit, as a minimum), or is alike on >= 0.9
+#:            whatever its sub-pixel displacement: other shots grouped, other objects and drawings not
+#:            (docs/dedup.md, "Similar shots")
 PRESETS: dict[tuple[str, str], dict[str, Rule]] = {
     ("efficientnet-lite0", "pool"): {
         "exact": Rule(0.025),
         "near": Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25),
-        "similar": Rule(0.3, 12, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25)},
+        "similar": Rule(0.3, 12, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25),
+        "shots": Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25,
+                      shots=0.025)},
 }
 
 

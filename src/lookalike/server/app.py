@@ -119,8 +119,8 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     async def duplicates_upload(request: Request, form: Annotated[DuplicatesForm, Form(media_type="multipart/form-data")],
                                 threshold: ThresholdQ = "near") -> DuplicatesResponse:
         """Is this image already in the index? Every indexed image that duplicates it, nearest first
-        (files with the same bytes at distance 0); with a two-stage preset (near, similar), each
-        candidate is verified and its evidence given."""
+        (files with the same bytes at distance 0); with a two-stage preset (near, similar, shots: other
+        shots of the scene too), each candidate is verified and its evidence given."""
         o = form.options(request, {"threshold": threshold})
         data, name = await read_upload(form.file, max_upload)
         return await run_in_threadpool(server.duplicates_upload, data, name, o["threshold"])

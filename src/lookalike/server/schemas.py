@@ -23,7 +23,7 @@ HELP = {"k": "Number of results.", "mode": "nearest first, farthest first, or a 
         "metric": "cosine (1 - cosine similarity) or l2 (Euclidean).",
         "seed": "Seed for mode=random [default: a fresh one, returned as seed].",
         "exclude_self": "Leave out indexed files with the query's exact bytes.",
-        "threshold": "A dedup preset (exact, near, similar) or a cosine distance."}
+        "threshold": "A dedup preset (exact, near, similar, shots) or a cosine distance."}
 K = Annotated[int, Query(ge=1, le=MAX_K, description=HELP["k"])]
 ModeQ = Annotated[Mode, Query(description=HELP["mode"])]
 MetricQ = Annotated[MetricName, Query(description=HELP["metric"])]

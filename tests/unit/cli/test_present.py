@@ -168,6 +168,22 @@ def test_the_dedup_listing_shows_each_group_its_kept_file_and_why_each_duplicate
                          "(--to-remove)")
 
 
+def test_a_group_of_shots_shows_why_its_file_is_kept_and_what_a_member_was_compared_with():
+    from lookalike.dedup.report import BestShot, Duplicate, Group, Shot
+
+    best = BestShot("/p/sharp.jpg", "the sharpest of 3 shots (sharpness 2.00)",
+                    {"/p/sharp.jpg": Shot(2.0, 0.0), "/p/first.jpg": Shot(0.2, 0.0), "/p/other.jpg": Shot(0.3, 0.0)})
+    groups = [Group("shots", "/p/sharp.jpg", [Duplicate("/p/first.jpg", 0.02),
+                                              Duplicate("/p/other.jpg", 0.03, compared_with="/p/first.jpg")], best)]
+    text = console_text(lambda c: print_dedup(dedup_report(groups, n_images=5, preset="shots"), console=c))
+    lines = text.splitlines()
+    assert cells(lines, "│") == [["1", "shots", "keep", "/p/sharp.jpg", "the sharpest of 3 shots (sharpness 2.00)"],
+                                   ["", "", "0.0200", "/p/first.jpg", ""],
+                                   ["", "", "0.0300", "/p/other.jpg", "(against first.jpg)"]]
+    assert lines[-1] == ("0 exact groups (0 files), 0 near groups (0 files), 1 shots group (3 files) among 5 images; "
+                         "2 files could go (--to-remove)")
+
+
 def test_one_montage_per_group_with_its_duplicates_in_rows(tmp_path, monkeypatch):
     from lookalike.cli import present
     from lookalike.dedup.report import Duplicate, Group

@@ -1,12 +1,16 @@
 """The keep rule on real file headers, grouping around keepers, and the report's groups (dedup/keep.py)."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import sample_photo
 from lookalike.dedup import keep
-from lookalike.dedup.keep import LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, file_traits, group_around_keepers, keep_order
+from lookalike.dedup.keep import (LOSSLESS, OTHER_LOSSY, Traits, assemble_groups, best_shot, file_traits, group_around_keepers,
+                                  keep_order, shot_quality)
+from lookalike.dedup.report import Shot
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +225,52 @@ def test_a_near_keepers_byte_copies_come_first_at_distance_zero():
     assert [(g.kind, g.keep) for g in groups] == [("near", "/keep.jpg")]
     assert [(d.path, d.distance, d.match, d.copy_of) for d in groups[0].duplicates] == [
         ("/keep_copy.jpg", 0.0, "exact", None), ("/near.jpg", 0.12, "near", None)]
+
+
+def _png(img):
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_shots_sharpness_falls_with_blur_and_not_with_brightness_contrast_size_or_re_encoding():
+    from PIL import ImageEnhance, ImageFilter
+
+    photo = sample_photo("chelsea")
+    sharp = shot_quality(_png(photo)).sharpness
+    assert shot_quality(_png(photo.filter(ImageFilter.GaussianBlur(2)))).sharpness < sharp / 5
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=30)
+    for same in (ImageEnhance.Brightness(photo).enhance(0.6), ImageEnhance.Contrast(photo).enhance(0.8),
+                 photo.resize((400, 266), Image.LANCZOS), buf.getvalue()):
+        assert shot_quality(same if isinstance(same, bytes) else _png(same)).sharpness == pytest.approx(sharp, rel=0.1)
+
+
+def test_a_shots_clipped_share_counts_blown_highlights_and_crushed_shadows():
+    from PIL import ImageEnhance
+
+    photo = sample_photo("chelsea")
+    assert shot_quality(_png(photo)).clipped < 0.01
+    assert shot_quality(_png(ImageEnhance.Brightness(photo).enhance(2.0))).clipped > 0.1
+    assert shot_quality(_png(photo.point(lambda v: max(0, 2 * v - 200)))).clipped > 0.05  # shadows crushed
+    assert shot_quality(b"not an image") == Shot(0.0, 1.0)
+
+
+def test_the_best_shot_is_the_best_exposed_then_the_sharpest_then_the_first_by_the_keep_rule():
+    q = {"a": Shot(1.0, 0.0), "b": Shot(3.0, 0.0), "c": Shot(2.8, 0.01), "d": Shot(9.0, 0.2)}
+    # d is sharpest but clipped; b and c are as sharp (within 10 %) and exposed alike: c comes first
+    best = best_shot(["d", "a", "c", "b"], q)
+    assert best.keep == "c" and best.shots == {k: q[k] for k in "dacb"} and best.other_shots
+    assert best.reason == ("as sharp as any well-exposed one and first by the keep rule of 4 shots (sharpness 2.80, "
+                           "clipped 1.0%; others: sharpness 9.00, 1.00, 3.00, clipped 20.0%, 0.0%, 0.0%)")
+    assert best_shot(["a", "b"], q).reason == ("the sharpest of 2 shots (sharpness 3.00, clipped 0.0%; others: "
+                                               "sharpness 1.00, clipped 0.0%)")
+    assert best_shot(["d", "a"], q).reason.startswith("the best exposed of 2 shots (sharpness 1.00, clipped 0.0%")
+    assert best_shot(["d", "a", "b"], q, other_shots=False).reason.startswith("the sharpest well-exposed of 3 copies")
+    assert best_shot(["b", "c"], q).reason.startswith("as sharp and well exposed as any and first by the keep rule of 2")
+    q["e"] = Shot(9.0, 0.021)  # just past the exposure slack of a's 0.0
+    assert best_shot(["e", "a"], q).keep == "a"
+    q["f"] = Shot(1.0 / 0.9 + 1e-9, 0.0)  # just sharper than the sharp share allows a to match
+    assert best_shot(["a", "f"], q).keep == "f" and best_shot(["a", "f"], q).reason.startswith("the sharpest")
+    q["g"] = Shot(1.0 / 0.9 - 1e-9, 0.0)
+    assert best_shot(["a", "g"], q).keep == "a"

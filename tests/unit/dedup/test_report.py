@@ -7,7 +7,7 @@ import pytest
 
 from lookalike.dedup import ondisk
 from lookalike.dedup.geometry import Evidence
-from lookalike.dedup.report import DedupReport, Duplicate, Group, write_paths
+from lookalike.dedup.report import BestShot, DedupReport, Duplicate, Group, Shot, write_paths
 from lookalike.dedup.rules import Rule
 from lookalike.images import content_hash
 
@@ -26,6 +26,19 @@ def test_a_group_in_json_keeps_its_duplicates_in_order():
     group = Group("near", "/p/a.jpg", [Duplicate("/p/c.jpg", 0.2), Duplicate("/p/b.jpg", 0.1, "exact")])
     assert group.to_dict() == {"kind": "near", "keep": "/p/a.jpg", "duplicates": [
         {"path": "/p/c.jpg", "distance": 0.2, "match": "near"}, {"path": "/p/b.jpg", "distance": 0.1, "match": "exact"}]}
+
+
+def test_a_group_of_shots_in_json_says_why_its_file_is_kept_and_what_each_was_compared_with():
+    best = BestShot("/p/a.jpg", "the sharpest of 3 shots", {"/p/a.jpg": Shot(2.123456, 0.012345),
+                                                             "/p/b.jpg": Shot(0.5, 0.0), "/p/c.jpg": Shot(0.4, 0.1)})
+    group = Group("shots", "/p/a.jpg", [Duplicate("/p/b.jpg", 0.1), Duplicate("/p/c.jpg", 0.2, compared_with="/p/b.jpg")],
+                  best)
+    assert group.to_dict() == {"kind": "shots", "keep": "/p/a.jpg", "duplicates": [
+        {"path": "/p/b.jpg", "distance": 0.1, "match": "near"},
+        {"path": "/p/c.jpg", "distance": 0.2, "match": "near", "compared_with": "/p/b.jpg"}],
+        "keep_reason": "the sharpest of 3 shots", "shots": [
+            {"path": "/p/a.jpg", "sharpness": 2.123, "clipped": 0.0123}, {"path": "/p/b.jpg", "sharpness": 0.5, "clipped": 0.0},
+            {"path": "/p/c.jpg", "sharpness": 0.4, "clipped": 0.1}]}
 
 
 def test_the_report_in_json(tmp_path):

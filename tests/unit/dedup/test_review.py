@@ -12,7 +12,7 @@ from PIL import Image
 
 from lookalike.dedup import review
 from lookalike.dedup.geometry import Evidence
-from lookalike.dedup.report import DedupReport, Duplicate, Group
+from lookalike.dedup.report import BestShot, DedupReport, Duplicate, Group, Shot
 from lookalike.dedup.rules import Rule
 
 HOSTILE = 'a <b>&amp; "quoted" \'x\' <script>.jpg'  # markup, an entity, both quotes
@@ -110,6 +110,21 @@ def test_each_card_says_why_and_the_headings_count_the_files(report):
     assert page.title == ("lookalike dedup review: 2 groups among 9 images (preset near: cosine distance <= 0.3 "
                           "(among either file's 32 nearest, or <= 0.025) or a rotated/flipped hash within 8 bits, "
                           "then >= 20 ORB inliers)")
+
+
+def test_a_group_of_shots_says_why_its_file_is_kept_and_each_shots_figures(report):
+    keep, first, other = report.groups[0].keep, *(d.path for d in report.groups[0].duplicates[:2])
+    best = BestShot(keep, "the sharpest of 2 shots", {keep: Shot(2.0, 0.0), first: Shot(0.25, 0.125)})
+    evidence = report.groups[0].duplicates[0].evidence
+    report.groups[0] = Group("shots", keep, [Duplicate(first, 0.1, evidence=evidence),
+                                             Duplicate(other, 0.2, "near", first, evidence, compared_with=first)], best)
+    page = Page(review.render(report))
+    why = [f["texts"]["why"] for f in page.figures]
+    assert why[0] == "kept as the sharpest of 2 shots"
+    assert why[1] == "distance 0.1000; 212 inliers, 98% alike: rotated 90°, flipped; sharpness 0.25, clipped 12.5%"
+    assert why[2] == (f"distance 0.2000; same bytes as {HOSTILE}; 212 inliers, 98% alike: rotated 90°, flipped "
+                      f"(against {HOSTILE}); sharpness 0.25, clipped 12.5%")
+    assert page.headings[0] == "group 1 · shots · 3 files"
 
 
 def test_a_one_stage_threshold_without_a_preset_is_named_in_the_title(report):

@@ -34,6 +34,40 @@ def test_a_rule_without_capture_limits_accepts_on_inliers_alone():
     assert fit_only.hash_radius == 8 and fit_only.nearest == 0  # hashes within 8 bits; every candidate
 
 
+SHOTS = Rule(0.3, 20, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25, shots=0.025)
+
+
+@pytest.mark.parametrize("found", [{}, {"displaced": 1.0}, {"shifted": 0.3}, {"agreement": 0.2, "shifted": 0.025},
+                                   {"agreement": 0.0, "shifted": 1.0, "displaced": 1.0}])
+def test_shots_accept_a_copy_or_another_shot_alike_or_showing_the_same_thing_displaced(found):
+    assert SHOTS.accepts(_evidence(**found))
+
+
+@pytest.mark.parametrize("found", [{"inliers": 19, "shifted": 0.3}, {"agreement": 0.899, "shifted": 0.024},
+                                   {"agreement": 0.7, "shifted": 0.0}])
+def test_shots_refuse_too_few_inliers_and_a_difference_that_is_not_the_same_thing_displaced(found):
+    # another object in the place of one, or a drawing of the picture: the aligned pictures differ,
+    # but not by the same thing a few pixels away
+    assert not SHOTS.accepts(_evidence(**found))
+
+
+def test_one_capture_is_the_capture_check_whether_or_not_other_shots_are_accepted():
+    assert SHOTS.one_capture(_evidence()) and STRICT.one_capture(_evidence())
+    for past in ({"agreement": 0.899}, {"shifted": 0.026}, {"displaced": 0.251}):
+        assert not SHOTS.one_capture(_evidence(**past)) and not STRICT.one_capture(_evidence(**past))
+    # a sub-pixel parallax and a thing moved a few pixels: other shots, which only the shots rule takes
+    for shot in ({"displaced": 0.251}, {"shifted": 0.026, "agreement": 0.5}):
+        assert SHOTS.accepts(_evidence(**shot)) and not STRICT.accepts(_evidence(**shot))
+
+
+def test_the_shots_rule_as_a_user_reads_it():
+    assert presets(MODEL)["shots"].describe() == (
+        "cosine distance <= 0.3 (among either file's 32 nearest, or <= 0.025) or a rotated/flipped hash "
+        "within 8 bits, then >= 20 ORB inliers, the aligned pictures alike on >= 90% or shifted on >= 2.5% "
+        "(other shots too; the best shot kept)")
+    assert presets(MODEL)["shots"].to_dict()["shots"] == 0.025
+
+
 def test_one_stage_and_two_stage_rules():
     assert not Rule(0.05).verified and Rule(0.05, 1).verified
 
@@ -62,12 +96,14 @@ def test_the_rule_in_json_leaves_out_what_its_stages_do_not_use():
 
 def test_the_presets_are_those_docs_dedup_md_calibrates():
     table = presets(MODEL)
-    assert list(table) == ["exact", "near", "similar"] == list(rules.PRESET_NAMES)
+    assert list(table) == ["exact", "near", "similar", "shots"] == list(rules.PRESET_NAMES)
     assert table["exact"] == Rule(0.025)
     assert table["near"] == Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025,
                                  max_displaced=0.25)
     assert table["similar"] == Rule(0.3, 12, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025,
                                     max_displaced=0.25)
+    assert table["shots"] == Rule(0.3, 20, nearest=32, close=0.025, min_agreement=0.9, max_shifted=0.025,
+                                  max_displaced=0.25, shots=0.025)
     assert presets(OTHER) == {} and presets({}) == {}
 
 
@@ -76,6 +112,7 @@ def test_threshold_presets_and_numbers():
     assert resolve_threshold(None, MODEL) == (table["near"], "near")
     assert resolve_threshold("similar", MODEL) == (table["similar"], "similar")
     assert resolve_threshold("exact", MODEL) == (table["exact"], "exact")
+    assert resolve_threshold("shots", MODEL) == (table["shots"], "shots")
     assert resolve_threshold("0.25", MODEL) == (Rule(0.25), None)
     assert resolve_threshold(0.3, OTHER) == (Rule(0.3), None)
 
@@ -88,7 +125,7 @@ def test_a_threshold_exactly_at_either_end_of_the_cosine_range_is_taken(edge):
 def test_each_refusal_says_what_to_give_instead():
     with pytest.raises(ValueError) as e:
         resolve_threshold("loose", MODEL)
-    assert str(e.value) == "unknown preset 'loose'; choose from: exact, near, similar or a cosine distance"
+    assert str(e.value) == "unknown preset 'loose'; choose from: exact, near, similar, shots or a cosine distance"
     for outside, shown in [(-0.1, "-0.1"), ("2.001", "2.001")]:
         with pytest.raises(ValueError) as e:
             resolve_threshold(outside, MODEL)

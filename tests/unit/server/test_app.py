@@ -108,6 +108,8 @@ def test_duplicates_of_an_upload(client, photo_dir, ids):
                                    "folder": photo_dir.name, "distance": 0.0, "evidence": None}
     assert duplicates(jpeg(sample_photo("clock"))).json()["results"] == []
     assert duplicates(chelsea, threshold="0.9").json()["threshold"] == 0.9
+    shots = duplicates(chelsea, threshold="shots").json()  # copies are found by shots as by near
+    assert shots["preset"] == "shots" and [r["name"] for r in shots["results"]] == names
     bad = duplicates(chelsea, threshold="loose")
     assert bad.status_code == 422 and "unknown preset" in bad.json()["detail"][0]["msg"]
     assert duplicates(b"not an image").status_code == 400
