@@ -166,6 +166,8 @@ def print_dedup(report, console: Console | None = None) -> None:
                   end_section=False)
         for i, d in enumerate(g.duplicates):
             why = ("same bytes" if d.match == "exact" else d.evidence.describe() if d.evidence else "")
+            if d.evidence is not None and report.rule.shots and not report.rule.one_capture(d.evidence):
+                why = f"another shot: {why}"
             if d.compared_with is not None:
                 why += f" (against {os.path.basename(d.compared_with)})"
             if d.copy_of is not None:

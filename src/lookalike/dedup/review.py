@@ -64,6 +64,8 @@ def render(report) -> str:
         cards = [_card(g.keep, "keep", kept, n, False)]
         for d in g.duplicates:
             why = "same bytes" if d.match == "exact" else (d.evidence.describe() if d.evidence else "")
+            if d.evidence is not None and report.rule.shots and not report.rule.one_capture(d.evidence):
+                why = f"another shot: {why}"
             if d.compared_with is not None:
                 why = f"{why} (against {os.path.basename(d.compared_with)})"
             if d.copy_of is not None:

@@ -118,10 +118,15 @@ def test_a_group_of_shots_says_why_its_file_is_kept_and_each_shots_figures(repor
     evidence = report.groups[0].duplicates[0].evidence
     report.groups[0] = Group("shots", keep, [Duplicate(first, 0.1, evidence=evidence),
                                              Duplicate(other, 0.2, "near", first, evidence, compared_with=first)], best)
+    report.rule = Rule(0.3, 20, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25, shots=0.025)
     page = Page(review.render(report))
     why = [f["texts"]["why"] for f in page.figures]
     assert why[0] == "kept as the sharpest of 2 shots"
     assert why[1] == "distance 0.1000; 212 inliers, 98% alike: rotated 90°, flipped; sharpness 0.25, clipped 12.5%"
+    moved = Evidence(60, 90, agreement=0.5, shifted=0.3)
+    report.groups[0].duplicates[0] = Duplicate(first, 0.1, evidence=moved)
+    assert Page(review.render(report)).figures[1]["texts"]["why"] == (
+        "distance 0.1000; another shot: 60 inliers, 50% alike: same framing; sharpness 0.25, clipped 12.5%")
     assert why[2] == (f"distance 0.2000; same bytes as {HOSTILE}; 212 inliers, 98% alike: rotated 90°, flipped "
                       f"(against {HOSTILE}); sharpness 0.25, clipped 12.5%")
     assert page.headings[0] == "group 1 · shots · 3 files"
