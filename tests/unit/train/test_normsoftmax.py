@@ -29,6 +29,12 @@ def test_normsoftmax_loss_matches_its_definition():
     assert torch.allclose(loss_fn(emb, codes), F.cross_entropy(logits, codes))
 
 
+def test_the_default_temperature_is_the_documented_recipes():
+    from lookalike.train.config import TrainConfig
+
+    assert NormSoftmax(4, 3).temperature == 0.05 == TrainConfig().temperature  # docs/training.md: 0.05
+
+
 def test_proxies_start_at_class_means():
     torch.manual_seed(0)
     emb = F.normalize(torch.randn(30, 16), dim=1)
