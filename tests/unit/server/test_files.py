@@ -138,3 +138,17 @@ def _served(read, image_id) -> int:
     except HTTPException as e:
         return e.status_code
     return 200
+
+
+def test_a_thumbnail_decodes_at_most_the_servers_pixel_limit_and_says_why_it_cannot(tmp_path):
+    catalog = Catalog()
+    _local(catalog, tmp_path, 1, "ten.png", _png((10, 10)))  # 100 pixels: exactly the limit
+    _local(catalog, tmp_path, 2, "more.png", _png((11, 10)))  # 110
+    _local(catalog, tmp_path, 3, "text.png", b"not an image at all")  # the file indexed, but no picture
+    files = IndexedFiles(catalog, max_pixels=100)
+    assert Image.open(io.BytesIO(files.thumbnail(1))).size == (10, 10)
+    for image_id in (2, 3):
+        with pytest.raises(HTTPException) as e:
+            files.thumbnail(image_id)
+        assert e.value.status_code == 404 and e.value.detail.startswith(f"image {image_id} cannot be read: ")
+    assert files.original(3) == (b"not an image at all", str(tmp_path / "text.png"))  # the original is served
