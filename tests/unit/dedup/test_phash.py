@@ -132,3 +132,41 @@ def test_three_copies_under_other_transforms_make_each_of_their_pairs_once():
     assert bits.tolist() == [0, 0, 0]
     for a, b, how in zip(i, j, t):  # transform `how` of image b is image a
         assert (table[b, how] == table[a, 0]).all()
+
+
+def test_hashes_stored_by_an_index_built_before_are_read_from_their_table(tmp_path):
+    # hashes.sqlite as indexes already on disk hold it: table dihedral, key column content, 64 bytes a file
+    import sqlite3
+
+    bits = bytes(range(64))
+    with sqlite3.connect(tmp_path / "hashes.sqlite") as conn:
+        conn.execute("CREATE TABLE dihedral (content TEXT PRIMARY KEY, bits BLOB NOT NULL)")
+        conn.execute("INSERT INTO dihedral VALUES ('c9', ?)", (bits,))
+    conn.close()
+    table, ok = phash.HashStore(tmp_path).get(["c9"], [None])
+    assert ok.tolist() == [True] and table[0].tobytes() == bits and table.shape == (1, 8, 8)
+
+
+def test_no_files_give_empty_hashes_of_the_same_types(tmp_path):
+    table, ok = phash.HashStore(tmp_path).get([], [])
+    assert (table.shape, table.dtype, ok.shape, ok.dtype) == ((0, 8, 8), np.uint8, (0,), np.bool_)
+
+
+def test_a_store_decodes_only_the_files_it_has_no_hashes_for(tmp_path, monkeypatch):
+    photo = tmp_path / "a.jpg"
+    sample_photo("rocket").save(photo)
+    decoded = []
+    real = phash._thumbnail_or_none
+    monkeypatch.setattr(phash, "_thumbnail_or_none", lambda path: decoded.append(path) or real(path))
+    store = phash.HashStore(None)  # no folder: in memory only
+    first, ok = store.get(["c1"], [str(photo)])
+    assert ok.tolist() == [True] and decoded == [str(photo)] and store.table is None and "c1" in store.memory
+    again, ok = store.get(["c1", "c2"], [str(photo), None])  # known; no path and unknown: nothing to decode
+    assert decoded == [str(photo)] and ok.tolist() == [True, False]
+    assert (again[0] == first[0]).all() and not again[1].any()
+
+
+def test_a_thumbnail_is_32_by_32_float32_gray_and_the_dct_keeps_8_of_32_frequencies():
+    thumb = phash.thumbnail(sample_photo("rocket"))
+    assert thumb.shape == (32, 32) and thumb.dtype == np.float32 and 0 <= thumb.min() < thumb.max() <= 255
+    assert phash._dct_rows().shape == (8, 32) and np.allclose(phash._dct_rows(), phash._DCT)

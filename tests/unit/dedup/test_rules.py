@@ -136,3 +136,11 @@ def test_each_refusal_says_what_to_give_instead():
                             "give --threshold as a cosine distance")
     with pytest.raises(ValueError, match="unknown preset"):
         resolve_threshold("loose", OTHER)  # an unknown name is named as such on any model
+
+
+def test_the_refusal_for_an_uncalibrated_model_lists_every_calibrated_one(monkeypatch):
+    monkeypatch.setitem(rules.PRESETS, ("resnet50", "avgpool"), rules.PRESETS[("efficientnet-lite0", "pool")])
+    with pytest.raises(ValueError) as e:
+        resolve_threshold("near", OTHER)
+    assert str(e.value) == ("presets are calibrated for efficientnet-lite0 (pool), resnet50 (avgpool), not my-model "
+                            "(output); give --threshold as a cosine distance")
