@@ -5,6 +5,8 @@ layout itself is map/'s (tests/unit/map); the command end to end is tests/e2e/te
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +37,7 @@ class StandIn:
 
 def a_map(how: str = "cached", placed: int = 0) -> Map:
     # ids 0, 4, 7 (id 0 is an image like any other); two clusters, the first of two images
-    return Map(ids=np.array([0, 4, 7], np.int64), xy=np.array([[0.1234567, 1.0], [0.5, 0.25], [0.0, 0.0]], np.float32),
+    return Map(ids=np.array([0, 4, 7], np.int64), xy=np.array([[0.1234567, 1.0], [0.5, 0.9876543], [0.0, 0.0]], np.float32),
                clusters=np.array([0, 1, 0], np.int32), centres=np.eye(2, 4, dtype=np.float32),
                central=np.array([[7, 0, -1], [4, -1, -1]], np.int64), generation=5, method="pca50+umap15",
                laid_out=3, placed=placed, how=how)
@@ -48,10 +50,11 @@ PATHS = {0: "/p/cats/a <b>.jpg", 4: "/p/dogs/d.jpg", 7: "/p/cats/c.jpg"}
 def run(monkeypatch):
     """Run ``lookalike map ARGS`` on the stand-in index of ``m`` and ``paths``; a stepped clock (1.2346 s)."""
     def run(args, m=None, paths=PATHS):
-        clock = iter([0.0, 1.2346])
+        clock = iter([100.0, 101.2346])
         monkeypatch.setattr(maps.time, "perf_counter", lambda: next(clock))
-        monkeypatch.setattr(maps.Index, "open", lambda path: StandIn(m or a_map(), paths))
-        return CliRunner().invoke(app, ["map", *map(str, args)])
+        monkeypatch.setattr(maps.Index, "open", lambda path: StandIn(m or a_map(), paths) if path == Path("ix") else
+                            pytest.fail(f"opened {path}, not the --index given"))
+        return CliRunner().invoke(app, ["map", "--index", "ix", *map(str, args)])
 
     return run
 
@@ -67,7 +70,7 @@ def test_json_gives_every_point_folder_and_cluster_with_central_paths(run):
         "clusters": [{"size": 2, "central": ["/p/cats/c.jpg", "/p/cats/a <b>.jpg"]},
                      {"size": 1, "central": ["/p/dogs/d.jpg"]}],
         "points": [{"id": 0, "path": "/p/cats/a <b>.jpg", "x": 0.123457, "y": 1.0, "folder": 0, "cluster": 0},
-                   {"id": 4, "path": "/p/dogs/d.jpg", "x": 0.5, "y": 0.25, "folder": 1, "cluster": 1},
+                   {"id": 4, "path": "/p/dogs/d.jpg", "x": 0.5, "y": 0.987654, "folder": 1, "cluster": 1},
                    {"id": 7, "path": "/p/cats/c.jpg", "x": 0.0, "y": 0.0, "folder": 0, "cluster": 0}]}
     assert result.stderr == ""  # --json alone: nothing but the JSON
 
@@ -95,7 +98,10 @@ def test_the_line_on_stderr_says_how_the_map_was_had_and_where_it_went(run, tmp_
 def test_a_page_is_written_for_html_in_any_case(run, tmp_path, name):
     result = run(["--out", tmp_path / name])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / name).read_text(encoding="utf-8").lower().startswith("<!doctype html>")
+    page = (tmp_path / name).read_text(encoding="utf-8")
+    assert page.lower().startswith("<!doctype html>")
+    data = json.loads(re.search(r'<script id="map-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    assert data["color"] == "folder" and data["ids"] == [0, 4, 7]  # two folders: coloured by folder
 
 
 @pytest.mark.parametrize("name", ["map.PNG", "map.png"])
@@ -104,12 +110,13 @@ def test_a_picture_is_drawn_coloured_as_asked_with_its_groups_named(run, tmp_pat
 
     drawn = []
     monkeypatch.setattr(picture, "write_png", lambda out, m, paths, labels, names, title: drawn.append(
-        (str(out), list(paths), np.asarray(labels).tolist(), names, title)))
+        (str(out), m.ids.tolist(), list(paths), np.asarray(labels).tolist(), names, title)))
     assert run(["--out", tmp_path / name]).exit_code == 0
     assert run(["--out", tmp_path / name, "--color", "cluster"]).exit_code == 0
     paths = [PATHS[0], PATHS[4], PATHS[7]]
-    assert drawn == [(str(tmp_path / name), paths, [0, 1, 0], ["/p/cats", "/p/dogs"], "3 images, coloured by folder"),
-                     (str(tmp_path / name), paths, [0, 1, 0], ["cluster 1", "cluster 2"],
+    assert drawn == [(str(tmp_path / name), [0, 4, 7], paths, [0, 1, 0], ["/p/cats", "/p/dogs"],
+                      "3 images, coloured by folder"),
+                     (str(tmp_path / name), [0, 4, 7], paths, [0, 1, 0], ["cluster 1", "cluster 2"],
                       "3 images, coloured by cluster")]
 
 
