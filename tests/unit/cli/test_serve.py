@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -127,3 +130,34 @@ def test_a_busy_port_or_an_address_not_this_machines_is_one_line_before_the_inde
     result = CliRunner().invoke(app, ["serve", "--index", str(tiny_index), "--host", "192.0.2.1", "--port", "0"])
     assert (result.exit_code, result.stderr) == (1, "error: cannot listen on 192.0.2.1:0: Cannot assign requested "
                                                     "address\n")  # TEST-NET-1: no hint about another program
+
+
+def test_a_name_that_does_not_resolve_is_one_line_with_the_resolvers_words(tiny_index):
+    result = CliRunner().invoke(app, ["serve", "--index", str(tiny_index), "--host", "no-such-host.invalid",
+                                      "--port", "0"])
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    said = result.stderr.rstrip("\n")
+    assert said.startswith("error: cannot listen on no-such-host.invalid:0: ") and "[Errno" not in said
+    assert said != "error: cannot listen on no-such-host.invalid:0: "  # why, in words
+
+
+def test_the_index_or_collection_asked_for_is_opened_with_its_threads(monkeypatch):
+    from lookalike.cli import serve as serve_module
+
+    opened = []
+
+    def open_index(index_path, uri, collection, **options):
+        opened.append((index_path, uri, collection, options))
+        raise SystemExit(0)  # no further: what was asked for is recorded
+
+    monkeypatch.setattr(serve_module, "open_index", open_index)
+    CliRunner().invoke(app, ["serve", "--uri", "http://milvus:19530", "--collection", "photos", "--threads", "3",
+                             "--port", "0"])
+    CliRunner().invoke(app, ["serve", "--index", "ix", "--port", "0"])
+    assert opened == [(None, "http://milvus:19530", "photos", {"threads": 3}), (Path("ix"), None, None, {"threads": None})]
+
+
+def test_the_documented_defaults_are_shown_in_help():
+    text = " ".join(CliRunner().invoke(app, ["serve", "--help"], terminal_width=200).stdout.split())
+    for option, default in (("--host", "127.0.0.1"), ("--port", "8000"), ("--max-upload-mb", "20.0")):
+        assert re.search(rf"{option} [^[]*\[default: {re.escape(default)}[;\]]", text), option
