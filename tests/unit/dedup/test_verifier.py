@@ -82,3 +82,94 @@ def test_the_evidence_names_a_re_encoding():
         assert check.evidence(0, 2, traits).edits == ["cropped (shows 80%)"]
         assert check.evidence(0, 3, traits).edits == ["cropped (shows 80%)", "re-encoded (PNG)"]
         assert check.results[0, 1].edits == ["cropped (shows 80%)"]  # the verification itself unchanged
+
+
+# Found by mutation testing: the extraction ahead of need, the pool and the limits, with ORB stood in
+# for (a path's features are its name; names with the same first letter match).
+
+import os  # noqa: E402
+import threading  # noqa: E402
+
+from lookalike.dedup import geometry, verifier  # noqa: E402
+from lookalike.images import ImageError  # noqa: E402
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    seen = {"started": [], "extracted": [], "compared": [], "threads": set()}
+    gate = {}  # name -> threading.Event: that extraction waits for it
+
+    def features(path):
+        seen["started"].append(path)
+        if path in gate:
+            gate[path].wait(10)
+        seen["extracted"].append(path)
+        if path.startswith("bad"):
+            raise ImageError("cannot read file: stood in")
+        return path
+
+    def compare(a, b, min_inliers=0, min_agreement=0.0):
+        seen["compared"].append((a, b, min_inliers, min_agreement))
+        seen["threads"].add(threading.get_ident())
+        return geometry.Evidence(50, 60, agreement=1.0) if a[0] == b[0] else geometry.Evidence(3, 60)
+
+    monkeypatch.setattr(geometry, "features", features)
+    monkeypatch.setattr(geometry, "compare", compare)
+    seen["gate"] = gate
+    return seen
+
+
+def test_planned_rows_are_extracted_ahead_once_each_and_never_a_row_done_with(stand_in):
+    paths = ["a0", "a1", "b2", "b3", "c4", "c5", "c6"]
+    with Verifier(paths, Rule(0.3, 20), workers=1) as check:
+        check.plan([1, 2, 1, 3])
+        accepted = check.accept(0, np.array([1, 2]))
+        assert accepted.tolist() == [True, False] and accepted.dtype == np.bool_
+        assert sorted(stand_in["extracted"]) == ["a0", "a1", "b2", "b3"] and check.extracted == 4  # 3 ahead of need
+        check.plan([0, 1, 4, 2])  # 0 (its keeper gone below) and 1 (accepted) are done with; 2 is cached
+        check.accept(3, np.array([2]))
+        assert sorted(stand_in["extracted"]) == ["a0", "a1", "b2", "b3", "c4"] and check.extracted == 5
+        assert check.accept(3, np.array([], int)).dtype == np.bool_  # nothing to check: an empty mask
+    assert {c[:2] for c in stand_in["compared"]} == {("a0", "a1"), ("a0", "b2"), ("b3", "b2")}
+
+
+def test_extraction_ahead_holds_at_most_eight_per_worker_and_the_rest_is_cancelled_on_exit(stand_in):
+    paths = [f"p{i}" for i in range(40)]
+    for p in paths:
+        stand_in["gate"][p] = threading.Event()
+    check = Verifier(paths, Rule(0.3, 20), workers=2)
+    check.plan(range(40))
+    check._top_up()  # none finishes while the gates are shut
+    assert check.extracted == 16 == 2 * verifier.AHEAD
+    for _ in range(500):  # until each of the two threads has taken one
+        if len(stand_in["started"]) == 2:
+            break
+        threading.Event().wait(0.01)
+    threading.Timer(0.3, lambda: [g.set() for g in stand_in["gate"].values()]).start()
+    check.__exit__(None, None, None)  # the two running finish; the 14 waiting are cancelled
+    assert sorted(stand_in["extracted"]) == ["p0", "p1"]
+
+
+def test_a_pair_with_one_unreadable_image_is_no_match_and_the_rule_s_limits_are_passed_on(stand_in):
+    with Verifier(["a0", "bad1", "a2"], Rule(0.3, 20, min_agreement=0.7), workers=2) as check:
+        assert check.accept(0, np.array([1, 2])).tolist() == [False, True]
+        assert check.results[0, 1] == geometry.NO_MATCH
+    with Verifier(["bad0", "a1"], Rule(0.3, 20), workers=1) as check:
+        assert check.accept(0, np.array([1])).tolist() == [False] and check.results[0, 1] == geometry.NO_MATCH
+    assert stand_in["compared"] == [("a0", "a2", 20, 0.7)]  # only the readable pair compared, with the rule's limits
+
+
+def test_comparisons_run_on_threads_made_single_threaded_and_the_default_is_one_worker_per_cpu(stand_in, monkeypatch):
+    made = set()
+    monkeypatch.setattr(verifier.hamming, "single_threaded", lambda: made.add(threading.get_ident()))
+    with Verifier(["a0", "a1", "a2"], Rule(0.3, 20), workers=2) as check:
+        check.accept(0, np.array([1, 2]))
+    assert stand_in["threads"] and stand_in["threads"] <= made  # FAISS's OpenMP off in each (hamming's test)
+    assert Verifier([], Rule(0.3, 20)).workers == (os.cpu_count() or 1) and Verifier([], Rule(0.3, 20), 3).workers == 3
+
+
+def test_a_keeper_whose_features_were_already_let_go_is_dropped_quietly(stand_in, monkeypatch):
+    monkeypatch.setattr(verifier, "FEATURE_CACHE", 1)
+    with Verifier(["a0", "b1", "c2", "c3"], Rule(0.3, 20), workers=1) as check:
+        check.accept(0, np.array([1]))  # 1's features push out 0's (a cache of one)
+        assert check.accept(2, np.array([3])).tolist() == [True]  # 0 dropped as a keeper: not cached, no error
