@@ -67,6 +67,7 @@ def test_the_json_names_each_image_by_its_base_name_and_is_made_once_per_generat
     assert data["folders"] == [{"name": "cats", "size": 1}, {"name": "dogs", "size": 1}, {"name": "cats (2)", "size": 1}]
     assert b", " not in body and b": " not in body  # compact: the page fetches it whole
     assert answer(view) == (1, body) and idx.layouts == 1
+    assert view.get() == (1, body)  # JSON unless asked otherwise
     idx.generation = 2  # the index changed: laid out again
     assert answer(view)[0] == 2 and idx.layouts == 2 and json.loads(answer(view)[1])["generation"] == 2
 
