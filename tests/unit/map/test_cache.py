@@ -182,6 +182,10 @@ def test_new_points_are_placed_among_the_kept_ones_and_gone_ones_dropped(tmp_pat
     unit = x[60:] / np.linalg.norm(x[60:], axis=1, keepdims=True)
     assert m.clusters[~old].tolist() == np.argmax(unit @ first.centres.T, axis=1).tolist()  # nearest centre
     assert m.centres.tolist() == first.centres.tolist()
+    assert m.xy.dtype == np.float32 and m.clusters.dtype == np.int32  # as a map laid out has them
+    kept_rows = np.flatnonzero(old)
+    want = cache.layout.place(x[keep][~old], x[keep][kept_rows], m.xy[kept_rows])  # placed among the kept points
+    assert np.isfinite(m.xy).all() and m.xy[~old].tolist() == want.tolist()
     for c in range(len(m.centres)):  # the central images among the points there are now
         rows = np.flatnonzero(m.clusters == c)
         assert m.central[c].tolist() == ids[keep][rows[_cosine_nearest(x[keep][rows], m.centres[c])[:8]]].tolist()
@@ -244,3 +248,9 @@ def test_save_says_whether_the_map_was_written(tmp_path):
     m = _saved(tmp_path)
     assert save(tmp_path / "again.npz", m) is True and load(tmp_path / "again.npz").ids.tolist() == [10, 20]
     assert save(tmp_path / "none" / "map.npz", m) is False
+
+
+def test_a_cluster_left_without_images_counts_0():
+    m = cache.Map(np.array([1, 2, 3], np.int64), np.zeros((3, 2), np.float32), np.array([0, 0, 1], np.int32),
+                  np.eye(3, 4, dtype=np.float32), np.full((3, 8), -1, np.int64), 1, "m", 3, 0)
+    assert m.cluster_sizes().tolist() == [2, 1, 0]
