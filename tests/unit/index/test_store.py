@@ -479,3 +479,96 @@ def test_the_count_is_read_once_per_generation_and_follows_other_writers(tmp_pat
         assert other.count() == 3
         s.remove(["/a", "/broken"])
         assert other.count() == 2 and len(scans) == 3
+
+
+def test_a_catalog_that_cannot_be_created_in_a_read_only_folder_says_so(tmp_path, monkeypatch):
+    # What a user who is not root meets in a folder without write permission (root may write anywhere,
+    # so the folder's permission and SQLite's refusal are stood in for).
+    from lookalike.index import sqlite as catalog
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    real_access = os.access
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    monkeypatch.setattr(catalog.sqlite3, "connect", refuse)
+    monkeypatch.setattr(catalog.os, "access", lambda p, mode: False if Path(p) == read_only else real_access(p, mode))
+    with pytest.raises(StoreError) as refused:
+        catalog.connect(read_only / "index.sqlite")
+    assert str(refused.value) == f"cannot create an index in {read_only}: the folder is read-only"
+    writable = tmp_path / "rw"  # a folder that can be written: SQLite's own reason, no guess
+    writable.mkdir()
+    with pytest.raises(StoreError) as refused:
+        catalog.connect(writable / "index.sqlite")
+    assert str(refused.value) == f"cannot open index {writable / 'index.sqlite'}: unable to open database file"
+
+
+def test_an_sqlite_error_in_a_batch_on_an_open_catalog_is_a_catalog_error(tmp_path):
+    from lookalike.index import sqlite as catalog
+
+    conn, readonly = catalog.connect(tmp_path / "index.sqlite")
+    try:
+        assert not readonly
+        with pytest.raises(CatalogError, match=r"^the index catalog \(index.sqlite\) cannot be read: no such table: gone;"):
+            conn.executemany("INSERT INTO gone VALUES (?)", [(1,), (2,)])
+        with pytest.raises(CatalogError, match="no such table: gone"):
+            conn.execute("SELECT * FROM gone")
+    finally:
+        conn.close()
+
+
+def test_a_catalog_where_not_even_a_lock_file_can_be_made_is_opened_immutable(tmp_path, monkeypatch):
+    # A read-only disk (say, a mounted snapshot): SQLite's read-only open cannot make the WAL lock file
+    # and fails on its first statement, so the catalog is opened immutable. Root can write anywhere:
+    # the permissions and that failure are stood in for, the immutable open itself is SQLite's own.
+    from lookalike.index import sqlite as catalog
+
+    path = tmp_path / "index.sqlite"
+    conn, _ = catalog.connect(path)
+    conn.execute("INSERT INTO meta VALUES ('model', 'tiny')")
+    conn.commit()
+    conn.close()
+    real_connect, real_access, opened = catalog.sqlite3.connect, os.access, []
+
+    class NoLockFile:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("unable to open database file")
+
+        def close(self):
+            pass
+
+    def connect(database, *args, **kwargs):
+        opened.append(database)
+        return NoLockFile() if "mode=ro" in str(database) else real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(catalog.sqlite3, "connect", connect)
+    monkeypatch.setattr(catalog.os, "access", lambda p, mode: False if Path(p) in (path, tmp_path) else real_access(p, mode))
+    conn, readonly = catalog.connect(path)
+    try:
+        assert readonly and opened == [f"{path.as_uri()}?mode=ro", f"{path.as_uri()}?immutable=1"]
+        answers = []
+        reader = threading.Thread(target=lambda: answers.append(conn.execute("SELECT value FROM meta").fetchall()))
+        reader.start()
+        reader.join()
+        assert answers == [[("tiny",)]]  # read, and from another thread (the server's)
+        with pytest.raises(CatalogError, match="no such table: gone"):
+            conn.execute("SELECT * FROM gone")
+    finally:
+        conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.sqlite"]  # nothing made beside it
+
+
+def test_a_catalog_opened_for_writing_or_read_only_waits_30_s_for_another_writer_s_lock(tmp_path, monkeypatch):
+    # SQLite's own default is 5 s: an indexing run's long transaction would fail a query at once
+    from lookalike.index import sqlite as catalog
+
+    path = tmp_path / "index.sqlite"
+    conn, readonly = catalog.connect(path)
+    assert not readonly and conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    conn.close()
+    real_access = os.access
+    monkeypatch.setattr(catalog.os, "access", lambda p, mode: False if Path(p) == path else real_access(p, mode))
+    conn, readonly = catalog.connect(path)
+    assert readonly and conn.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    conn.close()

@@ -84,3 +84,55 @@ def test_check_draws_at_most_every_vector_and_names_its_k():
     ids = np.arange(100, 130)
     report = check(FaissBackend.build(x, ids, kind="exact"), x, ids, n_queries=500, k=5)
     assert report["n_queries"] == 30 and report["k"] == 5 and report["recall@5"] == 1.0
+
+
+class _Recording:
+    """An index that answers exactly and records each query (a row of the vectors) it is given."""
+
+    def __init__(self, x, ids):
+        self.inner, self.x, self.queried = FaissBackend.build(x, ids, kind="exact"), x, []
+        self.metric = self.inner.metric
+
+    def nearest(self, q, k):
+        self.queried.append(int(np.flatnonzero((self.x == q[0]).all(axis=1))[0]))
+        return self.inner.nearest(q, k)
+
+
+def test_check_by_default_draws_100_distinct_rows_with_seed_0_for_recall_at_10():
+    x = np.random.default_rng(2).standard_normal((300, 8)).astype(np.float32)
+    ids = np.arange(300)
+    default, explicit, other = _Recording(x, ids), _Recording(x, ids), _Recording(x, ids)
+    report = check(default, x, ids)
+    check(explicit, x, ids, n_queries=100, k=10, seed=0)
+    check(other, x, ids, seed=1)
+    assert report["k"] == 10 and report["n_queries"] == 100 and report["recall@10"] == 1.0
+    assert default.queried == explicit.queried != other.queried and len(set(default.queried)) == 100
+    every = _Recording(x[:40], ids[:40])
+    check(every, x[:40], ids[:40], n_queries=40)  # as many queries as rows: each row once
+    assert sorted(every.queried) == list(range(40))
+
+
+def test_check_reports_latency_in_milliseconds_at_the_50th_and_95th_percentiles(monkeypatch):
+    import types
+
+    import lookalike.vectors.ann as ann
+
+    def clock():  # query i takes (i + 1) ms: 1, 2, ..., 100 ms
+        for i in range(100):
+            yield 1000.0 * i
+            yield 1000.0 * i + (i + 1) / 1000
+    ticks = clock()
+    monkeypatch.setattr(ann, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    x = np.random.default_rng(3).standard_normal((100, 8)).astype(np.float32)
+    report = check(_Recording(x, np.arange(100)), x, np.arange(100))
+    # percentiles of 1..100 by linear interpolation: the 50th between 50 and 51, the 95th at 94.05 of 99 steps
+    assert report["p50_ms"] == pytest.approx(50.5, abs=1e-6) and report["p95_ms"] == pytest.approx(95.05, abs=1e-6)
+
+
+def test_auto_is_exact_up_to_exactly_25000_vectors_of_1280_dimensions_by_default():
+    assert choose_kind("auto", 25_000) == "exact" and choose_kind("auto", 25_001) == "hnsw"
+
+
+def test_recall_counts_an_exact_neighbour_whose_id_is_0():
+    assert recall_at_k(np.array([[0, 5]]), np.array([[0, 7]]), 2) == 0.5  # 0 found of {0, 7}
+    assert recall_at_k(np.array([[5, 0]]), np.array([[0, -1]]), 2) == 1.0  # -1 is padding, 0 is not
