@@ -110,3 +110,4 @@ def test_the_page_is_read_and_written_as_utf_8_whatever_the_locale(tmp_path, asc
     assert "\u00b7" in template  # the template's own non-ASCII ("·" in the legend and title) is in the page as it is
     assert all(line in text for line in template.splitlines() if "/*" not in line)
     assert json.loads(parser.scripts[0][1])["names"] == ["/a/café · 1.jpg", "/b/y.jpg"]
+    assert "/a/café · 1.jpg" in text  # a name as it is in the page's source, not escaped to ASCII
