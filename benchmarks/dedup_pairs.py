@@ -7,9 +7,12 @@ Other shots: scikit-image's real stereo pair (whole, three parts of it, and view
 from the left camera to the right made from its disparity map), coins of one kind side by side,
 a face or a figure before a background moved against it by 4-30 px (parallax), a part of a scene
 moved, frames of one animation. "fit" is the inlier minimum alone (the rule before the check),
-"near" the whole second stage (:meth:`lookalike.dedup.Rule.accepts`).
+"near" the whole second stage (:meth:`lookalike.dedup.Rule.accepts`), "shots" that of the ``shots``
+preset (other shots of one scene accepted too). With ``--built N``, also N built pairs of each of
+:data:`dedup_data.HARD_KINDS` (parallax, a part moved, another object in the same place, a drawing;
+from flowers51 photos), which ``shots`` should accept for the first two kinds and refuse for the others.
 
-    python benchmarks/dedup_pairs.py [--out pairs.json]
+    python benchmarks/dedup_pairs.py [--built 30] [--out pairs.json]
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import tempfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,11 +29,12 @@ import skimage.data as sd
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from bench import FLOWERS51, emit
-from dedup_data import _skimage as photo, flowers_pairs
+from dedup_data import _skimage as photo, flowers_pairs, make_collection
 from lookalike.dedup import geometry
 from lookalike.dedup.rules import PRESETS
 
 NEAR = PRESETS["efficientnet-lite0", "pool"]["near"]
+SHOTS = PRESETS["efficientnet-lite0", "pool"]["shots"]
 D = os.path.dirname(sd.__file__)
 
 
@@ -151,7 +157,8 @@ def decide(a, b) -> dict:
     fa, fb = geometry.features(a), geometry.features(b)
     fit = geometry.compare(fa, fb, NEAR.min_inliers, 0.0)
     found = geometry.compare(fa, fb, NEAR.min_inliers, NEAR.min_agreement)
-    return {"fit": fit.inliers >= NEAR.min_inliers, "near": NEAR.accepts(found), "inliers": found.inliers,
+    return {"fit": fit.inliers >= NEAR.min_inliers, "near": NEAR.accepts(found), "shots": SHOTS.accepts(found),
+            "inliers": found.inliers,
             "agreement": round(found.agreement, 3), "shifted": round(found.shifted, 3),
             "displaced": round(found.displaced, 3)}
 
@@ -160,12 +167,14 @@ def score(rows: dict, copies: bool) -> dict:
     """How many pairs each rule accepts; the pairs the whole stage decides wrongly, by name."""
     return {"pairs": len(rows), "fit_accepts": sum(r["fit"] for r in rows.values()),
             "near_accepts": sum(r["near"] for r in rows.values()),
+            "shots_accepts": sum(r["shots"] for r in rows.values()),
             "near_wrong": {k: r for k, r in rows.items() if r["near"] != copies}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--built", type=int, default=0, help="also this many built pairs of each hard kind (flowers51)")
     args = ap.parse_args()
     copies = {f"{base}/{name}": decide(img, edit(img)) for base in BASES for img in [photo(base)]
               for name, edit in EDITS.items()}
@@ -176,6 +185,11 @@ def main() -> None:
         result["flowers51"] = {kind: score({f"{a} {b}": decide(str(FLOWERS51 / a), str(FLOWERS51 / b))
                                             for a, b in listed[kind]}, kind == "same_capture")
                                for kind in ("same_capture", "series")}
+        if args.built:
+            with tempfile.TemporaryDirectory() as tmp:
+                _, extras = make_collection(Path(tmp) / "built", None, 0, 0, 0, args.built)
+                result["built"] = {kind: score({f"{os.path.basename(a)} {os.path.basename(b)}": decide(a, b)
+                                                for a, b in pairs}, False) for kind, pairs in extras["hard"].items()}
     else:
         result["flowers51"] = f"absent ({FLOWERS51}): only the scikit-image pairs"
     c, o = result["skimage"]["edited copies"], result["skimage"]["other shots"]
