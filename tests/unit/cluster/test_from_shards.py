@@ -88,11 +88,12 @@ def test_shards_of_another_model_are_refused(photos, tmp_path):
         index_shards(idx, shards)
 
 
-def _shard(folder, rows: list[tuple]) -> str:
-    """Write a shard of ``rows`` (path, size, mtime_ns, hash, vector or an error string) into ``folder``;
-    its name."""
+def _shard(folder, rows: list[tuple], sizes: list[tuple[int, int]] | None = None) -> str:
+    """Write a shard of ``rows`` (path, size, mtime_ns, hash, vector or an error string) into ``folder``,
+    their pictures ``sizes`` (width, height; 4 x 4 when not given); its name."""
+    sizes = sizes or [(4, 4)] * len(rows)
     cols = {"path": [r[0] for r in rows], "size": [r[1] for r in rows], "mtime_ns": [r[2] for r in rows],
-            "hash": [r[3] for r in rows], "width": [4] * len(rows), "height": [4] * len(rows),
+            "hash": [r[3] for r in rows], "width": [w for w, _ in sizes], "height": [h for _, h in sizes],
             "error": [r[4] if isinstance(r[4], str) else None for r in rows]}
     vectors = np.array([r[4] for r in rows if not isinstance(r[4], str)], np.float32).reshape(-1, 3)
     return Shards(str(folder)).write(table(cols, vectors, MODEL))
@@ -154,4 +155,67 @@ def test_a_file_skipped_by_a_newer_run_is_recorded_as_skipped_and_a_fixed_one_in
     assert (report.indexed, report.added, report.skipped) == (1, ["/p/b.jpg"], [("/p/a.jpg", "broken: cut short")])
     assert store.paths(store.vectors()[0]) == ["/p/b.jpg"]
     assert into_store(store, str(shards)).skipped == [("/p/a.jpg", "broken: cut short")]  # still said, not written
+    store.close()
+
+
+def test_loading_shards_reports_its_plan_progress_counts_and_seconds_and_writes_nothing_twice(tmp_path, monkeypatch):
+    import types
+
+    from lookalike.cluster import from_shards
+
+    shards = tmp_path / "shards"
+    _shard(shards, [("/p/a.jpg", 10, 5, "ha", [1, 0, 0]), ("/p/b.jpg", 20, 5, "hb", [0, 1, 0]),
+                    ("/p/c.jpg", 30, 5, None, "broken: cut short")], sizes=[(640, 480), (30, 20), (0, 0)])
+    _shard(shards, [("/p/a.jpg", 11, 6, "ha2", [0, 0, 1])], sizes=[(800, 600)])  # a.jpg changed since
+    ticks = iter([100.0, 102.5, 200.0, 200.25])
+    monkeypatch.setattr(from_shards, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    store = Store.create(tmp_path / "ix", MODEL, "hand-made")
+    plan, progress = [], []
+    report = into_store(store, str(shards), plan.append, progress.append)
+    assert plan == [3] and progress == [2, 1]  # three files; b and c from the first shard, a from the second
+    assert (report.indexed, report.total, report.seconds) == (2, 2, 2.5)
+    assert sorted(report.added) == ["/p/a.jpg", "/p/b.jpg"] and report.skipped == [("/p/c.jpg", "broken: cut short")]
+    ids, _ = store.vectors()
+    columns = store.columns(ids)
+    assert {p: (w, h) for p, w, h in zip(columns["path"], columns["width"], columns["height"])} == {
+        "/p/a.jpg": (800, 600), "/p/b.jpg": (30, 20)}
+    assert store.records()["/p/c.jpg"].status == "error"  # the skipped file is recorded, with its reason
+    writes = []
+    real_put = store.put
+    monkeypatch.setattr(store, "put", lambda *args: writes.append(args) or real_put(*args))
+    again = into_store(store, str(shards))
+    assert writes == [] and (again.unchanged, again.skipped, again.seconds) == (2, [("/p/c.jpg", "broken: cut short")], 0.25)
+    _shard(shards, [("/p/b.jpg", 21, 7, "hb2", [1, 1, 0])])  # b.jpg changed: changed, not added
+    ticks = iter([0.0, 1.0])
+    changed = into_store(store, str(shards))
+    assert (changed.added, changed.changed, changed.indexed, changed.total) == ([], ["/p/b.jpg"], 1, 2)
+    store.close()
+
+
+def test_shards_that_are_not_there_or_of_another_model_are_refused_in_one_line(tmp_path):
+    store = Store.create(tmp_path / "ix", {"name": "other", "layer": "pool", "dim": 3}, "hand-made")
+    with pytest.raises(StoreError) as refused:
+        into_store(store, str(tmp_path / "none"))
+    assert str(refused.value) == f"no shards in {tmp_path / 'none'}"
+    _shard(tmp_path / "shards", [("/p/a.jpg", 10, 5, "ha", [1, 0, 0])])
+    with pytest.raises(StoreError) as refused:
+        into_store(store, str(tmp_path / "shards"))
+    assert str(refused.value) == (f"shards in {tmp_path / 'shards'} hold hand-made (layer out) vectors; index "
+                                  f"{store.root} was built with other; use another --index")
+    store.close()
+
+
+def test_an_index_is_brought_up_to_date_from_shards_then_its_approximate_structure(tmp_path):
+    import types
+
+    shards = tmp_path / "shards"
+    _shard(shards, [("/p/a.jpg", 10, 5, "ha", [1, 0, 0]), ("/p/b.jpg", 20, 5, "hb", [0, 1, 0])])
+    store = Store.create(tmp_path / "ix", MODEL, "hand-made")
+    plan, progress, calls = [], [], []
+    # an Index stands in (the hand-made model has no network to load): its store, and ann() recorded
+    idx = types.SimpleNamespace(collection=types.SimpleNamespace(store=store),
+                                ann=lambda: calls.append(("ann", store.count())))
+    report = index_shards(idx, str(shards), plan.append, progress.append)
+    assert (report.indexed, sorted(report.added), plan, progress) == (2, ["/p/a.jpg", "/p/b.jpg"], [2], [2])
+    assert calls == [("ann", 2)]  # after the files are in
     store.close()

@@ -143,3 +143,18 @@ def test_an_embedding_run_writes_shards_of_at_most_shard_rows_files(tmp_path, sh
     assert sorted(len(rows) for rows in found) == sorted(sizes)
     listed = sorted(str(p) for p in photos.iterdir())
     assert sorted(found) == [listed[i:i + shard_rows] for i in range(0, 6, shard_rows)]  # consecutive files
+
+
+def test_shards_of_another_model_are_refused_for_a_new_run_with_both_models_named(tmp_path):
+    held = {"name": "hand-made", "layer": "out", "dim": 3}
+    location = str(tmp_path / "shards") + "/"  # a trailing slash: the same folder
+    Shards(location).check_model(held)  # no shards yet: any model may write
+    cols = {"path": ["/p/a.jpg"], "size": [10], "mtime_ns": [5], "hash": ["ha"], "width": [4], "height": [4],
+            "error": [None]}
+    name = Shards(location).write(table(cols, np.eye(1, 3, dtype=np.float32), held))
+    assert os.listdir(tmp_path / "shards") == [name]
+    Shards(location).check_model(dict(held))  # the same model: more shards welcome
+    with pytest.raises(StoreError) as refused:
+        Shards(location).check_model({"name": "efficientnet-lite0", "layer": "pool", "dim": 1280})
+    assert str(refused.value) == (f"shards in {location} hold hand-made (layer out, 3-d) vectors, not "
+                                  "efficientnet-lite0 (layer pool, 1280-d); use another --out")
