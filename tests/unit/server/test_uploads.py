@@ -9,7 +9,7 @@ import io
 import json
 
 import pytest
-from fastapi import HTTPException, UploadFile
+from fastapi import FastAPI, HTTPException, Request, UploadFile
 
 from lookalike.images import ImageError, ImageTooLarge
 from lookalike.server.uploads import (DEFAULT_MAX_UPLOAD, MULTIPART_SLACK, BodyLimit, read_upload, refused)
@@ -201,3 +201,32 @@ def test_large_freed_allocations_go_back_to_the_system(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a C library without mallopt
     uploads.return_freed_images()
     assert calls == [(-3, 1024 * 1024)]
+
+
+def test_a_stalled_body_after_whole_headers_is_the_apps_to_answer_not_the_header_timers():
+    import socket
+    import time
+
+    from helpers import serving_in_thread
+    from lookalike.server.uploads import stalled_headers_answered_408
+
+    app = FastAPI()  # as the server's app: an HTTPException raised while the body arrives is answered in JSON
+
+    @app.post("/")
+    async def length(request: Request):
+        return {"length": len(await request.body())}
+
+    app.add_middleware(BodyLimit, limit=LIMIT, timeout=1.5)  # the body's timeout, after the header timer's 0.3 s
+    with serving_in_thread(app, http=stalled_headers_answered_408(0.3)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 10\r\n\r\n12345")  # 5 of 10 bytes
+            started = time.monotonic()
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                part = conn.recv(4096)
+                if not part:
+                    break
+                answer += part
+            waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b"content-type: application/json" in answer  # the app's answer
+    assert 1.2 < waited < 10  # at the body's timeout, not the headers'
