@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 
 import pytest
@@ -119,3 +120,70 @@ def test_a_collection_needs_a_uri(tmp_path, capsys):
     assert capsys.readouterr().err == "error: --collection goes with --uri\n"
     common.open_index(tmp_path / "ix", None, None, create=True).close()
     assert (tmp_path / "ix").is_dir()
+
+
+# found by mutation testing: check_images passing its options on, the URI branch, the progress bar's
+# parts, long lines kept whole, a rate over less than a second
+
+def test_check_images_follows_links_and_lists_left_out_paths_only_when_asked(tmp_path, capsys):
+    from lookalike.api import Index
+
+    Index.open(tmp_path / "index", create=True).close()
+    root = folder_with(tmp_path, outside_links=1)  # its one image is a link to outside the folder
+    common.check_images(root, tmp_path / "index")  # by default: not followed, not listed
+    assert capsys.readouterr().err == (f"warning: no images under {root}; left out: 1 symbolic link to outside the "
+                                       "folder (--follow-links includes it)\n")
+    common.check_images(root, tmp_path / "index", verbose=True)
+    assert capsys.readouterr().err.splitlines()[0] == (f"left out {root / 'link0.png'}: symbolic link to outside the "
+                                                       "folder (use --follow-links to include it)")
+    common.check_images(root, tmp_path / "new-index", follow_links=True)  # followed: an image, nothing said
+    assert capsys.readouterr().err == ""
+    common.check_folder(root)  # check_folder's defaults too: not followed, not listed
+    assert "left out " + str(root) not in capsys.readouterr().err
+    both = folder_with(tmp_path / "both", images=("a.png",), outside_links=1)
+    common.check_images(both, tmp_path / "index")  # images there: index lists what it skips itself
+    assert capsys.readouterr().err == ""
+
+
+def test_a_uri_opens_the_collection_named_with_the_options(monkeypatch, capsys):
+    import sys
+    import types
+
+    opened = []
+    module = types.ModuleType("lookalike.cluster.collection")
+    module.open_index = lambda uri, collection, **options: opened.append((uri, collection, options)) or "collection"
+    monkeypatch.setitem(sys.modules, "lookalike.cluster.collection", module)
+    assert common.open_index(None, "http://milvus:19530", "photos", threads=2) == "collection"
+    assert opened == [("http://milvus:19530", "photos", {"threads": 2})]
+    monkeypatch.setitem(sys.modules, "lookalike.cluster.collection", None)  # the cluster extra not installed
+    with pytest.raises(typer.Exit):
+        common.open_index(None, "http://milvus:19530", "photos")
+    assert capsys.readouterr().err == "error: --uri needs the cluster extra: pip install 'lookalike[cluster]'\n"
+
+
+def test_the_progress_bar_shows_what_count_rate_and_time_left(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, width=120, color_system=None))
+    for what, args in (("embedding", ()), ("hashing", ("hashing",))):
+        with common.progress_bar(False, *args) as bar:
+            task = bar.add_task("", total=10, rate="2.5 img/s")
+            bar.update(task, completed=3)
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n")
+        last = [line for line in shown.splitlines() if line.strip()][-1]
+        assert last.split()[0] == what and "3/10" in last and "2.5 img/s" in last
+        assert last.rstrip().endswith(("-:--:--", "0:00:00", "0:00:01", "0:00:02", "0:00:03"))  # the time left
+    assert common.progress_bar(True).disable is True
+
+
+def test_a_long_skipped_path_is_one_line(capsys):
+    path = "/photos/" + "a very long folder name/" * 10 + "x.jpg"
+    common.print_skipped([(path, "not an image")])
+    assert capsys.readouterr().err == f"skipped {path}: not an image\n"
+
+
+def test_a_rate_over_less_than_a_second():
+    assert common.timing(0.5, 10) == "0.5 s, 20.0 img/s"
