@@ -218,3 +218,25 @@ def test_a_montage_is_written_in_the_format_its_name_gives_and_an_unreadable_ima
         assert fig.axes[0].get_title() == "query"
     finally:
         plt.close(fig)
+
+
+def test_a_refused_name_is_said_whole_with_what_would_break_the_format():
+    with pytest.raises(ValueError) as e:
+        print_results([_result("/q.jpg", "/a\tb.jpg")], "tsv", out=io.StringIO())
+    assert str(e.value) == ("a file name holds a tab or line break ('/a\\tb.jpg'): tsv output would be ambiguous; "
+                            "use --json")
+    with pytest.raises(ValueError) as e:
+        print_results([_result("/q.jpg", "/a\nb.jpg")], "paths", out=io.StringIO())
+    assert str(e.value) == "a file name holds a line break ('/a\\nb.jpg'): paths output would be ambiguous; use --json"
+    out = io.StringIO()
+    print_results([_result("/q.jpg", "/a\tb.jpg")], "paths", out=out)  # a tab breaks no line of paths
+    assert out.getvalue() == "/a\tb.jpg\n"
+
+
+def test_results_print_as_one_table_per_query_by_default():
+    from lookalike.cli.present import table
+
+    results = [_result("/q1.jpg", "/a.jpg", "/b.jpg"), _result("/q2.jpg", "/c.jpg")]
+    got = console_text(lambda c: print_results(results, console=c))
+    assert got == console_text(lambda c: [c.print(table(r)) for r in results])
+    assert got.count("nearest to /q1.jpg (cosine)") == 1 and got.count("nearest to /q2.jpg (cosine)") == 1
