@@ -229,8 +229,11 @@ def test_a_refused_name_is_said_whole_with_what_would_break_the_format():
         print_results([_result("/q.jpg", "/a\nb.jpg")], "paths", out=io.StringIO())
     assert str(e.value) == "a file name holds a line break ('/a\\nb.jpg'): paths output would be ambiguous; use --json"
     out = io.StringIO()
-    print_results([_result("/q.jpg", "/a\tb.jpg")], "paths", out=out)  # a tab breaks no line of paths
-    assert out.getvalue() == "/a\tb.jpg\n"
+    print_results([_result("/q.jpg", "/a\tXb.jpg")], "paths", out=out)  # a tab breaks no line of paths
+    assert out.getvalue() == "/a\tXb.jpg\n"
+    out = io.StringIO()
+    print_results([_result("/q.jpg", "/X.jpg")], "tsv", out=out)  # nor does any other character
+    assert out.getvalue() == "rank\tdistance\tpath\n1\t0.000000\t/X.jpg\n"
 
 
 def test_results_print_as_one_table_per_query_by_default():
