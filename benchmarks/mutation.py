@@ -139,7 +139,9 @@ MODULES = {
     "src/lookalike/vectors/__init__.py": VECTOR_TESTS,
     "src/lookalike/vectors/ann.py": [U + "vectors/test_ann.py", U + "vectors/test_faiss_backend.py"],
     "src/lookalike/vectors/backend.py": VECTOR_TESTS,
-    "src/lookalike/vectors/faiss_backend.py": [U + "vectors/test_faiss_backend.py", U + "vectors/test_ann.py"],
+    # FaissBackend.within (the approximate range search) is exercised by the searcher's and backends' tests
+    "src/lookalike/vectors/faiss_backend.py": [U + "vectors/test_faiss_backend.py", U + "vectors/test_ann.py",
+                                               U + "vectors/test_searcher.py", U + "vectors/test_backends.py"],
     "src/lookalike/vectors/hamming.py": [U + "vectors/test_hamming.py"],
     "src/lookalike/vectors/metric.py": VECTOR_TESTS,
     "src/lookalike/vectors/searcher.py": VECTOR_TESTS,

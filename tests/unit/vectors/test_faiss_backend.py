@@ -205,3 +205,40 @@ def test_exact_scan_over_chunks():
     assert (i[:, 3:] == -1).all() and np.isinf(d[:, 3:]).all() and (np.diff(d[:, :3]) <= 0).all()
 
 
+
+
+def _line():
+    """Ten points on a line (l2: distances are differences): ids 0..9 at 0, 1, 2, 2.3, 4, 5, ..., 9."""
+    pos = np.array([0, 1, 2, 2.3, 4, 5, 6, 7, 8, 9], np.float32)
+    x = np.stack([pos, np.zeros(10, np.float32)], axis=1)
+    return x, FaissBackend.build(x, np.arange(10), "l2", "exact")
+
+
+def _found(result):
+    offsets, ids, dists, unfinished = result
+    return [sorted(ids[a:b].tolist()) for a, b in zip(offsets[:-1], offsets[1:])], unfinished.tolist()
+
+
+def test_range_by_nearest_searches_widens_until_past_the_reach_and_keeps_id_0():
+    x, index = _line()
+    # reach = radius + slack = 1.8. From 0: 0, 1 (2 is past it after the first 3 answers).
+    # From 2.3 (id 3): 3 answers (0, 0.3, 1.3) all within: widened; then 2, 1, 4 (1.7) within, 0 (2.3) not.
+    assert _found(index.within(x[[0, 3]], 1.3, first=2, slack=0.5)) == ([[0, 1], [1, 2, 3, 4]], [False, False])
+    # a candidate exactly at the reach (5.0 from 0: 4.5 + 0.5) is one
+    assert _found(index.within(x[:1], 4.5, first=2, slack=0.5)) == ([[0, 1, 2, 3, 4, 5]], [False])
+
+
+def test_a_range_query_asks_for_at_most_widest_neighbours_besides_itself():
+    x, index = _line()
+    # radius 9 from 0 needs every point: 3 answers (first 2 and itself), then 12 = widest + 1 allowed
+    assert _found(index.within(x[:1], 9.0, first=2, widest=11, slack=0.5)) == ([list(range(10))], [False])
+    assert _found(index.within(x[:1], 9.0, first=2, widest=10, slack=0.5)) == ([[]], [True])  # left unfinished
+
+
+def test_a_range_query_for_its_k_nearest_stops_past_them_and_what_is_close():
+    x, index = _line()
+    # nearest 2 from 0: ids 1 (1.0) and 2 (2.0); the reach is the 2nd's distance plus a small slack
+    # (min(slack, 0.005) for exact storage), so id 3 at 2.3 is left out, unless close reaches it
+    assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=2)) == ([[0, 1, 2]], [False])
+    assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=2, close=3.0)) == ([[0, 1, 2, 3]], [False])  # 3.5
+    assert _found(index.within(x[:1], 1.5, slack=0.5, nearest=2, close=3.0)) == ([[0, 1, 2]], [False])  # radius 2.0
