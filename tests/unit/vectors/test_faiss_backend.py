@@ -242,3 +242,5 @@ def test_a_range_query_for_its_k_nearest_stops_past_them_and_what_is_close():
     assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=2)) == ([[0, 1, 2]], [False])
     assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=2, close=3.0)) == ([[0, 1, 2, 3]], [False])  # 3.5
     assert _found(index.within(x[:1], 1.5, slack=0.5, nearest=2, close=3.0)) == ([[0, 1, 2]], [False])  # radius 2.0
+    assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=2, close=2.0)) == ([[0, 1, 2, 3]], [False])  # close + slack: 2.5
+    assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=1)) == ([[0, 1]], [False])  # 1.005: its one nearest
