@@ -100,6 +100,9 @@ def train(
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Backbone learning rate (the head uses 10x).")] = _TRAIN.lr,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Softmax temperature of the "
                                                "NormSoftmax loss (lower: sharper classes).")] = _TRAIN.temperature,
+    margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.99, help="Cosine margin subtracted from each "
+                                          "image's similarity to its own class in the loss "
+                                          "(0: plain NormSoftmax).")] = _TRAIN.margin,
     dim: Annotated[int, typer.Option("--dim", min=1, help="Embedding dimension.")] = _TRAIN.dim,
     unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
                                           "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
@@ -135,8 +138,8 @@ def train(
     left_out = [item for folder in (data, val_data) if folder is not None
                 for item in _check_data(folder, follow_links, verbose)]
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
-    config = TrainConfig(model=model, dim=dim, temperature=temperature, epochs=epochs, lr=lr, unfreeze=unfreeze,
-                         batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
+    config = TrainConfig(model=model, dim=dim, temperature=temperature, margin=margin, epochs=epochs, lr=lr,
+                         unfreeze=unfreeze, batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
                          val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,

@@ -18,12 +18,15 @@ class TrainConfig:
     convolution gets ``lr``, the last block ``lr * lr_decay``, ...). ``ema`` > 0 exports an
     exponential moving average of the weights over the steps (that decay per step); ``blend`` < 1
     exports that share of the trained weights and the rest of the starting ones (WiSE-FT).
+    ``margin`` > 0 is subtracted from each image's cosine to its own class's proxy in the loss
+    (an additive cosine margin).
     """
 
     model: str = "efficientnet-lite0"
     layer: str = "pool"
     dim: int = 1280
     temperature: float = 0.05
+    margin: float = 0.0
     epochs: int = 4
     lr: float = 3e-5
     head_lr_scale: float = 10.0
@@ -55,6 +58,8 @@ class TrainConfig:
             raise ValueError("temperature and lr must be positive")
         if self.unfreeze < 0:
             raise ValueError("unfreeze must be 0 or more")
+        if not 0 <= self.margin < 1:
+            raise ValueError("margin must be in [0, 1)")
         if not 0 < self.crop_scale <= 1:
             raise ValueError("crop-scale must be in (0, 1]")
         if not 0 < self.lr_decay <= 1:

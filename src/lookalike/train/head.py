@@ -29,11 +29,17 @@ class Embedding(nn.Module):
 
 
 class NormSoftmax(nn.Module):
-    """Cross-entropy over cosine similarities to one learned proxy per class, divided by ``temperature``."""
+    """Cross-entropy over cosine similarities to one learned proxy per class, divided by ``temperature``.
 
-    def __init__(self, dim: int, n_classes: int, temperature: float = 0.05) -> None:
+    ``margin`` > 0 subtracts that much from each image's cosine to its own class's proxy before the
+    softmax (an additive cosine margin, CosFace: Wang et al., CVPR 2018), so the loss keeps pulling
+    until an image is closer to its proxy than to any other by the margin.
+    """
+
+    def __init__(self, dim: int, n_classes: int, temperature: float = 0.05, margin: float = 0.0) -> None:
         super().__init__()
         self.temperature = temperature
+        self.margin = margin
         self.proxies = nn.Parameter(torch.randn(n_classes, dim) / dim ** 0.5)
 
     @torch.no_grad()
@@ -47,7 +53,10 @@ class NormSoftmax(nn.Module):
         return embeddings @ F.normalize(self.proxies, dim=1).T / self.temperature
 
     def forward(self, embeddings: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits(embeddings), codes)
+        logits = self.logits(embeddings)
+        if self.margin:
+            logits = logits - F.one_hot(codes, logits.shape[1]) * (self.margin / self.temperature)
+        return F.cross_entropy(logits, codes)
 
 
 class EmbeddingNet(nn.Module):

@@ -308,7 +308,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = EmbeddingNet(build(prep.spec), config.dim).eval()
-    loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature)
+    loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature, config.margin)
     average = Average(net, config.ema, also_ema)
     head = [*net.embedding.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW([*({"params": group, "lr": config.lr * config.lr_decay ** depth}

@@ -22,7 +22,7 @@ from pathlib import Path
 from lookalike import atomic
 from lookalike.images import folder
 
-TUNABLE = ("lr", "temperature", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
+TUNABLE = ("lr", "temperature", "margin", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
            "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema", "blend")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
 DRAWS = 2000  # bootstrap resamples of the validation classes

@@ -11,9 +11,9 @@ from lookalike.train.config import TrainConfig
 
 # the recipe as docs/training.md states it ("The recipe", "Validation holds out whole classes by
 # default (--val-split classes, 20 % of them)", --blend default 1, --ema default 0, --lr-decay default 1)
-DOCUMENTED = {"model": "efficientnet-lite0", "layer": "pool", "dim": 1280, "temperature": 0.05, "epochs": 4,
-              "lr": 3e-5, "head_lr_scale": 10.0, "lr_decay": 1.0, "unfreeze": 11, "batch_size": 32, "per_class": 4,
-              "train_size": 160, "crop_scale": 0.3, "augment": "pixels", "ema": 0.0, "blend": 1.0,
+DOCUMENTED = {"model": "efficientnet-lite0", "layer": "pool", "dim": 1280, "temperature": 0.05, "margin": 0.0,
+              "epochs": 4, "lr": 3e-5, "head_lr_scale": 10.0, "lr_decay": 1.0, "unfreeze": 11, "batch_size": 32,
+              "per_class": 4, "train_size": 160, "crop_scale": 0.3, "augment": "pixels", "ema": 0.0, "blend": 1.0,
               "val_split": "classes", "val_fraction": 0.2, "seed": 0}
 
 
@@ -39,6 +39,8 @@ def test_settings_read_back_from_a_dictionary_ignore_names_they_do_not_know():
     ({"temperature": 0.0}, "temperature and lr must be positive"),
     ({"lr": 0.0}, "temperature and lr must be positive"),
     ({"unfreeze": -1}, "unfreeze must be 0 or more"),
+    ({"margin": -0.01}, "margin must be in [0, 1)"),
+    ({"margin": 1.0}, "margin must be in [0, 1)"),
     ({"crop_scale": 0.0}, "crop-scale must be in (0, 1]"),
     ({"crop_scale": 1.01}, "crop-scale must be in (0, 1]"),
     ({"lr_decay": 0.0}, "lr-decay must be in (0, 1]"),
@@ -57,6 +59,7 @@ def test_each_setting_that_cannot_work_is_refused_in_one_line(change, message):
 
 @pytest.mark.parametrize("change", [
     {"dim": 1, "epochs": 1, "batch_size": 1, "per_class": 1, "train_size": 1}, {"unfreeze": 0},
+    {"margin": 0.0}, {"margin": 0.99},
     {"crop_scale": 1.0}, {"crop_scale": 1e-6}, {"lr_decay": 1.0}, {"lr_decay": 1e-6}, {"ema": 0.0}, {"ema": 0.999},
     {"blend": 0.0}, {"blend": 1.0}, {"augment": "features"}, {"temperature": 1e-9, "lr": 1e-12},
 ])

@@ -35,6 +35,22 @@ def test_the_default_temperature_is_the_documented_recipes():
     assert NormSoftmax(4, 3).temperature == 0.05 == TrainConfig().temperature  # docs/training.md: 0.05
 
 
+def test_a_margin_is_taken_off_the_true_class_cosine_only():
+    torch.manual_seed(0)
+    plain, margin = NormSoftmax(4, 3, temperature=0.1), NormSoftmax(4, 3, temperature=0.1, margin=0.2)
+    margin.load_state_dict(plain.state_dict())
+    emb = F.normalize(torch.randn(6, 4), dim=1)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2])
+    cos = emb @ F.normalize(plain.proxies, dim=1).T
+    # by hand, CosFace: -log(exp((cos_y - m) / T) / (exp((cos_y - m) / T) + sum over other classes of exp(cos_j / T)))
+    true = cos[torch.arange(6), codes]
+    others = torch.logsumexp(cos.masked_fill(F.one_hot(codes, 3).bool(), float("-inf")) / 0.1, dim=1)
+    by_hand = -((true - 0.2) / 0.1 - torch.logaddexp((true - 0.2) / 0.1, others)).mean()
+    assert torch.allclose(margin(emb, codes), by_hand, atol=1e-5)
+    assert margin(emb, codes) > plain(emb, codes)
+    assert torch.equal(margin.logits(emb), plain.logits(emb))  # the margin is a training penalty, not a score
+
+
 def test_proxies_start_at_class_means():
     torch.manual_seed(0)
     emb = F.normalize(torch.randn(30, 16), dim=1)
