@@ -141,3 +141,13 @@ def test_thumbnails_of_the_largest_clusters_at_most_72_pixels_past_an_unreadable
     _, thumbs = figure(m, paths, clusters, [f"c{i}" for i in range(10)])
     assert [tuple(t.xy) for t in thumbs] == [tuple(xy[central[c, 0]]) for c in (8, 7, 6, 5, 4, 3, 2)]
     assert all(t.offsetbox.get_data().shape[:2] == (36, 72) for t in thumbs)  # 200 x 100 fitted into 72 x 72
+
+
+def test_the_axes_hold_the_unit_square_and_the_thumbnails_reach_with_y_downwards(tmp_path):
+    m, paths = small_map(10, 2, tmp_path)
+    ax, thumbs = figure(m, paths, m.clusters, [f"c{i}" for i in range(10)])
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert y0 > y1  # y grows downwards, as on the pages
+    for x, y in [tuple(t.xybox) for t in thumbs] + [(0, 0), (1, 1)]:  # each thumbnail 0.16 beyond its dot
+        assert x0 < x < x1 and y1 < y < y0
+    assert (x0, x1, y0, y1) == pytest.approx((-0.2, 1.2, 1.2, -0.2))  # 0.16 of reach, and a margin
