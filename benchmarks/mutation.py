@@ -132,7 +132,7 @@ MODULES = {
     "src/lookalike/server/schemas.py": SERVER_TESTS + [U + "server/test_schema.py"],
     **{f"src/lookalike/train/{m}.py": TRAIN_TESTS for m in ("__init__", "loop", "omp", "run", "save")},
     "src/lookalike/train/config.py": [U + "train/test_config.py"],
-    "src/lookalike/train/head.py": [U + "train/test_normsoftmax.py"],
+    "src/lookalike/train/head.py": [U + "train/test_normsoftmax.py", U + "train/test_head.py"],
     "src/lookalike/train/average.py": [U + "train/test_average.py"],
     "src/lookalike/train/data.py": [U + "train/test_train_data.py"],
     "src/lookalike/train/tune.py": [U + "train/test_tune.py"],
