@@ -101,3 +101,16 @@ def test_trainable_unfreezes_only_the_tail(net):
     everything = net.trainable(0)
     assert len(everything) == net.n_blocks + 2 and all(p.requires_grad for g in everything for p in g)
     assert everything[-1][0] is net.features.net._conv_stem.weight  # the stem is deepest, so slowest
+
+
+def test_a_margin_works_on_a_batch_without_the_last_classes():
+    torch.manual_seed(0)
+    loss_fn = NormSoftmax(4, 5, temperature=0.1, margin=0.2)
+    emb = F.normalize(torch.randn(4, 4), dim=1)
+    codes = torch.tensor([0, 1, 1, 0])  # classes 2-4 have no image in this batch
+    cos = emb @ F.normalize(loss_fn.proxies, dim=1).T
+    # by hand: the margin comes off the true class's cosine, the other four classes (present or not) compete
+    logits = cos / 0.1
+    logits[torch.arange(4), codes] -= 0.2 / 0.1
+    by_hand = (torch.logsumexp(logits, dim=1) - logits[torch.arange(4), codes]).mean()
+    assert torch.allclose(loss_fn(emb, codes), by_hand, atol=1e-5)
