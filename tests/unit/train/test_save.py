@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from lookalike.models.embedder import Embedder
@@ -33,10 +34,12 @@ def _result(history=HISTORY, final=None):
     return Result(net=net, config=CONFIG, spec=spec, history=list(history), final=final)
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dir") / "flowers-tuned"
-    out.mkdir()
+@pytest.fixture
+def written(tmp_path):
+    """One directory written per test (not per module: mutmut runs, for a mutant, only the tests
+    during whose call or function-scoped setup the mutated function ran)."""
+    out = tmp_path / "runs" / "flowers-tuned"
+    out.mkdir(parents=True)
     (out / "checkpoint.pt").write_bytes(b"training state")
     (out / "notes.txt").write_text("mine")
     result = _result()
@@ -56,7 +59,9 @@ def test_the_directory_holds_the_model_the_metadata_and_the_curves_and_no_checkp
 
 def test_the_metadata_reads_back_as_worked_out_by_hand(written):
     _, out, _, before, after = written
-    meta = json.loads((out / "lookalike.json").read_text())
+    text = (out / "lookalike.json").read_text()
+    assert text.splitlines()[1] == '  "name": "flowers-tuned",'  # indented for people to read
+    meta = json.loads(text)
     created = meta.pop("created")
     stamp = time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
     assert int(before) - 1 <= stamp <= after + 1 and created[19] in "+-" and len(created) == 24
@@ -97,6 +102,9 @@ def test_a_given_name_and_the_final_validation_win(tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "lookalike.json").read_text())
     assert meta["name"] == "tuned" and meta["validation"] == final
 
+    save.write_model_dir(_result(), tmp_path / "runs" / "new")  # made, with its parent
+    assert (tmp_path / "runs" / "new" / "model.onnx").is_file()
+
     (tmp_path / "again").mkdir()
     monkeypatch.chdir(tmp_path / "again")
     save.write_model_dir(_result(), ".")  # "." names the directory it is
@@ -122,6 +130,8 @@ def test_the_curves_are_the_loss_and_the_validation_per_epoch(tmp_path, figure):
     (loss,) = loss_ax.lines
     assert list(loss.get_xdata()) == [1, 2] and list(loss.get_ydata()) == [2.5, 1.75]  # epoch 0 was not trained
     recall, mean_ap = val_ax.lines
+    assert len({to_hex(line.get_color()) for line in (loss, recall, mean_ap)}) == 3  # told apart by colour
+    assert all(line.get_marker() not in (None, "None", "") for line in (loss, recall, mean_ap))  # one mark an epoch
     assert list(recall.get_xdata()) == [0, 1, 2] and list(recall.get_ydata()) == [0.25, 0.5, 0.625]
     assert list(mean_ap.get_xdata()) == [0, 1, 2] and list(mean_ap.get_ydata()) == [0.125, 0.375, 0.5]
     assert val_ax.get_ylim() == (0, 1)
@@ -130,6 +140,15 @@ def test_the_curves_are_the_loss_and_the_validation_per_epoch(tmp_path, figure):
     assert loss_ax.get_ylabel() == "loss" and val_ax.get_ylabel() == "validation"
     assert loss_ax.get_title() == "efficientnet-lite0 + NormSoftmax (6-d)"
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_picture_is_640_by_360_whatever_the_default_resolution(tmp_path, monkeypatch):
+    import matplotlib
+
+    monkeypatch.setitem(matplotlib.rcParams, "figure.dpi", 50)
+    save.plot_history(_result(), tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size == (640, 360)
 
 
 def test_without_validation_the_curves_are_the_loss_alone(tmp_path, figure):
