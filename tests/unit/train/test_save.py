@@ -123,20 +123,27 @@ def figure(monkeypatch):
         close(fig)
 
 
-def test_the_curves_are_the_loss_and_the_validation_per_epoch(tmp_path, figure):
-    save.plot_history(_result(), tmp_path / "c.png")
+def test_the_curves_are_the_loss_and_the_validation_per_epoch(tmp_path, figure, monkeypatch):
+    import matplotlib
+    from cycler import cycler
+
+    monkeypatch.setitem(matplotlib.rcParams, "axes.prop_cycle", cycler(color=["black"]))  # a user's style
+    history = [HISTORY[0], replace(HISTORY[1], val=None), HISTORY[2]]  # epoch 1 not validated
+    save.plot_history(_result(history), tmp_path / "c.png")
     (fig,) = figure
     loss_ax, val_ax = fig.axes
     (loss,) = loss_ax.lines
     assert list(loss.get_xdata()) == [1, 2] and list(loss.get_ydata()) == [2.5, 1.75]  # epoch 0 was not trained
     recall, mean_ap = val_ax.lines
+    assert list(recall.get_xdata()) == [0, 2] and list(recall.get_ydata()) == [0.25, 0.625]
+    assert list(mean_ap.get_xdata()) == [0, 2] and list(mean_ap.get_ydata()) == [0.125, 0.5]
     assert len({to_hex(line.get_color()) for line in (loss, recall, mean_ap)}) == 3  # told apart by colour
     assert all(line.get_marker() not in (None, "None", "") for line in (loss, recall, mean_ap))  # one mark an epoch
-    assert list(recall.get_xdata()) == [0, 1, 2] and list(recall.get_ydata()) == [0.25, 0.5, 0.625]
-    assert list(mean_ap.get_xdata()) == [0, 1, 2] and list(mean_ap.get_ydata()) == [0.125, 0.375, 0.5]
     assert val_ax.get_ylim() == (0, 1)
+    assert all(t == int(t) for t in loss_ax.get_xticks())  # epochs are whole
     assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [
         "training loss", "validation recall@1", "validation map"]
+    assert loss_ax.get_xlabel() == "epoch (0: before training)"
     assert loss_ax.get_ylabel() == "loss" and val_ax.get_ylabel() == "validation"
     assert loss_ax.get_title() == "efficientnet-lite0 + NormSoftmax (6-d)"
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
