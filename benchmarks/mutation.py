@@ -130,7 +130,8 @@ MODULES = {
     "src/lookalike/server/uploads.py": [U + "server/test_uploads.py"],
     "src/lookalike/server/files.py": [U + "server/test_files.py"],
     "src/lookalike/server/schemas.py": SERVER_TESTS + [U + "server/test_schema.py"],
-    **{f"src/lookalike/train/{m}.py": TRAIN_TESTS for m in ("__init__", "loop", "omp", "run")},
+    **{f"src/lookalike/train/{m}.py": TRAIN_TESTS for m in ("__init__", "loop", "run")},
+    "src/lookalike/train/omp.py": [U + "train/test_omp.py"],  # no mutants (module-level code); a fast reload test
     "src/lookalike/train/save.py": [U + "train/test_save.py"],  # a stand-in network: no training, a tiny export
     "src/lookalike/train/config.py": [U + "train/test_config.py"],
     "src/lookalike/train/head.py": [U + "train/test_normsoftmax.py", U + "train/test_head.py"],
