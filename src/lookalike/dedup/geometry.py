@@ -109,14 +109,23 @@ class Evidence:
 NO_MATCH = Evidence(0, 0)
 
 
-def features(image) -> Features:
-    """:class:`Features` of an image (path, bytes, PIL image or array); ImageError when unreadable."""
+def gray_picture(image) -> tuple[np.ndarray, tuple[int, int]]:
+    """An image's gray picture with :data:`SIDE` pixels on its long side (uint8, H x W) and the file's
+    own (width, height); ImageError when unreadable."""
     import cv2
 
     img, full = decode_sized(image, size=SIDE, gray=True)
     resize = SIDE / max(img.size)
-    w, h = max(1, round(img.width * resize)), max(1, round(img.height * resize))
-    gray = cv2.resize(np.asarray(img), (w, h), interpolation=cv2.INTER_AREA if resize < 1 else cv2.INTER_LINEAR)
+    size = max(1, round(img.width * resize)), max(1, round(img.height * resize))
+    return cv2.resize(np.asarray(img), size, interpolation=cv2.INTER_AREA if resize < 1 else cv2.INTER_LINEAR), full
+
+
+def features(image) -> Features:
+    """:class:`Features` of an image (path, bytes, PIL image or array); ImageError when unreadable."""
+    import cv2
+
+    gray, full = gray_picture(image)
+    h, w = gray.shape
     scale = SIDE / max(full)  # a JPEG is decoded smaller than its file: scale from the file's pixels
     orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=SCALE_FACTOR, nlevels=LEVELS, fastThreshold=FAST_THRESHOLD,
                          edgeThreshold=15, patchSize=15)

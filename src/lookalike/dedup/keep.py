@@ -82,9 +82,6 @@ def keep_order(pixels: np.ndarray, paths: list[str], mtime_ns: np.ndarray,
                        -np.asarray(pixels, np.int64)))
 
 
-#: Long side, in pixels, of the gray picture a shot's sharpness and exposure are measured on (the
-#: features' size: every shot is judged at one scale, so a larger file is not sharper for its size).
-SHOT_SIDE = geometry.SIDE
 #: Gray levels at or beyond these ends count as clipped (blown highlights, crushed shadows).
 CLIP_LOW, CLIP_HIGH = 2, 253
 #: Shots whose clipped share is within this of the least clipped's are well exposed.
@@ -96,22 +93,20 @@ SHARP_SHARE = 0.9
 
 
 def shot_quality(image) -> Shot:
-    """A shot's :class:`Shot` figures (path, bytes or array): on its gray picture brought to
-    :data:`SHOT_SIDE` pixels on its long side, ``sharpness`` is the variance of the Laplacian divided
+    """A shot's :class:`Shot` figures (path, bytes or array): on its gray picture at the features' size
+    (:func:`lookalike.dedup.geometry.gray_picture`: every shot is judged at one scale, so a larger
+    file is not sharper for its size), ``sharpness`` is the variance of the Laplacian divided
     by the variance of the gray levels (so brightness and contrast play no part: a blurred or shaken
     shot has less) and ``clipped`` the share of pixels at the ends of the gray range (:data:`CLIP_LOW`,
     :data:`CLIP_HIGH`). An unreadable file measures 0 sharpness and 1 clipped: never the best shot."""
     import cv2
 
-    from lookalike.images import ImageError, decode_sized
+    from lookalike.images import ImageError
 
     try:
-        img, _ = decode_sized(image, size=SHOT_SIDE, gray=True)
+        gray, _ = geometry.gray_picture(image)
     except ImageError:
         return Shot(0.0, 1.0)
-    f = SHOT_SIDE / max(img.size)
-    size = (max(1, round(img.width * f)), max(1, round(img.height * f)))
-    gray = cv2.resize(np.asarray(img), size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
     laplacian = cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F, ksize=3)
     sharpness = float(laplacian.var()) / max(float(gray.var()), 1.0)
     clipped = float(np.mean((gray <= CLIP_LOW) | (gray >= CLIP_HIGH)))
