@@ -165,14 +165,7 @@ def print_dedup(report, console: Console | None = None) -> None:
         t.add_row(str(n), g.kind, "keep", PathCell(g.keep), Text(g.best.reason if g.best is not None else ""),
                   end_section=False)
         for i, d in enumerate(g.duplicates):
-            why = ("same bytes" if d.match == "exact" else d.evidence.describe() if d.evidence else "")
-            if d.evidence is not None and report.rule.shots and not report.rule.one_capture(d.evidence):
-                why = f"another shot: {why}"
-            if d.compared_with is not None:
-                why += f" (against {os.path.basename(d.compared_with)})"
-            if d.copy_of is not None:
-                why = f"same bytes as {os.path.basename(d.copy_of)}" + (f"; {why}" if why else "")
-            t.add_row("", "", f"{d.distance:.4f}", PathCell(d.path), Text(why),
+            t.add_row("", "", f"{d.distance:.4f}", PathCell(d.path), Text(report.why(d)),
                       end_section=i == len(g.duplicates) - 1)
     console.print(t)
     kinds = {k: [g for g in report.groups if g.kind == k] for k in ("exact", "near", "shots")

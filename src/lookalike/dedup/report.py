@@ -127,6 +127,19 @@ class DedupReport:
                                "refusing to write a list of files to remove")
         return listed
 
+    def why(self, d: Duplicate) -> str:
+        """One line on why ``d`` is listed: the same bytes, or its evidence (marked "another shot"
+        when a rule that groups other shots accepted a pair that fails the capture check), the file it
+        was verified against when not the kept one, and the file whose bytes it has."""
+        why = "same bytes" if d.match == "exact" else d.evidence.describe() if d.evidence else ""
+        if d.evidence is not None and self.rule.shots and not self.rule.one_capture(d.evidence):
+            why = f"another shot: {why}"
+        if d.compared_with is not None:
+            why += f" (against {os.path.basename(d.compared_with)})"
+        if d.copy_of is not None:
+            why = f"same bytes as {os.path.basename(d.copy_of)}" + (f"; {why}" if why else "")
+        return why
+
     def to_dict(self) -> dict:
         return {"metric": METRIC, "threshold": self.threshold, "preset": self.preset, "n_images": self.n_images,
                 "search": self.search, "rule": self.rule.to_dict(), "stages": self.stages,

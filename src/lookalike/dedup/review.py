@@ -63,13 +63,7 @@ def render(report) -> str:
                 "kept by the rule: most pixels, best encoding, EXIF date, shorter name")
         cards = [_card(g.keep, "keep", kept, n, False)]
         for d in g.duplicates:
-            why = "same bytes" if d.match == "exact" else (d.evidence.describe() if d.evidence else "")
-            if d.evidence is not None and report.rule.shots and not report.rule.one_capture(d.evidence):
-                why = f"another shot: {why}"
-            if d.compared_with is not None:
-                why = f"{why} (against {os.path.basename(d.compared_with)})"
-            if d.copy_of is not None:
-                why = f"same bytes as {os.path.basename(d.copy_of)}; {why}"
+            why = report.why(d)
             shot = g.best.shots.get(d.copy_of or d.path) if g.best is not None else None
             if shot is not None:
                 why = f"{why}; sharpness {shot.sharpness:.2f}, clipped {shot.clipped:.1%}"
