@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup_data import TRANSFORMS, make_collection, scenes
+from dedup_data import TRANSFORMS, joined, make_collection, scenes
 from bench import emit
 from lookalike import dedup
 from lookalike.dedup import geometry
@@ -110,18 +110,9 @@ def evaluate(report: dedup.DedupReport, truth: dict, scene: dict, series: list, 
     together = lambda a, b: keeper[a] == keeper[b]  # noqa: E731
     # Other shots of one scene as one: series pairs and built parallax and moved-part pairs (what the
     # shots preset groups on purpose); what is left false is other instances, other objects, drawings.
-    shot_scene = dict(scene)
-
-    def root(g: int) -> int:
-        while shot_scene[g] != g:
-            g = shot_scene[g]
-        return g
-
-    for a, b in [*series, *((truth[p][0], truth[q][0]) for k in SHOT_KINDS for p, q in hard.get(k, []))]:
-        ra, rb = root(scene[a]), root(scene[b])
-        if ra != rb:
-            shot_scene[max(ra, rb)] = min(ra, rb)
-    tp_shots = pairs(Counter((keeper[p], root(scene[g])) for p, (g, _) in truth.items()))
+    shots = [(truth[p][0], truth[q][0]) for k in SHOT_KINDS for p, q in hard.get(k, [])]
+    shot_scene = joined(scene, [*series, *shots])
+    tp_shots = pairs(Counter((keeper[p], shot_scene[g]) for p, (g, _) in truth.items()))
     return {"precision": round(tp / pp, 4) if pp else 1.0, "recall": round(tp / tt, 4) if tt else 1.0,
             "precision_other_shots_aside": round(tp_shots / pp, 5) if pp else 1.0,
             "false_pairs_other_shots_aside": pp - tp_shots,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -309,16 +310,21 @@ def scenes(truth: dict, source: dict) -> tuple[dict[int, int], list[tuple[int, i
     share a scene; ``series`` are the group pairs of the series list (hard negatives)."""
     pairs = flowers_pairs()
     group_of = {s: g for g, s in source.items()}
-    parent = {g: g for g, _ in truth.values()}
-
-    def find(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    for a, b in pairs["same_capture"]:
-        if a in group_of and b in group_of:
-            parent[find(group_of[a])] = find(group_of[b])
+    same = [(group_of[a], group_of[b]) for a, b in pairs["same_capture"] if a in group_of and b in group_of]
     series = [(group_of[a], group_of[b]) for a, b in pairs["series"] if a in group_of and b in group_of]
-    return {g: find(g) for g in parent}, series
+    return joined({g: g for g, _ in truth.values()}, same), series
+
+
+def joined(labels: dict, pairs: Iterable[tuple]) -> dict:
+    """``labels`` ({item: label}) with the labels of the two items of each pair made one: a new dict."""
+    parent = {v: v for v in labels.values()}
+
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for a, b in pairs:
+        parent[find(labels[a])] = find(labels[b])
+    return {k: find(v) for k, v in labels.items()}
