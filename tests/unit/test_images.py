@@ -28,8 +28,10 @@ def test_rgba_alpha_is_composited_on_white():
 def test_palette_with_transparency_and_grey_and_cmyk():
     p = Image.new("P", (4, 4), 1)
     p.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    p.putpixel((3, 3), 0)  # the transparent entry (black in the palette): white once composited
     p.info["transparency"] = 0
-    assert decode(_bytes(p, "PNG", transparency=0)).getpixel((0, 0)) == (10, 200, 30)
+    out = decode(_bytes(p, "PNG", transparency=0))
+    assert out.getpixel((0, 0)) == (10, 200, 30) and out.getpixel((3, 3)) == (255, 255, 255)
     assert decode(_bytes(Image.new("L", (4, 4), 77), "PNG")).getpixel((1, 1)) == (77, 77, 77)
     cmyk = decode(_bytes(Image.new("CMYK", (4, 4), (0, 0, 0, 0)), "JPEG"))
     assert cmyk.mode == "RGB" and min(cmyk.getpixel((1, 1))) > 240
