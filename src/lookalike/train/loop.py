@@ -242,10 +242,10 @@ class _Batches:
         if acts is None:
             seeds = rng.integers(0, 2**63, size=len(positions))
             paths = self.prep.train.paths
-            imgs = self.pool.map(lambda a: self.pre(_data.augment(decode(paths[a[0]], self.config.train_size),
-                                                                  self.config.train_size,
-                                                                  np.random.default_rng(a[1]),
-                                                                  (self.config.crop_scale, 1.0))),
+            pre = replace(self.pre, size=self.config.train_size)  # not resized again to the input size
+            imgs = self.pool.map(lambda a: pre(_data.augment(decode(paths[a[0]], self.config.train_size),
+                                                             self.config.train_size, np.random.default_rng(a[1]),
+                                                             (self.config.crop_scale, 1.0))),
                                  zip(positions, seeds))
             return torch.from_numpy(np.stack(list(imgs)))
         order = np.argsort(positions)  # memory-mapped rows read in file order

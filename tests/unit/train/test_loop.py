@@ -1,0 +1,578 @@
+"""The training loop on a stand-in network (tiny_lite.py) at a 32-pixel input: fast, no pretrained
+weights. What it caches, trains, checkpoints, validates and exports, against values worked out by hand
+or computed again from the network's parts. Each test makes its own data and runs (mutmut runs, for a
+mutant, only the tests during whose call or function-scoped setup it ran)."""
+
+import math
+import types
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lookalike.evaluation import retrieval
+from lookalike.models.preprocess import Preprocessing
+from lookalike.models.registry import ModelError
+from lookalike.train import loop
+from lookalike.train.config import TrainConfig
+from lookalike.train.head import EmbeddingNet
+
+from helpers import tiny_model
+from tiny_lite import tiny_features
+
+PRE = Preprocessing(32, mean=(0.25, 0.5, 0.75), std=(0.5, 0.25, 0.125))
+CONFIG = TrainConfig(dim=6, epochs=2, unfreeze=2, batch_size=4, per_class=2, train_size=16, lr=1e-3,
+                     val_split="classes", val_fraction=0.4, seed=3)
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The registry's EfficientNet-Lite specs at a 32-pixel input, built as the stand-in network."""
+    real = loop.resolve
+    monkeypatch.setattr(loop, "resolve", lambda name: replace(real(name), preprocessing=PRE))
+    monkeypatch.setattr(loop, "build", lambda spec: tiny_features(spec.layer))
+
+
+def make_data(root, classes=5, per_class=4, size=40, seed=0):
+    """Class folders of noisy pictures, each class around a colour of its own."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        base = rng.integers(0, 256, 3)
+        for i in range(per_class):
+            px = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def pixels(path, size=32):
+    """The model input of one picture, made here with Pillow (PNG: no JPEG draft)."""
+    return replace(PRE, size=size)(Image.open(path).convert("RGB"))
+
+
+def features():
+    """The stand-in network's trunk as prepare and fit build it (the same seed)."""
+    return EmbeddingNet(tiny_features(), CONFIG.dim).eval()
+
+
+# ---- base_spec, _device, saved_config
+
+
+def test_training_starts_only_from_an_efficientnet_lite_with_the_layer_asked_for(tmp_path):
+    with pytest.raises(ModelError, match=r"^training starts from an EfficientNet-Lite model "
+                                         r"\(efficientnet-lite0/1/2\), not tiny-0$"):
+        loop.base_spec(TrainConfig(model=str(tiny_model(tmp_path / "tiny"))))
+    spec = loop.base_spec(TrainConfig(model="efficientnet-lite1", layer="blocks"))
+    assert spec.name == "efficientnet-lite1" and spec.layer == "blocks"
+
+
+def test_devices():
+    assert loop._device("cpu") == torch.device("cpu")
+    assert loop._device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match=r"^unknown device 'gpu'; use cpu, cuda or auto$"):
+        loop._device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match=r"^--device cuda needs a CUDA build of torch and a GPU; "
+                                             r"neither was found$"):
+            loop._device("cuda")
+
+
+def test_saved_config_reads_the_checkpoints_settings(tmp_path):
+    assert loop.saved_config(tmp_path) is None
+    config = replace(CONFIG, margin=0.25, augment="features")
+    loop._save(tmp_path / "sub" / loop.CHECKPOINT, {"config": asdict(config)})  # its folder made
+    assert loop.saved_config(tmp_path / "sub") == config
+
+
+# ---- prepare and the activation cache
+
+
+def test_prepare_splits_the_data_and_caches_the_frozen_blocks_output(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    seen = []
+    config = replace(CONFIG, augment="features")
+    prep = loop.prepare(data, config, tmp_path / "cache", progress=lambda *a: seen.append(a))
+    assert prep.start == 1  # 3 blocks, the last 2 trained
+    assert prep.spec.preprocessing == PRE and prep.spec.name == "efficientnet-lite0"
+    assert len(prep.train) == 12 and len(prep.val) == 8  # 2 of the 5 classes held out whole
+    assert not set(prep.train.paths) & set(prep.val.paths)
+    assert sorted(set(prep.val.labels)) == sorted(set(p.split("/")[-2] for p in prep.val.paths))
+    assert prep.cache_dir.parent == tmp_path / "cache" and len(prep.cache_dir.name) == 16
+    net = features()
+    with torch.no_grad():
+        images = torch.from_numpy(np.stack([pixels(p) for p in prep.train.paths]))
+        want = net.prefix(images, 1).numpy()
+        mirrored = net.prefix(images.flip(-1), 1).numpy()
+        want_val = net.prefix(torch.from_numpy(np.stack([pixels(p) for p in prep.val.paths])), 1).numpy()
+    assert prep.train_acts.shape == (12, 2, 4, 16, 16) and prep.train_acts.dtype == np.float16
+    assert np.allclose(prep.train_acts[:, 0], want, atol=2e-2, rtol=1e-2)
+    assert np.allclose(prep.train_acts[:, 1], mirrored, atol=2e-2, rtol=1e-2)  # the mirror image's
+    assert prep.val_acts.shape == (8, 4, 16, 16)
+    assert np.allclose(prep.val_acts, want_val, atol=2e-2, rtol=1e-2)
+    assert seen == [("cache", 12, 12, {"name": "train"}), ("cache", 8, 8, {"name": "val"})]
+    assert sorted(p.name for p in prep.cache_dir.iterdir()) == ["train.done", "train.npy", "val.done", "val.npy"]
+    prep.close()
+    assert prep.train_acts is None and prep.val_acts is None and not prep.cache_dir.exists()
+
+
+def test_the_cache_is_written_in_batches_and_read_again_not_remade(stand_in, tmp_path):
+    data = make_data(tmp_path / "data", classes=2, per_class=5)
+    paths = sorted(str(p) for p in data.rglob("*.png"))
+    net = features()
+    seen = []
+    out = tmp_path / "x.npy"
+    acts = loop._cached(out, net, replace(loop.resolve("efficientnet-lite0")), 2, paths, False,
+                        lambda *a: seen.append(a), 2, batch=4)
+    assert [a[1:3] for a in seen] == [(4, 10), (8, 10), (10, 10)]
+    with torch.no_grad():
+        want = net.prefix(torch.from_numpy(np.stack([pixels(p) for p in paths])), 2).numpy()
+    assert acts.shape == (10, 5, 16, 16) and np.allclose(acts, want, atol=2e-2, rtol=1e-2)
+    assert isinstance(acts, np.memmap) and (tmp_path / "x.done").exists()
+    again = loop._cached(out, None, None, 2, [], False, lambda *a: seen.append(a), 2)  # read, not remade
+    assert len(seen) == 3 and np.array_equal(again, acts)
+
+
+def test_a_cache_that_cannot_be_made_leaves_no_file(stand_in, tmp_path):
+    data = make_data(tmp_path / "data", classes=2, per_class=2)
+    paths = sorted(str(p) for p in data.rglob("*.png"))
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    with pytest.raises(Exception, match="not an image"):
+        loop._cached(tmp_path / "t.npy", features(), loop.resolve("efficientnet-lite0"), 1,
+                     paths + [str(tmp_path / "bad.png")], True, loop._quiet, 1, batch=2)
+    assert not (tmp_path / "t.npy").exists() and not (tmp_path / "t.done").exists()
+
+
+def test_the_cache_key_follows_the_files_the_model_and_the_split(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    key = lambda c, **k: loop.prepare(data, c, tmp_path / "cache", **k).cache_dir.name  # noqa: E731
+    first = key(CONFIG)
+    assert key(CONFIG) == first
+    assert key(replace(CONFIG, unfreeze=1)) != first  # another frozen part
+    assert key(replace(CONFIG, seed=4)) != first  # another split
+    assert key(replace(CONFIG, layer="blocks")) != first
+    assert key(CONFIG, val_dir=data) != first
+    (data / "c0" / "0.png").write_bytes((data / "c1" / "0.png").read_bytes() + b"\0")  # another size
+    assert key(CONFIG) != first
+
+
+def test_the_cache_key_of_a_run_without_validation(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    none = loop.prepare(data, replace(CONFIG, val_split="none"), tmp_path / "cache")
+    assert none.val is None and none.val_acts is None and len(none.train) == 20
+    assert none.train_acts is None  # augment="pixels": only the validation would be cached
+    images = loop.prepare(data, replace(CONFIG, val_split="images", val_fraction=0.25), tmp_path / "cache")
+    assert len(images.val) == 5 and images.val_acts.shape == (5, 4, 16, 16)
+    assert len({none.cache_dir, images.cache_dir}) == 2
+
+
+def test_validating_on_another_folder_trains_on_all_of_the_data(stand_in, tmp_path):
+    data, other = make_data(tmp_path / "data"), make_data(tmp_path / "other", classes=2, per_class=3, seed=1)
+    prep = loop.prepare(data, CONFIG, tmp_path / "cache", val_dir=other)
+    assert len(prep.train) == 20 and len(prep.val) == 6 and prep.val.root == str(other)
+    assert prep.val_acts.shape == (6, 4, 16, 16)
+
+
+def test_a_whole_network_trained_needs_no_cache(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    for unfreeze in (3, 4):
+        prep = loop.prepare(data, replace(CONFIG, unfreeze=unfreeze, augment="features"), tmp_path / "cache")
+        assert prep.start == 0 and prep.cache_dir is None and prep.train_acts is None and prep.val_acts is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_links_out_of_the_data_are_followed_only_when_asked(stand_in, tmp_path):
+    data, outside = make_data(tmp_path / "data"), make_data(tmp_path / "outside", classes=1, per_class=3, seed=2)
+    (data / "linked").symlink_to(outside / "c0")
+    assert len(loop.prepare(data, CONFIG, tmp_path / "cache").train.classes) == 3
+    assert len(loop.prepare(data, CONFIG, tmp_path / "cache", follow_links=True).train.classes
+               + loop.prepare(data, CONFIG, tmp_path / "cache", follow_links=True).val.classes) == 6
+
+
+def test_settings_that_cannot_work_are_refused_before_anything_is_read(stand_in, tmp_path):
+    with pytest.raises(ValueError, match="dim must be at least 1"):
+        loop.prepare(tmp_path / "missing", replace(CONFIG, dim=0), tmp_path / "cache")
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        loop.fit(None, replace(CONFIG, epochs=0))
+
+
+# ---- feature crops and batches
+
+
+def test_feature_crops_of_a_known_box_are_that_part_of_the_map(monkeypatch):
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    boxes = iter([(0.0, 0.0, 0.5, 0.5), (0.5, 0.25, 1.0, 0.75)])
+    monkeypatch.setattr(loop._data, "crop_box", lambda rng, w, h, scale: next(boxes))
+    crops = loop.feature_crops(x, 4, np.random.default_rng(0), 0.5)
+    assert torch.allclose(crops[0], x[0, :, :4, :4], atol=1e-4)  # the top left quarter, pixel for pixel
+    assert torch.allclose(crops[1], x[1, :, 2:6, 4:], atol=1e-4)
+
+
+def test_feature_crops_ask_for_boxes_of_the_maps_width_height_and_scale(monkeypatch):
+    asked = []
+    monkeypatch.setattr(loop._data, "crop_box", lambda rng, w, h, scale: asked.append((w, h, scale)) or (0, 0, 1, 1))
+    loop.feature_crops(torch.zeros(2, 1, 6, 10), 3, np.random.default_rng(0), 0.7)
+    assert asked == [(10, 6, (0.7, 1.0))] * 2
+
+
+def _prep(tmp_path, **changes):
+    return loop.prepare(make_data(tmp_path / "data"), replace(CONFIG, **changes), tmp_path / "cache")
+
+
+def test_feature_batches_take_a_random_view_of_each_chosen_image(stand_in, tmp_path):
+    config = replace(CONFIG, augment="features", crop_scale=1.0, train_size=32)  # whole maps, at their size
+    prep = _prep(tmp_path, augment="features", crop_scale=1.0, train_size=32)
+    with loop.ThreadPoolExecutor(1) as pool:
+        batches = loop._Batches(prep, config, pool)
+        assert batches.size == 16
+        positions = np.array([7, 0, 11, 3, 3])
+        views = set()
+        rng = np.random.default_rng(0)
+        for _ in range(6):
+            x = batches.train(positions, rng)
+            assert x.shape == (5, 4, 16, 16)
+            for row, p in zip(x, positions):
+                match = [v for v in (0, 1) if torch.allclose(row, torch.from_numpy(
+                    prep.train_acts[p, v].astype(np.float32)), atol=1e-3)]
+                assert match, "a row is neither view of its image"
+                views.add(match[0])
+        assert views == {0, 1}
+
+
+def test_feature_batches_are_cropped_to_the_training_size_scaled_to_the_map(stand_in, tmp_path):
+    prep = _prep(tmp_path, augment="features")
+    with loop.ThreadPoolExecutor(1) as pool:
+        assert loop._Batches(prep, replace(CONFIG, train_size=16), pool).size == 8  # 16 of 32 pixels
+        assert loop._Batches(prep, replace(CONFIG, train_size=20), pool).size == 10
+        assert loop._Batches(prep, replace(CONFIG, train_size=22), pool).size == 11
+        assert loop._Batches(prep, replace(CONFIG, train_size=1), pool).size == 1  # never 0
+        x = loop._Batches(prep, replace(CONFIG, train_size=16), pool).train(np.array([1, 2]), np.random.default_rng(0))
+        assert x.shape == (2, 4, 8, 8)
+
+
+def test_pixel_batches_are_crops_of_the_images_flipped_half_the_time(stand_in, tmp_path):
+    config = replace(CONFIG, crop_scale=1.0, train_size=16)  # the whole image, resized
+    prep = _prep(tmp_path, crop_scale=1.0, train_size=16)
+    flips = []
+    with loop.ThreadPoolExecutor(2) as pool:
+        batches = loop._Batches(prep, config, pool)
+        positions = np.array([5, 0, 9])
+        for seed in range(4):
+            x = batches.train(positions, np.random.default_rng(seed))
+            assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
+            for row, p in zip(x.numpy(), positions):
+                plain = pixels(prep.train.paths[p], 16)
+                flips.append(np.allclose(row, plain[..., ::-1], atol=1e-4))
+                assert flips[-1] or np.allclose(row, plain, atol=1e-4)
+    assert 0 < sum(flips) < len(flips)
+
+
+def test_pixel_crops_take_the_crop_scale(stand_in, tmp_path, monkeypatch):
+    asked = []
+    real = loop._data.augment
+    monkeypatch.setattr(loop._data, "augment", lambda img, size, rng, scale: asked.append((img.size, size, scale))
+                        or real(img, size, rng, scale))
+    prep = _prep(tmp_path, crop_scale=0.5, train_size=16)
+    with loop.ThreadPoolExecutor(1) as pool:
+        loop._Batches(prep, replace(CONFIG, crop_scale=0.5, train_size=16), pool).train(
+            np.array([0, 1]), np.random.default_rng(0))
+    assert asked == [((40, 40), 16, (0.5, 1.0))] * 2
+
+
+def test_whole_inputs_from_the_cache_or_from_the_images(stand_in, tmp_path):
+    prep = _prep(tmp_path, augment="features")
+    positions = np.array([1, 4, 6])
+    with loop.ThreadPoolExecutor(1) as pool:
+        batches = loop._Batches(prep, CONFIG, pool)
+        x, start = batches.whole("train", positions)
+        assert start == 1 and torch.equal(x, torch.from_numpy(prep.train_acts[positions, 0].astype(np.float32)))
+        x, start = batches.whole("val", positions)
+        assert start == 1 and torch.equal(x, torch.from_numpy(prep.val_acts[positions].astype(np.float32)))
+        x, _ = batches.whole("val", positions, 16)  # half the pixels: the maps resampled to half
+        want = torch.nn.functional.interpolate(torch.from_numpy(prep.val_acts[positions].astype(np.float32)),
+                                               size=(8, 8), mode="bilinear", antialias=True)
+        assert torch.allclose(x, want)
+        x, _ = batches.whole("val", positions, 20)
+        assert x.shape == (3, 4, 10, 10)
+        x, _ = batches.whole("val", positions, 1)
+        assert x.shape == (3, 4, 1, 1)
+    prep = _prep(tmp_path / "pixels", augment="pixels")  # no training cache
+    with loop.ThreadPoolExecutor(1) as pool:
+        x, start = loop._Batches(prep, CONFIG, pool).whole("train", positions, 16)
+        assert start == 0
+        assert np.allclose(x.numpy(), np.stack([pixels(prep.train.paths[p], 16) for p in positions]), atol=1e-4)
+        x, _ = loop._Batches(prep, CONFIG, pool).whole("train", positions)
+        assert x.shape == (3, 3, 32, 32)
+
+
+def test_whole_images_of_the_validation_folder_without_a_cache(stand_in, tmp_path):
+    prep = _prep(tmp_path, unfreeze=3)
+    with loop.ThreadPoolExecutor(1) as pool:
+        x, start = loop._Batches(prep, CONFIG, pool).whole("val", np.array([0, 7]))
+    assert start == 0
+    assert np.allclose(x.numpy(), np.stack([pixels(prep.val.paths[p]) for p in (0, 7)]), atol=1e-4)
+
+
+# ---- validation
+
+
+def test_validation_scores_the_held_out_images_by_leave_one_out_retrieval(stand_in, tmp_path):
+    prep = _prep(tmp_path, augment="features")
+    net = features()
+    with loop.ThreadPoolExecutor(1) as pool:
+        got = loop.validate(net, prep, loop._Batches(prep, CONFIG, pool))
+    with torch.no_grad():
+        x = net(torch.from_numpy(np.stack([pixels(p) for p in prep.val.paths]))).numpy()
+    want = retrieval.evaluate(x, prep.val.codes, "cosine")
+    summary = want.summary()
+    assert sorted(got) == sorted(["n_images", "n_classes", "recall@1", "recall@5", "recall@10", "map", "map@r",
+                                  "median_rank", "by_class"])
+    assert got["n_images"] == 8 and got["n_classes"] == 2
+    for k in ("recall@1", "recall@5", "recall@10", "map", "map@r", "median_rank"):
+        assert got[k] == pytest.approx(summary[k], abs=0.02), k
+    assert got["by_class"].keys() == want.map_by_class(prep.val.labels).keys() == set(prep.val.classes)
+
+
+def test_no_validation_without_two_held_out_images(stand_in, tmp_path):
+    prep = _prep(tmp_path, val_split="none")
+    assert loop.validate(features(), prep, None) is None
+    one = replace(prep, val=prep.train.subset(np.array([0])))
+    assert loop.validate(features(), one, None) is None
+    two = replace(prep, val=prep.train.subset(np.array([0, 5])), val_acts=None, start=0)
+    with loop.ThreadPoolExecutor(1) as pool:
+        assert loop.validate(features(), two, loop._Batches(two, CONFIG, pool))["n_images"] == 2
+
+
+# ---- fit
+
+
+class Stop(Exception):
+    pass
+
+
+def test_fit_trains_records_each_epoch_and_reports_progress(stand_in, tmp_path):
+    prep = _prep(tmp_path)
+    seen = []
+    result = loop.fit(prep, CONFIG, progress=lambda *a: seen.append(a))
+    assert [e.epoch for e in result.history] == [0, 1, 2]
+    assert result.history[0].loss is None and all(isinstance(e.loss, float) for e in result.history[1:])
+    assert all(e.seconds > 0 and e.val["n_images"] == 8 for e in result.history)
+    steps = 3  # 12 training images in batches of 4
+    assert [a[:3] for a in seen] == [("epoch", 0, 2), *[("train", i, steps) for i in (1, 2, 3)], ("epoch", 1, 2),
+                                     *[("train", i, steps) for i in (1, 2, 3)], ("epoch", 2, 2)]
+    assert [a[3]["epoch"] for a in seen if a[0] == "train"] == [1, 1, 1, 2, 2, 2]
+    assert [a[3]["epoch"] for a in seen if a[0] == "epoch"] == result.history
+    assert seen[3][3]["loss"] == pytest.approx(result.history[1].loss)  # the mean over the epoch's steps
+    assert result.spec is prep.spec and result.config == CONFIG and result.val == result.history[-1].val
+    assert result.final is None and result.net is result.average.net
+    assert not result.net.training and result.net.features.net._conv_head.weight.is_contiguous()
+    assert result.average.decay == 0.0 and set(result.average.ema) == set()
+
+
+def test_fit_moves_the_trained_blocks_and_not_the_frozen_ones(stand_in, tmp_path):
+    prep = _prep(tmp_path)
+    result = loop.fit(prep, replace(CONFIG, epochs=1))
+    start, now = features().state_dict(), result.net.state_dict()
+    moved = {k for k in start if not torch.equal(start[k], now[k])}
+    assert any(k.startswith("features.net._blocks.2.") for k in moved)
+    assert any(k.startswith("features.net._blocks.1.") for k in moved)
+    assert any(k.startswith("features.net._conv_head") for k in moved)
+    assert any(k.startswith("embedding.") for k in moved)
+    assert not any(k.startswith(("features.net._blocks.0.", "features.net._conv_stem", "features.net._bn0"))
+                   for k in moved)
+    assert not any("running" in k for k in moved)  # batch-norm statistics stay frozen
+
+
+def test_the_whole_network_trains_from_the_pixels_when_every_block_is_unfrozen(stand_in, tmp_path):
+    prep = _prep(tmp_path, unfreeze=3)
+    result = loop.fit(prep, replace(CONFIG, unfreeze=3, epochs=1))
+    start, now = features().state_dict(), result.net.state_dict()
+    assert not torch.equal(start["features.net._conv_stem.weight"], now["features.net._conv_stem.weight"])
+
+
+class Recording(torch.optim.AdamW):
+    made: list = []
+
+    def __init__(self, groups, **kw):
+        super().__init__(groups, **kw)
+        self.steps = []
+        Recording.made.append((self, kw))
+
+    def step(self, closure=None):
+        self.steps.append([g["lr"] for g in self.param_groups])
+        return super().step(closure)
+
+
+def test_learning_rates_by_depth_warm_up_then_follow_a_cosine(stand_in, tmp_path, monkeypatch):
+    Recording.made = []
+    monkeypatch.setattr(loop.torch.optim, "AdamW", Recording)
+    data = make_data(tmp_path / "data", classes=4, per_class=5)
+    config = replace(CONFIG, val_split="none", epochs=4, lr=1e-3, lr_decay=0.5, head_lr_scale=10.0,
+                     weight_decay=0.25)
+    loop.fit(loop.prepare(data, config, tmp_path / "cache"), config)
+    (opt, kw), = Recording.made
+    assert kw == {"weight_decay": 0.25}
+    # 20 images in batches of 4: 5 steps an epoch, 20 in all, 2 of warm-up (a tenth)
+    factor = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * (s - 2) / 18)) for s in range(2, 20)]
+    assert factor[11] == pytest.approx(0.5)
+    assert len(opt.steps) == 20
+    # head convolution at lr, the last block at half, the one before at a quarter; the embedding 10 x lr
+    for lrs, f in zip(opt.steps, factor):
+        assert lrs == pytest.approx([1e-3 * f, 5e-4 * f, 2.5e-4 * f, 1e-2 * f])
+    assert len(opt.param_groups[-1]["params"]) == 2  # the projection and the proxies
+
+
+def test_a_short_run_warms_up_over_one_step(stand_in, tmp_path, monkeypatch):
+    Recording.made = []
+    monkeypatch.setattr(loop.torch.optim, "AdamW", Recording)
+    config = replace(CONFIG, val_split="none", epochs=1, batch_size=8, per_class=4)
+    loop.fit(_prep(tmp_path, val_split="none"), config)
+    (opt, _), = Recording.made
+    # 20 images in batches of 8: 3 steps, a tenth of which is under one: warm-up of 1 step
+    assert [lrs[0] for lrs in opt.steps] == pytest.approx([1e-3, 1e-3, 1e-3 * 0.5 * (1 + math.cos(math.pi / 2))])
+
+
+def test_the_loss_is_normsoftmax_with_the_runs_settings_started_at_the_class_means(stand_in, tmp_path, monkeypatch):
+    made = []
+    real = loop.NormSoftmax
+
+    class Recorded(real):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append((args, self))
+            self.losses, self.started = [], None
+
+        def init_from(self, embeddings, codes):
+            self.started = (embeddings.clone(), codes.clone())
+            super().init_from(embeddings, codes)
+
+        def forward(self, embeddings, codes):
+            loss = super().forward(embeddings, codes)
+            self.losses.append(loss.item())
+            return loss
+
+    monkeypatch.setattr(loop, "NormSoftmax", Recorded)
+    config = replace(CONFIG, temperature=0.2, margin=0.3, batch_size=1, per_class=1, val_split="none", epochs=1)
+    prep = loop.prepare(make_data(tmp_path / "data", classes=3, per_class=10), config, tmp_path / "cache")
+    seen = []
+    result = loop.fit(prep, config, progress=lambda *a: seen.append(a))
+    ((args, loss_fn),) = made
+    assert args == (6, 3, 0.2, 0.3)
+    # up to 8 images a class embedded whole at the training size start the proxies
+    embeddings, codes = loss_fn.started
+    assert np.bincount(codes.numpy()).tolist() == [8, 8, 8] and embeddings.shape == (24, 6)
+    assert len(loss_fn.losses) == 30  # 30 images in batches of 1
+    running = [a[3]["loss"] for a in seen if a[0] == "train"]
+    assert running == pytest.approx([np.mean(loss_fn.losses[max(0, i - 19):i + 1]) for i in range(30)])
+    assert running[25] != pytest.approx(np.mean(loss_fn.losses[:26]))  # the last 20 only
+    assert result.history[1].loss == pytest.approx(np.mean(loss_fn.losses))
+
+
+def test_the_proxies_start_at_the_class_means_of_the_untrained_embeddings(stand_in, tmp_path):
+    config = replace(CONFIG, val_split="none", epochs=1, lr=1e-12, head_lr_scale=1.0, weight_decay=0.0)
+    prep = loop.prepare(make_data(tmp_path / "data", classes=3, per_class=4), config, tmp_path / "cache")
+    loop.fit(prep, config, tmp_path / "run")
+    proxies = torch.load(tmp_path / "run" / loop.CHECKPOINT, weights_only=False)["loss"]["proxies"]
+    net = features()
+    with torch.no_grad():  # every image (4 a class, under 8) at the training size
+        x = net(torch.from_numpy(np.stack([pixels(p, 16) for p in prep.train.paths])))
+    for c in range(3):
+        mean = torch.nn.functional.normalize(x[torch.from_numpy(prep.train.codes == c)].sum(0), dim=0)
+        assert torch.allclose(torch.nn.functional.normalize(proxies[c], dim=0), mean, atol=1e-3)
+
+
+def test_a_deadline_stops_after_the_epoch_during_which_it_passes(stand_in, tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    prep = _prep(tmp_path)
+    result = loop.fit(prep, replace(CONFIG, epochs=5), deadline=15)
+    # the clock reads 0 and 10 around epoch 0, 20 before epoch 1 (past 15): no training epoch
+    assert [e.epoch for e in result.history] == [0] and result.history[0].seconds == 10
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    result = loop.fit(prep, replace(CONFIG, epochs=5), deadline=20)  # 20 is not past 20
+    assert [e.epoch for e in result.history] == [0, 1]
+    assert result.history[1].seconds == 10  # read at 30 and 40; the deadline check at 20
+
+
+def test_checkpoints_after_every_epoch_and_a_resumed_run_ends_as_an_uninterrupted_one(stand_in, tmp_path):
+    prep = _prep(tmp_path, augment="features")
+    config = replace(CONFIG, augment="features", epochs=3, ema=0.5)
+    whole = loop.fit(prep, config, tmp_path / "whole", also_ema=(0.25,))
+
+    def stop(stage, done, total, info):
+        if stage == "epoch" and done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        loop.fit(prep, config, tmp_path / "cut", progress=stop, also_ema=(0.25,))
+    state = torch.load(tmp_path / "cut" / loop.CHECKPOINT, weights_only=False)
+    assert state["epoch"] == 1 and state["config"] == asdict(config) and len(state["history"]) == 2
+    seen = []
+    resumed = loop.fit(prep, config, tmp_path / "cut", resume=True, also_ema=(0.25,),
+                       progress=lambda *a: seen.append(a[:3]))
+    assert seen[0] == ("train", 1, 3) and seen[-1] == ("epoch", 3, 3)  # epoch 1 not trained again
+    assert [e.epoch for e in resumed.history] == [0, 1, 2, 3]
+    assert resumed.history[1] == loop.Epoch(**state["history"][1])
+    for a, b in zip(whole.history, resumed.history):
+        assert a.loss == b.loss and a.val == b.val
+    for key, value in whole.average.net.state_dict().items():
+        assert torch.equal(value, resumed.average.net.state_dict()[key]), key
+    for decay in (0.5, 0.25):
+        for key, value in whole.average.ema[decay].items():
+            assert torch.equal(value, resumed.average.ema[decay][key]), key
+    assert resumed.val == whole.val and resumed.final is not None
+    final = torch.load(tmp_path / "cut" / loop.CHECKPOINT, weights_only=False)
+    assert final["epoch"] == 3 and [h["epoch"] for h in final["history"]] == [0, 1, 2, 3]
+    assert sorted(final) == sorted(["net", "loss", "optimizer", "scheduler", "rng", "torch_rng", "epoch", "average",
+                                    "history", "config"])
+
+
+def test_resume_without_a_checkpoint_starts_afresh(stand_in, tmp_path):
+    prep = _prep(tmp_path)
+    config = replace(CONFIG, epochs=1)
+    fresh = loop.fit(prep, config)
+    resumed = loop.fit(prep, config, tmp_path / "empty", resume=True)
+    assert [e.epoch for e in resumed.history] == [0, 1] and resumed.history[1].loss == fresh.history[1].loss
+    assert (tmp_path / "empty" / loop.CHECKPOINT).exists()
+    again = loop.fit(prep, config, tmp_path / "empty")  # not resumed: trained again from the start
+    assert [e.epoch for e in again.history] == [0, 1] and again.history[1].loss == fresh.history[1].loss
+
+
+def test_the_seed_decides_the_run(stand_in, tmp_path):
+    prep = _prep(tmp_path)
+    a, b = loop.fit(prep, replace(CONFIG, epochs=1)), loop.fit(prep, replace(CONFIG, epochs=1))
+    c = loop.fit(prep, replace(CONFIG, epochs=1, seed=4))
+    assert a.history[1].loss == b.history[1].loss != c.history[1].loss
+
+
+# ---- reblend
+
+
+def test_reblend_exports_a_share_of_the_trained_or_averaged_weights(stand_in, tmp_path):
+    prep = _prep(tmp_path, augment="features")
+    result = loop.fit(prep, replace(CONFIG, augment="features", epochs=1, ema=0.5))
+    key = "features.net._conv_head.weight"
+    start, trained, ema = result.average.start[key], result.average.net.state_dict()[key], result.average.ema[0.5][key]
+    assert result.config.ema == 0.5 and torch.equal(result.net.state_dict()[key], ema)
+    half = loop.reblend(result, prep, 0.5)  # of the run's average
+    assert half.config.blend == 0.5 and half.config.ema == 0.5
+    assert torch.allclose(half.net.state_dict()[key], (start + ema) / 2, atol=1e-7)
+    plain = loop.reblend(result, prep, 0.25, ema=0.0)  # of the trained weights
+    assert plain.config.blend == 0.25 and plain.config.ema == 0.0
+    assert torch.allclose(plain.net.state_dict()[key], 0.75 * start + 0.25 * trained, atol=1e-7)
+    with loop.ThreadPoolExecutor(1) as pool:
+        want = loop.validate(plain.net, prep, loop._Batches(prep, result.config, pool))
+    assert plain.final == want and plain.val == want
+    last = loop.reblend(result, prep, 1.0, ema=0.0)  # all of the training, no average: the network itself
+    assert last.net is result.average.net and last.final is None and last.val == result.history[-1].val
+    assert last.config.blend == 1.0 and last.config.ema == 0.0
+
+
+def test_reblend_of_a_result_without_an_average_is_its_network(stand_in, tmp_path):
+    result = loop.Result(features(), CONFIG, loop.resolve("efficientnet-lite0"))
+    again = loop.reblend(result, None, 0.5, ema=0.25)
+    assert again.net is result.net and again.final is None
+    assert again.config.blend == 0.5 and again.config.ema == 0.25
+    assert loop.reblend(result, None, 1.0).config.ema == CONFIG.ema
