@@ -48,7 +48,9 @@ U = "tests/unit/"
 VECTOR_TESTS = [U + "vectors/test_metric.py", U + "vectors/test_searcher.py",
                 U + "vectors/test_backends.py", U + "vectors/test_backend_ties.py"]
 INDEX_TESTS = [U + "index/test_store.py", U + "index/test_indexer.py", U + "test_api.py"]
-SERVER_TESTS = [U + "server/test_app.py", U + "server/test_hardening.py", U + "server/test_mapview.py"]
+# over a stand-in index (no model), each test building its own app (the server's other tests share one app
+# through a module-scoped fixture, which hides their catches, and index with the default model)
+SERVER_TESTS = [U + "server/test_routes.py", U + "server/test_state.py"]
 CLI_TESTS = [U + "cli/test_present.py", U + "cli/test_search.py"]
 MAP_TESTS = [U + "map/test_cache.py", U + "map/test_groups.py", U + "map/test_layout.py", U + "map/test_packed.py",
              U + "map/test_payload.py", U + "server/test_mapview.py"]
@@ -123,11 +125,10 @@ MODULES = {
                                                                "export", "registry")},
     **{f"src/lookalike/models/{m}.py": FID_TESTS for m in ("fid_preprocess", "fid_weights", "inception_fid")},
     "src/lookalike/models/preprocess.py": [U + "models/test_preprocess.py"],
-    **{f"src/lookalike/server/{m}.py": SERVER_TESTS for m in ("__init__", "app", "state")},
+    **{f"src/lookalike/server/{m}.py": SERVER_TESTS for m in ("__init__", "app", "state", "schemas")},
     "src/lookalike/server/mapview.py": [U + "server/test_mapview_state.py"],  # a stand-in index: no model, no UMAP
     "src/lookalike/server/uploads.py": [U + "server/test_uploads.py"],
     "src/lookalike/server/files.py": [U + "server/test_files.py"],
-    "src/lookalike/server/schemas.py": SERVER_TESTS + [U + "server/test_schema.py"],
     # the loop and a run on a stand-in network (tiny_lite.py): the EfficientNet-Lite0 trainings are slow
     "src/lookalike/train/__init__.py": [U + "train/test_loop.py"],
     "src/lookalike/train/loop.py": [U + "train/test_loop.py", U + "train/test_train_loop.py"],

@@ -72,6 +72,38 @@ def tiny_model(folder, dim: int = 8, size: int = 32, seed: int = 0):
     return folder
 
 
+class MeanColourEmbedder:
+    """A stand-in for a model (no ONNX session): an image's mean value per channel after the default
+    model's preprocessing, repeated to ``dim`` values; ``images`` counts the images it embedded."""
+
+    def __init__(self, dim: int = 8) -> None:
+        from lookalike.models.registry import resolve
+
+        self.preprocess = resolve().preprocessing
+        self.dim = dim
+        self.images = 0
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        self.images += len(batch)
+        return np.stack([np.resize(x.mean((1, 2)), self.dim) for x in batch]).astype(np.float32)
+
+    def embed_images(self, images) -> np.ndarray:
+        return self.embed(np.stack([self.preprocess(img) for img in images]))
+
+
+def stand_in_index(root, dim: int = 8):
+    """A new index folder at ``root`` under the default model's identity (its dedup presets apply) whose
+    images :class:`MeanColourEmbedder` embeds: indexing and queries in milliseconds, no model export."""
+    from lookalike.api import Index
+    from lookalike.index.embedded import EmbeddedCollection
+    from lookalike.index.store import Store
+    from lookalike.models.registry import resolve
+
+    spec = resolve()
+    store = Store.create(root, {**spec.identity(), "dim": dim}, ref=spec.name)
+    return Index(EmbeddedCollection(store), spec, embedder=MeanColourEmbedder(dim))
+
+
 # Run a command without root's power to read any file, so file modes count even when the tests run as root.
 WITHOUT_READ_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
                          "--inh-caps", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []

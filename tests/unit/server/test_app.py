@@ -349,59 +349,6 @@ def test_concurrent_searches_agree(client, photo_dir, ids):
     assert all(s == searches[0] for s in searches) and searches[0][0] == ids["coins.jpg"]
 
 
-def test_openapi_and_offline_docs(index):
-    with TestClient(create_app(index)) as client:  # its own app: see the OpenAPI test below
-        schema = client.get("/openapi.json").json()
-        assert {"/api/query", "/api/images/{image_id}", "/api/thumbs/{image_id}", "/api/stats", "/healthz"} <= set(schema["paths"])
-        assert {"get", "post"} == set(schema["paths"]["/api/query"])
-        docs = client.get("/docs")
-        assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
-        assert "http://" not in docs.text and "https://" not in docs.text
-        assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
-        assert client.get("/docs-assets/swagger-ui.css").status_code == 200
-
-
-def test_the_openapi_document_lists_each_answer_the_server_gives_in_its_own_words(index):
-    """Found by mutation testing: the statuses the server answers (408 for a stalled body and 503 for
-    an unreadable index on any route, tests/unit/server/test_hardening.py; 202 while a map is laid
-    out, its body ``{"detail": ...}``, 304 for an unchanged map and 501 without the map library,
-    test_mapview.py) are documented, each with a description of its own rather than HTTP's reason
-    phrase; the document names the installed package's version. (Its own app: mutation testing runs
-    a test against a mutant of ``create_app`` only when the test itself calls it.)"""
-    from http import HTTPStatus
-    from importlib.metadata import version
-
-    with TestClient(create_app(index)) as client:
-        schema = client.get("/openapi.json").json()
-    assert schema["info"]["title"] == "lookalike" and schema["info"]["version"] == version("lookalike")
-    assert schema["info"]["description"]
-    operations = [op for path in schema["paths"].values() for op in path.values()]
-    assert len(operations) >= 10
-    for op in operations:
-        assert {"408", "503"} <= set(op["responses"]), op["operationId"]
-    for path in ("/api/map", "/api/map/binary"):
-        documented = schema["paths"][path]["get"]["responses"]
-        assert {"202", "304", "501"} <= set(documented), path
-        pending = documented["202"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-        assert "detail" in schema["components"]["schemas"][pending]["properties"]
-    for op in operations:
-        for code, answer in op["responses"].items():
-            if code not in ("200", "422"):
-                assert answer["description"] not in (HTTPStatus(int(code)).phrase, "Additional Response"), (code, op)
-
-
-def test_page_and_its_assets_are_local(index):
-    with TestClient(create_app(index)) as client:  # its own app: see the OpenAPI test below
-        page = client.get("/")
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        for asset in ("/static/app.js", "/static/style.css"):
-            assert asset in page.text
-            r = client.get(asset)
-            assert r.status_code == 200
-            assert "http://" not in r.text and "https://" not in r.text
-        assert "http://" not in page.text and "https://" not in page.text
-
-
 @pytest.fixture(scope="module")
 def image_server(photo_dir):
     """An HTTP server on 127.0.0.1 serving the coffee photo's bytes (helpers.ImageServer)."""
