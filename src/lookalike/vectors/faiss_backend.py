@@ -96,7 +96,8 @@ class FaissBackend:
 
         Parameters default from ``N`` (:func:`default_params`) and may be
         overridden by keyword. ``ivfpq`` falls back to ``exact`` below 16
-        vectors (too few to train 4-bit codebooks) and ``pca`` is dropped
+        vectors (too few to train 4-bit codebooks), ``hnsw`` with no vectors
+        (nothing to train its quantizer on), and ``pca`` is dropped
         when there are fewer vectors than its output dimensions;
         ``describe()`` reports what was actually built.
         """
@@ -106,7 +107,7 @@ class FaissBackend:
         n, dim = np.shape(vectors)
         ids = _check_ids(ids, n)
         kind = choose_kind(kind, n, dim)
-        if kind == "ivfpq" and n < 16:
+        if kind == "ivfpq" and n < 16 or kind == "hnsw" and n == 0:
             kind, params = "exact", {}
         unknown = set(params) - _PARAM_KEYS[kind]
         if unknown:
@@ -317,8 +318,8 @@ class FaissBackend:
             nprobe = nprobe or widen * self.params["nprobe"]
             params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.params["nlist"]))
         raw, labels = self._ann.search(internal, k, params=params)
-        if self._id_map is not None:
-            labels = np.where(labels >= 0, self._id_map[np.maximum(labels, 0)], -1)
+        if self._id_map is not None:  # (an index of no vectors has an empty map and finds nothing)
+            labels = np.where(labels >= 0, self._id_map[np.maximum(labels, 0)], -1) if self._id_map.size else labels
         dist = self.metric.far_distance(raw) if far else self.metric.to_distance(raw)
         return np.where(labels < 0, np.inf, dist).astype(np.float32), labels
 

@@ -72,6 +72,18 @@ def test_tiny_ivfpq_falls_back_and_pca_is_dropped():
     assert FaissBackend.build(random_vectors(100), np.arange(100), kind="ivfpq", pca=16).params["m"] == 2
 
 
+def test_hnsw_over_no_vectors_falls_back_to_an_empty_exact_index():
+    """An index whose files were all skipped, asked for HNSW: its quantizer has nothing to train on
+    (FAISS fails), so the empty index is exact (as IVF-PQ's is), and finds nothing; one vector is
+    enough for HNSW."""
+    for kind, params in (("hnsw", {"storage": "sq8"}), ("hnsw", {"storage": "flat"}), ("ivfpq", {})):
+        empty = FaissBackend.build(random_vectors(0), np.arange(0), kind=kind, **params)
+        assert empty.kind == "exact" and len(empty) == 0
+        dist, found = empty.nearest(random_vectors(2), 3)
+        assert found.tolist() == [[-1] * 3] * 2 and np.isinf(dist).all()
+    assert FaissBackend.build(random_vectors(1), np.arange(1), kind="hnsw").kind == "hnsw"
+
+
 def test_rejects_bad_input():
     x = random_vectors(10)
     with pytest.raises(ValueError, match="9 ids for 10 vectors"):
