@@ -60,11 +60,15 @@ class ImageError(Exception):
     """A file that is not a decodable image; ``str(err)`` is the one-line reason."""
 
 
+#: How the reason of an image refused by a size limit (:class:`ImageTooLarge`, :class:`FileTooLarge`) begins.
+TOO_LARGE = "too large: "
+
+
 class ImageTooLarge(ImageError):
     """An image of ``width`` x ``height`` pixels, more than the limit of ``limit``."""
 
     def __init__(self, width: int, height: int, limit: int) -> None:
-        super().__init__(f"too large: {width}x{height} pixels exceeds the limit of {limit}")
+        super().__init__(f"{TOO_LARGE}{width}x{height} pixels exceeds the limit of {limit}")
         self.width, self.height, self.limit = width, height, limit
 
 
@@ -72,7 +76,7 @@ class FileTooLarge(ImageError):
     """A file of more bytes than an image of ``max_pixels`` needs (:func:`max_file_bytes`)."""
 
     def __init__(self, max_pixels: int) -> None:
-        super().__init__(f"too large: a file over {max_file_bytes(max_pixels):,} bytes (8 bytes a pixel at the "
+        super().__init__(f"{TOO_LARGE}a file over {max_file_bytes(max_pixels):,} bytes (8 bytes a pixel at the "
                          f"limit of {max_pixels:,} pixels, and 16 MiB)")
 
 

@@ -17,7 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from lookalike.images import DEFAULT_MAX_PIXELS, ImageError, content_hash, decode_sized, list_images, read_file
+from lookalike.images import (DEFAULT_MAX_PIXELS, TOO_LARGE, ImageError, content_hash, decode_sized, list_images,
+                              read_file)
 from lookalike.models.embedder import Embedder
 from lookalike.index.store import Entry, Store, StoreError
 
@@ -120,7 +121,8 @@ def index_folder(store: Store, embedder: Embedder, root: str | os.PathLike, batc
     """Make the part of ``store`` under ``root`` match the image files there.
 
     New and changed files are embedded, files gone from disk are removed, unchanged ones are left
-    alone. ``on_plan(n)`` is told how many files need decoding, ``on_progress(n)`` how many were done.
+    alone; an unchanged file that could not be read is skipped again unread, unless it was refused
+    for its size (the limit may have been raised since). ``on_plan(n)`` is told how many files need decoding, ``on_progress(n)`` how many were done.
     Symbolic links leading outside ``root`` are left out (with a reason) unless ``follow_links``.
     ``sidecar`` data is made for each embedded file and saved after its batch is committed.
     """
@@ -141,9 +143,10 @@ def index_folder(store: Store, embedder: Embedder, root: str | os.PathLike, batc
         if record is not None and record.size == st.st_size and record.mtime_ns == st.st_mtime_ns:
             if record.status == "ok":
                 report.unchanged += 1
-            else:
+                continue
+            if not (record.error or "").startswith(TOO_LARGE):  # a size limit is this run's: checked again
                 report.skipped.append((path, record.error or "unreadable"))
-            continue
+                continue
         todo.append((path, st.st_size, st.st_mtime_ns))
     gone = [p for p in known if p not in seen]
     if store.readonly and (todo or gone):

@@ -235,6 +235,20 @@ def test_pixel_limit_skips_big_pictures(store, photos):
     assert all("too large" in reason for _, reason in report.skipped)
 
 
+def test_a_picture_refused_by_the_pixel_limit_is_indexed_once_the_limit_is_raised(store, photos):
+    """The limit is the run's, not the file's: an unchanged file it refused is checked again (its header
+    only, while still too large); a file that is no image is not read again until it changes."""
+    (photos / "broken.bmp").write_bytes(b"not a picture")
+    report, _, calls = run(store, photos, max_pixels=12 * 8 - 1)
+    assert (report.indexed, len(report.skipped), calls["plan"]) == (0, 6, [6])
+    again, embedder, calls = run(store, photos, max_pixels=12 * 8 - 1)
+    assert (again.indexed, sorted(again.skipped), calls["plan"]) == (0, sorted(report.skipped), [5])
+    assert embedder.batches == []
+    raised, _, calls = run(store, photos)
+    assert (raised.indexed, raised.added, calls["plan"]) == (5, [str(photos / f"{i}.bmp") for i in range(5)], [5])
+    assert [p for p, _ in raised.skipped] == [str(photos / "broken.bmp")] and store.count() == 5
+
+
 def test_report_dictionary():
     from collections import Counter
 
