@@ -76,8 +76,12 @@ MODULES = {
     "src/lookalike/cli/present.py": [U + "cli/test_present.py"],
     # Ray, Milvus and the default model make cluster/'s other tests slow: these three modules against the
     # fast tests that reach them (a module reached by slow tests alone checks few mutants in a budget)
-    **{f"src/lookalike/cluster/{m}.py": CLUSTER_TESTS for m in ("__init__", "collection", "collection_search",
-                                                              "embed", "ingest", "milvus", "ray_session")},
+    **{f"src/lookalike/cluster/{m}.py": CLUSTER_TESTS for m in ("__init__", "embed", "ray_session")},
+    # over a stand-in Milvus (tests/unit/cluster/milvus_standin.py): no server
+    "src/lookalike/cluster/collection.py": [U + "cluster/test_collection_rows.py"],
+    "src/lookalike/cluster/collection_search.py": [U + "cluster/test_collection_search.py"],
+    "src/lookalike/cluster/ingest.py": [U + "cluster/test_ingest.py"],
+    "src/lookalike/cluster/milvus.py": [U + "cluster/test_milvus.py"],
     "src/lookalike/cluster/from_shards.py": [U + "cluster/test_from_shards.py"],
     "src/lookalike/cluster/shards.py": [U + "cluster/test_from_shards.py", U + "cluster/test_shards.py"],
     "src/lookalike/cluster/sources.py": [U + "cluster/test_sources.py"],
