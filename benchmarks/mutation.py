@@ -112,7 +112,7 @@ MODULES = {
     "src/lookalike/index/__init__.py": INDEX_TESTS,
     "src/lookalike/index/approximate.py": [U + "index/test_approximate.py"],
     "src/lookalike/index/collection.py": INDEX_TESTS,
-    "src/lookalike/index/embedded.py": INDEX_TESTS + [U + "index/test_approximate.py"],
+    "src/lookalike/index/embedded.py": INDEX_TESTS + [U + "index/test_approximate.py", U + "index/test_embedded.py"],
     "src/lookalike/index/indexer.py": [U + "index/test_indexer.py"],
     "src/lookalike/index/sqlite.py": [U + "index/test_store.py"],
     "src/lookalike/index/store.py": INDEX_TESTS,

@@ -95,8 +95,10 @@ class EmbeddedCollection:
         return searcher.ids, searcher.vectors
 
     def set_ann(self, setting: str) -> None:
-        """Choose the approximate-index setting (see :data:`lookalike.index.approximate.SETTINGS`)."""
+        """Choose the approximate-index setting (see :data:`lookalike.index.approximate.SETTINGS`): the
+        next query searches as it says, the catalog changed or not."""
         ann_file.configure(self.store, setting)
+        self._ann = None
 
     def ann(self, rebuild: bool = False) -> Backend | None:
         """The approximate index kept in step with the catalog, or None when search is exact."""
