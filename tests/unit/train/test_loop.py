@@ -82,8 +82,8 @@ def test_devices():
 def test_saved_config_reads_the_checkpoints_settings(tmp_path):
     assert loop.saved_config(tmp_path) is None
     config = replace(CONFIG, margin=0.25, augment="features")
-    loop._save(tmp_path / "sub" / loop.CHECKPOINT, {"config": asdict(config)})  # its folder made
-    assert loop.saved_config(tmp_path / "sub") == config
+    loop._save(tmp_path / "a" / "b" / loop.CHECKPOINT, {"config": asdict(config), "w": torch.ones(2)})  # folders made
+    assert loop.saved_config(tmp_path / "a" / "b") == config
 
 
 # ---- prepare and the activation cache
@@ -115,6 +115,7 @@ def test_prepare_splits_the_data_and_caches_the_frozen_blocks_output(stand_in, t
     assert sorted(p.name for p in prep.cache_dir.iterdir()) == ["train.done", "train.npy", "val.done", "val.npy"]
     prep.close()
     assert prep.train_acts is None and prep.val_acts is None and not prep.cache_dir.exists()
+    prep.close()  # already gone: nothing to do
 
 
 def test_the_cache_is_written_in_batches_and_read_again_not_remade(stand_in, tmp_path):
@@ -207,6 +208,14 @@ def test_feature_crops_of_a_known_box_are_that_part_of_the_map(monkeypatch):
     crops = loop.feature_crops(x, 4, np.random.default_rng(0), 0.5)
     assert torch.allclose(crops[0], x[0, :, :4, :4], atol=1e-4)  # the top left quarter, pixel for pixel
     assert torch.allclose(crops[1], x[1, :, 2:6, 4:], atol=1e-4)
+
+
+def test_feature_crops_larger_than_the_map_keep_its_edge_values():
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(1, 2, 8, 8)
+    crops = loop.feature_crops(x, 16, np.random.default_rng(0), 1.0)  # the whole map (scale 1), twice as large
+    want = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(crops, want, atol=1e-4)
+    assert crops[0, 1, 0, 0] == pytest.approx(64.0)  # the corner value, not faded towards zero
 
 
 def test_feature_crops_ask_for_boxes_of_the_maps_width_height_and_scale(monkeypatch):
