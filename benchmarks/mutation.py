@@ -74,10 +74,11 @@ MODULES = {
     "src/lookalike/cli/serve.py": [U + "cli/test_serve.py"],
     "src/lookalike/cli/common.py": [U + "cli/test_common.py"],
     "src/lookalike/cli/present.py": [U + "cli/test_present.py"],
-    # Ray, Milvus and the default model make cluster/'s other tests slow: these three modules against the
-    # fast tests that reach them (a module reached by slow tests alone checks few mutants in a budget)
-    **{f"src/lookalike/cluster/{m}.py": CLUSTER_TESTS for m in ("__init__", "embed", "ray_session")},
-    # over a stand-in Milvus (tests/unit/cluster/milvus_standin.py): no server
+    # Ray, Milvus and the default model make cluster/'s own tests slow: its modules against fast tests with
+    # the tiny model, Ray's calls in plain Python and a stand-in Milvus (tests/unit/cluster/milvus_standin.py)
+    "src/lookalike/cluster/__init__.py": CLUSTER_TESTS,  # no mutants: a docstring
+    "src/lookalike/cluster/embed.py": [U + "cluster/test_embed_tiny.py"],
+    "src/lookalike/cluster/ray_session.py": [U + "cluster/test_ray_session.py"],
     "src/lookalike/cluster/collection.py": [U + "cluster/test_collection_rows.py"],
     "src/lookalike/cluster/collection_search.py": [U + "cluster/test_collection_search.py"],
     "src/lookalike/cluster/ingest.py": [U + "cluster/test_ingest.py"],
