@@ -3,7 +3,10 @@ weights. What it caches, trains, checkpoints, validates and exports, against val
 or computed again from the network's parts. Each test makes its own data and runs (mutmut runs, for a
 mutant, only the tests during whose call or function-scoped setup it ran)."""
 
+import copy
+import errno
 import math
+import os
 import types
 from dataclasses import asdict, replace
 
@@ -27,12 +30,16 @@ CONFIG = TrainConfig(dim=6, epochs=2, unfreeze=2, batch_size=4, per_class=2, tra
                      val_split="classes", val_fraction=0.4, seed=3)
 
 
+# made once: building the stand-in seeds torch, which a pretrained network's build does not
+FEATURES = {layer: tiny_features(layer) for layer in ("pool", "blocks")}
+
+
 @pytest.fixture
 def stand_in(monkeypatch):
     """The registry's EfficientNet-Lite specs at a 32-pixel input, built as the stand-in network."""
     real = loop.resolve
     monkeypatch.setattr(loop, "resolve", lambda name: replace(real(name), preprocessing=PRE))
-    monkeypatch.setattr(loop, "build", lambda spec: tiny_features(spec.layer))
+    monkeypatch.setattr(loop, "build", lambda spec: copy.deepcopy(FEATURES[spec.layer]))
 
 
 def make_data(root, classes=5, per_class=4, size=40, seed=0):
@@ -52,9 +59,11 @@ def pixels(path, size=32):
     return replace(PRE, size=size)(Image.open(path).convert("RGB"))
 
 
-def features():
-    """The stand-in network's trunk as prepare and fit build it (the same seed)."""
-    return EmbeddingNet(tiny_features(), CONFIG.dim).eval()
+def features(seed=None):
+    """The stand-in network as prepare and fit build it; its head as a run of ``seed`` starts it."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return EmbeddingNet(copy.deepcopy(FEATURES["pool"]), CONFIG.dim).eval()
 
 
 # ---- base_spec, _device, saved_config
@@ -132,7 +141,7 @@ def test_the_cache_is_written_in_batches_and_read_again_not_remade(stand_in, tmp
     assert acts.shape == (10, 5, 16, 16) and np.allclose(acts, want, atol=2e-2, rtol=1e-2)
     assert isinstance(acts, np.memmap) and (tmp_path / "x.done").exists()
     again = loop._cached(out, None, None, 2, [], False, lambda *a: seen.append(a), 2)  # read, not remade
-    assert len(seen) == 3 and np.array_equal(again, acts)
+    assert len(seen) == 3 and np.array_equal(again, acts) and isinstance(again, np.memmap)
 
 
 def test_a_cache_that_cannot_be_made_leaves_no_file(stand_in, tmp_path):
@@ -154,8 +163,12 @@ def test_the_cache_key_follows_the_files_the_model_and_the_split(stand_in, tmp_p
     assert key(replace(CONFIG, seed=4)) != first  # another split
     assert key(replace(CONFIG, layer="blocks")) != first
     assert key(CONFIG, val_dir=data) != first
+    st = os.stat(data / "c0" / "0.png")
+    os.utime(data / "c0" / "0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # changed in place
+    second = key(CONFIG)
+    assert second != first
     (data / "c0" / "0.png").write_bytes((data / "c1" / "0.png").read_bytes() + b"\0")  # another size
-    assert key(CONFIG) != first
+    assert key(CONFIG) not in (first, second)
 
 
 def test_the_cache_key_of_a_run_without_validation(stand_in, tmp_path):
@@ -196,6 +209,34 @@ def test_settings_that_cannot_work_are_refused_before_anything_is_read(stand_in,
         loop.prepare(tmp_path / "missing", replace(CONFIG, dim=0), tmp_path / "cache")
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         loop.fit(None, replace(CONFIG, epochs=0))
+
+
+def test_a_file_system_that_cannot_reserve_blocks_still_gets_the_cache(tmp_path, monkeypatch):
+    def refuse(code):
+        def fallocate(fd, offset, length):
+            raise OSError(code, os.strerror(code))
+        return fallocate
+
+    for code in (errno.EOPNOTSUPP, errno.EINVAL):
+        monkeypatch.setattr(os, "posix_fallocate", refuse(code))
+        out = loop.reserved_memmap(tmp_path / f"{code}.npy", (3, 2, 4))
+        assert out.shape == (3, 2, 4) and out.dtype == np.float16
+    monkeypatch.setattr(os, "posix_fallocate", refuse(errno.ENOSPC))
+    with pytest.raises(OSError) as err:
+        loop.reserved_memmap(tmp_path / "full.npy", (3, 2, 4))
+    assert err.value.errno == errno.ENOSPC and not (tmp_path / "full.npy").exists()
+
+
+def test_the_cache_file_has_its_blocks_reserved(tmp_path, monkeypatch):
+    asked = []
+    real = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, length: asked.append((offset, length))
+                        or real(fd, offset, length))
+    out = loop.reserved_memmap(tmp_path / "x.npy", (10, 100))
+    assert asked == [(0, os.path.getsize(tmp_path / "x.npy"))] and asked[0][1] >= 2000
+    out[:] = 1.5
+    out.flush()
+    assert np.load(tmp_path / "x.npy").sum() == 1500
 
 
 # ---- feature crops and batches
@@ -483,7 +524,7 @@ def test_the_proxies_start_at_the_class_means_of_the_untrained_embeddings(stand_
     prep = loop.prepare(make_data(tmp_path / "data", classes=3, per_class=4), config, tmp_path / "cache")
     loop.fit(prep, config, tmp_path / "run")
     proxies = torch.load(tmp_path / "run" / loop.CHECKPOINT, weights_only=False)["loss"]["proxies"]
-    net = features()
+    net = features(config.seed)
     with torch.no_grad():  # every image (4 a class, under 8) at the training size
         x = net(torch.from_numpy(np.stack([pixels(p, 16) for p in prep.train.paths])))
     for c in range(3):
@@ -545,8 +586,10 @@ def test_resume_without_a_checkpoint_starts_afresh(stand_in, tmp_path):
     resumed = loop.fit(prep, config, tmp_path / "empty", resume=True)
     assert [e.epoch for e in resumed.history] == [0, 1] and resumed.history[1].loss == fresh.history[1].loss
     assert (tmp_path / "empty" / loop.CHECKPOINT).exists()
-    again = loop.fit(prep, config, tmp_path / "empty")  # not resumed: trained again from the start
+    seen = []
+    again = loop.fit(prep, config, tmp_path / "empty", progress=lambda *a: seen.append(a[:2]))  # not resumed
     assert [e.epoch for e in again.history] == [0, 1] and again.history[1].loss == fresh.history[1].loss
+    assert seen == [("epoch", 0), ("train", 1), ("train", 2), ("train", 3), ("epoch", 1)]  # trained again
 
 
 def test_the_seed_decides_the_run(stand_in, tmp_path):

@@ -11,18 +11,9 @@ from lookalike.models.registry import resolve
 from lookalike.train import loop, run
 from lookalike.train.config import TrainConfig
 
-from test_loop import CONFIG, PRE, make_data
-from tiny_lite import tiny_features
+from test_loop import CONFIG, make_data, stand_in  # noqa: F401  (a fixture)
 
 CONFIG1 = replace(CONFIG, epochs=1)
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    """The registry's EfficientNet-Lite specs at a 32-pixel input, built as the stand-in network."""
-    real = loop.resolve
-    monkeypatch.setattr(loop, "resolve", lambda name: replace(real(name), preprocessing=PRE))
-    monkeypatch.setattr(loop, "build", lambda spec: tiny_features(spec.layer))
 
 
 class Stop(Exception):
