@@ -139,14 +139,15 @@ def test_a_raw_onnx_model_gets_one_session(tmp_path, monkeypatch):
     model.ir_version = 8
     onnx.save(model, tmp_path / "mean.onnx")
     (tmp_path / "mean.json").write_text('{"input_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]}')  # no dim
-    sessions = []
+    sessions, devices = [], []
     real = embedder_module.ort_session
     monkeypatch.setattr(embedder_module, "ort_session", lambda *a, **kw: sessions.append(a) or real(*a, **kw))
-    with Index.open(tmp_path / "index", model=str(tmp_path / "mean.onnx"), create=True, threads=1) as idx:
+    monkeypatch.setattr(embedder_module, "providers", lambda device: devices.append(device) or ["CPUExecutionProvider"])
+    with Index.open(tmp_path / "index", model=str(tmp_path / "mean.onnx"), create=True, threads=1, device="auto") as idx:
         assert idx.spec.dim == 3
         vector, _ = idx.embed(png((255, 0, 0)))
     np.testing.assert_allclose(vector, [1.0, 0.0, 0.0], atol=1e-6)
-    assert len(sessions) == 1
+    assert len(sessions) == 1 and sessions[0][1] == 1 and devices == ["auto"]  # the threads and device asked for
 
 
 def test_rebuild_wipes_the_index_a_tilde_in_lookalike_index_names(monkeypatch, tmp_path):
@@ -230,3 +231,318 @@ def test_a_map_laid_out_or_brought_up_to_date_is_kept_packed_for_the_page(index,
     head, col = read_binary_map(packed.stored(idx.root, idx.map_generation()))
     assert col["ids"].tolist() == m2.ids.tolist() and col["x"].tobytes() == m2.xy[:, 0].tobytes()
     assert "new.png" in col["names"] and head["generation"] == idx.map_generation()
+
+
+# -- found by mutation testing: the answers' shape, the options passed on, the index folder's lifecycle --
+
+from lookalike import api  # noqa: E402
+from lookalike.api import Match, QueryResult  # noqa: E402
+from lookalike.index.store import StoreError  # noqa: E402
+from lookalike.vectors import Mode  # noqa: E402
+
+
+class StandInSearcher:
+    """Answers every query with the (distance, id) rows it was made with, recording each query."""
+
+    def __init__(self, rows) -> None:
+        self.rows, self.asked = rows, []
+
+    def query(self, vector, k, mode, metric, seed, **options):
+        self.asked.append({"k": k, "mode": mode, "metric": metric.name, "seed": seed, **options})
+        return np.array([[d for d, _ in self.rows]]), np.array([[i for _, i in self.rows]])
+
+
+class StandInCollection:
+    """A collection that is not an index folder (as a Milvus collection is): ids 0-3 at /c/0.png ...,
+    id 2 removed since its vector was read; records what the searcher and paths were asked."""
+
+    location = "collection c at http://milvus"
+    model_ref = "efficientnet-lite0"
+    index_type = "milvus-hnsw"
+    dim = 1280
+    readonly = False
+
+    def __init__(self, model=None, rows=((0.0, 0), (0.1, -1), (0.2, 2), (0.3, 3), (0.4, 1))) -> None:
+        self.model, self.closed, self.approximate, self.missing_ok = model, False, [], []
+        self.search = StandInSearcher(list(rows))
+
+    def count(self) -> int:
+        return 4
+
+    def searcher(self, approximate):
+        self.approximate.append(approximate)
+        return self.search
+
+    def paths(self, ids, missing_ok):
+        self.missing_ok.append(missing_ok)
+        return [None if i == 2 else f"/c/{i}.png" for i in ids]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_query_result_as_json_rounds_distances_and_carries_a_seed_only_when_there_is_one():
+    matches = [Match(1, 7, "/p/a.png", 0.123456789), Match(2, 0, "/p/b <c>.png", 1.0000004)]
+    plain = QueryResult("q.png", "nearest", "cosine", matches)
+    assert plain.to_dict() == {"query": "q.png", "mode": "nearest", "metric": "cosine",
+                               "results": [{"rank": 1, "path": "/p/a.png", "distance": 0.123457},
+                                           {"rank": 2, "path": "/p/b <c>.png", "distance": 1.0}]}
+    drawn = QueryResult("<upload>", "random", "l2", matches[:1], seed=0)  # seed 0 is a seed
+    assert drawn.to_dict() == {"query": "<upload>", "mode": "random", "metric": "l2", "seed": 0,
+                               "results": [{"rank": 1, "path": "/p/a.png", "distance": 0.123457}]}
+
+
+def test_a_fresh_seed_is_any_32_bit_unsigned_number():
+    seeds = [api.fresh_seed() for _ in range(300)]
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds)
+    assert max(seeds) >= 2**31 and len(set(seeds)) == 300  # the upper half is reached (all below: 2^-300)
+
+
+def test_the_search_asks_the_approximate_index_for_nearest_and_farthest_only_and_passes_its_options():
+    """ids the searcher pads with (-1) and ids removed since (no path) are left out, id 0 is kept; k asks
+    for as many more as are excluded; a random draw's seed is returned with it, none otherwise."""
+    coll = StandInCollection()
+    idx = Index(coll, resolve())
+    found = idx.query_vector(np.ones(4, np.float32), 2, "farthest", "l2", seed=5, exclude=[3], ef_search=9, nprobe=4)
+    assert [(m.rank, m.id, m.path, m.distance) for m in found.results] == [(1, 0, "/c/0.png", 0.0),
+                                                                           (2, 1, "/c/1.png", 0.4)]
+    assert (found.query, found.mode, found.metric, found.seed) == ("<vector>", "farthest", "l2", None)
+    assert coll.search.asked[-1] == {"k": 3, "mode": Mode.farthest, "metric": "l2", "seed": 5, "ef_search": 9,
+                                     "nprobe": 4}
+    assert coll.approximate == [True] and coll.missing_ok == [True]
+    idx.query_vector(np.ones(4, np.float32), 1, exact=True)
+    drawn = idx.query_vector(np.ones(4, np.float32), 1, "random", seed=8)
+    assert coll.approximate == [True, False, False] and drawn.seed == 8
+    assert coll.search.asked[-1] == {"k": 1, "mode": Mode.random, "metric": "cosine", "seed": 8, "ef_search": None,
+                                     "nprobe": None}
+    default = idx.query_vector(np.ones(4, np.float32))
+    assert coll.search.asked[-1]["k"] == 10 and coll.approximate[-1] is True and default.query == "<vector>"
+    assert len(default.results) == 3  # the rows there are, less padding and removed files
+
+
+def test_a_query_by_image_passes_its_search_options_on_and_asks_for_ten_by_default(index):
+    idx, _, _ = index
+    asked = []
+    real = idx.searcher
+    idx.searcher = lambda approximate=True: asked.append(approximate) or real(approximate)
+    found = idx.query(png((10, 20, 30)), exact=True)
+    assert asked == [False] and len(found.results) == 10
+    idx.query(png((10, 20, 30)), 3)
+    assert asked == [False, True]
+
+
+def test_a_random_draw_without_a_seed_gets_a_fresh_one_and_reports_it(monkeypatch):
+    monkeypatch.setattr(api, "fresh_seed", lambda: 77)
+    coll = StandInCollection()
+    drawn = Index(coll, resolve()).query_vector(np.ones(4, np.float32), 2, "random")
+    assert drawn.seed == 77 and coll.search.asked[-1]["seed"] == 77
+    nearest = Index(coll, resolve()).query_vector(np.ones(4, np.float32), 2)
+    assert nearest.seed is None and coll.search.asked[-1]["seed"] is None
+
+
+def test_a_collection_that_is_no_index_folder_says_so_for_what_only_a_folder_has():
+    idx = Index(StandInCollection(), resolve())
+    where = "collection c at http://milvus"
+    for call, what in ((lambda: idx.set_ann("hnsw"), "takes no --ann setting"), (lambda: idx.ann(), "has no FAISS index"),
+                       (lambda: idx.index("/p"), "cannot index a folder"), (lambda: idx.root, "has no folder")):
+        with pytest.raises(StoreError) as e:
+            call()
+        assert str(e.value) == f"{where} {what}: it is a Milvus collection (fill it with `lookalike ingest`)"
+    with pytest.raises(StoreError) as e:
+        idx.map_generation()
+    assert str(e.value) == f"{where} has no map: a map is kept in an index folder, and this is a Milvus collection"
+    assert idx.stats() == {"count": 4, "model": "", "layer": None, "dims": 1280, "index_type": "milvus-hnsw"}
+    assert idx.location == where and idx.index_type == "milvus-hnsw"
+
+
+def test_over_finds_the_collections_model_and_with_check_refuses_another_closing_the_collection():
+    spec = resolve()
+    blocks = resolve(None, "blocks")
+    idx = Index.over(StandInCollection(spec.identity()))
+    assert idx.spec == spec
+    assert Index.over(StandInCollection(blocks.identity())).spec == blocks  # the layer the vectors were made with
+    assert Index.over(StandInCollection(spec.identity()), layer="blocks").spec == blocks
+    assert Index.over(StandInCollection(spec.identity()), check=True).spec == spec
+    coll = StandInCollection(blocks.identity())
+    with pytest.raises(StoreError) as e:
+        Index.over(coll, layer="pool", check=True)
+    assert str(e.value) == ("collection c at http://milvus holds vectors of efficientnet-lite0 (layer blocks, 320-d), "
+                            "but the model found here is efficientnet-lite0 (layer pool, 1280-d): query with the model "
+                            "the collection was embedded with")
+    assert coll.closed
+    coll = StandInCollection(spec.identity())
+    with pytest.raises(Exception, match="unknown model"):
+        Index.over(coll, model="no-such-model")
+    assert coll.closed
+
+
+def test_open_creates_an_index_for_a_model_and_reopens_it_with_that_model_and_layer(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(api, "Embedder", lambda spec, threads, device: made.append((spec.layer, threads, device)) or
+                        CountingEmbedder())
+    path = tmp_path / "ix"
+    assert not Index.exists(path)
+    with pytest.raises(StoreError, match="no index at"):
+        Index.open(path)
+    with Index.open(path, model="efficientnet-lite0", layer="blocks", create=True, threads=2, device="auto") as idx:
+        assert idx.spec.layer == "blocks" and idx.model == resolve(None, "blocks").identity()
+        assert idx.collection.model_ref == "efficientnet-lite0"
+        idx.embed(png((1, 2, 3)))
+    assert made == [("blocks", 2, "auto")] and Index.exists(path) and not Index.exists(tmp_path)
+    monkeypatch.setenv("LOOKALIKE_INDEX", str(tmp_path / "elsewhere"))
+    with Index.open(path, threads=3, device="auto") as idx:  # its own model and layer
+        assert idx.spec == resolve(None, "blocks") and idx.root == path and len(idx) == 0
+        idx.embed(png((1, 2, 3)))
+    assert made[-1] == ("blocks", 3, "auto")
+    with pytest.raises(StoreError, match="was built with model efficientnet-lite0 .layer blocks"):
+        Index.open(path, create=True)  # to add to it, the default model's layer "pool" is not "blocks"
+    with Index.open(path, create=True, rebuild=True) as idx:
+        assert idx.spec == resolve() and len(idx) == 0
+    (tmp_path / "other").mkdir()
+    with pytest.raises(StoreError) as e:
+        Index.open(tmp_path / "other", create=True, rebuild=True)
+    assert str(e.value) == f"refusing to --rebuild {tmp_path / 'other'}: it is not a lookalike index"
+
+
+def test_open_hands_the_weights_file_to_the_model_it_resolves(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(api, "resolve", lambda model=None, layer=None, weights=None, *rest: asked.append(
+        (model, layer, weights)) or resolve(model, layer))
+    with Index.open(tmp_path / "ix", create=True, weights=tmp_path / "w.pth", layer="blocks"):
+        pass
+    with Index.open(tmp_path / "ix", weights=tmp_path / "w.pth"):
+        pass
+    assert asked == [(None, "blocks", tmp_path / "w.pth"), ("efficientnet-lite0", "blocks", tmp_path / "w.pth")]
+
+
+def test_an_index_made_without_a_device_embeds_on_the_cpu(monkeypatch):
+    made = []
+    monkeypatch.setattr(api, "Embedder", lambda spec, threads, device: made.append((threads, device)) or CountingEmbedder())
+    idx = Index(StandInCollection(), resolve())
+    assert idx.embedder is idx.embedder and made == [(None, "cpu")]
+    assert Index.over(StandInCollection(resolve().identity())).embedder is not None and made[-1] == (None, "cpu")
+
+
+def test_over_resolves_the_model_with_the_weights_the_vectors_were_made_with(monkeypatch):
+    asked = []
+    monkeypatch.setattr(api, "resolve", lambda model, layer, weights, sha: asked.append((model, layer, weights, sha))
+                        or resolve(model, layer))
+    Index.over(StandInCollection({**resolve().identity(), "weights_sha256": "abc"}), weights="/w.pth")
+    assert asked == [("efficientnet-lite0", "pool", "/w.pth", "abc")]
+
+
+def test_the_searcher_is_approximate_unless_asked_otherwise_and_a_new_ann_setting_is_followed_at_once(index):
+    """set_ann takes effect on the next search of the same Index, not only at the next change of the
+    catalog (the approximate index is kept per catalog generation)."""
+    coll = StandInCollection()
+    idx = Index(coll, resolve())
+    idx.searcher(), idx.searcher(False)
+    assert coll.approximate == [True, False]
+    folder, vectors, _ = index
+    folder.set_ann("hnsw")
+    assert folder.index_type == "hnsw" and folder.ann().kind == "hnsw"
+    assert folder.searcher() is not folder.searcher(False)  # through HNSW
+    folder.set_ann("exact")
+    assert folder.index_type == "exact" and folder.ann() is None and folder.searcher() is folder.searcher(False)
+
+
+def test_an_index_made_for_an_onnx_file_names_it_by_its_absolute_path(tmp_path, monkeypatch):
+    from helpers import tiny_model
+
+    model = tiny_model(tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    with Index.open(tmp_path / "ix", model="m/model.onnx", create=True) as idx:
+        assert idx.collection.model_ref == str(model / "model.onnx") and idx.model["dim"] == 8
+    with Index.open(tmp_path / "ix") as idx:
+        assert idx.spec.name == "tiny-0"
+
+
+class SizeRecorder(CountingEmbedder):
+    """A :class:`CountingEmbedder` that also notes the size of each image it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes = []
+
+    def embed_images(self, images):
+        self.sizes += [im.size if hasattr(im, "size") and not isinstance(im, np.ndarray) else im.shape[1::-1]
+                       for im in images]
+        return super().embed_images(images)
+
+
+def test_embed_caches_only_vectors_of_bytes_and_decodes_at_the_models_draft_size(index, tmp_path):
+    from helpers import sample_photo
+    from lookalike.images import max_file_bytes
+
+    idx, _, _ = index
+    idx._embedder = recorder = SizeRecorder()
+    cache: dict = {}
+    idx.embed(Image.open(io.BytesIO(png((0, 9, 0)))), cache=cache)  # a picture, not bytes: nothing to key it by
+    assert cache == {} and recorder.images == 1
+    big = sample_photo("astronaut").resize((1024, 1024))  # a JPEG drafts to at least the model's input, not below
+    big.save(tmp_path / "big.jpg", quality=90)
+    idx.embed(tmp_path / "big.jpg")
+    draft = idx.spec.preprocessing.decode_size
+    assert draft is not None and draft <= min(recorder.sizes[-1]) < 1024
+    padded = tmp_path / "padded.png"  # 16 x 12 pixels followed by junk: more bytes than such a picture needs
+    padded.write_bytes(png((0, 0, 9)) + bytes(max_file_bytes(192) + 1))
+    with pytest.raises(ImageError, match="too large: a file over"):
+        idx.embed(padded, max_pixels=192)
+    assert recorder.images == 2
+
+
+def test_indexing_and_the_approximate_index_are_passed_on_to_the_folder(index):
+    from lookalike.images import DEFAULT_MAX_PIXELS
+    from lookalike.index.indexer import BATCH
+
+    idx, _, _ = index
+    calls = []
+    folder = idx.collection
+    folder.index = lambda *args: calls.append(args) or "report"
+    plan, progress = (lambda n: None), (lambda n: None)
+    assert idx.index("/f", 3, 4, 99, plan, progress, True) == "report"
+    assert idx.index("/g") == "report"
+    assert calls == [("/f", idx.embedder, 3, 4, 99, plan, progress, True),
+                     ("/g", idx.embedder, BATCH, 2, DEFAULT_MAX_PIXELS, None, None, False)]
+    folder.ann = lambda rebuild=False: calls.append(rebuild)
+    idx.ann(), idx.ann(rebuild=True)
+    assert calls[2:] == [False, True]
+
+
+def test_paths_of_an_id_not_in_the_catalog_fail_unless_missing_is_allowed_and_columns_follow_the_ids(index):
+    idx, _, _ = index
+    first, second = (idx.query_vector(v, 1, exact=True).results[0].id for v in index[1][[4, 9]])
+    with pytest.raises(KeyError):
+        idx.paths([first, 10**6])
+    assert idx.paths([first, 10**6], missing_ok=True) == ["/p/04.png", None]
+    assert idx.columns([second, first]) == {"path": ["/p/09.png", "/p/04.png"], "size": [19, 14], "mtime_ns": [1, 1],
+                                            "hash": ["h9", "h4"], "width": [4, 4], "height": [3, 3]}
+
+
+def test_a_read_only_index_lays_its_map_out_without_keeping_it(index, monkeypatch):
+    from lookalike.map import layout, packed
+    from lookalike.map.cache import MAP_FILE
+
+    idx, _, _ = index
+    monkeypatch.setattr(layout, "lay_out", lambda v: layout.fit_unit_square(v[:, :2]))
+    idx.collection.store.readonly = True
+    kept = []
+    monkeypatch.setattr(packed, "keep", lambda *args: kept.append(args))
+    assert idx.layout().how == "laid out"
+    assert kept == [] and not (idx.root / MAP_FILE).exists()
+
+
+def test_a_cached_map_is_not_packed_again_and_one_with_a_removed_file_is_not_packed(index, monkeypatch):
+    from lookalike.map import layout, packed
+
+    idx, _, _ = index
+    monkeypatch.setattr(layout, "lay_out", lambda v: layout.fit_unit_square(v[:, :2]))
+    real_keep, kept = packed.keep, []
+    monkeypatch.setattr(packed, "keep", lambda root, m, paths: kept.append(paths) or real_keep(root, m, paths))
+    first = idx.layout()
+    assert len(kept) == 1 and idx.layout().how == "cached" and len(kept) == 1
+    ids, vectors = idx.vectors()
+    gone = int(ids.max()) + 1  # a file removed after the vectors were read
+    idx.vectors = lambda: (np.append(ids, gone), np.vstack([vectors, vectors[:1]]))
+    m = idx.layout()
+    assert m.how == "placed" and gone in m.ids.tolist() and len(m.ids) == len(first.ids) + 1 and len(kept) == 1
