@@ -51,7 +51,6 @@ INDEX_TESTS = [U + "index/test_store.py", U + "index/test_indexer.py", U + "test
 # over a stand-in index (no model), each test building its own app (the server's other tests share one app
 # through a module-scoped fixture, which hides their catches, and index with the default model)
 SERVER_TESTS = [U + "server/test_routes.py", U + "server/test_state.py"]
-CLI_TESTS = [U + "cli/test_present.py", U + "cli/test_search.py"]
 MAP_TESTS = [U + "map/test_cache.py", U + "map/test_groups.py", U + "map/test_layout.py", U + "map/test_packed.py",
              U + "map/test_payload.py", U + "server/test_mapview.py"]
 CLUSTER_TESTS = [U + "cluster/test_shards.py", U + "cluster/test_sources.py", U + "cluster/test_ray_session.py",
@@ -62,14 +61,17 @@ EVALUATE_FAST = ("report_calls or report_row or report_table or rows_and_neighbo
                  "or re_ranked or without_two or curves_drawn or curve_stops")
 MODULES = {
     "src/lookalike/__init__.py": [U + "test_api.py", U + "test_paths.py"],
-    "src/lookalike/__main__.py": CLI_TESTS,
+    "src/lookalike/__main__.py": [U + "cli/test_main.py"],
     "src/lookalike/api.py": [U + "test_api.py"],  # the server and evaluation tests index with the default model
     "src/lookalike/atomic.py": [U + "test_atomic.py"],
     "src/lookalike/fetch.py": [U + "test_fetch.py"],
     "src/lookalike/images.py": [U + "test_images.py"],
     "src/lookalike/paths.py": [U + "test_paths.py"],
     "src/lookalike/text.py": [U + "test_text.py"],
-    **{f"src/lookalike/cli/{m}.py": CLI_TESTS for m in ("__init__", "ann", "dedup", "indexing", "search", "training")},
+    # each command's module against its own in-process tests (the tiny model, hand-made indexes, stand-ins
+    # for training and Milvus); the commands as subprocesses are tests/e2e's
+    "src/lookalike/cli/__init__.py": [U + "cli/test_main.py"],
+    **{f"src/lookalike/cli/{m}.py": [U + f"cli/test_{m}.py"] for m in ("ann", "dedup", "indexing", "search", "training")},
     "src/lookalike/cli/maps.py": [U + "cli/test_maps.py"],
     "src/lookalike/cli/serve.py": [U + "cli/test_serve.py"],
     "src/lookalike/cli/common.py": [U + "cli/test_common.py"],

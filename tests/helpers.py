@@ -420,3 +420,21 @@ def read_binary_map(data: bytes) -> tuple[dict, dict]:
         columns[name] = raw.decode("utf-8").split("\0")[:-1] if kind == "utf8" else np.frombuffer(raw, kinds[kind])
     assert start + offset + size <= len(data) < start + offset + size + ALIGN
     return head, columns
+
+
+def tiny_index(root, names=("astronaut", "camera", "chelsea", "coffee", "rocket", "horse"), size=(48, 40)):
+    """``root/photos`` holding the sample photos ``names`` as small PNGs, indexed with :func:`tiny_model`
+    into ``root/ix``; (photos folder, index folder, model folder)."""
+    from pathlib import Path
+
+    from lookalike.api import Index
+
+    root = Path(root)
+    folder = root / "photos"
+    folder.mkdir(parents=True)
+    for name in names:
+        sample_photo(name).resize(size).save(folder / f"{name}.png")
+    model = tiny_model(root / "model")
+    with Index.open(root / "ix", model=str(model), create=True, threads=1) as idx:
+        idx.index(folder)
+    return folder, root / "ix", model

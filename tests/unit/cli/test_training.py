@@ -1,0 +1,231 @@
+"""``lookalike evaluate``, ``train`` and ``tune`` (cli/training.py) in-process: evaluate for real with the
+tiny model; train and tune over stand-ins of the training run and the grid search (training is
+tests/unit/train and, end to end, tests/e2e/test_train_cli.py), so that what the commands hand them,
+print and refuse is read here: the metric table, the summary --json gives, the progress lines, which
+trial the table marks best and the note on trials within noise."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import sample_photo, tiny_model
+from lookalike.cli import app, training
+from lookalike.train.config import TrainConfig
+from lookalike.train.loop import Epoch
+from lookalike.train.tune import Trial, TuneResult
+
+NAMES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "horse")
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def labelled(root: Path, classes: int = 2, per_class: int = 3) -> Path:
+    """``root``, made, with ``classes`` sub-folders of ``per_class`` small photos each."""
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            name = NAMES[(c * per_class + i) % len(NAMES)]
+            sample_photo(name).resize((40 + i, 40)).save(root / f"class{c}" / f"{name}.png")
+    return root
+
+
+def test_evaluate_prints_the_metrics_of_the_labelled_folder_or_its_summary_as_json(tmp_path, monkeypatch):
+    model = tiny_model(tmp_path / "m")
+    data = labelled(tmp_path / "data")
+    (data / "class1" / "broken.png").write_bytes(b"")
+    reports = []
+    from lookalike.evaluation import evaluate as ev
+
+    monkeypatch.setattr(ev, "write_report", lambda result, out: reports.append(out) or Path(out) / "index.html")
+    got = run("evaluate", data, "--model", model, "--metric", "l2", "--json", "--report", tmp_path / "r")
+    assert got.exit_code == 0, got.output
+    summary = json.loads(got.stdout)
+    assert summary["model"] == "tiny-0" and summary["embedded"] == 6
+    assert summary["skipped"] == [{"path": str(data / "class1" / "broken.png"),
+                                   "reason": "not an image (empty or unknown format)"}]
+    assert reports == [tmp_path / "r"] and got.stderr == f"report: {tmp_path / 'r' / 'index.html'}\n"
+    table = run("evaluate", data, "--model", model, "--metric", "l2")
+    assert table.exit_code == 0, table.output
+    lines = [line.rstrip() for line in table.stdout.splitlines()]
+    assert lines[0] == f"tiny-0 on {data} (l2)"
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in lines if line.count("│") == 3}
+    assert rows["recall@1"] == f"{summary['recall@1']:.4f}" and rows["map"] == f"{summary['map']:.4f}"
+    assert rows["skipped"] == "1" and rows["embedded"] == "0"  # the cache held them; skipped files counted
+    assert table.stderr == f"skipped {data / 'class1' / 'broken.png'}: not an image (empty or unknown format)\n"
+
+
+def test_evaluate_hands_its_options_to_the_evaluation_and_refuses_a_folder_without_images(tmp_path, monkeypatch):
+    from lookalike.evaluation import evaluate as ev
+
+    asked = []
+
+    def stand_in(data, model, layer, metric, rerank, seed, threads, on_plan, on_progress, index, follow_links):
+        asked.append((data, model, layer, metric, rerank, seed, threads, index, follow_links))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(ev, "evaluate_folder", lambda data, model, layer, metric, rerank, seed, threads, **kw:
+                        stand_in(data, model, layer, metric, rerank, seed, threads, **kw))
+    data = labelled(tmp_path / "data")
+    run("evaluate", data, "--model", "m", "--layer", "x", "--rerank", "--seed", 4, "--index", tmp_path / "ix",
+        "--threads", 2, "--follow-links")
+    run("evaluate", data)
+    assert asked == [(data, "m", "x", "cosine", True, 4, 2, tmp_path / "ix", True),
+                     (data, None, None, "cosine", False, 0, None, None, False)]
+    (tmp_path / "empty").mkdir()
+    result = run("evaluate", tmp_path / "empty")
+    assert result.exit_code == 1 and result.stderr == f"error: no images under {tmp_path / 'empty'}\n"
+
+
+def test_the_metric_table_shows_floats_to_four_places_nested_scores_by_name_and_lists_by_length(monkeypatch):
+    printed = []
+    monkeypatch.setattr(training.present, "stdout_console", lambda: types.SimpleNamespace(print=printed.append))
+    training._print_metrics({"recall@1": 0.123456, "queries": 12, "rerank": {"map": 0.5, "n": 3},
+                             "skipped": [("a", "b"), ("c", "d")], "model": "tiny"}, "title")
+    [table] = printed
+    assert table.title == "title"
+    cells = list(zip(*(column._cells for column in table.columns)))
+    assert cells == [("recall@1", "0.1235"), ("queries", "12"), ("rerank map", "0.5000"), ("rerank n", "3"),
+                     ("skipped", "2"), ("model", "tiny")]
+
+
+def result_of(history, final=None):
+    return types.SimpleNamespace(history=history, val=final or history[-1].val)
+
+
+def test_train_hands_its_settings_to_the_run_and_says_what_it_wrote(tmp_path, monkeypatch):
+    from lookalike.train import run as train_run
+
+    data = labelled(tmp_path / "data", classes=3)
+    asked = []
+
+    def stand_in(data, out, config, val_data, resume, name, device, threads, progress, follow_links):
+        asked.append((data, out, config, val_data, resume, name, device, threads, follow_links))
+        progress("epoch", 1, 2, {"epoch": Epoch(1, 0.51234, 3.4, {"recall@1": 0.25, "map": 0.125})})
+        history = [Epoch(0, None, 0.0, {"recall@1": 0.1, "map": 0.05}), Epoch(2, 0.4, 7.0, {"recall@1": 0.5, "map": 0.25})]
+        return result_of(history), Path(out) / "model.onnx", 12.6
+
+    monkeypatch.setattr(train_run, "train", lambda *a, **kw: stand_in(*a, **kw))
+    result = run("train", data, "--out", tmp_path / "out", "--epochs", 2, "--lr", 0.01, "--temperature", 0.1,
+                 "--margin", 0.2, "--dim", 16, "--unfreeze", 3, "--train-size", 64, "--augment", "features",
+                 "--batch", 8, "--lr-decay", 0.5, "--ema", 0.9, "--blend", 0.7, "--val-split", "images",
+                 "--val-fraction", 0.3, "--seed", 5, "--name", "mine", "--threads", 2, "--model", "efficientnet-lite1")
+    assert result.exit_code == 0, result.output
+    config = TrainConfig(model="efficientnet-lite1", dim=16, temperature=0.1, margin=0.2, epochs=2, lr=0.01, unfreeze=3,
+                         batch_size=8, train_size=64, augment="features", val_split="images", val_fraction=0.3, seed=5,
+                         lr_decay=0.5, ema=0.9, blend=0.7)
+    assert asked == [(data, tmp_path / "out", config, None, False, "mine", "cpu", 2, False)]
+    assert result.stdout == f"wrote {tmp_path / 'out'} (13 s); use it with --model {tmp_path / 'out'}\n"
+    assert "epoch 1/2  loss 0.512  val recall@1 0.250  mAP 0.125  (3 s)" in result.stderr.splitlines()
+    assert result.stderr.startswith("warning: 3 classes of 3 images (the median), of which ")
+    as_json = run("train", data, "--out", tmp_path / "out", "--json", "--val-data", data, "--resume", "--follow-links")
+    summary = json.loads(as_json.stdout)
+    assert summary == {"model_dir": str(tmp_path / "out"), "onnx": str(tmp_path / "out" / "model.onnx"), "seconds": 12.6,
+                       "epochs": 2, "validation": {"recall@1": 0.5, "map": 0.25},
+                       "untrained_validation": {"recall@1": 0.1, "map": 0.05}, "left_out": []}
+    assert asked[-1][:2] == (data, tmp_path / "out") and asked[-1][2] == TrainConfig()
+    assert asked[-1][3:] == (data, True, None, "cpu", None, True)
+    assert "epoch 1/2" not in as_json.stderr  # --json: no progress lines
+
+
+def test_train_without_an_untrained_epoch_and_with_files_left_out(tmp_path, monkeypatch):
+    import os
+
+    from lookalike.train import run as train_run
+
+    data = labelled(tmp_path / "data", classes=2)
+    (tmp_path / "elsewhere.png").write_bytes((data / "class0" / "astronaut.png").read_bytes())
+    os.symlink(tmp_path / "elsewhere.png", data / "class0" / "link.png")
+    monkeypatch.setattr(train_run, "train", lambda *a, **kw: (result_of([Epoch(3, 0.2, 1.0, None)]), Path("m.onnx"), 1.0))
+    summary = json.loads(run("train", data, "--out", tmp_path / "out", "--json", "--val-split", "none").stdout)
+    assert summary["untrained_validation"] is None and summary["validation"] is None and summary["epochs"] == 3
+    assert summary["left_out"] == [{"path": str(data / "class0" / "link.png"),
+                                    "reason": "symbolic link to outside the folder (use --follow-links to include it)"}]
+
+
+def test_an_epochs_validation_text_is_empty_when_it_was_not_validated():
+    assert training._validation_text(Epoch(1, 0.5, 1.0, None)) == ""
+    assert training._validation_text(Epoch(1, 0.5, 1.0, {"recall@1": 0.12345, "map": 0.5})) == \
+        "  val recall@1 0.123  mAP 0.500"
+
+
+def test_the_training_progress_prints_epochs_and_one_bar_per_stage(monkeypatch):
+    printed = []
+    monkeypatch.setattr(training.err, "print", lambda text, **kw: printed.append(text))
+    with training._training_progress(quiet=False) as progress:
+        progress("cache", 1, 4, {"name": "train"})
+        progress("cache", 4, 4, {"name": "train"})
+        progress("train", 2, 10, {"epoch": 1, "loss": 0.25})
+        progress("epoch", 1, 3, {"epoch": Epoch(1, None, 2.4, None)})
+        tasks = {t.description: (t.completed, t.total, t.fields["info"]) for t in progress.bar.tasks}
+    assert printed == ["epoch 1/3  (untrained)  (2 s)"]
+    assert tasks == {"caching train": (4, 4, ""), "epoch 1": (2, 10, "loss 0.250")}
+    with training._training_progress(quiet=True) as progress:
+        progress("epoch", 2, 3, {"epoch": Epoch(2, 0.5, 1.0, None)})
+    assert printed == ["epoch 1/3  (untrained)  (2 s)"]
+
+
+def grid_result(within_noise: bool) -> TuneResult:
+    best = Trial({"lr": 0.001, "dim": 8}, "done", 2, 30.4, {"map": 0.5, "recall@1": 0.6})
+    other = Trial({"lr": 0.01, "dim": 8}, "stopped", 1, 12.0, {"map": 0.45, "recall@1": 0.7},
+                  vs_best={"within_noise": within_noise, "classes": 7})
+    skipped = Trial({"lr": 0.1, "dim": 8}, "skipped", 0, 0.0)
+    return TuneResult([other, best, skipped], {}, 42.0)
+
+
+@pytest.mark.parametrize("within_noise", [True, False])
+def test_tune_marks_the_best_trial_and_says_which_are_within_noise(tmp_path, monkeypatch, within_noise):
+    from lookalike.train import tune
+
+    data = labelled(tmp_path / "data", classes=5)
+    asked = []
+
+    def stand_in(data, points, out, base, seconds, progress, follow_links):
+        asked.append((data, points, out, base, seconds, follow_links))
+        progress(0, 3, "epoch", 1, 2, {"epoch": Epoch(1, 0.3, 1.0, {"recall@1": 0.5, "map": 0.25})})
+        progress(0, 3, "train", 1, 2, {})
+        return grid_result(within_noise)
+
+    monkeypatch.setattr(tune, "run_grid", lambda *a, **kw: stand_in(*a, **kw))
+    result = run("tune", data, "--grid", "lr=0.01,0.001,0.1", "dim=8", "--epochs", 2, "--val-fraction", 0.5,
+                 "--budget", "2m", "--seed", 3, "--out", tmp_path / "t", "--follow-links")
+    assert result.exit_code == 0, result.output
+    assert asked == [(data, {"lr": [0.01, 0.001, 0.1], "dim": [8]}, tmp_path / "t",
+                      TrainConfig(epochs=2, val_fraction=0.5, seed=3), 120.0, True)]
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert " ".join(lines).startswith(f"grid search ({tmp_path / 't'}) ")  # rich wraps a title to the table
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.count("│") == 9]
+    assert rows == [["0.01", "8", "0.4500", "0.7000", "within noise" if within_noise else "worse", "1 of 2", "12",
+                         "stopped"],
+                        ["0.001", "8", "0.5000", "0.6000", "best", "2", "30", "done"],
+                        ["0.1", "8", "-", "-", "", "0 of 2", "0", "skipped"]]
+    assert lines[-1] == "best: --lr 0.001 --dim 8  (val mAP 0.5000, recall@1 0.6000)"
+    note = ("note: within noise of the best: 1 other trial (the 95 % interval of the mAP difference reaches 0 when the 7 "
+            "validation classes are drawn again with replacement); this validation data cannot tell them apart, more "
+            "held-out classes would\n")
+    assert result.stderr.endswith(note) == within_noise
+    assert "[1/3] epoch 1/2  val recall@1 0.500  mAP 0.250" in result.stderr.splitlines()
+    as_json = run("tune", data, "--grid", "lr=0.01,0.001,0.1", "--json")
+    assert json.loads(as_json.stdout)["best"] == {"settings": {"lr": 0.001, "dim": 8}, "val": {"map": 0.5, "recall@1": 0.6}}
+    assert "[1/3]" not in as_json.stderr and asked[-1][4] is None and asked[-1][2] == Path("tune")
+
+
+def test_tune_with_no_scored_trial_names_no_best_and_refuses_a_bad_grid_before_training(tmp_path, monkeypatch):
+    from lookalike.train import tune
+
+    data = labelled(tmp_path / "data", classes=5)
+    ran = []
+    monkeypatch.setattr(tune, "run_grid", lambda *a, **kw: ran.append(a) or TuneResult(
+        [Trial({"lr": 0.1}, "failed", 0, 0.0)], {}, 1.0))
+    result = run("tune", data, "--grid", "lr=0.1")
+    assert result.exit_code == 0 and "best:" not in result.stdout and "skipped" not in result.stdout
+    bad = run("tune", data, "--grid", "lr")
+    assert bad.exit_code != 0 and len(ran) == 1
+    budget = run("tune", data, "--grid", "lr=0.1", "--budget", "soon")
+    assert budget.exit_code != 0 and len(ran) == 1
