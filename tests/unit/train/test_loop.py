@@ -416,7 +416,7 @@ def test_fit_trains_records_each_epoch_and_reports_progress(stand_in, tmp_path):
     assert seen[3][3]["loss"] == pytest.approx(result.history[1].loss)  # the mean over the epoch's steps
     assert result.spec is prep.spec and result.config == CONFIG and result.val == result.history[-1].val
     assert result.final is None and result.net is result.average.net
-    assert not result.net.training and result.net.features.net._conv_head.weight.is_contiguous()
+    assert not result.net.training and all(p.is_contiguous() for p in result.net.parameters())
     assert result.average.decay == 0.0 and set(result.average.ema) == set()
 
 
@@ -458,15 +458,16 @@ def test_learning_rates_by_depth_warm_up_then_follow_a_cosine(stand_in, tmp_path
     Recording.made = []
     monkeypatch.setattr(loop.torch.optim, "AdamW", Recording)
     data = make_data(tmp_path / "data", classes=4, per_class=5)
-    config = replace(CONFIG, val_split="none", epochs=4, lr=1e-3, lr_decay=0.5, head_lr_scale=10.0,
+    config = replace(CONFIG, val_split="none", epochs=5, lr=1e-3, lr_decay=0.5, head_lr_scale=10.0,
                      weight_decay=0.25)
     loop.fit(loop.prepare(data, config, tmp_path / "cache"), config)
     (opt, kw), = Recording.made
     assert kw == {"weight_decay": 0.25}
-    # 20 images in batches of 4: 5 steps an epoch, 20 in all, 2 of warm-up (a tenth)
-    factor = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * (s - 2) / 18)) for s in range(2, 20)]
-    assert factor[11] == pytest.approx(0.5)
-    assert len(opt.steps) == 20
+    # 20 images in batches of 4: 5 steps an epoch, 25 in all, 2 of warm-up (a tenth, rounded down),
+    # then half a cosine over the 23 others
+    factor = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * (s - 2) / 23)) for s in range(2, 25)]
+    assert factor[2] == 1.0 and factor[-1] == pytest.approx(0.0047, abs=1e-4)
+    assert len(opt.steps) == 25
     # head convolution at lr, the last block at half, the one before at a quarter; the embedding 10 x lr
     for lrs, f in zip(opt.steps, factor):
         assert lrs == pytest.approx([1e-3 * f, 5e-4 * f, 2.5e-4 * f, 1e-2 * f])
