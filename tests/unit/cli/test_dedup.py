@@ -123,3 +123,18 @@ def test_dedup_of_an_empty_folder_is_refused_for_a_new_index(tmp_path):
     result = run("dedup", tmp_path / "empty", "--index", tmp_path / "ix", "-t", "0.5")
     assert result.exit_code == 1 and result.stderr == f"error: no images under {tmp_path / 'empty'}; no index created\n"
     assert not (tmp_path / "ix").exists()
+
+
+def test_the_progress_bar_of_indexing_the_folder_counts_its_files(tmp_path, monkeypatch):
+    made = []
+    real = dedup.progress_bar
+    monkeypatch.setattr(dedup, "progress_bar", lambda quiet: made.append((quiet, real(quiet))) or made[-1][1])
+    model = tiny_model(tmp_path / "m")
+    folder = folder_of(tmp_path / "set", ("chelsea", "coffee", "rocket"))
+    assert run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "-t", "0.001").exit_code == 0
+    quiet, bar = made[-1]
+    assert quiet is False and (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("embed", 3, 3)
+    for flag in ("-q", "--json"):
+        assert run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "-t", "0.001", flag).exit_code == 0
+        assert made[-1][0] is True
+    assert run("dedup", "--index", tmp_path / "ix", "-t", "0.001").exit_code == 0 and len(made) == 3  # no folder: no bar

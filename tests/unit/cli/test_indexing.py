@@ -233,3 +233,52 @@ def test_models_lists_each_models_layers_and_weights(monkeypatch):
     assert result.stderr == "m2 weights: /cache/m2.pth\n"
     got = run("models", "--json")
     assert json.loads(got.stdout) == rows and got.stderr == "" and asked[-1] is None
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """The progress bars the commands make (each with whether it was asked to be quiet), kept for reading."""
+    made = []
+    real = indexing.progress_bar
+
+    def keep(quiet, *what):
+        bar = real(quiet, *what)
+        made.append((quiet, what, bar))
+        return bar
+
+    monkeypatch.setattr(indexing, "progress_bar", keep)
+    return made
+
+
+def test_the_progress_bar_counts_the_files_planned_and_done_and_their_rate(photos, tmp_path, bars):
+    folder, model = photos
+    assert run("index", folder, "--index", tmp_path / "ix", "--model", model).exit_code == 0
+    quiet, what, bar = bars[-1]
+    [task] = bar.tasks
+    assert quiet is False and what == () and (task.description, task.total, task.completed) == ("embed", 4, 4)
+    assert re.fullmatch(r"\d+\.\d img/s", task.fields["rate"])
+    assert run("index", folder, "--index", tmp_path / "ix", "--model", model, "-q").exit_code == 0
+    assert bars[-1][0] is True and (bars[-1][2].tasks[0].total, bars[-1][2].tasks[0].completed) == (0, 0)
+    assert run("index", folder, "--index", tmp_path / "ix", "--model", model, "--json").exit_code == 0
+    assert bars[-1][0] is True
+    assert run("embed", folder, "--out", tmp_path / "s", "--model", model).exit_code == 0
+    quiet, what, bar = bars[-1]
+    assert quiet is False and (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("embed", 4, 4)
+    assert run("embed", folder, "--out", tmp_path / "s", "--model", model, "--json").exit_code == 0
+    assert bars[-1][0] is True
+
+
+def test_the_ingest_bar_says_writing_and_counts_shards(monkeypatch, bars):
+    from lookalike.cluster import ingest
+    from lookalike.cluster.ingest import IngestReport
+
+    def stand_in(*args, on_plan, on_progress, **options):
+        on_plan(3), on_progress(2), on_progress(1)
+        return IngestReport("local")
+
+    monkeypatch.setattr(ingest, "ingest", stand_in)
+    assert run("ingest", "/s", "--uri", "u.db").exit_code == 0
+    quiet, what, bar = bars[-1]
+    assert (quiet, what) == (False, ("writing",))
+    assert (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("ingest", 3, 3)
+    assert run("ingest", "/s", "--uri", "u.db", "-q").exit_code == 0 and bars[-1][0] is True

@@ -243,3 +243,140 @@ def test_results_print_as_one_table_per_query_by_default():
     got = console_text(lambda c: print_results(results, console=c))
     assert got == console_text(lambda c: [c.print(table(r)) for r in results])
     assert got.count("nearest to /q1.jpg (cosine)") == 1 and got.count("nearest to /q2.jpg (cosine)") == 1
+
+
+# the tables' layout as a reader sees it: numbers right-aligned, titles at the left, one line a row,
+# groups apart; the console of data on stdout
+
+def raw_lines(render, width) -> list[str]:
+    return console_text(render, width).splitlines()
+
+
+def test_ranks_and_distances_are_right_aligned_and_never_wrapped_and_the_title_starts_at_the_left():
+    from lookalike.cli.present import table
+
+    paths = [f"/photos/{'long folder name ' * 3}/{i}.jpg" for i in range(10)]
+    result = QueryResult("/q.jpg", "nearest", "cosine", [Match(i + 1, i, p, 0.123456 + i) for i, p in enumerate(paths)])
+    wide = raw_lines(lambda c: c.print(table(result)), 200)
+    assert wide[0].rstrip() == "nearest to /q.jpg (cosine)"  # at the left, not centred over the wider table
+    rows = [line.split("│") for line in wide if line.startswith("│")]
+    assert [r[1] for r in rows[:2]] == ["    1 ", "    2 "] and rows[9][1] == "   10 "
+    assert rows[0][2] == "   0.1235 " and rows[9][2] == "   9.1235 "
+    narrow = raw_lines(lambda c: c.print(table(result)), 40)
+    body = [line for line in narrow if line.startswith("│")]
+    assert len(body) == 10  # one line a result: no rank, distance or path broken over two
+    assert [line.split("│")[2].strip() for line in body[:2]] == ["0.1235", "1.1235"]
+    assert all(line.split("│")[3].strip().endswith(f"{i}.jpg") for i, line in enumerate(body))
+
+
+def test_a_path_too_long_for_its_cell_is_shortened_on_one_line_never_wrapped():
+    from rich.console import Console
+
+    from lookalike.cli.present import PathCell
+
+    path = "/photos/" + "x" * 60 + "/name.jpg"
+    out = io.StringIO()
+    Console(file=out, width=30, color_system=None).print(PathCell(path))
+    assert out.getvalue().count("\n") == 1 and out.getvalue().rstrip().endswith("name.jpg") and "…" in out.getvalue()
+
+
+def test_the_dedup_table_aligns_numbers_right_keeps_kinds_whole_folds_long_evidence_and_parts_groups():
+    from lookalike.dedup.report import Duplicate, Group
+
+    groups = [Group("exact", f"/p/keep{g}.jpg", [Duplicate(f"/p/copy{g}-{i}.jpg", 0.0, "exact") for i in range(2)])
+              for g in range(10)]
+    report = dedup_report(groups, n_images=30)
+    lines = raw_lines(lambda c: print_dedup(report, console=c), 200)
+    assert lines[0].rstrip() == "duplicate groups (cosine distance <= 0.05)"
+    rows = [line.split("│") for line in lines if line.startswith("│")]
+    assert rows[0][1] == "     1 " and rows[27][1] == "    10 "  # 1 and 10, right-aligned
+    assert rows[1][3] == "   0.0000 " and rows[0][3] == "     keep "
+    separators = [i for i, line in enumerate(lines) if line.startswith("├")]
+    body = [i for i, line in enumerate(lines) if line.startswith("│")]
+    assert len(separators) == 9  # between groups, none within one
+    assert all(body[3 * g + 2] + 1 == separators[g] for g in range(9))
+    narrow = raw_lines(lambda c: print_dedup(report, console=c), 50)
+    kinds = [line.split("│")[2].strip() for line in narrow if line.startswith("│")]
+    assert kinds.count("exact") == 10 and set(kinds) == {"exact", ""}  # never broken as "exa" / "ct"
+    long_why = "x" * 80
+    report = dedup_report([Group("near", "/p/k.jpg", [Duplicate("/p/d.jpg", 0.01, copy_of="/p/" + long_why)])])
+    shown = " ".join(line.split("│")[5].strip() for line in raw_lines(lambda c: print_dedup(report, console=c), 70)
+                    if line.startswith("│"))
+    assert shown.replace(" ", "") == f"samebytesas{long_why}" and "…" not in shown  # folded, not cut short
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_stdout_console_prints_names_as_they_are_and_is_unbounded_in_a_pipe(monkeypatch):
+    from lookalike.cli.present import stdout_console
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    pipe = stdout_console()
+    assert pipe.width == 1 << 20 and not pipe.is_terminal
+    pipe.print("[bold]a[/bold] 'x' 1.5 " + "y" * 300)
+    assert pipe.file.getvalue() == "[bold]a[/bold] 'x' 1.5 " + "y" * 300 + "\n"
+    monkeypatch.setenv("COLUMNS", "50")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr("sys.stdout", Terminal())
+    term = stdout_console()
+    assert term.width == 50 and term.is_terminal
+    term.print("[bold]a[/bold] 'x' 1.5 /p/q.jpg")
+    assert term.file.getvalue() == "[bold]a[/bold] 'x' 1.5 /p/q.jpg\n"  # no markup read, nothing highlighted
+
+
+def test_a_montage_titles_its_query_query_by_default_and_is_cropped_to_what_it_draws(tmp_path, monkeypatch):
+    from lookalike.cli import present
+
+    Image.new("RGB", (60, 40), (0, 120, 0)).save(tmp_path / "q.png")
+    rows = [QueryResult(str(tmp_path / "q.png"), "nearest", "cosine", [Match(1, 0, str(tmp_path / "q.png"), 0.0)])]
+    made = []
+    real = present.montage_figure
+    monkeypatch.setattr(present, "montage_figure", lambda *args: made.append(args) or real(*args))
+    present.montage(tmp_path / "q.png", rows, tmp_path / "m.png")
+    assert made == [(tmp_path / "q.png", rows, "query")]
+    fig = real(tmp_path / "q.png", rows)
+    full = fig.get_size_inches() * fig.dpi
+    plt.close(fig)
+    width, height = Image.open(tmp_path / "m.png").size
+    assert (width, height) != tuple(round(x) for x in full)  # fitted to what it draws ("tight"), not the page
+    assert plt.get_fignums() == []  # every figure closed
+
+
+def test_every_thumbnail_is_drawn_at_one_size_whatever_the_number_of_images_and_rows(tmp_path):
+    from lookalike.cli.present import THUMB
+
+    Image.new("RGB", (60, 40), (0, 120, 0)).save(tmp_path / "q.png")
+    sizes = set()
+    for n, modes in ((2, ["nearest"]), (5, ["nearest"]), (3, ["nearest", "random", "farthest"])):
+        rows = [QueryResult("q", m, "cosine", [Match(i + 1, i, str(tmp_path / "q.png"), 0.1) for i in range(n)])
+                for m in modes]
+        fig = montage_figure(tmp_path / "q.png", rows)
+        try:
+            px = fig.get_size_inches() * fig.dpi
+            sizes |= {(round(ax.get_position().width * px[0]), round(ax.get_position().height * px[1]))
+                      for ax in fig.axes[1:]}
+        finally:
+            plt.close(fig)
+    widths, heights = {w for w, _ in sizes}, {h for _, h in sizes}
+    assert max(widths) - min(widths) <= 2 and max(heights) - min(heights) <= 2
+    assert 0.6 * THUMB < min(widths) <= THUMB  # near the thumbnail's own size: not squeezed into a fixed figure
+
+
+def test_group_montages_hold_eight_duplicates_a_row_under_the_kept_file_and_go_into_an_existing_folder(tmp_path,
+                                                                                                   monkeypatch):
+    from lookalike.cli import present
+    from lookalike.dedup.report import Duplicate, Group
+
+    drawn = []
+    monkeypatch.setattr(present, "montage", lambda query, rows, out, query_title: drawn.append(rows))
+    dups = [Duplicate(f"/d{i}.jpg", i / 100) for i in range(1, 10)]
+    (tmp_path / "out").mkdir()
+    present.dedup_montages(dedup_report([Group("near", "/k.jpg", dups)]), tmp_path / "out")
+    [rows] = drawn
+    assert [len(r.results) for r in rows] == [8, 1]
+    assert {(r.query, r.mode, r.metric) for r in rows} == {("/k.jpg", "near duplicates", "cosine")}
+    assert [m.rank for r in rows for m in r.results] == list(range(1, 10))

@@ -204,3 +204,24 @@ def test_a_random_query_says_its_seed_once_and_draws_every_image_with_it(tmp_pat
     each = [run("query", q, "--mode", "random", "-k", "3", "--seed", seed, "--index", ix, "--json").stdout for q in queries]
     assert [json.loads(out)["seed"] for out in each] == [seed, seed]
     assert [r["path"] for out in each for r in json.loads(out)["results"]] == first.stdout.split()
+
+
+def test_without_format_a_terminal_gets_a_table_and_a_pipe_tsv(monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert search._output_format(None) == "table" and search._output_format(search.Format.paths) == "paths"
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert search._output_format(None) == "tsv" and search._output_format(search.Format.table) == "table"
+
+
+@pytest.mark.parametrize("command", ["query", "show"])
+def test_the_index_or_collection_asked_for_is_opened_with_its_options(tmp_path, monkeypatch, command):
+    folder, ix, _ = tiny_index(tmp_path, NAMES)
+    opened = []
+    monkeypatch.setattr(search, "open_index", lambda *a, **kw: opened.append((a, kw)) or api.Index.open(ix))
+    monkeypatch.setattr(present, "montage", lambda query, rows, out: None)
+    result = run(command, folder / "horse.png", "--uri", "http://m:19530", "--collection", "c", "--threads", 3,
+                 "--device", "cpu", "--weights", tmp_path / "w.pth")
+    assert result.exit_code == 0, result.output
+    assert opened == [((None, "http://m:19530", "c"), {"threads": 3, "device": "cpu", "weights": tmp_path / "w.pth"})]
+    assert run(command, folder / "horse.png", "--index", ix).exit_code == 0
+    assert opened[-1] == ((ix, None, None), {"threads": None, "device": "auto", "weights": None})

@@ -229,3 +229,16 @@ def test_tune_with_no_scored_trial_names_no_best_and_refuses_a_bad_grid_before_t
     assert bad.exit_code != 0 and len(ran) == 1
     budget = run("tune", data, "--grid", "lr=0.1", "--budget", "soon")
     assert budget.exit_code != 0 and len(ran) == 1
+
+
+def test_the_evaluation_bar_counts_the_images_embedded(tmp_path, monkeypatch):
+    model = tiny_model(tmp_path / "m")
+    data = labelled(tmp_path / "data")
+    made = []
+    real = training.progress_bar
+    monkeypatch.setattr(training, "progress_bar", lambda quiet: made.append((quiet, real(quiet))) or made[-1][1])
+    assert run("evaluate", data, "--model", model).exit_code == 0
+    quiet, bar = made[-1]
+    assert quiet is False and (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("embed", 6, 6)
+    for flag in ("-q", "--json"):
+        assert run("evaluate", data, "--model", model, flag).exit_code == 0 and made[-1][0] is True
