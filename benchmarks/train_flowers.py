@@ -9,6 +9,10 @@ machine wall time depends on what else runs.
 
     python benchmarks/train_flowers.py [--data FOLDER] [--epochs N] [--out result.json]
     python benchmarks/train_flowers.py --test 1-16     # another split: train 017-051, score 001-016
+    python benchmarks/train_flowers.py --embed-size 256 --also-embed-size 224   # embed at 256 (and 224)
+
+With ``--embed-size N`` (or ``--also-embed-size N``) the pretrained network is scored at N pixels too
+(``pretrained_by_size``), so that a gain can be told apart from what the size alone does.
 
 flowers51 (Oxford 102 Flowers, classes 001-051, 40 images each) is not part of the repository; the
 script says so and exits 2 when it is absent.
@@ -46,6 +50,19 @@ def scores(data: Path, model: str) -> dict:
     return {k: summary[k] for k in ("n_images", "n_classes", *KEYS)} | {"comparative": summary["comparative"]}
 
 
+def pretrained_model(spec, into: Path) -> Path:
+    """A model directory of the pretrained network ``spec`` (its features, at its input size)."""
+    from lookalike.models.export import export
+    from lookalike.models.registry import SIDECAR
+
+    into.mkdir()
+    export(spec, into / "model.onnx")
+    pre = spec.preprocessing
+    (into / SIDECAR).write_text(json.dumps({"name": f"{spec.name}-{pre.size}", "input_size": pre.size,
+                                            "mean": list(pre.mean), "std": list(pre.std), "dim": spec.dim}))
+    return into
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=FLOWERS51)
@@ -59,6 +76,9 @@ def main() -> None:
     p.add_argument("--also-ema", type=float, action="append", default=[], metavar="DECAY",
                    help="also keep this moving average in the same training and score it (0: the last weights; "
                         "repeatable; with every blend)")
+    p.add_argument("--also-embed-size", type=int, action="append", default=[], metavar="PIXELS",
+                   help="also score the same training, and the pretrained network, embedding at this size "
+                        "(no second training; repeatable)")
     p.add_argument("--keep", type=Path, help="write the fine-tuned model directory here (default: a temp dir)")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -76,6 +96,7 @@ def main() -> None:
 
     import torch
 
+    from lookalike.train.loop import base_spec, embedding_spec
     from lookalike.train.run import train
     from lookalike.train.save import write_model_dir
 
@@ -85,6 +106,11 @@ def main() -> None:
         train_dir = link_classes(args.data, train_names, tmp / "train")
         test_dir = link_classes(args.data, test_names, tmp / "test")
         pretrained = scores(test_dir, "efficientnet-lite0")
+        base = base_spec(config)
+        sizes = [n for n in dict.fromkeys([config.embed_size, *args.also_embed_size])
+                 if n not in (0, base.preprocessing.size)]
+        pretrained_by_size = {n: scores(test_dir, str(pretrained_model(embedding_spec(base, n), tmp / f"pre-{n}")))
+                              for n in sizes}
         out = args.keep or tmp / "model"
         load_before = os.getloadavg()
         cpu0 = time.process_time()
@@ -102,6 +128,12 @@ def main() -> None:
                     write_model_dir(replace(result, net=result.average.exported(share, decay),
                                             config=replace(config, blend=share, ema=decay), final=None), other)
                     also[f"ema {decay} blend {share}"] = scores(test_dir, str(other))
+        for n in dict.fromkeys(args.also_embed_size):
+            if n != config.embed_size:
+                other = tmp / f"embed-{n}"
+                write_model_dir(replace(result, spec=embedding_spec(base, n), config=replace(config, embed_size=n),
+                                        final=None), other)
+                also[f"embed size {n}"] = scores(test_dir, str(other))
     report = {
         "data": str(args.data),
         "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"
@@ -109,6 +141,7 @@ def main() -> None:
         "train_images": split["train_images"],
         "test_classes": f"{test_names[0]}-{test_names[-1]}",
         "pretrained": pretrained,
+        "pretrained_by_size": pretrained_by_size,
         "fine_tuned": tuned,
         "gain": {k: round(tuned[k] - pretrained[k], 4) for k in ("recall@1", "map", "map@r")},
         "same_training_other_exports": also,

@@ -32,7 +32,7 @@ def data(tmp_path_factory):
 def model_dir(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "flowers-model"
     proc = run("train", data, "--out", out, "--epochs", "1", "--unfreeze", "2", "--train-size", "64", "--batch", "8",
-               "--dim", "32", "--margin", "0.1", "--val-fraction", "0.4", "--json")
+               "--dim", "32", "--margin", "0.1", "--embed-size", "96", "--val-fraction", "0.4", "--json")
     return out, json.loads(proc.stdout)
 
 
@@ -44,6 +44,7 @@ def test_train_writes_a_model_directory(model_dir):
     meta = json.loads((out / "lookalike.json").read_text())
     assert meta["name"] == "flowers-model" and meta["dim"] == 32 and meta["training"]["unfreeze"] == 2
     assert meta["training"]["margin"] == 0.1
+    assert meta["training"]["embed_size"] == 96 and meta["input_size"] == 96  # whole images at 96 px
 
 
 def test_index_and_query_with_the_trained_model(model_dir, data, tmp_path):

@@ -107,6 +107,9 @@ def train(
     unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
                                           "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
     train_size: Annotated[int, typer.Option("--train-size", min=32, help="Training resolution in pixels.")] = _TRAIN.train_size,
+    embed_size: Annotated[int, typer.Option("--embed-size", min=0, help="Input size of the exported model in "
+                                            "pixels: whole images at index and query time "
+                                            "(0: the base model's, 224 for Lite0).")] = _TRAIN.embed_size,
     augment: Annotated[Augment, typer.Option("--augment", help="Crop and flip the pixels every step, or crop cached "
                                              "feature maps of each image and its mirror (faster, "
                                              "weaker).")] = Augment(_TRAIN.augment),
@@ -140,7 +143,8 @@ def train(
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
     config = TrainConfig(model=model, dim=dim, temperature=temperature, margin=margin, epochs=epochs, lr=lr,
                          unfreeze=unfreeze, batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
-                         val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend)
+                         val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend,
+                         embed_size=embed_size)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
                                                   progress=progress, follow_links=follow_links)

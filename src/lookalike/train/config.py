@@ -19,7 +19,8 @@ class TrainConfig:
     exponential moving average of the weights over the steps (that decay per step); ``blend`` < 1
     exports that share of the trained weights and the rest of the starting ones (WiSE-FT).
     ``margin`` > 0 is subtracted from each image's cosine to its own class's proxy in the loss
-    (an additive cosine margin).
+    (an additive cosine margin). ``embed_size`` is the exported model's input size in pixels, the
+    whole image embedded at index and query time (0: the base model's); training does not depend on it.
     """
 
     model: str = "efficientnet-lite0"
@@ -40,6 +41,7 @@ class TrainConfig:
     augment: str = "pixels"
     ema: float = 0.0
     blend: float = 1.0
+    embed_size: int = 0
     val_split: str = "classes"
     val_fraction: float = 0.2
     seed: int = 0
@@ -58,6 +60,8 @@ class TrainConfig:
             raise ValueError("temperature and lr must be positive")
         if self.unfreeze < 0:
             raise ValueError("unfreeze must be 0 or more")
+        if self.embed_size != 0 and self.embed_size < 32:
+            raise ValueError("embed-size must be 0 (the base model's input size) or at least 32")
         if not 0 <= self.margin < 1:
             raise ValueError("margin must be in [0, 1)")
         if not 0 < self.crop_scale <= 1:

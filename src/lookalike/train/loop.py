@@ -14,8 +14,8 @@ feed the trained tail (``TrainConfig.augment``):
     than fresh crops of the pixels.
 
 ``unfreeze >= number of blocks`` trains the whole network, stem included. Validation embeds
-held-out images (by default whole held-out classes: the open-set case) at the model's full input
-size after every epoch, from cached frozen activations. A checkpoint is written after every
+held-out images (by default whole held-out classes: the open-set case) whole at the exported
+model's input size (``TrainConfig.embed_size``) after every epoch, from cached frozen activations. A checkpoint is written after every
 epoch, so an interrupted run resumes where it stopped.
 """
 
@@ -66,15 +66,22 @@ class Epoch:
 
 @dataclass
 class Prepared:
-    """Data and frozen-part activations shared by every run with the same model, split and ``unfreeze``."""
+    """Data and frozen-part activations shared by every run with the same model, split and ``unfreeze``;
+    ``spec`` is the base model, validation embeds at ``embed_size`` (0: its input size)."""
 
     spec: ModelSpec
     start: int
     train: _data.LabelledImages
     val: _data.LabelledImages | None
     train_acts: np.ndarray | None = None  # (N, 2, C, H, W) float16: image and mirror image
-    val_acts: np.ndarray | None = None  # (N, C, H, W) float16
+    val_acts: np.ndarray | None = None  # (N, C, H, W) float16, at the embedding size
     cache_dir: Path | None = None
+    embed_size: int = 0
+
+    @property
+    def embedding(self) -> ModelSpec:
+        """The exported model's spec: the base model at the embedding size."""
+        return embedding_spec(self.spec, self.embed_size)
 
     def close(self) -> None:
         """Delete the activation cache from disk."""
@@ -118,6 +125,13 @@ def base_spec(config: TrainConfig) -> ModelSpec:
     return spec.with_layer(config.layer)
 
 
+def embedding_spec(spec: ModelSpec, embed_size: int) -> ModelSpec:
+    """``spec`` taking whole images of ``embed_size`` pixels (0: its own input size)."""
+    if embed_size in (0, spec.preprocessing.size):
+        return spec
+    return replace(spec, preprocessing=replace(spec.preprocessing, size=embed_size))
+
+
 def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | os.PathLike,
             val_dir: str | os.PathLike | None = None, progress: Progress = _quiet, workers: int = 2,
             follow_links: bool = False) -> Prepared:
@@ -137,7 +151,7 @@ def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | 
         train, val = everything.subset(tr), (everything.subset(va) if va.size else None)
     net = EmbeddingNet(build(spec), config.dim).to(memory_format=torch.channels_last)
     start = max(0, net.n_blocks - config.unfreeze)
-    prep = Prepared(spec, start, train, val)
+    prep = Prepared(spec, start, train, val, embed_size=config.embed_size)
     if start == 0:
         return prep
     prep.cache_dir = Path(cache_root) / _cache_key(spec, start, train, val)
@@ -146,7 +160,10 @@ def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | 
         prep.train_acts = _cached(prep.cache_dir / "train.npy", net, spec, start, train.paths, True, progress,
                                   workers)
     if val is not None:
-        prep.val_acts = _cached(prep.cache_dir / "val.npy", net, spec, start, val.paths, False, progress, workers)
+        size = prep.embedding.preprocessing.size
+        name = "val.npy" if size == spec.preprocessing.size else f"val-{size}.npy"
+        prep.val_acts = _cached(prep.cache_dir / name, net, prep.embedding, start, val.paths, False, progress,
+                                workers)
     return prep
 
 
@@ -255,10 +272,12 @@ class _Batches:
         return feature_crops(torch.from_numpy(x), self.size, rng, self.config.crop_scale)
 
     def whole(self, which: str, positions: np.ndarray, pixels: int | None = None) -> tuple[torch.Tensor, int]:
-        """Unaugmented inputs for sorted ``positions`` at ``pixels`` (default: the model's input size),
-        and the block they enter: cached feature maps, else images."""
+        """Unaugmented inputs for sorted ``positions`` at ``pixels`` (default: the base model's input
+        size for training images, the embedding size for validation images), and the block they
+        enter: cached feature maps, else images."""
         acts = self.prep.train_acts if which == "train" else self.prep.val_acts
-        pixels = pixels or self.pre.size
+        native = (self.pre if which == "train" else self.prep.embedding.preprocessing).size
+        pixels = pixels or native
         if acts is None:
             pre = replace(self.pre, size=pixels)
             paths = (self.prep.train if which == "train" else self.prep.val).paths
@@ -266,8 +285,8 @@ class _Batches:
             return torch.from_numpy(x), 0
         rows = np.asarray(acts[positions], np.float32)
         x = torch.from_numpy(rows[:, 0] if which == "train" else rows)
-        if pixels != self.pre.size:
-            size = max(1, round(x.shape[-1] * pixels / self.pre.size))
+        if pixels != native:
+            size = max(1, round(x.shape[-1] * pixels / native))
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         return x, self.prep.start
 
@@ -375,26 +394,32 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
                              "history": [asdict(e) for e in history], "config": asdict(config)})
             progress("epoch", epoch, config.epochs, {"epoch": history[-1]})
         net.to("cpu", memory_format=torch.contiguous_format).eval()
-        return reblend(Result(net, config, prep.spec, history, average=average), prep, config.blend, batches=batches)
+        return reblend(Result(net, config, prep.embedding, history, average=average), prep, config.blend,
+                       batches=batches)
 
 
 def reblend(result: Result, prep: Prepared, share: float, ema: float | None = None,
             batches: _Batches | None = None, workers: int = 2) -> Result:
     """``result`` exporting ``share`` of its trained weights (``ema`` 0) or of their moving average
-    of decay ``ema`` (default: the run's ``config.ema``) and ``1 - share`` of the starting ones,
-    validated; the trained network itself when there is nothing to average or blend. ``tune``
-    scores several blends and averages of one training run this way."""
+    of decay ``ema`` (default: the run's ``config.ema``) and ``1 - share`` of the starting ones, at
+    ``prep``'s embedding size, validated; the trained network itself when there is nothing to
+    average, blend or embed at another size. ``tune`` scores several blends, averages and embedding
+    sizes of one training run this way."""
     ema = result.config.ema if ema is None else ema
-    if result.average is None or (ema == 0 and share == 1):
-        return replace(result, net=result.average.net if result.average else result.net,
-                       config=replace(result.config, blend=share, ema=ema), final=None)
-    net = result.average.exported(share, ema)
+    config = replace(result.config, blend=share, ema=ema)
+    if result.average is None:
+        return replace(result, config=config, final=None)
+    config = replace(config, embed_size=prep.embed_size)
+    trained = ema == 0 and share == 1
+    if trained and prep.embedding == result.spec:
+        return replace(result, net=result.average.net, config=config, final=None)
+    net = result.average.net if trained else result.average.exported(share, ema)
     if batches is None:
         with ThreadPoolExecutor(workers) as pool:
             final = validate(net, prep, _Batches(prep, result.config, pool))
     else:
         final = validate(net, prep, batches)
-    return replace(result, net=net, config=replace(result.config, blend=share, ema=ema), final=final)
+    return replace(result, net=net, spec=prep.embedding, config=config, final=final)
 
 
 def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:

@@ -4,8 +4,8 @@ Every grid point trains on the same split (whole classes held out for validation
 open-set retrieval) and is scored by validation mAP, then recall@1; a trial whose mAP is not clearly
 below the best's (:func:`compare`: the validation classes resampled) is within noise of it. Points with the same
 ``unfreeze`` and ``augment`` share one cache of frozen activations, and points that differ only in
-``blend`` and ``ema`` share one training run (it keeps every moving average asked for; blending is
-done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
+``blend``, ``ema`` and ``embed_size`` share one training run (it keeps every moving average asked
+for; blending and embedding at each size are done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from lookalike import atomic
 from lookalike.images import folder
 
 TUNABLE = ("lr", "temperature", "margin", "dim", "epochs", "unfreeze", "train_size", "batch_size", "per_class",
-           "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema", "blend")
+           "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema", "blend", "embed_size")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
+SHARED = ("blend", "ema", "embed_size")  # settings applied after training: one run serves them all
 DRAWS = 2000  # bootstrap resamples of the validation classes
 
 
@@ -147,11 +148,11 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             config = replace(base, **point)
             report = (lambda *a, i=i: progress(i, len(points), *a)) if progress else (lambda *a: None)
             t0 = time.perf_counter()
-            key = (config.unfreeze, config.augment)
+            key = (config.unfreeze, config.augment, config.embed_size)
             if key not in prepared:
                 prepared[key] = prepare(data, config, out / ".cache", progress=report, workers=workers,
                                         follow_links=follow_links)
-            run = tuple((k, v) for k, v in point.items() if k not in ("blend", "ema"))
+            run = tuple((k, v) for k, v in point.items() if k not in SHARED)
             if run not in trained:
                 trained[run] = fit(prepared[key], replace(config, blend=1.0, ema=0.0), progress=report,
                                    workers=workers, deadline=deadline, also_ema=tuple(grid.get("ema", [config.ema])))

@@ -204,3 +204,39 @@ def test_a_full_disk_leaves_no_cut_short_cache_or_checkpoint(small_disk):
     assert (disk / loop.CHECKPOINT).read_bytes() == before
     assert sorted(p.name for p in disk.iterdir()) == [".filler", loop.CHECKPOINT]
     assert torch.load(disk / loop.CHECKPOINT, weights_only=True)["step"] == 1
+
+
+@pytest.mark.slow
+def test_validation_and_export_at_another_embedding_size(prepared, tmp_path):
+    from lookalike.evaluation import retrieval
+    from lookalike.images import decode
+    from lookalike.models.preprocess import Preprocessing
+    from lookalike.train.save import write_model_dir
+
+    prep, config = prepared
+    result = loop.fit(prep, config)
+    assert result.spec.preprocessing.size == 224 and result.final is None  # the base model's size
+    other = loop.prepare(prep.val.root, replace(config, embed_size=160), tmp_path)
+    try:
+        at160 = loop.reblend(result, other, 1.0)
+    finally:
+        other.close()
+    assert at160.net is result.net and at160.config.embed_size == 160 and at160.spec.preprocessing.size == 160
+
+    def whole_images(size):  # the validation images resized to size x size, through the whole network
+        pre = Preprocessing(size=size)
+        x = np.stack([pre(decode(p, size)) for p in prep.val.paths])
+        with torch.no_grad():
+            return result.net(torch.from_numpy(x)).numpy()
+
+    by_hand = whole_images(160)
+    assert not np.allclose(by_hand, whole_images(224), atol=1e-2)  # the size changes the embeddings
+    expected = retrieval.evaluate(by_hand, prep.val.codes, "cosine").summary()
+    for score in ("map", "recall@1", "map@r"):
+        assert at160.val[score] == pytest.approx(expected[score], abs=1e-6)
+    out = tmp_path / "model160"
+    write_model_dir(at160, out)
+    meta = json.loads((out / "lookalike.json").read_text())
+    assert meta["input_size"] == 160 and meta["training"]["embed_size"] == 160
+    x = np.stack([Preprocessing(size=160)(decode(p, 160)) for p in prep.val.paths])
+    assert np.allclose(Embedder(resolve(str(out)), threads=1).embed(x), by_hand, atol=1e-4)

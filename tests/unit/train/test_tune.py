@@ -119,6 +119,20 @@ def test_points_that_differ_only_in_blend_and_ema_share_one_training_run(data, t
         assert by[0.0, 0.0, lr] == pytest.approx(by[0.0, 0.5, lr], abs=1e-6)
 
 
+@pytest.mark.slow
+def test_points_that_differ_only_in_embedding_size_share_one_training_run(data, tmp_path, monkeypatch):
+    from lookalike.train import loop
+
+    fitted, prepared, real_fit, real_prepare = [], [], loop.fit, loop.prepare
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: fitted.append(a[1]) or real_fit(*a, **k))
+    monkeypatch.setattr(loop, "prepare", lambda *a, **k: prepared.append(a[1].embed_size) or real_prepare(*a, **k))
+    result = tune.run_grid(data, {"embed_size": [0, 96], "lr": [1e-3, 1e-5]}, tmp_path, TINY)
+    assert [(c.lr, c.embed_size) for c in fitted] == [(1e-3, 0), (1e-5, 0)]  # once per rate
+    assert prepared == [0, 96]  # validation images cached once per size
+    assert [t.settings for t in result.trials] == [{"embed_size": e, "lr": lr} for e in (0, 96) for lr in (1e-3, 1e-5)]
+    assert all(t.status == "done" and t.val["map"] > 0 for t in result.trials)
+
+
 def test_budget_skips_what_does_not_fit(data, tmp_path):
     result = tune.run_grid(data, {"lr": [1e-3, 1e-4]}, tmp_path, TINY, budget=0)
     assert [t.status for t in result.trials] == ["skipped (budget)"] * 2
@@ -191,7 +205,8 @@ def test_each_malformed_grid_entry_gets_its_own_message():
     cases = {"epochs=": "grid entry 'epochs=' is not NAME=V1,V2,...",
              "lr=1e-3=2": "bad value in 'lr=1e-3=2': lr takes float values",
              "model=x": "cannot tune 'model'; choose from: lr, temperature, margin, dim, epochs, unfreeze, train_size, "
-                        "batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment, lr_decay, ema, blend"}
+                        "batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment, lr_decay, ema, blend, "
+                        "embed_size"}
     for entry, message in cases.items():
         with pytest.raises(ValueError) as caught:
             tune.parse_grid([entry])
