@@ -52,7 +52,7 @@ def test_indexing_a_folder_passes_on_every_option_stores_hashes_and_brings_the_a
         _, stored = HashStore(tmp_path / "ix").get(contents, [None] * len(contents))  # None: nothing recomputed
         assert stored.all()
     with stand_in_index(tmp_path / "ix2") as idx:
-        idx.index(folder, max_pixels=6400)
+        idx.collection.index(folder, idx.embedder, 32, 2, 6400)  # links not followed unless asked
         ids, skipped = idx.members()
         assert sorted(idx.paths(ids)) == sorted(map(str, mine + [folder / "big.png"])) and skipped == []
         assert not (tmp_path / "ix2" / ANN_FILE).exists()  # exact search: no approximate index
