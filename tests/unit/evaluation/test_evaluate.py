@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,12 +107,15 @@ def test_report_captions_name_class_file_distance_and_whether_it_matches(evaluat
                              f"{d[j]:.3f} {'same' if matches else 'other'} class"] and same == matches
 
 
-def test_folder_without_two_images_of_a_class_is_an_error(tmp_path):
+def test_folder_without_two_images_of_a_class_is_an_error_that_says_what_was_left_out(tiny, tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         sample_photo("coffee").resize((32, 32)).save(tmp_path / name / "x.jpg")
-    with pytest.raises(ValueError, match="two or more"):
-        ev.evaluate_folder(tmp_path)
+    (tmp_path / "a" / "y.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ValueError) as e:
+        ev.evaluate_folder(tmp_path, tiny)
+    assert str(e.value) == (f"{tmp_path} has no class folder with two or more readable images to evaluate; "
+                            "left out: 1 dangling symbolic link")
 
 
 def test_a_split_of_linked_class_folders_is_evaluated_with_follow_links_and_explained_without(evaluation, data,
@@ -407,3 +411,112 @@ def test_the_curve_stops_at_rank_50_however_many_images_there_are(tmp_path, monk
     ev.write_report(evaluation, tmp_path / "report", rows=1, neighbours=1)
     _, _, _, first = ranking_reference(vectors, data.codes, "l2")
     np.testing.assert_allclose(drawn["l2"], [np.mean(first <= k) for k in range(1, 51)])
+
+
+class _Recorder:
+    """Stands in for matplotlib's figure and axes: records each call (name, args, kwargs)."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+@pytest.mark.parametrize("curves, bottom", [
+    ({"l2": [0.62, 0.75, 1.0], "l2+rerank": [0.7, 0.9, 1.0]}, 0.5),  # 0.05 below the lowest point, floored to 0.1
+    ({"cosine": [0.02, 0.5]}, 0.0),  # never below 0
+    ({"cosine": [float("nan"), float("nan")], "l2": [0.81, 0.9]}, 0.7),  # a curve with no point is passed over
+    ({"cosine": [float("nan")]}, 0.0),
+])
+def test_the_cmc_figure_draws_each_curve_from_k_1_labelled_above_a_floor_under_its_lowest_point(
+        curves, bottom, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    calls = []
+    figure = _Recorder(calls)
+    figure.savefig = lambda f, format: f.write(format.encode())
+    monkeypatch.setattr(plt, "subplots", lambda **kwargs: (figure, _Recorder(calls)))
+    monkeypatch.setattr(plt, "close", lambda fig: calls.append(("close", (fig is figure,), {})))
+    ev._plot_cmc({label: np.array(c) for label, c in curves.items()}, tmp_path / "cmc.png")
+    plots = [(args, kwargs) for name, args, kwargs in calls if name == "plot"]
+    assert [kwargs["label"] for _, kwargs in plots] == list(curves)
+    for (args, kwargs), curve in zip(plots, curves.values()):
+        assert args[0].tolist() == list(range(1, len(curve) + 1)) and args[1].tolist() == pytest.approx(
+            curve, nan_ok=True) and kwargs["marker"] == "."
+    named = {name: (args, kwargs) for name, args, kwargs in calls if name != "plot"}
+    assert named["set_xlabel"] == (("k",), {}) and named["set_ylabel"] == (("recall@k",), {})
+    assert named["set_ylim"][0] == pytest.approx((bottom, 1.01)) and named["legend"] == ((), {"loc": "lower right"})
+    assert named["close"] == ((True,), {}) and (tmp_path / "cmc.png").read_bytes() == b"png"
+
+
+def test_the_cmc_figure_is_a_600_by_360_png(hand_made, tmp_path):
+    from PIL import Image
+
+    evaluation, _ = hand_made
+    ev.write_report(evaluation, tmp_path / "report")
+    with Image.open(tmp_path / "report" / "cmc.png") as img:
+        assert (img.format, img.size) == ("PNG", (600, 360))
+
+
+def test_json_figures_are_rounded_to_6_places_and_nan_or_infinity_become_null():
+    assert ev._plain({"a": float("nan"), "b": {"c": 0.1234567891, "d": float("-inf"), "e": [0.5]}, "f": 3,
+                      "g": 2.0000004}) == {"a": None, "b": {"c": 0.123457, "d": None, "e": [0.5]}, "f": 3, "g": 2.0}
+
+
+def test_the_evaluation_cache_is_one_per_data_folder_and_model(tiny, tmp_path, monkeypatch):
+    import os
+    import re
+
+    from helpers import tiny_model
+
+    here = ev.index_dir(tmp_path / "data", tiny, None)
+    assert here.parent == Path(os.environ["LOOKALIKE_CACHE"]) / "eval"
+    assert re.fullmatch(r"tiny-0-[0-9a-f]{16}", here.name)
+    monkeypatch.chdir(tmp_path)
+    assert ev.index_dir("data", tiny, None) == here  # the folder's absolute path counts
+    assert ev.index_dir(tmp_path / "data2", tiny, None) != here
+    twin = str(tiny_model(tmp_path / "twin"))  # the same network in another directory: another model
+    assert ev.index_dir(tmp_path / "data", twin, None).name.startswith("tiny-0-")
+    assert ev.index_dir(tmp_path / "data", twin, None) != here
+
+
+def test_a_model_changed_in_its_directory_starts_its_evaluation_cache_again(tmp_path):
+    from helpers import tiny_model
+
+    data = _classes(tmp_path / "data", {"a": 2, "b": 2})
+    model = str(tiny_model(tmp_path / "model", seed=0))
+    first = ev.evaluate_folder(data, model)
+    again = ev.evaluate_folder(data, model)
+    tiny_model(tmp_path / "model", seed=1)  # retrained in place
+    second = ev.evaluate_folder(data, model)
+    assert (first.index.indexed, again.index.indexed, second.index.indexed) == (4, 0, 4)
+    assert (first.model, second.model) == ("tiny-0", "tiny-1") and not np.allclose(first.vectors, second.vectors)
+
+
+def test_a_users_index_is_made_for_the_model_asked_and_must_match_it_after(tiny, tmp_path):
+    from helpers import tiny_model
+
+    from lookalike.api import Index
+    from lookalike.index.store import StoreError
+
+    data = _classes(tmp_path / "data", {"a": 2, "b": 2})
+    ix = tmp_path / "mine"
+    made = ev.evaluate_folder(data, tiny, index=ix)
+    assert made.index.indexed == 4 and Index.exists(ix)
+    assert ev.evaluate_folder(data, index=ix).index.indexed == 0  # its own model by default
+    assert ev.evaluate_folder(data, tiny, index=ix).index.indexed == 0
+    other = str(tiny_model(tmp_path / "other", seed=3))
+    with pytest.raises(StoreError):
+        ev.evaluate_folder(data, other, index=ix)
+
+
+def test_the_summary_says_what_was_embedded_skipped_and_left_unlabelled(tiny, tmp_path):
+    data = _classes(tmp_path / "data", {"a": 3, "b": 2})
+    (data / "a" / "broken.png").write_bytes(b"not a picture")
+    (data / "loose.png").write_bytes((data / "a" / "0.png").read_bytes())
+    out = ev.evaluate_folder(data, tiny).to_dict()
+    assert (out["model"], out["data"], out["unlabelled"], out["embedded"]) == ("tiny-0", str(data), 1, 6)
+    assert out["skipped"] == [{"path": str(data / "a" / "broken.png"), "reason": "not an image (empty or unknown format)"}]
+    assert out["seconds"] == round(out["seconds"], 3) and out["seconds"] > 0
+    assert "rerank" not in out and (out["n_images"], out["n_classes"]) == (5, 2)
