@@ -520,3 +520,36 @@ def test_the_summary_says_what_was_embedded_skipped_and_left_unlabelled(tiny, tm
     assert out["skipped"] == [{"path": str(data / "a" / "broken.png"), "reason": "not an image (empty or unknown format)"}]
     assert out["seconds"] == round(out["seconds"], 3) and out["seconds"] > 0
     assert "rerank" not in out and (out["n_images"], out["n_classes"]) == (5, 2)
+
+
+def test_the_report_table_lists_the_comparative_and_re_ranked_figures_under_their_group(hand_made, tmp_path):
+    from dataclasses import replace
+
+    from lookalike.evaluation import retrieval
+
+    evaluation, _ = hand_made
+    other = retrieval.evaluate(evaluation.vectors, evaluation.data.codes, "cosine")  # standing in for a re-rank
+    ev.write_report(replace(evaluation, reranked=other), tmp_path / "report", rows=1, neighbours=1)
+    page = _Captions((tmp_path / "report" / "index.html").read_text())
+    plain, reranked = evaluation.result.summary(), other.summary()
+    assert {k: v for k, v in page.table.items() if k.startswith("comparative ")} == {
+        f"comparative {k}": f"{v:.4f}" for k, v in plain["comparative"].items()}
+    assert {k: v for k, v in page.table.items() if k.startswith("rerank ")} == {
+        f"rerank {k}": f"{reranked[k]:.4f}" for k in ("recall@1", "recall@5", "recall@10", "map", "map@r",
+                                                       "median_rank")}
+
+
+def test_a_report_of_two_images_draws_recall_at_1_alone(tmp_path, monkeypatch):
+    from lookalike.evaluation import retrieval
+    from lookalike.index.indexer import IndexReport
+    from lookalike.train.data import labelled
+
+    paths = [_solid(tmp_path / "data" / "a" / f"{i}.png", (90 * i, 0, 0)) for i in range(2)]
+    data = labelled(paths, tmp_path / "data")
+    vectors = np.array([[0, 1], [1, 1]], np.float32)
+    evaluation = ev.Evaluation(data, vectors, retrieval.evaluate(vectors, data.codes, "l2"), None, "m",
+                               IndexReport(), 0.0)
+    drawn = {}
+    monkeypatch.setattr(ev, "_plot_cmc", lambda curves, path: drawn.update(curves))
+    ev.write_report(evaluation, tmp_path / "report")
+    assert drawn["l2"].tolist() == [1.0]
