@@ -4,13 +4,16 @@ the collection, its searcher and ingest are tested in milliseconds, with no Milv
 It keeps Milvus' rules that lookalike relies on: rows must carry exactly the schema's fields (a vector
 of the schema's dimension, text no longer than its ``max_length``); an upsert replaces the row of its
 key; a query's filter is a boolean expression over the fields (lookalike's, ``id >= 0``, ``id in [..]``,
-``hash == "…"``, ``and``/``or``, are also Python's: they are evaluated as Python); a search ranks by
+``hash == "…"``, ``and``/``or``, are also Python's: they are evaluated as Python; an integer past int64
+is refused); a search ranks by
 COSINE similarity, most similar first, at most 16,384 results, and an HNSW search needs ``ef`` ≥ its
 limit; a range search keeps ``radius < similarity <= range_filter``. Searches are exact whatever the
 index. Every call is recorded (:attr:`Milvus.calls`: name, collection, keyword arguments).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -180,6 +183,8 @@ class Client:
         rows = list(c.rows.values())  # in the order written: Milvus promises no order
         if not filter.strip():
             return rows
+        if any(int(n) >= 2**63 for n in re.findall(r"\d+", filter)):
+            raise MilvusError(f"an integer past int64 in {filter[:80]!r}")  # Milvus' expressions are int64
         code = compile(filter, "<filter>", "eval")
         return [r for r in rows if eval(code, {"__builtins__": {}}, dict(r))]
 

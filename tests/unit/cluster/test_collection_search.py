@@ -78,6 +78,7 @@ def test_nearest_and_farthest_equal_the_embedded_searchers(milvus, tmp_path, whe
         one = s.nearest(vectors[0], 2)  # one query as a 1-d vector
         assert np.array_equal(one[1], reference.nearest(vectors[0][None], 2)[1])
         assert s.nearest(queries, 0)[1].shape == (4, 0)
+        assert s.nearest(np.zeros((0, DIM), np.float32), 3, "l2")[1].shape[0] == 0  # no queries: no rows
 
 
 def test_the_vector_index_is_asked_for_the_refine_factor_times_the_results_and_hnsw_breadth_at_least_that(milvus):
@@ -89,9 +90,10 @@ def test_the_vector_index_is_asked_for_the_refine_factor_times_the_results_and_h
         s.nearest(vectors[:2], 5, ef_search=100)
         s.query(vectors[:2], 5, Mode.farthest, ef_search=7)
         s.nearest(vectors[:1], 5000)  # 20,000 wanted: at most Milvus' limit of 16,384
+        s.farthest(vectors[:2], 5, ef_search=90)
         assert [(o["limit"], o["search_params"]) for o in _searches(milvus)] == [
             (20, {"params": {"ef": 64}}), (120, {"params": {"ef": 120}}), (20, {"params": {"ef": 100}}),
-            (20, {"params": {"ef": 20}}), (16_384, {"params": {"ef": 16_384}})]
+            (20, {"params": {"ef": 20}}), (16_384, {"params": {"ef": 16_384}}), (20, {"params": {"ef": 90}})]
         milvus.calls.clear()
         s.nearest(vectors[:2], 5, exact=True)  # exact: a scan, not the vector index
         s.nearest(vectors[:2], 5, "l2")
@@ -198,6 +200,7 @@ def test_the_range_sampler_is_uniform_and_never_lists_ids(milvus, monkeypatch):
     assert np.array_equal(sample_ids(c, 6, np.random.default_rng(7)), sample_ids(c, 6, np.random.default_rng(7)))
     assert len(sample_ids(c, 500, np.random.default_rng(1))) == n  # at most every file
     assert sample_ids(c, 0, np.random.default_rng(1)).shape == (0,)
+    assert {level for _, level in milvus.reads()} == {"Bounded"}
 
 
 def test_ids_at_the_edges_of_the_samplers_ranges_are_drawn_like_any_other(milvus, monkeypatch):
@@ -277,3 +280,73 @@ def test_a_range_candidate_removed_before_it_is_rescored_is_left_out(milvus, tmp
         c.vectors_of = after_a_removal
         offsets, found, _ = c.searcher().within(vectors[[3]], 0.01)
         assert sorted(found.tolist()) == sorted([int(ids[3]), int(ids[9])]) and offsets.tolist() == [0, 2]
+
+
+def test_exact_answers_on_an_hnsw_index_scan_instead_of_searching_it(milvus):
+    ids, vectors = _points()
+    with contextlib.closing(_collection(milvus, SERVER, ids, vectors)) as c:
+        s = c.searcher()
+        assert (s.backend("cosine").exact, s.backend("l2").exact) == (False, True)
+        s.query(vectors[:2], 4, Mode.nearest, exact=True)
+        s.query(vectors[:2], 4, Mode.farthest, "cosine", exact=True)
+        s.farthest(vectors[:2], 4, exact=True)
+        s.within(vectors[:2], 0.5, exact=True)
+        assert _searches(milvus) == []
+        s.query(vectors[:2], 4, Mode.nearest)
+        s.within(vectors[:2], 0.5)
+        assert len(_searches(milvus)) == 2
+
+
+@pytest.mark.parametrize("where", ["lite", "server"])
+def test_a_pair_exactly_at_the_radius_is_within_it_and_ids_stay_integers(milvus, tmp_path, where):
+    e = np.eye(DIM, dtype=np.float32)
+    vectors = np.stack([e[1], -e[0], 3 * e[1] - e[0]])  # from e[0]: cosine 1, 2, 1.32; l2 1.41, 2, 3.61
+    uri = str(tmp_path / "c.db") if where == "lite" else SERVER
+    with contextlib.closing(_collection(milvus, uri, np.array([7, 8, 9]), vectors)) as c:
+        s = c.searcher()
+        for metric, radius, want in (("cosine", 1.0, [7]), ("l2", 2.0, [7, 8])):
+            for exact in (False, True):
+                offsets, found, dists = s.within(e[:1], radius, metric, exact=exact)
+                assert (offsets.tolist(), found.tolist(), dists[-1]) == ([0, len(want)], want, radius)
+                assert found.dtype == np.int64
+        for exact in (False, True):  # nothing within: still integer ids
+            offsets, found, dists = s.within(e[2:3], 0.1, exact=exact)
+            assert (offsets.tolist(), found.dtype, dists.dtype) == ([0, 0], np.int64, np.float64)
+
+
+def test_without_rescoring_the_index_candidates_just_past_the_radius_are_kept_with_milvus_distances(milvus):
+    e = np.eye(DIM, dtype=np.float64)
+    radius, past = 0.5, 5e-6  # within Milvus' range, a hair wider than the radius, but not within it
+    cos = 1 - radius - past
+    vectors = np.stack([cos * e[0] + np.sqrt(1 - cos**2) * e[1], 0.9 * e[0] + np.sqrt(1 - 0.81) * e[2]])
+    with contextlib.closing(_collection(milvus, SERVER, np.array([3, 4]), vectors.astype(np.float32))) as c:
+        s = c.searcher()
+        offsets, found, dists = s.within(e[:1].astype(np.float32), radius, rescore=False)
+        assert (offsets.tolist(), sorted(found.tolist())) == ([0, 2], [3, 4])
+        assert np.allclose(sorted(dists), [0.1, radius + past], rtol=0, atol=1e-6)
+        offsets, found, dists = s.within(e[:1].astype(np.float32), radius)
+        assert (offsets.tolist(), found.tolist()) == ([0, 1], [4])
+
+
+def test_a_file_of_id_0_is_found_like_any_other(milvus):
+    ids, vectors = _points(12)
+    ids[4] = 0  # a digest may be 0
+    reference = Searcher(ids, vectors)
+    with contextlib.closing(_collection(milvus, SERVER, ids, vectors)) as c:
+        s = c.searcher()
+        for metric, exact in (("l2", False), ("cosine", True), ("cosine", False)):
+            for method in ("nearest", "farthest"):
+                got = getattr(s, method)(vectors[[4, 1]], 12, metric, exact=exact)
+                want = getattr(reference, method)(vectors[[4, 1]], 12, metric)
+                assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0], rtol=0, atol=1e-12)
+
+
+def test_a_collection_of_exactly_small_files_draws_from_its_listed_ids(milvus, monkeypatch):
+    ids, vectors = _points(6)
+    monkeypatch.setattr(cs, "SMALL", 6)
+    order = np.argsort(ids)
+    reference = Searcher(ids[order], vectors[order])
+    with contextlib.closing(_collection(milvus, SERVER, ids, vectors)) as c:
+        for seed in range(5):
+            assert np.array_equal(c.searcher().random(vectors[:1], 3, seed=seed)[1],
+                                  reference.random(vectors[:1], 3, seed=seed)[1])
