@@ -553,3 +553,40 @@ def test_a_report_of_two_images_draws_recall_at_1_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "_plot_cmc", lambda curves, path: drawn.update(curves))
     ev.write_report(evaluation, tmp_path / "report")
     assert drawn["l2"].tolist() == [1.0]
+
+
+def test_of_queries_with_the_same_average_precision_best_lists_the_one_found_first_and_worst_the_last(
+        hand_made, tmp_path):
+    from dataclasses import replace
+
+    evaluation, _ = hand_made
+    r = evaluation.result
+    # hand-set figures per query: three tie at AP 0.5 (first positive at ranks 2, 1, 3), two at 0.1 (6, 5)
+    ap = np.array([0.2, 0.5, 0.9, 0.5, 0.1, 0.5, 0.3, 0.35, 0.4, 0.45, 0.1, 0.25])
+    first = np.array([4.0, 2.0, 1.0, 1.0, 6.0, 3.0, 3.0, 2.0, 2.0, 2.0, 5.0, 4.0])
+    tied = replace(evaluation, result=replace(r, average_precision=ap, first_positive_rank=first))
+    page = _Captions(ev.write_report(tied, tmp_path / "report", rows=4, neighbours=1).read_text())
+    listed = {title: [caption.split(" (", 1)[0] for caption in page.sections[f"{title} queries (by average precision)"]]
+              for title in ("Best", "Worst")}
+    paths = [evaluation.data.paths[q] for q in r.query_ids]
+    assert listed["Best"] == [paths[i] for i in (2, 3, 1, 5)]
+    assert listed["Worst"] == [paths[i] for i in (4, 10, 0, 11)]
+
+
+def test_captions_give_class_file_and_distance_shortened_in_the_middle_to_19_characters(tmp_path):
+    from lookalike.evaluation import retrieval
+    from lookalike.index.indexer import IndexReport
+    from lookalike.train.data import labelled
+
+    names = [("a-very-long-class-name-indeed", "a-file-name-far-too-long-to-fit.png"),
+             ("a-very-long-class-name-indeed", "short.png"), ("b", "other.png")]
+    paths = [_solid(tmp_path / "data" / c / f, (60 * i, 0, 0)) for i, (c, f) in enumerate(names)]
+    data = labelled(paths, tmp_path / "data")
+    vectors = np.array([[0, 0], [3, 4], [6, 8]], np.float32)
+    evaluation = ev.Evaluation(data, vectors, retrieval.evaluate(vectors, data.codes, "l2"), None, "m",
+                               IndexReport(), 0.0)
+    (row,) = ev.captions(evaluation, np.array([data.paths.index(paths[0])]), 2)
+    at = {p: data.paths.index(p) for p in paths}
+    assert row == [(at[paths[0]], ["a-very-lo…me-indeed", "a-file-na…o-fit.png", "query"], True),
+                   (at[paths[1]], ["a-very-lo…me-indeed", "short.png", "5.000 same class"], True),
+                   (at[paths[2]], ["b", "other.png", "10.000 other class"], False)]
