@@ -80,10 +80,12 @@ def test_each_query_route_passes_on_every_option(served):
                    "recent upload": c.get(f"/api/uploads/{digest}/query", params=params).json(),
                    "address": c.post("/api/query/url", params=params, data={"url": images.url("/img.jpg")}).json(),
                    "address, form": c.post("/api/query/url", data={"url": images.url("/img.jpg"), **form}).json()}
-        random = {"id": c.get("/api/query", params={"id": ids["c03.png"], "mode": "random", "seed": 5,
-                                                     "exclude_self": True, "k": len(ids)}).json(),
-                  "upload, form": upload(c, data, form={"mode": "random", "seed": "5", "exclude_self": "true",
-                                                        "k": str(len(ids))}).json()}
+        drawn = {"mode": "random", "seed": 5, "exclude_self": True, "k": len(ids)}
+        random = {"id": c.get("/api/query", params={"id": ids["c03.png"], **drawn}).json(),
+                  "upload": upload(c, data, params=drawn).json(),
+                  "upload, form": upload(c, data, form={key: str(value) for key, value in drawn.items()}).json(),
+                  "recent upload": c.get(f"/api/uploads/{digest}/query", params=drawn).json(),
+                  "address": c.post("/api/query/url", params=drawn, data={"url": images.url("/img.jpg")}).json()}
     for route, body in answers.items():
         assert (body["mode"], body["metric"]) == ("farthest", "l2"), route
         assert [r["id"] for r in body["results"]] == farthest, route
@@ -91,6 +93,7 @@ def test_each_query_route_passes_on_every_option(served):
     for route, body in random.items():
         assert body["seed"] == 5 and body["mode"] == "random", route
         assert len(body["results"]) == len(ids) - 1 and ids["c03.png"] not in {r["id"] for r in body["results"]}, route
+        assert [r["id"] for r in body["results"]] == [r["id"] for r in random["id"]["results"]], route  # one draw
 
 
 def test_an_option_given_twice_is_a_422_naming_it(served):
