@@ -161,3 +161,18 @@ def test_four_fetches_run_at_once():
         state.FETCHING.release()
     with pytest.raises(ValueError):
         state.FETCHING.release()  # bounded: never more than 4
+
+
+def test_a_server_state_fetches_no_address_by_default_and_public_ones_only_when_told_to(served):
+    from fastapi import HTTPException
+
+    from lookalike.server.files import IndexedFiles
+
+    idx, _, _ = served
+    files = IndexedFiles(idx)
+    with pytest.raises(HTTPException) as refused:
+        state.ServerState(idx, files).fetch("http://127.0.0.1:9/x.jpg")
+    assert refused.value.status_code == 403
+    with pytest.raises(HTTPException) as private:
+        state.ServerState(idx, files, fetch_urls=True).fetch("http://127.0.0.1:9/x.jpg")
+    assert private.value.status_code == 400 and "public addresses only" in private.value.detail
