@@ -383,3 +383,15 @@ def test_the_openapi_document_says_each_routes_answers_tags_and_media_types(serv
     (digest,) = paths["/api/uploads/{digest}/query"]["get"]["parameters"][:1]
     assert digest["schema"]["pattern"] == "^[0-9a-f]{32}$"
     assert digest["description"] == "Content hash of a recent upload (query.upload of its query)."
+
+
+def test_a_query_parameter_named_like_the_posted_file_or_address_is_no_option_and_changes_nothing(served):
+    idx, folder, _ = served
+    data = (folder / "c02.png").read_bytes()
+    with ImageServer(data) as images, TestClient(create_app(idx, fetch_urls=True, fetch_private=True)) as c:
+        plain = upload(c, data, params={"k": 3}).json()
+        named = upload(c, data, params={"k": 3, "file": "/etc/passwd", "url": "http://169.254.169.254/"})
+        by_url = c.post("/api/query/url", params={"k": 3, "url": "http://169.254.169.254/", "file": "/etc/passwd"},
+                        data={"url": images.url("/img.jpg")})
+    assert named.status_code == 200 and named.json() == plain
+    assert by_url.status_code == 200 and by_url.json()["results"] == plain["results"]
