@@ -63,7 +63,10 @@ def _stored(milvus: Milvus, uri: str, name: str = "c") -> dict[str, tuple[int, l
     return {p: (r["mtime_ns"], r["vector"]) for p, r in _rows(milvus, uri, name).items()}
 
 
-def test_each_file_becomes_one_row_keyed_by_its_name_and_a_rerun_writes_nothing(milvus, tmp_path):
+@pytest.mark.parametrize("batch", [512, 1])
+def test_each_file_becomes_one_row_keyed_by_its_name_and_a_rerun_writes_nothing(milvus, tmp_path, monkeypatch,
+                                                                                 batch):
+    monkeypatch.setattr(ingest_module, "BATCH", batch)  # counts added up over batches
     shards = _write(tmp_path / "s", [("/p/a.jpg", 100, V[0], 11, "aa"), ("/p/b.jpg", 200, V[1], 12, "bb")],
                     [("/p/c.jpg", 300, V[2], 13, "cc"), ("/p/bad.jpg", 5, None, 3)])
     plans, progress = [], []
@@ -239,19 +242,19 @@ def test_files_gone_from_a_source_are_deleted_but_not_a_siblings(milvus, tmp_pat
     src, sib = tmp_path / "set", tmp_path / "set2"
     for folder in (src, sib):
         folder.mkdir()
-        for name in ("a.png", "b.png", "c.png"):
+        for name in ("a.png", "b.png", "c.png", "d.png"):
             (folder / name).write_bytes(b"x")
-    files = [(str(f / n), 1, V[0]) for f in (src, sib) for n in ("a.png", "b.png")] + [(str(src / "c.png"), 1, None)]
+    files = [(str(f / n), 1, V[0]) for f in (src, sib) for n in ("a.png", "b.png", "d.png")] + [
+        (str(src / "c.png"), 1, None)]
     shards = _write(tmp_path / "s", files)
     first = ingest(shards, SERVER, "c")
-    (src / "a.png").unlink()
-    (src / "c.png").unlink()
-    (sib / "b.png").unlink()
+    for gone in (src / "a.png", src / "c.png", src / "d.png", sib / "b.png"):
+        gone.unlink()
     kept = ingest(shards, SERVER, "c")
-    assert (kept.gone, kept.total) == (0, first.total) == (0, 4)
+    assert (kept.gone, kept.total) == (0, first.total) == (0, 6)
     pruned = ingest(shards, SERVER, "c", delete_gone=str(src))
-    assert (pruned.gone, pruned.total) == (1, 3)
-    assert set(_stored(milvus, SERVER)) == {str(src / "b.png"), str(sib / "a.png"), str(sib / "b.png")}
+    assert (pruned.gone, pruned.total) == (2, 4)
+    assert set(_stored(milvus, SERVER)) == {str(src / "b.png")} | {str(sib / n) for n in ("a.png", "b.png", "d.png")}
     assert _rows(milvus, SERVER, "c_skipped") == {}  # its failure record too
 
 
@@ -354,3 +357,52 @@ def test_ray_uses_the_clusters_cpus_by_default_each_task_a_share_of_them(milvus,
     fake = ray(0.5)
     assert ingest(shards, SERVER, "f", engine="ray").workers == 1
     assert fake.options["num_cpus"] == 0.5
+
+
+def test_two_pairs_of_names_sharing_keys_each_keep_their_smallest(milvus, tmp_path, monkeypatch):
+    clash = {"/p/b.jpg": "/p/a.jpg", "/p/f.jpg": "/p/e.jpg"}  # exactly two names on each key
+    monkeypatch.setattr(ingest_module, "file_id", lambda name: file_id(clash.get(name, name)))
+    report = ingest(_write(tmp_path / "s", [("/p/f.jpg", 1, V[0]), ("/p/b.jpg", 1, V[1]), ("/p/e.jpg", 1, V[2]),
+                                            ("/p/a.jpg", 1, V[3])]), SERVER, "c")
+    assert sorted(report.skipped) == [("/p/b.jpg", f"its id {file_id('/p/a.jpg')} is also the id of /p/a.jpg"),
+                                      ("/p/f.jpg", f"its id {file_id('/p/e.jpg')} is also the id of /p/e.jpg")]
+    assert sorted(_stored(milvus, SERVER)) == ["/p/a.jpg", "/p/e.jpg"]
+
+
+def test_keys_a_float_could_not_tell_apart_are_no_clash(milvus, tmp_path, monkeypatch):
+    keys = {"/p/a.jpg": 2**62, "/p/b.jpg": 2**62 + 1}  # equal as float64
+    monkeypatch.setattr(ingest_module, "file_id", lambda name: keys[name])
+    report = ingest(_write(tmp_path / "s", [("/p/a.jpg", 1, V[0]), ("/p/b.jpg", 1, V[1])]), SERVER, "c")
+    assert (report.written, report.skipped) == (2, [])
+
+
+def test_an_older_failure_leaves_the_good_row_and_the_rest_of_its_batch(milvus, tmp_path):
+    ingest(_write(tmp_path / "1", [("/p/a.jpg", 200, V[0])]), SERVER, "c")
+    report = ingest(_write(tmp_path / "2", [("/p/a.jpg", 100, None), ("/p/b.jpg", 100, V[1])]), SERVER, "c")
+    assert (report.written, report.removed, sorted(_stored(milvus, SERVER))) == (1, 0, ["/p/a.jpg", "/p/b.jpg"])
+
+
+def test_a_good_row_of_the_failures_time_and_size_wins_whatever_its_hash(milvus, tmp_path):
+    for i, digest in enumerate(("12ab", "ab12")):  # a hash starting with a digit or a letter
+        uri = f"{SERVER}/{i}"
+        ingest(_write(tmp_path / f"bad{i}", [("/p/a.jpg", 100, None, 10, None, "cut short")]), uri, "c")
+        report = ingest(_write(tmp_path / f"good{i}", [("/p/a.jpg", 100, V[0], 10, digest)]), uri, "c")
+        assert (report.written, _rows(milvus, uri, "c_skipped")) == (1, {})
+        report = ingest(str(tmp_path / f"bad{i}"), uri, "c")  # and the failure again changes nothing
+        assert (report.removed, set(_stored(milvus, uri))) == (0, {"/p/a.jpg"})
+
+
+def test_rows_removed_and_files_held_are_counted_over_every_batch(milvus, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "BATCH", 1)  # one row an upsert, two ids a look-up
+    names = [f"/p/{i}.jpg" for i in range(5)]
+    ingest(_write(tmp_path / "good", [(n, 100, V[i % 4]) for i, n in enumerate(names)]), SERVER, "c")
+    again = ingest(str(tmp_path / "good"), SERVER, "c")
+    assert (again.written, again.unchanged) == (0, 5)
+    report = ingest(_write(tmp_path / "failed", [(n, 200, None) for n in names[:3]]), SERVER, "c")
+    assert (report.removed, sorted(_stored(milvus, SERVER))) == (3, names[3:])
+
+
+def test_a_newer_failure_leaves_the_rest_of_its_batch(milvus, tmp_path):
+    ingest(_write(tmp_path / "1", [("/p/a.jpg", 100, V[0])]), SERVER, "c")
+    report = ingest(_write(tmp_path / "2", [("/p/a.jpg", 200, None), ("/p/b.jpg", 100, V[1])]), SERVER, "c")
+    assert (report.written, report.removed, sorted(_stored(milvus, SERVER))) == (1, 1, ["/p/b.jpg"])
