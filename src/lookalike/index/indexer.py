@@ -122,7 +122,8 @@ def index_folder(store: Store, embedder: Embedder, root: str | os.PathLike, batc
 
     New and changed files are embedded, files gone from disk are removed, unchanged ones are left
     alone; an unchanged file that could not be read is skipped again unread, unless it was refused
-    for its size (the limit may have been raised since). ``on_plan(n)`` is told how many files need decoding, ``on_progress(n)`` how many were done.
+    for its size (the limit may have been raised since). ``on_plan(n)`` is told how many files need
+    decoding, ``on_progress(n)`` how many were done.
     Symbolic links leading outside ``root`` are left out (with a reason) unless ``follow_links``.
     ``sidecar`` data is made for each embedded file and saved after its batch is committed.
     """

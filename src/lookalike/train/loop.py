@@ -15,8 +15,8 @@ feed the trained tail (``TrainConfig.augment``):
 
 ``unfreeze >= number of blocks`` trains the whole network, stem included. Validation embeds
 held-out images (by default whole held-out classes: the open-set case) whole at the exported
-model's input size (``TrainConfig.embed_size``) after every epoch, from cached frozen activations. A checkpoint is written after every
-epoch, so an interrupted run resumes where it stopped.
+model's input size (``TrainConfig.embed_size``) after every epoch, from cached frozen activations.
+A checkpoint is written after every epoch, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
