@@ -5,12 +5,14 @@ and test_embed_cli.py; Milvus itself is tests/e2e/test_collection_cli.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from helpers import sample_photo, tiny_model
@@ -185,7 +187,13 @@ def test_a_missing_cluster_module_is_named_with_the_extra_to_install(photos, tmp
     assert result.exit_code == 1 and result.stderr == "error: this needs ray: pip install 'lookalike[cluster]'\n"
     result = run("ingest", tmp_path / "s", "--uri", "http://m:19530", "--engine", "ray")
     assert result.stderr == "error: this needs pymilvus, ray: pip install 'lookalike[cluster]'\n"
+    result = run("ingest", tmp_path / "s", "--uri", "http://m:19530")  # local: no ray needed
+    assert result.stderr == "error: this needs pymilvus: pip install 'lookalike[cluster]'\n"
     assert run("embed", folder, "--out", tmp_path / "s", "--model", model, "-q").exit_code == 0  # local: no ray needed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    for command in (["ingest", tmp_path / "s", "--uri", "u.db"], ["index", "--from", tmp_path / "s"]):
+        result = run(*command)
+        assert result.exit_code == 1 and result.stderr == "error: this needs pyarrow: pip install 'lookalike[cluster]'\n"
 
 
 def test_ingest_passes_its_options_on_and_says_what_it_wrote(monkeypatch):
@@ -224,13 +232,13 @@ def test_models_lists_each_models_layers_and_weights(monkeypatch):
              "source": "elsewhere"}]
     asked = []
     monkeypatch.setattr(registry, "catalog", lambda weights: asked.append(weights) or rows)
-    monkeypatch.setattr(registry, "download_weights", lambda name: f"/cache/{name}.pth")
+    monkeypatch.setattr(registry, "download_weights", lambda name: f"/cache/{'long folder/' * 20}{name}.pth")
     result = run("models", "--weights", "/w/f.pth", "--download", "m2")
     assert result.exit_code == 0, result.output
     assert asked == [api.Path("/w/f.pth")]
     assert result.stdout == ("m1: 8-d, 32px input; layers a (4-d), b (8-d) default\n    weights: missing\n    source: made here\n"
                              "m2: 2-d, 16px input; layers x (2-d) default\n    weights: /w/m2.pth\n    source: elsewhere\n")
-    assert result.stderr == "m2 weights: /cache/m2.pth\n"
+    assert result.stderr == f"m2 weights: /cache/{'long folder/' * 20}m2.pth\n"  # one line, however long
     got = run("models", "--json")
     assert json.loads(got.stdout) == rows and got.stderr == "" and asked[-1] is None
 
@@ -273,7 +281,12 @@ def test_the_ingest_bar_says_writing_and_counts_shards(monkeypatch, bars):
     from lookalike.cluster.ingest import IngestReport
 
     def stand_in(*args, on_plan, on_progress, **options):
+        bar = bars[-1][2]
+        assert bar.tasks[0].total is None  # not a count until the plan
         on_plan(3), on_progress(2), on_progress(1)
+        shown = io.StringIO()
+        Console(file=shown, width=100, color_system=None).print(bar.make_tasks_table(bar.tasks))
+        assert re.fullmatch(r"writing ━+ 3/3 +0:00:00\n", shown.getvalue()), shown.getvalue()  # no rate column text
         return IngestReport("local")
 
     monkeypatch.setattr(ingest, "ingest", stand_in)

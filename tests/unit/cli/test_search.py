@@ -225,3 +225,41 @@ def test_the_index_or_collection_asked_for_is_opened_with_its_options(tmp_path, 
     assert opened == [((None, "http://m:19530", "c"), {"threads": 3, "device": "cpu", "weights": tmp_path / "w.pth"})]
     assert run(command, folder / "horse.png", "--index", ix).exit_code == 0
     assert opened[-1] == ((ix, None, None), {"threads": None, "device": "auto", "weights": None})
+
+
+def test_a_fetched_query_for_duplicates_is_named_by_its_address(tmp_path, monkeypatch):
+    from lookalike import dedup
+
+    folder, ix, _ = tiny_index(tmp_path, NAMES)
+    monkeypatch.setattr(dedup, "resolve_threshold", lambda value, model: (dedup.Rule(0.0), None))
+    monkeypatch.setattr(fetch, "fetch", lambda url, limit: ((folder / "coffee.png").read_bytes(), "c.png"))
+    got = json.loads(run("query", "https://example.org/c.png", "--duplicates", "--json", "--index", ix).stdout)
+    assert got["query"] == "https://example.org/c.png" and got["results"][0]["path"] == str(folder / "coffee.png")
+
+
+def test_on_a_terminal_the_seed_label_is_bold_and_an_error_label_bold_red(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lookalike.cli import common
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, color_system="standard", width=200))
+    search._announce(42)
+    assert out.getvalue() == "\x1b[1mseed:\x1b[0m 42 (repeat this random draw with --seed 42)\n"
+    folder, ix, _ = tiny_index(tmp_path, NAMES)
+    out.seek(0), out.truncate()
+    run("query", tmp_path / "missing.png", folder / "horse.png", "--index", ix)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"\x1b[1;31merror:\x1b[0m {tmp_path / 'missing.png'}: ")
+    assert lines[1] == "\x1b[1;31merror:\x1b[0m 1 of 2 queries failed"
+
+
+def test_one_random_query_says_its_seed_before_its_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "fresh_seed", lambda: 5)
+    folder, ix, _ = tiny_index(tmp_path, NAMES)
+    result = run("query", folder / "horse.png", "--mode", "random", "-k", "2", "--index", ix)
+    assert result.exit_code == 0 and result.stderr == "seed: 5 (repeat this random draw with --seed 5)\n"
+    after_a_failure = run("query", tmp_path / "missing.png", folder / "horse.png", "--mode", "random", "--index", ix)
+    assert after_a_failure.stderr.splitlines()[1] == "seed: 5 (repeat this random draw with --seed 5)"
