@@ -590,3 +590,41 @@ def test_captions_give_class_file_and_distance_shortened_in_the_middle_to_19_cha
     assert row == [(at[paths[0]], ["a-very-lo…me-indeed", "a-file-na…o-fit.png", "query"], True),
                    (at[paths[1]], ["a-very-lo…me-indeed", "short.png", "5.000 same class"], True),
                    (at[paths[2]], ["b", "other.png", "10.000 other class"], False)]
+
+
+def test_caption_lines_are_grey_but_a_neighbours_distance_line_takes_its_frames_colour(hand_made, tmp_path):
+    from PIL import Image
+
+    evaluation, _ = hand_made
+    out = tmp_path / "report"
+    ev.write_report(evaluation, out, rows=1, neighbours=2)
+    sheet = Image.open(out / "best.png").convert("RGB")
+    cell, pad, gap, line = ev.THUMB + 8, 4, 16, ev.CAPTION_LINE
+    (query,) = [evaluation.data.paths.index(c.split(" (", 1)[0])
+                for c in _Captions((out / "index.html").read_text()).sections["Best queries (by average precision)"]]
+    cells = ev.captions(evaluation, np.array([query]), 2)[0]
+
+    def colours(col, n):
+        x = 0 if col == 0 else cell * col + gap
+        box = (x + pad, cell + n * line, x + cell, cell + (n + 1) * line)
+        return {c for _, c in sheet.crop(box).getcolors(maxcolors=1 << 16)}
+
+    grey, green, red = (40, 40, 40), (40, 160, 60), (210, 40, 40)
+    for col, (_, _, same) in enumerate(cells):
+        frame = None if col == 0 else green if same else red
+        for n in range(3):
+            found = colours(col, n)
+            if n == 2 and frame:
+                assert frame in found and grey not in found, (col, n)
+            else:
+                assert grey in found and not {green, red} & found, (col, n)
+
+
+def test_a_thumbnail_is_the_picture_at_112_pixels_or_plain_grey_when_it_cannot_be_read(tmp_path):
+    wide = _solid(tmp_path / "wide.png", (10, 120, 200))
+    thumb = ev._thumb(wide)
+    assert thumb.size == (112, 112) and thumb.getcolors() == [(112 * 112, (10, 120, 200))]
+    gone = ev._thumb(str(tmp_path / "gone.png"))
+    assert gone.size == (112, 112) and gone.getcolors() == [(112 * 112, (200, 200, 200))]
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    assert ev._thumb(str(tmp_path / "broken.png")).getcolors() == [(112 * 112, (200, 200, 200))]
