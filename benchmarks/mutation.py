@@ -186,6 +186,9 @@ def mutmut_config(module: str, tests: list[str]) -> str:
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow and not browser"]',
         'process_isolation = "forkserver"',
+        # mutmut stops a session after (the tests' time + 1 s) x this, in wall time: its default, 15, counted
+        # sessions slowed by a loaded machine, or stopped while another job measured, as timed out (killed)
+        "timeout_multiplier = 100.0",
         "use_git_change_detection = false",
         "",
     ])
