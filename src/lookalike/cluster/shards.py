@@ -77,8 +77,11 @@ def shard_vectors(shard) -> np.ndarray:
     """The (rows, D) float32 vectors of a shard table (zeros on skipped rows)."""
     column = shard.column("vector").combine_chunks()
     dim = column.type.list_size
-    return np.asarray(column.values.to_numpy(zero_copy_only=False), np.float32)[
+    vectors = np.asarray(column.values.to_numpy(zero_copy_only=False), np.float32)[
         column.offset * dim:(column.offset + len(column)) * dim].reshape(len(column), dim)
+    if column.null_count:  # a skipped row's values are not stored in Parquet: read back, they are NaN
+        vectors = np.where(column.is_null().to_numpy(zero_copy_only=False)[:, None], np.float32(0), vectors)
+    return vectors
 
 
 class Shards:

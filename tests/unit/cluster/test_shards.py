@@ -158,3 +158,112 @@ def test_shards_of_another_model_are_refused_for_a_new_run_with_both_models_name
         Shards(location).check_model({"name": "efficientnet-lite0", "layer": "pool", "dim": 1280})
     assert str(refused.value) == (f"shards in {location} hold hand-made (layer out, 3-d) vectors, not "
                                   "efficientnet-lite0 (layer pool, 1280-d); use another --out")
+
+
+# Hand-made shards (no model): what a shard folder lists, names, reads and refuses.
+HAND = {"name": "hand-made", "layer": "out", "dim": 3}
+
+
+def _hand(paths_: list[str], mtimes: list[int], errors=None, identity=HAND, vectors=None):
+    errors = errors or [None] * len(paths_)
+    ok = sum(not e for e in errors)
+    cols = {"path": paths_, "size": [10] * len(paths_), "mtime_ns": mtimes, "hash": ["ab"] * len(paths_),
+            "width": [4] * len(paths_), "height": [3] * len(paths_), "error": errors}
+    vectors = np.arange(ok * identity["dim"], dtype=np.float32).reshape(ok, identity["dim"]) if vectors is None \
+        else vectors
+    return table(cols, vectors, identity)
+
+
+def test_the_shards_of_a_folder_are_its_part_files_sorted_without_unfinished_writes(tmp_path):
+    assert Shards(str(tmp_path / "none")).names() == [] and Shards(str(tmp_path / "none")).model() is None
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for name in ("part-b.parquet", "part-a.parquet", ".tmp-0f.parquet", "part-c.txt", "notes.parquet"):
+        (folder / name).write_bytes(b"")
+    assert Shards(str(folder)).names() == ["part-a.parquet", "part-b.parquet"]
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(StoreError) as e:
+        Shards(str(tmp_path / "file")).names()
+    assert str(e.value) == f"not a folder of shards: {tmp_path / 'file'}"
+
+
+def test_a_shard_is_named_by_its_files_so_a_retried_write_replaces_it(tmp_path):
+    s = Shards(str(tmp_path / "shards"))
+    first = s.write(_hand(["/p/a.jpg", "/p/b.jpg"], [1, 2]))
+    assert s.write(_hand(["/p/a.jpg", "/p/b.jpg"], [1, 2], vectors=np.ones((2, 3), np.float32))) == first
+    assert len(first) == len("part-") + 24 + len(".parquet") and first.startswith("part-")
+    assert first.endswith(".parquet") and all(c in "0123456789abcdef" for c in first[5:-8])
+    others = {s.write(_hand(["/p/a.jpg", "/p/b.jpg"], [1, 3])), s.write(_hand(["/p/a.jpg"], [1])),
+              s.write(_hand(["/p/a.jpg", "/p/c.jpg"], [1, 2]))}
+    assert len(others | {first}) == 4 and sorted(os.listdir(tmp_path / "shards")) == sorted(others | {first})
+    assert [r["vector"] for r in s.read(first).to_pylist()] == [[1.0] * 3] * 2  # the retry's rows
+
+
+def test_a_shard_reads_back_its_rows_vectors_and_failures(tmp_path):
+    s = Shards(str(tmp_path / "shards") + "/")
+    name = s.write(_hand(["/p/a.jpg", "/p/bad.jpg", "/p/c.jpg"], [1, 2, 3], errors=[None, "broken", ""]))
+    shard = s.read(name)
+    assert paths(shard) == ["/p/a.jpg", "/p/bad.jpg", "/p/c.jpg"]
+    assert shard.column("error").to_pylist() == [None, "broken", None]  # "" is no error
+    assert shard.column("hash").to_pylist() == ["ab", None, "ab"]
+    from lookalike.cluster.shards import shard_vectors
+
+    vectors = shard_vectors(shard)
+    assert vectors.dtype == np.float32 and vectors.tolist() == [[0, 1, 2], [0, 0, 0], [3, 4, 5]]
+    assert s.read(name, ("path", "nothing")).column_names == ["path"]
+    assert [n for n, _ in s] == [name] and s.model() == HAND
+    older = pa.table({"path": ["/p/x.jpg"], "size": [1]})  # a shard written before path_bytes
+    assert paths(older) == ["/p/x.jpg"]
+
+
+def test_a_shard_of_another_model_or_width_or_none_is_named_with_the_remedy(tmp_path):
+    folder = tmp_path / "shards"
+    s = Shards(str(folder))
+    os.rename(folder / s.write(_hand(["/p/a.jpg"], [1])), folder / "part-0.parquet")
+    os.rename(folder / s.write(_hand(["/p/b.jpg"], [1])), folder / "part-1.parquet")
+    assert s.model() == HAND
+    other = {"name": "other", "layer": "pool", "dim": 3}
+    os.rename(folder / s.write(_hand(["/p/c.jpg"], [1], identity=other)), folder / "part-2.parquet")
+    remedy = f"move it out of {folder} (or embed again into a fresh --out)"
+    with pytest.raises(StoreError) as e:
+        s.model()
+    assert str(e.value) == (f"{folder}/part-2.parquet holds other (layer pool, 3-d) vectors, not hand-made (layer out, "
+                            f"3-d) like part-0.parquet; {remedy}")
+    os.remove(folder / "part-2.parquet")
+    wide = _hand(["/p/d.jpg"], [1], identity={**HAND, "dim": 4})
+    pq.write_table(wide.replace_schema_metadata({MODEL_KEY: json.dumps(HAND).encode()}), folder / "part-3.parquet")
+    with pytest.raises(StoreError) as e:
+        s.model()
+    assert str(e.value) == f"{folder}/part-3.parquet holds 4-d vectors, but its model hand-made makes 3-d ones; {remedy}"
+    why = (f"is not a lookalike shard (no model metadata or columns path, size, mtime_ns, hash, width, height, vector, "
+           f"error); {remedy}")
+    good = _hand(["/p/e.jpg"], [1])
+    for meta in (None, b"not json", b"[1, 2]", json.dumps({"name": "x", "layer": "y"}).encode()):
+        t = good.replace_schema_metadata(None if meta is None else {MODEL_KEY: meta})
+        pq.write_table(t, folder / "part-3.parquet")
+        with pytest.raises(StoreError) as e:
+            s.model()
+        assert str(e.value) == f"{folder}/part-3.parquet {why}", meta
+    pq.write_table(good.drop_columns(["height"]), folder / "part-3.parquet")
+    with pytest.raises(StoreError) as e:
+        s.model()
+    assert str(e.value) == f"{folder}/part-3.parquet {why}"
+    pq.write_table(good.drop_columns(["path_bytes"]), folder / "part-3.parquet")  # an older shard is one
+    assert s.model() == HAND
+    (folder / "part-4.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(StoreError) as e:
+        s.model()
+    assert str(e.value).startswith(f"{folder}/part-4.parquet cannot be read as a shard (")
+    assert str(e.value).endswith(f"); {remedy}") and "\n" not in str(e.value)
+
+
+def test_the_newest_row_of_a_file_equal_in_two_shards_is_the_later_shards(tmp_path):
+    folder = tmp_path / "shards"
+    s = Shards(str(folder))
+    os.rename(folder / s.write(_hand(["/p/a.jpg", "/p/b.jpg"], [5, 5])), folder / "part-1.parquet")
+    os.rename(folder / s.write(_hand(["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"], [5, 4, 5])), folder / "part-0.parquet")
+    latest, superseded = s.newest()
+    assert latest == {"/p/a.jpg": (10, 5, "part-1.parquet", None), "/p/b.jpg": (10, 5, "part-1.parquet", None),
+                      "/p/c.jpg": (10, 5, "part-0.parquet", None)}
+    assert superseded == {"part-0.parquet": ["/p/a.jpg", "/p/b.jpg"], "part-1.parquet": []}
+    assert s.latest() == latest
