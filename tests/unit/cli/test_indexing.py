@@ -191,7 +191,8 @@ def test_a_missing_cluster_module_is_named_with_the_extra_to_install(photos, tmp
     assert result.stderr == "error: this needs pymilvus: pip install 'lookalike[cluster]'\n"
     assert run("embed", folder, "--out", tmp_path / "s", "--model", model, "-q").exit_code == 0  # local: no ray needed
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
-    for command in (["ingest", tmp_path / "s", "--uri", "u.db"], ["index", "--from", tmp_path / "s"]):
+    for command in (["ingest", tmp_path / "s", "--uri", "u.db"], ["index", "--from", tmp_path / "s"],
+                    ["embed", folder, "--out", tmp_path / "s"]):
         result = run(*command)
         assert result.exit_code == 1 and result.stderr == "error: this needs pyarrow: pip install 'lookalike[cluster]'\n"
 
