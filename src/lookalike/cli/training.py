@@ -106,7 +106,11 @@ def train(
     dim: Annotated[int, typer.Option("--dim", min=1, help="Embedding dimension.")] = _TRAIN.dim,
     unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
                                           "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
-    train_size: Annotated[int, typer.Option("--train-size", min=32, help="Training resolution in pixels.")] = _TRAIN.train_size,
+    train_size: Annotated[int, typer.Option("--train-size", min=32, help="Network input size in training, "
+                                            "in pixels.")] = _TRAIN.train_size,
+    crop_size: Annotated[int, typer.Option("--crop-size", min=0, help="Pixels each training crop is rendered at "
+                                           "before it is resized to --train-size (0: at --train-size; "
+                                           "below it: less detail).")] = _TRAIN.crop_size,
     embed_size: Annotated[int, typer.Option("--embed-size", min=0, help="Input size of the exported model in "
                                             "pixels: whole images at index and query time "
                                             "(0: the base model's, 224 for Lite0).")] = _TRAIN.embed_size,
@@ -142,7 +146,8 @@ def train(
                 for item in _check_data(folder, follow_links, verbose)]
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
     config = TrainConfig(model=model, dim=dim, temperature=temperature, margin=margin, epochs=epochs, lr=lr,
-                         unfreeze=unfreeze, batch_size=batch, train_size=train_size, augment=augment.value, val_split=val_split.value,
+                         unfreeze=unfreeze, batch_size=batch, train_size=train_size, crop_size=crop_size,
+                         augment=augment.value, val_split=val_split.value,
                          val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend,
                          embed_size=embed_size)
     with _training_progress(quiet or as_json) as progress:

@@ -21,6 +21,10 @@ class TrainConfig:
     ``margin`` > 0 is subtracted from each image's cosine to its own class's proxy in the loss
     (an additive cosine margin). ``embed_size`` is the exported model's input size in pixels, the
     whole image embedded at index and query time (0: the base model's); training does not depend on it.
+    ``train_size`` is the network's input in training (pixel crops, the images the class proxies start
+    from, the scale of feature-map crops); ``crop_size`` is the pixels each pixel crop is rendered at
+    before it is resized to ``train_size`` (0: at ``train_size``): 160 crops shown at 224 carry less
+    detail than the whole images embedded later, which scored above full-detail crops at either size.
     """
 
     model: str = "efficientnet-lite0"
@@ -36,7 +40,8 @@ class TrainConfig:
     unfreeze: int = 11
     batch_size: int = 32
     per_class: int = 4
-    train_size: int = 160
+    train_size: int = 224
+    crop_size: int = 160
     crop_scale: float = 0.3
     augment: str = "pixels"
     ema: float = 0.0
@@ -60,6 +65,8 @@ class TrainConfig:
             raise ValueError("temperature and lr must be positive")
         if self.unfreeze < 0:
             raise ValueError("unfreeze must be 0 or more")
+        if self.crop_size < 0:
+            raise ValueError("crop-size must be 0 (the training size) or more")
         if self.embed_size != 0 and self.embed_size < 32:
             raise ValueError("embed-size must be 0 (the base model's input size) or at least 32")
         if not 0 <= self.margin < 1:

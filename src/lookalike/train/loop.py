@@ -5,8 +5,9 @@ the blocks before them stay frozen (batch-norm statistics stay frozen everywhere
 feed the trained tail (``TrainConfig.augment``):
 
 ``"pixels"``
-    every step decodes the images, takes a random resized crop at ``train_size`` pixels and
-    flips half of them, runs the frozen blocks without gradients, then trains the tail.
+    every step decodes the images, takes a random resized crop rendered at ``crop_size`` pixels,
+    resized to ``train_size``, and flips half of them, runs the frozen blocks without gradients,
+    then trains the tail.
 ``"features"``
     the frozen blocks' output for every training image and its mirror image is computed once and
     cached on disk (float16); each step picks a view and takes a random resized crop *of the
@@ -259,10 +260,10 @@ class _Batches:
         if acts is None:
             seeds = rng.integers(0, 2**63, size=len(positions))
             paths = self.prep.train.paths
-            pre = replace(self.pre, size=self.config.train_size)  # not resized again to the input size
-            imgs = self.pool.map(lambda a: pre(_data.augment(decode(paths[a[0]], self.config.train_size),
-                                                             self.config.train_size, np.random.default_rng(a[1]),
-                                                             (self.config.crop_scale, 1.0))),
+            detail = self.config.crop_size or self.config.train_size
+            pre = replace(self.pre, size=self.config.train_size)  # resizes a crop of other pixels to train_size
+            imgs = self.pool.map(lambda a: pre(_data.augment(decode(paths[a[0]], detail), detail,
+                                                             np.random.default_rng(a[1]), (self.config.crop_scale, 1.0))),
                                  zip(positions, seeds))
             return torch.from_numpy(np.stack(list(imgs)))
         order = np.argsort(positions)  # memory-mapped rows read in file order

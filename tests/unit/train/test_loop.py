@@ -26,7 +26,7 @@ from helpers import tiny_model
 from tiny_lite import tiny_features
 
 PRE = Preprocessing(32, mean=(0.25, 0.5, 0.75), std=(0.5, 0.25, 0.125))
-CONFIG = TrainConfig(dim=6, epochs=2, unfreeze=2, batch_size=4, per_class=2, train_size=16, lr=1e-3,
+CONFIG = TrainConfig(dim=6, epochs=2, unfreeze=2, batch_size=4, per_class=2, train_size=16, crop_size=0, lr=1e-3,
                      val_split="classes", val_fraction=0.4, seed=3)
 
 
@@ -328,6 +328,22 @@ def test_pixel_crops_take_the_crop_scale(stand_in, tmp_path, monkeypatch):
         loop._Batches(prep, replace(CONFIG, crop_scale=0.5, train_size=16), pool).train(
             np.array([0, 1]), np.random.default_rng(0))
     assert asked == [((40, 40), 16, (0.5, 1.0))] * 2
+
+
+def test_pixel_crops_rendered_at_fewer_pixels_enter_the_network_at_the_training_size(stand_in, tmp_path):
+    # whole images (crop scale 1) rendered at 8 pixels, then resized to 16: the plain 8-pixel picture
+    # made larger, unflipped or flipped; it has less detail than the 16-pixel picture made directly
+    prep = _prep(tmp_path, crop_scale=1.0, train_size=16, crop_size=8)
+    with loop.ThreadPoolExecutor(1) as pool:
+        x = loop._Batches(prep, replace(CONFIG, crop_scale=1.0, train_size=16, crop_size=8), pool).train(
+            np.array([3, 7]), np.random.default_rng(0))
+    assert x.shape == (2, 3, 16, 16)
+    for row, p in zip(x.numpy(), (3, 7)):
+        small = Image.open(prep.train.paths[p]).convert("RGB").resize((8, 8), Image.BILINEAR, reducing_gap=3.0)
+        expected = replace(PRE, size=16)(small)
+        assert np.allclose(row, expected, atol=1e-4) or np.allclose(row, expected[..., ::-1], atol=1e-4)
+        direct = pixels(prep.train.paths[p], 16)
+        assert np.abs(np.diff(row, axis=-1)).mean() < 0.8 * np.abs(np.diff(direct, axis=-1)).mean()
 
 
 def test_whole_inputs_from_the_cache_or_from_the_images(stand_in, tmp_path):
