@@ -122,10 +122,11 @@ def test_a_changed_file_is_embedded_again_and_one_gone_reported_but_not_a_siblin
 
 def test_the_report_as_json():
     report = EmbedReport("ray", workers=2, embedded=10, unchanged=3, skipped=[("/p/x.jpg", "broken")], shards=2,
-                         gone=["/p/y.jpg"], seconds=4.0004)
+                         gone=["/p/y.jpg"], seconds=4.0126)
     assert report.to_dict() == {"engine": "ray", "workers": 2, "embedded": 10, "unchanged": 3,
                                 "skipped": [{"path": "/p/x.jpg", "reason": "broken"}], "shards": 2,
-                                "gone": ["/p/y.jpg"], "seconds": 4.0, "images_per_second": 2.5}
+                                "gone": ["/p/y.jpg"], "seconds": 4.013, "images_per_second": 2.49}
+    assert EmbedReport("local", embedded=3, seconds=0.5).to_dict()["images_per_second"] == 6.0
     assert EmbedReport("local", embedded=3, seconds=0.0).to_dict()["images_per_second"] == 0.0
     assert EmbedReport("local", embedded=2, seconds=3.0).to_dict()["images_per_second"] == 0.67
     assert EmbedReport("local").to_dict() == {"engine": "local", "workers": 0, "embedded": 0, "unchanged": 0,
