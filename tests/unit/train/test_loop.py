@@ -550,17 +550,17 @@ def test_the_proxies_start_at_the_class_means_of_the_untrained_embeddings(stand_
 
 
 def test_a_deadline_stops_after_the_epoch_during_which_it_passes(stand_in, tmp_path, monkeypatch):
-    clock = iter(range(0, 10_000, 10))
+    clock = iter(range(1000, 10_000, 10))
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     prep = _prep(tmp_path)
-    result = loop.fit(prep, replace(CONFIG, epochs=5), deadline=15)
-    # the clock reads 0 and 10 around epoch 0, 20 before epoch 1 (past 15): no training epoch
+    result = loop.fit(prep, replace(CONFIG, epochs=5), deadline=1015)
+    # the clock reads 1000 and 1010 around epoch 0, 1020 before epoch 1 (past 1015): no training epoch
     assert [e.epoch for e in result.history] == [0] and result.history[0].seconds == 10
-    clock = iter(range(0, 10_000, 10))
+    clock = iter(range(1000, 10_000, 10))
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    result = loop.fit(prep, replace(CONFIG, epochs=5), deadline=20)  # 20 is not past 20
+    result = loop.fit(prep, replace(CONFIG, epochs=5), deadline=1020)  # 1020 is not past 1020
     assert [e.epoch for e in result.history] == [0, 1]
-    assert result.history[1].seconds == 10  # read at 30 and 40; the deadline check at 20
+    assert result.history[1].seconds == 10  # read at 1030 and 1040; the deadline checks at 1020 and 1050
 
 
 def test_checkpoints_after_every_epoch_and_a_resumed_run_ends_as_an_uninterrupted_one(stand_in, tmp_path):
