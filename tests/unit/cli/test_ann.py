@@ -69,3 +69,15 @@ def test_check_measures_recall_with_the_queries_k_and_seed_asked_for(ix, monkeyp
     one = run("ann", "check", "--index", ix)
     assert asked[-1][3:] == (100, 10, 0)
     assert one.stdout == "hnsw over 40 images: recall@10 0.812 on 40 queries, p50 0.12 ms, p95 2.50 ms\n"
+
+
+def test_build_makes_the_approximate_index_again_even_when_it_is_up_to_date(ix):
+    import time
+
+    from lookalike.index.approximate import ANN_FILE
+
+    assert run("ann", "build", "--kind", "hnsw", "--index", ix).exit_code == 0
+    first = (ix / ANN_FILE).stat().st_mtime_ns
+    time.sleep(0.01)
+    assert run("ann", "build", "--index", ix).exit_code == 0
+    assert (ix / ANN_FILE).stat().st_mtime_ns != first  # written anew, not kept as current

@@ -89,3 +89,39 @@ def test_help_names_arguments_by_their_metavar_and_integer_ranges_as_int():
     ann = CliRunner().invoke(cli.app, ["ann", "check", "--help"], terminal_width=200).stdout
     assert "Usage: root ann check [OPTIONS]" in ann.splitlines() and "Arguments:" not in ann
     assert "Options:" in ann and "--queries" in ann
+
+
+def test_help_of_a_command_lists_arguments_by_metavar_or_upper_name_with_their_help_and_hides_hidden_ones():
+    import typer
+
+    demo = typer.Typer(rich_markup_mode=None)
+
+    @demo.command(cls=cli._Command)
+    def run(source: str = typer.Argument(..., help="Where from."), quiet_one: str = typer.Argument("x"),
+            secret: str = typer.Argument("s", hidden=True), level: int = typer.Option(1, min=0, help="How much.")):
+        """Demo."""
+
+    @demo.command(cls=cli._Command)
+    def other():
+        """Another."""
+
+    text = CliRunner().invoke(demo, ["run", "--help"], terminal_width=200).stdout
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert "Usage: root run [OPTIONS] SOURCE QUIET_ONE" in lines
+    args = lines.index("Arguments:")
+    assert lines[args + 1].split() == ["SOURCE", "Where", "from."] and lines[args + 2].split() == ["QUIET_ONE"]
+    assert "SECRET" not in text and "secret" not in text
+    assert any(line.split()[:3] == ["--level", "<int>", "How"] for line in lines if line.strip())
+
+
+def test_on_a_terminal_a_user_errors_label_is_bold_red(monkeypatch):
+    from rich.console import Console
+
+    from lookalike.cli import common
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, color_system="standard", width=200))
+    monkeypatch.setattr(cli, "app", lambda: (_ for _ in ()).throw(ValueError("bad value")))
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert out.getvalue() == "\x1b[1;31merror:\x1b[0m bad value\n"
