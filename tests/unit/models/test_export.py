@@ -52,7 +52,7 @@ def test_an_export_runs_as_the_module_with_any_batch(tmp_path):
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["input"] and [o.name for o in session.get_outputs()] == ["features"]
-    assert session.get_inputs()[0].shape[1:] == [3, 16, 16]
+    assert session.get_inputs()[0].shape == ["batch", 3, 16, 16] and session.get_outputs()[0].shape == ["batch", 4]
     for n in (1, 3):
         x = np.random.default_rng(n).normal(size=(n, 3, 16, 16)).astype(np.float32)
         with torch.no_grad():
