@@ -113,16 +113,30 @@ def test_dedup_opens_the_index_asked_for_with_its_options_and_refuses_a_folder_w
     assert refused.exit_code == 1 and len(opened) == 2
     assert refused.stderr == "error: a FOLDER is indexed into --index; a --uri collection is filled by `lookalike ingest`\n"
     monkeypatch.setattr(dedup, "open_index", lambda *a, **kw: opened.append((a, kw)) or real(tmp_path / "ix", None, None))
-    assert run("dedup", "--uri", "http://m:19530", "--collection", "c", "-t", "0.5", "--model", model).exit_code == 0
-    assert opened[-1] == ((None, "http://m:19530", "c"), {"threads": None, "device": "auto", "weights": None,
-                                                          "model": str(model)})
+    assert run("dedup", "--uri", "http://m:19530", "--collection", "c", "-t", "0.5", "--model", model,
+               "--weights", tmp_path / "w.pth").exit_code == 0
+    assert opened[-1] == ((None, "http://m:19530", "c"), {"threads": None, "device": "auto",
+                                                          "weights": tmp_path / "w.pth", "model": str(model)})
+    from lookalike import dedup as dd
+
+    asked = []
+    real_rule = dd.resolve_threshold
+    monkeypatch.setattr(dd, "resolve_threshold", lambda value, model: asked.append((value, model)) or
+                        real_rule("0.5", model))
+    assert run("dedup", "--uri", "http://m:19530", "-t", "shots").exit_code == 0
+    assert asked == [("shots", {**asked[0][1], "name": "tiny-0"})]  # the preset, for the collection's model
 
 
-def test_dedup_of_an_empty_folder_is_refused_for_a_new_index(tmp_path):
+def test_dedup_of_an_empty_folder_is_refused_for_a_new_index_and_a_warning_for_an_existing_one(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run("dedup", tmp_path / "empty", "--index", tmp_path / "ix", "-t", "0.5")
     assert result.exit_code == 1 and result.stderr == f"error: no images under {tmp_path / 'empty'}; no index created\n"
     assert not (tmp_path / "ix").exists()
+    model = tiny_model(tmp_path / "m")
+    assert run("index", folder_of(tmp_path / "set", ("chelsea",)), "--index", tmp_path / "ix", "--model", model,
+               "-q").exit_code == 0
+    result = run("dedup", tmp_path / "empty", "--index", tmp_path / "ix", "--model", model, "-t", "0.5")
+    assert result.exit_code == 0 and result.stderr == f"warning: no images under {tmp_path / 'empty'}\n"
 
 
 def test_the_progress_bar_of_indexing_the_folder_counts_its_files(tmp_path, monkeypatch):
@@ -134,7 +148,30 @@ def test_the_progress_bar_of_indexing_the_folder_counts_its_files(tmp_path, monk
     assert run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "-t", "0.001").exit_code == 0
     quiet, bar = made[-1]
     assert quiet is False and (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("embed", 3, 3)
+    import io
+    import re
+
+    from rich.console import Console
+
+    shown = io.StringIO()
+    Console(file=shown, width=100, color_system=None).print(bar.make_tasks_table(bar.tasks))
+    assert re.fullmatch(r"embedding ━+ 3/3 +0:00:00\n", shown.getvalue()), shown.getvalue()  # no rate text
     for flag in ("-q", "--json"):
         assert run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "-t", "0.001", flag).exit_code == 0
         assert made[-1][0] is True
     assert run("dedup", "--index", tmp_path / "ix", "-t", "0.001").exit_code == 0 and len(made) == 3  # no folder: no bar
+
+
+def test_dedup_follows_links_when_asked_and_reports_the_preset_it_resolved(tmp_path, monkeypatch):
+    import os
+
+    from lookalike import dedup as dd
+
+    model = tiny_model(tmp_path / "m")
+    folder = folder_of(tmp_path / "set", ("chelsea",))
+    folder_of(tmp_path / "out", ("coffee",))
+    os.symlink(tmp_path / "out" / "coffee.png", folder / "link.png")
+    monkeypatch.setattr(dd, "resolve_threshold", lambda value, model: (dd.Rule(0.001), "near"))
+    got = json.loads(run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "--follow-links",
+                         "--json").stdout)
+    assert str(folder / "link.png") in got["index"]["paths"]["added"] and got["preset"] == "near"
