@@ -189,7 +189,7 @@ class _Captions:
     def __init__(self, text):
         from html.parser import HTMLParser
 
-        self.sections, self.table, where = {}, {}, []
+        self.sections, self.table, self.stray, where = {}, {}, [], []
         page = self
 
         class Parser(HTMLParser):
@@ -211,6 +211,8 @@ class _Captions:
                     page.key = data
                 elif where[-1] == "td":
                     page.table[page.key] = data
+                elif where[-1] == "ol":
+                    page.stray.append(data)
 
         Parser(convert_charrefs=True).feed(text)
 
@@ -249,6 +251,7 @@ def test_the_report_calls_best_the_queries_of_highest_average_precision_and_wors
 
     assert page.sections["Best queries (by average precision)"] == [caption(i) for i in by_ap[:3]]
     assert page.sections["Worst queries (by average precision)"] == [caption(i) for i in by_ap[::-1][:3]]
+    assert page.stray == []  # the lists hold their items and nothing between them
     assert ap[by_ap[0]] > ap[by_ap[-1]]
 
 
@@ -479,6 +482,8 @@ def test_the_evaluation_cache_is_one_per_data_folder_and_model(tiny, tmp_path, m
     twin = str(tiny_model(tmp_path / "twin"))  # the same network in another directory: another model
     assert ev.index_dir(tmp_path / "data", twin, None).name.startswith("tiny-0-")
     assert ev.index_dir(tmp_path / "data", twin, None) != here
+    pool = ev.index_dir(tmp_path / "data", None, None)  # the default model's default layer
+    assert ev.index_dir(tmp_path / "data", None, "pool") == pool != ev.index_dir(tmp_path / "data", None, "blocks")
 
 
 def test_a_model_changed_in_its_directory_starts_its_evaluation_cache_again(tmp_path):
