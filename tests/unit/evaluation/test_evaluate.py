@@ -211,7 +211,7 @@ class _Captions:
                     page.key = data
                 elif where[-1] == "td":
                     page.table[page.key] = data
-                elif where[-1] == "ol":
+                elif where[-1] in ("ol", "table", "tr"):
                     page.stray.append(data)
 
         Parser(convert_charrefs=True).feed(text)
@@ -539,6 +539,7 @@ def test_the_report_table_lists_the_comparative_and_re_ranked_figures_under_thei
     plain, reranked = evaluation.result.summary(), other.summary()
     assert {k: v for k, v in page.table.items() if k.startswith("comparative ")} == {
         f"comparative {k}": f"{v:.4f}" for k, v in plain["comparative"].items()}
+    assert page.stray == []  # the table holds its rows and nothing between them
     assert {k: v for k, v in page.table.items() if k.startswith("rerank ")} == {
         f"rerank {k}": f"{reranked[k]:.4f}" for k in ("recall@1", "recall@5", "recall@10", "map", "map@r",
                                                        "median_rank")}
