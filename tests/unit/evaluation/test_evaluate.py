@@ -211,7 +211,7 @@ class _Captions:
                     page.key = data
                 elif where[-1] == "td":
                     page.table[page.key] = data
-                elif where[-1] in ("ol", "table", "tr"):
+                elif where[-1] in ("ol", "table", "tr", "body"):
                     page.stray.append(data)
 
         Parser(convert_charrefs=True).feed(text)
@@ -601,7 +601,7 @@ def test_captions_give_class_file_and_distance_shortened_in_the_middle_to_19_cha
 def test_caption_lines_are_grey_but_a_neighbours_distance_line_takes_its_frames_colour(hand_made, tmp_path):
     from PIL import Image
 
-    evaluation, _ = hand_made
+    evaluation, pictures = hand_made
     out = tmp_path / "report"
     ev.write_report(evaluation, out, rows=1, neighbours=2)
     sheet = Image.open(out / "best.png").convert("RGB")
@@ -616,6 +616,17 @@ def test_caption_lines_are_grey_but_a_neighbours_distance_line_takes_its_frames_
         return {c for _, c in sheet.crop(box).getcolors(maxcolors=1 << 16)}
 
     grey, green, red = (40, 40, 40), (40, 160, 60), (210, 40, 40)
+    height = cell + 3 * line + 2 * pad
+    assert sheet.size == (3 * cell + gap, height)  # one row: the query, a gap, two neighbours
+    query_colour = sheet.getpixel((pad + 50, pad + 50))
+    assert sheet.getpixel((pad, pad)) == query_colour and sheet.getpixel((pad - 1, pad)) == (255, 255, 255)
+    assert sheet.getpixel((cell + gap // 2, 50)) == (255, 255, 255)  # the gap: white
+    for col, (j, _, same) in enumerate(cells[1:], start=1):
+        x, frame = cell * col + gap, green if same else red
+        for dx in (1, 3, cell - 4, cell - 2):  # a 3-pixel frame, 1 pixel inside the cell
+            assert sheet.getpixel((x + dx, cell // 2)) == frame, (col, dx)
+        assert sheet.getpixel((x, cell // 2)) == sheet.getpixel((x + cell - 1, cell // 2)) == (255, 255, 255)
+        assert sheet.getpixel((x + pad, pad)) == pictures[j]  # the thumbnail from the frame's inner edge
     for col, (_, _, same) in enumerate(cells):
         frame = None if col == 0 else green if same else red
         for n in range(3):
