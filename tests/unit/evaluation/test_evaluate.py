@@ -194,6 +194,8 @@ class _Captions:
 
         class Parser(HTMLParser):
             def handle_starttag(self, tag, attrs):
+                if tag in ("img", "meta", "br"):  # no end tag
+                    return
                 where.append(tag)
                 if tag == "li":
                     page.sections[page.heading].append("")
