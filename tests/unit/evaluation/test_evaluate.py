@@ -625,9 +625,10 @@ def test_caption_lines_are_grey_but_a_neighbours_distance_line_takes_its_frames_
     assert sheet.getpixel((cell + gap // 2, 50)) == (255, 255, 255)  # the gap: white
     for col, (j, _, same) in enumerate(cells[1:], start=1):
         x, frame = cell * col + gap, green if same else red
-        for dx in (1, 3, cell - 4, cell - 2):  # a 3-pixel frame, 1 pixel inside the cell
-            assert sheet.getpixel((x + dx, cell // 2)) == frame, (col, dx)
-        assert sheet.getpixel((x, cell // 2)) == sheet.getpixel((x + cell - 1, cell // 2)) == (255, 255, 255)
+        for d in (1, 3, cell - 4, cell - 2):  # a 3-pixel frame, 1 pixel inside the cell, on each side
+            assert sheet.getpixel((x + d, cell // 2)) == sheet.getpixel((x + cell // 2, d)) == frame, (col, d)
+        for d in (0, cell - 1):
+            assert sheet.getpixel((x + d, cell // 2)) == sheet.getpixel((x + cell // 2, d)) == (255, 255, 255)
         assert sheet.getpixel((x + pad, pad)) == pictures[j]  # the thumbnail from the frame's inner edge
     for col, (_, _, same) in enumerate(cells):
         frame = None if col == 0 else green if same else red
