@@ -648,3 +648,16 @@ def test_a_thumbnail_is_the_picture_at_112_pixels_or_plain_grey_when_it_cannot_b
     assert gone.size == (112, 112) and gone.getcolors() == [(112 * 112, (200, 200, 200))]
     (tmp_path / "broken.png").write_bytes(b"not a picture")
     assert ev._thumb(str(tmp_path / "broken.png")).getcolors() == [(112 * 112, (200, 200, 200))]
+
+
+def test_evaluate_folder_passes_its_indexing_options_on(tiny, tmp_path):
+    import os
+
+    data = _classes(tmp_path / "data", {"a": 3, "b": 2})
+    outside = _classes(tmp_path / "outside", {"c": 2})
+    os.symlink(outside / "c", data / "c")
+    plans, progress = [], []
+    result = ev.evaluate_folder(data, tiny, batch_size=3, workers=1, on_plan=plans.append,
+                                on_progress=progress.append, follow_links=True)
+    assert plans == [7] and sum(progress) == 7 and max(progress) == 3  # batches of 3
+    assert result.data.classes == ["a", "b", "c"] and result.to_dict()["n_images"] == 7
