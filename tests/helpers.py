@@ -109,6 +109,18 @@ WITHOUT_READ_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_s
                          "--inh-caps", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
 
 
+def shard_rows(location) -> dict[str, dict]:
+    """Every row of the embedding shards at ``location`` by path; fails on a path held twice."""
+    from lookalike.cluster.shards import Shards, paths  # the cluster extra: only the tests that use it need it
+
+    rows: dict[str, dict] = {}
+    for _, shard in Shards(str(location)):
+        for path, row in zip(paths(shard), shard.to_pylist()):
+            assert path not in rows, f"{path} is in the shards twice"
+            rows[path] = row
+    return rows
+
+
 def run_cli(*args, check: bool = True, prefix: list[str] = ()) -> subprocess.CompletedProcess:
     """Run ``python -m lookalike ARGS`` as a user would (after ``prefix``, a command that wraps it);
     with ``check``, a non-zero exit fails the test."""

@@ -28,14 +28,6 @@ MODEL = {"name": "tiny", "layer": "pool", "dim": 4}
 SERVER = "http://milvus.example:19530"
 
 
-@pytest.fixture
-def milvus(monkeypatch) -> Milvus:
-    """Milvus stood in for: ``pymilvus.MilvusClient`` opens the stand-in's servers by URI."""
-    m = Milvus()
-    monkeypatch.setattr(pymilvus, "MilvusClient", m.client)
-    return m
-
-
 def _row(path: str, vector, mtime: int = 1, content: str = "ab", size: int = 10) -> dict:
     return {"id": file_id(path), "path": path, "vector": list(vector), "size": size, "mtime_ns": mtime,
             "hash": content, "width": 3, "height": 2}

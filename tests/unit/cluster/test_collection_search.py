@@ -27,13 +27,6 @@ SERVER = "http://milvus.example:19530"
 DIM = 6
 
 
-@pytest.fixture
-def milvus(monkeypatch) -> Milvus:
-    m = Milvus()
-    monkeypatch.setattr(pymilvus, "MilvusClient", m.client)
-    return m
-
-
 def _points(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` ids (not in order) and float32 vectors, with exact duplicates (ties broken by id)."""
     rng = np.random.default_rng(seed)

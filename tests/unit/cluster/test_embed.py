@@ -18,10 +18,12 @@ from PIL import Image
 pytest.importorskip("pyarrow")
 pytestmark = pytest.mark.slow
 
+from helpers import shard_rows  # noqa: E402
+
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster import embed as embed_module  # noqa: E402
 from lookalike.cluster.embed import embed, model_spec, resources  # noqa: E402
-from lookalike.cluster.shards import Shards, paths  # noqa: E402
+from lookalike.cluster.shards import Shards  # noqa: E402
 from lookalike.index.store import StoreError  # noqa: E402
 
 N_IMAGES = 240
@@ -57,16 +59,6 @@ def ray_cluster():
     ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-def shard_rows(location) -> dict[str, dict]:
-    """Every row of the shards by path; fails on a path held twice."""
-    rows: dict[str, dict] = {}
-    for _, shard in Shards(str(location)):
-        for path, row in zip(paths(shard), shard.to_pylist()):
-            assert path not in rows, f"{path} is in the shards twice"
-            rows[path] = row
-    return rows
 
 
 @pytest.fixture(scope="module")

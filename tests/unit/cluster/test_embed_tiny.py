@@ -18,7 +18,7 @@ from PIL import Image
 
 pytest.importorskip("pyarrow")
 
-from helpers import tiny_model  # noqa: E402
+from helpers import shard_rows, tiny_model  # noqa: E402
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster import embed as embed_module  # noqa: E402
@@ -42,15 +42,6 @@ def _pictures(folder, n: int, seed: int = 7) -> list[str]:
     for name, data in BROKEN.items():
         (folder / name).write_bytes(data)
     return names
-
-
-def _rows(location) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
-    for _, shard in Shards(str(location)):
-        for path, row in zip(paths(shard), shard.to_pylist()):
-            assert path not in rows, f"{path} is in the shards twice"
-            rows[path] = row
-    return rows
 
 
 def _indexed(folder, model, tmp_path) -> dict[str, np.ndarray]:
@@ -92,7 +83,7 @@ def test_local_shards_hold_at_most_shard_rows_files_each_equal_to_the_index(mode
     assert all(r.startswith("not an image") for _, r in report.skipped)
     assert (plans, progress) == ([11], [4, 4, 3])
     assert sorted(len(shard) for _, shard in Shards(str(out))) == [3, 4, 4]
-    _assert_matches(_rows(out), _indexed(folder, model, tmp_path), folder)
+    _assert_matches(shard_rows(out), _indexed(folder, model, tmp_path), folder)
     again_plans, again_progress = [], []
     again = embed(str(folder), str(out), model_spec(str(model)), "local", workers=3, on_plan=again_plans.append,
                   on_progress=again_progress.append)
@@ -243,7 +234,7 @@ def test_the_ray_engine_writes_the_same_shards_through_its_stages(model, tmp_pat
     assert sorted(p for p, _ in report.skipped) == sorted(str(folder / n) for n in BROKEN)
     assert all(r.startswith("not an image") for _, r in report.skipped)
     assert sum(progress) == 12 and fake.sessions == [("ray://head:10001", True)]
-    rows = _rows(tmp_path / "shards")
+    rows = shard_rows(tmp_path / "shards")
     assert str(odd) in rows and rows[str(odd)]["vector"] == rows[str(folder / "img00.png")]["vector"]
     _assert_matches(rows, _indexed(folder, model, tmp_path), folder)
     # 12 files over 3 actors: blocks of max(batch 2, min(64, ceil(12 / 6))) = 2 files, so 6 blocks

@@ -32,13 +32,6 @@ IDENT = {"name": "tiny", "layer": "pool", "dim": 4}
 V = np.eye(4, dtype=np.float32) + np.arange(4, dtype=np.float32)[:, None] / 8  # four distinct vectors
 
 
-@pytest.fixture
-def milvus(monkeypatch) -> Milvus:
-    m = Milvus()
-    monkeypatch.setattr(pymilvus, "MilvusClient", m.client)
-    return m
-
-
 def _shard(rows: list[tuple], dim: int = 4):
     """A shard table of rows ``(path, mtime_ns, vector or None for a failure[, size[, hash[, error]]])``."""
     full = [(r + (10, None, None)[len(r) - 3:])[:6] for r in rows]

@@ -14,20 +14,12 @@ import pytest
 
 pymilvus = pytest.importorskip("pymilvus")
 
-from milvus_standin import Milvus  # noqa: E402
 from pymilvus.exceptions import MilvusException  # noqa: E402
 
 from lookalike.cluster import milvus as mv  # noqa: E402
 from lookalike.index.store import StoreError  # noqa: E402
 
 SERVER = "http://milvus.example:19530"
-
-
-@pytest.fixture
-def milvus(monkeypatch) -> Milvus:
-    m = Milvus()
-    monkeypatch.setattr(pymilvus, "MilvusClient", m.client)
-    return m
 
 
 def test_a_uri_without_a_scheme_is_a_milvus_lite_file_with_an_exact_index():
