@@ -74,7 +74,10 @@ MODULES = {
     # each command's module against its own in-process tests (the tiny model, hand-made indexes, stand-ins
     # for training and Milvus); the commands as subprocesses are tests/e2e's
     "src/lookalike/cli/__init__.py": [U + "cli/test_main.py"],
-    **{f"src/lookalike/cli/{m}.py": [U + f"cli/test_{m}.py"] for m in ("ann", "dedup", "indexing", "search", "training")},
+    # (the ann and dedup command tests are named apart from vectors/test_ann.py and dedup/test_dedup.py)
+    **{f"src/lookalike/cli/{m}.py": [U + f"cli/test_{t}.py"] for m, t in (
+        ("ann", "ann_command"), ("dedup", "dedup_command"), ("indexing", "indexing"), ("search", "search"),
+        ("training", "training"))},
     "src/lookalike/cli/maps.py": [U + "cli/test_maps.py"],
     "src/lookalike/cli/serve.py": [U + "cli/test_serve.py"],
     "src/lookalike/cli/common.py": [U + "cli/test_common.py"],
