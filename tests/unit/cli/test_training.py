@@ -150,6 +150,26 @@ def test_train_without_an_untrained_epoch_and_with_files_left_out(tmp_path, monk
                                     "reason": "symbolic link to outside the folder (use --follow-links to include it)"}]
 
 
+def test_train_follows_a_link_to_a_class_folder_only_when_asked_and_lists_it_with_v(tmp_path, monkeypatch):
+    import os
+
+    from lookalike.train import run as train_run
+
+    data = labelled(tmp_path / "data", classes=2)
+    os.symlink(labelled(tmp_path / "outside", classes=1) / "class0", data / "linked")
+    monkeypatch.setattr(train_run, "train", lambda *a, **kw: (result_of([Epoch(3, 0.2, 1.0, None)]), Path("m.onnx"), 1.0))
+    link = {"path": str(data / "linked"), "reason": "symbolic link to outside the folder (use --follow-links to include it)"}
+    plain = run("train", data, "--out", tmp_path / "out", "--json", "--val-split", "none")
+    assert json.loads(plain.stdout)["left_out"] == [link]
+    assert "warning: 2 classes of 3 images (the median)" in plain.stderr  # the advice counts without the link
+    assert f"left out {data / 'linked'}" not in plain.stderr  # listed with -v only
+    followed = run("train", data, "--out", tmp_path / "out", "--json", "--val-split", "none", "--follow-links")
+    assert json.loads(followed.stdout)["left_out"] == []
+    assert "warning: 3 classes of 3 images (the median)" in followed.stderr  # the linked class counted
+    listed = run("train", data, "--out", tmp_path / "out", "--json", "--val-split", "none", "-v")
+    assert f"left out {data / 'linked'}: symbolic link to outside the folder" in listed.stderr
+
+
 def test_an_epochs_validation_text_is_empty_when_it_was_not_validated():
     assert training._validation_text(Epoch(1, 0.5, 1.0, None)) == ""
     assert training._validation_text(Epoch(1, 0.5, 1.0, {"recall@1": 0.12345, "map": 0.5})) == \
