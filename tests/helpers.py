@@ -121,6 +121,20 @@ def shard_rows(location) -> dict[str, dict]:
     return rows
 
 
+def stand_in_ray(monkeypatch, fake, module):
+    """Install ``fake`` as the ``ray`` module and give ``module`` a ``ray_session`` that records each
+    ``(address, verbose)`` in ``fake.sessions`` instead of starting Ray; returns ``fake``."""
+
+    @contextmanager
+    def session(address, verbose):
+        fake.sessions.append((address, verbose))
+        yield
+
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(module, "ray_session", session)
+    return fake
+
+
 def run_cli(*args, check: bool = True, prefix: list[str] = ()) -> subprocess.CompletedProcess:
     """Run ``python -m lookalike ARGS`` as a user would (after ``prefix``, a command that wraps it);
     with ``check``, a non-zero exit fails the test."""

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-pymilvus = pytest.importorskip("pymilvus")
+pytest.importorskip("pymilvus")
 
 from milvus_standin import Milvus  # noqa: E402
 

@@ -8,9 +8,7 @@ cluster: test_embed.py, slow.)"""
 from __future__ import annotations
 
 import os
-import sys
 import types
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from PIL import Image
 
 pytest.importorskip("pyarrow")
 
-from helpers import shard_rows, tiny_model  # noqa: E402
+from helpers import shard_rows, stand_in_ray, tiny_model  # noqa: E402
 
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster import embed as embed_module  # noqa: E402
@@ -206,18 +204,7 @@ class _Ray(types.ModuleType):
 
 @pytest.fixture
 def ray(monkeypatch):
-    def make(cpus, gpus=0):
-        fake = _Ray(cpus, gpus)
-        monkeypatch.setitem(sys.modules, "ray", fake)
-
-        @contextmanager
-        def session(address, verbose):
-            fake.sessions.append((address, verbose))
-            yield
-
-        monkeypatch.setattr(embed_module, "ray_session", session)
-        return fake
-    return make
+    return lambda cpus, gpus=0: stand_in_ray(monkeypatch, _Ray(cpus, gpus), embed_module)
 
 
 def test_the_ray_engine_writes_the_same_shards_through_its_stages(model, tmp_path, ray, monkeypatch):

@@ -9,16 +9,15 @@ test_collection.py and tests/e2e/test_collection_server.py, slow.)"""
 from __future__ import annotations
 
 import os
-import sys
 import types
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
-pymilvus = pytest.importorskip("pymilvus")
+pytest.importorskip("pymilvus")
 pytest.importorskip("pyarrow")
 
+from helpers import stand_in_ray  # noqa: E402
 from milvus_standin import Milvus  # noqa: E402
 
 from lookalike.cluster import ingest as ingest_module  # noqa: E402
@@ -304,18 +303,7 @@ class _Ray(types.ModuleType):
 
 @pytest.fixture
 def ray(monkeypatch):
-    def make(cpus):
-        fake = _Ray(cpus)
-        monkeypatch.setitem(sys.modules, "ray", fake)
-
-        @contextmanager
-        def session(address, verbose):
-            fake.sessions.append((address, verbose))
-            yield
-
-        monkeypatch.setattr(ingest_module, "ray_session", session)
-        return fake
-    return make
+    return lambda cpus: stand_in_ray(monkeypatch, _Ray(cpus), ingest_module)
 
 
 def _five_shards(tmp_path) -> str:
