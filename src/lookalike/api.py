@@ -94,9 +94,10 @@ class Index:
              device: str = "cpu", weights: str | os.PathLike | None = None) -> "Index":
         """Open the index folder at ``path`` (default: :func:`~lookalike.paths.index_path`).
 
-        With ``create``, a missing index is created for ``model``; an existing one must have been
-        built with the same model (else :class:`StoreError`) unless ``rebuild`` wipes it first.
-        Without ``create``, the index must exist and its own model is used.
+        With ``create``, a missing index is created for ``model`` (default: the default model); an
+        existing one is opened with ``model`` (default: its own), which must be the one it was built
+        with (else :class:`StoreError`) unless ``rebuild`` wipes it first. Without ``create``, the
+        index must exist and its own model is used.
         ``weights`` is the weights file of a model that takes one (``inception-v3-fid``);
         ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
         """
@@ -104,6 +105,9 @@ class Index:
         path = index_path(path)
         if not create:
             return cls.over(EmbeddedCollection(Store.open(path)), layer, threads, device, weights)
+        if model is None and not rebuild and cls.exists(path):
+            with Store.open(path) as store:
+                model, layer = store.model_ref, layer or (store.model or {}).get("layer")
         spec, embedder = with_dimension(resolve(model, layer, weights), threads, device)
         if rebuild:
             wipe(path)

@@ -394,8 +394,12 @@ def test_open_creates_an_index_for_a_model_and_reopens_it_with_that_model_and_la
         assert idx.spec == resolve(None, "blocks") and idx.root == path and len(idx) == 0
         idx.embed(png((1, 2, 3)))
     assert made[-1] == ("blocks", 3, "auto")
+    with Index.open(path, create=True, threads=2) as idx:  # to add to it: its own model and layer too
+        assert idx.spec == resolve(None, "blocks") and len(idx) == 0
     with pytest.raises(StoreError, match="was built with model efficientnet-lite0 .layer blocks"):
-        Index.open(path, create=True)  # to add to it, the default model's layer "pool" is not "blocks"
+        Index.open(path, model="efficientnet-lite0", create=True)  # the model named: its default layer "pool"
+    with pytest.raises(StoreError, match="was built with model efficientnet-lite0 .layer blocks"):
+        Index.open(path, layer="pool", create=True)
     with Index.open(path, create=True, rebuild=True) as idx:
         assert idx.spec == resolve() and len(idx) == 0
     (tmp_path / "other").mkdir()

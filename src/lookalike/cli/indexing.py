@@ -16,6 +16,7 @@ from lookalike.cli.common import (AnnSetting, CollectionOpt, Device, DeviceOpt, 
 from lookalike.text import plural
 from lookalike.images import DEFAULT_MAX_PIXELS
 from lookalike.index.indexer import BATCH
+from lookalike.models.registry import REGISTRY
 
 
 def index(
@@ -51,7 +52,7 @@ def index(
         _need_cluster("pyarrow")
         from lookalike.cluster.shards import Shards
 
-        model, layer = _shards_model(Shards(shards), model, layer)
+        model, layer = _shards_model(Shards(shards), model, layer, index_path, rebuild)
     else:
         check_images(folder, index_path, rebuild, follow_links, verbose)
     with Index.open(index_path, model, layer, create=True, rebuild=rebuild, threads=threads, device=device.value,
@@ -86,11 +87,19 @@ def index(
           f"{plural(report.total, 'image')} in {idx.location} ({timing(report.seconds, report.indexed)})")
 
 
-def _shards_model(shards, model: str | None, layer: str | None) -> tuple[str | None, str | None]:
-    """The model and layer to create an index for shards with: the shards' own unless given."""
+def _shards_model(shards, model: str | None, layer: str | None, index_path: Path | None,
+                  rebuild: bool) -> tuple[str | None, str | None]:
+    """The model and layer to open the index for shards with: those given, else an existing index's own
+    (None) unless it is rebuilt, else the shards' own when it is a registry model (a model directory
+    must be given)."""
     held = shards.model()
     if held is None:
         fail(f"no shards in {shards.location}")
+    if model is None and not rebuild and Index.exists(index_path):
+        return None, layer
+    if model is None and held["name"] not in REGISTRY:
+        fail(f"the shards in {shards.location} hold vectors of {held['name']}, which is not a registry model: "
+             "give its model directory or .onnx file with --model")
     return model or held["name"], layer or (None if model else held["layer"])
 
 

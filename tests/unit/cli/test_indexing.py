@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from helpers import sample_photo, tiny_model
+from helpers import sample_photo, stand_in_index, tiny_model
 from lookalike import api
 from lookalike.api import Index
 from lookalike.cli import app, indexing
@@ -165,16 +165,40 @@ def test_embed_writes_shards_that_index_adds_with_the_shards_model(photos, tmp_p
     assert nothing.exit_code == 1 and nothing.stderr == f"error: no shards in {empty}\n"
 
 
-def test_the_shards_model_and_layer_are_used_unless_others_are_given(monkeypatch):
+def test_the_shards_model_and_layer_are_used_unless_others_are_given(tmp_path):
     class Held:
         location = "s3://b/shards"
 
         def model(self):
-            return {"name": "tiny", "layer": "pool"}
+            return {"name": "efficientnet-lite1", "layer": "pool"}
 
-    assert indexing._shards_model(Held(), None, None) == ("tiny", "pool")
-    assert indexing._shards_model(Held(), "other", None) == ("other", None)  # another model: its own default layer
-    assert indexing._shards_model(Held(), None, "blocks") == ("tiny", "blocks")
+    new = tmp_path / "new"
+    assert indexing._shards_model(Held(), None, None, new, False) == ("efficientnet-lite1", "pool")
+    assert indexing._shards_model(Held(), "other", None, new, False) == ("other", None)  # its own default layer
+    assert indexing._shards_model(Held(), None, "blocks", new, False) == ("efficientnet-lite1", "blocks")
+    stand_in_index(tmp_path / "old").close()
+    # an existing index: its own model, which the shards must match
+    assert indexing._shards_model(Held(), None, "blocks", tmp_path / "old", False) == (None, "blocks")
+    assert indexing._shards_model(Held(), None, None, tmp_path / "old", True) == ("efficientnet-lite1", "pool")
+
+
+def test_shards_of_a_model_directory_need_it_named_for_a_new_index(photos, tmp_path):
+    folder, model = photos
+    shards = tmp_path / "shards"
+    assert run("embed", folder, "--out", shards, "--model", model, "-q").exit_code == 0
+    refused = run("index", "--from", shards, "--index", tmp_path / "ix")
+    assert refused.exit_code == 1 and refused.stderr == (
+        f"error: the shards in {shards} hold vectors of tiny-0, which is not a registry model: give its model "
+        "directory or .onnx file with --model\n")
+    assert not (tmp_path / "ix").exists()
+    assert run("index", folder, "--index", tmp_path / "ix", "--model", model, "-q").exit_code == 0
+    (folder / "horse.png").rename(tmp_path / "horse.png")
+    again = run("index", "--from", shards, "--index", tmp_path / "ix", "--json")  # the index's own model
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["unchanged"] == 4
+    updated = run("index", folder, "--index", tmp_path / "ix", "--json")
+    assert updated.exit_code == 0, updated.output
+    assert json.loads(updated.stdout)["removed"] == 1
 
 
 def test_a_missing_cluster_module_is_named_with_the_extra_to_install(photos, tmp_path, monkeypatch):
