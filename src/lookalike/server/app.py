@@ -101,7 +101,7 @@ def create_app(index: Index, max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: i
     @app.post("/api/query/url", tags=["query"],
               responses={400: {"description": "No image at that address"}, 403: {"description": "This server "
                          "does not fetch addresses"}, 413: {"description": "Image too large"},
-                         503: {"description": "Too many fetches at once"}})
+                         503: {"description": "The index cannot be read, or too many fetches at once"}})
     async def query_url(request: Request, form: Annotated[UrlQueryForm, Form()],
                         k: K = 12, mode: ModeQ = Mode.nearest, metric: MetricQ = MetricName.cosine,
                         seed: SeedQ = None, exclude_self: ExcludeQ = False) -> QueryResponse:

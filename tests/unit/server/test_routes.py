@@ -360,7 +360,7 @@ def test_the_openapi_document_says_each_routes_answers_tags_and_media_types(serv
     want = {("/healthz", "get"): ("meta", every), ("/api/stats", "get"): ("meta", every),
             ("/api/query", "post"): ("query", upload_errors),
             ("/api/query", "get"): ("query", {**every, "404": "Unknown id"}),
-            ("/api/query/url", "post"): ("query", {**every, "503": "Too many fetches at once",
+            ("/api/query/url", "post"): ("query", {**every, "503": "The index cannot be read, or too many fetches at once",
                                                    "400": "No image at that address",
                                                    "403": "This server does not fetch addresses",
                                                    "413": "Image too large"}),
