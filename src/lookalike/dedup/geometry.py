@@ -32,6 +32,8 @@ LEVELS = 5
 SCALE_FACTOR = 1.3
 #: FAST corner threshold (gray levels).
 FAST_THRESHOLD = 10
+#: ORB finds no corner within this many pixels (at :data:`SIDE`) of the picture's edges.
+EDGE = 15
 #: Lowe's ratio test for a descriptor match.
 RATIO = 0.8
 #: RANSAC inlier distance, in pixels at :data:`SIDE`.
@@ -128,8 +130,9 @@ def features(image) -> Features:
     h, w = gray.shape
     scale = SIDE / max(full)  # a JPEG is decoded smaller than its file: scale from the file's pixels
     orb = cv2.ORB_create(nfeatures=N_FEATURES, scaleFactor=SCALE_FACTOR, nlevels=LEVELS, fastThreshold=FAST_THRESHOLD,
-                         edgeThreshold=15, patchSize=15)
-    keypoints, descriptors = orb.detectAndCompute(gray, None)
+                         edgeThreshold=EDGE, patchSize=15)
+    # a strip too thin for a corner: none is looked for (ORB's pyramid fails on one a pixel thin)
+    keypoints, descriptors = ([], None) if min(h, w) <= 2 * EDGE else orb.detectAndCompute(gray, None)
     if descriptors is None:
         empty = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, np.float32)
         return Features(*empty, *empty, (w, h), scale, capture.small(gray))

@@ -315,3 +315,19 @@ def test_the_sample_budget_changes_no_decision_on_copies_and_other_pictures(chel
     full = [geometry.compare(original, o) for o in others]
     assert [c.inliers >= NEAR.min_inliers for c in capped] == [f.inliers >= NEAR.min_inliers for f in full]
     assert all(b < geometry.RANSAC_ITERATIONS for b in budgets)  # another photo: a small budget
+
+
+
+@pytest.mark.parametrize("size, thin", [((600, 1), (256, 1)), ((1, 600), (1, 256)), ((200, 1), (256, 1)),
+                                        ((900, 3), (256, 1)), ((256, 30), (256, 30))])
+def test_a_strip_too_thin_for_a_corner_has_no_features_and_matches_nothing(size, thin):
+    # at 256 px on its long side no pixel of such a strip lies 15 px from both edges: no corner is found
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8))
+    found = geometry.features(strip)
+    assert found.size == thin and len(found.points) == len(found.mirror_points) == 0
+    assert geometry.compare(found, found) == geometry.NO_MATCH
+
+
+def test_a_strip_just_thick_enough_for_a_corner_has_features():
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 256, (36, 256), dtype=np.uint8))
+    assert len(geometry.features(strip).points) > 10
