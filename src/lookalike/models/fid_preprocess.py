@@ -19,14 +19,16 @@ def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, n
     Torch works in float32 and its x86 builds fuse ``scale * (i + 0.5) - 0.5`` into one FMA;
     that rounding moves weights by up to ~1e-4 on large images, so it is reproduced: the float64
     expression is exact here, and rounding it once to float32 is what the FMA does.
+    The source coordinate stays below ``in_size - 0.5``, so ``i0`` needs no upper clamp and ``w1``
+    (exact in float32) lies in [0, 1) without torch's clamps.
     """
     f32 = np.float32
     scale = f32(in_size) / f32(out_size)
     src = (float(scale) * (np.arange(out_size) + 0.5) - 0.5).astype(f32)
     src = np.maximum(src, f32(0.0))
-    i0 = np.minimum(np.floor(src).astype(np.intp), in_size - 1)
+    i0 = np.floor(src).astype(np.intp)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    w1 = np.clip(src - i0.astype(f32), f32(0.0), f32(1.0))
+    w1 = src - i0.astype(f32)
     return i0, i1, (f32(1.0) - w1).astype(np.float64), w1.astype(np.float64)
 
 

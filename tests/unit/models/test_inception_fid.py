@@ -1,23 +1,19 @@
-"""FID InceptionV3: official state-dict layout, feature layers, ONNX parity, the NumPy FID
-preprocessing against torch, and weight resolution (never downloads)."""
+"""FID InceptionV3: the official state-dict layout and torchvision's shapes (on PyTorch's meta
+device: no weights, no arithmetic), each block's pooling and units on hand-worked inputs, feature
+layers, strict loading, and ONNX parity on real photos."""
 
-import hashlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import platformdirs
 import pytest
 import torch
-import torch.nn.functional as F
 from skimage import data
 
 from lookalike.models import fid_weights
 from lookalike.models import inception_fid as inc
-from lookalike.models.fid_preprocess import fid_preprocess, resize_bilinear
+from lookalike.models.fid_preprocess import fid_preprocess
 
 # A few keys of pt_inception-2015-12-05-6726825d.pth with their shapes, written from torchvision's
 # Inception3(num_classes=1008, aux_logits=False) definition.
@@ -96,61 +92,15 @@ def exported(net, tmp_path_factory):
     return path
 
 
-def torch_fid_preprocess(rgb: np.ndarray) -> np.ndarray:
-    """pytorch-fid's pipeline: ToTensor, bilinear F.interpolate to 299, 2x - 1."""
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
-    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-    return (2 * x - 1)[0].numpy()
+def meta_net() -> inc.FIDInceptionV3:
+    """The network moved to PyTorch's meta device: its parameters' and its outputs' shapes, without
+    values or arithmetic (a forward pass takes milliseconds). Built on the CPU first: initialising
+    on the meta device would import torch's compiler, seconds more."""
+    return inc.FIDInceptionV3().to("meta").eval()
 
 
-@pytest.mark.parametrize("name, rows, cols", [
-    ("chelsea", slice(None), slice(None)),              # 300x451, down
-    ("coffee", slice(None), slice(None)),               # 400x600, down
-    ("astronaut", slice(None), slice(None)),            # 512x512, down
-    ("astronaut", slice(None, None, 4), slice(None, None, 4)),  # 128x128, up
-    ("chelsea", slice(40, 97), slice(100, 123)),        # 57x23, up
-    ("coffee", slice(None, None, 3), slice(None)),      # 134x600, up rows, down columns
-    ("astronaut", slice(7, 306), slice(1, 300)),        # 299x299, unchanged
-])
-def test_fid_preprocess_matches_torch_interpolate(name, rows, cols):
-    rgb = np.ascontiguousarray(getattr(data, name)()[rows, cols])
-    ours = fid_preprocess(rgb)
-    assert ours.shape == (3, 299, 299) and ours.dtype == np.float32
-    assert np.abs(ours - torch_fid_preprocess(rgb)).max() <= 1e-5
-
-
-@pytest.mark.parametrize("size", [23, 451, 1500])
-def test_resize_weights_equal_torch(size):
-    """Per-pixel interpolation weights, read off by resizing one-hot rows: torch's float32 rounding
-    of the source coordinate is matched (off by ~1e-5 at 1500 pixels otherwise)."""
-    eye = np.eye(size)
-    ours = resize_bilinear(eye[None], 1, 299)[0]  # (299, size): weight of each source per output
-    theirs = F.interpolate(torch.from_numpy(eye).float()[None, :, None, :], size=(1, 299), mode="bilinear",
-                           align_corners=False)[0, :, 0, :].T.numpy()
-    assert np.abs(ours - theirs).max() <= 1e-6
-
-
-def test_resizing_8_bit_pixels_with_a_divisor_equals_resizing_the_divided_photo():
-    rgb = data.coffee()  # 400x600: down
-    for shape in ((299, 299), (450, 700)):  # and up
-        assert np.array_equal(resize_bilinear(rgb, *shape, divisor=255.0), resize_bilinear(rgb / 255.0, *shape))
-
-
-@pytest.mark.parametrize("bad", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8),
-                                 np.zeros((8, 8, 4), np.uint8)])
-def test_fid_preprocess_rejects_non_rgb_uint8(bad):
-    with pytest.raises(ValueError, match=re.escape(f"expected an (H, W, 3) uint8 RGB array, got {bad.dtype} {bad.shape}")):
-        fid_preprocess(bad)
-
-
-def test_fid_preprocess_does_not_import_torch():
-    code = "import sys, lookalike.models.fid_preprocess; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
-@pytest.mark.slow
-def test_state_dict_has_the_official_keys_and_shapes(net):
-    state = net.state_dict()
+def test_state_dict_has_the_official_keys_and_shapes():
+    state = meta_net().state_dict()
     for key, shape in OFFICIAL_KEYS.items():
         assert tuple(state[key].shape) == shape, key
     assert not any(k.startswith("AuxLogits") for k in state)
@@ -160,10 +110,145 @@ def test_state_dict_has_the_official_keys_and_shapes(net):
     assert len(state) == 94 * 6 + 2
 
 
-@pytest.mark.slow
-def test_parameter_count_is_the_official_one(net):
+def test_parameter_count_is_the_official_one():
     assert OFFICIAL_PARAMETER_COUNT == 23_850_960
-    assert sum(p.numel() for p in net.parameters()) == OFFICIAL_PARAMETER_COUNT
+    assert sum(p.numel() for p in meta_net().parameters()) == OFFICIAL_PARAMETER_COUNT
+
+
+# (channels, height, width) after each module for a 299x299 input, as torchvision's Inception3.forward
+# comments them.
+INCEPTION_SHAPES = {
+    "Conv2d_1a_3x3": (32, 149, 149), "Conv2d_2a_3x3": (32, 147, 147), "Conv2d_2b_3x3": (64, 147, 147),
+    "maxpool1": (64, 73, 73), "Conv2d_3b_1x1": (80, 73, 73), "Conv2d_4a_3x3": (192, 71, 71),
+    "maxpool2": (192, 35, 35), "Mixed_5b": (256, 35, 35), "Mixed_5c": (288, 35, 35), "Mixed_5d": (288, 35, 35),
+    "Mixed_6a": (768, 17, 17), "Mixed_6b": (768, 17, 17), "Mixed_6c": (768, 17, 17), "Mixed_6d": (768, 17, 17),
+    "Mixed_6e": (768, 17, 17), "Mixed_7a": (1280, 8, 8), "Mixed_7b": (2048, 8, 8), "Mixed_7c": (2048, 8, 8),
+    "fc": (1008,),
+}
+
+
+def test_each_module_gives_inception_v3s_shapes_and_forward_the_1008_logits():
+    net = meta_net()
+    shapes = {}
+
+    def record(name):
+        def hook(module, args, out):
+            shapes[name] = tuple(out.shape)
+        return hook
+
+    for name, module in net.named_children():
+        module.register_forward_hook(record(name))
+    assert tuple(net(torch.empty(2, 3, 299, 299, device="meta")).shape) == (2, 1008)
+    assert shapes == {name: (2, *shape) for name, shape in INCEPTION_SHAPES.items()}
+
+
+def test_each_layer_gives_its_dim_by_name_or_dim():
+    net, x = meta_net(), torch.empty(2, 3, 299, 299, device="meta")
+    for layer, dim in {"pool1": 64, "192": 192, "mixed6e": 768, "2048": 2048}.items():
+        features = inc.InceptionFeatures(net, layer)
+        assert features.dim == dim and features.layer == inc.layer_name(dim)
+        assert tuple(features(x).shape) == (2, dim)
+        assert tuple(net.forward_features(x, layer).shape) == (2, dim)
+    assert tuple(net.forward_features(x).shape) == (2, 2048)  # pool3 by default
+
+
+def test_features_keep_the_networks_mode():
+    net = meta_net()
+    assert inc.InceptionFeatures(net.train()).training is True
+    assert inc.InceptionFeatures(net.eval()).training is False
+
+
+def test_basic_conv_is_a_convolution_without_bias_batch_norm_with_eps_0_001_and_relu():
+    unit = inc.BasicConv2d(1, 1, kernel_size=1).eval()
+    assert set(unit.state_dict()) == {"conv.weight", "bn.weight", "bn.bias", "bn.running_mean",
+                                      "bn.running_var", "bn.num_batches_tracked"}
+    with torch.no_grad():
+        unit.conv.weight.fill_(2.0)
+        unit.bn.running_mean.fill_(1.0)
+        unit.bn.running_var.fill_(0.999)  # + eps 0.001: divided by 1
+        unit.bn.weight.fill_(3.0)
+        unit.bn.bias.fill_(0.5)
+        out = unit(torch.tensor([[[[-1.0, 0.5], [1.0, 2.0]]]]))
+    # 3 * (2x - 1) + 0.5: -8.5, 0.5, 3.5, 9.5, the negative one cut to 0
+    assert torch.allclose(out, torch.tensor([[[[0.0, 0.5], [3.5, 9.5]]]]), atol=1e-6)
+
+
+# A 3x3 picture, 0 but for 9 in its centre, and what 3x3 stride-1 pools padded by 1 make of it:
+# TensorFlow's average counts only the pixels inside the picture (4 at a corner, 6 on an edge, 9 in
+# the centre); the max spreads the 9 everywhere.
+PEAK = torch.zeros(1, 1, 3, 3)
+PEAK[0, 0, 1, 1] = 9.0
+AVERAGED = torch.tensor([[[[9 / 4, 9 / 6, 9 / 4], [9 / 6, 1.0, 9 / 6], [9 / 4, 9 / 6, 9 / 4]]]])
+MAXED = torch.full((1, 1, 3, 3), 9.0)
+
+
+def test_average_pool_leaves_the_padding_out():
+    assert torch.allclose(inc._avg_pool_3x3(PEAK), AVERAGED)
+    assert torch.equal(inc._avg_pool_3x3(torch.ones(1, 2, 5, 4)), torch.ones(1, 2, 5, 4))
+
+
+def pooled(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's output for ``x`` and what its pool branch's convolution was given."""
+    seen = []
+    block.branch_pool.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        out = block.eval()(x)
+    return out, seen[0]
+
+
+@pytest.mark.parametrize("block, options, channels, pooling", [
+    (inc.FIDInceptionA, {"pool_features": 5}, 64 + 64 + 96 + 5, AVERAGED),
+    (inc.FIDInceptionC, {"channels_7x7": 4}, 4 * 192, AVERAGED),
+    (inc.FIDInceptionE, {"pool": "avg"}, 320 + 2 * 384 + 2 * 384 + 192, AVERAGED),  # Mixed_7b
+    (inc.FIDInceptionE, {"pool": "max"}, 320 + 2 * 384 + 2 * 384 + 192, MAXED),  # Mixed_7c
+], ids=["A", "C", "E-avg", "E-max"])
+def test_each_blocks_pool_branch_pools_as_pytorch_fid_does(block, options, channels, pooling):
+    seen = []
+    unit = block(1, **options).eval()
+    unit.branch_pool.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        assert unit(PEAK).shape == (1, channels, 3, 3)
+    assert torch.allclose(seen[0], pooling)
+
+
+@pytest.mark.parametrize("block, channels", [(inc.InceptionB, 384 + 96), (inc.InceptionD, 320 + 192)], ids=["B", "D"])
+def test_grid_reductions_end_with_the_3x3_stride_2_max_pool_of_their_input(block, channels):
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)
+    with torch.no_grad():
+        out = block(1).eval()(x)
+    # windows of rows and columns 0-2 and 2-4: their largest values, at their bottom-right corners
+    assert out.shape == (1, channels + 1, 2, 2)
+    assert torch.equal(out[0, -1], torch.tensor([[12.0, 14.0], [22.0, 24.0]]))
+
+
+def test_an_unknown_pool_is_refused():
+    with pytest.raises(ValueError, match=re.escape("pool must be 'avg' or 'max', not 'min'")):
+        inc.FIDInceptionE(1, pool="min")
+
+
+def test_convolutions_start_he_initialised():
+    """Each convolution's weights have a standard deviation of sqrt(2 / fan-in) (torch's default would
+    give sqrt(1 / (3 fan-in)))."""
+    torch.manual_seed(0)
+    net = inc.FIDInceptionV3()
+    for conv, fan_in in ((net.Mixed_7c.branch3x3dbl_1.conv, 2048), (net.Mixed_6e.branch7x7dbl_2.conv, 192 * 7),
+                         (net.Conv2d_4a_3x3.conv, 80 * 9)):
+        assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.02)
+
+
+def test_build_gives_a_frozen_extractor_in_eval_mode():
+    features = inc.build("pool2")
+    assert (features.layer, features.dim) == ("pool2", 192)
+    assert not features.training and not features.net.training
+    assert not any(p.requires_grad for p in features.parameters())
+
+
+def test_build_loads_weights_strictly(tmp_path):
+    """A file holding only some of the weights would load without complaint if loading were not strict."""
+    partial = tmp_path / "fc_only.pth"
+    torch.save({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}, partial)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        inc.build(weights=partial)
 
 
 @pytest.mark.slow
@@ -175,11 +260,6 @@ def test_weights_file_loads_strictly_and_reproduces_the_network(net, photos, fea
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in loaded.net.state_dict().items())
     assert torch.equal(loaded(photos), features["pool2"])
 
-    # A partial file would load without complaint if the loading were not strict.
-    partial = tmp_path / "fc_only.pth"
-    torch.save({"fc.weight": net.fc.weight, "fc.bias": net.fc.bias}, partial)
-    with pytest.raises(RuntimeError, match="Missing key"):
-        inc.build(weights=partial)
 
 
 @pytest.mark.slow
@@ -208,7 +288,8 @@ def test_layer_names_and_dim_aliases():
     assert inc.layer_name("768") == inc.layer_name(768) == "mixed6e"
     assert inc.layer_name("2048") == inc.layer_name("pool3") == "pool3"
     assert inc.build("64").dim == 64
-    with pytest.raises(ValueError, match="pool3"):
+    with pytest.raises(ValueError, match=re.escape("unknown Inception layer 'fc'; choose from: pool3, mixed6e, "
+                                                   "pool2, pool1")):
         inc.layer_name("fc")
 
 
@@ -241,49 +322,3 @@ def test_onnx_graph_has_the_fid_pooling(exported):
     maxpools = [attrs(n) for n in nodes if n.op_type == "MaxPool"]
     assert len(maxpools) == 5  # maxpool1, maxpool2, Mixed_6a, Mixed_7a, Mixed_7c
     assert [list(a["strides"]) for a in maxpools].count([1, 1]) == 1
-
-
-@pytest.fixture
-def no_weights(monkeypatch, tmp_path):
-    """No env var and an empty cache directory."""
-    monkeypatch.delenv(fid_weights.WEIGHTS_ENV, raising=False)
-    monkeypatch.delenv("LOOKALIKE_CACHE", raising=False)
-    monkeypatch.setattr(platformdirs, "user_cache_dir", lambda appname: str(tmp_path / "cache" / appname))
-    return tmp_path
-
-
-def test_missing_weights_error_is_one_line_with_the_ways_to_get_them(no_weights):
-    with pytest.raises(fid_weights.MissingWeightsError) as err:
-        fid_weights.resolve_weights(None)
-    message = str(err.value)
-    assert "\n" not in message
-    assert fid_weights.WEIGHTS_URL in message and "--weights PATH" in message and fid_weights.WEIGHTS_ENV in message
-
-
-def test_resolve_weights_order(no_weights, monkeypatch):
-    explicit, env = no_weights / "explicit.pth", no_weights / "env.pth"
-    cached = fid_weights.default_weights_path()
-    assert cached == no_weights / "cache" / "lookalike" / "weights" / fid_weights.WEIGHTS_FILENAME
-    for p in (explicit, env, cached):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"x")
-    assert fid_weights.resolve_weights(None) == cached
-    monkeypatch.setenv(fid_weights.WEIGHTS_ENV, str(env))
-    assert fid_weights.resolve_weights(None) == env
-    assert fid_weights.resolve_weights(str(explicit)) == explicit
-    with pytest.raises(fid_weights.MissingWeightsError, match="does not exist"):
-        fid_weights.resolve_weights(str(no_weights / "nope.pth"))
-
-
-def test_download_keeps_only_a_file_with_the_expected_hash(no_weights, monkeypatch):
-    """Uses file:// URLs: nothing is fetched from the network."""
-    source = no_weights / "served.pth"
-    source.write_bytes(b"not the inception weights")
-    monkeypatch.setattr(fid_weights, "WEIGHTS_URL", source.as_uri())
-    with pytest.raises(fid_weights.MissingWeightsError, match="SHA-256"):
-        fid_weights.resolve_weights(None, download=True)
-    assert not any(fid_weights.default_weights_path().parent.iterdir())
-
-    dest = no_weights / "fetched" / "w-abc.pth"
-    fid_weights._download(source.as_uri(), dest, hashlib.sha256(source.read_bytes()).hexdigest()[:8])
-    assert dest.read_bytes() == source.read_bytes()
