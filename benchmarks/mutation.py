@@ -156,7 +156,8 @@ MODULES = {
     "src/lookalike/train/omp.py": [U + "train/test_omp.py"],  # no mutants (module-level code); a fast reload test
     "src/lookalike/train/save.py": [U + "train/test_save.py"],  # a stand-in network: no training, a tiny export
     "src/lookalike/train/config.py": [U + "train/test_config.py"],
-    "src/lookalike/train/head.py": [U + "train/test_normsoftmax.py", U + "train/test_head.py"],
+    "src/lookalike/train/head.py": [U + "train/test_normsoftmax.py", U + "train/test_proxy_anchor.py",
+                                    U + "train/test_head.py"],
     "src/lookalike/train/average.py": [U + "train/test_average.py"],
     "src/lookalike/train/data.py": [U + "train/test_train_data.py"],
     "src/lookalike/train/tune.py": [U + "train/test_tune.py"],

@@ -26,6 +26,11 @@ class Augment(str, Enum):
     features = "features"
 
 
+class Loss(str, Enum):
+    normsoftmax = "normsoftmax"
+    proxy_anchor = "proxy-anchor"
+
+
 class ValSplit(str, Enum):
     classes = "classes"
     images = "images"
@@ -99,10 +104,13 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = _TRAIN.epochs,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Backbone learning rate (the head uses 10x).")] = _TRAIN.lr,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Softmax temperature of the "
-                                               "NormSoftmax loss (lower: sharper classes).")] = _TRAIN.temperature,
+                                               "NormSoftmax loss (lower: sharper classes); Proxy-Anchor's "
+                                               "scale is its inverse.")] = _TRAIN.temperature,
     margin: Annotated[float, typer.Option("--margin", min=0.0, max=0.99, help="Cosine margin subtracted from each "
                                           "image's similarity to its own class in the loss "
-                                          "(0: plain NormSoftmax).")] = _TRAIN.margin,
+                                          "(0: plain NormSoftmax); Proxy-Anchor's delta.")] = _TRAIN.margin,
+    loss: Annotated[Loss, typer.Option("--loss", help="Training loss: NormSoftmax, or Proxy-Anchor (each class's "
+                                       "proxy pulls its images in and pushes the others out).")] = Loss(_TRAIN.loss),
     dim: Annotated[int, typer.Option("--dim", min=1, help="Embedding dimension.")] = _TRAIN.dim,
     unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Train the last N blocks (0: head only; "
                                           "16 or more: the whole network, slowest).")] = _TRAIN.unfreeze,
@@ -139,13 +147,14 @@ def train(
     quiet: QuietOpt = False,
     verbose: VerboseLeftOutOpt = False,
 ) -> None:
-    """Fine-tune an embedding on labelled folders (NormSoftmax) and write a model directory."""
+    """Fine-tune an embedding on labelled folders (NormSoftmax or Proxy-Anchor) and write a model directory."""
     from lookalike.train.run import train as run_training
 
     left_out = [item for folder in (data, val_data) if folder is not None
                 for item in _check_data(folder, follow_links, verbose)]
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
-    config = TrainConfig(model=model, dim=dim, temperature=temperature, margin=margin, epochs=epochs, lr=lr,
+    config = TrainConfig(model=model, dim=dim, temperature=temperature, margin=margin, loss=loss.value,
+                         epochs=epochs, lr=lr,
                          unfreeze=unfreeze, batch_size=batch, train_size=train_size, crop_size=crop_size,
                          augment=augment.value, val_split=val_split.value,
                          val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend,

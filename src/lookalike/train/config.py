@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+LOSSES = ("normsoftmax", "proxy-anchor")
+
 
 @dataclass
 class TrainConfig:
@@ -19,7 +21,8 @@ class TrainConfig:
     exponential moving average of the weights over the steps (that decay per step); ``blend`` < 1
     exports that share of the trained weights and the rest of the starting ones (WiSE-FT).
     ``margin`` > 0 is subtracted from each image's cosine to its own class's proxy in the loss
-    (an additive cosine margin). ``embed_size`` is the exported model's input size in pixels, the
+    (an additive cosine margin). ``loss`` "proxy-anchor" trains with Proxy-Anchor instead of NormSoftmax,
+    its scale 1 / ``temperature`` and its margin ``margin``. ``embed_size`` is the exported model's input size in pixels, the
     whole image embedded at index and query time (0: the base model's); training does not depend on it.
     ``train_size`` is the network's input in training (pixel crops, the images the class proxies start
     from, the scale of feature-map crops); ``crop_size`` is the pixels each pixel crop is rendered at
@@ -32,6 +35,7 @@ class TrainConfig:
     dim: int = 1280
     temperature: float = 0.05
     margin: float = 0.0
+    loss: str = "normsoftmax"
     epochs: int = 4
     lr: float = 3e-5
     head_lr_scale: float = 10.0
@@ -79,5 +83,7 @@ class TrainConfig:
             raise ValueError("ema must be in [0, 1)")
         if not 0 <= self.blend <= 1:
             raise ValueError("blend must be in [0, 1]")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be {' or '.join(LOSSES)}, not {self.loss!r}")
         if self.augment not in ("pixels", "features"):
             raise ValueError(f"augment must be pixels or features, not {self.augment!r}")

@@ -1,8 +1,11 @@
-"""NormSoftmax (Zhai & Wu, "Classification is a strong baseline for deep metric learning", BMVC 2019).
+"""The embedding head and its training losses, both scoring images against one proxy per class.
 
 Backbone features -> LayerNorm without affine -> bias-free linear to ``dim`` -> L2 normalise is the
-embedding; training scores it against L2-normalised class weights (proxies) divided by a temperature,
-with cross-entropy. Only the embedding is exported; the proxies are thrown away after training.
+embedding (NormSoftmax: Zhai & Wu, "Classification is a strong baseline for deep metric learning",
+BMVC 2019). Training compares it with L2-normalised class weights (proxies): NormSoftmax by
+cross-entropy over the cosines divided by a temperature, Proxy-Anchor (Kim et al., CVPR 2020) by
+pulling each proxy's images in and pushing the others out. Only the embedding is exported; the
+proxies are thrown away after training.
 """
 
 from __future__ import annotations
@@ -57,6 +60,35 @@ class NormSoftmax(nn.Module):
         if self.margin:
             logits = logits - F.one_hot(codes, logits.shape[1]) * (self.margin / self.temperature)
         return F.cross_entropy(logits, codes)
+
+
+class ProxyAnchor(NormSoftmax):
+    """The Proxy-Anchor loss (Kim et al., "Proxy Anchor Loss for Deep Metric Learning", CVPR 2020),
+    with scale ``alpha = 1 / temperature`` and margin ``delta = margin``:
+
+    mean over the proxies p with images in the batch of log(1 + sum over p's images x of
+    exp(-alpha (cos(x, p) - delta))), plus the mean over all proxies of log(1 + sum over the other
+    images x of exp(alpha (cos(x, p) + delta))). Each proxy is an anchor weighing its whole batch,
+    the hardest images most. The paper's setting is ``temperature=1/32, margin=0.1``.
+    """
+
+    def forward(self, embeddings: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        scaled = self.logits(embeddings)  # alpha * cos
+        own = F.one_hot(codes, scaled.shape[1]).bool()
+        shift = self.margin / self.temperature  # alpha * delta
+        pulls = _log1p_sum_exp(torch.where(own, shift - scaled, -torch.inf))
+        pushes = _log1p_sum_exp(torch.where(own, -torch.inf, scaled + shift))
+        return pulls[own.any(0)].mean() + pushes.mean()
+
+
+def _log1p_sum_exp(z: torch.Tensor) -> torch.Tensor:
+    """log(1 + sum of exp(z)) down each column (-inf entries count 0), without overflow."""
+    return torch.logsumexp(torch.cat([z.new_zeros(1, z.shape[1]), z]), dim=0)
+
+
+def loss_for(name: str, dim: int, n_classes: int, temperature: float, margin: float) -> NormSoftmax:
+    """The training loss ``name`` (``TrainConfig.loss``) over ``n_classes`` proxies."""
+    return {"normsoftmax": NormSoftmax, "proxy-anchor": ProxyAnchor}[name](dim, n_classes, temperature, margin)
 
 
 class EmbeddingNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Fine-tuning an EfficientNet-Lite embedding with NormSoftmax, fast enough for a laptop CPU.
+"""Fine-tuning an EfficientNet-Lite embedding against class proxies, fast enough for a laptop CPU.
 
 The last ``unfreeze`` MBConv blocks, the 1x1 head convolution and the embedding head are trained;
 the blocks before them stay frozen (batch-norm statistics stay frozen everywhere). Two ways to
@@ -48,7 +48,7 @@ from lookalike.models.registry import ModelError, ModelSpec, resolve
 from lookalike.train import data as _data
 from lookalike.train.average import Average
 from lookalike.train.config import TrainConfig
-from lookalike.train.head import EmbeddingNet, NormSoftmax
+from lookalike.train.head import EmbeddingNet, loss_for
 
 CHECKPOINT = "checkpoint.pt"
 CACHE_DIR = ".cache"
@@ -328,7 +328,7 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = EmbeddingNet(build(prep.spec), config.dim).eval()
-    loss_fn = NormSoftmax(config.dim, len(prep.train.classes), config.temperature, config.margin)
+    loss_fn = loss_for(config.loss, config.dim, len(prep.train.classes), config.temperature, config.margin)
     average = Average(net, config.ema, also_ema)
     head = [*net.embedding.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW([*({"params": group, "lr": config.lr * config.lr_decay ** depth}

@@ -22,8 +22,9 @@ from pathlib import Path
 from lookalike import atomic
 from lookalike.images import folder
 
-TUNABLE = ("lr", "temperature", "margin", "dim", "epochs", "unfreeze", "train_size", "crop_size", "batch_size",
-           "per_class", "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema", "blend", "embed_size")
+TUNABLE = ("lr", "temperature", "margin", "loss", "dim", "epochs", "unfreeze", "train_size", "crop_size",
+           "batch_size", "per_class", "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema",
+           "blend", "embed_size")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
 SHARED = ("blend", "ema", "embed_size")  # settings applied after training: one run serves them all
 DRAWS = 2000  # bootstrap resamples of the validation classes

@@ -113,12 +113,13 @@ def test_train_hands_its_settings_to_the_run_and_says_what_it_wrote(tmp_path, mo
 
     monkeypatch.setattr(train_run, "train", lambda *a, **kw: stand_in(*a, **kw))
     result = run("train", data, "--out", tmp_path / "out", "--epochs", 2, "--lr", 0.01, "--temperature", 0.1,
-                 "--margin", 0.2, "--dim", 16, "--unfreeze", 3, "--train-size", 64, "--crop-size", 48,
+                 "--margin", 0.2, "--loss", "proxy-anchor", "--dim", 16, "--unfreeze", 3, "--train-size", 64, "--crop-size", 48,
                  "--augment", "features",
                  "--batch", 8, "--lr-decay", 0.5, "--ema", 0.9, "--blend", 0.7, "--val-split", "images",
                  "--val-fraction", 0.3, "--seed", 5, "--name", "mine", "--threads", 2, "--model", "efficientnet-lite1")
     assert result.exit_code == 0, result.output
-    config = TrainConfig(model="efficientnet-lite1", dim=16, temperature=0.1, margin=0.2, epochs=2, lr=0.01, unfreeze=3,
+    config = TrainConfig(model="efficientnet-lite1", dim=16, temperature=0.1, margin=0.2, loss="proxy-anchor", epochs=2,
+                         lr=0.01, unfreeze=3,
                          batch_size=8, train_size=64, crop_size=48, augment="features", val_split="images", val_fraction=0.3, seed=5,
                          lr_decay=0.5, ema=0.9, blend=0.7)
     assert asked == [(data, tmp_path / "out", config, None, False, "mine", "cpu", 2, False)]

@@ -13,6 +13,7 @@ from lookalike.train.config import TrainConfig
 # default (--val-split classes, 20 % of them)", --blend default 1, --ema default 0, --lr-decay default 1,
 # --embed-size default 0: the base model's input size; crops rendered at 160 pixels, trained at 224)
 DOCUMENTED = {"model": "efficientnet-lite0", "layer": "pool", "dim": 1280, "temperature": 0.05, "margin": 0.0,
+              "loss": "normsoftmax",
               "epochs": 4, "lr": 3e-5, "head_lr_scale": 10.0, "lr_decay": 1.0, "unfreeze": 11, "batch_size": 32,
               "per_class": 4, "train_size": 224, "crop_size": 160, "crop_scale": 0.3, "augment": "pixels", "ema": 0.0, "blend": 1.0,
               "embed_size": 0,
@@ -52,6 +53,7 @@ def test_settings_read_back_from_a_dictionary_ignore_names_they_do_not_know():
     ({"blend": -0.01}, "blend must be in [0, 1]"),
     ({"blend": 1.01}, "blend must be in [0, 1]"),
     ({"augment": "both"}, "augment must be pixels or features, not 'both'"),
+    ({"loss": "proxy_anchor"}, "loss must be normsoftmax or proxy-anchor, not 'proxy_anchor'"),
     ({"crop_size": -1}, "crop-size must be 0 (the training size) or more"),
     ({"embed_size": 31}, "embed-size must be 0 (the base model's input size) or at least 32"),
     ({"embed_size": -1}, "embed-size must be 0 (the base model's input size) or at least 32"),
@@ -67,7 +69,7 @@ def test_each_setting_that_cannot_work_is_refused_in_one_line(change, message):
     {"margin": 0.0}, {"margin": 0.99},
     {"crop_scale": 1.0}, {"crop_scale": 1e-6}, {"lr_decay": 1.0}, {"lr_decay": 1e-6}, {"ema": 0.0}, {"ema": 0.999},
     {"blend": 0.0}, {"blend": 1.0}, {"augment": "features"}, {"temperature": 1e-9, "lr": 1e-12},
-    {"embed_size": 0}, {"embed_size": 32}, {"crop_size": 0}, {"crop_size": 1},
+    {"embed_size": 0}, {"embed_size": 32}, {"crop_size": 0}, {"crop_size": 1}, {"loss": "proxy-anchor"},
 ])
 def test_settings_at_the_edges_of_what_works_are_accepted(change):
     replace(TrainConfig(), **change).check()

@@ -18,7 +18,7 @@ from PIL import Image
 from lookalike.evaluation import retrieval
 from lookalike.models.preprocess import Preprocessing
 from lookalike.models.registry import ModelError
-from lookalike.train import loop
+from lookalike.train import head, loop
 from lookalike.train.config import TrainConfig
 from lookalike.train.head import EmbeddingNet
 
@@ -500,9 +500,11 @@ def test_a_short_run_warms_up_over_one_step(stand_in, tmp_path, monkeypatch):
     assert [lrs[0] for lrs in opt.steps] == pytest.approx([1e-3, 1e-3, 1e-3 * 0.5 * (1 + math.cos(math.pi / 2))])
 
 
-def test_the_loss_is_normsoftmax_with_the_runs_settings_started_at_the_class_means(stand_in, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, kind", [("normsoftmax", head.NormSoftmax), ("proxy-anchor", head.ProxyAnchor)])
+def test_the_loss_is_the_one_named_with_the_runs_settings_started_at_the_class_means(name, kind, stand_in, tmp_path,
+                                                                                    monkeypatch):
     made = []
-    real = loop.NormSoftmax
+    real = kind
 
     class Recorded(real):
         def __init__(self, *args):
@@ -519,8 +521,9 @@ def test_the_loss_is_normsoftmax_with_the_runs_settings_started_at_the_class_mea
             self.losses.append(loss.item())
             return loss
 
-    monkeypatch.setattr(loop, "NormSoftmax", Recorded)
-    config = replace(CONFIG, temperature=0.2, margin=0.3, batch_size=1, per_class=1, val_split="none", epochs=1)
+    monkeypatch.setattr(head, kind.__name__, Recorded)
+    config = replace(CONFIG, temperature=0.2, margin=0.3, loss=name, batch_size=1, per_class=1, val_split="none",
+                     epochs=1)
     prep = loop.prepare(make_data(tmp_path / "data", classes=3, per_class=10), config, tmp_path / "cache")
     seen = []
     result = loop.fit(prep, config, progress=lambda *a: seen.append(a))
@@ -563,9 +566,10 @@ def test_a_deadline_stops_after_the_epoch_during_which_it_passes(stand_in, tmp_p
     assert result.history[1].seconds == 10  # read at 1030 and 1040; the deadline checks at 1020 and 1050
 
 
-def test_checkpoints_after_every_epoch_and_a_resumed_run_ends_as_an_uninterrupted_one(stand_in, tmp_path):
+@pytest.mark.parametrize("loss", ["normsoftmax", "proxy-anchor"])
+def test_checkpoints_after_every_epoch_and_a_resumed_run_ends_as_an_uninterrupted_one(loss, stand_in, tmp_path):
     prep = _prep(tmp_path, augment="features")
-    config = replace(CONFIG, augment="features", epochs=3, ema=0.5)
+    config = replace(CONFIG, augment="features", epochs=3, ema=0.5, loss=loss, margin=0.1)
     whole = loop.fit(prep, config, tmp_path / "whole", also_ema=(0.25,))
 
     def stop(stage, done, total, info):

@@ -50,7 +50,7 @@ def test_a_run_validated_on_another_folder_or_not_at_all_says_so(stand_in, tmp_p
 
 def test_an_unfinished_run_is_refused_without_resume_and_resumed_with_its_own_settings(stand_in, tmp_path):
     data, out = make_data(tmp_path / "data"), tmp_path / "out"
-    config = replace(CONFIG, epochs=2, margin=0.125)
+    config = replace(CONFIG, epochs=2, margin=0.125, loss="proxy-anchor")
 
     def stop(stage, done, total, info):
         if stage == "epoch" and done == 1:
@@ -63,7 +63,7 @@ def test_an_unfinished_run_is_refused_without_resume_and_resumed_with_its_own_se
                                          "or choose another --out$"):
         run.train(data, out, config)
     seen = []
-    result, _, _ = run.train(data, out, replace(config, epochs=5, margin=0.0), resume=True,
+    result, _, _ = run.train(data, out, replace(config, epochs=5, margin=0.0, loss="normsoftmax"), resume=True,
                              progress=lambda *a: seen.append(a[:2]))
     assert result.config == config  # the saved settings, not the ones given
     assert [e.epoch for e in result.history] == [0, 1, 2] and ("epoch", 0) not in seen and ("epoch", 2) in seen

@@ -204,7 +204,7 @@ def test_the_bootstrap_is_seeded_and_counts_the_classes():
 def test_each_malformed_grid_entry_gets_its_own_message():
     cases = {"epochs=": "grid entry 'epochs=' is not NAME=V1,V2,...",
              "lr=1e-3=2": "bad value in 'lr=1e-3=2': lr takes float values",
-             "model=x": "cannot tune 'model'; choose from: lr, temperature, margin, dim, epochs, unfreeze, train_size, "
+             "model=x": "cannot tune 'model'; choose from: lr, temperature, margin, loss, dim, epochs, unfreeze, train_size, "
                         "crop_size, batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment, lr_decay, ema, blend, "
                         "embed_size"}
     for entry, message in cases.items():
