@@ -133,10 +133,12 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
 
     folder(data)  # before anything is written
     base = replace(base or TrainConfig(), val_split="classes")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     keys = list(grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    for point in points:  # a point that cannot work stops the grid before the others are trained
+        replace(base, **point).check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     deadline = None if budget is None else started + budget
     trials: list[Trial] = []

@@ -133,6 +133,16 @@ def test_points_that_differ_only_in_embedding_size_share_one_training_run(data, 
     assert all(t.status == "done" and t.val["map"] > 0 for t in result.trials)
 
 
+def test_a_point_that_cannot_work_is_refused_before_any_point_trains(data, tmp_path, monkeypatch):
+    from lookalike.train import loop
+
+    fitted = []
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: fitted.append(a[1]))
+    with pytest.raises(ValueError, match=r"^augment must be pixels or features, not 'both'$"):
+        tune.run_grid(data, {"augment": ["pixels", "both"]}, tmp_path / "out", TINY)
+    assert fitted == [] and not (tmp_path / "out").exists()  # nothing trained for nothing, nothing written
+
+
 def test_budget_skips_what_does_not_fit(data, tmp_path):
     result = tune.run_grid(data, {"lr": [1e-3, 1e-4]}, tmp_path, TINY, budget=0)
     assert [t.status for t in result.trials] == ["skipped (budget)"] * 2
