@@ -74,8 +74,9 @@ def test_flat_areas_are_not_compared():
     assert agree(a, b) == capture.Agreement(1.0, 0.0)  # nothing to compare, so nothing disagrees
     a[50:150, 60:200] = b[50:150, 60:200] = texture(7, (100, 140))  # the same object on both
     found = agree(a, b)
-    # the object is compared, not the windows on its outline (there the background shows)
-    assert found.share == 1.0 and 0.2 < found.compared < 0.5
+    # the object's inside is compared (at 128 px it is 70 x 50 of the 116 x 88 windows: 0.34, less a few
+    # pixels each side), not the windows on its outline, where the background shows (they would make 0.44)
+    assert found.share == 1.0 and 0.25 < found.compared < 0.34
     b = np.full((200, 256), 160, np.uint8)
     b[50:150, 60:200] = a[50:150, 60:200]
     # a darker one crosses the object's own gray levels: a few windows on its outline still disagree
@@ -142,3 +143,71 @@ def test_a_copy_is_not_displaced_by_a_fit_a_little_off_nor_by_contrast():
     assert found.share > 0.95 and found.displaced < 0.02, found
     half = cv2.resize(a, (128, 100), interpolation=cv2.INTER_AREA)
     assert agree(a, half, np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25]])).displaced < 0.02
+
+
+def test_a_plain_patch_over_the_picture_disagrees_either_way():
+    a = texture(13)
+    b = a.copy()
+    b[:, :64] = 128  # a quarter painted over in one gray: structure in one picture only is compared
+    assert 0.75 - 0.04 <= agree(a, b).share <= 0.75 + 0.04
+    assert 0.75 - 0.04 <= agree(b, a).share <= 0.75 + 0.04
+
+
+def test_a_faint_picture_agrees_with_its_contrast_stretched_copy_either_way():
+    # gray levels 99..102 (a variance about 1.25 in a window) stretched 6 times: every window correlates fully
+    faint = np.random.default_rng(0).integers(99, 103, (100, 128)).astype(np.uint8)
+    stretched = (6 * (faint.astype(int) - 99) + 60).astype(np.uint8)
+    assert capture.agreement(faint, stretched, IDENTITY, (128, 100), (128, 100)).share == 1.0
+    assert capture.agreement(stretched, faint, IDENTITY, (128, 100), (128, 100)).share == 1.0
+
+
+def test_a_moved_part_is_shifted_and_a_replaced_part_is_not():
+    moved = agree(*layered(6))  # the disc moved 3 px at 128: it shows the same thing a few pixels away
+    assert moved.share < 0.8 and 0.3 <= moved.shifted <= 1.0 - moved.share, moved
+    a, b = texture(3), texture(3).copy()
+    b[:, :64] = texture(4)[:, :64]
+    assert agree(a, b).shifted < 0.01
+
+
+def test_an_enlarged_thumbnail_agrees_once_the_sharper_picture_is_softened_to_its_detail():
+    a = texture(12, sigma=1.0)  # 256 px: two of its pixels per pixel compared
+    thumb = cv2.resize(a, (32, 25), interpolation=cv2.INTER_AREA)
+    enlarged = cv2.resize(thumb, (256, 200), interpolation=cv2.INTER_LINEAR)  # a quarter of a pixel compared
+    small_a, small_e = capture.small(a), capture.small(enlarged)
+    assert capture.agreement(small_a, small_e, IDENTITY, size(a), size(enlarged)).share < 0.5  # as if both were sharp
+    assert capture.agreement(small_a, small_e, IDENTITY, size(a), size(enlarged), (2.0, 0.25)).share > 0.97
+    assert capture.agreement(small_e, small_a, IDENTITY, size(enlarged), size(a), (0.25, 2.0)).share > 0.97
+    # the sharp picture at a quarter of the enlarged one's size (64 px, every pixel its own): softened to
+    # half a pixel of its own
+    quarter = cv2.resize(a, (64, 50), interpolation=cv2.INTER_AREA)
+    onto_quarter = np.array([[0.25, 0.0, -0.375], [0.0, 0.25, -0.375]])
+    found = capture.agreement(small_e, capture.small(quarter), onto_quarter, size(enlarged), size(quarter), (0.25, 1.0))
+    assert found.share > 0.95, found
+
+
+def test_a_picture_of_exactly_50_windows_is_compared_and_one_of_40_is_not():
+    # the windows lie 6 px inside the frame: 10 x 5 of them in a 22 x 17 picture, 10 x 4 in a 22 x 16 one
+    one, other = texture(14, (17, 22)), texture(15, (17, 22))
+    found = capture.agreement(one, other, IDENTITY, (22, 17), (22, 17))
+    assert found.compared == 1.0 and found.share < 0.5
+    assert capture.agreement(one[:16], other[:16], IDENTITY, (22, 16), (22, 16)) == capture.Agreement(1.0, 1.0)
+
+
+def _sliver(rows: int, odd: dict) -> bool:
+    """Whether a band 13 px wide left of a picture (``rows`` tall) is plain: one gray (100) but for the
+    ``odd`` {row: gray level} pixels in its middle column, the one column of it a window fits (so
+    ``rows`` - 12 gray levels are looked at)."""
+    inner = texture(16, (rows, 115))
+    outer = np.full((rows, 128), 100, np.uint8)
+    outer[:, 13:] = inner
+    for row, level in odd.items():
+        outer[row, 6] = level
+    return capture.plain_around(inner, outer, np.array([[1.0, 0.0, 13.0], [0.0, 1.0, 0.0]]), (115, rows), (128, rows))
+
+
+def test_borders_are_plain_with_98_percent_within_6_gray_levels_of_50_looked_at():
+    assert _sliver(62, {}) and not _sliver(61, {})  # 50 gray levels are enough to tell, 49 not
+    assert _sliver(62, {20: 180})  # 49 of 50 plain: 98 %
+    assert not _sliver(62, {20: 180, 30: 20})  # 96 %
+    assert _sliver(62, {r: 106 for r in range(10, 20)}) and _sliver(62, {r: 94 for r in range(10, 20)})
+    assert not _sliver(62, {r: 107 for r in range(10, 20)})
