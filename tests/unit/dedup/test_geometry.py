@@ -273,6 +273,7 @@ def test_the_evidence_a_report_shows_is_rounded_to_three_places_and_said_in_one_
                            "edits": ["rotated 90°", "flipped", "cropped (shows 81%)"]}
     assert e.to_dict()["edits"] is not e.edits  # a copy: the caller may change it
     assert e.describe() == "212 inliers, 99% alike: rotated 90°, flipped, cropped (shows 81%)"
+    assert Evidence(1, 1, filled=0.64951).to_dict()["filled"] == 0.65
     plain = Evidence(40, 41, agreement=0.5)
     assert plain.to_dict()["borders"] is None and plain.to_dict()["edits"] == []
     assert plain.describe() == "40 inliers, 50% alike: same framing"
@@ -290,6 +291,10 @@ def test_ransac_draws_enough_samples_to_find_the_inlier_minimum_and_no_more():
         assert (1 - hit) ** k <= MISSED or k == RANSAC_ITERATIONS  # enough
         assert k == RANSAC_FEWEST or (1 - hit) ** (k - 1) > MISSED  # and no more
     assert ransac_iterations(30, 20) < 100 < ransac_iterations(150, 20)
+    # two inliers among 10 matches: a sample hits both with probability 1/45, (44/45)^615 < 1e-6 < (44/45)^614
+    assert ransac_iterations(10, 2) == 615
+    assert ransac_iterations(2, 2) == ransac_iterations(3, 3) == RANSAC_FEWEST  # every sample is the inliers
+    assert ransac_iterations(1, 5) == RANSAC_ITERATIONS
 
 
 def test_the_sample_budget_changes_no_decision_on_copies_and_other_pictures(chelsea):
@@ -331,3 +336,250 @@ def test_a_strip_too_thin_for_a_corner_has_no_features_and_matches_nothing(size,
 def test_a_strip_just_thick_enough_for_a_corner_has_features():
     strip = Image.fromarray(np.random.default_rng(0).integers(0, 256, (36, 256), dtype=np.uint8))
     assert len(geometry.features(strip).points) > 10
+
+
+# Hand-made features: A's keypoints, with random descriptors, mapped onto B's by a known transform
+# (OpenCV's getRotationMatrix2D: counter-clockwise degrees, y down); what the fit reports is worked by hand.
+
+RNG = np.random.default_rng(7)
+N = 60
+POINTS = RNG.uniform([20, 20], [236, 180], (N, 2)).astype(np.float32)
+DESCRIPTORS = RNG.integers(0, 256, (N, 32), dtype=np.uint8)
+LEVELS = RNG.uniform(40, 200, N).astype(np.float32)
+OTHERS = RNG.integers(0, 256, (N, 32), dtype=np.uint8)  # descriptors that match none of A's
+NONE = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros(0, np.float32)
+_TEXTURE = np.random.default_rng(8).integers(0, 256, (100, 128), dtype=np.uint8)  # no plain borders anywhere
+
+
+def _made(points=POINTS, descriptors=DESCRIPTORS, levels=LEVELS, mirror=NONE, size=(256, 200), scale=1.0,
+          small=None):
+    small = _TEXTURE[:size[1] // 2, :size[0] // 2] if small is None else small
+    return geometry.Features(np.float32(points), descriptors, np.float32(levels), np.float32(mirror[0]), mirror[1],
+                             np.float32(mirror[2]), size, scale, small)
+
+
+def _moved(angle=0.0, scale=1.0, shift=(0.0, 0.0), points=POINTS):
+    """``points`` turned by ``angle`` degrees and scaled about the frame's centre, then shifted."""
+    import cv2
+
+    m = cv2.getRotationMatrix2D((128.0, 100.0), angle, scale)
+    return points @ m[:, :2].T + m[:, 2] + shift
+
+
+A = _made()
+
+
+@pytest.mark.parametrize("angle, rotation", [(0, 0), (30, 30), (81, 81), (83, 90), (97, 90), (180, 180),
+                                             (268, 270), (355, 0), (-3, 0)])
+def test_the_rotation_is_counter_clockwise_and_within_8_degrees_of_a_right_angle_said_as_it(angle, rotation):
+    found = geometry.compare(A, _made(_moved(angle)))
+    assert found.inliers == N and found.rotation == rotation and not found.flipped, found
+    assert [e for e in found.edits if e.startswith("rotated")] == ([f"rotated {rotation}°"] if rotation else [])
+
+
+def test_the_same_picture_is_the_same_framing_with_nothing_to_say():
+    found = geometry.compare(A, _made())
+    assert (found.inliers, found.matches, found.rotation, found.flipped) == (N, N, 0, False)
+    assert (found.scale, found.shown, found.filled, found.brightness) == pytest.approx((1.0, 1.0, 1.0, 1.0), abs=1e-6)
+    assert found.edits == [] and found.borders == "" and found.describe().endswith(": same framing")
+
+
+@pytest.mark.parametrize("fit, scales, resized", [
+    (0.5, (1.0, 1.0), 0.5), (1.0, (0.5, 0.25), 2.0),  # a file twice as large, both brought to 256 px
+    (2.0, (0.25, 0.5), None), (1.03, (1.0, 1.0), None), (0.97, (1.0, 1.0), None), (1.05, (1.0, 1.0), 1.05),
+    (0.16, (1.0, 1.0), 0.16), (6.9, (1.0, 1.0), 6.9)])
+def test_the_scale_is_in_the_files_own_pixels_and_said_from_4_percent(fit, scales, resized):
+    found = geometry.compare(_made(scale=scales[0]), _made(_moved(scale=fit), scale=scales[1]))
+    assert found.inliers == N and found.scale == pytest.approx(resized or fit * scales[0] / scales[1], rel=1e-4)
+    assert [e for e in found.edits if e.startswith("resized")] == ([f"resized ×{resized:.2f}"] if resized else [])
+
+
+@pytest.mark.parametrize("fit", [0.1, 0.149, 7.1, 20.0])
+def test_a_fit_shrinking_below_0_15_or_growing_past_7_is_no_fit(fit):
+    assert geometry.compare(A, _made(_moved(scale=fit))) == geometry.Evidence(0, N)
+
+
+@pytest.mark.parametrize("shift, shown, edits", [
+    ((128, 0), 0.5, ["cropped (shows 50%)", "more around it (the kept picture fills 50%)"]),
+    ((0, -50), 0.75, ["cropped (shows 75%)", "more around it (the kept picture fills 75%)"]),
+    ((15, 0), 241 / 256, ["cropped (shows 94%)", "more around it (the kept picture fills 94%)"]),
+    ((10, 0), 246 / 256, [])])  # 96 %: not said
+def test_a_shifted_frame_shows_and_fills_the_share_they_overlap_said_below_95_percent(shift, shown, edits):
+    found = geometry.compare(A, _made(_moved(shift=shift)))
+    assert found.shown == pytest.approx(shown, abs=1e-4) and found.filled == pytest.approx(shown, abs=1e-4)
+    assert found.edits == edits and found.borders == ""
+
+
+def test_a_smaller_or_larger_copy_shows_all_or_fills_all():
+    smaller = geometry.compare(A, _made(_moved(scale=0.5)))  # A fits inside B, a quarter of it
+    assert (smaller.shown, smaller.filled) == (1.0, pytest.approx(0.25, abs=1e-4))
+    larger = geometry.compare(A, _made(_moved(scale=2.0)))  # B shows A's middle quarter
+    assert (larger.shown, larger.filled) == (pytest.approx(0.25, abs=1e-4), 1.0)
+    assert larger.edits == ["resized ×2.00", "cropped (shows 25%)"]
+
+
+@pytest.mark.parametrize("gain, edit", [(1.2, "brighter ×1.20"), (0.8, "darker ×0.80"), (1.07, None), (0.93, None),
+                                        (1.1, "brighter ×1.10"), (0.9, "darker ×0.90")])
+def test_the_brightness_is_the_gray_levels_ratio_at_the_inliers_said_from_8_percent(gain, edit):
+    found = geometry.compare(A, _made(levels=LEVELS * gain))
+    assert found.brightness == pytest.approx(gain, rel=1e-5)
+    assert [e for e in found.edits if "brighter" in e or "darker" in e] == ([edit] if edit else [])
+
+
+def test_the_brightness_is_the_median_ratio_over_the_inliers_only():
+    levels = LEVELS * 1.2
+    levels[:10] *= 5  # a few bright spots (a reflection): the median ignores them
+    assert geometry.compare(A, _made(levels=levels)).brightness == pytest.approx(1.2, rel=1e-5)
+    # 36 of 60 matches land elsewhere on much brighter pixels: not inliers, not counted
+    points, levels = _moved(), LEVELS * 1.2
+    points[24:] = RNG.uniform(20, 180, (36, 2))
+    levels[24:] *= 10
+    found = geometry.compare(A, _made(points, levels=levels))
+    assert found.inliers == 24 and found.brightness == pytest.approx(1.2, rel=1e-5)
+
+
+def test_a_black_keypoint_counts_as_gray_level_1():
+    found = geometry.compare(_made(levels=np.zeros(N)), _made(levels=np.full(N, 3.0)))
+    assert found.brightness == 3.0 and "brighter ×3.00" in found.edits
+
+
+def test_a_mirror_image_fits_through_its_mirror_features():
+    b = _made(descriptors=OTHERS, mirror=(_moved(90), DESCRIPTORS, LEVELS))
+    found = geometry.compare(A, b)
+    assert found.flipped and found.inliers == N and found.edits[:2] == ["rotated 90°", "flipped"]
+
+
+def _two_ways(direct: int, mirrored: int) -> geometry.Features:
+    """B with ``direct`` of A's keypoints among its own features and ``mirrored`` among its mirror image's."""
+    def some(k):
+        return _moved(), np.concatenate([DESCRIPTORS[:k], OTHERS[k:]]), LEVELS
+
+    return _made(*some(direct), mirror=some(mirrored))
+
+
+@pytest.mark.parametrize("direct, mirrored, minimum, flipped, inliers", [
+    (25, 40, 0, True, 40),  # no minimum: the most inliers
+    (40, 40, 0, False, 40),  # as many: the direct fit
+    (25, 40, 20, False, 25),  # the direct fit reaches the minimum: the mirror is not tried
+    (25, 40, 30, True, 40),  # it does not: the mirror is
+    (40, 25, 30, False, 40)])
+def test_the_mirror_is_chosen_when_it_fits_more_and_only_tried_when_needed(direct, mirrored, minimum, flipped, inliers):
+    found = geometry.compare(A, _two_ways(direct, mirrored), minimum)
+    assert (found.flipped, found.inliers) == (flipped, inliers), found
+
+
+def test_neither_fit_reaching_the_minimum_is_the_direct_matches_without_a_fit():
+    # fewer matches than the minimum either way: no fit tried, the direct matches counted
+    assert geometry.compare(A, _two_ways(25, 28), 30) == geometry.Evidence(0, 25)
+    assert geometry.compare(A, _two_ways(28, 25), 30) == geometry.Evidence(0, 28)
+
+
+def test_the_mirror_is_chosen_for_its_agreement_before_more_inliers():
+    picture = np.random.default_rng(3).integers(0, 256, (100, 128), dtype=np.uint8)
+    a = _made(small=picture)
+    b = _two_ways(40, 30)  # B is A's mirror image: only through the mirror do the pictures agree
+    b = geometry.Features(*[getattr(b, f) for f in ("points", "descriptors", "levels", "mirror_points",
+                                                    "mirror_descriptors", "mirror_levels", "size", "scale")],
+                          np.ascontiguousarray(picture[:, ::-1]))
+    assert geometry.compare(a, b).agreement < 0.2  # no agreement asked: the most inliers, direct
+    found = geometry.compare(a, b, 20, 0.9)
+    assert found.flipped and found.inliers == 30 and found.agreement == 1.0, found
+
+
+def test_a_photo_compared_with_itself_fits_every_keypoint_and_says_same_framing(chelsea):
+    _, original = chelsea
+    found = geometry.compare(original, original)
+    assert found.inliers == found.matches == len(original.points), found
+    assert (found.rotation, found.flipped, found.edits, found.borders) == (0, False, [], "")
+    assert (found.agreement, found.shifted, found.displaced, found.brightness) == (1.0, 0.0, 0.0, 1.0)
+    assert found.describe() == f"{len(original.points)} inliers, 100% alike: same framing"
+
+
+@pytest.mark.parametrize("name, width", [("camera", 40), ("astronaut", 32)])
+def test_a_thumbnail_is_a_duplicate_of_its_photo_whichever_is_kept(name, width):
+    # a file under 128 px is enlarged to the pictures compared: the photo is softened to its detail
+    photo = sample_photo(name)
+    thumbnail = photo.resize((width, width), Image.LANCZOS)
+    for a, b in ((photo, thumbnail), (thumbnail, photo)):
+        found = geometry.compare(geometry.features(a), geometry.features(b), NEAR.min_inliers, NEAR.min_agreement)
+        assert NEAR.accepts(found) and found.agreement > 0.97, found
+
+
+def test_a_mirrored_copy_is_as_bright_where_its_own_side_is_shaded():
+    # darker to the left: the mirror's gray levels must be read on the mirror image, not the picture
+    cat = np.asarray(sample_photo("chelsea").convert("L"), np.float32)
+    shaded = Image.fromarray((cat * np.linspace(0.3, 1.0, cat.shape[1])[None, :]).astype(np.uint8))
+    found = geometry.compare(geometry.features(shaded), geometry.features(ImageOps.mirror(shaded)))
+    assert found.flipped and abs(found.brightness - 1.0) < 0.03 and found.edits == ["flipped"], found
+
+
+@pytest.mark.parametrize("size, picture", [((300, 200), (256, 171)), ((200, 300), (171, 256)), ((256, 256), (256, 256)),
+                                           ((2, 1), (256, 128)), ((1000, 10), (256, 3))])
+def test_the_gray_picture_has_256_pixels_on_its_long_side_and_the_file_keeps_its_size(size, picture):
+    gray, full = geometry.gray_picture(Image.new("RGB", size, (200, 100, 50)))
+    assert gray.dtype == np.uint8 and (gray.shape[1], gray.shape[0]) == picture and full == size
+
+
+def test_the_gray_picture_averages_when_shrinking_and_interpolates_when_enlarging():
+    checks = (np.indices((768, 768)).sum(axis=0) % 2 * 255).astype(np.uint8)  # 1 px squares, a third of a pixel at 256
+    gray, _ = geometry.gray_picture(checks)
+    assert set(np.unique(gray)) <= {113, 142}  # 4 or 5 white of each 3 x 3: averaged, not sampled
+    corners, _ = geometry.gray_picture(np.array([[0, 255], [255, 0]], np.uint8))
+    assert len(np.unique(corners)) > 100  # a smooth ramp between the four pixels, not four blocks
+
+
+def test_features_are_at_256_px_with_the_scale_from_the_files_pixels():
+    found = geometry.features(sample_photo("coffee").resize((400, 300)))
+    assert found.size == (256, 192) and found.scale == 0.64 and found.small.shape == (96, 128)
+    assert 200 <= len(found.points) <= geometry.N_FEATURES and found.descriptors.shape == (len(found.points), 32)
+    assert found.points.dtype == found.levels.dtype == np.float32 and found.levels.shape == (len(found.points),)
+    # the mirror image's keypoints are the same corners, mirrored: x -> 255 - x
+    back = found.mirror_points * [-1, 1] + [255, 0]
+    assert len(found.mirror_points) > 0.9 * len(found.points)
+    assert np.abs(back[:, None] - found.points[None]).max(axis=2).min(axis=1).max() < 1e-3
+
+
+def test_a_flat_picture_has_empty_features_of_the_right_shapes():
+    flat = geometry.features(Image.new("L", (300, 200), 90))
+    for points, descriptors, levels in ((flat.points, flat.descriptors, flat.levels),
+                                        (flat.mirror_points, flat.mirror_descriptors, flat.mirror_levels)):
+        assert (points.shape, points.dtype, descriptors.shape, descriptors.dtype) == ((0, 2), np.float32, (0, 32), np.uint8)
+        assert (levels.shape, levels.dtype) == ((0,), np.float32)
+    assert flat.size == (256, 171) and flat.scale == 256 / 300 and flat.small.shape == (86, 128)
+
+
+def test_fewer_than_3_features_or_matches_are_no_fit():
+    assert geometry.compare(_made(POINTS[:2], DESCRIPTORS[:2], LEVELS[:2]), A) == geometry.NO_MATCH
+    assert geometry.compare(A, _made(POINTS[:2], DESCRIPTORS[:2], LEVELS[:2])) == geometry.NO_MATCH
+    three = geometry.compare(A, _made(POINTS[:3], DESCRIPTORS[:3], LEVELS[:3]))
+    assert (three.inliers, three.matches, three.rotation) == (3, 3, 0)
+    # two of A's features among B's: two matches, too few to fit
+    assert geometry.compare(A, _made(descriptors=np.concatenate([DESCRIPTORS[:2], OTHERS[2:]]))) == geometry.Evidence(0, 2)
+
+
+def test_an_inlier_minimum_stops_at_fewer_matches_and_at_fewer_inliers():
+    some = _made(descriptors=np.concatenate([DESCRIPTORS[:20], OTHERS[20:]]))  # 20 matches, all consistent
+    assert geometry.compare(A, some, 21) == geometry.Evidence(0, 20)  # not fitted
+    assert geometry.compare(A, some, 20).inliers == 20  # fitted: as many matches as asked
+    points = _moved()
+    points[30:] = RNG.uniform(20, 180, (30, 2))  # 30 of the 60 matches land anywhere
+    assert geometry.compare(A, _made(points), 40) == geometry.Evidence(30, N)  # fitted, not worth describing
+
+
+def test_matches_that_no_transform_fits_are_no_fit():
+    same = _made(np.full((N, 2), 50.0))  # every match from one point: no transform
+    assert geometry.compare(same, _made(RNG.uniform(20, 180, (N, 2)))) == geometry.Evidence(0, N)
+
+
+def test_a_match_is_the_nearest_descriptor_if_nearer_than_80_percent_of_the_second():
+    def bits(*counts):
+        """Descriptors with their first ``count`` bits set."""
+        return np.packbits(np.arange(256)[None, :] < np.array(counts)[:, None], axis=1)
+
+    zero = bits(0)
+    # the nearest is row 1 (7 bits off) and the second row 0 (10 off): 7 < 8, a match; 8 < 8 is not
+    assert [r.tolist() for r in geometry.matches(zero, bits(10, 7))] == [[0], [1]]
+    assert [r.tolist() for r in geometry.matches(zero, bits(10, 8))] == [[], []]
+    assert geometry.matches(zero, bits(0))[0].size == 0  # one descriptor: no second to compare with
+    rows, cols = geometry.matches(bits(0, 200), bits(3, 250, 100))
+    assert rows.tolist() == [0, 1] and cols.tolist() == [0, 1] and cols.dtype == np.int64
