@@ -2,6 +2,8 @@
 
 import csv
 import json
+from dataclasses import asdict, replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -221,3 +223,125 @@ def test_each_malformed_grid_entry_gets_its_own_message():
         with pytest.raises(ValueError) as caught:
             tune.parse_grid([entry])
         assert str(caught.value) == message
+
+
+class StandInTraining:
+    """``loop.prepare``, ``fit`` and ``reblend`` as stand-ins that record their calls: a fit takes
+    12 s of a stepped clock (``tune.time``) and trains ``epochs[lr]`` epochs; a blend scores
+    ``map = lr + ema`` on two classes."""
+
+    def __init__(self, monkeypatch, epochs=None, fail=False) -> None:
+        from lookalike.train import loop
+
+        self.now, self.epochs, self.fail = 0.0, epochs or {}, fail
+        self.prepared, self.fitted, self.blended, self.closed = [], [], [], []
+        monkeypatch.setattr(tune, "time", SimpleNamespace(perf_counter=lambda: self.now))
+        monkeypatch.setattr(loop, "prepare", self.prepare)
+        monkeypatch.setattr(loop, "fit", self.fit)
+        monkeypatch.setattr(loop, "reblend", self.reblend)
+
+    def prepare(self, data, config, cache_root, **options):
+        self.prepared.append((data, config.unfreeze, config.augment, config.embed_size, cache_root, options))
+        own = cache_root / str(len(self.prepared))
+        own.mkdir(parents=True)
+        (own / "acts.npy").write_bytes(b"x")
+        options["progress"]("cache", 1, 1, {})
+        return SimpleNamespace(close=lambda: self.closed.append(own.name) or (own / "acts.npy").unlink()
+                               or own.rmdir())
+
+    def fit(self, prepared, config, **options):
+        if self.fail:
+            raise RuntimeError("out of memory")
+        self.fitted.append((config, options))
+        options["progress"]("train", 1, config.epochs, {})
+        self.now += 12.0
+        return config
+
+    def reblend(self, trained, prepared, blend, ema, **options):
+        self.blended.append((trained.lr, blend, ema, options))
+        scores = dict.fromkeys(tune.SCORES, round(trained.lr + ema, 2))
+        scores["by_class"] = {c: {"queries": 2, "map": scores["map"]} for c in ("a", "b")}
+        return SimpleNamespace(history=[SimpleNamespace(epoch=self.epochs.get(trained.lr, trained.epochs))],
+                               val=scores)
+
+
+BASE = TrainConfig(epochs=3, unfreeze=2)
+
+
+def test_a_grid_shares_caches_and_training_runs_and_scores_every_point(data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch, epochs={0.2: 2})
+    out = tmp_path / "new" / "out"
+    calls = []
+    result = tune.run_grid(data, {"lr": [0.1, 0.2], "ema": [0.0, 0.5]}, out, BASE,
+                           progress=lambda *a: calls.append(a))
+    # one cache for all (the same unfreeze, augment and embed_size), in out/.cache, default options
+    assert training.prepared == [(data, 2, BASE.augment, BASE.embed_size, out / ".cache",
+                                  {"progress": training.prepared[0][5]["progress"], "workers": 2,
+                                   "follow_links": False})]
+    # one run per rate, unblended, keeping both averages, without a deadline
+    assert [(c.lr, c.ema, c.blend, c.val_split, o["also_ema"], o["deadline"], o["workers"])
+            for c, o in training.fitted] == [(0.1, 0.0, 1.0, "classes", (0.0, 0.5), None, 2),
+                                             (0.2, 0.0, 1.0, "classes", (0.0, 0.5), None, 2)]
+    assert [b[:3] for b in training.blended] == [(0.1, BASE.blend, 0.0), (0.1, BASE.blend, 0.5),
+                                                 (0.2, BASE.blend, 0.0), (0.2, BASE.blend, 0.5)]
+    assert all(b[3] == {"workers": 2} for b in training.blended)
+    # each stage reported with the point's number and the number of points
+    assert calls == [(0, 4, "cache", 1, 1, {}), (0, 4, "train", 1, 3, {}), (2, 4, "train", 1, 3, {})]
+
+    assert [t.settings for t in result.trials] == [{"lr": 0.1, "ema": 0.0}, {"lr": 0.1, "ema": 0.5},
+                                                   {"lr": 0.2, "ema": 0.0}, {"lr": 0.2, "ema": 0.5}]
+    # 0.2 trained 2 of its 3 epochs; a point sharing another's run took no time of its own
+    assert [(t.status, t.epochs_done, t.seconds) for t in result.trials] == [
+        ("done", 3, 12.0), ("done", 3, 0.0), ("stopped (budget)", 2, 12.0), ("stopped (budget)", 2, 0.0)]
+    assert [t.val["map"] for t in result.trials] == [0.1, 0.6, 0.2, 0.7]
+    assert set(result.trials[0].val) == set(tune.SCORES)
+    assert result.trials[0].by_class == {"a": {"queries": 2, "map": 0.1}, "b": {"queries": 2, "map": 0.1}}
+    assert result.best is result.trials[3] and result.trials[3].vs_best is None
+    # worse by the same amount on both classes: every resample says so
+    assert result.trials[0].vs_best == {"map_difference": pytest.approx(-0.6), "interval": pytest.approx([-0.6, -0.6]),
+                                        "within_noise": False, "classes": 2}
+    assert result.seconds == 24.0 and result.base == asdict(replace(BASE, val_split="classes"))
+    assert training.closed == ["1"] and sorted(p.name for p in out.iterdir()) == ["tune.csv", "tune.json", "tune.png"]
+    assert json.loads((out / "tune.json").read_text())["best"]["settings"] == {"lr": 0.2, "ema": 0.5}
+
+
+def test_a_grid_passes_its_options_on_and_defaults_to_the_training_defaults(data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch)
+    result = tune.run_grid(data, {"unfreeze": [1, 2]}, tmp_path, workers=3, follow_links=True)
+    assert [(p[1], p[5]["workers"], p[5]["follow_links"]) for p in training.prepared] == [(1, 3, True), (2, 3, True)]
+    assert [(c.unfreeze, c.ema, o["also_ema"], o["workers"]) for c, o in training.fitted] == [
+        (1, 0.0, (TrainConfig().ema,), 3), (2, 0.0, (TrainConfig().ema,), 3)]
+    assert [b[3] for b in training.blended] == [{"workers": 3}] * 2
+    assert result.base == asdict(replace(TrainConfig(), val_split="classes"))
+    assert training.closed == ["1", "2"] and not (tmp_path / ".cache").exists()
+
+
+def test_the_budget_skips_the_points_left_once_it_has_run_out(data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch)
+    result = tune.run_grid(data, {"lr": [0.1, 0.2, 0.3]}, tmp_path, BASE, budget=24)
+    # the first fit ends at 12 s, the second at 24 s, using the budget up: the third point is not started
+    assert [o["deadline"] for _, o in training.fitted] == [24, 24]
+    assert [t.status for t in result.trials] == ["done", "done", "skipped (budget)"]
+    assert result.trials[2].val == {} and result.trials[2].vs_best is None and result.verdict(result.trials[2]) == ""
+
+
+def test_a_failed_training_run_still_closes_and_removes_the_caches(data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch, fail=True)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        tune.run_grid(data, {"lr": [0.1]}, tmp_path, BASE)
+    assert training.closed == ["1"] and list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_folder_holding_other_files_is_kept(data, tmp_path, monkeypatch):
+    StandInTraining(monkeypatch)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "mine.txt").write_text("kept")
+    tune.run_grid(data, {"lr": [0.1]}, tmp_path, BASE)
+    assert (tmp_path / ".cache" / "mine.txt").read_text() == "kept"
+
+
+def test_a_missing_data_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch)
+    with pytest.raises(ValueError, match="not a directory"):
+        tune.run_grid(tmp_path / "missing", {"lr": [0.1]}, tmp_path / "out", BASE)
+    assert not (tmp_path / "out").exists() and training.prepared == []
