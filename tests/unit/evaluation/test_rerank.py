@@ -152,6 +152,22 @@ def test_re_ranking_in_small_chunks_matches_the_dense_reference(monkeypatch, chu
         np.testing.assert_array_equal(idx, ref_idx)
 
 
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_small_chunks_change_nothing_when_each_list_holds_a_few_of_the_images(monkeypatch, chunk):
+    """Lists of 6 of 42 images (k = 5): chunks of a few rows must still cover all 42 rows, not the
+    lists' width."""
+    from lookalike.evaluation import rerank as module
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((42, 5)).astype(np.float32)
+    whole = rerank(X, k=5, k1=4, k2=3)
+    monkeypatch.setattr(module, "_RERANK_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(module, "_PAIR_CHUNK_BYTES", chunk)
+    chunked = rerank(X, k=5, k1=4, k2=3)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
+
+
 def test_image_0_as_a_candidate_is_expanded_like_any_other():
     """Image 0 is an id like the others, not the padding (-1): on unclustered points, where most
     reciprocal sets grow by their candidates' half sets, the answer is the dense reference's, and
