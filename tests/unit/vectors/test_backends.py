@@ -89,6 +89,15 @@ def test_range_query_equals_brute_force(backend_name, metric, n):
     assert (dist <= radius).all()
 
 
+def test_range_answers_hold_int64_ids(backend_name):
+    # as nearest answers do (the searcher's CSR keeps them), with a bool per query
+    make, options = BACKENDS[backend_name]
+    ids, x, queries = collection(100, seed=1)
+    offsets, found, dist, unfinished = make(ids, x, "l2").within(queries, 4.0, **options)
+    assert offsets.dtype == found.dtype == np.int64 and np.issubdtype(dist.dtype, np.floating)
+    assert unfinished.dtype == bool and unfinished.shape == (4,) and offsets[-1] == len(found) > 0
+
+
 def test_range_query_finishes_what_an_ann_index_leaves_unfinished():
     # 60 near copies of one vector: with at most 8 neighbours asked, the copies' queries are left
     # unfinished by the HNSW backend and answered by the searcher's exact scan.

@@ -256,3 +256,87 @@ def test_a_range_query_for_its_k_nearest_stops_past_them_and_what_is_close():
     assert _found(index.within(x[:1], 1.5, slack=0.5, nearest=2, close=3.0)) == ([[0, 1, 2]], [False])  # radius 2.0
     assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=2, close=2.0)) == ([[0, 1, 2, 3]], [False])  # close + slack: 2.5
     assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=1)) == ([[0, 1]], [False])  # 1.005: its one nearest
+
+
+def test_a_range_query_stops_once_its_last_answer_is_past_the_reach():
+    x, index = _line()
+    # from 0 with reach 1.8: 3 answers (0, 1, 2.0) and the last past it: done, never asking for 12 (> widest + 1)
+    assert _found(index.within(x[:1], 1.3, first=2, widest=3, slack=0.5)) == ([[0, 1]], [False])
+    # answers that are the whole index are all there is: finished even though all are within reach
+    assert _found(index.within(x[:1], 9.0, first=9, widest=9, slack=0.5)) == ([list(range(10))], [False])
+
+
+def test_a_range_query_widens_when_its_last_answer_is_exactly_at_the_reach_or_is_id_0():
+    x, index = _line()
+    # from 3.0: id 3 (0.7), then ids 2 and 4 tied at 1.0 = the reach (0.5 + 0.5): the second answer is one
+    # of the tie, so the query widens and finds the other
+    assert _found(index.within(np.array([[3.0, 0.0]]), 0.5, first=1, slack=0.5)) == ([[2, 3, 4]], [False])
+    # from 1.4: 1 (0.4), 2 (0.6), 3 (0.9), then id 0 (1.4) within the reach 3.2, so it widens to 4 (2.6)
+    assert _found(index.within(np.array([[1.4, 0.0]]), 2.7, first=3, slack=0.5)) == ([[0, 1, 2, 3, 4]], [False])
+
+
+def test_what_is_close_defaults_to_nothing_and_k_nearest_asks_twice_as_many_first():
+    x, index = _line()
+    # from 2: its nearest is id 3 (0.3); close 0 reaches max(0 + 0.5, 0.3 + 0.005), so id 1 (1.0) is out
+    assert _found(index.within(x[2:3], 9.0, slack=0.5, nearest=1)) == ([[2, 3]], [False])
+    # its 3 nearest: it first asks for 2 x 3 and itself, 7 > widest + 1: left unfinished
+    assert _found(index.within(x[2:3], 9.0, first=2, widest=5, slack=0.5, nearest=3)) == ([[]], [True])
+    # 7 answers: 2, 3 (0.3), 1 (1.0), then 4 and 0 tied at 2.0: the reach 2.005 keeps both
+    assert _found(index.within(x[2:3], 9.0, first=2, widest=6, slack=0.5, nearest=3)) == ([[0, 1, 2, 3, 4]], [False])
+
+
+def _two_groups():
+    """16 points on a line in two groups far apart (0..7 and 100..107), an IVF-PQ index of two lists
+    whose 16 codes (4 bits) hold them exactly."""
+    pos = np.concatenate([np.arange(8), 100 + np.arange(8)]).astype(np.float32)
+    x = np.stack([pos, np.zeros(16, np.float32)], axis=1)
+    return x, FaissBackend.build(x, np.arange(16), "l2", "ivfpq", nlist=2, m=1)
+
+
+def test_ivfpq_range_queries_probe_the_lists_asked_for():
+    x, index = _two_groups()
+    middle = np.array([[50.0, 0.0]])  # within 60 of every point; one list probed by default
+    assert _found(index.within(middle, 60.0, nprobe=2)) == ([list(range(16))], [False])
+    assert len(_found(index.within(middle, 60.0))[0][0]) == 8
+
+
+def test_ivfpq_widens_past_its_k_th_nearest_by_the_whole_slack():
+    # IVF-PQ's coarse codes: what is within slack of the k-th nearest (1.0) is still asked for
+    pos = np.array([0, 1, 1.3] + list(range(4, 17)), np.float32)
+    x = np.stack([pos, np.zeros(16, np.float32)], axis=1)
+    index = FaissBackend.build(x, np.arange(16), "l2", "ivfpq", nlist=1, m=1)
+    assert index.kind == "ivfpq"
+    assert _found(index.within(x[:1], 9.0, slack=0.5, nearest=1)) == ([[0, 1, 2]], [False])
+
+
+def test_ivfpq_scans_past_an_emptied_list_and_lists_no_ids_once_all_are_removed():
+    x, _ = _two_groups()
+    # one of the two removals empties the first list; the farthest from 50 are the group left's far end
+    for gone, farthest in ((np.arange(8), [15, 14]), (np.arange(8, 16), [0, 1])):
+        index = FaissBackend.build(x, np.arange(16), "l2", "ivfpq", nlist=2, m=1)
+        assert index.remove(gone) == 8
+        assert sorted(index.ids().tolist()) == sorted(set(range(16)) - set(gone.tolist()))
+        _, found = index.farthest(np.array([[50.0, 0.0]]), 2)  # l2: an exact scan of the decoded lists
+        assert found.tolist() == [farthest]
+    index.remove(np.arange(8))
+    ids = index.ids()
+    assert ids.dtype == np.int64 and ids.shape == (0,)
+
+
+def test_describe_reports_what_was_built_and_what_is_stored():
+    index = FaissBackend.build(random_vectors(100), np.arange(100), "l2", "hnsw", M=8)
+    index.remove(np.arange(30))
+    d = index.describe()
+    assert {k: d[k] for k in d if k != "params"} == {
+        "kind": "hnsw", "metric": "l2", "dim": 32, "ntotal": 70, "stored": 100, "tombstones": 30,
+        "build_count": 100, "needs_rebuild": True}
+    assert d["params"]["M"] == 8
+
+
+def test_adding_vectors_of_another_size_or_many_known_ids_is_refused_whole():
+    index = FaissBackend.build(random_vectors(20), np.arange(20))
+    with pytest.raises(ValueError, match=r"expected a \(N, 32\) array, got shape \(2, 8\)"):
+        index.add(random_vectors(2, dim=8), [30, 31])
+    with pytest.raises(ValueError, match=r"ids already in the index: \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$"):
+        index.add(random_vectors(12), np.arange(12))
+    assert len(index) == 20 and sorted(index.ids().tolist()) == list(range(20))
