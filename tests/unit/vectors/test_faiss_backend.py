@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lookalike.vectors import METRICS, Searcher, get_metric
+from lookalike.vectors import ann
 from lookalike.vectors.ann import KINDS, recall_at_k
 from lookalike.vectors.backend import top_k
 from lookalike.vectors.faiss_backend import FaissBackend
@@ -340,3 +341,108 @@ def test_adding_vectors_of_another_size_or_many_known_ids_is_refused_whole():
     with pytest.raises(ValueError, match=r"ids already in the index: \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$"):
         index.add(random_vectors(12), np.arange(12))
     assert len(index) == 20 and sorted(index.ids().tolist()) == list(range(20))
+
+
+def test_only_the_flat_index_calls_itself_exact():
+    x = random_vectors(20)
+    assert [FaissBackend.build(x, np.arange(20), kind=k).exact for k in KINDS] == [k == "exact" for k in KINDS]
+
+
+def test_auto_is_exact_up_to_so_many_numbers_in_all_and_hnsw_above(monkeypatch):
+    monkeypatch.setattr(ann, "AUTO_EXACT_ELEMENTS", 100)
+    assert FaissBackend.build(random_vectors(50, dim=2), np.arange(50)).kind == "exact"  # 100 numbers
+    assert FaissBackend.build(random_vectors(51, dim=2), np.arange(51)).kind == "hnsw"
+
+
+def test_pca_of_1_to_dim_outputs_kept_up_to_as_many_vectors_and_the_variance_it_keeps():
+    x = random_vectors(20)
+    with pytest.raises(ValueError, match=r"^pca must be in 1\.\.32, got 0$"):
+        FaissBackend.build(x, np.arange(20), kind="hnsw", pca=0)
+    with pytest.raises(ValueError, match=r"^pca must be in 1\.\.32, got 33$"):
+        FaissBackend.build(x, np.arange(20), kind="hnsw", pca=33)
+    assert FaissBackend.build(x, np.arange(20), kind="hnsw", pca=1).params["pca"] == 1
+    assert FaissBackend.build(x, np.arange(20), kind="hnsw", pca=20).params["pca"] == 20  # 20 vectors: enough
+    with pytest.raises(ValueError, match=r"^expected a \(N, D\) array, got shape \(5,\)$"):
+        FaissBackend.build(np.zeros(5, np.float32), np.arange(5))
+    # +-0.3, +-0.2 and +-0.1 along three axes of four: variances 0.09, 0.04 and 0.01 (times 1/3); the first two
+    # keep 13 / 14 of it
+    axes = np.diag([0.3, 0.2, 0.1, 0.0]).astype(np.float32)
+    index = FaissBackend.build(np.concatenate([axes[:3], -axes[:3]]), np.arange(6), "l2", "hnsw", pca=2, storage="flat")
+    assert index.params["pca_variance"] == round(13 / 14, 4)
+    assert index.nearest(np.array([[0.3, 0, 0, 0]], np.float32), 1)[1].tolist() == [[0]]
+
+
+def test_the_training_sample_is_distinct_rows_in_order_50_a_list_and_the_same_each_time(monkeypatch):
+    from lookalike.vectors import faiss_backend
+
+    trained = []
+    real = faiss_backend._new_index
+    monkeypatch.setattr(faiss_backend, "_new_index", lambda *a: trained.append(a[-1][:, 0].copy()) or real(*a))
+    monkeypatch.setattr(faiss_backend, "_TRAIN_MAX", 60)
+    x = np.zeros((200, 4), np.float32)
+    x[:, 0] = np.arange(200)  # each row's number (l2 keeps vectors as they are)
+    x[:, 1] = np.random.default_rng(0).random(200)
+    for _ in range(2):
+        FaissBackend.build(x, np.arange(200), "l2", "ivfpq", nlist=2, m=2, nbits=4)
+    FaissBackend.build(x[:60], np.arange(60), "l2", "hnsw")
+    FaissBackend.build(x, np.arange(200), "l2", "hnsw")
+    first, again, every, few = trained
+    assert len(first) == 100 and np.all(np.diff(first) > 0)  # 50 x 2 lists > 60: 100 distinct rows, in order
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(every, np.arange(60))
+    assert len(few) == 60 and np.all(np.diff(few) > 0)
+
+
+def test_a_bad_sidecar_is_refused_in_one_line(tmp_path):
+    index = FaissBackend.build(random_vectors(10), np.arange(10))
+    path = tmp_path / "ann.faiss"
+    index.save(path)
+    meta = json.loads((tmp_path / "ann.faiss.json").read_text())
+    (tmp_path / "ann.faiss.json").write_text(json.dumps({**meta, "count": 11}))
+    with pytest.raises(ValueError, match=rf"^{path} holds 10 vectors, its sidecar says 11$"):
+        FaissBackend.load(path)
+    (tmp_path / "ann.faiss.json").write_text(json.dumps({**meta, "format": 2}))
+    with pytest.raises(ValueError, match=rf"^unsupported ANN index format in {path}\.json$"):
+        FaissBackend.load(path)
+    with pytest.raises(ValueError, match="^k must be >= 1$"):
+        index.nearest(random_vectors(1), 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ids_of_any_integer_type_are_removed_and_may_be_added_again(kind):
+    x = random_vectors(40)
+    index = FaissBackend.build(x, np.arange(40), "l2", kind)
+    assert index.remove(np.array([3, 5], np.int32)) == 2
+    assert index.remove(np.array([5, 7], np.uint16)) == 1
+    index.add(x[3:4], [3])
+    assert sorted(index.ids().tolist()) == sorted(set(range(40)) - {5, 7})
+    assert index.nearest(x[3:4], 1, **EXACT[kind])[1].tolist() == [[3]]
+
+
+def test_nearest_and_farthest_probe_the_lists_asked_for_farthest_8_times_as_many():
+    x, index = _two_groups()
+    middle = np.array([[50.0, 0.0]])
+    assert (index.nearest(middle, 16)[1] >= 0).sum() == 8  # one list of two
+    assert (index.nearest(middle, 16, nprobe=2)[1] >= 0).sum() == 16
+    # cosine: the farthest from q are the nearest to -q, searched in 8 lists (here both) unless told
+    angles = np.radians(np.concatenate([np.arange(8), 90 + np.arange(8)]))
+    unit = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    index = FaissBackend.build(unit, np.arange(16), "cosine", "ivfpq", nlist=2, m=1)
+    q = np.array([[np.cos(np.radians(45)), np.sin(np.radians(45))]], np.float32)
+    assert (index.farthest(q, 16)[1] >= 0).sum() == 16
+    assert (index.farthest(q, 16, nprobe=1)[1] >= 0).sum() == 8
+
+
+def test_hnsw_l2_farthest_scans_the_stored_vectors_chunk_by_chunk_past_tombstones(monkeypatch):
+    from lookalike.vectors import faiss_backend
+
+    monkeypatch.setattr(faiss_backend, "CHUNK_ROWS", 4)
+    x = random_vectors(30, dim=8)
+    index = FaissBackend.build(x, np.arange(30) * 2, "l2", "hnsw", storage="flat")
+    index.remove(np.arange(0, 60, 6))
+    live = np.setdiff1d(np.arange(30), np.arange(0, 30, 3))
+    q = random_vectors(2, dim=8, seed=4)
+    want_d, want_i = exact_search(q, [(x[live], live * 2)], 25, "l2", "farthest")
+    got_d, got_i = index.farthest(q, 25)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-5)
