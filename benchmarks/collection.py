@@ -17,11 +17,15 @@ Parquet shards of 1,000 rows:
 * the query side: bytes of the vector files (``.npy``, ``.faiss``, ``.sqlite``, ``.db``, ``.parquet``)
   this process opens while querying (target 0; an audit hook records every open), and the vector
   bytes Milvus sends per query;
+* hash: the content-hash lookup every uploaded query makes first (``MilvusCollection.by_hash``), p50
+  latency on a collection with the hash's scalar index (as ``ingest`` makes it) against the same
+  rows without it (the index dropped);
 * serve: ``/api/query?id=`` requests per second from 4 loopback clients against 1 and 2
   ``lookalike serve --uri`` processes on the HNSW collection (target: 2 >= 1.6x one).
 
     python benchmarks/collection.py --n 100000 --parts load
     python benchmarks/collection.py --n 100000 --parts query,serve
+    python benchmarks/collection.py --n 100000 --parts hash
 """
 
 from __future__ import annotations
@@ -243,6 +247,43 @@ def query(uri: str, x: np.ndarray, n_queries: int, exact_queries: int) -> dict:
             "vector_bytes_fetched_per_query": int(np.mean(fetched))}
 
 
+def hash_lookup(shards: Path, uri: str, n: int, lookups: int) -> dict:
+    """p50 / p95 milliseconds of ``by_hash`` for ``lookups`` held hashes, with and without the hash index."""
+    from lookalike.cluster.collection import MilvusCollection
+    from lookalike.cluster.ingest import ingest
+    from lookalike.cluster.milvus import connect
+
+    out: dict = {"lookups": lookups}
+    for name in ("hash_indexed", "hash_unindexed"):
+        ingest(str(shards), uri, name)
+        index_settled(uri, name)
+        if name == "hash_unindexed":
+            client = connect(uri)
+            try:
+                client.release_collection(name)
+                client.drop_index(name, "hash")
+                client.load_collection(name)
+            finally:
+                client.close()
+        collection = MilvusCollection(uri, name)
+        try:
+            hashes = [f"{i:032x}" for i in np.random.default_rng(5).integers(0, n, lookups)]
+            collection.by_hash(hashes[0])  # warm
+            lat = []
+            for h in hashes:
+                t = time.perf_counter()
+                ids, _ = collection.by_hash(h)
+                lat.append((time.perf_counter() - t) * 1e3)
+                assert len(ids) == 1, (h, ids)
+        finally:
+            collection.close()
+        out[f"{name}_p50_ms"] = round(float(np.percentile(lat, 50)), 2)
+        out[f"{name}_p95_ms"] = round(float(np.percentile(lat, 95)), 2)
+        drop(uri, name)
+    out["unindexed_vs_indexed_p50"] = round(out["hash_unindexed_p50_ms"] / out["hash_indexed_p50_ms"], 2)
+    return out
+
+
 def serve(uri: str, seconds: float, clients: int = 4) -> dict:
     """Searches per second from ``clients`` loopback threads against 1 and 2 ``serve`` processes."""
     import httpx
@@ -320,14 +361,16 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--exact-queries", type=int, default=2, help="Exact scans (each reads every vector).")
     ap.add_argument("--serve-seconds", type=float, default=20.0)
+    ap.add_argument("--hash-lookups", type=int, default=200)
     ap.add_argument("--parts", default="load,query,serve",
-                    help="What to measure, comma-separated: load, query, serve (query and serve share one HNSW "
+                    help="What to measure, comma-separated: load, query, hash, serve (query and serve share one HNSW "
                          "collection; split a long run into one run for load and one for query,serve).")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"load", "query", "serve"}:
-        ap.error(f"unknown parts: {', '.join(sorted(parts - {'load', 'query', 'serve'}))}")
+    known = {"load", "query", "hash", "serve"}
+    if parts - known:
+        ap.error(f"unknown parts: {', '.join(sorted(parts - known))}")
     from lookalike.cluster.embed import model_spec
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-collection-"))
@@ -346,6 +389,8 @@ def main() -> None:
             result["hnsw"] = hnsw_collection(work / "shards", uri, QUERIED)
         if "query" in parts:
             result["query"] = query(uri, x, args.queries, args.exact_queries)
+        if "hash" in parts:
+            result["hash"] = hash_lookup(work / "shards", uri, args.n, args.hash_lookups)
         if "serve" in parts:
             result["serve"] = serve(uri, args.serve_seconds)
     finally:

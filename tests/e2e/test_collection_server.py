@@ -21,6 +21,8 @@ from PIL import Image
 pytest.importorskip("pymilvus")
 pytest.importorskip("ray")
 
+from pymilvus import MilvusClient  # noqa: E402
+
 from helpers import WITHOUT_READ_OVERRIDE, assert_same_answers, free_port, wait_until_serving  # noqa: E402
 from lookalike.api import Index  # noqa: E402
 from lookalike.cluster.collection import MilvusCollection, open_index  # noqa: E402
@@ -63,8 +65,6 @@ def folder_index(generated, tmp_path_factory):
 
 
 def count(uri: str, name: str) -> int:
-    from pymilvus import MilvusClient
-
     client = MilvusClient(uri)
     try:
         return int(client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"])
@@ -82,6 +82,11 @@ def test_two_ray_writers_fill_a_collection_that_answers_as_the_index_folder(milv
         ray.shutdown()
     shards = len(Shards(str(generated / "shards")).names())
     assert (report.workers, report.shards, report.written, report.total) == (2, shards, N_IMAGES, N_IMAGES)
+    client = MilvusClient(milvus_server)
+    try:  # the server's own kind of index for a text field, on the content hash
+        assert client.list_indexes("ray2", field_name="hash") == ["hash"]
+    finally:
+        client.close()
     with open_index(milvus_server, "ray2") as idx:
         assert (len(idx), idx.index_type) == (N_IMAGES, "milvus-hnsw")
         queries = sorted((generated / "images").rglob("*.jpg"))[::60]

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from lookalike.cluster import sources
-from lookalike.cluster.milvus import HNSW_PARAMS, connect, damaged, default_index_type, is_lite, pages, quiet
+from lookalike.cluster.milvus import (HNSW_PARAMS, connect, damaged, default_index_type, hash_index_type, is_lite, pages,
+                                      quiet)
 from lookalike.images import ImageError
 from lookalike.dedup.phash import HashStore
 from lookalike.index.store import StoreError, describe_model
@@ -76,7 +77,8 @@ def create(uri: str, name: str, model: dict, index_type: str | None = None, rebu
     and its collection of skipped files (:func:`skipped_name`); with ``rebuild`` both are dropped
     first (damaged ones too). :class:`StoreError` when it exists and holds another model's vectors,
     either is not lookalike's, or they cannot be read. ``index_type``: the vector index (default
-    :func:`~lookalike.cluster.milvus.default_index_type`). Both are left loaded (searchable)."""
+    :func:`~lookalike.cluster.milvus.default_index_type`); the content hash gets a scalar index (one
+    made without it gets it here). Both are left loaded (searchable)."""
     from pymilvus.exceptions import MilvusException
 
     client = connect(uri, rebuild=rebuild)
@@ -99,6 +101,10 @@ def _create(client, uri: str, name: str, model: dict, index_type: str | None) ->
         if held != model:
             raise StoreError(f"collection {name} at {uri} holds {describe_model(held)} vectors, not "
                              f"{describe_model(model)}; name another with --collection")
+        if not client.list_indexes(name, field_name="hash"):  # made before the hash had an index
+            params = client.prepare_index_params()
+            params.add_index("hash", index_type=hash_index_type(uri))
+            client.create_index(name, params)
         client.load_collection(name)
     else:
         schema = _schema(client, int(model["dim"]), ("hash", "width", "height"))
@@ -106,6 +112,7 @@ def _create(client, uri: str, name: str, model: dict, index_type: str | None) ->
         index_type = index_type or default_index_type(uri)
         params.add_index("vector", index_type=index_type, metric_type="COSINE",
                          params=HNSW_PARAMS if index_type == "HNSW" else {})
+        params.add_index("hash", index_type=hash_index_type(uri))
         client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
         client.alter_collection_properties(name, properties={MODEL_KEY: json.dumps(model, sort_keys=True)})
     skipped = skipped_name(name)

@@ -39,6 +39,13 @@ def default_index_type(uri: str) -> str:
     return "FLAT" if is_lite(uri) else "HNSW"
 
 
+def hash_index_type(uri: str) -> str:
+    """The scalar index of the content-hash field (every uploaded query looks its hash up): INVERTED on
+    milvus-lite; on a server, the server's own choice for a text field (Trie on Milvus 2.3, INVERTED on
+    later versions), which an empty type asks for."""
+    return "INVERTED" if is_lite(uri) else ""
+
+
 def connect(uri: str, rebuild: bool = False):
     """A ``MilvusClient`` for ``uri``; :class:`StoreError` (one line, naming the file and the remedy)
     when it cannot be opened: a milvus-lite database held by another process (milvus-lite allows

@@ -42,11 +42,17 @@ class _IndexParams:
 
 
 class _Collection:
-    def __init__(self, schema: _Schema, index: dict, consistency: str) -> None:
-        self.schema, self.index, self.consistency = schema, index, consistency
+    def __init__(self, schema: _Schema, indexes: list[dict], consistency: str) -> None:
+        self.schema, self.consistency = schema, consistency
+        self.indexes = {i["field"]: i for i in indexes}  # a field has at most one index
         self.rows: dict[int, dict] = {}
         self.properties: dict[str, str] = {}
         self.loaded = False
+
+    @property
+    def index(self) -> dict:
+        """The vector field's index."""
+        return self.indexes["vector"]
 
 
 class Milvus:
@@ -114,8 +120,7 @@ class Client:
         self._call("create_collection", name, consistency_level=consistency_level)
         if name in self.collections:
             raise MilvusError(f"collection {name} exists")
-        (index,) = index_params.indexes
-        self.collections[name] = _Collection(schema, index, consistency_level)
+        self.collections[name] = _Collection(schema, index_params.indexes, consistency_level)
         self.collections[name].loaded = True
 
     def alter_collection_properties(self, name: str, properties: dict) -> None:
@@ -128,10 +133,23 @@ class Client:
 
     def describe_index(self, name: str, index_name: str) -> dict | None:
         self._call("describe_index", name)
-        index = self._get(name).index
-        if index_name != index.get("index_name", index["field"]):  # an index is named after its field by default
+        index = self._get(name).indexes.get(index_name)  # an index is named after its field
+        if index is None:
             return None
-        return {"field_name": index["field"], "index_type": index["index_type"], "metric_type": index["metric_type"]}
+        return {"field_name": index["field"], "index_type": index["index_type"],
+                **({"metric_type": index["metric_type"]} if "metric_type" in index else {})}
+
+    def list_indexes(self, name: str, field_name: str = "") -> list[str]:
+        self._call("list_indexes", name)
+        return [f for f in self._get(name).indexes if field_name in ("", f)]
+
+    def create_index(self, name: str, index_params: _IndexParams) -> None:
+        self._call("create_index", name)
+        c = self._get(name)
+        for index in index_params.indexes:
+            if index["field"] in c.indexes:
+                raise MilvusError(f"at most one distinct index is allowed per field[field={index['field']}]")
+            c.indexes[index["field"]] = index
 
     def load_collection(self, name: str) -> None:
         self._call("load_collection", name)

@@ -53,6 +53,7 @@ def test_a_collection_answers_as_the_index_folder(shards, folder_index, tmp_path
     n = len(folder_index)
     assert (report.written, report.unchanged, report.total) == (n, 0, n)
     assert report.skipped == [(str(photos / "broken.jpg"), report.skipped[0][1])]
+    assert _index_type(db, "photos", "hash") == "INVERTED"  # uploads look their content hash up
     with open_index(db, "photos") as idx:
         assert (len(idx), idx.index_type, idx.model) == (n, "milvus-flat", folder_index.model)
         queries = [photos / f"{name}.jpg" for name in ("chelsea", "coffee", "rocket", "coins")]
@@ -103,6 +104,16 @@ def _shard(rows: list[tuple[str, int, np.ndarray | None]], dim: int = 8) -> obje
 
 def _opened(db: str, name: str = "c") -> contextlib.closing:
     return contextlib.closing(MilvusCollection(db, name))
+
+
+def _index_type(db: str, name: str, field: str) -> str:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(db)
+    try:
+        return client.describe_index(name, field)["index_type"]
+    finally:
+        client.close()
 
 
 def _stored(db: str, name: str) -> dict[str, tuple[int, list[float]]]:

@@ -80,8 +80,9 @@ def test_create_makes_the_collection_and_its_skipped_files_for_the_model(milvus,
         "id": (DataType.INT64, {"is_primary": True}), "path": (DataType.VARCHAR, {"max_length": 65_535}),
         "vector": (DataType.FLOAT_VECTOR, {"dim": 2}), "size": (DataType.INT64, {}),
         "mtime_ns": (DataType.INT64, {}), "error": (DataType.VARCHAR, {"max_length": 65_535})}
-    assert c.index == {"field": "vector", "index_type": "FLAT", "metric_type": "COSINE", "params": {}}
-    assert s.index == {"field": "vector", "index_type": "FLAT", "metric_type": "L2"}
+    assert c.indexes == {"vector": {"field": "vector", "index_type": "FLAT", "metric_type": "COSINE", "params": {}},
+                         "hash": {"field": "hash", "index_type": "INVERTED"}}
+    assert s.indexes == {"vector": {"field": "vector", "index_type": "FLAT", "metric_type": "L2"}}
     assert (c.consistency, s.consistency) == ("Strong", "Strong")
     assert c.properties == {"lookalike.model": '{"dim": 4, "layer": "pool", "name": "tiny"}'}
     assert s.properties == {"lookalike.skipped_of": "c"}
@@ -102,9 +103,22 @@ def test_a_server_gets_hnsw_and_an_index_type_asked_for_is_used(milvus):
     create(SERVER, "c", MODEL)
     assert milvus.at(SERVER)["c"].index == {"field": "vector", "index_type": "HNSW", "metric_type": "COSINE",
                                             "params": {"M": 16, "efConstruction": 200}}
+    assert milvus.at(SERVER)["c"].indexes["hash"] == {"field": "hash", "index_type": ""}  # the server's choice
     create(SERVER, "d", MODEL, index_type="IVF_FLAT")
     assert milvus.at(SERVER)["d"].index["index_type"] == "IVF_FLAT"
     assert milvus.at(SERVER)["d"].index["params"] == {}
+
+
+@pytest.mark.parametrize("lite", [False, True])
+def test_a_collection_made_without_a_hash_index_gets_one_when_created_again(milvus, tmp_path, lite):
+    uri = str(tmp_path / "c.db") if lite else SERVER
+    create(uri, "c", MODEL)
+    del milvus.at(uri)["c"].indexes["hash"]
+    create(uri, "c", MODEL)
+    assert milvus.at(uri)["c"].indexes["hash"] == {"field": "hash", "index_type": "INVERTED" if lite else ""}
+    made = [name for name, _, _ in milvus.calls].count("create_index")
+    create(uri, "c", MODEL)
+    assert [name for name, _, _ in milvus.calls].count("create_index") == made == 1
 
 
 def test_create_again_keeps_the_rows_and_loads_them(milvus, tmp_path):
