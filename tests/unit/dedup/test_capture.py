@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 from lookalike.dedup import capture
 
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -26,6 +27,29 @@ def test_small_is_the_long_side_at_SIDE_and_never_enlarged():
     assert capture.small(texture(0, (200, 256))).shape == (100, capture.SIDE)
     assert capture.small(texture(0, (256, 64))).shape == (capture.SIDE, 32)
     assert capture.small(texture(0, (40, 90))).shape == (40, 90)
+
+
+def test_small_is_blurred_by_a_gaussian_of_one_pixel_both_ways():
+    # sigma 1 over 7 taps: 0.004, 0.054, 0.242, 0.399 of a line's 255 on and beside it
+    across, down = np.zeros((100, 100), np.uint8), np.zeros((100, 100), np.uint8)
+    across[50], down[:, 50] = 255, 255
+    assert capture.small(across)[47:54, 50].tolist() == capture.small(down)[50, 47:54].tolist() == [1, 14, 62, 102, 62, 14, 1]
+
+
+def test_small_averages_the_pixels_it_shrinks_and_keeps_a_strip_a_pixel_thin():
+    noise = np.random.default_rng(0).integers(0, 256, (384, 384)).astype(np.uint8)  # sd 74
+    # each pixel the mean of 3 x 3 (sd 25), then blurred (sd 7); picking one pixel of 9 would keep 21
+    assert capture.small(noise).std() < 10
+    assert capture.small(np.zeros((3, 1000), np.uint8)).shape == (1, 128)
+    assert capture.small(np.zeros((1000, 3), np.uint8)).shape == (128, 1)
+
+
+def test_the_fit_between_the_small_pictures_maps_pixel_centres():
+    # a 256 x 200 frame (its small picture: half) onto a 64 x 50 one (kept whole) at a quarter: pixel x of
+    # the small one is pixel 2x + 0.5 of its frame, 0.5x - 0.25 of the other frame and of its small picture
+    quarter = np.array([[0.25, 0.0, -0.375], [0.0, 0.25, -0.375]])
+    found = capture._small_matrix(np.zeros((100, 128)), np.zeros((50, 64)), quarter, (256, 200), (64, 50))
+    assert found == pytest.approx(np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]]))
 
 
 def test_a_picture_agrees_with_itself_and_with_its_brightness_and_contrast_edit():
@@ -75,8 +99,12 @@ def test_flat_areas_are_not_compared():
     a[50:150, 60:200] = b[50:150, 60:200] = texture(7, (100, 140))  # the same object on both
     found = agree(a, b)
     # the object's inside is compared (at 128 px it is 70 x 50 of the 116 x 88 windows: 0.34, less a few
-    # pixels each side), not the windows on its outline, where the background shows (they would make 0.44)
+    # pixels each side), not the windows on its outline, where the background shows (with them: 0.47)
     assert found.share == 1.0 and 0.25 < found.compared < 0.34
+    for level, compared in ((255, 0.47), (249, 0.47), (248, 0.29)):  # the same background up to 6 levels apart
+        b = np.full((200, 256), level, np.uint8)
+        b[50:150, 60:200] = a[50:150, 60:200]
+        assert agree(a, b) == capture.Agreement(1.0, pytest.approx(compared, abs=0.01), 0.0, 0.0)
     b = np.full((200, 256), 160, np.uint8)
     b[50:150, 60:200] = a[50:150, 60:200]
     # a darker one crosses the object's own gray levels: a few windows on its outline still disagree
