@@ -220,8 +220,9 @@ def scratch_copy(module: str, tests: list[str], work: Path | None = None) -> Pat
 
 def results(work: Path, env: dict) -> dict[str, str]:
     """Mutant name -> status, as ``mutmut results --all true`` reports them."""
+    # no timeout: a run paused while others measure may wait long (its mutants' results were kept)
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=300).stdout
+                         capture_output=True, text=True).stdout
     found = {}
     for line in out.splitlines():
         name, sep, status = line.strip().rpartition(": ")
