@@ -122,8 +122,9 @@ def _displaced(x: np.ndarray, y: np.ndarray, agree: np.ndarray, detail: float) -
     or more pixels of the detail both pictures have (``detail`` of them per pixel of ``x``).
 
     Per window, ``y`` is regressed on ``x`` and on the gradient and Laplacian of the two pictures'
-    mean (``y ~ a x + b + a (d . grad) + c lap``: a contrast change, a displacement ``d`` of under
-    a pixel or two, a difference in blur). The windows' displacements are then fitted by one affine
+    mean (``y ~ a x + b + a (d . grad x) + c lap``: a contrast change, a displacement ``d`` of under
+    a pixel or two, a difference in blur; the mean's gradient is (1 + a) / 2 of x's, so that ``d``
+    reads the same whatever the contrast). The windows' displacements are then fitted by one affine
     field, refitted on its best 70 % (a fit off by a fraction of a pixel, or a scale off by a
     fraction of a percent), and what remains is the window's own displacement."""
     import cv2
@@ -152,7 +153,7 @@ def _displaced(x: np.ndarray, y: np.ndarray, agree: np.ndarray, detail: float) -
     ok = gain > 0.2  # y follows x (a negative or a flat answer says nothing about displacement)
     if ok.sum() < MIN_WINDOWS:
         return 0
-    shift = solved[ok, 1:3] / gain[ok, None]
+    shift = solved[ok, 1:3] * ((1.0 + gain[ok]) / (2.0 * gain[ok]))[:, None]
     where = np.column_stack([cols[corner][ok], rows[corner][ok], np.ones(int(ok.sum()))]).astype(np.float64)
     field = np.linalg.lstsq(where, shift, rcond=None)[0]
     left = np.linalg.norm(shift - where @ field, axis=1)

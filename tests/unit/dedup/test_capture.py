@@ -136,17 +136,16 @@ def test_plain_around_tells_borders_from_more_picture():
     assert not plain(photo, IDENTITY, photo)  # nothing lies around
 
 
-def layered(step: int, size=(200, 256)) -> tuple[np.ndarray, np.ndarray]:
+def layered(step: float, size=(200, 256), down: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Two shots of a textured thing (a disc, 40 % of the picture) before a textured backdrop, from
-    a step aside: between them the thing moves ``step`` pixels against the backdrop."""
+    a step aside: between them the thing moves ``step`` pixels right (and ``down`` down) against the backdrop."""
     back, thing = texture(9, size), texture(10, size)
     disc = np.zeros(size, np.uint8)
     cv2.circle(disc, (size[1] // 2, size[0] // 2), 80, 255, -1)
     shots = []
-    for dx in (0, step):
-        moved = cv2.warpAffine(thing, np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0]]), size[::-1], borderMode=cv2.BORDER_REFLECT)
-        shots.append(np.where(cv2.warpAffine(disc, np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0]]), size[::-1]) > 127,
-                              moved, back))
+    for move in (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.array([[1.0, 0.0, step], [0.0, 1.0, down]])):
+        moved = cv2.warpAffine(thing, move, size[::-1], borderMode=cv2.BORDER_REFLECT)
+        shots.append(np.where(cv2.warpAffine(disc, move, size[::-1]) > 127, moved, back))
     return shots[0], shots[1]
 
 
@@ -239,3 +238,26 @@ def test_borders_are_plain_with_98_percent_within_6_gray_levels_of_50_looked_at(
     assert not _sliver(62, {20: 180, 30: 20})  # 96 %
     assert _sliver(62, {r: 106 for r in range(10, 20)}) and _sliver(62, {r: 94 for r in range(10, 20)})
     assert not _sliver(62, {r: 107 for r in range(10, 20)})
+
+
+@pytest.mark.parametrize("step, down, most", [(1, 0, 0.45), (0, 1, 0.45), (1, 1, 0.65)])
+def test_a_displacement_under_a_pixel_is_found_in_any_direction(step, down, most):
+    # the disc's windows (39 %), and diagonally, 0.7 px at 128, those on its outline too
+    found = agree(*layered(step, down=down))
+    assert found.share > 0.99 and 0.3 <= found.displaced <= most, found
+
+
+@pytest.mark.parametrize("contrast", [0.5, 0.7, 1.5])
+def test_a_displacement_is_measured_alike_whatever_either_pictures_contrast(contrast):
+    a, b = layered(1)
+    alike = agree(a, b).displaced
+
+    def stretched(picture):
+        return np.clip(contrast * (picture.astype(np.float32) - 128) + 128, 0, 255).astype(np.uint8)
+
+    for one, other in ((a, stretched(b)), (stretched(a), b)):
+        assert abs(agree(one, other).displaced - alike) < 0.05, (agree(one, other), alike)
+
+
+def test_pictures_that_do_not_agree_have_nothing_displaced():
+    assert agree(texture(1), texture(2)).displaced == 0.0  # under 50 windows agree: none measured
