@@ -261,3 +261,50 @@ def test_a_displacement_is_measured_alike_whatever_either_pictures_contrast(cont
 
 def test_pictures_that_do_not_agree_have_nothing_displaced():
     assert agree(texture(1), texture(2)).displaced == 0.0  # under 50 windows agree: none measured
+
+
+def _shifted_by_hand(x: np.ndarray, y: np.ndarray, apart: np.ndarray) -> int:
+    """:func:`capture._shifted` window by window, in float64: each 9 x 9 window of ``x`` against that of
+    ``y`` moved by every shift of up to 3 px but none."""
+    windows_x = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (9, 9))
+    windows_y = np.lib.stride_tricks.sliding_window_view(y.astype(np.float64), (9, 9))
+    rows, cols = np.nonzero(apart)
+    mine = windows_x[rows - 4, cols - 4]
+    best = np.full(len(rows), -1.0)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            if dx or dy:
+                theirs = windows_y[rows - 4 - dy, cols - 4 - dx]
+                cov = (mine * theirs).mean(axis=(1, 2)) - mine.mean(axis=(1, 2)) * theirs.mean(axis=(1, 2))
+                spread = np.maximum(mine.var(axis=(1, 2)), 1.0) * np.maximum(theirs.var(axis=(1, 2)), 1.0)
+                best = np.maximum(best, cov / np.sqrt(spread))
+    return int(np.count_nonzero(best >= 0.9))
+
+
+@pytest.mark.parametrize("step, down", [(6, 0), (-6, 0), (0, 6), (4, -4)])
+def test_shifted_counts_the_windows_that_correlate_once_moved_by_up_to_3_pixels(step, down):
+    a, b = layered(step, down=down)
+    x, y = capture.small(a).astype(np.float32), capture.small(b).astype(np.float32)
+    apart = np.zeros(x.shape, bool)
+    apart[30:50, 20:44] = True  # across the disc's left edge: some moved, some not
+    by_hand = _shifted_by_hand(x, y, apart)
+    assert 0 < by_hand < apart.sum() and capture._shifted(x, y, apart) == by_hand
+    apart[:] = False
+    apart[45, 30] = apart[60, 90] = True  # two windows far apart
+    assert capture._shifted(x, y, apart) == _shifted_by_hand(x, y, apart)
+
+
+def test_a_displacement_is_in_pixels_of_the_detail_both_pictures_have():
+    a, b = layered(1)  # half a pixel at 128
+    small_a, small_b = capture.small(a), capture.small(b)
+    assert capture.agreement(small_a, small_b, IDENTITY, size(a), size(b)).displaced > 0.3
+    # both enlarged to it from half their size: a quarter of a pixel of detail, under DISPLACED
+    assert capture.agreement(small_a, small_b, IDENTITY, size(a), size(b), (0.5, 0.5)).displaced < 0.15
+
+
+def test_a_fit_3_pixels_off_a_crop_is_the_same_thing_moved_up_to_the_overlaps_edges():
+    a = texture(20)
+    crop = a[:, 100:]
+    off = np.array([[1.0, 0.0, -94.0], [0.0, 1.0, 0.0]])  # the crop lies 100 px in, the fit says 94: 3 px at 128
+    found = capture.agreement(capture.small(a), capture.small(crop), off, size(a), size(crop))
+    assert found.share < 0.01 and found.shifted == pytest.approx(1.0 - found.share), found
