@@ -5,6 +5,7 @@ URLs and stand-in responses: nothing is fetched from the network)."""
 import email.message
 import hashlib
 import io
+import sys
 import urllib.error
 import urllib.request
 
@@ -136,6 +137,31 @@ def test_download_shows_its_progress_in_percent_of_the_announced_length(tmp_path
     assert dest.read_bytes() == body and list(dest.parent.iterdir()) == [dest]
     # 1 MiB of 1.5 is 66.7 %
     assert capsys.readouterr() == ("", "\rdownloading w.pth: 66%\rdownloading w.pth: 100%\n")
+
+
+class Terminal(io.StringIO):
+    """A stand-in stderr that keeps what had been written at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown = []
+
+    def flush(self) -> None:
+        self.shown.append(self.getvalue())
+
+
+def test_each_progress_step_is_shown_at_once_and_the_last_is_100_percent(tmp_path, monkeypatch):
+    """The steps end in no newline: without a flush a terminal would show none of them until the end."""
+    body = b"w" * (MIB + 50)
+    serve(monkeypatch, body)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    fid_weights._download("https://example.org/w.pth", tmp_path / "w.pth", digest(body)[:8])
+    # 1 MiB of 1 MiB + 50 bytes is 99.995 %: 99 %, then 100 %
+    assert sys.stderr.shown[:2] == ["\rdownloading w.pth: 99%", "\rdownloading w.pth: 99%\rdownloading w.pth: 100%"]
+    serve(monkeypatch, body[:40])  # a byte counted twice would show 102 %
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    fid_weights._download("https://example.org/w.pth", tmp_path / "w.pth", digest(body[:40])[:8])
+    assert sys.stderr.shown[:1] == ["\rdownloading w.pth: 100%"]
 
 
 def test_download_without_a_length_counts_megabytes(tmp_path, monkeypatch, capsys):
