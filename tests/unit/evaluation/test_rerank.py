@@ -130,8 +130,58 @@ def test_the_defaults_are_the_papers_over_the_top_100():
 
 @pytest.mark.parametrize("bad", [{"k": 0}, {"k1": 0}, {"k2": 0}, {"lambda_": -0.1}, {"lambda_": 1.1}])
 def test_each_setting_out_of_range_is_refused(bad):
-    with pytest.raises(ValueError, match="k, k1 and k2 must be >= 1" if "lambda_" not in bad else "lambda_ must lie"):
+    with pytest.raises(ValueError) as caught:
         rerank(np.eye(4, dtype=np.float32), **bad)
+    assert str(caught.value) == ("lambda_ must lie in [0, 1]" if "lambda_" in bad else "k, k1 and k2 must be >= 1")
+
+
+def clustered(n_per=10, classes=8, seed=8):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, 6)) * 2
+    labels = np.repeat(np.arange(classes), n_per)
+    return (centres[labels] + rng.standard_normal((len(labels), 6))).astype(np.float32)
+
+
+@pytest.mark.parametrize("k1, k2, lam", [(1, 1, 0.3), (1, 2, 0.3), (6, 2, 0.3), (6, 3, 1.0)])
+def test_the_smallest_settings_and_lambda_1_match_the_dense_reference(k1, k2, lam):
+    """k = 1, k1 = 1, k2 = 1 or 2 (expansion over the nearest other image) and lambda 1 (the original
+    order) are allowed and computed as the reference does."""
+    X = clustered()
+    idx, dist = rerank(X, k=79, k1=k1, k2=k2, lambda_=lam)
+    ref_idx, ref_dist = dense_rerank(X, 79, k1, k2, lam, "cosine")
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert rerank(X, k=1, k1=k1, k2=k2, lambda_=lam)[0].shape == (80, 1)
+
+
+def test_lambda_0_ranks_by_jaccard_alone_and_ties_keep_their_original_order():
+    """Candidates sharing no weight with the query tie at exactly 1: there are dozens a row, more than
+    NumPy's default sort keeps in order (it is stable only up to 16 elements)."""
+    X = clustered()
+    idx, dist = rerank(X, k=79, k1=6, k2=3, lambda_=0.0)
+    np.testing.assert_allclose(dist, dense_rerank(X, 79, 6, 3, 0.0, "cosine")[1], atol=1e-5)
+    Xn = X.astype(np.float64) / np.linalg.norm(X, axis=1, keepdims=True)
+    original = np.argsort(1.0 - Xn @ Xn.T, axis=1, kind="stable")[:, 1:]
+    assert (dist == 1.0).sum(axis=1).min() > 16
+    for row in range(80):
+        tied = idx[row][dist[row] == 1.0]
+        assert tied.tolist() == [c for c in original[row] if c in set(tied)]
+
+
+def test_k_and_k1_beyond_n_minus_1_are_clipped_to_it():
+    X = clustered(n_per=3, classes=4)
+    idx, dist = rerank(X, k=50, k1=40, k2=3)
+    ref_idx, ref_dist = dense_rerank(X, 11, 11, 3, 0.3, "cosine")
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_fewer_than_two_images_have_no_neighbours_and_two_have_each_other():
+    for n in (0, 1):
+        idx, dist = rerank(np.ones((n, 4), np.float32))
+        assert (idx.shape, idx.dtype, dist.shape, dist.dtype) == ((n, 0), np.int64, (n, 0), np.float32)
+    idx, dist = rerank(np.array([[1.0, 0.0], [1.0, 1.0]], np.float32))
+    assert idx.tolist() == [[1], [0]] and dist.shape == (2, 1)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 300])
