@@ -2,6 +2,7 @@
 device: no weights, no arithmetic), each block's pooling and units on hand-worked inputs, feature
 layers, strict loading, and ONNX parity on real photos."""
 
+import pickle
 import re
 
 import numpy as np
@@ -153,7 +154,7 @@ def test_each_layer_gives_its_dim_by_name_or_dim():
 
 
 def test_features_keep_the_networks_mode():
-    net = meta_net()
+    net = torch.nn.Linear(1, 1)  # only its mode is read when the extractor is made
     assert inc.InceptionFeatures(net.train()).training is True
     assert inc.InceptionFeatures(net.eval()).training is False
 
@@ -241,6 +242,17 @@ def test_build_gives_a_frozen_extractor_in_eval_mode():
     assert (features.layer, features.dim) == ("pool2", 192)
     assert not features.training and not features.net.training
     assert not any(p.requires_grad for p in features.parameters())
+
+
+class NotATensor:
+    """Something a weights file could carry besides tensors: unpickling it runs code of its choosing."""
+
+
+def test_build_refuses_a_weights_file_holding_more_than_tensors(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"fc.weight": NotATensor()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        inc.build(weights=path)
 
 
 def test_build_loads_weights_strictly(tmp_path):
