@@ -6,11 +6,14 @@ trial the table marks best and the note on trials within noise."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import types
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from helpers import sample_photo, tiny_model
@@ -264,3 +267,233 @@ def test_the_evaluation_bar_counts_the_images_embedded(tmp_path, monkeypatch):
     assert quiet is False and (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("embed", 6, 6)
     for flag in ("-q", "--json"):
         assert run("evaluate", data, "--model", model, flag).exit_code == 0 and made[-1][0] is True
+
+
+# what a reader sees on a terminal and in the tables, the advice's split, the options each check is handed
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def terminal(monkeypatch) -> io.StringIO:
+    """stderr as a 100-column colour terminal writing into the StringIO returned."""
+    from rich.console import Console
+
+    from lookalike.cli import common
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system="standard")
+    monkeypatch.setattr(common, "err", console)
+    monkeypatch.setattr(training, "err", console)
+    return out
+
+
+def last_frame(raw: str) -> list[str]:
+    """The lines of a progress display's last drawing, colours taken out."""
+    return [line for line in ANSI.sub("", raw).replace("\r", "\n").splitlines() if line.strip()]
+
+
+def test_on_a_terminal_the_training_bars_show_each_stage_count_loss_and_time_left_on_stderr(monkeypatch, capsys):
+    out = terminal(monkeypatch)
+    with training._training_progress(quiet=False) as progress:
+        progress("cache", 3, 4, {"name": "[b]val"})  # a name as it is, never markup
+        progress("train", 2, 10, {"epoch": 1, "loss": 0.25})
+    caching, epoch = (line.split() for line in last_frame(out.getvalue())[-2:])
+    assert caching[:2] == ["caching", "[b]val"] and caching[3:] == ["3/4", "-:--:--"]
+    assert epoch[:2] == ["epoch", "1"] and epoch[3:] == ["2/10", "loss", "0.250", "-:--:--"]
+    assert set(caching[2] + epoch[2]) == {"━", "╺"} and len(caching[2]) == len(epoch[2]) == 40  # the bars
+    assert "\x1b[1mcaching [b]val\x1b[0m" in out.getvalue() and "\x1b[1mepoch 1" in out.getvalue()  # bold
+    assert capsys.readouterr().out == ""
+    out.seek(0), out.truncate()
+    with training._training_progress(quiet=True) as progress:
+        progress("cache", 3, 4, {"name": "val"})
+        progress("epoch", 1, 3, {"epoch": Epoch(1, 0.5, 1.0, None)})
+    assert out.getvalue() == ""  # quiet: no bar, no epoch line
+
+
+def test_the_training_progress_keeps_one_bar_per_cache_and_per_epoch(monkeypatch):
+    with training._training_progress(quiet=True) as progress:
+        progress("cache", 2, 4, {"name": "train"})
+        progress("cache", 1, 2, {"name": "val"})
+        progress("cache", 4, 4, {"name": "train"})
+        progress("train", 10, 10, {"epoch": 1, "loss": 0.5})
+        progress("train", 3, 10, {"epoch": 2, "loss": 0.125})
+        tasks = [(t.description, t.completed, t.total, t.fields["info"]) for t in progress.bar.tasks]
+    assert tasks == [("caching train", 4, 4, ""), ("caching val", 1, 2, ""), ("epoch 1", 10, 10, "loss 0.500"),
+                     ("epoch 2", 3, 10, "loss 0.125")]
+
+
+def test_the_metric_table_heads_its_columns_metric_and_value(monkeypatch):
+    from rich.console import Console
+
+    out = io.StringIO()
+    monkeypatch.setattr(training.present, "stdout_console", lambda: Console(file=out, width=80, color_system=None))
+    training._print_metrics({"recall@1": 0.5, "queries": 12}, "tiny on /d (cosine)")
+    lines = out.getvalue().splitlines()
+    assert lines[0].rstrip() == "tiny on /d (cosine)"
+    assert [[c.strip() for c in line.split("┃")[1:-1]] for line in lines if line.startswith("┃")] == [["metric", "value"]]
+    assert [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")] == \
+        [["recall@1", "0.5000"], ["queries", "12"]]
+
+
+def write_classes(root: Path, sizes) -> Path:
+    """``root`` with a class folder ``c<i>`` of ``n`` tiny PNG files for each ``n`` of ``sizes``."""
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(buf, "PNG")
+    for c, n in enumerate(sizes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(n):
+            (root / f"c{c}" / f"{i}.png").write_bytes(buf.getvalue())
+    return root
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_the_advice_counts_the_images_its_seed_holds_out_as_the_training_will(tmp_path, monkeypatch, command):
+    """Classes of 1, 2, 4, ... 32 images: each choice of 3 held-out classes holds out its own number of images."""
+    import numpy as np
+
+    from lookalike.train import data as train_data
+    from lookalike.train import run as train_run
+    from lookalike.train import tune
+
+    root = write_classes(tmp_path / "data", [1, 2, 4, 8, 16, 32])
+    monkeypatch.setattr(train_run, "train", lambda *a, **kw: (result_of([Epoch(1, 0.2, 1.0, None)]), Path("m.onnx"), 1.0))
+    monkeypatch.setattr(tune, "run_grid", lambda *a, **kw: TuneResult([], {}, 1.0))
+    codes = np.repeat(np.arange(6), [1, 2, 4, 8, 16, 32])
+    held = {seed: train_data.split(codes, "classes", 0.5, seed)[1].size for seed in (0, 2)}
+    assert held[0] != held[2]  # the seed given, not the default one, decides
+    extra = ["--out", tmp_path / "out"] if command == "train" else ["--grid", "lr=0.1", "--out", tmp_path / "t"]
+    got = run(command, root, *extra, "--val-fraction", 0.5, "--seed", 2, "--json")
+    assert got.exit_code == 0, got.output
+    assert got.stderr.startswith(f"warning: 6 classes of 6 images (the median), of which 3 classes ({held[2]} images) "
+                                 "held out for validation: less than the advice")
+
+
+def test_evaluate_says_a_link_left_out_once_and_with_v_lists_it_before_refusing_a_folder_of_links(tmp_path):
+    import os
+
+    model = tiny_model(tmp_path / "m")
+    data = labelled(tmp_path / "data")
+    outside = labelled(tmp_path / "outside", classes=1) / "class0"
+    os.symlink(outside, data / "linked")
+    reason = "symbolic link to outside the folder (use --follow-links to include it)"
+    plain = run("evaluate", data, "--model", model)
+    assert plain.exit_code == 0, plain.output
+    assert plain.stderr == f"skipped {data / 'linked'}: {reason}\n"  # once: no note besides
+    (tmp_path / "only").mkdir()
+    os.symlink(outside, tmp_path / "only" / "linked")
+    listed = run("evaluate", tmp_path / "only", "--model", model, "-v")
+    assert listed.exit_code == 1
+    assert listed.stderr == (f"left out {tmp_path / 'only' / 'linked'}: {reason}\nerror: no images under {tmp_path / 'only'}; "
+                             "left out: 1 symbolic link to outside the folder (--follow-links includes it)\n")
+    followed = run("evaluate", tmp_path / "only", "--model", model, "--follow-links", "--json")
+    assert followed.exit_code == 0, followed.output
+    assert json.loads(followed.stdout)["embedded"] == 3
+
+
+def test_the_evaluation_bar_waits_for_its_plan_then_counts_without_a_rate_and_the_report_gets_the_result(
+        tmp_path, monkeypatch):
+    from lookalike.evaluation import evaluate as ev
+
+    out = terminal(monkeypatch)
+    made, before = [], []
+    real = training.progress_bar
+    monkeypatch.setattr(training, "progress_bar", lambda quiet: made.append(real(quiet)) or made[-1])
+    evaluation = types.SimpleNamespace(to_dict=lambda: {"map": 0.5}, model="m", index=types.SimpleNamespace(skipped=[]))
+
+    def stand_in(*args, on_plan, on_progress, **kw):
+        made[-1].refresh()
+        before.append(last_frame(out.getvalue())[-1].split())
+        on_plan(4)
+        on_progress(1)
+        return evaluation
+
+    monkeypatch.setattr(ev, "evaluate_folder", stand_in)
+    reports = []
+    monkeypatch.setattr(ev, "write_report", lambda result, folder: reports.append(result) or folder / "index.html")
+    result = run("evaluate", labelled(tmp_path / "data"), "--report", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert before[0][0] == "embedding" and before[0][2:] == ["0/?"]  # no total (nor time left) before the plan
+    final = [line.split() for line in last_frame(out.getvalue()) if line.startswith("embedding")][-1]
+    assert final[0] == "embedding" and final[2] == "1/4" and len(final) == 4  # the count, no rate text
+    assert reports == [evaluation]
+
+
+def test_train_rounds_its_seconds_to_a_tenth_passes_the_embedding_size_and_has_no_untrained_scores_after_a_resume(
+        tmp_path, monkeypatch):
+    from lookalike.train import run as train_run
+
+    asked = []
+    resumed = [Epoch(3, 0.2, 1.0, {"recall@1": 0.5, "map": 0.25}), Epoch(4, 0.1, 1.0, {"recall@1": 0.75, "map": 0.5})]
+    monkeypatch.setattr(train_run, "train", lambda data, out, config, *a, **kw: asked.append(config) or (
+        result_of(resumed), Path("m.onnx"), 12.64))
+    got = run("train", write_classes(tmp_path / "data", [2] * 4), "--out", tmp_path / "out", "--embed-size", 160, "--json")
+    assert got.exit_code == 0, got.output
+    summary = json.loads(got.stdout)
+    assert summary["seconds"] == 12.6 and summary["epochs"] == 4
+    assert summary["untrained_validation"] is None  # the first epoch recorded is no untrained one (epoch 0)
+    assert summary["validation"] == {"recall@1": 0.75, "map": 0.5}
+    assert asked == [TrainConfig(embed_size=160)]
+
+
+def test_tune_on_a_terminal_heads_every_column_marks_the_best_row_and_reads_planned_epochs_from_the_grid(
+        tmp_path, monkeypatch):
+    import sys
+
+    from rich.console import Console
+
+    from lookalike.train import tune
+
+    data = write_classes(tmp_path / "data", [2] * 5)
+    monkeypatch.chdir(tmp_path)
+    table = io.StringIO()
+    monkeypatch.setattr(training.present, "stdout_console",
+                        lambda: Console(file=table, force_terminal=True, color_system="standard", width=200))
+    err = terminal(monkeypatch)
+    threads = []
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(set_num_threads=threads.append))
+    best = Trial({"epochs": 3, "lr_decay": 0.5}, "stopped", 2, 9.0, {"map": 0.5, "recall@1": 0.6})
+    other = Trial({"epochs": 1, "lr_decay": 1.0}, "done", 1, 4.0, {"map": 0.4, "recall@1": 0.5},
+                  vs_best={"within_noise": True, "classes": 2})
+    asked = []
+    monkeypatch.setattr(tune, "run_grid", lambda data, points, out, base, *a, **kw: asked.append((points, base)) or
+                        TuneResult([other, best], {}, 13.0))
+    result = run("tune", data, "--grid", "epochs=1,3", "lr_decay=1.0,0.5", "--model", "efficientnet-lite1",
+                 "--threads", 3, "--out", "t")
+    assert result.exit_code == 0, result.output
+    assert asked == [({"epochs": [1, 3], "lr_decay": [1.0, 0.5]}, TrainConfig(model="efficientnet-lite1"))]
+    assert threads == [3]
+    raw = table.getvalue().splitlines()
+    plain = [ANSI.sub("", line) for line in raw]
+    assert plain[0].rstrip() == "grid search (t)"
+    assert [[c.strip() for c in line.split("┃")[1:-1]] for line in plain if line.startswith("┃")] == \
+        [["lr_decay", "val mAP", "val recall@1", "vs best", "epochs", "seconds", "status"]]
+    body = [i for i, line in enumerate(plain) if line.startswith("│")]
+    assert [[c.strip() for c in plain[i].split("│")[1:-1]] for i in body] == \
+        [["1.0", "0.4000", "0.5000", "within noise", "1", "4", "done"],
+         ["0.5", "0.5000", "0.6000", "best", "2 of 3", "9", "stopped"]]
+    assert "\x1b[1;32m0.5000" in raw[body[1]] and "\x1b[1;32m" not in raw[body[0]]  # the best row bold green
+    assert result.stdout.splitlines()[-1] == "best: --epochs 3 --lr-decay 0.5  (val mAP 0.5000, recall@1 0.6000)"
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("\x1b[1;33mwarning:\x1b[0m 5 classes of 2 images (the median)")
+    assert lines[-1].startswith("\x1b[1mnote:\x1b[0m within noise of the best: 1 other trial (the 95 % interval")
+
+
+def test_tune_follows_a_linked_class_only_when_asked_and_lists_no_path_without_v(tmp_path, monkeypatch):
+    import os
+
+    from lookalike.train import tune
+
+    data = write_classes(tmp_path / "data", [2] * 4)
+    os.symlink(write_classes(tmp_path / "outside", [3]) / "c0", data / "linked")
+    followed = []
+    monkeypatch.setattr(tune, "run_grid", lambda *a, follow_links, **kw: followed.append(follow_links) or
+                        TuneResult([], {}, 1.0))
+    plain = run("tune", data, "--grid", "lr=0.1")
+    assert plain.exit_code == 0, plain.output
+    lines = plain.stderr.splitlines()
+    assert lines[0] == f"note: left out under {data}: 1 symbolic link to outside the folder (--follow-links includes it)"
+    assert lines[1].startswith("warning: 4 classes of 2 images (the median)") and len(lines) == 2  # no path listed
+    linked = run("tune", data, "--grid", "lr=0.1", "--follow-links")
+    assert linked.exit_code == 0, linked.output
+    assert linked.stderr.startswith("warning: 5 classes of 2 images (the median)")  # counted, and nothing left out
+    assert followed == [False, True]
