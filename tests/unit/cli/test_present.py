@@ -1,6 +1,7 @@
 """Montage layout: every thumbnail drawn, row titles clear of the row's images; line-format output."""
 
 import io
+import re
 
 import matplotlib.pyplot as plt
 import pytest
@@ -8,6 +9,8 @@ from PIL import Image
 
 from lookalike.api import Match, QueryResult
 from lookalike.cli.present import montage_figure, print_dedup, print_results
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def test_row_titles_sit_above_every_image_of_their_row(tmp_path):
@@ -380,3 +383,23 @@ def test_group_montages_hold_eight_duplicates_a_row_under_the_kept_file_and_go_i
     assert [len(r.results) for r in rows] == [8, 1]
     assert {(r.query, r.mode, r.metric) for r in rows} == {("/k.jpg", "near duplicates", "cosine")}
     assert [m.rank for r in rows for m in r.results] == list(range(1, 10))
+
+
+def test_tables_and_the_dedup_summary_go_to_stdout_by_default_with_no_number_highlighted(monkeypatch):
+    from lookalike.dedup.report import Duplicate, Group
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    term = Terminal()
+    monkeypatch.setattr("sys.stdout", term)
+    print_results([_result("/q.jpg", "/a 2.jpg")])
+    rows = [ANSI.sub("", line) for line in term.getvalue().splitlines() if "/a 2.jpg" in line]
+    assert [[c.strip() for c in row.split("│")[1:-1]] for row in rows] == [["1", "0.0000", "/a 2.jpg"]]
+    term.seek(0), term.truncate()
+    print_dedup(dedup_report([], n_images=7))
+    assert term.getvalue() == "no duplicates among 7 images (cosine distance <= 0.05)\n"  # plain: numbers uncoloured
+    term.seek(0), term.truncate()
+    print_dedup(dedup_report([Group("exact", "/k.jpg", [Duplicate("/d.jpg", 0.0, "exact")])], n_images=12))
+    assert term.getvalue().splitlines()[-1] == ("1 exact group (2 files), 0 near groups (0 files) among 12 images; 1 file could go "
+                                               "(--to-remove)")
