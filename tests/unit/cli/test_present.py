@@ -403,3 +403,18 @@ def test_tables_and_the_dedup_summary_go_to_stdout_by_default_with_no_number_hig
     print_dedup(dedup_report([Group("exact", "/k.jpg", [Duplicate("/d.jpg", 0.0, "exact")])], n_images=12))
     assert term.getvalue().splitlines()[-1] == ("1 exact group (2 files), 0 near groups (0 files) among 12 images; 1 file could go "
                                                "(--to-remove)")
+
+
+def test_the_dedup_summary_is_plain_even_on_a_console_that_highlights():
+    from rich.console import Console
+
+    from lookalike.dedup.report import Duplicate, Group
+
+    out = Terminal()
+    console = Console(file=out, force_terminal=True, color_system="standard", width=120)  # highlights by default
+    print_dedup(dedup_report([], n_images=7), console=console)
+    assert out.getvalue() == "no duplicates among 7 images (cosine distance <= 0.05)\n"
+    out.seek(0), out.truncate()
+    print_dedup(dedup_report([Group("near", "/k.jpg", [Duplicate("/d.jpg", 0.01)])], n_images=3), console=console)
+    assert out.getvalue().splitlines()[-1] == ("0 exact groups (0 files), 1 near group (2 files) among 3 images; "
+                                                "1 file could go (--to-remove)")
