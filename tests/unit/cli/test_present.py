@@ -418,3 +418,21 @@ def test_the_dedup_summary_is_plain_even_on_a_console_that_highlights():
     print_dedup(dedup_report([Group("near", "/k.jpg", [Duplicate("/d.jpg", 0.01)])], n_images=3), console=console)
     assert out.getvalue().splitlines()[-1] == ("0 exact groups (0 files), 1 near group (2 files) among 3 images; "
                                                 "1 file could go (--to-remove)")
+
+
+def test_a_large_jpeg_thumbnail_is_decoded_at_a_reduced_scale_then_fitted_into_the_thumbnail(tmp_path, monkeypatch):
+    from lookalike.cli import present
+
+    Image.new("RGB", (1600, 1200), (30, 90, 200)).save(tmp_path / "big.jpg")
+    decoded = []
+    real = present.decode
+
+    def recording(*args, **kw):
+        img = real(*args, **kw)
+        decoded.append(img.size)  # before the thumbnail shrinks it in place
+        return img
+
+    monkeypatch.setattr(present, "decode", recording)
+    thumb = present._thumb(tmp_path / "big.jpg")
+    # the smallest DCT scale still 192 pixels on each side: 1/4 (1/8 would be 200 x 150)
+    assert decoded == [(400, 300)] and thumb.size == (192, 144)
