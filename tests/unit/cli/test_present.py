@@ -436,3 +436,26 @@ def test_a_large_jpeg_thumbnail_is_decoded_at_a_reduced_scale_then_fitted_into_t
     thumb = present._thumb(tmp_path / "big.jpg")
     # the smallest DCT scale still 192 pixels on each side: 1/4 (1/8 would be 200 x 150)
     assert decoded == [(400, 300)] and thumb.size == (192, 144)
+
+
+def test_on_a_very_narrow_terminal_ranks_distances_and_kinds_stay_whole_and_the_paths_give_way():
+    from lookalike.cli.present import table
+
+    result = QueryResult("/q.jpg", "nearest", "cosine",
+                         [Match(i + 1, i, f"/photos/long folder/{i}.jpg", 0.123456 + i) for i in range(12)])
+    lines = raw_lines(lambda c: c.print(table(result)), 24)
+    assert [row[:2] for row in cells(lines, "┃")] == [["rank", "distance"]]
+    body = cells(lines, "│")
+    assert [row[:2] for row in body] == [[str(i + 1), f"{0.123456 + i:.4f}"] for i in range(12)]
+    assert all("…" in row[2] for row in body)  # the path column shortened instead
+    from lookalike.dedup.report import Duplicate, Group
+
+    groups = [Group("exact", f"/p/keep{g}.jpg", [Duplicate(f"/p/copy{g}-{i}.jpg", 0.0, "exact") for i in range(2)])
+              for g in range(10)]
+    lines = raw_lines(lambda c: print_dedup(dedup_report(groups, n_images=30), console=c), 40)
+    assert [row[:3] for row in cells(lines, "┃")][-1] == ["group", "kind", "distance"]
+    body = [row for row in cells(lines, "│")]
+    firsts = [row[:3] for row in body if row[2]]  # each file's first line
+    assert firsts == [[str(g + 1), "exact", "keep"] if i == 0 else ["", "", "0.0000"] for g in range(10) for i in range(3)]
+    assert all(row[:3] == ["", "", ""] for row in body if not row[2])  # only the evidence wraps
+    assert not any("…" in row[4] for row in body)  # folded, never cut
