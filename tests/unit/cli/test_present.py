@@ -459,3 +459,28 @@ def test_on_a_very_narrow_terminal_ranks_distances_and_kinds_stay_whole_and_the_
     assert firsts == [[str(g + 1), "exact", "keep"] if i == 0 else ["", "", "0.0000"] for g in range(10) for i in range(3)]
     assert all(row[:3] == ["", "", ""] for row in body if not row[2])  # only the evidence wraps
     assert not any("…" in row[4] for row in body)  # folded, never cut
+
+
+def test_montage_text_reads_as_written_bold_titles_over_small_captions_the_query_left_and_rows_apart(tmp_path):
+    (tmp_path / "f").mkdir()
+    path = tmp_path / "f" / "cost $_$ x.png"  # as mathtext, "$_$" would fail to draw
+    Image.new("RGB", (40, 60), (0, 120, 0)).save(path)
+    rows = [QueryResult(str(path), mode, "cosine", [Match(i + 1, i, str(path), 0.1) for i in range(3)])
+            for mode in ("nearest", "random", "farthest")]
+    fig = montage_figure(path, rows)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        query, images = fig.axes[0], fig.axes[1:]
+        captions = [ax.xaxis.label for ax in fig.axes]
+        assert {c.get_text() for c in captions} == {"f/cost $_$ x.png", "0.1000\nf/cost $_$ x.png"}
+        assert query.title.get_fontweight() == "bold" and {t.get_fontweight() for t in fig.texts} == {"bold"}
+        assert max(c.get_fontsize() for c in captions) < min(t.get_fontsize() for t in fig.texts) \
+            < query.title.get_fontsize()
+        assert query.get_position().x1 < min(ax.get_position().x0 for ax in images)  # the query at the left
+        for r, title in enumerate(fig.texts[1:], start=1):  # each row title clear of the captions above it
+            above = images[3 * (r - 1):3 * r]
+            assert title.get_window_extent(renderer).y1 < min(ax.xaxis.label.get_window_extent(renderer).y0
+                                                              for ax in above)
+    finally:
+        plt.close(fig)
