@@ -484,3 +484,17 @@ def test_montage_text_reads_as_written_bold_titles_over_small_captions_the_query
                                                               for ax in above)
     finally:
         plt.close(fig)
+
+
+def test_a_row_of_another_mode_is_titled_by_its_name_and_no_thumbnail_is_framed(tmp_path):
+    Image.new("RGB", (30, 30), (0, 0, 200)).save(tmp_path / "k.png")
+    rows = [QueryResult(str(tmp_path / "k.png"), "near duplicates", "cosine", [Match(1, 0, str(tmp_path / "k.png"), 0.0)])]
+    fig = montage_figure(tmp_path / "k.png", rows, "keep")
+    try:
+        assert [t.get_text() for t in fig.texts] == ["near duplicates — cosine"]
+        assert fig.axes[0].get_title() == "keep"
+        for ax in fig.axes:
+            assert not any(spine.get_visible() for spine in ax.spines.values())
+            assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+    finally:
+        plt.close(fig)
