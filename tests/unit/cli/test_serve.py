@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -155,6 +156,16 @@ def test_the_index_or_collection_asked_for_is_opened_with_its_threads(monkeypatc
                              "--port", "0"])
     CliRunner().invoke(app, ["serve", "--index", "ix", "--port", "0"])
     assert opened == [(None, "http://milvus:19530", "photos", {"threads": 3}), (Path("ix"), None, None, {"threads": None})]
+
+
+def test_the_server_logs_warnings_only_and_answers_stalled_headers_with_408(tiny_index, monkeypatch):
+    configs = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: configs.append(server.config))
+    result = CliRunner().invoke(app, ["serve", "--index", str(tiny_index), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    # no line per request on the terminal: uvicorn's logs at WARNING (its default is INFO)
+    assert [logging.getLogger(n).level for n in ("uvicorn.error", "uvicorn.access")] == [logging.WARNING] * 2
+    assert configs[0].http.__qualname__ == "stalled_headers_answered_408.<locals>.HeaderTimeout"
 
 
 def test_the_documented_defaults_are_shown_in_help():
