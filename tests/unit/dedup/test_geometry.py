@@ -369,8 +369,8 @@ def _moved(angle=0.0, scale=1.0, shift=(0.0, 0.0), points=POINTS):
 A = _made()
 
 
-@pytest.mark.parametrize("angle, rotation", [(0, 0), (30, 30), (81, 81), (83, 90), (97, 90), (180, 180),
-                                             (268, 270), (355, 0), (-3, 0)])
+@pytest.mark.parametrize("angle, rotation", [(0, 0), (30, 30), (81, 81), (83, 90), (97, 90), (99, 99), (180, 180),
+                                             (268, 270), (300, 300), (-30, 330), (352.5, 0), (355, 0), (-3, 0)])
 def test_the_rotation_is_counter_clockwise_and_within_8_degrees_of_a_right_angle_said_as_it(angle, rotation):
     found = geometry.compare(A, _made(_moved(angle)))
     assert found.inliers == N and found.rotation == rotation and not found.flipped, found
@@ -461,6 +461,7 @@ def _two_ways(direct: int, mirrored: int) -> geometry.Features:
     (25, 40, 0, True, 40),  # no minimum: the most inliers
     (40, 40, 0, False, 40),  # as many: the direct fit
     (25, 40, 20, False, 25),  # the direct fit reaches the minimum: the mirror is not tried
+    (20, 40, 20, False, 20),  # just
     (25, 40, 30, True, 40),  # it does not: the mirror is
     (40, 25, 30, False, 40)])
 def test_the_mirror_is_chosen_when_it_fits_more_and_only_tried_when_needed(direct, mirrored, minimum, flipped, inliers):
@@ -482,6 +483,7 @@ def test_the_mirror_is_chosen_for_its_agreement_before_more_inliers():
                                                     "mirror_descriptors", "mirror_levels", "size", "scale")],
                           np.ascontiguousarray(picture[:, ::-1]))
     assert geometry.compare(a, b).agreement < 0.2  # no agreement asked: the most inliers, direct
+    assert not geometry.compare(A, _two_ways(40, 45), 20, 1.0).flipped  # the direct fit agrees fully: kept
     found = geometry.compare(a, b, 20, 0.9)
     assert found.flipped and found.inliers == 30 and found.agreement == 1.0, found
 
@@ -551,8 +553,9 @@ def test_a_flat_picture_has_empty_features_of_the_right_shapes():
 def test_fewer_than_3_features_or_matches_are_no_fit():
     assert geometry.compare(_made(POINTS[:2], DESCRIPTORS[:2], LEVELS[:2]), A) == geometry.NO_MATCH
     assert geometry.compare(A, _made(POINTS[:2], DESCRIPTORS[:2], LEVELS[:2])) == geometry.NO_MATCH
-    three = geometry.compare(A, _made(POINTS[:3], DESCRIPTORS[:3], LEVELS[:3]))
-    assert (three.inliers, three.matches, three.rotation) == (3, 3, 0)
+    three = _made(POINTS[:3], DESCRIPTORS[:3], LEVELS[:3])
+    for found in (geometry.compare(A, three), geometry.compare(three, A)):
+        assert (found.inliers, found.matches, found.rotation) == (3, 3, 0)
     # two of A's features among B's: two matches, too few to fit
     assert geometry.compare(A, _made(descriptors=np.concatenate([DESCRIPTORS[:2], OTHERS[2:]]))) == geometry.Evidence(0, 2)
 
@@ -560,7 +563,8 @@ def test_fewer_than_3_features_or_matches_are_no_fit():
 def test_an_inlier_minimum_stops_at_fewer_matches_and_at_fewer_inliers():
     some = _made(descriptors=np.concatenate([DESCRIPTORS[:20], OTHERS[20:]]))  # 20 matches, all consistent
     assert geometry.compare(A, some, 21) == geometry.Evidence(0, 20)  # not fitted
-    assert geometry.compare(A, some, 20).inliers == 20  # fitted: as many matches as asked
+    just = geometry.compare(A, some, 20)  # fitted and described: as many inliers as asked
+    assert just.inliers == 20 and just.agreement == 1.0 and just.compared > 0
     points = _moved()
     points[30:] = RNG.uniform(20, 180, (30, 2))  # 30 of the 60 matches land anywhere
     assert geometry.compare(A, _made(points), 40) == geometry.Evidence(30, N)  # fitted, not worth describing
