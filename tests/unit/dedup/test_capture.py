@@ -308,3 +308,9 @@ def test_a_fit_3_pixels_off_a_crop_is_the_same_thing_moved_up_to_the_overlaps_ed
     off = np.array([[1.0, 0.0, -94.0], [0.0, 1.0, 0.0]])  # the crop lies 100 px in, the fit says 94: 3 px at 128
     found = capture.agreement(capture.small(a), capture.small(crop), off, size(a), size(crop))
     assert found.share < 0.01 and found.shifted == pytest.approx(1.0 - found.share), found
+
+
+def test_stripes_have_no_corner_where_a_displacement_could_be_told():
+    profile = texture(21, (1, 256))
+    stripes, moved = np.tile(profile, (200, 1)), np.tile(np.roll(profile, 1, axis=1), (200, 1))
+    assert agree(stripes, stripes).displaced == agree(stripes, moved).displaced == 0.0
