@@ -186,14 +186,14 @@ def write_tables(result: TuneResult, keys: list[str], out: Path) -> None:
         for t in result.trials:
             w.writerow([*(t.settings[k] for k in keys), *(t.val.get(s, "") for s in SCORES), result.verdict(t),
                         t.epochs_done, t.seconds, t.status])
-    _plot(result, keys, out / "tune.png")
+    _plot(result, out / "tune.png")
 
 
 def label(settings: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def _plot(result: TuneResult, keys: list[str], path: Path) -> None:
+def _plot(result: TuneResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -161,10 +161,14 @@ def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so
               tune.Trial({"lr": 0.01, "dim": 16}, "stopped (budget)", 1, 0.75, _scores(0.7, 0.3)),
               tune.Trial({"lr": 0.001, "dim": 8}, "done", 2, 2.0, _scores(0.6, 1.0)),
               tune.Trial({"lr": 0.001, "dim": 16}, "skipped (budget)")]
+    trials[0].vs_best = {"within_noise": True}
+    trials[1].vs_best = {"within_noise": False}
     result = tune.TuneResult(trials, {"epochs": 2}, 7.25)
     assert result.best is trials[2]
     tune.write_tables(result, ["lr", "dim"], tmp_path)
-    saved = json.loads((tmp_path / "tune.json").read_text())
+    text = (tmp_path / "tune.json").read_text()
+    assert text.startswith('{\n  "base": {\n    "epochs": 2\n  },\n')  # indented by 2 for people to read
+    saved = json.loads(text)
     assert saved["best"] == {"settings": {"lr": 0.01, "dim": 16}, "val": _scores(0.7, 0.3)}
     assert saved["seconds"] == 7.2 and saved["base"] == {"epochs": 2}  # rounded to a tenth, half to even
     assert [t["status"] for t in saved["trials"]] == [t.status for t in trials]
@@ -172,6 +176,7 @@ def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so
         rows = list(csv.reader(f))
     assert rows[0] == ["lr", "dim", "recall@1", "recall@5", "map", "map@r", "vs_best", "epochs_done", "seconds",
                        "status"]
+    assert [r[6] for r in rows[1:]] == ["within noise", "worse", "best", "", ""]
     assert rows[3] == ["0.01", "16", "0.3", "1.0", "0.7", "0.35", "best", "1", "0.75", "stopped (budget)"]
     assert rows[5] == ["0.001", "16", "", "", "", "", "", "0", "0.0", "skipped (budget)"]  # unscored: no verdict
     assert tune.label({"lr": 0.01, "dim": 16}) == "lr=0.01 dim=16"
