@@ -177,6 +177,8 @@ def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so
     assert rows[0] == ["lr", "dim", "recall@1", "recall@5", "map", "map@r", "vs_best", "epochs_done", "seconds",
                        "status"]
     assert [r[6] for r in rows[1:]] == ["within noise", "worse", "best", "", ""]
+    with Image.open(tmp_path / "tune.png") as chart:  # 7 x 4.05 inches at 100 dpi: 0.45 inch a trial, 1.8 more
+        assert chart.size == (700, 405)
     assert rows[3] == ["0.01", "16", "0.3", "1.0", "0.7", "0.35", "best", "1", "0.75", "stopped (budget)"]
     assert rows[5] == ["0.001", "16", "", "", "", "", "", "0", "0.0", "skipped (budget)"]  # unscored: no verdict
     assert tune.label({"lr": 0.01, "dim": 16}) == "lr=0.01 dim=16"
