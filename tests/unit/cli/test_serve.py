@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import Path
@@ -98,6 +99,18 @@ def test_serving_beyond_this_machine_warns_who_can_see_the_images(tiny_index, mo
     assert result.stderr.splitlines() == [
         "warning: listening on 0.0.0.0: anyone who can reach this machine can search and view the indexed images",
         f"serving 2 images from {tiny_index} at http://0.0.0.0:{ports[0]}/ (Ctrl+C stops)"]
+
+
+def test_on_a_terminal_the_warning_label_is_bold_yellow(tiny_index, monkeypatch):
+    from rich.console import Console
+
+    from lookalike.cli import common
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, color_system="standard", width=200))
+    result, _, _ = _started(tiny_index, monkeypatch, "--host", "0.0.0.0")
+    assert result.exit_code == 0, result.output
+    assert out.getvalue().startswith("\x1b[1;33mwarning:\x1b[0m listening on 0.0.0.0: anyone who can reach")
 
 
 def test_the_limits_reach_the_app_in_bytes_and_pixels(tiny_index, monkeypatch):
