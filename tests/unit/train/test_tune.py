@@ -155,6 +155,17 @@ def _scores(map_, recall1):
     return {"recall@1": recall1, "recall@5": 1.0, "map": map_, "map@r": map_ / 2}
 
 
+def bars(pixels: np.ndarray, colour: tuple) -> list[tuple[float, int]]:
+    """The horizontal bars of one colour in a chart, top to bottom: (middle row, width in pixels)."""
+    mask = (np.abs(pixels - colour) <= 3).all(-1)
+    rows = np.flatnonzero(mask.any(1))
+    found = []
+    for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
+        columns = np.flatnonzero(mask[run].any(0))
+        found.append((float(run.mean()), int(columns.max() - columns.min())))
+    return found
+
+
 def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so(tmp_path):
     trials = [tune.Trial({"lr": 0.1, "dim": 8}, "done", 2, 1.5, _scores(0.5, 0.9)),
               tune.Trial({"lr": 0.01, "dim": 8}, "done", 2, 1.25, _scores(0.7, 0.1)),
@@ -179,6 +190,14 @@ def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so
     assert [r[6] for r in rows[1:]] == ["within noise", "worse", "best", "", ""]
     with Image.open(tmp_path / "tune.png") as chart:  # 7 x 4.05 inches at 100 dpi: 0.45 inch a trial, 1.8 more
         assert chart.size == (700, 405)
+        pixels = np.asarray(chart.convert("RGB")).astype(int)
+    # each scored trial's mAP (orange) just above its recall@1 (blue), in proportion; then the legend's two
+    maps, recalls = bars(pixels, (255, 127, 14))[:-1], bars(pixels, (31, 119, 180))[:-1]
+    unit = recalls[3][1]  # the recall@1 of 1.0
+    assert np.allclose([w / unit for _, w in maps], [0.5, 0.7, 0.7, 0.6], atol=0.01)
+    assert np.allclose([w / unit for _, w in recalls], [0.9, 0.1, 0.3, 1.0], atol=0.01)
+    spacing = maps[1][0] - maps[0][0]
+    assert all(0.3 * spacing < r[0] - m[0] < 0.5 * spacing for m, r in zip(maps, recalls))
     assert rows[3] == ["0.01", "16", "0.3", "1.0", "0.7", "0.35", "best", "1", "0.75", "stopped (budget)"]
     assert rows[5] == ["0.001", "16", "", "", "", "", "", "0", "0.0", "skipped (budget)"]  # unscored: no verdict
     assert tune.label({"lr": 0.01, "dim": 16}) == "lr=0.01 dim=16"
