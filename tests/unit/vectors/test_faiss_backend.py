@@ -89,9 +89,9 @@ def test_rejects_bad_input():
     x = random_vectors(10)
     with pytest.raises(ValueError, match="9 ids for 10 vectors"):
         FaissBackend.build(x, np.arange(9))
-    with pytest.raises(ValueError, match="ids must be unique"):
+    with pytest.raises(ValueError, match="^ids must be unique$"):
         FaissBackend.build(x, np.zeros(10))
-    with pytest.raises(ValueError, match="ids must be non-negative"):
+    with pytest.raises(ValueError, match="^ids must be non-negative$"):
         FaissBackend.build(x, np.arange(10) - 1)
     with pytest.raises(ValueError, match=r"unknown parameters for hnsw: \['nprobe'\]"):
         FaissBackend.build(x, np.arange(10), kind="hnsw", nprobe=4)
@@ -446,3 +446,22 @@ def test_hnsw_l2_farthest_scans_the_stored_vectors_chunk_by_chunk_past_tombstone
     got_d, got_i = index.farthest(q, 25)
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_allclose(got_d, want_d, rtol=1e-5)
+
+
+def test_hnsw_storage_and_ivfpq_sub_vectors_are_checked_in_one_line():
+    x = random_vectors(40)
+    with pytest.raises(ValueError, match=r"^hnsw storage must be 'sq8' or 'flat', got 'pq'$"):
+        FaissBackend.build(x, np.arange(40), kind="hnsw", storage="pq")
+    with pytest.raises(ValueError, match=r"^m=5 must divide the \(projected\) dimension 32$"):
+        FaissBackend.build(x, np.arange(40), kind="ivfpq", m=5)
+
+
+@pytest.mark.parametrize("storage", ["flat", "sq8"])
+def test_hnsw_cosine_distances_are_one_minus_the_cosine(storage):
+    # unit vectors at 0, 60 and 90 degrees (and one of length 3 at 180): from the first, 0, 0.5, 1 and 2
+    angles = np.radians([0, 60, 90, 180])
+    x = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32) * [[1], [1], [1], [3]]
+    index = FaissBackend.build(x, np.arange(4), "cosine", "hnsw", storage=storage)
+    dist, found = index.nearest(x[:1], 4)
+    assert found.tolist() == [[0, 1, 2, 3]]
+    np.testing.assert_allclose(dist, [[0, 0.5, 1, 2]], atol=0.01 if storage == "sq8" else 1e-6)
