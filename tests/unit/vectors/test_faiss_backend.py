@@ -362,6 +362,7 @@ def test_pca_of_1_to_dim_outputs_kept_up_to_as_many_vectors_and_the_variance_it_
         FaissBackend.build(x, np.arange(20), kind="hnsw", pca=33)
     assert FaissBackend.build(x, np.arange(20), kind="hnsw", pca=1).params["pca"] == 1
     assert FaissBackend.build(x, np.arange(20), kind="hnsw", pca=20).params["pca"] == 20  # 20 vectors: enough
+    assert FaissBackend.build(random_vectors(40), np.arange(40), kind="hnsw", pca=32).params["pca"] == 32
     with pytest.raises(ValueError, match=r"^expected a \(N, D\) array, got shape \(5,\)$"):
         FaissBackend.build(np.zeros(5, np.float32), np.arange(5))
     # +-0.3, +-0.2 and +-0.1 along three axes of four: variances 0.09, 0.04 and 0.01 (times 1/3); the first two
