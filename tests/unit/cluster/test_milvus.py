@@ -23,10 +23,10 @@ SERVER = "http://milvus.example:19530"
 
 
 def test_a_uri_without_a_scheme_is_a_milvus_lite_file_with_an_exact_index():
-    for uri in ("c.db", "/data/c.db", "~/c.db", "s3:/x"):
-        assert (mv.is_lite(uri), mv.default_index_type(uri)) == (True, "FLAT")
-    for uri in (SERVER, "https://zilliz.example", "tcp://h:1"):
-        assert (mv.is_lite(uri), mv.default_index_type(uri)) == (False, "HNSW")
+    for uri in ("c.db", "/data/c.db", "~/c.db", "s3:/x"):  # milvus-lite has one scalar index: INVERTED
+        assert (mv.is_lite(uri), mv.default_index_type(uri), mv.hash_index_type(uri)) == (True, "FLAT", "INVERTED")
+    for uri in (SERVER, "https://zilliz.example", "tcp://h:1"):  # a server picks its own for text
+        assert (mv.is_lite(uri), mv.default_index_type(uri), mv.hash_index_type(uri)) == (False, "HNSW", "")
 
 
 def test_connect_opens_a_lite_file_by_its_absolute_path_and_a_server_by_its_uri(milvus, tmp_path, monkeypatch):
