@@ -203,6 +203,30 @@ def test_best_is_the_trial_of_highest_map_then_recall_at_1_and_the_tables_say_so
     assert tune.label({"lr": 0.01, "dim": 16}) == "lr=0.01 dim=16"
 
 
+def test_the_chart_names_each_trial_and_its_scores_under_a_title_with_the_legend_below(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read it
+    trials = [tune.Trial({"lr": 0.1}, "done", 1, 1.0, _scores(0.5, 0.9)),
+              tune.Trial({"lr": 0.2}, "done", 1, 1.0, _scores(0.7, 0.25)),
+              tune.Trial({"lr": 0.3}, "skipped (budget)")]
+    tune.write_tables(tune.TuneResult(trials, {}, 1.0), ["lr"], tmp_path)
+    ax = figures[0].axes[0]
+    assert ax.get_title() == "grid search: open-set validation (held-out classes)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["lr=0.1", "lr=0.2 (best)", "lr=0.3 (skipped (budget))"]
+    assert ax.yaxis_inverted() and ax.get_xlim() == (0.0, 1.1)  # room for the values written after the bars
+    assert [t.get_text() for t in ax.texts] == ["0.500", "0.700", "0.000", "0.900", "0.250", "0.000"]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["validation map", "validation recall@1"]
+    figures[0].canvas.draw()
+    box, axes = legend.get_window_extent(), ax.get_window_extent()
+    assert box.y1 < axes.y0 and box.y0 > 0  # under the axes, within the picture
+    assert abs((box.x0 + box.x1) / 2 - (axes.x0 + axes.x1) / 2) < 2  # centred
+    assert len({round(t.get_window_extent().y0) for t in legend.get_texts()}) == 1  # on one line
+    close(figures[0])
+
+
 def test_no_trial_with_scores_has_no_best():
     assert tune.TuneResult([tune.Trial({"lr": 1.0}, "skipped (budget)")], {}, 0.0).best is None
     assert tune.TuneResult([], {}, 0.0).to_dict()["best"] is None
