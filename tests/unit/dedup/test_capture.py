@@ -281,7 +281,7 @@ def _shifted_by_hand(x: np.ndarray, y: np.ndarray, apart: np.ndarray) -> int:
     return int(np.count_nonzero(best >= 0.9))
 
 
-@pytest.mark.parametrize("step, down", [(6, 0), (-6, 0), (0, 6), (4, -4), (0, 8), (-8, 0)])
+@pytest.mark.parametrize("step, down", [(6, 0), (-6, 0), (0, 6), (4, -4), (0, -8), (-8, 0)])
 def test_shifted_counts_the_windows_that_correlate_once_moved_by_up_to_3_pixels(step, down):
     a, b = layered(step, down=down)  # 3 or 4 px at 128
     x, y = capture.small(a).astype(np.float32), capture.small(b).astype(np.float32)
