@@ -587,3 +587,22 @@ def test_a_match_is_the_nearest_descriptor_if_nearer_than_80_percent_of_the_seco
     assert geometry.matches(zero, bits(0))[0].size == 0  # one descriptor: no second to compare with
     rows, cols = geometry.matches(bits(0, 200), bits(3, 250, 100))
     assert rows.tolist() == [0, 1] and cols.tolist() == [0, 1] and cols.dtype == np.int64
+
+
+def test_corners_of_12_gray_levels_are_found():
+    # FAST's threshold is 10 gray levels: faint squares on a gray ground still have their corners
+    faint = np.full((200, 256), 100, np.uint8)
+    for y in range(20, 180, 32):
+        for x in range(20, 236, 32):
+            faint[y:y + 14, x:x + 14] = 112
+    assert len(geometry.features(Image.fromarray(faint)).points) > 100
+
+
+def test_the_mirror_images_descriptors_are_those_orb_computes_on_it():
+    img = sample_photo("chelsea")
+    found, mirrored = geometry.features(img), geometry.features(ImageOps.mirror(img))
+    # the corners both keep (ORB keeps its 300 strongest of each picture: about a third are the same)
+    same = np.abs(found.mirror_points[:, None] - mirrored.points[None]).max(axis=2) < 0.01
+    mine, theirs = np.nonzero(same)
+    assert len(mine) > 50
+    assert np.array_equal(found.mirror_descriptors[mine], mirrored.descriptors[theirs])
