@@ -33,7 +33,8 @@ def test_small_is_blurred_by_a_gaussian_of_one_pixel_both_ways():
     # sigma 1 over 7 taps: 0.004, 0.054, 0.242, 0.399 of a line's 255 on and beside it
     across, down = np.zeros((100, 100), np.uint8), np.zeros((100, 100), np.uint8)
     across[50], down[:, 50] = 255, 255
-    assert capture.small(across)[47:54, 50].tolist() == capture.small(down)[50, 47:54].tolist() == [1, 14, 62, 102, 62, 14, 1]
+    spread = [1, 14, 62, 102, 62, 14, 1]
+    assert capture.small(across)[47:54, 50].tolist() == capture.small(down)[50, 47:54].tolist() == spread
 
 
 def test_small_averages_the_pixels_it_shrinks_and_keeps_a_strip_a_pixel_thin():
