@@ -498,3 +498,19 @@ def test_a_row_of_another_mode_is_titled_by_its_name_and_no_thumbnail_is_framed(
             assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
     finally:
         plt.close(fig)
+
+
+def test_a_portrait_thumbnail_in_a_one_row_montage_is_drawn_at_its_own_size(tmp_path):
+    from lookalike.cli.present import THUMB
+
+    Image.new("RGB", (400, 600), (0, 120, 0)).save(tmp_path / "p.png")  # thumbnail: 128 x 192
+    for n in (1, 4):
+        rows = [QueryResult("q", "nearest", "cosine", [Match(i + 1, i, str(tmp_path / "p.png"), 0.1) for i in range(n)])]
+        fig = montage_figure(tmp_path / "p.png", rows)
+        try:
+            px = fig.get_size_inches() * fig.dpi
+            for ax in fig.axes[1:]:  # neither enlarged nor shrunk: one thumbnail pixel, one picture pixel
+                assert abs(ax.get_position().height * px[1] - THUMB) <= 1
+                assert abs(ax.get_position().width * px[0] - THUMB * 2 / 3) <= 1
+        finally:
+            plt.close(fig)
