@@ -285,6 +285,7 @@ class StandInTraining:
 
         self.now, self.epochs, self.fail = 0.0, epochs or {}, fail
         self.prepared, self.fitted, self.blended, self.closed = [], [], [], []
+        self.caches, self.used = [], []  # what prepare made; what fit and reblend were handed
         monkeypatch.setattr(tune, "time", SimpleNamespace(perf_counter=lambda: self.now))
         monkeypatch.setattr(loop, "prepare", self.prepare)
         monkeypatch.setattr(loop, "fit", self.fit)
@@ -296,19 +297,22 @@ class StandInTraining:
         own.mkdir(parents=True)
         (own / "acts.npy").write_bytes(b"x")
         options["progress"]("cache", 1, 1, {})
-        return SimpleNamespace(close=lambda: self.closed.append(own.name) or (own / "acts.npy").unlink()
-                               or own.rmdir())
+        self.caches.append(SimpleNamespace(close=lambda: self.closed.append(own.name) or (own / "acts.npy").unlink()
+                                           or own.rmdir()))
+        return self.caches[-1]
 
     def fit(self, prepared, config, **options):
         if self.fail:
             raise RuntimeError("out of memory")
         self.fitted.append((config, options))
+        self.used.append(prepared)
         options["progress"]("train", 1, config.epochs, {})
         self.now += 12.0
         return config
 
     def reblend(self, trained, prepared, blend, ema, **options):
         self.blended.append((trained.lr, blend, ema, options))
+        self.used.append(prepared)
         scores = dict.fromkeys(tune.SCORES, round(trained.lr + ema, 2))
         scores["by_class"] = {c: {"queries": 2, "map": scores["map"]} for c in ("a", "b")}
         return SimpleNamespace(history=[SimpleNamespace(epoch=self.epochs.get(trained.lr, trained.epochs))],
@@ -364,6 +368,16 @@ def test_a_grid_passes_its_options_on_and_defaults_to_the_training_defaults(data
     assert [b[3] for b in training.blended] == [{"workers": 3}] * 2
     assert result.base == asdict(replace(TrainConfig(), val_split="classes"))
     assert training.closed == ["1", "2"] and not (tmp_path / ".cache").exists()
+
+
+def test_each_run_trains_unblended_without_an_average_on_its_own_cache(data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch)
+    result = tune.run_grid(data, {"blend": [0.5], "ema": [0.5, 0.0], "unfreeze": [1, 2]}, tmp_path, BASE)
+    assert [(c.blend, c.ema, c.unfreeze) for c, _ in training.fitted] == [(1.0, 0.0, 1), (1.0, 0.0, 2)]
+    assert [b[1:3] for b in training.blended] == [(0.5, 0.5), (0.5, 0.5), (0.5, 0.0), (0.5, 0.0)]
+    one, two = training.caches  # points in grid order: unfreeze 1, 2, 1, 2; a fit before each run's first blend
+    assert training.used == [one, one, two, two, one, two]
+    assert len(result.trials) == 4
 
 
 def test_the_budget_skips_the_points_left_once_it_has_run_out(data, tmp_path, monkeypatch):
