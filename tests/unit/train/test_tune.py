@@ -372,8 +372,11 @@ def test_a_grid_passes_its_options_on_and_defaults_to_the_training_defaults(data
 
 def test_each_run_trains_unblended_without_an_average_on_its_own_cache(data, tmp_path, monkeypatch):
     training = StandInTraining(monkeypatch)
-    result = tune.run_grid(data, {"blend": [0.5], "ema": [0.5, 0.0], "unfreeze": [1, 2]}, tmp_path, BASE)
-    assert [(c.blend, c.ema, c.unfreeze) for c, _ in training.fitted] == [(1.0, 0.0, 1), (1.0, 0.0, 2)]
+    by_images = replace(BASE, val_split="images")  # tuning validates on held-out classes whatever the base says
+    result = tune.run_grid(data, {"blend": [0.5], "ema": [0.5, 0.0], "unfreeze": [1, 2]}, tmp_path, by_images)
+    assert [(c.blend, c.ema, c.unfreeze, c.val_split) for c, _ in training.fitted] == [(1.0, 0.0, 1, "classes"),
+                                                                                      (1.0, 0.0, 2, "classes")]
+    assert result.base["val_split"] == "classes"
     assert [b[1:3] for b in training.blended] == [(0.5, 0.5), (0.5, 0.5), (0.5, 0.0), (0.5, 0.0)]
     one, two = training.caches  # points in grid order: unfreeze 1, 2, 1, 2; a fit before each run's first blend
     assert training.used == [one, one, two, two, one, two]
