@@ -277,13 +277,13 @@ def test_each_malformed_grid_entry_gets_its_own_message():
 
 class StandInTraining:
     """``loop.prepare``, ``fit`` and ``reblend`` as stand-ins that record their calls: a fit takes
-    12 s of a stepped clock (``tune.time``) and trains ``epochs[lr]`` epochs; a blend scores
-    ``map = lr + ema`` on two classes."""
+    12.25 s of a stepped clock (``tune.time``, from 100 s) and trains ``epochs[lr]`` epochs; a blend
+    scores ``map = lr + ema`` on two classes, and nothing after 0 epochs."""
 
     def __init__(self, monkeypatch, epochs=None, fail=False) -> None:
         from lookalike.train import loop
 
-        self.now, self.epochs, self.fail = 0.0, epochs or {}, fail
+        self.now, self.epochs, self.fail = 100.0, epochs or {}, fail
         self.prepared, self.fitted, self.blended, self.closed = [], [], [], []
         self.caches, self.used = [], []  # what prepare made; what fit and reblend were handed
         monkeypatch.setattr(tune, "time", SimpleNamespace(perf_counter=lambda: self.now))
@@ -307,7 +307,7 @@ class StandInTraining:
         self.fitted.append((config, options))
         self.used.append(prepared)
         options["progress"]("train", 1, config.epochs, {})
-        self.now += 12.0
+        self.now += 12.25
         return config
 
     def reblend(self, trained, prepared, blend, ema, **options):
@@ -315,8 +315,8 @@ class StandInTraining:
         self.used.append(prepared)
         scores = dict.fromkeys(tune.SCORES, round(trained.lr + ema, 2))
         scores["by_class"] = {c: {"queries": 2, "map": scores["map"]} for c in ("a", "b")}
-        return SimpleNamespace(history=[SimpleNamespace(epoch=self.epochs.get(trained.lr, trained.epochs))],
-                               val=scores)
+        epoch = self.epochs.get(trained.lr, trained.epochs)
+        return SimpleNamespace(history=[SimpleNamespace(epoch=epoch)], val=scores if epoch else None)
 
 
 BASE = TrainConfig(epochs=3, unfreeze=2)
@@ -346,7 +346,7 @@ def test_a_grid_shares_caches_and_training_runs_and_scores_every_point(data, tmp
                                                    {"lr": 0.2, "ema": 0.0}, {"lr": 0.2, "ema": 0.5}]
     # 0.2 trained 2 of its 3 epochs; a point sharing another's run took no time of its own
     assert [(t.status, t.epochs_done, t.seconds) for t in result.trials] == [
-        ("done", 3, 12.0), ("done", 3, 0.0), ("stopped (budget)", 2, 12.0), ("stopped (budget)", 2, 0.0)]
+        ("done", 3, 12.2), ("done", 3, 0.0), ("stopped (budget)", 2, 12.2), ("stopped (budget)", 2, 0.0)]
     assert [t.val["map"] for t in result.trials] == [0.1, 0.6, 0.2, 0.7]
     assert set(result.trials[0].val) == set(tune.SCORES)
     assert result.trials[0].by_class == {"a": {"queries": 2, "map": 0.1}, "b": {"queries": 2, "map": 0.1}}
@@ -354,7 +354,7 @@ def test_a_grid_shares_caches_and_training_runs_and_scores_every_point(data, tmp
     # worse by the same amount on both classes: every resample says so
     assert result.trials[0].vs_best == {"map_difference": pytest.approx(-0.6), "interval": pytest.approx([-0.6, -0.6]),
                                         "within_noise": False, "classes": 2}
-    assert result.seconds == 24.0 and result.base == asdict(replace(BASE, val_split="classes"))
+    assert result.seconds == 24.5 and result.base == asdict(replace(BASE, val_split="classes"))
     assert training.closed == ["1"] and sorted(p.name for p in out.iterdir()) == ["tune.csv", "tune.json", "tune.png"]
     assert json.loads((out / "tune.json").read_text())["best"]["settings"] == {"lr": 0.2, "ema": 0.5}
 
@@ -384,11 +384,12 @@ def test_each_run_trains_unblended_without_an_average_on_its_own_cache(data, tmp
 
 
 def test_the_budget_skips_the_points_left_once_it_has_run_out(data, tmp_path, monkeypatch):
-    training = StandInTraining(monkeypatch)
-    result = tune.run_grid(data, {"lr": [0.1, 0.2, 0.3]}, tmp_path, BASE, budget=24)
-    # the first fit ends at 12 s, the second at 24 s, using the budget up: the third point is not started
-    assert [o["deadline"] for _, o in training.fitted] == [24, 24]
-    assert [t.status for t in result.trials] == ["done", "done", "skipped (budget)"]
+    training = StandInTraining(monkeypatch, epochs={0.2: 0})
+    result = tune.run_grid(data, {"lr": [0.1, 0.2, 0.3]}, tmp_path, BASE, budget=24.5)
+    # the first fit ends at 12.25 s, the second at 24.5 s, using the budget up: the third point is not started
+    assert [o["deadline"] for _, o in training.fitted] == [124.5, 124.5]
+    assert [t.status for t in result.trials] == ["done", "stopped (budget)", "skipped (budget)"]
+    assert (result.trials[1].epochs_done, result.trials[1].val, result.trials[1].by_class) == (0, {}, {})
     assert result.trials[2].val == {} and result.trials[2].vs_best is None and result.verdict(result.trials[2]) == ""
 
 
