@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -320,3 +321,86 @@ def test_the_ingest_bar_says_writing_and_counts_shards(monkeypatch, bars):
     assert (quiet, what) == (False, ("writing",))
     assert (bar.tasks[0].description, bar.tasks[0].total, bar.tasks[0].completed) == ("ingest", 3, 3)
     assert run("ingest", "/s", "--uri", "u.db", "-q").exit_code == 0 and bars[-1][0] is True
+
+
+def test_embed_hands_every_option_to_the_embedding_run_and_counts_on_its_bar(monkeypatch, bars, tmp_path):
+    from lookalike.cluster import embed
+    from lookalike.cluster.embed import EmbedReport
+
+    asked = {}
+
+    def spec(*args):
+        asked["spec"] = args
+        return "the spec"
+
+    def stand_in(*args, on_plan, on_progress, **options):
+        asked["run"] = args, options
+        bar = bars[-1][2]
+        assert bar.tasks[0].total is None and bar.tasks[0].fields == {"rate": ""}  # not a count until the plan
+        on_plan(3), on_progress(2), on_progress(1)
+        return EmbedReport("ray", embedded=3, shards=1, seconds=1.5)
+
+    monkeypatch.setattr(embed, "model_spec", spec)
+    monkeypatch.setattr(embed, "embed", stand_in)
+    source = str(tmp_path)
+    result = run("embed", source, "--out", "/s", "--engine", "ray", "--address", "ray://h:10001", "--workers", 3,
+                 "--gpus-per-worker", 0.5, "--model", "m", "--layer", "blocks", "--weights", "/w.pth", "--batch", 7,
+                 "--device", "cuda", "--max-pixels", 1000, "-v")
+    assert result.exit_code == 0, result.output
+    assert asked["spec"] == ("m", "blocks", Path("/w.pth"))
+    assert asked["run"] == ((source, "/s", "the spec", "ray", "ray://h:10001", 3, 0.5, 7),
+                            {"max_pixels": 1000, "device": "cuda", "verbose": True})
+    assert (bars[-1][2].tasks[0].total, bars[-1][2].tasks[0].completed) == (3, 3)
+    assert result.stdout == "embedded 3, unchanged 0, skipped 0; 1 shard written to /s (1.5 s, 2.0 img/s, ray)\n"
+    run("embed", source, "--out", "/s")
+    assert asked["spec"] == (None, None, None)
+    assert asked["run"] == ((source, "/s", "the spec", "local", None, None, 0.0, BATCH),
+                            {"max_pixels": DEFAULT_MAX_PIXELS, "device": "cpu", "verbose": False})
+
+
+def test_index_hands_its_options_to_the_folder_check_the_index_and_the_shards_model(photos, tmp_path, monkeypatch):
+    folder, model = photos
+    asked = []
+    for name in ("check_images", "_shards_model"):
+        real = getattr(indexing, name)
+        monkeypatch.setattr(indexing, name, lambda *a, real=real, name=name: asked.append((name, a)) or real(*a))
+    opened = Index.open
+
+    def open_index(*args, **options):
+        asked.append(("open", args, options))
+        return opened(*args, **{**options, "weights": None})  # --weights is the FID model's: seen, not used
+
+    monkeypatch.setattr(indexing.Index, "open", open_index)
+    ix = tmp_path / "ix"
+    made = run("index", folder, "--index", ix, "--model", model, "--layer", "output", "--weights", "/w.pth",
+               "--rebuild", "--follow-links", "-v", "--threads", 1)
+    assert made.exit_code == 0, made.output
+    assert asked[0] == ("check_images", (folder, ix, True, True, True))
+    assert asked[1] == ("open", (ix, str(model), "output"), {"create": True, "rebuild": True, "threads": 1,
+                                                             "device": "auto", "weights": Path("/w.pth")})
+    shards = tmp_path / "shards"
+    assert run("embed", folder, "--out", shards, "--model", model, "-q").exit_code == 0
+    asked.clear()
+    assert run("index", "--from", shards, "--index", ix, "--layer", "output", "--rebuild", "--model", model,
+               "-q").exit_code == 0
+    assert asked[0][0] == "_shards_model" and asked[0][1][1:] == (str(model), "output", ix, True)
+
+
+def test_index_from_shards_counts_on_its_bar(photos, tmp_path, monkeypatch, bars):
+    from lookalike.cluster import from_shards
+    from lookalike.index.indexer import IndexReport
+
+    folder, model = photos
+    shards = tmp_path / "shards"
+    assert run("embed", folder, "--out", shards, "--model", model, "-q").exit_code == 0
+
+    def stand_in(index, location, on_plan, on_progress):
+        bar = bars[-1][2]
+        assert bar.tasks[0].total is None and bar.tasks[0].fields == {"rate": ""}
+        on_plan(4), on_progress(3), on_progress(1)
+        return IndexReport(indexed=4, total=4)
+
+    monkeypatch.setattr(from_shards, "index_shards", stand_in)
+    assert run("index", "--from", shards, "--index", tmp_path / "ix", "--model", model).exit_code == 0
+    task = bars[-1][2].tasks[0]
+    assert (task.total, task.completed) == (4, 4) and re.fullmatch(r"\d+\.\d img/s", task.fields["rate"])
