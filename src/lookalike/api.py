@@ -97,14 +97,15 @@ class Index:
         With ``create``, a missing index is created for ``model`` (default: the default model); an
         existing one is opened with ``model`` (default: its own), which must be the one it was built
         with (else :class:`StoreError`) unless ``rebuild`` wipes it first. Without ``create``, the
-        index must exist and its own model is used.
+        index must exist and its own model is used (``layer``, if given, must be its own).
         ``weights`` is the weights file of a model that takes one (``inception-v3-fid``);
         ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
         """
         providers(device)  # an unavailable device fails before anything is created
         path = index_path(path)
         if not create:
-            return cls.over(EmbeddedCollection(Store.open(path)), layer, threads, device, weights)
+            return cls.over(EmbeddedCollection(Store.open(path)), layer, threads, device, weights,
+                            check=layer is not None)
         if model is None and not rebuild and cls.exists(path):
             with Store.open(path) as store:
                 model, layer = store.model_ref, layer or (store.model or {}).get("layer")

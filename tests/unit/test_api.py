@@ -394,6 +394,11 @@ def test_open_creates_an_index_for_a_model_and_reopens_it_with_that_model_and_la
         assert idx.spec == resolve(None, "blocks") and idx.root == path and len(idx) == 0
         idx.embed(png((1, 2, 3)))
     assert made[-1] == ("blocks", 3, "auto")
+    with Index.open(path, layer="blocks") as idx:  # its own layer, named
+        assert idx.spec == resolve(None, "blocks")
+    with pytest.raises(StoreError, match="holds vectors of efficientnet-lite0 .layer blocks.*but the model found here "
+                                         "is efficientnet-lite0 .layer pool"):
+        Index.open(path, layer="pool")  # another layer's queries could not match the vectors
     with Index.open(path, create=True, threads=2) as idx:  # to add to it: its own model and layer too
         assert idx.spec == resolve(None, "blocks") and len(idx) == 0
     with pytest.raises(StoreError, match="was built with model efficientnet-lite0 .layer blocks"):
