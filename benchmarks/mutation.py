@@ -62,7 +62,7 @@ EVALUATE_FAST = ("report_calls or report_row or report_table or rows_and_neighbo
                  "or two_images_draws or same_average_precision or shortened_in_the_middle or frames_colour "
                  "or plain_grey or indexing_options")
 MODULES = {
-    "src/lookalike/__init__.py": [U + "test_api.py", U + "test_paths.py"],
+    "src/lookalike/__init__.py": [U + "test_package.py"],
     "src/lookalike/__main__.py": [U + "cli/test_main.py"],
     "src/lookalike/api.py": [U + "test_api.py"],  # the server and evaluation tests index with the default model
     "src/lookalike/atomic.py": [U + "test_atomic.py"],
@@ -94,7 +94,7 @@ MODULES = {
     "src/lookalike/cluster/shards.py": [U + "cluster/test_from_shards.py", U + "cluster/test_shards.py",
                                         U + "cluster/test_ingest.py", U + "cluster/test_embed_tiny.py"],
     "src/lookalike/cluster/sources.py": [U + "cluster/test_sources.py"],
-    "src/lookalike/dedup/__init__.py": [U + "dedup/test_dedup.py", U + "dedup/test_find.py"],
+    "src/lookalike/dedup/__init__.py": [U + "dedup/test_dedup.py", U + "dedup/test_find.py", U + "test_package.py"],
     "src/lookalike/dedup/capture.py": [U + "dedup/test_capture.py"],
     "src/lookalike/dedup/geometry.py": [U + "dedup/test_geometry.py", U + "dedup/test_review.py"],
     # test_dedup.py's end-to-end cases embed real photos with the ONNX model: only its grouping cases here
