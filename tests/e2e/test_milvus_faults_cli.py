@@ -33,12 +33,13 @@ def _damage(db, kind: str) -> None:
         shutil.rmtree(db)
         db.write_bytes(b"" if kind == "empty file" else b"not a database\n" * 20)
         return
-    pattern = {"schema": "schema.json", "data": "data/*.parquet", "vector index": "indexes/*"}[kind]
+    pattern = {"schema": "schema.json", "data": "data/*.parquet", "vector index": "indexes/*.vector.*",
+               "hash index": "indexes/*.hash.*"}[kind]
     (target,) = sorted((db / "collections" / "lookalike").rglob(pattern))  # milvus-lite's own files
     target.write_bytes(b"garbage\n")
 
 
-@pytest.mark.parametrize("kind", ["schema", "data", "vector index", "empty file", "garbage file"])
+@pytest.mark.parametrize("kind", ["schema", "data", "vector index", "hash index", "empty file", "garbage file"])
 def test_a_damaged_lite_database_is_one_line_and_ingest_rebuild_makes_it_again(ingested, tmp_path, kind):
     db, photos, shards = tmp_path / "m.db", ingested / "photos", ingested / "shards"
     shutil.copytree(ingested / "m.db", db)
