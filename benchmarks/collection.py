@@ -254,6 +254,7 @@ def hash_lookup(shards: Path, uri: str, n: int, lookups: int) -> dict:
     from lookalike.cluster.milvus import connect
 
     out: dict = {"lookups": lookups}
+    hashes = [f"{i:032x}" for i in np.random.default_rng(5).integers(0, n, lookups)]  # write_shards' hashes
     for name in ("hash_indexed", "hash_unindexed"):
         ingest(str(shards), uri, name)
         index_settled(uri, name)
@@ -267,7 +268,6 @@ def hash_lookup(shards: Path, uri: str, n: int, lookups: int) -> dict:
                 client.close()
         collection = MilvusCollection(uri, name)
         try:
-            hashes = [f"{i:032x}" for i in np.random.default_rng(5).integers(0, n, lookups)]
             collection.by_hash(hashes[0])  # warm
             lat = []
             for h in hashes:
