@@ -10,6 +10,7 @@ score (killed and timed out over those checked), and the names of the survivors 
 
     nice -n 10 python benchmarks/mutation.py                       # every module of src/
     nice -n 10 python benchmarks/mutation.py src/lookalike/index/store.py --budget 900 --out m.json
+    python benchmarks/mutation.py --workdir ~/mutation-run --budget 100000   # again to go on after a stop
 
 The default model is exported once per run, by the unmutated source, and each mutant's test session
 starts from a copy of it (``$LOOKALIKE_TEST_MODELS``, honoured by ``tests/conftest.py``) instead of
@@ -18,7 +19,10 @@ export, and of every module with ``--no-share-model`` export it themselves.
 
 Needs the ``dev`` extra (mutmut). CI does not run it. ``MODULES`` names every module of ``src/``
 with its tests (a full run refuses to start while one is missing); a full run of all of them at the
-default budget takes up to a day on 2 cores: run the modules a change touches.
+default budget takes up to a day on 2 cores: run the modules a change touches, or keep a full run in a
+``--workdir`` and go on with it in several sittings (it refuses a checkout of another commit, so every
+row measures the same source). The JSON names the commit measured (``+changes`` when src/, tests/ or
+pyproject.toml differed from it) and sums the modules' running time.
 """
 
 from __future__ import annotations
@@ -243,15 +247,20 @@ def export_default_model(cache: Path) -> Path:
     return cache / "onnx"
 
 
-def wait_running(proc: subprocess.Popen, budget: float, tick: float = 1.0, gap: float = 5.0) -> tuple[bool, float, float]:
+def wait_running(proc: subprocess.Popen, budget: float, tick: float = 1.0, gap: float = 5.0,
+                 progress=None) -> tuple[bool, float, float]:
     """Wait for ``proc`` until it ends or has run ``budget`` seconds; (ended, seconds run, seconds paused).
 
     Time while this process was stopped (SIGSTOP, as a measurement that pauses background jobs does
     to the whole process tree) is not counted: a tick that took more than ``gap`` seconds was a pause.
+    ``progress(seconds run, seconds paused)``, when given, is called about once a minute.
     """
     ran = paused = 0.0
-    last = time.monotonic()
+    last = reported = time.monotonic()
     while ran < budget:
+        if progress is not None and last - reported >= 60:
+            progress(ran, paused)
+            reported = last
         try:
             proc.wait(timeout=min(tick, budget - ran))
             ended = True
@@ -269,13 +278,15 @@ def wait_running(proc: subprocess.Popen, budget: float, tick: float = 1.0, gap: 
 
 
 def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bool,
-               scratch: Path | None = None, mutants: list[str] | None = None, models: Path | None = None) -> dict:
+               scratch: Path | None = None, mutants: list[str] | None = None, models: Path | None = None,
+               progress=None) -> dict:
     """Mutate one module for at most ``budget`` seconds; its counts and survivors.
 
     With ``scratch``, work in (and keep) that directory, going on from its earlier runs; with
     ``mutants`` (names or globs, as ``mutmut results`` prints them), check those again only. With
     ``models``, the test sessions start from those exported ONNX files, except for a module of
-    ``lookalike/models/`` (its mutants may change what an export writes).
+    ``lookalike/models/`` (its mutants may change what an export writes). ``progress`` is passed to
+    :func:`wait_running`.
     """
     keep = keep or scratch is not None
     work = scratch_copy(module, tests, scratch)
@@ -289,7 +300,7 @@ def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bo
     proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *(mutants or [])],
                             cwd=work, env=env,
                             stdout=log_file, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    finished, seconds, paused = wait_running(proc, budget)
+    finished, seconds, paused = wait_running(proc, budget, progress=progress)
     if not finished:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -317,6 +328,46 @@ def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bo
     return row
 
 
+def commit_of(repo: Path) -> str:
+    """The commit checked out in ``repo``, with ``+changes`` when its src/, tests/ or pyproject.toml differ."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True).stdout.strip()
+    changed = git("status", "--porcelain", "--", "src", "tests", "pyproject.toml")
+    return (git("rev-parse", "HEAD") or "unknown") + ("+changes" if changed else "")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a run killed mid-write keeps the last copy)."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(part, path)
+
+
+def kept_module(workdir: Path, module: str, tests: list[str], budget: float, jobs: int,
+                models: Path | None) -> dict:
+    """One module of a run kept in ``workdir``: its saved row if it finished, else mutated further.
+
+    The module's scratch copy and row live in ``workdir``; a run stopped by its budget, or killed, goes
+    on from the mutants already checked, and the row's seconds sum the running time of every part
+    (saved about once a minute, so a killed part loses at most a minute of it).
+    """
+    slug = module.replace("/", "__")
+    saved = workdir / f"{slug}.json"
+    before = json.loads(saved.read_text()) if saved.exists() else {"seconds": 0.0, "paused_s": 0.0, "parts": 0}
+    if before.get("finished"):
+        return before
+
+    def progress(ran: float, paused: float) -> None:
+        write_json(saved, {**before, "seconds": before["seconds"] + ran, "paused_s": before["paused_s"] + paused,
+                           "finished": False})
+
+    row = run_module(module, tests, budget, jobs, True, workdir / slug, None, models, progress)
+    row.update(seconds=round(before["seconds"] + row["seconds"], 1),
+               paused_s=round(before["paused_s"] + row["paused_s"], 1), parts=before["parts"] + 1)
+    write_json(saved, row)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="source paths (default: every module in MODULES); "
@@ -329,6 +380,9 @@ def main() -> None:
                         "where the budget stopped (one module per directory)")
     parser.add_argument("--mutants", nargs="+", help="check only these mutants again (names or globs, as "
                         "mutmut results prints them), e.g. after adding tests; needs --scratch")
+    parser.add_argument("--workdir", type=Path, help="keep the run here (each module's scratch copy and row, "
+                        "and the commit measured) and run again with the same directory to go on where it "
+                        "stopped: a full run in several parts, all of one commit")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--no-share-model", dest="share_model", action="store_false",
                         help="let every test session export the default model itself, as the test suite does "
@@ -341,26 +395,48 @@ def main() -> None:
         parser.error("--scratch takes one module")
     if args.mutants and not args.scratch:
         parser.error("--mutants needs --scratch (the directory of the run that found them)")
+    commit = commit_of(REPO)
+    if args.workdir:
+        if args.scratch:
+            parser.error("--workdir keeps a scratch copy per module itself: leave out --scratch")
+        if commit.endswith("+changes"):
+            parser.error("a --workdir run measures one commit: commit the changes to src/, tests/ and "
+                         "pyproject.toml first")
+        pinned = args.workdir / "commit"
+        if pinned.exists() and pinned.read_text().strip() != commit:
+            parser.error(f"{args.workdir} holds a run of commit {pinned.read_text().strip()}, not of {commit}: "
+                         "check that commit out or use another directory")
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        pinned.write_text(commit + "\n")
     for module in chosen:
         if not (MODULES.get(module) or args.tests):
             parser.error(f"{module} is not in MODULES: name its tests with --tests")
         if not (REPO / module).is_file():
             parser.error(f"no such module: {module}")
     rows = []
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lookalike-mutation-models-") as cache:
         models = export_default_model(Path(cache)) if args.share_model else None
         for module in chosen:
-            rows.append(run_module(module, MODULES.get(module) or args.tests, args.budget, args.jobs, args.keep,
-                                   args.scratch, args.mutants, models))
+            tests = MODULES.get(module) or args.tests
+            if args.workdir:
+                rows.append(kept_module(args.workdir, module, tests, args.budget, args.jobs, models))
+            else:
+                rows.append(run_module(module, tests, args.budget, args.jobs, args.keep, args.scratch, args.mutants,
+                                       models))
             print(f"{module}: {rows[-1]['killed']}/{rows[-1]['mutants']} killed", file=sys.stderr, flush=True)
     total = Counter()
     for row in rows:
         total.update({s: row[s.replace(" ", "_")] for s in STATUSES} | {"mutants": row["mutants"]})
     checked = sum(total[s] for s in ("killed", "survived", "timeout", "no tests", "suspicious", "segfault"))
-    report = {"tool": "mutmut", "jobs": args.jobs, "budget_per_module_s": args.budget,
-              "loadavg": [round(x, 2) for x in os.getloadavg()], "modules": rows,
+    report = {"tool": "mutmut", "commit": commit, "jobs": args.jobs, "budget_per_module_s": args.budget,
+              "loadavg": [round(x, 2) for x in os.getloadavg()], "wall_s": round(time.monotonic() - started, 1),
+              "modules": rows,
               "total": {"mutants": total["mutants"], **{s.replace(" ", "_"): total[s] for s in STATUSES},
-                        "score": round((total["killed"] + total["timeout"]) / checked, 4) if checked else None}}
+                        "score": round((total["killed"] + total["timeout"]) / checked, 4) if checked else None,
+                        "finished": sum(row["finished"] for row in rows),
+                        "seconds": round(sum(row["seconds"] for row in rows), 1),
+                        "paused_s": round(sum(row["paused_s"] for row in rows), 1)}}
     emit(report, args.out)
 
 
