@@ -10,6 +10,7 @@ machine wall time depends on what else runs.
     python benchmarks/train_flowers.py [--data FOLDER] [--epochs N] [--out result.json]
     python benchmarks/train_flowers.py --test 1-16     # another split: train 017-051, score 001-016
     python benchmarks/train_flowers.py --embed-size 256 --also-embed-size 224   # embed at 256 (and 224)
+    python benchmarks/train_flowers.py --also-whiten 0                          # and without whitening
 
 With ``--embed-size N`` (or ``--also-embed-size N``) the pretrained network is scored at N pixels too
 (``pretrained_by_size``), so that a gain can be told apart from what the size alone does.
@@ -76,6 +77,9 @@ def main() -> None:
     p.add_argument("--also-ema", type=float, action="append", default=[], metavar="DECAY",
                    help="also keep this moving average in the same training and score it (0: the last weights; "
                         "repeatable; with every blend)")
+    p.add_argument("--also-whiten", type=float, action="append", default=[], metavar="POWER",
+                   help="also score the same training whitened to this power (0: not whitened; no second "
+                        "training; repeatable; with every blend and moving average)")
     p.add_argument("--also-embed-size", type=int, action="append", default=[], metavar="PIXELS",
                    help="also score the same training, and the pretrained network, embedding at this size "
                         "(no second training; repeatable)")
@@ -96,7 +100,7 @@ def main() -> None:
 
     import torch
 
-    from lookalike.train.loop import base_spec, embedding_spec
+    from lookalike.train.loop import base_spec, embedding_spec, prepare, reblend
     from lookalike.train.run import train
     from lookalike.train.save import write_model_dir
 
@@ -121,19 +125,20 @@ def main() -> None:
         tuned = scores(test_dir, str(out))
         split = json.loads((out / "lookalike.json").read_text())["split"]
         also = {}
-        for decay in dict.fromkeys([config.ema, *args.also_ema]):
-            for share in dict.fromkeys([config.blend, *args.also_blend]):
-                if (decay, share) != (config.ema, config.blend):
-                    other = tmp / f"ema-{decay}-blend-{share}"
-                    write_model_dir(replace(result, net=result.average.exported(share, decay),
-                                            config=replace(config, blend=share, ema=decay), final=None), other)
-                    also[f"ema {decay} blend {share}"] = scores(test_dir, str(other))
-        for n in dict.fromkeys(args.also_embed_size):
-            if n != config.embed_size:
-                other = tmp / f"embed-{n}"
-                write_model_dir(replace(result, spec=embedding_spec(base, n), config=replace(config, embed_size=n),
-                                        final=None), other)
-                also[f"embed size {n}"] = scores(test_dir, str(other))
+        exports = [(decay, share, power) for decay in dict.fromkeys([config.ema, *args.also_ema])
+                   for share in dict.fromkeys([config.blend, *args.also_blend])
+                   for power in dict.fromkeys([config.whiten, *args.also_whiten])]
+        exports = {f"ema {d} blend {s} whiten {w}": (d, s, w, config.embed_size) for d, s, w in exports
+                   if (d, s, w) != (config.ema, config.blend, config.whiten)}
+        exports |= {f"embed size {n}": (config.ema, config.blend, config.whiten, n)
+                    for n in dict.fromkeys(args.also_embed_size) if n != config.embed_size}
+        for key, (decay, share, power, size) in exports.items():
+            # the export the training would have made with these settings (whitening fitted again)
+            prep = prepare(train_dir, replace(config, embed_size=size), tmp / "cache", follow_links=True)
+            other = tmp / key.replace(" ", "-")
+            write_model_dir(reblend(result, prep, share, decay, whiten=power), other)
+            prep.close()
+            also[key] = scores(test_dir, str(other))
     report = {
         "data": str(args.data),
         "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"

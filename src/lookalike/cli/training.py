@@ -132,6 +132,9 @@ def train(
                                        "with this decay per step (0: the last weights).")] = _TRAIN.ema,
     blend: Annotated[float, typer.Option("--blend", min=0.0, max=1.0, help="Share of the trained weights in the "
                                          "exported model; the rest are the starting weights.")] = _TRAIN.blend,
+    whiten: Annotated[float, typer.Option("--whiten", min=0.0, max=1.0, help="Power of the learned whitening "
+                                          "fitted on the training images after training (0: none, 1: "
+                                          "full).")] = _TRAIN.whiten,
     val_split: Annotated[ValSplit, typer.Option("--val-split", help="Hold out whole classes (open set), images of "
                                                 "every class (closed set), or nothing.")] = ValSplit.classes,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")] = _TRAIN.val_fraction,
@@ -158,7 +161,7 @@ def train(
                          unfreeze=unfreeze, batch_size=batch, train_size=train_size, crop_size=crop_size,
                          augment=augment.value, val_split=val_split.value,
                          val_fraction=val_fraction, seed=seed, lr_decay=lr_decay, ema=ema, blend=blend,
-                         embed_size=embed_size)
+                         embed_size=embed_size, whiten=whiten)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
                                                   progress=progress, follow_links=follow_links)

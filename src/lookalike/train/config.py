@@ -28,6 +28,8 @@ class TrainConfig:
     from, the scale of feature-map crops); ``crop_size`` is the pixels each pixel crop is rendered at
     before it is resized to ``train_size`` (0: at ``train_size``): 160 crops shown at 224 carry less
     detail than the whole images embedded later, which scored above full-detail crops at either size.
+    ``whiten`` is the power of the learned whitening fitted on the training images after training
+    (0: none, 1: full; :mod:`lookalike.train.whiten`).
     """
 
     model: str = "efficientnet-lite0"
@@ -51,6 +53,7 @@ class TrainConfig:
     ema: float = 0.0
     blend: float = 1.0
     embed_size: int = 0
+    whiten: float = 0.0
     val_split: str = "classes"
     val_fraction: float = 0.2
     seed: int = 0
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ValueError("ema must be in [0, 1)")
         if not 0 <= self.blend <= 1:
             raise ValueError("blend must be in [0, 1]")
+        if not 0 <= self.whiten <= 1:
+            raise ValueError("whiten must be in [0, 1]")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be {' or '.join(LOSSES)}, not {self.loss!r}")
         if self.augment not in ("pixels", "features"):

@@ -95,7 +95,8 @@ class EmbeddingNet(nn.Module):
     """The exported network: images (N, 3, S, S) -> L2-normalised embeddings (N, dim).
 
     :meth:`tail` runs it from the input of block ``start`` on, which is how training uses cached
-    activations of the frozen blocks before it.
+    activations of the frozen blocks before it. ``whitening``, set after training (never while it
+    trains), maps the embedding on (:class:`~lookalike.train.whiten.Whitening`).
     """
 
     def __init__(self, features: LiteFeatures, dim: int) -> None:
@@ -103,6 +104,7 @@ class EmbeddingNet(nn.Module):
         self.features = features
         in_dim = 1280 if features.layer == "pool" else features.net._blocks[-1]._bn2.num_features
         self.embedding = Embedding(in_dim, dim)
+        self.whitening: nn.Module | None = None
 
     @property
     def n_blocks(self) -> int:
@@ -110,7 +112,8 @@ class EmbeddingNet(nn.Module):
 
     def tail(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Embeddings from the input of block ``start`` (``start == 0``: from the image, stem included)."""
-        return self.embedding(self.features.head(self.features.trunk(x, start)))
+        embedded = self.embedding(self.features.head(self.features.trunk(x, start)))
+        return embedded if self.whitening is None else self.whitening(embedded)
 
     def prefix(self, x: torch.Tensor, stop: int) -> torch.Tensor:
         """The input of block ``stop`` (what :meth:`tail` takes) from images."""

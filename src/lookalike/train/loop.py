@@ -17,11 +17,15 @@ feed the trained tail (``TrainConfig.augment``):
 ``unfreeze >= number of blocks`` trains the whole network, stem included. Validation embeds
 held-out images (by default whole held-out classes: the open-set case) whole at the exported
 model's input size (``TrainConfig.embed_size``) after every epoch, from cached frozen activations.
-A checkpoint is written after every epoch, so an interrupted run resumes where it stopped.
+A checkpoint is written after every epoch, so an interrupted run resumes where it stopped. After
+the last epoch the exported network's embedding is whitened (``TrainConfig.whiten``), fitted on the
+training images (:mod:`lookalike.train.whiten`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import errno
 import hashlib
 import json
@@ -46,9 +50,11 @@ from lookalike.images import decode
 from lookalike.models.efficientnet_lite import build
 from lookalike.models.registry import ModelError, ModelSpec, resolve
 from lookalike.train import data as _data
+from lookalike.train import whiten
 from lookalike.train.average import Average
 from lookalike.train.config import TrainConfig
 from lookalike.train.head import EmbeddingNet, loss_for
+from lookalike.train.whiten import Whitening
 
 CHECKPOINT = "checkpoint.pt"
 CACHE_DIR = ".cache"
@@ -400,27 +406,39 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
 
 
 def reblend(result: Result, prep: Prepared, share: float, ema: float | None = None,
-            batches: _Batches | None = None, workers: int = 2) -> Result:
+            batches: _Batches | None = None, workers: int = 2, whiten: float | None = None) -> Result:
     """``result`` exporting ``share`` of its trained weights (``ema`` 0) or of their moving average
     of decay ``ema`` (default: the run's ``config.ema``) and ``1 - share`` of the starting ones, at
-    ``prep``'s embedding size, validated; the trained network itself when there is nothing to
-    average, blend or embed at another size. ``tune`` scores several blends, averages and embedding
-    sizes of one training run this way."""
+    ``prep``'s embedding size, whitened to the power ``whiten`` (default: the run's
+    ``config.whiten``; 0: not at all), validated; the trained network itself when there is nothing
+    to average, blend, whiten or embed at another size. ``tune`` scores several blends, averages,
+    whitenings and embedding sizes of one training run this way."""
     ema = result.config.ema if ema is None else ema
-    config = replace(result.config, blend=share, ema=ema)
+    whiten = result.config.whiten if whiten is None else whiten
+    config = replace(result.config, blend=share, ema=ema, whiten=whiten)
     if result.average is None:
         return replace(result, config=config, final=None)
     config = replace(config, embed_size=prep.embed_size)
     trained = ema == 0 and share == 1
-    if trained and prep.embedding == result.spec:
+    if trained and prep.embedding == result.spec and not whiten:
         return replace(result, net=result.average.net, config=config, final=None)
     net = result.average.net if trained else result.average.exported(share, ema)
-    if batches is None:
-        with ThreadPoolExecutor(workers) as pool:
-            final = validate(net, prep, _Batches(prep, result.config, pool))
-    else:
+    with contextlib.ExitStack() as stack:
+        if batches is None:
+            batches = _Batches(prep, result.config, stack.enter_context(ThreadPoolExecutor(workers)))
+        if whiten:
+            net = whitened(net, prep, batches, whiten)
         final = validate(net, prep, batches)
     return replace(result, net=net, spec=prep.embedding, config=config, final=final)
+
+
+def whitened(net: EmbeddingNet, prep: Prepared, batches: _Batches, power: float) -> EmbeddingNet:
+    """A copy of ``net`` whitening its embeddings to ``power`` (:mod:`lookalike.train.whiten`), fitted
+    on every training image, embedded whole as the exported model embeds (at ``prep``'s embedding size)."""
+    x = embed(net, batches, "train", np.arange(len(prep.train)), prep.embedding.preprocessing.size)
+    out = copy.deepcopy(net)
+    out.whitening = Whitening(*whiten.fit(x, prep.train.codes, power))
+    return out.eval()
 
 
 def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:

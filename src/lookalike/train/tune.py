@@ -4,8 +4,8 @@ Every grid point trains on the same split (whole classes held out for validation
 open-set retrieval) and is scored by validation mAP, then recall@1; a trial whose mAP is not clearly
 below the best's (:func:`compare`: the validation classes resampled) is within noise of it. Points with the same
 ``unfreeze`` and ``augment`` share one cache of frozen activations, and points that differ only in
-``blend``, ``ema`` and ``embed_size`` share one training run (it keeps every moving average asked
-for; blending and embedding at each size are done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
+``blend``, ``ema``, ``embed_size`` and ``whiten`` share one training run (it keeps every moving
+average asked for; blending, whitening and embedding at each size are done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from lookalike.images import folder
 
 TUNABLE = ("lr", "temperature", "margin", "loss", "dim", "epochs", "unfreeze", "train_size", "crop_size",
            "batch_size", "per_class", "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema",
-           "blend", "embed_size")
+           "blend", "embed_size", "whiten")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
-SHARED = ("blend", "ema", "embed_size")  # settings applied after training: one run serves them all
+SHARED = ("blend", "ema", "embed_size", "whiten")  # settings applied after training: one run serves them all
 DRAWS = 2000  # bootstrap resamples of the validation classes
 
 
@@ -157,9 +157,10 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
                                         follow_links=follow_links)
             run = tuple((k, v) for k, v in point.items() if k not in SHARED)
             if run not in trained:
-                trained[run] = fit(prepared[key], replace(config, blend=1.0, ema=0.0), progress=report,
+                trained[run] = fit(prepared[key], replace(config, blend=1.0, ema=0.0, whiten=0.0), progress=report,
                                    workers=workers, deadline=deadline, also_ema=tuple(grid.get("ema", [config.ema])))
-            result = reblend(trained[run], prepared[key], config.blend, config.ema, workers=workers)
+            result = reblend(trained[run], prepared[key], config.blend, config.ema, workers=workers,
+                             whiten=config.whiten)
             done = result.history[-1].epoch
             trials.append(Trial(point, "done" if done == config.epochs else "stopped (budget)", done,
                                 round(time.perf_counter() - t0, 1),

@@ -118,13 +118,13 @@ def test_train_hands_its_settings_to_the_run_and_says_what_it_wrote(tmp_path, mo
     result = run("train", data, "--out", tmp_path / "out", "--epochs", 2, "--lr", 0.01, "--temperature", 0.1,
                  "--margin", 0.2, "--loss", "proxy-anchor", "--dim", 16, "--unfreeze", 3, "--train-size", 64, "--crop-size", 48,
                  "--augment", "features",
-                 "--batch", 8, "--lr-decay", 0.5, "--ema", 0.9, "--blend", 0.7, "--val-split", "images",
+                 "--batch", 8, "--lr-decay", 0.5, "--ema", 0.9, "--blend", 0.7, "--whiten", 0.25, "--val-split", "images",
                  "--val-fraction", 0.3, "--seed", 5, "--name", "mine", "--threads", 2, "--model", "efficientnet-lite1")
     assert result.exit_code == 0, result.output
     config = TrainConfig(model="efficientnet-lite1", dim=16, temperature=0.1, margin=0.2, loss="proxy-anchor", epochs=2,
                          lr=0.01, unfreeze=3,
                          batch_size=8, train_size=64, crop_size=48, augment="features", val_split="images", val_fraction=0.3, seed=5,
-                         lr_decay=0.5, ema=0.9, blend=0.7)
+                         lr_decay=0.5, ema=0.9, blend=0.7, whiten=0.25)
     assert asked == [(data, tmp_path / "out", config, None, False, "mine", "cpu", 2, False)]
     assert result.stdout == f"wrote {tmp_path / 'out'} (13 s); use it with --model {tmp_path / 'out'}\n"
     assert "epoch 1/2  loss 0.512  val recall@1 0.250  mAP 0.125  (3 s)" in result.stderr.splitlines()

@@ -16,7 +16,7 @@ DOCUMENTED = {"model": "efficientnet-lite0", "layer": "pool", "dim": 1280, "temp
               "loss": "normsoftmax",
               "epochs": 4, "lr": 3e-5, "head_lr_scale": 10.0, "lr_decay": 1.0, "unfreeze": 11, "batch_size": 32,
               "per_class": 4, "train_size": 224, "crop_size": 160, "crop_scale": 0.3, "augment": "pixels", "ema": 0.0, "blend": 1.0,
-              "embed_size": 0,
+              "embed_size": 0, "whiten": 0.0,
               "val_split": "classes", "val_fraction": 0.2, "seed": 0}
 
 
@@ -52,6 +52,8 @@ def test_settings_read_back_from_a_dictionary_ignore_names_they_do_not_know():
     ({"ema": 1.0}, "ema must be in [0, 1)"),
     ({"blend": -0.01}, "blend must be in [0, 1]"),
     ({"blend": 1.01}, "blend must be in [0, 1]"),
+    ({"whiten": -0.01}, "whiten must be in [0, 1]"),
+    ({"whiten": 1.01}, "whiten must be in [0, 1]"),
     ({"augment": "both"}, "augment must be pixels or features, not 'both'"),
     ({"loss": "proxy_anchor"}, "loss must be normsoftmax or proxy-anchor, not 'proxy_anchor'"),
     ({"crop_size": -1}, "crop-size must be 0 (the training size) or more"),
@@ -68,7 +70,7 @@ def test_each_setting_that_cannot_work_is_refused_in_one_line(change, message):
     {"dim": 1, "epochs": 1, "batch_size": 1, "per_class": 1, "train_size": 1}, {"unfreeze": 0},
     {"margin": 0.0}, {"margin": 0.99},
     {"crop_scale": 1.0}, {"crop_scale": 1e-6}, {"lr_decay": 1.0}, {"lr_decay": 1e-6}, {"ema": 0.0}, {"ema": 0.999},
-    {"blend": 0.0}, {"blend": 1.0}, {"augment": "features"}, {"temperature": 1e-9, "lr": 1e-12},
+    {"blend": 0.0}, {"blend": 1.0}, {"whiten": 0.0}, {"whiten": 1.0}, {"augment": "features"}, {"temperature": 1e-9, "lr": 1e-12},
     {"embed_size": 0}, {"embed_size": 32}, {"crop_size": 0}, {"crop_size": 1}, {"loss": "proxy-anchor"},
 ])
 def test_settings_at_the_edges_of_what_works_are_accepted(change):

@@ -649,3 +649,33 @@ def test_reblend_of_a_result_without_an_average_is_its_network(stand_in, tmp_pat
     assert again.net is result.net and again.final is None
     assert again.config.blend == 0.5 and again.config.ema == 0.25
     assert loop.reblend(result, None, 1.0).config.ema == CONFIG.ema
+
+
+def test_reblend_whitens_a_copy_fitted_on_every_training_image_embedded_whole(stand_in, tmp_path, monkeypatch):
+    prep = _prep(tmp_path)
+    result = loop.fit(prep, replace(CONFIG, epochs=1))
+    fitted, mean, matrix = [], np.arange(6.0) / 10, np.diag([1.0, 2, 3, 4, 5, 6])
+    monkeypatch.setattr(loop.whiten, "fit", lambda x, codes, power: fitted.append((x, codes, power)) or (mean, matrix))
+    white = loop.reblend(result, prep, 1.0, ema=0.0, whiten=0.5)
+    assert white.config.whiten == 0.5 and result.average.net.whitening is None  # the trained network stays as it was
+    (x, codes, power), = fitted
+    images = torch.from_numpy(np.stack([pixels(path) for path in prep.train.paths]))  # whole, at the model's 32 px
+    with torch.no_grad():
+        plain, got = result.average.net(images).numpy(), white.net(images).numpy()
+    assert np.allclose(x, plain, atol=1e-5) and np.array_equal(codes, prep.train.codes) and power == 0.5
+    want = (plain - mean) @ matrix
+    assert np.allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    with loop.ThreadPoolExecutor(1) as pool:
+        assert white.final == loop.validate(white.net, prep, loop._Batches(prep, result.config, pool)) == white.val
+    plain_again = loop.reblend(result, prep, 1.0, ema=0.0, whiten=0.0)  # 0: no whitening, the network itself
+    assert plain_again.net is result.average.net and plain_again.final is None and len(fitted) == 1
+
+
+def test_a_run_whitens_what_it_exports_after_the_last_epoch(stand_in, tmp_path):
+    prep = _prep(tmp_path)
+    result = loop.fit(prep, replace(CONFIG, epochs=1, whiten=1.0))
+    assert result.config.whiten == 1.0 and result.net.whitening is not None and result.average.net.whitening is None
+    assert isinstance(result.net.whitening, loop.Whitening)
+    with loop.ThreadPoolExecutor(1) as pool:
+        assert result.val == loop.validate(result.net, prep, loop._Batches(prep, result.config, pool))
+    assert result.val != result.history[-1].val  # the last epoch's scores are the unwhitened network's

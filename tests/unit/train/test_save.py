@@ -95,6 +95,21 @@ def test_the_directory_is_a_model_that_embeds_like_the_trained_network(written):
         assert np.allclose(result.net(torch.from_numpy(x)).numpy(), got, atol=1e-4)
 
 
+def test_a_whitened_network_is_exported_with_its_whitening(tmp_path):
+    from lookalike.train.whiten import Whitening
+
+    result = _result()
+    x = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        plain = result.net(torch.from_numpy(x)).numpy()
+    mean, matrix = np.linspace(-0.2, 0.3, 6), np.diag([4.0, 1, 1, 1, 1, 0.25])
+    result.net.whitening = Whitening(mean, matrix)
+    save.write_model_dir(result, tmp_path / "white")
+    got = Embedder(resolve(str(tmp_path / "white")), threads=1).embed(x)
+    want = (plain - mean) @ matrix
+    assert np.allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-4)
+
+
 def test_a_given_name_and_the_final_validation_win(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     final = {"recall@1": 0.75, "map": 0.625}  # averaged/blended weights validated again

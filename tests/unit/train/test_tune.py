@@ -268,7 +268,7 @@ def test_each_malformed_grid_entry_gets_its_own_message():
              "lr=1e-3=2": "bad value in 'lr=1e-3=2': lr takes float values",
              "model=x": "cannot tune 'model'; choose from: lr, temperature, margin, loss, dim, epochs, unfreeze, train_size, "
                         "crop_size, batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment, lr_decay, ema, blend, "
-                        "embed_size"}
+                        "embed_size, whiten"}
     for entry, message in cases.items():
         with pytest.raises(ValueError) as caught:
             tune.parse_grid([entry])
@@ -338,7 +338,7 @@ def test_a_grid_shares_caches_and_training_runs_and_scores_every_point(data, tmp
                                              (0.2, 0.0, 1.0, "classes", (0.0, 0.5), None, 2)]
     assert [b[:3] for b in training.blended] == [(0.1, BASE.blend, 0.0), (0.1, BASE.blend, 0.5),
                                                  (0.2, BASE.blend, 0.0), (0.2, BASE.blend, 0.5)]
-    assert all(b[3] == {"workers": 2} for b in training.blended)
+    assert all(b[3] == {"workers": 2, "whiten": BASE.whiten} for b in training.blended)
     # each stage reported with the point's number and the number of points
     assert calls == [(0, 4, "cache", 1, 1, {}), (0, 4, "train", 1, 3, {}), (2, 4, "train", 1, 3, {})]
 
@@ -365,7 +365,7 @@ def test_a_grid_passes_its_options_on_and_defaults_to_the_training_defaults(data
     assert [(p[1], p[5]["workers"], p[5]["follow_links"]) for p in training.prepared] == [(1, 3, True), (2, 3, True)]
     assert [(c.unfreeze, c.ema, o["also_ema"], o["workers"]) for c, o in training.fitted] == [
         (1, 0.0, (TrainConfig().ema,), 3), (2, 0.0, (TrainConfig().ema,), 3)]
-    assert [b[3] for b in training.blended] == [{"workers": 3}] * 2
+    assert [b[3] for b in training.blended] == [{"workers": 3, "whiten": BASE.whiten}] * 2
     assert result.base == asdict(replace(TrainConfig(), val_split="classes"))
     assert training.closed == ["1", "2"] and not (tmp_path / ".cache").exists()
 
@@ -381,6 +381,14 @@ def test_each_run_trains_unblended_without_an_average_on_its_own_cache(data, tmp
     one, two = training.caches  # points in grid order: unfreeze 1, 2, 1, 2; a fit before each run's first blend
     assert training.used == [one, one, two, two, one, two]
     assert len(result.trials) == 4
+
+
+def test_points_that_differ_only_in_whitening_share_one_unwhitened_training_run(data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch)
+    result = tune.run_grid(data, {"whiten": [0.0, 0.5, 1.0], "lr": [0.1, 0.2]}, tmp_path, replace(BASE, whiten=0.5))
+    assert [(c.lr, c.whiten) for c, _ in training.fitted] == [(0.1, 0.0), (0.2, 0.0)]
+    assert [(b[0], b[3]["whiten"]) for b in training.blended] == [(lr, w) for w in (0.0, 0.5, 1.0) for lr in (0.1, 0.2)]
+    assert [t.settings for t in result.trials] == [{"whiten": w, "lr": lr} for w in (0.0, 0.5, 1.0) for lr in (0.1, 0.2)]
 
 
 def test_the_budget_skips_the_points_left_once_it_has_run_out(data, tmp_path, monkeypatch):

@@ -1,0 +1,73 @@
+"""Learned whitening (train/whiten.py): what it does to known within-class spreads, and the module
+that applies it, against values worked out by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from lookalike.train import whiten
+
+
+def spread_classes(spread, n=4000, seed=0):
+    """Three classes around far-apart centres, each spread along the same rotated axes with standard
+    deviations ``spread``; the rotation."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((len(spread), len(spread))))
+    codes = np.repeat(np.arange(3), n)
+    x = rng.standard_normal((3, len(spread)))[codes] * 10 + (rng.standard_normal((3 * n, len(spread))) * spread) @ rotation.T
+    return x, codes, rotation
+
+
+def within_class_covariance(x, codes):
+    residuals = np.concatenate([x[codes == c] - x[codes == c].mean(0) for c in np.unique(codes)])
+    return residuals.T @ residuals / len(residuals)
+
+
+def test_full_whitening_leaves_the_same_spread_in_every_direction():
+    x, codes, _ = spread_classes([0.5, 1.0, 2.0, 4.0])  # variances 0.25 to 16
+    _, matrix = whiten.fit(x, codes, 1.0)
+    # 12,000 images in 4 dimensions: the shrinkage is slight, the spread the identity within a few %
+    assert np.allclose(within_class_covariance(x @ matrix, codes), np.eye(4), atol=0.03)
+
+
+def test_half_whitening_leaves_the_square_root_of_each_directions_spread():
+    x, codes, rotation = spread_classes([0.5, 1.0, 2.0, 4.0])
+    _, matrix = whiten.fit(x, codes, 0.5)
+    spread = rotation.T @ within_class_covariance(x @ matrix, codes) @ rotation  # back on the class axes
+    assert np.allclose(spread, np.diag([0.5, 1.0, 2.0, 4.0]), atol=0.05 * 4)
+    assert np.allclose(np.diag(spread) / [0.5, 1.0, 2.0, 4.0], 1, atol=0.05)
+
+
+def test_power_zero_only_centres_on_the_mean_of_every_image():
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0], [6.0, 2.0]])
+    mean, matrix = whiten.fit(x, np.array([0, 0, 1, 1, 2]), 0.0)
+    assert np.allclose(mean, [2.0, 2.0]) and np.allclose(matrix, np.eye(2))
+
+
+def test_a_class_of_one_image_adds_nothing_to_the_spread():
+    x, codes, _ = spread_classes([0.5, 1.0, 2.0], n=50)
+    _, without = whiten.fit(x, codes, 1.0)
+    mean, with_one = whiten.fit(np.vstack([x, [100.0, -100.0, 50.0]]), np.append(codes, 7), 1.0)
+    assert np.allclose(with_one, without) and np.allclose(mean, np.vstack([x, [100.0, -100.0, 50.0]]).mean(0))
+
+
+def test_no_class_of_two_images_is_refused_in_one_line():
+    with pytest.raises(ValueError) as e:
+        whiten.fit(np.eye(3), np.array([0, 1, 2]), 0.5)
+    assert str(e.value) == "whitening needs a class with at least two images"
+
+
+def test_a_direction_no_image_varied_in_is_kept_not_blown_up():
+    rng = np.random.default_rng(1)
+    x = np.zeros((40, 3))
+    x[:, :2] = rng.standard_normal((40, 2))  # the third coordinate never varies
+    _, matrix = whiten.fit(x, np.repeat([0, 1], 20), 1.0)
+    assert np.isfinite(matrix).all() and abs(matrix[2, 2]) < 10 * abs(matrix[:2, :2]).max()
+
+
+def test_the_module_centres_maps_and_normalises():
+    module = whiten.Whitening(np.array([1.0, 0.0]), np.diag([2.0, 1.0]))
+    got = module(torch.tensor([[1.0, 1.0], [3.0, 0.0], [2.0, 2.0]]))
+    # (x - mean) @ matrix: (0, 1), (4, 0), (2, 2); then each to unit length
+    assert torch.allclose(got, torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5 ** 0.5, 0.5 ** 0.5]]))
+    assert {k: v.dtype for k, v in module.state_dict().items()} == {"matrix": torch.float32, "offset": torch.float32}
