@@ -165,6 +165,7 @@ MODULES = {
     "src/lookalike/train/average.py": [U + "train/test_average.py"],
     "src/lookalike/train/data.py": [U + "train/test_train_data.py"],
     "src/lookalike/train/tune.py": [U + "train/test_tune.py"],
+    "src/lookalike/train/whiten.py": [U + "train/test_whiten.py"],
     "src/lookalike/vectors/__init__.py": VECTOR_TESTS,
     "src/lookalike/vectors/ann.py": [U + "vectors/test_ann.py", U + "vectors/test_faiss_backend.py"],
     "src/lookalike/vectors/backend.py": VECTOR_TESTS,
