@@ -50,11 +50,10 @@ from lookalike.images import decode
 from lookalike.models.efficientnet_lite import build
 from lookalike.models.registry import ModelError, ModelSpec, resolve
 from lookalike.train import data as _data
-from lookalike.train import whiten
 from lookalike.train.average import Average
 from lookalike.train.config import TrainConfig
 from lookalike.train.head import EmbeddingNet, loss_for
-from lookalike.train.whiten import Whitening
+from lookalike.train.whiten import Whitening, fit as fit_whitening
 
 CHECKPOINT = "checkpoint.pt"
 CACHE_DIR = ".cache"
@@ -437,7 +436,7 @@ def whitened(net: EmbeddingNet, prep: Prepared, batches: _Batches, power: float)
     on every training image, embedded whole as the exported model embeds (at ``prep``'s embedding size)."""
     x = embed(net, batches, "train", np.arange(len(prep.train)), prep.embedding.preprocessing.size)
     out = copy.deepcopy(net)
-    out.whitening = Whitening(*whiten.fit(x, prep.train.codes, power))
+    out.whitening = Whitening(*fit_whitening(x, prep.train.codes, power))
     return out.eval()
 
 

@@ -655,7 +655,7 @@ def test_reblend_whitens_a_copy_fitted_on_every_training_image_embedded_whole(st
     prep = _prep(tmp_path)
     result = loop.fit(prep, replace(CONFIG, epochs=1))
     fitted, mean, matrix = [], np.arange(6.0) / 10, np.diag([1.0, 2, 3, 4, 5, 6])
-    monkeypatch.setattr(loop.whiten, "fit", lambda x, codes, power: fitted.append((x, codes, power)) or (mean, matrix))
+    monkeypatch.setattr(loop, "fit_whitening", lambda x, codes, power: fitted.append((x, codes, power)) or (mean, matrix))
     white = loop.reblend(result, prep, 1.0, ema=0.0, whiten=0.5)
     assert white.config.whiten == 0.5 and result.average.net.whitening is None  # the trained network stays as it was
     (x, codes, power), = fitted
