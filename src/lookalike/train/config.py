@@ -53,7 +53,7 @@ class TrainConfig:
     ema: float = 0.0
     blend: float = 1.0
     embed_size: int = 0
-    whiten: float = 0.0
+    whiten: float = 0.5
     val_split: str = "classes"
     val_fraction: float = 0.2
     seed: int = 0

@@ -16,7 +16,7 @@ DOCUMENTED = {"model": "efficientnet-lite0", "layer": "pool", "dim": 1280, "temp
               "loss": "normsoftmax",
               "epochs": 4, "lr": 3e-5, "head_lr_scale": 10.0, "lr_decay": 1.0, "unfreeze": 11, "batch_size": 32,
               "per_class": 4, "train_size": 224, "crop_size": 160, "crop_scale": 0.3, "augment": "pixels", "ema": 0.0, "blend": 1.0,
-              "embed_size": 0, "whiten": 0.0,
+              "embed_size": 0, "whiten": 0.5,
               "val_split": "classes", "val_fraction": 0.2, "seed": 0}
 
 
