@@ -27,7 +27,7 @@ from tiny_lite import tiny_features
 
 PRE = Preprocessing(32, mean=(0.25, 0.5, 0.75), std=(0.5, 0.25, 0.125))
 CONFIG = TrainConfig(dim=6, epochs=2, unfreeze=2, batch_size=4, per_class=2, train_size=16, crop_size=0, lr=1e-3,
-                     val_split="classes", val_fraction=0.4, seed=3)
+                     val_split="classes", val_fraction=0.4, seed=3, whiten=0.0)
 
 
 # made once: building the stand-in seeds torch, which a pretrained network's build does not
