@@ -71,3 +71,12 @@ def test_the_module_centres_maps_and_normalises():
     # (x - mean) @ matrix: (0, 1), (4, 0), (2, 2); then each to unit length
     assert torch.allclose(got, torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5 ** 0.5, 0.5 ** 0.5]]))
     assert {k: v.dtype for k, v in module.state_dict().items()} == {"matrix": torch.float32, "offset": torch.float32}
+
+
+def test_float32_embeddings_are_whitened_in_float64():
+    x, codes, _ = spread_classes([0.5, 1.0, 2.0, 4.0], n=200)
+    x32 = x.astype(np.float32)  # as the training loop embeds them
+    mean, matrix = whiten.fit(x32, codes, 0.5)
+    want_mean, want_matrix = whiten.fit(x32.astype(np.float64), codes, 0.5)
+    assert mean.dtype == matrix.dtype == np.float64
+    assert np.array_equal(mean, want_mean) and np.array_equal(matrix, want_matrix)
