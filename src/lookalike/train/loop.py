@@ -329,6 +329,8 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     ``config.ema``'s, for :func:`reblend` to export from the same run.
     """
     config.check()
+    if config.whiten and not (np.bincount(prep.train.codes) > 1).any():  # before the training it would follow
+        raise ValueError("whitening needs a training class of at least two images: use --whiten 0")
     dev = _device(device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

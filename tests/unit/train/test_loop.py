@@ -679,3 +679,13 @@ def test_a_run_whitens_what_it_exports_after_the_last_epoch(stand_in, tmp_path):
     with loop.ThreadPoolExecutor(1) as pool:
         assert result.val == loop.validate(result.net, prep, loop._Batches(prep, result.config, pool))
     assert result.val != result.history[-1].val  # the last epoch's scores are the unwhitened network's
+
+
+def test_whitening_without_a_class_of_two_images_is_refused_before_training(stand_in, tmp_path):
+    prep = loop.prepare(make_data(tmp_path / "data", classes=4, per_class=1), replace(CONFIG, val_split="none"),
+                        tmp_path / "cache")
+    with pytest.raises(ValueError) as e:
+        loop.fit(prep, replace(CONFIG, val_split="none", whiten=0.5), tmp_path / "run")
+    assert str(e.value) == "whitening needs a training class of at least two images: use --whiten 0"
+    assert not (tmp_path / "run").exists()  # nothing trained, no checkpoint
+    assert loop.fit(prep, replace(CONFIG, val_split="none", epochs=1), tmp_path / "plain").net.whitening is None
