@@ -167,10 +167,11 @@ def test_a_read_tasks_memory_is_its_process_two_copies_of_its_block_and_one_larg
 
 
 class _Data:
-    """A Ray Dataset's calls that embed makes, in plain Python: batches of numpy columns."""
+    """A Ray Dataset's calls that embed makes, in plain Python: batches of numpy columns, read back
+    one block (here: one output of the last ``map_batches`` call) at a time, as Ray does."""
 
-    def __init__(self, ray, columns: dict) -> None:
-        self.ray, self.columns = ray, columns
+    def __init__(self, ray, columns: dict, blocks: list[dict] | None = None) -> None:
+        self.ray, self.columns, self.blocks = ray, columns, blocks or [columns]
 
     def map_batches(self, fn, batch_size, batch_format, fn_kwargs=None, fn_constructor_kwargs=None, **options):
         assert batch_format == "numpy"
@@ -181,11 +182,12 @@ class _Data:
             (lambda cols: fn(cols, **fn_kwargs))
         n = len(next(iter(self.columns.values())))
         outs = [call({k: v[s:s + batch_size] for k, v in self.columns.items()}) for s in range(0, n, batch_size)]
-        return _Data(self.ray, {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]})
+        outs = [{k: np.asarray(v) for k, v in o.items()} for o in outs]  # Ray hands numpy columns on
+        return _Data(self.ray, {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, outs)
 
     def iter_batches(self, batch_size, batch_format):
         assert (batch_size, batch_format) == (None, "numpy")
-        yield self.columns
+        yield from self.blocks
 
 
 class _Ray(types.ModuleType):
@@ -272,3 +274,13 @@ def test_ray_workers_from_the_gpus_each_asks_for(model, tmp_path, ray):
     fake = ray(8.0)
     assert embed(str(folder), str(tmp_path / "v"), model_spec(str(model)), "ray", device="cuda").workers == 8
     assert fake.stages[1]["constructor"]["device"] == "cuda"
+
+
+def test_model_spec_hands_on_the_layer_and_the_weights_file(tmp_path):
+    blocks = model_spec("efficientnet-lite0", "blocks")
+    assert (blocks.name, blocks.layer, blocks.dim) == ("efficientnet-lite0", "blocks", 320)  # its last block's width
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"abc")  # found and fingerprinted only: nothing loads it here
+    fid = model_spec("inception-v3-fid", weights=weights)
+    assert fid.weights_path == weights
+    assert fid.weights_sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # SHA-256 of "abc"
