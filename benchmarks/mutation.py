@@ -318,7 +318,9 @@ def run_module(module: str, tests: list[str], budget: float, jobs: int, keep: bo
     row = {"module": module, "tests": tests, "mutants": len(status),
            **{s.replace(" ", "_"): counts[s] for s in STATUSES},
            "score": round((counts["killed"] + counts["timeout"]) / checked, 4) if checked else None,
-           "finished": finished and proc.returncode == 0, "seconds": round(seconds, 1), "paused_s": round(paused, 1),
+           # mutmut exits non-zero when a module has nothing to mutate: that run is complete too
+           "finished": finished and (proc.returncode == 0 or not status), "seconds": round(seconds, 1),
+           "paused_s": round(paused, 1),
            "survivors": sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))}
     if not row["finished"]:
         row["log_tail"] = log[-1000:]
