@@ -109,7 +109,8 @@ MODULES = {
                                           U + "dedup/test_dedup.py", "-k",
                                           "test_find or neighbours or nearest_only or candidates or too_many_pairs "
                                           "or around_the_keeper"],
-    "src/lookalike/dedup/find.py": [U + "dedup/test_find.py"],
+    # the shots preset's grouping (_best_shots) and find_duplicates' whole runs are test_dedup.py's
+    "src/lookalike/dedup/find.py": [U + "dedup/test_find.py", U + "dedup/test_dedup.py"],
     "src/lookalike/dedup/ondisk.py": [U + "dedup/test_ondisk.py"],
     "src/lookalike/dedup/phash.py": [U + "dedup/test_phash.py"],
     "src/lookalike/dedup/report.py": [U + "dedup/test_report.py", U + "dedup/test_ondisk.py",
