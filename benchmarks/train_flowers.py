@@ -132,13 +132,16 @@ def main() -> None:
                    if (d, s, w) != (config.ema, config.blend, config.whiten)}
         exports |= {f"embed size {n}": (config.ema, config.blend, config.whiten, n)
                     for n in dict.fromkeys(args.also_embed_size) if n != config.embed_size}
+        preps = {}  # the training images at each embedding size asked for, prepared once
         for key, (decay, share, power, size) in exports.items():
             # the export the training would have made with these settings (whitening fitted again)
-            prep = prepare(train_dir, replace(config, embed_size=size), tmp / "cache", follow_links=True)
+            if size not in preps:
+                preps[size] = prepare(train_dir, replace(config, embed_size=size), tmp / "cache", follow_links=True)
             other = tmp / key.replace(" ", "-")
-            write_model_dir(reblend(result, prep, share, decay, whiten=power), other)
-            prep.close()
+            write_model_dir(reblend(result, preps[size], share, decay, whiten=power), other)
             also[key] = scores(test_dir, str(other))
+        for prep in preps.values():
+            prep.close()
     report = {
         "data": str(args.data),
         "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"
