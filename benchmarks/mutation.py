@@ -20,9 +20,12 @@ export, and of every module with ``--no-share-model`` export it themselves.
 Needs the ``dev`` extra (mutmut). CI does not run it. ``MODULES`` names every module of ``src/``
 with its tests (a full run refuses to start while one is missing); a full run of all of them at the
 default budget takes up to a day on 2 cores: run the modules a change touches, or keep a full run in a
-``--workdir`` and go on with it in several sittings (it refuses a checkout of another commit, so every
-row measures the same source). The JSON names the commit measured (``+changes`` when src/, tests/ or
-pyproject.toml differed from it) and sums the modules' running time.
+``--workdir`` and go on with it in several sittings, on the same commit or a later one. Each row names
+the commit it was measured on; on a later commit a row stands only while its module, its tests and the
+files of tests/ they may import (conftest.py files, helpers: every file there but test_*.py) are the
+same, and is measured again otherwise (a change elsewhere in src/ does not re-run it). The JSON names
+the commit checked out (``+changes`` when src/, tests/ or pyproject.toml differed from it) and sums
+the modules' running time.
 """
 
 from __future__ import annotations
@@ -347,17 +350,36 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(part, path)
 
 
+def support_files(repo: Path) -> list[str]:
+    """The files of ``tests/`` that any test may import: every file there but the ``test_*.py``."""
+    return sorted(str(p.relative_to(repo)) for p in (repo / "tests").rglob("*.py")
+                  if not p.name.startswith("test_"))
+
+
+def unchanged(repo: Path, old: str, new: str, paths: list[str]) -> bool:
+    """Whether ``paths`` are the same at commits ``old`` and ``new`` of ``repo``."""
+    return subprocess.run(["git", "diff", "--quiet", old, new, "--", *paths], cwd=repo).returncode == 0
+
+
 def kept_module(workdir: Path, module: str, tests: list[str], budget: float, jobs: int,
-                models: Path | None) -> dict:
+                models: Path | None, commit: str) -> dict:
     """One module of a run kept in ``workdir``: its saved row if it finished, else mutated further.
 
     The module's scratch copy and row live in ``workdir``; a run stopped by its budget, or killed, goes
     on from the mutants already checked, and the row's seconds sum the running time of every part
-    (saved about once a minute, so a killed part loses at most a minute of it).
+    (saved about once a minute, so a killed part loses at most a minute of it). A row of an earlier
+    commit whose module, tests or test support files differ at ``commit``, or whose test selection
+    differs from ``tests``, is dropped with its scratch copy and measured afresh.
     """
     slug = module.replace("/", "__")
     saved = workdir / f"{slug}.json"
-    before = json.loads(saved.read_text()) if saved.exists() else {"seconds": 0.0, "paused_s": 0.0, "parts": 0}
+    fresh = {"commit": commit, "tests": tests, "seconds": 0.0, "paused_s": 0.0, "parts": 0}
+    before = json.loads(saved.read_text()) if saved.exists() else fresh
+    if before is not fresh and (before["tests"] != tests or before["commit"] != commit and not unchanged(
+            REPO, before["commit"], commit, [module, *tests, *support_files(REPO)])):
+        print(f"{module}: changed since {before['commit'][:10]}, measured again", file=sys.stderr, flush=True)
+        shutil.rmtree(workdir / slug, ignore_errors=True)
+        before = fresh
     if before.get("finished"):
         return before
 
@@ -366,7 +388,7 @@ def kept_module(workdir: Path, module: str, tests: list[str], budget: float, job
                            "finished": False})
 
     row = run_module(module, tests, budget, jobs, True, workdir / slug, None, models, progress)
-    row.update(seconds=round(before["seconds"] + row["seconds"], 1),
+    row.update(commit=before["commit"], seconds=round(before["seconds"] + row["seconds"], 1),
                paused_s=round(before["paused_s"] + row["paused_s"], 1), parts=before["parts"] + 1)
     write_json(saved, row)
     return row
@@ -385,8 +407,8 @@ def main() -> None:
     parser.add_argument("--mutants", nargs="+", help="check only these mutants again (names or globs, as "
                         "mutmut results prints them), e.g. after adding tests; needs --scratch")
     parser.add_argument("--workdir", type=Path, help="keep the run here (each module's scratch copy and row, "
-                        "and the commit measured) and run again with the same directory to go on where it "
-                        "stopped: a full run in several parts, all of one commit")
+                        "with the commit measured) and run again with the same directory to go on where it "
+                        "stopped, on this commit or a later one: a full run in several parts")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--no-share-model", dest="share_model", action="store_false",
                         help="let every test session export the default model itself, as the test suite does "
@@ -406,12 +428,7 @@ def main() -> None:
         if commit.endswith("+changes"):
             parser.error("a --workdir run measures one commit: commit the changes to src/, tests/ and "
                          "pyproject.toml first")
-        pinned = args.workdir / "commit"
-        if pinned.exists() and pinned.read_text().strip() != commit:
-            parser.error(f"{args.workdir} holds a run of commit {pinned.read_text().strip()}, not of {commit}: "
-                         "check that commit out or use another directory")
         args.workdir.mkdir(parents=True, exist_ok=True)
-        pinned.write_text(commit + "\n")
     for module in chosen:
         if not (MODULES.get(module) or args.tests):
             parser.error(f"{module} is not in MODULES: name its tests with --tests")
@@ -424,7 +441,7 @@ def main() -> None:
         for module in chosen:
             tests = MODULES.get(module) or args.tests
             if args.workdir:
-                rows.append(kept_module(args.workdir, module, tests, args.budget, args.jobs, models))
+                rows.append(kept_module(args.workdir, module, tests, args.budget, args.jobs, models, commit))
             else:
                 rows.append(run_module(module, tests, args.budget, args.jobs, args.keep, args.scratch, args.mutants,
                                        models))
