@@ -274,3 +274,94 @@ def test_the_best_shot_is_the_best_exposed_then_the_sharpest_then_the_first_by_t
     assert best_shot(["a", "f"], q).keep == "f" and best_shot(["a", "f"], q).reason.startswith("the sharpest")
     q["g"] = Shot(1.0 / 0.9 - 1e-9, 0.0)
     assert best_shot(["a", "g"], q).keep == "a"
+
+
+def _stripes(low, high):
+    """A 256 x 256 gray picture (the features' size: measured as it is) of one-pixel columns alternating ``low``, ``high``."""
+    return np.tile(np.array([low, high], np.uint8), (256, 128))
+
+
+def test_a_shots_sharpness_is_its_aperture_3_laplacians_variance_over_its_gray_variance():
+    # columns alternating 100, 150: each second difference across is +-100; the aperture-3 Laplacian
+    # weights it by the 1, 2, 1 smoothing down the column (x 4): +-400, variance 160000; the gray
+    # variance is 25 ** 2 = 625, so 256 (the 3 x 3 aperture-1 Laplacian would give 16)
+    assert shot_quality(_stripes(100, 150)) == Shot(256.0, 0.0)
+    # alternating 100, 101: Laplacian +-8, variance 64; a gray variance of 0.25 is below the floor of
+    # 1 that keeps a nearly flat picture from measuring sharp, so 64, not 256
+    assert shot_quality(_stripes(100, 101)) == Shot(64.0, 0.0)
+    assert shot_quality(np.full((256, 256), 128, np.uint8)) == Shot(0.0, 0.0)  # flat: no edge at all
+
+
+def test_gray_levels_at_either_clipping_end_count_as_clipped_and_one_level_inside_do_not():
+    picture = np.full((256, 256), 128, np.uint8)
+    picture[:64], picture[64:128] = keep.CLIP_LOW, keep.CLIP_HIGH  # 2 and 253: a quarter each
+    picture[128:160], picture[160:192] = keep.CLIP_LOW + 1, keep.CLIP_HIGH - 1  # 3 and 252: not clipped
+    assert shot_quality(picture).clipped == 0.5
+
+
+def test_the_best_shot_at_exactly_each_limit():
+    q = {"a": Shot(0.9, 0.0), "b": Shot(1.0, 0.0), "c": Shot(9.0, keep.EXPOSURE_SLACK)}
+    # a has exactly the sharp share of b's sharpness: as sharp, and first by the keep rule
+    assert best_shot(["a", "b"], q).keep == "a"
+    # b is kept, and a is within the sharp share of it: b is not "the sharpest", only first by the keep rule
+    assert best_shot(["b", "a"], q).reason.startswith("as sharp and well exposed as any and first by the keep rule")
+    # c is clipped by exactly the exposure slack more than a: still well exposed, and the sharpest
+    best = best_shot(["a", "c"], q)
+    assert best.keep == "c" and best.reason.startswith("the sharpest of 2 shots")
+
+
+def test_a_group_of_flat_pictures_keeps_its_first_by_the_keep_rule():
+    # every sharpness 0 (a plain colour, or files that cannot be read: 0 sharp, 1 clipped)
+    flat = {"x": Shot(0.0, 0.0), "y": Shot(0.0, 0.0)}
+    assert best_shot(["y", "x"], flat).keep == "y"
+    unreadable = {"x": Shot(0.0, 1.0), "y": Shot(0.0, 1.0)}
+    assert best_shot(["x", "y"], unreadable).keep == "x"
+
+
+def test_the_best_shot_says_whether_its_group_holds_other_shots_or_copies_only():
+    q = {"a": Shot(1.0, 0.0), "b": Shot(3.0, 0.0)}
+    assert best_shot(["a", "b"], q).other_shots is True
+    copies = best_shot(["a", "b"], q, other_shots=False)
+    assert copies.other_shots is False and copies.keep == "b" and " of 2 copies " in copies.reason
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32, np.uint64, np.uint8])
+def test_pixel_counts_in_any_integer_type_rank_the_larger_picture_first(dtype):
+    # unsigned counts too: negated as they are, 0 would stay 0 and rank an empty picture first
+    order = keep_order(np.array([0, 7, 200], dtype), ["/a.jpg", "/b.jpg", "/c.jpg"], np.zeros(3, np.int64))
+    assert order.tolist() == [2, 1, 0]
+
+
+def test_with_reach_a_keeper_whose_every_neighbour_is_refused_forms_no_group():
+    offsets, columns = _csr(3, [(0, 1), (1, 2)])
+    onward = np.ones(len(columns), bool)
+    refuse = lambda row, members: np.zeros(len(members), bool)  # noqa: E731
+    assert group_around_keepers(np.array([0, 1, 2]), offsets, columns, refuse, onward) == []
+
+
+def test_reach_without_a_check_is_not_taken():
+    # 0 ~ 1 ~ 2: unchecked, 0 claims only its own neighbour; 2 is left, with no free neighbour, to no group
+    offsets, columns = _csr(3, [(0, 1), (1, 2)])
+    assert group_around_keepers(np.array([0, 1, 2]), offsets, columns, onward=np.ones(len(columns), bool)) == [(0, [1])]
+
+
+def test_a_group_of_shots_keeps_its_best_shot_and_says_what_each_member_was_verified_against():
+    from lookalike.dedup.report import BestShot
+
+    # the best shot /s/best.jpg (row 1) is kept; /s/first.jpg (row 0), first by the keep rule, was
+    # verified against it, and the others (and /s/other.jpg's byte copy) against /s/first.jpg
+    paths = ["/s/first.jpg", "/s/best.jpg", "/s/other.jpg", "/s/other_copy.jpg", "/s/third.jpg",
+             "/c/keep.jpg", "/c/copy.jpg"]
+    content = ["F", "B", "O", "O", "T", "K", "C"]
+    shots = BestShot("/s/best.jpg", "the sharpest of 4 shots", {})
+    copies_only = BestShot("/c/keep.jpg", "the sharpest of 2 copies", {}, other_shots=False)
+    near = [(1, [(0, 0.1, "ev-first"), (2, 0.2, "ev-other", 0), (4, 0.3, "ev-third", None)], shots),
+            (5, [(6, 0.05, "ev-copy")], copies_only)]
+    groups = assemble_groups(np.arange(7), content, near, paths)
+    assert [(g.kind, g.keep, g.best) for g in groups] == [("near", "/c/keep.jpg", copies_only),
+                                                          ("shots", "/s/best.jpg", shots)]
+    assert [(d.path, d.distance, d.match, d.copy_of, d.evidence, d.compared_with) for d in groups[1].duplicates] == [
+        ("/s/first.jpg", 0.1, "near", None, "ev-first", None),
+        ("/s/other.jpg", 0.2, "near", None, "ev-other", "/s/first.jpg"),
+        ("/s/other_copy.jpg", 0.2, "near", "/s/other.jpg", "ev-other", "/s/first.jpg"),
+        ("/s/third.jpg", 0.3, "near", None, "ev-third", None)]
