@@ -114,3 +114,14 @@ def test_write_paths_refuses_line_breaks_unless_nul_separated(tmp_path):
     assert out.read_bytes() == b"/x/a b.jpg\n/x/\xff raw.jpg\n"
     write_paths([], out)
     assert out.read_bytes() == b""
+
+
+def test_why_each_duplicate_is_listed_with_or_without_evidence():
+    found = Evidence(212, 300, rotation=90, agreement=0.98765, edits=["rotated 90°"])
+    one_stage = DedupReport(Rule(0.05), None, 4)
+    assert one_stage.why(Duplicate("/p/b.jpg", 0.0, "exact")) == "same bytes"
+    assert one_stage.why(Duplicate("/p/c.jpg", 0.04)) == ""  # within the radius: nothing more to say
+    # a byte copy of a near duplicate: only whose bytes it has, when there is no evidence to add
+    assert one_stage.why(Duplicate("/p/c2.jpg", 0.04, copy_of="/p/c.jpg")) == "same bytes as c.jpg"
+    assert one_stage.why(Duplicate("/p/d2.jpg", 0.2, copy_of="/q/d.jpg", evidence=found, compared_with="/q/x.jpg")) == (
+        "same bytes as d.jpg; 212 inliers, 99% alike: rotated 90° (against x.jpg)")

@@ -38,7 +38,8 @@ SHOTS = Rule(0.3, 20, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25, 
 
 
 @pytest.mark.parametrize("found", [{}, {"displaced": 1.0}, {"shifted": 0.3}, {"agreement": 0.2, "shifted": 0.025},
-                                   {"agreement": 0.0, "shifted": 1.0, "displaced": 1.0}])
+                                   {"agreement": 0.0, "shifted": 1.0, "displaced": 1.0},
+                                   {"agreement": 0.9, "shifted": 0.0}])  # alike on exactly the minimum, nothing shifted
 def test_shots_accept_a_copy_or_another_shot_alike_or_showing_the_same_thing_displaced(found):
     assert SHOTS.accepts(_evidence(**found))
 
