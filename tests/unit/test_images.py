@@ -231,7 +231,8 @@ def test_a_fifo_is_refused_by_every_reader_without_blocking(tmp_path):
     os.mkfifo(fifo)  # nothing ever writes to it: an open for reading would wait forever
     for reader in (read_file, open_image, decode, hash_file):
         out = _finishes(lambda: reader(fifo))
-        assert isinstance(out.get("error"), ImageError) and "regular file" in str(out["error"]), reader
+        assert isinstance(out.get("error"), ImageError), reader
+        assert str(out["error"]) == "not a regular file (a FIFO, socket or device)", reader
 
 
 def test_a_device_is_refused_before_a_byte_is_read():
@@ -612,3 +613,60 @@ def test_an_entry_that_cannot_be_checked_is_passed_over_and_the_rest_of_its_fold
 
     monkeypatch.setattr(os.path, "realpath", failing)
     assert list(list_images(tmp_path)) == [str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg")]
+
+
+def test_a_file_that_grows_or_fails_while_read_is_refused_with_the_reason(tmp_path, monkeypatch):
+    """The size checked before the header is not trusted: a file grown past the byte limit by the time
+    its bytes are read is refused saying the limit, and a read failing after the header says why in
+    the system's words."""
+    import errno
+
+    import lookalike.images as images
+
+    png = io.BytesIO()
+    Image.new("RGB", (10, 12), "teal").save(png, "PNG")
+    path = tmp_path / "growing.png"
+    path.write_bytes(png.getvalue())
+    real_open = Image.open
+
+    def grow_after_the_header(f, *args, **kwargs):
+        img = real_open(f, *args, **kwargs)
+        with open(path, "r+b") as w:
+            w.truncate(8 * 120 + 16 * 1024 * 1024 + 1)  # one byte over the limit for 120 pixels
+        return img
+
+    monkeypatch.setattr(Image, "open", grow_after_the_header)
+    with pytest.raises(images.FileTooLarge) as caught:
+        images.read_file(path, max_pixels=120)
+    assert str(caught.value) == ("too large: a file over 16,778,176 bytes (8 bytes a pixel at the limit of 120 pixels, "
+                                 "and 16 MiB)")
+
+    class FailingDisk(io.FileIO):
+        """A file whose blocks after the header cannot be read (EIO)."""
+        broken = False
+
+        def _check(self):
+            if self.broken:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        def readinto(self, b):
+            self._check()
+            return super().readinto(b)
+
+        def readall(self):
+            self._check()
+            return super().readall()
+
+    path.write_bytes(png.getvalue())
+    raw = FailingDisk(path, "r")
+
+    def break_after_the_header(f, *args, **kwargs):
+        img = real_open(f, *args, **kwargs)
+        raw.broken = True
+        return img
+
+    monkeypatch.setattr(images, "open_file", lambda p: io.BufferedReader(raw))
+    monkeypatch.setattr(Image, "open", break_after_the_header)
+    with pytest.raises(ImageError) as caught:
+        images.read_file(path)
+    assert str(caught.value) == f"cannot read file: {os.strerror(errno.EIO)}"
