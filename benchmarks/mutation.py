@@ -67,7 +67,7 @@ EVALUATE_FAST = ("report_calls or report_row or report_table or rows_and_neighbo
                  "or re_ranked or without_two or curves_drawn or curve_stops or cmc_figure or rounded_to_6 "
                  "or one_per_data or changed_in_its or made_for_the or embedded_skipped or under_their_group "
                  "or two_images_draws or same_average_precision or shortened_in_the_middle or frames_colour "
-                 "or plain_grey or indexing_options")
+                 "or plain_grey or indexing_options or opens_the_index or seed_asked")
 MODULES = {
     "src/lookalike/__init__.py": [U + "test_package.py"],
     "src/lookalike/__main__.py": [U + "cli/test_main.py"],

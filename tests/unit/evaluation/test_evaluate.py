@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -344,8 +345,13 @@ def test_a_class_of_exactly_two_images_is_enough_to_evaluate(tiny, tmp_path):
     out = ev.evaluate_folder(data, tiny).to_dict()
     assert (out["n_images"], out["n_queries"], out["n_classes"]) == (4, 2, 3)
     single = _classes(tmp_path / "single", {"a": 1, "b": 1})
-    with pytest.raises(ValueError, match="has no class folder with two or more readable images"):
+    with pytest.raises(ValueError) as caught:  # nothing left out: the message says no more
         ev.evaluate_folder(single, tiny)
+    assert str(caught.value) == f"{single} has no class folder with two or more readable images to evaluate"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError) as caught:  # no image at all
+        ev.evaluate_folder(tmp_path / "empty", tiny)
+    assert str(caught.value) == f"{tmp_path / 'empty'} has no class folder with two or more readable images to evaluate"
     with pytest.raises(ValueError, match="^not a directory: "):
         ev.evaluate_folder(tmp_path / "missing", tiny)
 
@@ -522,7 +528,10 @@ def test_the_summary_says_what_was_embedded_skipped_and_left_unlabelled(tiny, tm
     data = _classes(tmp_path / "data", {"a": 3, "b": 2})
     (data / "a" / "broken.png").write_bytes(b"not a picture")
     (data / "loose.png").write_bytes((data / "a" / "0.png").read_bytes())
+    started = time.perf_counter()
     out = ev.evaluate_folder(data, tiny).to_dict()
+    took = time.perf_counter() - started
+    assert 0 < out["seconds"] <= round(took, 3) + 0.001  # the time it took, not more
     assert (out["model"], out["data"], out["unlabelled"], out["embedded"]) == ("tiny-0", str(data), 1, 6)
     assert out["skipped"] == [{"path": str(data / "a" / "broken.png"), "reason": "not an image (empty or unknown format)"}]
     assert out["seconds"] == round(out["seconds"], 3) and out["seconds"] > 0
@@ -661,3 +670,106 @@ def test_evaluate_folder_passes_its_indexing_options_on(tiny, tmp_path):
                                 on_progress=progress.append, follow_links=True)
     assert plans == [7] and sum(progress) == 7 and max(progress) == 3  # batches of 3
     assert result.data.classes == ["a", "b", "c"] and result.to_dict()["n_images"] == 7
+    plain = ev.evaluate_folder(data, tiny)  # links to outside the data are not followed by default
+    assert plain.data.classes == ["a", "b"] and plain.to_dict()["n_images"] == 5
+
+
+class _Opened(Exception):
+    """Raised by the recording ``Index.open`` below once it has seen its call."""
+
+
+def test_evaluate_folder_opens_the_index_asked_with_its_model_layer_threads_and_device(tiny, tmp_path, monkeypatch):
+    """Which index is opened, and how, by every branch: a user's existing index as it is (its own
+    model), a user's index with a layer asked made or checked for it, a missing user's index made
+    (even while the default index exists), the evaluation cache of the data, model and layer, and that
+    cache wiped and made again when its model changed. Threads and device reach it on each."""
+    import inspect
+
+    from lookalike.api import DB_NAME, Index
+    from lookalike.index.store import StoreError
+
+    real = Index.open
+    signature = inspect.signature(real)
+    calls, fail_first = [], []
+
+    def record(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+        if fail_first:
+            fail_first.pop()
+            raise StoreError("the model changed")
+        raise _Opened
+
+    monkeypatch.setattr(Index, "open", record)
+    data = _classes(tmp_path / "data", {"a": 2})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / DB_NAME).write_bytes(b"")  # Index.exists looks for its database file
+    default = tmp_path / "default"
+    default.mkdir()
+    (default / DB_NAME).write_bytes(b"")
+    monkeypatch.setenv("LOOKALIKE_INDEX", str(default))
+
+    def opened(**options):
+        calls.clear()
+        with pytest.raises(_Opened):
+            ev.evaluate_folder(data, threads=3, device="cuda", **options)
+        return [{k: str(v) if isinstance(v, Path) else v for k, v in call.items()} for call in calls]
+
+    def call(path, model=None, layer=None, create=False, rebuild=False):
+        return {"path": str(path), "model": model, "layer": layer, "create": create, "rebuild": rebuild,
+                "threads": 3, "device": "cuda", "weights": None}
+
+    assert opened(index=mine) == [call(mine)]
+    assert opened(index=mine, layer="blocks") == [call(mine, layer="blocks", create=True)]
+    assert opened(index=mine, model=tiny) == [call(mine, tiny, create=True)]
+    assert opened(index=tmp_path / "new") == [call(tmp_path / "new", create=True)]
+    cache = ev.index_dir(data, tiny, None)
+    assert opened(model=tiny) == [call(cache, tiny, create=True)]
+    layered = ev.index_dir(data, None, "blocks")
+    assert layered != ev.index_dir(data, None, None)
+    assert opened(layer="blocks") == [call(layered, layer="blocks", create=True)]
+    fail_first.append(True)  # the cache's model changed (StoreError): wiped and made again
+    assert opened(layer="blocks") == [call(layered, layer="blocks", create=True),
+                                      call(layered, layer="blocks", create=True, rebuild=True)]
+    fail_first.append(True)
+    assert opened(model=tiny) == [call(cache, tiny, create=True), call(cache, tiny, create=True, rebuild=True)]
+
+
+def test_evaluate_folder_measures_with_the_metric_and_seed_asked_and_its_workers_reach_the_indexing(
+        tiny, tmp_path, monkeypatch):
+    """The metric and the comparative sets' seed reach the measurement and the re-ranking (by default
+    cosine and seed 0, as ``lookalike evaluate`` without options), and the decoding workers the indexing."""
+    import inspect
+
+    from lookalike.api import Index
+    from lookalike.evaluation import rerank, retrieval
+
+    seen = []
+
+    def recording(name, function):
+        signature = inspect.signature(function)
+
+        def record(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            seen.append((name, {k: v for k, v in bound.arguments.items() if not isinstance(v, np.ndarray)}))
+            return function(*args, **kwargs)
+
+        return record
+
+    monkeypatch.setattr(retrieval, "evaluate", recording("evaluate", retrieval.evaluate))
+    monkeypatch.setattr(rerank, "rerank", recording("rerank", rerank.rerank))
+    monkeypatch.setattr(Index, "index", recording("index", Index.index))
+    data = _classes(tmp_path / "data", {"a": 3, "b": 2})
+    out = ev.evaluate_folder(data, tiny, metric="l2", rerank=True, seed=7, workers=1)
+    (_, indexing), (_, measured), (_, reranked) = seen
+    assert indexing["workers"] == 1
+    assert (measured["metric"], measured["comparative_seed"]) == ("l2", 7)
+    assert (reranked["metric"], reranked["k"]) == ("l2", 100)
+    assert (out.result.metric, out.reranked.metric, out.to_dict()["metric"]) == ("l2", "l2+rerank", "l2")
+    seen.clear()
+    ev.evaluate_folder(data, tiny)
+    (_, measured), = [s for s in seen if s[0] == "evaluate"]
+    assert (measured["metric"], measured["comparative_seed"]) == ("cosine", 0)
