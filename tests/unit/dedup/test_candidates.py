@@ -2,11 +2,15 @@
 limit, the nearest-only filter and the hash pairs' radius (the index-level stage is tested through
 find_duplicates in test_find.py)."""
 
+import math
+import types
+
 import numpy as np
 import pytest
 
 from lookalike.dedup import candidates
 from lookalike.dedup.rules import Rule
+from lookalike.vectors import Searcher
 
 
 def _csr(n, pairs):
@@ -61,3 +65,45 @@ def test_nearest_only_orders_a_run_of_four_equal_distances_by_column():
     csr = (np.array([0, 4] + [4] * 9), np.array([9, 8, 7, 6]), np.full(4, 0.1))
     offsets, columns, _ = candidates.nearest_only(csr, 1)
     assert columns[offsets[0]:offsets[1]].tolist() == [6]
+
+
+def test_ranks_order_each_rows_pairs_by_distance_then_column_as_integers():
+    # row 0 lists columns 1-4 at 0.3, 0.1, 0.2, 0.1: nearest column 2, then 4 (the tie by column), 3, 1;
+    # row 1 lists columns 0 and 2 at 0.5 and 0.4 (a CSR need not be symmetric here)
+    offsets = np.array([0, 4, 6])
+    got = candidates.ranks(offsets, np.array([1, 2, 3, 4, 0, 2]), np.array([0.3, 0.1, 0.2, 0.1, 0.5, 0.4]))
+    assert got.tolist() == [3, 0, 2, 1, 1, 0]
+    assert got.dtype.kind == "i"  # positions: they index, as ranks do
+
+
+def test_hash_candidates_mark_each_hash_pair_both_ways_and_no_other_pair():
+    # the hash pair is 1 ~ 3 (3 is 1 rotated), away from row 0, beside the embedding's pair 0 ~ 2
+    rng = np.random.default_rng(11)
+    table = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)  # random hashes: about 32 bits apart
+    table[3, 2] = table[1, 0]
+    unit = rng.standard_normal((5, 64)).astype(np.float32)
+    csr = (np.array([0, 1, 1, 2, 2, 2]), np.array([2, 0]), np.array([0.4, 0.4]))
+    stages = {}
+    offsets, columns, distances, hashed = candidates.hash_candidates(csr, table, np.ones(5, bool), unit,
+                                                                     Rule(0.3, 20), stages)
+    assert stages == {"hash_pairs": 1}
+    rows = np.repeat(np.arange(5), np.diff(offsets))
+    assert list(zip(rows.tolist(), columns.tolist(), hashed.tolist())) == [
+        (0, 2, False), (1, 3, True), (2, 0, False), (3, 1, True)]
+    # the hash pair's distance in float64 (float32 arithmetic is about 1e-7 off)
+    a, b = unit[1].astype(np.float64), unit[3].astype(np.float64)
+    want = 1 - a @ b / math.sqrt((a @ a) * (b @ b))
+    assert distances[[0, 2]].tolist() == [0.4, 0.4] and abs(distances[1] - want) < 1e-12 and distances[3] == distances[1]
+
+
+def test_candidate_pairs_of_a_one_stage_rule_mark_no_pair_as_hashed_in_a_boolean_mask():
+    unit = np.array([[1, 0], [0.999, 0.0447], [0, 1]], np.float32)  # 0 ~ 1: 0.001 apart; 2 far from both
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    ids = np.array([10, 20, 30])
+    index = types.SimpleNamespace(searcher=lambda: Searcher(ids, unit))
+    stages = {}
+    offsets, columns, distances, hashed = candidates.candidate_pairs(
+        index, candidates.Rows(unit, np.arange(3)), ids, ["a", "b", "c"], ["/a", "/b", "/c"], Rule(0.01), stages)
+    assert offsets.tolist() == [0, 1, 2, 2] and columns.tolist() == [1, 0]
+    assert hashed.dtype == bool and columns[~hashed].tolist() == [1, 0]  # a mask: no pair matched by hashes
+    assert stages["candidate_pairs"] == 1 and "hash_pairs" not in stages
