@@ -27,6 +27,7 @@ from lookalike.dedup.rules import Rule
 from lookalike.images import content_hash
 from lookalike.models.registry import resolve
 from lookalike.index.store import Entry, Store
+from lookalike.vectors import Searcher
 
 DIM = 4
 
@@ -516,3 +517,132 @@ def test_the_report_names_the_indexs_search(pictures):
     assert report.search == "hnsw"
     assert [(g.keep, [d.path for d in g.duplicates]) for g in report.groups] == [
         (str(lib / "cat.png"), [str(lib / n) for n in ("cat_copy.png", "cat_q50.jpg", "coffee.png")])]
+
+
+def test_a_members_likely_copies_rank_by_distance_and_take_one_exactly_0_2_away():
+    # row 0: 18 candidates beyond 0.2, farther the lower the column: columns 1 and 2 are its 17th and
+    # 18th nearest; row 1: 16 at 0.05, then one exactly at the onward distance and one beyond it
+    offsets = np.array([0, 18, 36])
+    columns = np.concatenate([np.arange(1, 19), np.arange(2, 20)])
+    distances = np.concatenate([0.25 + 0.01 * np.arange(18)[::-1], [0.05] * 16 + [0.2, 0.21]])
+    likely = find._likely_copies(offsets, columns, distances, np.zeros(36, bool))
+    assert likely[:18].tolist() == [False, False] + [True] * 16
+    assert likely[18:].tolist() == [True] * 16 + [True, False]
+
+
+class MilvusLike:
+    """Stands in for a Milvus collection (``local`` False: no request reads every vector) over
+    ``files`` {id: (path, vector)}, under the ids given (0 is an id like any other). ``gone`` files
+    have left the catalog but are still in the vector index, as after a removal the search has not
+    caught up with. Records the ``approximate`` of each searcher asked for."""
+
+    local = False
+
+    def __init__(self, files, gone=()):
+        self.files, self.gone, self.asked = files, set(gone), []
+        self.hashes = phash.HashStore(None)
+
+    def searcher(self, approximate=True):
+        self.asked.append(approximate)
+        ids = np.array(sorted(self.files))
+        return Searcher(ids, np.stack([self.files[i][1] for i in ids]))
+
+    def paths(self, ids, missing_ok=False):
+        held = {i: p for i, (p, _) in self.files.items() if i not in self.gone}
+        return [held.get(int(i)) for i in ids] if missing_ok else [held[int(i)] for i in ids]
+
+    def columns(self, ids):
+        paths = self.paths(ids)
+        return {"path": paths, "hash": [content_hash(open(p, "rb").read()) for p in paths]}
+
+    def vectors(self):
+        pytest.fail("every vector of a Milvus collection read for one query")
+
+
+def test_on_a_milvus_collection_the_radius_goes_through_its_vector_index_and_the_nearest_files_hashes_are_compared(
+        pictures, monkeypatch):
+    _, lib, _ = pictures
+    made = []
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, made))
+    names = {4: "cat.png", 7: "cat_copy.png", 3: "cat_q50.jpg", 0: "cat_rot.jpg", 2: "coffee.png",
+             9: "other/astronaut.png"}
+    vectors = {"cat.png": _at(0), "cat_copy.png": _at(0), "cat_q50.jpg": _at(5, 2.0), "cat_rot.jpg": _at(70),
+               "coffee.png": _at(15, 0.5), "other/astronaut.png": _at(-90)}
+    collection = MilvusLike({i: (str(lib / n), vectors[n]) for i, n in names.items()}, gone=[2])
+    idx = Index(collection, resolve(), embedder=None)
+    found = duplicates_of_vector(idx, _at(0), [4, 7], Rule(0.3, 20), "q", str(lib / "cat.png"))
+    assert collection.asked == [True, True]  # the radius and the nearest files, both through the vector index
+    # coffee.png (2), within the radius, has left the catalog: neither verified nor listed; cat_rot.jpg
+    # (id 0) is found by its hash among the nearest files, at the distance the search gave it
+    assert [(m.id, m.path) for m in found.results] == [(4, str(lib / "cat.png")), (7, str(lib / "cat_copy.png")),
+                                                       (3, str(lib / "cat_q50.jpg")), (0, str(lib / "cat_rot.jpg"))]
+    assert [m.distance for m in found.results] == pytest.approx(
+        [0.0, 0.0, 1 - math.cos(math.radians(5)), 1 - math.cos(math.radians(70))], abs=1e-6)
+    assert sorted(made[0].paths[1:]) == [str(lib / n) for n in ("cat_q50.jpg", "cat_rot.jpg")]
+    assert found.evidence == {3: _evidence("cat.png", "cat_q50.jpg"), 0: _evidence("cat.png", "cat_rot.jpg")}
+    # only the nearest files' hashes are compared: with a pool of 4 (cat_rot.jpg is the 5th nearest) it is not found
+    monkeypatch.setattr(find, "HASH_POOL", 4)
+    found = duplicates_of_vector(idx, _at(0), [4, 7], Rule(0.3, 20), "q", str(lib / "cat.png"))
+    assert [m.id for m in found.results] == [4, 7, 3]
+
+
+def test_on_an_index_folder_the_radius_is_searched_exactly_and_every_files_hashes_are_compared(pictures, monkeypatch):
+    idx, lib, ids = pictures
+    monkeypatch.setattr(find, "Verifier", lambda paths, m: TableVerifier(paths, m, []))
+    monkeypatch.setattr(find, "HASH_POOL", 1)  # a Milvus collection's pool: not an index folder's bound
+    asked, searcher = [], idx.searcher
+    monkeypatch.setattr(idx, "searcher", lambda approximate=True: asked.append(approximate) or searcher(approximate))
+    found = duplicates_of(idx, str(lib / "cat.png"), Rule(0.3, 20))
+    assert asked == [False]
+    assert [m.path for m in found.results] == [str(lib / n) for n in ("cat.png", "cat_copy.png", "cat_q50.jpg",
+                                                                       "cat_rot.jpg")]
+
+
+def _index_of(tmp_path, files):
+    """An index of ``files`` {path: (content hash, vector, mtime_ns)} (each 200 x 100 pixels)."""
+    spec = resolve()
+    store = Store.create(tmp_path / "index", {**spec.identity(), "dim": DIM}, ref=spec.name)
+    store.put([Entry(str(p), 10, mtime, content, 200, 100, v) for p, (content, v, mtime) in files.items()])
+    return Index(EmbeddedCollection(store), spec, embedder=None)
+
+
+def test_a_file_is_kept_over_links_to_its_bytes_and_over_links_to_its_near_duplicates(tmp_path):
+    # photo.png and z.png (outside the folder): the same picture, near duplicates; a.png links to
+    # photo.png, b.png to z.png. The links have shorter names and are older, which alone would keep one.
+    lib, elsewhere = tmp_path / "lib", tmp_path / "elsewhere"
+    lib.mkdir()
+    elsewhere.mkdir()
+    Image.new("RGB", (200, 100), (90, 120, 30)).save(lib / "photo.png")
+    Image.new("RGB", (200, 100), (91, 120, 30)).save(elsewhere / "z.png")
+    (lib / "a.png").symlink_to(lib / "photo.png")
+    (lib / "b.png").symlink_to(elsewhere / "z.png")
+    idx = _index_of(tmp_path, {lib / "photo.png": ("A", _at(0), 5), lib / "a.png": ("A", _at(0), 1),
+                               lib / "b.png": ("B", _at(1), 1), elsewhere / "z.png": ("B", _at(1), 1)})
+    try:
+        report = find_duplicates(idx, 0.01, under=str(lib))
+    finally:
+        idx.close()
+    assert [(g.kind, g.keep, [(d.path, d.match) for d in g.duplicates]) for g in report.groups] == [
+        ("near", str(lib / "photo.png"), [(str(lib / "a.png"), "exact"), (str(lib / "b.png"), "near")])]
+
+
+def test_the_shots_rule_keeps_the_best_shot_first_by_the_keep_rule_with_the_encoding(tmp_path, monkeypatch):
+    # cat.png and c.jpg (a JPEG at quality 95): alike in quality. c.jpg's shorter name ranks it first
+    # among equal files, but the keep rule puts the lossless file first: cat.png is kept.
+    cat = sample_photo("chelsea").resize((200, 100), Image.LANCZOS)
+    cat.save(tmp_path / "cat.png")
+    cat.save(tmp_path / "c.jpg", quality=95)
+    monkeypatch.setitem(INLIERS, frozenset(("cat.png", "c.jpg")), 100)
+    idx = _index_of(tmp_path, {tmp_path / "cat.png": ("A", _at(0), 1), tmp_path / "c.jpg": ("B", _at(1), 1)})
+    made = []
+    rule = Rule(0.3, 20, min_agreement=0.9, max_shifted=0.025, max_displaced=0.25, shots=0.025)
+    try:
+        report = find_duplicates(idx, rule, "shots", verifier=lambda paths, m: TableVerifier(paths, m, made))
+    finally:
+        idx.close()
+    (group,) = report.groups
+    assert (group.kind, group.keep, [d.path for d in group.duplicates]) == (
+        "near", str(tmp_path / "cat.png"), [str(tmp_path / "c.jpg")])  # copies of one capture: not "shots"
+    assert group.best.keep == group.keep and sorted(group.best.shots) == [str(tmp_path / n) for n in ("c.jpg", "cat.png")]
+    assert group.best.reason.startswith("as sharp and well exposed as any and first by the keep rule of 2 copies")
+    assert report.stages["shots_measured"] == 2
