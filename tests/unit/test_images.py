@@ -273,6 +273,24 @@ def test_reading_stops_at_a_size_no_image_needs_and_at_a_header_that_is_no_image
         read_file(photo, max_pixels=100)
 
 
+def test_a_file_is_hashed_in_pieces_whatever_its_size(tmp_path):
+    import tracemalloc
+
+    from lookalike.images import content_hash, hash_file
+
+    data = np.random.default_rng(1).integers(0, 256, 20 * 2**20, np.uint8).tobytes()
+    big = tmp_path / "big.bin"
+    big.write_bytes(data)
+    expected = content_hash(data)
+    del data
+    tracemalloc.start()
+    found = hash_file(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found == expected
+    assert peak < 4 * 2**20  # never the 20 MiB at once
+
+
 # Edge inputs: every alpha mode, pixel limits at their edge, links and folder names, arrays.
 
 @pytest.mark.parametrize("mode, transparent, opaque_blue", [
