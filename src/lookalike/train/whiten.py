@@ -22,7 +22,10 @@ def fit(embeddings: np.ndarray, codes: np.ndarray, power: float) -> tuple[np.nda
     """``(mean, matrix)`` for :class:`Whitening`: the mean of ``embeddings`` (N, D) and the
     within-class covariance of classes ``codes`` (its Ledoit-Wolf estimate) to the power ``-power / 2``.
 
-    ValueError when no class has two images (there is no within-class spread to learn from).
+    ValueError when no class has two images (there is no within-class spread to learn from), or when the
+    spread is too little to invert at a ``power`` above 0 (one class of two images alone, or pairs
+    differing along one line, span one direction, which the Ledoit-Wolf estimate does not shrink:
+    it sees no sampling noise; images identical within their classes span none).
     """
     from sklearn.covariance import ledoit_wolf
 
@@ -36,6 +39,9 @@ def fit(embeddings: np.ndarray, codes: np.ndarray, power: float) -> tuple[np.nda
     residuals = (x - means[inverse] / counts[inverse, None])[counts[inverse] > 1]
     covariance, _ = ledoit_wolf(residuals, assume_centered=True)
     values, vectors = np.linalg.eigh(covariance)
+    if power > 0 and not values[0] > values[-1] * len(values) * np.finfo(np.float64).eps:  # singular: no inverse
+        raise ValueError("whitening needs more spread within the training classes than they have (one pair of "
+                         "images, or identical images, is not enough): use --whiten 0")
     return x.mean(axis=0), (vectors * values ** (-power / 2)) @ vectors.T
 
 

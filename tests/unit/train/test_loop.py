@@ -689,3 +689,60 @@ def test_whitening_without_a_class_of_two_images_is_refused_before_training(stan
     assert str(e.value) == "whitening needs a training class of at least two images: use --whiten 0"
     assert not (tmp_path / "run").exists()  # nothing trained, no checkpoint
     assert loop.fit(prep, replace(CONFIG, val_split="none", epochs=1), tmp_path / "plain").net.whitening is None
+
+
+def test_whitening_takes_classes_of_exactly_two_images_beside_single_ones(stand_in, tmp_path):
+    data = make_data(tmp_path / "data", classes=3, per_class=2)
+    (data / "c2" / "1.png").unlink()  # c0 and c1: 2 images, c2: 1
+    config = replace(CONFIG, val_split="none", epochs=1, whiten=0.5)
+    prep = loop.prepare(data, config, tmp_path / "cache")
+    assert sorted(np.bincount(prep.train.codes)) == [1, 2, 2]
+    result = loop.fit(prep, config)  # classes of exactly two images, and not every class: enough
+    assert isinstance(result.net.whitening, loop.Whitening) and result.config.whiten == 0.5
+
+
+def test_reblend_fits_the_whitening_on_the_training_images_at_the_embedding_size(stand_in, tmp_path, monkeypatch):
+    data = make_data(tmp_path / "data")
+    for path in data.glob("*/*.png"):  # a fine pattern, which the resize to 32 pixels blurs
+        px = np.asarray(Image.open(path)).copy()
+        px[(np.indices((40, 40)).sum(0) % 2) == 1] //= 4
+        Image.fromarray(px).save(path)
+    prep = loop.prepare(data, replace(CONFIG, embed_size=40), tmp_path / "cache")  # the pictures' own size
+    result = loop.fit(prep, replace(CONFIG, epochs=1, embed_size=40))
+    fitted = []
+    monkeypatch.setattr(loop, "fit_whitening", lambda x, codes, power: fitted.append(x) or (np.zeros(6), np.eye(6)))
+    loop.reblend(result, prep, 1.0, ema=0.0, whiten=1.0)
+    with torch.no_grad():
+        at_40 = result.average.net(torch.from_numpy(np.stack([pixels(p, 40) for p in prep.train.paths]))).numpy()
+        at_32 = result.average.net(torch.from_numpy(np.stack([pixels(p, 32) for p in prep.train.paths]))).numpy()
+    (x,) = fitted
+    # the stand-in's embeddings move little with the size (7e-5 here): x is the 40-pixel one to float precision
+    assert np.abs(x - at_40).max() < np.abs(at_32 - at_40).max() / 20
+
+
+def test_reblend_whitens_the_blend_it_exports_fitted_on_the_blends_embeddings(stand_in, tmp_path, monkeypatch):
+    prep = _prep(tmp_path)
+    result = loop.fit(prep, replace(CONFIG, epochs=1))
+    blend = loop.reblend(result, prep, 0.5, ema=0.0, whiten=0.0).net  # half trained, half the start: unwhitened
+    fitted = []
+    monkeypatch.setattr(loop, "fit_whitening", lambda x, codes, power: fitted.append(x) or (np.zeros(6), np.eye(6)))
+    white = loop.reblend(result, prep, 0.5, ema=0.0, whiten=0.5)
+    images = torch.from_numpy(np.stack([pixels(path) for path in prep.train.paths]))
+    with torch.no_grad():
+        want = blend(images).numpy()
+        trained = result.average.net(images).numpy()
+    (x,) = fitted
+    assert np.allclose(x, want, atol=1e-5) and not np.allclose(x, trained, atol=1e-3)
+    weights = {k: v for k, v in white.net.state_dict().items() if not k.startswith("whitening.")}
+    assert weights.keys() == blend.state_dict().keys()
+    assert all(torch.equal(v, blend.state_dict()[k]) for k, v in weights.items())
+    assert white.config.blend == 0.5 and white.config.whiten == 0.5
+
+
+def test_a_run_whose_classes_vary_in_one_direction_is_refused_not_exported_with_nan(stand_in, tmp_path):
+    data = make_data(tmp_path / "data", classes=3, per_class=1)
+    (data / "c0" / "1.png").write_bytes((data / "c1" / "0.png").read_bytes())  # one pair: one direction
+    config = replace(CONFIG, val_split="none", epochs=1, whiten=0.5)
+    prep = loop.prepare(data, config, tmp_path / "cache")
+    with pytest.raises(ValueError, match="use --whiten 0$"):
+        loop.fit(prep, config)

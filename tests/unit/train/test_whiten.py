@@ -80,3 +80,19 @@ def test_float32_embeddings_are_whitened_in_float64():
     want_mean, want_matrix = whiten.fit(x32.astype(np.float64), codes, 0.5)
     assert mean.dtype == matrix.dtype == np.float64
     assert np.array_equal(mean, want_mean) and np.array_equal(matrix, want_matrix)
+
+
+@pytest.mark.parametrize("x", [
+    [[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [5.0, 5.0, 5.0], [9.0, 1.0, 3.0]],  # one pair: its one direction
+    [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [9.0, 1.0, 3.0]],  # a pair of identical images: none
+])
+def test_a_spread_in_too_few_directions_to_invert_is_refused_not_made_nan(x):
+    # both residuals of a pair are +-d: the Ledoit-Wolf estimate sees no sampling noise and does not
+    # shrink d d^T, whose inverse square root does not exist
+    with pytest.raises(ValueError) as e:
+        whiten.fit(np.array(x), np.array([0, 0, 1, 2]), 0.5)
+    assert str(e.value) == ("whitening needs more spread within the training classes than they have (one pair of "
+                            "images, or identical images, is not enough): use --whiten 0")
+    assert np.allclose(whiten.fit(np.array(x), np.array([0, 0, 1, 2]), 0.0)[1], np.eye(3))  # power 0: nothing to invert
+    two_pairs = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [5.0, 5.0, 5.0], [5.0, 4.0, 8.0]])  # two directions
+    assert np.isfinite(whiten.fit(two_pairs, np.array([0, 0, 1, 1]), 0.5)[1]).all()
