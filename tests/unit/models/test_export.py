@@ -123,3 +123,38 @@ def test_efficientnet_lite_is_built_by_its_module_and_others_have_no_builder(mon
     with pytest.raises(ValueError) as err:
         export.build_torch(spec)
     assert str(err.value) == "no torch builder for family 'onnx'"
+
+
+class Scaled(torch.nn.Module):
+    """(N, 3, S, S) -> (N, 3) with no convolution first (whose input torch names ``input`` itself)."""
+
+    def forward(self, pixels):
+        return (pixels * 2).mean(dim=(2, 3))
+
+
+def test_a_module_that_does_not_start_with_a_convolution_gets_the_named_input_of_any_batch(tmp_path):
+    path = tmp_path / "m.onnx"
+    export.export(small(), path, Scaled())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"] and session.get_inputs()[0].shape[0] == "batch"
+    x = np.ones((5, 3, 16, 16), np.float32)
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], np.full((5, 3), 2.0))
+
+
+def test_the_export_is_written_beside_its_file_so_the_rename_stays_on_one_file_system(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    elsewhere = tmp_path / "tmp"  # $TMPDIR, as if on another file system
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    real = os.replace
+
+    def replace_on_one_file_system(src, dst):
+        if Path(src).parent != Path(dst).parent:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_on_one_file_system)
+    export.export(small(), tmp_path / "out" / "m.onnx", Pooled())
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["m.onnx"] and not any(elsewhere.iterdir())

@@ -86,3 +86,22 @@ def test_trainable_groups_run_from_the_output_and_freeze_the_rest():
     groups = net.trainable(2)  # from a frozen state: block 2 and the head convolution come back
     assert [_ids(g) for g in groups] == [_ids(head), _ids(blocks[2].parameters())]
     assert {id(p) for p in net.features.parameters() if p.requires_grad} == {id(p) for g in groups for p in g}
+
+
+class _Scale(torch.nn.Module):
+    """A stand-in whitening: each coordinate times 1, 2, 3, ..."""
+
+    def forward(self, e):
+        return e * torch.arange(1.0, e.shape[1] + 1)
+
+
+def test_a_whitening_set_on_the_network_maps_every_embedding_it_makes(x):
+    net = EmbeddingNet(tiny_features("pool"), 5).eval()
+    scale = torch.arange(1.0, 6.0)
+    with torch.no_grad():
+        plain, from_block = net(x), net.tail(net.prefix(x, 2), 2)
+        net.whitening = _Scale()
+        assert torch.allclose(net(x), plain * scale, atol=1e-6)
+        assert torch.allclose(net.tail(net.prefix(x, 2), 2), from_block * scale, atol=1e-6)  # from a block too
+        net.whitening = None
+        assert torch.equal(net(x), plain)
