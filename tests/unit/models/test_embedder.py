@@ -221,3 +221,43 @@ def test_default_model_onnx_features_equal_the_torch_network_they_were_exported_
     assert onnx_out.shape == torch_out.shape == (5, spec.dim)
     assert np.abs(torch_out).max() > 1  # features on their own scale, so the bound below is tight
     assert np.abs(onnx_out - torch_out).max() < 1e-4
+
+
+def test_on_a_cuda_build_each_session_is_asked_for_the_devices_providers_only(tmp_path, monkeypatch):
+    """A stand-in onnxruntime-gpu whose CUDA provider starts: as ONNX Runtime documents, a session
+    given no providers uses every one available (CUDA first), and a name it does not have is warned
+    about. A ``--device cpu`` session and the one-thread replicas must stay on the CPU, quietly."""
+    import warnings
+
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    real = ort.InferenceSession
+
+    class CudaBuild:
+        def __init__(self, path, options=None, providers=None):
+            asked = available if providers is None else list(providers)
+            for name in asked:
+                if name not in available:
+                    warnings.warn(f"Specified provider '{name}' is not in available provider names.")
+            self._providers = [p for p in asked if p in available] or ["CPUExecutionProvider"]
+            self._session = real(path, options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return self._providers
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    monkeypatch.setattr(ort, "InferenceSession", CudaBuild)
+    spec, x = identity(tmp_path), batch(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpu = Embedder(spec, threads=2, device="cpu")
+        np.testing.assert_allclose(cpu.embed(x), x.mean(axis=(2, 3)), atol=1e-6)  # split: 3 + 3
+        assert cpu.session.get_providers() == ["CPUExecutionProvider"]
+        assert [s.get_providers() for s in cpu._replicas[1]] == [["CPUExecutionProvider"]] * 2
+        for device in ("cuda", "auto"):
+            gpu = Embedder(spec, threads=2, device=device)  # its CUDA provider started: accepted, never split
+            assert gpu.session.get_providers() == available
+            np.testing.assert_allclose(gpu.embed(x), x.mean(axis=(2, 3)), atol=1e-6)
+            assert gpu._replicas is None
