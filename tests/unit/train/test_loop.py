@@ -711,7 +711,9 @@ def test_reblend_fits_the_whitening_on_the_training_images_at_the_embedding_size
     result = loop.fit(prep, replace(CONFIG, epochs=1, embed_size=40))
     fitted = []
     monkeypatch.setattr(loop, "fit_whitening", lambda x, codes, power: fitted.append(x) or (np.zeros(6), np.eye(6)))
+    keys = list(result.average.net.state_dict())
     loop.reblend(result, prep, 1.0, ema=0.0, whiten=1.0)
+    assert list(result.average.net.state_dict()) == keys  # the trained network gains no whitening buffers
     with torch.no_grad():
         at_40 = result.average.net(torch.from_numpy(np.stack([pixels(p, 40) for p in prep.train.paths]))).numpy()
         at_32 = result.average.net(torch.from_numpy(np.stack([pixels(p, 32) for p in prep.train.paths]))).numpy()
