@@ -136,3 +136,11 @@ def test_auto_is_exact_up_to_exactly_25000_vectors_of_1280_dimensions_by_default
 def test_recall_counts_an_exact_neighbour_whose_id_is_0():
     assert recall_at_k(np.array([[0, 5]]), np.array([[0, 7]]), 2) == 0.5  # 0 found of {0, 7}
     assert recall_at_k(np.array([[5, 0]]), np.array([[0, -1]]), 2) == 1.0  # -1 is padding, 0 is not
+
+
+def test_hnsw_ef_search_doubles_exactly_where_the_size_law_says():
+    """ef = 64 (n / 10^5) ** 0.6 reaches 128 where n / 10^5 = 2 ** (1 / 0.6) = 2 ** (5/3), that is at
+    n = 317,480.21: the first whole n past it has 128 (64 x 3.17481 ** 0.6 = 128.0002), the one before
+    127 (127.99995)."""
+    assert hnsw_ef_search(317_480) == 127
+    assert hnsw_ef_search(317_481) == 128

@@ -466,3 +466,62 @@ def test_hnsw_cosine_distances_are_one_minus_the_cosine(storage):
     dist, found = index.nearest(x[:1], 4)
     assert found.tolist() == [[0, 1, 2, 3]]
     np.testing.assert_allclose(dist, [[0, 0.5, 1, 2]], atol=0.01 if storage == "sq8" else 1e-6)
+
+
+@pytest.fixture
+def one_omp_thread():
+    """Build and search on one OpenMP thread: a graph built the same way each time, and no thread
+    hand-offs on busy cores."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "farthest"])
+def test_hnsw_searches_as_wide_as_its_default_ef_search_where_a_narrow_search_misses(mode, one_omp_thread):
+    """1,000 Gaussian rows in 64 dimensions have no low-dimensional structure for the graph to follow:
+    a search as wide as k (ef 10) finds about 85 % of the exact 10 nearest (or farthest), one of
+    FAISS's default 16 about 94 %, one of 64 (`hnsw_ef_search` up to 100k vectors; farthest 8 times
+    wider) all of them. Exact: brute force over the normalised rows."""
+    x, queries = random_vectors(1000, dim=64), random_vectors(100, dim=64, seed=1)
+    ids = sparse_ids(1000)
+    index = FaissBackend.build(x, ids, "cosine", "hnsw", storage="flat")
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    _, exact = exact_search(unit(queries), [(unit(x), ids)], 10, "cosine", mode)
+    assert recall_at_k(search(index, queries, 10, mode)[1], exact, 10) >= 0.98
+    assert recall_at_k(search(index, queries, 10, mode, ef_search=64)[1], exact, 10) >= 0.98
+    assert recall_at_k(search(index, queries, 10, mode, ef_search=10)[1], exact, 10) < 0.95
+
+
+def test_ivfpq_lists_are_ten_rounds_of_spherical_k_means_by_inner_product(one_omp_thread):
+    """IVF-PQ's coarse centroids are FAISS's spherical k-means of the normalised rows (each row to the
+    centroid of largest inner product, centroids scaled back to length 1, FAISS's seed 1234) run for
+    10 rounds, as `faiss.Kmeans` computes it here; 9 or 11 rounds give other centroids. Every 7th row
+    is zero (cosine keeps it zero): its inner product with every centroid is 0, while a distance
+    would send it to the shortest centroid, so the metric of the assignment shows too. The stored ids
+    come list by list, each in the order added."""
+    import faiss
+
+    x = random_vectors(1000, dim=16)
+    x[::7] = 0
+    index = FaissBackend.build(x, np.arange(1000), "cosine", "ivfpq")
+    nlist = index.params["nlist"]
+    assert nlist == 25  # 1000 // 39
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+    def k_means(rounds):
+        km = faiss.Kmeans(16, nlist, niter=rounds, spherical=True, min_points_per_centroid=1, seed=1234)
+        km.train(unit)
+        return km
+
+    km = k_means(10)
+    centroids = index._ann.quantizer.reconstruct_n(0, nlist)
+    np.testing.assert_allclose(centroids, km.centroids, atol=1e-6)
+    for rounds in (9, 11):
+        assert np.abs(k_means(rounds).centroids - centroids).max() > 1e-3
+    _, lists = km.index.search(unit, 1)
+    assert index.ids().tolist() == np.argsort(lists[:, 0], kind="stable").tolist()
