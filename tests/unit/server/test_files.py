@@ -152,3 +152,42 @@ def test_a_thumbnail_decodes_at_most_the_servers_pixel_limit_and_says_why_it_can
             files.thumbnail(image_id)
         assert e.value.status_code == 404 and e.value.detail.startswith(f"image {image_id} cannot be read: ")
     assert files.original(3) == (b"not an image at all", str(tmp_path / "text.png"))  # the original is served
+
+
+# found by mutation testing: the thumbnails' JPEG quality and the cache's default size
+
+# The JPEG standard's example tables (ITU-T T.81, Annex K.1 and K.2), row by row
+LUMINANCE = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+             14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+             18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+             49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
+CHROMINANCE = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+               24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
+
+
+def test_a_thumbnail_is_a_jpeg_of_quality_85_by_its_quantisation_tables(tmp_path):
+    # libjpeg's quality q < 50 scales the standard's tables by 5000 / q %, q >= 50 by 200 - 2q %:
+    # at 85, 30 %, rounded to the nearest whole step (at least 1): 16 -> 5, 99 -> 30
+    catalog = Catalog()
+    _local(catalog, tmp_path, 1, "a.png", _png((300, 200)))
+    thumb = Image.open(io.BytesIO(IndexedFiles(catalog).thumbnail(1)))
+    tables = thumb.quantization
+    assert thumb.format == "JPEG" and sorted(tables) == [0, 1]
+    assert list(tables[0]) == [max(1, (q * 30 + 50) // 100) for q in LUMINANCE]
+    assert list(tables[1]) == [max(1, (q * 30 + 50) // 100) for q in CHROMINANCE]
+    assert list(tables[0])[:8] == [5, 3, 3, 5, 7, 12, 15, 18] and list(tables[1])[-1] == 30  # worked by hand
+
+
+def test_the_server_keeps_the_last_1024_thumbnails_made():
+    # 1,025 thumbnails made, each read through the index; then, with every file gone, the last 1,024
+    # are still served from the cache and the first is not
+    catalog = Catalog()
+    data = _png((2, 2))
+    for i in range(1025):
+        catalog.add(i, f"s3://b/{i}.png", data)
+        catalog.remote[f"s3://b/{i}.png"] = data
+    files = IndexedFiles(catalog)
+    for i in range(1025):
+        files.thumbnail(i)
+    catalog.remote.clear()
+    assert [_served(files.thumbnail, i) for i in (0, 1, 512, 1024)] == [404, 200, 200, 200]
