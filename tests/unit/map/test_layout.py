@@ -221,3 +221,17 @@ def test_fit_unit_square_of_places_anywhere_and_of_any_size():
     got = layout.fit_unit_square(np.array([[10.1, -0.5], [10.2, -0.25]], np.float64))
     assert got == pytest.approx(np.array([[0.3, 0.0], [0.7, 1.0]]), abs=1e-6)
     assert layout.fit_unit_square(np.zeros((0, 2))).dtype == np.float32
+
+
+def test_a_seeded_map_hands_umap_each_rows_exact_nearest_where_hnsw_would_miss_some(recorded):
+    # 400 random directions in 64 dimensions, 50 after PCA: an HNSW graph of 16 links searched with 48
+    # candidates misses some of the 15 nearest here; a map this small is seeded and its neighbours exact
+    x = np.random.default_rng(11).standard_normal((400, 64)).astype(np.float32)
+    layout.lay_out(x)
+    (options,) = recorded["umap"]
+    reduced = options["reduced"].astype(np.float64)
+    rows, distances = options["precomputed_knn"]
+    d2 = (reduced**2).sum(1)[:, None] + (reduced**2).sum(1)[None] - 2 * reduced @ reduced.T  # every pair
+    kth = np.sqrt(np.maximum(np.sort(d2, axis=1)[:, 14], 0))  # each row's 15th nearest, itself the first
+    assert rows.shape == (400, 15) and (rows[:, 0] == np.arange(400)).all()
+    assert (distances <= kth[:, None] + 1e-4).all()  # none farther than the 15th nearest

@@ -152,3 +152,25 @@ def test_map_bin_is_read_once_per_generation(tmp_path, monkeypatch):
     later = MapView(idx, wait=30)
     first = answer(later, "binary")
     assert answer(later, "binary") == answer(later, "binary") == first and reads == [1]
+
+
+def test_the_layout_runs_in_a_daemon_thread_so_a_server_stopped_meanwhile_exits_at_once(tmp_path):
+    # Python's exit waits for every thread that is not a daemon: a server stopped during a layout of
+    # minutes would wait for it
+    idx = StandIn(tmp_path)
+    started, release, seen = threading.Event(), threading.Event(), []
+    layout = idx.layout
+
+    def slow_layout():
+        seen.append((threading.current_thread(), threading.current_thread().daemon))
+        started.set()
+        release.wait(30)
+        return layout()
+
+    idx.layout = slow_layout
+    view = MapView(idx, wait=0.05)
+    assert view.get() is None and started.wait(30)
+    release.set()
+    seen[0][0].join(30)
+    assert [(t is threading.main_thread(), daemon) for t, daemon in seen] == [(False, True)]
+    assert answer(view)[0] == 1

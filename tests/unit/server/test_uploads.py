@@ -230,3 +230,44 @@ def test_a_stalled_body_after_whole_headers_is_the_apps_to_answer_not_the_header
             waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408") and b"content-type: application/json" in answer  # the app's answer
     assert 1.2 < waited < 10  # at the body's timeout, not the headers'
+
+
+def test_a_closed_connection_is_freed_at_once_not_held_by_its_header_timer():
+    # the header timer is cancelled when the connection closes: nothing keeps the connection's protocol
+    # (and its buffers) alive for the timer's seconds after
+    import gc
+    import weakref
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from lookalike.server.uploads import stalled_headers_answered_408
+
+    class Transport:
+        closing = False
+
+        def get_extra_info(self, name, default=None):
+            return default
+
+        def is_closing(self):
+            return self.closing
+
+        def close(self):
+            self.closing = True
+
+        def write(self, data):
+            raise AssertionError(f"nothing is written: {data!r}")
+
+    loop = asyncio.new_event_loop()
+    try:
+        state = ServerState()
+        protocol = stalled_headers_answered_408(60)(Config(echo_length, log_config=None), state, {}, _loop=loop)
+        protocol.connection_made(Transport())
+        assert state.connections == {protocol}
+        protocol.connection_lost(None)
+        freed = weakref.ref(protocol)
+        del protocol
+        gc.collect()
+        assert freed() is None and state.connections == set()
+    finally:
+        loop.close()
