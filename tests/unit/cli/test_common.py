@@ -187,3 +187,61 @@ def test_a_long_skipped_path_is_one_line(capsys):
 
 def test_a_rate_over_less_than_a_second():
     assert common.timing(0.5, 10) == "0.5 s, 20.0 img/s"
+
+
+# what a terminal shows: the labels' styles, plain skipped lines, the bar drawn at a fixed width
+
+def terminal(monkeypatch, width=80):
+    """``common.err`` as a colour terminal of ``width`` columns whose clock stands still."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, color_system="standard", width=width,
+                                               markup=False, get_time=lambda: 0.0))
+    return out
+
+
+def test_on_a_terminal_error_is_bold_red_warning_bold_yellow_and_note_bold_and_the_message_plain(tmp_path, monkeypatch):
+    from lookalike.api import Index
+
+    out = terminal(monkeypatch)
+    with pytest.raises(typer.Exit):
+        common.fail("not a directory: /x 12")
+    assert out.getvalue() == "\x1b[1;31merror:\x1b[0m not a directory: /x 12\n"
+    out.seek(0), out.truncate()
+    Index.open(tmp_path / "index", create=True).close()
+    root = folder_with(tmp_path, others=("a.txt",))
+    common.check_images(root, tmp_path / "index")
+    assert out.getvalue() == f"\x1b[1;33mwarning:\x1b[0m no images under {root}: ignored 1 other file (1 .txt)\n"
+    out.seek(0), out.truncate()
+    linked = folder_with(tmp_path / "linked", images=("a.png",), outside_links=1)
+    common.check_folder(linked)
+    assert out.getvalue() == (f"\x1b[1mnote:\x1b[0m left out under {linked}: 1 symbolic link to outside the folder "
+                              "(--follow-links includes it)\n")
+
+
+def test_on_a_terminal_a_skipped_line_is_plain_with_nothing_highlighted(monkeypatch):
+    out = terminal(monkeypatch)
+    common.print_skipped([("/p/IMG 0012.jpg", "image file is truncated (3 bytes not processed)"),
+                          ("/p/'a'.png", "cannot identify image file '/p/a.png'")])
+    assert out.getvalue() == ("skipped /p/IMG 0012.jpg: image file is truncated (3 bytes not processed)\n"
+                              "skipped /p/'a'.png: cannot identify image file '/p/a.png'\n")
+
+
+def test_the_bar_is_drawn_forty_cells_wide_with_the_rate_as_given_between_count_and_time_left(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    terminal(monkeypatch)
+    for what, args in (("embedding", ()), ("hashing", ("hashing",))):
+        bar = common.progress_bar(False, *args)
+        task = bar.add_task("", total=10, rate="2.5 img/s")
+        bar.update(task, completed=3)
+        shown = io.StringIO()
+        Console(file=shown, width=100, color_system=None).print(bar.make_tasks_table(bar.tasks))
+        # 3 of 10 over 40 cells: 12 drawn, 28 left blank without colour; the count as wide as "10/10"; no
+        # speed yet, so no time left
+        assert shown.getvalue() == f"{what} {'━' * 12}{' ' * 28}  3/10 2.5 img/s -:--:--\n"
