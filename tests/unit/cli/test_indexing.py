@@ -404,3 +404,57 @@ def test_index_from_shards_counts_on_its_bar(photos, tmp_path, monkeypatch, bars
     assert run("index", "--from", shards, "--index", tmp_path / "ix", "--model", model).exit_code == 0
     task = bars[-1][2].tasks[0]
     assert (task.total, task.completed) == (4, 4) and re.fullmatch(r"\d+\.\d img/s", task.fields["rate"])
+
+
+# what a terminal shows: the bar's rate and the last line's, at a clock the test moves; the note's label
+
+def test_the_bar_and_the_last_line_give_the_rate_as_images_over_seconds(photos, tmp_path, monkeypatch, bars):
+    from lookalike.cli import common
+    from lookalike.index.indexer import IndexReport
+
+    folder, model = photos
+    clock = [100.0]
+    monkeypatch.setattr(common, "err", Console(file=io.StringIO(), force_terminal=True, color_system=None, width=100,
+                                               get_time=lambda: clock[0]))
+    drawn = []
+
+    def draw():
+        shown = io.StringIO()
+        Console(file=shown, width=100, color_system=None).print(bars[-1][2].make_tasks_table(bars[-1][2].tasks))
+        drawn.append(shown.getvalue())
+
+    def stand_in(self, folder, *args, on_plan, on_progress, **options):
+        on_plan(10)
+        on_progress(4)  # at once: no time has passed, so no rate yet
+        draw()
+        clock[0] = 102.0
+        on_progress(1)  # 5 images in 2 s
+        draw()
+        return IndexReport(indexed=5, total=5, seconds=2.0)
+
+    monkeypatch.setattr(Index, "index", stand_in)
+    ix = tmp_path / "ix"
+    result = run("index", folder, "--index", ix, "--model", model)
+    assert result.exit_code == 0, result.output
+    # 4 then 5 of 10 over 40 cells (16, then 20, drawn); the count as wide as "10/10"; 1 image in the last
+    # 2 s leaves 5 for 10 s
+    assert drawn == [f"embedding {'━' * 16}{' ' * 24}  4/10  -:--:--\n",
+                     f"embedding {'━' * 20}{' ' * 20}  5/10 2.5 img/s 0:00:10\n"]
+    assert result.stdout == f"indexed 5, removed 0, unchanged 0, skipped 0; 5 images in {ix} (2.0 s, 2.5 img/s)\n"
+
+
+def test_on_a_terminal_embeds_note_on_files_gone_is_labelled_in_bold(monkeypatch, tmp_path):
+    from lookalike.cli import common
+    from lookalike.cluster import embed
+    from lookalike.cluster.embed import EmbedReport
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, color_system="standard", width=80))
+    monkeypatch.setattr(embed, "model_spec", lambda *args: "the spec")
+    monkeypatch.setattr(embed, "embed", lambda *args, **options: EmbedReport("local", embedded=1, shards=1,
+                                                                             gone=["/a.jpg", "/b.jpg"], seconds=1.0))
+    result = run("embed", tmp_path, "--out", "/s", "-q")
+    assert result.exit_code == 0, result.output
+    assert out.getvalue() == (f"\x1b[1mnote:\x1b[0m 2 files the shards hold are no longer under {tmp_path} (shards only "
+                              "add: they stay until `lookalike index FOLDER`, or embed into a fresh --out; --json lists "
+                              "them)\n")
