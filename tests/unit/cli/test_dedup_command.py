@@ -175,3 +175,29 @@ def test_dedup_follows_links_when_asked_and_reports_the_preset_it_resolved(tmp_p
     got = json.loads(run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "--follow-links",
                          "--json").stdout)
     assert str(folder / "link.png") in got["index"]["paths"]["added"] and got["preset"] == "near"
+
+
+def test_until_the_folder_is_listed_the_bar_counts_against_no_total(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lookalike.api import Index
+
+    made, drawn = [], []
+    real_bar, real_index = dedup.progress_bar, Index.index
+    monkeypatch.setattr(dedup, "progress_bar", lambda quiet: made.append(real_bar(quiet)) or made[-1])
+
+    def index(self, *args, **options):
+        shown = io.StringIO()
+        Console(file=shown, width=100, color_system=None).print(made[-1].make_tasks_table(made[-1].tasks))
+        drawn.append(shown.getvalue().rstrip())
+        return real_index(self, *args, **options)
+
+    monkeypatch.setattr(Index, "index", index)
+    model = tiny_model(tmp_path / "m")
+    folder = folder_of(tmp_path / "set", ("chelsea", "coffee"))
+    assert run("dedup", folder, "--index", tmp_path / "ix", "--model", model, "-t", "0.001").exit_code == 0
+    # an unknown count: the whole bar drawn (rich's pulse, without colour), "0/?" and no time left; not an empty
+    # bar at "0/100"
+    assert drawn == [f"embedding {'━' * 40} 0/?"]
