@@ -514,3 +514,53 @@ def test_a_portrait_thumbnail_in_a_one_row_montage_is_drawn_at_its_own_size(tmp_
                 assert abs(ax.get_position().width * px[0] - THUMB * 2 / 3) <= 1
         finally:
             plt.close(fig)
+
+
+# a montage's type sizes and where its rows and titles fall, worked out from matplotlib's defaults (a figure of
+# 100 dpi; the grid between 11 % and 88 % of its height; hspace a fraction of the mean row height)
+
+def test_a_montage_sets_its_query_title_in_11_points_row_titles_in_10_and_captions_in_7(tmp_path):
+    Image.new("RGB", (30, 20), (0, 0, 200)).save(tmp_path / "k.png")
+    rows = [QueryResult(str(tmp_path / "k.png"), mode, "cosine", [Match(i + 1, i, str(tmp_path / "k.png"), 0.1)
+                                                                  for i in range(2)]) for mode in ("nearest", "random")]
+    fig = montage_figure(tmp_path / "k.png", rows)
+    try:
+        sizes = {"query title": {fig.axes[0].title.get_fontsize()},
+                 "row titles": {t.get_fontsize() for t in fig.texts},
+                 "captions": {ax.xaxis.label.get_fontsize() for ax in fig.axes}}
+    finally:
+        plt.close(fig)
+    assert sizes == {"query title": {11.0}, "row titles": {10.0}, "captions": {7.0}}
+
+
+def test_in_a_three_row_montage_a_portrait_thumbnail_is_140_pixels_tall(tmp_path):
+    # 2.3 * 3 + 0.2 = 7.1 inches, 710 px; the grid 0.77 of it, 546.7 px, holds 3 rows and 2 gaps of 0.45 of a
+    # row: 546.7 / 3.9 = 140.2 px a row. The portrait thumbnail (128 x 192) is shrunk to the row's height; its
+    # 93 px of width fit the result column (338.7 px over 1.3 + 1 columns and a gap of 0.08 of their mean: 141.6)
+    Image.new("RGB", (400, 600), (0, 120, 0)).save(tmp_path / "p.png")
+    rows = [QueryResult("q", mode, "cosine", [Match(1, 0, str(tmp_path / "p.png"), 0.1)])
+            for mode in ("nearest", "random", "farthest")]
+    fig = montage_figure(tmp_path / "p.png", rows)
+    try:
+        fig.canvas.draw()
+        extents = [ax.get_window_extent() for ax in fig.axes[1:]]
+    finally:
+        plt.close(fig)
+    assert all(abs(e.height - 140.2) < 0.5 and abs(e.width - 140.2 * 2 / 3) < 0.5 for e in extents), extents
+    tops = sorted((e.y1 for e in extents), reverse=True)
+    assert abs(tops[0] - 0.88 * 710) < 0.5 and all(abs(a - b - 1.45 * 140.2) < 0.5 for a, b in zip(tops, tops[1:]))
+
+
+def test_a_row_title_stands_on_a_line_one_hundredth_of_the_figure_above_its_row(tmp_path):
+    # one row: 2.5 inches, 250 px, the grid's top at 0.88 of it (220 px); the title's bottom, descenders
+    # included ("(", "g"), at 0.89 (222.5 px)
+    Image.new("RGB", (30, 20), (0, 0, 200)).save(tmp_path / "k.png")
+    rows = [QueryResult("q", "nearest", "cosine", [Match(1, 0, str(tmp_path / "k.png"), 0.1)])]
+    fig = montage_figure(tmp_path / "k.png", rows)
+    try:
+        fig.canvas.draw()
+        [title] = fig.texts
+        bottom = title.get_window_extent(fig.canvas.get_renderer()).y0
+    finally:
+        plt.close(fig)
+    assert fig.get_size_inches()[1] * fig.dpi == 250 and abs(bottom - 222.5) < 0.5, bottom
