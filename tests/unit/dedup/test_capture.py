@@ -315,3 +315,59 @@ def test_stripes_have_no_corner_where_a_displacement_could_be_told():
     profile = texture(21, (1, 256))
     stripes, moved = np.tile(profile, (200, 1)), np.tile(np.roll(profile, 1, axis=1), (200, 1))
     assert agree(stripes, stripes).displaced == agree(stripes, moved).displaced == 0.0
+
+
+# Limits met exactly. The lattice pictures below repeat nine gray levels along the diagonals
+# (level ``vals[(row + 2 column) % 9]``): every 9 x 9 window holds each of them nine times, so its
+# mean, variance and correlations are whole numbers, exact in float32, the same in every window.
+
+
+def _lattice(vals, shape=(36, 45)) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return (100 + np.asarray(vals)[(rows + 2 * cols) % 9]).astype(np.uint8)
+
+
+_F = [-12, -6, 0, 6, 6, 1, 4, 1, 0]  # variance 270 / 9 = 30 in every window
+
+
+def test_a_window_correlating_by_exactly_0_8_agrees():
+    g = [-12, 2, 1, 9, 5, -1, 1, -3, -2]  # variance 30, covariance with _F 216 / 9 = 24: 24 / 30 = 0.8
+    found = capture.agreement(_lattice(_F), _lattice(g), IDENTITY, (45, 36), (45, 36))
+    assert found.compared == 1.0 and found.share == 1.0, found
+
+
+def test_a_window_correlating_by_exactly_0_9_once_moved_is_shifted():
+    # variance 30; covariance with _F -51 / 9 unmoved (disagrees), 243 / 9 = 27 once moved so that
+    # (row + 2 column) goes 4 back (1 down and 2 right): 27 / 30 = 0.9, and no move correlates more
+    h = [0, 1, -1, 1, -10, -6, 1, 11, 3]
+    found = capture.agreement(_lattice(_F), _lattice(h), IDENTITY, (45, 36), (45, 36))
+    assert found.compared == 1.0 and found.share == 0.0 and found.shifted == 1.0, found
+
+
+def test_a_pixel_whose_neighbourhood_varies_by_exactly_4_is_not_plain():
+    # 5 of each 5 x 5 neighbourhood at 5, the rest at 0: mean 1, mean square 5, variance 4 exactly
+    rows, cols = np.indices((30, 30))
+    x = np.where((rows + 2 * cols) % 5 == 0, 5.0, 0.0).astype(np.float32)
+    replaced = capture._replaced(x, x + 10)  # 10 levels apart everywhere, but neither is plain
+    assert not replaced[2:-2, 2:-2].any()
+    flat = np.zeros_like(x)
+    assert capture._replaced(flat, flat + 7).all() and not capture._replaced(flat, flat + 6).any()
+
+
+def test_a_picture_within_5_percent_of_the_target_detail_is_not_softened():
+    picture = texture(22, (40, 40), sigma=0.5)
+    # at a quarter of its own pixels, 95 % of that is near enough: unchanged (just 0.1 % less: blurred)
+    assert np.array_equal(capture._soften(picture, 0.25, 0.25 * 0.95), picture)
+    assert not np.array_equal(capture._soften(picture, 0.25, 0.25 * 0.949), picture)
+
+
+def test_exactly_50_windows_that_agree_are_enough_to_measure_a_displacement():
+    a, b = layered(1)  # the disc (radius 40 at 128, centred) moves half a pixel against the backdrop
+    x, y = capture.small(a).astype(np.float32), capture.small(b).astype(np.float32)
+    agree = np.zeros(x.shape, bool)
+    agree[[8, 92], 8:121:11] = True  # 22 windows on the backdrop above and below the disc
+    agree[20:81:7, [8, 120]] = True  # 18 left and right of it
+    agree[[42, 46, 50, 54, 58], 56:61:4] = True  # 10 in the disc's middle
+    assert agree.sum() == 50 and 10 <= capture._displaced(x, y, agree, 1.0) <= 12  # the disc's windows
+    agree[58, 60] = False
+    assert capture._displaced(x, y, agree, 1.0) == 0  # 49: too few to tell the fit's error from a displacement

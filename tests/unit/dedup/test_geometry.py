@@ -2,6 +2,7 @@
 picture-against-picture check that tells an edited copy from another shot of the same thing."""
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -608,3 +609,35 @@ def test_the_mirror_images_descriptors_are_those_orb_computes_on_it():
     mine, theirs = np.nonzero(same)
     assert len(mine) > 50
     assert np.array_equal(found.mirror_descriptors[mine], mirrored.descriptors[theirs])
+
+
+# Limits met exactly.
+
+
+def test_a_frame_showing_and_filled_exactly_95_percent_is_not_cropped_nor_more_around_it():
+    found = geometry.compare(A, _made(_moved(shift=(0, -10))))  # 190 of 200 rows overlap
+    assert (found.shown, found.filled) == (0.95, 0.95) and found.edits == [], found
+
+
+def _fitted(monkeypatch, matrix) -> geometry.Evidence:
+    """A against itself, RANSAC's answer being ``matrix`` with every match an inlier."""
+    import cv2
+
+    monkeypatch.setattr(cv2, "estimateAffinePartial2D",
+                        lambda src, *_, **__: (np.array(matrix, np.float64), np.ones((len(src), 1), np.uint8)))
+    return geometry.compare(A, _made())
+
+
+@pytest.mark.parametrize("angle, rotation", [(82, 90), (98, 90), (352, 0), (8, 0)])
+def test_a_rotation_exactly_8_degrees_from_a_right_angle_is_said_as_it(monkeypatch, angle, rotation):
+    turn = math.radians(angle)
+    cos, sin = math.cos(turn), math.sin(turn)  # counter-clockwise, y down: (cos, sin; -sin, cos)
+    assert (-math.degrees(math.atan2(-sin, cos))) % 360 == angle % 360  # exactly, in floating point
+    found = _fitted(monkeypatch, [[cos, sin, 0.0], [-sin, cos, 0.0]])
+    assert found.inliers == N and found.rotation == rotation, found
+
+
+@pytest.mark.parametrize("scale", [0.15, 7.0])
+def test_a_fit_scaling_by_exactly_0_15_or_7_is_a_fit(monkeypatch, scale):
+    found = _fitted(monkeypatch, [[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    assert found.inliers == N and found.scale == scale and f"resized ×{scale:.2f}" in found.edits, found
