@@ -371,3 +371,14 @@ def test_exactly_50_windows_that_agree_are_enough_to_measure_a_displacement():
     assert agree.sum() == 50 and 10 <= capture._displaced(x, y, agree, 1.0) <= 12  # the disc's windows
     agree[58, 60] = False
     assert capture._displaced(x, y, agree, 1.0) == 0  # 49: too few to tell the fit's error from a displacement
+
+
+@pytest.mark.parametrize("faint_first", [True, False])
+def test_a_faint_window_is_shifted_when_moved_it_is_the_others_contrast_stretched_copy(faint_first):
+    # one picture varies by 14 / 9 = 1.6 gray levels² (variance), the other is it 5 x stretched and moved by
+    # 4 along the lattice: unmoved they correlate by 1 / 14, moved by 1 (the faint variance, over 1, is its own)
+    faint = [1, -1, 1, -1, 1, -1, 2, -2, 0]
+    strong = [-5, 10, -10, 0, 5, -5, 5, -5, 5]  # 5 x faint, rolled by 4
+    one, other = (faint, strong) if faint_first else (strong, faint)
+    found = capture.agreement(_lattice(one), _lattice(other), IDENTITY, (45, 36), (45, 36))
+    assert found.compared == 1.0 and found.share == 0.0 and found.shifted == 1.0, found
