@@ -641,3 +641,10 @@ def test_a_rotation_exactly_8_degrees_from_a_right_angle_is_said_as_it(monkeypat
 def test_a_fit_scaling_by_exactly_0_15_or_7_is_a_fit(monkeypatch, scale):
     found = _fitted(monkeypatch, [[scale, 0.0, 0.0], [0.0, scale, 0.0]])
     assert found.inliers == N and found.scale == scale and f"resized ×{scale:.2f}" in found.edits, found
+
+
+def test_the_gray_picture_interpolates_linearly_when_enlarging_by_under_2():
+    row = (np.arange(200) % 10 * 25).astype(np.uint8)  # a sawtooth of 25 gray levels a pixel
+    gray, _ = geometry.gray_picture(np.tile(row, (100, 1)))  # enlarged 1.28 x to 256 x 128
+    at = np.clip((np.arange(256) + 0.5) * 200 / 256 - 0.5, 0, 199)  # pixel centres, in the file's pixels
+    assert gray.shape == (128, 256) and np.abs(gray - np.interp(at, np.arange(200), row)).max() <= 1
