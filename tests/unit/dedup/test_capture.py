@@ -382,3 +382,13 @@ def test_a_faint_window_is_shifted_when_moved_it_is_the_others_contrast_stretche
     one, other = (faint, strong) if faint_first else (strong, faint)
     found = capture.agreement(_lattice(one), _lattice(other), IDENTITY, (45, 36), (45, 36))
     assert found.compared == 1.0 and found.share == 0.0 and found.shifted == 1.0, found
+
+
+@pytest.mark.parametrize("detail, target", [(0.5, 0.25), (0.8, 0.4)])
+def test_softening_an_enlarged_picture_composes_gaussians_to_the_targets_width(detail, target):
+    # a picture of some detail is modelled as a Gaussian of 0.5 / detail pixels: softened to the target, it
+    # is the picture blurred by 0.5 / target at once (Gaussians' variances add)
+    noise = np.random.default_rng(23).normal(0, 50, (80, 80)).astype(np.float32)
+    softened = capture._soften(cv2.GaussianBlur(noise, (0, 0), 0.5 / detail), detail, target)
+    at_once = cv2.GaussianBlur(noise, (0, 0), 0.5 / target)
+    assert np.abs(softened - at_once)[15:-15, 15:-15].max() < 0.5  # of a spread of 7 to 12 gray levels
