@@ -329,3 +329,57 @@ def test_the_sidecar_keeps_what_it_made_from_each_new_files_bytes_by_content(sto
     stored, ok = HashStore(tmp_path / "index").get(contents, [None, None])  # read back, nothing computed
     assert ok.tolist() == [True, True]
     np.testing.assert_array_equal(stored, [image_hashes(str(folder / n)) for n in ("a.png", "b.png")])
+
+
+def test_a_known_broken_file_listed_first_does_not_hide_the_files_after_it(store, tmp_path):
+    folder = tmp_path / "listed"
+    folder.mkdir()
+    (folder / "a_broken.jpg").write_bytes(b"not a picture at all")  # sorted before the pictures
+    save(folder / "b.png", (255, 0, 0))
+    save(folder / "c.png", (0, 0, 255))
+    first = index_folder(store, MeanColourEmbedder(), folder)
+    assert (first.indexed, len(first.skipped)) == (2, 1)
+    again = index_folder(store, MeanColourEmbedder(), folder)  # the broken file is skipped unread
+    assert (again.indexed, again.unchanged, again.removed, again.removed_paths) == (0, 2, 0, [])
+    assert [p for p, _ in again.skipped] == [str(folder / "a_broken.jpg")]
+    assert sorted(store.records()) == [str(folder / n) for n in ("a_broken.jpg", "b.png", "c.png")]
+
+
+def test_prepare_gives_its_reader_the_pixel_limit(tmp_path):
+    save(tmp_path / "x.png", (10, 20, 30), size=(7, 5))
+    asked = []
+
+    def reader(path, max_pixels):
+        asked.append((path, max_pixels))
+        with open(path, "rb") as f:
+            return f.read()
+
+    item = prepare(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=123, read=reader)
+    assert asked == [(str(tmp_path / "x.png"), 123)] and item.error is None
+
+
+def test_prepare_refuses_a_picture_over_the_limit_even_when_its_reader_lets_it_through(tmp_path):
+    save(tmp_path / "x.png", (10, 20, 30), size=(7, 5))  # 35 pixels
+
+    def careless(path, max_pixels):  # reads whatever it is given
+        with open(path, "rb") as f:
+            return f.read()
+
+    item = prepare(str(tmp_path / "x.png"), 1, 2, Preprocess(), max_pixels=20, read=careless)
+    assert item.pixels is None and item.error.startswith("too large: 7x5 pixels")
+
+
+def test_prepare_hands_the_preprocessing_a_jpeg_decoded_at_its_draft_size(tmp_path):
+    Image.new("RGB", (512, 512), (90, 120, 30)).save(tmp_path / "big.jpg", quality=90)
+    seen = []
+
+    class Drafted(Preprocess):
+        decode_size = 64
+
+        def __call__(self, img):
+            seen.append(img.size)
+            return super().__call__(img)
+
+    item = prepare(str(tmp_path / "big.jpg"), 1, 2, Drafted(), max_pixels=10**6)
+    # JPEG's DCT scaling goes down to 1/8: 512 / 8 = 64 is the smallest size of at least 64
+    assert seen == [(64, 64)] and (item.width, item.height, item.error) == (512, 512, None)
