@@ -142,10 +142,11 @@ def clustered(n_per=10, classes=8, seed=8):
     return (centres[labels] + rng.standard_normal((len(labels), 6))).astype(np.float32)
 
 
-@pytest.mark.parametrize("k1, k2, lam", [(1, 1, 0.3), (1, 2, 0.3), (6, 2, 0.3), (6, 3, 1.0)])
+@pytest.mark.parametrize("k1, k2, lam", [(1, 1, 0.3), (1, 2, 0.3), (1, 3, 0.3), (6, 2, 0.3), (6, 3, 1.0)])
 def test_the_smallest_settings_and_lambda_1_match_the_dense_reference(k1, k2, lam):
     """k = 1, k1 = 1, k2 = 1 or 2 (expansion over the nearest other image) and lambda 1 (the original
-    order) are allowed and computed as the reference does."""
+    order) are allowed and computed as the reference does; so is k1 = 1 with k2 = 3, an expansion over
+    more images than any expanded set holds (with k1 = 1 a set is at most the image and its nearest)."""
     X = clustered()
     idx, dist = rerank(X, k=79, k1=k1, k2=k2, lambda_=lam)
     ref_idx, ref_dist = dense_rerank(X, 79, k1, k2, lam, "cosine")
