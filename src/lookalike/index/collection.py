@@ -48,7 +48,7 @@ class Collection(Protocol):
     def count(self) -> int:
         """Number of embedded images."""
 
-    def paths(self, ids: Iterable[int], missing_ok: bool = False) -> list[str | None]:
+    def paths(self, ids: Iterable[int], missing_ok: bool = False) -> list[str | None]:  # pragma: no mutate
         """Names of image ids in order; None for one not held with ``missing_ok``, else KeyError."""
 
     def info(self, image_id: int) -> dict | None:
@@ -66,7 +66,7 @@ class Collection(Protocol):
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, vector), ids ascending (dedup over the whole collection)."""
 
-    def searcher(self, approximate: bool = True):
+    def searcher(self, approximate: bool = True):  # pragma: no mutate
         """Its :class:`~lookalike.vectors.Searcher` (or one answering alike): exact distances, candidates
         through the approximate index unless ``approximate`` is false."""
 
