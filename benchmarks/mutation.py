@@ -426,8 +426,8 @@ def main() -> None:
         if args.scratch:
             parser.error("--workdir keeps a scratch copy per module itself: leave out --scratch")
         if commit.endswith("+changes"):
-            parser.error("a --workdir run measures one commit: commit the changes to src/, tests/ and "
-                         "pyproject.toml first")
+            parser.error("a --workdir run measures committed source (each row names its commit): commit the "
+                         "changes to src/, tests/ and pyproject.toml first")
         args.workdir.mkdir(parents=True, exist_ok=True)
     for module in chosen:
         if not (MODULES.get(module) or args.tests):
