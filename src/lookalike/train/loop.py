@@ -53,7 +53,7 @@ from lookalike.train import data as _data
 from lookalike.train.average import Average
 from lookalike.train.config import TrainConfig
 from lookalike.train.head import EmbeddingNet, loss_for
-from lookalike.train.whiten import Whitening, fit as fit_whitening
+from lookalike.train.whiten import Whitening, check_classes as check_whitening, fit as fit_whitening
 
 CHECKPOINT = "checkpoint.pt"
 CACHE_DIR = ".cache"
@@ -329,8 +329,8 @@ def fit(prep: Prepared, config: TrainConfig, checkpoint_dir: str | os.PathLike |
     ``config.ema``'s, for :func:`reblend` to export from the same run.
     """
     config.check()
-    if config.whiten and not (np.bincount(prep.train.codes) > 1).any():  # before the training it would follow
-        raise ValueError("whitening needs a training class of at least two images: use --whiten 0")
+    if config.whiten:  # before the training it would follow
+        check_whitening(prep.train.codes)
     dev = _device(device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

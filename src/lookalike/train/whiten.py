@@ -18,30 +18,37 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def check_classes(codes: np.ndarray) -> None:
+    """ValueError unless the classes ``codes`` hold two images beyond the first of each (a class of
+    three, or two classes of two): fewer span at most one direction of within-class spread, which
+    :func:`fit` cannot invert. Training checks this before it starts."""
+    counts = np.unique(np.asarray(codes), return_counts=True)[1]
+    if (counts - 1).sum() < 2:
+        raise ValueError("whitening needs a training class of three images or two classes of two: use --whiten 0")
+
+
 def fit(embeddings: np.ndarray, codes: np.ndarray, power: float) -> tuple[np.ndarray, np.ndarray]:
     """``(mean, matrix)`` for :class:`Whitening`: the mean of ``embeddings`` (N, D) and the
     within-class covariance of classes ``codes`` (its Ledoit-Wolf estimate) to the power ``-power / 2``.
 
-    ValueError when no class has two images (there is no within-class spread to learn from), or when the
-    spread is too little to invert at a ``power`` above 0 (one class of two images alone, or pairs
-    differing along one line, span one direction, which the Ledoit-Wolf estimate does not shrink:
-    it sees no sampling noise; images identical within their classes span none).
+    ValueError when the classes are too few for any spread (:func:`check_classes`), or when the spread
+    is too little to invert at a ``power`` above 0: pairs that all differ by one same step span one
+    direction, which the Ledoit-Wolf estimate does not shrink (it sees no sampling noise); images
+    identical within their classes span none.
     """
     from sklearn.covariance import ledoit_wolf
 
+    check_classes(codes)
     x = np.asarray(embeddings, np.float64)
-    codes = np.asarray(codes)
-    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    if not (counts > 1).any():
-        raise ValueError("whitening needs a class with at least two images")
+    _, inverse, counts = np.unique(np.asarray(codes), return_inverse=True, return_counts=True)
     means = np.zeros((len(counts), x.shape[1]))
     np.add.at(means, inverse, x)
     residuals = (x - means[inverse] / counts[inverse, None])[counts[inverse] > 1]
     covariance, _ = ledoit_wolf(residuals, assume_centered=True)
     values, vectors = np.linalg.eigh(covariance)
     if power > 0 and not values[0] > values[-1] * len(values) * np.finfo(np.float64).eps:  # singular: no inverse
-        raise ValueError("whitening needs more spread within the training classes than they have (one pair of "
-                         "images, or identical images, is not enough): use --whiten 0")
+        raise ValueError("whitening needs more spread within the training classes than they have (identical "
+                         "images, or pairs that all differ by one same step, are not enough): use --whiten 0")
     return x.mean(axis=0), (vectors * values ** (-power / 2)) @ vectors.T
 
 

@@ -686,7 +686,7 @@ def test_whitening_without_a_class_of_two_images_is_refused_before_training(stan
                         tmp_path / "cache")
     with pytest.raises(ValueError) as e:
         loop.fit(prep, replace(CONFIG, val_split="none", whiten=0.5), tmp_path / "run")
-    assert str(e.value) == "whitening needs a training class of at least two images: use --whiten 0"
+    assert str(e.value) == "whitening needs a training class of three images or two classes of two: use --whiten 0"
     assert not (tmp_path / "run").exists()  # nothing trained, no checkpoint
     assert loop.fit(prep, replace(CONFIG, val_split="none", epochs=1), tmp_path / "plain").net.whitening is None
 
@@ -741,10 +741,22 @@ def test_reblend_whitens_the_blend_it_exports_fitted_on_the_blends_embeddings(st
     assert white.config.blend == 0.5 and white.config.whiten == 0.5
 
 
-def test_a_run_whose_classes_vary_in_one_direction_is_refused_not_exported_with_nan(stand_in, tmp_path):
+def test_a_single_pair_of_images_to_whiten_from_is_refused_before_training(stand_in, tmp_path):
     data = make_data(tmp_path / "data", classes=3, per_class=1)
     (data / "c0" / "1.png").write_bytes((data / "c1" / "0.png").read_bytes())  # one pair: one direction
     config = replace(CONFIG, val_split="none", epochs=1, whiten=0.5)
     prep = loop.prepare(data, config, tmp_path / "cache")
-    with pytest.raises(ValueError, match="use --whiten 0$"):
-        loop.fit(prep, config)
+    with pytest.raises(ValueError, match="^whitening needs a training class of three images or two classes of two"):
+        loop.fit(prep, config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing trained, no checkpoint
+
+
+def test_a_run_whose_classes_vary_in_no_direction_is_refused_not_exported_with_nan(stand_in, tmp_path):
+    data = make_data(tmp_path / "data", classes=2, per_class=2)
+    for c in ("c0", "c1"):  # two classes of two identical images: enough images, no spread
+        (data / c / "1.png").write_bytes((data / c / "0.png").read_bytes())
+    config = replace(CONFIG, val_split="none", epochs=1, whiten=0.5)
+    prep = loop.prepare(data, config, tmp_path / "cache")
+    with pytest.raises(ValueError, match="^whitening needs more spread within the training classes.*use --whiten 0$"):
+        loop.fit(prep, config, tmp_path / "run")
+    assert (tmp_path / "run").exists()  # refused after training: only the embeddings show it

@@ -51,10 +51,20 @@ def test_a_class_of_one_image_adds_nothing_to_the_spread():
     assert np.allclose(with_one, without) and np.allclose(mean, np.vstack([x, [100.0, -100.0, 50.0]]).mean(0))
 
 
-def test_no_class_of_two_images_is_refused_in_one_line():
+@pytest.mark.parametrize("codes", [[0, 1, 2, 3], [0, 0, 1, 2]])  # no class of two; a single pair
+def test_fewer_than_two_images_beyond_each_class_first_are_refused_in_one_line(codes):
     with pytest.raises(ValueError) as e:
-        whiten.fit(np.eye(3), np.array([0, 1, 2]), 0.5)
-    assert str(e.value) == "whitening needs a class with at least two images"
+        whiten.fit(np.eye(4), np.array(codes), 0.5)
+    assert str(e.value) == "whitening needs a training class of three images or two classes of two: use --whiten 0"
+    with pytest.raises(ValueError):
+        whiten.check_classes(np.array(codes))
+
+
+@pytest.mark.parametrize("codes", [[0, 0, 0, 1], [0, 0, 1, 1], [5, 2, 2, 5]])  # a class of three; two of two
+def test_a_class_of_three_or_two_classes_of_two_are_enough(codes):
+    whiten.check_classes(np.array(codes))
+    x = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [5.0, 5.0, 5.0], [5.0, 4.0, 8.0]])  # two directions
+    assert np.isfinite(whiten.fit(x, np.array(codes), 0.5)[1]).all()
 
 
 def test_a_direction_no_image_varied_in_is_kept_not_blown_up():
@@ -83,16 +93,14 @@ def test_float32_embeddings_are_whitened_in_float64():
 
 
 @pytest.mark.parametrize("x", [
-    [[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [5.0, 5.0, 5.0], [9.0, 1.0, 3.0]],  # one pair: its one direction
-    [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [9.0, 1.0, 3.0]],  # a pair of identical images: none
+    [[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [5.0, 5.0, 5.0], [7.0, 6.0, 5.0]],  # two pairs, one same step
+    [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.0]],  # two pairs of identical images: none
 ])
 def test_a_spread_in_too_few_directions_to_invert_is_refused_not_made_nan(x):
-    # both residuals of a pair are +-d: the Ledoit-Wolf estimate sees no sampling noise and does not
-    # shrink d d^T, whose inverse square root does not exist
+    # every residual is +-d: the Ledoit-Wolf estimate sees no sampling noise and does not shrink
+    # d d^T, whose inverse square root does not exist (steps of other lengths would show noise)
     with pytest.raises(ValueError) as e:
-        whiten.fit(np.array(x), np.array([0, 0, 1, 2]), 0.5)
-    assert str(e.value) == ("whitening needs more spread within the training classes than they have (one pair of "
-                            "images, or identical images, is not enough): use --whiten 0")
-    assert np.allclose(whiten.fit(np.array(x), np.array([0, 0, 1, 2]), 0.0)[1], np.eye(3))  # power 0: nothing to invert
-    two_pairs = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0], [5.0, 5.0, 5.0], [5.0, 4.0, 8.0]])  # two directions
-    assert np.isfinite(whiten.fit(two_pairs, np.array([0, 0, 1, 1]), 0.5)[1]).all()
+        whiten.fit(np.array(x), np.array([0, 0, 1, 1]), 0.5)
+    assert str(e.value) == ("whitening needs more spread within the training classes than they have (identical "
+                            "images, or pairs that all differ by one same step, are not enough): use --whiten 0")
+    assert np.allclose(whiten.fit(np.array(x), np.array([0, 0, 1, 1]), 0.0)[1], np.eye(3))  # power 0: nothing to invert
