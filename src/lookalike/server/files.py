@@ -77,12 +77,14 @@ class IndexedFiles:
         return data, row["path"]
 
     def thumbnail(self, image_id: int) -> bytes:
-        """A JPEG at most :data:`THUMB_SIZE` pixels on a side of :meth:`original`, cached by (id, content hash)."""
+        """A JPEG at most :data:`THUMB_SIZE` pixels on a side of :meth:`original`, cached by (id, content
+        hash); a cached one is served only while a local file keeps its indexed size and modification
+        time (one stat; a URI is not read again), so a file changed or gone is a 404 as for :meth:`original`."""
         row = self.info(image_id)
         key = (image_id, row["hash"])
         with self.index.lock:
             cached = self._thumbs.get(key)
-        if cached is not None:
+        if cached is not None and _stat_unchanged(row):
             return cached
         data, _ = self.original(image_id)
         try:
@@ -97,3 +99,14 @@ class IndexedFiles:
         with self.index.lock:
             self._thumbs[key] = data
         return data
+
+
+def _stat_unchanged(row: dict) -> bool:
+    """Whether the catalog row's file (a URI: always) still has its indexed size and modification time."""
+    if "://" in row["path"]:
+        return True
+    try:
+        st = os.stat(row["path"])
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])

@@ -1,5 +1,6 @@
 """The files a server hands out (server/files.py): originals only while they are the file indexed,
-thumbnails at most 256 pixels a side and never enlarged, cached by content; over a stand-in index."""
+thumbnails at most 256 pixels a side and never enlarged, cached by content and served from the cache
+only while the file's size and time are the indexed ones; over a stand-in index."""
 
 from __future__ import annotations
 
@@ -58,16 +59,45 @@ def test_thumbnails_fit_256_pixels_keep_their_shape_and_are_never_enlarged(tmp_p
     assert small.format == "JPEG" and small.size == (100, 60)
 
 
+def _swap_unseen(path, data) -> None:
+    """Write other bytes of the same length into ``path`` and give it back its modification time:
+    a change only reading the file shows."""
+    st = os.stat(path)
+    assert len(data) == st.st_size
+    with open(path, "wb") as f:
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def test_a_thumbnail_is_cached_by_content_and_made_again_for_new_content(tmp_path):
     catalog = Catalog()
-    path = _local(catalog, tmp_path, 1, "a.png", _png((40, 40), (255, 0, 0)))
+    path = _local(catalog, tmp_path, 1, "a.bmp", _png((40, 40), (255, 0, 0), kind="BMP"))
     files = IndexedFiles(catalog)
     red = files.thumbnail(1)
-    os.remove(path)
-    assert files.thumbnail(1) == red  # the same content: from the cache, the file is not read
-    _local(catalog, tmp_path, 1, "a.png", _png((40, 40), (0, 0, 255)))  # indexed again with other content
+    _swap_unseen(path, _png((40, 40), (0, 255, 0), kind="BMP"))  # a read would see other content: 404
+    assert files.thumbnail(1) == red  # from the cache: the file is not read
+    _local(catalog, tmp_path, 1, "a.bmp", _png((40, 40), (0, 0, 255), kind="BMP"))  # indexed again, other content
     blue = Image.open(io.BytesIO(files.thumbnail(1))).convert("RGB").getpixel((20, 20))
     assert blue[2] > 200 and blue[0] < 50
+
+
+def test_a_cached_thumbnail_of_a_file_gone_or_touched_since_it_was_indexed_is_a_404(tmp_path):
+    catalog = Catalog()
+    gone = _local(catalog, tmp_path, 1, "gone.png", _png((40, 40)))
+    touched = _local(catalog, tmp_path, 2, "touched.png", _png((40, 40)))
+    grown = _local(catalog, tmp_path, 3, "grown.png", _png((40, 40)))
+    _local(catalog, tmp_path, 4, "kept.png", _png((40, 40)))
+    files = IndexedFiles(catalog)
+    for image_id in (1, 2, 3, 4):
+        files.thumbnail(image_id)
+    os.remove(gone)
+    st = os.stat(touched)
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # the same bytes, one nanosecond later
+    st = os.stat(grown)
+    with open(grown, "ab") as f:
+        f.write(b"\0")
+    os.utime(grown, ns=(st.st_atime_ns, st.st_mtime_ns))  # one byte more, the same time
+    assert [_served(files.thumbnail, i) for i in (1, 2, 3, 4)] == [404, 404, 404, 200]
 
 
 def test_an_original_is_served_only_while_it_is_the_file_indexed(tmp_path):
@@ -123,12 +153,12 @@ def test_the_cache_holds_exactly_its_size_forgetting_the_least_recently_used():
 
 def test_thumbnails_beyond_the_cache_size_are_made_again_from_the_file(tmp_path):
     catalog = Catalog()
-    paths = [_local(catalog, tmp_path, i, f"{i}.png", _png((30, 30), (40 * i, 0, 0))) for i in range(3)]
+    paths = [_local(catalog, tmp_path, i, f"{i}.bmp", _png((30, 30), (40 * i, 0, 0), kind="BMP")) for i in range(3)]
     files = IndexedFiles(catalog, thumb_cache=2)
     for i in range(3):
         files.thumbnail(i)
-    for path in paths:
-        os.remove(path)
+    for path in paths:  # made again, a thumbnail would be a 404
+        _swap_unseen(path, _png((30, 30), (0, 0, 200), kind="BMP"))
     assert [_served(files.thumbnail, i) for i in range(3)] == [404, 200, 200]  # 0 was forgotten, 1 and 2 held
 
 
