@@ -164,6 +164,20 @@ def test_the_curves_are_the_loss_and_the_validation_per_epoch(tmp_path, figure, 
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_loss_keeps_a_colour_of_its_own_under_a_style_that_starts_with_the_validations(tmp_path, figure,
+                                                                                           monkeypatch):
+    import matplotlib
+    from cycler import cycler
+
+    # a user's style whose cycle starts with the validation curves' colours: a loss curve left to the
+    # cycle would be drawn in the recall curve's blue
+    monkeypatch.setitem(matplotlib.rcParams, "axes.prop_cycle", cycler(color=["tab:blue", "tab:orange"]))
+    save.plot_history(_result(HISTORY), tmp_path / "c.png")
+    (fig,) = figure
+    (loss,), (recall, mean_ap) = fig.axes[0].lines, fig.axes[1].lines
+    assert len({to_hex(line.get_color()) for line in (loss, recall, mean_ap)}) == 3
+
+
 def test_the_picture_is_640_by_360_whatever_the_default_resolution(tmp_path, monkeypatch):
     import matplotlib
 
