@@ -104,3 +104,13 @@ def test_a_spread_in_too_few_directions_to_invert_is_refused_not_made_nan(x):
     assert str(e.value) == ("whitening needs more spread within the training classes than they have (identical "
                             "images, or pairs that all differ by one same step, are not enough): use --whiten 0")
     assert np.allclose(whiten.fit(np.array(x), np.array([0, 0, 1, 1]), 0.0)[1], np.eye(3))  # power 0: nothing to invert
+
+
+def test_a_plane_of_embeddings_whose_pairs_differ_in_one_coordinate_is_refused_at_the_smallest_value():
+    # residuals +-(0.5, 0): the covariance is exactly diag(0.25, 0), no shrinkage; of its two values
+    # only the smaller, 0, says it cannot be inverted (the larger passes any test against itself)
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0], [6.0, 5.0]])
+    with pytest.raises(ValueError, match="^whitening needs more spread"):
+        whiten.fit(x, np.array([0, 0, 1, 1]), 0.5)
+    line = np.array([[0.0], [1.0], [5.0], [6.0]])  # one dimension: the same pairs span all of it
+    assert np.allclose(whiten.fit(line, np.array([0, 0, 1, 1]), 1.0)[1], [[2.0]])  # 0.25 ** -0.5
