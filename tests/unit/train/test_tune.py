@@ -385,10 +385,11 @@ def test_each_run_trains_unblended_without_an_average_on_its_own_cache(data, tmp
 
 def test_points_that_differ_only_in_whitening_share_one_unwhitened_training_run(data, tmp_path, monkeypatch):
     training = StandInTraining(monkeypatch)
-    result = tune.run_grid(data, {"whiten": [0.0, 0.5, 1.0], "lr": [0.1, 0.2]}, tmp_path, replace(BASE, whiten=0.5))
+    # the first power is not 0: a training run that kept its first point's power would show it
+    result = tune.run_grid(data, {"whiten": [0.5, 0.0, 1.0], "lr": [0.1, 0.2]}, tmp_path, replace(BASE, whiten=0.25))
     assert [(c.lr, c.whiten) for c, _ in training.fitted] == [(0.1, 0.0), (0.2, 0.0)]
-    assert [(b[0], b[3]["whiten"]) for b in training.blended] == [(lr, w) for w in (0.0, 0.5, 1.0) for lr in (0.1, 0.2)]
-    assert [t.settings for t in result.trials] == [{"whiten": w, "lr": lr} for w in (0.0, 0.5, 1.0) for lr in (0.1, 0.2)]
+    assert [(b[0], b[3]["whiten"]) for b in training.blended] == [(lr, w) for w in (0.5, 0.0, 1.0) for lr in (0.1, 0.2)]
+    assert [t.settings for t in result.trials] == [{"whiten": w, "lr": lr} for w in (0.5, 0.0, 1.0) for lr in (0.1, 0.2)]
 
 
 def test_the_budget_skips_the_points_left_once_it_has_run_out(data, tmp_path, monkeypatch):
