@@ -89,6 +89,11 @@ def test_squared_norms_are_float32_and_exact_for_integer_rows():
     np.testing.assert_array_equal(norms, [50000.0, 25.0, 0.0])
 
 
+def test_squared_norms_cover_every_row_over_several_chunks():
+    x = np.arange(1, 8, dtype=np.float32)[:, None] * np.array([[3.0, 4.0]], np.float32)  # row k: k * (3, 4)
+    np.testing.assert_array_equal(squared_norms(x, chunk_rows=2), 25.0 * np.arange(1, 8) ** 2)  # 4 chunks
+
+
 def test_metric_by_name_enum_or_instance_and_the_choices_in_errors():
     for name in ("cosine", "l2"):
         assert get_metric(name) is get_metric(MetricName(name)) is get_metric(METRICS[name]) is METRICS[name]

@@ -5,7 +5,7 @@ from helpers import distances_reference
 from lookalike.vectors import ExactBackend, Mode, Searcher, check_query
 from lookalike.vectors.backend import top_k
 from lookalike.vectors.metric import METRICS, squared_norms
-from lookalike.vectors.searcher import REFINE_FACTOR
+from lookalike.vectors.searcher import REFINE_FACTOR, best_first
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +264,12 @@ def test_stored_vectors_and_known_ids_are_looked_up_by_id_even_in_an_empty_searc
     empty = Searcher(np.zeros(0, np.int64), np.zeros((0, vectors.shape[1]), np.float32))
     known = empty.known(np.array([[1, 2], [3, 4]]))
     assert known.shape == (2, 2) and known.dtype == bool and not known.any()
+
+
+def test_best_first_puts_the_nearest_first_unless_asked_for_the_farthest():
+    dists = np.array([[0.5, 0.1, 0.9, 0.1]])
+    ids = np.array([[7, 9, 3, 4]])
+    nearest = best_first(dists, ids, 3)  # ties by id: 4 before 9
+    np.testing.assert_array_equal(nearest[1], [[4, 9, 7]])
+    np.testing.assert_array_equal(nearest[0], [[0.1, 0.1, 0.5]])
+    np.testing.assert_array_equal(best_first(dists, ids, 2, farthest=True)[1], [[3, 7]])
