@@ -67,7 +67,7 @@ class IndexedFiles:
             try:
                 with open_file(row["path"]) as f:  # a regular file, never blocking on a FIFO or device
                     st = os.fstat(f.fileno())
-                    if (st.st_size, st.st_mtime_ns) != (row["size"], row["mtime_ns"]):
+                    if not _as_indexed(st, row):
                         raise gone
                     data = f.read(row["size"] + 1)
             except (OSError, ImageError):
@@ -101,12 +101,16 @@ class IndexedFiles:
         return data
 
 
+def _as_indexed(st: os.stat_result, row: dict) -> bool:
+    """Whether a file's stat shows the size and modification time its catalog row indexed."""
+    return (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
+
+
 def _stat_unchanged(row: dict) -> bool:
     """Whether the catalog row's file (a URI: always) still has its indexed size and modification time."""
     if "://" in row["path"]:
         return True
     try:
-        st = os.stat(row["path"])
+        return _as_indexed(os.stat(row["path"]), row)
     except OSError:
         return False
-    return (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
