@@ -11,6 +11,11 @@ machine wall time depends on what else runs.
     python benchmarks/train_flowers.py --test 1-16     # another split: train 017-051, score 001-016
     python benchmarks/train_flowers.py --embed-size 256 --also-embed-size 224   # embed at 256 (and 224)
     python benchmarks/train_flowers.py --also-whiten 0                          # and without whitening
+    python benchmarks/train_flowers.py --centre-on-test    # centred on the test images, as --centre-on does
+
+With ``--centre-on-test`` the fine-tuned embedding is centred on the mean of the test classes' images
+(their labels unused), as ``lookalike train --centre-on`` centres it on the collection to be searched,
+and the same training is also scored centred on its training images (the default).
 
 With ``--embed-size N`` (or ``--also-embed-size N``) the pretrained network is scored at N pixels too
 (``pretrained_by_size``), so that a gain can be told apart from what the size alone does.
@@ -83,6 +88,9 @@ def main() -> None:
     p.add_argument("--also-embed-size", type=int, action="append", default=[], metavar="PIXELS",
                    help="also score the same training, and the pretrained network, embedding at this size "
                         "(no second training; repeatable)")
+    p.add_argument("--centre-on-test", action="store_true",
+                   help="centre the fine-tuned embedding on the test images (labels unused), as lookalike train "
+                        "--centre-on does; the same training centred on its training images is scored too")
     p.add_argument("--keep", type=Path, help="write the fine-tuned model directory here (default: a temp dir)")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -118,8 +126,9 @@ def main() -> None:
         out = args.keep or tmp / "model"
         load_before = os.getloadavg()
         cpu0 = time.process_time()
+        centre = test_dir if args.centre_on_test else None
         result, _, seconds = train(train_dir, out, config, threads=args.threads, follow_links=True,
-                                   also_ema=tuple(args.also_ema))
+                                   also_ema=tuple(args.also_ema), centre_dir=centre)
         cpu = time.process_time() - cpu0
         load_after = os.getloadavg()
         tuned = scores(test_dir, str(out))
@@ -128,17 +137,21 @@ def main() -> None:
         exports = [(decay, share, power) for decay in dict.fromkeys([config.ema, *args.also_ema])
                    for share in dict.fromkeys([config.blend, *args.also_blend])
                    for power in dict.fromkeys([config.whiten, *args.also_whiten])]
-        exports = {f"ema {d} blend {s} whiten {w}": (d, s, w, config.embed_size) for d, s, w in exports
+        exports = {f"ema {d} blend {s} whiten {w}": (d, s, w, config.embed_size, centre) for d, s, w in exports
                    if (d, s, w) != (config.ema, config.blend, config.whiten)}
-        exports |= {f"embed size {n}": (config.ema, config.blend, config.whiten, n)
+        exports |= {f"embed size {n}": (config.ema, config.blend, config.whiten, n, centre)
                     for n in dict.fromkeys(args.also_embed_size) if n != config.embed_size}
-        preps = {}  # the training images at each embedding size asked for, prepared once
-        for key, (decay, share, power, size) in exports.items():
+        if centre is not None:
+            exports["centred on the training images"] = (config.ema, config.blend, config.whiten, config.embed_size,
+                                                         None)
+        preps = {}  # the training images at each embedding size (and centring) asked for, prepared once
+        for key, (decay, share, power, size, centre_dir) in exports.items():
             # the export the training would have made with these settings (whitening fitted again)
-            if size not in preps:
-                preps[size] = prepare(train_dir, replace(config, embed_size=size), tmp / "cache", follow_links=True)
+            if (size, centre_dir) not in preps:
+                preps[size, centre_dir] = prepare(train_dir, replace(config, embed_size=size), tmp / "cache",
+                                                  follow_links=True, centre_dir=centre_dir)
             other = tmp / key.replace(" ", "-")
-            write_model_dir(reblend(result, preps[size], share, decay, whiten=power), other)
+            write_model_dir(reblend(result, preps[size, centre_dir], share, decay, whiten=power), other)
             also[key] = scores(test_dir, str(other))
         for prep in preps.values():
             prep.close()
@@ -147,6 +160,7 @@ def main() -> None:
         "train_classes": f"{train_names[0]}-{train_names[-1]}" + (f" except {test_names[0]}-{test_names[-1]}"
                                                                   if train_names[0] < test_names[0] < train_names[-1] else ""),
         "train_images": split["train_images"],
+        "centred_on": None if centre is None else {k: split["centre"][k] for k in ("images", "unreadable")},
         "test_classes": f"{test_names[0]}-{test_names[-1]}",
         "pretrained": pretrained,
         "pretrained_by_size": pretrained_by_size,

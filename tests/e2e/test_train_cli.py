@@ -40,7 +40,7 @@ def test_train_writes_a_model_directory(model_dir):
     out, summary = model_dir
     assert sorted(p.name for p in out.iterdir()) == ["lookalike.json", "model.onnx", "training.png"]
     assert summary["epochs"] == 1 and summary["validation"]["n_classes"] == 2  # 40% of 5 classes held out
-    assert summary["untrained_validation"]["n_images"] == 10
+    assert summary["untrained_validation"]["n_images"] == 10 and summary["centre"] is None  # the training images'
     meta = json.loads((out / "lookalike.json").read_text())
     assert meta["name"] == "flowers-model" and meta["dim"] == 32 and meta["training"]["unfreeze"] == 2
     assert meta["training"]["margin"] == 0.1
@@ -70,6 +70,27 @@ def test_evaluate_with_the_trained_model_and_a_report(model_dir, data, tmp_path)
     assert again["embedded"] == 0 and again["metric"] == "l2"
     table = run("evaluate", data, "--model", out).stdout
     assert "recall@1" in table and "map@r" in table
+
+
+def test_train_centres_the_embedding_on_a_folder_of_unlabelled_images(data, tmp_path):
+    collection = tmp_path / "photos"
+    collection.mkdir()
+    for name in PHOTOS[:3]:  # whole photos, no class folders
+        sample_photo(name).resize((80, 60)).save(collection / f"{name}.jpg")
+    (collection / "broken.jpg").write_bytes(b"not a picture")
+    out = tmp_path / "centred"
+    proc = run("train", data, "--out", out, "--epochs", "1", "--unfreeze", "1", "--train-size", "64", "--batch", "8",
+               "--dim", "16", "--whiten", "0", "--centre-on", collection, "--val-fraction", "0.4")
+    centre = json.loads((out / "lookalike.json").read_text())["split"]["centre"]
+    assert centre["data"] == str(collection) and centre["listed"] == 4 and centre["images"] == 3
+    assert [path for path, _ in centre["unreadable"]] == [str(collection / "broken.jpg")]
+    assert f"warning: centred on 3 images; {collection / 'broken.jpg'} could not be read (" in proc.stderr
+    proc = run("train", data, "--out", tmp_path / "m", "--centre-on", tmp_path / "missing", check=False)
+    assert proc.returncode == 1 and "not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = run("train", data, "--out", tmp_path / "m", "--centre-on", tmp_path / "empty", check=False)
+    assert proc.returncode == 1 and f"no images under {tmp_path / 'empty'}" in proc.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_user_errors_are_one_line(data, model_dir, tmp_path):

@@ -140,6 +140,10 @@ def train(
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share held out for validation.")] = _TRAIN.val_fraction,
     val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Validate on this labelled folder "
                                                      "instead of splitting DATA.")] = None,
+    centre_on: Annotated[Optional[Path], typer.Option("--centre-on", help="Centre the exported embedding on the "
+                                                      "mean of this folder's images (labels not needed): the "
+                                                      "collection to be searched [default: the training "
+                                                      "images].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, initialisation and batches.")] = 0,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name [default: the folder name].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
@@ -153,7 +157,7 @@ def train(
     """Fine-tune an embedding on labelled folders (NormSoftmax or Proxy-Anchor) and write a model directory."""
     from lookalike.train.run import train as run_training
 
-    left_out = [item for folder in (data, val_data) if folder is not None
+    left_out = [item for folder in (data, val_data, centre_on) if folder is not None
                 for item in _check_data(folder, follow_links, verbose)]
     _advise(data, follow_links, "none" if val_data is not None else val_split.value, val_fraction, seed)
     config = TrainConfig(model=model, dim=dim, temperature=temperature, margin=margin, loss=loss.value,
@@ -164,14 +168,19 @@ def train(
                          embed_size=embed_size, whiten=whiten)
     with _training_progress(quiet or as_json) as progress:
         result, onnx_path, seconds = run_training(data, out, config, val_data, resume, name, device.value, threads,
-                                                  progress=progress, follow_links=follow_links)
+                                                  progress=progress, follow_links=follow_links,
+                                                  centre_dir=centre_on)
     summary = {"model_dir": str(out), "onnx": str(onnx_path), "seconds": round(seconds, 1),
                "epochs": result.history[-1].epoch, "validation": result.val,
                "untrained_validation": result.history[0].val if result.history[0].epoch == 0 else None,
-               "left_out": [{"path": p, "reason": r} for p, r in left_out]}
+               "centre": result.centre, "left_out": [{"path": p, "reason": r} for p, r in left_out]}
     if as_json:
         print_json(summary)
         return
+    if result.centre is not None and result.centre["unreadable"]:
+        (path, reason), more = result.centre["unreadable"][0], len(result.centre["unreadable"]) - 1
+        say("warning", "bold yellow", f"centred on {result.centre['images']} images; {path} could not be read "
+                                      f"({reason})" + (f", nor {more} more" if more else ""))
     print(f"wrote {out} ({seconds:.0f} s); use it with --model {out}")
 
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from lookalike.evaluation import retrieval
-from lookalike.images import decode
+from lookalike.images import ImageError, decode, folder, list_images
 from lookalike.models.efficientnet_lite import build
 from lookalike.models.registry import ModelError, ModelSpec, resolve
 from lookalike.train import data as _data
@@ -58,6 +58,7 @@ from lookalike.train.whiten import Whitening, check_classes as check_whitening, 
 CHECKPOINT = "checkpoint.pt"
 CACHE_DIR = ".cache"
 INIT_PER_CLASS = 8  # images per class whose mean embedding starts its proxy
+CENTRE_IMAGES = 2000  # images of a centring folder embedded for its mean (a seeded sample of a larger one)
 
 
 @dataclass
@@ -83,6 +84,9 @@ class Prepared:
     val_acts: np.ndarray | None = None  # (N, C, H, W) float16, at the embedding size
     cache_dir: Path | None = None
     embed_size: int = 0
+    centre: tuple[str, ...] = ()  # images whose mean embedding the exported one is centred on (none: the training images')
+    centre_root: str | None = None
+    centre_listed: int = 0  # images in the centring folder, of which ``centre`` is a sample
 
     @property
     def embedding(self) -> ModelSpec:
@@ -107,6 +111,7 @@ class Result:
     history: list[Epoch] = field(default_factory=list)
     final: dict | None = None
     average: Average | None = field(default=None, repr=False)
+    centre: dict | None = None  # the centring folder, images used and unreadable ones, when there was one
 
     @property
     def val(self) -> dict | None:
@@ -140,12 +145,14 @@ def embedding_spec(spec: ModelSpec, embed_size: int) -> ModelSpec:
 
 def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | os.PathLike,
             val_dir: str | os.PathLike | None = None, progress: Progress = _quiet, workers: int = 2,
-            follow_links: bool = False) -> Prepared:
+            follow_links: bool = False, centre_dir: str | os.PathLike | None = None) -> Prepared:
     """Scan and split the data and cache the frozen blocks' activations under ``cache_root``.
 
     The cache is keyed by the files, model and split, so a second call (a resumed run, another
     grid point of ``tune``) reuses it. ``val_dir`` validates on another folder instead of a split.
-    ``follow_links`` also takes what symbolic links lead to outside the data folders.
+    ``follow_links`` also takes what symbolic links lead to outside the data folders. ``centre_dir``:
+    the exported embedding is centred on the mean of its images (labelled or not; a seeded sample of
+    ``CENTRE_IMAGES`` of more), not the training images'.
     """
     config.check()
     spec = base_spec(config)
@@ -158,6 +165,13 @@ def prepare(data_dir: str | os.PathLike, config: TrainConfig, cache_root: str | 
     net = EmbeddingNet(build(spec), config.dim).to(memory_format=torch.channels_last)
     start = max(0, net.n_blocks - config.unfreeze)
     prep = Prepared(spec, start, train, val, embed_size=config.embed_size)
+    if centre_dir is not None:
+        prep.centre_root = folder(centre_dir)
+        listed = list(list_images(prep.centre_root, follow_links=follow_links))
+        if not listed:
+            raise ValueError(f"no images to centre on in {centre_dir}")
+        chosen = np.random.default_rng(config.seed).choice(len(listed), min(len(listed), CENTRE_IMAGES), replace=False)
+        prep.centre, prep.centre_listed = tuple(listed[i] for i in sorted(chosen)), len(listed)
     if start == 0:
         return prep
     prep.cache_dir = Path(cache_root) / _cache_key(spec, start, train, val)
@@ -421,25 +435,61 @@ def reblend(result: Result, prep: Prepared, share: float, ema: float | None = No
         return replace(result, config=config, final=None)
     config = replace(config, embed_size=prep.embed_size)
     trained = ema == 0 and share == 1
-    if trained and prep.embedding == result.spec and not whiten:
+    if trained and prep.embedding == result.spec and not whiten and not prep.centre:
         return replace(result, net=result.average.net, config=config, final=None)
     net = result.average.net if trained else result.average.exported(share, ema)
+    centre = None
     with contextlib.ExitStack() as stack:
         if batches is None:
             batches = _Batches(prep, result.config, stack.enter_context(ThreadPoolExecutor(workers)))
-        if whiten:
-            net = whitened(net, prep, batches, whiten)
+        if whiten or prep.centre:
+            net, centre = whitened(net, prep, batches, whiten)
         final = validate(net, prep, batches)
-    return replace(result, net=net, spec=prep.embedding, config=config, final=final)
+    return replace(result, net=net, spec=prep.embedding, config=config, final=final, centre=centre)
 
 
-def whitened(net: EmbeddingNet, prep: Prepared, batches: _Batches, power: float) -> EmbeddingNet:
+def whitened(net: EmbeddingNet, prep: Prepared, batches: _Batches, power: float) -> tuple[EmbeddingNet, dict | None]:
     """A copy of ``net`` whitening its embeddings to ``power`` (:mod:`lookalike.train.whiten`), fitted
-    on every training image, embedded whole as the exported model embeds (at ``prep``'s embedding size)."""
-    x = embed(net, batches, "train", np.arange(len(prep.train)), prep.embedding.preprocessing.size)
+    on every training image, embedded whole as the exported model embeds (at ``prep``'s embedding
+    size), and centred on the mean of ``prep.centre``'s images when there are any (then ``power`` 0
+    only centres); with what :func:`centring` reports of them (None without them)."""
+    mean, matrix, centre = None, np.eye(net.embedding.proj.out_features), None
+    if power:
+        x = embed(net, batches, "train", np.arange(len(prep.train)), prep.embedding.preprocessing.size)
+        mean, matrix = fit_whitening(x, prep.train.codes, power)
+    if prep.centre:
+        mean, centre = centring(net, prep, batches.pool)
     out = copy.deepcopy(net)
-    out.whitening = Whitening(*fit_whitening(x, prep.train.codes, power))
-    return out.eval()
+    out.whitening = Whitening(mean, matrix)
+    return out.eval(), centre
+
+
+@torch.no_grad()
+def centring(net: EmbeddingNet, prep: Prepared, pool: ThreadPoolExecutor,
+             batch: int = 64) -> tuple[np.ndarray, dict]:
+    """The mean embedding by ``net`` of ``prep.centre``'s images, embedded whole as the exported model
+    embeds, and ``{"data", "listed", "images", "unreadable"}`` (the folder, its images, those used, and
+    the path and reason of each one that could not be decoded, which is skipped). ValueError when none could be."""
+    pre = prep.embedding.preprocessing
+    unreadable: list[list[str]] = []
+
+    def load(path: str) -> np.ndarray | None:
+        try:
+            return pre(decode(path, pre.size))
+        except ImageError as e:
+            unreadable.append([path, str(e)])
+            return None
+
+    total, used = np.zeros(net.embedding.proj.out_features), 0
+    for at in range(0, len(prep.centre), batch):
+        x = [a for a in pool.map(load, prep.centre[at:at + batch]) if a is not None]
+        if x:
+            total += net.tail(torch.from_numpy(np.stack(x)), 0).double().sum(0).numpy()
+            used += len(x)
+    if not used:
+        raise ValueError(f"none of the {len(prep.centre)} images to centre on in {prep.centre_root} could be read")
+    return total / used, {"data": prep.centre_root, "listed": prep.centre_listed, "images": used,
+                          "unreadable": sorted(unreadable)}
 
 
 def saved_config(checkpoint_dir: str | os.PathLike) -> TrainConfig | None:

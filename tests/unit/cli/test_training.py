@@ -98,8 +98,8 @@ def test_the_metric_table_shows_floats_to_four_places_nested_scores_by_name_and_
                      ("skipped", "2"), ("model", "tiny")]
 
 
-def result_of(history, final=None):
-    return types.SimpleNamespace(history=history, val=final or history[-1].val)
+def result_of(history, final=None, centre=None):
+    return types.SimpleNamespace(history=history, val=final or history[-1].val, centre=centre)
 
 
 def test_train_hands_its_settings_to_the_run_and_says_what_it_wrote(tmp_path, monkeypatch):
@@ -108,8 +108,8 @@ def test_train_hands_its_settings_to_the_run_and_says_what_it_wrote(tmp_path, mo
     data = labelled(tmp_path / "data", classes=3)
     asked = []
 
-    def stand_in(data, out, config, val_data, resume, name, device, threads, progress, follow_links):
-        asked.append((data, out, config, val_data, resume, name, device, threads, follow_links))
+    def stand_in(data, out, config, val_data, resume, name, device, threads, progress, follow_links, centre_dir):
+        asked.append((data, out, config, val_data, resume, name, device, threads, follow_links, centre_dir))
         progress("epoch", 1, 2, {"epoch": Epoch(1, 0.51234, 3.4, {"recall@1": 0.25, "map": 0.125})})
         history = [Epoch(0, None, 0.0, {"recall@1": 0.1, "map": 0.05}), Epoch(2, 0.4, 7.0, {"recall@1": 0.5, "map": 0.25})]
         return result_of(history), Path(out) / "model.onnx", 12.6
@@ -125,18 +125,35 @@ def test_train_hands_its_settings_to_the_run_and_says_what_it_wrote(tmp_path, mo
                          lr=0.01, unfreeze=3,
                          batch_size=8, train_size=64, crop_size=48, augment="features", val_split="images", val_fraction=0.3, seed=5,
                          lr_decay=0.5, ema=0.9, blend=0.7, whiten=0.25)
-    assert asked == [(data, tmp_path / "out", config, None, False, "mine", "cpu", 2, False)]
+    assert asked == [(data, tmp_path / "out", config, None, False, "mine", "cpu", 2, False, None)]
     assert result.stdout == f"wrote {tmp_path / 'out'} (13 s); use it with --model {tmp_path / 'out'}\n"
     assert "epoch 1/2  loss 0.512  val recall@1 0.250  mAP 0.125  (3 s)" in result.stderr.splitlines()
     assert result.stderr.startswith("warning: 3 classes of 3 images (the median), of which ")
-    as_json = run("train", data, "--out", tmp_path / "out", "--json", "--val-data", data, "--resume", "--follow-links")
+    as_json = run("train", data, "--out", tmp_path / "out", "--json", "--val-data", data, "--resume", "--follow-links",
+                  "--centre-on", data / "class0")
     summary = json.loads(as_json.stdout)
     assert summary == {"model_dir": str(tmp_path / "out"), "onnx": str(tmp_path / "out" / "model.onnx"), "seconds": 12.6,
                        "epochs": 2, "validation": {"recall@1": 0.5, "map": 0.25},
-                       "untrained_validation": {"recall@1": 0.1, "map": 0.05}, "left_out": []}
+                       "untrained_validation": {"recall@1": 0.1, "map": 0.05}, "centre": None, "left_out": []}
     assert asked[-1][:2] == (data, tmp_path / "out") and asked[-1][2] == TrainConfig()
-    assert asked[-1][3:] == (data, True, None, "cpu", None, True)
+    assert asked[-1][3:] == (data, True, None, "cpu", None, True, data / "class0")
     assert "epoch 1/2" not in as_json.stderr  # --json: no progress lines
+
+
+def test_train_warns_of_images_to_centre_on_that_could_not_be_read(tmp_path, monkeypatch):
+    from lookalike.train import run as train_run
+
+    data = labelled(tmp_path / "data", classes=2)
+    for unreadable, said in (([["a.jpg", "broken"]], "a.jpg could not be read (broken)\n"),
+                             ([["a.jpg", "broken"], ["b.jpg", "empty"]], "a.jpg could not be read (broken), nor 1 more\n"),
+                             ([], None)):
+        centre = {"data": "photos", "listed": 5, "images": 5 - len(unreadable), "unreadable": unreadable}
+        monkeypatch.setattr(train_run, "train", lambda *a, **kw: (result_of([Epoch(1, 0.2, 1.0, None)], centre=centre),
+                                                                   Path("m.onnx"), 1.0))
+        result = run("train", data, "--out", tmp_path / "out", "--val-split", "none")
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines(keepends=True) if "centred on" in line]
+        assert warnings == ([] if said is None else [f"warning: centred on {5 - len(unreadable)} images; {said}"])
 
 
 def test_train_without_an_untrained_epoch_and_with_files_left_out(tmp_path, monkeypatch):

@@ -741,6 +741,69 @@ def test_reblend_whitens_the_blend_it_exports_fitted_on_the_blends_embeddings(st
     assert white.config.blend == 0.5 and white.config.whiten == 0.5
 
 
+def _centred(tmp_path, monkeypatch, whiten):
+    """A one-epoch run exported with ``whiten``, centred on another folder's images (one unreadable);
+    returns (result, export, the centring images, what the whitening fit returned, its calls)."""
+    centre = make_data(tmp_path / "collection", classes=2, per_class=3, seed=7)
+    (centre / "c1" / "broken.png").write_bytes(b"not a picture")
+    prep = loop.prepare(make_data(tmp_path / "data"), CONFIG, tmp_path / "cache", centre_dir=centre)
+    result = loop.fit(prep, replace(CONFIG, epochs=1))
+    fitted, matrix = [], np.diag([1.0, 2, 3, 4, 5, 6])
+    monkeypatch.setattr(loop, "fit_whitening",
+                        lambda x, codes, power: fitted.append(power) or (np.full(6, 9.0), matrix))
+    out = loop.reblend(result, prep, 1.0, ema=0.0, whiten=whiten)
+    images = sorted(str(p) for p in centre.glob("*/*.png") if p.name != "broken.png")
+    return result, out, images, matrix, fitted
+
+
+def test_reblend_centres_the_whitened_embedding_on_another_folders_images(stand_in, tmp_path, monkeypatch):
+    result, white, images, matrix, fitted = _centred(tmp_path, monkeypatch, 0.5)
+    assert fitted == [0.5]  # the whitening still comes from the training images; only its centre moves
+    with torch.no_grad():
+        plain = result.average.net(torch.from_numpy(np.stack([pixels(p) for p in images]))).numpy()
+        got = white.net(torch.from_numpy(np.stack([pixels(p) for p in images]))).numpy()
+    want = (plain - plain.mean(axis=0)) @ matrix  # their mean, not the training images' (the fit's 9s)
+    # the stand-in's embeddings differ by about 1e-4, so their differences carry float32 rounding
+    assert np.allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=5e-3)
+    root = str(tmp_path / "collection")
+    assert white.centre == {"data": root, "listed": 7, "images": 6,
+                            "unreadable": [[f"{root}/c1/broken.png", white.centre["unreadable"][0][1]]]}
+    assert white.centre["unreadable"][0][1]  # with its reason
+    assert white.val == white.final != result.history[-1].val  # validated as exported, centred
+
+
+def test_reblend_centres_an_unwhitened_embedding_without_fitting_a_whitening(stand_in, tmp_path, monkeypatch):
+    result, out, images, _, fitted = _centred(tmp_path, monkeypatch, 0.0)
+    assert fitted == [] and out.config.whiten == 0.0 and result.average.net.whitening is None
+    with torch.no_grad():
+        plain = result.average.net(torch.from_numpy(np.stack([pixels(p) for p in images]))).numpy()
+        got = out.net(torch.from_numpy(np.stack([pixels(p) for p in images]))).numpy()
+    want = plain - plain.mean(axis=0)
+    assert np.allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=5e-3)
+    assert np.allclose(out.net.whitening.matrix.numpy(), np.eye(6)) and out.centre["images"] == 6
+
+
+def test_a_folder_to_centre_on_without_images_or_with_none_readable_is_an_error(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=f"^no images to centre on in {tmp_path / 'empty'}$"):
+        loop.prepare(data, CONFIG, tmp_path / "cache", centre_dir=tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpg").write_bytes(b"broken")
+    prep = loop.prepare(data, CONFIG, tmp_path / "cache", centre_dir=tmp_path / "bad")
+    with pytest.raises(ValueError, match=f"^none of the 1 images to centre on in {tmp_path / 'bad'} could be read$"):
+        loop.fit(prep, replace(CONFIG, epochs=1), tmp_path / "run")
+    assert (tmp_path / "run" / loop.CHECKPOINT).exists()  # the training is kept, for --resume
+
+
+def test_a_large_folder_to_centre_on_is_sampled(stand_in, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "CENTRE_IMAGES", 5)
+    prep = loop.prepare(make_data(tmp_path / "data"), CONFIG, tmp_path / "cache",
+                        centre_dir=make_data(tmp_path / "collection", classes=3, per_class=3))
+    assert prep.centre_listed == 9 and len(prep.centre) == 5 and list(prep.centre) == sorted(set(prep.centre))
+    assert set(prep.centre) <= {str(p) for p in (tmp_path / "collection").glob("*/*.png")}
+
+
 def test_a_single_pair_of_images_to_whiten_from_is_refused_before_training(stand_in, tmp_path):
     data = make_data(tmp_path / "data", classes=3, per_class=1)
     (data / "c0" / "1.png").write_bytes((data / "c1" / "0.png").read_bytes())  # one pair: one direction

@@ -32,7 +32,7 @@ def test_a_run_leaves_a_model_directory_with_its_split_and_time(stand_in, tmp_pa
     held = loop.prepare(data, CONFIG1, tmp_path / "c").val.classes  # the split of the same seed
     assert len(held) == 2
     assert meta["split"] == {"data": str(data), "train_images": 12, "train_classes": 3, "val_data": str(data),
-                             "val_images": 8, "val_classes": held, "train_seconds": 12.3}
+                             "val_images": 8, "val_classes": held, "centre": None, "train_seconds": 12.3}
     assert resolve(str(out)).dim == 6
 
 
@@ -89,16 +89,16 @@ def test_what_a_run_hands_on_to_preparing_and_fitting(stand_in, tmp_path, monkey
     progress = lambda *a: None  # noqa: E731
     with pytest.raises(Stop):
         run.train("data", tmp_path / "out", val_dir="val", device="cuda", threads=3, workers=5, progress=progress,
-                  follow_links=True, also_ema=(0.5,))
+                  follow_links=True, also_ema=(0.5,), centre_dir="photos")
     assert threads == [3]
-    assert calls["prepare"] == ("data", TrainConfig(), tmp_path / "out" / ".cache", "val", progress, 5, True)
+    assert calls["prepare"] == ("data", TrainConfig(), tmp_path / "out" / ".cache", "val", progress, 5, True, "photos")
     assert calls["fit"] == ((None, TrainConfig(), tmp_path / "out", progress),
                             {"resume": False, "workers": 5, "device": "cuda", "also_ema": (0.5,)})
     with pytest.raises(Stop):
         run.train("data", str(tmp_path / "out"), CONFIG1)
     assert threads == [3]  # none asked: torch's own
     assert calls["prepare"][:3] == ("data", CONFIG1, tmp_path / "out" / ".cache")
-    assert calls["prepare"][3:] == (None, loop._quiet, 2, False)
+    assert calls["prepare"][3:] == (None, loop._quiet, 2, False, None)
     assert calls["fit"][1] == {"resume": False, "workers": 2, "device": "cpu", "also_ema": ()}
 
 
