@@ -292,8 +292,10 @@ def tune(
     present.stdout_console().print(t)
     if best is None:
         return
-    print("best: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items())
-          + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
+    options = [f"--{k.replace('_', '-')} {v}" for k, v in best.settings.items() if k != "centre"]
+    if best.settings.get("centre") == "val":  # centred on the held-out images: on the collection to be searched
+        options.append("--centre-on PHOTOS")
+    print("best: " + " ".join(options) + f"  (val mAP {best.val['map']:.4f}, recall@1 {best.val['recall@1']:.4f})")
     close = [trial for trial in result.trials if trial.vs_best and trial.vs_best["within_noise"]]
     if close:
         say("note", "bold", f"within noise of the best: {plural(len(close), 'other trial')} (the 95 % interval of "

@@ -93,6 +93,10 @@ class Prepared:
         """The exported model's spec: the base model at the embedding size."""
         return embedding_spec(self.spec, self.embed_size)
 
+    def centred_on_val(self) -> Prepared:
+        """A copy whose exports are centred on the validation images (see ``prepare``'s ``centre_dir``)."""
+        return replace(self, centre=tuple(self.val.paths), centre_root=self.val.root, centre_listed=len(self.val))
+
     def close(self) -> None:
         """Delete the activation cache from disk."""
         self.train_acts = self.val_acts = None

@@ -4,8 +4,9 @@ Every grid point trains on the same split (whole classes held out for validation
 open-set retrieval) and is scored by validation mAP, then recall@1; a trial whose mAP is not clearly
 below the best's (:func:`compare`: the validation classes resampled) is within noise of it. Points with the same
 ``unfreeze`` and ``augment`` share one cache of frozen activations, and points that differ only in
-``blend``, ``ema``, ``embed_size`` and ``whiten`` share one training run (it keeps every moving
-average asked for; blending, whitening and embedding at each size are done after it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
+``blend``, ``ema``, ``embed_size``, ``whiten`` and ``centre`` share one training run (it keeps every
+moving average asked for; blending, whitening, centring and embedding at each size are done after
+it). Results go to ``tune.json``, ``tune.csv`` and ``tune.png``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from lookalike.images import folder
 
 TUNABLE = ("lr", "temperature", "margin", "loss", "dim", "epochs", "unfreeze", "train_size", "crop_size",
            "batch_size", "per_class", "weight_decay", "head_lr_scale", "crop_scale", "augment", "lr_decay", "ema",
-           "blend", "embed_size", "whiten")
+           "blend", "embed_size", "whiten", "centre")
 SCORES = ("recall@1", "recall@5", "map", "map@r")
-SHARED = ("blend", "ema", "embed_size", "whiten")  # settings applied after training: one run serves them all
+SHARED = ("blend", "ema", "embed_size", "whiten", "centre")  # applied after training: one run serves them all
+#: ``centre`` values: exports centred on the training images' mean (as by default), or on the validation
+#: images', which stand in for the collection to be searched (``lookalike train --centre-on``).
+CENTRES = ("train", "val")
 DRAWS = 2000  # bootstrap resamples of the validation classes
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
     """``["lr=1e-3,1e-4", "dim=256,512"]`` -> ``{"lr": [0.001, 0.0001], "dim": [256, 512]}`` (typed as
-    :class:`~lookalike.train.config.TrainConfig`'s fields); ValueError for anything else."""
+    :class:`~lookalike.train.config.TrainConfig`'s fields; ``centre`` as one of :data:`CENTRES`);
+    ValueError for anything else."""
     from lookalike.train.config import TrainConfig
 
     types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
@@ -44,6 +49,11 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             raise ValueError(f"grid entry {item!r} is not NAME=V1,V2,...")
         if key not in TUNABLE:
             raise ValueError(f"cannot tune {key!r}; choose from: {', '.join(TUNABLE)}")
+        if key == "centre":
+            grid[key] = [v.strip() for v in values.split(",")]
+            if not set(grid[key]) <= set(CENTRES):
+                raise ValueError(f"bad value in {item!r}: centre takes {' or '.join(CENTRES)}")
+            continue
         try:
             grid[key] = [types[key](float(v) if types[key] is int else v) for v in values.split(",")]
         except ValueError:
@@ -136,7 +146,7 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
     keys = list(grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
     for point in points:  # a point that cannot work stops the grid before the others are trained
-        replace(base, **point).check()
+        _config(base, point).check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -148,7 +158,7 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             if deadline is not None and time.perf_counter() >= deadline:
                 trials.append(Trial(point, "skipped (budget)"))
                 continue
-            config = replace(base, **point)
+            config = _config(base, point)
             report = (lambda *a, i=i: progress(i, len(points), *a)) if progress else (lambda *a: None)
             t0 = time.perf_counter()
             key = (config.unfreeze, config.augment, config.embed_size)
@@ -159,8 +169,8 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             if run not in trained:
                 trained[run] = fit(prepared[key], replace(config, blend=1.0, ema=0.0, whiten=0.0), progress=report,
                                    workers=workers, deadline=deadline, also_ema=tuple(grid.get("ema", [config.ema])))
-            result = reblend(trained[run], prepared[key], config.blend, config.ema, workers=workers,
-                             whiten=config.whiten)
+            prep = prepared[key].centred_on_val() if point.get("centre") == "val" else prepared[key]
+            result = reblend(trained[run], prep, config.blend, config.ema, workers=workers, whiten=config.whiten)
             done = result.history[-1].epoch
             trials.append(Trial(point, "done" if done == config.epochs else "stopped (budget)", done,
                                 round(time.perf_counter() - t0, 1),
@@ -176,6 +186,11 @@ def run_grid(data: str | os.PathLike, grid: dict[str, list], out: str | os.PathL
             trial.vs_best = compare(trial.by_class, result.best.by_class)
     write_tables(result, keys, out)
     return result
+
+
+def _config(base, point: dict):
+    """``base`` with a grid point's training settings (all but ``centre``, which is no training setting)."""
+    return replace(base, **{k: v for k, v in point.items() if k != "centre"})
 
 
 def write_tables(result: TuneResult, keys: list[str], out: Path) -> None:

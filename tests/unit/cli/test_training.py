@@ -258,6 +258,18 @@ def test_tune_marks_the_best_trial_and_says_which_are_within_noise(tmp_path, mon
     assert "[1/3]" not in as_json.stderr and asked[-1][4] is None and asked[-1][2] == Path("tune")
 
 
+def test_tunes_best_centred_on_the_held_out_images_is_named_as_centring_on_the_photos(tmp_path, monkeypatch):
+    from lookalike.train import tune
+
+    data = labelled(tmp_path / "data", classes=5)
+    for centre, said in (("val", "best: --lr 0.001 --centre-on PHOTOS  ("), ("train", "best: --lr 0.001  (")):
+        best = Trial({"lr": 0.001, "centre": centre}, "done", 2, 30.4, {"map": 0.5, "recall@1": 0.6})
+        monkeypatch.setattr(tune, "run_grid", lambda *a, **kw: TuneResult([best], {}, 1.0))
+        result = run("tune", data, "--grid", "lr=0.001", "centre=val,train")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines()[-1].startswith(said)
+
+
 def test_tune_with_no_scored_trial_names_no_best_and_refuses_a_bad_grid_before_training(tmp_path, monkeypatch):
     from lookalike.train import tune
 

@@ -796,6 +796,14 @@ def test_a_folder_to_centre_on_without_images_or_with_none_readable_is_an_error(
     assert (tmp_path / "run" / loop.CHECKPOINT).exists()  # the training is kept, for --resume
 
 
+def test_a_preparation_centred_on_its_validation_images_is_a_copy_that_centres_on_them(stand_in, tmp_path):
+    prep = _prep(tmp_path)
+    centred = prep.centred_on_val()
+    assert centred.centre == tuple(prep.val.paths) and centred.centre_root == prep.val.root
+    assert centred.centre_listed == len(prep.val) > 0 and prep.centre == ()
+    assert (centred.train, centred.val, centred.cache_dir) == (prep.train, prep.val, prep.cache_dir)
+
+
 def test_a_large_folder_to_centre_on_is_sampled(stand_in, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "CENTRE_IMAGES", 5)
     prep = loop.prepare(make_data(tmp_path / "data"), CONFIG, tmp_path / "cache",

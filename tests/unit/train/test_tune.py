@@ -253,6 +253,10 @@ def test_grid_values_are_typed_and_whole_numbers_may_be_written_as_floats():
             tune.parse_grid([bad])
 
 
+def test_the_centre_takes_the_training_or_the_validation_images():
+    assert tune.parse_grid(["centre= val , train", "lr=0.1"]) == {"centre": ["val", "train"], "lr": [0.1]}
+
+
 def test_the_bootstrap_is_seeded_and_counts_the_classes():
     rng = np.random.default_rng(4)
     best = rng.uniform(0.5, 0.9, 8)
@@ -268,7 +272,8 @@ def test_each_malformed_grid_entry_gets_its_own_message():
              "lr=1e-3=2": "bad value in 'lr=1e-3=2': lr takes float values",
              "model=x": "cannot tune 'model'; choose from: lr, temperature, margin, loss, dim, epochs, unfreeze, train_size, "
                         "crop_size, batch_size, per_class, weight_decay, head_lr_scale, crop_scale, augment, lr_decay, ema, blend, "
-                        "embed_size, whiten"}
+                        "embed_size, whiten, centre",
+             "centre=train,photos": "bad value in 'centre=train,photos': centre takes train or val"}
     for entry, message in cases.items():
         with pytest.raises(ValueError) as caught:
             tune.parse_grid([entry])
@@ -297,9 +302,10 @@ class StandInTraining:
         own.mkdir(parents=True)
         (own / "acts.npy").write_bytes(b"x")
         options["progress"]("cache", 1, 1, {})
-        self.caches.append(SimpleNamespace(close=lambda: self.closed.append(own.name) or (own / "acts.npy").unlink()
-                                           or own.rmdir()))
-        return self.caches[-1]
+        cache = SimpleNamespace(close=lambda: self.closed.append(own.name) or (own / "acts.npy").unlink() or own.rmdir())
+        cache.centred_on_val = lambda: SimpleNamespace(centred_from=cache)
+        self.caches.append(cache)
+        return cache
 
     def fit(self, prepared, config, **options):
         if self.fail:
@@ -390,6 +396,17 @@ def test_points_that_differ_only_in_whitening_share_one_unwhitened_training_run(
     assert [(c.lr, c.whiten) for c, _ in training.fitted] == [(0.1, 0.0), (0.2, 0.0)]
     assert [(b[0], b[3]["whiten"]) for b in training.blended] == [(lr, w) for w in (0.5, 0.0, 1.0) for lr in (0.1, 0.2)]
     assert [t.settings for t in result.trials] == [{"whiten": w, "lr": lr} for w in (0.5, 0.0, 1.0) for lr in (0.1, 0.2)]
+
+
+def test_points_that_differ_only_in_their_centre_share_one_run_and_val_centres_on_the_held_out_images(
+        data, tmp_path, monkeypatch):
+    training = StandInTraining(monkeypatch)
+    result = tune.run_grid(data, {"centre": ["val", "train"], "lr": [0.1]}, tmp_path, BASE)
+    (cache,) = training.caches
+    assert [c.lr for c, _ in training.fitted] == [0.1] and training.used[0] is cache
+    centred, plain = training.used[1:]  # the fit's, then each point's export in grid order
+    assert centred.centred_from is cache and plain is cache
+    assert [t.settings for t in result.trials] == [{"centre": "val", "lr": 0.1}, {"centre": "train", "lr": 0.1}]
 
 
 def test_the_budget_skips_the_points_left_once_it_has_run_out(data, tmp_path, monkeypatch):
