@@ -88,6 +88,14 @@ def test_devices():
             loop._device("cuda")
 
 
+def test_cuda_is_used_where_torch_has_it_when_asked_or_left_to_auto(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert loop._device("cuda") == loop._device("auto") == torch.device("cuda")
+    assert loop._device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert loop._device("auto") == torch.device("cpu")
+
+
 def test_saved_config_reads_the_checkpoints_settings(tmp_path):
     assert loop.saved_config(tmp_path) is None
     config = replace(CONFIG, margin=0.25, augment="features")
@@ -171,6 +179,38 @@ def test_the_cache_key_follows_the_files_the_model_and_the_split(stand_in, tmp_p
     assert key(CONFIG) not in (first, second)
 
 
+def test_the_cache_key_follows_the_training_files_and_their_sizes_too(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    prep = loop.prepare(data, CONFIG, tmp_path / "cache")
+    first, path = prep.cache_dir.name, prep.train.paths[0]  # a training image, not a validation one
+    st = os.stat(path)
+    with open(path, "ab") as f:  # one more byte, its time put back: only the size says it changed
+        f.write(b"\0")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert loop.prepare(data, CONFIG, tmp_path / "cache").cache_dir.name != first
+
+
+def test_validation_activations_are_cached_for_each_embedding_size(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    at_32 = loop.prepare(data, CONFIG, tmp_path / "cache")
+    at_40 = loop.prepare(data, replace(CONFIG, embed_size=40), tmp_path / "cache")  # the same cache folder
+    assert at_40.cache_dir == at_32.cache_dir
+    assert at_32.val_acts.shape[-1] == 16 and at_40.val_acts.shape[-1] == 20  # maps of 32- and 40-pixel images
+    net = features()
+    with torch.no_grad():
+        want = net.prefix(torch.from_numpy(np.stack([pixels(p, 40) for p in at_40.val.paths])), 1).numpy()
+    assert np.allclose(at_40.val_acts, want, atol=2e-2, rtol=1e-2)
+
+
+def test_a_validation_folder_of_links_to_outside_is_followed_when_asked(stand_in, tmp_path):
+    data, outside = make_data(tmp_path / "data"), make_data(tmp_path / "outside", classes=2, per_class=3, seed=2)
+    (tmp_path / "val").mkdir()
+    for c in ("c0", "c1"):
+        (tmp_path / "val" / c).symlink_to(outside / c)
+    prep = loop.prepare(data, CONFIG, tmp_path / "cache", val_dir=tmp_path / "val", follow_links=True)
+    assert prep.val.classes == ["c0", "c1"] and len(prep.val) == 6
+
+
 def test_the_cache_key_of_a_run_without_validation(stand_in, tmp_path):
     data = make_data(tmp_path / "data")
     none = loop.prepare(data, replace(CONFIG, val_split="none"), tmp_path / "cache")
@@ -204,11 +244,44 @@ def test_links_out_of_the_data_are_followed_only_when_asked(stand_in, tmp_path):
                + loop.prepare(data, CONFIG, tmp_path / "cache", follow_links=True).val.classes) == 6
 
 
+def test_the_learning_rate_warms_up_over_a_tenth_of_the_steps_then_follows_a_cosine(stand_in, tmp_path, monkeypatch):
+    schedules = []
+    real = torch.optim.lr_scheduler.LambdaLR
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR",
+                        lambda opt, f: schedules.append(f) or real(opt, f))
+    prep = _prep(tmp_path)
+    loop.fit(prep, replace(CONFIG, epochs=7), deadline=0.0)  # 3 steps an epoch, 21 in all; none taken
+    (f,) = schedules
+    assert [f(s) for s in range(3)] == [0.5, 1.0, 1.0]  # 2 warm-up steps (21 // 10), then the cosine's top
+    assert f(20) == pytest.approx(0.5 * (1 + math.cos(math.pi * 18 / 19)))
+
+
+def test_every_block_of_the_network_can_be_trained_stem_included(stand_in, tmp_path):
+    prep = _prep(tmp_path, unfreeze=3)  # the stand-in's 3 blocks: no frozen part, no cache
+    result = loop.fit(prep, replace(CONFIG, unfreeze=3, epochs=1))
+    stem = result.net.features.net._conv_stem.weight
+    assert prep.start == 0 and not torch.equal(stem, FEATURES["pool"].net._conv_stem.weight)
+
+
 def test_settings_that_cannot_work_are_refused_before_anything_is_read(stand_in, tmp_path):
     with pytest.raises(ValueError, match="dim must be at least 1"):
         loop.prepare(tmp_path / "missing", replace(CONFIG, dim=0), tmp_path / "cache")
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         loop.fit(None, replace(CONFIG, epochs=0))
+
+
+def test_a_cache_removed_while_it_is_written_still_stops_with_the_error_that_stopped_it(stand_in, tmp_path):
+    paths = sorted(str(p) for p in make_data(tmp_path / "data", classes=2, per_class=2).rglob("*.png"))
+    out = tmp_path / "t.npy"
+
+    def removed_then_stopped(*args):
+        out.unlink()  # the cache folder cleared by hand
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop._cached(out, features(), loop.resolve("efficientnet-lite0"), 1, paths, False, removed_then_stopped, 1,
+                     batch=2)
+    assert not out.exists() and not out.with_suffix(".done").exists()
 
 
 def test_a_file_system_that_cannot_reserve_blocks_still_gets_the_cache(tmp_path, monkeypatch):
@@ -370,6 +443,33 @@ def test_whole_inputs_from_the_cache_or_from_the_images(stand_in, tmp_path):
         assert np.allclose(x.numpy(), np.stack([pixels(prep.train.paths[p], 16) for p in positions]), atol=1e-4)
         x, _ = loop._Batches(prep, CONFIG, pool).whole("train", positions)
         assert x.shape == (3, 3, 32, 32)
+
+
+def test_whole_inputs_take_the_embedding_size_for_validation_and_the_models_for_training(stand_in, tmp_path):
+    positions = np.array([0, 3])
+    prep = _prep(tmp_path, augment="features", embed_size=40)  # training maps of 32 pixels, validation's of 40
+    with loop.ThreadPoolExecutor(1) as pool:
+        batches = loop._Batches(prep, replace(CONFIG, embed_size=40), pool)
+        for which, pixels_, side in (("val", None, 20), ("val", 40, 20), ("val", 20, 10), ("train", None, 16),
+                                     ("train", 32, 16), ("train", 16, 8)):
+            assert batches.whole(which, positions, pixels_)[0].shape[-1] == side, (which, pixels_)
+        assert torch.equal(batches.whole("val", positions, 40)[0],
+                           torch.from_numpy(prep.val_acts[positions].astype(np.float32)))
+    prep = _prep(tmp_path / "pixels", unfreeze=3, embed_size=40)  # no cache: images
+    with loop.ThreadPoolExecutor(1) as pool:
+        batches = loop._Batches(prep, replace(CONFIG, unfreeze=3, embed_size=40), pool)
+        assert batches.whole("val", positions)[0].shape[-1] == 40 and batches.whole("train", positions)[0].shape[-1] == 32
+
+
+def test_every_crop_of_a_run_has_a_seed_of_its_own(stand_in, tmp_path, monkeypatch):
+    seeds = []
+    real = loop._data.augment
+    monkeypatch.setattr(loop._data, "augment", lambda img, size, rng, scale: seeds.append(rng.bit_generator.seed_seq.entropy)
+                        or real(img, size, rng, scale))
+    prep = _prep(tmp_path, train_size=8)
+    with loop.ThreadPoolExecutor(2) as pool:
+        loop._Batches(prep, replace(CONFIG, train_size=8), pool).train(np.arange(12).repeat(25), np.random.default_rng(0))
+    assert len(seeds) == 300 and len(set(seeds)) == 300  # drawn from 2**63 values: crops do not repeat
 
 
 def test_whole_images_of_the_validation_folder_without_a_cache(stand_in, tmp_path):
@@ -720,6 +820,15 @@ def test_reblend_fits_the_whitening_on_the_training_images_at_the_embedding_size
     (x,) = fitted
     # the stand-in's embeddings move little with the size (7e-5 here): x is the 40-pixel one to float precision
     assert np.abs(x - at_40).max() < np.abs(at_32 - at_40).max() / 20
+
+
+def test_reblend_at_another_embedding_size_exports_and_records_that_size(stand_in, tmp_path):
+    data = make_data(tmp_path / "data")
+    result = loop.fit(loop.prepare(data, CONFIG, tmp_path / "cache"), replace(CONFIG, epochs=1))  # at 32 pixels
+    at_40 = loop.reblend(result, loop.prepare(data, replace(CONFIG, embed_size=40), tmp_path / "cache"), 1.0, ema=0.0)
+    assert result.spec.preprocessing.size == 32 and result.config.embed_size == 0
+    assert at_40.spec.preprocessing.size == 40 and at_40.config.embed_size == 40
+    assert at_40.net is result.average.net and at_40.final is not None  # the same network, validated at 40
 
 
 def test_reblend_whitens_the_blend_it_exports_fitted_on_the_blends_embeddings(stand_in, tmp_path, monkeypatch):
