@@ -256,11 +256,15 @@ def test_the_learning_rate_warms_up_over_a_tenth_of_the_steps_then_follows_a_cos
     assert f(20) == pytest.approx(0.5 * (1 + math.cos(math.pi * 18 / 19)))
 
 
-def test_every_block_of_the_network_can_be_trained_stem_included(stand_in, tmp_path):
+def test_every_block_of_the_network_can_be_trained_stem_included(stand_in, tmp_path, monkeypatch):
     prep = _prep(tmp_path, unfreeze=3)  # the stand-in's 3 blocks: no frozen part, no cache
+    frozen = []
+    real = EmbeddingNet.prefix
+    monkeypatch.setattr(EmbeddingNet, "prefix", lambda self, x, stop: frozen.append(stop) or real(self, x, stop))
     result = loop.fit(prep, replace(CONFIG, unfreeze=3, epochs=1))
     stem = result.net.features.net._conv_stem.weight
     assert prep.start == 0 and not torch.equal(stem, FEATURES["pool"].net._conv_stem.weight)
+    assert frozen == []  # the pixels go through the whole network, stem once, with gradients
 
 
 def test_settings_that_cannot_work_are_refused_before_anything_is_read(stand_in, tmp_path):
