@@ -304,6 +304,16 @@ def test_a_file_system_that_cannot_reserve_blocks_still_gets_the_cache(tmp_path,
     assert err.value.errno == errno.ENOSPC and not (tmp_path / "full.npy").exists()
 
 
+def test_a_disk_too_full_for_the_cache_files_header_says_so(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full)  # refused before the file was made
+    with pytest.raises(OSError) as err:
+        loop.reserved_memmap(tmp_path / "x.npy", (3, 2))
+    assert err.value.errno == errno.ENOSPC and not (tmp_path / "x.npy").exists()
+
+
 def test_the_cache_file_has_its_blocks_reserved(tmp_path, monkeypatch):
     asked = []
     real = os.posix_fallocate
@@ -838,7 +848,9 @@ def test_reblend_at_another_embedding_size_exports_and_records_that_size(stand_i
 def test_reblend_whitens_the_blend_it_exports_fitted_on_the_blends_embeddings(stand_in, tmp_path, monkeypatch):
     prep = _prep(tmp_path)
     result = loop.fit(prep, replace(CONFIG, epochs=1))
-    blend = loop.reblend(result, prep, 0.5, ema=0.0, whiten=0.0).net  # half trained, half the start: unwhitened
+    plain = loop.reblend(result, prep, 0.5, ema=0.0, whiten=0.0)  # half trained, half the start: unwhitened
+    blend = plain.net
+    assert plain.centre is None  # nothing centred on another folder (lookalike.json says null)
     fitted = []
     monkeypatch.setattr(loop, "fit_whitening", lambda x, codes, power: fitted.append(x) or (np.zeros(6), np.eye(6)))
     white = loop.reblend(result, prep, 0.5, ema=0.0, whiten=0.5)
@@ -917,12 +929,23 @@ def test_a_preparation_centred_on_its_validation_images_is_a_copy_that_centres_o
     assert (centred.train, centred.val, centred.cache_dir) == (prep.train, prep.val, prep.cache_dir)
 
 
-def test_a_large_folder_to_centre_on_is_sampled(stand_in, tmp_path, monkeypatch):
+def test_a_large_folder_to_centre_on_is_sampled_the_same_way_each_time(stand_in, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "CENTRE_IMAGES", 5)
-    prep = loop.prepare(make_data(tmp_path / "data"), CONFIG, tmp_path / "cache",
-                        centre_dir=make_data(tmp_path / "collection", classes=3, per_class=3))
-    assert prep.centre_listed == 9 and len(prep.centre) == 5 and list(prep.centre) == sorted(set(prep.centre))
-    assert set(prep.centre) <= {str(p) for p in (tmp_path / "collection").glob("*/*.png")}
+    data, collection = make_data(tmp_path / "data"), make_data(tmp_path / "collection", classes=4, per_class=5)
+    prep = loop.prepare(data, CONFIG, tmp_path / "cache", centre_dir=collection)
+    assert prep.centre_listed == 20 and len(prep.centre) == 5 and list(prep.centre) == sorted(set(prep.centre))
+    assert set(prep.centre) <= {str(p) for p in collection.glob("*/*.png")}
+    assert loop.prepare(data, CONFIG, tmp_path / "cache", centre_dir=collection).centre == prep.centre  # seeded
+
+
+def test_a_folder_to_centre_on_made_of_links_to_outside_is_followed_when_asked(stand_in, tmp_path):
+    data, outside = make_data(tmp_path / "data"), make_data(tmp_path / "outside", classes=2, per_class=3, seed=2)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "linked").symlink_to(outside / "c0")
+    prep = loop.prepare(data, CONFIG, tmp_path / "cache", centre_dir=tmp_path / "photos", follow_links=True)
+    assert prep.centre == tuple(str(tmp_path / "photos" / "linked" / f"{i}.png") for i in range(3))
+    with pytest.raises(ValueError, match="^no images to centre on in "):  # the link left out
+        loop.prepare(data, CONFIG, tmp_path / "cache", centre_dir=tmp_path / "photos")
 
 
 def test_a_single_pair_of_images_to_whiten_from_is_refused_before_training(stand_in, tmp_path):
