@@ -154,6 +154,10 @@ def test_train_warns_of_images_to_centre_on_that_could_not_be_read(tmp_path, mon
         assert result.exit_code == 0, result.output
         warnings = [line for line in result.stderr.splitlines(keepends=True) if "centred on" in line]
         assert warnings == ([] if said is None else [f"warning: centred on {5 - len(unreadable)} images; {said}"])
+    centre = {"data": "photos", "listed": 5, "images": 4, "unreadable": [["a.jpg", "broken"]]}
+    err = terminal(monkeypatch)  # on a terminal: the label in bold yellow, as every warning
+    assert run("train", data, "--out", tmp_path / "out", "--val-split", "none").exit_code == 0
+    assert "\x1b[1;33mwarning:\x1b[0m centred on 4 images; a.jpg could not be read (broken)\n" in err.getvalue()
 
 
 def test_train_without_an_untrained_epoch_and_with_files_left_out(tmp_path, monkeypatch):
