@@ -530,3 +530,15 @@ def test_tune_follows_a_linked_class_only_when_asked_and_lists_no_path_without_v
     assert linked.exit_code == 0, linked.output
     assert linked.stderr.startswith("warning: 5 classes of 2 images (the median)")  # counted, and nothing left out
     assert followed == [False, True]
+
+
+def test_tunes_advice_counts_the_classes_its_seed_holds_out(tmp_path, monkeypatch):
+    from lookalike.train import data as train_data
+    from lookalike.train import tune
+
+    data = write_classes(tmp_path / "data", range(2, 12))  # 10 classes of different sizes: each split says its own count
+    monkeypatch.setattr(tune, "run_grid", lambda *a, **kw: TuneResult([], {}, 1.0))
+    result = run("tune", data, "--grid", "lr=0.1", "--val-fraction", 0.5, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    want = train_data.below_advice(train_data.scan(data), "classes", 0.5, 3)
+    assert result.stderr.splitlines()[0] == f"warning: {want}"
