@@ -474,12 +474,11 @@ def centring(net: EmbeddingNet, prep: Prepared, pool: ThreadPoolExecutor,
     """The mean embedding by ``net`` of ``prep.centre``'s images, embedded whole as the exported model
     embeds, and ``{"data", "listed", "images", "unreadable"}`` (the folder, its images, those used, and
     the path and reason of each one that could not be decoded, which is skipped). ValueError when none could be."""
-    pre = prep.embedding.preprocessing
     unreadable: list[list[str]] = []
 
     def load(path: str) -> np.ndarray | None:
         try:
-            return pre(decode(path, pre.size))
+            return _load_input(prep.embedding, path)
         except ImageError as e:
             unreadable.append([path, str(e)])
             return None
